@@ -1,0 +1,149 @@
+package identity
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// The expected addresses below were computed outside Go (Python hashlib) from
+// the DESIGN.md formula, so a change to the derivation cannot pass unnoticed.
+func TestAddressKnownAnswers(t *testing.T) {
+	tests := []struct {
+		pub, addr, site string
+	}{
+		{"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "fcff:805b:1683:9242:1948:aa5b:d63a:3561", "3fc:cfea:9fca:d8c4::/64"},
+		{"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", "fc15:c34:74e8:280c:c066:9605:dfe9:9eba", "31f:738f:8a12:cdbb::/64"},
+		{"hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=", "fcfd:afa6:ea26:22b1:92f7:bcda:df3d:6ba8", "3e2:726f:c48e:572::/64"},
+	}
+	for _, tt := range tests {
+		k, err := ParsePublicKey(tt.pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := k.Address().String(); got != tt.addr {
+			t.Errorf("Address(%s) = %s, want %s", tt.pub, got, tt.addr)
+		}
+		if got := k.SitePrefix().String(); got != tt.site {
+			t.Errorf("SitePrefix(%s) = %s, want %s", tt.pub, got, tt.site)
+		}
+		if !IsNodeAddress(k.Address()) || !OverlayPrefix.Contains(k.Address()) {
+			t.Errorf("%s not a node address", k.Address())
+		}
+		if !IsSiteAddress(k.SitePrefix().Addr()) || !SitePrefixSpace.Contains(k.SitePrefix().Addr()) {
+			t.Errorf("%s not in site space", k.SitePrefix())
+		}
+	}
+}
+
+// RFC 7748 section 6.1: Alice's key pair.
+func TestPublicFromPrivateRFC7748(t *testing.T) {
+	priv, err := ParsePrivateKey("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := priv.Public().String(), "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="; got != want {
+		t.Fatalf("Public = %s, want %s", got, want)
+	}
+}
+
+func TestGenerateIsClampedAndDistinct(t *testing.T) {
+	a, err := GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := GeneratePrivateKey()
+	ra := a.Raw()
+	if ra[0]&7 != 0 || ra[31]&128 != 0 || ra[31]&64 == 0 {
+		t.Fatalf("key not clamped: %x", ra)
+	}
+	if a.Public() == b.Public() {
+		t.Fatal("two generated keys are equal")
+	}
+	back, err := ParsePrivateKey(a.Base64())
+	if err != nil || back.Public() != a.Public() {
+		t.Fatalf("round trip: %v", err)
+	}
+}
+
+func TestPrivateKeyNeverPrints(t *testing.T) {
+	k, _ := GeneratePrivateKey()
+	secret := k.Base64()
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%v %+v %#v %s", k, k, k, k)
+	log := slog.New(slog.NewTextHandler(&sb, nil))
+	log.Info("x", "key", k)
+	if _, err := json.Marshal(struct{ K PrivateKey }{k}); err == nil {
+		t.Error("json.Marshal of a private key succeeded")
+	}
+	if strings.Contains(sb.String(), secret) || strings.Contains(sb.String(), fmt.Sprint(k.Raw())) {
+		t.Fatalf("private key leaked: %s", sb.String())
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, in := range []string{"", "abc", "AAAA", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=AA==", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "!!!!"} {
+		if _, err := ParsePublicKey(in); err == nil {
+			t.Errorf("ParsePublicKey(%q) accepted", in)
+		}
+		if _, err := ParsePrivateKey(in); err == nil {
+			t.Errorf("ParsePrivateKey(%q) accepted", in)
+		}
+	}
+	// Whitespace around a key is what `wg genkey > f` leaves; accept it.
+	if _, err := ParsePublicKey("  AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"); err != nil {
+		t.Errorf("trailing newline rejected: %v", err)
+	}
+}
+
+func TestKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sub", "node.key")
+	k1, created, err := LoadOrCreateKeyFile(path)
+	if err != nil || !created {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	info, _ := os.Stat(path)
+	if info.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %o", info.Mode().Perm())
+	}
+	dinfo, _ := os.Stat(filepath.Dir(path))
+	if dinfo.Mode().Perm() != 0o700 {
+		t.Fatalf("dir mode %o", dinfo.Mode().Perm())
+	}
+	k2, created, err := LoadOrCreateKeyFile(path)
+	if err != nil || created || k2.Public() != k1.Public() {
+		t.Fatalf("reload: %v %v", created, err)
+	}
+	os.Chmod(path, 0o644)
+	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable key accepted: %v", err)
+	}
+	os.Chmod(path, 0o600)
+	os.WriteFile(path, []byte("garbage\n"), 0o600)
+	if _, _, err := LoadOrCreateKeyFile(path); err == nil {
+		t.Fatal("garbage key accepted")
+	}
+}
+
+func FuzzParsePublicKey(f *testing.F) {
+	f.Add("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		k, err := ParsePublicKey(s)
+		if err != nil {
+			return
+		}
+		if !IsNodeAddress(k.Address()) {
+			t.Fatal("derived address outside fc00::/8")
+		}
+		back, err := ParsePublicKey(k.String())
+		if err != nil || back != k {
+			t.Fatal("round trip failed")
+		}
+	})
+}

@@ -1,0 +1,71 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// LoadOrCreateKeyFile reads the private key at path, creating it (mode 0600,
+// parent directory 0700 if it must be made) when it does not exist. It
+// refuses a key file that group or others can read or write, as ssh does: the
+// key is the node's identity.
+func LoadOrCreateKeyFile(path string) (key PrivateKey, created bool, err error) {
+	info, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		key, err = createKeyFile(path)
+		return key, err == nil, err
+	case err != nil:
+		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
+	}
+	if !info.Mode().IsRegular() {
+		return PrivateKey{}, false, fmt.Errorf("key file %s: not a regular file", path)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return PrivateKey{}, false, fmt.Errorf("key file %s has mode %04o: group and others must have no access; fix with: chmod 600 %s", path, perm, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
+	}
+	key, err = ParsePrivateKey(strings.TrimSpace(string(b)))
+	if err != nil {
+		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
+	}
+	return key, false, nil
+}
+
+func createKeyFile(path string) (PrivateKey, error) {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return PrivateKey{}, fmt.Errorf("key file directory %s: %w", dir, err)
+	}
+	key, err := GeneratePrivateKey()
+	if err != nil {
+		return PrivateKey{}, err
+	}
+	// O_EXCL: if two processes race, one wins and the other reports the error
+	// instead of silently replacing an identity.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return PrivateKey{}, fmt.Errorf("create key file %s: %w", path, err)
+	}
+	if _, err := f.WriteString(key.Base64() + "\n"); err != nil {
+		f.Close()
+		os.Remove(path)
+		return PrivateKey{}, fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return PrivateKey{}, fmt.Errorf("write key file %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return PrivateKey{}, fmt.Errorf("write key file %s: %w", path, err)
+	}
+	return key, nil
+}
