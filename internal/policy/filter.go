@@ -1,0 +1,258 @@
+package policy
+
+import (
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/packet"
+)
+
+// Verdict is the filter's decision on one packet.
+type Verdict uint8
+
+// Verdicts. Everything but Accept drops the packet.
+const (
+	Accept        Verdict = iota
+	DropMalformed         // not a parsable IP packet
+	DropSpoofed           // outbound with a source that is not this node's
+	DropDenied            // inbound, no rule allows it and it answers nothing
+	DropNotLocal          // inbound for an address this node does not own
+	DropTableFull         // outbound flow refused: the connection table is full
+)
+
+var verdictNames = [...]string{"accept", "malformed", "spoofed", "denied", "not_local", "table_full"}
+
+func (v Verdict) String() string {
+	if int(v) < len(verdictNames) {
+		return verdictNames[v]
+	}
+	return "unknown"
+}
+
+// Denial describes a dropped inbound packet, for logs and the event stream.
+type Denial struct {
+	Src, Dst netip.Addr // Src is the sending node (the owner, for a site address)
+	Proto    uint8
+	DstPort  uint16
+	Reason   Verdict
+	Count    uint64 // packets denied from Src so far
+}
+
+// denyLogInterval is how often one source's denials are reported.
+const denyLogInterval = 10 * time.Second
+
+// maxDenyCounters bounds the per-source counters; sources past it share the
+// zero-address counter.
+const maxDenyCounters = 65536
+
+type denyCounter struct {
+	n          atomic.Uint64
+	lastReport atomic.Int64
+}
+
+// Filter is the policy as the TUN wrapper applies it to every packet.
+// Methods are safe for concurrent use; the packet path takes no lock except
+// the connection table's.
+type Filter struct {
+	local   atomic.Pointer[Local]
+	matcher atomic.Pointer[Matcher]
+	sites   atomic.Pointer[map[[8]byte]netip.Addr]
+	ct      *Conntrack
+	onDeny  func(Denial)
+
+	mu     sync.RWMutex // guards denies (the map; counters are atomic)
+	denies map[netip.Addr]*denyCounter
+
+	spoofed   atomic.Uint64
+	malformed atomic.Uint64
+}
+
+// Local is what this node owns: the sources it may send from and the
+// destinations it accepts.
+type Local struct {
+	Addr netip.Addr   // node address
+	Site netip.Prefix // site prefix
+}
+
+func (l *Local) owns(a netip.Addr) bool { return a == l.Addr || l.Site.Contains(a) }
+
+// NewFilter returns a filter for the node described by local. onDeny, if not
+// nil, is called at most once per denyLogInterval per source with the latest
+// denial; it must not block.
+func NewFilter(local Local, m *Matcher, ct *Conntrack, onDeny func(Denial)) *Filter {
+	f := &Filter{ct: ct, onDeny: onDeny, denies: make(map[netip.Addr]*denyCounter)}
+	f.local.Store(&local)
+	f.matcher.Store(m)
+	return f
+}
+
+// SetSites installs which peer owns which site prefix. A packet from a
+// device behind a peer (a source in its site prefix, which WireGuard only
+// accepts from that peer) is judged as coming from the peer itself.
+func (f *Filter) SetSites(owners map[netip.Prefix]netip.Addr) {
+	m := make(map[[8]byte]netip.Addr, len(owners))
+	for p, a := range owners {
+		m[site64(p.Addr())] = a
+	}
+	f.sites.Store(&m)
+}
+
+func site64(a netip.Addr) [8]byte {
+	b := a.As16()
+	return [8]byte(b[:8])
+}
+
+// identify returns the node a source address belongs to: itself for a node
+// address, the site prefix's owner for a site address, invalid if unknown.
+func (f *Filter) identify(src netip.Addr) netip.Addr {
+	if !identity.IsSiteAddress(src) {
+		return src
+	}
+	if m := f.sites.Load(); m != nil {
+		if owner, ok := (*m)[site64(src)]; ok {
+			return owner
+		}
+	}
+	return netip.Addr{}
+}
+
+// SetMatcher installs a new rule set; packets after this call see it.
+func (f *Filter) SetMatcher(m *Matcher) { f.matcher.Store(m) }
+
+// Matcher returns the current rule set.
+func (f *Filter) Matcher() *Matcher { return f.matcher.Load() }
+
+// Conntrack returns the connection table.
+func (f *Filter) Conntrack() *Conntrack { return f.ct }
+
+// Outbound decides on a packet this node sends into the overlay; p must have
+// been decoded without error (else pass DropMalformed yourself).
+func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
+	if !f.local.Load().owns(p.Src) {
+		f.spoofed.Add(1)
+		return DropSpoofed
+	}
+	if !f.ct.Outbound(p, now) {
+		return DropTableFull
+	}
+	return Accept
+}
+
+// Inbound decides on a packet a peer sent, after WireGuard decrypted it and
+// checked that its source belongs to that peer.
+func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
+	local := f.local.Load()
+	if !local.owns(p.Dst) {
+		return f.deny(p, f.identify(p.Src), DropNotLocal, now)
+	}
+	m := f.matcher.Load()
+	from := f.identify(p.Src)
+	switch {
+	case !from.IsValid():
+		// A site address whose owner we do not know: nobody vouches for it.
+	case p.NonFirst:
+		// Later fragments carry no ports; the first one was judged. Let them
+		// through from sources that may send something, or that we talk to:
+		// without the first fragment the kernel cannot reassemble them.
+		if m.AllowsAny(from) || f.ct.HasRemote(p.Src) {
+			return Accept
+		}
+	case p.IsICMPError():
+		// Errors about traffic this node sent (Packet Too Big above all) must
+		// pass: about flows it opened, and about its replies to flows the
+		// rules admit. The error may come from a router on the way, so its
+		// source need not be the flow's peer.
+		if p.HasInner && local.owns(p.Inner.Src) {
+			in := p.Inner
+			ports := in.Proto == packet.ProtoTCP || in.Proto == packet.ProtoUDP
+			if f.ct.Related(in, now) || m.Allows(f.identify(in.Dst), in.Proto, in.SrcPort, ports) {
+				return Accept
+			}
+		}
+		if m.Allows(from, p.Proto, 0, false) {
+			return Accept
+		}
+	default:
+		if m.Allows(from, p.Proto, p.DstPort, p.HasPorts) {
+			return Accept
+		}
+		if f.ct.Reply(p, now) {
+			return Accept
+		}
+	}
+	return f.deny(p, from, DropDenied, now)
+}
+
+// Malformed counts a packet that did not parse.
+func (f *Filter) Malformed() { f.malformed.Add(1) }
+
+// deny counts a dropped packet against the node it came from (from; the raw
+// source if that is unknown).
+func (f *Filter) deny(p *packet.Parsed, from netip.Addr, why Verdict, now int64) Verdict {
+	if !from.IsValid() {
+		from = p.Src
+	}
+	c := f.counter(from)
+	n := c.n.Add(1)
+	if f.onDeny != nil {
+		last := c.lastReport.Load()
+		if now-last >= int64(denyLogInterval) && c.lastReport.CompareAndSwap(last, now) {
+			f.onDeny(Denial{Src: from, Dst: p.Dst, Proto: p.Proto, DstPort: p.DstPort, Reason: why, Count: n})
+		}
+	}
+	return why
+}
+
+func (f *Filter) counter(src netip.Addr) *denyCounter {
+	f.mu.RLock()
+	c := f.denies[src]
+	f.mu.RUnlock()
+	if c != nil {
+		return c
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c = f.denies[src]; c != nil {
+		return c
+	}
+	if len(f.denies) >= maxDenyCounters {
+		src = netip.Addr{}
+		if c = f.denies[src]; c != nil {
+			return c
+		}
+	}
+	c = &denyCounter{}
+	c.lastReport.Store(-int64(denyLogInterval))
+	f.denies[src] = c
+	return c
+}
+
+// Denied returns the number of inbound packets dropped from src.
+func (f *Filter) Denied(src netip.Addr) uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if c := f.denies[src]; c != nil {
+		return c.n.Load()
+	}
+	return 0
+}
+
+// DeniedAll returns the per-source denial counts.
+func (f *Filter) DeniedAll() map[netip.Addr]uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[netip.Addr]uint64, len(f.denies))
+	for a, c := range f.denies {
+		out[a] = c.n.Load()
+	}
+	return out
+}
+
+// Spoofed returns the number of outbound packets dropped for a foreign source.
+func (f *Filter) Spoofed() uint64 { return f.spoofed.Load() }
+
+// MalformedCount returns the number of packets that did not parse.
+func (f *Filter) MalformedCount() uint64 { return f.malformed.Load() }
