@@ -1,0 +1,167 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const full = `
+key_file = "node.key"
+[tun]
+mode = "userspace"
+name = "tomoe7"
+mtu = 1380
+[listen]
+udp = "[::]:0"
+[admin]
+socket = "run/admin.sock"
+metrics = "127.0.0.1:9610"
+[[peers]]
+public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+endpoint = "192.0.2.7:4610"
+persistent_keepalive = 25
+name = "bob"
+[[peers]]
+public_key = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+endpoint = "peer.example.com:4610"
+[[policy.allow]]
+from = "*"
+proto = "tcp"
+ports = "22,8000-8080"
+[[policy.allow]]
+from = "fcff:805b:1683:9242:1948:aa5b:d63a:3561"
+[log]
+level = "debug"
+format = "json"
+`
+
+func TestParseFull(t *testing.T) {
+	c, err := Parse([]byte(full), "test.toml", "/etc/tomoe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.KeyFile != "/etc/tomoe/node.key" || c.Admin.Socket != "/etc/tomoe/run/admin.sock" {
+		t.Errorf("relative paths: %q %q", c.KeyFile, c.Admin.Socket)
+	}
+	if c.StateFile() != "/etc/tomoe/policy.json" {
+		t.Errorf("state file %q", c.StateFile())
+	}
+	if c.TUN.Mode != ModeUserspace || c.TUN.MTU != 1380 || len(c.Peers) != 2 || c.Peers[0].Keepalive().Seconds() != 25 {
+		t.Errorf("decoded %+v", c)
+	}
+	if p, _ := c.ListenPort(); p != 0 {
+		t.Errorf("port %d", p)
+	}
+	if len(c.PolicyRules()) != 2 {
+		t.Errorf("rules %v", c.PolicyRules())
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, "empty.toml", "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.TUN.Mode != "kernel" || c.TUN.Name != "tomoe0" || c.TUN.MTU != DefaultMTU || c.Listen.UDP != "0.0.0.0:4610" {
+		t.Errorf("defaults %+v", c)
+	}
+	if p, _ := c.ListenPort(); p != 4610 {
+		t.Errorf("port %d", p)
+	}
+}
+
+// Each bad config must fail naming the key, and the message must say how to fix it.
+func TestValidationErrorsNameTheKey(t *testing.T) {
+	cases := []struct{ doc, key, hint string }{
+		{`[tun]` + "\n" + `mode = "tap"`, "tun.mode", "userspace"},
+		{`[tun]` + "\n" + `mtu = 1000`, "tun.mtu", "1280"},
+		{`[tun]` + "\n" + `name = "a/b"`, "tun.name", "'/'"},
+		{`[listen]` + "\n" + `udp = "4610"`, "listen.udp", "0.0.0.0:PORT"},
+		{`[listen]` + "\n" + `udp = "10.0.0.1:4610"`, "listen.udp", "every IPv4 and IPv6"},
+		{`[listen]` + "\n" + `udp = "0.0.0.0:70000"`, "listen.udp", "0..65535"},
+		{`[[peers]]` + "\n" + `public_key = "nope"` + "\n" + `endpoint = "1.2.3.4:1"`, "peers[0].public_key", "tomoe key public"},
+		{`[[peers]]` + "\n" + `public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="`, "peers[0].endpoint", "host:port"},
+		{`[[peers]]` + "\n" + `public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="` + "\n" + `endpoint = "[fc00::1]:4610"`, "peers[0].endpoint", "underlay"},
+		{`[[peers]]` + "\n" + `public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="` + "\n" + `endpoint = "1.2.3.4:0"`, "peers[0].endpoint", "1..65535"},
+		{`[[policy.allow]]` + "\n" + `from = "bob"`, "policy.allow[0]", "public key"},
+		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `ports = "99999"`, "policy.allow[0]", "1-65535"},
+		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp or any"},
+		{`[admin]` + "\n" + `socket = "/` + strings.Repeat("x", 120) + `"`, "admin.socket", "107"},
+		{`[admin]` + "\n" + `group = "no-such-group-tomoe"`, "admin.group", "groupadd"},
+		{`[log]` + "\n" + `level = "loud"`, "log.level", "debug"},
+	}
+	for _, tc := range cases {
+		_, err := Parse([]byte(tc.doc), "c.toml", "/x")
+		if err == nil {
+			t.Errorf("accepted:\n%s", tc.doc)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.key) || !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("error for %s lacks key or hint %q:\n%v", tc.key, tc.hint, err)
+		}
+	}
+}
+
+func TestDuplicatePeer(t *testing.T) {
+	doc := strings.Repeat("[[peers]]\npublic_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nendpoint = \"1.2.3.4:5\"\n", 2)
+	if _, err := Parse([]byte(doc), "c.toml", "/x"); err == nil || !strings.Contains(err.Error(), "peers[1].public_key") {
+		t.Fatalf("duplicate peer: %v", err)
+	}
+}
+
+func TestUnknownKeysAndSyntax(t *testing.T) {
+	_, err := Parse([]byte("[tun]\nmdoe = \"kernel\"\n"), "c.toml", "/x")
+	if err == nil || !strings.Contains(err.Error(), `c.toml:2: unknown key "tun.mdoe"`) || !strings.Contains(err.Error(), "mode") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	_, err = Parse([]byte("[tun]\nmtu = \"big\"\n"), "c.toml", "/x")
+	if err == nil || !strings.Contains(err.Error(), "c.toml:2") {
+		t.Fatalf("type error: %v", err)
+	}
+	_, err = Parse([]byte("key_file = \n"), "c.toml", "/x")
+	if err == nil || !strings.Contains(err.Error(), "c.toml:1") {
+		t.Fatalf("syntax error: %v", err)
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "tomoe.toml")
+	os.WriteFile(p, []byte("key_file = \"k\"\n"), 0o600)
+	c, err := Load(p)
+	if err != nil || c.KeyFile != filepath.Join(dir, "k") {
+		t.Fatalf("%v %v", c, err)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Fatal("missing file accepted")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(full))
+	f.Add([]byte("[tun]\nmode=1\n"))
+	f.Add([]byte("[[peers]]\n[[peers]]\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b, "fuzz.toml", "/x")
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error message")
+			}
+			return
+		}
+		// Whatever is accepted must be usable without further checks.
+		if _, err := c.ListenPort(); err != nil {
+			t.Fatalf("accepted config with bad listen: %v", err)
+		}
+		for _, p := range c.Peers {
+			if p.Key().IsZero() {
+				t.Fatal("accepted a peer without a key")
+			}
+		}
+		if len(c.PolicyRules()) != len(c.Policy.Allow) {
+			t.Fatal("accepted an unparsable rule")
+		}
+	})
+}
