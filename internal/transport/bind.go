@@ -1,0 +1,515 @@
+// Package transport owns the node's UDP sockets: a conn.Bind for the
+// WireGuard device that gives every peer one stable Endpoint object, picks
+// the path its packets take, and screens what arrives before WireGuard sees
+// it.
+//
+// Why a custom Bind (DESIGN.md "What a measured spike taught"):
+//   - wireguard-go re-points a peer at whatever Endpoint object its last
+//     authenticated packet came with. If that object were "the address it
+//     came from", paths (direct, later relayed) would flip per packet. Here
+//     every peer has one *PeerEndpoint; the Bind decides where it sends.
+//   - wireguard-go silently drops handshake initiations from unknown keys.
+//     The Bind opens each initiation far enough to learn the initiator's key
+//     (initiation.go) and asks an Admitter whether to add that peer first.
+//   - Packets are matched to peers by the session index WireGuard put in
+//     them (learned from the handshakes this node sends) and by the
+//     initiator's key, never by source address alone: an address can pass
+//     from one peer to another behind a NAT.
+//
+// Packets from a source address a peer has not used before are handed to
+// WireGuard with a per-address candidate endpoint. Only when WireGuard has
+// authenticated such a packet does it send through the candidate, and only
+// then does the Bind move the peer's direct path there. That is WireGuard's
+// roaming, with the decision kept in the Bind.
+//
+// The UDP work itself (batching, UDP GSO/GRO, sticky source addresses) is
+// wireguard-go's conn.StdNetBind, which this Bind wraps.
+package transport
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/ratelimiter"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// Admitter decides whether a node whose key is not a configured peer may
+// start a session. If it returns true, it must have called Bind.SetPeer for
+// key before returning: the initiation is then handed to WireGuard at once.
+// It runs on a receive goroutine, so it must be quick; calls are already
+// rate-limited per source address.
+type Admitter interface {
+	Admit(key identity.PublicKey, src netip.AddrPort) bool
+}
+
+// Limits on what the Bind remembers.
+const (
+	addrsPerPeer   = 4    // recent direct addresses of a peer
+	indicesPerPeer = 8    // recent session indices of a peer
+	maxCandidates  = 4096 // source addresses awaiting authentication
+)
+
+var errNoPath = errors.New("no path to peer")
+
+// Bind is the node's conn.Bind.
+type Bind struct {
+	inner   conn.Bind
+	log     *slog.Logger
+	admit   atomic.Pointer[Admitter]
+	opener  atomic.Pointer[initiationOpener]
+	limiter ratelimiter.Ratelimiter
+
+	mu         sync.RWMutex // guards peers, byIndex, candidates and PeerEndpoint.addrs/indices
+	peers      map[identity.PublicKey]*PeerEndpoint
+	byIndex    map[uint32]*PeerEndpoint
+	candidates map[netip.AddrPort]*sourceEndpoint
+
+	stats Stats
+}
+
+// Stats counts what the Bind dropped or decided. All fields are read with Load.
+type Stats struct {
+	ControlDropped      atomic.Uint64 // non-WireGuard frames (bridge control, not handled yet)
+	UnknownSession      atomic.Uint64 // messages for a session index this node never made
+	InitiationsLimited  atomic.Uint64 // initiations over the per-source rate
+	InitiationsInvalid  atomic.Uint64 // bad mac1, or not encrypted to our key
+	InitiationsDenied   atomic.Uint64 // unknown key, refused by the Admitter
+	InitiationsAdmitted atomic.Uint64 // unknown key, admitted and added
+	Roamed              atomic.Uint64 // direct path moved to a new address
+}
+
+// NewBind returns a Bind over UDP sockets on every address.
+func NewBind(log *slog.Logger) *Bind {
+	return newBind(conn.NewStdNetBind(), log)
+}
+
+func newBind(inner conn.Bind, log *slog.Logger) *Bind {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Bind{
+		inner:      inner,
+		log:        log,
+		peers:      make(map[identity.PublicKey]*PeerEndpoint),
+		byIndex:    make(map[uint32]*PeerEndpoint),
+		candidates: make(map[netip.AddrPort]*sourceEndpoint),
+	}
+}
+
+// SetPrivateKey tells the Bind the node's key, which it needs to open
+// handshake initiations. Until it is set, initiations from unknown keys are
+// dropped.
+func (b *Bind) SetPrivateKey(k identity.PrivateKey) {
+	b.opener.Store(newInitiationOpener(k))
+}
+
+// SetAdmitter installs the admission decision for unknown keys.
+func (b *Bind) SetAdmitter(a Admitter) { b.admit.Store(&a) }
+
+// Stats returns the Bind's counters.
+func (b *Bind) Stats() *Stats { return &b.stats }
+
+// SetPeer registers key as a peer reachable directly at addr (an invalid
+// addr: no direct address known yet) and returns its stable endpoint. For an
+// existing peer it moves the direct path to addr if addr is valid.
+func (b *Bind) SetPeer(key identity.PublicKey, addr netip.AddrPort) *PeerEndpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.peers[key]
+	if p == nil {
+		p = &PeerEndpoint{key: key}
+		b.peers[key] = p
+	}
+	if addr.IsValid() {
+		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+		p.direct.Store(&conn.StdNetEndpoint{AddrPort: addr})
+		p.addAddrLocked(addr)
+	}
+	return p
+}
+
+// RemovePeer forgets key: its endpoint, addresses and session indices.
+func (b *Bind) RemovePeer(key identity.PublicKey) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	p := b.peers[key]
+	if p == nil {
+		return
+	}
+	delete(b.peers, key)
+	for _, idx := range p.indices {
+		if b.byIndex[idx] == p {
+			delete(b.byIndex, idx)
+		}
+	}
+	for a, c := range b.candidates {
+		if c.peer == p {
+			delete(b.candidates, a)
+		}
+	}
+}
+
+// Peer returns the endpoint of key, or nil.
+func (b *Bind) Peer(key identity.PublicKey) *PeerEndpoint {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.peers[key]
+}
+
+// Open implements conn.Bind.
+func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	fns, actual, err := b.inner.Open(port)
+	if err != nil {
+		return nil, 0, err
+	}
+	b.limiter.Init()
+	wrapped := make([]conn.ReceiveFunc, len(fns))
+	for i, fn := range fns {
+		wrapped[i] = b.wrapReceive(fn)
+	}
+	return wrapped, actual, nil
+}
+
+// Close implements conn.Bind.
+func (b *Bind) Close() error {
+	err := b.inner.Close()
+	b.limiter.Close()
+	return err
+}
+
+// SetMark implements conn.Bind.
+func (b *Bind) SetMark(mark uint32) error { return b.inner.SetMark(mark) }
+
+// BatchSize implements conn.Bind.
+func (b *Bind) BatchSize() int { return b.inner.BatchSize() }
+
+// ParseEndpoint implements conn.Bind. The engine names a peer's endpoint by
+// the hex form of its public key (the peer must be registered with SetPeer);
+// a plain "ip:port" gives an endpoint outside any peer.
+func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	if len(s) == 64 {
+		if raw, err := hex.DecodeString(s); err == nil {
+			var key identity.PublicKey
+			copy(key[:], raw)
+			if p := b.Peer(key); p != nil {
+				return p, nil
+			}
+			return nil, fmt.Errorf("endpoint for unregistered peer %s", key.ShortString())
+		}
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, err
+	}
+	return &conn.StdNetEndpoint{AddrPort: ap}, nil
+}
+
+// EndpointName is what ParseEndpoint accepts for a registered peer.
+func EndpointName(key identity.PublicKey) string { return hex.EncodeToString(key[:]) }
+
+// Send implements conn.Bind.
+func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	var p *PeerEndpoint
+	switch e := ep.(type) {
+	case *PeerEndpoint:
+		p = e
+	case *sourceEndpoint:
+		if e.peer == nil {
+			return b.inner.Send(bufs, e.std)
+		}
+		// WireGuard sends through a candidate only after it authenticated
+		// a packet that came with it: the peer really is there now.
+		b.promote(e)
+		p = e.peer
+	default:
+		return b.inner.Send(bufs, ep)
+	}
+	b.learnIndices(bufs, p)
+	d := p.direct.Load()
+	if d == nil {
+		return fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
+	}
+	return b.inner.Send(bufs, d)
+}
+
+// learnIndices records the session index of each handshake message this
+// node sends, so that replies and data for that session can be matched to
+// the peer whatever address they come from.
+func (b *Bind) learnIndices(bufs [][]byte, p *PeerEndpoint) {
+	for _, buf := range bufs {
+		if !(len(buf) == initiationSize && buf[0] == msgInitiation) && !(len(buf) == responseSize && buf[0] == msgResponse) {
+			continue
+		}
+		idx := binary.LittleEndian.Uint32(buf[4:8])
+		b.mu.Lock()
+		old := p.indices[p.nextIndex]
+		if b.byIndex[old] == p {
+			delete(b.byIndex, old)
+		}
+		p.indices[p.nextIndex] = idx
+		p.nextIndex = (p.nextIndex + 1) % indicesPerPeer
+		b.byIndex[idx] = p
+		b.mu.Unlock()
+	}
+}
+
+func (b *Bind) promote(c *sourceEndpoint) {
+	p := c.peer
+	b.mu.Lock()
+	if b.candidates[c.addr] == c {
+		delete(b.candidates, c.addr)
+	}
+	if b.peers[p.key] != p {
+		b.mu.Unlock()
+		return // removed meanwhile
+	}
+	moved := !p.knowsAddrLocked(c.addr)
+	p.addAddrLocked(c.addr)
+	p.direct.Store(c.std)
+	b.mu.Unlock()
+	if moved {
+		b.stats.Roamed.Add(1)
+		b.log.Info("peer moved to a new address", "peer", p.key.ShortString(), "endpoint", c.addr)
+	}
+}
+
+// wrapReceive screens each received batch: WireGuard messages get their
+// peer's endpoint (or a candidate), everything else is dropped by setting
+// its size to zero, which WireGuard skips.
+func (b *Bind) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
+	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		n, err := fn(bufs, sizes, eps)
+		if err != nil {
+			return n, err
+		}
+		b.screen(bufs[:n], sizes, eps)
+		return n, nil
+	}
+}
+
+// screen matches each received message to its peer, dropping (size zero)
+// what is not for WireGuard or belongs to no peer.
+func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
+	var (
+		lastIdx  uint32
+		lastAddr netip.AddrPort
+		lastEp   conn.Endpoint
+	)
+	for i := range bufs {
+		msg := bufs[i][:sizes[i]]
+		std, ok := eps[i].(*conn.StdNetEndpoint)
+		if !ok || len(msg) < 4 {
+			sizes[i] = 0
+			continue
+		}
+		src := std.AddrPort
+		if msg[1]|msg[2]|msg[3] != 0 || msg[0] < msgInitiation || msg[0] > msgTransport {
+			b.stats.ControlDropped.Add(1)
+			sizes[i] = 0
+			continue
+		}
+		var ep conn.Endpoint
+		switch msg[0] {
+		case msgInitiation:
+			ep = b.initiation(msg, std)
+		case msgTransport, msgCookie, msgResponse:
+			off := 4
+			if msg[0] == msgResponse {
+				off = 8 // after the sender index
+			}
+			if len(msg) < off+4 {
+				break
+			}
+			idx := binary.LittleEndian.Uint32(msg[off : off+4])
+			if lastEp != nil && idx == lastIdx && src == lastAddr {
+				ep = lastEp
+				break
+			}
+			ep = b.bySession(idx, std)
+			if ep != nil {
+				lastIdx, lastAddr, lastEp = idx, src, ep
+			}
+		}
+		if ep == nil {
+			sizes[i] = 0
+			continue
+		}
+		eps[i] = ep
+	}
+}
+
+// bySession maps a message for session idx to its peer's endpoint.
+func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint) conn.Endpoint {
+	b.mu.RLock()
+	p := b.byIndex[idx]
+	known := p != nil && p.knowsAddrLocked(std.AddrPort)
+	b.mu.RUnlock()
+	switch {
+	case p == nil:
+		b.stats.UnknownSession.Add(1)
+		return nil
+	case known:
+		return p
+	}
+	return b.candidate(std, p)
+}
+
+// initiation identifies the sender of a handshake initiation by its static
+// key, admitting unknown keys through the Admitter.
+func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
+	opener := b.opener.Load()
+	if opener == nil || len(msg) != initiationSize {
+		return nil
+	}
+	if !b.limiter.Allow(std.AddrPort.Addr()) {
+		b.stats.InitiationsLimited.Add(1)
+		return nil
+	}
+	key, err := opener.open(msg)
+	if err != nil {
+		b.stats.InitiationsInvalid.Add(1)
+		return nil
+	}
+	p := b.Peer(key)
+	if p == nil {
+		a := b.admit.Load()
+		if a == nil || !(*a).Admit(key, std.AddrPort) {
+			b.stats.InitiationsDenied.Add(1)
+			return nil
+		}
+		if p = b.Peer(key); p == nil {
+			b.stats.InitiationsDenied.Add(1)
+			return nil
+		}
+		b.stats.InitiationsAdmitted.Add(1)
+	}
+	b.mu.RLock()
+	known := p.knowsAddrLocked(std.AddrPort)
+	b.mu.RUnlock()
+	if known {
+		return p
+	}
+	return b.candidate(std, p)
+}
+
+func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint) conn.Endpoint {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := b.candidates[std.AddrPort]
+	if c == nil || c.peer != p {
+		if len(b.candidates) >= maxCandidates {
+			clear(b.candidates) // under a flood: start over rather than grow
+		}
+		c = &sourceEndpoint{addr: std.AddrPort, std: std, peer: p}
+		b.candidates[std.AddrPort] = c
+	}
+	return c
+}
+
+// PeerEndpoint is the one endpoint object WireGuard holds for a peer.
+type PeerEndpoint struct {
+	key    identity.PublicKey
+	direct atomic.Pointer[conn.StdNetEndpoint] // current direct path; nil until known
+
+	// Guarded by Bind.mu.
+	addrs     [addrsPerPeer]netip.AddrPort
+	nextAddr  int
+	indices   [indicesPerPeer]uint32
+	nextIndex int
+}
+
+var _ conn.Endpoint = (*PeerEndpoint)(nil)
+
+// Key returns the peer's public key.
+func (p *PeerEndpoint) Key() identity.PublicKey { return p.key }
+
+// Direct returns the current direct address, if any.
+func (p *PeerEndpoint) Direct() netip.AddrPort {
+	if d := p.direct.Load(); d != nil {
+		return d.AddrPort
+	}
+	return netip.AddrPort{}
+}
+
+func (p *PeerEndpoint) knowsAddrLocked(a netip.AddrPort) bool {
+	for _, k := range p.addrs {
+		if k == a {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *PeerEndpoint) addAddrLocked(a netip.AddrPort) {
+	if p.knowsAddrLocked(a) {
+		return
+	}
+	p.addrs[p.nextAddr] = a
+	p.nextAddr = (p.nextAddr + 1) % addrsPerPeer
+}
+
+// ClearSrc forgets the sticky source address, as conn.Endpoint asks.
+func (p *PeerEndpoint) ClearSrc() {
+	if d := p.direct.Load(); d != nil && d.SrcIP().IsValid() {
+		p.direct.CompareAndSwap(d, &conn.StdNetEndpoint{AddrPort: d.AddrPort})
+	}
+}
+
+// SrcToString implements conn.Endpoint.
+func (p *PeerEndpoint) SrcToString() string {
+	if d := p.direct.Load(); d != nil {
+		return d.SrcToString()
+	}
+	return ""
+}
+
+// DstToString implements conn.Endpoint: the current direct address, or "".
+func (p *PeerEndpoint) DstToString() string {
+	if d := p.direct.Load(); d != nil {
+		return d.DstToString()
+	}
+	return ""
+}
+
+// DstToBytes implements conn.Endpoint (WireGuard keys its cookies on it).
+func (p *PeerEndpoint) DstToBytes() []byte {
+	if d := p.direct.Load(); d != nil {
+		return d.DstToBytes()
+	}
+	return nil
+}
+
+// DstIP implements conn.Endpoint.
+func (p *PeerEndpoint) DstIP() netip.Addr { return p.Direct().Addr() }
+
+// SrcIP implements conn.Endpoint.
+func (p *PeerEndpoint) SrcIP() netip.Addr {
+	if d := p.direct.Load(); d != nil {
+		return d.SrcIP()
+	}
+	return netip.Addr{}
+}
+
+// sourceEndpoint is a source address not yet known to belong to a peer's
+// path: handed to WireGuard with packets from it, promoted on first send.
+type sourceEndpoint struct {
+	addr netip.AddrPort
+	std  *conn.StdNetEndpoint // as received: carries the sticky source
+	peer *PeerEndpoint
+}
+
+func (s *sourceEndpoint) ClearSrc()           {}
+func (s *sourceEndpoint) SrcToString() string { return s.std.SrcToString() }
+func (s *sourceEndpoint) DstToString() string { return s.addr.String() }
+func (s *sourceEndpoint) DstToBytes() []byte  { return s.std.DstToBytes() }
+func (s *sourceEndpoint) DstIP() netip.Addr   { return s.addr.Addr() }
+func (s *sourceEndpoint) SrcIP() netip.Addr   { return s.std.SrcIP() }
