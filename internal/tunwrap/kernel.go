@@ -1,0 +1,58 @@
+package tunwrap
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// kernelTUN makes a kernel TUN device interruptible through the read
+// deadline of its file, which wireguard-go opens non-blocking so that Go's
+// poller serves it. Interrupt arms a flag and sets a deadline in the past;
+// Read returns (0, nil) when it finds the flag armed or the deadline hit,
+// clearing the deadline. A Read that blocks always does so after it found
+// the flag clear, and every Interrupt sets the deadline after arming the
+// flag, so no Interrupt is lost.
+type kernelTUN struct {
+	tun.Device
+	file  *os.File
+	armed atomic.Bool
+}
+
+// Kernel adapts a kernel TUN device (tun.CreateTUN) to Device.
+func Kernel(dev tun.Device) (Device, error) {
+	f := dev.File()
+	if f == nil {
+		return nil, errors.New("kernel tun: device has no file")
+	}
+	// Probe: a file the poller does not serve cannot take deadlines.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		return nil, fmt.Errorf("kernel tun: read deadlines unsupported: %w", err)
+	}
+	return &kernelTUN{Device: dev, file: f}, nil
+}
+
+// pastDeadline is any time in the past.
+var pastDeadline = time.Unix(1, 0)
+
+func (k *kernelTUN) Interrupt() {
+	k.armed.Store(true)
+	k.file.SetReadDeadline(pastDeadline)
+}
+
+func (k *kernelTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if k.armed.Swap(false) {
+		k.file.SetReadDeadline(time.Time{})
+		return 0, nil
+	}
+	n, err := k.Device.Read(bufs, sizes, offset)
+	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
+		k.file.SetReadDeadline(time.Time{})
+		return 0, nil
+	}
+	return n, err
+}

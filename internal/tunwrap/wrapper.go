@@ -1,0 +1,313 @@
+// Package tunwrap owns the tun.Device that WireGuard reads and writes: it
+// wraps the real device (a kernel TUN or the userspace stack) so that the
+// policy filter sees every packet in both directions before WireGuard or the
+// local stack does, holds packets for destinations that are not peers yet
+// until they are resolved, injects packets of its own (held packets, the
+// admin API's pings) into the outbound path, and answers what cannot be
+// delivered with ICMP errors.
+//
+// Outbound (Read: local stack -> WireGuard): a packet must come from this
+// node's address or site prefix (else it is spoofed and dropped), it is
+// recorded in the connection table, and it waits in the hold queue if no
+// peer owns its destination yet.
+//
+// Inbound (Write: WireGuard -> local stack): WireGuard has checked that the
+// source belongs to the peer that encrypted it; the filter then applies the
+// allow rules and the connection table.
+package tunwrap
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tomoe-net/tomoe/internal/packet"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Device is a tun.Device whose blocked Read can be cut short, which the
+// wrapper needs to inject packets into the read path without an extra
+// goroutine and copy per batch.
+type Device interface {
+	tun.Device
+	// Interrupt makes a Read that is blocked, or the next Read, return
+	// (0, nil) promptly. Safe for concurrent use.
+	Interrupt()
+}
+
+// Config is what the wrapper needs from the node.
+type Config struct {
+	Filter *policy.Filter
+	// Local is the node's own address, the source of its pings and ICMP errors.
+	Local netip.Addr
+	// Resolve is called once for a destination that has no peer, when its
+	// first packet is held. It must not block; it answers later with
+	// Release or Reject. Nil: such packets are answered unreachable at once.
+	Resolve func(dst netip.Addr)
+	// HoldTimeout bounds how long packets wait for Resolve's answer.
+	HoldTimeout time.Duration
+}
+
+// Stats counts packets by fate. Read fields with Load.
+type Stats struct {
+	OutPackets  atomic.Uint64 // passed to WireGuard
+	OutBytes    atomic.Uint64
+	InPackets   atomic.Uint64 // delivered to the local stack
+	InBytes     atomic.Uint64
+	Dropped     [6]atomic.Uint64 // by policy.Verdict
+	Held        atomic.Uint64    // packets that waited for a peer
+	Unreachable atomic.Uint64    // ICMP errors sent to local programs
+	Injected    atomic.Uint64    // packets of our own put into the read path
+}
+
+// Wrapper is the tun.Device given to WireGuard.
+type Wrapper struct {
+	inner  Device
+	cfg    Config
+	stats  Stats
+	routes atomic.Pointer[routeTable]
+	hold   holdQueue
+	ping   pinger
+
+	injectMu sync.Mutex // guards injected
+	injected [][]byte
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	done      chan struct{}
+}
+
+var _ tun.Device = (*Wrapper)(nil)
+
+// New wraps inner. It starts one goroutine (hold-queue expiry), ended by Close.
+func New(inner Device, cfg Config) *Wrapper {
+	if cfg.HoldTimeout <= 0 {
+		cfg.HoldTimeout = 5 * time.Second
+	}
+	w := &Wrapper{inner: inner, cfg: cfg, closed: make(chan struct{}), done: make(chan struct{})}
+	w.routes.Store(&routeTable{})
+	w.hold.init()
+	w.ping.init()
+	go w.expireLoop()
+	return w
+}
+
+// Stats returns the wrapper's counters.
+func (w *Wrapper) Stats() *Stats { return &w.stats }
+
+// File implements tun.Device.
+func (w *Wrapper) File() *os.File { return w.inner.File() }
+
+// MTU implements tun.Device.
+func (w *Wrapper) MTU() (int, error) { return w.inner.MTU() }
+
+// Name implements tun.Device.
+func (w *Wrapper) Name() (string, error) { return w.inner.Name() }
+
+// Events implements tun.Device.
+func (w *Wrapper) Events() <-chan tun.Event { return w.inner.Events() }
+
+// BatchSize implements tun.Device.
+func (w *Wrapper) BatchSize() int { return w.inner.BatchSize() }
+
+// Close implements tun.Device. It closes the wrapped device.
+func (w *Wrapper) Close() error {
+	var err error
+	w.closeOnce.Do(func() {
+		close(w.closed)
+		<-w.done
+		w.ping.closeAll()
+		err = w.inner.Close()
+	})
+	return err
+}
+
+// Read implements tun.Device: packets leaving this node.
+func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	for {
+		if n := w.drainInjected(bufs, sizes, offset); n > 0 {
+			w.outbound(bufs[:n], sizes, offset)
+			return n, nil
+		}
+		n, err := w.inner.Read(bufs, sizes, offset)
+		if n > 0 {
+			w.outbound(bufs[:n], sizes, offset)
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+		select {
+		case <-w.closed:
+			return 0, os.ErrClosed
+		default:
+		}
+	}
+}
+
+// outbound filters a batch read from the local stack in place: dropped and
+// held packets get size zero, which WireGuard skips.
+func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int) {
+	now := time.Now().UnixNano()
+	routes := w.routes.Load()
+	f := w.cfg.Filter
+	var p packet.Parsed
+	var lastDst netip.Addr
+	for i := range bufs {
+		if sizes[i] == 0 {
+			continue
+		}
+		pkt := bufs[i][offset : offset+sizes[i]]
+		if err := p.Decode(pkt); err != nil {
+			f.Malformed()
+			w.stats.Dropped[policy.DropMalformed].Add(1)
+			sizes[i] = 0
+			continue
+		}
+		if v := f.Outbound(&p, now); v != policy.Accept {
+			w.stats.Dropped[v].Add(1)
+			sizes[i] = 0
+			continue
+		}
+		if p.Dst != lastDst {
+			if !routes.has(p.Dst) {
+				w.holdPacket(p.Dst, pkt)
+				sizes[i] = 0
+				continue
+			}
+			lastDst = p.Dst
+		}
+		w.stats.OutPackets.Add(1)
+		w.stats.OutBytes.Add(uint64(len(pkt)))
+	}
+}
+
+// Write implements tun.Device: packets WireGuard decrypted for this node.
+// bufs is compacted in place; WireGuard rebuilds it for every batch.
+func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
+	now := time.Now().UnixNano()
+	f := w.cfg.Filter
+	kept := bufs[:0]
+	var p packet.Parsed
+	var bytes uint64
+	for _, b := range bufs {
+		pkt := b[offset:]
+		if err := p.Decode(pkt); err != nil {
+			f.Malformed()
+			w.stats.Dropped[policy.DropMalformed].Add(1)
+			continue
+		}
+		if p.IsICMP() && w.ping.intercept(&p, pkt) {
+			continue
+		}
+		if v := f.Inbound(&p, now); v != policy.Accept {
+			w.stats.Dropped[v].Add(1)
+			continue
+		}
+		kept = append(kept, b)
+		bytes += uint64(len(pkt))
+	}
+	if len(kept) == 0 {
+		return len(bufs), nil
+	}
+	w.stats.InPackets.Add(uint64(len(kept)))
+	w.stats.InBytes.Add(bytes)
+	if _, err := w.inner.Write(kept, offset); err != nil {
+		return 0, err
+	}
+	return len(bufs), nil
+}
+
+// writeHeadroom is the space kept before packets the wrapper writes itself:
+// a kernel TUN with offloads needs room for its virtio-net header.
+const writeHeadroom = 16
+
+// deliverLocal hands a packet the node made (an ICMP error) to the local
+// stack, unless it answers one of our own pings.
+func (w *Wrapper) deliverLocal(pkt []byte) {
+	var p packet.Parsed
+	if err := p.Decode(pkt); err == nil && p.IsICMP() && w.ping.intercept(&p, pkt) {
+		return
+	}
+	buf := make([]byte, writeHeadroom+len(pkt))
+	copy(buf[writeHeadroom:], pkt)
+	w.stats.Unreachable.Add(1)
+	w.inner.Write([][]byte{buf}, writeHeadroom)
+}
+
+// Inject queues a packet into the outbound path as if the local stack had
+// sent it; it passes the same filter. The packet is copied.
+func (w *Wrapper) Inject(pkt []byte) {
+	w.injectMu.Lock()
+	if len(w.injected) >= maxInjected {
+		w.injectMu.Unlock()
+		return
+	}
+	w.injected = append(w.injected, append([]byte(nil), pkt...))
+	w.injectMu.Unlock()
+	w.stats.Injected.Add(1)
+	w.inner.Interrupt()
+}
+
+// maxInjected bounds the injection queue; injection is best effort.
+const maxInjected = 1024
+
+func (w *Wrapper) drainInjected(bufs [][]byte, sizes []int, offset int) int {
+	w.injectMu.Lock()
+	defer w.injectMu.Unlock()
+	n := 0
+	for n < len(bufs) && n < len(w.injected) {
+		pkt := w.injected[n]
+		if len(pkt) > len(bufs[n])-offset {
+			pkt = nil // cannot happen for packets within the MTU; drop rather than truncate
+		}
+		sizes[n] = copy(bufs[n][offset:], pkt)
+		n++
+	}
+	w.injected = w.injected[n:]
+	if len(w.injected) == 0 {
+		w.injected = nil
+	}
+	return n
+}
+
+// SetRoutes installs the destinations that have a peer: node addresses and
+// site prefixes. Packets to anything else wait for Resolve.
+func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix) {
+	rt := &routeTable{addrs: make(map[netip.Addr]struct{}, len(addrs)), sites: make(map[[8]byte]struct{}, len(sites))}
+	for _, a := range addrs {
+		rt.addrs[a] = struct{}{}
+	}
+	for _, s := range sites {
+		rt.sites[site64(s.Addr())] = struct{}{}
+	}
+	w.routes.Store(rt)
+}
+
+// routeTable is an immutable set of routable destinations.
+type routeTable struct {
+	addrs map[netip.Addr]struct{}
+	sites map[[8]byte]struct{}
+}
+
+func site64(a netip.Addr) [8]byte {
+	b := a.As16()
+	return [8]byte(b[:8])
+}
+
+func (rt *routeTable) has(dst netip.Addr) bool {
+	if _, ok := rt.addrs[dst]; ok {
+		return true
+	}
+	if dst.Is6() && len(rt.sites) > 0 {
+		_, ok := rt.sites[site64(dst)]
+		return ok
+	}
+	return false
+}
+
+var errClosed = errors.New("tun wrapper closed")
