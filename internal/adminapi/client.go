@@ -1,0 +1,213 @@
+package adminapi
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// Client talks to a node's admin API over its Unix socket.
+type Client struct {
+	path string
+	http *http.Client
+}
+
+// NewClient returns a client for the socket at path.
+func NewClient(path string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		},
+		DisableCompression: true,
+	}
+	return &Client{path: path, http: &http.Client{Transport: tr}}
+}
+
+// Path returns the socket path.
+func (c *Client) Path() string { return c.path }
+
+// APIError is an error the node answered with.
+type APIError struct {
+	Code    int
+	Message string
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// ErrUnreachable wraps failures to reach the node at all.
+var ErrUnreachable = errors.New("cannot reach the tomoe node")
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://tomoe"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w at %s (%v): is `tomoe up` running, and is this the right socket? (--socket or TOMOE_SOCKET)", ErrUnreachable, c.path, unwrapNet(err))
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read response: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e Error
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return &APIError{Code: resp.StatusCode, Message: e.Error}
+		}
+		return &APIError{Code: resp.StatusCode, Message: strings.TrimSpace(string(data))}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode response: %w", err)
+	}
+	return nil
+}
+
+func unwrapNet(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// Status is GET /v1/status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
+	return s, err
+}
+
+// Peers is GET /v1/peers.
+func (c *Client) Peers(ctx context.Context) ([]Peer, error) {
+	var p []Peer
+	err := c.do(ctx, http.MethodGet, "/v1/peers", nil, &p)
+	return p, err
+}
+
+// Policy is GET /v1/policy.
+func (c *Client) Policy(ctx context.Context) ([]Rule, error) {
+	var r []Rule
+	err := c.do(ctx, http.MethodGet, "/v1/policy", nil, &r)
+	return r, err
+}
+
+// Allow is POST /v1/policy/allow.
+func (c *Client) Allow(ctx context.Context, req AllowRequest) (AllowResponse, error) {
+	var r AllowResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/allow", req, &r)
+	return r, err
+}
+
+// Revoke is POST /v1/policy/revoke.
+func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse, error) {
+	var r RevokeResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/revoke", req, &r)
+	return r, err
+}
+
+// Ping is POST /v1/ping.
+func (c *Client) Ping(ctx context.Context, req PingRequest) (PingResponse, error) {
+	var r PingResponse
+	err := c.do(ctx, http.MethodPost, "/v1/ping", req, &r)
+	return r, err
+}
+
+// Metrics returns the Prometheus text exposition.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://tomoe/metrics", nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("%w at %s (%v)", ErrUnreachable, c.path, unwrapNet(err))
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Events streams events to f until ctx ends or the node closes the stream.
+// connected, if not nil, is called once the stream is open.
+func (c *Client) Events(ctx context.Context, connected func(), f func(Event)) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tomoe/v1/events", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%w at %s (%v)", ErrUnreachable, c.path, unwrapNet(err))
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return &APIError{Code: resp.StatusCode, Message: resp.Status}
+	}
+	if connected != nil {
+		connected()
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		data, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			continue
+		}
+		var ev Event
+		if err := json.Unmarshal([]byte(data), &ev); err != nil {
+			return fmt.Errorf("bad event %q: %w", data, err)
+		}
+		f(ev)
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return errors.New("the node closed the event stream")
+}
+
+// WaitReady polls the socket until the node answers or ctx ends.
+func (c *Client) WaitReady(ctx context.Context) error {
+	for {
+		if _, err := c.Status(ctx); err == nil {
+			return nil
+		} else if ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

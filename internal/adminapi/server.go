@@ -1,0 +1,334 @@
+package adminapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
+)
+
+// Backend is what the API serves. The node implements it.
+type Backend interface {
+	Status(ctx context.Context) (Status, error)
+	Peers(ctx context.Context) ([]Peer, error)
+	Policy(ctx context.Context) ([]Rule, error)
+	Allow(ctx context.Context, req AllowRequest) (AllowResponse, error)
+	Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse, error)
+	Ping(ctx context.Context, req PingRequest) (PingResponse, error)
+	// Subscribe returns a channel of events and a function that ends the
+	// subscription. A slow subscriber misses events (it gets an
+	// EventOverflow) rather than slowing the node.
+	Subscribe() (<-chan Event, func())
+	Metrics() prometheus.Gatherer
+}
+
+// RequestError is an error caused by the request; the server answers with
+// its status code (400 if zero) instead of 500.
+type RequestError struct {
+	Code int
+	Err  error
+}
+
+func (e *RequestError) Error() string { return e.Err.Error() }
+func (e *RequestError) Unwrap() error { return e.Err }
+
+// BadRequest wraps err as a 400 error.
+func BadRequest(err error) error { return &RequestError{Code: http.StatusBadRequest, Err: err} }
+
+// NotFound wraps err as a 404 error.
+func NotFound(err error) error { return &RequestError{Code: http.StatusNotFound, Err: err} }
+
+// Server serves a Backend on a Unix socket.
+type Server struct {
+	srv  *http.Server
+	ln   net.Listener
+	path string
+	log  *slog.Logger
+	wg   sync.WaitGroup
+}
+
+// Listen creates the admin socket at path: mode 0600, or 0660 and owned by
+// group when group is set. Its directory is created if missing (0700, or
+// 0750 to the group). A stale socket left by a crash is replaced; a live
+// one is an error. Connections from users other than root, this process's
+// user and the group's members are closed at once (SO_PEERCRED), which also
+// covers the instant between creating the socket and setting its mode.
+func Listen(path, group string) (net.Listener, error) {
+	gid := -1
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return nil, fmt.Errorf("admin group %q: %w", group, err)
+		}
+		gid, _ = strconv.Atoi(g.Gid)
+	}
+	dir := filepath.Dir(path)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		mode := os.FileMode(0o700)
+		if gid >= 0 {
+			mode = 0o750
+		}
+		if err := os.MkdirAll(dir, mode); err != nil {
+			return nil, fmt.Errorf("admin socket directory: %w", err)
+		}
+		if gid >= 0 {
+			if err := os.Chown(dir, -1, gid); err != nil {
+				return nil, fmt.Errorf("admin socket directory: %w", err)
+			}
+		}
+	}
+	if info, err := os.Lstat(path); err == nil {
+		if info.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("admin socket %s: a file that is not a socket is in the way", path)
+		}
+		if c, err := net.DialTimeout("unix", path, 500*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("admin socket %s is in use: is another tomoe running?", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	mode := os.FileMode(0o600)
+	if gid >= 0 {
+		mode = 0o660
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("admin socket: %w", err)
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket: %w", err)
+	}
+	return &credListener{Listener: ln, uid: os.Geteuid(), gid: gid}, nil
+}
+
+// credListener admits only root, our own user and members of the admin group.
+type credListener struct {
+	net.Listener
+	uid, gid int
+}
+
+func (l *credListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.allowed(c) {
+			return c, nil
+		}
+		c.Close()
+	}
+}
+
+func (l *credListener) allowed(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil || cerr != nil {
+		return false
+	}
+	if cred.Uid == 0 || int(cred.Uid) == l.uid {
+		return true
+	}
+	if l.gid < 0 {
+		return false
+	}
+	if int(cred.Gid) == l.gid {
+		return true
+	}
+	u, err := user.LookupId(strconv.Itoa(int(cred.Uid)))
+	if err != nil {
+		return false
+	}
+	groups, _ := u.GroupIds()
+	for _, g := range groups {
+		if g == strconv.Itoa(l.gid) {
+			return true
+		}
+	}
+	return false
+}
+
+// Serve starts serving b on ln. Close stops it.
+func Serve(ln net.Listener, b Backend, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{ln: ln, log: log}
+	if ul, ok := ln.(*credListener); ok {
+		s.path = ul.Addr().String()
+	}
+	s.srv = &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 10 * time.Second}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("admin API stopped", "err", err)
+		}
+	}()
+	return s
+}
+
+// Close stops the server (ending event streams) and removes the socket.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		s.srv.Close()
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// Handler returns the API's HTTP handler.
+func Handler(b Backend, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.Status(r.Context()) })
+	})
+	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.Peers(r.Context()) })
+	})
+	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.Policy(r.Context()) })
+	})
+	mux.HandleFunc("POST /v1/policy/allow", func(w http.ResponseWriter, r *http.Request) {
+		var req AllowRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.Allow(r.Context(), req) })
+	})
+	mux.HandleFunc("POST /v1/policy/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req RevokeRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.Revoke(r.Context(), req) })
+	})
+	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+		var req PingRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.Ping(r.Context(), req) })
+	})
+	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+		serveEvents(w, r, b)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Metrics(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// decode reads a JSON request body of at most 64 KiB with no unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("bad request body: %v", err))
+		return false
+	}
+	if dec.More() {
+		writeError(w, http.StatusBadRequest, errors.New("bad request body: trailing data"))
+		return false
+	}
+	return true
+}
+
+// reply runs f and writes its result as JSON, or its error with the status
+// code a RequestError carries (500 for other errors).
+func reply(w http.ResponseWriter, log *slog.Logger, f func() (any, error)) {
+	v, err := f()
+	if err != nil {
+		var re *RequestError
+		if errors.As(err, &re) {
+			code := re.Code
+			if code == 0 {
+				code = http.StatusBadRequest
+			}
+			writeError(w, code, err)
+			return
+		}
+		log.Warn("admin API request failed", "err", err)
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(Error{Error: err.Error()})
+}
+
+// serveEvents streams events as server-sent events: "event: TYPE" and
+// "data: JSON" lines, and a comment every 15 s to keep proxies awake.
+func serveEvents(w http.ResponseWriter, r *http.Request, b Backend) {
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, errors.New("streaming unsupported"))
+		return
+	}
+	events, cancel := b.Subscribe()
+	defer cancel()
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	io.WriteString(w, ": tomoe events\n\n")
+	flusher.Flush()
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-keepalive.C:
+			io.WriteString(w, ": keepalive\n\n")
+			flusher.Flush()
+		case ev, ok := <-events:
+			if !ok {
+				return
+			}
+			data, _ := json.Marshal(ev)
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, data)
+			flusher.Flush()
+		}
+	}
+}

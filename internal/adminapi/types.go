@@ -1,0 +1,142 @@
+// Package adminapi owns the node's local admin API: HTTP with JSON bodies
+// over a Unix socket that only the node's user (and root, and an optional
+// admin group) may use, a server-sent-event stream of changes, and
+// Prometheus metrics. It defines the request and response types, the
+// server (which serves a Backend the node implements) and the client the
+// CLI uses. The JSON field names are a contract: scripts read them.
+package adminapi
+
+// Status is GET /v1/status.
+type Status struct {
+	PublicKey  string   `json:"public_key"`
+	Address    string   `json:"address"`
+	SitePrefix string   `json:"site_prefix"`
+	Mode       string   `json:"mode"`      // "kernel" or "userspace"
+	Interface  string   `json:"interface"` // TUN name; "" in userspace mode
+	MTU        int      `json:"mtu"`
+	ListenPort int      `json:"listen_port"`
+	Version    string   `json:"version"`
+	StartedAt  string   `json:"started_at"` // RFC 3339
+	PeerCount  int      `json:"peer_count"`
+	Peers      []Peer   `json:"peers"`
+	Counters   Counters `json:"counters"`
+}
+
+// Counters are node-wide packet counts.
+type Counters struct {
+	TxPackets       uint64 `json:"tx_packets"`       // sent into the overlay
+	RxPackets       uint64 `json:"rx_packets"`       // delivered from the overlay
+	Denied          uint64 `json:"denied"`           // inbound, no rule and no flow
+	Spoofed         uint64 `json:"spoofed"`          // outbound with a foreign source
+	NotLocal        uint64 `json:"not_local"`        // inbound for an address not ours
+	Malformed       uint64 `json:"malformed"`        // not parsable
+	Held            uint64 `json:"held"`             // waited for a peer to be resolved
+	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
+	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
+	Flows           int    `json:"flows"`            // tracked connections
+}
+
+// Peer is one item of GET /v1/peers.
+type Peer struct {
+	PublicKey  string  `json:"public_key"`
+	Address    string  `json:"address"`
+	SitePrefix *string `json:"site_prefix"` // null when the site prefix is not routed to this peer
+	Name       string  `json:"name,omitempty"`
+	// Endpoint is the underlay "ip:port" packets go to, or null if unknown.
+	Endpoint *string `json:"endpoint"`
+	// Path is "direct" (a relay path through a bridge comes with bridges).
+	Path string `json:"path"`
+	// LastHandshake is RFC 3339, or null if there has been none.
+	LastHandshake *string `json:"last_handshake"`
+	RxBytes       uint64  `json:"rx_bytes"`
+	TxBytes       uint64  `json:"tx_bytes"`
+	// Static is true for peers from the config file.
+	Static bool `json:"static"`
+	// Active is true while the peer is configured in the WireGuard device.
+	Active bool `json:"active"`
+	// Up is true while a session established by a handshake is valid.
+	Up bool `json:"up"`
+	// AllowedInbound is true if some rule lets the peer open connections here.
+	AllowedInbound      bool   `json:"allowed_inbound"`
+	DeniedPackets       uint64 `json:"denied_packets"`
+	PersistentKeepalive int    `json:"persistent_keepalive"`
+}
+
+// Rule is one allow rule in GET /v1/policy.
+type Rule struct {
+	From    string  `json:"from"`    // as written: node address, public key or "*"
+	Address *string `json:"address"` // the node address it means; null for "*"
+	Proto   string  `json:"proto"`   // tcp, udp, icmp or any
+	Ports   string  `json:"ports"`   // "" means every port
+	Source  string  `json:"source"`  // "config" or "api"
+	Added   *string `json:"added"`   // RFC 3339 for rules added through the API
+}
+
+// AllowRequest is POST /v1/policy/allow.
+type AllowRequest struct {
+	From  string `json:"from"`
+	Proto string `json:"proto,omitempty"`
+	Ports string `json:"ports,omitempty"`
+}
+
+// AllowResponse reports whether the rule was new.
+type AllowResponse struct {
+	Added bool `json:"added"`
+	Rule  Rule `json:"rule"`
+}
+
+// RevokeRequest is POST /v1/policy/revoke.
+type RevokeRequest struct {
+	From string `json:"from"`
+}
+
+// RevokeResponse lists the rules removed and the peers whose sessions were cut.
+type RevokeResponse struct {
+	Removed  []Rule   `json:"removed"`
+	PeersCut []string `json:"peers_cut"` // public keys
+}
+
+// PingRequest is POST /v1/ping: one echo request.
+type PingRequest struct {
+	Address   string `json:"address"`
+	Size      int    `json:"size,omitempty"`       // payload bytes, default 56
+	TimeoutMs int    `json:"timeout_ms,omitempty"` // default 3000
+}
+
+// PingResponse is the outcome of one echo request.
+type PingResponse struct {
+	Address string  `json:"address"`
+	RTTMs   float64 `json:"rtt_ms"`
+	// Error is set when no reply came: "timeout" or an ICMP error.
+	Error string `json:"error,omitempty"`
+}
+
+// Event is one item of the GET /v1/events stream.
+type Event struct {
+	Type     string `json:"type"`
+	Time     string `json:"time"` // RFC 3339 with fractional seconds
+	Peer     string `json:"peer,omitempty"`
+	Address  string `json:"address,omitempty"`
+	Endpoint string `json:"endpoint,omitempty"`
+	Detail   string `json:"detail,omitempty"`
+	Count    uint64 `json:"count,omitempty"`
+}
+
+// Event types.
+const (
+	EventPeerAdded       = "peer_added"        // put into the WireGuard device
+	EventPeerRemoved     = "peer_removed"      // taken out (idle, revoked, shutdown)
+	EventPeerUp          = "peer_up"           // first handshake of a session
+	EventPeerDown        = "peer_down"         // session expired without a new handshake
+	EventHandshake       = "handshake"         // a new handshake completed
+	EventPolicyAllow     = "policy_allow"      // a rule was added
+	EventPolicyRevoke    = "policy_revoke"     // rules were revoked
+	EventDenied          = "denied"            // inbound packets dropped (rate-limited)
+	EventAdmissionDenied = "admission_denied"  // a handshake from a key no rule allows
+	EventOverflow        = "events_overflowed" // this subscriber missed events
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Error string `json:"error"`
+}
