@@ -192,3 +192,49 @@ func v4UnreachCode(code uint8) uint8 {
 	}
 	return 0 // net unreachable
 }
+
+// UDP builds an IPv6 or IPv4 UDP datagram (family by src) with a correct
+// checksum.
+func UDP(src, dst netip.Addr, sport, dport uint16, payload []byte) []byte {
+	hl := IPv6HeaderLen
+	if src.Is4() {
+		hl = IPv4HeaderLen
+	}
+	b := make([]byte, hl+8+len(payload))
+	l4 := b[hl:]
+	binary.BigEndian.PutUint16(l4[0:2], sport)
+	binary.BigEndian.PutUint16(l4[2:4], dport)
+	binary.BigEndian.PutUint16(l4[4:6], uint16(len(l4)))
+	copy(l4[8:], payload)
+	binary.BigEndian.PutUint16(l4[6:8], TransportChecksum(src, dst, ProtoUDP, l4))
+	if src.Is4() {
+		IPv4Header(b, src, dst, ProtoUDP, len(l4), 64)
+	} else {
+		IPv6Header(b, src, dst, ProtoUDP, len(l4), 64)
+	}
+	return b
+}
+
+// TCP builds an IPv6 or IPv4 TCP segment (family by src) with the given
+// flags, no options and a correct checksum.
+func TCP(src, dst netip.Addr, sport, dport uint16, flags uint8, payload []byte) []byte {
+	hl := IPv6HeaderLen
+	if src.Is4() {
+		hl = IPv4HeaderLen
+	}
+	b := make([]byte, hl+20+len(payload))
+	l4 := b[hl:]
+	binary.BigEndian.PutUint16(l4[0:2], sport)
+	binary.BigEndian.PutUint16(l4[2:4], dport)
+	l4[12] = 5 << 4
+	l4[13] = flags
+	binary.BigEndian.PutUint16(l4[14:16], 65535)
+	copy(l4[20:], payload)
+	binary.BigEndian.PutUint16(l4[16:18], TransportChecksum(src, dst, ProtoTCP, l4))
+	if src.Is4() {
+		IPv4Header(b, src, dst, ProtoTCP, len(l4), 64)
+	} else {
+		IPv6Header(b, src, dst, ProtoTCP, len(l4), 64)
+	}
+	return b
+}

@@ -13,27 +13,12 @@ var (
 	b4 = netip.MustParseAddr("10.0.0.2")
 )
 
-// tcp6 builds an IPv6 TCP segment with the given flags.
 func tcp6(src, dst netip.Addr, sport, dport uint16, flags uint8, payload int) []byte {
-	b := make([]byte, IPv6HeaderLen+20+payload)
-	l4 := b[IPv6HeaderLen:]
-	binary.BigEndian.PutUint16(l4[0:2], sport)
-	binary.BigEndian.PutUint16(l4[2:4], dport)
-	l4[12] = 5 << 4
-	l4[13] = flags
-	binary.BigEndian.PutUint16(l4[16:18], TransportChecksum(src, dst, ProtoTCP, l4))
-	IPv6Header(b, src, dst, ProtoTCP, len(l4), 64)
-	return b
+	return TCP(src, dst, sport, dport, flags, make([]byte, payload))
 }
 
 func udp4(src, dst netip.Addr, sport, dport uint16) []byte {
-	b := make([]byte, IPv4HeaderLen+8+4)
-	l4 := b[IPv4HeaderLen:]
-	binary.BigEndian.PutUint16(l4[0:2], sport)
-	binary.BigEndian.PutUint16(l4[2:4], dport)
-	binary.BigEndian.PutUint16(l4[4:6], uint16(len(l4)))
-	IPv4Header(b, src, dst, ProtoUDP, len(l4), 64)
-	return b
+	return UDP(src, dst, sport, dport, make([]byte, 4))
 }
 
 func TestDecodeTCP6(t *testing.T) {
@@ -65,7 +50,7 @@ func TestDecodeUDP4AndFragments(t *testing.T) {
 	if p.Flow != (Flow{Proto: ProtoUDP, Src: a4, Dst: b4, SrcPort: 5353, DstPort: 53}) || p.Fragment {
 		t.Fatalf("got %+v", p)
 	}
-	// Non-first fragment: no ports.
+	// Non-first fragment: no ports. (The header checksum is not checked.)
 	binary.BigEndian.PutUint16(b[6:8], 0x2000|10)
 	p.Decode(b)
 	if !p.Fragment || !p.NonFirst || p.HasPorts {
