@@ -15,15 +15,19 @@ type Verdict uint8
 
 // Verdicts. Everything but Accept drops the packet.
 const (
-	Accept        Verdict = iota
-	DropMalformed         // not a parsable IP packet
-	DropSpoofed           // outbound with a source that is not this node's
-	DropDenied            // inbound, no rule allows it and it answers nothing
-	DropNotLocal          // inbound for an address this node does not own
-	DropTableFull         // outbound flow refused: the connection table is full
+	Accept         Verdict = iota
+	DropMalformed          // not a parsable IP packet
+	DropSpoofed            // outbound with a source that is not this node's
+	DropDenied             // inbound, no rule allows it and it answers nothing
+	DropNotLocal           // inbound for an address this node does not own
+	DropTableFull          // outbound flow refused: the connection table is full
+	DropNotOverlay         // link-local or multicast: the kernel's own chatter on the interface
+
+	// NumVerdicts sizes arrays indexed by Verdict.
+	NumVerdicts = iota
 )
 
-var verdictNames = [...]string{"accept", "malformed", "spoofed", "denied", "not_local", "table_full"}
+var verdictNames = [...]string{"accept", "malformed", "spoofed", "denied", "not_local", "table_full", "not_overlay"}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
@@ -131,6 +135,11 @@ func (f *Filter) Conntrack() *Conntrack { return f.ct }
 // Outbound decides on a packet this node sends into the overlay; p must have
 // been decoded without error (else pass DropMalformed yourself).
 func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
+	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() {
+		// Router solicitations, MLD reports and the like: not for the
+		// overlay, and not an attack either.
+		return DropNotOverlay
+	}
 	if !f.local.Load().owns(p.Src) {
 		f.spoofed.Add(1)
 		return DropSpoofed

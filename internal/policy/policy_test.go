@@ -250,6 +250,10 @@ func TestFilter(t *testing.T) {
 	if v := f.Inbound(tcpPkt(B, E, 5000, 22, packet.TCPSyn), now); v != DropNotLocal {
 		t.Fatalf("not local: %v", v)
 	}
+	// The kernel's link-local and multicast chatter is not spoofing.
+	if v := f.Outbound(tcpPkt(netip.MustParseAddr("fe80::1"), netip.MustParseAddr("ff02::2"), 1, 2, 0), now); v != DropNotOverlay || f.Spoofed() != 1 {
+		t.Fatalf("link-local multicast: %v", v)
+	}
 	// Devices behind us (site prefix) may send and receive.
 	site := me.SitePrefix().Addr().Next()
 	if v := f.Outbound(tcpPkt(site, B, 1, 2, packet.TCPSyn), now); v != Accept {

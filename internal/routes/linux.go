@@ -44,6 +44,11 @@ func Configure(name string, addr netip.Addr, mtu int) (*Interface, error) {
 			return nil, fmt.Errorf("interface %s: enable IPv6: %w", name, err)
 		}
 	}
+	// No link-local address: the overlay needs none, and without one the
+	// kernel does not chatter (router solicitations, MLD) into the TUN.
+	if err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "addr_gen_mode"), []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("interface %s: addr_gen_mode: %w", name, err)
+	}
 	if err := netlink.LinkSetMTU(link, mtu); err != nil {
 		return nil, fmt.Errorf("interface %s: set MTU %d: %w", name, mtu, err)
 	}
