@@ -144,6 +144,16 @@ func (e *Engine) RemovePeer(key identity.PublicKey) bool {
 	return true
 }
 
+// Initiate starts a handshake with the peer now (unless one was sent in
+// the last 5 s).
+func (e *Engine) Initiate(key identity.PublicKey) error {
+	p := e.dev.LookupPeer(device.NoisePublicKey(key))
+	if p == nil {
+		return fmt.Errorf("initiate %s: not a peer", key.ShortString())
+	}
+	return p.SendHandshakeInitiation(false)
+}
+
 // HasPeer reports whether key is configured in the device.
 func (e *Engine) HasPeer(key identity.PublicKey) bool {
 	e.mu.Lock()

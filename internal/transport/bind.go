@@ -35,6 +35,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/ratelimiter"
@@ -62,11 +63,18 @@ var errNoPath = errors.New("no path to peer")
 
 // Bind is the node's conn.Bind.
 type Bind struct {
-	inner   conn.Bind
-	log     *slog.Logger
-	admit   atomic.Pointer[Admitter]
-	opener  atomic.Pointer[initiationOpener]
-	limiter ratelimiter.Ratelimiter
+	inner  conn.Bind
+	log    *slog.Logger
+	admit  atomic.Pointer[Admitter]
+	opener atomic.Pointer[initiationOpener]
+	// limiter bounds initiations per source address; a fresh one per Open,
+	// since a Ratelimiter cannot be re-initialised after Close.
+	limiter atomic.Pointer[ratelimiter.Ratelimiter]
+
+	unknown atomic.Pointer[func(netip.AddrPort)]
+
+	unknownMu   sync.Mutex // guards unknownSeen
+	unknownSeen map[netip.AddrPort]time.Time
 
 	mu         sync.RWMutex // guards peers, byIndex, candidates and PeerEndpoint.addrs/indices
 	peers      map[identity.PublicKey]*PeerEndpoint
@@ -110,6 +118,36 @@ func newBind(inner conn.Bind, log *slog.Logger) *Bind {
 // dropped.
 func (b *Bind) SetPrivateKey(k identity.PrivateKey) {
 	b.opener.Store(newInitiationOpener(k))
+}
+
+// SetUnknownSessionHandler installs f, called with the source of a message
+// for a session this node does not know, at most once per source every
+// unknownSessionInterval. That is what a peer sends after this node
+// restarted; if the source is a peer we know, starting a handshake with it
+// restores the session at once instead of after the peer's 15 s timeout.
+// f must not block.
+func (b *Bind) SetUnknownSessionHandler(f func(src netip.AddrPort)) { b.unknown.Store(&f) }
+
+const unknownSessionInterval = 5 * time.Second
+
+func (b *Bind) reportUnknownSession(src netip.AddrPort) {
+	f := b.unknown.Load()
+	if f == nil {
+		return
+	}
+	now := time.Now()
+	b.unknownMu.Lock()
+	if b.unknownSeen == nil || len(b.unknownSeen) > 1024 {
+		b.unknownSeen = make(map[netip.AddrPort]time.Time)
+	}
+	last, seen := b.unknownSeen[src]
+	if seen && now.Sub(last) < unknownSessionInterval {
+		b.unknownMu.Unlock()
+		return
+	}
+	b.unknownSeen[src] = now
+	b.unknownMu.Unlock()
+	(*f)(src)
 }
 
 // SetAdmitter installs the admission decision for unknown keys.
@@ -171,7 +209,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	b.limiter.Init()
+	rl := new(ratelimiter.Ratelimiter)
+	rl.Init()
+	b.limiter.Store(rl)
 	wrapped := make([]conn.ReceiveFunc, len(fns))
 	for i, fn := range fns {
 		wrapped[i] = b.wrapReceive(fn)
@@ -182,7 +222,9 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 // Close implements conn.Bind.
 func (b *Bind) Close() error {
 	err := b.inner.Close()
-	b.limiter.Close()
+	if rl := b.limiter.Load(); rl != nil {
+		rl.Close()
+	}
 	return err
 }
 
@@ -356,6 +398,7 @@ func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint) conn.Endpoint {
 	switch {
 	case p == nil:
 		b.stats.UnknownSession.Add(1)
+		b.reportUnknownSession(std.AddrPort)
 		return nil
 	case known:
 		return p
@@ -367,10 +410,11 @@ func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint) conn.Endpoint {
 // key, admitting unknown keys through the Admitter.
 func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
 	opener := b.opener.Load()
-	if opener == nil || len(msg) != initiationSize {
+	rl := b.limiter.Load()
+	if opener == nil || rl == nil || len(msg) != initiationSize {
 		return nil
 	}
-	if !b.limiter.Allow(std.AddrPort.Addr()) {
+	if !rl.Allow(std.AddrPort.Addr()) {
 		b.stats.InitiationsLimited.Add(1)
 		return nil
 	}

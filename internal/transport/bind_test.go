@@ -14,10 +14,12 @@ import (
 	"go.uber.org/goleak"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/ratelimiter"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/packet"
+	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,17 +34,6 @@ func newKey(t testing.TB) identity.PrivateKey {
 }
 
 func hexKey(raw [32]byte) string { return hex.EncodeToString(raw[:]) }
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
 
 // plainDevice is stock wireguard-go on stock sockets: the other end of the
 // tests, as a user's WireGuard would be.
@@ -200,7 +191,7 @@ func TestDeniedInitiatorGetsNothing(t *testing.T) {
 	b.bind.SetAdmitter(admitFunc(func(identity.PublicKey, netip.AddrPort) bool { return false }))
 	a.addPeer(t, b.key.Public(), loopback(b.port).String())
 	a.tun.Outbound <- ping(a.key, b.key, 1)
-	waitFor(t, 3*time.Second, "a denied initiation", func() bool { return b.bind.Stats().InitiationsDenied.Load() > 0 })
+	testnet.WaitFor(t, 3*time.Second, "a denied initiation", func() bool { return b.bind.Stats().InitiationsDenied.Load() > 0 })
 	select {
 	case p := <-b.tun.Inbound:
 		t.Fatalf("denied peer delivered %x", p)
@@ -359,8 +350,10 @@ func FuzzOpenInitiation(f *testing.F) {
 func FuzzScreen(f *testing.F) {
 	b := newBind(nil, nil)
 	b.SetPrivateKey(identity.PrivateKeyFromBytes([32]byte{9}))
-	b.limiter.Init()
-	defer b.limiter.Close()
+	rl := new(ratelimiter.Ratelimiter)
+	rl.Init()
+	defer rl.Close()
+	b.limiter.Store(rl)
 	peer := identity.PrivateKeyFromBytes([32]byte{7}).Public()
 	p := b.SetPeer(peer, loopback(1000))
 	init := make([]byte, initiationSize)

@@ -59,10 +59,10 @@ type Stats struct {
 	OutBytes    atomic.Uint64
 	InPackets   atomic.Uint64 // delivered to the local stack
 	InBytes     atomic.Uint64
-	Dropped     [6]atomic.Uint64 // by policy.Verdict
-	Held        atomic.Uint64    // packets that waited for a peer
-	Unreachable atomic.Uint64    // ICMP errors sent to local programs
-	Injected    atomic.Uint64    // packets of our own put into the read path
+	Dropped     [policy.NumVerdicts]atomic.Uint64 // by policy.Verdict
+	Held        atomic.Uint64                     // packets that waited for a peer
+	Unreachable atomic.Uint64                     // ICMP errors sent to local programs
+	Injected    atomic.Uint64                     // packets of our own put into the read path
 }
 
 // Wrapper is the tun.Device given to WireGuard.
@@ -157,6 +157,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int) {
 	f := w.cfg.Filter
 	var p packet.Parsed
 	var lastDst netip.Addr
+	var same sameFlow
 	for i := range bufs {
 		if sizes[i] == 0 {
 			continue
@@ -168,10 +169,14 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int) {
 			sizes[i] = 0
 			continue
 		}
-		if v := f.Outbound(&p, now); v != policy.Accept {
+		if same.accepted(&p) {
+			// Same verdict as the previous packet of this batch.
+		} else if v := f.Outbound(&p, now); v != policy.Accept {
 			w.stats.Dropped[v].Add(1)
 			sizes[i] = 0
 			continue
+		} else {
+			same.remember(&p)
 		}
 		if p.Dst != lastDst {
 			if !routes.has(p.Dst) {
@@ -194,6 +199,7 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 	kept := bufs[:0]
 	var p packet.Parsed
 	var bytes uint64
+	var same sameFlow
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if err := p.Decode(pkt); err != nil {
@@ -204,9 +210,13 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		if p.IsICMP() && w.ping.intercept(&p, pkt) {
 			continue
 		}
-		if v := f.Inbound(&p, now); v != policy.Accept {
+		if same.accepted(&p) {
+			// Same verdict as the previous packet of this batch.
+		} else if v := f.Inbound(&p, now); v != policy.Accept {
 			w.stats.Dropped[v].Add(1)
 			continue
+		} else {
+			same.remember(&p)
 		}
 		kept = append(kept, b)
 		bytes += uint64(len(pkt))
@@ -220,6 +230,26 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, err
 	}
 	return len(bufs), nil
+}
+
+// sameFlow remembers the last accepted TCP or UDP flow of a batch. With
+// offloads a batch is mostly segments of one flow; a segment of the same
+// flow without SYN, FIN or RST gets the same verdict, so the filter (and
+// the connection table's lock) runs once per flow per batch, not per
+// packet. Batches are judged against one clock reading, so this changes
+// no decision.
+type sameFlow struct {
+	flow packet.Flow
+	ok   bool
+}
+
+func (s *sameFlow) accepted(p *packet.Parsed) bool {
+	return s.ok && p.HasPorts && !p.Fragment && p.TCPFlags&(packet.TCPSyn|packet.TCPFin|packet.TCPRst) == 0 && p.Flow == s.flow
+}
+
+func (s *sameFlow) remember(p *packet.Parsed) {
+	s.ok = p.HasPorts && !p.Fragment && (p.Proto == packet.ProtoTCP || p.Proto == packet.ProtoUDP)
+	s.flow = p.Flow
 }
 
 // writeHeadroom is the space kept before packets the wrapper writes itself:

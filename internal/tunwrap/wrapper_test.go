@@ -137,15 +137,7 @@ func (fx *fixture) pump() {
 }
 
 func tcp(src, dst netip.Addr, sport, dport uint16, flags uint8) []byte {
-	b := make([]byte, packet.IPv6HeaderLen+20)
-	l4 := b[packet.IPv6HeaderLen:]
-	binary.BigEndian.PutUint16(l4[0:2], sport)
-	binary.BigEndian.PutUint16(l4[2:4], dport)
-	l4[12] = 5 << 4
-	l4[13] = flags
-	binary.BigEndian.PutUint16(l4[16:18], packet.TransportChecksum(src, dst, packet.ProtoTCP, l4))
-	packet.IPv6Header(b, src, dst, packet.ProtoTCP, len(l4), 64)
-	return b
+	return packet.TCP(src, dst, sport, dport, flags, nil)
 }
 
 func (fx *fixture) write(pkts ...[]byte) {
