@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -213,40 +214,54 @@ func (s *Server) Close() error {
 // Handler returns the API's HTTP handler.
 func Handler(b Backend, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
+	// Every route answers other methods with a JSON 405, and unknown paths
+	// with a JSON 404, so scripts always get {"error": ...}.
+	route := func(method, path string, h http.HandlerFunc) {
+		mux.HandleFunc(method+" "+path, h)
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("%s %s: use %s", r.Method, r.URL.Path, method))
+		})
+	}
+	route("GET", "/v1/status", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, log, func() (any, error) { return b.Status(r.Context()) })
 	})
-	mux.HandleFunc("GET /v1/peers", func(w http.ResponseWriter, r *http.Request) {
+	route("GET", "/v1/peers", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, log, func() (any, error) { return b.Peers(r.Context()) })
 	})
-	mux.HandleFunc("GET /v1/policy", func(w http.ResponseWriter, r *http.Request) {
+	route("GET", "/v1/policy", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, log, func() (any, error) { return b.Policy(r.Context()) })
 	})
-	mux.HandleFunc("POST /v1/policy/allow", func(w http.ResponseWriter, r *http.Request) {
+	route("POST", "/v1/policy/allow", func(w http.ResponseWriter, r *http.Request) {
 		var req AllowRequest
 		if !decode(w, r, &req) {
 			return
 		}
 		reply(w, log, func() (any, error) { return b.Allow(r.Context(), req) })
 	})
-	mux.HandleFunc("POST /v1/policy/revoke", func(w http.ResponseWriter, r *http.Request) {
+	route("POST", "/v1/policy/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var req RevokeRequest
 		if !decode(w, r, &req) {
 			return
 		}
 		reply(w, log, func() (any, error) { return b.Revoke(r.Context(), req) })
 	})
-	mux.HandleFunc("POST /v1/ping", func(w http.ResponseWriter, r *http.Request) {
+	route("POST", "/v1/ping", func(w http.ResponseWriter, r *http.Request) {
 		var req PingRequest
 		if !decode(w, r, &req) {
 			return
 		}
 		reply(w, log, func() (any, error) { return b.Ping(r.Context(), req) })
 	})
-	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
+	route("GET", "/v1/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, b)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(b.Metrics(), promhttp.HandlerOpts{}))
+	route("GET", "/metrics", promhttp.HandlerFor(b.Metrics(), promhttp.HandlerOpts{}).ServeHTTP)
+	// Go profiles, for finding where the time goes (e.g. bench/). The
+	// socket admits only root, the node's user and the admin group.
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
