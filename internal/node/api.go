@@ -1,0 +1,292 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/tunwrap"
+)
+
+// The node is the admin API's backend.
+var _ adminapi.Backend = (*Node)(nil)
+
+// refresh reads the device's per-peer counters into the peer records and
+// publishes handshake, up and down events.
+func (n *Node) refresh(ctx context.Context) {
+	stats, err := n.engine.Stats()
+	if err != nil {
+		n.log.Warn("cannot read device state", "err", err)
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, s := range stats {
+		p := n.peers[s.Key]
+		if p == nil {
+			continue
+		}
+		p.rx, p.tx = s.RxBytes, s.TxBytes
+		if !s.LastHandshake.IsZero() && s.LastHandshake.After(p.lastHS) {
+			p.lastHS = s.LastHandshake
+			n.events.publish(Event{Type: EventHandshake, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
+			if !p.up {
+				p.up = true
+				n.log.Info("peer up", "peer", p.key.ShortString(), "addr", p.addr, "endpoint", n.endpointOf(p))
+				n.events.publish(Event{Type: EventPeerUp, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
+			}
+		}
+	}
+	for _, p := range n.peers {
+		if p.up && (!p.active || now.Sub(p.lastHS) > sessionLifetime) {
+			p.up = false
+			n.log.Info("peer down", "peer", p.key.ShortString(), "addr", p.addr)
+			n.events.publish(Event{Type: EventPeerDown, Peer: p.key.String(), Address: p.addr.String()})
+		}
+	}
+}
+
+// endpointOf returns where packets to p go: the Bind's current direct path
+// for an active peer, else the configured or last observed endpoint.
+func (n *Node) endpointOf(p *peer) string {
+	if p.active {
+		if ep := n.bind.Peer(p.key); ep != nil && ep.Direct().IsValid() {
+			return ep.Direct().String()
+		}
+	}
+	if p.endpoint.IsValid() {
+		return p.endpoint.String()
+	}
+	if p.host != "" {
+		return fmt.Sprintf("%s:%d", p.host, p.port)
+	}
+	return ""
+}
+
+// Status implements adminapi.Backend.
+func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
+	peers, err := n.Peers(ctx)
+	if err != nil {
+		return adminapi.Status{}, err
+	}
+	pub := n.key.Public()
+	name := ""
+	if n.stack == nil {
+		name, _ = n.wrapper.Name()
+	}
+	return adminapi.Status{
+		PublicKey:  pub.String(),
+		Address:    pub.Address().String(),
+		SitePrefix: pub.SitePrefix().String(),
+		Mode:       n.cfg.TUN.Mode,
+		Interface:  name,
+		MTU:        n.cfg.TUN.MTU,
+		ListenPort: int(n.engine.ListenPort()),
+		Version:    n.version,
+		StartedAt:  n.started.UTC().Format(time.RFC3339),
+		PeerCount:  len(peers),
+		Peers:      peers,
+		Counters:   n.counters(),
+	}, nil
+}
+
+func (n *Node) counters() adminapi.Counters {
+	ws := n.wrapper.Stats()
+	return adminapi.Counters{
+		TxPackets:       ws.OutPackets.Load(),
+		RxPackets:       ws.InPackets.Load(),
+		Denied:          ws.Dropped[policy.DropDenied].Load(),
+		Spoofed:         ws.Dropped[policy.DropSpoofed].Load(),
+		NotLocal:        ws.Dropped[policy.DropNotLocal].Load(),
+		Malformed:       ws.Dropped[policy.DropMalformed].Load(),
+		Held:            ws.Held.Load(),
+		Unreachable:     ws.Unreachable.Load(),
+		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
+		Flows:           n.filter.Conntrack().Len(),
+	}
+}
+
+// Peers implements adminapi.Backend: every known peer, active or not.
+func (n *Node) Peers(ctx context.Context) ([]adminapi.Peer, error) {
+	n.refresh(ctx)
+	m := n.store.Matcher()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]adminapi.Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		ap := adminapi.Peer{
+			PublicKey:           p.key.String(),
+			Address:             p.addr.String(),
+			Name:                p.name,
+			Path:                "direct",
+			RxBytes:             p.rx,
+			TxBytes:             p.tx,
+			Static:              p.static,
+			Active:              p.active,
+			Up:                  p.up,
+			AllowedInbound:      m.AllowsAny(p.addr),
+			DeniedPackets:       n.filter.Denied(p.addr),
+			PersistentKeepalive: int(p.keepalive / time.Second),
+		}
+		if p.site {
+			s := p.key.SitePrefix().String()
+			ap.SitePrefix = &s
+		}
+		if ep := n.endpointOf(p); ep != "" {
+			ap.Endpoint = &ep
+		}
+		if !p.lastHS.IsZero() {
+			t := p.lastHS.UTC().Format(time.RFC3339)
+			ap.LastHandshake = &t
+		}
+		out = append(out, ap)
+	}
+	slices.SortFunc(out, func(a, b adminapi.Peer) int { return strings.Compare(a.Address, b.Address) })
+	return out, nil
+}
+
+func apiRule(e policy.Entry) adminapi.Rule {
+	r := adminapi.Rule{From: e.From.String(), Proto: e.Proto.String(), Ports: e.Ports.String(), Source: e.Source}
+	if !e.From.Any {
+		a := e.From.Addr.String()
+		r.Address = &a
+	}
+	if !e.Added.IsZero() {
+		t := e.Added.UTC().Format(time.RFC3339)
+		r.Added = &t
+	}
+	return r
+}
+
+// Policy implements adminapi.Backend.
+func (n *Node) Policy(ctx context.Context) ([]adminapi.Rule, error) {
+	entries := n.store.Rules()
+	out := make([]adminapi.Rule, len(entries))
+	for i, e := range entries {
+		out[i] = apiRule(e)
+	}
+	return out, nil
+}
+
+// Allow implements adminapi.Backend.
+func (n *Node) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.AllowResponse, error) {
+	rule, err := policy.ParseRule(req.From, req.Proto, req.Ports)
+	if err != nil {
+		return adminapi.AllowResponse{}, adminapi.BadRequest(err)
+	}
+	now := time.Now()
+	added, err := n.store.Allow(rule, now)
+	if err != nil {
+		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
+	}
+	n.filter.SetMatcher(n.store.Matcher())
+	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
+	if added {
+		n.log.Info("policy: rule added", "rule", rule.String())
+		n.events.publish(Event{Type: EventPolicyAllow, Address: addrOf(rule.From), Detail: rule.String()})
+	}
+	return adminapi.AllowResponse{Added: added, Rule: apiRule(entry)}, nil
+}
+
+func addrOf(id policy.Identity) string {
+	if id.Any {
+		return ""
+	}
+	return id.Addr.String()
+}
+
+// Revoke implements adminapi.Backend. Peers that the removed rules admitted
+// and no remaining rule admits lose their session at once: they leave the
+// WireGuard device (their keys are erased) and their tracked flows are
+// forgotten, so established connections stop in both directions.
+func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi.RevokeResponse, error) {
+	id, err := policy.ParseIdentity(req.From)
+	if err != nil {
+		return adminapi.RevokeResponse{}, adminapi.BadRequest(err)
+	}
+	removed, err := n.store.Revoke(id, time.Now())
+	if errors.Is(err, policy.ErrNoRule) {
+		return adminapi.RevokeResponse{}, adminapi.NotFound(err)
+	}
+	if err != nil {
+		return adminapi.RevokeResponse{}, fmt.Errorf("save policy: %w", err)
+	}
+	m := n.store.Matcher()
+	n.filter.SetMatcher(m)
+	resp := adminapi.RevokeResponse{PeersCut: []string{}}
+	for _, e := range removed {
+		resp.Removed = append(resp.Removed, apiRule(e))
+	}
+	n.mu.Lock()
+	for _, p := range n.peers {
+		if !id.Covers(p.addr) || m.AllowsAny(p.addr) {
+			continue
+		}
+		site := p.key.SitePrefix()
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return a == p.addr || site.Contains(a) })
+		if p.active {
+			resp.PeersCut = append(resp.PeersCut, p.key.String())
+		}
+		if p.static {
+			n.deactivateLocked(p, "revoked")
+		} else {
+			n.forgetLocked(p)
+		}
+	}
+	n.mu.Unlock()
+	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
+	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
+	return resp, nil
+}
+
+// Ping implements adminapi.Backend.
+func (n *Node) Ping(ctx context.Context, req adminapi.PingRequest) (adminapi.PingResponse, error) {
+	dst, err := netip.ParseAddr(strings.Trim(req.Address, "[]"))
+	if err != nil {
+		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("address %q: not an IP address", req.Address))
+	}
+	if !identity.IsNodeAddress(dst) && !identity.IsSiteAddress(dst) {
+		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("address %s: not an overlay address (fc00::/8 node address or 0300::/8 site address)", dst))
+	}
+	if dst == n.Address() {
+		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("address %s: that is this node's own address", dst))
+	}
+	size := req.Size
+	if size == 0 {
+		size = 56
+	}
+	if size < 8 || size > tunwrap.MaxPingPayload {
+		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("size %d: must be 8..%d", size, tunwrap.MaxPingPayload))
+	}
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	if timeout == 0 {
+		timeout = 3 * time.Second
+	}
+	if timeout < 0 || timeout > time.Minute {
+		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("timeout_ms %d: must be 1..60000", req.TimeoutMs))
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	rtt, err := n.wrapper.Ping(ctx, dst, size)
+	resp := adminapi.PingResponse{Address: dst.String()}
+	switch {
+	case err == nil:
+		resp.RTTMs = float64(rtt.Microseconds()) / 1000
+	case errors.Is(err, context.DeadlineExceeded):
+		resp.Error = "timeout"
+	default:
+		resp.Error = err.Error()
+	}
+	return resp, nil
+}
+
+// Subscribe implements adminapi.Backend.
+func (n *Node) Subscribe() (<-chan Event, func()) { return n.events.subscribe() }

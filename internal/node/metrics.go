@@ -1,0 +1,99 @@
+package node
+
+import (
+	"context"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Metrics implements adminapi.Backend: a registry whose collector reads
+// the node's counters when scraped, so nothing is updated per packet for
+// the sake of metrics.
+func (n *Node) Metrics() prometheus.Gatherer {
+	n.metricsOnce.Do(func() {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &nodeCollector{n: n})
+		n.registry = reg
+	})
+	return n.registry
+}
+
+var (
+	descInfo       = prometheus.NewDesc("tomoe_info", "Node identity (value 1).", []string{"public_key", "address", "mode", "version"}, nil)
+	descPeers      = prometheus.NewDesc("tomoe_peers", "Known peers by state.", []string{"state"}, nil)
+	descPeerRx     = prometheus.NewDesc("tomoe_peer_receive_bytes_total", "Bytes received from a peer (WireGuard counters).", []string{"peer"}, nil)
+	descPeerTx     = prometheus.NewDesc("tomoe_peer_transmit_bytes_total", "Bytes sent to a peer (WireGuard counters).", []string{"peer"}, nil)
+	descPeerHS     = prometheus.NewDesc("tomoe_peer_last_handshake_seconds", "Unix time of a peer's last handshake.", []string{"peer"}, nil)
+	descPeerDenied = prometheus.NewDesc("tomoe_peer_denied_packets_total", "Inbound packets from a peer dropped by policy.", []string{"peer"}, nil)
+	descPackets    = prometheus.NewDesc("tomoe_packets_total", "Packets passed by the filter.", []string{"direction"}, nil)
+	descDropped    = prometheus.NewDesc("tomoe_dropped_packets_total", "Packets dropped by the filter, by reason.", []string{"reason"}, nil)
+	descInit       = prometheus.NewDesc("tomoe_handshake_initiations_total", "Handshake initiations from keys not in the device, by outcome.", []string{"result"}, nil)
+	descHeld       = prometheus.NewDesc("tomoe_held_packets_total", "Packets that waited for their destination's peer.", nil, nil)
+	descUnreach    = prometheus.NewDesc("tomoe_unreachable_sent_total", "ICMP unreachable errors given to local programs.", nil, nil)
+	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
+	descRoamed     = prometheus.NewDesc("tomoe_peer_roams_total", "Times a peer's direct path moved to a new address.", nil, nil)
+)
+
+type nodeCollector struct{ n *Node }
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descHeld, descUnreach, descFlows, descRoamed} {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	n := c.n
+	pub := n.key.Public()
+	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, pub.String(), pub.Address().String(), n.cfg.TUN.Mode, n.version)
+	n.refresh(context.Background())
+	var active, up, static float64
+	n.mu.Lock()
+	for _, p := range n.peers {
+		if p.active {
+			active++
+		}
+		if p.up {
+			up++
+		}
+		if p.static {
+			static++
+		}
+		if !p.active && p.rx == 0 && p.tx == 0 {
+			continue
+		}
+		a := p.addr.String()
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.rx), a)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.tx), a)
+		if !p.lastHS.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descPeerHS, prometheus.GaugeValue, float64(p.lastHS.Unix()), a)
+		}
+	}
+	total := float64(len(n.peers))
+	n.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, total, "known")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, static, "static")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, active, "active")
+	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, up, "up")
+	for addr, count := range n.filter.DeniedAll() {
+		ch <- prometheus.MustNewConstMetric(descPeerDenied, prometheus.CounterValue, float64(count), addr.String())
+	}
+	ws := n.wrapper.Stats()
+	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(ws.OutPackets.Load()), "out")
+	ch <- prometheus.MustNewConstMetric(descPackets, prometheus.CounterValue, float64(ws.InPackets.Load()), "in")
+	for v := policy.DropMalformed; v < policy.NumVerdicts; v++ {
+		ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(ws.Dropped[v].Load()), v.String())
+	}
+	bs := n.bind.Stats()
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsAdmitted.Load()), "admitted")
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsDenied.Load()), "denied")
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsInvalid.Load()), "invalid")
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsLimited.Load()), "rate_limited")
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.CounterValue, float64(ws.Held.Load()))
+	ch <- prometheus.MustNewConstMetric(descUnreach, prometheus.CounterValue, float64(ws.Unreachable.Load()))
+	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(n.filter.Conntrack().Len()))
+	ch <- prometheus.MustNewConstMetric(descRoamed, prometheus.CounterValue, float64(bs.Roamed.Load()))
+}

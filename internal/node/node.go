@@ -1,0 +1,331 @@
+// Package node is tomoe's composition root: it builds a running node from
+// a validated config (key, policy, TUN device or userspace stack, TUN
+// wrapper, Bind, WireGuard engine, admin API) and owns the lifecycle of all
+// of it. Subsystems do not know each other; the node wires them and makes
+// the decisions that need more than one of them (which peers to put in the
+// device, what a revocation cuts).
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/engine"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/netstack"
+	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routes"
+	"github.com/tomoe-net/tomoe/internal/transport"
+	"github.com/tomoe-net/tomoe/internal/tunwrap"
+)
+
+// Event is an admin API event.
+type Event = adminapi.Event
+
+// Event types, re-exported for brevity.
+const (
+	EventPeerAdded       = adminapi.EventPeerAdded
+	EventPeerRemoved     = adminapi.EventPeerRemoved
+	EventPeerUp          = adminapi.EventPeerUp
+	EventPeerDown        = adminapi.EventPeerDown
+	EventHandshake       = adminapi.EventHandshake
+	EventPolicyAllow     = adminapi.EventPolicyAllow
+	EventPolicyRevoke    = adminapi.EventPolicyRevoke
+	EventDenied          = adminapi.EventDenied
+	EventAdmissionDenied = adminapi.EventAdmissionDenied
+)
+
+var errClosing = errors.New("node is shutting down")
+
+// Options are what an embedding program (tests, the demo) may set beyond
+// the config.
+type Options struct {
+	Logger *slog.Logger
+	// Version is reported by the status API.
+	Version string
+}
+
+// Node is a running tomoe node.
+type Node struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	version string
+	key     identity.PrivateKey
+	started time.Time
+
+	store    *policy.Store
+	filter   *policy.Filter
+	stack    *netstack.Stack   // userspace mode only
+	osRoutes *routes.Interface // kernel mode only; set under mu once configured
+	wrapper  *tunwrap.Wrapper
+	bind     *transport.Bind
+	engine   *engine.Engine
+	events   *eventBus
+	api      *adminapi.Server
+	metrics  *http.Server
+
+	metricsOnce sync.Once
+	registry    *prometheus.Registry
+
+	mu       sync.Mutex // guards peers, byAddr, deniedAt, closing and the peers' fields
+	peers    map[identity.PublicKey]*peer
+	byAddr   map[netip.Addr]*peer
+	deniedAt map[identity.PublicKey]time.Time
+	closing  bool
+
+	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New starts a node. On error everything already set up is torn down.
+func New(cfg *config.Config, opts Options) (n *Node, err error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	pub := key.Public()
+	if created {
+		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
+	}
+	n = &Node{
+		cfg: cfg, log: log, version: opts.Version, key: key, started: time.Now(),
+		events:   newEventBus(),
+		peers:    make(map[identity.PublicKey]*peer),
+		byAddr:   make(map[netip.Addr]*peer),
+		deniedAt: make(map[identity.PublicKey]time.Time),
+		done:     make(chan struct{}),
+
+		rehandshake: make(chan netip.AddrPort, 64),
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+			n = nil
+		}
+	}()
+
+	store, warnings, err := policy.OpenStore(cfg.StateFile(), cfg.PolicyRules())
+	if err != nil {
+		return n, err
+	}
+	for _, w := range warnings {
+		log.Warn(w)
+	}
+	n.store = store
+	local := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix()}
+	n.filter = policy.NewFilter(local, store.Matcher(), policy.NewConntrack(0), n.onDeny)
+
+	dev, err := n.openTUN(pub)
+	if err != nil {
+		return n, err
+	}
+	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve})
+	n.bind = transport.NewBind(log.With("component", "bind"))
+	n.bind.SetAdmitter(n)
+	n.bind.SetUnknownSessionHandler(n.unknownSession)
+	port, _ := cfg.ListenPort()
+	n.engine, err = engine.New(key, n.wrapper, n.bind, port, log)
+	if err != nil {
+		n.wrapper.Close()
+		n.wrapper = nil
+		return n, fmt.Errorf("listen.udp %s: %w", cfg.Listen.UDP, err)
+	}
+	if cfg.TUN.Mode == config.ModeKernel {
+		if err := n.configureInterface(pub); err != nil {
+			return n, err
+		}
+	}
+	if err := n.addStatic(cfg.Peers); err != nil {
+		return n, err
+	}
+	n.mu.Lock()
+	n.routesChangedLocked()
+	n.mu.Unlock()
+
+	if cfg.Admin.Socket != "" {
+		ln, err := adminapi.Listen(cfg.Admin.Socket, cfg.Admin.Group)
+		if err != nil {
+			return n, fmt.Errorf("admin.socket: %w", err)
+		}
+		n.api = adminapi.Serve(ln, n, log.With("component", "admin"))
+	}
+	if cfg.Admin.Metrics != "" {
+		if err := n.serveMetrics(cfg.Admin.Metrics); err != nil {
+			return n, fmt.Errorf("admin.metrics: %w", err)
+		}
+	}
+	n.wg.Add(3)
+	go n.evictLoop()
+	go n.pollLoop()
+	go n.rehandshakeLoop()
+	log.Info("node up", "public_key", pub, "address", pub.Address(), "site_prefix", pub.SitePrefix(),
+		"mode", cfg.TUN.Mode, "listen_port", n.engine.ListenPort(), "peers", len(cfg.Peers), "rules", len(store.Rules()))
+	return n, nil
+}
+
+// openTUN creates the kernel TUN device or the userspace stack.
+func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
+	cfg := n.cfg
+	if cfg.TUN.Mode == config.ModeUserspace {
+		st, err := netstack.New(netstack.Config{Addresses: []netip.Addr{pub.Address()}, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
+		if err != nil {
+			return nil, fmt.Errorf("userspace stack: %w", err)
+		}
+		n.stack = st
+		return st, nil
+	}
+	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("tun.name %s: create TUN device: %w (kernel mode needs root or CAP_NET_ADMIN and /dev/net/tun; tun.mode = \"userspace\" needs neither)", cfg.TUN.Name, err)
+	}
+	k, err := tunwrap.Kernel(dev)
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func (n *Node) configureInterface(pub identity.PublicKey) error {
+	name, err := n.wrapper.Name()
+	if err != nil {
+		return fmt.Errorf("tun: %w", err)
+	}
+	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.osRoutes = ifc
+	n.mu.Unlock()
+	return nil
+}
+
+// Stack returns the userspace stack (nil in kernel mode), for programs in
+// this process that use the overlay.
+func (n *Node) Stack() *netstack.Stack { return n.stack }
+
+// DialContext connects through the overlay from this node's userspace
+// stack. It finds the destination's peer first, so an address that no
+// known peer owns fails at once (the userspace TCP stack would otherwise
+// retry its SYN until the context ends: it treats ICMP errors as soft).
+func (n *Node) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if n.stack == nil {
+		return nil, errors.New("dial: this node runs in kernel mode; use the system's sockets")
+	}
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: want [address]:port with a literal address: %w", address, err)
+	}
+	if err := n.ensurePeer(ap.Addr()); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: err}
+	}
+	return n.stack.DialContext(ctx, network, address)
+}
+
+// PublicKey returns the node's public key.
+func (n *Node) PublicKey() identity.PublicKey { return n.key.Public() }
+
+// Address returns the node address.
+func (n *Node) Address() netip.Addr { return n.key.Public().Address() }
+
+// ListenPort returns the UDP port the node listens on.
+func (n *Node) ListenPort() uint16 { return n.engine.ListenPort() }
+
+// Filter returns the packet filter (counters for tests and the demo).
+func (n *Node) Filter() *policy.Filter { return n.filter }
+
+// Wrapper returns the TUN wrapper (its counters, and injection for tests).
+func (n *Node) Wrapper() *tunwrap.Wrapper { return n.wrapper }
+
+// Done is closed when the node has begun shutting down.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// Close shuts the node down: admin API, peers, device, routes, sockets. It
+// is safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.closing = true
+		n.mu.Unlock()
+		close(n.done)
+		var errs []error
+		if n.api != nil {
+			n.api.Close()
+		}
+		if n.metrics != nil {
+			n.metrics.Close()
+		}
+		n.wg.Wait()
+		// Routes and address first, while the interface still exists.
+		if n.osRoutes != nil {
+			if err := n.osRoutes.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if n.engine != nil {
+			// Closing the device closes the wrapper, the stack or TUN and the Bind.
+			n.engine.Close()
+		} else if n.wrapper != nil {
+			n.wrapper.Close()
+		}
+		n.events.close()
+		n.closeErr = errors.Join(errs...)
+		n.log.Info("node stopped")
+	})
+	return n.closeErr
+}
+
+func (n *Node) serveMetrics(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", adminapi.Handler(n, n.log))
+	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go n.metrics.Serve(ln)
+	return nil
+}
+
+// onDeny is the filter's rate-limited report of denied inbound packets.
+func (n *Node) onDeny(d policy.Denial) {
+	n.log.Info("inbound packets denied", "from", d.Src, "to", d.Dst, "proto", d.Proto, "port", d.DstPort, "reason", d.Reason.String(), "total", d.Count)
+	n.events.publish(Event{Type: EventDenied, Address: d.Src.String(), Detail: fmt.Sprintf("%s proto %d port %d to %s", d.Reason, d.Proto, d.DstPort, d.Dst), Count: d.Count})
+}
+
+// pollLoop reads the device's per-peer state every 2 s, turning handshakes
+// into events.
+func (n *Node) pollLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-t.C:
+			n.refresh(context.Background())
+		}
+	}
+}

@@ -1,0 +1,382 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/engine"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/packet"
+)
+
+// Peer lifecycle. Peers live in the WireGuard device only while they are
+// in use ("active"), as DESIGN.md asks: a static peer from the config is
+// activated when this node first sends to it or when it starts a handshake;
+// an unknown key is activated when it starts a handshake and the policy
+// admits it. Idle peers are removed from the device again (evictLoop);
+// static ones stay registered, so the next packet brings them back.
+const (
+	// sessionLifetime: WireGuard rejects a session this long after its
+	// handshake, so a peer with no newer handshake is down.
+	sessionLifetime = 180 * time.Second
+	// idleTimeout: an active peer without a handshake for this long is
+	// removed from the device (unless it has a persistent keepalive).
+	idleTimeout = 10 * time.Minute
+	// unansweredTimeout: an activated peer that never completed a
+	// handshake is removed after this long.
+	unansweredTimeout = 2 * time.Minute
+	// maxDynamicPeers bounds peers admitted by policy rather than config.
+	maxDynamicPeers = 8192
+)
+
+// peer is the node's record of one peer. Guarded by Node.mu.
+type peer struct {
+	key       identity.PublicKey
+	addr      netip.Addr
+	name      string
+	static    bool
+	endpoint  netip.AddrPort // where to send first: configured or observed
+	host      string         // configured endpoint host, when it is a DNS name
+	port      uint16
+	keepalive time.Duration
+	// site is true when the peer's site prefix is in its AllowedIPs: for
+	// static peers and peers a rule names explicitly, never for peers that
+	// only a "*" rule admits (the site prefix has only 56 bits).
+	site bool
+
+	active      bool
+	activatedAt time.Time
+	lastHS      time.Time
+	up          bool
+	rx, tx      uint64
+}
+
+func (p *peer) allowedIPs() []netip.Prefix {
+	out := []netip.Prefix{netip.PrefixFrom(p.addr, 128)}
+	if p.site {
+		out = append(out, p.key.SitePrefix())
+	}
+	return out
+}
+
+// addStatic registers the config's static peers (inactive).
+func (n *Node) addStatic(peers []config.Peer) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for i, cp := range peers {
+		k := cp.Key()
+		if k == n.key.Public() {
+			return fmt.Errorf("peers[%d]: that is this node's own key", i)
+		}
+		host, port, _ := config.SplitEndpoint(cp.Endpoint)
+		p := &peer{key: k, addr: k.Address(), name: cp.Name, static: true, host: host, port: port, keepalive: cp.Keepalive(), site: true}
+		if a, err := netip.ParseAddr(host); err == nil {
+			p.endpoint = netip.AddrPortFrom(a.Unmap(), port)
+			p.host = ""
+		}
+		if owner := n.siteOwnerLocked(k.SitePrefix()); owner != nil {
+			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.key.ShortString())
+			p.site = false
+		}
+		n.peers[k] = p
+		n.byAddr[p.addr] = p
+	}
+	return nil
+}
+
+func (n *Node) siteOwnerLocked(site netip.Prefix) *peer {
+	for _, p := range n.peers {
+		if p.site && p.key.SitePrefix() == site {
+			return p
+		}
+	}
+	return nil
+}
+
+// Admit implements transport.Admitter: a handshake from a key that is not
+// in the device.
+func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return false
+	}
+	p := n.peers[key]
+	if p == nil {
+		addr := key.Address()
+		m := n.store.Matcher()
+		if !m.AllowsAny(addr) {
+			n.denyAdmission(key, src)
+			return false
+		}
+		if n.dynamicLocked() >= maxDynamicPeers {
+			n.log.Warn("too many peers admitted by policy; refusing more", "peer", key.ShortString(), "limit", maxDynamicPeers)
+			return false
+		}
+		p = &peer{key: key, addr: addr, site: m.Names(addr) && n.siteOwnerLocked(key.SitePrefix()) == nil}
+		n.peers[key] = p
+		n.byAddr[addr] = p
+	}
+	p.endpoint = src
+	if err := n.activateLocked(p); err != nil {
+		n.log.Warn("cannot add peer", "peer", key.ShortString(), "err", err)
+		if !p.static {
+			n.forgetLocked(p)
+		}
+		return false
+	}
+	return true
+}
+
+func (n *Node) dynamicLocked() int {
+	c := 0
+	for _, p := range n.peers {
+		if !p.static {
+			c++
+		}
+	}
+	return c
+}
+
+// denyAdmission logs and reports a refused handshake, at most once a
+// minute per key.
+func (n *Node) denyAdmission(key identity.PublicKey, src netip.AddrPort) {
+	now := time.Now()
+	if t, ok := n.deniedAt[key]; ok && now.Sub(t) < time.Minute {
+		return
+	}
+	if len(n.deniedAt) > 4096 {
+		clear(n.deniedAt)
+	}
+	n.deniedAt[key] = now
+	n.log.Info("handshake refused: no rule allows this key", "peer", key.ShortString(), "addr", key.Address(), "endpoint", src)
+	n.events.publish(Event{Type: EventAdmissionDenied, Peer: key.String(), Address: key.Address().String(), Endpoint: src.String()})
+}
+
+// activateLocked puts p into the device.
+func (n *Node) activateLocked(p *peer) error {
+	err := n.engine.SetPeer(engine.PeerConfig{Key: p.key, Endpoint: p.endpoint, AllowedIPs: p.allowedIPs(), Keepalive: p.keepalive})
+	if err != nil {
+		return err
+	}
+	if !p.active {
+		p.active = true
+		p.activatedAt = time.Now()
+		n.log.Debug("peer added to the device", "peer", p.key.ShortString(), "endpoint", p.endpoint, "static", p.static)
+		n.events.publish(Event{Type: EventPeerAdded, Peer: p.key.String(), Address: p.addr.String(), Endpoint: endpointString(p.endpoint)})
+	}
+	n.routesChangedLocked()
+	return nil
+}
+
+// deactivateLocked removes p from the device: its session ends at once.
+func (n *Node) deactivateLocked(p *peer, why string) {
+	if !p.active {
+		return
+	}
+	n.engine.RemovePeer(p.key)
+	p.active, p.up = false, false
+	n.log.Info("peer removed from the device", "peer", p.key.ShortString(), "reason", why)
+	n.events.publish(Event{Type: EventPeerRemoved, Peer: p.key.String(), Address: p.addr.String(), Detail: why})
+	n.routesChangedLocked()
+}
+
+// forgetLocked drops a dynamic peer's record entirely.
+func (n *Node) forgetLocked(p *peer) {
+	n.deactivateLocked(p, "forgotten")
+	delete(n.peers, p.key)
+	delete(n.byAddr, p.addr)
+	if p.site && n.osRoutes != nil {
+		n.osRoutes.DelRoute(p.key.SitePrefix())
+	}
+}
+
+// routesChangedLocked tells the TUN wrapper and the filter which
+// destinations and site prefixes have an active peer, and routes the site
+// prefixes of all known peers into the kernel TUN.
+func (n *Node) routesChangedLocked() {
+	var addrs []netip.Addr
+	var sites []netip.Prefix
+	owners := map[netip.Prefix]netip.Addr{}
+	for _, p := range n.peers {
+		if p.site && n.osRoutes != nil {
+			if err := n.osRoutes.AddRoute(p.key.SitePrefix()); err != nil {
+				n.log.Warn("cannot route site prefix", "peer", p.key.ShortString(), "prefix", p.key.SitePrefix(), "err", err)
+			}
+		}
+		if !p.active {
+			continue
+		}
+		addrs = append(addrs, p.addr)
+		if p.site {
+			sites = append(sites, p.key.SitePrefix())
+			owners[p.key.SitePrefix()] = p.addr
+		}
+	}
+	n.wrapper.SetRoutes(addrs, sites)
+	n.filter.SetSites(owners)
+}
+
+// lookupPeer returns the known peer that owns dst (its node address, or an
+// address in its site prefix), or nil. Without bridges only peers from the
+// config, or that reached us, are known.
+func (n *Node) lookupPeer(dst netip.Addr) *peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.byAddr[dst]; p != nil {
+		return p
+	}
+	if identity.IsSiteAddress(dst) {
+		for _, p := range n.peers {
+			if p.site && p.key.SitePrefix().Contains(dst) {
+				return p
+			}
+		}
+	}
+	return nil
+}
+
+// ErrNoPeer is returned for a destination no known peer owns.
+var ErrNoPeer = errors.New("no known peer has this address")
+
+// ensurePeer makes sure the peer owning dst is in the device.
+func (n *Node) ensurePeer(dst netip.Addr) error {
+	p := n.lookupPeer(dst)
+	if p == nil {
+		return fmt.Errorf("%s: %w", dst, ErrNoPeer)
+	}
+	return n.activate(p)
+}
+
+// resolve answers the TUN wrapper's question about a held destination.
+func (n *Node) resolve(dst netip.Addr) {
+	go func() {
+		if err := n.ensurePeer(dst); err != nil {
+			if !errors.Is(err, ErrNoPeer) {
+				n.log.Warn("cannot reach peer", "addr", dst, "err", err)
+			}
+			n.wrapper.Reject(dst, packet.UnreachAddress)
+			return
+		}
+		n.wrapper.Release(dst)
+	}()
+}
+
+// activate resolves a static peer's DNS endpoint if needed (without holding
+// the lock) and activates it.
+func (n *Node) activate(p *peer) error {
+	n.mu.Lock()
+	host, port, active := p.host, p.port, p.active
+	n.mu.Unlock()
+	var ep netip.AddrPort
+	if host != "" && !active {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		if err != nil || len(addrs) == 0 {
+			return fmt.Errorf("resolve endpoint %s: %v", net.JoinHostPort(host, strconv.Itoa(int(port))), err)
+		}
+		ep = netip.AddrPortFrom(addrs[0].Unmap(), port)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return errClosing
+	}
+	if ep.IsValid() {
+		p.endpoint = ep
+	}
+	if p.active {
+		return nil
+	}
+	return n.activateLocked(p)
+}
+
+// unknownSession is the Bind's report of a message for a session we do not
+// know, typically from a peer that kept its session while we restarted.
+// If a known peer has that endpoint, a handshake with it restores the
+// session at once. It must not block the receive path.
+func (n *Node) unknownSession(src netip.AddrPort) {
+	select {
+	case n.rehandshake <- src:
+	default:
+	}
+}
+
+func (n *Node) rehandshakeLoop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.done:
+			return
+		case src := <-n.rehandshake:
+			n.mu.Lock()
+			var p *peer
+			for _, q := range n.peers {
+				if q.endpoint == src {
+					p = q
+					break
+				}
+			}
+			var err error
+			if p != nil && !n.closing {
+				err = n.activateLocked(p)
+			}
+			n.mu.Unlock()
+			if p == nil || err != nil {
+				continue
+			}
+			n.log.Debug("unknown session from a known peer's endpoint: starting a handshake", "peer", p.key.ShortString(), "endpoint", src)
+			n.engine.Initiate(p.key)
+		}
+	}
+}
+
+// evictLoop removes idle peers from the device.
+func (n *Node) evictLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.done:
+			return
+		case now := <-t.C:
+			n.evict(now)
+			n.filter.Conntrack().GC(now.UnixNano())
+		}
+	}
+}
+
+func (n *Node) evict(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.peers {
+		if !p.active || p.keepalive > 0 {
+			continue
+		}
+		idle := (p.lastHS.IsZero() && now.Sub(p.activatedAt) > unansweredTimeout) ||
+			(!p.lastHS.IsZero() && now.Sub(p.lastHS) > idleTimeout)
+		if !idle {
+			continue
+		}
+		if p.static {
+			n.deactivateLocked(p, "idle")
+		} else {
+			n.forgetLocked(p)
+		}
+	}
+}
+
+func endpointString(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return ""
+	}
+	return ap.String()
+}
