@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+func newKeyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "key",
+		Short: "Generate keys and derive addresses (works offline)",
+		Long: `Keys are Curve25519 keys in standard base64, exactly as 'wg genkey' and
+'wg pubkey' print them. A node's address is derived from its public key:
+
+  tomoe key generate > node.key && chmod 600 node.key
+  tomoe key public < node.key
+  tomoe key address PUBKEY          # fc00::/8 node address
+  tomoe key address --site PUBKEY   # site prefix /64`,
+	}
+	gen := &cobra.Command{
+		Use:   "generate",
+		Short: "Print a new private key",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			k, err := identity.GeneratePrivateKey()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(g.stdout, k.Base64())
+			return nil
+		},
+	}
+	pub := &cobra.Command{
+		Use:   "public",
+		Short: "Read a private key on stdin, print its public key",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			line, err := readKeyLine(g.stdin)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			k, err := identity.ParsePrivateKey(line)
+			if err != nil {
+				return usageError("%v", err)
+			}
+			fmt.Fprintln(g.stdout, k.Public())
+			return nil
+		},
+	}
+	var site bool
+	addr := &cobra.Command{
+		Use:   "address [--site] PUBKEY",
+		Short: "Print the node address (or, with --site, the site prefix) of a public key",
+		Args:  exactArgs(1, "one public key (base64)"),
+		RunE: func(c *cobra.Command, args []string) error {
+			k, err := identity.ParsePublicKey(args[0])
+			if err != nil {
+				return usageError("%v", err)
+			}
+			if site {
+				fmt.Fprintln(g.stdout, k.SitePrefix())
+			} else {
+				fmt.Fprintln(g.stdout, k.Address())
+			}
+			return nil
+		},
+	}
+	addr.Flags().BoolVar(&site, "site", false, "print the site prefix (prefix/64) instead of the node address")
+	cmd.AddCommand(gen, pub, addr)
+	return cmd
+}
+
+// readKeyLine reads the first non-empty line of r (a key file).
+func readKeyLine(r io.Reader) (string, error) {
+	sc := bufio.NewScanner(io.LimitReader(r, 4096))
+	for sc.Scan() {
+		if s := strings.TrimSpace(sc.Text()); s != "" {
+			return s, nil
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("read stdin: %w", err)
+	}
+	return "", errors.New("no key on stdin; try: tomoe key generate | tomoe key public")
+}
+
+func newConfigCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{Use: "config", Short: "Check configuration files"}
+	var path string
+	check := &cobra.Command{
+		Use:   "check -c FILE",
+		Short: "Validate a config file without touching the system",
+		Long: `Validate a config file: syntax, every key and value, and the key file's
+permissions if it exists. Nothing is created or changed. Exit status 0 if the
+file is valid, 1 if not (each problem is printed on its own line, naming the key).`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if path == "" {
+				return usageError("config check needs -c FILE")
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				return &exitError{code: ExitFailure, err: err}
+			}
+			key := "will be created on first start"
+			if _, err := os.Stat(cfg.KeyFile); err == nil {
+				k, _, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
+				if err != nil {
+					return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
+				}
+				key = "ok, address " + k.Public().Address().String()
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
+			}
+			fmt.Fprintf(g.stdout, "%s: ok\n", path)
+			fmt.Fprintf(g.stdout, "  key_file:   %s (%s)\n", cfg.KeyFile, key)
+			fmt.Fprintf(g.stdout, "  tun:        %s", cfg.TUN.Mode)
+			if cfg.TUN.Mode == config.ModeKernel {
+				fmt.Fprintf(g.stdout, " %s", cfg.TUN.Name)
+			}
+			fmt.Fprintf(g.stdout, ", mtu %d\n", cfg.TUN.MTU)
+			fmt.Fprintf(g.stdout, "  listen.udp: %s\n", cfg.Listen.UDP)
+			fmt.Fprintf(g.stdout, "  admin:      %s\n", cfg.Admin.Socket)
+			fmt.Fprintf(g.stdout, "  peers:      %d static\n", len(cfg.Peers))
+			fmt.Fprintf(g.stdout, "  policy:     %d allow rules in the file; changes made through the API are kept in %s\n", len(cfg.Policy.Allow), cfg.StateFile())
+			return nil
+		},
+	}
+	check.Flags().StringVarP(&path, "config", "c", "", "config file (TOML)")
+	cmd.AddCommand(check)
+	return cmd
+}

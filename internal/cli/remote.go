@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the node's identity, mode and peers",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			st, err := g.client().Status(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, st)
+			}
+			w := g.stdout
+			fmt.Fprintf(w, "public key:   %s\n", st.PublicKey)
+			fmt.Fprintf(w, "address:      %s\n", st.Address)
+			fmt.Fprintf(w, "site prefix:  %s\n", st.SitePrefix)
+			if st.Mode == "kernel" {
+				fmt.Fprintf(w, "mode:         kernel (interface %s, mtu %d)\n", st.Interface, st.MTU)
+			} else {
+				fmt.Fprintf(w, "mode:         userspace (mtu %d)\n", st.MTU)
+			}
+			fmt.Fprintf(w, "listen:       udp port %d\n", st.ListenPort)
+			active, up := 0, 0
+			for _, p := range st.Peers {
+				if p.Active {
+					active++
+				}
+				if p.Up {
+					up++
+				}
+			}
+			fmt.Fprintf(w, "peers:        %d known, %d active, %d up\n", st.PeerCount, active, up)
+			ct := st.Counters
+			fmt.Fprintf(w, "packets:      %d out, %d in; dropped: %d denied, %d spoofed, %d not local; %d handshakes refused\n",
+				ct.TxPackets, ct.RxPackets, ct.Denied, ct.Spoofed, ct.NotLocal, ct.HandshakeDenied)
+			fmt.Fprintf(w, "version:      %s, up since %s\n", st.Version, st.StartedAt)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func newPeersCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "peers [--json]",
+		Short: "List peers: endpoint, path, last handshake, traffic",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			peers, err := g.client().Peers(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, peers)
+			}
+			if len(peers) == 0 {
+				fmt.Fprintln(g.stdout, "no peers")
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ADDRESS\tNAME\tENDPOINT\tPATH\tHANDSHAKE\tRX\tTX\tINBOUND")
+			for _, p := range peers {
+				ep := "-"
+				if p.Endpoint != nil {
+					ep = *p.Endpoint
+				}
+				hs := "never"
+				if p.LastHandshake != nil {
+					if t, err := time.Parse(time.RFC3339, *p.LastHandshake); err == nil {
+						hs = time.Since(t).Round(time.Second).String() + " ago"
+					}
+				}
+				if !p.Active {
+					hs = "(inactive)"
+				}
+				in := "denied"
+				if p.AllowedInbound {
+					in = "allowed"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Address, orDash(p.Name), ep, p.Path, hs, bytesString(p.RxBytes), bytesString(p.TxBytes), in)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func bytesString(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func newPolicyCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "policy",
+		Short: "Show and change who may reach this node",
+		Long: `Inbound traffic is denied unless a rule allows it; replies to flows this node
+opened always pass. FROM is a node address (fc..), a public key, or "*".
+Changes apply at once and persist across restarts. Revoking cuts the
+identity's live sessions.
+
+  tomoe policy allow fc12:...:1 --proto tcp --ports 22,8000-8080
+  tomoe policy revoke fc12:...:1
+  tomoe policy list --json`,
+	}
+	var proto, ports string
+	allow := &cobra.Command{
+		Use:   "allow FROM [--proto P] [--ports R]",
+		Short: "Allow inbound traffic from an identity",
+		Args:  exactArgs(1, "FROM: a node address, a public key or \"*\""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if _, err := policy.ParseRule(args[0], proto, ports); err != nil {
+				return usageError("%v", err)
+			}
+			resp, err := g.client().Allow(c.Context(), adminapi.AllowRequest{From: args[0], Proto: proto, Ports: ports})
+			if err != nil {
+				return err
+			}
+			if resp.Added {
+				fmt.Fprintf(g.stdout, "allowed: %s\n", ruleString(resp.Rule))
+			} else {
+				fmt.Fprintf(g.stdout, "already allowed: %s\n", ruleString(resp.Rule))
+			}
+			return nil
+		},
+	}
+	allow.Flags().StringVar(&proto, "proto", "any", "tcp, udp, icmp or any")
+	allow.Flags().StringVar(&ports, "ports", "", `ports or ranges, e.g. "22,8000-8080" (default: every port)`)
+	revoke := &cobra.Command{
+		Use:   "revoke FROM",
+		Short: "Remove every rule for an identity and cut its sessions",
+		Args:  exactArgs(1, "FROM: a node address, a public key or \"*\""),
+		RunE: func(c *cobra.Command, args []string) error {
+			if _, err := policy.ParseIdentity(args[0]); err != nil {
+				return usageError("%v", err)
+			}
+			resp, err := g.client().Revoke(c.Context(), adminapi.RevokeRequest{From: args[0]})
+			var apiErr *adminapi.APIError
+			if errors.As(err, &apiErr) && apiErr.Code == 404 {
+				return &exitError{code: ExitFailure, err: err}
+			}
+			if err != nil {
+				return err
+			}
+			for _, r := range resp.Removed {
+				fmt.Fprintf(g.stdout, "revoked: %s (%s)\n", ruleString(r), r.Source)
+			}
+			fmt.Fprintf(g.stdout, "sessions cut: %d\n", len(resp.PeersCut))
+			return nil
+		},
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list [--json]",
+		Short: "List the allow rules in force",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			rules, err := g.client().Policy(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, rules)
+			}
+			if len(rules) == 0 {
+				fmt.Fprintln(g.stdout, "no rules: all inbound traffic is denied (replies to this node's own flows pass)")
+				return nil
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "FROM\tPROTO\tPORTS\tSOURCE")
+			for _, r := range rules {
+				p := r.Ports
+				if p == "" {
+					p = "all"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.From, r.Proto, p, r.Source)
+			}
+			return tw.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(allow, revoke, list)
+	return cmd
+}
+
+func ruleString(r adminapi.Rule) string {
+	s := "from " + r.From + " proto " + r.Proto
+	if r.Ports != "" {
+		s += " ports " + r.Ports
+	}
+	return s
+}
+
+func newEventsCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "events [--json]",
+		Short: "Follow the node's events (peers up and down, handshakes, policy changes, denials)",
+		Args:  noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			err := g.client().Events(c.Context(), nil, func(ev adminapi.Event) {
+				if asJSON {
+					b, _ := json.Marshal(ev)
+					fmt.Fprintln(g.stdout, string(b))
+					return
+				}
+				parts := []string{ev.Time, ev.Type}
+				for _, s := range []string{ev.Address, ev.Endpoint, ev.Detail} {
+					if s != "" {
+						parts = append(parts, s)
+					}
+				}
+				fmt.Fprintln(g.stdout, strings.Join(parts, "  "))
+			})
+			if c.Context().Err() != nil {
+				return nil // interrupted: a normal end
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per line")
+	return cmd
+}

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/node"
+)
+
+func newUpCmd(g *globals) *cobra.Command {
+	var path, level string
+	cmd := &cobra.Command{
+		Use:   "up -c FILE",
+		Short: "Run a node in the foreground until SIGINT or SIGTERM",
+		Long: `Run a node in the foreground. Logs go to stderr. SIGINT or SIGTERM shuts it
+down cleanly: its TUN device, address and routes are removed.
+
+Kernel mode (tun.mode = "kernel", the default) needs root or CAP_NET_ADMIN;
+userspace mode needs no privileges.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if path == "" {
+				return usageError("up needs -c FILE (see 'tomoe config check --help' and README's configuration reference)")
+			}
+			cfg, err := config.Load(path)
+			if err != nil {
+				return &exitError{code: ExitFailure, err: err}
+			}
+			if level != "" {
+				cfg.Log.Level = level
+				if err := cfg.Validate(); err != nil {
+					return usageError("--log-level: %v", err)
+				}
+			}
+			log := newLogger(g.stderr, cfg.Log)
+			n, err := node.New(cfg, node.Options{Logger: log, Version: Version})
+			if err != nil {
+				return &exitError{code: ExitFailure, err: fmt.Errorf("start: %w", err)}
+			}
+			select {
+			case <-c.Context().Done():
+				log.Info("shutting down")
+			case <-n.Done():
+			}
+			if err := n.Close(); err != nil {
+				return &exitError{code: ExitFailure, err: fmt.Errorf("shutdown: %w", err)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&path, "config", "c", "", "config file (TOML)")
+	cmd.Flags().StringVar(&level, "log-level", "", "override log.level: debug, info, warn or error")
+	return cmd
+}
+
+func newLogger(w io.Writer, lc config.Log) *slog.Logger {
+	var lvl slog.Level
+	lvl.UnmarshalText([]byte(lc.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if lc.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
