@@ -79,11 +79,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// Start runs a program in the namespace. When the test ends it is stopped
-// (SIGTERM, then SIGKILL after 5 s); if the test failed, its output is logged.
+// Start runs a program in the namespace; see StartCmd.
 func (ns *Netns) Start(t testing.TB, label string, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Name: label, cmd: ns.Command(name, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	return StartCmd(t, label, ns.Command(name, args...))
+}
+
+// StartCmd starts cmd with its output captured. When the test ends it is
+// stopped (SIGTERM, then SIGKILL after 5 s); if the test failed, its output
+// is logged.
+func StartCmd(t testing.TB, label string, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	p := &Proc{Name: label, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", label, err)
