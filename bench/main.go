@@ -1,0 +1,434 @@
+// Command bench measures tomoe's data plane against plain wireguard-go and
+// the raw veth ceiling in one run, and tomoe's memory per peer, and writes
+// the figures to RESULTS.md and results.json. It needs root, iperf3 and
+// wireguard-tools; it builds tomoe and installs the wireguard-go version
+// tomoe pins into a temporary directory. See README.md in this directory.
+//
+//	go run ./bench            # full run, about 5-10 minutes
+//	go run ./bench -quick     # smoke test: 1 repeat of 3 s runs
+//
+// Benchmarks are never pass/fail: targets are written next to the figures.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line flags.
+type options struct {
+	quick       bool
+	repeats     int
+	out         string
+	jsonOut     string
+	wireguardGo string
+	profiles    string
+	only        string
+	profStreams int
+	render      string
+}
+
+func main() {
+	var o options
+	flag.BoolVar(&o.quick, "quick", false, "smoke test: 1 repeat, 3 s runs")
+	flag.IntVar(&o.repeats, "repeats", 3, "repeats of each throughput figure (medians are reported; more repeats, less noise)")
+	flag.StringVar(&o.out, "out", "bench/RESULTS.md", "where to write the report")
+	flag.StringVar(&o.jsonOut, "json", "", "where to write the raw numbers (default: results.json beside -out)")
+	flag.StringVar(&o.wireguardGo, "wireguard-go", "", "use this wireguard-go binary instead of installing the pinned version")
+	flag.StringVar(&o.profiles, "profiles", "", "keep the CPU profiles in this directory (default: discarded)")
+	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile) or \"memory\"")
+	flag.IntVar(&o.profStreams, "profile-streams", 1, "parallel streams of the profiled tomoe run")
+	flag.StringVar(&o.render, "render", "", "only rewrite -out from this results.json (no measurements, no root needed)")
+	flag.Parse()
+	if o.only != "" && o.only != "dataplane" && o.only != "memory" {
+		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane or memory")
+		os.Exit(2)
+	}
+	if o.repeats < 1 || o.repeats > 50 {
+		fmt.Fprintln(os.Stderr, "bench: -repeats must be 1..50")
+		os.Exit(2)
+	}
+	if o.jsonOut == "" {
+		o.jsonOut = filepath.Join(filepath.Dir(o.out), "results.json")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if o.render != "" {
+		if err := render(o.render, o.out); err != nil {
+			log.Error("render failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := benchmark(ctx, o, log)
+	stop()
+	if err != nil {
+		log.Error("benchmark failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func benchmark(ctx context.Context, o options, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		return errors.New("run as root: the benchmark creates network namespaces and TUN devices")
+	}
+	for _, tool := range []string{"ip", "ss", "ping", "iperf3", "wg", "go"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: apt-get install -y iperf3 wireguard-tools iproute2 iputils-ping (and Go)", tool)
+		}
+	}
+	root, err := moduleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp("", "tbench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	e := &env{log: log, work: work}
+	defer e.Cleanup()
+
+	started := time.Now()
+	res := &Results{Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: o.repeats, RunSeconds: 10, PingCount: 20}
+	profSecs, memSettle, memLate := 8, 3*time.Second, 120*time.Second
+	if o.quick {
+		res.Repeats, res.RunSeconds, profSecs, memLate = 1, 3, 3, 0
+	}
+	res.Machine = machineInfo()
+
+	log.Info("building", "work", work)
+	tomoeBin, usbenchBin := filepath.Join(work, "tomoe"), filepath.Join(work, "usbench")
+	if err := build(ctx, root, tomoeBin, "./cmd/tomoe"); err != nil {
+		return err
+	}
+	if err := build(ctx, root, usbenchBin, "./bench/usbench"); err != nil {
+		return err
+	}
+	wgVersion, err := goOutput(ctx, root, "list", "-m", "-f", "{{.Version}}", "golang.zx2c4.com/wireguard")
+	if err != nil {
+		return err
+	}
+	wgBin := o.wireguardGo
+	if wgBin == "" {
+		if wgBin, err = installWireGuardGo(ctx, work, wgVersion); err != nil {
+			return err
+		}
+	}
+	res.Versions = versions(ctx, root, wgVersion)
+	if o.wireguardGo != "" {
+		res.Versions.WireGuardGo += " (binary given with -wireguard-go: " + o.wireguardGo + ")"
+	}
+
+	if err := e.setupUnderlay(ctx); err != nil {
+		return err
+	}
+	profDir := work
+	if o.profiles != "" {
+		profDir = o.profiles
+		if err := os.MkdirAll(profDir, 0o755); err != nil {
+			return err
+		}
+		// Keep the binary beside the profiles so they can be read later.
+		if err := copyFile(tomoeBin, filepath.Join(profDir, "tomoe")); err != nil {
+			return err
+		}
+	}
+	b := bins{tomoe: tomoeBin, usbench: usbenchBin, wireguardGo: wgBin}
+	if o.only != "memory" {
+		if err := e.dataPlane(ctx, b, res, profSecs, o.profStreams, profDir); err != nil {
+			return err
+		}
+	}
+	if o.only != "dataplane" {
+		log.Info("memory per peer", "peers", 1000)
+		if res.Memory, err = e.measureMemory(ctx, tomoeBin, wgBin, 1000, memSettle, memLate, profDir); err != nil {
+			res.fail(log, "memory", err)
+		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	res.Machine.LoadavgEnd = loadavg()
+	res.DurationSeconds = time.Since(started).Seconds()
+	return writeResults(o, res, log)
+}
+
+// bins are the programs the benchmark runs.
+type bins struct {
+	tomoe, usbench, wireguardGo string
+}
+
+// fail records an error that ends one part of the benchmark but not the run.
+func (r *Results) fail(log *slog.Logger, what string, err error) {
+	log.Error(what, "err", err)
+	r.Errors = append(r.Errors, what+": "+err.Error())
+}
+
+// dataPlane sets up the four data-plane scenarios side by side, measures
+// throughput, CPU and latency, profiles tomoe, and stops them again.
+func (e *env) dataPlane(ctx context.Context, b bins, res *Results, profSecs, profStreams int, profDir string) error {
+	log := e.log
+	log.Info("setting up the four data-plane scenarios")
+	server, err := e.iperfServer(ctx)
+	if err != nil {
+		return err
+	}
+	raw := &scenario{
+		res:   &ScenarioResult{Key: "raw", Name: "raw veth", Target: underlayB},
+		pings: []func(context.Context) (PingResult, error){kernelPing(res.PingCount, underlayB)},
+	}
+	raw.traffic = e.iperfTraffic(underlayB, &server)
+	scenarios := []*scenario{raw}
+	if sc, err := e.setupWireGuard(ctx, b.wireguardGo, res.PingCount); err != nil {
+		res.fail(log, "wireguard-go setup", err)
+	} else {
+		sc.traffic = e.iperfTraffic(sc.res.Target, &server)
+		scenarios = append(scenarios, sc)
+	}
+	tk, kernelNodes, err := e.setupTomoeKernel(ctx, b.tomoe, res.PingCount)
+	if err != nil {
+		res.fail(log, "tomoe kernel setup", err)
+	} else {
+		tk.traffic = e.iperfTraffic(tk.res.Target, &server)
+		scenarios = append(scenarios, tk)
+	}
+	if sc, err := e.setupTomoeUserspace(ctx, b.usbench, b.tomoe, res.PingCount); err != nil {
+		res.fail(log, "tomoe userspace setup", err)
+	} else {
+		scenarios = append(scenarios, sc)
+	}
+	defer func() {
+		// The memory scenario runs alone.
+		for _, sc := range scenarios {
+			for _, p := range sc.daemons {
+				p.stop(10 * time.Second)
+			}
+		}
+		server.stop(5 * time.Second)
+	}()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	for _, sc := range scenarios {
+		res.Scenarios = append(res.Scenarios, sc.res)
+		for _, n := range streamCounts {
+			sc.res.Throughput = append(sc.res.Throughput, &Throughput{Streams: n})
+		}
+	}
+
+	// Interleaved: every scenario once per repeat and stream count, in
+	// reverse order on even repeats so that no scenario always runs right
+	// after the same other one.
+	for rep := 1; rep <= res.Repeats; rep++ {
+		order := slices.Clone(scenarios)
+		if rep%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, n := range streamCounts {
+			for _, sc := range order {
+				log.Info("throughput", "scenario", sc.res.Name, "streams", n, "repeat", rep)
+				load := loadavg()
+				r, err := sc.measure(ctx, n, res.RunSeconds)
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if err != nil {
+					log.Error("throughput run failed", "scenario", sc.res.Name, "err", err)
+					sc.res.Errors = append(sc.res.Errors, fmt.Sprintf("%d streams, repeat %d: %v", n, rep, err))
+					continue
+				}
+				r.Loadavg = load
+				sc.res.throughput(n).Runs = append(sc.res.throughput(n).Runs, r)
+				log.Info("result", "scenario", sc.res.Name, "streams", n, "gbit_s", gbit(r.BitsPerSecond))
+				sleep(ctx, time.Second)
+			}
+		}
+	}
+	for _, sc := range scenarios {
+		for _, t := range sc.res.Throughput {
+			t.summarize()
+		}
+	}
+
+	for _, sc := range scenarios {
+		for _, ping := range sc.pings {
+			log.Info("latency", "scenario", sc.res.Name)
+			pr, err := ping(ctx)
+			if err != nil {
+				sc.res.Errors = append(sc.res.Errors, err.Error())
+				continue
+			}
+			sc.res.Pings = append(sc.res.Pings, pr)
+		}
+	}
+
+	if tk != nil {
+		log.Info("profiling tomoe kernel mode", "seconds", profSecs, "streams", profStreams)
+		if res.Profile, err = e.profileTomoe(ctx, tk, kernelNodes, b.tomoe, profSecs, profStreams, profDir); err != nil {
+			res.fail(log, "profile", err)
+		}
+	}
+	return ctx.Err()
+}
+
+func writeResults(o options, res *Results, log *slog.Logger) error {
+	var md strings.Builder
+	writeMarkdown(&md, res)
+	if err := os.WriteFile(o.out, []byte(md.String()), 0o644); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(o.jsonOut, append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	log.Info("wrote results", "markdown", o.out, "json", o.jsonOut, "errors", len(res.Errors))
+	return nil
+}
+
+// render rewrites the Markdown report from a results.json.
+func render(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	var md strings.Builder
+	writeMarkdown(&md, &res)
+	return os.WriteFile(to, []byte(md.String()), 0o644)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// moduleRoot is the directory of tomoe's go.mod, found from the current
+// directory.
+func moduleRoot(ctx context.Context) (string, error) {
+	gomod, err := goOutput(ctx, "", "env", "GOMOD")
+	if err != nil {
+		return "", err
+	}
+	if gomod == "" || gomod == os.DevNull {
+		return "", errors.New("run from inside the tomoe module (go run ./bench)")
+	}
+	root := filepath.Dir(gomod)
+	if mod, _ := goOutput(ctx, root, "list", "-m"); mod != "github.com/tomoe-net/tomoe" {
+		return "", fmt.Errorf("%s is module %q, not github.com/tomoe-net/tomoe", root, mod)
+	}
+	return root, nil
+}
+
+// goOutput runs the go command in dir and returns its trimmed stdout.
+func goOutput(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "go", args...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("go %s: %w: %s", strings.Join(args, " "), err, ee.Stderr)
+		}
+		return "", fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func build(ctx context.Context, root, out, pkg string) error {
+	if _, err := run(ctx, "go", "-C", root, "build", "-o", out, pkg); err != nil {
+		return fmt.Errorf("build %s: %w", pkg, err)
+	}
+	return nil
+}
+
+// installWireGuardGo installs wireguard-go at version into work/gobin,
+// outside any module, and returns the binary's path.
+func installWireGuardGo(ctx context.Context, work, version string) (string, error) {
+	gobin := filepath.Join(work, "gobin")
+	cmd := exec.CommandContext(ctx, "go", "install", "golang.zx2c4.com/wireguard@"+version)
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOFLAGS=", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go install golang.zx2c4.com/wireguard@%s: %w\n%s", version, err, out)
+	}
+	return filepath.Join(gobin, "wireguard"), nil
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(to, b, 0o755)
+}
+
+// machineInfo reads the CPU, kernel and memory from /proc.
+func machineInfo() Machine {
+	m := Machine{CPUs: runtime.NumCPU(), LoadavgStart: loadavg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				if f := strings.Fields(v); len(f) > 0 {
+					kb, _ := strconv.ParseInt(f[0], 10, 64)
+					m.MemTotalMB = kb / 1024
+				}
+			}
+		}
+	}
+	return m
+}
+
+func versions(ctx context.Context, root, wgVersion string) Versions {
+	v := Versions{WireGuardGo: wgVersion}
+	v.Go, _ = goOutput(ctx, root, "env", "GOVERSION")
+	if out, err := run(ctx, "iperf3", "--version"); err == nil {
+		v.Iperf3, _, _ = strings.Cut(strings.TrimSpace(out), "\n")
+	}
+	if out, err := run(ctx, "wg", "--version"); err == nil {
+		v.WireGuardTools, _, _ = strings.Cut(strings.TrimSpace(out), "\n")
+	}
+	v.Tomoe = "unknown (no git)"
+	if out, err := run(ctx, "git", "-C", root, "rev-parse", "--short=12", "HEAD"); err == nil {
+		v.Tomoe = "commit " + strings.TrimSpace(out)
+		if st, err := run(ctx, "git", "-C", root, "status", "--porcelain"); err == nil && strings.TrimSpace(st) != "" {
+			n := len(strings.Split(strings.TrimSpace(st), "\n"))
+			v.Tomoe += fmt.Sprintf(" + %d changed or untracked paths (built from the working tree)", n)
+		}
+	}
+	return v
+}

@@ -1,0 +1,227 @@
+package main
+
+// This file holds the results (also the schema of results.json) and the
+// statistics over them.
+
+import (
+	"slices"
+)
+
+// Results is everything one benchmark run measured.
+type Results struct {
+	Date            string            `json:"date"` // RFC 3339, start of the run
+	Quick           bool              `json:"quick"`
+	Repeats         int               `json:"repeats"`
+	RunSeconds      float64           `json:"run_seconds"`
+	PingCount       int               `json:"ping_count"`
+	DurationSeconds float64           `json:"duration_seconds"`
+	Machine         Machine           `json:"machine"`
+	Versions        Versions          `json:"versions"`
+	Scenarios       []*ScenarioResult `json:"scenarios"`
+	Memory          *MemoryResult     `json:"memory,omitempty"`
+	Profile         *ProfileResult    `json:"profile,omitempty"`
+	Errors          []string          `json:"errors,omitempty"`
+}
+
+// Machine describes where the run happened.
+type Machine struct {
+	CPUs         int    `json:"cpus"`
+	CPUModel     string `json:"cpu_model"`
+	Kernel       string `json:"kernel"`
+	MemTotalMB   int64  `json:"mem_total_mb"`
+	LoadavgStart string `json:"loadavg_start"`
+	LoadavgEnd   string `json:"loadavg_end"`
+}
+
+// Versions of what was measured.
+type Versions struct {
+	Go             string `json:"go"`
+	WireGuardGo    string `json:"wireguard_go"` // the pseudo-version tomoe's go.mod pins
+	WireGuardTools string `json:"wireguard_tools"`
+	Iperf3         string `json:"iperf3"`
+	Tomoe          string `json:"tomoe"` // git commit, and whether the tree had changes
+}
+
+// ScenarioResult is one data-plane scenario's figures.
+type ScenarioResult struct {
+	Key        string        `json:"key"`
+	Name       string        `json:"name"`
+	Target     string        `json:"target"`
+	Throughput []*Throughput `json:"throughput"`
+	Pings      []PingResult  `json:"pings"`
+	Errors     []string      `json:"errors,omitempty"`
+}
+
+// Throughput is the runs with one number of parallel streams.
+type Throughput struct {
+	Streams             int     `json:"streams"`
+	Runs                []Run   `json:"runs"`
+	MedianBitsPerSecond float64 `json:"median_bits_per_second"`
+	// MedianDaemonCPUPerGB is the median over runs of the daemons' CPU
+	// seconds per 10^9 bytes received; nil where there is no daemon.
+	MedianDaemonCPUPerGB  *float64 `json:"median_daemon_cpu_s_per_gb"`
+	MedianMachineCPUPerGB float64  `json:"median_machine_cpu_s_per_gb"`
+}
+
+// Run is one throughput measurement.
+type Run struct {
+	Streams       int     `json:"streams"`
+	Seconds       float64 `json:"seconds"`
+	BytesSent     int64   `json:"bytes_sent"`
+	BytesReceived int64   `json:"bytes_received"`
+	BitsPerSecond float64 `json:"bits_per_second"` // receiver side
+	Retransmits   *int    `json:"retransmits,omitempty"`
+	// DaemonCPUSeconds is utime+stime of the scenario's daemons during
+	// the run (nil for raw veth).
+	DaemonCPUSeconds *float64 `json:"daemon_cpu_seconds,omitempty"`
+	// MachineCPUSeconds is the busy time of all CPUs during the run.
+	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
+	Loadavg           string  `json:"loadavg"` // before the run
+}
+
+// DaemonCPUPerGB is the daemons' CPU seconds per 10^9 bytes received.
+func (r Run) DaemonCPUPerGB() *float64 {
+	if r.DaemonCPUSeconds == nil || r.BytesReceived == 0 {
+		return nil
+	}
+	v := *r.DaemonCPUSeconds / (float64(r.BytesReceived) / 1e9)
+	return &v
+}
+
+// MachineCPUPerGB is the whole machine's CPU seconds per 10^9 bytes received.
+func (r Run) MachineCPUPerGB() float64 {
+	if r.BytesReceived == 0 {
+		return 0
+	}
+	return r.MachineCPUSeconds / (float64(r.BytesReceived) / 1e9)
+}
+
+// summarize fills in the medians.
+func (t *Throughput) summarize() {
+	var bps, daemon, machine []float64
+	for _, r := range t.Runs {
+		bps = append(bps, r.BitsPerSecond)
+		machine = append(machine, r.MachineCPUPerGB())
+		if v := r.DaemonCPUPerGB(); v != nil {
+			daemon = append(daemon, *v)
+		}
+	}
+	t.MedianBitsPerSecond = median(bps)
+	t.MedianMachineCPUPerGB = median(machine)
+	if len(daemon) > 0 {
+		v := median(daemon)
+		t.MedianDaemonCPUPerGB = &v
+	}
+}
+
+// PingResult is one latency measurement.
+type PingResult struct {
+	Tool     string    `json:"tool"`
+	Sent     int       `json:"sent"`
+	Received int       `json:"received"`
+	RTTsMs   []float64 `json:"rtts_ms"`
+	MedianMs float64   `json:"median_ms"`
+	AvgMs    float64   `json:"avg_ms"`
+	MinMs    float64   `json:"min_ms"`
+	MaxMs    float64   `json:"max_ms"`
+}
+
+// MemoryResult is the memory-per-peer scenario.
+type MemoryResult struct {
+	Peers  int    `json:"peers"`
+	Settle string `json:"settle"`
+	// Tomoe0, TomoeIdle and TomoeActive are a userspace-mode tomoe node
+	// with no peers, with Peers static peers registered, and after a ping
+	// to each put all of them into the WireGuard device.
+	Tomoe0      memSample `json:"tomoe_0_peers"`
+	TomoeIdle   memSample `json:"tomoe_idle_peers"`
+	TomoeActive memSample `json:"tomoe_active_peers"`
+	// ActivePeers is how many peers the node reported active right after
+	// the pings, ActivePeersAfter after the active reading.
+	ActivePeers       int     `json:"active_peers"`
+	ActivePeersAfter  int     `json:"active_peers_after"`
+	ActivationSeconds float64 `json:"activation_seconds"`
+	PingErrors        int     `json:"ping_errors"` // admin API errors, not timeouts
+	// TomoeLate is the active node read again LateAfter the activation,
+	// once wireguard-go has given up the handshakes and dropped the
+	// packets staged for them (full runs only).
+	TomoeLate       memSample `json:"tomoe_active_peers_late,omitempty"`
+	LateAfter       string    `json:"late_after,omitempty"`
+	ActivePeersLate int       `json:"active_peers_late,omitempty"`
+	// HeapTopActive is pprof -top of the in-use heap with all peers active.
+	HeapTopActive string `json:"heap_top_active,omitempty"`
+	HeapTopLate   string `json:"heap_top_late,omitempty"`
+	// WireGuard0 and WireGuardN are plain wireguard-go, up, with no peers
+	// and with the same Peers keys configured (no traffic).
+	WireGuard0 memSample `json:"wireguard_go_0_peers"`
+	WireGuardN memSample `json:"wireguard_go_n_peers"`
+
+	IdlePerPeerKB       float64  `json:"idle_rss_per_peer_kb"`
+	ActivePerPeerKB     float64  `json:"active_rss_per_peer_kb"`
+	IdleHeapPerPeerKB   float64  `json:"idle_heap_per_peer_kb"`
+	ActiveHeapPerPeerKB float64  `json:"active_heap_per_peer_kb"`
+	LatePerPeerKB       float64  `json:"late_rss_per_peer_kb,omitempty"`
+	LateHeapPerPeerKB   float64  `json:"late_heap_per_peer_kb,omitempty"`
+	WireGuardPerPeerKB  float64  `json:"wireguard_go_rss_per_peer_kb"`
+	Notes               []string `json:"notes,omitempty"`
+}
+
+// ProfileResult is the profiled tomoe kernel-mode run.
+type ProfileResult struct {
+	Seconds int           `json:"seconds"`
+	Streams int           `json:"streams"`
+	Run     *Run          `json:"run"`
+	Sides   []ProfileSide `json:"sides"`
+}
+
+// ProfileSide is one daemon's profile, summarised.
+type ProfileSide struct {
+	Role       string      `json:"role"`
+	File       string      `json:"file"`
+	Header     string      `json:"header"`
+	TopFlat    string      `json:"top_flat"`
+	TopCum     string      `json:"top_cum"`
+	Components []Component `json:"components"`
+}
+
+// Component is a share of a profile's flat time.
+type Component struct {
+	Name        string  `json:"name"`
+	FlatPercent float64 `json:"flat_percent"`
+}
+
+// median of xs (not modified); 0 for none.
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// scenario returns the result with key, or nil.
+func (r *Results) scenario(key string) *ScenarioResult {
+	for _, s := range r.Scenarios {
+		if s.Key == key {
+			return s
+		}
+	}
+	return nil
+}
+
+// throughput returns the scenario's entry for streams, or nil.
+func (s *ScenarioResult) throughput(streams int) *Throughput {
+	if s == nil {
+		return nil
+	}
+	for _, t := range s.Throughput {
+		if t.Streams == streams {
+			return t
+		}
+	}
+	return nil
+}

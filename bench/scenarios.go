@@ -1,0 +1,495 @@
+package main
+
+// This file sets up the four data-plane scenarios side by side in the same
+// two namespaces, and measures them: throughput with CPU time, and ping.
+//
+//	raw veth         iperf3 over 10.88.0.1 -> 10.88.0.2
+//	wireguard-go     wga/wgb, fd99::1 -> fd99::2, UDP 51820
+//	tomoe kernel     tomoe0 in each namespace, fc.. -> fc.., UDP 4610
+//	tomoe userspace  usbench processes (gVisor stacks), fc.. -> fc.., UDP 4611
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+const (
+	iperfPort = 5201
+	mtu       = 1420 // overlay MTU of wireguard-go and tomoe alike
+)
+
+// scenario is one way of carrying TCP from namespace A to namespace B.
+type scenario struct {
+	res *ScenarioResult
+	// daemons are the processes whose CPU time is charged to the scenario
+	// (none for raw veth).
+	daemons []*proc
+	// traffic sends from A to B for secs seconds over streams connections.
+	traffic func(ctx context.Context, streams int, secs float64) (Run, error)
+	// pings are the latency measurements to take.
+	pings []func(ctx context.Context) (PingResult, error)
+}
+
+func (s *scenario) pids() []int {
+	var out []int
+	for _, p := range s.daemons {
+		out = append(out, p.Pid())
+	}
+	return out
+}
+
+// measure runs traffic once and adds the CPU time spent meanwhile.
+func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run, error) {
+	for _, p := range s.daemons {
+		if err := p.failure(); err != nil {
+			return Run{}, err
+		}
+	}
+	d0, err := cpuSum(s.pids())
+	if err != nil {
+		return Run{}, err
+	}
+	m0, err := machineBusySeconds()
+	if err != nil {
+		return Run{}, err
+	}
+	r, err := s.traffic(ctx, streams, secs)
+	if err != nil {
+		return Run{}, err
+	}
+	d1, err := cpuSum(s.pids())
+	if err != nil {
+		return Run{}, err
+	}
+	m1, _ := machineBusySeconds()
+	r.MachineCPUSeconds = m1 - m0
+	if len(s.daemons) > 0 {
+		v := d1 - d0
+		r.DaemonCPUSeconds = &v
+	}
+	return r, nil
+}
+
+// iperfServer runs iperf3 -s in namespace B; raw veth, wireguard-go and
+// tomoe kernel share it (one test at a time).
+func (e *env) iperfServer(ctx context.Context) (*proc, error) {
+	p, err := e.start(nsB, "iperf3-server", false, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+	if err != nil {
+		return nil, err
+	}
+	err = waitFor(ctx, 10*time.Second, "iperf3 server", func() bool {
+		out, _ := inNS(ctx, nsB, "ss", "-Htln", "sport", "= :"+strconv.Itoa(iperfPort))
+		return strings.TrimSpace(out) != "" || p.exited()
+	})
+	if err == nil {
+		err = p.failure()
+	}
+	return p, err
+}
+
+// iperfTraffic returns a traffic function that runs iperf3 -c target in
+// namespace A. A failed run restarts the server and retries once: a client
+// that died mid-test can leave iperf3 -s stuck.
+func (e *env) iperfTraffic(target string, server **proc) func(context.Context, int, float64) (Run, error) {
+	return func(ctx context.Context, streams int, secs float64) (Run, error) {
+		r, err := iperfOnce(ctx, target, streams, secs)
+		if err == nil || ctx.Err() != nil {
+			return r, err
+		}
+		e.log.Warn("iperf3 failed; restarting the server and retrying once", "target", target, "err", err)
+		(*server).stop(2 * time.Second)
+		s, serr := e.iperfServer(ctx)
+		if serr != nil {
+			return Run{}, errors.Join(err, serr)
+		}
+		*server = s
+		return iperfOnce(ctx, target, streams, secs)
+	}
+}
+
+func iperfOnce(ctx context.Context, target string, streams int, secs float64) (Run, error) {
+	t := int(secs + 0.5)
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(t+30)*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", target, "-p", strconv.Itoa(iperfPort),
+		"-t", strconv.Itoa(t), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "5000")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	var out struct {
+		Error string `json:"error"`
+		End   struct {
+			SumSent struct {
+				Bytes       int64 `json:"bytes"`
+				Retransmits int   `json:"retransmits"`
+			} `json:"sum_sent"`
+			SumReceived struct {
+				Seconds       float64 `json:"seconds"`
+				Bytes         int64   `json:"bytes"`
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(stdout.Bytes(), &out); err != nil {
+		return Run{}, fmt.Errorf("iperf3 -c %s: %v; %v %s", target, runErr, err, strings.TrimSpace(stderr.String()))
+	}
+	if out.Error != "" || runErr != nil {
+		return Run{}, fmt.Errorf("iperf3 -c %s: %v %s", target, runErr, out.Error)
+	}
+	rcv := out.End.SumReceived
+	if rcv.Bytes == 0 {
+		return Run{}, fmt.Errorf("iperf3 -c %s: nothing received", target)
+	}
+	return Run{Streams: streams, Seconds: rcv.Seconds, BytesReceived: rcv.Bytes, BitsPerSecond: rcv.BitsPerSecond,
+		BytesSent: out.End.SumSent.Bytes, Retransmits: &out.End.SumSent.Retransmits}, nil
+}
+
+// kernelPing runs the system ping in namespace A.
+func kernelPing(count int, target string) func(context.Context) (PingResult, error) {
+	return func(ctx context.Context) (PingResult, error) {
+		out, err := inNS(ctx, nsA, "ping", "-n", "-c", strconv.Itoa(count), "-i", "0.05", target)
+		res := PingResult{Tool: "ping -i 0.05", Sent: count}
+		for line := range strings.Lines(out) {
+			_, v, ok := strings.Cut(line, " time=")
+			if !ok {
+				continue
+			}
+			v, _, _ = strings.Cut(v, " ")
+			if ms, err := strconv.ParseFloat(v, 64); err == nil {
+				res.RTTsMs = append(res.RTTsMs, ms)
+			}
+		}
+		if len(res.RTTsMs) == 0 {
+			return res, fmt.Errorf("ping %s: no replies: %v", target, err)
+		}
+		res.summarize()
+		return res, nil
+	}
+}
+
+// tomoePing runs `tomoe ping --json` against a node's admin socket: the
+// node sends the echo requests itself (works in userspace mode too).
+func tomoePing(tomoeBin, sock string, count int, target string) func(context.Context) (PingResult, error) {
+	return func(ctx context.Context) (PingResult, error) {
+		cmd := exec.CommandContext(ctx, tomoeBin, "ping", target, "-c", strconv.Itoa(count), "-i", "50ms", "-W", "2s", "--json", "--socket", sock)
+		out, err := cmd.Output()
+		res := PingResult{Tool: "tomoe ping -i 50ms", Sent: count}
+		for line := range strings.Lines(string(out)) {
+			var r adminapi.PingResponse
+			if json.Unmarshal([]byte(line), &r) == nil && r.Error == "" && r.RTTMs > 0 {
+				res.RTTsMs = append(res.RTTsMs, r.RTTMs)
+			}
+		}
+		if len(res.RTTsMs) == 0 {
+			return res, fmt.Errorf("tomoe ping %s: no replies: %v", target, err)
+		}
+		res.summarize()
+		return res, nil
+	}
+}
+
+func (p *PingResult) summarize() {
+	s := slices.Clone(p.RTTsMs)
+	slices.Sort(s)
+	var sum float64
+	for _, v := range s {
+		sum += v
+	}
+	p.Received = len(s)
+	p.MedianMs = median(s)
+	p.AvgMs = sum / float64(len(s))
+	p.MinMs, p.MaxMs = s[0], s[len(s)-1]
+}
+
+// newKey makes a key pair for a node or device.
+func newKey() (identity.PrivateKey, identity.PublicKey, error) {
+	k, err := identity.GeneratePrivateKey()
+	if err != nil {
+		return k, identity.PublicKey{}, err
+	}
+	return k, k.Public(), nil
+}
+
+func writeKeyFile(path string, k identity.PrivateKey) error {
+	return os.WriteFile(path, []byte(k.Base64()+"\n"), 0o600)
+}
+
+// setupWireGuard starts plain wireguard-go in both namespaces, configured
+// with wg(8) through its UAPI socket.
+func (e *env) setupWireGuard(ctx context.Context, wgBin string, pingCount int) (*scenario, error) {
+	type side struct {
+		ns, ifname, addr, peerUnderlay string
+		key                            identity.PrivateKey
+		pub                            identity.PublicKey
+		proc                           *proc
+	}
+	a := &side{ns: nsA, ifname: "wga", addr: "fd99::1", peerUnderlay: underlayB}
+	b := &side{ns: nsB, ifname: "wgb", addr: "fd99::2", peerUnderlay: underlayA}
+	for _, s := range []*side{a, b} {
+		var err error
+		if s.key, s.pub, err = newKey(); err != nil {
+			return nil, err
+		}
+		// The UAPI sockets live in /var/run/wireguard, shared by all
+		// namespaces: a stale one would make wg talk to nothing.
+		sock := "/var/run/wireguard/" + s.ifname + ".sock"
+		os.Remove(sock)
+		e.onCleanup(func() { os.Remove(sock) })
+		p, err := e.start(s.ns, "wireguard-go-"+s.ifname, false, []string{"LOG_LEVEL=error"}, wgBin, "-f", s.ifname)
+		if err != nil {
+			return nil, err
+		}
+		s.proc = p
+		if err := waitFor(ctx, 10*time.Second, "wireguard-go "+s.ifname, func() bool {
+			_, err := os.Stat(sock)
+			return err == nil || p.exited()
+		}); err != nil {
+			return nil, err
+		}
+		if err := p.failure(); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range []*side{a, b} {
+		peer := b
+		if s == b {
+			peer = a
+		}
+		keyFile := filepath.Join(e.work, s.ifname+".key")
+		if err := writeKeyFile(keyFile, s.key); err != nil {
+			return nil, err
+		}
+		steps := [][]string{
+			{"ip", "netns", "exec", s.ns, "wg", "set", s.ifname, "private-key", keyFile, "listen-port", "51820",
+				"peer", peer.pub.String(), "endpoint", s.peerUnderlay + ":51820", "allowed-ips", peer.addr + "/128"},
+			{"ip", "-n", s.ns, "link", "set", s.ifname, "mtu", strconv.Itoa(mtu)},
+			{"ip", "-n", s.ns, "addr", "add", s.addr + "/64", "dev", s.ifname, "nodad"},
+			{"ip", "-n", s.ns, "link", "set", s.ifname, "up"},
+		}
+		for _, st := range steps {
+			if _, err := run(ctx, st[0], st[1:]...); err != nil {
+				return nil, fmt.Errorf("wireguard-go: %w", err)
+			}
+		}
+	}
+	if err := waitFor(ctx, 15*time.Second, "ping over wireguard-go", func() bool {
+		_, err := inNS(ctx, nsA, "ping", "-n", "-c", "1", "-W", "1", b.addr)
+		return err == nil
+	}); err != nil {
+		return nil, err
+	}
+	return &scenario{
+		res:     &ScenarioResult{Key: "wireguard-go", Name: "wireguard-go", Target: b.addr},
+		daemons: []*proc{a.proc, b.proc},
+		pings:   []func(context.Context) (PingResult, error){kernelPing(pingCount, b.addr)},
+	}, nil
+}
+
+// tomoeNode is one tomoe node's files.
+type tomoeNode struct {
+	dir, config, sock string
+	key               identity.PrivateKey
+	pub               identity.PublicKey
+}
+
+func (e *env) newTomoeNode(label string) (*tomoeNode, error) {
+	dir := filepath.Join(e.work, label)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	k, pub, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	n := &tomoeNode{dir: dir, config: filepath.Join(dir, "tomoe.toml"), sock: filepath.Join(e.work, label+".sock"), key: k, pub: pub}
+	return n, writeKeyFile(filepath.Join(dir, "node.key"), k)
+}
+
+// peerEntry is one [[peers]] table.
+type peerEntry struct {
+	key      identity.PublicKey
+	endpoint string
+}
+
+// writeConfig writes the node's config: the given mode and UDP port, the
+// static peers, and an allow-everything rule.
+func (n *tomoeNode) writeConfig(mode string, port int, peers []peerEntry) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "key_file = %q\n\n[tun]\nmode = %q\nname = \"tomoe0\"\nmtu = %d\n\n", filepath.Join(n.dir, "node.key"), mode, mtu)
+	fmt.Fprintf(&b, "[listen]\nudp = \"0.0.0.0:%d\"\n\n[admin]\nsocket = %q\n\n[log]\nlevel = \"warn\"\n\n", port, n.sock)
+	fmt.Fprintf(&b, "[policy]\nstate_file = %q\n\n[[policy.allow]]\nfrom = \"*\"\n", filepath.Join(n.dir, "policy.json"))
+	for _, p := range peers {
+		fmt.Fprintf(&b, "\n[[peers]]\npublic_key = %q\nendpoint = %q\n", p.key.String(), p.endpoint)
+	}
+	return os.WriteFile(n.config, []byte(b.String()), 0o600)
+}
+
+// waitNode waits until the node's admin API answers.
+func waitNode(ctx context.Context, p *proc, sock string) error {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	cl := adminapi.NewClient(sock)
+	if err := waitFor(ctx, 20*time.Second, p.name+" admin socket", func() bool {
+		_, err := cl.Status(ctx)
+		return err == nil || p.exited()
+	}); err != nil {
+		return fmt.Errorf("%w\n%s", err, p.tail())
+	}
+	return p.failure()
+}
+
+// warmUp pings through a node until a reply comes: the first packet
+// activates the peer and starts the handshake.
+func warmUp(ctx context.Context, what string, ping func(context.Context) (PingResult, error)) error {
+	return waitFor(ctx, 20*time.Second, what, func() bool {
+		_, err := ping(ctx)
+		return err == nil
+	})
+}
+
+// setupTomoeKernel starts `tomoe up` in kernel mode in both namespaces.
+func (e *env) setupTomoeKernel(ctx context.Context, tomoeBin string, pingCount int) (*scenario, []*tomoeNode, error) {
+	a, err := e.newTomoeNode("ka")
+	if err != nil {
+		return nil, nil, err
+	}
+	b, err := e.newTomoeNode("kb")
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := a.writeConfig("kernel", 4610, []peerEntry{{b.pub, underlayB + ":4610"}}); err != nil {
+		return nil, nil, err
+	}
+	if err := b.writeConfig("kernel", 4610, []peerEntry{{a.pub, underlayA + ":4610"}}); err != nil {
+		return nil, nil, err
+	}
+	var procs []*proc
+	for _, n := range []struct {
+		ns, label string
+		node      *tomoeNode
+	}{{nsA, "tomoe-kernel-a", a}, {nsB, "tomoe-kernel-b", b}} {
+		p, err := e.start(n.ns, n.label, false, nil, tomoeBin, "up", "-c", n.node.config)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := waitNode(ctx, p, n.node.sock); err != nil {
+			return nil, nil, err
+		}
+		procs = append(procs, p)
+	}
+	target := b.pub.Address().String()
+	if err := warmUp(ctx, "ping over tomoe kernel", kernelPing(1, target)); err != nil {
+		return nil, nil, err
+	}
+	return &scenario{
+		res:     &ScenarioResult{Key: "tomoe-kernel", Name: "tomoe kernel", Target: target},
+		daemons: procs,
+		pings:   []func(context.Context) (PingResult, error){kernelPing(pingCount, target), tomoePing(tomoeBin, a.sock, pingCount, target)},
+	}, []*tomoeNode{a, b}, nil
+}
+
+// setupTomoeUserspace starts two usbench processes (userspace-mode nodes):
+// a sink in B and a source in A that the benchmark drives over stdin.
+func (e *env) setupTomoeUserspace(ctx context.Context, usbenchBin, tomoeBin string, pingCount int) (*scenario, error) {
+	a, err := e.newTomoeNode("ua")
+	if err != nil {
+		return nil, err
+	}
+	b, err := e.newTomoeNode("ub")
+	if err != nil {
+		return nil, err
+	}
+	if err := a.writeConfig("userspace", 4611, []peerEntry{{b.pub, underlayB + ":4611"}}); err != nil {
+		return nil, err
+	}
+	if err := b.writeConfig("userspace", 4611, []peerEntry{{a.pub, underlayA + ":4611"}}); err != nil {
+		return nil, err
+	}
+	sink, err := e.start(nsB, "usbench-sink", true, nil, usbenchBin, "-c", b.config, "-sink", "-port", strconv.Itoa(iperfPort))
+	if err != nil {
+		return nil, err
+	}
+	source, err := e.start(nsA, "usbench-source", true, nil, usbenchBin, "-c", a.config)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range []*proc{sink, source} {
+		if _, err := readLine(ctx, p, 20*time.Second); err != nil {
+			return nil, err
+		}
+	}
+	target := b.pub.Address().String()
+	if err := warmUp(ctx, "ping over tomoe userspace", tomoePing(tomoeBin, a.sock, 1, target)); err != nil {
+		return nil, err
+	}
+	addrPort := netip.AddrPortFrom(b.pub.Address(), iperfPort).String()
+	traffic := func(ctx context.Context, streams int, secs float64) (Run, error) {
+		if _, err := fmt.Fprintf(source.stdin, "run %s %g %d\n", addrPort, secs, streams); err != nil {
+			return Run{}, fmt.Errorf("usbench source: %w", err)
+		}
+		line, err := readLine(ctx, source, time.Duration(secs)*time.Second+60*time.Second)
+		if err != nil {
+			return Run{}, err
+		}
+		var r struct {
+			Error         string  `json:"error"`
+			Seconds       float64 `json:"seconds"`
+			BytesSent     int64   `json:"bytes_sent"`
+			BytesReceived int64   `json:"bytes_received"`
+			BitsPerSecond float64 `json:"bits_per_second"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			return Run{}, fmt.Errorf("usbench source said %q: %w", line, err)
+		}
+		if r.Error != "" {
+			return Run{}, fmt.Errorf("usbench source: %s", r.Error)
+		}
+		return Run{Streams: streams, Seconds: r.Seconds, BytesReceived: r.BytesReceived, BytesSent: r.BytesSent, BitsPerSecond: r.BitsPerSecond}, nil
+	}
+	return &scenario{
+		res:     &ScenarioResult{Key: "tomoe-userspace", Name: "tomoe userspace", Target: addrPort},
+		daemons: []*proc{source, sink},
+		traffic: traffic,
+		pings:   []func(context.Context) (PingResult, error){tomoePing(tomoeBin, a.sock, pingCount, target)},
+	}, nil
+}
+
+// readLine reads one line of a piped process's stdout within timeout.
+func readLine(ctx context.Context, p *proc, timeout time.Duration) (string, error) {
+	type line struct {
+		s   string
+		err error
+	}
+	ch := make(chan line, 1)
+	go func() {
+		s, err := p.stdout.ReadString('\n')
+		ch <- line{s, err}
+	}()
+	select {
+	case l := <-ch:
+		if l.err != nil {
+			return "", fmt.Errorf("%s: %w\n%s", p.name, l.err, p.tail())
+		}
+		return strings.TrimSpace(l.s), nil
+	case <-time.After(timeout):
+		// The process is broken: stop it, which also ends the reader.
+		p.stop(2 * time.Second)
+		return "", fmt.Errorf("%s: no answer within %s\n%s", p.name, timeout, p.tail())
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+}
