@@ -46,6 +46,8 @@ import (
 // Admitter decides whether a node whose key is not a configured peer may
 // start a session. If it returns true, it must have called Bind.SetPeer for
 // key before returning: the initiation is then handed to WireGuard at once.
+// src is where the initiation came from; it is invalid when the initiation
+// came through a bridge's relay.
 // It runs on a receive goroutine, so it must be quick; calls are already
 // rate-limited per source address.
 type Admitter interface {
@@ -72,6 +74,15 @@ type Bind struct {
 	limiter atomic.Pointer[ratelimiter.Ratelimiter]
 
 	unknown atomic.Pointer[func(netip.AddrPort)]
+	frames  atomic.Pointer[FrameHandler]
+
+	relaysMu sync.RWMutex
+	relays   map[netip.AddrPort]Relay // UDP bridges: relay frames from these are for us
+
+	// inject carries messages that arrived outside the UDP sockets (relay
+	// frames over a bridge's TCP connection) to WireGuard; see relay.go.
+	injectMu sync.Mutex
+	inject   *injectQueue
 
 	unknownMu   sync.Mutex // guards unknownSeen
 	unknownSeen map[netip.AddrPort]time.Time
@@ -86,7 +97,9 @@ type Bind struct {
 
 // Stats counts what the Bind dropped or decided. All fields are read with Load.
 type Stats struct {
-	ControlDropped      atomic.Uint64 // non-WireGuard frames (bridge control, not handled yet)
+	ControlDropped      atomic.Uint64 // non-WireGuard frames nobody handles
+	RelayedIn           atomic.Uint64 // WireGuard messages that came through a bridge
+	RelayedOut          atomic.Uint64 // WireGuard messages sent through a bridge
 	UnknownSession      atomic.Uint64 // messages for a session index this node never made
 	InitiationsLimited  atomic.Uint64 // initiations over the per-source rate
 	InitiationsInvalid  atomic.Uint64 // bad mac1, or not encrypted to our key
@@ -110,6 +123,7 @@ func newBind(inner conn.Bind, log *slog.Logger) *Bind {
 		peers:      make(map[identity.PublicKey]*PeerEndpoint),
 		byIndex:    make(map[uint32]*PeerEndpoint),
 		candidates: make(map[netip.AddrPort]*sourceEndpoint),
+		relays:     make(map[netip.AddrPort]Relay),
 	}
 }
 
@@ -212,16 +226,27 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	rl := new(ratelimiter.Ratelimiter)
 	rl.Init()
 	b.limiter.Store(rl)
-	wrapped := make([]conn.ReceiveFunc, len(fns))
+	wrapped := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
 	for i, fn := range fns {
 		wrapped[i] = b.wrapReceive(fn)
 	}
+	q := newInjectQueue()
+	b.injectMu.Lock()
+	b.inject = q
+	b.injectMu.Unlock()
+	wrapped = append(wrapped, b.receiveInjected(q))
 	return wrapped, actual, nil
 }
 
 // Close implements conn.Bind.
 func (b *Bind) Close() error {
 	err := b.inner.Close()
+	b.injectMu.Lock()
+	if b.inject != nil {
+		b.inject.close()
+		b.inject = nil
+	}
+	b.injectMu.Unlock()
 	if rl := b.limiter.Load(); rl != nil {
 		rl.Close()
 	}
@@ -277,6 +302,9 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	b.learnIndices(bufs, p)
 	d := p.direct.Load()
+	if r := p.relay.Load(); r != nil && (d == nil || !p.directAlive()) {
+		return b.sendRelay(bufs, r)
+	}
 	if d == nil {
 		return fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
 	}
@@ -317,6 +345,7 @@ func (b *Bind) promote(c *sourceEndpoint) {
 	moved := !p.knowsAddrLocked(c.addr)
 	p.addAddrLocked(c.addr)
 	p.direct.Store(c.std)
+	p.markDirectAlive()
 	b.mu.Unlock()
 	if moved {
 		b.stats.Roamed.Add(1)
@@ -345,7 +374,13 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 		lastIdx  uint32
 		lastAddr netip.AddrPort
 		lastEp   conn.Endpoint
+		frames   *frameBatch
 	)
+	defer func() {
+		if frames != nil {
+			frames.deliver(b)
+		}
+	}()
 	for i := range bufs {
 		msg := bufs[i][:sizes[i]]
 		std, ok := eps[i].(*conn.StdNetEndpoint)
@@ -354,8 +389,28 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			continue
 		}
 		src := std.AddrPort
+		if msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 {
+			if r := b.udpRelay(src); r != nil {
+				// From a bridge we registered with: a peer's message.
+				path := relayPath{via: r, id: binary.BigEndian.Uint32(msg[4:8])}
+				n := copy(bufs[i], msg[RelayHeaderSize:]) // overwrites msg
+				sizes[i] = n
+				ep := b.relayed(bufs[i][:n], path)
+				if ep == nil {
+					sizes[i] = 0
+				} else {
+					eps[i] = ep
+				}
+				continue
+			}
+		}
 		if msg[1]|msg[2]|msg[3] != 0 || msg[0] < msgInitiation || msg[0] > msgTransport {
-			b.stats.ControlDropped.Add(1)
+			if frames == nil {
+				frames = getFrameBatch()
+			}
+			if !frames.add(msg, src) {
+				b.stats.ControlDropped.Add(1)
+			}
 			sizes[i] = 0
 			continue
 		}
@@ -409,12 +464,30 @@ func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint) conn.Endpoint {
 // initiation identifies the sender of a handshake initiation by its static
 // key, admitting unknown keys through the Admitter.
 func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
+	p := b.initiator(msg, std.AddrPort.Addr(), std.AddrPort)
+	if p == nil {
+		return nil
+	}
+	b.mu.RLock()
+	known := p.knowsAddrLocked(std.AddrPort)
+	b.mu.RUnlock()
+	if known {
+		return p
+	}
+	return b.candidate(std, p)
+}
+
+// initiator opens a handshake initiation and returns its sender's
+// endpoint, asking the Admitter about unknown keys. limit is what the
+// per-source rate limit counts; src is the direct source address, invalid
+// when the message came through a bridge.
+func (b *Bind) initiator(msg []byte, limit netip.Addr, src netip.AddrPort) *PeerEndpoint {
 	opener := b.opener.Load()
 	rl := b.limiter.Load()
 	if opener == nil || rl == nil || len(msg) != initiationSize {
 		return nil
 	}
-	if !rl.Allow(std.AddrPort.Addr()) {
+	if !rl.Allow(limit) {
 		b.stats.InitiationsLimited.Add(1)
 		return nil
 	}
@@ -426,7 +499,7 @@ func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
 	p := b.Peer(key)
 	if p == nil {
 		a := b.admit.Load()
-		if a == nil || !(*a).Admit(key, std.AddrPort) {
+		if a == nil || !(*a).Admit(key, src) {
 			b.stats.InitiationsDenied.Add(1)
 			return nil
 		}
@@ -436,13 +509,7 @@ func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
 		}
 		b.stats.InitiationsAdmitted.Add(1)
 	}
-	b.mu.RLock()
-	known := p.knowsAddrLocked(std.AddrPort)
-	b.mu.RUnlock()
-	if known {
-		return p
-	}
-	return b.candidate(std, p)
+	return p
 }
 
 func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint) conn.Endpoint {
@@ -463,6 +530,11 @@ func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint) conn.Endpoin
 type PeerEndpoint struct {
 	key    identity.PublicKey
 	direct atomic.Pointer[conn.StdNetEndpoint] // current direct path; nil until known
+	relay  atomic.Pointer[relayPath]           // path through a bridge; nil if none
+	// directUntil (Unix ns): while a relay is known, the direct path is used
+	// only until then; proof that it works (a probe answered, an
+	// authenticated packet) moves it on.
+	directUntil atomic.Int64
 
 	// Guarded by Bind.mu.
 	addrs     [addrsPerPeer]netip.AddrPort
