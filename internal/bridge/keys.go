@@ -1,0 +1,101 @@
+package bridge
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/ratelimiter"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// keyCache opens and seals control frames for one private key, keeping the
+// shared key of each sender it has verified. A sender it has not seen
+// costs an X25519, so those are rate-limited per source address.
+type keyCache struct {
+	priv identity.PrivateKey
+	pub  identity.PublicKey
+
+	mu     sync.RWMutex
+	shared map[identity.PublicKey]*SharedKey
+	max    int
+
+	limiter ratelimiter.Ratelimiter
+}
+
+var errLimited = errors.New("too many control frames from unknown keys at this address")
+
+func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
+	c := &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max}
+	c.limiter.Init()
+	return c
+}
+
+func (c *keyCache) close() { c.limiter.Close() }
+
+// get returns the shared key with peer, computing and caching it.
+func (c *keyCache) get(peer identity.PublicKey) *SharedKey {
+	c.mu.RLock()
+	k := c.shared[peer]
+	c.mu.RUnlock()
+	if k != nil {
+		return k
+	}
+	s := Precompute(c.priv, peer)
+	c.mu.Lock()
+	if len(c.shared) >= c.max {
+		clear(c.shared) // rare: more senders than the bound; start over
+	}
+	c.shared[peer] = &s
+	c.mu.Unlock()
+	return &s
+}
+
+// forget drops peer's shared key.
+func (c *keyCache) forget(peer identity.PublicKey) {
+	c.mu.Lock()
+	delete(c.shared, peer)
+	c.mu.Unlock()
+}
+
+// open verifies and decodes a control frame from src. A sender whose key
+// is not cached is rate-limited by src's address; its key is cached only
+// if the frame opens.
+func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Message, error) {
+	from, err := Sender(frame)
+	if err != nil {
+		return from, Message{}, err
+	}
+	c.mu.RLock()
+	k := c.shared[from]
+	c.mu.RUnlock()
+	if k == nil {
+		if src.IsValid() && !c.limiter.Allow(src) {
+			return from, Message{}, errLimited
+		}
+		s := Precompute(c.priv, from)
+		m, err := Open(frame, &s)
+		if err != nil {
+			return from, m, err
+		}
+		c.mu.Lock()
+		if len(c.shared) >= c.max {
+			clear(c.shared)
+		}
+		c.shared[from] = &s
+		c.mu.Unlock()
+		return from, m, nil
+	}
+	m, err := Open(frame, k)
+	return from, m, err
+}
+
+// seal builds a control frame carrying m to the key to.
+func (c *keyCache) seal(to identity.PublicKey, m Message) ([]byte, error) {
+	if m.Time == 0 {
+		m.Time = time.Now().UnixNano()
+	}
+	return Seal(make([]byte, 0, 160), c.pub, c.get(to), &m)
+}

@@ -1,0 +1,353 @@
+// Package bridge is tomoe's bridge protocol: nodes register with a bridge,
+// look up other members by overlay address, are introduced to each other to
+// punch through NAT, and have their WireGuard ciphertext relayed when no
+// direct path works (DESIGN.md "Bridges").
+//
+// Two kinds of frame share the node's UDP socket with WireGuard, told apart
+// by the first byte (WireGuard's messages start with 1–4 and three zero
+// bytes):
+//
+//	control  0x70 ver=1 0 0 | sender public key (32) | nonce (24) | sealed message
+//	relay    0x71 0 0 0     | relay id (4, big endian) | WireGuard message
+//
+// A control frame is sealed with NaCl box (X25519, XSalsa20-Poly1305) from
+// the sender's static key to the receiver's: it proves the sender holds its
+// key, and only the receiver can read it. Receivers precompute the shared
+// key once per sender. Over TCP the same frames travel with a two-byte
+// big-endian length in front.
+//
+// A relay frame a node sends names the destination's relay id (assigned by
+// the bridge at registration); the bridge rewrites it to the sender's id and
+// forwards it. The bridge knows the sender by the address (or TCP
+// connection) it registered from. It never sees inside the WireGuard
+// message.
+package bridge
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/crypto/nacl/box"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/transport"
+)
+
+// Frame types: the first byte of a non-WireGuard frame.
+const (
+	FrameControl = 0x70
+	FrameRelay   = transport.FrameRelay
+)
+
+const (
+	version = 1
+	// ControlHeaderSize is the clear part of a control frame.
+	ControlHeaderSize = 4 + identity.KeySize + 24
+	// RelayHeaderSize is what a relay frame adds to a WireGuard message.
+	RelayHeaderSize = transport.RelayHeaderSize
+	// MaxFrame bounds any frame (the TCP length prefix is 16 bits).
+	MaxFrame = 65535
+	// maxEndpoints bounds the endpoints a message carries.
+	maxEndpoints = 8
+	// maxToken bounds a join token's length.
+	maxToken = 128
+	// maxText bounds free text (refusal reasons).
+	maxText = 200
+)
+
+// Kind is the type of a sealed control message.
+type Kind uint8
+
+// Control message kinds.
+const (
+	KindRegister    Kind = 1 // node → bridge: register, keep alive
+	KindRegistered  Kind = 2 // bridge → node: accepted
+	KindRefused     Kind = 3 // bridge → node: not accepted (reason)
+	KindLookup      Kind = 4 // node → bridge: who owns this address?
+	KindLookupReply Kind = 5 // bridge → node: the owner, or not found
+	KindIntroduce   Kind = 6 // bridge → node: this node wants to reach you
+	KindProbe       Kind = 7 // node → node: is this path open?
+	KindProbeAck    Kind = 8 // node → node: yes
+	KindUnregister  Kind = 9 // node → bridge: leaving
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindRegister:
+		return "register"
+	case KindRegistered:
+		return "registered"
+	case KindRefused:
+		return "refused"
+	case KindLookup:
+		return "lookup"
+	case KindLookupReply:
+		return "lookup-reply"
+	case KindIntroduce:
+		return "introduce"
+	case KindProbe:
+		return "probe"
+	case KindProbeAck:
+		return "probe-ack"
+	case KindUnregister:
+		return "unregister"
+	}
+	return fmt.Sprintf("kind-%d", uint8(k))
+}
+
+// Message is a control message's content. Which fields a kind uses:
+//
+//	Register:    Token (first registration only), Endpoints (the node's local addresses)
+//	Registered:  ID (the node's relay id), Endpoints[0] (the observed address), Interval (seconds)
+//	Refused:     Text
+//	Lookup:      Seq, Address
+//	LookupReply: Seq, Address, Found; if found: Key, ID, Endpoints (observed first)
+//	Introduce:   Key, ID, Endpoints (of the node that looked this one up)
+//	Probe:       Seq;  ProbeAck: Seq
+type Message struct {
+	Kind      Kind
+	Time      int64 // sender's clock, Unix nanoseconds
+	Seq       uint64
+	ID        uint32
+	Interval  uint16
+	Found     bool
+	Key       identity.PublicKey
+	Address   netip.Addr
+	Token     string
+	Text      string
+	Endpoints []netip.AddrPort
+}
+
+var (
+	errShort    = errors.New("truncated")
+	errBadFrame = errors.New("not a control frame")
+)
+
+// marshal appends m's encoding to b.
+func (m *Message) marshal(b []byte) ([]byte, error) {
+	b = append(b, byte(m.Kind))
+	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
+	switch m.Kind {
+	case KindRegister:
+		if len(m.Token) > maxToken {
+			return nil, fmt.Errorf("token longer than %d bytes", maxToken)
+		}
+		b = append(b, byte(len(m.Token)))
+		b = append(b, m.Token...)
+		return appendEndpoints(b, m.Endpoints)
+	case KindRegistered:
+		b = binary.BigEndian.AppendUint32(b, m.ID)
+		b = binary.BigEndian.AppendUint16(b, m.Interval)
+		return appendEndpoints(b, m.Endpoints)
+	case KindRefused:
+		t := m.Text
+		if len(t) > maxText {
+			t = t[:maxText]
+		}
+		b = append(b, byte(len(t)))
+		return append(b, t...), nil
+	case KindLookup, KindLookupReply:
+		b = binary.BigEndian.AppendUint64(b, m.Seq)
+		a := m.Address.As16()
+		b = append(b, a[:]...)
+		if m.Kind == KindLookup {
+			return b, nil
+		}
+		if !m.Found {
+			return append(b, 0), nil
+		}
+		b = append(b, 1)
+		b = append(b, m.Key[:]...)
+		b = binary.BigEndian.AppendUint32(b, m.ID)
+		return appendEndpoints(b, m.Endpoints)
+	case KindIntroduce:
+		b = append(b, m.Key[:]...)
+		b = binary.BigEndian.AppendUint32(b, m.ID)
+		return appendEndpoints(b, m.Endpoints)
+	case KindProbe, KindProbeAck:
+		return binary.BigEndian.AppendUint64(b, m.Seq), nil
+	case KindUnregister:
+		return b, nil
+	}
+	return nil, fmt.Errorf("unknown message kind %d", m.Kind)
+}
+
+func appendEndpoints(b []byte, eps []netip.AddrPort) ([]byte, error) {
+	if len(eps) > maxEndpoints {
+		eps = eps[:maxEndpoints]
+	}
+	b = append(b, byte(len(eps)))
+	for _, ep := range eps {
+		a := ep.Addr().As16()
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, ep.Port())
+	}
+	return b, nil
+}
+
+// reader consumes a byte slice; after the first short read every read
+// returns zero values and err is set.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) take(n int) []byte {
+	if r.err != nil || len(r.b) < n {
+		r.err = errShort
+		return make([]byte, n)
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u8() uint8   { return r.take(1)[0] }
+func (r *reader) u16() uint16 { return binary.BigEndian.Uint16(r.take(2)) }
+func (r *reader) u32() uint32 { return binary.BigEndian.Uint32(r.take(4)) }
+func (r *reader) u64() uint64 { return binary.BigEndian.Uint64(r.take(8)) }
+
+func (r *reader) addr() netip.Addr {
+	return netip.AddrFrom16([16]byte(r.take(16))).Unmap()
+}
+
+func (r *reader) endpoints() []netip.AddrPort {
+	n := int(r.u8())
+	if n > maxEndpoints {
+		r.err = fmt.Errorf("%d endpoints, at most %d", n, maxEndpoints)
+		return nil
+	}
+	var eps []netip.AddrPort
+	for range n {
+		a := r.addr()
+		p := r.u16()
+		if r.err == nil {
+			eps = append(eps, netip.AddrPortFrom(a, p))
+		}
+	}
+	return eps
+}
+
+// unmarshalMessage decodes a control message's plaintext.
+func unmarshalMessage(b []byte) (Message, error) {
+	r := &reader{b: b}
+	var m Message
+	m.Kind = Kind(r.u8())
+	m.Time = int64(r.u64())
+	switch m.Kind {
+	case KindRegister:
+		m.Token = string(r.take(int(r.u8())))
+		m.Endpoints = r.endpoints()
+	case KindRegistered:
+		m.ID = r.u32()
+		m.Interval = r.u16()
+		m.Endpoints = r.endpoints()
+	case KindRefused:
+		m.Text = string(r.take(int(r.u8())))
+	case KindLookup, KindLookupReply:
+		m.Seq = r.u64()
+		m.Address = r.addr()
+		if m.Kind == KindLookupReply {
+			m.Found = r.u8() == 1
+			if m.Found {
+				m.Key = identity.PublicKey(r.take(identity.KeySize))
+				m.ID = r.u32()
+				m.Endpoints = r.endpoints()
+			}
+		}
+	case KindIntroduce:
+		m.Key = identity.PublicKey(r.take(identity.KeySize))
+		m.ID = r.u32()
+		m.Endpoints = r.endpoints()
+	case KindProbe, KindProbeAck:
+		m.Seq = r.u64()
+	case KindUnregister:
+	default:
+		return Message{}, fmt.Errorf("unknown message kind %d", m.Kind)
+	}
+	if r.err != nil {
+		return Message{}, fmt.Errorf("%s message: %w", m.Kind, r.err)
+	}
+	if len(r.b) != 0 {
+		return Message{}, fmt.Errorf("%s message: %d trailing bytes", m.Kind, len(r.b))
+	}
+	return m, nil
+}
+
+// IsControl reports whether frame is a control frame of our version.
+func IsControl(frame []byte) bool {
+	return len(frame) >= ControlHeaderSize+box.Overhead && frame[0] == FrameControl && frame[1] == version
+}
+
+// Sender returns the public key a control frame claims to come from; only
+// Open proves it.
+func Sender(frame []byte) (identity.PublicKey, error) {
+	if !IsControl(frame) {
+		return identity.PublicKey{}, errBadFrame
+	}
+	return identity.PublicKey(frame[4 : 4+identity.KeySize]), nil
+}
+
+// SharedKey is the precomputed box key between two static keys.
+type SharedKey [32]byte
+
+// Precompute derives the key shared by priv and peer (one X25519).
+func Precompute(priv identity.PrivateKey, peer identity.PublicKey) SharedKey {
+	var out [32]byte
+	raw := priv.Raw()
+	pk := [32]byte(peer)
+	box.Precompute(&out, &pk, &raw)
+	return SharedKey(out)
+}
+
+// Seal appends a control frame carrying m from the key from, sealed with
+// the key shared with the receiver, to b.
+func Seal(b []byte, from identity.PublicKey, shared *SharedKey, m *Message) ([]byte, error) {
+	plain, err := m.marshal(make([]byte, 0, 64))
+	if err != nil {
+		return nil, err
+	}
+	var nonce [24]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, err
+	}
+	b = append(b, FrameControl, version, 0, 0)
+	b = append(b, from[:]...)
+	b = append(b, nonce[:]...)
+	k := [32]byte(*shared)
+	return box.SealAfterPrecomputation(b, plain, &nonce, &k), nil
+}
+
+// Open checks and decodes a control frame sealed with shared.
+func Open(frame []byte, shared *SharedKey) (Message, error) {
+	if !IsControl(frame) {
+		return Message{}, errBadFrame
+	}
+	if len(frame) > MaxFrame {
+		return Message{}, fmt.Errorf("control frame of %d bytes", len(frame))
+	}
+	nonce := [24]byte(frame[4+identity.KeySize : ControlHeaderSize])
+	k := [32]byte(*shared)
+	plain, ok := box.OpenAfterPrecomputation(nil, frame[ControlHeaderSize:], &nonce, &k)
+	if !ok {
+		return Message{}, errors.New("control frame does not open: wrong key or tampered")
+	}
+	return unmarshalMessage(plain)
+}
+
+// RelayHeader writes a relay frame header for id into b[:RelayHeaderSize].
+func RelayHeader(b []byte, id uint32) {
+	b[0], b[1], b[2], b[3] = FrameRelay, 0, 0, 0
+	binary.BigEndian.PutUint32(b[4:8], id)
+}
+
+// ParseRelay splits a relay frame into its relay id and WireGuard message.
+func ParseRelay(frame []byte) (id uint32, msg []byte, ok bool) {
+	if len(frame) <= RelayHeaderSize || frame[0] != FrameRelay || frame[1]|frame[2]|frame[3] != 0 {
+		return 0, nil, false
+	}
+	return binary.BigEndian.Uint32(frame[4:8]), frame[RelayHeaderSize:], true
+}
