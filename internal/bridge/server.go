@@ -1,0 +1,826 @@
+package bridge
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.zx2c4.com/wireguard/ratelimiter"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// FrameSender sends frames over the node's UDP socket (transport.Bind).
+// Consecutive frames of one call go to dst together (one GSO send where
+// the platform has it), so callers batch them. It must not keep frames
+// after it returns.
+type FrameSender interface {
+	SendFrames(frames [][]byte, dst netip.AddrPort) error
+}
+
+// ServerConfig configures a bridge.
+type ServerConfig struct {
+	Key       identity.PrivateKey
+	Allow     []identity.PublicKey // keys allowed to register (config [[bridge.allow]])
+	StateFile string               // JSON: hashed join tokens, enrolled and revoked keys; "" = in memory only
+	TCP       string               // TCP listen address, e.g. "0.0.0.0:4610"; "" = no TCP
+	Sender    FrameSender          // the node's Bind
+	RelayMbit int                  // per-node relay rate limit in Mbit/s (burst: a quarter second); 0 = unlimited
+	Log       *slog.Logger
+}
+
+// NodeInfo describes a registered node (the JSON is a contract: `tomoe
+// bridge nodes --json`).
+type NodeInfo struct {
+	PublicKey      identity.PublicKey `json:"public_key"`
+	Address        netip.Addr         `json:"address"`
+	Endpoint       netip.AddrPort     `json:"endpoint"`  // observed: UDP source or TCP remote address
+	Transport      string             `json:"transport"` // "udp" or "tcp"
+	LocalEndpoints []netip.AddrPort   `json:"local_endpoints"`
+	LastSeen       time.Time          `json:"last_seen"`
+	RelayedBytes   uint64             `json:"relayed_bytes"` // relay frame bytes forwarded from this node
+	RelayID        uint32             `json:"relay_id"`
+}
+
+// ServerStats are a bridge's counters since it started.
+type ServerStats struct {
+	Registered    int    `json:"registered"`    // registrations now
+	Registrations uint64 `json:"registrations"` // accepted Register messages, keepalives included
+	Enrolments    uint64 `json:"enrolments"`    // keys enrolled with a join token
+	Refused       uint64 `json:"refused"`
+	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
+	BadControl    uint64 `json:"bad_control"` // control frames that did not open (or unknown keys over their rate)
+	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
+
+	Lookups        uint64 `json:"lookups"`
+	LookupsLimited uint64 `json:"lookups_limited"`
+	Introductions  uint64 `json:"introductions"`
+
+	RelayedFrames            uint64 `json:"relayed_frames"`
+	RelayedBytes             uint64 `json:"relayed_bytes"`
+	RelayDroppedUnregistered uint64 `json:"relay_dropped_unregistered"` // sender not registered there
+	RelayDroppedUnknownID    uint64 `json:"relay_dropped_unknown_id"`
+	RelayDroppedRate         uint64 `json:"relay_dropped_rate"`
+	RelayDroppedQueue        uint64 `json:"relay_dropped_queue"` // a TCP destination's queue was full
+	RelayDroppedMalformed    uint64 `json:"relay_dropped_malformed"`
+	SendErrors               uint64 `json:"send_errors"`
+
+	TCPConns     uint64 `json:"tcp_conns"` // accepted
+	TCPConnsOpen int    `json:"tcp_conns_open"`
+}
+
+type serverCounters struct {
+	registrations, enrolments, refused, replays, badControl, expired    atomic.Uint64
+	lookups, lookupsLimited, introductions                              atomic.Uint64
+	relayedFrames, relayedBytes                                         atomic.Uint64
+	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed atomic.Uint64
+	sendErrors, tcpConns                                                atomic.Uint64
+}
+
+const (
+	keepaliveInterval  = 15 // seconds, told to nodes in Registered
+	registrationTTL    = 60 * time.Second
+	janitorInterval    = 5 * time.Second
+	firstFrameTimeout  = 10 * time.Second
+	tcpIdleTimeout     = 2 * registrationTTL
+	tcpWriteTimeout    = 10 * time.Second
+	tcpQueueLen        = 1024
+	maxTCPConns        = 8192
+	maxTCPBatch        = 64
+	lookupRate         = 100 // per second and node
+	lookupBurst        = 200
+	maxCachedKeys      = 1 << 16
+	pooledFrameMaxSize = 4096
+)
+
+// Server is the bridge role: it registers nodes its admission allows,
+// answers their lookups, introduces them to each other and relays their
+// WireGuard messages, over the node's UDP socket (HandleFrames) and over
+// TCP. A registered UDP node costs a few hundred bytes: no goroutine and no
+// buffer of its own.
+type Server struct {
+	pub    identity.PublicKey
+	self   netip.Addr // the bridge's own node address
+	keys   *keyCache
+	adm    *admission
+	sender FrameSender
+	log    *slog.Logger
+	logs   logLimiter
+
+	tcpAddr               string
+	relayRate, relayBurst float64 // bytes per second and bytes; 0: unlimited
+	refusals              ratelimiter.Ratelimiter
+
+	// Hooks for tests.
+	now          func() time.Time
+	newID        func() uint32
+	deriveIDs    bool // ids from keys (tests turn it off to choose ids)
+	firstTimeout time.Duration
+
+	mu       sync.RWMutex // guards the maps below and the fields of registrations marked so
+	regs     map[identity.PublicKey]*registration
+	byID     map[uint32]*registration
+	byAddr   map[netip.Addr]*registration
+	byUDP    map[netip.AddrPort]*registration
+	lastTime map[identity.PublicKey]int64 // newest accepted Register/Unregister time per key
+
+	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
+	closed   bool         // guarded by handleMu
+
+	connMu  sync.Mutex // guards ln, conns, started, closing
+	ln      net.Listener
+	conns   map[*serverConn]struct{}
+	started bool
+	closing bool
+
+	done      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+
+	outs chan *relayOut // free list for HandleFrames and TCP readers
+
+	stats serverCounters
+}
+
+// registration is one registered node.
+type registration struct {
+	key  identity.PublicKey
+	addr netip.Addr
+	id   uint32
+
+	// Guarded by Server.mu.
+	endpoint netip.AddrPort // observed: UDP source, or TCP remote address
+	tcp      *serverConn    // the connection it registered over; nil: UDP
+	local    []netip.AddrPort
+	lastSeen int64 // Unix nanoseconds
+
+	relayed atomic.Uint64
+	relay   rateBucket
+	lookup  rateBucket
+}
+
+// NewServer builds a bridge and loads its state file. Start starts the TCP
+// listener and the expiry of idle registrations; Close releases it.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Key.IsZero() {
+		return nil, errors.New("bridge: no private key")
+	}
+	if cfg.Sender == nil {
+		return nil, errors.New("bridge: no frame sender")
+	}
+	if cfg.RelayMbit < 0 {
+		return nil, fmt.Errorf("bridge: relay rate %d Mbit/s is negative", cfg.RelayMbit)
+	}
+	adm, err := newAdmission(cfg.StateFile, cfg.Allow)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	pub := cfg.Key.Public()
+	s := &Server{
+		pub:          pub,
+		self:         pub.Address(),
+		keys:         newKeyCache(cfg.Key, maxCachedKeys),
+		adm:          adm,
+		sender:       cfg.Sender,
+		log:          log,
+		tcpAddr:      cfg.TCP,
+		now:          time.Now,
+		newID:        rand.Uint32,
+		deriveIDs:    true,
+		firstTimeout: firstFrameTimeout,
+		regs:         make(map[identity.PublicKey]*registration),
+		byID:         make(map[uint32]*registration),
+		byAddr:       make(map[netip.Addr]*registration),
+		byUDP:        make(map[netip.AddrPort]*registration),
+		lastTime:     make(map[identity.PublicKey]int64),
+		conns:        make(map[*serverConn]struct{}),
+		done:         make(chan struct{}),
+		outs:         make(chan *relayOut, 4),
+	}
+	if cfg.RelayMbit > 0 {
+		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
+		s.relayBurst = max(s.relayRate/4, MaxFrame)
+	}
+	s.refusals.Init()
+	return s, nil
+}
+
+// Start starts the TCP listener, if configured, and the expiry of idle
+// registrations.
+func (s *Server) Start() error {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.closing {
+		return net.ErrClosed
+	}
+	if s.started {
+		return errors.New("bridge: already started")
+	}
+	if s.tcpAddr != "" {
+		ln, err := net.Listen("tcp", s.tcpAddr)
+		if err != nil {
+			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)
+		}
+		s.ln = ln
+		s.wg.Add(1)
+		go s.acceptLoop(ln)
+		s.log.Info("bridge: listening", "addr", ln.Addr().String(), "transport", "tcp")
+	}
+	s.started = true
+	s.wg.Add(1)
+	go s.janitor()
+	return nil
+}
+
+// TCPAddr is the bound TCP address, or nil if the bridge has no TCP
+// listener.
+func (s *Server) TCPAddr() net.Addr {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// Close stops the listener, closes the TCP connections and waits for the
+// bridge's goroutines. Frames handed to HandleFrames afterwards are dropped.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.handleMu.Lock()
+		s.closed = true
+		s.handleMu.Unlock()
+		close(s.done)
+		s.connMu.Lock()
+		s.closing = true
+		ln := s.ln
+		conns := make([]*serverConn, 0, len(s.conns))
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.connMu.Unlock()
+		if ln != nil {
+			ln.Close()
+		}
+		for _, c := range conns {
+			c.close()
+		}
+		s.wg.Wait()
+		s.keys.close()
+		s.refusals.Close()
+	})
+	return nil
+}
+
+// HandleFrames handles bridge frames received on the node's UDP socket
+// (transport.FrameHandler). Relay frames are rewritten in place and
+// forwarded without allocating.
+func (s *Server) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
+	s.handleMu.RLock()
+	defer s.handleMu.RUnlock()
+	if s.closed {
+		return
+	}
+	now := s.now()
+	out := s.getOut()
+	for i, f := range frames {
+		if len(f) == 0 || i >= len(srcs) {
+			continue
+		}
+		src := netip.AddrPortFrom(srcs[i].Addr().Unmap(), srcs[i].Port())
+		switch f[0] {
+		case FrameRelay:
+			s.relay(f, src, nil, now, out)
+		case FrameControl:
+			s.control(f, src, nil, now)
+		}
+	}
+	s.flush(out)
+	s.putOut(out)
+}
+
+// relayOut collects consecutive relay frames for one UDP destination.
+type relayOut struct {
+	dst    netip.AddrPort
+	frames [][]byte
+}
+
+// getOut takes a relayOut from the server's free list. (A sync.Pool
+// would do, but under the race detector it drops items at random.)
+func (s *Server) getOut() *relayOut {
+	select {
+	case o := <-s.outs:
+		return o
+	default:
+		return &relayOut{frames: make([][]byte, 0, 128)}
+	}
+}
+
+func (s *Server) putOut(o *relayOut) {
+	select {
+	case s.outs <- o:
+	default:
+	}
+}
+
+func (s *Server) flush(o *relayOut) {
+	if len(o.frames) == 0 {
+		return
+	}
+	if err := s.sender.SendFrames(o.frames, o.dst); err != nil {
+		s.stats.sendErrors.Add(1)
+		s.logLimited(slog.LevelWarn, "bridge: relay send failed", "addr", o.dst, "err", err)
+	}
+	clear(o.frames)
+	o.frames = o.frames[:0]
+}
+
+// relay forwards one relay frame that came from src over UDP (c == nil) or
+// over the TCP connection c.
+func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Time, out *relayOut) {
+	id, _, ok := ParseRelay(f)
+	if !ok {
+		s.stats.dropMalformed.Add(1)
+		return
+	}
+	s.mu.RLock()
+	var from *registration
+	if c != nil {
+		if r := c.reg; r != nil && r.tcp == c {
+			from = r
+		}
+	} else {
+		from = s.byUDP[src]
+	}
+	to := s.byID[id]
+	var toUDP netip.AddrPort
+	var toTCP *serverConn
+	if to != nil {
+		toUDP, toTCP = to.endpoint, to.tcp
+	}
+	s.mu.RUnlock()
+	switch {
+	case from == nil:
+		s.stats.dropUnregistered.Add(1)
+		return
+	case to == nil || (toTCP == nil && !toUDP.IsValid()):
+		s.stats.dropUnknownID.Add(1)
+		return
+	case s.relayRate > 0 && !from.relay.allow(now.UnixNano(), float64(len(f)), s.relayRate, s.relayBurst):
+		s.stats.dropRate.Add(1)
+		return
+	}
+	binary.BigEndian.PutUint32(f[4:8], from.id)
+	if toTCP != nil {
+		if !toTCP.enqueue(f) {
+			s.stats.dropQueue.Add(1)
+			return
+		}
+	} else {
+		if len(out.frames) > 0 && out.dst != toUDP {
+			s.flush(out)
+		}
+		out.dst = toUDP
+		out.frames = append(out.frames, f)
+	}
+	from.relayed.Add(uint64(len(f)))
+	s.stats.relayedFrames.Add(1)
+	s.stats.relayedBytes.Add(uint64(len(f)))
+}
+
+// control opens and acts on a control frame from src (over TCP: c's
+// remote address).
+func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.Time) {
+	from, m, err := s.keys.open(f, src.Addr())
+	if err != nil {
+		s.stats.badControl.Add(1)
+		return
+	}
+	if from == s.pub {
+		return
+	}
+	switch m.Kind {
+	case KindRegister:
+		s.register(from, m, src, c, now)
+	case KindLookup:
+		s.lookup(from, m, src, c, now)
+	case KindUnregister:
+		s.unregister(from, m, src, c)
+	}
+}
+
+func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+	s.adm.mu.Lock()
+	s.mu.RLock()
+	last, seen := s.lastTime[from]
+	boundTo := identity.PublicKey{}
+	if c != nil {
+		boundTo = c.key
+	}
+	s.mu.RUnlock()
+	if seen && m.Time <= last {
+		s.adm.mu.Unlock()
+		s.stats.replays.Add(1)
+		return
+	}
+	if !boundTo.IsZero() && boundTo != from {
+		s.adm.mu.Unlock() // a connection carries one node
+		return
+	}
+	reason, enrolled, err := s.adm.admitLocked(from, m.Token, now)
+	if err != nil {
+		s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
+	}
+	if reason != "" {
+		s.adm.mu.Unlock()
+		s.stats.refused.Add(1)
+		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
+		if c != nil || s.refusals.Allow(src.Addr()) {
+			s.sendControl(from, Message{Kind: KindRefused, Text: reason}, src, c)
+		}
+		return
+	}
+	if enrolled {
+		s.stats.enrolments.Add(1)
+		s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
+	}
+
+	s.mu.Lock()
+	reg := s.regs[from]
+	isNew := reg == nil
+	if isNew {
+		reg = &registration{key: from, addr: from.Address(), id: s.allocIDLocked(from)}
+		reg.relay.init(now.UnixNano(), s.relayBurst)
+		reg.lookup.init(now.UnixNano(), lookupBurst)
+		s.regs[from] = reg
+		s.byID[reg.id] = reg
+		s.byAddr[reg.addr] = reg
+	}
+	s.detachLocked(reg)
+	if c != nil {
+		reg.tcp, reg.endpoint = c, c.remote
+		c.key, c.reg = from, reg
+	} else {
+		if other := s.byUDP[src]; other != nil {
+			s.removeLocked(other) // another key now sends from this address
+		}
+		reg.endpoint = src
+		s.byUDP[src] = reg
+	}
+	reg.local = slices.Clip(m.Endpoints)
+	reg.lastSeen = now.UnixNano()
+	s.lastTime[from] = m.Time
+	id := reg.id
+	s.mu.Unlock()
+	s.adm.mu.Unlock()
+
+	s.stats.registrations.Add(1)
+	if isNew {
+		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
+	}
+	s.sendControl(from, Message{Kind: KindRegistered, ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+}
+
+// allocIDLocked picks a nonzero relay id no registration has: derived
+// from the key when that one is free, so a node keeps its id across a
+// bridge restart and peers' relay paths to it stay valid; else random.
+func (s *Server) allocIDLocked(key identity.PublicKey) uint32 {
+	h := sha256.Sum256(key[:])
+	if id := binary.BigEndian.Uint32(h[:4]); id != 0 && s.byID[id] == nil && s.deriveIDs {
+		return id
+	}
+	for {
+		if id := s.newID(); id != 0 && s.byID[id] == nil {
+			return id
+		}
+	}
+}
+
+// detachLocked takes reg off its transport (it is moving).
+func (s *Server) detachLocked(reg *registration) {
+	if reg.tcp == nil && reg.endpoint.IsValid() && s.byUDP[reg.endpoint] == reg {
+		delete(s.byUDP, reg.endpoint)
+	}
+	reg.tcp, reg.endpoint = nil, netip.AddrPort{}
+}
+
+// removeLocked drops reg. Its TCP connection, if any, stays open.
+func (s *Server) removeLocked(reg *registration) {
+	if s.regs[reg.key] == reg {
+		delete(s.regs, reg.key)
+	}
+	if s.byID[reg.id] == reg {
+		delete(s.byID, reg.id)
+	}
+	if s.byAddr[reg.addr] == reg {
+		delete(s.byAddr, reg.addr)
+	}
+	s.detachLocked(reg)
+}
+
+// onPathLocked reports whether a frame from src (or over c) comes from
+// where reg registered.
+func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
+	if c != nil {
+		return reg.tcp == c
+	}
+	return reg.tcp == nil && reg.endpoint == src
+}
+
+// endpointsLocked lists how to reach reg: its observed UDP endpoint (if it
+// registered over UDP), then its local endpoints.
+func endpointsLocked(reg *registration) []netip.AddrPort {
+	eps := make([]netip.AddrPort, 0, 1+len(reg.local))
+	if reg.tcp == nil && reg.endpoint.IsValid() {
+		eps = append(eps, reg.endpoint)
+	}
+	return append(eps, reg.local...)
+}
+
+func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+	s.mu.RLock()
+	req := s.regs[from]
+	if req == nil || !onPathLocked(req, src, c) {
+		s.mu.RUnlock()
+		return
+	}
+	s.mu.RUnlock()
+	if !req.lookup.allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
+		s.stats.lookupsLimited.Add(1)
+		return
+	}
+	s.stats.lookups.Add(1)
+	reply := Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+	if m.Address == s.self {
+		reply.Found, reply.Key = true, s.pub
+		s.sendControl(from, reply, src, c)
+		return
+	}
+	var intro Message
+	var introDst netip.AddrPort
+	var introConn *serverConn
+	s.mu.RLock()
+	if t := s.byAddr[m.Address]; t != nil {
+		reply.Found, reply.Key, reply.ID, reply.Endpoints = true, t.key, t.id, endpointsLocked(t)
+		if t != req {
+			intro = Message{Kind: KindIntroduce, Key: req.key, ID: req.id, Endpoints: endpointsLocked(req)}
+			introDst, introConn = t.endpoint, t.tcp
+		}
+	}
+	s.mu.RUnlock()
+	s.sendControl(from, reply, src, c)
+	if intro.Kind == KindIntroduce {
+		s.stats.introductions.Add(1)
+		s.sendControl(reply.Key, intro, introDst, introConn)
+	}
+}
+
+func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reg := s.regs[from]
+	if reg == nil || !onPathLocked(reg, src, c) {
+		return
+	}
+	if m.Time <= s.lastTime[from] {
+		s.stats.replays.Add(1)
+		return
+	}
+	s.lastTime[from] = m.Time
+	s.removeLocked(reg)
+}
+
+// sendControl seals m to the key to and sends it over c, or over UDP to
+// dst.
+func (s *Server) sendControl(to identity.PublicKey, m Message, dst netip.AddrPort, c *serverConn) {
+	frame, err := s.keys.seal(to, m)
+	if err != nil {
+		s.logLimited(slog.LevelWarn, "bridge: cannot seal a control message", "peer", to.String(), "err", err)
+		return
+	}
+	if c != nil {
+		if !c.enqueue(frame) {
+			s.stats.sendErrors.Add(1)
+		}
+		return
+	}
+	if err := s.sender.SendFrames([][]byte{frame}, dst); err != nil {
+		s.stats.sendErrors.Add(1)
+		s.logLimited(slog.LevelWarn, "bridge: send failed", "addr", dst, "err", err)
+	}
+}
+
+// CreateToken makes a join token that enrols up to uses keys within ttl.
+// Only its SHA-256 is stored: the token is shown this once.
+func (s *Server) CreateToken(uses int, ttl time.Duration) (string, TokenInfo, error) {
+	token, info, err := s.adm.createToken(uses, ttl, s.now())
+	if err != nil {
+		return "", TokenInfo{}, err
+	}
+	s.log.Info("bridge: join token created", "token_id", info.ID, "uses", info.UsesLeft, "expires", info.Expires)
+	return token, info, nil
+}
+
+// Tokens lists the join tokens (never the tokens themselves), oldest first.
+func (s *Server) Tokens() []TokenInfo { return s.adm.tokenInfos(s.now()) }
+
+// Nodes lists the registered nodes by address.
+func (s *Server) Nodes() []NodeInfo {
+	s.mu.RLock()
+	out := make([]NodeInfo, 0, len(s.regs))
+	for _, r := range s.regs {
+		out = append(out, NodeInfo{
+			PublicKey:      r.key,
+			Address:        r.addr,
+			Endpoint:       r.endpoint,
+			Transport:      transportName(r.tcp),
+			LocalEndpoints: append([]netip.AddrPort{}, r.local...),
+			LastSeen:       time.Unix(0, r.lastSeen).UTC(),
+			RelayedBytes:   r.relayed.Load(),
+			RelayID:        r.id,
+		})
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(out, func(a, b NodeInfo) int { return a.Address.Compare(b.Address) })
+	return out
+}
+
+func transportName(c *serverConn) string {
+	if c != nil {
+		return "tcp"
+	}
+	return "udp"
+}
+
+// Revoke stops key for good: it is recorded as revoked (overriding the
+// config allow list and join tokens), its registration is dropped and its
+// TCP connections closed at once, so relaying from and to it stops. It
+// reports whether the key had been allowed, enrolled or registered.
+func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
+	s.adm.mu.Lock()
+	known, err := s.adm.revokeLocked(key, s.now())
+	if err != nil {
+		s.adm.mu.Unlock()
+		return false, fmt.Errorf("bridge revoke %s: %w", key.ShortString(), err)
+	}
+	s.mu.Lock()
+	var tell netip.AddrPort // a UDP node is told at once; a TCP node sees its connection close
+	if reg := s.regs[key]; reg != nil {
+		if reg.tcp == nil {
+			tell = reg.endpoint
+		}
+		s.removeLocked(reg)
+		known = true
+	}
+	delete(s.lastTime, key)
+	s.mu.Unlock()
+	s.adm.mu.Unlock()
+	if tell.IsValid() {
+		s.sendControl(key, Message{Kind: KindRefused, Text: "revoked"}, tell, nil)
+	}
+
+	s.connMu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	s.mu.RLock()
+	conns = slices.DeleteFunc(conns, func(c *serverConn) bool { return c.key != key })
+	s.mu.RUnlock()
+	for _, c := range conns {
+		c.close()
+	}
+	s.keys.forget(key)
+	s.log.Info("bridge: key revoked", "peer", key.String())
+	return known, nil
+}
+
+// Stats returns the counters.
+func (s *Server) Stats() ServerStats {
+	c := &s.stats
+	st := ServerStats{
+		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
+		Replays: c.replays.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
+		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
+		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
+		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),
+		RelayDroppedRate: c.dropRate.Load(), RelayDroppedQueue: c.dropQueue.Load(),
+		RelayDroppedMalformed: c.dropMalformed.Load(), SendErrors: c.sendErrors.Load(),
+		TCPConns: c.tcpConns.Load(),
+	}
+	s.mu.RLock()
+	st.Registered = len(s.regs)
+	s.mu.RUnlock()
+	s.connMu.Lock()
+	st.TCPConnsOpen = len(s.conns)
+	s.connMu.Unlock()
+	return st
+}
+
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(janitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			s.expireIdle(s.now())
+		}
+	}
+}
+
+// expireIdle drops registrations without a keepalive for registrationTTL,
+// closing their TCP connections.
+func (s *Server) expireIdle(now time.Time) {
+	cutoff := now.Add(-registrationTTL).UnixNano()
+	var conns []*serverConn
+	s.mu.Lock()
+	for _, reg := range s.regs {
+		if reg.lastSeen < cutoff {
+			if reg.tcp != nil {
+				conns = append(conns, reg.tcp)
+			}
+			s.removeLocked(reg)
+			s.stats.expired.Add(1)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
+
+// rateBucket is a token bucket; its owner supplies rate and burst.
+type rateBucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   int64 // Unix nanoseconds
+}
+
+func (b *rateBucket) init(now int64, burst float64) { b.tokens, b.last = burst, now }
+
+func (b *rateBucket) allow(now int64, cost, rate, burst float64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if el := now - b.last; el > 0 {
+		b.tokens = min(burst, b.tokens+float64(el)*rate/1e9)
+		b.last = now
+	}
+	if b.tokens < cost {
+		return false
+	}
+	b.tokens -= cost
+	return true
+}
+
+// logLimiter lets through a few messages per window and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+const (
+	logWindow    = 10 * time.Second
+	logPerWindow = 20
+)
+
+func (s *Server) logLimited(level slog.Level, msg string, args ...any) {
+	l := &s.logs
+	now := time.Now()
+	l.mu.Lock()
+	if now.Sub(l.start) > logWindow {
+		l.start, l.n = now, 0
+	}
+	l.n++
+	if l.n > logPerWindow {
+		l.suppressed++
+		l.mu.Unlock()
+		return
+	}
+	suppressed := l.suppressed
+	l.suppressed = 0
+	l.mu.Unlock()
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	s.log.Log(context.Background(), level, msg, args...)
+}

@@ -1,0 +1,290 @@
+package bridge
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// serverConn is a node's TCP connection: frames with a two-byte length in
+// front, read by one goroutine and written from a bounded queue by another,
+// so that a slow peer never blocks the UDP receive path.
+type serverConn struct {
+	s          *Server
+	nc         net.Conn
+	remote     netip.AddrPort
+	br         *bufio.Reader
+	q          chan *[]byte // nil: flush and stop
+	done       chan struct{}
+	writerDone chan struct{}
+	closeOnce  sync.Once
+
+	// Guarded by Server.mu.
+	key identity.PublicKey
+	reg *registration
+}
+
+var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+var bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+func (s *Server) acceptLoop(ln net.Listener) {
+	defer s.wg.Done()
+	backoff := 5 * time.Millisecond
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.logLimited(slog.LevelWarn, "bridge: tcp accept", "err", err)
+			select {
+			case <-s.done:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
+		}
+		backoff = 5 * time.Millisecond
+		s.addConn(nc)
+	}
+}
+
+func (s *Server) addConn(nc net.Conn) {
+	var remote netip.AddrPort
+	if ta, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		remote = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	c := &serverConn{
+		s:          s,
+		nc:         nc,
+		remote:     remote,
+		br:         bufio.NewReader(nc),
+		q:          make(chan *[]byte, tcpQueueLen),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	s.connMu.Lock()
+	if s.closing || len(s.conns) >= maxTCPConns {
+		s.connMu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(2)
+	s.connMu.Unlock()
+	s.stats.tcpConns.Add(1)
+	go c.writeLoop()
+	go s.serveConn(c)
+}
+
+// serveConn reads c's frames until it fails or closes. The first frame
+// must be a Register that is accepted.
+func (s *Server) serveConn(c *serverConn) {
+	defer s.wg.Done()
+	defer s.dropConn(c)
+	b := tcpBatches.Get().(*tcpBatch)
+	c.nc.SetReadDeadline(time.Now().Add(s.firstTimeout))
+	err := c.readFrames(b, 1)
+	if err == nil && len(b.frames) == 1 && IsControl(b.frames[0]) {
+		s.control(b.frames[0], c.remote, c, s.now())
+	}
+	b.reset()
+	tcpBatches.Put(b)
+	s.mu.RLock()
+	ok := c.reg != nil && c.reg.tcp == c
+	s.mu.RUnlock()
+	if !ok {
+		c.finish() // deliver a Refused, if any, then close
+		return
+	}
+	out := s.getOut()
+	defer s.putOut(out)
+	for {
+		c.nc.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
+		// Wait for data before taking a batch buffer, so an idle
+		// connection holds none.
+		if _, err := c.br.Peek(1); err != nil {
+			return
+		}
+		b := tcpBatches.Get().(*tcpBatch)
+		err := c.readFrames(b, maxTCPBatch)
+		now := s.now()
+		for _, f := range b.frames {
+			if len(f) == 0 {
+				continue
+			}
+			switch f[0] {
+			case FrameRelay:
+				s.relay(f, c.remote, c, now, out)
+			case FrameControl:
+				s.control(f, c.remote, c, now)
+			}
+		}
+		s.flush(out)
+		b.reset()
+		tcpBatches.Put(b)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// dropConn removes c's registration if it is still on c, and closes c.
+func (s *Server) dropConn(c *serverConn) {
+	s.mu.Lock()
+	if c.reg != nil && c.reg.tcp == c {
+		s.removeLocked(c.reg)
+	}
+	s.mu.Unlock()
+	c.close()
+	<-c.writerDone
+	s.connMu.Lock()
+	delete(s.conns, c)
+	s.connMu.Unlock()
+}
+
+// tcpBatch holds the frames read from a connection in one go.
+type tcpBatch struct {
+	buf    []byte
+	frames [][]byte
+}
+
+var tcpBatches = sync.Pool{New: func() any {
+	return &tcpBatch{buf: make([]byte, 0, 2*MaxFrame), frames: make([][]byte, 0, maxTCPBatch)}
+}}
+
+func (b *tcpBatch) reset() {
+	clear(b.frames)
+	b.buf, b.frames = b.buf[:0], b.frames[:0]
+}
+
+// readFrames reads one frame, waiting for it, and then up to max-1 more
+// that are already buffered.
+func (c *serverConn) readFrames(b *tcpBatch, max int) error {
+	for len(b.frames) < max {
+		if len(b.frames) > 0 && c.br.Buffered() < 2 {
+			return nil
+		}
+		hdr, err := c.br.Peek(2)
+		if err != nil {
+			return err
+		}
+		n := int(binary.BigEndian.Uint16(hdr))
+		if len(b.frames) > 0 && (c.br.Buffered() < 2+n || len(b.buf)+n > cap(b.buf)) {
+			return nil
+		}
+		c.br.Discard(2)
+		start := len(b.buf)
+		b.buf = b.buf[:start+n]
+		if _, err := io.ReadFull(c.br, b.buf[start:]); err != nil {
+			b.buf = b.buf[:start]
+			return err
+		}
+		b.frames = append(b.frames, b.buf[start:start+n:start+n])
+	}
+	return nil
+}
+
+// enqueue copies f onto c's send queue; false if the queue is full or c
+// is closed.
+func (c *serverConn) enqueue(f []byte) bool {
+	if len(f) > MaxFrame {
+		return false
+	}
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	p := frameBufs.Get().(*[]byte)
+	*p = append((*p)[:0], f...)
+	select {
+	case c.q <- p:
+		return true
+	default:
+		putFrameBuf(p)
+		return false
+	}
+}
+
+func putFrameBuf(p *[]byte) {
+	if cap(*p) <= pooledFrameMaxSize {
+		frameBufs.Put(p)
+	}
+}
+
+// finish lets the writer send what is queued, then waits for it to stop.
+func (c *serverConn) finish() {
+	select {
+	case c.q <- nil:
+		<-c.writerDone
+	default:
+	}
+}
+
+func (c *serverConn) close() {
+	c.closeOnce.Do(func() {
+		close(c.done)
+		c.nc.Close()
+	})
+}
+
+// writeLoop drains the send queue. It takes a write buffer only while
+// there is something to write.
+func (c *serverConn) writeLoop() {
+	defer c.s.wg.Done()
+	defer close(c.writerDone)
+	var hdr [2]byte
+	for {
+		var p *[]byte
+		select {
+		case <-c.done:
+			return
+		case p = <-c.q:
+		}
+		if p == nil {
+			return
+		}
+		bw := bufWriters.Get().(*bufio.Writer)
+		bw.Reset(c.nc)
+		c.nc.SetWriteDeadline(time.Now().Add(tcpWriteTimeout))
+		var err error
+		stop := false
+		for p != nil && err == nil {
+			binary.BigEndian.PutUint16(hdr[:], uint16(len(*p)))
+			if _, err = bw.Write(hdr[:]); err == nil {
+				_, err = bw.Write(*p)
+			}
+			putFrameBuf(p)
+			p = nil
+			select {
+			case p = <-c.q:
+				stop = p == nil
+			default:
+			}
+		}
+		if err == nil {
+			err = bw.Flush()
+		}
+		bw.Reset(nil)
+		bufWriters.Put(bw)
+		if err != nil {
+			c.close()
+			return
+		}
+		if stop {
+			return
+		}
+	}
+}

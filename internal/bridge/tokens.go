@@ -1,0 +1,327 @@
+package bridge
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// TokenInfo describes a join token without revealing it.
+type TokenInfo struct {
+	ID       string    `json:"id"` // first 8 hex characters of the token's SHA-256
+	UsesLeft int       `json:"uses_left"`
+	Expires  time.Time `json:"expires"`
+	Created  time.Time `json:"created"`
+}
+
+// Reasons a Register is refused; a node shows them to its user.
+const (
+	refuseNotAllowed = "key not allowed; ask the bridge's admin for a token"
+	refuseRevoked    = "revoked"
+	refuseExpired    = "token expired"
+	refuseUsedUp     = "token used up"
+	refuseBadToken   = "token not valid"
+	refuseStore      = "bridge cannot store the enrolment; try again later"
+)
+
+const (
+	tokenPrefix = "tomoe-join-"
+	// tokenRetention is how long an expired token stays listed (so that a
+	// late join learns "token expired" rather than "not valid").
+	tokenRetention = 24 * time.Hour
+	maxTokenUses   = 1 << 20
+)
+
+// admission decides which keys may register: the config allow list, keys
+// enrolled with a join token, and revocations, which override both. Join
+// tokens are kept only as SHA-256 hashes. Changes persist in the state file.
+type admission struct {
+	path string // state file; "" keeps changes in memory only
+
+	mu       sync.Mutex // guards the fields below; taken before Server.mu
+	allow    map[identity.PublicKey]bool
+	enrolled map[identity.PublicKey]enrolment
+	revoked  map[identity.PublicKey]time.Time
+	tokens   map[[sha256.Size]byte]*joinToken
+}
+
+type enrolment struct {
+	at    time.Time
+	token string // TokenInfo.ID of the token used
+}
+
+type joinToken struct {
+	usesLeft int
+	expires  time.Time
+	created  time.Time
+}
+
+// bridgeStateFile is the on-disk form of admission.
+type bridgeStateFile struct {
+	Version  int             `json:"version"`
+	Tokens   []stateToken    `json:"tokens"`
+	Enrolled []stateEnrolled `json:"enrolled"`
+	Revoked  []stateRevoked  `json:"revoked"`
+}
+
+type stateToken struct {
+	SHA256   string    `json:"sha256"`
+	UsesLeft int       `json:"uses_left"`
+	Expires  time.Time `json:"expires"`
+	Created  time.Time `json:"created"`
+}
+
+type stateEnrolled struct {
+	Key   identity.PublicKey `json:"key"`
+	At    time.Time          `json:"at"`
+	Token string             `json:"token_id"`
+}
+
+type stateRevoked struct {
+	Key identity.PublicKey `json:"key"`
+	At  time.Time          `json:"at"`
+}
+
+func newAdmission(path string, allow []identity.PublicKey) (*admission, error) {
+	a := &admission{
+		path:     path,
+		allow:    make(map[identity.PublicKey]bool, len(allow)),
+		enrolled: make(map[identity.PublicKey]enrolment),
+		revoked:  make(map[identity.PublicKey]time.Time),
+		tokens:   make(map[[sha256.Size]byte]*joinToken),
+	}
+	for _, k := range allow {
+		a.allow[k] = true
+	}
+	if path != "" {
+		if err := a.load(); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+func (a *admission) load() error {
+	b, err := os.ReadFile(a.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("bridge state %s: %w", a.path, err)
+	}
+	corrupt := func(err error) error {
+		return fmt.Errorf("bridge state %s is corrupt (%v): repair it, or remove it to forget join tokens, enrolled keys and revocations", a.path, err)
+	}
+	var st bridgeStateFile
+	if err := json.Unmarshal(b, &st); err != nil {
+		return corrupt(err)
+	}
+	if st.Version != 1 {
+		return corrupt(fmt.Errorf("unknown version %d", st.Version))
+	}
+	for i, t := range st.Tokens {
+		h, err := hex.DecodeString(t.SHA256)
+		if err != nil || len(h) != sha256.Size {
+			return corrupt(fmt.Errorf("tokens[%d]: sha256 is not 64 hex characters", i))
+		}
+		if t.UsesLeft < 0 {
+			return corrupt(fmt.Errorf("tokens[%d]: negative uses_left", i))
+		}
+		a.tokens[[sha256.Size]byte(h)] = &joinToken{usesLeft: t.UsesLeft, expires: t.Expires, created: t.Created}
+	}
+	for i, e := range st.Enrolled {
+		if e.Key.IsZero() {
+			return corrupt(fmt.Errorf("enrolled[%d]: no key", i))
+		}
+		a.enrolled[e.Key] = enrolment{at: e.At, token: e.Token}
+	}
+	for i, r := range st.Revoked {
+		if r.Key.IsZero() {
+			return corrupt(fmt.Errorf("revoked[%d]: no key", i))
+		}
+		a.revoked[r.Key] = r.At
+	}
+	return nil
+}
+
+// saveLocked writes the state atomically (temp file, fsync, rename), mode
+// 0600. Tokens past their retention are dropped first.
+func (a *admission) saveLocked(now time.Time) error {
+	if a.path == "" {
+		return nil
+	}
+	a.pruneLocked(now)
+	st := bridgeStateFile{Version: 1, Tokens: []stateToken{}, Enrolled: []stateEnrolled{}, Revoked: []stateRevoked{}}
+	for h, t := range a.tokens {
+		st.Tokens = append(st.Tokens, stateToken{SHA256: hex.EncodeToString(h[:]), UsesLeft: t.usesLeft, Expires: t.expires, Created: t.created})
+	}
+	slices.SortFunc(st.Tokens, func(x, y stateToken) int { return x.Created.Compare(y.Created) })
+	for k, e := range a.enrolled {
+		st.Enrolled = append(st.Enrolled, stateEnrolled{Key: k, At: e.at, Token: e.token})
+	}
+	slices.SortFunc(st.Enrolled, func(x, y stateEnrolled) int { return x.At.Compare(y.At) })
+	for k, at := range a.revoked {
+		st.Revoked = append(st.Revoked, stateRevoked{Key: k, At: at})
+	}
+	slices.SortFunc(st.Revoked, func(x, y stateRevoked) int { return x.At.Compare(y.At) })
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error { return fmt.Errorf("bridge state %s: %w", a.path, err) }
+	dir := filepath.Dir(a.path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	tmp, err := os.CreateTemp(dir, ".bridge-*.tmp") // mode 0600
+	if err != nil {
+		return fail(err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp.Name(), a.path); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+func (a *admission) pruneLocked(now time.Time) {
+	for h, t := range a.tokens {
+		if now.Sub(t.expires) > tokenRetention {
+			delete(a.tokens, h)
+		}
+	}
+}
+
+// admitLocked decides whether key may register, enrolling it with token if
+// that is what admits it. It returns "" to admit, or the reason to refuse;
+// err is set when an enrolment could not be stored.
+func (a *admission) admitLocked(key identity.PublicKey, token string, now time.Time) (reason string, enrolled bool, err error) {
+	if _, ok := a.revoked[key]; ok {
+		return refuseRevoked, false, nil
+	}
+	if a.allow[key] {
+		return "", false, nil
+	}
+	if _, ok := a.enrolled[key]; ok {
+		return "", false, nil
+	}
+	if token == "" {
+		return refuseNotAllowed, false, nil
+	}
+	h := sha256.Sum256([]byte(token))
+	t := a.tokens[h]
+	switch {
+	case t == nil:
+		return refuseBadToken, false, nil
+	case !now.Before(t.expires):
+		return refuseExpired, false, nil
+	case t.usesLeft <= 0:
+		return refuseUsedUp, false, nil
+	}
+	t.usesLeft--
+	a.enrolled[key] = enrolment{at: now.UTC(), token: tokenID(h)}
+	if err := a.saveLocked(now); err != nil {
+		t.usesLeft++
+		delete(a.enrolled, key)
+		return refuseStore, false, err
+	}
+	return "", true, nil
+}
+
+// revokeLocked records key as revoked and forgets its allowance and
+// enrolment. It reports whether the key had been allowed or enrolled.
+func (a *admission) revokeLocked(key identity.PublicKey, now time.Time) (bool, error) {
+	wasAllowed := a.allow[key]
+	e, wasEnrolled := a.enrolled[key]
+	_, wasRevoked := a.revoked[key]
+	delete(a.allow, key)
+	delete(a.enrolled, key)
+	if !wasRevoked {
+		a.revoked[key] = now.UTC()
+	}
+	if err := a.saveLocked(now); err != nil {
+		if wasAllowed {
+			a.allow[key] = true
+		}
+		if wasEnrolled {
+			a.enrolled[key] = e
+		}
+		if !wasRevoked {
+			delete(a.revoked, key)
+		}
+		return false, err
+	}
+	return wasAllowed || wasEnrolled, nil
+}
+
+func (a *admission) createToken(uses int, ttl time.Duration, now time.Time) (string, TokenInfo, error) {
+	if uses < 1 || uses > maxTokenUses {
+		return "", TokenInfo{}, fmt.Errorf("join token: uses must be between 1 and %d, not %d", maxTokenUses, uses)
+	}
+	if ttl <= 0 {
+		return "", TokenInfo{}, fmt.Errorf("join token: the lifetime must be positive, not %s", ttl)
+	}
+	var raw [24]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", TokenInfo{}, fmt.Errorf("join token: %w", err)
+	}
+	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	h := sha256.Sum256([]byte(token))
+	t := &joinToken{usesLeft: uses, expires: now.Add(ttl).UTC(), created: now.UTC()}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.tokens[h] = t
+	if err := a.saveLocked(now); err != nil {
+		delete(a.tokens, h)
+		return "", TokenInfo{}, err
+	}
+	return token, t.info(h), nil
+}
+
+func (t *joinToken) info(h [sha256.Size]byte) TokenInfo {
+	return TokenInfo{ID: tokenID(h), UsesLeft: t.usesLeft, Expires: t.expires, Created: t.created}
+}
+
+func tokenID(h [sha256.Size]byte) string { return hex.EncodeToString(h[:4]) }
+
+func (a *admission) tokenInfos(now time.Time) []TokenInfo {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]TokenInfo, 0, len(a.tokens))
+	for h, t := range a.tokens {
+		if now.Sub(t.expires) <= tokenRetention {
+			out = append(out, t.info(h))
+		}
+	}
+	slices.SortFunc(out, func(x, y TokenInfo) int {
+		if c := x.Created.Compare(y.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(x.ID, y.ID)
+	})
+	return out
+}
