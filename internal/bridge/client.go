@@ -1,0 +1,750 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/transport"
+)
+
+// Client timing.
+const (
+	registerRetry     = time.Second      // resend an unanswered Register
+	udpAttempts       = 3                // unanswered Registers over UDP before trying TCP
+	defaultKeepalive  = 15 * time.Second // re-register this often unless the bridge says otherwise
+	registrationLapse = 3                // keepalives without an answer: registration lost
+	lookupTimeout     = 2 * time.Second
+	lookupRetry       = 400 * time.Millisecond
+	probeInterval     = time.Second
+	probeBurst        = 100 * time.Millisecond // probing right after an introduction
+	probeBurstCount   = 8
+	candidateLifetime = time.Minute
+	maxCandidates     = 8
+	tcpDialTimeout    = 3 * time.Second
+	tcpFirstFrame     = 10 * time.Second
+)
+
+// BridgeConfig is one bridge a node joins.
+type BridgeConfig struct {
+	Endpoint string // host:port, UDP and TCP
+	Key      identity.PublicKey
+	Token    string // join credential for the first registration, or ""
+}
+
+// ClientConfig configures a node's side of its bridges.
+type ClientConfig struct {
+	Key     identity.PrivateKey
+	Bridges []BridgeConfig
+	Bind    *transport.Bind
+	Log     *slog.Logger
+	// Wants reports whether this node would talk to key: it answers probes
+	// and probes back only for those (its policy allows the key, or it is a
+	// peer already).
+	Wants func(identity.PublicKey) bool
+	// LocalEndpoints lists this node's own addresses and port to tell the
+	// bridge (for peers on the same LAN); nil: none.
+	LocalEndpoints func() []netip.AddrPort
+}
+
+// Client registers a node with its bridges, looks up addresses through
+// them, and probes for direct paths to the peers they introduce.
+type Client struct {
+	cfg     ClientConfig
+	log     *slog.Logger
+	keys    *keyCache
+	bridges []*bridgeConn
+
+	mu         sync.Mutex
+	lookups    map[uint64]chan lookupAnswer
+	candidates map[identity.PublicKey]*candidateSet
+
+	seq  atomic.Uint64
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	stats ClientStats
+}
+
+// ClientStats counts what the client saw.
+type ClientStats struct {
+	Lookups      atomic.Uint64
+	LookupsFound atomic.Uint64
+	WrongAnswers atomic.Uint64 // lookup answers whose key does not own the address
+	ProbesSent   atomic.Uint64
+	ProbeAcks    atomic.Uint64
+	Dropped      atomic.Uint64 // control frames that did not open or were not expected
+}
+
+type candidateSet struct {
+	addrs   []netip.AddrPort
+	expires time.Time
+	burst   int // probes left in the fast burst
+}
+
+type lookupAnswer struct {
+	via *bridgeConn
+	m   Message
+}
+
+// NewClient prepares the client; Start begins registering.
+func NewClient(cfg ClientConfig) *Client {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Wants == nil {
+		cfg.Wants = func(identity.PublicKey) bool { return false }
+	}
+	c := &Client{
+		cfg:        cfg,
+		log:        cfg.Log,
+		keys:       newKeyCache(cfg.Key, 65536),
+		lookups:    make(map[uint64]chan lookupAnswer),
+		candidates: make(map[identity.PublicKey]*candidateSet),
+		stop:       make(chan struct{}),
+	}
+	c.seq.Store(uint64(time.Now().UnixNano()))
+	for _, bc := range cfg.Bridges {
+		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting"})
+	}
+	return c
+}
+
+// Stats returns the client's counters.
+func (c *Client) Stats() *ClientStats { return &c.stats }
+
+// Start registers with every bridge and keeps the registrations alive.
+func (c *Client) Start() {
+	for _, b := range c.bridges {
+		c.wg.Add(1)
+		go b.run()
+	}
+	c.wg.Add(1)
+	go c.probeLoop()
+}
+
+// Close unregisters (best effort) and stops.
+func (c *Client) Close() {
+	select {
+	case <-c.stop:
+		return
+	default:
+	}
+	for _, b := range c.bridges {
+		b.send(Message{Kind: KindUnregister})
+	}
+	close(c.stop)
+	for _, b := range c.bridges {
+		b.closeTCP()
+	}
+	c.wg.Wait()
+	c.keys.close()
+}
+
+// BridgeStatus is one bridge's state (the admin API shows it).
+type BridgeStatus struct {
+	Endpoint     string
+	PublicKey    string
+	State        string // starting, registering, registered, refused, unreachable
+	Transport    string // udp or tcp, once registered
+	Observed     string // this node's address as the bridge sees it
+	RelayID      uint32
+	LastRegister *time.Time
+	Error        string
+}
+
+// Status reports every bridge's state.
+func (c *Client) Status() []BridgeStatus {
+	out := make([]BridgeStatus, 0, len(c.bridges))
+	for _, b := range c.bridges {
+		b.mu.Lock()
+		s := BridgeStatus{Endpoint: b.cfg.Endpoint, PublicKey: b.cfg.Key.String(), State: b.state, Transport: b.transport, RelayID: b.id, Error: b.err}
+		if b.observed.IsValid() {
+			s.Observed = b.observed.String()
+		}
+		if !b.lastOK.IsZero() {
+			t := b.lastOK.UTC()
+			s.LastRegister = &t
+		}
+		b.mu.Unlock()
+		out = append(out, s)
+	}
+	return out
+}
+
+// ErrNotFound: no bridge knows the address.
+var ErrNotFound = errors.New("no bridge knows this address")
+
+// Found is a verified lookup answer.
+type Found struct {
+	Key       identity.PublicKey
+	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
+	RelayID   uint32
+	Endpoints []netip.AddrPort
+	Bridge    netip.AddrPort // for a bridge's own address: where it is
+}
+
+// Lookup asks the registered bridges who owns addr. Only an answer whose
+// key hashes to addr is used (DESIGN.md: lookups are self-certifying); a
+// wrong one is logged and counted.
+func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
+	c.stats.Lookups.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	seq := c.seq.Add(1)
+	ch := make(chan lookupAnswer, 2*len(c.bridges)+2)
+	c.mu.Lock()
+	c.lookups[seq] = ch
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.lookups, seq)
+		c.mu.Unlock()
+	}()
+	ask := func() int {
+		n := 0
+		for _, b := range c.bridges {
+			if b.registered() {
+				b.send(Message{Kind: KindLookup, Seq: seq, Address: addr})
+				n++
+			}
+		}
+		return n
+	}
+	if ask() == 0 {
+		return Found{}, errors.New("not registered with any bridge")
+	}
+	retry := time.NewTimer(lookupRetry)
+	defer retry.Stop()
+	notFound := map[*bridgeConn]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			if len(notFound) > 0 {
+				return Found{}, ErrNotFound
+			}
+			return Found{}, fmt.Errorf("no bridge answered the lookup of %s", addr)
+		case <-retry.C:
+			ask()
+		case a := <-ch:
+			m := a.m
+			if m.Address != addr {
+				continue
+			}
+			if !m.Found {
+				notFound[a.via] = true
+				if len(notFound) == c.registeredCount() {
+					return Found{}, ErrNotFound
+				}
+				continue
+			}
+			if m.Key.Address() != addr {
+				c.stats.WrongAnswers.Add(1)
+				c.log.Warn("bridge answered a lookup with a key that does not own the address; ignored", "bridge", a.via.cfg.Endpoint, "address", addr, "key", m.Key.ShortString())
+				continue
+			}
+			c.stats.LookupsFound.Add(1)
+			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: m.Endpoints}
+			if m.Key == a.via.cfg.Key {
+				f.Bridge = a.via.udpAddr()
+			} else {
+				f.Relay = a.via.relay()
+			}
+			if f.Relay != nil || f.Bridge.IsValid() {
+				return f, nil
+			}
+		}
+	}
+}
+
+func (c *Client) registeredCount() int {
+	n := 0
+	for _, b := range c.bridges {
+		if b.registered() {
+			n++
+		}
+	}
+	return n
+}
+
+// Probe starts probing eps for a direct path to key (after a lookup).
+func (c *Client) Probe(key identity.PublicKey, eps []netip.AddrPort) {
+	c.addCandidates(key, eps)
+}
+
+func (c *Client) addCandidates(key identity.PublicKey, eps []netip.AddrPort) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs := c.candidates[key]
+	if cs == nil {
+		if len(c.candidates) >= 4096 {
+			clear(c.candidates)
+		}
+		cs = &candidateSet{}
+		c.candidates[key] = cs
+	}
+	cs.expires = time.Now().Add(candidateLifetime)
+	cs.burst = probeBurstCount
+	for _, ep := range eps {
+		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
+		if !ep.IsValid() || ep.Port() == 0 || containsEP(cs.addrs, ep) {
+			continue
+		}
+		if len(cs.addrs) >= maxCandidates {
+			cs.addrs = cs.addrs[1:]
+		}
+		cs.addrs = append(cs.addrs, ep)
+	}
+}
+
+func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
+	for _, e := range eps {
+		if e == ep {
+			return true
+		}
+	}
+	return false
+}
+
+// probeLoop probes direct paths: fast right after an introduction, then
+// every probeInterval for every peer that has a relay to fall back on.
+func (c *Client) probeLoop() {
+	defer c.wg.Done()
+	fast := time.NewTicker(probeBurst)
+	defer fast.Stop()
+	var lastSlow time.Time
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-fast.C:
+			slow := now.Sub(lastSlow) >= probeInterval
+			if slow {
+				lastSlow = now
+			}
+			c.probeRound(now, slow)
+		}
+	}
+}
+
+func (c *Client) probeRound(now time.Time, slow bool) {
+	targets := map[identity.PublicKey][]netip.AddrPort{}
+	if slow {
+		for k, d := range c.cfg.Bind.RelayedPeers() {
+			if d.IsValid() {
+				targets[k] = append(targets[k], d)
+			}
+		}
+	}
+	c.mu.Lock()
+	for k, cs := range c.candidates {
+		if now.After(cs.expires) {
+			delete(c.candidates, k)
+			continue
+		}
+		if cs.burst > 0 || slow {
+			if cs.burst > 0 {
+				cs.burst--
+			}
+			for _, a := range cs.addrs {
+				if !containsEP(targets[k], a) {
+					targets[k] = append(targets[k], a)
+				}
+			}
+		}
+	}
+	c.mu.Unlock()
+	for k, eps := range targets {
+		frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: uint64(now.UnixNano())})
+		if err != nil {
+			continue
+		}
+		for _, ep := range eps {
+			c.stats.ProbesSent.Add(1)
+			_ = c.cfg.Bind.SendFrames([][]byte{frame}, ep)
+		}
+	}
+}
+
+// HandleFrames implements transport.FrameHandler: control frames from
+// bridges and probes from peers.
+func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
+	for i, f := range frames {
+		c.handleFrame(f, srcs[i], nil)
+	}
+}
+
+// handleFrame handles one control frame that came over UDP from src, or
+// over a bridge's TCP connection (via set).
+func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
+	if !IsControl(frame) {
+		c.stats.Dropped.Add(1)
+		return
+	}
+	from, m, err := c.keys.open(frame, src.Addr())
+	if err != nil {
+		c.stats.Dropped.Add(1)
+		return
+	}
+	if b := c.bridgeByKey(from); b != nil {
+		b.handle(m, via != nil)
+		return
+	}
+	if via != nil {
+		c.stats.Dropped.Add(1)
+		return
+	}
+	switch m.Kind {
+	case KindProbe:
+		if !c.cfg.Wants(from) && c.cfg.Bind.Peer(from) == nil {
+			c.stats.Dropped.Add(1)
+			return
+		}
+		c.addCandidates(from, []netip.AddrPort{src})
+		if ack, err := c.keys.seal(from, Message{Kind: KindProbeAck, Seq: m.Seq}); err == nil {
+			_ = c.cfg.Bind.SendFrames([][]byte{ack}, src)
+		}
+	case KindProbeAck:
+		sent := time.Unix(0, int64(m.Seq))
+		if age := time.Since(sent); age < 0 || age > 10*time.Second {
+			c.stats.Dropped.Add(1) // not an answer to a recent probe of ours
+			return
+		}
+		c.stats.ProbeAcks.Add(1)
+		c.cfg.Bind.DirectWorks(from, src)
+	default:
+		c.stats.Dropped.Add(1)
+	}
+}
+
+func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
+	for _, b := range c.bridges {
+		if b.cfg.Key == k {
+			return b
+		}
+	}
+	return nil
+}
+
+func (c *Client) deliverLookup(b *bridgeConn, m Message) {
+	c.mu.Lock()
+	ch := c.lookups[m.Seq]
+	c.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case ch <- lookupAnswer{via: b, m: m}:
+	default:
+	}
+}
+
+// bridgeConn is the client's state for one bridge.
+type bridgeConn struct {
+	c   *Client
+	cfg BridgeConfig
+
+	mu        sync.Mutex
+	state     string
+	transport string
+	err       string
+	addr      netip.AddrPort // resolved UDP address
+	observed  netip.AddrPort
+	id        uint32
+	lastOK    time.Time
+	lastSent  int64 // time of the last Register sent
+	interval  time.Duration
+	tcp       *clientTCP
+	udp       *udpRelay
+	answered  chan struct{} // signalled on Registered/Refused
+	refused   bool
+}
+
+func (b *bridgeConn) registered() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.state == "registered"
+}
+
+func (b *bridgeConn) udpAddr() netip.AddrPort {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.addr
+}
+
+func (b *bridgeConn) relay() transport.Relay {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.transport == "tcp" && b.tcp != nil {
+		return b.tcp
+	}
+	if b.udp != nil {
+		return b.udp
+	}
+	return nil
+}
+
+func (b *bridgeConn) setState(state, errText string) {
+	b.mu.Lock()
+	changed := b.state != state
+	b.state, b.err = state, errText
+	b.mu.Unlock()
+	if changed {
+		b.c.log.Info("bridge "+state, "bridge", b.cfg.Endpoint, "error", errText)
+	}
+}
+
+// run registers and keeps the registration alive: over UDP first, over TCP
+// when UDP gets no answer.
+func (b *bridgeConn) run() {
+	defer b.c.wg.Done()
+	b.answered = make(chan struct{}, 1)
+	useTCP := false
+	for {
+		if b.c.stopped() {
+			return
+		}
+		addr, err := b.resolve()
+		if err != nil {
+			b.setState("unreachable", err.Error())
+			if !b.c.sleep(5 * time.Second) {
+				return
+			}
+			continue
+		}
+		b.mu.Lock()
+		b.addr = addr
+		if b.udp == nil || b.udp.addr != addr {
+			if b.udp != nil {
+				b.c.cfg.Bind.RemoveUDPRelay(b.udp.addr)
+				b.c.cfg.Bind.DropRelay(b.udp)
+			}
+			b.udp = &udpRelay{addr: addr, bind: b.c.cfg.Bind}
+			b.c.cfg.Bind.AddUDPRelay(addr, b.udp)
+		}
+		b.mu.Unlock()
+		if useTCP {
+			if err := b.dialTCP(addr); err != nil {
+				b.setState("unreachable", "no answer over UDP; TCP: "+err.Error())
+				useTCP = false
+				if !b.c.sleep(5 * time.Second) {
+					return
+				}
+				continue
+			}
+		}
+		ok := b.register(useTCP)
+		if !ok {
+			if b.c.stopped() {
+				return
+			}
+			if b.isRefused() {
+				if !b.c.sleep(30 * time.Second) {
+					return
+				}
+				continue
+			}
+			useTCP = !useTCP // UDP unanswered: TCP; TCP failed: back to UDP
+			continue
+		}
+		// Registered: keep it alive until it lapses.
+		b.keepalive()
+		b.closeTCP()
+		useTCP = false
+	}
+}
+
+func (b *bridgeConn) isRefused() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.refused
+}
+
+func (b *bridgeConn) resolve() (netip.AddrPort, error) {
+	if ap, err := netip.ParseAddrPort(b.cfg.Endpoint); err == nil {
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+	}
+	host, port, err := net.SplitHostPort(b.cfg.Endpoint)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("bad port in %q", b.cfg.Endpoint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil || len(addrs) == 0 {
+		return netip.AddrPort{}, fmt.Errorf("resolve %s: %v", host, err)
+	}
+	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(p)), nil
+}
+
+// register sends Register until answered; false if it never was.
+func (b *bridgeConn) register(tcp bool) bool {
+	b.setState("registering", "")
+	attempts := udpAttempts
+	if tcp {
+		attempts = 2
+	}
+	for range attempts {
+		b.sendRegister()
+		select {
+		case <-b.c.stop:
+			return false
+		case <-b.answered:
+			return !b.isRefused()
+		case <-time.After(registerRetry):
+		}
+	}
+	return false
+}
+
+func (b *bridgeConn) sendRegister() {
+	var eps []netip.AddrPort
+	if f := b.c.cfg.LocalEndpoints; f != nil {
+		eps = f()
+	}
+	b.send(Message{Kind: KindRegister, Token: b.cfg.Token, Endpoints: eps})
+}
+
+// keepalive re-registers every interval until registrationLapse of them
+// go unanswered or the TCP connection breaks.
+func (b *bridgeConn) keepalive() {
+	missed := 0
+	for {
+		b.mu.Lock()
+		iv := b.interval
+		tcp := b.tcp
+		b.mu.Unlock()
+		var broken <-chan struct{}
+		if tcp != nil {
+			broken = tcp.done
+		}
+		select {
+		case <-b.c.stop:
+			return
+		case <-broken:
+			b.setState("registering", "TCP connection lost")
+			return
+		case <-b.answered:
+			missed = 0
+			continue
+		case <-time.After(iv):
+		}
+		missed++
+		if missed > registrationLapse {
+			b.setState("registering", "registration lapsed: the bridge stopped answering")
+			return
+		}
+		b.sendRegister()
+	}
+}
+
+// send seals m to the bridge over its current transport.
+func (b *bridgeConn) send(m Message) {
+	frame, err := b.c.keys.seal(b.cfg.Key, m)
+	if err != nil {
+		return
+	}
+	b.mu.Lock()
+	tcp, addr := b.tcp, b.addr
+	if m.Kind == KindRegister {
+		b.lastSent = time.Now().UnixNano()
+	}
+	b.mu.Unlock()
+	if tcp != nil {
+		tcp.write(frame)
+		return
+	}
+	if addr.IsValid() {
+		_ = b.c.cfg.Bind.SendFrames([][]byte{frame}, addr)
+	}
+}
+
+// handle acts on a message from the bridge.
+func (b *bridgeConn) handle(m Message, overTCP bool) {
+	switch m.Kind {
+	case KindRegistered:
+		b.mu.Lock()
+		b.id = m.ID
+		b.refused = false
+		if len(m.Endpoints) > 0 {
+			b.observed = m.Endpoints[0]
+		}
+		b.interval = time.Duration(m.Interval) * time.Second
+		if b.interval < time.Second || b.interval > time.Minute {
+			b.interval = defaultKeepalive
+		}
+		if overTCP {
+			b.transport = "tcp"
+		} else {
+			b.transport = "udp"
+		}
+		b.lastOK = time.Now()
+		b.mu.Unlock()
+		b.setState("registered", "")
+		b.signal()
+	case KindRefused:
+		b.mu.Lock()
+		b.refused = true
+		b.mu.Unlock()
+		b.setState("refused", m.Text)
+		b.signal()
+	case KindLookupReply:
+		b.c.deliverLookup(b, m)
+	case KindIntroduce:
+		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
+			return
+		}
+		b.c.addCandidates(m.Key, m.Endpoints)
+		if r := b.relay(); r != nil {
+			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
+		}
+	default:
+		b.c.stats.Dropped.Add(1)
+	}
+}
+
+func (b *bridgeConn) signal() {
+	select {
+	case b.answered <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Client) stopped() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *Client) sleep(d time.Duration) bool {
+	select {
+	case <-c.stop:
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+// udpRelay relays through a bridge over the node's UDP socket.
+type udpRelay struct {
+	addr netip.AddrPort
+	bind *transport.Bind
+}
+
+func (u *udpRelay) SendRelay(frames [][]byte) error { return u.bind.SendFrames(frames, u.addr) }
+func (u *udpRelay) String() string                  { return u.addr.String() + "/udp" }

@@ -1,0 +1,199 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/transport"
+)
+
+// openBind opens a real Bind on a free port and runs its receive loops
+// (what wireguard-go does), so frames reach its FrameHandler.
+func openBind(t *testing.T) (*transport.Bind, uint16) {
+	t.Helper()
+	b := transport.NewBind(nil)
+	fns, port, err := b.Open(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, fn := range fns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			bufs := make([][]byte, b.BatchSize())
+			for i := range bufs {
+				bufs[i] = make([]byte, 2048)
+			}
+			sizes := make([]int, len(bufs))
+			eps := make([]conn.Endpoint, len(bufs))
+			for {
+				if _, err := fn(bufs, sizes, eps); err != nil {
+					if errors.Is(err, net.ErrClosed) {
+						return
+					}
+				}
+			}
+		}()
+	}
+	t.Cleanup(func() { b.Close(); wg.Wait() })
+	return b, port
+}
+
+// fakeBridge answers registrations, and lookups with answer(addr).
+type fakeBridge struct {
+	key  identity.PrivateKey
+	pc   net.PacketConn
+	keys *keyCache
+}
+
+func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
+	t.Helper()
+	k := testKey(t)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fakeBridge{key: k, pc: pc, keys: newKeyCache(k, 16)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			src := from.(*net.UDPAddr).AddrPort()
+			sender, m, err := f.keys.open(buf[:n], src.Addr())
+			if err != nil {
+				continue
+			}
+			var reply Message
+			switch m.Kind {
+			case KindRegister:
+				reply = Message{Kind: KindRegistered, ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
+			case KindLookup:
+				reply = answer(m)
+			default:
+				continue
+			}
+			frame, err := f.keys.seal(sender, reply)
+			if err == nil {
+				pc.WriteTo(frame, from)
+			}
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); <-done; f.keys.close() })
+	return f
+}
+
+func (f *fakeBridge) config() BridgeConfig {
+	return BridgeConfig{Endpoint: f.pc.LocalAddr().String(), Key: f.key.Public()}
+}
+
+func startClient(t *testing.T, bridges ...BridgeConfig) *Client {
+	t.Helper()
+	bind, _ := openBind(t)
+	k := testKey(t)
+	bind.SetPrivateKey(k)
+	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind})
+	bind.SetFrameHandler(c)
+	c.Start()
+	t.Cleanup(c.Close)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.registeredCount() < len(bridges) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not registered: %+v", c.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return c
+}
+
+// A bridge that answers a lookup with a key that does not hash to the
+// address is caught: the answer is counted, logged and never used.
+func TestLookupRejectsWrongKey(t *testing.T) {
+	liar := testKey(t).Public()
+	fb := newFakeBridge(t, func(m Message) Message {
+		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: liar, ID: 9}
+	})
+	c := startClient(t, fb.config())
+	target := testKey(t).Public().Address()
+	_, err := c.Lookup(context.Background(), target)
+	if err == nil {
+		t.Fatal("lookup accepted a key that does not own the address")
+	}
+	if c.Stats().WrongAnswers.Load() == 0 {
+		t.Fatal("wrong answer not counted")
+	}
+}
+
+// An honest answer is used; "not found" from every bridge ends the lookup
+// at once rather than at the timeout.
+func TestLookupFoundAndNotFound(t *testing.T) {
+	owner := testKey(t).Public()
+	fb := newFakeBridge(t, func(m Message) Message {
+		if m.Address == owner.Address() {
+			return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: owner, ID: 5,
+				Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")}}
+		}
+		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
+	c := startClient(t, fb.config())
+	f, err := c.Lookup(context.Background(), owner.Address())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Key != owner || f.RelayID != 5 || f.Relay == nil || len(f.Endpoints) != 1 {
+		t.Fatalf("found %+v", f)
+	}
+	start := time.Now()
+	_, err = c.Lookup(context.Background(), testKey(t).Public().Address())
+	if !errors.Is(err, ErrNotFound) || time.Since(start) > time.Second {
+		t.Fatalf("not found: %v after %v", err, time.Since(start))
+	}
+}
+
+// A bridge that never answers over UDP is tried over TCP; a bridge that
+// answers nothing at all is reported unreachable, never registered.
+func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
+	defer ln.Close()
+	bind, _ := openBind(t)
+	k := testKey(t)
+	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
+	bind.SetFrameHandler(c)
+	c.Start()
+	defer c.Close()
+	select {
+	case <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no TCP attempt after UDP went unanswered")
+	}
+	if st := c.Status()[0]; st.State == "registered" {
+		t.Fatalf("registered with a bridge that never answered: %+v", st)
+	}
+}
