@@ -140,6 +140,27 @@ func (c *Client) Ping(ctx context.Context, req PingRequest) (PingResponse, error
 	return r, err
 }
 
+// BridgeNodes lists the nodes registered with this bridge.
+func (c *Client) BridgeNodes(ctx context.Context) ([]BridgeNode, error) {
+	var out []BridgeNode
+	err := c.do(ctx, "GET", "/v1/bridge/nodes", nil, &out)
+	return out, err
+}
+
+// CreateToken makes a join token on this bridge.
+func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error) {
+	var out TokenResponse
+	err := c.do(ctx, "POST", "/v1/bridge/tokens", req, &out)
+	return out, err
+}
+
+// BridgeRevoke removes a node from this bridge.
+func (c *Client) BridgeRevoke(ctx context.Context, req BridgeRevokeRequest) (BridgeRevokeResponse, error) {
+	var out BridgeRevokeResponse
+	err := c.do(ctx, "POST", "/v1/bridge/revoke", req, &out)
+	return out, err
+}
+
 // Metrics returns the Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://tomoe/metrics", nil)

@@ -35,6 +35,11 @@ type Backend interface {
 	// EventOverflow) rather than slowing the node.
 	Subscribe() (<-chan Event, func())
 	Metrics() prometheus.Gatherer
+	// The bridge role; a node that is not a bridge answers with a
+	// RequestError (409).
+	BridgeNodes(ctx context.Context) ([]BridgeNode, error)
+	CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error)
+	BridgeRevoke(ctx context.Context, req BridgeRevokeRequest) (BridgeRevokeResponse, error)
 }
 
 // RequestError is an error caused by the request; the server answers with
@@ -252,6 +257,23 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 			return
 		}
 		reply(w, log, func() (any, error) { return b.Ping(r.Context(), req) })
+	})
+	route("GET", "/v1/bridge/nodes", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.BridgeNodes(r.Context()) })
+	})
+	route("POST", "/v1/bridge/tokens", func(w http.ResponseWriter, r *http.Request) {
+		var req TokenRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.CreateToken(r.Context(), req) })
+	})
+	route("POST", "/v1/bridge/revoke", func(w http.ResponseWriter, r *http.Request) {
+		var req BridgeRevokeRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.BridgeRevoke(r.Context(), req) })
 	})
 	route("GET", "/v1/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, b)

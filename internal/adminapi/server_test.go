@@ -23,6 +23,15 @@ type fakeBackend struct {
 
 func (f *fakeBackend) Status(context.Context) (Status, error) { return Status{Address: "fc00::1"}, nil }
 func (f *fakeBackend) Peers(context.Context) ([]Peer, error)  { return []Peer{}, nil }
+func (f *fakeBackend) BridgeNodes(context.Context) ([]BridgeNode, error) {
+	return nil, &RequestError{Code: http.StatusConflict, Err: errors.New("not a bridge")}
+}
+func (f *fakeBackend) CreateToken(context.Context, TokenRequest) (TokenResponse, error) {
+	return TokenResponse{}, &RequestError{Code: http.StatusConflict, Err: errors.New("not a bridge")}
+}
+func (f *fakeBackend) BridgeRevoke(context.Context, BridgeRevokeRequest) (BridgeRevokeResponse, error) {
+	return BridgeRevokeResponse{}, &RequestError{Code: http.StatusConflict, Err: errors.New("not a bridge")}
+}
 func (f *fakeBackend) Policy(context.Context) ([]Rule, error) {
 	return nil, errors.New("disk on fire")
 }

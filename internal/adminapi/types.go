@@ -20,6 +20,72 @@ type Status struct {
 	PeerCount  int      `json:"peer_count"`
 	Peers      []Peer   `json:"peers"`
 	Counters   Counters `json:"counters"`
+	// Bridges are the bridges this node joins ([[bridges]]), with their state.
+	Bridges []Bridge `json:"bridges"`
+	// BridgeRole is set when this node is a bridge.
+	BridgeRole *BridgeRole `json:"bridge_role,omitempty"`
+}
+
+// Bridge is one bridge this node joins, in GET /v1/status.
+type Bridge struct {
+	Endpoint  string `json:"endpoint"`
+	PublicKey string `json:"public_key"`
+	// State: starting, registering, registered, refused or unreachable.
+	State string `json:"state"`
+	// Transport is "udp" or "tcp" once registered.
+	Transport string `json:"transport"`
+	// Observed is this node's address as the bridge sees it.
+	Observed string `json:"observed_endpoint,omitempty"`
+	// LastRegistered is RFC 3339, or null before the first registration.
+	LastRegistered *string `json:"last_registered"`
+	Error          string  `json:"error,omitempty"`
+}
+
+// BridgeRole summarises this node's bridge role in GET /v1/status.
+type BridgeRole struct {
+	Nodes        int    `json:"nodes"` // registered now
+	TCP          string `json:"tcp,omitempty"`
+	RelayedBytes uint64 `json:"relayed_bytes"`
+}
+
+// BridgeNode is one item of GET /v1/bridge/nodes.
+type BridgeNode struct {
+	PublicKey      string   `json:"public_key"`
+	Address        string   `json:"address"`
+	Endpoint       string   `json:"endpoint"`  // observed "ip:port"
+	Transport      string   `json:"transport"` // udp or tcp
+	LocalEndpoints []string `json:"local_endpoints"`
+	LastSeen       string   `json:"last_seen"` // RFC 3339
+	RelayedBytes   uint64   `json:"relayed_bytes"`
+	RelayID        uint32   `json:"relay_id"`
+}
+
+// TokenRequest is the body of POST /v1/bridge/tokens.
+type TokenRequest struct {
+	Uses int `json:"uses"` // how many nodes may join with it (at least 1)
+	// TTL is a Go duration ("24h"); empty: 24h.
+	TTL string `json:"ttl"`
+}
+
+// TokenResponse returns a new join token. The token itself is shown only
+// here: the bridge keeps its hash.
+type TokenResponse struct {
+	Token   string `json:"token"`
+	ID      string `json:"id"`
+	Uses    int    `json:"uses"`
+	Expires string `json:"expires"` // RFC 3339
+}
+
+// BridgeRevokeRequest is the body of POST /v1/bridge/revoke.
+type BridgeRevokeRequest struct {
+	PublicKey string `json:"public_key"`
+}
+
+// BridgeRevokeResponse reports what a bridge revocation did.
+type BridgeRevokeResponse struct {
+	PublicKey string `json:"public_key"`
+	// WasRegistered: the node was registered and has been cut off.
+	WasRegistered bool `json:"was_registered"`
 }
 
 // Counters are node-wide packet counts.
@@ -44,8 +110,11 @@ type Peer struct {
 	Name       string  `json:"name,omitempty"`
 	// Endpoint is the underlay "ip:port" packets go to, or null if unknown.
 	Endpoint *string `json:"endpoint"`
-	// Path is "direct" (a relay path through a bridge comes with bridges).
+	// Path is "direct", or "relay" when packets go through a bridge.
 	Path string `json:"path"`
+	// Bridge is the bridge relaying ("ip:port/udp" or "/tcp") when Path is
+	// "relay", else null.
+	Bridge *string `json:"bridge"`
 	// LastHandshake is RFC 3339, or null if there has been none.
 	LastHandshake *string `json:"last_handshake"`
 	RxBytes       uint64  `json:"rx_bytes"`

@@ -58,6 +58,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			ct := st.Counters
 			fmt.Fprintf(w, "packets:      %d out, %d in; dropped: %d denied, %d spoofed, %d not local; %d handshakes refused\n",
 				ct.TxPackets, ct.RxPackets, ct.Denied, ct.Spoofed, ct.NotLocal, ct.HandshakeDenied)
+			for _, l := range bridgeLines(st) {
+				fmt.Fprintln(w, l)
+			}
 			fmt.Fprintf(w, "version:      %s, up since %s\n", st.Version, st.StartedAt)
 			return nil
 		},
@@ -104,7 +107,11 @@ func newPeersCmd(g *globals) *cobra.Command {
 				if p.AllowedInbound {
 					in = "allowed"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Address, orDash(p.Name), ep, p.Path, hs, bytesString(p.RxBytes), bytesString(p.TxBytes), in)
+				path := p.Path
+				if p.Bridge != nil {
+					path += " via " + *p.Bridge
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Address, orDash(p.Name), ep, path, hs, bytesString(p.RxBytes), bytesString(p.TxBytes), in)
 			}
 			return tw.Flush()
 		},

@@ -143,6 +143,7 @@ network in one process, without root.`,
 		newPolicyCmd(g),
 		newPingCmd(g),
 		newEventsCmd(g),
+		newBridgeCmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

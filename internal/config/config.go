@@ -59,6 +59,10 @@ type Config struct {
 	Peers  []Peer `toml:"peers"`
 	Policy Policy `toml:"policy"`
 	Log    Log    `toml:"log"`
+	// Bridge makes this node a bridge for others.
+	Bridge Bridge `toml:"bridge"`
+	// Bridges are the bridges this node joins.
+	Bridges []BridgeRef `toml:"bridges"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
@@ -114,6 +118,36 @@ type Rule struct {
 	From  string `toml:"from"`
 	Proto string `toml:"proto"`
 	Ports string `toml:"ports"`
+}
+
+// Bridge configures the bridge role: nodes register with this node, look
+// each other up through it, and have their ciphertext relayed by it.
+type Bridge struct {
+	Enable bool `toml:"enable"`
+	// TCP is the TCP listener for nodes whose UDP is blocked ("" = none).
+	TCP string `toml:"tcp"`
+	// Allow lists keys that may register; tokens enrol more.
+	Allow []BridgeAllow `toml:"allow"`
+	// StateFile keeps join tokens (hashed), enrolled and revoked keys.
+	StateFile string `toml:"state_file"`
+	// RelayMbit limits what each node may send through the relay, in
+	// Mbit/s; 0 = no limit.
+	RelayMbit int `toml:"relay_mbit"`
+}
+
+// BridgeAllow is a key allowed to register with this bridge.
+type BridgeAllow struct {
+	PublicKey string `toml:"public_key"`
+}
+
+// BridgeRef is a bridge this node joins.
+type BridgeRef struct {
+	// Endpoint is "host:port" (UDP, and TCP on the same port when UDP is blocked).
+	Endpoint  string `toml:"endpoint"`
+	PublicKey string `toml:"public_key"`
+	// Token is a join credential from `tomoe bridge token create`, needed
+	// only until the bridge has enrolled this node's key.
+	Token string `toml:"token"`
 }
 
 // Log configures logging to stderr.
@@ -197,6 +231,16 @@ func (c *Config) resolvePaths() {
 	abs(&c.KeyFile)
 	abs(&c.Admin.Socket)
 	abs(&c.Policy.StateFile)
+	abs(&c.Bridge.StateFile)
+}
+
+// BridgeStateFile is where a bridge keeps tokens and enrolments:
+// bridge.state_file, or bridge.json beside the key file.
+func (c *Config) BridgeStateFile() string {
+	if c.Bridge.StateFile != "" {
+		return c.Bridge.StateFile
+	}
+	return filepath.Join(filepath.Dir(c.KeyFile), "bridge.json")
 }
 
 // StateFile is where the policy changes made through the API persist:
@@ -210,14 +254,16 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":       {"key_file", "tun", "listen", "admin", "peers", "policy", "log"},
-	"tun":    {"mode", "name", "mtu"},
-	"listen": {"udp"},
-	"admin":  {"socket", "group", "metrics"},
-	"peers":  {"public_key", "endpoint", "persistent_keepalive", "name"},
-	"policy": {"allow", "state_file"},
-	"allow":  {"from", "proto", "ports"},
-	"log":    {"level", "format"},
+	"":        {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges"},
+	"bridge":  {"enable", "tcp", "allow", "state_file", "relay_mbit"},
+	"bridges": {"endpoint", "public_key", "token"},
+	"tun":     {"mode", "name", "mtu"},
+	"listen":  {"udp"},
+	"admin":   {"socket", "group", "metrics"},
+	"peers":   {"public_key", "endpoint", "persistent_keepalive", "name"},
+	"policy":  {"allow", "state_file"},
+	"allow":   {"from", "proto", "ports"},
+	"log":     {"level", "format"},
 }
 
 func decodeError(name string, err error) error {
@@ -321,6 +367,7 @@ func (c *Config) Validate() error {
 			bad(fmt.Sprintf("policy.allow[%d]", i), "%v", err)
 		}
 	}
+	c.validateBridges(bad)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
 	}
@@ -331,6 +378,65 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
+}
+
+func (c *Config) validateBridges(bad func(key, format string, args ...any)) {
+	b := c.Bridge
+	if !b.Enable && (b.TCP != "" || len(b.Allow) > 0 || b.RelayMbit != 0) {
+		bad("bridge.enable", "bridge settings are present but enable is false: set enable = true to run a bridge, or remove [bridge]")
+	}
+	if b.TCP != "" {
+		if _, err := netip.ParseAddrPort(b.TCP); err != nil {
+			bad("bridge.tcp", "%q: want IP:PORT, e.g. \"0.0.0.0:4610\" (the same port as listen.udp is fine)", b.TCP)
+		}
+	}
+	for i, a := range b.Allow {
+		if _, err := identity.ParsePublicKey(a.PublicKey); err != nil {
+			bad(fmt.Sprintf("bridge.allow[%d].public_key", i), "%v; the node prints its key with `tomoe status`", err)
+		}
+	}
+	if b.RelayMbit < 0 {
+		bad("bridge.relay_mbit", "%d: a limit in Mbit/s per node, or 0 for none", b.RelayMbit)
+	}
+	if b.Enable && len(c.Bridges) > 0 {
+		bad("bridges", "a bridge cannot itself join other bridges yet (federation is not built): remove [[bridges]] or [bridge]")
+	}
+	seen := map[identity.PublicKey]int{}
+	for i, r := range c.Bridges {
+		key := fmt.Sprintf("bridges[%d]", i)
+		k, err := identity.ParsePublicKey(r.PublicKey)
+		if err != nil {
+			bad(key+".public_key", "%v; the bridge prints its key with `tomoe status`", err)
+		} else if j, dup := seen[k]; dup {
+			bad(key+".public_key", "same key as bridges[%d]: list each bridge once", j)
+		} else {
+			seen[k] = i
+		}
+		if r.Endpoint == "" {
+			bad(key+".endpoint", "missing: the bridge's \"host:port\", e.g. \"203.0.113.1:4610\"")
+		} else if _, _, err := SplitEndpoint(r.Endpoint); err != nil {
+			bad(key+".endpoint", "%v", err)
+		}
+		if len(r.Token) > 128 {
+			bad(key+".token", "%d characters: a token from `tomoe bridge token create` is shorter; check the copy", len(r.Token))
+		}
+	}
+}
+
+// BridgeKeys returns the keys of bridge.allow (valid after Validate).
+func (c *Config) BridgeKeys() []identity.PublicKey {
+	var out []identity.PublicKey
+	for _, a := range c.Bridge.Allow {
+		k, _ := identity.ParsePublicKey(a.PublicKey)
+		out = append(out, k)
+	}
+	return out
+}
+
+// Key returns the bridge's key (valid after Validate).
+func (r BridgeRef) Key() identity.PublicKey {
+	k, _ := identity.ParsePublicKey(r.PublicKey)
+	return k
 }
 
 func validInterfaceName(n string) error {

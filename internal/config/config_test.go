@@ -91,8 +91,16 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{`[admin]` + "\n" + `socket = "/` + strings.Repeat("x", 120) + `"`, "admin.socket", "107"},
 		{`[admin]` + "\n" + `group = "no-such-group-tomoe"`, "admin.group", "groupadd"},
 		{`[log]` + "\n" + `level = "loud"`, "log.level", "debug"},
+		{`[bridge]` + "\n" + `tcp = "0.0.0.0:4610"`, "bridge.enable", "enable = true"},
+		{`[bridge]` + "\n" + `enable = true` + "\n" + `tcp = "4610"`, "bridge.tcp", "IP:PORT"},
+		{`[bridge]` + "\n" + `enable = true` + "\n" + `relay_mbit = -1`, "bridge.relay_mbit", "0 for none"},
+		{`[[bridge.allow]]` + "\n" + `public_key = "x"`, "bridge.allow[0].public_key", "tomoe status"},
+		{`[[bridges]]` + "\n" + `public_key = "KEY"`, "bridges[0].endpoint", "host:port"},
+		{`[[bridges]]` + "\n" + `endpoint = "1.2.3.4:4610"` + "\n" + `public_key = "x"`, "bridges[0].public_key", "tomoe status"},
+		{`[bridge]` + "\n" + `enable = true` + "\n" + `[[bridges]]` + "\n" + `endpoint = "1.2.3.4:4610"` + "\n" + `public_key = "KEY"`, "bridges", "federation"},
 	}
 	for _, tc := range cases {
+		tc.doc = strings.ReplaceAll(tc.doc, "KEY", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
 		_, err := Parse([]byte(tc.doc), "c.toml", "/x")
 		if err == nil {
 			t.Errorf("accepted:\n%s", tc.doc)

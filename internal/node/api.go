@@ -95,6 +95,8 @@ func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
 		PeerCount:  len(peers),
 		Peers:      peers,
 		Counters:   n.counters(),
+		Bridges:    n.bridgeStatus(),
+		BridgeRole: n.bridgeRole(),
 	}, nil
 }
 
@@ -142,6 +144,12 @@ func (n *Node) Peers(ctx context.Context) ([]adminapi.Peer, error) {
 		}
 		if ep := n.endpointOf(p); ep != "" {
 			ap.Endpoint = &ep
+		}
+		if p.active {
+			if path := n.bind.PathOf(p.key); path.Kind == "relay" {
+				ap.Path = "relay"
+				ap.Bridge = &path.Relay
+			}
 		}
 		if !p.lastHS.IsZero() {
 			t := p.lastHS.UTC().Format(time.RFC3339)

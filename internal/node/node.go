@@ -21,6 +21,7 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -75,6 +76,8 @@ type Node struct {
 	events   *eventBus
 	api      *adminapi.Server
 	metrics  *http.Server
+	server   *bridge.Server // when this node is a bridge
+	client   *bridge.Client // when this node joins bridges
 
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
@@ -161,6 +164,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.mu.Lock()
 	n.routesChangedLocked()
 	n.mu.Unlock()
+	if err := n.startBridging(); err != nil {
+		return n, err
+	}
 
 	if cfg.Admin.Socket != "" {
 		ln, err := adminapi.Listen(cfg.Admin.Socket, cfg.Admin.Group)
@@ -237,7 +243,7 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: want [address]:port with a literal address: %w", address, err)
 	}
-	if err := n.ensurePeer(ap.Addr()); err != nil {
+	if err := n.ensurePeer(ctx, ap.Addr()); err != nil {
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: err}
 	}
 	return n.stack.DialContext(ctx, network, address)
@@ -277,6 +283,7 @@ func (n *Node) Close() error {
 			n.metrics.Close()
 		}
 		n.wg.Wait()
+		n.stopBridging()
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {
 			if err := n.osRoutes.Close(); err != nil {

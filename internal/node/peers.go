@@ -49,6 +49,8 @@ type peer struct {
 	// static peers and peers a rule names explicitly, never for peers that
 	// only a "*" rule admits (the site prefix has only 56 bits).
 	site bool
+	// viaBridge: found by a lookup through a bridge.
+	viaBridge bool
 
 	active      bool
 	activatedAt time.Time
@@ -123,7 +125,9 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
 		n.peers[key] = p
 		n.byAddr[addr] = p
 	}
-	p.endpoint = src
+	if src.IsValid() { // invalid: the initiation came through a bridge
+		p.endpoint = src
+	}
 	if err := n.activateLocked(p); err != nil {
 		n.log.Warn("cannot add peer", "peer", key.ShortString(), "err", err)
 		if !p.static {
@@ -245,11 +249,13 @@ func (n *Node) lookupPeer(dst netip.Addr) *peer {
 // ErrNoPeer is returned for a destination no known peer owns.
 var ErrNoPeer = errors.New("no known peer has this address")
 
-// ensurePeer makes sure the peer owning dst is in the device.
-func (n *Node) ensurePeer(dst netip.Addr) error {
+// ensurePeer makes sure the peer owning dst is in the device, asking the
+// bridges if no known peer owns it.
+func (n *Node) ensurePeer(ctx context.Context, dst netip.Addr) error {
 	p := n.lookupPeer(dst)
 	if p == nil {
-		return fmt.Errorf("%s: %w", dst, ErrNoPeer)
+		_, err := n.lookupViaBridges(ctx, dst)
+		return err
 	}
 	return n.activate(p)
 }
@@ -257,7 +263,7 @@ func (n *Node) ensurePeer(dst netip.Addr) error {
 // resolve answers the TUN wrapper's question about a held destination.
 func (n *Node) resolve(dst netip.Addr) {
 	go func() {
-		if err := n.ensurePeer(dst); err != nil {
+		if err := n.ensurePeer(context.Background(), dst); err != nil {
 			if !errors.Is(err, ErrNoPeer) {
 				n.log.Warn("cannot reach peer", "addr", dst, "err", err)
 			}

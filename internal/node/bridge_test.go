@@ -1,0 +1,198 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/testnet"
+)
+
+func bridgeDoc(b *testNode, token string) string {
+	return fmt.Sprintf("[[bridges]]\nendpoint = %q\npublic_key = %q\ntoken = %q\n", b.endpoint(), b.key.Public(), token)
+}
+
+func bridgeAllowDoc(nodes ...*testNode) string {
+	s := "[bridge]\nenable = true\ntcp = \"127.0.0.1:0\"\n"
+	for _, n := range nodes {
+		s += fmt.Sprintf("[[bridge.allow]]\npublic_key = %q\n", n.key.Public())
+	}
+	return s
+}
+
+func waitRegistered(t *testing.T, tn *testNode) {
+	t.Helper()
+	testnet.WaitFor(t, 5*time.Second, tn.name+" registered with its bridge", func() bool {
+		st, err := tn.Status(context.Background())
+		return err == nil && len(st.Bridges) > 0 && st.Bridges[0].State == "registered"
+	})
+}
+
+func peerPath(t *testing.T, tn *testNode, addr string) string {
+	t.Helper()
+	peers, err := tn.Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range peers {
+		if p.Address == addr {
+			return p.Path
+		}
+	}
+	return ""
+}
+
+// Nodes on one bridge reach each other by address alone; the receiver's
+// policy still decides.
+func TestReachByAddressThroughBridge(t *testing.T) {
+	br, alice, bob, mallory := prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob"), prepare(t, "mallory")
+	br.start(t, bridgeAllowDoc(alice, bob, mallory))
+	alice.start(t, bridgeDoc(br, ""))
+	bob.start(t, bridgeDoc(br, "")+allowDoc(alice.key.Public().String(), "tcp", "7"))
+	mallory.start(t, bridgeDoc(br, ""))
+	for _, n := range []*testNode{alice, bob, mallory} {
+		waitRegistered(t, n)
+	}
+	bob.echoServer(t, 7)
+
+	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
+	if err != nil {
+		for _, n := range []*testNode{alice, bob, br} {
+			st := n.bind.Stats()
+			t.Logf("%s: relayedIn %d out %d control dropped %d unknown session %d inits admitted %d denied %d invalid %d limited %d", n.name, st.RelayedIn.Load(), st.RelayedOut.Load(), st.ControlDropped.Load(), st.UnknownSession.Load(), st.InitiationsAdmitted.Load(), st.InitiationsDenied.Load(), st.InitiationsInvalid.Load(), st.InitiationsLimited.Load())
+		}
+		t.Logf("server: %+v", br.server.Stats())
+		t.Fatalf("alice -> bob by address alone: %v", err)
+	}
+	defer c.Close()
+	if err := testnet.RoundTrip(c, "hello", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// On loopback the probes get through at once: the path turns direct.
+	testnet.WaitFor(t, 5*time.Second, "alice's path to bob direct", func() bool {
+		return peerPath(t, alice, bob.Address().String()) == "direct"
+	})
+	if err := testnet.RoundTrip(c, "still", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// mallory is on the same bridge but bob's policy does not name her.
+	if _, err := mallory.dial(bob.Address(), 7, 2*time.Second); err == nil {
+		t.Fatal("mallory reached bob; his policy does not allow her")
+	}
+	// An address no member has: refused quickly, not left hanging.
+	start := time.Now()
+	_, err = alice.dial(newKey(t).Public().Address(), 7, 5*time.Second)
+	if !errors.Is(err, ErrNoPeer) || time.Since(start) > 3*time.Second {
+		t.Fatalf("dial to an unknown address: %v after %v", err, time.Since(start))
+	}
+
+	nodes, err := br.BridgeNodes(context.Background())
+	if err != nil || len(nodes) != 3 {
+		t.Fatalf("bridge nodes: %v %+v", err, nodes)
+	}
+}
+
+// A join token enrols a node's key; a revoked node cannot register again.
+func TestBridgeTokenAndRevoke(t *testing.T) {
+	br, alice := prepare(t, "bridge"), prepare(t, "alice")
+	br.start(t, "[bridge]\nenable = true\n")
+	tok, err := br.CreateToken(context.Background(), adminapi.TokenRequest{Uses: 1, TTL: "1h"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.start(t, bridgeDoc(br, tok.Token))
+	waitRegistered(t, alice)
+
+	resp, err := br.BridgeRevoke(context.Background(), adminapi.BridgeRevokeRequest{PublicKey: alice.key.Public().String()})
+	if err != nil || !resp.WasRegistered {
+		t.Fatalf("revoke: %+v %v", resp, err)
+	}
+	testnet.WaitFor(t, 60*time.Second, "alice refused after the revoke", func() bool {
+		st, err := alice.Status(context.Background())
+		return err == nil && st.Bridges[0].State == "refused"
+	})
+	if nodes, _ := br.BridgeNodes(context.Background()); len(nodes) != 0 {
+		t.Fatalf("revoked node still registered: %+v", nodes)
+	}
+}
+
+// Floods of registrations from unknown keys and of lookups from a member
+// are rate-limited; the other members keep working.
+func TestBridgeUnderFlood(t *testing.T) {
+	br, alice, bob, mallory := prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob"), prepare(t, "mallory")
+	br.start(t, bridgeAllowDoc(alice, bob, mallory))
+	alice.start(t, bridgeDoc(br, ""))
+	bob.start(t, bridgeDoc(br, "")+allowDoc(alice.key.Public().String(), "tcp", "7"))
+	mallory.start(t, bridgeDoc(br, ""))
+	for _, n := range []*testNode{alice, bob, mallory} {
+		waitRegistered(t, n)
+	}
+	bob.echoServer(t, 7)
+
+	brAddr := netip.MustParseAddrPort(br.endpoint())
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { // registrations from ever new keys: each would cost the bridge an X25519
+		defer wg.Done()
+		pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer pc.Close()
+		dst := net.UDPAddrFromAddrPort(brAddr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			k := newKey(t)
+			sk := bridge.Precompute(k, br.key.Public())
+			f, _ := bridge.Seal(nil, k.Public(), &sk, &bridge.Message{Kind: bridge.KindRegister, Time: time.Now().UnixNano()})
+			pc.WriteTo(f, dst)
+		}
+	}()
+	go func() { // lookups from a registered member, from its own socket
+		defer wg.Done()
+		sk := bridge.Precompute(mallory.key, br.key.Public())
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			f, _ := bridge.Seal(nil, mallory.key.Public(), &sk, &bridge.Message{Kind: bridge.KindLookup, Time: time.Now().UnixNano(), Seq: uint64(i), Address: bob.Address()})
+			mallory.bind.SendFrames([][]byte{f}, brAddr)
+			if i%64 == 0 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}()
+	defer func() { close(stop); wg.Wait() }()
+	time.Sleep(500 * time.Millisecond)
+
+	start := time.Now()
+	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
+	if err != nil {
+		t.Fatalf("alice -> bob during the flood: %v (bridge %+v)", err, br.server.Stats())
+	}
+	defer c.Close()
+	if err := testnet.RoundTrip(c, "under flood", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("connected in %v during the flood", time.Since(start))
+	st := br.server.Stats()
+	if st.LookupsLimited == 0 || st.BadControl == 0 {
+		t.Fatalf("floods not limited: %+v", st)
+	}
+}

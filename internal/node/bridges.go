@@ -1,0 +1,247 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// startBridging starts this node's bridge role, or its client of the
+// bridges it joins (a node is one or the other: federation is not built).
+func (n *Node) startBridging() error {
+	cfg := n.cfg
+	if cfg.Bridge.Enable {
+		s, err := bridge.NewServer(bridge.ServerConfig{
+			Key:       n.key,
+			Allow:     cfg.BridgeKeys(),
+			StateFile: cfg.BridgeStateFile(),
+			TCP:       cfg.Bridge.TCP,
+			Sender:    n.bind,
+			RelayMbit: cfg.Bridge.RelayMbit,
+			Log:       n.log.With("component", "bridge"),
+		})
+		if err != nil {
+			return fmt.Errorf("bridge: %w", err)
+		}
+		if err := s.Start(); err != nil {
+			s.Close()
+			return fmt.Errorf("bridge.tcp %s: %w", cfg.Bridge.TCP, err)
+		}
+		n.server = s
+		n.bind.SetFrameHandler(s)
+		return nil
+	}
+	if len(cfg.Bridges) == 0 {
+		return nil
+	}
+	var bcs []bridge.BridgeConfig
+	for _, r := range cfg.Bridges {
+		bcs = append(bcs, bridge.BridgeConfig{Endpoint: r.Endpoint, Key: r.Key(), Token: r.Token})
+	}
+	n.client = bridge.NewClient(bridge.ClientConfig{
+		Key:            n.key,
+		Bridges:        bcs,
+		Bind:           n.bind,
+		Log:            n.log.With("component", "bridges"),
+		Wants:          n.wants,
+		LocalEndpoints: n.localEndpoints,
+	})
+	n.bind.SetFrameHandler(n.client)
+	n.client.Start()
+	return nil
+}
+
+// stopBridging ends the bridge role or client (before the Bind closes, so
+// the client can say goodbye).
+func (n *Node) stopBridging() {
+	if n.client != nil {
+		n.client.Close()
+	}
+	if n.server != nil {
+		n.server.Close()
+	}
+}
+
+// wants reports whether this node would talk to key: a peer already, or a
+// key its policy lets in. Only for those does it answer probes.
+func (n *Node) wants(key identity.PublicKey) bool {
+	n.mu.Lock()
+	_, known := n.peers[key]
+	n.mu.Unlock()
+	return known || n.store.Matcher().AllowsAny(key.Address())
+}
+
+// localEndpoints are this node's addresses on its own networks, with its
+// port, for peers on the same LAN as it.
+func (n *Node) localEndpoints() []netip.AddrPort {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	port := n.engine.ListenPort()
+	var out []netip.AddrPort
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr().Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || identity.IsNodeAddress(ip) || identity.IsSiteAddress(ip) {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, port))
+		if len(out) == 4 {
+			break
+		}
+	}
+	return out
+}
+
+// lookupViaBridges asks the bridges who owns dst and makes it a peer:
+// relayed at first, direct as soon as a probe gets through.
+func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, error) {
+	if n.client == nil || !identity.IsNodeAddress(dst) {
+		return nil, fmt.Errorf("%s: %w", dst, ErrNoPeer)
+	}
+	f, err := n.client.Lookup(ctx, dst)
+	if errors.Is(err, bridge.ErrNotFound) {
+		return nil, fmt.Errorf("%s: %w (and no bridge knows it)", dst, ErrNoPeer)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", dst, ErrNoPeer, err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return nil, errClosing
+	}
+	p := n.peers[f.Key]
+	if p == nil {
+		if n.dynamicLocked() >= maxDynamicPeers {
+			return nil, fmt.Errorf("%s: too many peers (%d)", dst, maxDynamicPeers)
+		}
+		p = &peer{key: f.Key, addr: dst, viaBridge: true}
+		n.peers[f.Key] = p
+		n.byAddr[dst] = p
+	}
+	if f.Bridge.IsValid() {
+		p.endpoint = f.Bridge // the bridge itself: straight to it
+	}
+	if err := n.activateLocked(p); err != nil {
+		if !p.static {
+			n.forgetLocked(p)
+		}
+		return nil, err
+	}
+	if f.Relay != nil {
+		n.bind.SetRelay(f.Key, f.Relay, f.RelayID)
+		n.client.Probe(f.Key, f.Endpoints)
+	}
+	return p, nil
+}
+
+// bridgeStatus is the bridges part of the status: never null.
+func (n *Node) bridgeStatus() []adminapi.Bridge {
+	out := []adminapi.Bridge{}
+	if n.client == nil {
+		return out
+	}
+	for _, s := range n.client.Status() {
+		b := adminapi.Bridge{Endpoint: s.Endpoint, PublicKey: s.PublicKey, State: s.State, Transport: s.Transport, Observed: s.Observed, Error: s.Error}
+		if s.LastRegister != nil {
+			t := s.LastRegister.Format(time.RFC3339)
+			b.LastRegistered = &t
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+var errNotBridge = &adminapi.RequestError{Code: http.StatusConflict, Err: errors.New("this node is not a bridge: set [bridge] enable = true in its config")}
+
+// bridgeRole summarises the bridge role for the status, or nil.
+func (n *Node) bridgeRole() *adminapi.BridgeRole {
+	if n.server == nil {
+		return nil
+	}
+	st := n.server.Stats()
+	r := &adminapi.BridgeRole{Nodes: st.Registered, RelayedBytes: st.RelayedBytes}
+	if a := n.server.TCPAddr(); a != nil {
+		r.TCP = a.String()
+	}
+	return r
+}
+
+// BridgeNodes implements adminapi.Backend.
+func (n *Node) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
+	if n.server == nil {
+		return nil, errNotBridge
+	}
+	out := []adminapi.BridgeNode{}
+	for _, ni := range n.server.Nodes() {
+		bn := adminapi.BridgeNode{
+			PublicKey: ni.PublicKey.String(), Address: ni.Address.String(), Endpoint: ni.Endpoint.String(),
+			Transport: ni.Transport, LastSeen: ni.LastSeen.UTC().Format(time.RFC3339),
+			RelayedBytes: ni.RelayedBytes, RelayID: ni.RelayID, LocalEndpoints: []string{},
+		}
+		for _, ep := range ni.LocalEndpoints {
+			bn.LocalEndpoints = append(bn.LocalEndpoints, ep.String())
+		}
+		out = append(out, bn)
+	}
+	return out, nil
+}
+
+// CreateToken implements adminapi.Backend.
+func (n *Node) CreateToken(ctx context.Context, req adminapi.TokenRequest) (adminapi.TokenResponse, error) {
+	if n.server == nil {
+		return adminapi.TokenResponse{}, errNotBridge
+	}
+	ttl := 24 * time.Hour
+	if req.TTL != "" {
+		d, err := time.ParseDuration(req.TTL)
+		if err != nil || d <= 0 {
+			return adminapi.TokenResponse{}, &adminapi.RequestError{Err: fmt.Errorf("ttl %q: want a positive duration such as \"24h\"", req.TTL)}
+		}
+		ttl = d
+	}
+	if req.Uses < 1 {
+		return adminapi.TokenResponse{}, &adminapi.RequestError{Err: fmt.Errorf("uses %d: a token must allow at least one join", req.Uses)}
+	}
+	tok, info, err := n.server.CreateToken(req.Uses, ttl)
+	if err != nil {
+		return adminapi.TokenResponse{}, &adminapi.RequestError{Err: err}
+	}
+	n.log.Info("join token created", "id", info.ID, "uses", info.UsesLeft, "expires", info.Expires)
+	return adminapi.TokenResponse{Token: tok, ID: info.ID, Uses: info.UsesLeft, Expires: info.Expires.UTC().Format(time.RFC3339)}, nil
+}
+
+// BridgeRevoke implements adminapi.Backend.
+func (n *Node) BridgeRevoke(ctx context.Context, req adminapi.BridgeRevokeRequest) (adminapi.BridgeRevokeResponse, error) {
+	if n.server == nil {
+		return adminapi.BridgeRevokeResponse{}, errNotBridge
+	}
+	k, err := identity.ParsePublicKey(req.PublicKey)
+	if err != nil {
+		return adminapi.BridgeRevokeResponse{}, &adminapi.RequestError{Err: err}
+	}
+	registered := false
+	for _, ni := range n.server.Nodes() {
+		if ni.PublicKey == k {
+			registered = true
+		}
+	}
+	if _, err := n.server.Revoke(k); err != nil {
+		return adminapi.BridgeRevokeResponse{}, err
+	}
+	n.log.Info("node revoked from the bridge", "peer", k.ShortString(), "was_registered", registered)
+	return adminapi.BridgeRevokeResponse{PublicKey: k.String(), WasRegistered: registered}, nil
+}
