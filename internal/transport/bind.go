@@ -389,7 +389,7 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			continue
 		}
 		src := std.AddrPort
-		if msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 {
+		if msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 && len(msg) > RelayHeaderSize {
 			if r := b.udpRelay(src); r != nil {
 				// From a bridge we registered with: a peer's message.
 				path := relayPath{via: r, id: binary.BigEndian.Uint32(msg[4:8])}

@@ -363,9 +363,15 @@ func FuzzScreen(f *testing.F) {
 	data := make([]byte, 48)
 	data[0] = msgTransport
 	binary.LittleEndian.PutUint32(data[4:8], 42)
+	// Relay frames from port 4610 come from a bridge this node joined.
+	b.AddUDPRelay(loopback(4610), testRelay{})
+	var handled int
+	b.SetFrameHandler(frameFunc(func(frames [][]byte, _ []netip.AddrPort) { handled += len(frames) }))
 	f.Add(data, uint16(1000))
 	f.Add(init, uint16(2000))
 	f.Add([]byte{0x50, 1, 2}, uint16(1))
+	f.Add(append([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 7}, data...), uint16(4610))
+	f.Add([]byte{0x70, 1, 0, 0, 9}, uint16(4610))
 	f.Fuzz(func(t *testing.T, msg []byte, port uint16) {
 		bufs := [][]byte{append([]byte{}, msg...)}
 		sizes := []int{len(msg)}
@@ -373,6 +379,9 @@ func FuzzScreen(f *testing.F) {
 		b.screen(bufs, sizes, eps)
 		if sizes[0] == 0 {
 			return
+		}
+		if port == 4610 && len(msg) > RelayHeaderSize && msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 {
+			msg = msg[RelayHeaderSize:] // what the bridge relayed
 		}
 		if len(msg) < 4 || msg[0] < msgInitiation || msg[0] > msgTransport || msg[1]|msg[2]|msg[3] != 0 {
 			t.Fatalf("non-WireGuard datagram passed: %x", msg)
@@ -382,3 +391,12 @@ func FuzzScreen(f *testing.F) {
 		}
 	})
 }
+
+type testRelay struct{}
+
+func (testRelay) SendRelay([][]byte) error { return nil }
+func (testRelay) String() string           { return "test/udp" }
+
+type frameFunc func([][]byte, []netip.AddrPort)
+
+func (f frameFunc) HandleFrames(frames [][]byte, srcs []netip.AddrPort) { f(frames, srcs) }
