@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -186,6 +187,42 @@ func TestBridgeNATLab(t *testing.T) {
 		sites["eim1"].UnblockUDPTo(sites["eim2"].Public)
 		eim1.waitPath(t, eim2.addr(), "direct", 10*time.Second)
 		if err := testnet.RoundTrip(c, "direct again", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+
+	t.Run("a node whose public address changes keeps its session", func(t *testing.T) {
+		c := eim1.talk(t, eim2)
+		eim1.waitPath(t, eim2.addr(), "direct", 5*time.Second)
+		// eim1's router gets a new public address (as after a DHCP
+		// renewal); masquerade forgets the old mappings with it.
+		rt, old := sites["eim1"].Router, sites["eim1"].Public
+		moved := netip.AddrFrom4([4]byte{203, 0, 113, 51})
+		rt.Run("ip", "addr", "del", old.String()+"/24", "dev", "wan")
+		rt.Run("ip", "addr", "add", moved.String()+"/24", "dev", "wan")
+		deadline := time.Now().Add(20 * time.Second)
+		for i := 0; ; i++ {
+			err := testnet.RoundTrip(c, fmt.Sprintf("after the move %d", i), 3*time.Second)
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("session did not survive the address change: %v", err)
+			}
+		}
+		// The bridge learns the new address at the next keepalive.
+		testnet.WaitFor(t, 30*time.Second, "the bridge sees eim1's new address", func() bool {
+			var list []adminapi.BridgeNode
+			br.cliJSON(t, &list, "bridge", "nodes", "--json")
+			for _, n := range list {
+				if n.PublicKey == eim1.pub().String() {
+					return strings.HasPrefix(n.Endpoint, moved.String()+":")
+				}
+			}
+			return false
+		})
+		eim1.waitPath(t, eim2.addr(), "direct", 10*time.Second)
+		if err := testnet.RoundTrip(c, "settled", 5*time.Second); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -28,6 +28,8 @@ const (
 	probeBurst        = 100 * time.Millisecond // probing right after an introduction
 	probeBurstCount   = 8
 	candidateLifetime = time.Minute
+	refreshInterval   = 20 * time.Second // look relayed peers up again this often
+	maxRefresh        = 64               // peers looked up again per round
 	maxCandidates     = 8
 	tcpDialTimeout    = 3 * time.Second
 	tcpFirstFrame     = 10 * time.Second
@@ -67,9 +69,11 @@ type Client struct {
 	lookups    map[uint64]chan lookupAnswer
 	candidates map[identity.PublicKey]*candidateSet
 
-	seq  atomic.Uint64
-	stop chan struct{}
-	wg   sync.WaitGroup
+	seq        atomic.Uint64
+	refreshNow chan bool
+	refreshing atomic.Bool
+	stop       chan struct{}
+	wg         sync.WaitGroup
 
 	stats ClientStats
 }
@@ -109,6 +113,7 @@ func NewClient(cfg ClientConfig) *Client {
 		keys:       newKeyCache(cfg.Key, 65536),
 		lookups:    make(map[uint64]chan lookupAnswer),
 		candidates: make(map[identity.PublicKey]*candidateSet),
+		refreshNow: make(chan bool, 1),
 		stop:       make(chan struct{}),
 	}
 	c.seq.Store(uint64(time.Now().UnixNano()))
@@ -315,24 +320,79 @@ func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
 }
 
 // probeLoop probes direct paths: fast right after an introduction, then
-// every probeInterval for every peer that has a relay to fall back on.
+// every probeInterval for every peer that has a relay to fall back on. It
+// also looks relayed peers up again now and then (refreshInterval), and at
+// once when this node's public address changed: the answer brings fresh
+// endpoints, and the lookup makes the bridge introduce us to the peer
+// again, so both sides probe each other's current addresses.
 func (c *Client) probeLoop() {
 	defer c.wg.Done()
 	fast := time.NewTicker(probeBurst)
 	defer fast.Stop()
-	var lastSlow time.Time
+	var lastSlow, lastRefresh time.Time
 	for {
 		select {
 		case <-c.stop:
 			return
+		case all := <-c.refreshNow:
+			lastRefresh = time.Now()
+			c.refresh(all)
 		case now := <-fast.C:
 			slow := now.Sub(lastSlow) >= probeInterval
 			if slow {
 				lastSlow = now
 			}
 			c.probeRound(now, slow)
+			if now.Sub(lastRefresh) >= refreshInterval {
+				lastRefresh = now
+				c.refresh(false)
+			}
 		}
 	}
+}
+
+// kickRefresh asks probeLoop to look relayed peers up again now; all: also
+// the ones on a direct path.
+func (c *Client) kickRefresh(all bool) {
+	select {
+	case c.refreshNow <- all:
+	default:
+	}
+}
+
+// refresh looks up again the peers that have a relay path (only those on
+// the relay now, unless all), in the background.
+func (c *Client) refresh(all bool) {
+	var keys []identity.PublicKey
+	for k := range c.cfg.Bind.RelayedPeers() {
+		if all || c.cfg.Bind.PathOf(k).Kind == "relay" {
+			keys = append(keys, k)
+		}
+		if len(keys) == maxRefresh {
+			break
+		}
+	}
+	if len(keys) == 0 || !c.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.refreshing.Store(false)
+		for _, k := range keys {
+			if c.stopped() {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+			f, err := c.Lookup(ctx, k.Address())
+			cancel()
+			if err != nil || f.Key != k || f.Relay == nil {
+				continue
+			}
+			c.cfg.Bind.SetRelay(k, f.Relay, f.RelayID)
+			c.addCandidates(k, f.Endpoints)
+		}
+	}()
 }
 
 func (c *Client) probeRound(now time.Time, slow bool) {
@@ -678,8 +738,16 @@ func (b *bridgeConn) handle(m Message, overTCP bool) {
 		b.mu.Lock()
 		b.id = m.ID
 		b.refused = false
+		moved := false
 		if len(m.Endpoints) > 0 {
+			moved = b.observed.IsValid() && b.observed != m.Endpoints[0]
 			b.observed = m.Endpoints[0]
+		}
+		if moved {
+			// Our public address changed: peers behind NAT must learn the
+			// new one from an introduction before they can reach it.
+			b.c.log.Info("this node's address as the bridge sees it changed; re-introducing peers", "bridge", b.cfg.Endpoint, "observed", b.observed)
+			b.c.kickRefresh(true)
 		}
 		b.interval = time.Duration(m.Interval) * time.Second
 		if b.interval < time.Second || b.interval > time.Minute {
