@@ -173,13 +173,14 @@ func TestBridgeUnderFlood(t *testing.T) {
 			}
 			f, _ := bridge.Seal(nil, mallory.key.Public(), &sk, &bridge.Message{Kind: bridge.KindLookup, Time: time.Now().UnixNano(), Seq: uint64(i), Address: bob.Address()})
 			mallory.bind.SendFrames([][]byte{f}, brAddr)
-			if i%64 == 0 {
-				time.Sleep(time.Millisecond)
-			}
 		}
 	}()
 	defer func() { close(stop); wg.Wait() }()
-	time.Sleep(500 * time.Millisecond)
+	// Both floods are being cut down before alice starts.
+	testnet.WaitFor(t, 10*time.Second, "the bridge limiting both floods", func() bool {
+		st := br.server.Stats()
+		return st.LookupsLimited > 0 && st.BadControl > 0
+	})
 
 	start := time.Now()
 	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
@@ -190,9 +191,5 @@ func TestBridgeUnderFlood(t *testing.T) {
 	if err := testnet.RoundTrip(c, "under flood", 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("connected in %v during the flood", time.Since(start))
-	st := br.server.Stats()
-	if st.LookupsLimited == 0 || st.BadControl == 0 {
-		t.Fatalf("floods not limited: %+v", st)
-	}
+	t.Logf("connected in %v during the flood; bridge: %+v", time.Since(start), br.server.Stats())
 }
