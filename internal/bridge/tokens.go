@@ -5,18 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/statefile"
 )
 
 // TokenInfo describes a join token without revealing it.
@@ -115,23 +111,11 @@ func newAdmission(path string, allow []identity.PublicKey) (*admission, error) {
 }
 
 func (a *admission) load() error {
-	b, err := os.ReadFile(a.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("bridge state %s: %w", a.path, err)
-	}
-	corrupt := func(err error) error {
-		return fmt.Errorf("bridge state %s is corrupt (%v): repair it, or remove it to forget join tokens, enrolled keys and revocations", a.path, err)
-	}
 	var st bridgeStateFile
-	if err := json.Unmarshal(b, &st); err != nil {
-		return corrupt(err)
+	if found, err := a.file().Load(&st, &st.Version); err != nil || !found {
+		return err
 	}
-	if st.Version != 1 {
-		return corrupt(fmt.Errorf("unknown version %d", st.Version))
-	}
+	corrupt := a.file().Corrupt
 	for i, t := range st.Tokens {
 		h, err := hex.DecodeString(t.SHA256)
 		if err != nil || len(h) != sha256.Size {
@@ -177,35 +161,11 @@ func (a *admission) saveLocked(now time.Time) error {
 		st.Revoked = append(st.Revoked, stateRevoked{Key: k, At: at})
 	}
 	slices.SortFunc(st.Revoked, func(x, y stateRevoked) int { return x.At.Compare(y.At) })
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	fail := func(err error) error { return fmt.Errorf("bridge state %s: %w", a.path, err) }
-	dir := filepath.Dir(a.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fail(err)
-	}
-	tmp, err := os.CreateTemp(dir, ".bridge-*.tmp") // mode 0600
-	if err != nil {
-		return fail(err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fail(err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp.Name(), a.path); err != nil {
-		return fail(err)
-	}
-	return nil
+	return a.file().Save(st)
+}
+
+func (a *admission) file() statefile.File {
+	return statefile.File{Path: a.path, What: "bridge state", Forget: "join tokens, enrolled keys and revocations"}
 }
 
 func (a *admission) pruneLocked(now time.Time) {

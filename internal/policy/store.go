@@ -1,15 +1,13 @@
 package policy
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/statefile"
 )
 
 // Where a rule came from.
@@ -90,23 +88,11 @@ func OpenStore(path string, config []Rule) (s *Store, warnings []string, err err
 }
 
 func (s *Store) load() error {
-	b, err := os.ReadFile(s.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("policy state %s: %w", s.path, err)
-	}
-	corrupt := func(err error) error {
-		return fmt.Errorf("policy state %s is corrupt (%v): repair it, or remove it to forget the rules added and revoked through the admin API", s.path, err)
-	}
 	var st stateFile
-	if err := json.Unmarshal(b, &st); err != nil {
-		return corrupt(err)
+	if found, err := s.file().Load(&st, &st.Version); err != nil || !found {
+		return err
 	}
-	if st.Version != 1 {
-		return corrupt(fmt.Errorf("unknown version %d", st.Version))
-	}
+	corrupt := s.file().Corrupt
 	for i, sr := range st.Rules {
 		r, err := ParseRule(sr.From, sr.Proto, sr.Ports)
 		if err != nil {
@@ -129,41 +115,18 @@ func (s *Store) saveLocked() error {
 	if s.path == "" {
 		return nil
 	}
-	st := stateFile{Version: 1, Rules: []stateRule{}, Revoked: []stateRevok{}}
+	st := stateFile{Version: statefile.Version, Rules: []stateRule{}, Revoked: []stateRevok{}}
 	for _, e := range s.api {
 		st.Rules = append(st.Rules, stateRule{From: e.From.String(), Proto: e.Proto.String(), Ports: e.Ports.String(), Added: e.Added})
 	}
 	for _, rv := range s.revoked {
 		st.Revoked = append(st.Revoked, stateRevok{From: rv.id.String(), At: rv.at})
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	dir := filepath.Dir(s.path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("policy state: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, ".policy-*.tmp")
-	if err != nil {
-		return fmt.Errorf("policy state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("policy state: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("policy state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("policy state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		return fmt.Errorf("policy state: %w", err)
-	}
-	return nil
+	return s.file().Save(st)
+}
+
+func (s *Store) file() statefile.File {
+	return statefile.File{Path: s.path, What: "policy state", Forget: "the rules added and revoked through the admin API"}
 }
 
 func (s *Store) revokedLocked(id Identity) (revocation, bool) {

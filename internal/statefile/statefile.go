@@ -1,0 +1,85 @@
+// Package statefile keeps a node's small JSON state files (policy changes
+// made through the API, a bridge's tokens and enrolments): versioned,
+// mode 0600, written atomically so that a crash leaves the old file or the
+// new one, never half of one.
+package statefile
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Version is the only state file version so far.
+const Version = 1
+
+// File is one state file.
+type File struct {
+	Path string
+	// What names the file in errors, e.g. "policy state".
+	What string
+	// Forget says what removing the file loses, for the corrupt-file error.
+	Forget string
+}
+
+// Load decodes the file into v, whose Version field version points at.
+// It reports false, and no error, if the file does not exist.
+func (f File) Load(v any, version *int) (bool, error) {
+	b, err := os.ReadFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%s %s: %w", f.What, f.Path, err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return false, f.Corrupt(err)
+	}
+	if *version != Version {
+		return false, f.Corrupt(fmt.Errorf("unknown version %d", *version))
+	}
+	return true, nil
+}
+
+// Corrupt is the error for a file whose content makes no sense.
+func (f File) Corrupt(err error) error {
+	return fmt.Errorf("%s %s is corrupt (%v): repair it, or remove it to forget %s", f.What, f.Path, err, f.Forget)
+}
+
+// Save writes v as indented JSON: a temporary file of mode 0600 in the
+// same directory (created 0700 if missing), synced, then renamed over the
+// old one.
+func (f File) Save(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error { return fmt.Errorf("%s %s: %w", f.What, f.Path, err) }
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+"-*.tmp") // mode 0600
+	if err != nil {
+		return fail(err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fail(err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fail(err)
+	}
+	return nil
+}
