@@ -49,10 +49,10 @@ func peerPath(t *testing.T, tn *testNode, addr string) string {
 	return ""
 }
 
-// Nodes on one bridge reach each other by address alone; the receiver's
-// policy still decides.
-func TestReachByAddressThroughBridge(t *testing.T) {
-	br, alice, bob, mallory := prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob"), prepare(t, "mallory")
+// bridged starts a bridge and alice, bob and mallory registered with it;
+// bob serves tcp/7 and allows alice there, nobody else.
+func bridged(t *testing.T) (br, alice, bob, mallory *testNode) {
+	br, alice, bob, mallory = prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob"), prepare(t, "mallory")
 	br.start(t, bridgeAllowDoc(alice, bob, mallory))
 	alice.start(t, bridgeDoc(br, ""))
 	bob.start(t, bridgeDoc(br, "")+allowDoc(alice.key.Public().String(), "tcp", "7"))
@@ -61,6 +61,13 @@ func TestReachByAddressThroughBridge(t *testing.T) {
 		waitRegistered(t, n)
 	}
 	bob.echoServer(t, 7)
+	return
+}
+
+// Nodes on one bridge reach each other by address alone; the receiver's
+// policy still decides.
+func TestReachByAddressThroughBridge(t *testing.T) {
+	br, alice, bob, mallory := bridged(t)
 
 	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
 	if err != nil {
@@ -127,15 +134,7 @@ func TestBridgeTokenAndRevoke(t *testing.T) {
 // Floods of registrations from unknown keys and of lookups from a member
 // are rate-limited; the other members keep working.
 func TestBridgeUnderFlood(t *testing.T) {
-	br, alice, bob, mallory := prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob"), prepare(t, "mallory")
-	br.start(t, bridgeAllowDoc(alice, bob, mallory))
-	alice.start(t, bridgeDoc(br, ""))
-	bob.start(t, bridgeDoc(br, "")+allowDoc(alice.key.Public().String(), "tcp", "7"))
-	mallory.start(t, bridgeDoc(br, ""))
-	for _, n := range []*testNode{alice, bob, mallory} {
-		waitRegistered(t, n)
-	}
-	bob.echoServer(t, 7)
+	br, alice, bob, mallory := bridged(t)
 
 	brAddr := netip.MustParseAddrPort(br.endpoint())
 	stop := make(chan struct{})
