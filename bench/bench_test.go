@@ -82,3 +82,64 @@ func TestRunCPUPerGB(t *testing.T) {
 		t.Errorf("raw veth DaemonCPUPerGB = %v, want nil", *v)
 	}
 }
+
+func TestMergeResults(t *testing.T) {
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Memory: &MemoryResult{Peers: 1000}, Bridge: &BridgeResult{Date: "old bridge"}}
+	cur := &Results{Date: "new", Bridge: &BridgeResult{Date: "new bridge"}}
+	got := mergeResults(prev, cur, "bridge")
+	if got.Date != "old" || len(got.Scenarios) != 1 || got.Memory == nil || got.Bridge.Date != "new bridge" {
+		t.Errorf("-only bridge: got date %q, %d scenarios, memory %v, bridge %+v; want the old run with the new bridge part", got.Date, len(got.Scenarios), got.Memory, got.Bridge)
+	}
+	if prev.Bridge.Date != "old bridge" {
+		t.Error("mergeResults changed the previous results")
+	}
+	mem := &Results{Date: "new", Memory: &MemoryResult{Peers: 1000}}
+	got = mergeResults(prev, mem, "memory")
+	if got.Date != "new" || len(got.Scenarios) != 0 || got.Bridge == nil || got.Bridge.Date != "old bridge" {
+		t.Errorf("-only memory: got date %q, %d scenarios, bridge %+v; want this run plus the old bridge part", got.Date, len(got.Scenarios), got.Bridge)
+	}
+}
+
+func TestColdLookupSummary(t *testing.T) {
+	c := &ColdLookupResult{
+		RTTMs:      []float64{3, 0, 5, 4}, // 0: no reply, left out
+		CallMs:     []float64{4, 2000, 6, 5},
+		DirectMs:   []float64{10, 0, 30, 20},
+		RegisterMs: []float64{50, 60, 70, 80},
+	}
+	c.summarize()
+	if c.MedianRTTMs != 4 || c.MaxRTTMs != 5 || c.MedianDirectMs != 20 || c.MaxDirectMs != 30 || c.MaxCallMs != 2000 || c.MedianRegister != 65 {
+		t.Errorf("summary = %+v", c)
+	}
+}
+
+func TestThousands(t *testing.T) {
+	for n, want := range map[int64]string{0: "0", 999: "999", 1000: "1,000", 10000: "10,000", 1234567: "1,234,567", -2500: "-2,500"} {
+		if got := thousands64(n); got != want {
+			t.Errorf("thousands64(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestWriteMarkdownBridgeOnly(t *testing.T) {
+	cpu := 1.0
+	run := Run{Streams: 1, BytesReceived: 1e9, BitsPerSecond: 1e9, DaemonCPUSeconds: &cpu, MiddleCPUSeconds: &cpu}
+	sc := func(key string) *ScenarioResult {
+		t := &Throughput{Streams: 1, Runs: []Run{run}}
+		t.summarize()
+		return &ScenarioResult{Key: key, Name: key, Throughput: []*Throughput{t}}
+	}
+	r := &Results{Date: "d", Bridge: &BridgeResult{
+		Date: "d", Repeats: 1, Streams: []int{1},
+		Scenarios: []*ScenarioResult{sc("wg-direct"), sc("wg-hub"), sc("tomoe-relay-udp")},
+		Lookup:    &ColdLookupResult{Repeats: 1, RTTMs: []float64{3}, CallMs: []float64{4}, DirectMs: []float64{5}},
+	}}
+	var b strings.Builder
+	writeMarkdown(&b, r)
+	md := b.String()
+	for _, want := range []string{"## Data plane\n\nNot measured", "## Bridges", "| tomoe-relay-udp | – | 1.00 | 1.00× | 1.00× | 1.00 |", "Bridge capacity", "Not measured"} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

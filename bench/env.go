@@ -79,11 +79,17 @@ func inNS(ctx context.Context, ns, name string, args ...string) (string, error) 
 	return run(ctx, "ip", append([]string{"netns", "exec", ns, name}, args...)...)
 }
 
-// removeNamespaces kills whatever runs in the benchmark's namespaces and
-// deletes them (their veth ends and TUN devices go with them).
+// nsPrefix starts the name of every namespace the benchmark creates.
+const nsPrefix = "tbench-"
+
+// removeNamespaces kills whatever runs in the benchmark's namespaces (all
+// named tbench-*) and deletes them (their veth ends and TUN devices go
+// with them).
 func removeNamespaces() {
-	for _, ns := range []string{nsA, nsB} {
-		if _, err := os.Stat(filepath.Join("/var/run/netns", ns)); err != nil {
+	entries, _ := os.ReadDir("/var/run/netns")
+	for _, ent := range entries {
+		ns := ent.Name()
+		if !strings.HasPrefix(ns, nsPrefix) {
 			continue
 		}
 		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
@@ -99,8 +105,6 @@ func removeNamespaces() {
 
 // setupUnderlay creates the two namespaces joined by a veth pair.
 func (e *env) setupUnderlay(ctx context.Context) error {
-	removeNamespaces() // leftovers of a run that was killed
-	e.onCleanup(removeNamespaces)
 	steps := [][]string{
 		{"ip", "netns", "add", nsA},
 		{"ip", "netns", "add", nsB},
@@ -125,6 +129,12 @@ func (e *env) setupUnderlay(ctx context.Context) error {
 
 // waitFor polls cond every 50 ms until it holds, ctx ends or timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, what string, cond func() bool) error {
+	return pollFor(ctx, timeout, 50*time.Millisecond, what, cond)
+}
+
+// pollFor polls cond every interval until it holds, ctx ends or timeout
+// passes.
+func pollFor(ctx context.Context, timeout, interval time.Duration, what string, cond func() bool) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {
@@ -136,7 +146,7 @@ func waitFor(ctx context.Context, timeout time.Duration, what string, cond func(
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
 }

@@ -1,11 +1,14 @@
 // Command bench measures tomoe's data plane against plain wireguard-go and
-// the raw veth ceiling in one run, and tomoe's memory per peer, and writes
-// the figures to RESULTS.md and results.json. It needs root, iperf3 and
-// wireguard-tools; it builds tomoe and installs the wireguard-go version
-// tomoe pins into a temporary directory. See README.md in this directory.
+// the raw veth ceiling in one run, tomoe's memory per peer, and its bridges
+// (relayed throughput against a wireguard-go hub, cold lookups, a bridge
+// with 10,000 simulated nodes), and writes the figures to RESULTS.md and
+// results.json. It needs root, iperf3, wireguard-tools and nftables; it
+// builds tomoe and installs the wireguard-go version tomoe pins into a
+// temporary directory. See README.md in this directory.
 //
-//	go run ./bench            # full run, about 5-10 minutes
-//	go run ./bench -quick     # smoke test: 1 repeat of 3 s runs
+//	go run ./bench               # full run, about 13 minutes
+//	go run ./bench -quick        # smoke test: 1 repeat of 3 s runs
+//	go run ./bench -only bridge  # just the bridge part, merged into results.json
 //
 // Benchmarks are never pass/fail: targets are written next to the figures.
 package main
@@ -16,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -40,6 +44,8 @@ type options struct {
 	only        string
 	profStreams int
 	render      string
+	// bridgeStreams are the iperf3 -P values of the bridge part.
+	bridgeStreams []int
 }
 
 func main() {
@@ -50,13 +56,22 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "where to write the raw numbers (default: results.json beside -out)")
 	flag.StringVar(&o.wireguardGo, "wireguard-go", "", "use this wireguard-go binary instead of installing the pinned version")
 	flag.StringVar(&o.profiles, "profiles", "", "keep the CPU profiles in this directory (default: discarded)")
-	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile) or \"memory\"")
+	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\" or \"bridge\" (relay, lookups, capacity; replaces just the bridge part of an existing results.json)")
+	bridgeStreams := flag.String("bridge-streams", "1", "comma-separated iperf3 -P values of the bridge part, e.g. 1,4")
 	flag.IntVar(&o.profStreams, "profile-streams", 1, "parallel streams of the profiled tomoe run")
 	flag.StringVar(&o.render, "render", "", "only rewrite -out from this results.json (no measurements, no root needed)")
 	flag.Parse()
-	if o.only != "" && o.only != "dataplane" && o.only != "memory" {
-		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane or memory")
+	if o.only != "" && o.only != "dataplane" && o.only != "memory" && o.only != "bridge" {
+		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory or bridge")
 		os.Exit(2)
+	}
+	for _, f := range strings.Split(*bridgeStreams, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 64 || slices.Contains(o.bridgeStreams, n) {
+			fmt.Fprintln(os.Stderr, "bench: -bridge-streams must be distinct numbers 1..64, e.g. 1,4")
+			os.Exit(2)
+		}
+		o.bridgeStreams = append(o.bridgeStreams, n)
 	}
 	if o.repeats < 1 || o.repeats > 50 {
 		fmt.Fprintln(os.Stderr, "bench: -repeats must be 1..50")
@@ -86,9 +101,13 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root: the benchmark creates network namespaces and TUN devices")
 	}
-	for _, tool := range []string{"ip", "ss", "ping", "iperf3", "wg", "go"} {
+	tools := []string{"ip", "ss", "ping", "iperf3", "wg", "go"}
+	if o.runs("bridge") {
+		tools = append(tools, "nft")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found: apt-get install -y iperf3 wireguard-tools iproute2 iputils-ping (and Go)", tool)
+			return fmt.Errorf("%s not found: apt-get install -y iperf3 wireguard-tools iproute2 iputils-ping nftables (and Go)", tool)
 		}
 	}
 	root, err := moduleRoot(ctx)
@@ -112,12 +131,11 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 	res.Machine = machineInfo()
 
 	log.Info("building", "work", work)
-	tomoeBin, usbenchBin := filepath.Join(work, "tomoe"), filepath.Join(work, "usbench")
-	if err := build(ctx, root, tomoeBin, "./cmd/tomoe"); err != nil {
-		return err
-	}
-	if err := build(ctx, root, usbenchBin, "./bench/usbench"); err != nil {
-		return err
+	tomoeBin, usbenchBin, simBin := filepath.Join(work, "tomoe"), filepath.Join(work, "usbench"), filepath.Join(work, "bridgesim")
+	for _, b := range []struct{ out, pkg string }{{tomoeBin, "./cmd/tomoe"}, {usbenchBin, "./bench/usbench"}, {simBin, "./bench/bridgesim"}} {
+		if err := build(ctx, root, b.out, b.pkg); err != nil {
+			return err
+		}
 	}
 	wgVersion, err := goOutput(ctx, root, "list", "-m", "-f", "{{.Version}}", "golang.zx2c4.com/wireguard")
 	if err != nil {
@@ -134,8 +152,12 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 		res.Versions.WireGuardGo += " (binary given with -wireguard-go: " + o.wireguardGo + ")"
 	}
 
-	if err := e.setupUnderlay(ctx); err != nil {
-		return err
+	removeNamespaces() // leftovers of a run that was killed
+	e.onCleanup(removeNamespaces)
+	if o.runs("dataplane") || o.runs("memory") {
+		if err := e.setupUnderlay(ctx); err != nil {
+			return err
+		}
 	}
 	profDir := work
 	if o.profiles != "" {
@@ -148,16 +170,24 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
-	b := bins{tomoe: tomoeBin, usbench: usbenchBin, wireguardGo: wgBin}
-	if o.only != "memory" {
+	b := bins{tomoe: tomoeBin, usbench: usbenchBin, bridgesim: simBin, wireguardGo: wgBin}
+	if o.runs("dataplane") {
 		if err := e.dataPlane(ctx, b, res, profSecs, o.profStreams, profDir); err != nil {
 			return err
 		}
 	}
-	if o.only != "dataplane" {
+	if o.runs("memory") {
 		log.Info("memory per peer", "peers", 1000)
 		if res.Memory, err = e.measureMemory(ctx, tomoeBin, wgBin, 1000, memSettle, memLate, profDir); err != nil {
 			res.fail(log, "memory", err)
+		}
+	}
+	if o.runs("bridge") {
+		// The data-plane namespaces are idle by now; drop them so that
+		// the bridge part has the machine to itself.
+		removeNamespaces()
+		if res.Bridge, err = e.runBridgePart(ctx, o, b, res); err != nil {
+			return err
 		}
 	}
 	if ctx.Err() != nil {
@@ -169,9 +199,36 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 	return writeResults(o, res, log)
 }
 
+// runs reports whether the run includes part ("dataplane", "memory" or
+// "bridge").
+func (o options) runs(part string) bool { return o.only == "" || o.only == part }
+
+// runBridgePart measures the bridge part with the run's settings.
+func (e *env) runBridgePart(ctx context.Context, o options, b bins, res *Results) (*BridgeResult, error) {
+	started := time.Now()
+	br := &BridgeResult{
+		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: res.Repeats, RunSeconds: res.RunSeconds,
+		Streams: o.bridgeStreams, PingCount: res.PingCount, LoadavgStart: loadavg(),
+		Tomoe: res.Versions.Tomoe, WireGuardGo: res.Versions.WireGuardGo,
+	}
+	p := bridgeParams{
+		repeats: res.Repeats, runSeconds: res.RunSeconds, streams: o.bridgeStreams, pingCount: res.PingCount,
+		coldLookups: 10, simNodes: 10000, lookupSeconds: 5, settle: 3 * time.Second,
+	}
+	if o.quick {
+		p.coldLookups, p.lookupSeconds = 3, 2
+	}
+	if err := e.bridgePart(ctx, b, p, br); err != nil {
+		return nil, err
+	}
+	br.LoadavgEnd = loadavg()
+	br.DurationSeconds = time.Since(started).Seconds()
+	return br, nil
+}
+
 // bins are the programs the benchmark runs.
 type bins struct {
-	tomoe, usbench, wireguardGo string
+	tomoe, usbench, bridgesim, wireguardGo string
 }
 
 // fail records an error that ends one part of the benchmark but not the run.
@@ -185,27 +242,27 @@ func (r *Results) fail(log *slog.Logger, what string, err error) {
 func (e *env) dataPlane(ctx context.Context, b bins, res *Results, profSecs, profStreams int, profDir string) error {
 	log := e.log
 	log.Info("setting up the four data-plane scenarios")
-	server, err := e.iperfServer(ctx)
+	server, err := e.iperfServer(ctx, nsB)
 	if err != nil {
 		return err
 	}
 	raw := &scenario{
 		res:   &ScenarioResult{Key: "raw", Name: "raw veth", Target: underlayB},
-		pings: []func(context.Context) (PingResult, error){kernelPing(res.PingCount, underlayB)},
+		pings: []func(context.Context) (PingResult, error){kernelPing(nsA, res.PingCount, underlayB)},
 	}
-	raw.traffic = e.iperfTraffic(underlayB, &server)
+	raw.traffic = e.iperfTraffic(nsA, nsB, underlayB, &server)
 	scenarios := []*scenario{raw}
 	if sc, err := e.setupWireGuard(ctx, b.wireguardGo, res.PingCount); err != nil {
 		res.fail(log, "wireguard-go setup", err)
 	} else {
-		sc.traffic = e.iperfTraffic(sc.res.Target, &server)
+		sc.traffic = e.iperfTraffic(nsA, nsB, sc.res.Target, &server)
 		scenarios = append(scenarios, sc)
 	}
 	tk, kernelNodes, err := e.setupTomoeKernel(ctx, b.tomoe, res.PingCount)
 	if err != nil {
 		res.fail(log, "tomoe kernel setup", err)
 	} else {
-		tk.traffic = e.iperfTraffic(tk.res.Target, &server)
+		tk.traffic = e.iperfTraffic(nsA, nsB, tk.res.Target, &server)
 		scenarios = append(scenarios, tk)
 	}
 	if sc, err := e.setupTomoeUserspace(ctx, b.usbench, b.tomoe, res.PingCount); err != nil {
@@ -227,24 +284,41 @@ func (e *env) dataPlane(ctx context.Context, b bins, res *Results, profSecs, pro
 	}
 	for _, sc := range scenarios {
 		res.Scenarios = append(res.Scenarios, sc.res)
-		for _, n := range streamCounts {
+	}
+	if err := measureInterleaved(ctx, log, scenarios, streamCounts, res.Repeats, res.RunSeconds); err != nil {
+		return err
+	}
+	measurePings(ctx, log, scenarios)
+
+	if tk != nil {
+		log.Info("profiling tomoe kernel mode", "seconds", profSecs, "streams", profStreams)
+		if res.Profile, err = e.profileTomoe(ctx, tk, kernelNodes, b.tomoe, profSecs, profStreams, profDir); err != nil {
+			res.fail(log, "profile", err)
+		}
+	}
+	return ctx.Err()
+}
+
+// measureInterleaved measures every scenario's throughput: every
+// scenario once per repeat and stream count, in reverse order on even
+// repeats so that no scenario always runs right after the same other one.
+// It then fills in the medians.
+func measureInterleaved(ctx context.Context, log *slog.Logger, scenarios []*scenario, streams []int, repeats int, secs float64) error {
+	for _, sc := range scenarios {
+		for _, n := range streams {
 			sc.res.Throughput = append(sc.res.Throughput, &Throughput{Streams: n})
 		}
 	}
-
-	// Interleaved: every scenario once per repeat and stream count, in
-	// reverse order on even repeats so that no scenario always runs right
-	// after the same other one.
-	for rep := 1; rep <= res.Repeats; rep++ {
+	for rep := 1; rep <= repeats; rep++ {
 		order := slices.Clone(scenarios)
 		if rep%2 == 0 {
 			slices.Reverse(order)
 		}
-		for _, n := range streamCounts {
+		for _, n := range streams {
 			for _, sc := range order {
 				log.Info("throughput", "scenario", sc.res.Name, "streams", n, "repeat", rep)
 				load := loadavg()
-				r, err := sc.measure(ctx, n, res.RunSeconds)
+				r, err := sc.measure(ctx, n, secs)
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
@@ -265,7 +339,11 @@ func (e *env) dataPlane(ctx context.Context, b bins, res *Results, profSecs, pro
 			t.summarize()
 		}
 	}
+	return nil
+}
 
+// measurePings takes every scenario's latency measurements.
+func measurePings(ctx context.Context, log *slog.Logger, scenarios []*scenario) {
 	for _, sc := range scenarios {
 		for _, ping := range sc.pings {
 			log.Info("latency", "scenario", sc.res.Name)
@@ -277,17 +355,18 @@ func (e *env) dataPlane(ctx context.Context, b bins, res *Results, profSecs, pro
 			sc.res.Pings = append(sc.res.Pings, pr)
 		}
 	}
-
-	if tk != nil {
-		log.Info("profiling tomoe kernel mode", "seconds", profSecs, "streams", profStreams)
-		if res.Profile, err = e.profileTomoe(ctx, tk, kernelNodes, b.tomoe, profSecs, profStreams, profDir); err != nil {
-			res.fail(log, "profile", err)
-		}
-	}
-	return ctx.Err()
 }
 
 func writeResults(o options, res *Results, log *slog.Logger) error {
+	if o.only != "" {
+		prev, err := loadResults(o.jsonOut)
+		switch {
+		case err == nil:
+			res = mergeResults(prev, res, o.only)
+		case !errors.Is(err, fs.ErrNotExist):
+			log.Warn("cannot read the previous results; writing this run's alone", "file", o.jsonOut, "err", err)
+		}
+	}
 	var md strings.Builder
 	writeMarkdown(&md, res)
 	if err := os.WriteFile(o.out, []byte(md.String()), 0o644); err != nil {
@@ -306,17 +385,42 @@ func writeResults(o options, res *Results, log *slog.Logger) error {
 
 // render rewrites the Markdown report from a results.json.
 func render(from, to string) error {
-	b, err := os.ReadFile(from)
+	res, err := loadResults(from)
 	if err != nil {
 		return err
 	}
+	var md strings.Builder
+	writeMarkdown(&md, res)
+	return os.WriteFile(to, []byte(md.String()), 0o644)
+}
+
+func loadResults(path string) (*Results, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
 	var res Results
 	if err := json.Unmarshal(b, &res); err != nil {
-		return fmt.Errorf("%s: %w", from, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	var md strings.Builder
-	writeMarkdown(&md, &res)
-	return os.WriteFile(to, []byte(md.String()), 0o644)
+	return &res, nil
+}
+
+// mergeResults combines a run of one part (-only) with the results of an
+// earlier run. The bridge part carries its own date and settings, so
+// `-only bridge` replaces just it and keeps everything else, and the
+// other parts keep an earlier bridge part; they still replace the rest,
+// which describes one run.
+func mergeResults(prev, cur *Results, only string) *Results {
+	if only == "bridge" {
+		out := *prev
+		out.Bridge = cur.Bridge
+		return &out
+	}
+	if cur.Bridge == nil {
+		cur.Bridge = prev.Bridge
+	}
+	return cur
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -58,10 +58,15 @@ func writeMarkdown(w io.Writer, r *Results) {
 		}
 		p("\n")
 	}
-	writeThroughput(p, r)
-	writeCPU(p, r)
-	writeLatency(p, r)
+	if len(r.Scenarios) > 0 {
+		writeThroughput(p, r)
+		writeCPU(p, r)
+		writeLatency(p, r)
+	} else {
+		p("## Data plane\n\nNot measured in this run (`go run ./bench -only dataplane` measures it).\n\n")
+	}
 	writeMemory(p, r.Memory)
+	writeBridge(p, r)
 	writeProfile(p, r.Profile)
 	writeMethod(p, r)
 }

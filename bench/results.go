@@ -20,7 +20,10 @@ type Results struct {
 	Scenarios       []*ScenarioResult `json:"scenarios"`
 	Memory          *MemoryResult     `json:"memory,omitempty"`
 	Profile         *ProfileResult    `json:"profile,omitempty"`
-	Errors          []string          `json:"errors,omitempty"`
+	// Bridge is the bridge part. It carries its own date and parameters:
+	// `-only bridge` replaces just this part of an earlier results.json.
+	Bridge *BridgeResult `json:"bridge,omitempty"`
+	Errors []string      `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -44,9 +47,12 @@ type Versions struct {
 
 // ScenarioResult is one data-plane scenario's figures.
 type ScenarioResult struct {
-	Key        string        `json:"key"`
-	Name       string        `json:"name"`
-	Target     string        `json:"target"`
+	Key    string `json:"key"`
+	Name   string `json:"name"`
+	Target string `json:"target"`
+	// Path is how tomoe's packets went, as the sender's `tomoe peers`
+	// reported it after the runs (bridge scenarios only).
+	Path       string        `json:"path,omitempty"`
 	Throughput []*Throughput `json:"throughput"`
 	Pings      []PingResult  `json:"pings"`
 	Errors     []string      `json:"errors,omitempty"`
@@ -61,6 +67,9 @@ type Throughput struct {
 	// seconds per 10^9 bytes received; nil where there is no daemon.
 	MedianDaemonCPUPerGB  *float64 `json:"median_daemon_cpu_s_per_gb"`
 	MedianMachineCPUPerGB float64  `json:"median_machine_cpu_s_per_gb"`
+	// MedianMiddleCPUPerGB is the same for the middle process alone
+	// (bridge or hub); nil where there is none.
+	MedianMiddleCPUPerGB *float64 `json:"median_middle_cpu_s_per_gb,omitempty"`
 }
 
 // Run is one throughput measurement.
@@ -74,6 +83,9 @@ type Run struct {
 	// DaemonCPUSeconds is utime+stime of the scenario's daemons during
 	// the run (nil for raw veth).
 	DaemonCPUSeconds *float64 `json:"daemon_cpu_seconds,omitempty"`
+	// MiddleCPUSeconds is the part of DaemonCPUSeconds spent by the
+	// process in the middle (bridge or wireguard-go hub), if any.
+	MiddleCPUSeconds *float64 `json:"middle_cpu_seconds,omitempty"`
 	// MachineCPUSeconds is the busy time of all CPUs during the run.
 	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
 	Loadavg           string  `json:"loadavg"` // before the run
@@ -88,6 +100,16 @@ func (r Run) DaemonCPUPerGB() *float64 {
 	return &v
 }
 
+// MiddleCPUPerGB is the middle process's CPU seconds per 10^9 bytes
+// received.
+func (r Run) MiddleCPUPerGB() *float64 {
+	if r.MiddleCPUSeconds == nil || r.BytesReceived == 0 {
+		return nil
+	}
+	v := *r.MiddleCPUSeconds / (float64(r.BytesReceived) / 1e9)
+	return &v
+}
+
 // MachineCPUPerGB is the whole machine's CPU seconds per 10^9 bytes received.
 func (r Run) MachineCPUPerGB() float64 {
 	if r.BytesReceived == 0 {
@@ -98,13 +120,20 @@ func (r Run) MachineCPUPerGB() float64 {
 
 // summarize fills in the medians.
 func (t *Throughput) summarize() {
-	var bps, daemon, machine []float64
+	var bps, daemon, middle, machine []float64
 	for _, r := range t.Runs {
 		bps = append(bps, r.BitsPerSecond)
 		machine = append(machine, r.MachineCPUPerGB())
 		if v := r.DaemonCPUPerGB(); v != nil {
 			daemon = append(daemon, *v)
 		}
+		if v := r.MiddleCPUPerGB(); v != nil {
+			middle = append(middle, *v)
+		}
+	}
+	if len(middle) > 0 {
+		v := median(middle)
+		t.MedianMiddleCPUPerGB = &v
 	}
 	t.MedianBitsPerSecond = median(bps)
 	t.MedianMachineCPUPerGB = median(machine)
@@ -188,6 +217,90 @@ type ProfileSide struct {
 type Component struct {
 	Name        string  `json:"name"`
 	FlatPercent float64 `json:"flat_percent"`
+}
+
+// BridgeResult is the bridge part: relayed and direct throughput through
+// a middle namespace, cold lookups, and a bridge's capacity.
+type BridgeResult struct {
+	Date            string  `json:"date"` // RFC 3339, start of the part
+	Quick           bool    `json:"quick"`
+	Repeats         int     `json:"repeats"`
+	RunSeconds      float64 `json:"run_seconds"`
+	Streams         []int   `json:"streams"`
+	PingCount       int     `json:"ping_count"`
+	DurationSeconds float64 `json:"duration_seconds"`
+	LoadavgStart    string  `json:"loadavg_start"`
+	LoadavgEnd      string  `json:"loadavg_end"`
+	Tomoe           string  `json:"tomoe"`        // as Versions.Tomoe
+	WireGuardGo     string  `json:"wireguard_go"` // as Versions.WireGuardGo
+	// Scenarios are keyed wg-direct, wg-hub, tomoe-direct, tomoe-relay-udp
+	// and tomoe-relay-tcp.
+	Scenarios []*ScenarioResult `json:"scenarios"`
+	// Lookup is on the line where the path can go direct; LookupRelay
+	// on the one where it stays relayed over UDP.
+	Lookup      *ColdLookupResult `json:"cold_lookup,omitempty"`
+	LookupRelay *ColdLookupResult `json:"cold_lookup_relay,omitempty"`
+	Capacity    *CapacityResult   `json:"capacity,omitempty"`
+	Errors      []string          `json:"errors,omitempty"`
+}
+
+// ColdLookupResult is the first packet of a freshly started node to an
+// address it does not know, repeated.
+type ColdLookupResult struct {
+	Repeats int `json:"repeats"`
+	// RegisterMs is process start until the bridge status said registered.
+	RegisterMs []float64 `json:"register_ms"`
+	// RTTMs is the first echo's round trip as the node timed it (from
+	// injecting the request, so lookup and handshake included); 0 for no
+	// reply.
+	RTTMs []float64 `json:"rtt_ms"`
+	// CallMs is the wall time of the admin API ping call.
+	CallMs []float64 `json:"call_ms"`
+	// DirectMs is the first packet until `peers` showed path "direct";
+	// 0 if it did not within the timeout. Empty where the path cannot be
+	// direct.
+	DirectMs []float64 `json:"direct_ms,omitempty"`
+	Failures []string  `json:"failures,omitempty"`
+
+	MedianRTTMs    float64 `json:"median_rtt_ms"`
+	MaxRTTMs       float64 `json:"max_rtt_ms"`
+	MedianCallMs   float64 `json:"median_call_ms"`
+	MaxCallMs      float64 `json:"max_call_ms"`
+	MedianDirectMs float64 `json:"median_direct_ms"`
+	MaxDirectMs    float64 `json:"max_direct_ms"`
+	MedianRegister float64 `json:"median_register_ms"`
+}
+
+// CapacityResult is one userspace-mode bridge with many simulated
+// registered nodes (bench/bridgesim).
+type CapacityResult struct {
+	Nodes      int `json:"nodes"`      // simulated nodes
+	Registered int `json:"registered"` // as the simulator counted Registered answers
+	// Listed is len(`tomoe bridge nodes --json`) after the registrations.
+	Listed            int       `json:"listed"`
+	RegisterSeconds   float64   `json:"register_seconds"`
+	RegisterResends   int       `json:"register_resends"`
+	Refused           int       `json:"refused"`
+	Before            memSample `json:"before"`           // no registrations
+	After             memSample `json:"after"`            // all registered, idle
+	AfterLookups      memSample `json:"after_lookups"`    // after the lookup load
+	RSSPerNodeKB      float64   `json:"rss_per_node_kb"`  // (After - Before) / Registered
+	HeapPerNodeKB     float64   `json:"heap_per_node_kb"` // likewise for the Go heap in use after GC
+	LookupSeconds     float64   `json:"lookup_seconds"`
+	Window            int       `json:"window"` // outstanding lookups kept
+	Requesters        int       `json:"requesters"`
+	LookupsSent       int64     `json:"lookups_sent"`
+	LookupsAnswered   int64     `json:"lookups_answered"` // found, with the right key
+	LookupsWrong      int64     `json:"lookups_wrong"`    // answered, but not found or the wrong key
+	LookupsLost       int64     `json:"lookups_lost"`     // no answer within 1 s
+	Introductions     int64     `json:"introductions"`    // Introduce messages the targets received
+	LookupsPerSecond  float64   `json:"lookups_per_second"`
+	LookupMedianMs    float64   `json:"lookup_median_ms"`
+	LookupP99Ms       float64   `json:"lookup_p99_ms"`
+	BridgeCPUSeconds  float64   `json:"bridge_cpu_seconds"`  // during the lookup load
+	SimCPUSeconds     float64   `json:"sim_cpu_seconds"`     // likewise, the load generator
+	MachineCPUSeconds float64   `json:"machine_cpu_seconds"` // likewise, all CPUs
+	Notes             []string  `json:"notes,omitempty"`
 }
 
 // median of xs (not modified); 0 for none.

@@ -40,13 +40,25 @@ type scenario struct {
 	daemons []*proc
 	// traffic sends from A to B for secs seconds over streams connections.
 	traffic func(ctx context.Context, streams int, secs float64) (Run, error)
+	// middle is the process between the two ends that the traffic passes
+	// through (a bridge, a wireguard-go hub), or nil. Its CPU time is
+	// charged to the scenario too, and also reported on its own.
+	middle *proc
 	// pings are the latency measurements to take.
 	pings []func(ctx context.Context) (PingResult, error)
 }
 
+// procs are the daemons and the middle process.
+func (s *scenario) procs() []*proc {
+	if s.middle == nil {
+		return s.daemons
+	}
+	return append(slices.Clone(s.daemons), s.middle)
+}
+
 func (s *scenario) pids() []int {
 	var out []int
-	for _, p := range s.daemons {
+	for _, p := range s.procs() {
 		out = append(out, p.Pid())
 	}
 	return out
@@ -54,7 +66,7 @@ func (s *scenario) pids() []int {
 
 // measure runs traffic once and adds the CPU time spent meanwhile.
 func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run, error) {
-	for _, p := range s.daemons {
+	for _, p := range s.procs() {
 		if err := p.failure(); err != nil {
 			return Run{}, err
 		}
@@ -62,6 +74,12 @@ func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run,
 	d0, err := cpuSum(s.pids())
 	if err != nil {
 		return Run{}, err
+	}
+	var mid0 float64
+	if s.middle != nil {
+		if mid0, err = cpuSeconds(s.middle.Pid()); err != nil {
+			return Run{}, err
+		}
 	}
 	m0, err := machineBusySeconds()
 	if err != nil {
@@ -81,18 +99,26 @@ func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run,
 		v := d1 - d0
 		r.DaemonCPUSeconds = &v
 	}
+	if s.middle != nil {
+		mid1, err := cpuSeconds(s.middle.Pid())
+		if err != nil {
+			return Run{}, err
+		}
+		v := mid1 - mid0
+		r.MiddleCPUSeconds = &v
+	}
 	return r, nil
 }
 
-// iperfServer runs iperf3 -s in namespace B; raw veth, wireguard-go and
-// tomoe kernel share it (one test at a time).
-func (e *env) iperfServer(ctx context.Context) (*proc, error) {
-	p, err := e.start(nsB, "iperf3-server", false, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
+// iperfServer runs iperf3 -s in namespace ns; the scenarios whose
+// traffic ends there share it (one test at a time).
+func (e *env) iperfServer(ctx context.Context, ns string) (*proc, error) {
+	p, err := e.start(ns, "iperf3-server-"+ns, false, nil, "iperf3", "-s", "-p", strconv.Itoa(iperfPort))
 	if err != nil {
 		return nil, err
 	}
-	err = waitFor(ctx, 10*time.Second, "iperf3 server", func() bool {
-		out, _ := inNS(ctx, nsB, "ss", "-Htln", "sport", "= :"+strconv.Itoa(iperfPort))
+	err = waitFor(ctx, 10*time.Second, "iperf3 server in "+ns, func() bool {
+		out, _ := inNS(ctx, ns, "ss", "-Htln", "sport", "= :"+strconv.Itoa(iperfPort))
 		return strings.TrimSpace(out) != "" || p.exited()
 	})
 	if err == nil {
@@ -102,30 +128,31 @@ func (e *env) iperfServer(ctx context.Context) (*proc, error) {
 }
 
 // iperfTraffic returns a traffic function that runs iperf3 -c target in
-// namespace A. A failed run restarts the server and retries once: a client
-// that died mid-test can leave iperf3 -s stuck.
-func (e *env) iperfTraffic(target string, server **proc) func(context.Context, int, float64) (Run, error) {
+// namespace from, against the server in namespace to. A failed run
+// restarts the server and retries once: a client that died mid-test can
+// leave iperf3 -s stuck.
+func (e *env) iperfTraffic(from, to, target string, server **proc) func(context.Context, int, float64) (Run, error) {
 	return func(ctx context.Context, streams int, secs float64) (Run, error) {
-		r, err := iperfOnce(ctx, target, streams, secs)
+		r, err := iperfOnce(ctx, from, target, streams, secs)
 		if err == nil || ctx.Err() != nil {
 			return r, err
 		}
 		e.log.Warn("iperf3 failed; restarting the server and retrying once", "target", target, "err", err)
 		(*server).stop(2 * time.Second)
-		s, serr := e.iperfServer(ctx)
+		s, serr := e.iperfServer(ctx, to)
 		if serr != nil {
 			return Run{}, errors.Join(err, serr)
 		}
 		*server = s
-		return iperfOnce(ctx, target, streams, secs)
+		return iperfOnce(ctx, from, target, streams, secs)
 	}
 }
 
-func iperfOnce(ctx context.Context, target string, streams int, secs float64) (Run, error) {
+func iperfOnce(ctx context.Context, ns, target string, streams int, secs float64) (Run, error) {
 	t := int(secs + 0.5)
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(t+30)*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", nsA, "iperf3", "-c", target, "-p", strconv.Itoa(iperfPort),
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "iperf3", "-c", target, "-p", strconv.Itoa(iperfPort),
 		"-t", strconv.Itoa(t), "-P", strconv.Itoa(streams), "-J", "--connect-timeout", "5000")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -158,10 +185,10 @@ func iperfOnce(ctx context.Context, target string, streams int, secs float64) (R
 		BytesSent: out.End.SumSent.Bytes, Retransmits: &out.End.SumSent.Retransmits}, nil
 }
 
-// kernelPing runs the system ping in namespace A.
-func kernelPing(count int, target string) func(context.Context) (PingResult, error) {
+// kernelPing runs the system ping in namespace ns.
+func kernelPing(ns string, count int, target string) func(context.Context) (PingResult, error) {
 	return func(ctx context.Context) (PingResult, error) {
-		out, err := inNS(ctx, nsA, "ping", "-n", "-c", strconv.Itoa(count), "-i", "0.05", target)
+		out, err := inNS(ctx, ns, "ping", "-n", "-c", strconv.Itoa(count), "-i", "0.05", target)
 		res := PingResult{Tool: "ping -i 0.05", Sent: count}
 		for line := range strings.Lines(out) {
 			_, v, ok := strings.Cut(line, " time=")
@@ -228,74 +255,98 @@ func writeKeyFile(path string, k identity.PrivateKey) error {
 	return os.WriteFile(path, []byte(k.Base64()+"\n"), 0o600)
 }
 
+// wgDevice is one plain wireguard-go process and its interface.
+type wgDevice struct {
+	ns, ifname string
+	key        identity.PrivateKey
+	pub        identity.PublicKey
+	proc       *proc
+}
+
+// startWireGuardGo starts `wireguard-go -f ifname` in ns with a new key
+// and waits for its UAPI socket.
+func (e *env) startWireGuardGo(ctx context.Context, wgBin, ns, ifname string) (*wgDevice, error) {
+	d := &wgDevice{ns: ns, ifname: ifname}
+	var err error
+	if d.key, d.pub, err = newKey(); err != nil {
+		return nil, err
+	}
+	// The UAPI sockets live in /var/run/wireguard, shared by all
+	// namespaces: a stale one would make wg talk to nothing.
+	sock := "/var/run/wireguard/" + ifname + ".sock"
+	os.Remove(sock)
+	e.onCleanup(func() { os.Remove(sock) })
+	if d.proc, err = e.start(ns, "wireguard-go-"+ifname, false, []string{"LOG_LEVEL=error"}, wgBin, "-f", ifname); err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, 10*time.Second, "wireguard-go "+ifname, func() bool {
+		_, err := os.Stat(sock)
+		return err == nil || d.proc.exited()
+	}); err != nil {
+		return nil, err
+	}
+	return d, d.proc.failure()
+}
+
+// wgPeer is one peer of a wireguard-go device.
+type wgPeer struct {
+	pub                  identity.PublicKey
+	endpoint, allowedIPs string
+}
+
+// configure gives the device its key, UDP port and peers with wg(8), and
+// brings the interface up with the address prefix addr and MTU mtu.
+func (d *wgDevice) configure(ctx context.Context, work string, port int, addr string, peers []wgPeer) error {
+	keyFile := filepath.Join(work, d.ifname+".key")
+	if err := writeKeyFile(keyFile, d.key); err != nil {
+		return err
+	}
+	set := []string{"ip", "netns", "exec", d.ns, "wg", "set", d.ifname, "private-key", keyFile, "listen-port", strconv.Itoa(port)}
+	for _, p := range peers {
+		set = append(set, "peer", p.pub.String(), "endpoint", p.endpoint, "allowed-ips", p.allowedIPs)
+	}
+	steps := [][]string{
+		set,
+		{"ip", "-n", d.ns, "link", "set", d.ifname, "mtu", strconv.Itoa(mtu)},
+		{"ip", "-n", d.ns, "addr", "add", addr, "dev", d.ifname, "nodad"},
+		{"ip", "-n", d.ns, "link", "set", d.ifname, "up"},
+	}
+	for _, st := range steps {
+		if _, err := run(ctx, st[0], st[1:]...); err != nil {
+			return fmt.Errorf("wireguard-go %s: %w", d.ifname, err)
+		}
+	}
+	return nil
+}
+
 // setupWireGuard starts plain wireguard-go in both namespaces, configured
 // with wg(8) through its UAPI socket.
 func (e *env) setupWireGuard(ctx context.Context, wgBin string, pingCount int) (*scenario, error) {
-	type side struct {
-		ns, ifname, addr, peerUnderlay string
-		key                            identity.PrivateKey
-		pub                            identity.PublicKey
-		proc                           *proc
+	a, err := e.startWireGuardGo(ctx, wgBin, nsA, "wga")
+	if err != nil {
+		return nil, err
 	}
-	a := &side{ns: nsA, ifname: "wga", addr: "fd99::1", peerUnderlay: underlayB}
-	b := &side{ns: nsB, ifname: "wgb", addr: "fd99::2", peerUnderlay: underlayA}
-	for _, s := range []*side{a, b} {
-		var err error
-		if s.key, s.pub, err = newKey(); err != nil {
-			return nil, err
-		}
-		// The UAPI sockets live in /var/run/wireguard, shared by all
-		// namespaces: a stale one would make wg talk to nothing.
-		sock := "/var/run/wireguard/" + s.ifname + ".sock"
-		os.Remove(sock)
-		e.onCleanup(func() { os.Remove(sock) })
-		p, err := e.start(s.ns, "wireguard-go-"+s.ifname, false, []string{"LOG_LEVEL=error"}, wgBin, "-f", s.ifname)
-		if err != nil {
-			return nil, err
-		}
-		s.proc = p
-		if err := waitFor(ctx, 10*time.Second, "wireguard-go "+s.ifname, func() bool {
-			_, err := os.Stat(sock)
-			return err == nil || p.exited()
-		}); err != nil {
-			return nil, err
-		}
-		if err := p.failure(); err != nil {
-			return nil, err
-		}
+	b, err := e.startWireGuardGo(ctx, wgBin, nsB, "wgb")
+	if err != nil {
+		return nil, err
 	}
-	for _, s := range []*side{a, b} {
-		peer := b
-		if s == b {
-			peer = a
-		}
-		keyFile := filepath.Join(e.work, s.ifname+".key")
-		if err := writeKeyFile(keyFile, s.key); err != nil {
-			return nil, err
-		}
-		steps := [][]string{
-			{"ip", "netns", "exec", s.ns, "wg", "set", s.ifname, "private-key", keyFile, "listen-port", "51820",
-				"peer", peer.pub.String(), "endpoint", s.peerUnderlay + ":51820", "allowed-ips", peer.addr + "/128"},
-			{"ip", "-n", s.ns, "link", "set", s.ifname, "mtu", strconv.Itoa(mtu)},
-			{"ip", "-n", s.ns, "addr", "add", s.addr + "/64", "dev", s.ifname, "nodad"},
-			{"ip", "-n", s.ns, "link", "set", s.ifname, "up"},
-		}
-		for _, st := range steps {
-			if _, err := run(ctx, st[0], st[1:]...); err != nil {
-				return nil, fmt.Errorf("wireguard-go: %w", err)
-			}
-		}
+	const addrA, addrB = "fd99::1", "fd99::2"
+	if err := a.configure(ctx, e.work, 51820, addrA+"/64", []wgPeer{{b.pub, underlayB + ":51820", addrB + "/128"}}); err != nil {
+		return nil, err
+	}
+	if err := b.configure(ctx, e.work, 51820, addrB+"/64", []wgPeer{{a.pub, underlayA + ":51820", addrA + "/128"}}); err != nil {
+		return nil, err
 	}
 	if err := waitFor(ctx, 15*time.Second, "ping over wireguard-go", func() bool {
-		_, err := inNS(ctx, nsA, "ping", "-n", "-c", "1", "-W", "1", b.addr)
+		_, err := inNS(ctx, nsA, "ping", "-n", "-c", "1", "-W", "1", addrB)
 		return err == nil
 	}); err != nil {
 		return nil, err
 	}
 	return &scenario{
-		res:     &ScenarioResult{Key: "wireguard-go", Name: "wireguard-go", Target: b.addr},
+		res:     &ScenarioResult{Key: "wireguard-go", Name: "wireguard-go", Target: addrB},
 		daemons: []*proc{a.proc, b.proc},
-		pings:   []func(context.Context) (PingResult, error){kernelPing(pingCount, b.addr)},
+		pings:   []func(context.Context) (PingResult, error){kernelPing(nsA, pingCount, addrB)},
 	}, nil
 }
 
@@ -328,12 +379,20 @@ type peerEntry struct {
 // writeConfig writes the node's config: the given mode and UDP port, the
 // static peers, and an allow-everything rule.
 func (n *tomoeNode) writeConfig(mode string, port int, peers []peerEntry) error {
+	return n.writeConfigWith(mode, port, peers, "")
+}
+
+// writeConfigWith is writeConfig with extra TOML tables at the end.
+func (n *tomoeNode) writeConfigWith(mode string, port int, peers []peerEntry, extra string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "key_file = %q\n\n[tun]\nmode = %q\nname = \"tomoe0\"\nmtu = %d\n\n", filepath.Join(n.dir, "node.key"), mode, mtu)
 	fmt.Fprintf(&b, "[listen]\nudp = \"0.0.0.0:%d\"\n\n[admin]\nsocket = %q\n\n[log]\nlevel = \"warn\"\n\n", port, n.sock)
 	fmt.Fprintf(&b, "[policy]\nstate_file = %q\n\n[[policy.allow]]\nfrom = \"*\"\n", filepath.Join(n.dir, "policy.json"))
 	for _, p := range peers {
 		fmt.Fprintf(&b, "\n[[peers]]\npublic_key = %q\nendpoint = %q\n", p.key.String(), p.endpoint)
+	}
+	if extra != "" {
+		b.WriteString("\n" + extra)
 	}
 	return os.WriteFile(n.config, []byte(b.String()), 0o600)
 }
@@ -392,13 +451,13 @@ func (e *env) setupTomoeKernel(ctx context.Context, tomoeBin string, pingCount i
 		procs = append(procs, p)
 	}
 	target := b.pub.Address().String()
-	if err := warmUp(ctx, "ping over tomoe kernel", kernelPing(1, target)); err != nil {
+	if err := warmUp(ctx, "ping over tomoe kernel", kernelPing(nsA, 1, target)); err != nil {
 		return nil, nil, err
 	}
 	return &scenario{
 		res:     &ScenarioResult{Key: "tomoe-kernel", Name: "tomoe kernel", Target: target},
 		daemons: procs,
-		pings:   []func(context.Context) (PingResult, error){kernelPing(pingCount, target), tomoePing(tomoeBin, a.sock, pingCount, target)},
+		pings:   []func(context.Context) (PingResult, error){kernelPing(nsA, pingCount, target), tomoePing(tomoeBin, a.sock, pingCount, target)},
 	}, []*tomoeNode{a, b}, nil
 }
 
