@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ const (
 	candidateLifetime = time.Minute
 	refreshInterval   = 20 * time.Second // look relayed peers up again this often
 	maxRefresh        = 64               // peers looked up again per round
+	maxAltSources     = 4                // other addresses a bridge may answer from
 	maxCandidates     = 8
 	tcpDialTimeout    = 3 * time.Second
 	tcpFirstFrame     = 10 * time.Second
@@ -455,6 +457,9 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		return
 	}
 	if b := c.bridgeByKey(from); b != nil {
+		if via == nil {
+			b.sawSource(src)
+		}
 		b.handle(m, via != nil)
 		return
 	}
@@ -524,7 +529,8 @@ type bridgeConn struct {
 	interval  time.Duration
 	tcp       *clientTCP
 	udp       *udpRelay
-	answered  chan struct{} // signalled on Registered/Refused
+	alt       []netip.AddrPort // other addresses the bridge sent from
+	answered  chan struct{}    // signalled on Registered/Refused
 	refused   bool
 }
 
@@ -585,6 +591,10 @@ func (b *bridgeConn) run() {
 		if b.udp == nil || b.udp.addr != addr {
 			if b.udp != nil {
 				b.c.cfg.Bind.RemoveUDPRelay(b.udp.addr)
+				for _, a := range b.alt {
+					b.c.cfg.Bind.RemoveUDPRelay(a)
+				}
+				b.alt = nil
 				b.c.cfg.Bind.DropRelay(b.udp)
 			}
 			b.udp = &udpRelay{addr: addr, bind: b.c.cfg.Bind}
@@ -729,6 +739,28 @@ func (b *bridgeConn) send(m Message) {
 	if addr.IsValid() {
 		_ = b.c.cfg.Bind.SendFrames([][]byte{frame}, addr)
 	}
+}
+
+// sawSource notes that the bridge (proven by its key) sent from src. A
+// bridge with several addresses answers from the one its routing picks,
+// not necessarily the one this node registered with: wireguard-go's UDP
+// receive path loses the packet's destination address when UDP GRO is on,
+// so the bridge cannot answer from it. Relay frames from src are accepted
+// as the bridge's too. (Behind a NAT that filters by address such answers
+// do not arrive at all; the node then registers over TCP by itself.)
+func (b *bridgeConn) sawSource(src netip.AddrPort) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !src.IsValid() || src == b.addr || b.udp == nil || slices.Contains(b.alt, src) {
+		return
+	}
+	if len(b.alt) == maxAltSources {
+		b.c.cfg.Bind.RemoveUDPRelay(b.alt[0])
+		b.alt = b.alt[1:]
+	}
+	b.alt = append(b.alt, src)
+	b.c.cfg.Bind.AddUDPRelay(src, b.udp)
+	b.c.log.Warn("the bridge answers from another address than the one configured; accepting it (configure that address to avoid this)", "bridge", b.cfg.Endpoint, "answers_from", src)
 }
 
 // handle acts on a message from the bridge.

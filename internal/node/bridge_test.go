@@ -192,3 +192,31 @@ func TestBridgeUnderFlood(t *testing.T) {
 	}
 	t.Logf("connected in %v during the flood; bridge: %+v", time.Since(start), br.server.Stats())
 }
+
+// A bridge with several addresses answers from the one routing picks
+// (here 127.0.0.1 for nodes that joined it at 127.0.0.2): its nodes accept
+// that address too, so relaying works from the first packet.
+func TestBridgeAnsweringFromAnotherAddress(t *testing.T) {
+	br, alice, bob := prepare(t, "bridge"), prepare(t, "alice"), prepare(t, "bob")
+	br.start(t, bridgeAllowDoc(alice, bob))
+	other := fmt.Sprintf("127.0.0.2:%d", br.ListenPort())
+	doc := fmt.Sprintf("[[bridges]]\nendpoint = %q\npublic_key = %q\n", other, br.key.Public())
+	alice.start(t, doc)
+	bob.start(t, doc+allowDoc(alice.key.Public().String(), "tcp", "7"))
+	waitRegistered(t, alice)
+	waitRegistered(t, bob)
+	bob.echoServer(t, 7)
+	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := testnet.RoundTrip(c, "hello", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	// The handshake went through the relay before any direct path: bob
+	// took the bridge's frames from 127.0.0.1 as relayed.
+	if bob.bind.Stats().RelayedIn.Load() == 0 || alice.bind.Stats().RelayedIn.Load() == 0 {
+		t.Fatalf("nothing relayed: bob %d, alice %d", bob.bind.Stats().RelayedIn.Load(), alice.bind.Stats().RelayedIn.Load())
+	}
+}
