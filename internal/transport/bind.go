@@ -297,6 +297,13 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		// a packet that came with it: the peer really is there now.
 		b.promote(e)
 		p = e.peer
+	case *relayCandidate:
+		// Likewise for a relay path: only an authenticated packet that
+		// came through it makes it the peer's.
+		p = e.peer
+		if cur := p.relay.Load(); cur == nil || *cur != e.path {
+			p.relay.Store(&e.path)
+		}
 	default:
 		return b.inner.Send(bufs, ep)
 	}

@@ -400,3 +400,53 @@ func (testRelay) String() string           { return "test/udp" }
 type frameFunc func([][]byte, []netip.AddrPort)
 
 func (f frameFunc) HandleFrames(frames [][]byte, srcs []netip.AddrPort) { f(frames, srcs) }
+
+// captureRelay records what is sent through it.
+type captureRelay struct {
+	name   string
+	frames [][]byte
+}
+
+func (c *captureRelay) SendRelay(frames [][]byte) error {
+	for _, f := range frames {
+		c.frames = append(c.frames, append([]byte(nil), f...))
+	}
+	return nil
+}
+func (c *captureRelay) String() string { return c.name }
+
+// A relayed message that names another relay path does not move the peer
+// there by itself: only WireGuard sending through it (after authenticating
+// the message) does.
+func TestRelayPathMovesOnlyAfterAuthentication(t *testing.T) {
+	b := newBind(nil, nil)
+	key := identity.PrivateKeyFromBytes([32]byte{7}).Public()
+	p := b.SetPeer(key, netip.AddrPort{})
+	good, evil := &captureRelay{name: "good"}, &captureRelay{name: "evil"}
+	b.SetRelay(key, good, 111)
+	init := make([]byte, initiationSize)
+	init[0] = msgInitiation
+	binary.LittleEndian.PutUint32(init[4:8], 42)
+	b.learnIndices([][]byte{init}, p)
+
+	data := make([]byte, 48)
+	data[0] = msgTransport
+	binary.LittleEndian.PutUint32(data[4:8], 42)
+	if ep := b.relayed(data, relayPath{via: good, id: 111}); ep != p {
+		t.Fatalf("message on the peer's own path: endpoint %T, want the peer", ep)
+	}
+	ep := b.relayed(data, relayPath{via: evil, id: 666})
+	if ep == nil || ep == conn.Endpoint(p) {
+		t.Fatalf("message on another path: endpoint %v, want a candidate", ep)
+	}
+	if r := p.relay.Load(); r.via != good || r.id != 111 {
+		t.Fatalf("an unauthenticated message moved the relay path to %v/%d", r.via, r.id)
+	}
+	// WireGuard answers through the candidate: the path moves.
+	if err := b.Send([][]byte{data}, ep); err != nil {
+		t.Fatal(err)
+	}
+	if r := p.relay.Load(); r.via != evil || r.id != 666 || len(evil.frames) != 1 {
+		t.Fatalf("after an answer through the candidate: path %v/%d, %d frames sent", r.via, r.id, len(evil.frames))
+	}
+}

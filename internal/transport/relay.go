@@ -214,10 +214,14 @@ func (b *Bind) sendRelay(bufs [][]byte, r *relayPath) error {
 	defer relayBufPool.Put(rb)
 	rb.frames = rb.frames[:0]
 	for i, buf := range bufs {
+		need := RelayHeaderSize + len(buf)
 		if i == len(rb.store) {
-			rb.store = append(rb.store, make([]byte, RelayHeaderSize+device.MaxMessageSize))
+			rb.store = append(rb.store, nil)
 		}
-		f := rb.store[i][:RelayHeaderSize+len(buf)]
+		if cap(rb.store[i]) < need {
+			rb.store[i] = make([]byte, need, max(need, 2048))
+		}
+		f := rb.store[i][:need]
 		f[0], f[1], f[2], f[3] = FrameRelay, 0, 0, 0
 		binary.BigEndian.PutUint32(f[4:8], r.id)
 		copy(f[RelayHeaderSize:], buf)
@@ -255,12 +259,31 @@ func (b *Bind) relayed(msg []byte, path relayPath) conn.Endpoint {
 	if p == nil {
 		return nil
 	}
-	if cur := p.relay.Load(); cur == nil || *cur != path {
-		p.relay.Store(&path)
-	}
 	b.stats.RelayedIn.Add(1)
-	return p
+	if cur := p.relay.Load(); cur != nil && *cur == path {
+		return p
+	}
+	// A path the peer has not used: it becomes the peer's only if
+	// WireGuard authenticates the message and answers through it (Send),
+	// so a forged frame cannot redirect the peer.
+	return &relayCandidate{path: path, peer: p}
 }
+
+// relayCandidate is a relay path a message came through that is not (yet)
+// its peer's: handed to WireGuard with the message, adopted on first send.
+type relayCandidate struct {
+	path relayPath
+	peer *PeerEndpoint
+}
+
+func (c *relayCandidate) ClearSrc()           {}
+func (c *relayCandidate) SrcToString() string { return "" }
+func (c *relayCandidate) DstToString() string { return c.path.via.String() }
+func (c *relayCandidate) DstToBytes() []byte {
+	return binary.BigEndian.AppendUint32([]byte(c.path.via.String()), c.path.id)
+}
+func (c *relayCandidate) DstIP() netip.Addr { return netip.Addr{} }
+func (c *relayCandidate) SrcIP() netip.Addr { return netip.Addr{} }
 
 // relayLimitKey is the "source address" relayed initiations are rate
 // limited by: one per bridge and relay id, in the discard prefix 100::/64
