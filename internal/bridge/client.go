@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -34,7 +35,6 @@ const (
 	maxAltSources     = 4                // other addresses a bridge may answer from
 	maxCandidates     = 8
 	tcpDialTimeout    = 3 * time.Second
-	tcpFirstFrame     = 10 * time.Second
 )
 
 // BridgeConfig is one bridge a node joins.
@@ -70,11 +70,13 @@ type Client struct {
 	mu         sync.Mutex
 	lookups    map[uint64]chan lookupAnswer
 	candidates map[identity.PublicKey]*candidateSet
+	probes     map[uint64]sentProbe
 
 	seq        atomic.Uint64
 	refreshNow chan bool
 	refreshing atomic.Bool
 	stop       chan struct{}
+	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
 	stats ClientStats
@@ -115,12 +117,13 @@ func NewClient(cfg ClientConfig) *Client {
 		keys:       newKeyCache(cfg.Key, 65536),
 		lookups:    make(map[uint64]chan lookupAnswer),
 		candidates: make(map[identity.PublicKey]*candidateSet),
+		probes:     make(map[uint64]sentProbe),
 		refreshNow: make(chan bool, 1),
 		stop:       make(chan struct{}),
 	}
 	c.seq.Store(uint64(time.Now().UnixNano()))
 	for _, bc := range cfg.Bridges {
-		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting"})
+		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 	}
 	return c
 }
@@ -140,11 +143,10 @@ func (c *Client) Start() {
 
 // Close unregisters (best effort) and stops.
 func (c *Client) Close() {
-	select {
-	case <-c.stop:
-		return
-	default:
-	}
+	c.closeOnce.Do(c.close)
+}
+
+func (c *Client) close() {
 	for _, b := range c.bridges {
 		b.send(Message{Kind: KindUnregister})
 	}
@@ -425,11 +427,11 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 	}
 	c.mu.Unlock()
 	for k, eps := range targets {
-		frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: uint64(now.UnixNano())})
-		if err != nil {
-			continue
-		}
 		for _, ep := range eps {
+			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now)})
+			if err != nil {
+				continue
+			}
 			c.stats.ProbesSent.Add(1)
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, ep)
 		}
@@ -447,40 +449,37 @@ func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 // handleFrame handles one control frame that came over UDP from src, or
 // over a bridge's TCP connection (via set).
 func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
-	if !IsControl(frame) {
-		c.stats.Dropped.Add(1)
-		return
-	}
-	from, m, err := c.keys.open(frame, src.Addr())
+	from, err := Sender(frame)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
 	}
-	if b := c.bridgeByKey(from); b != nil {
-		if via == nil {
-			b.sawSource(src)
-		}
-		b.handle(m, via != nil)
+	// Only our bridges and nodes we would talk to are worth an X25519.
+	b := c.bridgeByKey(from)
+	if b == nil && (via != nil || (!c.cfg.Wants(from) && c.cfg.Bind.Peer(from) == nil)) {
+		c.stats.Dropped.Add(1)
 		return
 	}
-	if via != nil {
+	_, m, err := c.keys.open(frame, src.Addr())
+	if err != nil {
 		c.stats.Dropped.Add(1)
+		return
+	}
+	if b != nil {
+		b.handle(m, src, via != nil)
 		return
 	}
 	switch m.Kind {
 	case KindProbe:
-		if !c.cfg.Wants(from) && c.cfg.Bind.Peer(from) == nil {
-			c.stats.Dropped.Add(1)
-			return
-		}
 		c.addCandidates(from, []netip.AddrPort{src})
 		if ack, err := c.keys.seal(from, Message{Kind: KindProbeAck, Seq: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{ack}, src)
 		}
 	case KindProbeAck:
-		sent := time.Unix(0, int64(m.Seq))
-		if age := time.Since(sent); age < 0 || age > 10*time.Second {
-			c.stats.Dropped.Add(1) // not an answer to a recent probe of ours
+		// Only the answer to a probe we sent, once, from where we sent it:
+		// a replayed ack cannot point the peer anywhere.
+		if !c.takeProbe(m.Seq, from, src) {
+			c.stats.Dropped.Add(1)
 			return
 		}
 		c.stats.ProbeAcks.Add(1)
@@ -488,6 +487,51 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 	default:
 		c.stats.Dropped.Add(1)
 	}
+}
+
+// sentProbe is a probe awaiting its answer.
+type sentProbe struct {
+	key identity.PublicKey
+	to  netip.AddrPort
+	at  time.Time
+}
+
+const (
+	probeAnswerWindow = 5 * time.Second
+	maxSentProbes     = 8192
+)
+
+// newProbe records a probe to key at to and returns its random sequence
+// number.
+func (c *Client) newProbe(key identity.PublicKey, to netip.AddrPort, now time.Time) uint64 {
+	seq := rand.Uint64()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.probes) >= maxSentProbes {
+		for s, p := range c.probes {
+			if now.Sub(p.at) > probeAnswerWindow {
+				delete(c.probes, s)
+			}
+		}
+		if len(c.probes) >= maxSentProbes {
+			clear(c.probes)
+		}
+	}
+	c.probes[seq] = sentProbe{key: key, to: to, at: now}
+	return seq
+}
+
+// takeProbe consumes the probe seq if key answered it from where it went.
+func (c *Client) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p, ok := c.probes[seq]
+	if !ok || p.key != key || p.to != from || time.Since(p.at) > probeAnswerWindow {
+		return false
+	}
+	delete(c.probes, seq)
+	return true
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
@@ -517,21 +561,23 @@ type bridgeConn struct {
 	c   *Client
 	cfg BridgeConfig
 
-	mu        sync.Mutex
-	state     string
-	transport string
-	err       string
-	addr      netip.AddrPort // resolved UDP address
-	observed  netip.AddrPort
-	id        uint32
-	lastOK    time.Time
-	lastSent  int64 // time of the last Register sent
-	interval  time.Duration
-	tcp       *clientTCP
-	udp       *udpRelay
-	alt       []netip.AddrPort // other addresses the bridge sent from
-	answered  chan struct{}    // signalled on Registered/Refused
-	refused   bool
+	mu         sync.Mutex
+	state      string
+	transport  string
+	err        string
+	addr       netip.AddrPort // resolved UDP address
+	observed   netip.AddrPort
+	id         uint32
+	lastOK     time.Time
+	lastSent   int64 // time of the last Register sent
+	interval   time.Duration
+	tcp        *clientTCP
+	udp        *udpRelay
+	alt        []netip.AddrPort // other addresses the bridge sent from
+	given      transport.Relay  // the relay peers' paths through this bridge use
+	lastAnswer int64            // bridge time of the newest Registered/Refused
+	answered   chan struct{}    // signalled on Registered/Refused
+	refused    bool
 }
 
 func (b *bridgeConn) registered() bool {
@@ -572,7 +618,7 @@ func (b *bridgeConn) setState(state, errText string) {
 // when UDP gets no answer.
 func (b *bridgeConn) run() {
 	defer b.c.wg.Done()
-	b.answered = make(chan struct{}, 1)
+	defer b.closeTCP() // also one a dial finished while we were stopping
 	useTCP := false
 	for {
 		if b.c.stopped() {
@@ -595,7 +641,6 @@ func (b *bridgeConn) run() {
 					b.c.cfg.Bind.RemoveUDPRelay(a)
 				}
 				b.alt = nil
-				b.c.cfg.Bind.DropRelay(b.udp)
 			}
 			b.udp = &udpRelay{addr: addr, bind: b.c.cfg.Bind}
 			b.c.cfg.Bind.AddUDPRelay(addr, b.udp)
@@ -684,7 +729,14 @@ func (b *bridgeConn) sendRegister() {
 	if f := b.c.cfg.LocalEndpoints; f != nil {
 		eps = f()
 	}
-	b.send(Message{Kind: KindRegister, Token: b.cfg.Token, Endpoints: eps})
+	// The token is needed only until the bridge has enrolled our key.
+	b.mu.Lock()
+	token := ""
+	if b.lastOK.IsZero() || b.refused {
+		token = b.cfg.Token
+	}
+	b.mu.Unlock()
+	b.send(Message{Kind: KindRegister, Token: token, Endpoints: eps})
 }
 
 // keepalive re-registers every interval until registrationLapse of them
@@ -763,35 +815,55 @@ func (b *bridgeConn) sawSource(src netip.AddrPort) {
 	b.c.log.Warn("the bridge answers from another address than the one configured; accepting it (configure that address to avoid this)", "bridge", b.cfg.Endpoint, "answers_from", src)
 }
 
-// handle acts on a message from the bridge.
-func (b *bridgeConn) handle(m Message, overTCP bool) {
+// handle acts on a message from the bridge (proven by its key), which
+// came from src over UDP or over the TCP connection.
+func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
+	switch m.Kind {
+	case KindRegistered, KindRefused:
+		// Only news: a replayed answer must not revive a lapsed
+		// registration, move our address or teach us a bridge address.
+		b.mu.Lock()
+		fresh := m.Time > b.lastAnswer
+		if fresh {
+			b.lastAnswer = m.Time
+		}
+		b.mu.Unlock()
+		if !fresh {
+			b.c.stats.Dropped.Add(1)
+			return
+		}
+	}
 	switch m.Kind {
 	case KindRegistered:
+		if !overTCP {
+			b.sawSource(src)
+		}
+		transport := "udp"
+		if overTCP {
+			transport = "tcp"
+		}
 		b.mu.Lock()
 		b.id = m.ID
 		b.refused = false
 		moved := false
 		if len(m.Endpoints) > 0 {
-			moved = b.observed.IsValid() && b.observed != m.Endpoints[0]
+			moved = b.observed.IsValid() && b.transport == transport && b.observed != m.Endpoints[0]
 			b.observed = m.Endpoints[0]
-		}
-		if moved {
-			// Our public address changed: peers behind NAT must learn the
-			// new one from an introduction before they can reach it.
-			b.c.log.Info("this node's address as the bridge sees it changed; re-introducing peers", "bridge", b.cfg.Endpoint, "observed", b.observed)
-			b.c.kickRefresh(true)
 		}
 		b.interval = time.Duration(m.Interval) * time.Second
 		if b.interval < time.Second || b.interval > time.Minute {
 			b.interval = defaultKeepalive
 		}
-		if overTCP {
-			b.transport = "tcp"
-		} else {
-			b.transport = "udp"
-		}
+		b.transport = transport
 		b.lastOK = time.Now()
 		b.mu.Unlock()
+		b.repointRelays()
+		if moved {
+			// Our public address changed: peers behind NAT must learn the
+			// new one from an introduction before they can reach it.
+			b.c.log.Info("this node's address as the bridge sees it changed; re-introducing peers", "bridge", b.cfg.Endpoint, "observed", m.Endpoints[0])
+			b.c.kickRefresh(true)
+		}
 		b.setState("registered", "")
 		b.signal()
 	case KindRefused:
@@ -812,6 +884,20 @@ func (b *bridgeConn) handle(m Message, overTCP bool) {
 		}
 	default:
 		b.c.stats.Dropped.Add(1)
+	}
+}
+
+// repointRelays moves peers' relay paths through this bridge onto the
+// transport it is registered over now (after a switch between UDP and TCP,
+// or a new TCP connection). Relay ids are the bridge's and stay valid.
+func (b *bridgeConn) repointRelays() {
+	r := b.relay()
+	b.mu.Lock()
+	old := b.given
+	b.given = r
+	b.mu.Unlock()
+	if old != nil && r != nil && old != r {
+		b.c.cfg.Bind.MoveRelay(old, r)
 	}
 }
 

@@ -49,7 +49,8 @@ func (b *bridgeConn) closeTCP() {
 	}
 	b.mu.Unlock()
 	if t != nil {
-		b.c.cfg.Bind.DropRelay(t)
+		// Peers' paths keep pointing at it until the next registration
+		// moves them (repointRelays); sends fail meanwhile.
 		t.close()
 	}
 }

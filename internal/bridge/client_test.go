@@ -197,3 +197,26 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 		t.Fatalf("registered with a bridge that never answered: %+v", st)
 	}
 }
+
+// A probe's answer counts once, from the key and address probed: a
+// replayed or redirected ack cannot point a peer anywhere.
+func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
+	c := NewClient(ClientConfig{Key: testKey(t)})
+	defer c.Close()
+	peer, other := testKey(t).Public(), testKey(t).Public()
+	to := netip.MustParseAddrPort("192.0.2.1:4610")
+	seq := c.newProbe(peer, to, time.Now())
+	if c.takeProbe(seq, other, to) || c.takeProbe(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || c.takeProbe(seq+1, peer, to) {
+		t.Fatal("an answer from another key, address or probe was taken")
+	}
+	if !c.takeProbe(seq, peer, to) {
+		t.Fatal("the real answer was not taken")
+	}
+	if c.takeProbe(seq, peer, to) {
+		t.Fatal("a replayed answer was taken twice")
+	}
+	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow))
+	if c.takeProbe(old, peer, to) {
+		t.Fatal("a stale answer was taken")
+	}
+}

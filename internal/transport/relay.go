@@ -117,13 +117,14 @@ func (b *Bind) SetRelay(key identity.PublicKey, r Relay, id uint32) bool {
 	return true
 }
 
-// DropRelay removes every peer's path through r (the bridge is gone).
-func (b *Bind) DropRelay(r Relay) {
+// MoveRelay moves every peer's path through old onto r, keeping its relay
+// id (the same bridge, reached over another transport or connection).
+func (b *Bind) MoveRelay(old, r Relay) {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
 	for _, p := range b.peers {
-		if rp := p.relay.Load(); rp != nil && rp.via == r {
-			p.relay.CompareAndSwap(rp, nil)
+		if rp := p.relay.Load(); rp != nil && rp.via == old {
+			p.relay.CompareAndSwap(rp, &relayPath{via: r, id: rp.id})
 		}
 	}
 }
