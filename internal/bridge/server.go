@@ -88,14 +88,17 @@ type serverCounters struct {
 }
 
 const (
-	keepaliveInterval  = 15 // seconds, told to nodes in Registered
-	registrationTTL    = 60 * time.Second
-	janitorInterval    = 5 * time.Second
-	firstFrameTimeout  = 10 * time.Second
-	tcpIdleTimeout     = 2 * registrationTTL
-	tcpWriteTimeout    = 10 * time.Second
-	tcpQueueLen        = 1024
-	maxTCPConns        = 8192
+	keepaliveInterval = 15 // seconds, told to nodes in Registered
+	registrationTTL   = 60 * time.Second
+	janitorInterval   = 5 * time.Second
+	firstFrameTimeout = 10 * time.Second
+	tcpIdleTimeout    = 2 * registrationTTL
+	tcpWriteTimeout   = 10 * time.Second
+	tcpQueueLen       = 1024
+	maxTCPConns       = 8192
+	maxPendingPerAddr = 8   // TCP connections from one address not yet registered
+	maxFirstFrame     = 512 // a Register is smaller; the first frame of a connection
+
 	maxTCPBatch        = 64
 	lookupRate         = 100 // per second and node
 	lookupBurst        = 200
@@ -140,6 +143,7 @@ type Server struct {
 	connMu  sync.Mutex // guards ln, conns, started, closing
 	ln      net.Listener
 	conns   map[*serverConn]struct{}
+	pending map[netip.Addr]int // connections per address still awaiting their first frame
 	started bool
 	closing bool
 
@@ -208,6 +212,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		byUDP:        make(map[netip.AddrPort]*registration),
 		lastTime:     make(map[identity.PublicKey]int64),
 		conns:        make(map[*serverConn]struct{}),
+		pending:      make(map[netip.Addr]int),
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
 	}

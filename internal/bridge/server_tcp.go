@@ -75,11 +75,12 @@ func (s *Server) addConn(nc net.Conn) {
 		writerDone: make(chan struct{}),
 	}
 	s.connMu.Lock()
-	if s.closing || len(s.conns) >= maxTCPConns {
+	if s.closing || len(s.conns) >= maxTCPConns || s.pending[remote.Addr()] >= maxPendingPerAddr {
 		s.connMu.Unlock()
 		nc.Close()
 		return
 	}
+	s.pending[remote.Addr()]++
 	s.conns[c] = struct{}{}
 	s.wg.Add(2)
 	s.connMu.Unlock()
@@ -93,14 +94,24 @@ func (s *Server) addConn(nc net.Conn) {
 func (s *Server) serveConn(c *serverConn) {
 	defer s.wg.Done()
 	defer s.dropConn(c)
-	b := tcpBatches.Get().(*tcpBatch)
+	// The first frame, from a stranger, goes into a small buffer: an
+	// unregistered connection must cost the bridge little.
 	c.nc.SetReadDeadline(time.Now().Add(s.firstTimeout))
-	err := c.readFrames(b, 1)
-	if err == nil && len(b.frames) == 1 && IsControl(b.frames[0]) {
-		s.control(b.frames[0], c.remote, c, s.now())
+	var first [maxFirstFrame]byte
+	var hdr [2]byte
+	if _, err := io.ReadFull(c.br, hdr[:]); err == nil {
+		if n := int(binary.BigEndian.Uint16(hdr[:])); n <= maxFirstFrame {
+			if _, err := io.ReadFull(c.br, first[:n]); err == nil && IsControl(first[:n]) {
+				s.control(first[:n], c.remote, c, s.now())
+			}
+		}
 	}
-	b.reset()
-	tcpBatches.Put(b)
+	s.connMu.Lock()
+	s.pending[c.remote.Addr()]--
+	if s.pending[c.remote.Addr()] <= 0 {
+		delete(s.pending, c.remote.Addr())
+	}
+	s.connMu.Unlock()
 	s.mu.RLock()
 	ok := c.reg != nil && c.reg.tcp == c
 	s.mu.RUnlock()
