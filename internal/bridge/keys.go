@@ -72,7 +72,7 @@ func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Messa
 	k := c.shared[from]
 	c.mu.RUnlock()
 	if k == nil {
-		if src.IsValid() && !c.limiter.Allow(src) {
+		if src.IsValid() && !c.limiter.Allow(limitKey(src)) {
 			return from, Message{}, errLimited
 		}
 		s := Precompute(c.priv, from)
@@ -98,4 +98,15 @@ func (c *keyCache) seal(to identity.PublicKey, m Message) ([]byte, error) {
 		m.Time = time.Now().UnixNano()
 	}
 	return Seal(make([]byte, 0, 160), c.pub, c.get(to), &m)
+}
+
+// limitKey is what the rate limit counts: an IPv4 address, or an IPv6
+// address's /64 (one host can use a whole /64).
+func limitKey(a netip.Addr) netip.Addr {
+	a = a.Unmap()
+	if a.Is4() {
+		return a
+	}
+	p, _ := a.Prefix(64)
+	return p.Addr()
 }
