@@ -66,6 +66,7 @@ func (t *clientTCP) close() {
 func (t *clientTCP) SendRelay(frames [][]byte) error {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	_ = t.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	for _, f := range frames {
 		if err := t.writeLocked(f); err != nil {
 			return err
@@ -79,6 +80,7 @@ func (t *clientTCP) String() string { return t.conn.RemoteAddr().String() + "/tc
 func (t *clientTCP) write(frame []byte) {
 	t.wmu.Lock()
 	defer t.wmu.Unlock()
+	_ = t.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if t.writeLocked(frame) == nil {
 		_ = t.flushLocked()
 	}
@@ -90,7 +92,6 @@ func (t *clientTCP) writeLocked(frame []byte) error {
 	}
 	var l [2]byte
 	binary.BigEndian.PutUint16(l[:], uint16(len(frame)))
-	_ = t.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	if _, err := t.w.Write(l[:]); err != nil {
 		t.close()
 		return err

@@ -44,13 +44,18 @@ func (c *keyCache) get(peer identity.PublicKey) *SharedKey {
 		return k
 	}
 	s := Precompute(c.priv, peer)
+	c.keep(peer, &s)
+	return &s
+}
+
+// keep caches peer's shared key.
+func (c *keyCache) keep(peer identity.PublicKey, s *SharedKey) {
 	c.mu.Lock()
 	if len(c.shared) >= c.max {
 		clear(c.shared) // rare: more senders than the bound; start over
 	}
-	c.shared[peer] = &s
+	c.shared[peer] = s
 	c.mu.Unlock()
-	return &s
 }
 
 // forget drops peer's shared key.
@@ -80,12 +85,7 @@ func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Messa
 		if err != nil {
 			return from, m, err
 		}
-		c.mu.Lock()
-		if len(c.shared) >= c.max {
-			clear(c.shared)
-		}
-		c.shared[from] = &s
-		c.mu.Unlock()
+		c.keep(from, &s)
 		return from, m, nil
 	}
 	m, err := Open(frame, k)

@@ -415,9 +415,7 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			if frames == nil {
 				frames = getFrameBatch()
 			}
-			if !frames.add(msg, src) {
-				b.stats.ControlDropped.Add(1)
-			}
+			frames.add(msg, src)
 			sizes[i] = 0
 			continue
 		}

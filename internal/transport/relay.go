@@ -61,11 +61,10 @@ var frameBatches = sync.Pool{New: func() any { return new(frameBatch) }}
 
 func getFrameBatch() *frameBatch { return frameBatches.Get().(*frameBatch) }
 
-// add keeps a frame for the handler; false if there is none.
-func (f *frameBatch) add(frame []byte, src netip.AddrPort) bool {
+// add keeps a frame for the handler.
+func (f *frameBatch) add(frame []byte, src netip.AddrPort) {
 	f.frames = append(f.frames, frame)
 	f.srcs = append(f.srcs, src)
-	return true
 }
 
 func (f *frameBatch) deliver(b *Bind) {
