@@ -18,6 +18,11 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+
+	// The tests run the binary TestMain builds from ./cmd/tomoe. Importing
+	// its code makes Go's test cache notice when that code changes, so a
+	// cached pass never stands for an old binary.
+	_ "github.com/tomoe-net/tomoe/internal/cli"
 )
 
 // tomoeBin is the binary under test, built once by TestMain.
