@@ -23,12 +23,16 @@ type keyCache struct {
 	max    int
 
 	limiter ratelimiter.Ratelimiter
+	// keepOpened: cache the key of every sender whose frame opens. A
+	// bridge turns it off and keeps only the keys it admits, so that
+	// throwaway keys cannot flush the cache.
+	keepOpened bool
 }
 
 var errLimited = errors.New("too many control frames from unknown keys at this address")
 
 func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
-	c := &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max}
+	c := &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max, keepOpened: true}
 	c.limiter.Init()
 	return c
 }
@@ -66,8 +70,8 @@ func (c *keyCache) forget(peer identity.PublicKey) {
 }
 
 // open verifies and decodes a control frame from src. A sender whose key
-// is not cached is rate-limited by src's address; its key is cached only
-// if the frame opens.
+// is not cached is rate-limited by src's address; its key is cached if
+// the frame opens (and keepOpened).
 func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Message, error) {
 	from, err := Sender(frame)
 	if err != nil {
@@ -85,19 +89,33 @@ func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Messa
 		if err != nil {
 			return from, m, err
 		}
-		c.keep(from, &s)
+		if c.keepOpened {
+			c.keep(from, &s)
+		}
 		return from, m, nil
 	}
 	m, err := Open(frame, k)
 	return from, m, err
 }
 
-// seal builds a control frame carrying m to the key to.
+// seal builds a control frame carrying m to the key to, caching the
+// shared key (unless keepOpened is off and m is a refusal: a bridge keeps
+// only the keys it admits).
 func (c *keyCache) seal(to identity.PublicKey, m Message) ([]byte, error) {
 	if m.Time == 0 {
 		m.Time = time.Now().UnixNano()
 	}
-	return Seal(make([]byte, 0, 160), c.pub, c.get(to), &m)
+	c.mu.RLock()
+	k := c.shared[to]
+	c.mu.RUnlock()
+	if k == nil {
+		s := Precompute(c.priv, to)
+		k = &s
+		if c.keepOpened || m.Kind != KindRefused {
+			c.keep(to, k)
+		}
+	}
+	return Seal(make([]byte, 0, 160), c.pub, k, &m)
 }
 
 // limitKey is what the rate limit counts: an IPv4 address, or an IPv6
@@ -109,4 +127,12 @@ func limitKey(a netip.Addr) netip.Addr {
 	}
 	p, _ := a.Prefix(64)
 	return p.Addr()
+}
+
+// newAdmittedKeyCache is a bridge's cache: it keeps the keys of the nodes
+// it answers, not of every sender whose frame opens.
+func newAdmittedKeyCache(priv identity.PrivateKey, max int) *keyCache {
+	c := newKeyCache(priv, max)
+	c.keepOpened = false
+	return c
 }

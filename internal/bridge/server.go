@@ -197,7 +197,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		pub:          pub,
 		self:         pub.Address(),
-		keys:         newKeyCache(cfg.Key, maxCachedKeys),
+		keys:         newAdmittedKeyCache(cfg.Key, maxCachedKeys),
 		adm:          adm,
 		sender:       cfg.Sender,
 		log:          log,

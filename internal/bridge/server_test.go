@@ -1022,3 +1022,28 @@ func FuzzServerFrames(f *testing.F) {
 		<-drained
 	})
 }
+
+// The bridge keeps the shared keys of the nodes it admits only: strangers
+// with throwaway keys cannot flush its cache.
+func TestKeyCacheHoldsAdmittedKeysOnly(t *testing.T) {
+	a := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
+	cached := func(k identity.PublicKey) bool {
+		h.s.keys.mu.RLock()
+		defer h.s.keys.mu.RUnlock()
+		return h.s.keys.shared[k] != nil
+	}
+	stranger := testKey(t)
+	if m := h.udpNode(stranger).register(""); m.Kind != KindRefused {
+		t.Fatalf("stranger: %s", m.Kind)
+	}
+	if cached(stranger.Public()) {
+		t.Fatal("a refused stranger's key was cached")
+	}
+	if m := h.udpNode(a).register(""); m.Kind != KindRegistered {
+		t.Fatalf("allowed node: %s", m.Kind)
+	}
+	if !cached(a.Public()) {
+		t.Fatal("an admitted node's key was not cached")
+	}
+}
