@@ -23,7 +23,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -42,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tomoe-net/tomoe/bench/cmdloop"
 	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -280,36 +280,7 @@ func (s *sim) send(n *node, m *bridge.Message) error {
 }
 
 func (s *sim) serve(ctx context.Context, out *json.Encoder) error {
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(os.Stdin)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	for {
-		var line string
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return nil
-		case line, ok = <-lines:
-			if !ok {
-				return nil
-			}
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		res, err := s.command(ctx, f)
-		if err != nil {
-			out.Encode(map[string]string{"error": err.Error()})
-			continue
-		}
-		out.Encode(res)
-	}
+	return cmdloop.Serve(ctx, os.Stdin, out, s.command)
 }
 
 func (s *sim) command(ctx context.Context, f []string) (any, error) {

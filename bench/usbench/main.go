@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -36,11 +35,11 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/tomoe-net/tomoe/bench/cmdloop"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/node"
 )
@@ -142,36 +141,7 @@ func serveSink(ln net.Listener) {
 
 // serveCommands runs the commands read from r until r ends or ctx is done.
 func serveCommands(ctx context.Context, n *node.Node, r io.Reader, out *json.Encoder) error {
-	lines := make(chan string)
-	go func() {
-		defer close(lines)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-	}()
-	for {
-		var line string
-		var ok bool
-		select {
-		case <-ctx.Done():
-			return nil
-		case line, ok = <-lines:
-			if !ok {
-				return nil
-			}
-		}
-		f := strings.Fields(line)
-		if len(f) == 0 {
-			continue
-		}
-		res, err := command(ctx, n, f)
-		if err != nil {
-			out.Encode(map[string]string{"error": err.Error()})
-			continue
-		}
-		out.Encode(res)
-	}
+	return cmdloop.Serve(ctx, r, out, func(ctx context.Context, f []string) (any, error) { return command(ctx, n, f) })
 }
 
 func command(ctx context.Context, n *node.Node, f []string) (result, error) {
