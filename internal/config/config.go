@@ -63,6 +63,17 @@ type Config struct {
 	Bridge Bridge `toml:"bridge"`
 	// Bridges are the bridges this node joins.
 	Bridges []BridgeRef `toml:"bridges"`
+	// Routes are the tunnelled IPv4/IPv6 prefixes offered and accepted.
+	Routes Routes `toml:"routes"`
+	// Expose lists local services reachable on the overlay.
+	Expose []Expose `toml:"expose"`
+	// Connect lists local port forwards into the overlay.
+	Connect []Connect `toml:"connect"`
+	// Proxy configures SOCKS5 and HTTP CONNECT proxies into the overlay.
+	Proxy Proxy `toml:"proxy"`
+	// AllowedLocalUsers, if set, are the only local users whose programs
+	// reach the overlay (kernel mode; uid policy routing).
+	AllowedLocalUsers []string `toml:"allowed_local_users"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
@@ -76,6 +87,9 @@ type TUN struct {
 	Mode string `toml:"mode"`
 	Name string `toml:"name"`
 	MTU  int    `toml:"mtu"`
+	// IPv4 is an optional IPv4 address of this node on the overlay, for
+	// IPv4 programs; it is offered to peers as a /32.
+	IPv4 string `toml:"ipv4"`
 }
 
 // Listen configures the underlay socket.
@@ -83,6 +97,9 @@ type Listen struct {
 	// UDP is "0.0.0.0:PORT" or "[::]:PORT": both listen on every IPv4 and
 	// IPv6 address. Port 0 picks a free port.
 	UDP string `toml:"udp"`
+	// Stealth drops everything unsolicited that reaches this host on its
+	// physical interfaces, except tomoe's own port (kernel mode, nftables).
+	Stealth bool `toml:"stealth"`
 }
 
 // Admin configures the local admin API.
@@ -254,11 +271,17 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":        {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges"},
+	"":        {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users"},
+	"routes":  {"offer", "accept"},
+	"offer":   {"prefix", "masquerade"},
+	"accept":  {"from", "prefix"},
+	"expose":  {"port", "proto", "target"},
+	"connect": {"local", "remote"},
+	"proxy":   {"socks5", "http", "users"},
 	"bridge":  {"enable", "tcp", "allow", "state_file", "relay_mbit"},
 	"bridges": {"endpoint", "public_key", "token"},
-	"tun":     {"mode", "name", "mtu"},
-	"listen":  {"udp"},
+	"tun":     {"mode", "name", "mtu", "ipv4"},
+	"listen":  {"udp", "stealth"},
 	"admin":   {"socket", "group", "metrics"},
 	"peers":   {"public_key", "endpoint", "persistent_keepalive", "name"},
 	"policy":  {"allow", "state_file"},
@@ -368,6 +391,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateBridges(bad)
+	c.validateServices(bad)
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
 		bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
 	}
