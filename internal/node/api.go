@@ -42,6 +42,7 @@ func (n *Node) refresh(ctx context.Context) {
 				p.up = true
 				n.log.Info("peer up", "peer", p.key.ShortString(), "addr", p.addr, "endpoint", n.endpointOf(p))
 				n.events.publish(Event{Type: EventPeerUp, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
+				n.greetLocked(p)
 			}
 		}
 	}
@@ -239,7 +240,10 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 			continue
 		}
 		site := p.key.SitePrefix()
-		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return a == p.addr || site.Contains(a) })
+		routes := p.allowedIPs()
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool {
+			return a == p.addr || site.Contains(a) || slices.ContainsFunc(routes, func(r netip.Prefix) bool { return r.Contains(a) })
+		})
 		if p.active {
 			resp.PeersCut = append(resp.PeersCut, p.key.String())
 		}

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
+	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/transport"
@@ -90,6 +92,10 @@ type Node struct {
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
+	rt         routeState // guarded by mu
+	control    chan controlMsg
+	controlBad atomic.Uint64 // control datagrams that did not decode
+
 	done      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -135,14 +141,15 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Warn(w)
 	}
 	n.store = store
-	local := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix()}
-	n.filter = policy.NewFilter(local, store.Matcher(), policy.NewConntrack(0), n.onDeny)
+	n.initRoutes()
+	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(0), n.onDeny)
 
 	dev, err := n.openTUN(pub)
 	if err != nil {
 		return n, err
 	}
-	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve})
+	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve,
+		ControlPort: offers.ControlPort, Control: n.onControl})
 	n.bind = transport.NewBind(log.With("component", "bind"))
 	n.bind.SetAdmitter(n)
 	n.bind.SetUnknownSessionHandler(n.unknownSession)
@@ -180,10 +187,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return n, fmt.Errorf("admin.metrics: %w", err)
 		}
 	}
-	n.wg.Add(3)
+	n.wg.Add(4)
 	go n.evictLoop()
 	go n.pollLoop()
 	go n.rehandshakeLoop()
+	go n.routeLoop()
 	log.Info("node up", "public_key", pub, "address", pub.Address(), "site_prefix", pub.SitePrefix(),
 		"mode", cfg.TUN.Mode, "listen_port", n.engine.ListenPort(), "peers", len(cfg.Peers), "rules", len(store.Rules()))
 	return n, nil
@@ -193,7 +201,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 	cfg := n.cfg
 	if cfg.TUN.Mode == config.ModeUserspace {
-		st, err := netstack.New(netstack.Config{Addresses: []netip.Addr{pub.Address()}, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
+		addrs := []netip.Addr{pub.Address()}
+		if v4 := cfg.IPv4(); v4.IsValid() {
+			addrs = append(addrs, v4)
+		}
+		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
 		if err != nil {
 			return nil, fmt.Errorf("userspace stack: %w", err)
 		}
@@ -272,8 +284,16 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
+		withdrawn := 0
+		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
+			withdrawn = n.withdrawAllLocked()
+		}
 		n.closing = true
 		n.mu.Unlock()
+		if withdrawn > 0 {
+			// Give WireGuard a moment to send the withdrawals.
+			time.Sleep(100 * time.Millisecond)
+		}
 		close(n.done)
 		var errs []error
 		if n.api != nil {

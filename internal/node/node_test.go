@@ -34,6 +34,7 @@ type testNode struct {
 	dir  string
 	key  identity.PrivateKey
 	doc  string
+	ipv4 string // tun.ipv4, if set before start
 }
 
 func newKey(t testing.TB) identity.PrivateKey {
@@ -60,7 +61,11 @@ func prepare(t *testing.T, name string) *testNode {
 // start (re)starts the node with extra config appended to the userspace base.
 func (tn *testNode) start(t *testing.T, extra string) {
 	t.Helper()
-	tn.doc = "key_file = \"node.key\"\n[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n[admin]\nsocket = \"admin.sock\"\n" + extra
+	tun := ""
+	if tn.ipv4 != "" {
+		tun = fmt.Sprintf("ipv4 = %q\n", tn.ipv4)
+	}
+	tn.doc = "key_file = \"node.key\"\n[tun]\nmode = \"userspace\"\n" + tun + "[listen]\nudp = \"0.0.0.0:0\"\n[admin]\nsocket = \"admin.sock\"\n" + extra
 	cfg, err := config.Parse([]byte(tn.doc), tn.name+".toml", tn.dir)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
 
@@ -51,6 +52,10 @@ type peer struct {
 	site bool
 	// viaBridge: found by a lookup through a bridge.
 	viaBridge bool
+	// routes are the tunnelled prefixes this node accepted from the peer.
+	routes []netip.Prefix
+	// offered: this node has sent the peer its route offer.
+	offered bool
 
 	active      bool
 	activatedAt time.Time
@@ -63,6 +68,9 @@ func (p *peer) allowedIPs() []netip.Prefix {
 	out := []netip.Prefix{netip.PrefixFrom(p.addr, 128)}
 	if p.site {
 		out = append(out, p.key.SitePrefix())
+	}
+	for _, r := range p.routes {
+		out = append(out, offers.AllowedIPs(r)...)
 	}
 	return out
 }
@@ -199,6 +207,7 @@ func (n *Node) forgetLocked(p *peer) {
 	if p.site && n.osRoutes != nil {
 		n.osRoutes.DelRoute(p.key.SitePrefix())
 	}
+	n.forgetRoutesLocked(p)
 }
 
 // routesChangedLocked tells the TUN wrapper and the filter which
@@ -223,8 +232,15 @@ func (n *Node) routesChangedLocked() {
 			owners[p.key.SitePrefix()] = p.addr
 		}
 	}
-	n.wrapper.SetRoutes(addrs, sites)
+	routed := n.routedOwnersLocked()
+	prefixes := make([]netip.Prefix, len(routed))
+	for i, r := range routed {
+		prefixes[i] = r.Prefix
+	}
+	n.wrapper.SetRoutes(addrs, sites, prefixes)
 	n.filter.SetSites(owners)
+	n.filter.SetRouted(routed)
+	n.syncOSRoutesLocked()
 }
 
 // lookupPeer returns the known peer that owns dst (its node address, or an
@@ -242,8 +258,12 @@ func (n *Node) lookupPeer(dst netip.Addr) *peer {
 				return p
 			}
 		}
+		return nil
 	}
-	return nil
+	if identity.IsNodeAddress(dst) {
+		return nil
+	}
+	return n.routeOwnerLocked(dst)
 }
 
 // ErrNoPeer is returned for a destination no known peer owns.

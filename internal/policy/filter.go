@@ -64,6 +64,7 @@ type Filter struct {
 	local   atomic.Pointer[Local]
 	matcher atomic.Pointer[Matcher]
 	sites   atomic.Pointer[map[[8]byte]netip.Addr]
+	routed  atomic.Pointer[[]RouteOwner]
 	ct      *Conntrack
 	onDeny  func(Denial)
 
@@ -79,9 +80,33 @@ type Filter struct {
 type Local struct {
 	Addr netip.Addr   // node address
 	Site netip.Prefix // site prefix
+	IPv4 netip.Addr   // optional IPv4 address on the overlay
+	// Offered are the prefixes this node forwards for its peers (its
+	// offered routes; an exit's ::/0 already without the overlay's spaces).
+	// Packets to them from peers are filtered like inbound traffic, and
+	// packets from them may leave into the overlay.
+	Offered []netip.Prefix
 }
 
-func (l *Local) owns(a netip.Addr) bool { return a == l.Addr || l.Site.Contains(a) }
+func (l *Local) owns(a netip.Addr) bool {
+	return a == l.Addr || l.Site.Contains(a) || (l.IPv4.IsValid() && a == l.IPv4)
+}
+
+// forwards reports whether a lies in one of the offered routes.
+func (l *Local) forwards(a netip.Addr) bool {
+	for _, p := range l.Offered {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// RouteOwner says which peer (by node address) a tunnelled route leads to.
+type RouteOwner struct {
+	Prefix netip.Prefix
+	Owner  netip.Addr
+}
 
 // NewFilter returns a filter for the node described by local. onDeny, if not
 // nil, is called at most once per denyLogInterval per source with the latest
@@ -92,6 +117,14 @@ func NewFilter(local Local, m *Matcher, ct *Conntrack, onDeny func(Denial)) *Fil
 	f.matcher.Store(m)
 	return f
 }
+
+// SetLocal replaces what this node owns (its offered routes change live).
+func (f *Filter) SetLocal(l Local) { f.local.Store(&l) }
+
+// SetRouted installs the tunnelled routes this node accepted, so that a
+// packet from a device behind a peer is judged as coming from that peer.
+// Longer prefixes must come first.
+func (f *Filter) SetRouted(owners []RouteOwner) { f.routed.Store(&owners) }
 
 // SetSites installs which peer owns which site prefix. A packet from a
 // device behind a peer (a source in its site prefix, which WireGuard only
@@ -112,12 +145,22 @@ func site64(a netip.Addr) [8]byte {
 // identify returns the node a source address belongs to: itself for a node
 // address, the site prefix's owner for a site address, invalid if unknown.
 func (f *Filter) identify(src netip.Addr) netip.Addr {
-	if !identity.IsSiteAddress(src) {
+	switch {
+	case identity.IsNodeAddress(src):
 		return src
+	case identity.IsSiteAddress(src):
+		if m := f.sites.Load(); m != nil {
+			if owner, ok := (*m)[site64(src)]; ok {
+				return owner
+			}
+		}
+		return netip.Addr{}
 	}
-	if m := f.sites.Load(); m != nil {
-		if owner, ok := (*m)[site64(src)]; ok {
-			return owner
+	if r := f.routed.Load(); r != nil {
+		for _, o := range *r {
+			if o.Prefix.Contains(src) {
+				return o.Owner
+			}
 		}
 	}
 	return netip.Addr{}
@@ -140,7 +183,7 @@ func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 		// overlay, and not an attack either.
 		return DropNotOverlay
 	}
-	if !f.local.Load().owns(p.Src) {
+	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) {
 		f.spoofed.Add(1)
 		return DropSpoofed
 	}
@@ -154,7 +197,7 @@ func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 // checked that its source belongs to that peer.
 func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 	local := f.local.Load()
-	if !local.owns(p.Dst) {
+	if !local.owns(p.Dst) && !local.forwards(p.Dst) {
 		return f.deny(p, f.identify(p.Src), DropNotLocal, now)
 	}
 	m := f.matcher.Load()

@@ -26,6 +26,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/tun"
 
+	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/packet"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -51,6 +52,12 @@ type Config struct {
 	Resolve func(dst netip.Addr)
 	// HoldTimeout bounds how long packets wait for Resolve's answer.
 	HoldTimeout time.Duration
+	// ControlPort, if not zero, is the UDP port of Local that the node
+	// itself answers: inbound datagrams to it go to Control (before the
+	// filter; the payload is only valid during the call), and local
+	// programs may not send to it (only packets the node injects may).
+	ControlPort uint16
+	Control     func(src netip.Addr, payload []byte)
 }
 
 // Stats counts packets by fate. Read fields with Load.
@@ -131,12 +138,12 @@ func (w *Wrapper) Close() error {
 func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	for {
 		if n := w.drainInjected(bufs, sizes, offset); n > 0 {
-			w.outbound(bufs[:n], sizes, offset)
+			w.outbound(bufs[:n], sizes, offset, true)
 			return n, nil
 		}
 		n, err := w.inner.Read(bufs, sizes, offset)
 		if n > 0 {
-			w.outbound(bufs[:n], sizes, offset)
+			w.outbound(bufs[:n], sizes, offset, false)
 		}
 		if n > 0 || err != nil {
 			return n, err
@@ -150,8 +157,9 @@ func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 }
 
 // outbound filters a batch read from the local stack in place: dropped and
-// held packets get size zero, which WireGuard skips.
-func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int) {
+// held packets get size zero, which WireGuard skips. injected: the packets
+// are the node's own.
+func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool) {
 	now := time.Now().UnixNano()
 	routes := w.routes.Load()
 	f := w.cfg.Filter
@@ -173,6 +181,11 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int) {
 			// Same verdict as the previous packet of this batch.
 		} else if v := f.Outbound(&p, now); v != policy.Accept {
 			w.stats.Dropped[v].Add(1)
+			sizes[i] = 0
+			continue
+		} else if !injected && w.isControl(&p) {
+			// A local program may not speak for the node.
+			w.stats.Dropped[policy.DropSpoofed].Add(1)
 			sizes[i] = 0
 			continue
 		} else {
@@ -210,6 +223,12 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		if p.IsICMP() && w.ping.intercept(&p, pkt) {
 			continue
 		}
+		if w.isControl(&p) && p.Dst == w.cfg.Local {
+			if w.cfg.Control != nil && p.L4Offset > 0 && len(pkt) >= p.L4Offset+8 && p.Length <= len(pkt) {
+				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
+			}
+			continue
+		}
 		if same.accepted(&p) {
 			// Same verdict as the previous packet of this batch.
 		} else if v := f.Inbound(&p, now); v != policy.Accept {
@@ -230,6 +249,13 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, err
 	}
 	return len(bufs), nil
+}
+
+// isControl reports whether p is a datagram to the control port of a node
+// address.
+func (w *Wrapper) isControl(p *packet.Parsed) bool {
+	return w.cfg.ControlPort != 0 && p.Proto == packet.ProtoUDP && p.HasPorts && !p.Fragment &&
+		p.DstPort == w.cfg.ControlPort && identity.IsNodeAddress(p.Dst)
 }
 
 // sameFlow remembers the last accepted TCP or UDP flow of a batch. With
@@ -305,10 +331,11 @@ func (w *Wrapper) drainInjected(bufs [][]byte, sizes []int, offset int) int {
 	return n
 }
 
-// SetRoutes installs the destinations that have a peer: node addresses and
-// site prefixes. Packets to anything else wait for Resolve.
-func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix) {
-	rt := &routeTable{addrs: make(map[netip.Addr]struct{}, len(addrs)), sites: make(map[[8]byte]struct{}, len(sites))}
+// SetRoutes installs the destinations that have a peer: node addresses,
+// site prefixes and tunnelled routes (which never match the overlay's own
+// spaces). Packets to anything else wait for Resolve.
+func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix, routes []netip.Prefix) {
+	rt := &routeTable{addrs: make(map[netip.Addr]struct{}, len(addrs)), sites: make(map[[8]byte]struct{}, len(sites)), routes: routes}
 	for _, a := range addrs {
 		rt.addrs[a] = struct{}{}
 	}
@@ -320,8 +347,9 @@ func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix) {
 
 // routeTable is an immutable set of routable destinations.
 type routeTable struct {
-	addrs map[netip.Addr]struct{}
-	sites map[[8]byte]struct{}
+	addrs  map[netip.Addr]struct{}
+	sites  map[[8]byte]struct{}
+	routes []netip.Prefix
 }
 
 func site64(a netip.Addr) [8]byte {
@@ -333,9 +361,17 @@ func (rt *routeTable) has(dst netip.Addr) bool {
 	if _, ok := rt.addrs[dst]; ok {
 		return true
 	}
-	if dst.Is6() && len(rt.sites) > 0 {
+	if identity.IsNodeAddress(dst) {
+		return false
+	}
+	if identity.IsSiteAddress(dst) {
 		_, ok := rt.sites[site64(dst)]
 		return ok
+	}
+	for _, p := range rt.routes {
+		if p.Contains(dst) {
+			return true
+		}
 	}
 	return false
 }

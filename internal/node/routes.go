@@ -1,0 +1,390 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/offers"
+	"github.com/tomoe-net/tomoe/internal/packet"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Tunnelled routes. A node offers prefixes (routes.offer, plus its own
+// tun.ipv4 as a /32) to the peers its policy lets in; a node that accepts
+// (routes.accept) some of what a peer offers puts those prefixes into that
+// peer's AllowedIPs and routes them into the TUN. Offers travel as UDP to
+// offers.ControlPort inside WireGuard, so their source address, checked by
+// WireGuard, says who offers. They are sent when a session comes up, on
+// request, when the offer changes, and every offerRefresh; a node asks the
+// peers its accept rules name for their offer until it has one.
+const (
+	offerRefresh   = 2 * time.Minute
+	requestRetry   = 15 * time.Second
+	controlBacklog = 64
+)
+
+// routeState is the node's side of the offer protocol. Guarded by Node.mu.
+type routeState struct {
+	boot, seq uint32
+	offers    []config.Offer // this node's offers (tun.ipv4 included)
+	rules     []offers.Rule  // accept rules
+	learned   map[identity.PublicKey]*learnedOffer
+	installed map[netip.Prefix]identity.PublicKey // accepted prefixes and the peer they lead to
+	osRouted  map[netip.Prefix]bool               // accepted prefixes routed into the kernel TUN
+}
+
+// learnedOffer is what one peer offers.
+type learnedOffer struct {
+	boot, seq uint32
+	routes    []netip.Prefix
+	accepted  []netip.Prefix // what the peer installed of our offer
+	at        time.Time
+}
+
+type controlMsg struct {
+	src netip.Addr
+	msg offers.Message
+}
+
+func (n *Node) initRoutes() {
+	var b [4]byte
+	rand.Read(b[:])
+	rs := &n.rt
+	rs.boot = binary.BigEndian.Uint32(b[:])
+	rs.learned = make(map[identity.PublicKey]*learnedOffer)
+	rs.installed = make(map[netip.Prefix]identity.PublicKey)
+	rs.osRouted = make(map[netip.Prefix]bool)
+	rs.offers = n.cfg.Offers()
+	if v4 := n.cfg.IPv4(); v4.IsValid() {
+		rs.offers = append(rs.offers, config.Offer{Prefix: netip.PrefixFrom(v4, 32)})
+	}
+	for _, a := range n.cfg.Accepts() {
+		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix})
+	}
+	n.control = make(chan controlMsg, controlBacklog)
+}
+
+// localPolicy is what the filter must know this node owns and forwards.
+func (n *Node) localPolicyLocked() policy.Local {
+	pub := n.key.Public()
+	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.cfg.IPv4()}
+	for _, o := range n.rt.offers {
+		if o.Prefix.Bits() == 32 && o.Prefix.Addr() == l.IPv4 {
+			continue
+		}
+		l.Offered = append(l.Offered, offers.AllowedIPs(o.Prefix)...)
+	}
+	return l
+}
+
+// onControl is the wrapper's hand-off of a control datagram from src. It
+// runs on WireGuard's receive path: decode and queue, never block.
+func (n *Node) onControl(src netip.Addr, payload []byte) {
+	m, err := offers.Unmarshal(payload)
+	if err != nil {
+		n.controlBad.Add(1)
+		return
+	}
+	select {
+	case n.control <- controlMsg{src: src, msg: m}:
+	default:
+	}
+}
+
+// routeLoop handles control messages and the timers of the offer protocol.
+func (n *Node) routeLoop() {
+	defer n.wg.Done()
+	retry := time.NewTicker(requestRetry)
+	defer retry.Stop()
+	refresh := time.NewTicker(offerRefresh)
+	defer refresh.Stop()
+	n.requestMissing()
+	for {
+		select {
+		case <-n.done:
+			return
+		case c := <-n.control:
+			n.handleControl(c)
+		case <-retry.C:
+			n.requestMissing()
+		case <-refresh.C:
+			n.offerToAll()
+		}
+	}
+}
+
+func (n *Node) handleControl(c controlMsg) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.byAddr[c.src]
+	if p == nil || n.closing {
+		return
+	}
+	switch c.msg.Type {
+	case offers.TypeRequest:
+		if n.store.Matcher().AllowsAny(p.addr) {
+			n.sendOfferLocked(p)
+		}
+		if offers.Wants(n.rt.rules, p.addr) && n.rt.learned[p.key] == nil {
+			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
+		}
+	case offers.TypeOffer:
+		if !offers.Wants(n.rt.rules, p.addr) {
+			n.log.Debug("route offer ignored: no routes.accept rule names this peer", "peer", p.key.ShortString())
+			return
+		}
+		l := n.rt.learned[p.key]
+		if l != nil && l.boot == c.msg.Boot && c.msg.Seq < l.seq {
+			return // an older offer, reordered
+		}
+		if l == nil {
+			l = &learnedOffer{}
+			n.rt.learned[p.key] = l
+		}
+		changed := !slices.Equal(l.routes, c.msg.Routes)
+		l.boot, l.seq, l.routes, l.accepted, l.at = c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, time.Now()
+		if changed {
+			n.log.Info("route offer received", "peer", p.key.ShortString(), "addr", p.addr, "routes", prefixStrings(c.msg.Routes))
+			n.recomputeRoutesLocked()
+		}
+	}
+}
+
+// greetLocked runs when a session with p comes up: offer our routes if
+// the policy lets p use them, and ask for p's if we may accept some.
+func (n *Node) greetLocked(p *peer) {
+	if n.store.Matcher().AllowsAny(p.addr) && len(n.rt.offers) > 0 {
+		n.sendOfferLocked(p)
+	}
+	if offers.Wants(n.rt.rules, p.addr) {
+		n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
+	}
+}
+
+func (n *Node) sendOfferLocked(p *peer) {
+	m := offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq, Accepted: p.routes}
+	for _, o := range n.rt.offers {
+		m.Routes = append(m.Routes, o.Prefix)
+	}
+	n.sendControlLocked(p, m)
+	p.offered = true
+}
+
+func (n *Node) sendControlLocked(p *peer, m offers.Message) {
+	b, err := m.Marshal()
+	if err != nil {
+		n.log.Warn("cannot send route offer", "peer", p.key.ShortString(), "err", err)
+		return
+	}
+	n.wrapper.Inject(packet.UDP(n.Address(), p.addr, offers.ControlPort, offers.ControlPort, b))
+}
+
+// requestMissing asks the peers that accept rules name for their offer,
+// until they have sent one.
+func (n *Node) requestMissing() {
+	n.mu.Lock()
+	var want []netip.Addr
+	for _, r := range n.rt.rules {
+		if r.From.Any {
+			continue
+		}
+		p := n.byAddr[r.From.Addr]
+		if p != nil && n.rt.learned[p.key] != nil {
+			continue
+		}
+		if !slices.Contains(want, r.From.Addr) {
+			want = append(want, r.From.Addr)
+		}
+	}
+	n.mu.Unlock()
+	for _, a := range want {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := n.ensurePeer(ctx, a)
+		cancel()
+		if err != nil {
+			n.log.Debug("cannot ask for route offer", "addr", a, "err", err)
+			continue
+		}
+		n.mu.Lock()
+		if p := n.byAddr[a]; p != nil && !n.closing {
+			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
+		}
+		n.mu.Unlock()
+	}
+}
+
+// offerToAll sends the current offer to every active peer the policy lets in.
+func (n *Node) offerToAll() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return
+	}
+	m := n.store.Matcher()
+	for _, p := range n.peers {
+		if p.active && m.AllowsAny(p.addr) && (len(n.rt.offers) > 0 || p.offered) {
+			n.sendOfferLocked(p)
+		}
+	}
+}
+
+// withdrawAll tells the peers that had our offer that it is gone (on
+// shutdown), best effort.
+func (n *Node) withdrawAllLocked() int {
+	sent := 0
+	for _, p := range n.peers {
+		if p.active && p.offered {
+			n.sendControlLocked(p, offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq + 1})
+			sent++
+		}
+	}
+	return sent
+}
+
+// recomputeRoutesLocked decides which learned prefixes are installed and
+// for which peer, then updates AllowedIPs, the OS routes, the wrapper and
+// the filter. A prefix accepted from two peers stays with the peer that
+// has it; a new one goes to the first peer by key order.
+func (n *Node) recomputeRoutesLocked() {
+	want := map[identity.PublicKey][]netip.Prefix{}
+	keys := make([]identity.PublicKey, 0, len(n.rt.learned))
+	for k := range n.rt.learned {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
+	owner := map[netip.Prefix]identity.PublicKey{}
+	accepted := map[identity.PublicKey][]netip.Prefix{}
+	for _, k := range keys {
+		p := n.peers[k]
+		if p == nil {
+			continue
+		}
+		accepted[k] = offers.Accepted(n.rt.rules, p.addr, n.rt.learned[k].routes)
+	}
+	// Keep current owners first.
+	for _, k := range keys {
+		for _, pr := range accepted[k] {
+			if cur, ok := n.rt.installed[pr]; ok && cur == k {
+				owner[pr] = k
+			}
+		}
+	}
+	for _, k := range keys {
+		for _, pr := range accepted[k] {
+			if cur, taken := owner[pr]; taken && cur != k {
+				n.log.Warn("route offered by two peers; keeping the first", "prefix", pr, "peer", k.ShortString(), "kept", cur.ShortString())
+				continue
+			}
+			owner[pr] = k
+		}
+	}
+	for pr, k := range owner {
+		want[k] = append(want[k], pr)
+	}
+	for _, l := range want {
+		slices.SortFunc(l, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr())*256 + a.Bits() - b.Bits() })
+	}
+	for pr, k := range n.rt.installed {
+		if owner[pr] != k {
+			n.log.Info("route removed", "prefix", pr, "peer", k.ShortString())
+		}
+	}
+	for pr, k := range owner {
+		if cur, ok := n.rt.installed[pr]; !ok || cur != k {
+			n.log.Info("route installed", "prefix", pr, "peer", k.ShortString())
+		}
+	}
+	n.rt.installed = owner
+	for _, p := range n.peers {
+		w := want[p.key]
+		if slices.Equal(w, p.routes) {
+			continue
+		}
+		p.routes = w
+		if p.active {
+			if err := n.activateLocked(p); err != nil {
+				n.log.Warn("cannot update peer's routes", "peer", p.key.ShortString(), "err", err)
+			}
+		}
+	}
+	n.routesChangedLocked()
+}
+
+// routedOwnersLocked returns the installed routes of active peers, longest
+// prefixes first, for the wrapper and the filter.
+func (n *Node) routedOwnersLocked() []policy.RouteOwner {
+	var out []policy.RouteOwner
+	for pr, k := range n.rt.installed {
+		p := n.peers[k]
+		if p == nil || !p.active {
+			continue
+		}
+		for _, a := range offers.AllowedIPs(pr) {
+			out = append(out, policy.RouteOwner{Prefix: a, Owner: p.addr})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.Bits() > out[j].Prefix.Bits() })
+	return out
+}
+
+// syncOSRoutesLocked routes every installed prefix into the kernel TUN and
+// removes those no longer installed.
+func (n *Node) syncOSRoutesLocked() {
+	if n.osRoutes == nil {
+		return
+	}
+	for pr := range n.rt.osRouted {
+		if _, ok := n.rt.installed[pr]; !ok {
+			if err := n.osRoutes.DelRoute(pr); err != nil {
+				n.log.Warn("cannot remove route", "prefix", pr, "err", err)
+			}
+			delete(n.rt.osRouted, pr)
+		}
+	}
+	for pr := range n.rt.installed {
+		if n.rt.osRouted[pr] {
+			continue
+		}
+		if err := n.osRoutes.AddRoute(pr); err != nil {
+			n.log.Warn("cannot route accepted prefix", "prefix", pr, "err", err)
+			continue
+		}
+		n.rt.osRouted[pr] = true
+	}
+}
+
+// routeOwnerLocked returns the peer an installed route for dst leads to.
+func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
+	var best *peer
+	bits := -1
+	for pr, k := range n.rt.installed {
+		if pr.Bits() > bits && slices.ContainsFunc(offers.AllowedIPs(pr), func(a netip.Prefix) bool { return a.Contains(dst) }) {
+			best, bits = n.peers[k], pr.Bits()
+		}
+	}
+	return best
+}
+
+// forgetRoutesLocked drops what peer p offered (it is forgotten).
+func (n *Node) forgetRoutesLocked(p *peer) {
+	if _, ok := n.rt.learned[p.key]; !ok {
+		return
+	}
+	delete(n.rt.learned, p.key)
+	n.recomputeRoutesLocked()
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}

@@ -1,0 +1,91 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/testnet"
+)
+
+func acceptDoc(from, prefix string) string {
+	return fmt.Sprintf("[[routes.accept]]\nfrom = %q\nprefix = %q\n", from, prefix)
+}
+
+// echo4 serves an echo on the node's tun.ipv4.
+func (tn *testNode) echo4(t *testing.T, addr string, port uint16) {
+	t.Helper()
+	ln, err := tn.Stack().ListenTCP(netip.AddrPortFrom(netip.MustParseAddr(addr), port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go testnet.Echo(ln)
+}
+
+func echoOnce(tn *testNode, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c, err := tn.DialContext(ctx, "tcp4", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(timeout))
+	fmt.Fprintln(c, "hello")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "hello\n" {
+		return fmt.Errorf("echo %q", line)
+	}
+	return nil
+}
+
+// Two userspace nodes with IPv4 addresses: each offers its /32, each
+// accepts the other's, and IPv4 flows between them follow the policy. A
+// node that does not accept the route has no IPv4 way to the peer, and a
+// node that stops withdraws its route live.
+func TestIPv4RouteOfferAndAccept(t *testing.T) {
+	g, r, m := prepare(t, "g"), prepare(t, "r"), prepare(t, "m")
+	g.ipv4, r.ipv4, m.ipv4 = "10.99.0.1", "10.99.0.2", "10.99.0.3"
+	g.start(t, acceptDoc("*", "10.99.0.0/24")+allowDoc(r.key.Public().String(), "tcp", "7")+allowDoc(m.key.Public().String(), "tcp", "7"))
+	r.start(t, acceptDoc(g.Address().String(), "10.99.0.0/24")+allowDoc(g.key.Public().String(), "tcp", "7")+peerDoc(g))
+	m.start(t, peerDoc(g)) // accepts nothing
+	g.echo4(t, "10.99.0.1", 7)
+	r.echo4(t, "10.99.0.2", 7)
+
+	// r asks g for its offer at start; g learns r's /32 when they greet.
+	testnet.WaitFor(t, 10*time.Second, "r reaches g over IPv4", func() bool { return echoOnce(r, "10.99.0.1:7", 2*time.Second) == nil })
+	testnet.WaitFor(t, 10*time.Second, "g reaches r over IPv4", func() bool { return echoOnce(g, "10.99.0.2:7", 2*time.Second) == nil })
+
+	// m accepts nothing: no IPv4 route to g, refused at once.
+	start := time.Now()
+	if err := echoOnce(m, "10.99.0.1:7", 3*time.Second); err == nil {
+		t.Fatal("m reached g's IPv4 address without accepting its route")
+	} else if time.Since(start) > 2*time.Second {
+		t.Errorf("refusal took %v: %v", time.Since(start), err)
+	}
+	// Even with a session up (m pings g over IPv6), g does not install m's
+	// /32 unless... it does: g accepts * within 10.99.0.0/24. Then m's
+	// IPv4 source is accepted at g, but m still has no route to g.
+	if _, err := m.dial(g.Address(), 7, 3*time.Second); err == nil {
+		t.Fatal("m is not allowed to tcp/7 on g over IPv6")
+	}
+
+	// r stops: g removes r's route live.
+	r.Close()
+	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		_, ok := g.rt.installed[netip.MustParsePrefix("10.99.0.2/32")]
+		return !ok
+	})
+	if err := echoOnce(g, "10.99.0.2:7", 2*time.Second); err == nil {
+		t.Fatal("g still reaches r's withdrawn route")
+	}
+}

@@ -1,0 +1,251 @@
+// Package offers owns the route offer protocol between nodes: the message a
+// node sends a peer over the overlay to say which prefixes it forwards (and
+// to ask the peer for its own offer), and the decision which offered
+// prefixes this node accepts. The messages travel as UDP to ControlPort on
+// the peers' node addresses, inside WireGuard: the source address, which
+// WireGuard has checked, authenticates them. Everything here is pure.
+package offers
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// ControlPort is the overlay UDP port of a node address that carries route
+// offers. The node itself answers it; local programs cannot use it.
+const ControlPort = 4610
+
+// Limits keep a message within one packet of the minimum overlay MTU.
+const (
+	MaxRoutes   = 48 // prefixes one node may offer
+	MaxAccepted = 16 // prefixes echoed back in Accepted (informational)
+	maxMessage  = 8 + 2 + (MaxRoutes+MaxAccepted)*18
+)
+
+// Message types.
+const (
+	TypeRequest = 1 // "send me your offer"
+	TypeOffer   = 2 // the sender's complete offer (empty: it offers nothing)
+)
+
+const version = 1
+
+// Message is one control message.
+type Message struct {
+	Type uint8
+	// Boot and Seq order offers from one sender: Boot is random per start
+	// of the sender, Seq grows with every change.
+	Boot, Seq uint32
+	// Routes are the prefixes the sender forwards.
+	Routes []netip.Prefix
+	// Accepted are the prefixes of the receiver's own offer that the sender
+	// has installed, so the receiver can tell its user whether return
+	// traffic will find its way.
+	Accepted []netip.Prefix
+}
+
+// Marshal encodes m: version, type, boot, seq, then the two prefix lists,
+// each a count byte and entries of (family 4|6, bits, address bytes).
+func (m *Message) Marshal() ([]byte, error) {
+	if len(m.Routes) > MaxRoutes {
+		return nil, fmt.Errorf("offer: %d routes, at most %d", len(m.Routes), MaxRoutes)
+	}
+	acc := m.Accepted
+	if len(acc) > MaxAccepted {
+		acc = acc[:MaxAccepted]
+	}
+	b := make([]byte, 10, maxMessage)
+	b[0], b[1] = version, m.Type
+	binary.BigEndian.PutUint32(b[2:6], m.Boot)
+	binary.BigEndian.PutUint32(b[6:10], m.Seq)
+	if m.Type == TypeRequest {
+		return b, nil
+	}
+	for _, list := range [][]netip.Prefix{m.Routes, acc} {
+		b = append(b, byte(len(list)))
+		for _, p := range list {
+			a := p.Addr()
+			if a.Is4() {
+				b = append(b, 4, byte(p.Bits()))
+				v := a.As4()
+				b = append(b, v[:]...)
+			} else {
+				b = append(b, 6, byte(p.Bits()))
+				v := a.As16()
+				b = append(b, v[:]...)
+			}
+		}
+	}
+	return b, nil
+}
+
+var errMessage = errors.New("malformed route offer")
+
+// Unmarshal decodes a message strictly: known version and type, exact
+// length, canonical prefixes that may be routed (see Routable).
+func Unmarshal(b []byte) (Message, error) {
+	var m Message
+	if len(b) < 10 || len(b) > maxMessage || b[0] != version {
+		return m, errMessage
+	}
+	m.Type = b[1]
+	m.Boot = binary.BigEndian.Uint32(b[2:6])
+	m.Seq = binary.BigEndian.Uint32(b[6:10])
+	switch m.Type {
+	case TypeRequest:
+		if len(b) != 10 {
+			return m, errMessage
+		}
+		return m, nil
+	case TypeOffer:
+	default:
+		return m, errMessage
+	}
+	rest := b[10:]
+	for i, limit := range []int{MaxRoutes, MaxAccepted} {
+		if len(rest) < 1 {
+			return m, errMessage
+		}
+		n := int(rest[0])
+		rest = rest[1:]
+		if n > limit {
+			return m, errMessage
+		}
+		list := make([]netip.Prefix, 0, n)
+		for range n {
+			if len(rest) < 2 {
+				return m, errMessage
+			}
+			fam, bits := rest[0], int(rest[1])
+			rest = rest[2:]
+			var a netip.Addr
+			switch {
+			case fam == 4 && len(rest) >= 4 && bits <= 32:
+				a = netip.AddrFrom4([4]byte(rest[:4]))
+				rest = rest[4:]
+			case fam == 6 && len(rest) >= 16 && bits <= 128:
+				a = netip.AddrFrom16([16]byte(rest[:16]))
+				rest = rest[16:]
+			default:
+				return m, errMessage
+			}
+			p := netip.PrefixFrom(a, bits)
+			if p.Masked() != p || !Routable(p) {
+				return m, errMessage
+			}
+			list = append(list, p)
+		}
+		if i == 0 {
+			m.Routes = list
+		} else {
+			m.Accepted = list
+		}
+	}
+	if len(rest) != 0 {
+		return m, errMessage
+	}
+	return m, nil
+}
+
+// Routable reports whether p may be tunnelled as a route: not inside the
+// overlay's own spaces (which route by key), not loopback, link-local or
+// multicast. Default routes are routable (exit nodes); see AllowedIPs.
+func Routable(p netip.Prefix) bool {
+	if p.Bits() == 0 {
+		return true
+	}
+	if p.Overlaps(identity.OverlayPrefix) || p.Overlaps(identity.SitePrefixSpace) {
+		return false
+	}
+	a := p.Addr()
+	if a.Is4In6() || a.Zone() != "" {
+		return false
+	}
+	return !(a.IsLoopback() || a.IsMulticast() || a.IsLinkLocalUnicast() || (a.Is6() && p.Overlaps(linkLocal6)))
+}
+
+var linkLocal6 = netip.MustParsePrefix("fe80::/10")
+
+// Rule accepts the prefixes that From offers within Prefix.
+type Rule struct {
+	From   policy.Identity
+	Prefix netip.Prefix
+}
+
+// Covers reports whether r accepts prefix p offered by the node at from.
+func (r Rule) Covers(from netip.Addr, p netip.Prefix) bool {
+	return r.From.Covers(from) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
+		p.Bits() >= r.Prefix.Bits() && r.Prefix.Contains(p.Addr())
+}
+
+// Accepted returns the prefixes offered by the node at from that some rule
+// accepts, in offer order.
+func Accepted(rules []Rule, from netip.Addr, offered []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range offered {
+		for _, r := range rules {
+			if r.Covers(from, p) {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// Wants reports whether any rule could accept something from the node at
+// from: then this node asks it for its offer.
+func Wants(rules []Rule, from netip.Addr) bool {
+	for _, r := range rules {
+		if r.From.Covers(from) {
+			return true
+		}
+	}
+	return false
+}
+
+// reserved are the overlay's own spaces, which an exit route never covers:
+// a peer's AllowedIPs that held them would let that peer send with the
+// source address of any node it is not.
+var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
+
+// AllowedIPs returns what a route becomes in WireGuard's AllowedIPs and the
+// OS routing table: the prefix itself, except that ::/0 leaves out
+// fc00::/8 and 0300::/8.
+func AllowedIPs(p netip.Prefix) []netip.Prefix { return subtract(p, reserved) }
+
+// subtract returns p without the holes, as few prefixes as splitting in
+// halves gives.
+func subtract(p netip.Prefix, holes []netip.Prefix) []netip.Prefix {
+	overlap := false
+	for _, h := range holes {
+		if h.Addr().BitLen() != p.Addr().BitLen() || !h.Overlaps(p) {
+			continue
+		}
+		if h.Bits() <= p.Bits() {
+			return nil // p lies inside a hole
+		}
+		overlap = true
+	}
+	if !overlap {
+		return []netip.Prefix{p}
+	}
+	lo, hi := halves(p)
+	return append(subtract(lo, holes), subtract(hi, holes)...)
+}
+
+// halves splits p into its two halves.
+func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
+	bits := p.Bits() + 1
+	lo := netip.PrefixFrom(p.Addr(), bits)
+	b := p.Addr().AsSlice()
+	i := p.Bits() / 8
+	b[i] |= 0x80 >> (p.Bits() % 8)
+	a, _ := netip.AddrFromSlice(b)
+	return lo, netip.PrefixFrom(a, bits)
+}

@@ -1,0 +1,128 @@
+package offers
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+func pfx(s ...string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, x := range s {
+		out = append(out, netip.MustParsePrefix(x))
+	}
+	return out
+}
+
+func TestRoundTrip(t *testing.T) {
+	full := Message{Type: TypeOffer, Boot: 7, Seq: 9}
+	for i := range MaxRoutes {
+		full.Routes = append(full.Routes, netip.PrefixFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i)}), 48))
+	}
+	full.Accepted = pfx("10.99.0.2/32")
+	for _, m := range []Message{
+		{Type: TypeRequest, Boot: 1},
+		{Type: TypeOffer, Boot: 1, Seq: 2},
+		{Type: TypeOffer, Boot: 1, Seq: 3, Routes: pfx("192.168.10.0/24", "0.0.0.0/0", "::/0", "2001:db8::/32"), Accepted: pfx("10.99.0.2/32")},
+		full,
+	} {
+		b, err := m.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > maxMessage || len(b) > 1200 {
+			t.Fatalf("message of %d bytes", len(b))
+		}
+		got, err := Unmarshal(b)
+		if err != nil {
+			t.Fatalf("%+v: %v", m, err)
+		}
+		if got.Type != m.Type || got.Boot != m.Boot || got.Seq != m.Seq || !slices.Equal(got.Routes, m.Routes) || !slices.Equal(got.Accepted, m.Accepted) {
+			t.Fatalf("round trip: %+v != %+v", got, m)
+		}
+	}
+}
+
+func TestUnmarshalRefuses(t *testing.T) {
+	good, _ := (&Message{Type: TypeOffer, Routes: pfx("10.0.0.0/8")}).Marshal()
+	bad := map[string][]byte{
+		"short":        good[:5],
+		"trailing":     append(slices.Clone(good), 0),
+		"version":      append([]byte{9}, good[1:]...),
+		"type":         append([]byte{1, 9}, good[2:]...),
+		"host bits":    append(slices.Clone(good[:11]), 4, 8, 10, 0, 0, 1, 0),
+		"overlay":      append(slices.Clone(good[:10]), 1, 6, 16, 0xfc, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+		"site":         append(slices.Clone(good[:10]), 1, 6, 64, 0x03, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 0, 0, 0, 0, 0, 0),
+		"bits > 32":    append(slices.Clone(good[:10]), 1, 4, 33, 10, 0, 0, 0, 0),
+		"loopback":     append(slices.Clone(good[:10]), 1, 4, 8, 127, 0, 0, 0, 0),
+		"too many":     append(slices.Clone(good[:10]), MaxRoutes+1),
+		"request+body": append([]byte{1, TypeRequest, 0, 0, 0, 0, 0, 0, 0, 0}, 0),
+	}
+	for name, b := range bad {
+		if _, err := Unmarshal(b); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestAccepted(t *testing.T) {
+	g := netip.MustParseAddr("fc00::1")
+	other := netip.MustParseAddr("fc00::2")
+	rules := []Rule{
+		{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("192.168.0.0/16")},
+		{From: policy.Identity{Any: true}, Prefix: netip.MustParsePrefix("10.99.0.0/24")},
+		{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("::/0")},
+	}
+	offered := pfx("192.168.10.0/24", "192.169.0.0/24", "10.99.0.7/32", "10.99.0.0/16", "0.0.0.0/0", "::/0", "2001:db8::/48")
+	if got, want := Accepted(rules, g, offered), pfx("192.168.10.0/24", "10.99.0.7/32", "::/0", "2001:db8::/48"); !slices.Equal(got, want) {
+		t.Errorf("from g: %v, want %v", got, want)
+	}
+	if got, want := Accepted(rules, other, offered), pfx("10.99.0.7/32"); !slices.Equal(got, want) {
+		t.Errorf("from other: %v, want %v", got, want)
+	}
+	if !Wants(rules, other) || Wants(rules[:1], other) {
+		t.Error("Wants")
+	}
+}
+
+func TestAllowedIPsOfExit(t *testing.T) {
+	got := AllowedIPs(netip.MustParsePrefix("::/0"))
+	probe := map[string]bool{"fc00::1": false, "fcff::1": false, "300::1": false, "3ff:ffff::1": false,
+		"2001:db8::1": true, "::1": true, "fd00::1": true, "fb00::1": true, "200::1": true, "400::1": true, "ff02::1": true}
+	for s, want := range probe {
+		a := netip.MustParseAddr(s)
+		in := slices.ContainsFunc(got, func(p netip.Prefix) bool { return p.Contains(a) })
+		if in != want {
+			t.Errorf("%s covered = %v, want %v (%v)", s, in, want, got)
+		}
+	}
+	if len(got) > 20 {
+		t.Errorf("%d prefixes", len(got))
+	}
+	if v4 := AllowedIPs(netip.MustParsePrefix("0.0.0.0/0")); !slices.Equal(v4, pfx("0.0.0.0/0")) {
+		t.Errorf("IPv4 default: %v", v4)
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, m := range []Message{{Type: TypeRequest}, {Type: TypeOffer, Routes: pfx("10.0.0.0/8", "::/0"), Accepted: pfx("10.99.0.2/32")}} {
+		b, _ := m.Marshal()
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := Unmarshal(b)
+		if err != nil {
+			return
+		}
+		out, err := m.Marshal()
+		if err != nil {
+			t.Fatalf("decoded message does not encode: %v", err)
+		}
+		m2, err := Unmarshal(out)
+		if err != nil || !slices.Equal(m2.Routes, m.Routes) || !slices.Equal(m2.Accepted, m.Accepted) {
+			t.Fatalf("re-encode differs: %v", err)
+		}
+	})
+}
