@@ -1,8 +1,11 @@
 // Package routes owns what tomoe changes in the host's network
-// configuration in kernel mode: the overlay address and MTU of the TUN
-// interface and the routes that point at it. Only the overlay prefix
-// fc00::/8 and the site prefixes of peers are routed into the TUN (DESIGN.md
-// principle 6); Close removes everything it added.
+// configuration in kernel mode: the addresses and MTU of the TUN
+// interface, the routes that point at it, and the ip rules that select
+// those routes. Only the overlay prefix fc00::/8, the site prefixes of
+// peers and the tunnelled routes this node accepts are routed into the TUN
+// (DESIGN.md principle 6), all in table Table, which tomoe's ip rules
+// (rules.go) consult ahead of the main table. Close removes everything it
+// added.
 package routes
 
 import (
@@ -12,136 +15,308 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-// Interface is a configured TUN interface.
-type Interface struct {
-	name string
-	link netlink.Link
-	addr netip.Addr
+const (
+	// Table is the routing table that holds every route tomoe adds.
+	// Configure empties it first: it is tomoe's alone.
+	Table = 4610
+	// Mark is the fwmark tomoe puts on its own underlay sockets
+	// (WireGuard's UDP socket, bridge TCP connections) with SetSocketMark.
+	// Marked packets bypass tomoe's rules and are routed as if tomoe were
+	// not there, so the tunnel's own packets never enter the tunnel.
+	Mark = 0x4610
+)
 
-	mu     sync.Mutex // guards routes
-	routes map[netip.Prefix]bool
+// Options are the optional parts of the interface's configuration.
+type Options struct {
+	// IPv4 is this node's IPv4 address on the overlay, if it has one. It
+	// is added to the interface as a /32, and the kernel sources IPv4
+	// traffic through the interface from it. Without it, IPv4 routes
+	// still work, but the kernel picks a source address of another
+	// interface, which peers will not accept.
+	IPv4 netip.Addr
+	// UIDs, if not empty, are the only users (besides uid 0) whose
+	// sockets use tomoe's routes; everyone else gets "network
+	// unreachable" for them. See the rule block in rules.go.
+	UIDs []uint32
 }
 
-// Configure gives the interface name its node address, MTU and the route
-// for fc00::/8, and brings it up.
-func Configure(name string, addr netip.Addr, mtu int) (*Interface, error) {
-	link, err := netlink.LinkByName(name)
+// Interface is a configured TUN interface. Its methods are safe for
+// concurrent use.
+type Interface struct {
+	name string
+	addr netip.Addr
+	ipv4 netip.Addr
+	uids []uint32
+
+	// mu guards everything below and the use of the sockets, once
+	// Configure has returned the Interface.
+	mu       sync.Mutex
+	h        *netlink.Handle
+	ruleSock map[int]*nl.SocketHandle // for rules, which h cannot encode
+	link     netlink.Link
+	routes   map[netip.Prefix]bool // routes in Table
+	rules    []rule                // installed rules, in the order added
+	closed   bool
+}
+
+// Configure gives the interface name its addresses and MTU, brings it up,
+// routes fc00::/8 into it and installs tomoe's ip rules, replacing any
+// that a tomoe which crashed left behind. It works in the network
+// namespace of the calling thread, and the Interface keeps to that
+// namespace whatever thread later calls it.
+func Configure(name string, addr netip.Addr, mtu int, opts Options) (*Interface, error) {
+	if !addr.Is6() || addr.Is4In6() || addr.Zone() != "" {
+		return nil, fmt.Errorf("interface %s: node address %v is not an IPv6 address", name, addr)
+	}
+	if opts.IPv4.IsValid() && (!opts.IPv4.Is4() || opts.IPv4.IsUnspecified()) {
+		return nil, fmt.Errorf("interface %s: overlay IPv4 address %v is not a unicast IPv4 address", name, opts.IPv4)
+	}
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s: %w", name, err)
+		return nil, fmt.Errorf("interface %s: netlink: %w", name, err)
 	}
-	// A host that disables IPv6 by default disables it on new interfaces too.
-	sysctl := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
-	if b, err := os.ReadFile(sysctl); err == nil && len(b) > 0 && b[0] == '1' {
-		if err := os.WriteFile(sysctl, []byte("0"), 0o644); err != nil {
-			return nil, fmt.Errorf("interface %s: enable IPv6: %w", name, err)
-		}
+	sock, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("interface %s: netlink: %w", name, err)
 	}
-	// No link-local address: the overlay needs none, and without one the
-	// kernel does not chatter (router solicitations, MLD) into the TUN.
-	if err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "addr_gen_mode"), []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("interface %s: addr_gen_mode: %w", name, err)
+	i := &Interface{
+		name:     name,
+		addr:     addr,
+		ipv4:     opts.IPv4,
+		uids:     slices.Clone(opts.UIDs),
+		h:        h,
+		ruleSock: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}},
+		routes:   make(map[netip.Prefix]bool),
 	}
-	if err := netlink.LinkSetMTU(link, mtu); err != nil {
-		return nil, fmt.Errorf("interface %s: set MTU %d: %w", name, mtu, err)
-	}
-	na := &netlink.Addr{
-		IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(128, 128)},
-		// A TUN has no neighbours to conflict with; skip duplicate address
-		// detection so the address is usable at once.
-		Flags: unix.IFA_F_NODAD,
-	}
-	if err := netlink.AddrAdd(link, na); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("interface %s: add address %s: %w", name, addr, err)
-	}
-	if err := netlink.LinkSetUp(link); err != nil {
-		return nil, fmt.Errorf("interface %s: up: %w", name, err)
-	}
-	i := &Interface{name: name, link: link, addr: addr, routes: make(map[netip.Prefix]bool)}
-	if err := i.AddRoute(identity.OverlayPrefix); err != nil {
+	if err := i.configure(mtu); err != nil {
 		i.Close()
 		return nil, err
 	}
 	return i, nil
 }
 
-// AddRoute points p at the interface.
+func (i *Interface) configure(mtu int) error {
+	name := i.name
+	link, err := i.h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("interface %s: %w", name, err)
+	}
+	i.link = link
+	// A host that disables IPv6 by default disables it on new interfaces too.
+	sysctl := filepath.Join("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+	if b, err := os.ReadFile(sysctl); err == nil && len(b) > 0 && b[0] == '1' {
+		if err := os.WriteFile(sysctl, []byte("0"), 0o644); err != nil {
+			return fmt.Errorf("interface %s: enable IPv6: %w", name, err)
+		}
+	}
+	// No link-local address: the overlay needs none, and without one the
+	// kernel does not chatter (router solicitations, MLD) into the TUN.
+	if err := os.WriteFile(filepath.Join("/proc/sys/net/ipv6/conf", name, "addr_gen_mode"), []byte("1"), 0o644); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("interface %s: addr_gen_mode: %w", name, err)
+	}
+	if err := i.h.LinkSetMTU(link, mtu); err != nil {
+		return fmt.Errorf("interface %s: set MTU %d: %w", name, mtu, err)
+	}
+	for _, a := range i.addrs() {
+		if err := i.h.AddrAdd(link, a); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("interface %s: add address %s: %w", name, a.IPNet, err)
+		}
+	}
+	if err := i.h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("interface %s: up: %w", name, err)
+	}
+	if err := i.deleteStaleRules(); err != nil {
+		return err
+	}
+	if err := i.flushTable(); err != nil {
+		return err
+	}
+	i.mu.Lock()
+	err = i.syncRulesLocked(nil)
+	i.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return i.AddRoute(identity.OverlayPrefix)
+}
+
+// addrs are the interface's addresses: the node address, and the IPv4
+// address if there is one, each alone in its prefix. The kernel makes no
+// route for them (beyond the local table's), as every route tomoe needs is
+// in Table.
+func (i *Interface) addrs() []*netlink.Addr {
+	flags := unix.IFA_F_NOPREFIXROUTE |
+		// A TUN has no neighbours to conflict with; skip duplicate
+		// address detection so the address is usable at once.
+		unix.IFA_F_NODAD
+	out := []*netlink.Addr{{IPNet: ipNet(netip.PrefixFrom(i.addr, 128)), Flags: flags}}
+	if i.ipv4.IsValid() {
+		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.ipv4, 32)), Flags: flags})
+	}
+	return out
+}
+
+// flushTable deletes the routes in Table, which only a tomoe that
+// crashed while its interface lived on (a persistent TUN) leaves.
+func (i *Interface) flushTable() error {
+	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
+		routes, err := i.h.RouteListFiltered(fam, &netlink.Route{Table: Table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			return fmt.Errorf("list routes in table %d: %w", Table, err)
+		}
+		for _, r := range routes {
+			if err := i.h.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("delete stale route %s from table %d: %w", r.Dst, Table, err)
+			}
+		}
+	}
+	return nil
+}
+
+// AddRoute points p (IPv4 or IPv6) at the interface, in table Table, and
+// updates the ip rules it needs: a default route (0.0.0.0/0, ::/0) makes
+// this host use an exit node.
 func (i *Interface) AddRoute(p netip.Prefix) error {
+	if !p.IsValid() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
+		return fmt.Errorf("route %v: not an IPv4 or IPv6 prefix", p)
+	}
+	p = p.Masked()
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	if i.closed {
+		return fmt.Errorf("route %s: interface %s is closed", p, i.name)
+	}
 	if i.routes[p] {
 		return nil
 	}
-	r := i.route(p)
-	if err := netlink.RouteAdd(r); err != nil {
+	// Rules first: with UIDs, the rule that keeps other users off p must
+	// be there before the route is.
+	if err := i.syncRulesLocked(append(i.routeListLocked(), p)); err != nil {
+		i.syncRulesLocked(i.routeListLocked())
+		return fmt.Errorf("route %s: %w", p, err)
+	}
+	if err := i.h.RouteAdd(i.route(p)); err != nil {
+		i.syncRulesLocked(i.routeListLocked())
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("route %s: the host already routes it elsewhere (another overlay network?): %w", p, err)
+			return fmt.Errorf("route %s: table %d has it already (another tomoe running?): %w", p, Table, err)
 		}
-		return fmt.Errorf("route %s dev %s: %w", p, i.name, err)
+		return fmt.Errorf("route %s dev %s table %d: %w", p, i.name, Table, err)
 	}
 	i.routes[p] = true
 	return nil
 }
 
-// DelRoute removes a route AddRoute added.
+// DelRoute removes a route AddRoute added, and the rules only it needed.
 func (i *Interface) DelRoute(p netip.Prefix) error {
+	p = p.Masked()
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	if !i.routes[p] {
 		return nil
 	}
 	delete(i.routes, p)
-	if err := netlink.RouteDel(i.route(p)); err != nil && !errors.Is(err, unix.ESRCH) {
-		return fmt.Errorf("delete route %s: %w", p, err)
+	var errs []error
+	if err := i.h.RouteDel(i.route(p)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
 	}
-	return nil
+	if err := i.syncRulesLocked(i.routeListLocked()); err != nil {
+		errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+	}
+	return errors.Join(errs...)
 }
 
-// Routes returns the prefixes routed into the interface.
+// Routes returns the prefixes routed into the interface, in order.
 func (i *Interface) Routes() []netip.Prefix {
 	i.mu.Lock()
 	defer i.mu.Unlock()
+	return i.routeListLocked()
+}
+
+func (i *Interface) routeListLocked() []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(i.routes))
 	for p := range i.routes {
 		out = append(out, p)
 	}
+	slices.SortFunc(out, comparePrefix)
 	return out
 }
 
 func (i *Interface) route(p netip.Prefix) *netlink.Route {
-	return &netlink.Route{
+	r := &netlink.Route{
 		LinkIndex: i.link.Attrs().Index,
-		Dst:       &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())},
+		Dst:       ipNet(p),
 		Scope:     netlink.SCOPE_UNIVERSE,
+		Table:     Table,
 	}
+	if p.Addr().Is4() && i.ipv4.IsValid() {
+		r.Src = i.ipv4.AsSlice()
+	}
+	return r
 }
 
-// Close removes the routes and the address. (Closing the TUN device
-// removes the interface itself; this also leaves nothing behind when the
-// device outlives us, e.g. a persistent TUN.)
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Close removes the routes, the rules and the addresses. (Closing the TUN
+// device removes the interface itself; this also leaves nothing behind
+// when the device outlives us, e.g. a persistent TUN.) It is safe to call
+// more than once.
 func (i *Interface) Close() error {
 	i.mu.Lock()
-	routes := make([]netip.Prefix, 0, len(i.routes))
-	for p := range i.routes {
-		routes = append(routes, p)
+	defer i.mu.Unlock()
+	if i.closed {
+		return nil
 	}
-	i.mu.Unlock()
+	i.closed = true
 	var errs []error
-	for _, p := range routes {
-		if err := i.DelRoute(p); err != nil {
+	for _, p := range i.routeListLocked() {
+		// ENODEV: the interface, and its routes with it, are gone.
+		if err := i.h.RouteDel(i.route(p)); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+		}
+	}
+	clear(i.routes)
+	slices.SortStableFunc(i.rules, func(a, b rule) int { return rank(b) - rank(a) })
+	for _, r := range i.rules {
+		if err := i.delRule(r); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	na := &netlink.Addr{IPNet: &net.IPNet{IP: i.addr.AsSlice(), Mask: net.CIDRMask(128, 128)}}
-	if err := netlink.AddrDel(i.link, na); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENODEV) {
-		errs = append(errs, fmt.Errorf("delete address: %w", err))
+	i.rules = nil
+	if i.link != nil {
+		for _, a := range i.addrs() {
+			if err := i.h.AddrDel(i.link, a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENODEV) {
+				errs = append(errs, fmt.Errorf("delete address %s: %w", a.IPNet, err))
+			}
+		}
+	}
+	i.h.Close()
+	for _, s := range i.ruleSock {
+		s.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// SetSocketMark puts Mark on the socket fd, so that its packets bypass
+// tomoe's routes (see Mark). It needs CAP_NET_ADMIN. Call it from a
+// syscall.RawConn's Control, as in a net.ListenConfig's or net.Dialer's
+// Control function.
+func SetSocketMark(fd uintptr) error {
+	if err := unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, Mark); err != nil {
+		return fmt.Errorf("set SO_MARK %#x: %w", Mark, err)
+	}
+	return nil
 }
