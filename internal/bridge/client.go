@@ -57,6 +57,10 @@ type ClientConfig struct {
 	// LocalEndpoints lists this node's own addresses and port to tell the
 	// bridge (for peers on the same LAN); nil: none.
 	LocalEndpoints func() []netip.AddrPort
+	// Mark, if not zero, is the fwmark of the TCP connections to bridges,
+	// so that the node's own routes (an exit node's default route) never
+	// capture them.
+	Mark uint32
 }
 
 // Client registers a node with its bridges, looks up addresses through

@@ -89,6 +89,15 @@ func unwrapIPC(err error) error {
 	return err
 }
 
+// SetMark puts fwmark mark on the device's UDP sockets (0: none), so that
+// the node's own routes never capture its underlay traffic.
+func (e *Engine) SetMark(mark uint32) error {
+	if err := e.dev.IpcSet(fmt.Sprintf("fwmark=%d\n", mark)); err != nil {
+		return fmt.Errorf("set fwmark: %w", unwrapIPC(err))
+	}
+	return nil
+}
+
 // ListenPort returns the UDP port the device listens on.
 func (e *Engine) ListenPort() uint16 {
 	s, err := e.dev.IpcGet()
