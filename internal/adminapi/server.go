@@ -40,6 +40,7 @@ type Backend interface {
 	BridgeNodes(ctx context.Context) ([]BridgeNode, error)
 	CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error)
 	BridgeRevoke(ctx context.Context, req BridgeRevokeRequest) (BridgeRevokeResponse, error)
+	ServicesBackend
 }
 
 // RequestError is an error caused by the request; the server answers with
@@ -275,6 +276,7 @@ func Handler(b Backend, log *slog.Logger) http.Handler {
 		}
 		reply(w, log, func() (any, error) { return b.BridgeRevoke(r.Context(), req) })
 	})
+	servicesRoutes(route, b, log)
 	route("GET", "/v1/events", func(w http.ResponseWriter, r *http.Request) {
 		serveEvents(w, r, b)
 	})

@@ -32,6 +32,14 @@ func (f *fakeBackend) CreateToken(context.Context, TokenRequest) (TokenResponse,
 func (f *fakeBackend) BridgeRevoke(context.Context, BridgeRevokeRequest) (BridgeRevokeResponse, error) {
 	return BridgeRevokeResponse{}, &RequestError{Code: http.StatusConflict, Err: errors.New("not a bridge")}
 }
+func (f *fakeBackend) Routes(context.Context) (Routes, error) { return Routes{}, nil }
+func (f *fakeBackend) ChangeRoutes(context.Context, RouteChange) (Routes, error) {
+	return Routes{}, BadRequest(errors.New("no"))
+}
+func (f *fakeBackend) Services(context.Context) (Services, error) { return Services{}, nil }
+func (f *fakeBackend) ChangeExpose(context.Context, ExposeChange) (Services, error) {
+	return Services{}, BadRequest(errors.New("no"))
+}
 func (f *fakeBackend) Policy(context.Context) ([]Rule, error) {
 	return nil, errors.New("disk on fire")
 }

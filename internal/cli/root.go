@@ -144,6 +144,8 @@ network in one process, without root.`,
 		newPingCmd(g),
 		newEventsCmd(g),
 		newBridgeCmd(g),
+		newRoutesCmd(g),
+		newExposeCmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

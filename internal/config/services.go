@@ -250,13 +250,8 @@ func (c *Config) validateServices(bad func(key, format string, args ...any)) {
 		if _, err := policy.ParseIdentity(a.From); err != nil {
 			bad(key+".from", "%v", err)
 		}
-		p, err := ParseRoutePrefix(a.Prefix)
-		if err != nil {
+		if _, err := ParseRoutePrefix(a.Prefix); err != nil {
 			bad(key+".prefix", "%v", err)
-			continue
-		}
-		if p.Addr().Is4() && !v4.IsValid() {
-			bad(key+".prefix", "IPv4 through the overlay needs an IPv4 address of this node there: set tun.ipv4 (e.g. \"10.99.0.2\"), and have the offering node accept it (routes.accept with its /32)")
 		}
 	}
 

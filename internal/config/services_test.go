@@ -68,7 +68,7 @@ func TestServicesValidation(t *testing.T) {
 		{"[tun]\nmode = \"userspace\"\n[[routes.offer]]\nprefix = \"10.0.0.0/8\"", "routes.offer[0].prefix", "userspace node cannot forward"},
 		{"[tun]\nipv4 = \"10.9.0.1\"\n[[routes.offer]]\nprefix = \"10.9.0.1/32\"", "routes.offer[0].prefix", "offered by itself"},
 		{"[[routes.accept]]\nfrom = \"bob\"\nprefix = \"::/0\"", "routes.accept[0].from", "public key"},
-		{"[[routes.accept]]\nfrom = \"*\"\nprefix = \"10.0.0.0/8\"", "routes.accept[0].prefix", "tun.ipv4"},
+		{"[[routes.accept]]\nfrom = \"*\"\nprefix = \"10.0.0.1/8\"", "routes.accept[0].prefix", "10.0.0.0/8"},
 		{"[[expose]]\nport = 0\ntarget = \"127.0.0.1:1\"", "expose[0].port", "1..65535"},
 		{"[[expose]]\nport = 80\nproto = \"sctp\"\ntarget = \"127.0.0.1:1\"", "expose[0].proto", "udp"},
 		{"[[expose]]\nport = 80\ntarget = \"localhost:8080\"", "expose[0].target", "not a host name"},

@@ -11,7 +11,9 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/routes"
 )
 
 // startBridging starts this node's bridge role, or its client of the
@@ -53,10 +55,20 @@ func (n *Node) startBridging() error {
 		Log:            n.log.With("component", "bridges"),
 		Wants:          n.wants,
 		LocalEndpoints: n.localEndpoints,
+		Mark:           n.underlayMark(),
 	})
 	n.bind.SetFrameHandler(n.client)
 	n.client.Start()
 	return nil
+}
+
+// underlayMark is the fwmark of the node's own underlay sockets in kernel
+// mode (see routes.Mark), else 0.
+func (n *Node) underlayMark() uint32 {
+	if n.cfg.TUN.Mode == config.ModeKernel {
+		return routes.Mark
+	}
+	return 0
 }
 
 // stopBridging ends the bridge role or client (before the Bind closes, so

@@ -25,6 +25,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
+	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/offers"
@@ -70,8 +71,10 @@ type Node struct {
 
 	store    *policy.Store
 	filter   *policy.Filter
-	stack    *netstack.Stack   // userspace mode only
-	osRoutes *routes.Interface // kernel mode only; set under mu once configured
+	stack    *netstack.Stack    // userspace mode only
+	osRoutes *routes.Interface  // kernel mode only; set under mu once configured
+	firewall *firewall.Firewall // kernel mode only; guarded by mu
+	forward  routes.Forwarding  // kernel mode only; guarded by mu
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
 	engine   *engine.Engine
@@ -92,6 +95,7 @@ type Node struct {
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
+	svc        serviceSet // set up by New, torn down by Close
 	rt         routeState // guarded by mu
 	control    chan controlMsg
 	controlBad atomic.Uint64 // control datagrams that did not decode
@@ -174,6 +178,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.startBridging(); err != nil {
 		return n, err
 	}
+	if err := n.startServices(); err != nil {
+		return n, err
+	}
 
 	if cfg.Admin.Socket != "" {
 		ln, err := adminapi.Listen(cfg.Admin.Socket, cfg.Admin.Group)
@@ -229,14 +236,55 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err != nil {
 		return fmt.Errorf("tun: %w", err)
 	}
-	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU)
+	uids, err := config.LookupUsers(n.cfg.AllowedLocalUsers)
+	if err != nil {
+		return fmt.Errorf("allowed_local_users: %w", err)
+	}
+	// The node's own underlay traffic carries routes.Mark, so that its
+	// routes (an exit node's default above all) never capture it.
+	if err := n.engine.SetMark(routes.Mark); err != nil {
+		return err
+	}
+	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.cfg.IPv4(), UIDs: uids})
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
 	n.osRoutes = ifc
 	n.mu.Unlock()
-	return nil
+	if len(uids) > 0 {
+		n.log.Info("only some local users reach the overlay", "allowed_local_users", n.cfg.AllowedLocalUsers, "uids", uids)
+	}
+	fw, err := firewall.Open(n.firewallConfigLocked(name))
+	if err != nil {
+		if n.cfg.Listen.Stealth || len(n.cfg.Offers()) > 0 {
+			return fmt.Errorf("firewall (nftables, needed by listen.stealth and routes.offer): %w", err)
+		}
+		n.log.Warn("cannot install the firewall rules (nftables): LAN neighbours could send packets with overlay source addresses through the physical interface", "err", err)
+	}
+	n.mu.Lock()
+	n.firewall = fw
+	err = n.applyForwardingLocked()
+	n.mu.Unlock()
+	return err
+}
+
+// firewallConfigLocked is the nftables ruleset for the current offers.
+func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
+	pub := n.key.Public()
+	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), Site: pub.SitePrefix(), ClampMSS: true,
+		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort()}
+	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP != "" {
+		if ap, err := netip.ParseAddrPort(n.cfg.Bridge.TCP); err == nil {
+			fc.TCPPorts = append(fc.TCPPorts, ap.Port())
+		}
+	}
+	for _, o := range n.rt.offers {
+		if o.Masquerade {
+			fc.Masquerade = append(fc.Masquerade, o.Prefix)
+		}
+	}
+	return fc
 }
 
 // Stack returns the userspace stack (nil in kernel mode), for programs in
@@ -303,12 +351,21 @@ func (n *Node) Close() error {
 			n.metrics.Close()
 		}
 		n.wg.Wait()
+		n.stopServices()
 		n.stopBridging()
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {
 			if err := n.osRoutes.Close(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if n.firewall != nil {
+			if err := n.firewall.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := n.forward.Restore(); err != nil {
+			errs = append(errs, err)
 		}
 		if n.engine != nil {
 			// Closing the device closes the wrapper, the stack or TUN and the Bind.

@@ -267,7 +267,14 @@ func (n *Node) lookupPeer(dst netip.Addr) *peer {
 }
 
 // ErrNoPeer is returned for a destination no known peer owns.
-var ErrNoPeer = errors.New("no known peer has this address")
+var ErrNoPeer error = noPeerError{}
+
+type noPeerError struct{}
+
+func (noPeerError) Error() string { return "no known peer has this address" }
+
+// SOCKSReply makes the SOCKS5 proxy answer "host unreachable".
+func (noPeerError) SOCKSReply() byte { return 0x04 }
 
 // ensurePeer makes sure the peer owning dst is in the device, asking the
 // bridges if no known peer owns it.

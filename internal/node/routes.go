@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"slices"
 	"sort"
@@ -67,6 +68,9 @@ func (n *Node) initRoutes() {
 	}
 	for _, a := range n.cfg.Accepts() {
 		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix})
+		if a.Prefix.Addr().Is4() && !n.cfg.IPv4().IsValid() {
+			n.log.Info("routes.accept has an IPv4 prefix but tun.ipv4 is not set: this node forwards IPv4 to it but its own programs have no IPv4 source on the overlay", "prefix", a.Prefix)
+		}
 	}
 	n.control = make(chan controlMsg, controlBacklog)
 }
@@ -129,9 +133,7 @@ func (n *Node) handleControl(c controlMsg) {
 	}
 	switch c.msg.Type {
 	case offers.TypeRequest:
-		if n.store.Matcher().AllowsAny(p.addr) {
-			n.sendOfferLocked(p)
-		}
+		n.sendOfferLocked(p)
 		if offers.Wants(n.rt.rules, p.addr) && n.rt.learned[p.key] == nil {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
@@ -157,10 +159,10 @@ func (n *Node) handleControl(c controlMsg) {
 	}
 }
 
-// greetLocked runs when a session with p comes up: offer our routes if
-// the policy lets p use them, and ask for p's if we may accept some.
+// greetLocked runs when a session with p comes up: offer our routes, and
+// ask for p's if we may accept some.
 func (n *Node) greetLocked(p *peer) {
-	if n.store.Matcher().AllowsAny(p.addr) && len(n.rt.offers) > 0 {
+	if len(n.offerForLocked(p)) > 0 {
 		n.sendOfferLocked(p)
 	}
 	if offers.Wants(n.rt.rules, p.addr) {
@@ -169,12 +171,24 @@ func (n *Node) greetLocked(p *peer) {
 }
 
 func (n *Node) sendOfferLocked(p *peer) {
-	m := offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq, Accepted: p.routes}
-	for _, o := range n.rt.offers {
-		m.Routes = append(m.Routes, o.Prefix)
-	}
+	m := offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq, Accepted: p.routes, Routes: n.offerForLocked(p)}
 	n.sendControlLocked(p, m)
 	p.offered = true
+}
+
+// offerForLocked is what p is told this node offers: its own tun.ipv4 to
+// every peer, the routes it forwards only to peers the policy lets in (the
+// others could not use them, and need not learn the LAN's prefixes).
+func (n *Node) offerForLocked(p *peer) []netip.Prefix {
+	allowed := n.store.Matcher().AllowsAny(p.addr)
+	v4 := n.cfg.IPv4()
+	var out []netip.Prefix
+	for _, o := range n.rt.offers {
+		if allowed || (v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
+			out = append(out, o.Prefix)
+		}
+	}
+	return out
 }
 
 func (n *Node) sendControlLocked(p *peer, m offers.Message) {
@@ -220,16 +234,15 @@ func (n *Node) requestMissing() {
 	}
 }
 
-// offerToAll sends the current offer to every active peer the policy lets in.
+// offerToAll sends the current offer to every active peer.
 func (n *Node) offerToAll() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closing {
 		return
 	}
-	m := n.store.Matcher()
 	for _, p := range n.peers {
-		if p.active && m.AllowsAny(p.addr) && (len(n.rt.offers) > 0 || p.offered) {
+		if p.active && (p.offered || len(n.offerForLocked(p)) > 0) {
 			n.sendOfferLocked(p)
 		}
 	}
@@ -387,4 +400,39 @@ func prefixStrings(ps []netip.Prefix) []string {
 		out[i] = p.String()
 	}
 	return out
+}
+
+// applyForwardingLocked makes the host forward what this node offers
+// (kernel mode): forwarding sysctls and the firewall's masquerade rules.
+func (n *Node) applyForwardingLocked() error {
+	if n.osRoutes == nil {
+		return nil
+	}
+	var v4, v6 bool
+	v4addr := n.cfg.IPv4()
+	for _, o := range n.rt.offers {
+		if o.Prefix.Addr().Is4() && !(o.Prefix.Bits() == 32 && o.Prefix.Addr() == v4addr) {
+			v4 = true
+		}
+		if o.Prefix.Addr().Is6() {
+			v6 = true
+		}
+	}
+	before := len(n.forward.Changed())
+	if err := n.forward.Enable(v4, v6); err != nil {
+		return err
+	}
+	if ch := n.forward.Changed(); len(ch) > before {
+		n.log.Warn("enabled forwarding to carry offered routes; restored on shutdown", "sysctls", ch[before:])
+	}
+	if n.firewall != nil {
+		name, err := n.wrapper.Name()
+		if err != nil {
+			return err
+		}
+		if err := n.firewall.Update(n.firewallConfigLocked(name)); err != nil {
+			return fmt.Errorf("firewall: %w", err)
+		}
+	}
+	return nil
 }

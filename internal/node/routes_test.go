@@ -4,9 +4,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"testing"
 	"time"
+
+	"golang.org/x/net/proxy"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -88,4 +91,62 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	if err := echoOnce(g, "10.99.0.2:7", 2*time.Second); err == nil {
 		t.Fatal("g still reaches r's withdrawn route")
 	}
+}
+
+// A service that listens only on loopback, exposed on g's overlay address,
+// reached from r through a local port forward and through r's SOCKS5 proxy
+// by g's name; a node the policy does not allow is refused.
+func TestExposeAndLocalAccess(t *testing.T) {
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go testnet.Echo(target)
+	fwd, socks := freePort(t), freePort(t)
+
+	g, r, m := prepare(t, "g"), prepare(t, "r"), prepare(t, "m")
+	g.start(t, fmt.Sprintf("[[expose]]\nport = 80\ntarget = %q\n", target.Addr().String())+allowDoc(r.key.Public().String(), "tcp", "80"))
+	r.start(t, peerDoc(g)+fmt.Sprintf("[[connect]]\nlocal = \"127.0.0.1:%d\"\nremote = \"[%s]:80\"\n[proxy]\nsocks5 = \"127.0.0.1:%d\"\n", fwd, g.Address(), socks))
+	m.start(t, peerDoc(g))
+
+	c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", fwd), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testnet.RoundTrip(c, "through the port forward", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	d, err := proxy.SOCKS5("tcp", fmt.Sprintf("127.0.0.1:%d", socks), nil, proxy.Direct)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = d.Dial("tcp", "g.tomoe:80")
+	if err != nil {
+		t.Fatalf("SOCKS5 to g.tomoe:80: %v", err)
+	}
+	if err := testnet.RoundTrip(c, "through SOCKS5 by name", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+
+	if _, err := m.dial(g.Address(), 80, 3*time.Second); err == nil {
+		t.Fatal("m reached the exposed service; g's policy does not allow it")
+	}
+	st, err := g.Services(context.Background())
+	if err != nil || len(st.Expose) != 1 || st.Expose[0].Total < 2 {
+		t.Errorf("services status: %+v %v", st, err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
 }

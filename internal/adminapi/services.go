@@ -1,0 +1,157 @@
+package adminapi
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+)
+
+// ServicesBackend is the part of the API about tunnelled routes and local
+// services. The node implements it.
+type ServicesBackend interface {
+	Routes(ctx context.Context) (Routes, error)
+	// ChangeRoutes offers, withdraws, accepts or unaccepts one route, live.
+	ChangeRoutes(ctx context.Context, req RouteChange) (Routes, error)
+	Services(ctx context.Context) (Services, error)
+	// ChangeExpose adds or removes an exposed service, live.
+	ChangeExpose(ctx context.Context, req ExposeChange) (Services, error)
+}
+
+// Routes is GET /v1/routes.
+type Routes struct {
+	// Offered are this node's offers (its tun.ipv4 /32 has Self set).
+	Offered []OfferedRoute `json:"offered"`
+	// Accept are this node's accept rules.
+	Accept []AcceptRule `json:"accept"`
+	// Learned are the routes peers offer this node, installed or not.
+	Learned []LearnedRoute `json:"learned"`
+}
+
+// OfferedRoute is one route this node offers.
+type OfferedRoute struct {
+	Prefix     string `json:"prefix"`
+	Masquerade bool   `json:"masquerade"`
+	Self       bool   `json:"self,omitempty"`
+	// AcceptedBy lists the peers (addresses) that said they installed it.
+	AcceptedBy []string `json:"accepted_by"`
+}
+
+// AcceptRule is one routes.accept rule.
+type AcceptRule struct {
+	From   string `json:"from"`
+	Prefix string `json:"prefix"`
+}
+
+// LearnedRoute is one prefix a peer offers.
+type LearnedRoute struct {
+	Prefix  string `json:"prefix"`
+	Peer    string `json:"peer"`
+	Address string `json:"address"`
+	// State is "installed", "not_accepted" (no accept rule covers it) or
+	// "conflict" (another peer has it).
+	State string `json:"state"`
+}
+
+// Route change operations (RouteChange.Op).
+const (
+	RouteOffer    = "offer"
+	RouteWithdraw = "withdraw"
+	RouteAccept   = "accept"
+	RouteUnaccept = "unaccept"
+)
+
+// RouteChange is POST /v1/routes/change. Changes last until the node restarts.
+type RouteChange struct {
+	Op         string `json:"op"`
+	Prefix     string `json:"prefix"`
+	Masquerade bool   `json:"masquerade,omitempty"` // offer
+	From       string `json:"from,omitempty"`       // accept, unaccept
+}
+
+// Services is GET /v1/services: exposed services and the local access
+// listeners (port forwards and proxies).
+type Services struct {
+	Expose  []ExposedService `json:"expose"`
+	Connect []LocalListener  `json:"connect"`
+	Proxies []LocalListener  `json:"proxies"`
+}
+
+// ExposedService is one service reachable at [node address]:Port.
+type ExposedService struct {
+	Proto  string `json:"proto"`
+	Port   uint16 `json:"port"`
+	Target string `json:"target"`
+	// Address is where peers reach it, e.g. "[fc..]:80".
+	Address  string `json:"address"`
+	Active   uint64 `json:"active"`
+	Total    uint64 `json:"total"`
+	BytesIn  uint64 `json:"bytes_in"`
+	BytesOut uint64 `json:"bytes_out"`
+}
+
+// LocalListener is a local port forward or proxy.
+type LocalListener struct {
+	Kind   string `json:"kind"` // "connect", "socks5", "http"
+	Listen string `json:"listen"`
+	Remote string `json:"remote,omitempty"` // connect only
+}
+
+// ExposeChange is POST /v1/services/expose: Remove false adds the service.
+// Changes last until the node restarts.
+type ExposeChange struct {
+	Remove bool   `json:"remove,omitempty"`
+	Proto  string `json:"proto"`
+	Port   uint16 `json:"port"`
+	Target string `json:"target,omitempty"`
+}
+
+func servicesRoutes(route func(method, path string, h http.HandlerFunc), b Backend, log *slog.Logger) {
+	route("GET", "/v1/routes", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.Routes(r.Context()) })
+	})
+	route("POST", "/v1/routes/change", func(w http.ResponseWriter, r *http.Request) {
+		var req RouteChange
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.ChangeRoutes(r.Context(), req) })
+	})
+	route("GET", "/v1/services", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, log, func() (any, error) { return b.Services(r.Context()) })
+	})
+	route("POST", "/v1/services/expose", func(w http.ResponseWriter, r *http.Request) {
+		var req ExposeChange
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, log, func() (any, error) { return b.ChangeExpose(r.Context(), req) })
+	})
+}
+
+// Routes is GET /v1/routes.
+func (c *Client) Routes(ctx context.Context) (Routes, error) {
+	var out Routes
+	err := c.do(ctx, http.MethodGet, "/v1/routes", nil, &out)
+	return out, err
+}
+
+// ChangeRoutes is POST /v1/routes/change.
+func (c *Client) ChangeRoutes(ctx context.Context, req RouteChange) (Routes, error) {
+	var out Routes
+	err := c.do(ctx, http.MethodPost, "/v1/routes/change", req, &out)
+	return out, err
+}
+
+// Services is GET /v1/services.
+func (c *Client) Services(ctx context.Context) (Services, error) {
+	var out Services
+	err := c.do(ctx, http.MethodGet, "/v1/services", nil, &out)
+	return out, err
+}
+
+// ChangeExpose is POST /v1/services/expose.
+func (c *Client) ChangeExpose(ctx context.Context, req ExposeChange) (Services, error) {
+	var out Services
+	err := c.do(ctx, http.MethodPost, "/v1/services/expose", req, &out)
+	return out, err
+}

@@ -1,0 +1,168 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/offers"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Routes implements adminapi.Backend.
+func (n *Node) Routes(ctx context.Context) (adminapi.Routes, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.routesStatusLocked(), nil
+}
+
+func (n *Node) routesStatusLocked() adminapi.Routes {
+	out := adminapi.Routes{Offered: []adminapi.OfferedRoute{}, Accept: []adminapi.AcceptRule{}, Learned: []adminapi.LearnedRoute{}}
+	v4 := n.cfg.IPv4()
+	for _, o := range n.rt.offers {
+		r := adminapi.OfferedRoute{Prefix: o.Prefix.String(), Masquerade: o.Masquerade, AcceptedBy: []string{},
+			Self: v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)}
+		for k, l := range n.rt.learned {
+			if slices.Contains(l.accepted, o.Prefix) {
+				r.AcceptedBy = append(r.AcceptedBy, k.Address().String())
+			}
+		}
+		slices.Sort(r.AcceptedBy)
+		out.Offered = append(out.Offered, r)
+	}
+	for _, r := range n.rt.rules {
+		out.Accept = append(out.Accept, adminapi.AcceptRule{From: r.From.String(), Prefix: r.Prefix.String()})
+	}
+	for k, l := range n.rt.learned {
+		for _, pr := range l.routes {
+			state := "not_accepted"
+			if owner, ok := n.rt.installed[pr]; ok {
+				state = "conflict"
+				if owner == k {
+					state = "installed"
+				}
+			}
+			out.Learned = append(out.Learned, adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: state})
+		}
+	}
+	slices.SortFunc(out.Learned, func(a, b adminapi.LearnedRoute) int {
+		if a.Address != b.Address {
+			if a.Address < b.Address {
+				return -1
+			}
+			return 1
+		}
+		if a.Prefix < b.Prefix {
+			return -1
+		}
+		if a.Prefix > b.Prefix {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// ChangeRoutes implements adminapi.Backend. Changes are live and last until
+// the node restarts.
+func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (adminapi.Routes, error) {
+	p, err := config.ParseRoutePrefix(req.Prefix)
+	if err != nil {
+		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("prefix %v", err))
+	}
+	var ask netip.Addr
+	n.mu.Lock()
+	defer func() {
+		if ask.IsValid() {
+			go n.requestMissing()
+		}
+	}()
+	defer n.mu.Unlock()
+	if n.closing {
+		return adminapi.Routes{}, errClosing
+	}
+	switch req.Op {
+	case adminapi.RouteOffer:
+		if n.cfg.TUN.Mode != config.ModeKernel {
+			return adminapi.Routes{}, adminapi.BadRequest(errors.New("offering a route needs tun.mode = \"kernel\": a userspace node cannot forward into its LAN"))
+		}
+		if slices.ContainsFunc(n.rt.offers, func(o config.Offer) bool { return o.Prefix == p }) {
+			return adminapi.Routes{}, conflict(fmt.Errorf("%s is offered already (withdraw it first to change masquerade)", p))
+		}
+		if len(n.rt.offers) >= offers.MaxRoutes {
+			return adminapi.Routes{}, conflict(fmt.Errorf("this node offers %d routes, the most one offer carries", offers.MaxRoutes))
+		}
+		n.rt.offers = append(n.rt.offers, config.Offer{Prefix: p, Masquerade: req.Masquerade})
+		if err := n.offersChangedLocked(); err != nil {
+			n.rt.offers = n.rt.offers[:len(n.rt.offers)-1]
+			n.offersChangedLocked()
+			return adminapi.Routes{}, err
+		}
+	case adminapi.RouteWithdraw:
+		if v4 := n.cfg.IPv4(); v4.IsValid() && p == netip.PrefixFrom(v4, 32) {
+			return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("%s is tun.ipv4, offered while it is configured", p))
+		}
+		i := slices.IndexFunc(n.rt.offers, func(o config.Offer) bool { return o.Prefix == p })
+		if i < 0 {
+			return adminapi.Routes{}, adminapi.NotFound(fmt.Errorf("%s is not offered", p))
+		}
+		n.rt.offers = slices.Delete(n.rt.offers, i, i+1)
+		if err := n.offersChangedLocked(); err != nil {
+			return adminapi.Routes{}, err
+		}
+	case adminapi.RouteAccept, adminapi.RouteUnaccept:
+		id, err := policy.ParseIdentity(req.From)
+		if err != nil {
+			return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("from: %v", err))
+		}
+		i := slices.IndexFunc(n.rt.rules, func(r offers.Rule) bool { return r.From.Same(id) && r.Prefix == p })
+		if req.Op == adminapi.RouteAccept {
+			if i >= 0 {
+				return adminapi.Routes{}, conflict(fmt.Errorf("routes from %s within %s are accepted already", id, p))
+			}
+			n.rt.rules = append(n.rt.rules, offers.Rule{From: id, Prefix: p})
+			if !id.Any {
+				ask = id.Addr
+			}
+			// Ask the peers that are up for their offer now.
+			for _, q := range n.peers {
+				if q.active && id.Covers(q.addr) && n.rt.learned[q.key] == nil {
+					n.sendControlLocked(q, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
+				}
+			}
+		} else {
+			if i < 0 {
+				return adminapi.Routes{}, adminapi.NotFound(fmt.Errorf("no accept rule for %s within %s", id, p))
+			}
+			n.rt.rules = slices.Delete(n.rt.rules, i, i+1)
+		}
+		n.recomputeRoutesLocked()
+	default:
+		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("op %q: use offer, withdraw, accept or unaccept", req.Op))
+	}
+	n.log.Info("routes changed", "op", req.Op, "prefix", p, "from", req.From, "masquerade", req.Masquerade)
+	return n.routesStatusLocked(), nil
+}
+
+// offersChangedLocked applies a change of this node's offers: the
+// filter's view of what it forwards, the forwarding setup of the host,
+// and the peers, who get the new offer at once.
+func (n *Node) offersChangedLocked() error {
+	n.rt.seq++
+	n.filter.SetLocal(n.localPolicyLocked())
+	if err := n.applyForwardingLocked(); err != nil {
+		return err
+	}
+	for _, p := range n.peers {
+		if p.active && (p.offered || len(n.offerForLocked(p)) > 0) {
+			n.sendOfferLocked(p)
+		}
+	}
+	return nil
+}
+
+func conflict(err error) error { return &adminapi.RequestError{Code: 409, Err: err} }
