@@ -127,7 +127,13 @@ func (n *nodeDir) config() string          { return filepath.Join(n.dir, "tomoe.
 // write writes the node's config: the given body after key_file and admin.socket.
 func (n *nodeDir) write(t testing.TB, body string) {
 	t.Helper()
-	doc := fmt.Sprintf("key_file = %q\n[admin]\nsocket = %q\n%s", filepath.Join(n.dir, "node.key"), n.socket(), body)
+	n.writeTop(t, "", body)
+}
+
+// writeTop writes the node's config with top-level keys (top) before any table.
+func (n *nodeDir) writeTop(t testing.TB, top, body string) {
+	t.Helper()
+	doc := fmt.Sprintf("key_file = %q\n%s[admin]\nsocket = %q\n%s", filepath.Join(n.dir, "node.key"), top, n.socket(), body)
 	if err := os.WriteFile(n.config(), []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}

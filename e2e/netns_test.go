@@ -22,11 +22,14 @@ type kernelNode struct {
 	host *testnet.Host
 	proc *testnet.Proc
 	body string
+	// top, tun and listen are extra lines for the top level and the [tun]
+	// and [listen] tables.
+	top, tun, listen string
 }
 
 func (k *kernelNode) start(t *testing.T) {
 	t.Helper()
-	k.write(t, "[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n[listen]\nudp = \"0.0.0.0:4610\"\n"+k.body)
+	k.writeTop(t, k.top, "[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n"+k.tun+"[listen]\nudp = \"0.0.0.0:4610\"\n"+k.listen+k.body)
 	k.proc = k.host.Start(t, k.name, tomoeBin, "up", "-c", k.config())
 	k.waitReady(t, func() bool { return !k.proc.Exited() })
 }
@@ -162,7 +165,8 @@ func TestKernelModeNetwork(t *testing.T) {
 	udp9 := alice.listenUDP(t, 9)
 
 	t.Run("only overlay routes point at the TUN", func(t *testing.T) {
-		routes := bob.host.Run("ip", "-6", "route", "show", "dev", "tomoe0")
+		// tomoe's routes live in its own table (4610), selected by ip rules.
+		routes := bob.host.Run("ip", "-6", "route", "show", "table", "4610", "dev", "tomoe0")
 		for _, want := range []string{"fc00::/8", alice.pub().SitePrefix().String(), carol.pub().SitePrefix().String()} {
 			if !strings.Contains(routes, want) {
 				t.Errorf("missing route %s:\n%s", want, routes)
@@ -176,8 +180,11 @@ func TestKernelModeNetwork(t *testing.T) {
 		if strings.Contains(routes, "default") {
 			t.Errorf("unexpected routes on tomoe0:\n%s", routes)
 		}
-		if out := bob.host.Run("ip", "-4", "route"); strings.Contains(out, "tomoe0") {
+		if out := bob.host.Run("ip", "-4", "route", "show", "table", "all"); strings.Contains(out, "tomoe0") {
 			t.Errorf("IPv4 routes changed:\n%s", out)
+		}
+		if out := bob.host.Run("ip", "-6", "route", "show", "table", "main"); strings.Contains(out, "tomoe0") && !strings.Contains(out, "fe80") {
+			t.Errorf("main table has tomoe routes:\n%s", out)
 		}
 	})
 
