@@ -385,6 +385,14 @@ func TestVPN(t *testing.T) {
 			t.Fatalf("overlay to gw with the exit route on: %v", err)
 		}
 		c.Close()
+		// No longer accepted: the default route goes at once.
+		remote.cli(t, "routes", "unaccept", "--from", exit.addr(), "0.0.0.0/0")
+		if tableHas(remote.host.Netns, "-4", "default") {
+			t.Error("the exit's default route is still installed after unaccept")
+		}
+		if out := remote.host.Run("ip", "route", "get", exitH.IPv4.String()); strings.Contains(out, "tomoe0") {
+			t.Errorf("after unaccept, traffic still goes into the TUN: %s", out)
+		}
 	})
 
 	t.Run("silent to scans", func(t *testing.T) {
