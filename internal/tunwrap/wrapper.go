@@ -224,7 +224,7 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if w.isControl(&p) && p.Dst == w.cfg.Local {
-			if w.cfg.Control != nil && p.L4Offset > 0 && len(pkt) >= p.L4Offset+8 && p.Length <= len(pkt) {
+			if w.cfg.Control != nil && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
 				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
 			}
 			continue
