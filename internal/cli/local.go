@@ -133,6 +133,24 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			fmt.Fprintf(g.stdout, "  admin:      %s\n", cfg.Admin.Socket)
 			fmt.Fprintf(g.stdout, "  peers:      %d static\n", len(cfg.Peers))
 			fmt.Fprintf(g.stdout, "  policy:     %d allow rules in the file; changes made through the API are kept in %s\n", len(cfg.Policy.Allow), cfg.StateFile())
+			if v4 := cfg.IPv4(); v4.IsValid() {
+				fmt.Fprintf(g.stdout, "  ipv4:       %s (offered to peers as %s/32)\n", v4, v4)
+			}
+			if len(cfg.Routes.Offer)+len(cfg.Routes.Accept) > 0 {
+				fmt.Fprintf(g.stdout, "  routes:     %d offered, %d accept rules\n", len(cfg.Routes.Offer), len(cfg.Routes.Accept))
+			}
+			if n := len(cfg.Expose); n > 0 {
+				fmt.Fprintf(g.stdout, "  expose:     %d services on the node address\n", n)
+			}
+			if n := len(cfg.Connect); n > 0 || cfg.Proxy.SOCKS5 != "" || cfg.Proxy.HTTP != "" {
+				fmt.Fprintf(g.stdout, "  access:     %d port forwards, socks5 %s, http %s\n", n, orDash(cfg.Proxy.SOCKS5), orDash(cfg.Proxy.HTTP))
+			}
+			if len(cfg.AllowedLocalUsers) > 0 {
+				fmt.Fprintf(g.stdout, "  users:      only %s reach the overlay\n", strings.Join(cfg.AllowedLocalUsers, ", "))
+			}
+			if cfg.Listen.Stealth {
+				fmt.Fprintf(g.stdout, "  stealth:    on (nothing unsolicited answered on physical interfaces)\n")
+			}
 			return nil
 		},
 	}
