@@ -60,7 +60,7 @@ const (
 	RouteUnaccept = "unaccept"
 )
 
-// RouteChange is POST /v1/routes/change. Changes last until the node restarts.
+// RouteChange is POST /v1/routes/change. Changes persist across restarts.
 type RouteChange struct {
 	Op         string `json:"op"`
 	Prefix     string `json:"prefix"`
@@ -97,7 +97,7 @@ type LocalListener struct {
 }
 
 // ExposeChange is POST /v1/services/expose: Remove false adds the service.
-// Changes last until the node restarts.
+// Changes persist across restarts.
 type ExposeChange struct {
 	Remove bool   `json:"remove,omitempty"`
 	Proto  string `json:"proto"`

@@ -22,8 +22,9 @@ prefix only if one of its routes.accept rules covers it; then the prefix is
 routed into the TUN towards the offering node. The offering node's policy
 decides who may use its routes.
 
-Without a subcommand, lists them. The subcommands change them live, until
-the node restarts (write them in the config to keep them):
+Without a subcommand, lists them. The subcommands change them live; the
+changes are kept in services.json beside the key file, over the config
+file's entries, across restarts:
 
   tomoe routes offer 192.168.10.0/24 --masquerade
   tomoe routes withdraw 192.168.10.0/24
@@ -60,7 +61,7 @@ the node restarts (write them in the config to keep them):
 					return err
 				}
 				printRoutes(g, r)
-				fmt.Fprintln(g.stderr, "changed until the node restarts; put it in the config to keep it")
+				fmt.Fprintln(g.stderr, "changed; kept across restarts (services.json beside the key file)")
 				return nil
 			},
 		}
@@ -132,8 +133,9 @@ the policy allows (tomoe policy allow --from NODE --proto tcp --ports PORT).
 Nothing listens on the physical interfaces.
 
 Without a subcommand, lists exposed services, port forwards and proxies.
-The subcommands change exposed services live, until the node restarts
-(write them as [[expose]] in the config to keep them):
+The subcommands change exposed services live; the changes are kept in
+services.json beside the key file, over the config file's [[expose]]
+entries, across restarts:
 
   tomoe expose add 80 127.0.0.1:8080
   tomoe expose add 53 127.0.0.1:5353 --proto udp
@@ -166,7 +168,7 @@ The subcommands change exposed services live, until the node restarts
 				return err
 			}
 			printServices(g, s)
-			fmt.Fprintln(g.stderr, "exposed until the node restarts; add an [[expose]] entry to the config to keep it; the policy decides who may connect")
+			fmt.Fprintln(g.stderr, "exposed; kept across restarts; the policy decides who may connect (tomoe policy allow --from NODE --proto "+proto+" --ports "+args[0]+")")
 			return nil
 		},
 	}

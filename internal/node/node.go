@@ -95,8 +95,9 @@ type Node struct {
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
-	svc        serviceSet // set up by New, torn down by Close
-	rt         routeState // guarded by mu
+	svc        serviceSet   // set up by New, torn down by Close
+	rt         routeState   // guarded by mu
+	changes    changesState // API changes to routes and services; guarded by mu
 	control    chan controlMsg
 	controlBad atomic.Uint64 // control datagrams that did not decode
 
@@ -145,7 +146,12 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Warn(w)
 	}
 	n.store = store
-	n.initRoutes()
+	if err := n.loadChanges(); err != nil {
+		return n, err
+	}
+	if err := n.initRoutes(); err != nil {
+		return n, err
+	}
 	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(0), n.onDeny)
 
 	dev, err := n.openTUN(pub)

@@ -54,7 +54,7 @@ type controlMsg struct {
 	msg offers.Message
 }
 
-func (n *Node) initRoutes() {
+func (n *Node) initRoutes() error {
 	var b [4]byte
 	rand.Read(b[:])
 	rs := &n.rt
@@ -62,17 +62,28 @@ func (n *Node) initRoutes() {
 	rs.learned = make(map[identity.PublicKey]*learnedOffer)
 	rs.installed = make(map[netip.Prefix]identity.PublicKey)
 	rs.osRouted = make(map[netip.Prefix]bool)
-	rs.offers = n.cfg.Offers()
+	n.control = make(chan controlMsg, controlBacklog)
+	list, err := n.applyOfferChanges(n.cfg.Offers())
+	if err != nil {
+		return err
+	}
+	rs.offers = list
 	if v4 := n.cfg.IPv4(); v4.IsValid() {
 		rs.offers = append(rs.offers, config.Offer{Prefix: netip.PrefixFrom(v4, 32)})
 	}
 	for _, a := range n.cfg.Accepts() {
 		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix})
-		if a.Prefix.Addr().Is4() && !n.cfg.IPv4().IsValid() {
-			n.log.Info("routes.accept has an IPv4 prefix but tun.ipv4 is not set: this node forwards IPv4 to it but its own programs have no IPv4 source on the overlay", "prefix", a.Prefix)
+	}
+	if rs.rules, err = n.applyAcceptChanges(rs.rules); err != nil {
+		return err
+	}
+	for _, r := range rs.rules {
+		if r.Prefix.Addr().Is4() && !n.cfg.IPv4().IsValid() {
+			n.log.Info("an accept rule has an IPv4 prefix but tun.ipv4 is not set: this node forwards IPv4 to it, but its own programs have no IPv4 source on the overlay", "prefix", r.Prefix)
+			break
 		}
 	}
-	n.control = make(chan controlMsg, controlBacklog)
+	return nil
 }
 
 // localPolicy is what the filter must know this node owns and forwards.

@@ -102,6 +102,9 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			n.offersChangedLocked()
 			return adminapi.Routes{}, err
 		}
+		if err := n.recordOfferLocked(p, req.Masquerade, false); err != nil {
+			return adminapi.Routes{}, fmt.Errorf("offered, but not saved: %w", err)
+		}
 	case adminapi.RouteWithdraw:
 		if v4 := n.cfg.IPv4(); v4.IsValid() && p == netip.PrefixFrom(v4, 32) {
 			return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("%s is tun.ipv4, offered while it is configured", p))
@@ -113,6 +116,9 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 		n.rt.offers = slices.Delete(n.rt.offers, i, i+1)
 		if err := n.offersChangedLocked(); err != nil {
 			return adminapi.Routes{}, err
+		}
+		if err := n.recordOfferLocked(p, false, true); err != nil {
+			return adminapi.Routes{}, fmt.Errorf("withdrawn, but not saved: %w", err)
 		}
 	case adminapi.RouteAccept, adminapi.RouteUnaccept:
 		id, err := policy.ParseIdentity(req.From)
@@ -141,6 +147,9 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			n.rt.rules = slices.Delete(n.rt.rules, i, i+1)
 		}
 		n.recomputeRoutesLocked()
+		if err := n.recordAcceptLocked(id, p, req.Op == adminapi.RouteUnaccept); err != nil {
+			return adminapi.Routes{}, fmt.Errorf("changed, but not saved: %w", err)
+		}
 	default:
 		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("op %q: use offer, withdraw, accept or unaccept", req.Op))
 	}

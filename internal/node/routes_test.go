@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"golang.org/x/net/proxy"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -149,4 +153,49 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Route and expose changes made through the API survive a restart, over
+// the config file's entries.
+func TestAPIChangesPersist(t *testing.T) {
+	g := prepare(t, "g")
+	g.ipv4 = "10.99.0.1"
+	doc := "[[expose]]\nport = 80\ntarget = \"127.0.0.1:8080\"\n" + acceptDoc("*", "10.99.0.0/24")
+	g.start(t, doc)
+	ctx := context.Background()
+	mustNil := func(_ any, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Proto: "udp", Port: 53, Target: "127.0.0.1:5353"}))
+	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Remove: true, Proto: "tcp", Port: 80}))
+	mustNil(g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteAccept, From: "*", Prefix: "192.168.0.0/16"}))
+	mustNil(g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteUnaccept, From: "*", Prefix: "10.99.0.0/24"}))
+	if _, err := g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteOffer, Prefix: "10.0.0.0/8"}); err == nil {
+		t.Error("a userspace node accepted an offer")
+	}
+	st, err := os.Stat(filepath.Join(g.dir, "services.json"))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("services.json: %v %v", st, err)
+	}
+	g.Close()
+
+	g.start(t, doc)
+	sv, _ := g.Services(ctx)
+	if len(sv.Expose) != 1 || sv.Expose[0].Proto != "udp" || sv.Expose[0].Port != 53 {
+		t.Errorf("after restart, exposed: %+v", sv.Expose)
+	}
+	r, _ := g.Routes(ctx)
+	if len(r.Accept) != 1 || r.Accept[0].Prefix != "192.168.0.0/16" {
+		t.Errorf("after restart, accept rules: %+v", r.Accept)
+	}
+	// The API brings back what the file has and the state removed.
+	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Proto: "tcp", Port: 80, Target: "127.0.0.1:8080"}))
+	g.Close()
+	g.start(t, doc)
+	if sv, _ := g.Services(ctx); len(sv.Expose) != 2 {
+		t.Errorf("after a second restart, exposed: %+v", sv.Expose)
+	}
 }

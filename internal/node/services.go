@@ -37,9 +37,13 @@ func (n *Node) startServices() error {
 	cfg := n.cfg
 	s := &n.svc
 	s.exposer = services.NewExposer(n.listenOverlay, n.log.With("component", "expose"))
-	for i, e := range cfg.Expose {
-		if err := s.exposer.Add(services.Service{Proto: e.ExposeProto(), Port: uint16(e.Port), Target: e.Target}); err != nil {
-			return fmt.Errorf("expose[%d]: %w", i, err)
+	list, err := n.exposedServices()
+	if err != nil {
+		return err
+	}
+	for _, e := range list {
+		if err := s.exposer.Add(e); err != nil {
+			return fmt.Errorf("expose %s/%d: %w", e.Proto, e.Port, err)
 		}
 	}
 	if len(cfg.Connect) == 0 && cfg.Proxy.SOCKS5 == "" && cfg.Proxy.HTTP == "" {
@@ -240,6 +244,9 @@ func (n *Node) ChangeExpose(ctx context.Context, req adminapi.ExposeChange) (adm
 		if err := n.svc.exposer.Remove(proto, req.Port); err != nil {
 			return adminapi.Services{}, adminapi.NotFound(err)
 		}
+		if err := n.recordExpose(proto, req.Port, "", true); err != nil {
+			return adminapi.Services{}, fmt.Errorf("removed, but not saved: %w", err)
+		}
 		n.log.Info("service unexposed", "proto", proto, "port", req.Port)
 		return n.servicesStatus(), nil
 	}
@@ -248,6 +255,9 @@ func (n *Node) ChangeExpose(ctx context.Context, req adminapi.ExposeChange) (adm
 	}
 	if err := n.svc.exposer.Add(services.Service{Proto: proto, Port: req.Port, Target: req.Target}); err != nil {
 		return adminapi.Services{}, conflict(err)
+	}
+	if err := n.recordExpose(proto, req.Port, req.Target, false); err != nil {
+		return adminapi.Services{}, fmt.Errorf("exposed, but not saved: %w", err)
 	}
 	n.log.Info("service exposed", "proto", proto, "port", req.Port, "target", req.Target)
 	return n.servicesStatus(), nil
