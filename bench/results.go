@@ -23,7 +23,11 @@ type Results struct {
 	// Bridge is the bridge part. It carries its own date and parameters:
 	// `-only bridge` replaces just this part of an earlier results.json.
 	Bridge *BridgeResult `json:"bridge,omitempty"`
-	Errors []string      `json:"errors,omitempty"`
+	// VPN is the VPN part (routed subnets, userspace access). Like the
+	// bridge part it carries its own date and parameters: `-only vpn`
+	// replaces just this part of an earlier results.json.
+	VPN    *VPNResult `json:"vpn,omitempty"`
+	Errors []string   `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -89,6 +93,21 @@ type Run struct {
 	// MachineCPUSeconds is the busy time of all CPUs during the run.
 	MachineCPUSeconds float64 `json:"machine_cpu_seconds"`
 	Loadavg           string  `json:"loadavg"` // before the run
+	// ProcCPUSeconds is utime+stime of single processes during the run,
+	// by role ("gateway", "access", "sender", ...), where the scenario
+	// records them (VPN part).
+	ProcCPUSeconds map[string]float64 `json:"proc_cpu_seconds,omitempty"`
+}
+
+// ProcCPUPerGB is one recorded process's CPU seconds per 10^9 bytes
+// received; nil if the run did not record it.
+func (r Run) ProcCPUPerGB(key string) *float64 {
+	v, ok := r.ProcCPUSeconds[key]
+	if !ok || r.BytesReceived == 0 {
+		return nil
+	}
+	v /= float64(r.BytesReceived) / 1e9
+	return &v
 }
 
 // DaemonCPUPerGB is the daemons' CPU seconds per 10^9 bytes received.
@@ -301,6 +320,68 @@ type CapacityResult struct {
 	SimCPUSeconds     float64   `json:"sim_cpu_seconds"`     // likewise, the load generator
 	MachineCPUSeconds float64   `json:"machine_cpu_seconds"` // likewise, all CPUs
 	Notes             []string  `json:"notes,omitempty"`
+}
+
+// VPNResult is the VPN part: IPv4 subnet routes through a gateway, and
+// userspace-mode access (SOCKS5, port forward) against kernel mode.
+type VPNResult struct {
+	Date            string   `json:"date"` // RFC 3339, start of the part
+	Quick           bool     `json:"quick"`
+	Repeats         int      `json:"repeats"`
+	RunSeconds      float64  `json:"run_seconds"`
+	Streams         int      `json:"streams"`
+	PingCount       int      `json:"ping_count"`
+	DurationSeconds float64  `json:"duration_seconds"`
+	LoadavgStart    string   `json:"loadavg_start"`
+	LoadavgEnd      string   `json:"loadavg_end"`
+	Machine         Machine  `json:"machine"`
+	Versions        Versions `json:"versions"`
+	// Routed are keyed raw-routed, wg-direct, wg-routed, tomoe-direct,
+	// tomoe-routed-masq and tomoe-routed.
+	Routed []*ScenarioResult `json:"routed"`
+	// LANSaw is the source address the LAN host's iperf3 saw, per routed
+	// tomoe scenario key (iperf3 --get-server-output).
+	LANSaw map[string]string `json:"lan_saw,omitempty"`
+	// ClientRoutes is the client's table 4610 (`ip route show table
+	// 4610`) after the runs.
+	ClientRoutes string `json:"client_routes,omitempty"`
+	// Access are keyed kernel, socks5 and forward.
+	Access []*ScenarioResult `json:"access"`
+	// Profile is a CPU profile of the userspace node during one extra
+	// SOCKS5 run (ProfileRun).
+	Profile        *ProfileSide `json:"profile,omitempty"`
+	ProfileRun     *Run         `json:"profile_run,omitempty"`
+	ProfileSeconds int          `json:"profile_seconds,omitempty"`
+	// Netstack are the userspace stack's settings read from the source
+	// the node was built from.
+	Netstack []Setting `json:"netstack,omitempty"`
+	Errors   []string  `json:"errors,omitempty"`
+}
+
+// Setting is one setting read from the source tree.
+type Setting struct {
+	Name   string `json:"name"`
+	Value  string `json:"value"`
+	Source string `json:"source"` // file
+}
+
+// medianProcCPUPerGB is the median over runs of process key's CPU seconds
+// per 10^9 bytes received; nil if no run recorded it.
+func (t *Throughput) medianProcCPUPerGB(key string) *float64 {
+	if t == nil {
+		return nil
+	}
+	var xs []float64
+	for _, r := range t.Runs {
+		if v := r.ProcCPUPerGB(key); v != nil {
+			xs = append(xs, *v)
+		}
+	}
+	if len(xs) == 0 {
+		return nil
+	}
+	v := median(xs)
+	return &v
 }
 
 // median of xs (not modified); 0 for none.

@@ -46,6 +46,15 @@ type scenario struct {
 	middle *proc
 	// pings are the latency measurements to take.
 	pings []func(ctx context.Context) (PingResult, error)
+	// named are processes whose CPU time is also recorded one by one, in
+	// Run.ProcCPUSeconds under their key (they may be daemons or not).
+	named []namedProc
+}
+
+// namedProc is a process whose CPU time a run records on its own.
+type namedProc struct {
+	key string
+	p   *proc
 }
 
 // procs are the daemons and the middle process.
@@ -81,6 +90,12 @@ func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run,
 			return Run{}, err
 		}
 	}
+	named0 := make([]float64, len(s.named))
+	for i, n := range s.named {
+		if named0[i], err = cpuSeconds(n.p.Pid()); err != nil {
+			return Run{}, err
+		}
+	}
 	m0, err := machineBusySeconds()
 	if err != nil {
 		return Run{}, err
@@ -88,6 +103,16 @@ func (s *scenario) measure(ctx context.Context, streams int, secs float64) (Run,
 	r, err := s.traffic(ctx, streams, secs)
 	if err != nil {
 		return Run{}, err
+	}
+	for i, n := range s.named {
+		v, err := cpuSeconds(n.p.Pid())
+		if err != nil {
+			return Run{}, err
+		}
+		if r.ProcCPUSeconds == nil {
+			r.ProcCPUSeconds = map[string]float64{}
+		}
+		r.ProcCPUSeconds[n.key] = v - named0[i]
 	}
 	d1, err := cpuSum(s.pids())
 	if err != nil {
