@@ -129,7 +129,7 @@ func newExposeCmd(g *globals) *cobra.Command {
 		Short: "Services reachable at [this node's address]:port, and local proxies",
 		Long: `An exposed service listens only on this machine (e.g. 127.0.0.1:8080) and
 becomes reachable on the overlay at [node address]:PORT, for the identities
-the policy allows (tomoe policy allow --from NODE --proto tcp --ports PORT).
+the policy allows (tomoe policy allow NODE --proto tcp --ports PORT).
 Nothing listens on the physical interfaces.
 
 Without a subcommand, lists exposed services, port forwards and proxies.
@@ -168,7 +168,7 @@ entries, across restarts:
 				return err
 			}
 			printServices(g, s)
-			fmt.Fprintln(g.stderr, "exposed; kept across restarts; the policy decides who may connect (tomoe policy allow --from NODE --proto "+proto+" --ports "+args[0]+")")
+			fmt.Fprintln(g.stderr, "exposed; kept across restarts; the policy decides who may connect (tomoe policy allow NODE --proto "+proto+" --ports "+args[0]+")")
 			return nil
 		},
 	}

@@ -140,6 +140,10 @@ func ParseRoutePrefix(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
+// MaxOffers is how many routes a node may offer (offers.MaxRoutes; the
+// offer has to fit one packet).
+const MaxOffers = 48
+
 // IsExit reports whether p is a default route (an exit node's offer).
 func IsExit(p netip.Prefix) bool { return p.Bits() == 0 }
 
@@ -244,6 +248,9 @@ func (c *Config) validateServices(bad func(key, format string, args ...any)) {
 		if !kernel {
 			bad(key, "offering a route needs tun.mode = \"kernel\": a userspace node cannot forward into its LAN")
 		}
+	}
+	if n := len(c.Routes.Offer); n > MaxOffers || (n == MaxOffers && v4.IsValid()) {
+		bad("routes.offer", "%d routes (tun.ipv4 counts as one more): one offer carries at most %d; offer shorter prefixes that cover several", n, MaxOffers)
 	}
 	for i, a := range c.Routes.Accept {
 		key := fmt.Sprintf("routes.accept[%d]", i)

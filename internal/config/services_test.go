@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -55,6 +56,14 @@ users = ["*"]
 	}
 }
 
+func manyOffers(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "[[routes.offer]]\nprefix = \"10.%d.0.0/16\"\n", i+1)
+	}
+	return b.String()
+}
+
 func TestServicesValidation(t *testing.T) {
 	cases := []struct{ doc, key, hint string }{
 		{"[tun]\nipv4 = \"10.0.0.1/24\"", "tun.ipv4", "without a prefix length"},
@@ -79,6 +88,7 @@ func TestServicesValidation(t *testing.T) {
 		{"[proxy]\nsocks5 = \"127.0.0.1:1080\"\nhttp = \"127.0.0.1:1080\"", "proxy.http", "also used by proxy.socks5"},
 		{"[proxy]\nusers = [\"no-such-user-tomoe\"]", "proxy.users", "does not exist"},
 		{"allowed_local_users = [\"no-such-user-tomoe\"]", "allowed_local_users", "does not exist"},
+		{strings.Repeat("[[routes.offer]]\nprefix = \"10.0.0.0/8\"\n", 1) + manyOffers(48) + "[tun]\nipv4 = \"10.99.0.1\"\n", "routes.offer", "at most 48"},
 		{"allowed_local_users = [\"0\"]\n[tun]\nmode = \"userspace\"", "allowed_local_users", "proxy.users"},
 	}
 	for _, tc := range cases {

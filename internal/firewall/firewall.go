@@ -37,6 +37,9 @@ type Config struct {
 	TUN string
 	// NodeAddr is this node's address in fc00::/8.
 	NodeAddr netip.Addr
+	// IPv4 is this node's IPv4 address on the overlay (tun.ipv4), if
+	// any: like NodeAddr, it may only come and go through TUN.
+	IPv4 netip.Addr
 	// Site is this node's site /64 in 0300::/8: devices on the LAN behind
 	// this node use it, so it is accepted from every interface. When it is
 	// unset, all of 0300::/8 must come in through TUN.
@@ -45,6 +48,10 @@ type Config struct {
 	// from the overlay leaves with this host's address on the outgoing
 	// interface. 0.0.0.0/0 and ::/0 make an exit node.
 	Masquerade []netip.Prefix
+	// ForwardTUNOnly drops forwarded packets that neither come from nor go
+	// to TUN: set when tomoe turned forwarding on, so that the host does
+	// not start routing between its other interfaces.
+	ForwardTUNOnly bool
 	// ClampMSS clamps the MSS option of TCP SYNs forwarded into or out of
 	// TUN to what the route's MTU allows, so TCP through the overlay does
 	// not depend on path MTU discovery.
@@ -74,6 +81,9 @@ func (c Config) validate() error {
 		if c.Site.Bits() != 64 || c.Site.Masked() != c.Site || !identity.SitePrefixSpace.Contains(c.Site.Addr()) {
 			return fmt.Errorf("firewall: site prefix %v is not a /64 in %v", c.Site, identity.SitePrefixSpace)
 		}
+	}
+	if c.IPv4.IsValid() && !c.IPv4.Is4() {
+		return fmt.Errorf("firewall: overlay IPv4 address %v is not IPv4", c.IPv4)
 	}
 	for _, p := range c.Masquerade {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {

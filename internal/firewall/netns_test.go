@@ -88,14 +88,16 @@ func wantRules(t *testing.T, ns *testnet.Netns, want, notWant []string) {
 
 func fullConfig() Config {
 	return Config{
-		TUN:        tun,
-		NodeAddr:   nodeAddr,
-		Site:       site,
-		Masquerade: []netip.Prefix{netip.MustParsePrefix("192.168.10.0/24"), netip.MustParsePrefix("::/0")},
-		ClampMSS:   true,
-		Stealth:    true,
-		UDPPort:    4610,
-		TCPPorts:   []uint16{4611, 443},
+		TUN:            tun,
+		NodeAddr:       nodeAddr,
+		IPv4:           netip.MustParseAddr("10.99.0.1"),
+		Site:           site,
+		Masquerade:     []netip.Prefix{netip.MustParsePrefix("192.168.10.0/24"), netip.MustParsePrefix("::/0")},
+		ForwardTUNOnly: true,
+		ClampMSS:       true,
+		Stealth:        true,
+		UDPPort:        4610,
+		TCPPorts:       []uint16{4611, 443},
 	}
 }
 
@@ -112,10 +114,13 @@ func TestRulesInstallUpdateClose(t *testing.T) {
 		`ip6 saddr fc00::/8 iifname != "tomoe0" iifname != "lo" counter packets 0 bytes 0 drop`,
 		`ip6 daddr fc12:3456:789a::1 iifname != "tomoe0" iifname != "lo" counter packets 0 bytes 0 drop`,
 		`ip6 saddr 300::/8 ip6 saddr != 312:3456:789a:bcde::/64 iifname != "tomoe0" iifname != "lo" counter packets 0 bytes 0 drop`,
+		`ip saddr 10.99.0.1 iifname != "tomoe0" iifname != "lo" counter packets 0 bytes 0 drop`,
+		`ip daddr 10.99.0.1 iifname != "tomoe0" iifname != "lo" counter packets 0 bytes 0 drop`,
 		"chain postrouting {\ntype nat hook postrouting priority srcnat; policy accept;",
 		`iifname "tomoe0" oifname != "tomoe0" ip daddr 192.168.10.0/24 masquerade`,
 		`meta nfproto ipv6 iifname "tomoe0" oifname != "tomoe0" masquerade`,
 		"chain forward {\ntype filter hook forward priority mangle; policy accept;",
+		`iifname != "tomoe0" oifname != "tomoe0" counter packets 0 bytes 0 drop`,
 		`oifname "tomoe0" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
 		`iifname "tomoe0" tcp flags syn / syn,rst tcp option maxseg size set rt mtu`,
 		"chain input {\ntype filter hook input priority filter; policy accept;",

@@ -36,14 +36,21 @@ func chains(cfg Config) []baseChain {
 			rules: masquerade(cfg),
 		})
 	}
-	if cfg.ClampMSS {
+	if cfg.ClampMSS || cfg.ForwardTUNOnly {
+		var rules [][]expr.Any
+		if cfg.ForwardTUNOnly {
+			rules = append(rules, slices.Concat(
+				ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, cfg.TUN),
+				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, cfg.TUN),
+				[]expr.Any{&expr.Counter{}, verdict(expr.VerdictDrop)}))
+		}
+		if cfg.ClampMSS {
+			rules = append(rules, clampMSS(expr.MetaKeyOIFNAME, cfg.TUN), clampMSS(expr.MetaKeyIIFNAME, cfg.TUN))
+		}
 		out = append(out, baseChain{
 			chain: &nftables.Chain{Name: "forward", Type: nftables.ChainTypeFilter,
 				Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityMangle, Policy: &accept},
-			rules: [][]expr.Any{
-				clampMSS(expr.MetaKeyOIFNAME, cfg.TUN),
-				clampMSS(expr.MetaKeyIIFNAME, cfg.TUN),
-			},
+			rules: rules,
 		})
 	}
 	if cfg.Stealth {
@@ -70,11 +77,18 @@ func antiSpoof(cfg Config) [][]expr.Any {
 	if cfg.Site.IsValid() {
 		otherSite = append(otherSite, addr(saddr, expr.CmpOpNeq, cfg.Site)...)
 	}
-	return [][]expr.Any{
+	rules := [][]expr.Any{
 		slices.Concat(nfproto(unix.NFPROTO_IPV6), addr(saddr, expr.CmpOpEq, identity.OverlayPrefix), notOverlay, drop),
 		slices.Concat(nfproto(unix.NFPROTO_IPV6), addr(daddr, expr.CmpOpEq, netip.PrefixFrom(cfg.NodeAddr, 128)), notOverlay, drop),
 		slices.Concat(nfproto(unix.NFPROTO_IPV6), otherSite, notOverlay, drop),
 	}
+	if cfg.IPv4.IsValid() {
+		own := netip.PrefixFrom(cfg.IPv4, 32)
+		rules = append(rules,
+			slices.Concat(nfproto(unix.NFPROTO_IPV4), addr(saddr, expr.CmpOpEq, own), notOverlay, drop),
+			slices.Concat(nfproto(unix.NFPROTO_IPV4), addr(daddr, expr.CmpOpEq, own), notOverlay, drop))
+	}
+	return rules
 }
 
 // masquerade rewrites the source of traffic from the overlay into each

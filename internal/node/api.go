@@ -197,6 +197,9 @@ func (n *Node) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.A
 		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
 	}
 	n.filter.SetMatcher(n.store.Matcher())
+	n.mu.Lock()
+	n.recomputeRoutesLocked() // "*" accept rules follow the policy
+	n.mu.Unlock()
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
@@ -240,9 +243,8 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 			continue
 		}
 		site := p.key.SitePrefix()
-		routes := p.allowedIPs()
 		n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-			return a == p.addr || site.Contains(a) || slices.ContainsFunc(routes, func(r netip.Prefix) bool { return r.Contains(a) })
+			return a == p.addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routeOwnerLocked(a) == p)
 		})
 		if p.active {
 			resp.PeersCut = append(resp.PeersCut, p.key.String())
@@ -253,6 +255,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 			n.forgetLocked(p)
 		}
 	}
+	n.recomputeRoutesLocked() // "*" accept rules follow the policy
 	n.mu.Unlock()
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
 	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})

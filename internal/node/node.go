@@ -263,7 +263,10 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	}
 	fw, err := firewall.Open(n.firewallConfigLocked(name))
 	if err != nil {
-		if n.cfg.Listen.Stealth || len(n.cfg.Offers()) > 0 {
+		n.mu.Lock()
+		forwards := n.forwardsLocked()
+		n.mu.Unlock()
+		if n.cfg.Listen.Stealth || forwards {
 			return fmt.Errorf("firewall (nftables, needed by listen.stealth and routes.offer): %w", err)
 		}
 		n.log.Warn("cannot install the firewall rules (nftables): LAN neighbours could send packets with overlay source addresses through the physical interface", "err", err)
@@ -278,8 +281,8 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 // firewallConfigLocked is the nftables ruleset for the current offers.
 func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
 	pub := n.key.Public()
-	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), Site: pub.SitePrefix(), ClampMSS: true,
-		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort()}
+	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.cfg.IPv4(), Site: pub.SitePrefix(), ClampMSS: true,
+		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0}
 	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP != "" {
 		if ap, err := netip.ParseAddrPort(n.cfg.Bridge.TCP); err == nil {
 			fc.TCPPorts = append(fc.TCPPorts, ap.Port())

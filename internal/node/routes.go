@@ -27,6 +27,7 @@ import (
 // peers its accept rules name for their offer until it has one.
 const (
 	offerRefresh   = 2 * time.Minute
+	offerExpiry    = 3*offerRefresh + 30*time.Second
 	requestRetry   = 15 * time.Second
 	controlBacklog = 64
 )
@@ -71,6 +72,9 @@ func (n *Node) initRoutes() error {
 	if v4 := n.cfg.IPv4(); v4.IsValid() {
 		rs.offers = append(rs.offers, config.Offer{Prefix: netip.PrefixFrom(v4, 32)})
 	}
+	if len(rs.offers) > offers.MaxRoutes {
+		return fmt.Errorf("routes.offer: %d routes with tun.ipv4 and the API's changes (%s), more than one offer carries (%d)", len(rs.offers), changesFile(n.cfg).Path, offers.MaxRoutes)
+	}
 	for _, a := range n.cfg.Accepts() {
 		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix})
 	}
@@ -86,6 +90,18 @@ func (n *Node) initRoutes() error {
 	return nil
 }
 
+// forwardsLocked reports whether this node offers routes other than its
+// own tun.ipv4.
+func (n *Node) forwardsLocked() bool {
+	v4 := n.cfg.IPv4()
+	for _, o := range n.rt.offers {
+		if !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
+			return true
+		}
+	}
+	return false
+}
+
 // localPolicy is what the filter must know this node owns and forwards.
 func (n *Node) localPolicyLocked() policy.Local {
 	pub := n.key.Public()
@@ -94,7 +110,7 @@ func (n *Node) localPolicyLocked() policy.Local {
 		if o.Prefix.Bits() == 32 && o.Prefix.Addr() == l.IPv4 {
 			continue
 		}
-		l.Offered = append(l.Offered, offers.AllowedIPs(o.Prefix)...)
+		l.Offered = append(l.Offered, offers.Forwarded(o.Prefix)...)
 	}
 	return l
 }
@@ -129,8 +145,11 @@ func (n *Node) routeLoop() {
 			n.handleControl(c)
 		case <-retry.C:
 			n.requestMissing()
-		case <-refresh.C:
+		case now := <-refresh.C:
 			n.offerToAll()
+			n.mu.Lock()
+			n.expireOffersLocked(now)
+			n.mu.Unlock()
 		}
 	}
 }
@@ -173,9 +192,8 @@ func (n *Node) handleControl(c controlMsg) {
 // greetLocked runs when a session with p comes up: offer our routes, and
 // ask for p's if we may accept some.
 func (n *Node) greetLocked(p *peer) {
-	if len(n.offerForLocked(p)) > 0 {
-		n.sendOfferLocked(p)
-	}
+	// Even an empty offer: the peer may hold an older one of ours.
+	n.sendOfferLocked(p)
 	if offers.Wants(n.rt.rules, p.addr) {
 		n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 	}
@@ -230,9 +248,14 @@ func (n *Node) requestMissing() {
 	}
 	n.mu.Unlock()
 	for _, a := range want {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := n.boundedContext(5 * time.Second)
 		err := n.ensurePeer(ctx, a)
 		cancel()
+		select {
+		case <-n.done:
+			return
+		default:
+		}
 		if err != nil {
 			n.log.Debug("cannot ask for route offer", "addr", a, "err", err)
 			continue
@@ -243,6 +266,19 @@ func (n *Node) requestMissing() {
 		}
 		n.mu.Unlock()
 	}
+}
+
+// boundedContext ends after d or when the node shuts down.
+func (n *Node) boundedContext(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }
 
 // offerToAll sends the current offer to every active peer.
@@ -285,12 +321,31 @@ func (n *Node) recomputeRoutesLocked() {
 	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
 	owner := map[netip.Prefix]identity.PublicKey{}
 	accepted := map[identity.PublicKey][]netip.Prefix{}
+	m := n.store.Matcher()
+	var named []offers.Rule // rules that name a node: for peers the policy does not let in
+	for _, r := range n.rt.rules {
+		if !r.From.Any {
+			named = append(named, r)
+		}
+	}
 	for _, k := range keys {
 		p := n.peers[k]
 		if p == nil {
 			continue
 		}
-		accepted[k] = offers.Accepted(n.rt.rules, p.addr, n.rt.learned[k].routes)
+		// A "*" rule accepts only from peers the policy lets in, or any
+		// peer this node once talked to could claim another node's /32.
+		rules := n.rt.rules
+		if !m.AllowsAny(p.addr) {
+			rules = named
+		}
+		for _, pr := range offers.Accepted(rules, p.addr, n.rt.learned[k].routes) {
+			if n.ownsRouteLocked(pr) {
+				n.log.Debug("offered route overlaps one of this node's own; not installed", "prefix", pr, "peer", k.ShortString())
+				continue
+			}
+			accepted[k] = append(accepted[k], pr)
+		}
 	}
 	// Keep current owners first.
 	for _, k := range keys {
@@ -339,6 +394,42 @@ func (n *Node) recomputeRoutesLocked() {
 		}
 	}
 	n.routesChangedLocked()
+}
+
+// ownsRouteLocked reports whether accepting pr would capture a LAN this
+// node offers itself: pr, not a default route, overlaps one of its own
+// offers other than a default route and its tun.ipv4 (which the kernel
+// delivers locally before any route). A default route cannot capture it:
+// the host's own specific routes win over it.
+func (n *Node) ownsRouteLocked(pr netip.Prefix) bool {
+	if pr.Bits() == 0 {
+		return false
+	}
+	v4 := n.cfg.IPv4()
+	for _, o := range n.rt.offers {
+		if o.Prefix.Bits() > 0 && !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) && o.Prefix.Overlaps(pr) {
+			return true
+		}
+	}
+	return false
+}
+
+// expireOffersLocked forgets the offers of peers whose session is up but
+// that have not refreshed them for offerExpiry (they stopped offering,
+// e.g. restarted without routes and their empty offer was lost).
+func (n *Node) expireOffersLocked(now time.Time) {
+	changed := false
+	for k, l := range n.rt.learned {
+		p := n.peers[k]
+		if p != nil && p.up && now.Sub(l.at) > offerExpiry {
+			n.log.Info("route offer expired: the peer stopped refreshing it", "peer", k.ShortString())
+			delete(n.rt.learned, k)
+			changed = true
+		}
+	}
+	if changed {
+		n.recomputeRoutesLocked()
+	}
 }
 
 // routedOwnersLocked returns the installed routes of active peers, longest

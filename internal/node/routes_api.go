@@ -76,12 +76,18 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 	}
 	var ask netip.Addr
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	defer func() {
-		if ask.IsValid() {
-			go n.requestMissing()
+		// Ask a newly named node for its offer (n.mu held: Close, which
+		// sets closing under it, waits for the goroutine).
+		if ask.IsValid() && !n.closing {
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				n.requestMissing()
+			}()
 		}
 	}()
-	defer n.mu.Unlock()
 	if n.closing {
 		return adminapi.Routes{}, errClosing
 	}
@@ -92,6 +98,9 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 		}
 		if slices.ContainsFunc(n.rt.offers, func(o config.Offer) bool { return o.Prefix == p }) {
 			return adminapi.Routes{}, conflict(fmt.Errorf("%s is offered already (withdraw it first to change masquerade)", p))
+		}
+		if n.firewall == nil {
+			return adminapi.Routes{}, conflict(errors.New("offering a route needs the firewall (nftables), which this node could not install; see its log"))
 		}
 		if len(n.rt.offers) >= offers.MaxRoutes {
 			return adminapi.Routes{}, conflict(fmt.Errorf("this node offers %d routes, the most one offer carries", offers.MaxRoutes))

@@ -14,6 +14,8 @@ import (
 	"golang.org/x/net/proxy"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/offers"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -197,5 +199,40 @@ func TestAPIChangesPersist(t *testing.T) {
 	g.start(t, doc)
 	if sv, _ := g.Services(ctx); len(sv.Expose) != 2 {
 		t.Errorf("after a second restart, exposed: %+v", sv.Expose)
+	}
+}
+
+func TestOfferLimitsAgree(t *testing.T) {
+	if offers.MaxRoutes != config.MaxOffers {
+		t.Fatalf("offers.MaxRoutes %d != config.MaxOffers %d", offers.MaxRoutes, config.MaxOffers)
+	}
+}
+
+// A "*" accept rule accepts routes only from peers the policy lets in: a
+// peer this node merely talked to (here one it pinged) cannot claim an
+// address in the accepted range.
+func TestWildcardAcceptNeedsPolicy(t *testing.T) {
+	g, x := prepare(t, "g"), prepare(t, "x")
+	x.ipv4 = "10.99.0.9"
+	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
+	g.start(t, acceptDoc("*", "10.99.0.0/24")+peerDoc(x))
+	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+		t.Fatalf("g pings x: %v", err)
+	}
+	testnet.WaitFor(t, 10*time.Second, "g hears x's offer", func() bool {
+		r, _ := g.Routes(context.Background())
+		return len(r.Learned) == 1
+	})
+	r, _ := g.Routes(context.Background())
+	if r.Learned[0].Prefix != "10.99.0.9/32" || r.Learned[0].State != "not_accepted" {
+		t.Fatalf("g installed the /32 of a peer its policy does not let in: %+v", r.Learned)
+	}
+	// Once the policy lets x in, the "*" rule applies.
+	if _, err := g.Allow(context.Background(), adminapi.AllowRequest{From: x.Address().String(), Proto: "icmp"}); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = g.Routes(context.Background())
+	if r.Learned[0].State != "installed" {
+		t.Fatalf("after allow: %+v", r.Learned)
 	}
 }

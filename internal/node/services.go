@@ -151,10 +151,15 @@ func (n *Node) listenOverlay(proto string, port uint16) (io.Closer, error) {
 // userspace stack (which needs the peer found first), or the OS in kernel
 // mode.
 func (n *Node) dialOverlay(ctx context.Context, network, address string) (net.Conn, error) {
+	ap, err := netip.ParseAddrPort(address)
+	if err == nil {
+		if a := ap.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLinkLocalMulticast() {
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (loopback, link-local or multicast)")}
+		}
+	}
 	if n.stack != nil {
 		return n.DialContext(ctx, network, address)
 	}
-	ap, err := netip.ParseAddrPort(address)
 	if err == nil {
 		if err := n.ensurePeer(ctx, ap.Addr()); err != nil {
 			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: err}

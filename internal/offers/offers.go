@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -177,8 +178,14 @@ type Rule struct {
 	Prefix netip.Prefix
 }
 
-// Covers reports whether r accepts prefix p offered by the node at from.
+// Covers reports whether r accepts prefix p offered by the node at from:
+// p lies within r's prefix. A default-route rule accepts the default route
+// only: accepting an exit node must not let it take over the host's LAN
+// or other peers' prefixes with more specific routes.
 func (r Rule) Covers(from netip.Addr, p netip.Prefix) bool {
+	if r.Prefix.Bits() == 0 && p.Bits() != 0 {
+		return false
+	}
 	return r.From.Covers(from) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
 		p.Bits() >= r.Prefix.Bits() && r.Prefix.Contains(p.Addr())
 }
@@ -218,6 +225,21 @@ var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
 // OS routing table: the prefix itself, except that ::/0 leaves out
 // fc00::/8 and 0300::/8.
 func AllowedIPs(p netip.Prefix) []netip.Prefix { return subtract(p, reserved) }
+
+// notForwarded are destinations an offering node never forwards to, even
+// for a default route: its own loopback, link-local addresses (a cloud's
+// metadata service lives at 169.254.169.254), multicast and broadcast.
+var notForwarded = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("255.255.255.255/32"),
+	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8"),
+}
+
+// Forwarded returns the destinations the offering node forwards for route
+// p: AllowedIPs(p) without loopback, link-local, multicast and broadcast.
+func Forwarded(p netip.Prefix) []netip.Prefix {
+	return subtract(p, append(slices.Clone(reserved), notForwarded...))
+}
 
 // subtract returns p without the holes, as few prefixes as splitting in
 // halves gives.

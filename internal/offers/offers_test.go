@@ -76,7 +76,7 @@ func TestAccepted(t *testing.T) {
 		{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("::/0")},
 	}
 	offered := pfx("192.168.10.0/24", "192.169.0.0/24", "10.99.0.7/32", "10.99.0.0/16", "0.0.0.0/0", "::/0", "2001:db8::/48")
-	if got, want := Accepted(rules, g, offered), pfx("192.168.10.0/24", "10.99.0.7/32", "::/0", "2001:db8::/48"); !slices.Equal(got, want) {
+	if got, want := Accepted(rules, g, offered), pfx("192.168.10.0/24", "10.99.0.7/32", "::/0"); !slices.Equal(got, want) {
 		t.Errorf("from g: %v, want %v", got, want)
 	}
 	if got, want := Accepted(rules, other, offered), pfx("10.99.0.7/32"); !slices.Equal(got, want) {
@@ -84,6 +84,11 @@ func TestAccepted(t *testing.T) {
 	}
 	if !Wants(rules, other) || Wants(rules[:1], other) {
 		t.Error("Wants")
+	}
+	// A default-route rule accepts the default route only.
+	exit := []Rule{{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("0.0.0.0/0")}}
+	if got, want := Accepted(exit, g, pfx("192.168.1.0/24", "0.0.0.0/1", "0.0.0.0/0")), pfx("0.0.0.0/0"); !slices.Equal(got, want) {
+		t.Errorf("exit rule accepted %v, want %v", got, want)
 	}
 }
 
@@ -103,6 +108,19 @@ func TestAllowedIPsOfExit(t *testing.T) {
 	}
 	if v4 := AllowedIPs(netip.MustParsePrefix("0.0.0.0/0")); !slices.Equal(v4, pfx("0.0.0.0/0")) {
 		t.Errorf("IPv4 default: %v", v4)
+	}
+}
+
+func TestForwardedLeavesOutLocalDestinations(t *testing.T) {
+	got := Forwarded(netip.MustParsePrefix("0.0.0.0/0"))
+	for s, want := range map[string]bool{"8.8.8.8": true, "10.1.2.3": true, "169.254.169.254": false, "127.0.0.1": false, "224.0.0.1": false, "255.255.255.255": false} {
+		a := netip.MustParseAddr(s)
+		if in := slices.ContainsFunc(got, func(p netip.Prefix) bool { return p.Contains(a) }); in != want {
+			t.Errorf("%s forwarded = %v, want %v", s, in, want)
+		}
+	}
+	if got := Forwarded(netip.MustParsePrefix("192.168.10.0/24")); !slices.Equal(got, pfx("192.168.10.0/24")) {
+		t.Errorf("a LAN prefix: %v", got)
 	}
 }
 

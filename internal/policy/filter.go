@@ -217,7 +217,7 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 		// pass: about flows it opened, and about its replies to flows the
 		// rules admit. The error may come from a router on the way, so its
 		// source need not be the flow's peer.
-		if p.HasInner && local.owns(p.Inner.Src) {
+		if p.HasInner && (local.owns(p.Inner.Src) || local.forwards(p.Inner.Src)) {
 			in := p.Inner
 			ports := in.Proto == packet.ProtoTCP || in.Proto == packet.ProtoUDP
 			if f.ct.Related(in, now) || m.Allows(f.identify(in.Dst), in.Proto, in.SrcPort, ports) {

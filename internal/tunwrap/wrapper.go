@@ -224,7 +224,7 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if w.isControl(&p) && p.Dst == w.cfg.Local {
-			if w.cfg.Control != nil && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
+			if w.cfg.Control != nil && !p.Fragment && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
 				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
 			}
 			continue
@@ -251,10 +251,11 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 	return len(bufs), nil
 }
 
-// isControl reports whether p is a datagram to the control port of a node
-// address.
+// isControl reports whether p is a datagram (or its first fragment) to the
+// control port of a node address. Control messages fit one packet; a
+// fragmented one is dropped, never handed to a local socket.
 func (w *Wrapper) isControl(p *packet.Parsed) bool {
-	return w.cfg.ControlPort != 0 && p.Proto == packet.ProtoUDP && p.HasPorts && !p.Fragment &&
+	return w.cfg.ControlPort != 0 && p.Proto == packet.ProtoUDP && p.HasPorts &&
 		p.DstPort == w.cfg.ControlPort && identity.IsNodeAddress(p.Dst)
 }
 
