@@ -12,7 +12,6 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/identity"
-	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
 
@@ -52,8 +51,10 @@ type peer struct {
 	site bool
 	// viaBridge: found by a lookup through a bridge.
 	viaBridge bool
-	// routes are the tunnelled prefixes this node accepted from the peer.
-	routes []netip.Prefix
+	// routes are the tunnelled prefixes this node accepted from the peer;
+	// routeIPs what they are in its AllowedIPs (see offers.Pieces).
+	routes   []netip.Prefix
+	routeIPs []netip.Prefix
 	// offered: this node has sent the peer its route offer.
 	offered bool
 
@@ -69,10 +70,7 @@ func (p *peer) allowedIPs() []netip.Prefix {
 	if p.site {
 		out = append(out, p.key.SitePrefix())
 	}
-	for _, r := range p.routes {
-		out = append(out, offers.AllowedIPs(r)...)
-	}
-	return out
+	return append(out, p.routeIPs...)
 }
 
 // addStatic registers the config's static peers (inactive).

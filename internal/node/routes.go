@@ -383,10 +383,11 @@ func (n *Node) recomputeRoutesLocked() {
 	n.rt.installed = owner
 	for _, p := range n.peers {
 		w := want[p.key]
-		if slices.Equal(w, p.routes) {
+		ips := n.routePiecesLocked(w)
+		if slices.Equal(w, p.routes) && slices.Equal(ips, p.routeIPs) {
 			continue
 		}
-		p.routes = w
+		p.routes, p.routeIPs = w, ips
 		if p.active {
 			if err := n.activateLocked(p); err != nil {
 				n.log.Warn("cannot update peer's routes", "peer", p.key.ShortString(), "err", err)
@@ -441,7 +442,7 @@ func (n *Node) routedOwnersLocked() []policy.RouteOwner {
 		if p == nil || !p.active {
 			continue
 		}
-		for _, a := range offers.AllowedIPs(pr) {
+		for _, a := range n.routePiecesLocked([]netip.Prefix{pr}) {
 			out = append(out, policy.RouteOwner{Prefix: a, Owner: p.addr})
 		}
 	}
@@ -480,11 +481,30 @@ func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
 	var best *peer
 	bits := -1
 	for pr, k := range n.rt.installed {
-		if pr.Bits() > bits && slices.ContainsFunc(offers.AllowedIPs(pr), func(a netip.Prefix) bool { return a.Contains(dst) }) {
+		if pr.Bits() > bits && slices.ContainsFunc(n.routePiecesLocked([]netip.Prefix{pr}), func(a netip.Prefix) bool { return a.Contains(dst) }) {
 			best, bits = n.peers[k], pr.Bits()
 		}
 	}
 	return best
+}
+
+// routePiecesLocked is what the installed routes rs become in AllowedIPs:
+// default routes leave out the overlay's spaces and every other installed
+// route (offers.Pieces).
+func (n *Node) routePiecesLocked(rs []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range rs {
+		var others []netip.Prefix
+		if r.Bits() == 0 {
+			for o := range n.rt.installed {
+				if o.Bits() > 0 && o.Addr().BitLen() == r.Addr().BitLen() {
+					others = append(others, o)
+				}
+			}
+		}
+		out = append(out, offers.Pieces(r, others)...)
+	}
+	return out
 }
 
 // forgetRoutesLocked drops what peer p offered (it is forgotten).

@@ -226,6 +226,18 @@ var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
 // fc00::/8 and 0300::/8.
 func AllowedIPs(p netip.Prefix) []netip.Prefix { return subtract(p, reserved) }
 
+// Pieces is what route p becomes in AllowedIPs when the prefixes others
+// are routed to other peers: p itself, except that a default route leaves
+// out the overlay's spaces and, exactly, the others (WireGuard gives each
+// exact prefix to one peer, so a default route split into halves must not
+// produce a piece equal to another peer's route).
+func Pieces(p netip.Prefix, others []netip.Prefix) []netip.Prefix {
+	if p.Bits() != 0 {
+		return []netip.Prefix{p}
+	}
+	return subtract(p, append(slices.Clone(reserved), others...))
+}
+
 // notForwarded are destinations an offering node never forwards to, even
 // for a default route: its own loopback, link-local addresses (a cloud's
 // metadata service lives at 169.254.169.254), multicast and broadcast.

@@ -144,3 +144,19 @@ func FuzzUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestPiecesLeaveOthersOut(t *testing.T) {
+	others := pfx("2000::/3", "2001:db8::/32")
+	got := Pieces(netip.MustParsePrefix("::/0"), others)
+	for _, p := range got {
+		if slices.Contains(others, p) || p.Overlaps(others[0]) {
+			t.Errorf("piece %v overlaps another peer's route", p)
+		}
+	}
+	if !slices.ContainsFunc(got, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("4000::1")) }) {
+		t.Errorf("pieces lost the rest: %v", got)
+	}
+	if got := Pieces(netip.MustParsePrefix("10.0.0.0/8"), others); !slices.Equal(got, pfx("10.0.0.0/8")) {
+		t.Errorf("a plain route: %v", got)
+	}
+}
