@@ -100,6 +100,9 @@ type Counters struct {
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
 	Flows           int    `json:"flows"`            // tracked connections
+	// ControlMalformed counts route-offer datagrams from peers that did
+	// not decode.
+	ControlMalformed uint64 `json:"control_malformed"`
 }
 
 // Peer is one item of GET /v1/peers.

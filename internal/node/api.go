@@ -114,6 +114,8 @@ func (n *Node) counters() adminapi.Counters {
 		Unreachable:     ws.Unreachable.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
 		Flows:           n.filter.Conntrack().Len(),
+
+		ControlMalformed: n.controlBad.Load(),
 	}
 }
 
