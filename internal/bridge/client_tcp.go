@@ -7,10 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // clientTCP is a node's TCP connection to a bridge, used when UDP gets no
@@ -26,16 +23,7 @@ type clientTCP struct {
 }
 
 func (b *bridgeConn) dialTCP(addr netip.AddrPort) error {
-	d := net.Dialer{Timeout: tcpDialTimeout}
-	if mark := b.c.cfg.Mark; mark != 0 {
-		d.Control = func(_, _ string, rc syscall.RawConn) error {
-			var serr error
-			if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)) }); err != nil {
-				return err
-			}
-			return serr
-		}
-	}
+	d := net.Dialer{Timeout: tcpDialTimeout, Control: markControl(b.c.cfg.Mark)}
 	conn, err := d.Dial("tcp", addr.String())
 	if err != nil {
 		return err

@@ -36,6 +36,7 @@ type ServerConfig struct {
 	TCP       string               // TCP listen address, e.g. "0.0.0.0:4610"; "" = no TCP
 	Sender    FrameSender          // the node's Bind
 	RelayMbit int                  // per-node relay rate limit in Mbit/s (burst: a quarter second); 0 = unlimited
+	Mark      uint32               // fwmark of the TCP listener's sockets (see ClientConfig.Mark); 0 = none
 	Log       *slog.Logger
 }
 
@@ -121,6 +122,7 @@ type Server struct {
 	logs   logLimiter
 
 	tcpAddr               string
+	mark                  uint32  // fwmark of the TCP listener's sockets
 	relayRate, relayBurst float64 // bytes per second and bytes; 0: unlimited
 	refusals              ratelimiter.Ratelimiter
 
@@ -202,6 +204,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		sender:       cfg.Sender,
 		log:          log,
 		tcpAddr:      cfg.TCP,
+		mark:         cfg.Mark,
 		now:          time.Now,
 		newID:        rand.Uint32,
 		deriveIDs:    true,
@@ -236,7 +239,8 @@ func (s *Server) Start() error {
 		return errors.New("bridge: already started")
 	}
 	if s.tcpAddr != "" {
-		ln, err := net.Listen("tcp", s.tcpAddr)
+		lc := net.ListenConfig{Control: markControl(s.mark)}
+		ln, err := lc.Listen(context.Background(), "tcp", s.tcpAddr)
 		if err != nil {
 			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)
 		}

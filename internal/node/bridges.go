@@ -28,6 +28,7 @@ func (n *Node) startBridging() error {
 			TCP:       cfg.Bridge.TCP,
 			Sender:    n.bind,
 			RelayMbit: cfg.Bridge.RelayMbit,
+			Mark:      n.underlayMark(),
 			Log:       n.log.With("component", "bridge"),
 		})
 		if err != nil {
