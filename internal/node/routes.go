@@ -48,7 +48,18 @@ type learnedOffer struct {
 	routes    []netip.Prefix
 	accepted  []netip.Prefix // what the peer installed of our offer
 	at        time.Time
+	// window and changes limit how often the peer's offer may change
+	// (each change costs device and routing-table updates).
+	window  time.Time
+	changes int
 }
+
+// A peer's offer may change at most maxOfferChanges times per
+// offerChangeWindow; later changes wait for its next refresh.
+const (
+	maxOfferChanges   = 10
+	offerChangeWindow = 10 * time.Second
+)
 
 type controlMsg struct {
 	src netip.Addr
@@ -181,7 +192,19 @@ func (n *Node) handleControl(c controlMsg) {
 			n.rt.learned[p.key] = l
 		}
 		changed := !slices.Equal(l.routes, c.msg.Routes)
-		l.boot, l.seq, l.routes, l.accepted, l.at = c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, time.Now()
+		now := time.Now()
+		if changed {
+			if now.Sub(l.window) > offerChangeWindow {
+				l.window, l.changes = now, 0
+			}
+			if l.changes++; l.changes > maxOfferChanges {
+				if l.changes == maxOfferChanges+1 {
+					n.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.key.ShortString())
+				}
+				return
+			}
+		}
+		l.boot, l.seq, l.routes, l.accepted, l.at = c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, now
 		if changed {
 			n.log.Info("route offer received", "peer", p.key.ShortString(), "addr", p.addr, "routes", prefixStrings(c.msg.Routes))
 			n.recomputeRoutesLocked()

@@ -236,3 +236,21 @@ func TestWildcardAcceptNeedsPolicy(t *testing.T) {
 		t.Fatalf("after allow: %+v", r.Learned)
 	}
 }
+
+// A peer whose offer changes too often is ignored for a while.
+func TestOfferChurnIsLimited(t *testing.T) {
+	g, x := prepare(t, "g"), prepare(t, "x")
+	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
+	g.start(t, acceptDoc("*", "10.0.0.0/8")+peerDoc(x)+allowDoc(x.key.Public().String(), "icmp", ""))
+	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxOfferChanges + 5 {
+		pr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 0}), 16)
+		g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: uint32(i), Routes: []netip.Prefix{pr}}})
+	}
+	r, _ := g.Routes(context.Background())
+	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", maxOfferChanges) {
+		t.Fatalf("after %d changes: %+v", maxOfferChanges+5, r.Learned)
+	}
+}
