@@ -24,29 +24,23 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/net/proxy"
 
 	"github.com/tomoe-net/tomoe/bench/cmdloop"
+	"github.com/tomoe-net/tomoe/bench/loadgen"
 )
-
-// bufSize is each read and write: as usbench's, large enough that the
-// per-call overhead is small next to the copying.
-const bufSize = 128 << 10
 
 // result is the answer to one run command.
 type result struct {
@@ -105,43 +99,8 @@ func runSink(ctx context.Context, addr string, out *json.Encoder) error {
 		ln.Close()
 	}()
 	out.Encode(map[string]any{"ready": true, "address": ln.Addr().String()})
-	serveSink(ln)
+	loadgen.ServeSink(ln)
 	return nil
-}
-
-// serveSink counts what each connection carries until the sender
-// half-closes, then answers the count (8 bytes, big endian) and closes.
-func serveSink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			total, _ := drain(c)
-			var b [8]byte
-			binary.BigEndian.PutUint64(b[:], uint64(total))
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			c.Write(b[:])
-		}()
-	}
-}
-
-// drain reads c until EOF or an error and returns the byte count.
-func drain(c net.Conn) (int64, error) {
-	buf := make([]byte, bufSize)
-	var total int64
-	for {
-		m, err := c.Read(buf)
-		total += int64(m)
-		if err == io.EOF {
-			return total, nil
-		}
-		if err != nil {
-			return total, err
-		}
-	}
 }
 
 func command(ctx context.Context, f []string) (result, error) {
@@ -160,7 +119,18 @@ func command(ctx context.Context, f []string) (result, error) {
 	if err != nil || streams < 1 || streams > 64 {
 		return result{}, fmt.Errorf("STREAMS %q: want 1..64", f[4])
 	}
-	return send(ctx, via, target, time.Duration(secs*float64(time.Second)), streams)
+	open := func(ctx context.Context) (net.Conn, func() error, error) {
+		c, raw, err := dial(ctx, via, target)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s via %s: %w", target, via, err)
+		}
+		return c, raw.CloseWrite, nil
+	}
+	t, err := loadgen.Send(ctx, open, time.Duration(secs*float64(time.Second)), streams)
+	if err != nil {
+		return result{}, err
+	}
+	return result{Via: via, Target: target, Streams: streams, Seconds: t.Seconds, BytesSent: t.Sent, BytesReceived: t.Received, BitsPerSecond: t.BitsPerSecond()}, nil
 }
 
 // dial connects to target directly or through the SOCKS5 proxy in via,
@@ -205,67 +175,4 @@ func (r *recordingDialer) DialContext(ctx context.Context, network, addr string)
 	}
 	r.conn = c.(*net.TCPConn)
 	return c, nil
-}
-
-// send opens streams connections, writes on each for d, half-closes them
-// and waits for the sink's counts.
-func send(ctx context.Context, via, target string, d time.Duration, streams int) (result, error) {
-	type outcome struct {
-		sent, received int64
-		err            error
-	}
-	start := time.Now()
-	deadline := start.Add(d)
-	results := make(chan outcome, streams)
-	var wg sync.WaitGroup
-	for range streams {
-		wg.Go(func() {
-			sent, received, err := stream(ctx, via, target, deadline)
-			results <- outcome{sent, received, err}
-		})
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(results)
-	res := result{Via: via, Target: target, Streams: streams, Seconds: elapsed.Seconds()}
-	for o := range results {
-		if o.err != nil {
-			return result{}, o.err
-		}
-		res.BytesSent += o.sent
-		res.BytesReceived += o.received
-	}
-	if res.BytesReceived != res.BytesSent {
-		return result{}, fmt.Errorf("sent %d bytes but the sink counted %d", res.BytesSent, res.BytesReceived)
-	}
-	res.BitsPerSecond = float64(res.BytesReceived) * 8 / res.Seconds
-	return res, nil
-}
-
-func stream(ctx context.Context, via, target string, deadline time.Time) (sent, received int64, err error) {
-	c, raw, err := dial(ctx, via, target)
-	if err != nil {
-		return 0, 0, fmt.Errorf("dial %s via %s: %w", target, via, err)
-	}
-	defer c.Close()
-	// The write deadline only guards against a dead path; the loop ends
-	// at deadline.
-	c.SetWriteDeadline(deadline.Add(30 * time.Second))
-	buf := make([]byte, bufSize)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		m, err := c.Write(buf)
-		sent += int64(m)
-		if err != nil {
-			return sent, 0, fmt.Errorf("write to %s via %s: %w", target, via, err)
-		}
-	}
-	if err := raw.CloseWrite(); err != nil {
-		return sent, 0, fmt.Errorf("close write: %w", err)
-	}
-	c.SetReadDeadline(time.Now().Add(60 * time.Second))
-	var b [8]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return sent, 0, fmt.Errorf("read the sink's count: %w", err)
-	}
-	return sent, int64(binary.BigEndian.Uint64(b[:])), nil
 }

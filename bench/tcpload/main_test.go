@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/bench/loadgen"
 	"github.com/tomoe-net/tomoe/internal/services"
 )
 
@@ -21,7 +22,7 @@ func startSink(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go serveSink(ln)
+	go loadgen.ServeSink(ln)
 	return ln.Addr().String()
 }
 

@@ -23,7 +23,6 @@ package main
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -35,18 +34,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/tomoe-net/tomoe/bench/cmdloop"
+	"github.com/tomoe-net/tomoe/bench/loadgen"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/node"
 )
-
-// bufSize is the size of each read and write: large enough that the
-// per-call overhead of gonet is small next to the copying.
-const bufSize = 128 << 10
 
 // result is the source's answer to one run command.
 type result struct {
@@ -101,7 +96,7 @@ func run(ctx context.Context, cfgPath string, sink bool, port int) error {
 			return err
 		}
 		defer ln.Close()
-		go serveSink(ln)
+		go loadgen.ServeSink(ln)
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(map[string]any{"ready": true, "address": n.Address().String()})
@@ -110,33 +105,6 @@ func run(ctx context.Context, cfgPath string, sink bool, port int) error {
 		return nil
 	}
 	return serveCommands(ctx, n, os.Stdin, out)
-}
-
-// serveSink counts what each connection carries and answers the count
-// when the sender half-closes.
-func serveSink(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			buf := make([]byte, bufSize)
-			var total int64
-			for {
-				m, err := c.Read(buf)
-				total += int64(m)
-				if err != nil {
-					break
-				}
-			}
-			var b [8]byte
-			binary.BigEndian.PutUint64(b[:], uint64(total))
-			c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-			c.Write(b[:])
-		}()
-	}
 }
 
 // serveCommands runs the commands read from r until r ends or ctx is done.
@@ -159,70 +127,24 @@ func command(ctx context.Context, n *node.Node, f []string) (result, error) {
 	return send(ctx, n, f[1], time.Duration(secs*float64(time.Second)), streams)
 }
 
-// send opens streams connections to target, writes on each for d, then
-// half-closes and waits for the sink's counts.
+// send opens streams connections to target through the node's stack,
+// writes on each for d, then half-closes and waits for the sink's counts.
 func send(ctx context.Context, n *node.Node, target string, d time.Duration, streams int) (result, error) {
-	type outcome struct {
-		sent, received int64
-		err            error
-	}
-	start := time.Now()
-	deadline := start.Add(d)
-	results := make(chan outcome, streams)
-	var wg sync.WaitGroup
-	for range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sent, received, err := stream(ctx, n, target, deadline)
-			results <- outcome{sent, received, err}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(results)
-	res := result{Streams: streams, Seconds: elapsed.Seconds()}
-	for o := range results {
-		if o.err != nil {
-			return result{}, o.err
-		}
-		res.BytesSent += o.sent
-		res.BytesReceived += o.received
-	}
-	res.BitsPerSecond = float64(res.BytesReceived) * 8 / res.Seconds
-	return res, nil
-}
-
-func stream(ctx context.Context, n *node.Node, target string, deadline time.Time) (sent, received int64, err error) {
-	dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	c, err := n.DialContext(dctx, "tcp6", target)
-	cancel()
-	if err != nil {
-		return 0, 0, err
-	}
-	defer c.Close()
-	// The write deadline only guards against a dead path; the loop ends
-	// at deadline.
-	c.SetWriteDeadline(deadline.Add(30 * time.Second))
-	buf := make([]byte, bufSize)
-	for time.Now().Before(deadline) && ctx.Err() == nil {
-		m, err := c.Write(buf)
-		sent += int64(m)
+	open := func(ctx context.Context) (net.Conn, func() error, error) {
+		c, err := n.DialContext(ctx, "tcp6", target)
 		if err != nil {
-			return sent, 0, fmt.Errorf("write to %s: %w", target, err)
+			return nil, nil, fmt.Errorf("%s: %w", target, err)
 		}
+		cw, ok := c.(interface{ CloseWrite() error })
+		if !ok {
+			c.Close()
+			return nil, nil, errors.New("connection cannot half-close")
+		}
+		return c, cw.CloseWrite, nil
 	}
-	cw, ok := c.(interface{ CloseWrite() error })
-	if !ok {
-		return sent, 0, errors.New("connection cannot half-close")
+	t, err := loadgen.Send(ctx, open, d, streams)
+	if err != nil {
+		return result{}, err
 	}
-	if err := cw.CloseWrite(); err != nil {
-		return sent, 0, fmt.Errorf("close write: %w", err)
-	}
-	c.SetReadDeadline(time.Now().Add(30 * time.Second))
-	var b [8]byte
-	if _, err := io.ReadFull(c, b[:]); err != nil {
-		return sent, 0, fmt.Errorf("read the sink's count: %w", err)
-	}
-	return sent, int64(binary.BigEndian.Uint64(b[:])), nil
+	return result{Streams: streams, Seconds: t.Seconds, BytesSent: t.Sent, BytesReceived: t.Received, BitsPerSecond: t.BitsPerSecond()}, nil
 }
