@@ -522,27 +522,7 @@ func (e *env) setupTomoeUserspace(ctx context.Context, usbenchBin, tomoeBin stri
 	}
 	addrPort := netip.AddrPortFrom(b.pub.Address(), iperfPort).String()
 	traffic := func(ctx context.Context, streams int, secs float64) (Run, error) {
-		if _, err := fmt.Fprintf(source.stdin, "run %s %g %d\n", addrPort, secs, streams); err != nil {
-			return Run{}, fmt.Errorf("usbench source: %w", err)
-		}
-		line, err := readLine(ctx, source, time.Duration(secs)*time.Second+60*time.Second)
-		if err != nil {
-			return Run{}, err
-		}
-		var r struct {
-			Error         string  `json:"error"`
-			Seconds       float64 `json:"seconds"`
-			BytesSent     int64   `json:"bytes_sent"`
-			BytesReceived int64   `json:"bytes_received"`
-			BitsPerSecond float64 `json:"bits_per_second"`
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			return Run{}, fmt.Errorf("usbench source said %q: %w", line, err)
-		}
-		if r.Error != "" {
-			return Run{}, fmt.Errorf("usbench source: %s", r.Error)
-		}
-		return Run{Streams: streams, Seconds: r.Seconds, BytesReceived: r.BytesReceived, BytesSent: r.BytesSent, BitsPerSecond: r.BitsPerSecond}, nil
+		return loadRun(ctx, source, "usbench source", fmt.Sprintf("run %s %g %d", addrPort, secs, streams), streams, time.Duration(secs)*time.Second+60*time.Second)
 	}
 	return &scenario{
 		res:     &ScenarioResult{Key: "tomoe-userspace", Name: "tomoe userspace", Target: addrPort},
@@ -576,4 +556,30 @@ func readLine(ctx context.Context, p *proc, timeout time.Duration) (string, erro
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
+}
+
+// loadRun sends one run command to a load generator (bench/usbench,
+// bench/tcpload; see bench/loadgen) and decodes its answer.
+func loadRun(ctx context.Context, p *proc, name, command string, streams int, timeout time.Duration) (Run, error) {
+	if _, err := fmt.Fprintln(p.stdin, command); err != nil {
+		return Run{}, fmt.Errorf("%s: %w", name, err)
+	}
+	line, err := readLine(ctx, p, timeout)
+	if err != nil {
+		return Run{}, err
+	}
+	var r struct {
+		Error         string  `json:"error"`
+		Seconds       float64 `json:"seconds"`
+		BytesSent     int64   `json:"bytes_sent"`
+		BytesReceived int64   `json:"bytes_received"`
+		BitsPerSecond float64 `json:"bits_per_second"`
+	}
+	if err := json.Unmarshal([]byte(line), &r); err != nil {
+		return Run{}, fmt.Errorf("%s said %q: %w", name, line, err)
+	}
+	if r.Error != "" {
+		return Run{}, fmt.Errorf("%s: %s", name, r.Error)
+	}
+	return Run{Streams: streams, Seconds: r.Seconds, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, BitsPerSecond: r.BitsPerSecond}, nil
 }

@@ -458,27 +458,7 @@ func tcploadTraffic(sender *proc, via, target string) func(context.Context, int,
 	return func(ctx context.Context, streams int, secs float64) (Run, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if _, err := fmt.Fprintf(sender.stdin, "run %s %s %g %d\n", via, target, secs, streams); err != nil {
-			return Run{}, fmt.Errorf("tcpload: %w", err)
-		}
-		line, err := readLine(ctx, sender, time.Duration(secs)*time.Second+90*time.Second)
-		if err != nil {
-			return Run{}, err
-		}
-		var r struct {
-			Error         string  `json:"error"`
-			Seconds       float64 `json:"seconds"`
-			BytesSent     int64   `json:"bytes_sent"`
-			BytesReceived int64   `json:"bytes_received"`
-			BitsPerSecond float64 `json:"bits_per_second"`
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			return Run{}, fmt.Errorf("tcpload said %q: %w", line, err)
-		}
-		if r.Error != "" {
-			return Run{}, fmt.Errorf("tcpload via %s: %s", via, r.Error)
-		}
-		return Run{Streams: streams, Seconds: r.Seconds, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived, BitsPerSecond: r.BitsPerSecond}, nil
+		return loadRun(ctx, sender, "tcpload via "+via, fmt.Sprintf("run %s %s %g %d", via, target, secs, streams), streams, time.Duration(secs)*time.Second+90*time.Second)
 	}
 }
 
