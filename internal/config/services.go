@@ -144,9 +144,6 @@ func ParseRoutePrefix(s string) (netip.Prefix, error) {
 // offer has to fit one packet).
 const MaxOffers = 48
 
-// IsExit reports whether p is a default route (an exit node's offer).
-func IsExit(p netip.Prefix) bool { return p.Bits() == 0 }
-
 // LookupUsers turns user names or numeric uids into uids.
 func LookupUsers(names []string) ([]uint32, error) {
 	var out []uint32

@@ -155,7 +155,7 @@ func Unmarshal(b []byte) (Message, error) {
 
 // Routable reports whether p may be tunnelled as a route: not inside the
 // overlay's own spaces (which route by key), not loopback, link-local or
-// multicast. Default routes are routable (exit nodes); see AllowedIPs.
+// multicast. Default routes are routable (exit nodes); see Pieces.
 func Routable(p netip.Prefix) bool {
 	if p.Bits() == 0 {
 		return true
@@ -221,11 +221,6 @@ func Wants(rules []Rule, from netip.Addr) bool {
 // source address of any node it is not.
 var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
 
-// AllowedIPs returns what a route becomes in WireGuard's AllowedIPs and the
-// OS routing table: the prefix itself, except that ::/0 leaves out
-// fc00::/8 and 0300::/8.
-func AllowedIPs(p netip.Prefix) []netip.Prefix { return subtract(p, reserved) }
-
 // Pieces is what route p becomes in AllowedIPs when the prefixes others
 // are routed to other peers: p itself, except that a default route leaves
 // out the overlay's spaces and, exactly, the others (WireGuard gives each
@@ -248,7 +243,7 @@ var notForwarded = []netip.Prefix{
 }
 
 // Forwarded returns the destinations the offering node forwards for route
-// p: AllowedIPs(p) without loopback, link-local, multicast and broadcast.
+// p: Pieces(p, nil) without loopback, link-local, multicast and broadcast.
 func Forwarded(p netip.Prefix) []netip.Prefix {
 	return subtract(p, append(slices.Clone(reserved), notForwarded...))
 }

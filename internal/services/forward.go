@@ -8,31 +8,6 @@ import (
 	"time"
 )
 
-// Forward describes one local port forward: connections to Listen are
-// carried to Remote in the overlay. The node turns it into ListenLocal(Listen)
-// plus ServeForward(Remote).
-type Forward struct {
-	// Listen is a ListenLocal spec: a loopback "IP:port" or an absolute Unix
-	// socket path.
-	Listen string
-	// Remote is the overlay "host:port" to connect to: an IP literal
-	// ("[fc11::1]:80") or a name the node's Resolver knows ("db:5432").
-	Remote string
-}
-
-// Validate checks both sides' syntax without touching the system.
-func (f Forward) Validate() error {
-	if _, err := parseListenSpec(f.Listen); err != nil {
-		return fmt.Errorf("forward %s: %w", f, err)
-	}
-	if _, _, err := splitHostPort(f.Remote); err != nil {
-		return fmt.Errorf("forward %s: remote %q: %w; want host:port, e.g. [fc11::1]:80 or db:5432", f, f.Remote, err)
-	}
-	return nil
-}
-
-func (f Forward) String() string { return f.Listen + " -> " + f.Remote }
-
 // ServeForward carries every connection accepted on ln to remote through
 // dial until ctx is done. remote is "host:port"; host is resolved with
 // resolve for each connection, so a name follows its peer. A connection whose
