@@ -13,25 +13,7 @@ import (
 // tcpPair returns the two ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	ln := listenLoopback(t)
-	defer ln.Close()
-	var srv net.Conn
-	var err error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv, err = ln.Accept()
-	}()
-	cli, derr := net.Dial("tcp", ln.Addr().String())
-	<-done
-	if derr != nil || err != nil {
-		t.Fatal(derr, err)
-	}
-	t.Cleanup(func() {
-		cli.Close()
-		srv.Close()
-	})
-	return cli, srv
+	return connPair(t, listenLoopback(t))
 }
 
 // unixPair returns the two ends of a Unix stream connection.
@@ -41,14 +23,21 @@ func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return connPair(t, ln)
+}
+
+// connPair connects to ln, accepts, closes ln and returns both ends.
+func connPair(t *testing.T, ln net.Listener) (net.Conn, net.Conn) {
+	t.Helper()
 	defer ln.Close()
 	var srv net.Conn
+	var err error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		srv, err = ln.Accept()
 	}()
-	cli, derr := net.Dial("unix", ln.Addr().String())
+	cli, derr := net.Dial(ln.Addr().Network(), ln.Addr().String())
 	<-done
 	if derr != nil || err != nil {
 		t.Fatal(derr, err)
