@@ -159,7 +159,6 @@ func (c *Client) close() {
 		b.closeTCP()
 	}
 	c.wg.Wait()
-	c.keys.close()
 }
 
 // BridgeStatus is one bridge's state (the admin API shows it).
@@ -445,6 +444,11 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 // HandleFrames implements transport.FrameHandler: control frames from
 // bridges and probes from peers.
 func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
+	select {
+	case <-c.stop:
+		return // closed: a receive goroutine still draining
+	default:
+	}
 	for i, f := range frames {
 		c.handleFrame(f, srcs[i], nil)
 	}

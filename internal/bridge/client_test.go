@@ -92,7 +92,7 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 			}
 		}
 	}()
-	t.Cleanup(func() { pc.Close(); <-done; f.keys.close() })
+	t.Cleanup(func() { pc.Close(); <-done })
 	return f
 }
 

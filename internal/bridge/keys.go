@@ -6,9 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"golang.zx2c4.com/wireguard/ratelimiter"
-
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
 // keyCache opens and seals control frames for one private key, keeping the
@@ -22,7 +21,7 @@ type keyCache struct {
 	shared map[identity.PublicKey]*SharedKey
 	max    int
 
-	limiter ratelimiter.Ratelimiter
+	limiter *ratelimit.Keyed // per source (an IPv6 /64), for unknown senders
 	// keepOpened: cache the key of every sender whose frame opens. A
 	// bridge turns it off and keeps only the keys it admits, so that
 	// throwaway keys cannot flush the cache.
@@ -32,12 +31,18 @@ type keyCache struct {
 var errLimited = errors.New("too many control frames from unknown keys at this address")
 
 func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
-	c := &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max, keepOpened: true}
-	c.limiter.Init()
-	return c
+	return &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max, keepOpened: true,
+		limiter: ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources)}
 }
 
-func (c *keyCache) close() { c.limiter.Close() }
+// Control frames from unknown keys, per source address (an IPv6 /64):
+// wireguard-go's handshake budget (20/s, bursts of 5), in a table of at
+// most unknownSources sources.
+const (
+	unknownRate    = 20
+	unknownBurst   = 5
+	unknownSources = 4096
+)
 
 // get returns the shared key with peer, computing and caching it.
 func (c *keyCache) get(peer identity.PublicKey) *SharedKey {
@@ -81,7 +86,7 @@ func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Messa
 	k := c.shared[from]
 	c.mu.RUnlock()
 	if k == nil {
-		if src.IsValid() && !c.limiter.Allow(limitKey(src)) {
+		if src.IsValid() && !c.limiter.Allow(ratelimit.Source(src), time.Now()) {
 			return from, Message{}, errLimited
 		}
 		s := Precompute(c.priv, from)
@@ -116,17 +121,6 @@ func (c *keyCache) seal(to identity.PublicKey, m Message) ([]byte, error) {
 		}
 	}
 	return Seal(make([]byte, 0, 160), c.pub, k, &m)
-}
-
-// limitKey is what the rate limit counts: an IPv4 address, or an IPv6
-// address's /64 (one host can use a whole /64).
-func limitKey(a netip.Addr) netip.Addr {
-	a = a.Unmap()
-	if a.Is4() {
-		return a
-	}
-	p, _ := a.Prefix(64)
-	return p.Addr()
 }
 
 // newAdmittedKeyCache is a bridge's cache: it keeps the keys of the nodes

@@ -15,9 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.zx2c4.com/wireguard/ratelimiter"
-
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
 // FrameSender sends frames over the node's UDP socket (transport.Bind).
@@ -122,9 +121,9 @@ type Server struct {
 	logs   logLimiter
 
 	tcpAddr               string
-	mark                  uint32  // fwmark of the TCP listener's sockets
-	relayRate, relayBurst float64 // bytes per second and bytes; 0: unlimited
-	refusals              ratelimiter.Ratelimiter
+	mark                  uint32           // fwmark of the TCP listener's sockets
+	relayRate, relayBurst float64          // bytes per second and bytes; 0: unlimited
+	refusals              *ratelimit.Keyed // "refused" answers over UDP, per source
 
 	// Hooks for tests.
 	now          func() time.Time
@@ -218,12 +217,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pending:      make(map[netip.Addr]int),
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
+		refusals:     ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
 	}
 	if cfg.RelayMbit > 0 {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
 		s.relayBurst = max(s.relayRate/4, MaxFrame)
 	}
-	s.refusals.Init()
 	return s, nil
 }
 
@@ -289,8 +288,6 @@ func (s *Server) Close() error {
 			c.close()
 		}
 		s.wg.Wait()
-		s.keys.close()
-		s.refusals.Close()
 	})
 	return nil
 }
@@ -458,7 +455,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		s.adm.mu.Unlock()
 		s.stats.refused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
-		if c != nil || s.refusals.Allow(src.Addr()) {
+		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
 			s.sendControl(from, Message{Kind: KindRefused, Text: reason}, src, c)
 		}
 		return
