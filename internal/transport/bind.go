@@ -10,7 +10,10 @@
 //     every peer has one *PeerEndpoint; the Bind decides where it sends.
 //   - wireguard-go silently drops handshake initiations from unknown keys.
 //     The Bind opens each initiation far enough to learn the initiator's key
-//     (initiation.go) and asks an Admitter whether to add that peer first.
+//     (initiation.go) and asks an Admitter whether to add that peer first,
+//     on a goroutine of its own behind cheap checks and budgets
+//     (handshake.go), and refuses initiations older than the newest it
+//     answered for that key (replay.go).
 //   - Packets are matched to peers by the session index WireGuard put in
 //     them (learned from the handshakes this node sends) and by the
 //     initiator's key, never by source address alone: an address can pass
@@ -19,8 +22,11 @@
 // Packets from a source address a peer has not used before are handed to
 // WireGuard with a per-address candidate endpoint. Only when WireGuard has
 // authenticated such a packet does it send through the candidate, and only
-// then does the Bind move the peer's direct path there. That is WireGuard's
-// roaming, with the decision kept in the Bind.
+// if that packet was a transport message or a handshake response (which
+// completes a handshake this node started, so cannot be replayed) does the
+// Bind move the peer's direct path there. A handshake initiation never
+// moves it: its answer goes back to where it came from, nothing else does.
+// That is WireGuard's roaming, with the decision kept in the Bind.
 //
 // The UDP work itself (batching, UDP GSO/GRO, sticky source addresses) is
 // wireguard-go's conn.StdNetBind, which this Bind wraps.
@@ -38,7 +44,6 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/ratelimiter"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -46,10 +51,13 @@ import (
 // Admitter decides whether a node whose key is not a configured peer may
 // start a session. If it returns true, it must have called Bind.SetPeer for
 // key before returning: the initiation is then handed to WireGuard at once.
-// src is where the initiation came from; it is invalid when the initiation
-// came through a bridge's relay.
-// It runs on a receive goroutine, so it must be quick; calls are already
-// rate-limited per source address.
+// src is where the initiation came from (it must not become the peer's
+// path: only an authenticated transport message moves that); it is invalid
+// when the initiation came through a bridge's relay.
+// It runs on the Bind's handshake goroutine, one call at a time, after the
+// initiation was authenticated and found fresh; calls are rate-limited per
+// source and by a node-wide budget (handshake.go). While it runs, other
+// initiations wait, data does not.
 type Admitter interface {
 	Admit(key identity.PublicKey, src netip.AddrPort) bool
 }
@@ -68,10 +76,11 @@ type Bind struct {
 	inner  conn.Bind
 	log    *slog.Logger
 	admit  atomic.Pointer[Admitter]
-	opener atomic.Pointer[initiationOpener]
-	// limiter bounds initiations per source address; a fresh one per Open,
-	// since a Ratelimiter cannot be re-initialised after Close.
-	limiter atomic.Pointer[ratelimiter.Ratelimiter]
+	keys   atomic.Pointer[handshakeKeys]
+	limits *handshakeLimits
+	replay atomic.Pointer[ReplayStore]
+	// hs is the initiation pipeline of the current Open (nil when closed).
+	hs atomic.Pointer[handshakes]
 
 	unknown atomic.Pointer[func(netip.AddrPort)]
 	frames  atomic.Pointer[FrameHandler]
@@ -87,10 +96,11 @@ type Bind struct {
 	unknownMu   sync.Mutex // guards unknownSeen
 	unknownSeen map[netip.AddrPort]time.Time
 
-	mu         sync.RWMutex // guards peers, byIndex, candidates and PeerEndpoint.addrs/indices
+	mu         sync.RWMutex // guards peers, byIndex, byAddr, candidates and PeerEndpoint.addrs/indices
 	peers      map[identity.PublicKey]*PeerEndpoint
 	byIndex    map[uint32]*PeerEndpoint
-	candidates map[netip.AddrPort]*sourceEndpoint
+	byAddr     map[netip.AddrPort]*PeerEndpoint // every peer's recent direct addresses
+	candidates map[candidateKey]*sourceEndpoint
 
 	stats Stats
 }
@@ -101,10 +111,14 @@ type Stats struct {
 	RelayedIn           atomic.Uint64 // WireGuard messages that came through a bridge
 	RelayedOut          atomic.Uint64 // WireGuard messages sent through a bridge
 	UnknownSession      atomic.Uint64 // messages for a session index this node never made
-	InitiationsLimited  atomic.Uint64 // initiations over the per-source rate
+	InitiationsLimited  atomic.Uint64 // over the per-source rate or the node-wide budget for strangers, or without mac2 under load
 	InitiationsInvalid  atomic.Uint64 // bad mac1, or not encrypted to our key
 	InitiationsDenied   atomic.Uint64 // unknown key, refused by the Admitter
 	InitiationsAdmitted atomic.Uint64 // unknown key, admitted and added
+	InitiationsReplayed atomic.Uint64 // not newer than the newest answered for that key
+	InitiationsDropped  atomic.Uint64 // the handshake queue was full
+	CookiesSent         atomic.Uint64 // cookie replies sent under load
+	X25519              atomic.Uint64 // X25519 operations spent opening initiations
 	Roamed              atomic.Uint64 // direct path moved to a new address
 }
 
@@ -117,22 +131,30 @@ func newBind(inner conn.Bind, log *slog.Logger) *Bind {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Bind{
+	b := &Bind{
 		inner:      inner,
 		log:        log,
+		limits:     newHandshakeLimits(),
 		peers:      make(map[identity.PublicKey]*PeerEndpoint),
 		byIndex:    make(map[uint32]*PeerEndpoint),
-		candidates: make(map[netip.AddrPort]*sourceEndpoint),
+		byAddr:     make(map[netip.AddrPort]*PeerEndpoint),
+		candidates: make(map[candidateKey]*sourceEndpoint),
 		relays:     make(map[netip.AddrPort]Relay),
 	}
+	mem, _ := OpenReplayStore("", DefaultReplayKeys)
+	b.replay.Store(mem)
+	return b
 }
 
 // SetPrivateKey tells the Bind the node's key, which it needs to open
-// handshake initiations. Until it is set, initiations from unknown keys are
-// dropped.
+// handshake initiations. Until it is set, every initiation is dropped.
 func (b *Bind) SetPrivateKey(k identity.PrivateKey) {
-	b.opener.Store(newInitiationOpener(k))
+	b.keys.Store(newHandshakeKeys(k))
 }
+
+// SetReplayStore replaces the in-memory replay store with s (a persisted
+// one), before the Bind opens.
+func (b *Bind) SetReplayStore(s *ReplayStore) { b.replay.Store(s) }
 
 // SetUnknownSessionHandler installs f, called with the source of a message
 // for a session this node does not know, at most once per source every
@@ -171,8 +193,10 @@ func (b *Bind) SetAdmitter(a Admitter) { b.admit.Store(&a) }
 func (b *Bind) Stats() *Stats { return &b.stats }
 
 // SetPeer registers key as a peer reachable directly at addr (an invalid
-// addr: no direct address known yet) and returns its stable endpoint. For an
-// existing peer it moves the direct path to addr if addr is valid.
+// addr: no direct address known yet) and returns its stable endpoint. An
+// existing peer keeps the path it has: only authenticated traffic (and
+// DirectWorks) moves a path, so re-applying a peer's configuration never
+// sends it back to a stale address; addr is used if it has none.
 func (b *Bind) SetPeer(key identity.PublicKey, addr netip.AddrPort) *PeerEndpoint {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -181,10 +205,10 @@ func (b *Bind) SetPeer(key identity.PublicKey, addr netip.AddrPort) *PeerEndpoin
 		p = &PeerEndpoint{key: key}
 		b.peers[key] = p
 	}
-	if addr.IsValid() {
+	if addr.IsValid() && p.direct.Load() == nil {
 		addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 		p.direct.Store(&conn.StdNetEndpoint{AddrPort: addr})
-		p.addAddrLocked(addr)
+		b.addAddrLocked(p, addr)
 	}
 	return p
 }
@@ -203,11 +227,32 @@ func (b *Bind) RemovePeer(key identity.PublicKey) {
 			delete(b.byIndex, idx)
 		}
 	}
+	for _, a := range p.addrs {
+		if b.byAddr[a] == p {
+			delete(b.byAddr, a)
+		}
+	}
 	for a, c := range b.candidates {
 		if c.peer == p {
 			delete(b.candidates, a)
 		}
 	}
+}
+
+// Answered reports whether key's peer has sent a transport message for a
+// session this node made: it received this node's handshake answer, so it
+// is really there (the node's unanswered-peer eviction uses it).
+func (b *Bind) Answered(key identity.PublicKey) bool {
+	p := b.Peer(key)
+	return p != nil && p.answered.Load()
+}
+
+// knownSource reports whether a is a recent direct address of some peer:
+// initiations from there are most likely that peer rekeying.
+func (b *Bind) knownSource(a netip.AddrPort) bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.byAddr[a] != nil
 }
 
 // Peer returns the endpoint of key, or nil.
@@ -223,9 +268,7 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	rl := new(ratelimiter.Ratelimiter)
-	rl.Init()
-	b.limiter.Store(rl)
+	b.hs.Store(startHandshakes(b))
 	wrapped := make([]conn.ReceiveFunc, len(fns), len(fns)+1)
 	for i, fn := range fns {
 		wrapped[i] = b.wrapReceive(fn)
@@ -238,18 +281,20 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	return wrapped, actual, nil
 }
 
-// Close implements conn.Bind.
+// Close implements conn.Bind. Receiving stops first (the sockets), then
+// the handshake goroutines that receiving feeds, then the injection queue
+// they feed: nothing is closed while something before it still runs.
 func (b *Bind) Close() error {
 	err := b.inner.Close()
+	if h := b.hs.Swap(nil); h != nil {
+		h.stop()
+	}
 	b.injectMu.Lock()
 	if b.inject != nil {
 		b.inject.close()
 		b.inject = nil
 	}
 	b.injectMu.Unlock()
-	if rl := b.limiter.Load(); rl != nil {
-		rl.Close()
-	}
 	return err
 }
 
@@ -293,16 +338,33 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		if e.peer == nil {
 			return b.inner.Send(bufs, e.std)
 		}
-		// WireGuard sends through a candidate only after it authenticated
-		// a packet that came with it: the peer really is there now.
-		b.promote(e)
 		p = e.peer
+		if e.promotes {
+			// WireGuard sends through a candidate only after it
+			// authenticated a packet that came with it: a transport
+			// message or a handshake response, so the peer is there now.
+			b.promote(e)
+			break
+		}
+		// The candidate of an initiation: the handshake's answer goes
+		// back there, the peer's path stays where it is (a recorded or
+		// relayed initiation must not steer this node's traffic).
+		if handshakeOnly(bufs) || !p.hasPath() {
+			b.learnIndices(bufs, p)
+			return b.inner.Send(bufs, e.std)
+		}
 	case *relayCandidate:
-		// Likewise for a relay path: only an authenticated packet that
-		// came through it makes it the peer's.
+		// Likewise for a relay path.
 		p = e.peer
-		if cur := p.relay.Load(); cur == nil || *cur != e.path {
-			p.relay.Store(&e.path)
+		if e.promotes {
+			if cur := p.relay.Load(); cur == nil || *cur != e.path {
+				p.relay.Store(&e.path)
+			}
+			break
+		}
+		if handshakeOnly(bufs) || !p.hasPath() {
+			b.learnIndices(bufs, p)
+			return b.sendRelay(bufs, &e.path)
 		}
 	default:
 		return b.inner.Send(bufs, ep)
@@ -316,6 +378,17 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		return fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
 	}
 	return b.inner.Send(bufs, d)
+}
+
+// handshakeOnly reports whether bufs hold only handshake messages
+// (initiations, responses, cookie replies): no transport data.
+func handshakeOnly(bufs [][]byte) bool {
+	for _, buf := range bufs {
+		if len(buf) == 0 || buf[0] == msgTransport {
+			return false
+		}
+	}
+	return true
 }
 
 // learnIndices records the session index of each handshake message this
@@ -342,15 +415,16 @@ func (b *Bind) learnIndices(bufs [][]byte, p *PeerEndpoint) {
 func (b *Bind) promote(c *sourceEndpoint) {
 	p := c.peer
 	b.mu.Lock()
-	if b.candidates[c.addr] == c {
-		delete(b.candidates, c.addr)
+	k := candidateKey{c.addr, c.promotes}
+	if b.candidates[k] == c {
+		delete(b.candidates, k)
 	}
 	if b.peers[p.key] != p {
 		b.mu.Unlock()
 		return // removed meanwhile
 	}
 	moved := !p.knowsAddrLocked(c.addr)
-	p.addAddrLocked(c.addr)
+	b.addAddrLocked(p, c.addr)
 	p.direct.Store(c.std)
 	p.markDirectAlive()
 	b.mu.Unlock()
@@ -375,7 +449,9 @@ func (b *Bind) wrapReceive(fn conn.ReceiveFunc) conn.ReceiveFunc {
 }
 
 // screen matches each received message to its peer, dropping (size zero)
-// what is not for WireGuard or belongs to no peer.
+// what is not for WireGuard or belongs to no peer. Handshake initiations
+// leave the batch for the handshake pipeline (handshake.go), which hands
+// them to WireGuard later if they pass.
 func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 	var (
 		lastIdx  uint32
@@ -422,7 +498,9 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 		var ep conn.Endpoint
 		switch msg[0] {
 		case msgInitiation:
-			ep = b.initiation(msg, std)
+			if h := b.hs.Load(); h != nil {
+				h.submit(msg, hsOrigin{std: std})
+			}
 		case msgTransport, msgCookie, msgResponse:
 			off := 4
 			if msg[0] == msgResponse {
@@ -436,7 +514,7 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 				ep = lastEp
 				break
 			}
-			ep = b.bySession(idx, std)
+			ep = b.bySession(idx, std, msg[0])
 			if ep != nil {
 				lastIdx, lastAddr, lastEp = idx, src, ep
 			}
@@ -449,84 +527,53 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 	}
 }
 
-// bySession maps a message for session idx to its peer's endpoint.
-func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint) conn.Endpoint {
+// bySession maps a message of type typ for session idx to its peer's
+// endpoint; from an address the peer has not used, a candidate that moves
+// the peer's path if the message, once authenticated, proves the peer is
+// there (a transport message or a handshake response, not a cookie).
+func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint, typ byte) conn.Endpoint {
 	b.mu.RLock()
 	p := b.byIndex[idx]
-	known := p != nil && p.knowsAddrLocked(std.AddrPort)
 	b.mu.RUnlock()
-	switch {
-	case p == nil:
+	if p == nil {
 		b.stats.UnknownSession.Add(1)
 		b.reportUnknownSession(std.AddrPort)
 		return nil
-	case known:
-		return p
 	}
-	return b.candidate(std, p)
+	p.sawMessage(typ)
+	return b.directEndpoint(p, std, typ != msgCookie)
 }
 
-// initiation identifies the sender of a handshake initiation by its static
-// key, admitting unknown keys through the Admitter.
-func (b *Bind) initiation(msg []byte, std *conn.StdNetEndpoint) conn.Endpoint {
-	p := b.initiator(msg, std.AddrPort.Addr(), std.AddrPort)
-	if p == nil {
-		return nil
-	}
+// directEndpoint is the endpoint WireGuard gets with a message of peer p
+// from std: p itself from an address p uses, else a candidate.
+func (b *Bind) directEndpoint(p *PeerEndpoint, std *conn.StdNetEndpoint, promotes bool) conn.Endpoint {
 	b.mu.RLock()
 	known := p.knowsAddrLocked(std.AddrPort)
 	b.mu.RUnlock()
 	if known {
 		return p
 	}
-	return b.candidate(std, p)
+	return b.candidate(std, p, promotes)
 }
 
-// initiator opens a handshake initiation and returns its sender's
-// endpoint, asking the Admitter about unknown keys. limit is what the
-// per-source rate limit counts; src is the direct source address, invalid
-// when the message came through a bridge.
-func (b *Bind) initiator(msg []byte, limit netip.Addr, src netip.AddrPort) *PeerEndpoint {
-	opener := b.opener.Load()
-	rl := b.limiter.Load()
-	if opener == nil || rl == nil || len(msg) != initiationSize {
-		return nil
-	}
-	if !rl.Allow(limit) {
-		b.stats.InitiationsLimited.Add(1)
-		return nil
-	}
-	key, err := opener.open(msg)
-	if err != nil {
-		b.stats.InitiationsInvalid.Add(1)
-		return nil
-	}
-	p := b.Peer(key)
-	if p == nil {
-		a := b.admit.Load()
-		if a == nil || !(*a).Admit(key, src) {
-			b.stats.InitiationsDenied.Add(1)
-			return nil
-		}
-		if p = b.Peer(key); p == nil {
-			b.stats.InitiationsDenied.Add(1)
-			return nil
-		}
-		b.stats.InitiationsAdmitted.Add(1)
-	}
-	return p
+// candidateKey tells apart the two candidates of one address: the one
+// handed over with initiations never moves the peer's path.
+type candidateKey struct {
+	addr     netip.AddrPort
+	promotes bool
 }
 
-func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint) conn.Endpoint {
+func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint, promotes bool) conn.Endpoint {
+	k := candidateKey{std.AddrPort, promotes}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := b.candidates[std.AddrPort]
+	c := b.candidates[k]
 	if c == nil || c.peer != p {
 		if len(b.candidates) >= maxCandidates {
 			clear(b.candidates) // under a flood: start over rather than grow
 		}
-		c = &sourceEndpoint{addr: std.AddrPort, std: std, peer: p}
-		b.candidates[std.AddrPort] = c
+		c = &sourceEndpoint{addr: std.AddrPort, std: std, peer: p, promotes: promotes}
+		b.candidates[k] = c
 	}
 	return c
 }
@@ -540,6 +587,9 @@ type PeerEndpoint struct {
 	// only until then; proof that it works (a probe answered, an
 	// authenticated packet) moves it on.
 	directUntil atomic.Int64
+
+	// answered: a transport message for one of its sessions arrived.
+	answered atomic.Bool
 
 	// Guarded by Bind.mu.
 	addrs     [addrsPerPeer]netip.AddrPort
@@ -570,13 +620,30 @@ func (p *PeerEndpoint) knowsAddrLocked(a netip.AddrPort) bool {
 	return false
 }
 
-func (p *PeerEndpoint) addAddrLocked(a netip.AddrPort) {
+// addAddrLocked records a as one of p's recent addresses, in p's ring and
+// the Bind's index of them.
+func (b *Bind) addAddrLocked(p *PeerEndpoint, a netip.AddrPort) {
 	if p.knowsAddrLocked(a) {
 		return
 	}
+	if old := p.addrs[p.nextAddr]; b.byAddr[old] == p {
+		delete(b.byAddr, old)
+	}
 	p.addrs[p.nextAddr] = a
 	p.nextAddr = (p.nextAddr + 1) % addrsPerPeer
+	b.byAddr[a] = p
 }
+
+// sawMessage notes a message of type typ for one of p's sessions.
+func (p *PeerEndpoint) sawMessage(typ byte) {
+	if typ == msgTransport && !p.answered.Load() {
+		p.answered.Store(true)
+	}
+}
+
+// hasPath reports whether the peer can be sent to: a direct address or a
+// relay path.
+func (p *PeerEndpoint) hasPath() bool { return p.direct.Load() != nil || p.relay.Load() != nil }
 
 // ClearSrc forgets the sticky source address, as conn.Endpoint asks.
 func (p *PeerEndpoint) ClearSrc() {
@@ -621,11 +688,14 @@ func (p *PeerEndpoint) SrcIP() netip.Addr {
 }
 
 // sourceEndpoint is a source address not yet known to belong to a peer's
-// path: handed to WireGuard with packets from it, promoted on first send.
+// path: handed to WireGuard with packets from it. If promotes, it becomes
+// the peer's path on the first send through it (WireGuard authenticated a
+// transport message or handshake response from there).
 type sourceEndpoint struct {
-	addr netip.AddrPort
-	std  *conn.StdNetEndpoint // as received: carries the sticky source
-	peer *PeerEndpoint
+	addr     netip.AddrPort
+	std      *conn.StdNetEndpoint // as received: carries the sticky source
+	peer     *PeerEndpoint
+	promotes bool
 }
 
 func (s *sourceEndpoint) ClearSrc()           {}

@@ -145,7 +145,7 @@ func (b *Bind) DirectWorks(key identity.PublicKey, addr netip.AddrPort) {
 			b.stats.Roamed.Add(1)
 		}
 	}
-	p.addAddrLocked(addr)
+	b.addAddrLocked(p, addr)
 	p.markDirectAlive()
 }
 
@@ -233,7 +233,8 @@ func (b *Bind) sendRelay(bufs [][]byte, r *relayPath) error {
 }
 
 // relayed matches a WireGuard message that came through a bridge to its
-// peer, and records the relay path on it. nil: drop.
+// peer. nil: drop (initiations always leave here for the handshake
+// pipeline, which delivers them later if they pass).
 func (b *Bind) relayed(msg []byte, path relayPath) conn.Endpoint {
 	if len(msg) < 8 || msg[1]|msg[2]|msg[3] != 0 {
 		return nil
@@ -241,7 +242,10 @@ func (b *Bind) relayed(msg []byte, path relayPath) conn.Endpoint {
 	var p *PeerEndpoint
 	switch msg[0] {
 	case msgInitiation:
-		p = b.initiator(msg, relayLimitKey(path), netip.AddrPort{})
+		if h := b.hs.Load(); h != nil {
+			h.submit(msg, hsOrigin{path: path, relayed: true})
+		}
+		return nil
 	case msgResponse, msgCookie, msgTransport:
 		off := 4
 		if msg[0] == msgResponse {
@@ -261,20 +265,30 @@ func (b *Bind) relayed(msg []byte, path relayPath) conn.Endpoint {
 		return nil
 	}
 	b.stats.RelayedIn.Add(1)
+	p.sawMessage(msg[0])
+	return b.relayEndpoint(p, path, msg[0] != msgCookie)
+}
+
+// relayEndpoint is the endpoint WireGuard gets with a message of peer p
+// that came through path: p itself if that is p's relay path, else a
+// candidate. A candidate that promotes becomes the peer's relay path only
+// if WireGuard authenticates the message and answers through it (Send),
+// so a forged frame cannot redirect the peer; one that does not (an
+// initiation's) only carries the handshake's answer back.
+func (b *Bind) relayEndpoint(p *PeerEndpoint, path relayPath, promotes bool) conn.Endpoint {
 	if cur := p.relay.Load(); cur != nil && *cur == path {
 		return p
 	}
-	// A path the peer has not used: it becomes the peer's only if
-	// WireGuard authenticates the message and answers through it (Send),
-	// so a forged frame cannot redirect the peer.
-	return &relayCandidate{path: path, peer: p}
+	return &relayCandidate{path: path, peer: p, promotes: promotes}
 }
 
 // relayCandidate is a relay path a message came through that is not (yet)
-// its peer's: handed to WireGuard with the message, adopted on first send.
+// its peer's: handed to WireGuard with the message, adopted on first send
+// if promotes.
 type relayCandidate struct {
-	path relayPath
-	peer *PeerEndpoint
+	path     relayPath
+	peer     *PeerEndpoint
+	promotes bool
 }
 
 func (c *relayCandidate) ClearSrc()           {}
@@ -320,9 +334,26 @@ func (b *Bind) Deliver(msg []byte, r Relay, id uint32) bool {
 	return q.push(injected{msg: append(getInjectBuf(), msg...), path: relayPath{via: r, id: id}})
 }
 
+// deliverInitiation hands WireGuard an initiation the handshake pipeline
+// passed, with the endpoint to answer through. It reports false if the
+// queue is full or closed.
+func (b *Bind) deliverInitiation(msg []byte, ep conn.Endpoint) bool {
+	b.injectMu.Lock()
+	q := b.inject
+	b.injectMu.Unlock()
+	if q == nil {
+		return false
+	}
+	return q.push(injected{msg: append(getInjectBuf(), msg...), ep: ep})
+}
+
+// injected is a message for WireGuard from outside the UDP sockets: ep is
+// set if its endpoint is decided already, else path is the relay path it
+// came through.
 type injected struct {
 	msg  []byte
 	path relayPath
+	ep   conn.Endpoint
 }
 
 var injectBufs = sync.Pool{New: func() any { b := make([]byte, 0, device.MaxMessageSize); return &b }}
@@ -375,7 +406,11 @@ func (b *Bind) receiveInjected(q *injectQueue) conn.ReceiveFunc {
 			}
 			n := 0
 			for {
-				if ep := b.relayed(m.msg, m.path); ep != nil && len(m.msg) <= len(bufs[n]) {
+				ep := m.ep
+				if ep == nil {
+					ep = b.relayed(m.msg, m.path)
+				}
+				if ep != nil && len(m.msg) <= len(bufs[n]) {
 					sizes[n] = copy(bufs[n], m.msg)
 					eps[n] = ep
 					n++
