@@ -42,7 +42,7 @@ func TestControlPort(t *testing.T) {
 	var log controlLog
 	dev, w := newControlFixture(t, fx.me, &log)
 	defer w.Close()
-	w.SetRoutes([]netip.Addr{fx.bob.Address()}, nil, nil)
+	w.SetPeer(fx.bob.Address(), true)
 
 	in := packet.UDP(fx.bob.Address(), fx.me.Address(), testControlPort, testControlPort, []byte("offer"))
 	if _, err := w.Write([][]byte{in}, 0); err != nil {

@@ -69,7 +69,7 @@ func (q *holdQueue) take(dst netip.Addr) [][]byte {
 }
 
 // Release sends the packets held for dst, now that it has a peer (call
-// SetRoutes first).
+// SetPeer or SetRoutes first).
 func (w *Wrapper) Release(dst netip.Addr) {
 	for _, pkt := range w.hold.take(dst) {
 		w.Inject(pkt)

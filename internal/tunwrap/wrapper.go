@@ -78,8 +78,12 @@ type Wrapper struct {
 	cfg    Config
 	stats  Stats
 	routes atomic.Pointer[routeTable]
-	hold   holdQueue
-	ping   pinger
+	// peers holds the node addresses that have a peer in the device. It is
+	// kept apart from routes so that adding one peer costs O(1), whatever
+	// their number: a sync.Map reads without locking for keys that stay.
+	peers sync.Map // netip.Addr -> struct{}
+	hold  holdQueue
+	ping  pinger
 
 	injectMu sync.Mutex // guards injected
 	injected [][]byte
@@ -192,7 +196,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool
 			same.remember(&p)
 		}
 		if p.Dst != lastDst {
-			if !routes.has(p.Dst) {
+			if !w.routable(routes, p.Dst) {
 				w.holdPacket(p.Dst, pkt)
 				sizes[i] = 0
 				continue
@@ -332,14 +336,21 @@ func (w *Wrapper) drainInjected(bufs [][]byte, sizes []int, offset int) int {
 	return n
 }
 
-// SetRoutes installs the destinations that have a peer: node addresses,
-// site prefixes and tunnelled routes (which never match the overlay's own
-// spaces). Packets to anything else wait for Resolve.
-func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix, routes []netip.Prefix) {
-	rt := &routeTable{addrs: make(map[netip.Addr]struct{}, len(addrs)), sites: make(map[[8]byte]struct{}, len(sites)), routes: routes}
-	for _, a := range addrs {
-		rt.addrs[a] = struct{}{}
+// SetPeer records whether node address a has a peer in the device. Packets
+// to node addresses without one wait for Resolve.
+func (w *Wrapper) SetPeer(a netip.Addr, present bool) {
+	if present {
+		w.peers.Store(a, struct{}{})
+	} else {
+		w.peers.Delete(a)
 	}
+}
+
+// SetRoutes installs the other destinations that have a peer: site
+// prefixes and tunnelled routes (which never match the overlay's own
+// spaces). Packets to anything else wait for Resolve.
+func (w *Wrapper) SetRoutes(sites []netip.Prefix, routes []netip.Prefix) {
+	rt := &routeTable{sites: make(map[[8]byte]struct{}, len(sites)), routes: routes}
 	for _, s := range sites {
 		rt.sites[site64(s.Addr())] = struct{}{}
 	}
@@ -348,9 +359,17 @@ func (w *Wrapper) SetRoutes(addrs []netip.Addr, sites []netip.Prefix, routes []n
 
 // routeTable is an immutable set of routable destinations.
 type routeTable struct {
-	addrs  map[netip.Addr]struct{}
 	sites  map[[8]byte]struct{}
 	routes []netip.Prefix
+}
+
+// routable reports whether dst has a peer: a node address in peers, else
+// a site prefix or route of rt.
+func (w *Wrapper) routable(rt *routeTable, dst netip.Addr) bool {
+	if _, ok := w.peers.Load(dst); ok {
+		return true
+	}
+	return rt.has(dst)
 }
 
 func site64(a netip.Addr) [8]byte {
@@ -359,9 +378,6 @@ func site64(a netip.Addr) [8]byte {
 }
 
 func (rt *routeTable) has(dst netip.Addr) bool {
-	if _, ok := rt.addrs[dst]; ok {
-		return true
-	}
 	if identity.IsNodeAddress(dst) {
 		return false
 	}

@@ -91,7 +91,8 @@ func newFixture(t *testing.T, hold time.Duration) *fixture {
 		Resolve:     func(dst netip.Addr) { fx.resolved <- dst },
 		HoldTimeout: hold,
 	})
-	fx.w.SetRoutes([]netip.Addr{fx.bob.Address()}, []netip.Prefix{fx.bob.SitePrefix()}, nil)
+	fx.w.SetPeer(fx.bob.Address(), true)
+	fx.w.SetRoutes([]netip.Prefix{fx.bob.SitePrefix()}, nil)
 	t.Cleanup(func() { fx.w.Close() })
 	return fx
 }
@@ -213,7 +214,8 @@ func TestHoldReleaseAndReject(t *testing.T) {
 		t.Fatal("resolver called twice for one destination")
 	default:
 	}
-	fx.w.SetRoutes([]netip.Addr{fx.bob.Address(), E}, nil, nil)
+	fx.w.SetPeer(fx.bob.Address(), true)
+	fx.w.SetPeer(E, true)
 	fx.w.Release(E)
 	got := fx.read(t)
 	if len(got) != 2 || string(got[0]) != string(first) {
