@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -157,6 +158,19 @@ func (s *Store) rebuildLocked() {
 	s.matcher = Compile(rules)
 }
 
+// Revoked reports whether rules naming addr (its key or address, not "*")
+// were revoked and not allowed again since.
+func (s *Store) Revoked(addr netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, rv := range s.revoked {
+		if !rv.id.Any && rv.id.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // Rules returns the effective rules, config rules first.
 func (s *Store) Rules() []Entry {
 	s.mu.Lock()
@@ -212,7 +226,10 @@ func (s *Store) Revoke(id Identity, now time.Time) ([]Entry, error) {
 	}
 	oldAPI, oldRevoked := slices.Clone(s.api), slices.Clone(s.revoked)
 	s.api = slices.DeleteFunc(s.api, func(e Entry) bool { return e.From.Same(id) })
-	if slices.ContainsFunc(s.config, func(r Rule) bool { return r.From.Same(id) }) {
+	if _, ok := s.revokedLocked(id); !ok {
+		// Remembered even when only API rules named id: a revoked static
+		// peer stays cut (Revoked), and a config rule for id added later
+		// stays suppressed until `tomoe policy allow` lifts it.
 		s.revoked = append(s.revoked, revocation{id: id, at: now.UTC()})
 	}
 	if err := s.saveLocked(); err != nil {
