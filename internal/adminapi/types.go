@@ -100,6 +100,12 @@ type Counters struct {
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
 	Flows           int    `json:"flows"`            // tracked connections
+	// Handshake initiations over a rate limit (per source, or the
+	// node-wide budget for sources that are no peer's), refused as
+	// replays, and cookie replies sent while under load.
+	HandshakeLimited  uint64 `json:"handshake_limited"`
+	HandshakeReplayed uint64 `json:"handshake_replayed"`
+	HandshakeCookies  uint64 `json:"handshake_cookies"`
 	// ControlMalformed counts route-offer datagrams from peers that did
 	// not decode.
 	ControlMalformed uint64 `json:"control_malformed"`

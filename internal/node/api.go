@@ -115,6 +115,10 @@ func (n *Node) counters() adminapi.Counters {
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
 		Flows:           n.filter.Conntrack().Len(),
 
+		HandshakeLimited:  n.bind.Stats().InitiationsLimited.Load(),
+		HandshakeReplayed: n.bind.Stats().InitiationsReplayed.Load(),
+		HandshakeCookies:  n.bind.Stats().CookiesSent.Load(),
+
 		ControlMalformed: n.controlBad.Load(),
 	}
 }
@@ -254,7 +258,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 		if p.static {
 			n.deactivateLocked(p, "revoked")
 		} else {
-			n.forgetLocked(p)
+			n.forgetLocked(p, "revoked")
 		}
 	}
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy

@@ -138,19 +138,19 @@ func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, err
 	}
 	p := n.peers[f.Key]
 	if p == nil {
-		if n.dynamicLocked() >= maxDynamicPeers {
+		if n.dynamic >= maxDynamicPeers {
 			return nil, fmt.Errorf("%s: too many peers (%d)", dst, maxDynamicPeers)
 		}
 		p = &peer{key: f.Key, addr: dst, viaBridge: true}
-		n.peers[f.Key] = p
-		n.byAddr[dst] = p
+		n.insertLocked(p)
 	}
+	n.unmarkWildcardLocked(p) // this node wants it
 	if f.Bridge.IsValid() {
 		p.endpoint = f.Bridge // the bridge itself: straight to it
 	}
 	if err := n.activateLocked(p); err != nil {
 		if !p.static {
-			n.forgetLocked(p)
+			n.forgetLocked(p, "not added")
 		}
 		return nil, err
 	}

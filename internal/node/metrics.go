@@ -30,7 +30,9 @@ var (
 	descPeerDenied = prometheus.NewDesc("tomoe_peer_denied_packets_total", "Inbound packets from a peer dropped by policy.", []string{"peer"}, nil)
 	descPackets    = prometheus.NewDesc("tomoe_packets_total", "Packets passed by the filter.", []string{"direction"}, nil)
 	descDropped    = prometheus.NewDesc("tomoe_dropped_packets_total", "Packets dropped by the filter, by reason.", []string{"reason"}, nil)
-	descInit       = prometheus.NewDesc("tomoe_handshake_initiations_total", "Handshake initiations from keys not in the device, by outcome.", []string{"result"}, nil)
+	descInit       = prometheus.NewDesc("tomoe_handshake_initiations_total", "Handshake initiations screened before WireGuard, by outcome (admitted and denied: keys not in the device).", []string{"result"}, nil)
+	descCookies    = prometheus.NewDesc("tomoe_handshake_cookies_sent_total", "Cookie replies sent to initiations without a valid mac2 while under load.", nil, nil)
+	descX25519     = prometheus.NewDesc("tomoe_handshake_x25519_total", "X25519 operations spent opening handshake initiations.", nil, nil)
 	descHeld       = prometheus.NewDesc("tomoe_held_packets_total", "Packets that waited for their destination's peer.", nil, nil)
 	descUnreach    = prometheus.NewDesc("tomoe_unreachable_sent_total", "ICMP unreachable errors given to local programs.", nil, nil)
 	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
@@ -40,7 +42,7 @@ var (
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descHeld, descUnreach, descFlows, descRoamed} {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRoamed} {
 		ch <- d
 	}
 }
@@ -92,6 +94,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsDenied.Load()), "denied")
 	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsInvalid.Load()), "invalid")
 	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsLimited.Load()), "rate_limited")
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsReplayed.Load()), "replayed")
+	ch <- prometheus.MustNewConstMetric(descInit, prometheus.CounterValue, float64(bs.InitiationsDropped.Load()), "queue_full")
+	ch <- prometheus.MustNewConstMetric(descCookies, prometheus.CounterValue, float64(bs.CookiesSent.Load()))
+	ch <- prometheus.MustNewConstMetric(descX25519, prometheus.CounterValue, float64(bs.X25519.Load()))
 	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.CounterValue, float64(ws.Held.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnreach, prometheus.CounterValue, float64(ws.Unreachable.Load()))
 	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(n.filter.Conntrack().Len()))

@@ -14,11 +14,13 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
@@ -77,6 +79,7 @@ type Node struct {
 	forward  routes.Forwarding  // kernel mode only; guarded by mu
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
+	replay   *transport.ReplayStore // saved by pollLoop and Close
 	engine   *engine.Engine
 	events   *eventBus
 	api      *adminapi.Server
@@ -87,11 +90,16 @@ type Node struct {
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
 
-	mu       sync.Mutex // guards peers, byAddr, deniedAt, closing and the peers' fields
-	peers    map[identity.PublicKey]*peer
-	byAddr   map[netip.Addr]*peer
-	deniedAt map[identity.PublicKey]time.Time
-	closing  bool
+	mu         sync.Mutex // guards peers and their indexes, dynamic, wild, deniedAt, closing and the peers' fields
+	peers      map[identity.PublicKey]*peer
+	byAddr     map[netip.Addr]*peer
+	bySite     map[netip.Prefix]*peer   // peers whose site prefix is theirs (peer.site)
+	byEndpoint map[netip.AddrPort]*peer // static peers by their endpoint
+	dynamic    int                      // peers not from the config
+	wild       wildcardState            // the quota of peers only "*" let in
+	deniedAt   map[identity.PublicKey]time.Time
+	deniedLog  *rate.Limiter // of denyAdmission's reports
+	closing    bool
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
@@ -123,11 +131,15 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n = &Node{
 		cfg: cfg, log: log, version: opts.Version, key: key, started: time.Now(),
-		events:   newEventBus(),
-		peers:    make(map[identity.PublicKey]*peer),
-		byAddr:   make(map[netip.Addr]*peer),
-		deniedAt: make(map[identity.PublicKey]time.Time),
-		done:     make(chan struct{}),
+		events:     newEventBus(),
+		peers:      make(map[identity.PublicKey]*peer),
+		byAddr:     make(map[netip.Addr]*peer),
+		bySite:     make(map[netip.Prefix]*peer),
+		byEndpoint: make(map[netip.AddrPort]*peer),
+		wild:       newWildcardState(),
+		deniedAt:   make(map[identity.PublicKey]time.Time),
+		deniedLog:  rate.NewLimiter(deniedLogRate, deniedLogBurst),
+		done:       make(chan struct{}),
 
 		rehandshake: make(chan netip.AddrPort, 64),
 	}
@@ -161,6 +173,12 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve,
 		ControlPort: offers.ControlPort, Control: n.onControl})
 	n.bind = transport.NewBind(log.With("component", "bind"))
+	if n.replay, err = transport.OpenReplayStore(replayFile(cfg), transport.DefaultReplayKeys); err != nil {
+		n.wrapper.Close()
+		n.wrapper = nil
+		return n, err
+	}
+	n.bind.SetReplayStore(n.replay)
 	n.bind.SetAdmitter(n)
 	n.bind.SetUnknownSessionHandler(n.unknownSession)
 	port, _ := cfg.ListenPort()
@@ -382,6 +400,12 @@ func (n *Node) Close() error {
 		} else if n.wrapper != nil {
 			n.wrapper.Close()
 		}
+		if n.replay != nil {
+			// After the Bind: nothing records into it any more.
+			if err := n.replay.Save(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		n.events.close()
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped")
@@ -408,17 +432,35 @@ func (n *Node) onDeny(d policy.Denial) {
 }
 
 // pollLoop reads the device's per-peer state every 2 s, turning handshakes
-// into events.
+// into events, and saves the handshake replay state every replaySave.
 func (n *Node) pollLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(2 * time.Second)
 	defer t.Stop()
+	lastSave := time.Now()
 	for {
 		select {
 		case <-n.done:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			n.refresh(context.Background())
+			if now.Sub(lastSave) >= replaySave {
+				lastSave = now
+				if err := n.replay.Save(); err != nil {
+					n.log.Warn("cannot save the handshake replay state", "err", err)
+				}
+			}
 		}
 	}
+}
+
+// replaySave is how often the replay state is saved: what a crash can
+// lose (a recording of a handshake from the last replaySave before it
+// could be answered once after the restart).
+const replaySave = 10 * time.Second
+
+// replayFile is where the newest handshake time of each peer is kept,
+// beside the key.
+func replayFile(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.KeyFile), "handshakes.json")
 }

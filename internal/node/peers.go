@@ -1,6 +1,7 @@
 package node
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,13 @@ type peer struct {
 	routeIPs []netip.Prefix
 	// offered: this node has sent the peer its route offer.
 	offered bool
+	// wildcard: only a "*" rule let this peer in, and this node has not
+	// wanted it since; it counts against the wildcard quota (admission.go)
+	// under source, and waits in the unanswered list until its first
+	// handshake completes.
+	wildcard   bool
+	source     netip.Addr
+	unanswered *list.Element
 
 	active      bool
 	activatedAt time.Time
@@ -88,88 +96,40 @@ func (n *Node) addStatic(peers []config.Peer) error {
 			p.endpoint = netip.AddrPortFrom(a.Unmap(), port)
 			p.host = ""
 		}
-		if owner := n.siteOwnerLocked(k.SitePrefix()); owner != nil {
+		if owner := n.bySite[k.SitePrefix()]; owner != nil {
 			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.key.ShortString())
 			p.site = false
 		}
-		n.peers[k] = p
-		n.byAddr[p.addr] = p
+		n.insertLocked(p)
 	}
 	return nil
 }
 
-func (n *Node) siteOwnerLocked(site netip.Prefix) *peer {
-	for _, p := range n.peers {
-		if p.site && p.key.SitePrefix() == site {
-			return p
+// insertLocked adds p to the peer table and its indexes, and routes its
+// site prefix into the kernel TUN (for every known site peer, active or
+// not, so that packets to it reach the node and bring the peer up).
+func (n *Node) insertLocked(p *peer) {
+	n.peers[p.key] = p
+	n.byAddr[p.addr] = p
+	if p.site {
+		n.bySite[p.key.SitePrefix()] = p
+		if n.osRoutes != nil {
+			if err := n.osRoutes.AddRoute(p.key.SitePrefix()); err != nil {
+				n.log.Warn("cannot route site prefix", "peer", p.key.ShortString(), "prefix", p.key.SitePrefix(), "err", err)
+			}
 		}
 	}
-	return nil
+	if p.static && p.endpoint.IsValid() {
+		n.byEndpoint[p.endpoint] = p
+	}
+	if !p.static {
+		n.dynamic++
+	}
 }
 
-// Admit implements transport.Admitter: a handshake from a key that is not
-// in the device.
-func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
-		return false
-	}
-	p := n.peers[key]
-	if p == nil {
-		addr := key.Address()
-		m := n.store.Matcher()
-		if !m.AllowsAny(addr) {
-			n.denyAdmission(key, src)
-			return false
-		}
-		if n.dynamicLocked() >= maxDynamicPeers {
-			n.log.Warn("too many peers admitted by policy; refusing more", "peer", key.ShortString(), "limit", maxDynamicPeers)
-			return false
-		}
-		p = &peer{key: key, addr: addr, site: m.Names(addr) && n.siteOwnerLocked(key.SitePrefix()) == nil}
-		n.peers[key] = p
-		n.byAddr[addr] = p
-	}
-	if src.IsValid() { // invalid: the initiation came through a bridge
-		p.endpoint = src
-	}
-	if err := n.activateLocked(p); err != nil {
-		n.log.Warn("cannot add peer", "peer", key.ShortString(), "err", err)
-		if !p.static {
-			n.forgetLocked(p)
-		}
-		return false
-	}
-	return true
-}
-
-func (n *Node) dynamicLocked() int {
-	c := 0
-	for _, p := range n.peers {
-		if !p.static {
-			c++
-		}
-	}
-	return c
-}
-
-// denyAdmission logs and reports a refused handshake, at most once a
-// minute per key.
-func (n *Node) denyAdmission(key identity.PublicKey, src netip.AddrPort) {
-	now := time.Now()
-	if t, ok := n.deniedAt[key]; ok && now.Sub(t) < time.Minute {
-		return
-	}
-	if len(n.deniedAt) > 4096 {
-		clear(n.deniedAt)
-	}
-	n.deniedAt[key] = now
-	n.log.Info("handshake refused: no rule allows this key", "peer", key.ShortString(), "addr", key.Address(), "endpoint", src)
-	n.events.publish(Event{Type: EventAdmissionDenied, Peer: key.String(), Address: key.Address().String(), Endpoint: src.String()})
-}
-
-// activateLocked puts p into the device.
+// activateLocked puts p into the device (or updates its configuration
+// there). Its cost does not depend on the number of peers: only a peer
+// with a site prefix or routes changes the route tables.
 func (n *Node) activateLocked(p *peer) error {
 	err := n.engine.SetPeer(engine.PeerConfig{Key: p.key, Endpoint: p.endpoint, AllowedIPs: p.allowedIPs(), Keepalive: p.keepalive})
 	if err != nil {
@@ -178,10 +138,13 @@ func (n *Node) activateLocked(p *peer) error {
 	if !p.active {
 		p.active = true
 		p.activatedAt = time.Now()
+		n.wrapper.SetPeer(p.addr, true)
 		n.log.Debug("peer added to the device", "peer", p.key.ShortString(), "endpoint", p.endpoint, "static", p.static)
 		n.events.publish(Event{Type: EventPeerAdded, Peer: p.key.String(), Address: p.addr.String(), Endpoint: endpointString(p.endpoint)})
+		if p.site || len(p.routeIPs) > 0 {
+			n.routesChangedLocked()
+		}
 	}
-	n.routesChangedLocked()
 	return nil
 }
 
@@ -191,43 +154,43 @@ func (n *Node) deactivateLocked(p *peer, why string) {
 		return
 	}
 	n.engine.RemovePeer(p.key)
+	n.wrapper.SetPeer(p.addr, false)
 	p.active, p.up = false, false
 	n.log.Info("peer removed from the device", "peer", p.key.ShortString(), "reason", why)
 	n.events.publish(Event{Type: EventPeerRemoved, Peer: p.key.String(), Address: p.addr.String(), Detail: why})
-	n.routesChangedLocked()
+	if p.site || len(p.routeIPs) > 0 {
+		n.routesChangedLocked()
+	}
 }
 
 // forgetLocked drops a dynamic peer's record entirely.
-func (n *Node) forgetLocked(p *peer) {
-	n.deactivateLocked(p, "forgotten")
+func (n *Node) forgetLocked(p *peer, why string) {
+	n.deactivateLocked(p, why)
 	delete(n.peers, p.key)
 	delete(n.byAddr, p.addr)
-	if p.site && n.osRoutes != nil {
-		n.osRoutes.DelRoute(p.key.SitePrefix())
+	if p.site {
+		delete(n.bySite, p.key.SitePrefix())
+		if n.osRoutes != nil {
+			n.osRoutes.DelRoute(p.key.SitePrefix())
+		}
 	}
+	if !p.static {
+		n.dynamic--
+	}
+	n.unmarkWildcardLocked(p)
 	n.forgetRoutesLocked(p)
 }
 
-// routesChangedLocked tells the TUN wrapper and the filter which
-// destinations and site prefixes have an active peer, and routes the site
-// prefixes of all known peers into the kernel TUN.
+// routesChangedLocked tells the TUN wrapper and the filter which site
+// prefixes and tunnelled routes have an active peer (node addresses are
+// told one by one: activateLocked).
 func (n *Node) routesChangedLocked() {
-	var addrs []netip.Addr
 	var sites []netip.Prefix
 	owners := map[netip.Prefix]netip.Addr{}
-	for _, p := range n.peers {
-		if p.site && n.osRoutes != nil {
-			if err := n.osRoutes.AddRoute(p.key.SitePrefix()); err != nil {
-				n.log.Warn("cannot route site prefix", "peer", p.key.ShortString(), "prefix", p.key.SitePrefix(), "err", err)
-			}
-		}
-		if !p.active {
-			continue
-		}
-		addrs = append(addrs, p.addr)
-		if p.site {
-			sites = append(sites, p.key.SitePrefix())
-			owners[p.key.SitePrefix()] = p.addr
+	for site, p := range n.bySite {
+		if p.active {
+			sites = append(sites, site)
+			owners[site] = p.addr
 		}
 	}
 	routed := n.routedOwnersLocked()
@@ -235,7 +198,7 @@ func (n *Node) routesChangedLocked() {
 	for i, r := range routed {
 		prefixes[i] = r.Prefix
 	}
-	n.wrapper.SetRoutes(addrs, sites, prefixes)
+	n.wrapper.SetRoutes(sites, prefixes)
 	n.filter.SetSites(owners)
 	n.filter.SetRouted(routed)
 	n.syncOSRoutesLocked()
@@ -251,12 +214,8 @@ func (n *Node) lookupPeer(dst netip.Addr) *peer {
 		return p
 	}
 	if identity.IsSiteAddress(dst) {
-		for _, p := range n.peers {
-			if p.site && p.key.SitePrefix().Contains(dst) {
-				return p
-			}
-		}
-		return nil
+		site, _ := dst.Prefix(64)
+		return n.bySite[site]
 	}
 	if identity.IsNodeAddress(dst) {
 		return nil
@@ -321,8 +280,17 @@ func (n *Node) activate(p *peer) error {
 		return errClosing
 	}
 	if ep.IsValid() {
+		if p.static && p.endpoint.IsValid() && n.byEndpoint[p.endpoint] == p {
+			delete(n.byEndpoint, p.endpoint)
+		}
 		p.endpoint = ep
+		if p.static {
+			n.byEndpoint[ep] = p
+		}
 	}
+	// This node wants the peer now: it no longer counts against the
+	// quota of peers that only a "*" rule let in.
+	n.unmarkWildcardLocked(p)
 	if p.active {
 		return nil
 	}
@@ -348,13 +316,7 @@ func (n *Node) rehandshakeLoop() {
 			return
 		case src := <-n.rehandshake:
 			n.mu.Lock()
-			var p *peer
-			for _, q := range n.peers {
-				if q.endpoint == src {
-					p = q
-					break
-				}
-			}
+			p := n.byEndpoint[src] // static peers: others' endpoints are not known here
 			var err error
 			if p != nil && !n.closing {
 				err = n.activateLocked(p)
@@ -400,7 +362,7 @@ func (n *Node) evict(now time.Time) {
 		if p.static {
 			n.deactivateLocked(p, "idle")
 		} else {
-			n.forgetLocked(p)
+			n.forgetLocked(p, "idle")
 		}
 	}
 }
