@@ -87,3 +87,20 @@ func BenchmarkFilterInboundTCPAllowed(b *testing.B) {
 	p := tcpPkt(bob, me, 40000, 22, packet.TCPAck)
 	benchVerdict(b, func() Verdict { return f.Inbound(p, now) })
 }
+
+// A datagram of a new UDP flow from a peer past its quota (a flood):
+// refused and counted.
+func BenchmarkFilterInboundUDPOverQuota(b *testing.B) {
+	f, me, bob, now := benchFilter(b, Rule{From: Identity{Any: true}, Proto: ProtoUDP})
+	_, _, perOwner := f.Conntrack().Limits()
+	for port := range uint16(perOwner) {
+		f.Inbound(udpPkt(bob, me, port+1, 53), now)
+	}
+	p := udpPkt(bob, me, 60000, 53)
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := f.Inbound(p, now); v != DropFlowQuota {
+			b.Fatal(v)
+		}
+	}
+}
