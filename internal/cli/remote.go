@@ -147,7 +147,9 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Long: `Inbound traffic is denied unless a rule allows it; replies to flows this node
 opened always pass. FROM is a node address (fc..), a public key, or "*".
 Changes apply at once and persist across restarts. Revoking cuts the
-identity's live sessions.
+identity's live sessions and forgets the flows this node opened with it,
+even if another rule still admits it for something else (revoking "*"
+cuts only the peers no remaining rule admits).
 
   tomoe policy allow fc12:...:1 --proto tcp --ports 22,8000-8080
   tomoe policy revoke fc12:...:1

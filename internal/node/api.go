@@ -217,10 +217,15 @@ func addrOf(id policy.Identity) string {
 	return id.Addr.String()
 }
 
-// Revoke implements adminapi.Backend. Peers that the removed rules admitted
-// and no remaining rule admits lose their session at once: they leave the
-// WireGuard device (their keys are erased) and their tracked flows are
-// forgotten, so established connections stop in both directions.
+// Revoke implements adminapi.Backend. A revoked node loses its session at
+// once, even if another rule still admits it for something else: it
+// leaves the WireGuard device (its keys are erased; a dynamic peer is
+// forgotten) and the flows this node opened with it are forgotten, so
+// established connections stop in both directions. It may come back only
+// through a new handshake, and the remaining rules then judge its traffic
+// afresh: flows it opened admit nothing by themselves (policy.Conntrack).
+// Revoking "*" cuts only the peers that no remaining rule admits; the
+// others keep their sessions, and their packets meet the remaining rules.
 func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi.RevokeResponse, error) {
 	id, err := policy.ParseIdentity(req.From)
 	if err != nil {
@@ -241,7 +246,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 	}
 	n.mu.Lock()
 	for _, p := range n.peers {
-		if !id.Covers(p.addr) || m.AllowsAny(p.addr) {
+		if !id.Covers(p.addr) || (id.Any && m.AllowsAny(p.addr)) {
 			continue
 		}
 		site := p.key.SitePrefix()
