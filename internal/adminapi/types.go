@@ -99,10 +99,21 @@ type Counters struct {
 	Held            uint64 `json:"held"`             // waited for a peer to be resolved
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
-	Flows           int    `json:"flows"`            // tracked connections
+	Flows           int    `json:"flows"`            // tracked flows this node opened
 	// ControlMalformed counts route-offer datagrams from peers that did
 	// not decode.
 	ControlMalformed uint64 `json:"control_malformed"`
+	// RemoteFlows are the tracked UDP (and other connectionless) flows
+	// that peers opened and a rule admitted; they let nothing in by
+	// themselves.
+	RemoteFlows int `json:"remote_flows"`
+	// TableFull counts packets that would have opened a flow while the
+	// connection table was full.
+	TableFull uint64 `json:"table_full"`
+	// FlowQuota counts inbound packets a rule admitted that would have
+	// opened a flow past their peer's quota (or past the share of the
+	// table that all peers' flows may take).
+	FlowQuota uint64 `json:"flow_quota"`
 }
 
 // Peer is one item of GET /v1/peers.

@@ -58,6 +58,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			ct := st.Counters
 			fmt.Fprintf(w, "packets:      %d out, %d in; dropped: %d denied, %d spoofed, %d not local; %d handshakes refused\n",
 				ct.TxPackets, ct.RxPackets, ct.Denied, ct.Spoofed, ct.NotLocal, ct.HandshakeDenied)
+			fmt.Fprintf(w, "flows:        %d opened here, %d opened by peers; refused: %d table full, %d over a peer's quota\n",
+				ct.Flows, ct.RemoteFlows, ct.TableFull, ct.FlowQuota)
 			for _, l := range bridgeLines(st) {
 				fmt.Fprintln(w, l)
 			}

@@ -103,6 +103,7 @@ func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
 
 func (n *Node) counters() adminapi.Counters {
 	ws := n.wrapper.Stats()
+	local, remote := n.filter.Conntrack().Counts()
 	return adminapi.Counters{
 		TxPackets:       ws.OutPackets.Load(),
 		RxPackets:       ws.InPackets.Load(),
@@ -113,9 +114,12 @@ func (n *Node) counters() adminapi.Counters {
 		Held:            ws.Held.Load(),
 		Unreachable:     ws.Unreachable.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
-		Flows:           n.filter.Conntrack().Len(),
+		Flows:           local,
 
 		ControlMalformed: n.controlBad.Load(),
+		RemoteFlows:      remote,
+		TableFull:        ws.Dropped[policy.DropTableFull].Load(),
+		FlowQuota:        ws.Dropped[policy.DropFlowQuota].Load(),
 	}
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -10,10 +11,49 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun/tuntest"
+
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/packet"
+	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
+
+// stockPeer is a plain wireguard-go device with key k and to as its only
+// peer (for all of fc00::/8): it sends whatever packets a test writes to
+// Outbound, with no tomoe filter on its side. What to sends back is read
+// and discarded.
+func stockPeer(t *testing.T, k identity.PrivateKey, to *testNode) *tuntest.ChannelTUN {
+	t.Helper()
+	ch := tuntest.NewChannelTUN()
+	dev := device.NewDevice(ch.TUN(), conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		close(done)
+		dev.Close() // unblocks a Write to Inbound
+	})
+	raw, pub := k.Raw(), to.key.Public()
+	cfg := fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\nendpoint=%s\nallowed_ip=fc00::/8\n", raw[:], pub[:], to.endpoint())
+	if err := dev.IpcSet(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Up(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			select {
+			case <-ch.Inbound:
+			case <-done:
+				return
+			}
+		}
+	}()
+	return ch
+}
 
 // udpEcho answers every datagram to port on the node's address with the
 // same payload, and counts what it received.
@@ -141,5 +181,62 @@ func TestRevokeStopsUDPFlowWhileAnotherRuleAdmits(t *testing.T) {
 	case a := <-answers:
 		t.Fatalf("bob got an answer after the revoke: %q", a)
 	default:
+	}
+}
+
+// One allowed peer opening far more UDP flows than the table holds, each
+// one answered by a service on alice, cannot stop alice from opening her
+// own flows. The table is shrunk to 256 so that the flood is short.
+func TestUDPFloodCannotFillFlowTable(t *testing.T) {
+	alice, bob := prepare(t, "alice"), prepare(t, "bob")
+	evilKey := newKey(t)
+	const tableMax = 256
+	alice.ctMax = tableMax
+	bob.start(t, allowDoc(alice.key.Public().String(), "tcp", "7"))
+	bob.echoServer(t, 7)
+	alice.start(t, allowDoc("*", "udp", "9")+peerDoc(bob))
+	echo := alice.udpEcho(t, 9)
+	evil := stockPeer(t, evilKey, alice)
+	evilAddr := evilKey.Public().Address()
+
+	judged := func() uint64 { // flood datagrams delivered or dropped
+		return echo.received.Load() + alice.filter.Denied(evilAddr)
+	}
+	// Bursts of 32 new flows, each waited for, so that no queue on the
+	// way overflows; 4 tables' worth in all.
+	const flows, burst = 4 * tableMax, 32
+	for sent := 0; sent < flows; {
+		for range burst {
+			evil.Outbound <- packet.UDP(evilAddr, alice.Address(), uint16(10000+sent), 9, []byte("flood"))
+			sent++
+		}
+		testnet.WaitFor(t, 5*time.Second, fmt.Sprintf("alice judging %d flood datagrams", sent), func() bool {
+			return judged() >= uint64(sent)
+		})
+	}
+	ws := alice.Wrapper().Stats()
+	testnet.WaitFor(t, 5*time.Second, "alice's answers through her filter", func() bool {
+		return ws.OutPackets.Load()+ws.Dropped[policy.DropTableFull].Load() >= echo.answered.Load()
+	})
+	t.Logf("alice's service received %d flood datagrams; %d flows tracked", echo.received.Load(), alice.filter.Conntrack().Len())
+	_, _, perOwner := alice.filter.Conntrack().Limits()
+	if n := alice.filter.Conntrack().OpenedBy(evilAddr); n == 0 || n > perOwner {
+		t.Fatalf("%d flows charged to the flooding peer, want 1..%d", n, perOwner)
+	}
+	st, err := alice.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Counters.FlowQuota == 0 || st.Counters.RemoteFlows > perOwner || st.Counters.TableFull != 0 {
+		t.Fatalf("counters after the flood: %+v", st.Counters)
+	}
+
+	c, err := alice.dial(bob.Address(), 7, 5*time.Second)
+	if err != nil {
+		t.Fatalf("alice -> bob:7 after the flood: %v", err)
+	}
+	defer c.Close()
+	if err := testnet.RoundTrip(c, "mine", 3*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
