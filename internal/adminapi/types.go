@@ -140,7 +140,10 @@ type Peer struct {
 	// Up is true while a session established by a handshake is valid.
 	Up bool `json:"up"`
 	// AllowedInbound is true if some rule lets the peer open connections here.
-	AllowedInbound      bool   `json:"allowed_inbound"`
+	AllowedInbound bool `json:"allowed_inbound"`
+	// DeniedPackets counts the peer's inbound packets the filter dropped:
+	// denied by the policy, for an address this node does not own, or
+	// refused by the connection table (table_full, flow_quota).
 	DeniedPackets       uint64 `json:"denied_packets"`
 	PersistentKeepalive int    `json:"persistent_keepalive"`
 }
