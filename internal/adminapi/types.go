@@ -99,7 +99,7 @@ type Counters struct {
 	Held            uint64 `json:"held"`             // waited for a peer to be resolved
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
-	Flows           int    `json:"flows"`            // tracked connections
+	Flows           int    `json:"flows"`            // tracked flows this node opened
 	// Handshake initiations over a rate limit (per source, or the
 	// node-wide budget for sources that are no peer's), refused as
 	// replays, and cookie replies sent while under load.
@@ -109,6 +109,17 @@ type Counters struct {
 	// ControlMalformed counts route-offer datagrams from peers that did
 	// not decode.
 	ControlMalformed uint64 `json:"control_malformed"`
+	// RemoteFlows are the tracked UDP (and other connectionless) flows
+	// that peers opened and a rule admitted; they let nothing in by
+	// themselves.
+	RemoteFlows int `json:"remote_flows"`
+	// TableFull counts packets that would have opened a flow while the
+	// connection table was full.
+	TableFull uint64 `json:"table_full"`
+	// FlowQuota counts inbound packets a rule admitted that would have
+	// opened a flow past their peer's quota (or past the share of the
+	// table that all peers' flows may take).
+	FlowQuota uint64 `json:"flow_quota"`
 }
 
 // Peer is one item of GET /v1/peers.
@@ -135,7 +146,10 @@ type Peer struct {
 	// Up is true while a session established by a handshake is valid.
 	Up bool `json:"up"`
 	// AllowedInbound is true if some rule lets the peer open connections here.
-	AllowedInbound      bool   `json:"allowed_inbound"`
+	AllowedInbound bool `json:"allowed_inbound"`
+	// DeniedPackets counts the peer's inbound packets the filter dropped:
+	// denied by the policy, for an address this node does not own, or
+	// refused by the connection table (table_full, flow_quota).
 	DeniedPackets       uint64 `json:"denied_packets"`
 	PersistentKeepalive int    `json:"persistent_keepalive"`
 }

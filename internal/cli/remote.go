@@ -58,6 +58,8 @@ func newStatusCmd(g *globals) *cobra.Command {
 			ct := st.Counters
 			fmt.Fprintf(w, "packets:      %d out, %d in; dropped: %d denied, %d spoofed, %d not local; %d handshakes refused\n",
 				ct.TxPackets, ct.RxPackets, ct.Denied, ct.Spoofed, ct.NotLocal, ct.HandshakeDenied)
+			fmt.Fprintf(w, "flows:        %d opened here, %d opened by peers; refused: %d table full, %d over a peer's quota\n",
+				ct.Flows, ct.RemoteFlows, ct.TableFull, ct.FlowQuota)
 			for _, l := range bridgeLines(st) {
 				fmt.Fprintln(w, l)
 			}
@@ -147,7 +149,9 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Long: `Inbound traffic is denied unless a rule allows it; replies to flows this node
 opened always pass. FROM is a node address (fc..), a public key, or "*".
 Changes apply at once and persist across restarts. Revoking cuts the
-identity's live sessions.
+identity's live sessions and forgets the flows this node opened with it,
+even if another rule still admits it for something else (revoking "*"
+cuts only the peers no remaining rule admits).
 
   tomoe policy allow fc12:...:1 --proto tcp --ports 22,8000-8080
   tomoe policy revoke fc12:...:1

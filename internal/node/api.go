@@ -103,6 +103,7 @@ func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
 
 func (n *Node) counters() adminapi.Counters {
 	ws := n.wrapper.Stats()
+	local, remote := n.filter.Conntrack().Counts()
 	return adminapi.Counters{
 		TxPackets:       ws.OutPackets.Load(),
 		RxPackets:       ws.InPackets.Load(),
@@ -113,13 +114,16 @@ func (n *Node) counters() adminapi.Counters {
 		Held:            ws.Held.Load(),
 		Unreachable:     ws.Unreachable.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
-		Flows:           n.filter.Conntrack().Len(),
+		Flows:           local,
 
 		HandshakeLimited:  n.bind.Stats().InitiationsLimited.Load(),
 		HandshakeReplayed: n.bind.Stats().InitiationsReplayed.Load(),
 		HandshakeCookies:  n.bind.Stats().CookiesSent.Load(),
 
 		ControlMalformed: n.controlBad.Load(),
+		RemoteFlows:      remote,
+		TableFull:        ws.Dropped[policy.DropTableFull].Load(),
+		FlowQuota:        ws.Dropped[policy.DropFlowQuota].Load(),
 	}
 }
 
@@ -221,10 +225,15 @@ func addrOf(id policy.Identity) string {
 	return id.Addr.String()
 }
 
-// Revoke implements adminapi.Backend. Peers that the removed rules admitted
-// and no remaining rule admits lose their session at once: they leave the
-// WireGuard device (their keys are erased) and their tracked flows are
-// forgotten, so established connections stop in both directions.
+// Revoke implements adminapi.Backend. A revoked node loses its session at
+// once, even if another rule still admits it for something else: it
+// leaves the WireGuard device (its keys are erased; a dynamic peer is
+// forgotten) and the flows this node opened with it are forgotten, so
+// established connections stop in both directions. It may come back only
+// through a new handshake, and the remaining rules then judge its traffic
+// afresh: flows it opened admit nothing by themselves (policy.Conntrack).
+// Revoking "*" cuts only the peers that no remaining rule admits; the
+// others keep their sessions, and their packets meet the remaining rules.
 func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi.RevokeResponse, error) {
 	id, err := policy.ParseIdentity(req.From)
 	if err != nil {
@@ -245,7 +254,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 	}
 	n.mu.Lock()
 	for _, p := range n.peers {
-		if !id.Covers(p.addr) || m.AllowsAny(p.addr) {
+		if !id.Covers(p.addr) || (id.Any && m.AllowsAny(p.addr)) {
 			continue
 		}
 		site := p.key.SitePrefix()

@@ -36,13 +36,14 @@ var (
 	descHeld       = prometheus.NewDesc("tomoe_held_packets_total", "Packets that waited for their destination's peer.", nil, nil)
 	descUnreach    = prometheus.NewDesc("tomoe_unreachable_sent_total", "ICMP unreachable errors given to local programs.", nil, nil)
 	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
+	descRemoteFl   = prometheus.NewDesc("tomoe_conntrack_remote_flows", "Tracked connectionless flows peers opened (they admit nothing by themselves).", nil, nil)
 	descRoamed     = prometheus.NewDesc("tomoe_peer_roams_total", "Times a peer's direct path moved to a new address.", nil, nil)
 )
 
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRoamed} {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRemoteFl, descRoamed} {
 		ch <- d
 	}
 }
@@ -100,6 +101,8 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descX25519, prometheus.CounterValue, float64(bs.X25519.Load()))
 	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.CounterValue, float64(ws.Held.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnreach, prometheus.CounterValue, float64(ws.Unreachable.Load()))
-	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(n.filter.Conntrack().Len()))
+	local, remote := n.filter.Conntrack().Counts()
+	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(local))
+	ch <- prometheus.MustNewConstMetric(descRemoteFl, prometheus.GaugeValue, float64(remote))
 	ch <- prometheus.MustNewConstMetric(descRoamed, prometheus.CounterValue, float64(bs.Roamed.Load()))
 }

@@ -61,6 +61,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Version is reported by the status API.
 	Version string
+	// ConntrackMax bounds the connection table (0: policy.DefaultConntrackMax).
+	// Tests shrink it so that filling it takes few packets.
+	ConntrackMax int
 }
 
 // Node is a running tomoe node.
@@ -164,7 +167,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.initRoutes(); err != nil {
 		return n, err
 	}
-	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(0), n.onDeny)
+	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
 
 	dev, err := n.openTUN(pub)
 	if err != nil {

@@ -14,9 +14,6 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
-	"golang.zx2c4.com/wireguard/conn"
-	"golang.zx2c4.com/wireguard/device"
-	"golang.zx2c4.com/wireguard/tun/tuntest"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -35,6 +32,8 @@ type testNode struct {
 	key  identity.PrivateKey
 	doc  string
 	ipv4 string // tun.ipv4, if set before start
+	// ctMax sizes the connection table (Options.ConntrackMax), if set before start.
+	ctMax int
 }
 
 func newKey(t testing.TB) identity.PrivateKey {
@@ -71,7 +70,7 @@ func (tn *testNode) start(t *testing.T, extra string) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t, tn.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := New(cfg, Options{Logger: log, Version: "test"})
+	n, err := New(cfg, Options{Logger: log, Version: "test", ConntrackMax: tn.ctMax})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,17 +430,7 @@ func TestForgedSourceFromPeerNeverArrives(t *testing.T) {
 		}
 	}()
 
-	evil := tuntest.NewChannelTUN()
-	dev := device.NewDevice(evil.TUN(), conn.NewStdNetBind(), device.NewLogger(device.LogLevelSilent, ""))
-	defer dev.Close()
-	raw, pub := evilKey.Raw(), alice.key.Public()
-	cfg := fmt.Sprintf("private_key=%x\nlisten_port=0\npublic_key=%x\nendpoint=%s\nallowed_ip=fc00::/8\n", raw[:], pub[:], alice.endpoint())
-	if err := dev.IpcSet(cfg); err != nil {
-		t.Fatal(err)
-	}
-	if err := dev.Up(); err != nil {
-		t.Fatal(err)
-	}
+	evil := stockPeer(t, evilKey, alice)
 	evilAddr := evilKey.Public().Address()
 	evil.Outbound <- packet.UDP(evilAddr, alice.Address(), 5000, 9, []byte("genuine"))
 	select {

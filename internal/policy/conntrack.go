@@ -20,9 +20,25 @@ const (
 	udpRepliedTimeout     = 3 * time.Minute
 	icmpTimeout           = 30 * time.Second
 	otherTimeout          = 2 * time.Minute
+	// remoteTimeout is how long a flow a remote opened is kept after its
+	// last packet in either direction: this node's answers refresh it, so
+	// it outlives any conversation, and an idle one frees its remote's
+	// quota within a minute. A remote may sustain perRemote/remoteTimeout
+	// new flows a second (68 with the default table).
+	remoteTimeout = time.Minute
 
 	// DefaultConntrackMax bounds the number of tracked flows.
 	DefaultConntrackMax = 65536
+)
+
+// Shares of the table that flows opened by remote ends may take: all
+// remotes together at most 1/remoteShare of it, so that at least half of
+// it is always free for this node's own flows; one remote owner at most
+// 1/perRemoteShare (4,096 of the default 65,536), so that eight of them
+// must flood together to crowd out the others.
+const (
+	remoteShare    = 2
+	perRemoteShare = 16
 )
 
 const (
@@ -33,30 +49,71 @@ const (
 
 type ctEntry struct {
 	expires int64 // unix nanoseconds
-	state   uint8
+	// owner is the node a remote-origin flow is charged to; zero for this
+	// node's own flows.
+	owner  netip.Addr
+	state  uint8
+	remote bool // opened by the remote end
 }
 
-// Conntrack remembers the flows this node opened, so that their replies pass
-// the default-deny inbound filter. Only flows the node *initiated* are
-// tracked: a TCP SYN without ACK, any UDP datagram, an ICMP echo request, a
-// packet of another protocol. Replies the node sends to flows a peer opened
-// create no entry, so they cannot turn into an opening for that peer once
-// its rule is revoked.
+// Conntrack is the connection table. Its entries are keyed as this node
+// sends (Src is the local end), and each records which end opened the flow,
+// as Linux conntrack remembers the original direction:
+//
+//   - A flow this node opened lets its replies pass the default-deny inbound
+//     filter (Reply). This node opens a flow with a TCP SYN without ACK, an
+//     ICMP echo request, or any UDP datagram or packet of another protocol
+//     that is not an answer on a flow the remote opened.
+//   - A flow a remote opened is recorded only for UDP and protocols other
+//     than TCP and ICMP (connectionless ones), when a rule admits its packet
+//     (Admitted). It never lets anything in by itself: rules judge every
+//     inbound packet of it. It exists so that this node's answers on it
+//     are answers, creating nothing: they cannot become a flow "this node
+//     opened" that would let the remote in after its rule is revoked.
+//     TCP needs no such record: a SYN-ACK or ACK opens nothing.
+//
+// Flows remote ends open are bounded per owner (the node they are charged
+// to: a site's or an accepted route's devices share their node's quota)
+// and all together, well below the table's size, so that no remote can
+// stop this node from opening its own flows. A new remote flow over a
+// bound is refused, never recorded as this node's.
+//
+// An expired flow is gone, whether or not GC has collected it yet: it
+// answers nothing and no longer says who opened it. So a packet this node
+// sends on a flow a remote opened, after a minute without a packet either
+// way, opens a flow of this node's (as with Linux conntrack).
 type Conntrack struct {
-	max int
+	max, remoteMax, perRemote int
 
 	mu       sync.Mutex // guards the fields below
 	flows    map[packet.Flow]*ctEntry
-	byRemote map[netip.Addr]int
+	byRemote map[netip.Addr]int // this node's flows per remote address
+	byOwner  map[netip.Addr]int // remote-origin flows per owner
+	remote   int                // remote-origin flows
 	lastGC   int64
 }
 
-// NewConntrack returns a table holding at most max flows (0: the default).
-func NewConntrack(max int) *Conntrack {
-	if max <= 0 {
-		max = DefaultConntrackMax
+// NewConntrack returns a table holding at most size flows (0: the
+// default), of which remote ends may open at most size/2, one owner
+// size/16.
+func NewConntrack(size int) *Conntrack {
+	if size <= 0 {
+		size = DefaultConntrackMax
 	}
-	return &Conntrack{max: max, flows: make(map[packet.Flow]*ctEntry), byRemote: make(map[netip.Addr]int)}
+	return &Conntrack{
+		max:       size,
+		remoteMax: max(1, size/remoteShare),
+		perRemote: max(1, size/perRemoteShare),
+		flows:     make(map[packet.Flow]*ctEntry),
+		byRemote:  make(map[netip.Addr]int),
+		byOwner:   make(map[netip.Addr]int),
+	}
+}
+
+// Limits returns the table's bounds: all flows, flows remote ends opened,
+// and flows one owner opened.
+func (c *Conntrack) Limits() (all, remote, perOwner int) {
+	return c.max, c.remoteMax, c.perRemote
 }
 
 func initiates(p *packet.Parsed) bool {
@@ -71,6 +128,18 @@ func initiates(p *packet.Parsed) bool {
 	return !p.NonFirst
 }
 
+// connectionless reports whether the table records flows a remote opens
+// with p: UDP with ports, and protocols other than TCP and ICMP.
+func connectionless(p *packet.Parsed) bool {
+	switch p.Proto {
+	case packet.ProtoTCP, packet.ProtoICMPv4, packet.ProtoICMPv6:
+		return false
+	case packet.ProtoUDP:
+		return p.HasPorts
+	}
+	return !p.NonFirst
+}
+
 func flowKey(p *packet.Parsed) packet.Flow {
 	f := p.Flow
 	if !p.HasPorts && !p.IsEchoRequest() && !p.IsEchoReply() {
@@ -79,8 +148,21 @@ func flowKey(p *packet.Parsed) packet.Flow {
 	return f
 }
 
-// Outbound records an outgoing packet. It reports false only when the packet
-// would open a new flow and the table is full.
+// liveLocked returns the entry for key, or nil if there is none or it
+// expired (an expired one is removed: it no longer says who opened the flow).
+func (c *Conntrack) liveLocked(key packet.Flow, now int64) *ctEntry {
+	e := c.flows[key]
+	if e != nil && e.expires < now {
+		c.deleteLocked(key, e)
+		return nil
+	}
+	return e
+}
+
+// Outbound records an outgoing packet: it opens or refreshes a flow of this
+// node's, or refreshes a flow the remote opened, which it answers. It
+// reports false only when the packet would open a new flow and the table
+// is full.
 func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 	if p.NonFirst || (p.IsICMP() && !p.IsEchoRequest()) {
 		return true
@@ -88,16 +170,13 @@ func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 	key := flowKey(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e := c.flows[key]
+	e := c.liveLocked(key, now)
 	if e == nil {
 		if !initiates(p) {
 			return true
 		}
-		if len(c.flows) >= c.max {
-			c.gcLocked(now, true)
-			if len(c.flows) >= c.max {
-				return false
-			}
+		if !c.roomLocked(now) {
+			return false
 		}
 		e = &ctEntry{}
 		c.flows[key] = e
@@ -107,8 +186,58 @@ func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 	return true
 }
 
-// Reply reports whether an incoming packet answers a tracked flow, and
-// refreshes that flow.
+// Admitted records an inbound connectionless packet (UDP with ports, or a
+// protocol other than TCP and ICMP; others are accepted and not recorded)
+// that a rule admitted, from a remote that owner stands for (invalid: the
+// source itself). A new flow becomes the remote's, charged to owner; a
+// packet of a flow this node opened is its reply. It returns Accept, or
+// DropFlowQuota when owner or all remotes together have opened as many
+// flows as they may, or DropTableFull when the table is full.
+func (c *Conntrack) Admitted(p *packet.Parsed, owner netip.Addr, now int64) Verdict {
+	if !connectionless(p) {
+		return Accept
+	}
+	key := flowKey(p).Reverse()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.liveLocked(key, now)
+	switch {
+	case e == nil:
+		if !owner.IsValid() {
+			owner = key.Dst
+		}
+		if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+			c.gcLocked(now, true)
+			if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+				return DropFlowQuota
+			}
+		}
+		if !c.roomLocked(now) {
+			return DropTableFull
+		}
+		e = &ctEntry{owner: owner, remote: true}
+		c.flows[key] = e
+		c.byOwner[owner]++
+		c.remote++
+	case !e.remote && e.state == ctNew:
+		e.state = ctReplied
+	}
+	c.touchLocked(e, p, now)
+	return Accept
+}
+
+// roomLocked reports whether a flow may be added, collecting expired flows
+// (at most once a second) when the table is full.
+func (c *Conntrack) roomLocked(now int64) bool {
+	if len(c.flows) < c.max {
+		return true
+	}
+	c.gcLocked(now, true)
+	return len(c.flows) < c.max
+}
+
+// Reply reports whether an incoming packet answers a flow this node opened,
+// and refreshes that flow. Flows remote ends opened answer nothing.
 func (c *Conntrack) Reply(p *packet.Parsed, now int64) bool {
 	if p.IsICMP() && !p.IsEchoReply() {
 		return false
@@ -117,7 +246,7 @@ func (c *Conntrack) Reply(p *packet.Parsed, now int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e := c.flows[key]
-	if e == nil || e.expires < now {
+	if e == nil || e.remote || e.expires < now {
 		return false
 	}
 	if e.state == ctNew {
@@ -137,10 +266,10 @@ func (c *Conntrack) Related(inner packet.Flow, now int64) bool {
 		inner.SrcPort, inner.DstPort = 0, 0
 		e = c.flows[inner]
 	}
-	return e != nil && e.expires >= now
+	return e != nil && !e.remote && e.expires >= now
 }
 
-// HasRemote reports whether any tracked flow goes to remote.
+// HasRemote reports whether any flow this node opened goes to remote.
 func (c *Conntrack) HasRemote(remote netip.Addr) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -149,8 +278,10 @@ func (c *Conntrack) HasRemote(remote netip.Addr) bool {
 
 func (c *Conntrack) touchLocked(e *ctEntry, p *packet.Parsed, now int64) {
 	var d time.Duration
-	switch p.Proto {
-	case packet.ProtoTCP:
+	switch {
+	case e.remote:
+		d = remoteTimeout
+	case p.Proto == packet.ProtoTCP:
 		switch {
 		case p.TCPFlags&packet.TCPRst != 0:
 			e.state = ctClosing
@@ -163,12 +294,12 @@ func (c *Conntrack) touchLocked(e *ctEntry, p *packet.Parsed, now int64) {
 		default:
 			d = tcpNewTimeout
 		}
-	case packet.ProtoUDP:
+	case p.Proto == packet.ProtoUDP:
 		d = udpNewTimeout
 		if e.state == ctReplied {
 			d = udpRepliedTimeout
 		}
-	case packet.ProtoICMPv4, packet.ProtoICMPv6:
+	case p.IsICMP():
 		d = icmpTimeout
 	default:
 		d = otherTimeout
@@ -178,28 +309,41 @@ func (c *Conntrack) touchLocked(e *ctEntry, p *packet.Parsed, now int64) {
 	}
 }
 
-// Flush forgets every flow whose remote end matches and returns how many
-// there were.
+func (c *Conntrack) deleteLocked(key packet.Flow, e *ctEntry) {
+	delete(c.flows, key)
+	if e.remote {
+		c.remote--
+		if c.byOwner[e.owner]--; c.byOwner[e.owner] <= 0 {
+			delete(c.byOwner, e.owner)
+		}
+		return
+	}
+	if c.byRemote[key.Dst]--; c.byRemote[key.Dst] <= 0 {
+		delete(c.byRemote, key.Dst)
+	}
+}
+
+// Flush forgets every flow this node opened whose remote end matches, and
+// returns how many there were, so that no reply of such a remote passes
+// any more. Flows the remotes opened stay until they expire: they let
+// nothing in, and while they last this node's further answers on them
+// (a service still sending) remain answers; forgotten, the next answer
+// would open a flow of this node's that lets the remote's packets in.
 func (c *Conntrack) Flush(match func(remote netip.Addr) bool) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
-	for k := range c.flows {
-		if match(k.Dst) {
-			delete(c.flows, k)
+	for k, e := range c.flows {
+		if !e.remote && match(k.Dst) {
+			c.deleteLocked(k, e)
 			n++
-		}
-	}
-	for a := range c.byRemote {
-		if match(a) {
-			delete(c.byRemote, a)
 		}
 	}
 	return n
 }
 
-// GC drops expired flows. The node calls it periodically; Outbound also
-// calls it when the table is full (at most once a second).
+// GC drops expired flows. The node calls it periodically; a new flow that
+// finds the table or a quota full also calls it (at most once a second).
 func (c *Conntrack) GC(now int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -213,10 +357,7 @@ func (c *Conntrack) gcLocked(now int64, rateLimited bool) {
 	c.lastGC = now
 	for k, e := range c.flows {
 		if e.expires < now {
-			delete(c.flows, k)
-			if c.byRemote[k.Dst]--; c.byRemote[k.Dst] <= 0 {
-				delete(c.byRemote, k.Dst)
-			}
+			c.deleteLocked(k, e)
 		}
 	}
 }
@@ -226,4 +367,19 @@ func (c *Conntrack) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.flows)
+}
+
+// Counts returns the number of tracked flows by who opened them, expired
+// ones not yet collected included.
+func (c *Conntrack) Counts() (local, remote int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.flows) - c.remote, c.remote
+}
+
+// OpenedBy returns the number of tracked flows charged to owner.
+func (c *Conntrack) OpenedBy(owner netip.Addr) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.byOwner[owner]
 }

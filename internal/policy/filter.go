@@ -20,14 +20,15 @@ const (
 	DropSpoofed            // outbound with a source that is not this node's
 	DropDenied             // inbound, no rule allows it and it answers nothing
 	DropNotLocal           // inbound for an address this node does not own
-	DropTableFull          // outbound flow refused: the connection table is full
+	DropTableFull          // new flow refused: the connection table is full
 	DropNotOverlay         // link-local or multicast: the kernel's own chatter on the interface
+	DropFlowQuota          // inbound flow a rule admits refused: its remote (or all remotes) opened as many as they may
 
 	// NumVerdicts sizes arrays indexed by Verdict.
 	NumVerdicts = iota
 )
 
-var verdictNames = [...]string{"accept", "malformed", "spoofed", "denied", "not_local", "table_full", "not_overlay"}
+var verdictNames = [...]string{"accept", "malformed", "spoofed", "denied", "not_local", "table_full", "not_overlay", "flow_quota"}
 
 func (v Verdict) String() string {
 	if int(v) < len(verdictNames) {
@@ -36,7 +37,8 @@ func (v Verdict) String() string {
 	return "unknown"
 }
 
-// Denial describes a dropped inbound packet, for logs and the event stream.
+// Denial describes a dropped inbound packet (denied, not local, or a new
+// flow refused by the connection table), for logs and the event stream.
 type Denial struct {
 	Src, Dst netip.Addr // Src is the sending node (the owner, for a site address)
 	Proto    uint8
@@ -176,7 +178,10 @@ func (f *Filter) Matcher() *Matcher { return f.matcher.Load() }
 func (f *Filter) Conntrack() *Conntrack { return f.ct }
 
 // Outbound decides on a packet this node sends into the overlay; p must have
-// been decoded without error (else pass DropMalformed yourself).
+// been decoded without error (else pass DropMalformed yourself). A packet
+// that opens a flow (not an answer on a flow a peer opened) is refused
+// only when the connection table is full (DropTableFull); peers' flows
+// never take more than half of it.
 func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() {
 		// Router solicitations, MLD reports and the like: not for the
@@ -194,7 +199,12 @@ func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 }
 
 // Inbound decides on a packet a peer sent, after WireGuard decrypted it and
-// checked that its source belongs to that peer.
+// checked that its source belongs to that peer. A packet passes if a rule
+// admits it or if it replies to a flow this node opened. A connectionless
+// packet a rule admits is also recorded as a flow its sender opened,
+// charged to the node it comes from (see Conntrack); over that node's
+// quota it is refused (DropFlowQuota), and counted against it like a
+// denial.
 func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 	local := f.local.Load()
 	if !local.owns(p.Dst) && !local.forwards(p.Dst) {
@@ -229,6 +239,11 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 		}
 	default:
 		if m.Allows(from, p.Proto, p.DstPort, p.HasPorts) {
+			// A connectionless flow is recorded as the remote's, so that
+			// this node's answers open nothing; from's quota bounds them.
+			if v := f.ct.Admitted(p, from, now); v != Accept {
+				return f.deny(p, from, v, now)
+			}
 			return Accept
 		}
 		if f.ct.Reply(p, now) {

@@ -334,20 +334,6 @@ func TestConntrackBoundAndExpiry(t *testing.T) {
 	}
 }
 
-func BenchmarkFilterInboundReply(b *testing.B) {
-	me, bob := mustKey(b), mustKey(b)
-	f := NewFilter(Local{Addr: me.Address(), Site: me.SitePrefix()}, Compile(nil), NewConntrack(0), nil)
-	now := time.Now().UnixNano()
-	f.Outbound(tcpPkt(me.Address(), bob.Address(), 40000, 80, packet.TCPSyn), now)
-	p := tcpPkt(bob.Address(), me.Address(), 80, 40000, packet.TCPAck)
-	b.ReportAllocs()
-	for b.Loop() {
-		if f.Inbound(p, now) != Accept {
-			b.Fatal("denied")
-		}
-	}
-}
-
 func FuzzParseRule(f *testing.F) {
 	f.Add("*", "tcp", "22,8000-8080")
 	f.Add("fcff:805b:1683:9242:1948:aa5b:d63a:3561", "udp", "53")

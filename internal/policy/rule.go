@@ -1,11 +1,12 @@
 // Package policy owns who may reach this node: the allow rules (from config
 // and from the admin API, persisted), the compiled matcher the packet filter
-// consults, connection tracking for replies to this node's own flows, and
-// the filter's verdicts and counters.
+// consults, connection tracking (which end opened each flow, with quotas on
+// the flows peers open), and the filter's verdicts and counters.
 //
 // Inbound is default deny. A packet from the overlay passes if an allow rule
 // names its source identity (or "*") with a matching protocol and port, or if
 // it answers a flow this node opened. Everything else is dropped and counted.
+// A flow a peer opened never admits anything by itself.
 package policy
 
 import (
