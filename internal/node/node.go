@@ -398,6 +398,10 @@ func (n *Node) serveMetrics(addr string) error {
 	mux.Handle("GET /metrics", adminapi.Handler(n, n.log))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go n.metrics.Serve(ln)
+	if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().Unmap().IsLoopback() {
+		// Validate refused this without metrics_public = true.
+		n.log.Warn("serving metrics beyond loopback, without authentication (admin.metrics_public = true)", "addr", addr)
+	}
 	return nil
 }
 
