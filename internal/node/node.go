@@ -152,6 +152,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.initRoutes(); err != nil {
 		return n, err
 	}
+	if cfg.TUN.Mode == config.ModeKernel {
+		if err := n.recoverForwarding(); err != nil {
+			return n, err
+		}
+	}
 	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(0), n.onDeny)
 
 	dev, err := n.openTUN(pub)
