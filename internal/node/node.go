@@ -69,6 +69,10 @@ type Node struct {
 	key     identity.PrivateKey
 	started time.Time
 
+	// netnsLock (kernel mode) is held from New to the end of Close: one
+	// kernel-mode node per network namespace.
+	netnsLock *routes.NetnsLock
+
 	store    *policy.Store
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
@@ -138,6 +142,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}()
 
+	if cfg.TUN.Mode == config.ModeKernel {
+		// Before anything in the namespace changes, so that a second
+		// node leaves the first's routes, rules and firewall alone.
+		if n.netnsLock, err = routes.LockNetns(); err != nil {
+			return n, err
+		}
+	}
 	store, warnings, err := policy.OpenStore(cfg.StateFile(), cfg.PolicyRules())
 	if err != nil {
 		return n, err
@@ -388,6 +399,12 @@ func (n *Node) Close() error {
 			n.wrapper.Close()
 		}
 		n.events.close()
+		// Last: the namespace is as this node found it.
+		if n.netnsLock != nil {
+			if err := n.netnsLock.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
