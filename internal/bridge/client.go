@@ -61,6 +61,10 @@ type ClientConfig struct {
 	// so that the node's own routes (an exit node's default route) never
 	// capture them.
 	Mark uint32
+	// Resolver looks up the bridges' endpoint names; nil is
+	// net.DefaultResolver. Where Mark is set, it should mark its queries
+	// too (the node passes routes.Resolver).
+	Resolver *net.Resolver
 }
 
 // Client registers a node with its bridges, looks up addresses through
@@ -705,7 +709,11 @@ func (b *bridgeConn) resolve() (netip.AddrPort, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	r := b.c.cfg.Resolver
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	addrs, err := r.LookupNetIP(ctx, "ip", host)
 	if err != nil || len(addrs) == 0 {
 		return netip.AddrPort{}, fmt.Errorf("resolve %s: %v", host, err)
 	}

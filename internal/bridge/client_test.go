@@ -12,6 +12,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -218,5 +219,34 @@ func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
 	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow))
 	if c.takeProbe(old, peer, to) {
 		t.Fatal("a stale answer was taken")
+	}
+}
+
+// A bridge's endpoint name is looked up with the resolver the node gives
+// the client (in kernel mode, one whose queries carry the underlay mark,
+// routes.Resolver), not the system's.
+func TestBridgeNameUsesGivenResolver(t *testing.T) {
+	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	dnsPC, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := testnet.ServeDNS(t, dnsPC, map[string]netip.Addr{"bridge.tomoe.test.": netip.MustParseAddr("127.0.0.1")})
+	resolver := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "udp", dnsPC.LocalAddr().String())
+	}}
+	_, port, _ := net.SplitHostPort(fb.pc.LocalAddr().String())
+	bind, _ := openBind(t)
+	k := testKey(t)
+	bind.SetPrivateKey(k)
+	c := NewClient(ClientConfig{Key: k, Bind: bind, Resolver: resolver,
+		Bridges: []BridgeConfig{{Endpoint: net.JoinHostPort("bridge.tomoe.test", port), Key: fb.key.Public()}}})
+	bind.SetFrameHandler(c)
+	c.Start()
+	t.Cleanup(c.Close)
+	testnet.WaitFor(t, 5*time.Second, "registration with the bridge found by name", func() bool { return c.registeredCount() == 1 })
+	if len(dns.Sources()) == 0 {
+		t.Fatal("registered without asking the given resolver")
 	}
 }

@@ -108,8 +108,13 @@ type Admin struct {
 	Socket string `toml:"socket"`
 	// Group, if set, may also use the admin API (socket mode 0660).
 	Group string `toml:"group"`
-	// Metrics, if set, is a TCP address serving only /metrics for Prometheus.
+	// Metrics, if set, is a TCP address serving only /metrics for
+	// Prometheus, without authentication. It must be a loopback address
+	// unless MetricsPublic is true: the metrics name every peer's address
+	// and how much it sent.
 	Metrics string `toml:"metrics"`
+	// MetricsPublic allows Metrics on an address other hosts can reach.
+	MetricsPublic bool `toml:"metrics_public"`
 }
 
 // Peer is a static peer.
@@ -282,7 +287,7 @@ var knownKeys = map[string][]string{
 	"bridges": {"endpoint", "public_key", "token"},
 	"tun":     {"mode", "name", "mtu", "ipv4"},
 	"listen":  {"udp", "stealth"},
-	"admin":   {"socket", "group", "metrics"},
+	"admin":   {"socket", "group", "metrics", "metrics_public"},
 	"peers":   {"public_key", "endpoint", "persistent_keepalive", "name"},
 	"policy":  {"allow", "state_file"},
 	"allow":   {"from", "proto", "ports"},
@@ -360,11 +365,7 @@ func (c *Config) Validate() error {
 			bad("admin.group", "group %q does not exist: create it (groupadd %s) or remove the key", c.Admin.Group, c.Admin.Group)
 		}
 	}
-	if c.Admin.Metrics != "" {
-		if _, err := netip.ParseAddrPort(c.Admin.Metrics); err != nil {
-			bad("admin.metrics", "%q: want IP:PORT, e.g. \"127.0.0.1:9610\" (the metrics carry peer addresses: keep them on loopback)", c.Admin.Metrics)
-		}
-	}
+	c.validateMetrics(bad)
 	seen := map[identity.PublicKey]int{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
@@ -402,6 +403,24 @@ func (c *Config) Validate() error {
 		return errs
 	}
 	return nil
+}
+
+func (c *Config) validateMetrics(bad func(key, format string, args ...any)) {
+	a := c.Admin
+	if a.Metrics == "" {
+		if a.MetricsPublic {
+			bad("admin.metrics_public", "set, but admin.metrics is empty: set metrics = \"IP:PORT\" too, or remove metrics_public")
+		}
+		return
+	}
+	ap, err := netip.ParseAddrPort(a.Metrics)
+	if err != nil {
+		bad("admin.metrics", "%q: want IP:PORT, e.g. \"127.0.0.1:9610\" (the metrics carry peer addresses: keep them on loopback)", a.Metrics)
+		return
+	}
+	if !ap.Addr().Unmap().IsLoopback() && !a.MetricsPublic {
+		bad("admin.metrics", "%q is not a loopback address, and anyone who reaches it reads every peer's address and traffic without a password: use \"127.0.0.1:%d\" (a local Prometheus or an SSH tunnel), or set metrics_public = true if other hosts are meant to scrape it", a.Metrics, ap.Port())
+	}
 }
 
 func (c *Config) validateBridges(bad func(key, format string, args ...any)) {

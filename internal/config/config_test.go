@@ -112,6 +112,38 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 	}
 }
 
+// The metrics name every peer and its traffic: they stay on loopback
+// unless metrics_public says otherwise.
+func TestMetricsAddress(t *testing.T) {
+	for _, tc := range []struct {
+		doc     string
+		wantErr string // "" = accepted
+	}{
+		{`metrics = "127.0.0.1:9610"`, ""},
+		{`metrics = "127.0.0.2:9610"`, ""},
+		{`metrics = "[::1]:9610"`, ""},
+		{`metrics = "[::ffff:127.0.0.1]:9610"`, ""},
+		{`metrics = "0.0.0.0:9610"`, "admin.metrics: \"0.0.0.0:9610\" is not a loopback address"},
+		{`metrics = "[::]:9610"`, "metrics_public = true"},
+		{`metrics = "192.0.2.10:9610"`, "metrics_public = true"},
+		{`metrics = "[fc00::1]:9610"`, "metrics_public = true"},
+		{"metrics = \"0.0.0.0:9610\"\nmetrics_public = true", ""},
+		{"metrics = \"192.0.2.10:9610\"\nmetrics_public = true", ""},
+		{`metrics_public = true`, "admin.metrics_public: set, but admin.metrics is empty"},
+		{`metrics = "localhost:9610"`, "admin.metrics"},
+	} {
+		_, err := Parse([]byte("[admin]\n"+tc.doc+"\n"), "c.toml", "/x")
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.doc, err)
+		case tc.wantErr != "" && err == nil:
+			t.Errorf("%s: accepted, want an error containing %q", tc.doc, tc.wantErr)
+		case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
+			t.Errorf("%s: %v, want an error containing %q", tc.doc, err, tc.wantErr)
+		}
+	}
+}
+
 func TestDuplicatePeer(t *testing.T) {
 	doc := strings.Repeat("[[peers]]\npublic_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nendpoint = \"1.2.3.4:5\"\n", 2)
 	if _, err := Parse([]byte(doc), "c.toml", "/x"); err == nil || !strings.Contains(err.Error(), "peers[1].public_key") {

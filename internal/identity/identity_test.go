@@ -123,7 +123,40 @@ func TestKeyFile(t *testing.T) {
 	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("world-readable key accepted: %v", err)
 	}
+	os.Chmod(path, 0o620)
+	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("group-writable key accepted: %v", err)
+	}
 	os.Chmod(path, 0o600)
+
+	// The directory: whoever can write it can replace the key.
+	sub := filepath.Dir(path)
+	os.Chmod(sub, 0o777)
+	if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "chmod go-w "+sub) {
+		t.Fatalf("key in a world-writable directory accepted: %v", err)
+	}
+	// Nor is a new key created there.
+	if _, _, err := LoadOrCreateKeyFile(filepath.Join(sub, "new.key")); err == nil || !strings.Contains(err.Error(), "chmod go-w "+sub) {
+		t.Fatalf("key created in a world-writable directory: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(sub, "new.key")); err == nil {
+		t.Fatal("new.key was written")
+	}
+	os.Chmod(sub, 0o700)
+
+	if os.Geteuid() == 0 {
+		os.Chown(path, 65534, 65534)
+		if _, _, err := LoadOrCreateKeyFile(path); err == nil || !strings.Contains(err.Error(), "owned by uid 65534") || !strings.Contains(err.Error(), "chown 0 "+path) {
+			t.Fatalf("key owned by another user accepted: %v", err)
+		}
+		os.Chown(path, 0, 0)
+	} else {
+		t.Log("not root: cannot give the key to another user; ownership not exercised")
+	}
+	if _, _, err := LoadOrCreateKeyFile(path); err != nil {
+		t.Fatalf("back to normal: %v", err)
+	}
+
 	os.WriteFile(path, []byte("garbage\n"), 0o600)
 	if _, _, err := LoadOrCreateKeyFile(path); err == nil {
 		t.Fatal("garbage key accepted")

@@ -7,30 +7,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/tomoe-net/tomoe/internal/fileperm"
 )
 
 // LoadOrCreateKeyFile reads the private key at path, creating it (mode 0600,
-// parent directory 0700 if it must be made) when it does not exist. It
-// refuses a key file that group or others can read or write, as ssh does: the
-// key is the node's identity.
+// parent directory 0700 if it must be made) when it does not exist. The key
+// is the node's identity, so it refuses, as ssh does, a key file that group
+// or others can read or write, and (see package fileperm) one that another
+// user owns or that lies in a directory others can write.
 func LoadOrCreateKeyFile(path string) (key PrivateKey, created bool, err error) {
-	info, err := os.Stat(path)
+	b, err := fileperm.ReadFile(path, "key file", fileperm.Secret)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		key, err = createKeyFile(path)
 		return key, err == nil, err
 	case err != nil:
-		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
-	}
-	if !info.Mode().IsRegular() {
-		return PrivateKey{}, false, fmt.Errorf("key file %s: not a regular file", path)
-	}
-	if perm := info.Mode().Perm(); perm&0o077 != 0 {
-		return PrivateKey{}, false, fmt.Errorf("key file %s has mode %04o: group and others must have no access; fix with: chmod 600 %s", path, perm, path)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return PrivateKey{}, false, fmt.Errorf("key file %s: %w", path, err)
+		return PrivateKey{}, false, err
 	}
 	key, err = ParsePrivateKey(strings.TrimSpace(string(b)))
 	if err != nil {
@@ -43,6 +36,10 @@ func createKeyFile(path string) (PrivateKey, error) {
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return PrivateKey{}, fmt.Errorf("key file directory %s: %w", dir, err)
+	}
+	// A directory that existed already may let others in.
+	if err := fileperm.CheckDir(dir, "key file"); err != nil {
+		return PrivateKey{}, err
 	}
 	key, err := GeneratePrivateKey()
 	if err != nil {

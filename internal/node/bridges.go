@@ -57,6 +57,7 @@ func (n *Node) startBridging() error {
 		Wants:          n.wants,
 		LocalEndpoints: n.localEndpoints,
 		Mark:           n.underlayMark(),
+		Resolver:       n.underlayResolver(),
 	})
 	n.bind.SetFrameHandler(n.client)
 	n.client.Start()
@@ -70,6 +71,16 @@ func (n *Node) underlayMark() uint32 {
 		return routes.Mark
 	}
 	return 0
+}
+
+// underlayResolver looks up the names of peers' and bridges' underlay
+// endpoints: in kernel mode its queries carry routes.Mark, as the node's
+// other underlay traffic does (see routes.Resolver).
+func (n *Node) underlayResolver() *net.Resolver {
+	if n.cfg.TUN.Mode == config.ModeKernel {
+		return routes.Resolver()
+	}
+	return net.DefaultResolver
 }
 
 // stopBridging ends the bridge role or client (before the Bind closes, so

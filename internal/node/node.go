@@ -74,6 +74,10 @@ type Node struct {
 	key     identity.PrivateKey
 	started time.Time
 
+	// netnsLock (kernel mode) is held from New to the end of Close: one
+	// kernel-mode node per network namespace.
+	netnsLock *routes.NetnsLock
+
 	store    *policy.Store
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
@@ -153,6 +157,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}()
 
+	if cfg.TUN.Mode == config.ModeKernel {
+		// Before anything in the namespace changes, so that a second
+		// node leaves the first's routes, rules and firewall alone.
+		if n.netnsLock, err = routes.LockNetns(); err != nil {
+			return n, err
+		}
+	}
 	store, warnings, err := policy.OpenStore(cfg.StateFile(), cfg.PolicyRules())
 	if err != nil {
 		return n, err
@@ -166,6 +177,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	if err := n.initRoutes(); err != nil {
 		return n, err
+	}
+	if cfg.TUN.Mode == config.ModeKernel {
+		if err := n.recoverForwarding(); err != nil {
+			return n, err
+		}
 	}
 	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
 
@@ -410,6 +426,12 @@ func (n *Node) Close() error {
 			}
 		}
 		n.events.close()
+		// Last: the namespace is as this node found it.
+		if n.netnsLock != nil {
+			if err := n.netnsLock.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 		n.closeErr = errors.Join(errs...)
 		n.log.Info("node stopped")
 	})
@@ -425,6 +447,10 @@ func (n *Node) serveMetrics(addr string) error {
 	mux.Handle("GET /metrics", adminapi.Handler(n, n.log))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go n.metrics.Serve(ln)
+	if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().Unmap().IsLoopback() {
+		// Validate refused this without metrics_public = true.
+		n.log.Warn("serving metrics beyond loopback, without authentication (admin.metrics_public = true)", "addr", addr)
+	}
 	return nil
 }
 

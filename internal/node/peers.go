@@ -259,7 +259,8 @@ func (n *Node) resolve(dst netip.Addr) {
 }
 
 // activate resolves a static peer's DNS endpoint if needed (without holding
-// the lock) and activates it.
+// the lock; with underlayResolver, so that an exit route cannot capture the
+// lookup) and activates it.
 func (n *Node) activate(p *peer) error {
 	n.mu.Lock()
 	host, port, active := p.host, p.port, p.active
@@ -268,7 +269,7 @@ func (n *Node) activate(p *peer) error {
 	if host != "" && !active {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		addrs, err := n.underlayResolver().LookupNetIP(ctx, "ip", host)
 		if err != nil || len(addrs) == 0 {
 			return fmt.Errorf("resolve endpoint %s: %v", net.JoinHostPort(host, strconv.Itoa(int(port))), err)
 		}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"sort"
 	"time"
@@ -545,6 +546,29 @@ func prefixStrings(ps []netip.Prefix) []string {
 		out[i] = p.String()
 	}
 	return out
+}
+
+// forwardingRecord is where a kernel-mode node records the forwarding
+// sysctls it switched on, until it switches them off again.
+func forwardingRecord(cfg *config.Config) string {
+	return filepath.Join(filepath.Dir(cfg.KeyFile), "forwarding.json")
+}
+
+// recoverForwarding (kernel mode, at start, before anything enables
+// forwarding) puts back the forwarding sysctls that a run of this node
+// which did not exit cleanly left switched on.
+func (n *Node) recoverForwarding() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.forward.Record = forwardingRecord(n.cfg)
+	restored, err := n.forward.Recover()
+	if err != nil {
+		return err
+	}
+	if len(restored) > 0 {
+		n.log.Warn("switched forwarding back off: tomoe had switched it on and did not exit cleanly", "sysctls", restored, "record", n.forward.Record)
+	}
+	return nil
 }
 
 // applyForwardingLocked makes the host forward what this node offers

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
@@ -308,6 +309,29 @@ func (i *Interface) Close() error {
 		s.Close()
 	}
 	return errors.Join(errs...)
+}
+
+// Resolver returns a resolver whose DNS queries carry Mark (see
+// SetSocketMark), for the names of the tunnel's own endpoints (static
+// peers', bridges'): like the packets that carry the tunnel, the lookups
+// that find where to send them must not enter it, or an exit node's
+// default route would send them to the exit node (which may not be up, or
+// may be the peer being looked up).
+//
+// It is Go's own resolver, reading /etc/resolv.conf and /etc/hosts; name
+// services that only the C library reaches through nsswitch.conf (mDNS,
+// LDAP) are not consulted. A local stub resolver (systemd-resolved on
+// 127.0.0.53, dnsmasq) receives the marked query but sends its own queries
+// upstream unmarked, so those follow the exit route.
+func Resolver() *net.Resolver {
+	d := &net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = SetSocketMark(fd) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return &net.Resolver{PreferGo: true, Dial: d.DialContext}
 }
 
 // SetSocketMark puts Mark on the socket fd, so that its packets bypass

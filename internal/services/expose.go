@@ -39,17 +39,32 @@ type ServiceStats struct {
 	// BytesIn counts payload from overlay clients to the target, BytesOut
 	// from the target back to the clients.
 	BytesIn, BytesOut uint64
-	// Dropped counts UDP datagrams that found no session: the session limit
-	// was reached or the target socket could not be opened.
+	// Dropped counts UDP datagrams that found no session: the table was
+	// full of sessions active within the last udpEvictIdle, or the target
+	// socket could not be opened.
 	Dropped uint64
+	// Evicted counts UDP sessions ended to make room for a new one (see
+	// expose_udp.go).
+	Evicted uint64
 }
 
 // Limits of exposed services.
 const (
 	exposeDialTimeout = 5 * time.Second
-	udpIdleTimeout    = 60 * time.Second
-	maxUDPSessions    = 1024
-	maxDatagram       = 64 << 10
+	// udpIdleTimeout ends a UDP session without traffic either way.
+	udpIdleTimeout = 60 * time.Second
+	// maxUDPSessions bounds one UDP service's sessions, each a socket and
+	// a goroutine.
+	maxUDPSessions = 1024
+	// maxUDPSessionsPerClient is one client address's share: a client
+	// opening more sessions than this recycles its own oldest, so one
+	// client can hold at most a quarter of the table.
+	maxUDPSessionsPerClient = maxUDPSessions / 4
+	// udpEvictIdle: a full table evicts another client's session only if
+	// it has been quiet this long. A request-response exchange (DNS, NTP)
+	// is over well within it; a stream or game sends many times a second.
+	udpEvictIdle = 10 * time.Second
+	maxDatagram  = 64 << 10
 )
 
 // Exposer carries overlay clients to local services: for each Service it
@@ -59,9 +74,11 @@ const (
 type Exposer struct {
 	listen ListenFunc
 	log    *slog.Logger
-	// Tests shorten these; NewExposer sets udpIdleTimeout and maxUDPSessions.
-	udpIdle     time.Duration
-	maxSessions int
+	// Tests change these; NewExposer sets them from the constants above.
+	udpIdle      time.Duration
+	udpEvictIdle time.Duration
+	maxSessions  int
+	maxPerClient int
 
 	mu       sync.Mutex // guards services and closed
 	services map[serviceKey]*exposed
@@ -78,11 +95,13 @@ func (k serviceKey) String() string { return fmt.Sprintf("%s/%d", k.proto, k.por
 // NewExposer returns an Exposer that opens overlay listeners with listen.
 func NewExposer(listen ListenFunc, log *slog.Logger) *Exposer {
 	return &Exposer{
-		listen:      listen,
-		log:         orDiscard(log),
-		udpIdle:     udpIdleTimeout,
-		maxSessions: maxUDPSessions,
-		services:    make(map[serviceKey]*exposed),
+		listen:       listen,
+		log:          orDiscard(log),
+		udpIdle:      udpIdleTimeout,
+		udpEvictIdle: udpEvictIdle,
+		maxSessions:  maxUDPSessions,
+		maxPerClient: maxUDPSessionsPerClient,
+		services:     make(map[serviceKey]*exposed),
 	}
 }
 
@@ -92,15 +111,12 @@ type exposed struct {
 	target netip.AddrPort
 	log    *slog.Logger
 	limit  *rateLimiter
-	stats  struct{ total, active, in, out, dropped atomic.Uint64 }
+	stats  struct{ total, active, in, out, dropped, evicted atomic.Uint64 }
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the service's goroutines have all exited
 
 	// UDP only.
-	idle        time.Duration
-	maxSessions int
-	mu          sync.Mutex // guards sessions
-	sessions    map[netip.AddrPort]*udpSession
+	udp *udpTable
 }
 
 // Add starts exposing s. It fails if s is malformed, s's protocol and port
@@ -136,7 +152,6 @@ func (e *Exposer) Add(s Service) error {
 		svc: s, target: target, cancel: cancel, done: make(chan struct{}),
 		log:   e.log.With("service", key.String(), "target", s.Target),
 		limit: newRateLimiter(10 * time.Second),
-		idle:  e.udpIdle, maxSessions: e.maxSessions,
 	}
 	switch s.Proto {
 	case "tcp":
@@ -159,7 +174,7 @@ func (e *Exposer) Add(s Service) error {
 			cancel()
 			return fmt.Errorf("expose %s: ListenFunc returned %T, not a net.PacketConn", key, l)
 		}
-		x.sessions = make(map[netip.AddrPort]*udpSession)
+		x.udp = newUDPTable(e.maxSessions, e.maxPerClient, e.udpIdle, e.udpEvictIdle)
 		go func() {
 			defer close(x.done)
 			x.serveUDP(ctx, pc)
@@ -199,6 +214,7 @@ func (e *Exposer) List() []Service {
 			BytesIn:  x.stats.in.Load(),
 			BytesOut: x.stats.out.Load(),
 			Dropped:  x.stats.dropped.Load(),
+			Evicted:  x.stats.evicted.Load(),
 		}
 		out = append(out, s)
 	}

@@ -314,6 +314,131 @@ func TestExposeUDPIdleAndLimit(t *testing.T) {
 	}
 }
 
+// udpClient dials the overlay address from the loopback address src
+// (127.0.0.0/8 is all loopback on Linux), so that tests can play several
+// overlay clients, which the session table tells apart by address.
+func udpClient(t *testing.T, src, overlay string) *net.UDPConn {
+	t.Helper()
+	raddr, err := net.ResolveUDPAddr("udp", overlay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, raddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// targetSource asks through c and returns the address the target saw the
+// datagram come from: one per session.
+func targetSource(t *testing.T, c net.Conn, msg string) string {
+	t.Helper()
+	reply := udpAsk(t, c, msg)
+	from, payload, _ := strings.Cut(reply, "|")
+	if payload != msg {
+		t.Fatalf("reply %q, want payload %q", reply, msg)
+	}
+	return from
+}
+
+// A full table makes room by evicting its least recently used session
+// instead of refusing the new client.
+func TestExposeUDPEvictsLeastRecentlyUsed(t *testing.T) {
+	target := udpEcho(t)
+	e, ll := newTestExposer(t)
+	e.maxSessions = 2
+	e.udpEvictIdle = 0 // any session counts as idle enough to evict
+	if err := e.Add(Service{Proto: "udp", Port: 53, Target: target.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	overlay := ll.addr("udp", 53)
+	c1 := udpClient(t, "127.0.0.2", overlay)
+	c2 := udpClient(t, "127.0.0.3", overlay)
+	c3 := udpClient(t, "127.0.0.4", overlay)
+
+	s1 := targetSource(t, c1, "one")
+	targetSource(t, c2, "two")
+	if again := targetSource(t, c1, "one again"); again != s1 {
+		t.Fatalf("c1's session moved from %s to %s", s1, again)
+	}
+	// Full; c2 is the least recently used, so c3 takes its place.
+	targetSource(t, c3, "three")
+	if again := targetSource(t, c1, "one more"); again != s1 {
+		t.Fatalf("c1's session was evicted (source %s, was %s); c2's should have been", again, s1)
+	}
+	st := stats(t, e, "udp", 53)
+	if st.Total != 3 || st.Evicted != 1 || st.Dropped != 0 {
+		t.Errorf("stats %+v, want 3 sessions, 1 evicted, none dropped", st)
+	}
+	waitFor(t, 5*time.Second, "the evicted session's goroutine to end", func() bool { return stats(t, e, "udp", 53).Active == 2 })
+}
+
+// Sessions that carried traffic within udpEvictIdle are not evicted for a
+// newcomer: it is dropped instead.
+func TestExposeUDPKeepsActiveSessions(t *testing.T) {
+	target := udpEcho(t)
+	e, ll := newTestExposer(t)
+	e.maxSessions = 2
+	e.udpEvictIdle = time.Hour
+	if err := e.Add(Service{Proto: "udp", Port: 53, Target: target.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	overlay := ll.addr("udp", 53)
+	c1 := udpClient(t, "127.0.0.2", overlay)
+	c2 := udpClient(t, "127.0.0.3", overlay)
+	c3 := udpClient(t, "127.0.0.4", overlay)
+	s1, s2 := targetSource(t, c1, "one"), targetSource(t, c2, "two")
+	c3.Write([]byte("no room"))
+	waitFor(t, 5*time.Second, "c3's datagram to be dropped", func() bool { return stats(t, e, "udp", 53).Dropped == 1 })
+	if targetSource(t, c1, "one") != s1 || targetSource(t, c2, "two") != s2 {
+		t.Fatal("an active session was evicted for a newcomer")
+	}
+	if st := stats(t, e, "udp", 53); st.Evicted != 0 || st.Active != 2 {
+		t.Errorf("stats %+v, want nothing evicted, 2 active", st)
+	}
+}
+
+// One client opening session after session (new source ports) recycles
+// its own sessions once it holds its share, and never takes the sessions
+// of others.
+func TestExposeUDPFloodFromOneClient(t *testing.T) {
+	target := udpEcho(t)
+	e, ll := newTestExposer(t)
+	e.maxSessions = 8
+	e.maxPerClient = 4
+	e.udpEvictIdle = time.Hour // every session counts as active
+	if err := e.Add(Service{Proto: "udp", Port: 53, Target: target.LocalAddr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	overlay := ll.addr("udp", 53)
+	var others []*net.UDPConn
+	var sources []string
+	for i := range 4 {
+		c := udpClient(t, fmt.Sprintf("127.0.0.%d", 2+i), overlay)
+		others = append(others, c)
+		sources = append(sources, targetSource(t, c, "mine"))
+	}
+	for i := range 40 {
+		c := udpClient(t, "127.0.0.99", overlay)
+		// Every new port is served: the flood evicts the flooder's own
+		// least recently used session once it holds its share.
+		targetSource(t, c, fmt.Sprintf("flood %d", i))
+		c.Close()
+	}
+	for i, c := range others {
+		if got := targetSource(t, c, "still mine"); got != sources[i] {
+			t.Errorf("client %d's session was evicted by another client's flood (source %s, was %s)", i, got, sources[i])
+		}
+	}
+	st := stats(t, e, "udp", 53)
+	if st.Total != 44 || st.Evicted != 36 || st.Dropped != 0 {
+		t.Errorf("stats %+v, want 44 sessions, 36 evicted (the flooder's own), none dropped", st)
+	}
+	waitFor(t, 5*time.Second, "the evicted sessions to end", func() bool { return stats(t, e, "udp", 53).Active == 8 })
+}
+
 func TestParseTarget(t *testing.T) {
 	good := map[string]string{
 		"127.0.0.1:8080":          "127.0.0.1:8080",

@@ -1,6 +1,7 @@
 package services
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"net"
@@ -15,22 +16,129 @@ import (
 // datagram to its client's session; each session is a connected UDP socket
 // to the target with one goroutine reading the target's replies and writing
 // them back with WriteTo. No goroutine is started per datagram. A session
-// ends after udpIdle without traffic either way; beyond maxSessions, new
-// clients' datagrams are dropped.
+// ends after udpIdle without traffic either way, or when it is evicted to
+// make room for a new one (udpTable.victimLocked says which).
 
 var datagramBufs = sync.Pool{New: func() any {
 	b := make([]byte, maxDatagram)
 	return &b
 }}
 
-// udpSession is one overlay client of a UDP service.
+// evictScan bounds how many sessions one new client makes the table look
+// at when it is full (see victimLocked).
+const evictScan = 8
+
+// udpSession is one overlay client address:port of a UDP service.
 type udpSession struct {
+	key    netip.AddrPort
 	client net.Addr     // as ReadFrom returned it, for WriteTo
 	conn   *net.UDPConn // connected to the target
 	last   atomic.Int64 // UnixNano of the last datagram either way
+
+	// all and own are the session's places in udpTable.lru and in its
+	// client's list; guarded by udpTable.mu, nil once it left the table.
+	all, own *list.Element
 }
 
 func (s *udpSession) touch() { s.last.Store(time.Now().UnixNano()) }
+
+func (s *udpSession) quietFor(now time.Time) time.Duration {
+	return now.Sub(time.Unix(0, s.last.Load()))
+}
+
+// udpTable holds one UDP service's sessions, bounded by max in all and
+// by perClient for each client address (the overlay source address, which
+// WireGuard authenticates: one node, or one device behind a site prefix).
+//
+// The lists are in order of the clients' datagrams, most recent first;
+// replies from the target update only the session's last (they are read on
+// the sessions' own goroutines, which do not take mu per datagram), so a
+// session at the back may still be busy, and victimLocked checks last
+// before evicting it.
+type udpTable struct {
+	max, perClient  int
+	idle, evictIdle time.Duration
+
+	mu       sync.Mutex // guards sessions, lru, clients and the sessions' elements
+	sessions map[netip.AddrPort]*udpSession
+	lru      *list.List                // of *udpSession
+	clients  map[netip.Addr]*list.List // of *udpSession, per client address
+}
+
+func newUDPTable(max, perClient int, idle, evictIdle time.Duration) *udpTable {
+	return &udpTable{
+		max: max, perClient: perClient, idle: idle, evictIdle: evictIdle,
+		sessions: make(map[netip.AddrPort]*udpSession),
+		lru:      list.New(),
+		clients:  make(map[netip.Addr]*list.List),
+	}
+}
+
+// victimLocked decides whether a new session of client may start, and
+// which session, if any, must end to make room for it. It reports false
+// when the table is full of sessions active within evictIdle.
+//
+// A client competes with itself first: once it holds perClient sessions,
+// its own least recently used one makes room, busy or not, so a client
+// that floods the service from new source ports recycles its own sessions
+// and cannot take more than its share from others. Otherwise a full table
+// evicts the least recently used session of anyone, but only one quiet for
+// evictIdle: a finished exchange waiting for its idle timeout, not a live
+// flow.
+func (u *udpTable) victimLocked(client netip.Addr, now time.Time) (*udpSession, bool) {
+	if own := u.clients[client]; own != nil && own.Len() >= u.perClient {
+		return own.Back().Value.(*udpSession), true
+	}
+	if len(u.sessions) < u.max {
+		return nil, true
+	}
+	e := u.lru.Back()
+	for i := 0; e != nil && i < evictScan && i < u.lru.Len(); i++ {
+		s := e.Value.(*udpSession)
+		prev := e.Prev()
+		if s.quietFor(now) >= u.evictIdle {
+			return s, true
+		}
+		// Kept busy by the target's replies: its place was stale.
+		u.lru.MoveToFront(e)
+		e = prev
+	}
+	return nil, false
+}
+
+func (u *udpTable) insertLocked(s *udpSession) {
+	u.sessions[s.key] = s
+	s.all = u.lru.PushFront(s)
+	own := u.clients[s.key.Addr()]
+	if own == nil {
+		own = list.New()
+		u.clients[s.key.Addr()] = own
+	}
+	s.own = own.PushFront(s)
+}
+
+// usedLocked moves s to the front: its client just sent a datagram.
+func (u *udpTable) usedLocked(s *udpSession) {
+	u.lru.MoveToFront(s.all)
+	u.clients[s.key.Addr()].MoveToFront(s.own)
+}
+
+// removeLocked takes s out of the table; it reports false if s had left
+// it already.
+func (u *udpTable) removeLocked(s *udpSession) bool {
+	if s.all == nil {
+		return false
+	}
+	delete(u.sessions, s.key)
+	u.lru.Remove(s.all)
+	own := u.clients[s.key.Addr()]
+	own.Remove(s.own)
+	if own.Len() == 0 {
+		delete(u.clients, s.key.Addr())
+	}
+	s.all, s.own = nil, nil
+	return true
+}
 
 // serveUDP runs the service until ctx is done, then closes pc and every
 // session and waits for their goroutines.
@@ -80,60 +188,81 @@ func (x *exposed) fromClient(t *tracker, pc net.PacketConn, p []byte, addr net.A
 		x.stats.dropped.Add(1)
 		return
 	}
-	x.mu.Lock()
-	s := x.sessions[key]
-	if s == nil {
-		if len(x.sessions) >= x.maxSessions {
-			x.mu.Unlock()
-			x.stats.dropped.Add(1)
-			if x.limit.allow("full") {
-				x.log.Info("exposed service: session limit reached; dropping new client", "client", key.String(), "limit", x.maxSessions)
-			}
-			return
-		}
-		conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(x.target))
-		if err != nil {
-			x.mu.Unlock()
-			x.stats.dropped.Add(1)
-			if x.limit.allow("dial") {
-				x.log.Info("exposed service: cannot reach target", "client", key.String(), "err", err)
-			}
-			return
-		}
-		if !t.add(conn) {
-			x.mu.Unlock()
-			return
-		}
-		s = &udpSession{client: addr, conn: conn}
-		s.touch()
-		if !t.spawn(func() { x.sessionLoop(t, pc, key, s) }) {
-			x.mu.Unlock()
-			t.remove(conn)
-			conn.Close()
-			return
-		}
-		x.sessions[key] = s
-		x.stats.total.Add(1)
-		x.stats.active.Add(1)
-	} else {
+	u := x.udp
+	u.mu.Lock()
+	s := u.sessions[key]
+	if s != nil {
 		// Under mu, so that an idle check in sessionLoop sees it.
 		s.touch()
+		u.usedLocked(s)
+	} else {
+		s = x.startSessionLocked(t, pc, key, addr)
 	}
-	x.mu.Unlock()
+	u.mu.Unlock()
+	if s == nil {
+		return
+	}
 	if n, err := s.conn.Write(p); err == nil {
 		x.stats.in.Add(uint64(n))
 	}
 }
 
-// sessionLoop carries the target's replies back to the session's client
-// until the session idles out or its socket fails or is closed.
-func (x *exposed) sessionLoop(t *tracker, pc net.PacketConn, key netip.AddrPort, s *udpSession) {
-	defer func() {
-		x.mu.Lock()
-		if x.sessions[key] == s {
-			delete(x.sessions, key)
+// startSessionLocked opens a session for key, evicting another if the
+// table says so; it returns nil if the datagram is to be dropped.
+func (x *exposed) startSessionLocked(t *tracker, pc net.PacketConn, key netip.AddrPort, addr net.Addr) *udpSession {
+	u := x.udp
+	victim, ok := u.victimLocked(key.Addr(), time.Now())
+	if !ok {
+		x.stats.dropped.Add(1)
+		if x.limit.allow("full") {
+			x.log.Info("exposed service: every session is in use; dropping a new client", "client", key.String(), "limit", u.max)
 		}
-		x.mu.Unlock()
+		return nil
+	}
+	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(x.target))
+	if err != nil {
+		x.stats.dropped.Add(1)
+		if x.limit.allow("dial") {
+			x.log.Info("exposed service: cannot reach target", "client", key.String(), "err", err)
+		}
+		return nil
+	}
+	if !t.add(conn) {
+		return nil
+	}
+	s := &udpSession{key: key, client: addr, conn: conn}
+	s.touch()
+	// sessionLoop takes mu before it touches the table, so it finds s
+	// inserted.
+	if !t.spawn(func() { x.sessionLoop(t, pc, s) }) {
+		t.remove(conn)
+		conn.Close()
+		return nil
+	}
+	if victim != nil {
+		u.removeLocked(victim)
+		// Its sessionLoop sees the socket closed and ends.
+		victim.conn.Close()
+		x.stats.evicted.Add(1)
+		if x.limit.allow("evict") {
+			x.log.Info("exposed service: session table full; evicted the least recently used session", "client", key.String(), "evicted", victim.key.String(), "limit", u.max, "per_client", u.perClient)
+		}
+	}
+	u.insertLocked(s)
+	x.stats.total.Add(1)
+	x.stats.active.Add(1)
+	return s
+}
+
+// sessionLoop carries the target's replies back to the session's client
+// until the session idles out, is evicted, or its socket fails or is
+// closed.
+func (x *exposed) sessionLoop(t *tracker, pc net.PacketConn, s *udpSession) {
+	u := x.udp
+	defer func() {
+		u.mu.Lock()
+		u.removeLocked(s)
+		u.mu.Unlock()
 		t.remove(s.conn)
 		s.conn.Close()
 		x.stats.active.Add(^uint64(0))
@@ -142,14 +271,14 @@ func (x *exposed) sessionLoop(t *tracker, pc net.PacketConn, key netip.AddrPort,
 	defer datagramBufs.Put(bp)
 	buf := *bp
 	for {
-		deadline := time.Unix(0, s.last.Load()).Add(x.idle)
+		deadline := time.Unix(0, s.last.Load()).Add(u.idle)
 		if !time.Now().Before(deadline) {
-			x.mu.Lock()
-			idle := !time.Now().Before(time.Unix(0, s.last.Load()).Add(x.idle))
+			u.mu.Lock()
+			idle := s.quietFor(time.Now()) >= u.idle
 			if idle {
-				delete(x.sessions, key)
+				u.removeLocked(s)
 			}
-			x.mu.Unlock()
+			u.mu.Unlock()
 			if idle {
 				return
 			}

@@ -1,7 +1,8 @@
 // Package statefile keeps a node's small JSON state files (policy changes
 // made through the API, a bridge's tokens and enrolments): versioned,
 // mode 0600, written atomically so that a crash leaves the old file or the
-// new one, never half of one.
+// new one, never half of one, and read only if no other user can change
+// them.
 package statefile
 
 import (
@@ -11,6 +12,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/tomoe-net/tomoe/internal/fileperm"
 )
 
 // Version is the only state file version so far.
@@ -26,14 +29,17 @@ type File struct {
 }
 
 // Load decodes the file into v, whose Version field version points at.
-// It reports false, and no error, if the file does not exist.
+// It reports false, and no error, if the file does not exist. It refuses a
+// file that anyone but this process's user (or root) can change, or one in
+// a directory they can (see package fileperm): the node trusts what it
+// reads here.
 func (f File) Load(v any, version *int) (bool, error) {
-	b, err := os.ReadFile(f.Path)
+	b, err := fileperm.ReadFile(f.Path, f.What, fileperm.State)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("%s %s: %w", f.What, f.Path, err)
+		return false, err
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return false, f.Corrupt(err)

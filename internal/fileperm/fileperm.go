@@ -1,0 +1,150 @@
+// Package fileperm decides whether tomoe may trust a file it reads its
+// identity or state from (the key file, policy.json, bridge.json,
+// services.json, the forwarding record): DESIGN.md's "a node trusts its
+// own config and state files" holds only if nobody else can change them.
+//
+// A file passes if it is a regular file owned by the user tomoe runs as
+// (its effective uid) or by root, and group and others cannot write it (a
+// Secret: cannot access it at all). The directory holding it must pass
+// the same owner test, and group and others must not be able to write it
+// unless it is sticky (as /tmp is): whoever can write a directory can
+// remove a file in it (a revocation in policy.json with it) or put their
+// own in its place. Root may own either because root can change them
+// anyway; a file root owns gives nobody a way in that they lack.
+//
+// Only the file's own directory is checked, not every ancestor (ssh's
+// StrictModes checks two levels): tomoe creates that directory 0700 when
+// it is missing, and an ancestor others could rename would be a host
+// misconfiguration well beyond tomoe.
+package fileperm
+
+import (
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+)
+
+// Kind is what a file holds, which decides who else may read it.
+type Kind uint8
+
+const (
+	// Secret is a private key: group and others may neither read nor
+	// write it.
+	Secret Kind = iota + 1
+	// State is a state file: group and others may read it, not write it.
+	State
+)
+
+// checker holds the effective uid the checks are made for; tests set
+// others.
+type checker struct{ euid int }
+
+func current() checker { return checker{euid: os.Geteuid()} }
+
+// ReadFile returns the contents of the file at path once it and its
+// directory have passed the checks; what names the file in errors ("key
+// file", "policy state"). The checks look at the open file, so the bytes
+// returned are those of the file checked. A missing file (or directory)
+// gives an error for which errors.Is(err, fs.ErrNotExist) holds; the
+// directory is checked first, so a missing file in a directory others can
+// write is an error of its own.
+func ReadFile(path, what string, kind Kind) ([]byte, error) {
+	return current().readFile(path, what, kind)
+}
+
+// CheckDir checks the directory that holds a file what (see ReadFile),
+// before tomoe creates the file in it. A missing directory gives an error
+// for which errors.Is(err, fs.ErrNotExist) holds.
+func CheckDir(dir, what string) error { return current().checkDir(dir, what) }
+
+func (c checker) readFile(path, what string, kind Kind) ([]byte, error) {
+	if err := c.checkDir(filepath.Dir(path), what); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	if err := c.checkFile(path, what, kind, fi); err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return b, nil
+}
+
+func (c checker) checkFile(path, what string, kind Kind, fi fs.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s %s: not a regular file", what, path)
+	}
+	if err := c.checkOwner(path, what, fi); err != nil {
+		return err
+	}
+	perm := fi.Mode().Perm()
+	switch kind {
+	case Secret:
+		if perm&0o077 != 0 {
+			return fmt.Errorf("%s %s has mode %04o: group and others must have no access; fix with: chmod 600 %s", what, path, perm, path)
+		}
+	case State:
+		if perm&0o022 != 0 {
+			return fmt.Errorf("%s %s has mode %04o: group and others must not be able to change it; fix with: chmod go-w %s", what, path, perm, path)
+		}
+	default:
+		return fmt.Errorf("%s %s: fileperm: unknown kind %d", what, path, kind)
+	}
+	return nil
+}
+
+func (c checker) checkDir(dir, what string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("%s directory %s: %w", what, dir, err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s directory %s: not a directory", what, dir)
+	}
+	if err := c.checkOwner(dir, what+" directory", fi); err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
+		return fmt.Errorf("%s directory %s has mode %04o: group or others could remove or replace the %s in it; fix with: chmod go-w %s", what, dir, perm, what, dir)
+	}
+	return nil
+}
+
+// checkOwner refuses a file or directory that neither the effective uid
+// nor root owns.
+func (c checker) checkOwner(path, what string, fi fs.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("%s %s: cannot tell its owner", what, path)
+	}
+	uid := int(st.Uid)
+	if uid == c.euid || uid == 0 {
+		return nil
+	}
+	return fmt.Errorf("%s %s is owned by uid %d%s, but tomoe runs as uid %d%s: only that user or root may own it, or its owner could change what this node trusts; fix with: chown %d %s (or run tomoe as its owner)",
+		what, path, uid, userName(uid), c.euid, userName(c.euid), c.euid, path)
+}
+
+// userName is " (name)" for uid, or "" if it has none.
+func userName(uid int) string {
+	u, err := user.LookupId(strconv.Itoa(uid))
+	if err != nil {
+		return ""
+	}
+	return " (" + u.Username + ")"
+}
