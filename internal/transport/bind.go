@@ -534,6 +534,7 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint, typ byte) conn.Endpoint {
 	b.mu.RLock()
 	p := b.byIndex[idx]
+	known := p != nil && p.knowsAddrLocked(std.AddrPort)
 	b.mu.RUnlock()
 	if p == nil {
 		b.stats.UnknownSession.Add(1)
@@ -541,7 +542,10 @@ func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint, typ byte) conn.En
 		return nil
 	}
 	p.sawMessage(typ)
-	return b.directEndpoint(p, std, typ != msgCookie)
+	if known {
+		return p
+	}
+	return b.candidate(std, p, typ != msgCookie)
 }
 
 // directEndpoint is the endpoint WireGuard gets with a message of peer p

@@ -371,3 +371,73 @@ func TestRelayPathMovesOnlyAfterAuthentication(t *testing.T) {
 		t.Fatalf("after an answer through the candidate: path %v/%d, %d frames sent", r.via, r.id, len(evil.frames))
 	}
 }
+
+// TestGarbageCostsNoState: initiation-sized junk (a bad mac1) from many
+// sources leaves no limiter state and costs no X25519. The limiter used
+// to run before mac1 was checked: 200k junk packets grew the heap by
+// about 26 MB.
+func TestGarbageCostsNoState(t *testing.T) {
+	b := newBind(nil, nil)
+	b.SetPrivateKey(newKey(t))
+	h := startHandshakes(b)
+	b.hs.Store(h)
+	defer h.stop()
+	msg := make([]byte, initiationSize)
+	msg[0] = msgInitiation
+	bufs, sizes, eps := make([][]byte, 1), make([]int, 1), make([]conn.Endpoint, 1)
+	for i := range 20000 {
+		msg[200%initiationSize] = byte(i)
+		bufs[0] = append(bufs[0][:0], msg...)
+		sizes[0] = len(msg)
+		var a [16]byte
+		a[0], a[1] = 0x20, 0x01
+		binary.BigEndian.PutUint64(a[:8], uint64(i)<<16|0x2001<<48)
+		eps[0] = &conn.StdNetEndpoint{AddrPort: netip.AddrPortFrom(netip.AddrFrom16(a), 4610)}
+		b.screen(bufs, sizes, eps)
+		if sizes[0] != 0 {
+			t.Fatal("junk passed the screen")
+		}
+	}
+	if n := b.limits.perSource.Len(); n != 0 {
+		t.Fatalf("junk left %d per-source limiter entries", n)
+	}
+	if x := b.stats.X25519.Load(); x != 0 {
+		t.Fatalf("junk cost %d X25519", x)
+	}
+	if got := b.stats.InitiationsInvalid.Load(); got != 20000 {
+		t.Fatalf("%d counted invalid, want 20000", got)
+	}
+}
+
+// TestRelayedInitiationDoesNotMoveRelayPath: an initiation that comes
+// through another relay path (a replay through a bridge, say) is answered
+// through that path, but the peer's relay path stays; only transport data
+// through the new path moves it.
+func TestRelayedInitiationDoesNotMoveRelayPath(t *testing.T) {
+	b := newBind(nil, nil)
+	key := identity.PrivateKeyFromBytes([32]byte{7}).Public()
+	p := b.SetPeer(key, netip.AddrPort{})
+	good, evil := &captureRelay{name: "good"}, &captureRelay{name: "evil"}
+	b.SetRelay(key, good, 111)
+	ep := b.relayEndpoint(p, relayPath{via: evil, id: 666}, false) // what the handshake worker hands WireGuard
+	resp := make([]byte, responseSize)
+	resp[0] = msgResponse
+	if err := b.Send([][]byte{resp}, ep); err != nil {
+		t.Fatal(err)
+	}
+	if len(evil.frames) != 1 {
+		t.Fatalf("the handshake answer did not go back through the path the initiation came by (%d frames)", len(evil.frames))
+	}
+	if r := p.relay.Load(); r.via != good || r.id != 111 {
+		t.Fatalf("an initiation moved the relay path to %v/%d", r.via, r.id)
+	}
+	// Data WireGuard sends with that endpoint goes the peer's own way.
+	data := make([]byte, 48)
+	data[0] = msgTransport
+	if err := b.Send([][]byte{data}, ep); err != nil {
+		t.Fatal(err)
+	}
+	if len(good.frames) != 1 || len(evil.frames) != 1 {
+		t.Fatalf("data went %d frames to the peer's path, %d to the initiation's", len(good.frames), len(evil.frames))
+	}
+}
