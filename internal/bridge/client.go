@@ -346,23 +346,46 @@ type bridgeConn struct {
 	c   *Client
 	cfg BridgeConfig
 
-	mu         sync.Mutex
-	state      string
-	transport  string
-	err        string
-	addr       netip.AddrPort // resolved UDP address
-	observed   netip.AddrPort
-	id         uint32
-	lastOK     time.Time
-	lastSent   int64 // time of the last Register sent
-	interval   time.Duration
-	tcp        *clientTCP
-	udp        *udpRelay
-	alt        []netip.AddrPort // other addresses the bridge sent from
-	given      transport.Relay  // the relay peers' paths through this bridge use
-	lastAnswer int64            // bridge time of the newest Registered/Refused
-	answered   chan struct{}    // signalled on Registered/Refused
-	refused    bool
+	mu        sync.Mutex
+	state     string
+	transport string
+	err       string
+	addr      netip.AddrPort // resolved UDP address
+	observed  netip.AddrPort
+	id        uint32
+	lastOK    time.Time
+	sent      [sentRegisters]int64 // times of the last Registers sent, a ring
+	sentNext  int                  // where in sent the next one goes
+	lastEcho  int64                // the Register the newest accepted answer answered
+	interval  time.Duration
+	tcp       *clientTCP
+	udp       *udpRelay
+	alt       []netip.AddrPort // other addresses the bridge sent from
+	given     transport.Relay  // the relay peers' paths through this bridge use
+	answered  chan struct{}    // signalled on Registered/Refused
+	refused   bool
+}
+
+// sentRegisters is how many Registers sent an answer may answer: those
+// of the last two minutes at the keepalive interval, more than enough for
+// the three sent a second while registering.
+const sentRegisters = 8
+
+// answersLocked reports whether a Registered or Refused that echoes the
+// Register time echo is news, and notes it. It must answer one of the
+// last Registers this node sent, newer than the one the last accepted
+// answer answered, so that a replayed answer cannot revive a lapsed
+// registration, move our address or teach us a bridge address, and the
+// bridge's answer to someone else's replay of an old Register of ours
+// (a refusal: the clock) is not taken for ours. A refusal may answer the
+// same Register as the last answer: a bridge that revokes a node tells it
+// so, echoing its newest Register.
+func (b *bridgeConn) answersLocked(echo int64, refused bool) bool {
+	if echo == 0 || !slices.Contains(b.sent[:], echo) || echo < b.lastEcho || (echo == b.lastEcho && !refused) {
+		return false
+	}
+	b.lastEcho = echo
+	return true
 }
 
 func (b *bridgeConn) registered() bool {
@@ -559,16 +582,19 @@ func (b *bridgeConn) keepalive() {
 
 // send seals m to the bridge over its current transport.
 func (b *bridgeConn) send(m Message) {
+	b.mu.Lock()
+	tcp, addr := b.tcp, b.addr
+	if m.Kind == KindRegister {
+		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
+		m.Time = max(time.Now().UnixNano(), last+1)
+		b.sent[b.sentNext] = m.Time
+		b.sentNext = (b.sentNext + 1) % len(b.sent)
+	}
+	b.mu.Unlock()
 	frame, err := b.c.keys.seal(b.cfg.Key, m)
 	if err != nil {
 		return
 	}
-	b.mu.Lock()
-	tcp, addr := b.tcp, b.addr
-	if m.Kind == KindRegister {
-		b.lastSent = time.Now().UnixNano()
-	}
-	b.mu.Unlock()
 	if tcp != nil {
 		tcp.write(frame)
 		return
@@ -605,13 +631,8 @@ func (b *bridgeConn) sawSource(src netip.AddrPort) {
 func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 	switch m.Kind {
 	case KindRegistered, KindRefused:
-		// Only news: a replayed answer must not revive a lapsed
-		// registration, move our address or teach us a bridge address.
 		b.mu.Lock()
-		fresh := m.Time > b.lastAnswer
-		if fresh {
-			b.lastAnswer = m.Time
-		}
+		fresh := b.answersLocked(int64(m.Echo), m.Kind == KindRefused)
 		b.mu.Unlock()
 		if !fresh {
 			b.c.stats.Dropped.Add(1)

@@ -53,6 +53,32 @@ type fakeBridge struct {
 	key  identity.PrivateKey
 	pc   net.PacketConn
 	keys *keyCache
+
+	mu      sync.Mutex
+	node    identity.PublicKey // the last node that registered
+	nodeAt  net.Addr           // where from
+	lastReg int64              // the Time of its last Register
+}
+
+// tell seals m to the last node that registered and sends it there.
+func (f *fakeBridge) tell(t *testing.T, m Message) {
+	t.Helper()
+	f.mu.Lock()
+	to, at := f.node, f.nodeAt
+	f.mu.Unlock()
+	frame, err := f.keys.seal(to, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.pc.WriteTo(frame, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeBridge) lastRegister() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastReg
 }
 
 func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
@@ -80,7 +106,10 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 			var reply Message
 			switch m.Kind {
 			case KindRegister:
-				reply = Message{Kind: KindRegistered, ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
+				f.mu.Lock()
+				f.node, f.nodeAt, f.lastReg = sender, from, m.Time
+				f.mu.Unlock()
+				reply = Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
 			case KindLookup:
 				reply = answer(m)
 			default:
@@ -219,4 +248,32 @@ func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
 	if c.takeProbe(old, peer, to) {
 		t.Fatal("a stale answer was taken")
 	}
+}
+
+// A node acts only on answers to its own recent Registers: not on a
+// replayed answer, and not on the bridge's refusal of someone else's
+// replay of an old Register of its own (the bridge refuses those for the
+// clock, to whoever sent it, which may be this node's address). A
+// refusal of its newest Register (a revocation) counts.
+func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
+	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	c := startClient(t, fb.config())
+	stillRegistered := func(what string) {
+		t.Helper()
+		// A lookup answered after the frame shows the frame was handled.
+		c.Lookup(context.Background(), testKey(t).Public().Address())
+		if st := c.Status()[0]; st.State != "registered" || st.Error != "" || st.Observed == "192.0.2.9:9" {
+			t.Fatalf("after %s: %+v", what, st)
+		}
+	}
+	old := fb.lastRegister() - int64(time.Hour)
+	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
+	stillRegistered("a refusal of a Register it did not send")
+	fb.tell(t, Message{Kind: KindRefused, Text: "revoked"})
+	stillRegistered("a refusal that answers nothing")
+	fb.tell(t, Message{Kind: KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
+	stillRegistered("a second answer to its last Register")
+
+	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
+	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
 }

@@ -58,6 +58,7 @@ type ServerStats struct {
 	Enrolments    uint64 `json:"enrolments"`    // keys enrolled with a join token
 	Refused       uint64 `json:"refused"`
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
+	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open (or unknown keys over their rate)
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 
@@ -79,11 +80,11 @@ type ServerStats struct {
 }
 
 type serverCounters struct {
-	registrations, enrolments, refused, replays, badControl, expired    atomic.Uint64
-	lookups, lookupsLimited, introductions                              atomic.Uint64
-	relayedFrames, relayedBytes                                         atomic.Uint64
-	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed atomic.Uint64
-	sendErrors, tcpConns                                                atomic.Uint64
+	registrations, enrolments, refused, replays, stale, badControl, expired atomic.Uint64
+	lookups, lookupsLimited, introductions                                  atomic.Uint64
+	relayedFrames, relayedBytes                                             atomic.Uint64
+	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed     atomic.Uint64
+	sendErrors, tcpConns                                                    atomic.Uint64
 }
 
 const (
@@ -424,7 +425,7 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 	case KindLookup:
 		s.lookup(from, m, src, c, now)
 	case KindUnregister:
-		s.unregister(from, m, src, c)
+		s.unregister(from, m, src, c, now)
 	}
 }
 
@@ -446,6 +447,10 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 		return
 	}
 	s.mu.RUnlock()
+	if clockRefusal(m.Time, now) != "" {
+		s.stats.stale.Add(1) // a lookup captured long ago must not make the bridge introduce anyone
+		return
+	}
 	if !req.lookup.allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
 		s.stats.lookupsLimited.Add(1)
 		return
@@ -543,7 +548,7 @@ func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	st := ServerStats{
 		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
-		Replays: c.replays.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
+		Replays: c.replays.Load(), Stale: c.stale.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
 		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
 		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
 		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),

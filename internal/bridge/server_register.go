@@ -13,6 +13,35 @@ import (
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
+// maxClockSkew bounds how far a node message's Time (the node's clock) may
+// be from the bridge's clock, either way. In the past, it is how long a
+// captured Register stays usable once the bridge no longer knows a newer
+// time from that key (after a restart that lost the newest one, or after
+// the key was quiet for that long: lastTime keeps only newer times). In the
+// future, it bounds how long one Register stamped ahead (a node whose clock
+// was fast, then stepped back) makes the key's later ones look like replays.
+const maxClockSkew = 2 * time.Minute
+
+// clockRefusal returns why a node message stamped t is not fresh at now,
+// in words for the node's user, or "" if it is.
+func clockRefusal(t int64, now time.Time) string {
+	lo, hi := now.Add(-maxClockSkew).UnixNano(), now.Add(maxClockSkew).UnixNano()
+	if t >= lo && t <= hi {
+		return ""
+	}
+	// In float64: t is the sender's and may be anything.
+	off := (float64(t) - float64(now.UnixNano())) / 1e9
+	way := "ahead of"
+	if off < 0 {
+		off, way = -off, "behind"
+	}
+	by := "more than 10 years"
+	if off < 10*365*24*3600 {
+		by = time.Duration(off * 1e9).Round(time.Second).String()
+	}
+	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
+}
+
 func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.adm.mu.Lock()
 	s.mu.RLock()
@@ -31,22 +60,33 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		s.adm.mu.Unlock() // a connection carries one node
 		return
 	}
-	reason, enrolled, err := s.adm.admitLocked(from, m.Token, now)
-	if err != nil {
-		s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
+	// Checked before admission, so that a stale Register with a token
+	// spends no use of it.
+	reason := clockRefusal(m.Time, now)
+	if reason != "" {
+		s.stats.stale.Add(1)
+	} else {
+		var enrolled bool
+		var err error
+		reason, enrolled, err = s.adm.admitLocked(from, m.Token, now)
+		if err != nil {
+			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
+		}
+		if enrolled {
+			s.stats.enrolments.Add(1)
+			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
+		}
 	}
 	if reason != "" {
 		s.adm.mu.Unlock()
 		s.stats.refused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
+		// The answer echoes the Register's time: only the node that sent
+		// it acts on it, not one a replay came from (or was spoofed from).
 		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, Message{Kind: KindRefused, Text: reason}, src, c)
+			s.sendControl(from, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
 		}
 		return
-	}
-	if enrolled {
-		s.stats.enrolments.Add(1)
-		s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
 	}
 
 	s.mu.Lock()
@@ -82,7 +122,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	if isNew {
 		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
 	}
-	s.sendControl(from, Message{Kind: KindRegistered, ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+	s.sendControl(from, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
 }
 
 // allocIDLocked picks a nonzero relay id no registration has: derived
@@ -131,7 +171,7 @@ func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
 	return reg.tcp == nil && reg.endpoint == src
 }
 
-func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn) {
+func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.regs[from]
@@ -140,6 +180,10 @@ func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPo
 	}
 	if m.Time <= s.lastTime[from] {
 		s.stats.replays.Add(1)
+		return
+	}
+	if clockRefusal(m.Time, now) != "" {
+		s.stats.stale.Add(1)
 		return
 	}
 	s.lastTime[from] = m.Time
@@ -159,6 +203,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	}
 	s.mu.Lock()
 	var tell netip.AddrPort // a UDP node is told at once; a TCP node sees its connection close
+	echo := s.lastTime[key] // the refusal answers the newest Register, which the node knows
 	if reg := s.regs[key]; reg != nil {
 		if reg.tcp == nil {
 			tell = reg.endpoint
@@ -170,7 +215,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, Message{Kind: KindRefused, Text: "revoked"}, tell, nil)
+		s.sendControl(key, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()

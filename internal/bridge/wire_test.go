@@ -24,14 +24,15 @@ func sampleMessages() []Message {
 	return []Message{
 		{Kind: KindRegister, Time: 42, Token: "tok", Endpoints: eps},
 		{Kind: KindRegister, Time: 43},
-		{Kind: KindRegistered, Time: 1, ID: 7, Interval: 20, Endpoints: eps[:1]},
-		{Kind: KindRefused, Time: 1, Text: "not allowed"},
+		{Kind: KindRegistered, Time: 1, Echo: 42, ID: 7, Interval: 20, Endpoints: eps[:1]},
+		{Kind: KindRefused, Time: 1, Echo: 43, Text: "not allowed"},
 		{Kind: KindLookup, Time: 1, Seq: 9, Address: k.Address()},
 		{Kind: KindLookupReply, Time: 1, Seq: 9, Address: k.Address()},
 		{Kind: KindLookupReply, Time: 1, Seq: 9, Address: k.Address(), Found: true, Key: k, ID: 3, Endpoints: eps},
 		{Kind: KindIntroduce, Time: 1, Key: k, ID: 3, Endpoints: eps},
 		{Kind: KindProbe, Time: 1, Seq: 1 << 60},
-		{Kind: KindProbeAck, Time: 1, Seq: 5},
+		{Kind: KindProbeAck, Time: 1, Echo: 1 << 60, Seq: 5},
+		{Kind: KindProbeAck, Time: 2, Echo: 5},
 		{Kind: KindUnregister, Time: 1},
 	}
 }
