@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +81,116 @@ func TestStaleLookupAndUnregisterIgnored(t *testing.T) {
 	waitCond(t, "two stale messages", func() bool { return h.s.Stats().Stale == 2 })
 	if st := h.s.Stats(); st.Lookups != 0 || st.Introductions != 0 || st.Registered != 2 {
 		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The newest Register time per key outlives a restart: a Register
+// captured before it and replayed after it, inside the clock window, is a
+// replay still.
+func TestRegisterTimesSurviveRestart(t *testing.T) {
+	a := testKey(t)
+	state := filepath.Join(t.TempDir(), "bridge.json")
+	cfg := ServerConfig{Allow: []identity.PublicKey{a.Public()}, StateFile: state}
+	h := newSrvHarness(t, cfg)
+	na := h.udpNode(a)
+	captured := na.seal(Message{Kind: KindRegister})
+	na.sendRaw(captured)
+	na.expect(KindRegistered)
+	na.mustRegister() // a keepalive: the newest time
+	h.s.Close()
+
+	cfg.Key = h.key
+	h2 := newSrvHarness(t, cfg)
+	thief := h2.udpNode(a)
+	thief.sendRaw(captured)
+	waitCond(t, "the replay seen", func() bool { return h2.s.Stats().Replays == 1 })
+	if nodes := h2.s.Nodes(); len(nodes) != 0 {
+		t.Fatalf("a Register replayed after a restart registered the node at %s", nodes[0].Endpoint)
+	}
+	// The node itself goes on, its clock a second later.
+	h2.clk.Advance(time.Second)
+	na2 := h2.udpNode(a)
+	na2.mustRegister()
+}
+
+// The times are written on the janitor's timer when they changed (not at
+// every keepalive), hold only keys the bridge admits, and forget times
+// the clock window has made useless; a crash loses at most one interval.
+func TestRegisterTimesWrittenOnATimer(t *testing.T) {
+	a := testKey(t)
+	state := filepath.Join(t.TempDir(), "bridge.json")
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}, StateFile: state})
+	path := registerTimesPath(state)
+	stored := func() map[identity.PublicKey]time.Time {
+		t.Helper()
+		var st registerTimesFile
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(b, &st); err != nil {
+			t.Fatal(err)
+		}
+		out := map[identity.PublicKey]time.Time{}
+		for _, rt := range st.Times {
+			out[rt.Key] = rt.Time
+		}
+		return out
+	}
+	na := h.udpNode(a)
+	if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+		t.Fatalf("stranger: %s", m.Kind)
+	}
+	for range 3 {
+		na.mustRegister()
+	}
+	h.s.saveTimesDue(h.clk.Now(), false) // the first tick writes
+	if got := stored(); len(got) != 1 || got[a.Public()].UnixNano() != na.last {
+		t.Fatalf("stored %v, want only a's newest time %d", got, na.last)
+	}
+	na.mustRegister()
+	h.clk.Advance(timesSaveInterval / 2)
+	h.s.saveTimesDue(h.clk.Now(), false) // too soon
+	if h.s.timesSaves.Load() != 1 {
+		t.Fatalf("%d writes, want 1", h.s.timesSaves.Load())
+	}
+	h.clk.Advance(timesSaveInterval / 2)
+	h.s.saveTimesDue(h.clk.Now(), false)
+	if got := stored(); h.s.timesSaves.Load() != 2 || got[a.Public()].UnixNano() != na.last {
+		t.Fatalf("stored %v after %d writes, want %d", got, h.s.timesSaves.Load(), na.last)
+	}
+	h.clk.Advance(timesSaveInterval)
+	h.s.saveTimesDue(h.clk.Now(), false) // nothing changed: no write
+	if h.s.timesSaves.Load() != 2 {
+		t.Fatalf("%d writes, want 2", h.s.timesSaves.Load())
+	}
+	h.clk.Advance(maxClockSkew)
+	h.s.Revoke(a.Public())
+	h.s.saveTimesDue(h.clk.Now(), false)
+	if got := stored(); len(got) != 0 {
+		t.Fatalf("stored %v, want nothing", got)
+	}
+}
+
+// A corrupt times file stops the bridge with an error that names it and
+// says what removing it forgets; a time far ahead locks a key out for no
+// longer than the clock window.
+func TestRegisterTimesFileChecked(t *testing.T) {
+	a := testKey(t)
+	state := filepath.Join(t.TempDir(), "bridge.json")
+	path := registerTimesPath(state)
+	os.WriteFile(path, []byte(`{"version":1,"times":[{"time":"2026-03-01T12:00:00Z"}]}`), 0o600)
+	_, err := NewServer(ServerConfig{Key: testKey(t), StateFile: state, Sender: &discardSender{}})
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "Register time") {
+		t.Fatalf("corrupt times file: %v", err)
+	}
+	os.WriteFile(path, []byte(`{"version":1,"times":[{"key":"`+a.Public().String()+`","time":"2999-01-01T00:00:00Z"}]}`), 0o600)
+	s, err := NewServer(ServerConfig{Key: testKey(t), StateFile: state, Sender: &discardSender{}, Allow: []identity.PublicKey{a.Public()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if got, limit := s.lastTime[a.Public()], time.Now().Add(maxClockSkew).UnixNano(); got > limit {
+		t.Fatalf("a time in 2999 loaded as %d, beyond the window's end %d", got, limit)
 	}
 }

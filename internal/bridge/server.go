@@ -136,7 +136,13 @@ type Server struct {
 	byID     map[uint32]*registration
 	byAddr   map[netip.Addr]*registration
 	byUDP    map[netip.AddrPort]*registration
-	lastTime map[identity.PublicKey]int64 // newest accepted Register/Unregister time per key
+	lastTime map[identity.PublicKey]int64 // newest accepted Register/Unregister time per admitted key
+	// timesDirty: lastTime changed since it was last written to timesPath.
+	timesDirty bool
+
+	timesPath  string        // where lastTime persists (register_times.go); "": nowhere
+	timesSaved time.Time     // when it was last written; the janitor's (then Close's)
+	timesSaves atomic.Uint64 // writes, for tests
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
 	closed   bool         // guarded by handleMu
@@ -223,6 +229,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
 		s.relayBurst = max(s.relayRate/4, MaxFrame)
 	}
+	s.timesPath = registerTimesPath(cfg.StateFile)
+	if err := s.loadTimes(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -265,8 +275,9 @@ func (s *Server) TCPAddr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Close stops the listener, closes the TCP connections and waits for the
-// bridge's goroutines. Frames handed to HandleFrames afterwards are dropped.
+// Close stops the listener, closes the TCP connections, waits for the
+// bridge's goroutines and writes the newest Register times. Frames handed
+// to HandleFrames afterwards are dropped.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.handleMu.Lock()
@@ -288,6 +299,7 @@ func (s *Server) Close() error {
 			c.close()
 		}
 		s.wg.Wait()
+		s.saveTimesDue(s.now(), true)
 	})
 	return nil
 }
@@ -574,7 +586,9 @@ func (s *Server) janitor() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.expireIdle(s.now())
+			now := s.now()
+			s.expireIdle(now)
+			s.saveTimesDue(now, false)
 		}
 	}
 }

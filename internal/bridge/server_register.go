@@ -114,6 +114,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	reg.local = slices.Clip(m.Endpoints)
 	reg.lastSeen = now.UnixNano()
 	s.lastTime[from] = m.Time
+	s.timesDirty = true
 	id := reg.id
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
@@ -187,6 +188,7 @@ func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPo
 		return
 	}
 	s.lastTime[from] = m.Time
+	s.timesDirty = true
 	s.removeLocked(reg)
 }
 
@@ -212,6 +214,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 		known = true
 	}
 	delete(s.lastTime, key)
+	s.timesDirty = true
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
 	if tell.IsValid() {
