@@ -88,16 +88,16 @@ type serverCounters struct {
 }
 
 const (
-	keepaliveInterval = 15 // seconds, told to nodes in Registered
-	registrationTTL   = 60 * time.Second
-	janitorInterval   = 5 * time.Second
-	firstFrameTimeout = 10 * time.Second
-	tcpIdleTimeout    = 2 * registrationTTL
-	tcpWriteTimeout   = 10 * time.Second
-	tcpQueueLen       = 1024
-	maxTCPConns       = 8192
-	maxPendingPerAddr = 8   // TCP connections from one address not yet registered
-	maxFirstFrame     = 512 // a Register is smaller; the first frame of a connection
+	keepaliveInterval   = 15 // seconds, told to nodes in Registered
+	registrationTTL     = 60 * time.Second
+	janitorInterval     = 5 * time.Second
+	firstFrameTimeout   = 10 * time.Second
+	tcpIdleTimeout      = 2 * registrationTTL
+	tcpWriteTimeout     = 10 * time.Second
+	tcpQueueLen         = 1024
+	maxTCPConns         = 8192
+	maxPendingPerSource = 8   // TCP connections from one source (ratelimit.Source) not yet registered
+	maxFirstFrame       = 512 // a Register is smaller; the first frame of a connection
 
 	maxTCPBatch        = 64
 	lookupRate         = 100 // per second and node
@@ -150,7 +150,7 @@ type Server struct {
 	connMu  sync.Mutex // guards ln, conns, started, closing
 	ln      net.Listener
 	conns   map[*serverConn]struct{}
-	pending map[netip.Addr]int // connections per address still awaiting their first frame
+	pending map[netip.Addr]int // connections per source (ratelimit.Source) still awaiting their first frame
 	started bool
 	closing bool
 

@@ -46,9 +46,9 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	s.adm.mu.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
-	boundTo := identity.PublicKey{}
+	boundTo, retired := identity.PublicKey{}, false
 	if c != nil {
-		boundTo = c.key
+		boundTo, retired = c.key, c.retired
 	}
 	s.mu.RUnlock()
 	if seen && m.Time <= last {
@@ -56,8 +56,8 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		s.stats.replays.Add(1)
 		return
 	}
-	if !boundTo.IsZero() && boundTo != from {
-		s.adm.mu.Unlock() // a connection carries one node
+	if (!boundTo.IsZero() && boundTo != from) || retired {
+		s.adm.mu.Unlock() // a connection carries one node, once
 		return
 	}
 	// Checked before admission, so that a stale Register with a token
@@ -100,6 +100,14 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		s.byID[reg.id] = reg
 		s.byAddr[reg.addr] = reg
 	}
+	// The node registered over another TCP connection before: it has left
+	// it (or the bridge never saw it break), so it goes, and with it its
+	// slot and buffers, rather than idling until tcpIdleTimeout.
+	var old *serverConn
+	if reg.tcp != nil && reg.tcp != c {
+		old = reg.tcp
+		old.retired = true
+	}
 	s.detachLocked(reg)
 	if c != nil {
 		reg.tcp, reg.endpoint = c, c.remote
@@ -118,6 +126,9 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	id := reg.id
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
 
 	s.stats.registrations.Add(1)
 	if isNew {

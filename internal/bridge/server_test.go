@@ -744,14 +744,14 @@ func TestTCPStrangersAreCheap(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for range maxPendingPerAddr {
+	for range maxPendingPerSource {
 		c, err := net.Dial("tcp", h.s.TCPAddr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
 	}
-	waitCond(t, "pending connections accepted", func() bool { return h.s.Stats().TCPConnsOpen == maxPendingPerAddr })
+	waitCond(t, "pending connections accepted", func() bool { return h.s.Stats().TCPConnsOpen == maxPendingPerSource })
 	extra, err := net.Dial("tcp", h.s.TCPAddr().String())
 	if err != nil {
 		t.Fatal(err)
