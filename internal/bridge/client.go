@@ -69,6 +69,7 @@ type Client struct {
 	log     *slog.Logger
 	keys    *keyCache
 	bridges []*bridgeConn
+	bcast   *broadcasts // never probed
 
 	mu         sync.Mutex
 	lookups    map[uint64]chan lookupAnswer
@@ -112,6 +113,7 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg:        cfg,
 		log:        cfg.Log,
 		keys:       newKeyCache(cfg.Key, 65536),
+		bcast:      newBroadcasts(),
 		lookups:    make(map[uint64]chan lookupAnswer),
 		candidates: make(map[identity.PublicKey]*candidateSet),
 		probes:     make(map[uint64]sentProbe),
@@ -193,8 +195,10 @@ type Found struct {
 	Key       identity.PublicKey
 	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
 	RelayID   uint32
-	Endpoints []netip.AddrPort
-	Bridge    netip.AddrPort // for a bridge's own address: where it is
+	Endpoints []netip.AddrPort // plausible ones only (see plausible)
+	Bridge    netip.AddrPort   // for a bridge's own address: where it is
+
+	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
 }
 
 // Lookup asks the registered bridges who owns addr. Only an answer whose
@@ -257,7 +261,8 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 				continue
 			}
 			c.stats.LookupsFound.Add(1)
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: m.Endpoints}
+			loopback := a.via.onLoopback()
+			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: plausibleOnly(m.Endpoints, loopback), loopback: loopback}
 			if m.Key == a.via.cfg.Key {
 				f.Bridge = a.via.udpAddr()
 			} else {
@@ -399,6 +404,10 @@ func (b *bridgeConn) udpAddr() netip.AddrPort {
 	defer b.mu.Unlock()
 	return b.addr
 }
+
+// onLoopback reports whether the bridge is reached at a loopback address:
+// it runs on this host, and so does every node it sees at one.
+func (b *bridgeConn) onLoopback() bool { return b.udpAddr().Addr().IsLoopback() }
 
 func (b *bridgeConn) relay() transport.Relay {
 	b.mu.Lock()
@@ -684,7 +693,7 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
 			return
 		}
-		b.c.addCandidates(m.Key, m.Endpoints)
+		b.c.addCandidates(m.Key, m.Endpoints, b.onLoopback())
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -34,7 +35,7 @@ const (
 func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPort) {
 	switch m.Kind {
 	case KindProbe:
-		c.addCandidates(from, []netip.AddrPort{src})
+		c.addCandidates(from, []netip.AddrPort{src}, src.Addr().IsLoopback())
 		if ack, err := c.keys.seal(from, Message{Kind: KindProbeAck, Seq: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{ack}, src)
 		}
@@ -52,12 +53,18 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 	}
 }
 
-// Probe starts probing eps for a direct path to key (after a lookup).
-func (c *Client) Probe(key identity.PublicKey, eps []netip.AddrPort) {
-	c.addCandidates(key, eps)
+// Probe starts probing the endpoints of a lookup's answer for a direct
+// path to its key.
+func (c *Client) Probe(f Found) {
+	c.addCandidates(f.Key, f.Endpoints, f.loopback)
 }
 
-func (c *Client) addCandidates(key identity.PublicKey, eps []netip.AddrPort) {
+// addCandidates adds the plausible endpoints of eps to key's candidates
+// (loopback: the bridge that told them is on this host) and probes them
+// fast for a while.
+func (c *Client) addCandidates(key identity.PublicKey, eps []netip.AddrPort, loopback bool) {
+	now := time.Now()
+	eps = slices.DeleteFunc(plausibleOnly(eps, loopback), func(ep netip.AddrPort) bool { return c.bcast.has(ep.Addr(), now) })
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cs := c.candidates[key]
@@ -68,11 +75,10 @@ func (c *Client) addCandidates(key identity.PublicKey, eps []netip.AddrPort) {
 		cs = &candidateSet{}
 		c.candidates[key] = cs
 	}
-	cs.expires = time.Now().Add(candidateLifetime)
+	cs.expires = now.Add(candidateLifetime)
 	cs.burst = probeBurstCount
 	for _, ep := range eps {
-		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-		if !ep.IsValid() || ep.Port() == 0 || containsEP(cs.addrs, ep) {
+		if containsEP(cs.addrs, ep) {
 			continue
 		}
 		if len(cs.addrs) >= maxCandidates {
@@ -162,7 +168,7 @@ func (c *Client) refresh(all bool) {
 				continue
 			}
 			c.cfg.Bind.SetRelay(k, f.Relay, f.RelayID)
-			c.addCandidates(k, f.Endpoints)
+			c.Probe(f)
 		}
 	}()
 }

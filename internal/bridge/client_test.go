@@ -131,20 +131,21 @@ func (f *fakeBridge) config() BridgeConfig {
 
 func startClient(t *testing.T, bridges ...BridgeConfig) *Client {
 	t.Helper()
+	return startClientWants(t, nil, bridges...)
+}
+
+// startClientWants starts a client that wants to talk to the keys wants
+// reports (nil: none) and waits until every bridge registered it.
+func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges ...BridgeConfig) *Client {
+	t.Helper()
 	bind, _ := openBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind})
+	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
-	deadline := time.Now().Add(5 * time.Second)
-	for c.registeredCount() < len(bridges) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not registered: %+v", c.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCond(t, "registered with every bridge", func() bool { return c.registeredCount() == len(bridges) })
 	return c
 }
 

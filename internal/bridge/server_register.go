@@ -119,7 +119,10 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		reg.endpoint = src
 		s.byUDP[src] = reg
 	}
-	reg.local = slices.Clip(m.Endpoints)
+	// What the node says of itself goes to every node that looks it up,
+	// which may probe it: only plausible endpoints (loopback ones only from
+	// a node on this host).
+	reg.local = plausibleOnly(m.Endpoints, src.Addr().IsLoopback())
 	reg.lastSeen = now.UnixNano()
 	s.lastTime[from] = m.Time
 	s.timesDirty = true
