@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -75,6 +76,10 @@ type Client struct {
 	lookups    map[uint64]chan lookupAnswer
 	candidates map[identity.PublicKey]*candidateSet
 	probes     map[uint64]sentProbe
+	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
+
+	answers    *ratelimit.Keyed // probe answers per peer (by its address)
+	allAnswers rateBucket       // probe answers in all
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -88,12 +93,14 @@ type Client struct {
 
 // ClientStats counts what the client saw.
 type ClientStats struct {
-	Lookups      atomic.Uint64
-	LookupsFound atomic.Uint64
-	WrongAnswers atomic.Uint64 // lookup answers whose key does not own the address
-	ProbesSent   atomic.Uint64
-	ProbeAcks    atomic.Uint64
-	Dropped      atomic.Uint64 // control frames that did not open or were not expected
+	Lookups        atomic.Uint64
+	LookupsFound   atomic.Uint64
+	WrongAnswers   atomic.Uint64 // lookup answers whose key does not own the address
+	ProbesSent     atomic.Uint64
+	ProbeAcks      atomic.Uint64 // answers to our probes (and challenges) taken
+	ProbesAnswered atomic.Uint64
+	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
+	Dropped        atomic.Uint64 // control frames that did not open or were not expected
 }
 
 type lookupAnswer struct {
@@ -117,10 +124,13 @@ func NewClient(cfg ClientConfig) *Client {
 		lookups:    make(map[uint64]chan lookupAnswer),
 		candidates: make(map[identity.PublicKey]*candidateSet),
 		probes:     make(map[uint64]sentProbe),
+		seen:       make(map[identity.PublicKey]*probeMemory),
+		answers:    ratelimit.NewKeyed(answerRate, answerBurst, maxProbingPeers),
 		refreshNow: make(chan bool, 1),
 		stop:       make(chan struct{}),
 	}
 	c.seq.Store(uint64(time.Now().UnixNano()))
+	c.allAnswers.init(time.Now().UnixNano(), answersBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 	}

@@ -18,11 +18,13 @@ type candidateSet struct {
 	burst   int // probes left in the fast burst
 }
 
-// sentProbe is a probe awaiting its answer.
+// sentProbe is a probe, or a challenge in a probe's answer, awaiting its
+// answer.
 type sentProbe struct {
-	key identity.PublicKey
-	to  netip.AddrPort
-	at  time.Time
+	key       identity.PublicKey
+	to        netip.AddrPort
+	at        time.Time
+	challenge bool
 }
 
 const (
@@ -30,24 +32,118 @@ const (
 	maxSentProbes     = 8192
 )
 
+// What a probe from a peer may cost this node: one answer, and only for a
+// probe that is fresh and not answered before. A probe is a sealed frame
+// that anyone on the path can copy and send again from any address; the
+// answer goes to where the probe came from.
+const (
+	// peerClockWindow is how far a probe's time (the peer's clock) may be
+	// from ours. Nodes are within maxClockSkew of their bridge's clock
+	// (it refuses them otherwise), so within twice that of each other;
+	// a minute more for the way.
+	peerClockWindow = 2*maxClockSkew + time.Minute
+	// probeReorder: a probe up to this much older than the newest one
+	// answered from that peer is still answered, once. A peer probes
+	// several of our endpoints at once, and the paths reorder them.
+	probeReorder = time.Second
+	// recentProbes probes of one peer within probeReorder are remembered
+	// exactly; more in that span are not answered.
+	recentProbes = 16
+	// maxProbingPeers bounds the peers whose probes are remembered; a
+	// peer's memory goes once its newest probe is older than
+	// peerClockWindow (the window refuses its probes by then).
+	maxProbingPeers = 4096
+
+	// Answers per peer (a member that forges probes with other source
+	// addresses can draw at most these) and in all.
+	answerRate, answerBurst   = 16, 32
+	answersRate, answersBurst = 256, 512
+)
+
+// probeMemory is what a node remembers of one peer's probes.
+type probeMemory struct {
+	newest int64               // the newest probe time answered
+	recent [recentProbes]int64 // probe times answered, a ring
+	next   int                 // the ring's oldest slot
+}
+
+// answerableLocked reports whether a probe stamped t from key at now is
+// fresh and not answered before, and if so notes it as answered.
+func (c *Client) answerableLocked(key identity.PublicKey, t int64, now time.Time) bool {
+	floor := now.Add(-peerClockWindow).UnixNano()
+	if t < floor || t > now.Add(peerClockWindow).UnixNano() {
+		return false
+	}
+	pm := c.seen[key]
+	if pm == nil {
+		if len(c.seen) >= maxProbingPeers {
+			for k, p := range c.seen {
+				if p.newest < floor {
+					delete(c.seen, k)
+				}
+			}
+			if len(c.seen) >= maxProbingPeers {
+				return false // forgetting anyone now would let their probes be answered again
+			}
+		}
+		pm = &probeMemory{}
+		c.seen[key] = pm
+	}
+	newest := max(pm.newest, t)
+	// Older than the reorder span, answered already, or the ring is full
+	// of probes within the span (overwriting one would let it be
+	// answered again).
+	if t <= pm.newest-int64(probeReorder) || slices.Contains(pm.recent[:], t) || pm.recent[pm.next] > newest-int64(probeReorder) {
+		return false
+	}
+	pm.recent[pm.next] = t
+	pm.next = (pm.next + 1) % len(pm.recent)
+	pm.newest = newest
+	return true
+}
+
 // handlePeer acts on a probe or probe answer from the node from (proven by
 // its key), which came from src.
+//
+// A probe is answered once, with a challenge (a nonce of ours in Seq):
+// the prober answers it from the same place, which proves the path to us
+// the other way without our probing src ourselves. So a probe costs this
+// node exactly one packet, however it got here, and src (which a copier
+// chooses) never becomes a place we probe.
 func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPort) {
+	now := time.Now()
 	switch m.Kind {
 	case KindProbe:
-		c.addCandidates(from, []netip.AddrPort{src}, src.Addr().IsLoopback())
-		if ack, err := c.keys.seal(from, Message{Kind: KindProbeAck, Seq: m.Seq}); err == nil {
-			_ = c.cfg.Bind.SendFrames([][]byte{ack}, src)
+		c.mu.Lock()
+		ok := c.answerableLocked(from, m.Time, now)
+		c.mu.Unlock()
+		if !ok || !c.answers.Allow(from.Address(), now) || !c.allAnswers.allow(now.UnixNano(), 1, answersRate, answersBurst) {
+			c.stats.ProbesRefused.Add(1)
+			return
+		}
+		ack := Message{Kind: KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
+		if frame, err := c.keys.seal(from, ack); err == nil {
+			c.stats.ProbesAnswered.Add(1)
+			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
 	case KindProbeAck:
-		// Only the answer to a probe we sent, once, from where we sent it:
-		// a replayed ack cannot point the peer anywhere.
-		if !c.takeProbe(m.Seq, from, src) {
+		// Only the answer to a probe (or challenge) we sent, once, from
+		// where we sent it: a replayed answer cannot point the peer
+		// anywhere, nor draw a packet.
+		p, ok := c.takeProbe(m.Echo, from, src)
+		if !ok {
 			c.stats.Dropped.Add(1)
 			return
 		}
 		c.stats.ProbeAcks.Add(1)
 		c.cfg.Bind.DirectWorks(from, src)
+		if p.challenge || m.Seq == 0 {
+			return
+		}
+		// The peer's challenge: answered once, to where our probe went.
+		if frame, err := c.keys.seal(from, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
+			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
+		}
 	default:
 		c.stats.Dropped.Add(1)
 	}
@@ -202,7 +298,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 	c.mu.Unlock()
 	for k, eps := range targets {
 		for _, ep := range eps {
-			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now)})
+			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue
 			}
@@ -212,10 +308,10 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 	}
 }
 
-// newProbe records a probe to key at to and returns its random sequence
-// number.
-func (c *Client) newProbe(key identity.PublicKey, to netip.AddrPort, now time.Time) uint64 {
-	seq := rand.Uint64()
+// newProbe records a probe (or a challenge) to key at to and returns its
+// random, nonzero sequence number.
+func (c *Client) newProbe(key identity.PublicKey, to netip.AddrPort, now time.Time, challenge bool) uint64 {
+	seq := rand.Uint64() | 1
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.probes) >= maxSentProbes {
@@ -228,19 +324,19 @@ func (c *Client) newProbe(key identity.PublicKey, to netip.AddrPort, now time.Ti
 			clear(c.probes)
 		}
 	}
-	c.probes[seq] = sentProbe{key: key, to: to, at: now}
+	c.probes[seq] = sentProbe{key: key, to: to, at: now, challenge: challenge}
 	return seq
 }
 
 // takeProbe consumes the probe seq if key answered it from where it went.
-func (c *Client) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
+func (c *Client) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPort) (sentProbe, bool) {
 	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p, ok := c.probes[seq]
 	if !ok || p.key != key || p.to != from || time.Since(p.at) > probeAnswerWindow {
-		return false
+		return sentProbe{}, false
 	}
 	delete(c.probes, seq)
-	return true
+	return p, true
 }

@@ -235,18 +235,22 @@ func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
 	defer c.Close()
 	peer, other := testKey(t).Public(), testKey(t).Public()
 	to := netip.MustParseAddrPort("192.0.2.1:4610")
-	seq := c.newProbe(peer, to, time.Now())
-	if c.takeProbe(seq, other, to) || c.takeProbe(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || c.takeProbe(seq+1, peer, to) {
+	taken := func(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
+		_, ok := c.takeProbe(seq, key, from)
+		return ok
+	}
+	seq := c.newProbe(peer, to, time.Now(), false)
+	if taken(seq, other, to) || taken(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || taken(seq+1, peer, to) {
 		t.Fatal("an answer from another key, address or probe was taken")
 	}
-	if !c.takeProbe(seq, peer, to) {
+	if !taken(seq, peer, to) {
 		t.Fatal("the real answer was not taken")
 	}
-	if c.takeProbe(seq, peer, to) {
+	if taken(seq, peer, to) {
 		t.Fatal("a replayed answer was taken twice")
 	}
-	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow))
-	if c.takeProbe(old, peer, to) {
+	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow), false)
+	if taken(old, peer, to) {
 		t.Fatal("a stale answer was taken")
 	}
 }
