@@ -63,13 +63,28 @@ type fakeBridge struct {
 // tell seals m to the last node that registered and sends it there.
 func (f *fakeBridge) tell(t *testing.T, m Message) {
 	t.Helper()
+	f.sendRaw(t, f.seal(t, m))
+}
+
+// seal seals m to the last node that registered.
+func (f *fakeBridge) seal(t *testing.T, m Message) []byte {
+	t.Helper()
 	f.mu.Lock()
-	to, at := f.node, f.nodeAt
+	to := f.node
 	f.mu.Unlock()
 	frame, err := f.keys.seal(to, m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return frame
+}
+
+// sendRaw sends frame to the last node that registered.
+func (f *fakeBridge) sendRaw(t *testing.T, frame []byte) {
+	t.Helper()
+	f.mu.Lock()
+	at := f.nodeAt
+	f.mu.Unlock()
 	if _, err := f.pc.WriteTo(frame, at); err != nil {
 		t.Fatal(err)
 	}

@@ -151,3 +151,34 @@ func TestProbeThreeWay(t *testing.T) {
 		t.Fatalf("b has %d candidate sets from a probe's source", n)
 	}
 }
+
+// A replayed introduction, or a stale one, does nothing: it would make
+// the node probe the endpoints it carries again (and point the peer's
+// relay path at the relay id it names).
+func TestReplayedIntroductionIgnored(t *testing.T) {
+	peer := testKey(t).Public()
+	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
+	eps := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}
+	introduced := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.candidates[peer] != nil
+	}
+	captured := fb.seal(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
+	fb.sendRaw(t, captured)
+	waitCond(t, "the introduction", introduced)
+	c.mu.Lock()
+	clear(c.candidates) // probed and expired
+	c.mu.Unlock()
+
+	dropped := c.Stats().Dropped.Load()
+	fb.sendRaw(t, captured)
+	fb.tell(t, Message{Kind: KindIntroduce, Time: time.Now().Add(-peerClockWindow - time.Second).UnixNano(), Key: peer, ID: 8, Endpoints: eps})
+	waitCond(t, "the replay and the stale one dropped", func() bool { return c.Stats().Dropped.Load() == dropped+2 })
+	if introduced() {
+		t.Fatal("a replayed or stale introduction made the node probe again")
+	}
+	fb.tell(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps}) // a new one works
+	waitCond(t, "a new introduction", introduced)
+}
