@@ -78,8 +78,10 @@ type Client struct {
 	probes     map[uint64]sentProbe
 	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
 
-	answers    *ratelimit.Keyed // probe answers per peer (by its address)
-	allAnswers rateBucket       // probe answers in all
+	answers     *ratelimit.Keyed // probe answers per peer (by its address)
+	allAnswers  rateBucket       // probe answers in all
+	probeBudget *ratelimit.Keyed // probes sent per peer (by its address)
+	allProbes   rateBucket       // probes sent in all
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -97,6 +99,7 @@ type ClientStats struct {
 	LookupsFound   atomic.Uint64
 	WrongAnswers   atomic.Uint64 // lookup answers whose key does not own the address
 	ProbesSent     atomic.Uint64
+	ProbesLimited  atomic.Uint64 // probes not sent: over the rate per peer or in all
 	ProbeAcks      atomic.Uint64 // answers to our probes (and challenges) taken
 	ProbesAnswered atomic.Uint64
 	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
@@ -117,20 +120,22 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.Wants = func(identity.PublicKey) bool { return false }
 	}
 	c := &Client{
-		cfg:        cfg,
-		log:        cfg.Log,
-		keys:       newKeyCache(cfg.Key, 65536),
-		bcast:      newBroadcasts(),
-		lookups:    make(map[uint64]chan lookupAnswer),
-		candidates: make(map[identity.PublicKey]*candidateSet),
-		probes:     make(map[uint64]sentProbe),
-		seen:       make(map[identity.PublicKey]*probeMemory),
-		answers:    ratelimit.NewKeyed(answerRate, answerBurst, maxProbingPeers),
-		refreshNow: make(chan bool, 1),
-		stop:       make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Log,
+		keys:        newKeyCache(cfg.Key, 65536),
+		bcast:       newBroadcasts(),
+		lookups:     make(map[uint64]chan lookupAnswer),
+		candidates:  make(map[identity.PublicKey]*candidateSet),
+		probes:      make(map[uint64]sentProbe),
+		seen:        make(map[identity.PublicKey]*probeMemory),
+		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
+		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
+		refreshNow:  make(chan bool, 1),
+		stop:        make(chan struct{}),
 	}
 	c.seq.Store(uint64(time.Now().UnixNano()))
-	c.allAnswers.init(time.Now().UnixNano(), answersBurst)
+	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
+	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 	}

@@ -56,8 +56,20 @@ const (
 
 	// Answers per peer (a member that forges probes with other source
 	// addresses can draw at most these) and in all.
-	answerRate, answerBurst   = 16, 32
-	answersRate, answersBurst = 256, 512
+	peerAnswerRate, peerAnswerBurst = 16, 32
+	allAnswerRate, allAnswerBurst   = 256, 512
+)
+
+// Probes this node sends, per peer and in all. A peer's (or a lying
+// bridge's) endpoints, whatever they are, draw at most peerProbeRate
+// packets a second from this node: enough for the fast rounds
+// (probeBurstCount of them) after an introduction to two or three
+// endpoints, and for a round a second to the most (maxCandidates and the
+// direct address) after them. The overall rate spreads a node with
+// hundreds of relayed peers over a few seconds.
+const (
+	peerProbeRate, peerProbeBurst = maxCandidates + 2, 24
+	allProbeRate, allProbeBurst   = 256, 512
 )
 
 // probeMemory is what a node remembers of one peer's probes.
@@ -117,7 +129,7 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 		c.mu.Lock()
 		ok := c.answerableLocked(from, m.Time, now)
 		c.mu.Unlock()
-		if !ok || !c.answers.Allow(from.Address(), now) || !c.allAnswers.allow(now.UnixNano(), 1, answersRate, answersBurst) {
+		if !ok || !c.answers.Allow(from.Address(), now) || !c.allAnswers.allow(now.UnixNano(), 1, allAnswerRate, allAnswerBurst) {
 			c.stats.ProbesRefused.Add(1)
 			return
 		}
@@ -298,6 +310,10 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 	c.mu.Unlock()
 	for k, eps := range targets {
 		for _, ep := range eps {
+			if !c.probeBudget.Allow(k.Address(), now) || !c.allProbes.allow(now.UnixNano(), 1, allProbeRate, allProbeBurst) {
+				c.stats.ProbesLimited.Add(1)
+				continue
+			}
 			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue

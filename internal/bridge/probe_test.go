@@ -120,11 +120,11 @@ func TestProbeReorderAndRate(t *testing.T) {
 	if got := c.Stats().ProbesAnswered.Load(); got != 2 {
 		t.Fatalf("%d answered, want 2", got)
 	}
-	for i := range 2 * answerBurst {
+	for i := range 2 * peerAnswerBurst {
 		send(uint64(10+i), now.Add(time.Duration(i+1)*time.Second)) // each newer
 	}
 	// The burst, and what the rate refilled meanwhile.
-	limit := uint64(answerBurst + answerRate*time.Since(now).Seconds() + 1)
+	limit := uint64(peerAnswerBurst + peerAnswerRate*time.Since(now).Seconds() + 1)
 	if got := c.Stats().ProbesAnswered.Load(); got > limit {
 		t.Fatalf("%d answered to one peer, want at most %d", got, limit)
 	}
@@ -181,4 +181,41 @@ func TestReplayedIntroductionIgnored(t *testing.T) {
 	}
 	fb.tell(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps}) // a new one works
 	waitCond(t, "a new introduction", introduced)
+}
+
+// However many endpoints a peer (or a lying bridge) names, and however
+// often it is introduced, the node sends probes at a bounded rate per
+// peer and in all.
+func TestProbesRateLimited(t *testing.T) {
+	c, _ := probeNode(t, testKey(t))
+	now := time.Now()
+	endpoints := func(n int) []netip.AddrPort {
+		var eps []netip.AddrPort
+		for i := range n {
+			eps = append(eps, netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 2, 0, byte(1 + i)}), 4610))
+		}
+		return eps
+	}
+	peer := testKey(t).Public()
+	for range 10 {
+		c.addCandidates(peer, endpoints(maxCandidates), true) // introduced again and again
+		c.probeRound(now, true)
+	}
+	if sent := c.Stats().ProbesSent.Load(); sent != peerProbeBurst {
+		t.Fatalf("%d probes to one peer at once, want %d", sent, peerProbeBurst)
+	}
+	now = now.Add(time.Second) // refills peerProbeRate: enough for a round to every candidate
+	c.probeRound(now, true)
+	if sent := c.Stats().ProbesSent.Load(); sent != peerProbeBurst+maxCandidates {
+		t.Fatalf("%d probes a second later, want %d", sent, peerProbeBurst+maxCandidates)
+	}
+
+	c2, _ := probeNode(t, testKey(t))
+	for range allProbeBurst / maxCandidates * 2 {
+		c2.addCandidates(testKey(t).Public(), endpoints(maxCandidates), true)
+	}
+	c2.probeRound(now, true)
+	if sent := c2.Stats().ProbesSent.Load(); sent != allProbeBurst {
+		t.Fatalf("%d probes in all at once, want %d", sent, allProbeBurst)
+	}
 }
