@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/nacl/box"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -296,4 +297,58 @@ func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
 
 	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
 	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
+}
+
+// sealPlain seals arbitrary plaintext as a control frame from priv to
+// the key shared: what a bridge or peer holding its key could send.
+func sealPlain(priv identity.PrivateKey, to identity.PublicKey, plain []byte) []byte {
+	shared := Precompute(priv, to)
+	from := priv.Public()
+	var nonce [24]byte
+	b := append([]byte{FrameControl, version, 0, 0}, from[:]...)
+	b = append(b, nonce[:]...)
+	k := [32]byte(shared)
+	return box.SealAfterPrecomputation(b, plain, &nonce, &k)
+}
+
+// FuzzClientFrames: whatever a node's bridge or a peer it wants to talk
+// to seals (the fuzzer writes the plaintext), and any frame at all, over
+// UDP or the bridge's TCP connection, never panics the node's client.
+func FuzzClientFrames(f *testing.F) {
+	node := identity.PrivateKeyFromBytes([32]byte{5})
+	bridgeKey := identity.PrivateKeyFromBytes([32]byte{9})
+	peer := identity.PrivateKeyFromBytes([32]byte{7})
+	now := time.Now().UnixNano()
+	msgs := sampleMessages()
+	msgs = append(msgs,
+		Message{Kind: KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
+		Message{Kind: KindProbe, Time: now, Seq: 1},
+		Message{Kind: KindProbeAck, Time: now, Echo: 1, Seq: 2},
+		Message{Kind: KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
+	)
+	for _, m := range msgs {
+		plain, err := m.marshal(nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(byte(0), plain)
+		f.Add(byte(1), plain)
+	}
+	f.Add(byte(2), []byte{FrameControl, 1, 0, 0}) // a version 1 header
+	f.Add(byte(2), relayFrame(1, "x"))
+	f.Fuzz(func(t *testing.T, who byte, b []byte) {
+		c := NewClient(ClientConfig{Key: node, Bind: transport.NewBind(nil),
+			Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}},
+			Wants:   func(identity.PublicKey) bool { return true }})
+		defer c.Close()
+		frame := b
+		switch who % 3 {
+		case 0:
+			frame = sealPlain(bridgeKey, node.Public(), b)
+		case 1:
+			frame = sealPlain(peer, node.Public(), b)
+		}
+		c.HandleFrames([][]byte{frame, frame}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("192.0.2.1:1")})
+		c.handleFrame(frame, netip.AddrPort{}, c.bridges[0])
+	})
 }
