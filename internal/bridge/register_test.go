@@ -194,3 +194,21 @@ func TestRegisterTimesFileChecked(t *testing.T) {
 		t.Fatalf("a time in 2999 loaded as %d, beyond the window's end %d", got, limit)
 	}
 }
+
+// A node whose clock is off learns why the bridge refuses it: the reason
+// is its bridge's error in `tomoe status`, not silence.
+func TestClockRefusalReachesNodeStatus(t *testing.T) {
+	nodeKey := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{nodeKey.Public()}})
+	h.clk.ns.Store(time.Now().Add(-time.Hour).UnixNano()) // the client's clock (the real one) is an hour ahead
+	bind, _ := openBind(t)
+	bind.SetPrivateKey(nodeKey)
+	c := NewClient(ClientConfig{Key: nodeKey, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
+	bind.SetFrameHandler(c)
+	c.Start()
+	t.Cleanup(c.Close)
+	waitCond(t, "refused", func() bool { return c.Status()[0].State == "refused" })
+	if st := c.Status()[0]; !strings.Contains(st.Error, "clock is 1h0m") || !strings.Contains(st.Error, "ahead of the bridge's") {
+		t.Fatalf("status %+v: the error does not say the clock is off", st)
+	}
+}
