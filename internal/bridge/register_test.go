@@ -212,3 +212,30 @@ func TestClockRefusalReachesNodeStatus(t *testing.T) {
 		t.Fatalf("status %+v: the error does not say the clock is off", st)
 	}
 }
+
+// The newest times are kept for admitted keys only, and only while the
+// clock window needs them, file or not: the map holds the keys active in
+// the last minutes.
+func TestRegisterTimesBounded(t *testing.T) {
+	a := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
+	h.udpNode(a).mustRegister()
+	for range 3 {
+		if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+			t.Fatalf("stranger: %s", m.Kind)
+		}
+	}
+	held := func() int {
+		h.s.mu.RLock()
+		defer h.s.mu.RUnlock()
+		return len(h.s.lastTime)
+	}
+	if n := held(); n != 1 {
+		t.Fatalf("%d times held, want 1 (strangers are not remembered)", n)
+	}
+	h.clk.Advance(maxClockSkew + time.Second)
+	h.s.saveTimesDue(h.clk.Now(), false)
+	if n := held(); n != 0 {
+		t.Fatalf("%d times held after the window", n)
+	}
+}

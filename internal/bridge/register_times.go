@@ -85,12 +85,14 @@ func (s *Server) loadTimes() error {
 
 // saveTimesDue writes the times if they changed and timesSaveInterval has
 // passed since the last write (the janitor calls it), or at once if
-// force (at Close). Times older than the clock window are forgotten first:
-// the window refuses whatever they would.
+// force (at Close). Times older than the clock window are forgotten first
+// (also by a bridge without a file): the window refuses whatever they
+// would, so the map holds the keys active in the last minutes only.
 func (s *Server) saveTimesDue(now time.Time, force bool) {
-	if s.timesPath == "" || (!force && now.Sub(s.timesSaved) < timesSaveInterval) {
+	if !force && now.Sub(s.timesSaved) < timesSaveInterval {
 		return
 	}
+	s.timesSaved = now
 	floor := now.Add(-maxClockSkew).UnixNano()
 	s.mu.Lock()
 	for k, t := range s.lastTime {
@@ -98,7 +100,7 @@ func (s *Server) saveTimesDue(now time.Time, force bool) {
 			delete(s.lastTime, k)
 		}
 	}
-	if !s.timesDirty {
+	if s.timesPath == "" || !s.timesDirty {
 		s.mu.Unlock()
 		return
 	}
@@ -109,7 +111,6 @@ func (s *Server) saveTimesDue(now time.Time, force bool) {
 	s.timesDirty = false
 	s.mu.Unlock()
 	slices.SortFunc(st.Times, func(x, y registerTime) int { return x.Time.Compare(y.Time) })
-	s.timesSaved = now
 	if err := registerTimesFileOf(s.timesPath).Save(st); err != nil {
 		s.mu.Lock()
 		s.timesDirty = true // try again at the next interval
