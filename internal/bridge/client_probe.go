@@ -356,3 +356,43 @@ func (c *Client) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPo
 	delete(c.probes, seq)
 	return p, true
 }
+
+// maxIntroduced bounds the peers whose introductions a node remembers per
+// bridge.
+const maxIntroduced = 4096
+
+// freshIntroduction reports whether an introduction of key stamped t (the
+// bridge's clock) is news at now, and if so notes it. The bridge and this
+// node agree on the time within maxClockSkew (the bridge refuses it
+// otherwise), and the bridge's introductions of one peer come in order: a
+// replayed one (which would make this node probe old endpoints and point
+// the peer's relay at an old id) is neither fresh nor newer. When the
+// memory is full of live entries the introduction is refused: forgetting
+// one would let it be replayed.
+func (b *bridgeConn) freshIntroduction(key identity.PublicKey, t int64, now time.Time) bool {
+	floor := now.Add(-peerClockWindow).UnixNano()
+	if t < floor || t > now.Add(peerClockWindow).UnixNano() {
+		return false
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	last, ok := b.introduced[key]
+	if ok && t <= last {
+		return false
+	}
+	if !ok && len(b.introduced) >= maxIntroduced {
+		for k, at := range b.introduced {
+			if at < floor {
+				delete(b.introduced, k)
+			}
+		}
+		if len(b.introduced) >= maxIntroduced {
+			return false
+		}
+	}
+	if b.introduced == nil {
+		b.introduced = make(map[identity.PublicKey]int64)
+	}
+	b.introduced[key] = t
+	return true
+}

@@ -89,6 +89,8 @@ func (s *Server) loadTimes() error {
 // (also by a bridge without a file): the window refuses whatever they
 // would, so the map holds the keys active in the last minutes only.
 func (s *Server) saveTimesDue(now time.Time, force bool) {
+	s.timesMu.Lock()
+	defer s.timesMu.Unlock()
 	if !force && now.Sub(s.timesSaved) < timesSaveInterval {
 		return
 	}

@@ -141,7 +141,8 @@ type Server struct {
 	timesDirty bool
 
 	timesPath  string        // where lastTime persists (register_times.go); "": nowhere
-	timesSaved time.Time     // when it was last written; the janitor's (then Close's)
+	timesMu    sync.Mutex    // serializes saveTimesDue; guards timesSaved
+	timesSaved time.Time     // when lastTime was last pruned and written
 	timesSaves atomic.Uint64 // writes, for tests
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively

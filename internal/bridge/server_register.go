@@ -16,10 +16,11 @@ import (
 // maxClockSkew bounds how far a node message's Time (the node's clock) may
 // be from the bridge's clock, either way. In the past, it is how long a
 // captured Register stays usable once the bridge no longer knows a newer
-// time from that key (after a restart that lost the newest one, or after
-// the key was quiet for that long: lastTime keeps only newer times). In the
-// future, it bounds how long one Register stamped ahead (a node whose clock
-// was fast, then stepped back) makes the key's later ones look like replays.
+// time from that key (after a crash lost the newest one; the bridge also
+// forgets the times of keys quiet for that long, which the window then
+// covers). In the future, it bounds how long one Register stamped ahead (a
+// node whose clock was fast, then stepped back) makes the key's later ones
+// look like replays: the bridge keeps, and persists, the newest time.
 const maxClockSkew = 2 * time.Minute
 
 // clockRefusal returns why a node message stamped t is not fresh at now,
