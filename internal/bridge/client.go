@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -74,11 +74,18 @@ type Client struct {
 	log     *slog.Logger
 	keys    *keyCache
 	bridges []*bridgeConn
+	bcast   *broadcasts // never probed
 
 	mu         sync.Mutex
 	lookups    map[uint64]chan lookupAnswer
 	candidates map[identity.PublicKey]*candidateSet
 	probes     map[uint64]sentProbe
+	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
+
+	answers     *ratelimit.Keyed // probe answers per peer (by its address)
+	allAnswers  rateBucket       // probe answers in all
+	probeBudget *ratelimit.Keyed // probes sent per peer (by its address)
+	allProbes   rateBucket       // probes sent in all
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -92,18 +99,15 @@ type Client struct {
 
 // ClientStats counts what the client saw.
 type ClientStats struct {
-	Lookups      atomic.Uint64
-	LookupsFound atomic.Uint64
-	WrongAnswers atomic.Uint64 // lookup answers whose key does not own the address
-	ProbesSent   atomic.Uint64
-	ProbeAcks    atomic.Uint64
-	Dropped      atomic.Uint64 // control frames that did not open or were not expected
-}
-
-type candidateSet struct {
-	addrs   []netip.AddrPort
-	expires time.Time
-	burst   int // probes left in the fast burst
+	Lookups        atomic.Uint64
+	LookupsFound   atomic.Uint64
+	WrongAnswers   atomic.Uint64 // lookup answers whose key does not own the address
+	ProbesSent     atomic.Uint64
+	ProbesLimited  atomic.Uint64 // probes not sent: over the rate per peer or in all
+	ProbeAcks      atomic.Uint64 // answers to our probes (and challenges) taken
+	ProbesAnswered atomic.Uint64
+	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
+	Dropped        atomic.Uint64 // control frames that did not open or were not expected
 }
 
 type lookupAnswer struct {
@@ -120,16 +124,22 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.Wants = func(identity.PublicKey) bool { return false }
 	}
 	c := &Client{
-		cfg:        cfg,
-		log:        cfg.Log,
-		keys:       newKeyCache(cfg.Key, 65536),
-		lookups:    make(map[uint64]chan lookupAnswer),
-		candidates: make(map[identity.PublicKey]*candidateSet),
-		probes:     make(map[uint64]sentProbe),
-		refreshNow: make(chan bool, 1),
-		stop:       make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Log,
+		keys:        newKeyCache(cfg.Key, 65536),
+		bcast:       newBroadcasts(),
+		lookups:     make(map[uint64]chan lookupAnswer),
+		candidates:  make(map[identity.PublicKey]*candidateSet),
+		probes:      make(map[uint64]sentProbe),
+		seen:        make(map[identity.PublicKey]*probeMemory),
+		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
+		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
+		refreshNow:  make(chan bool, 1),
+		stop:        make(chan struct{}),
 	}
 	c.seq.Store(uint64(time.Now().UnixNano()))
+	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
+	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 	}
@@ -204,8 +214,10 @@ type Found struct {
 	Key       identity.PublicKey
 	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
 	RelayID   uint32
-	Endpoints []netip.AddrPort
-	Bridge    netip.AddrPort // for a bridge's own address: where it is
+	Endpoints []netip.AddrPort // plausible ones only (see plausible)
+	Bridge    netip.AddrPort   // for a bridge's own address: where it is
+
+	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
 }
 
 // Lookup asks the registered bridges who owns addr. Only an answer whose
@@ -268,7 +280,8 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 				continue
 			}
 			c.stats.LookupsFound.Add(1)
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: m.Endpoints}
+			loopback := a.via.onLoopback()
+			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: plausibleOnly(m.Endpoints, loopback), loopback: loopback}
 			if m.Key == a.via.cfg.Key {
 				f.Bridge = a.via.udpAddr()
 			} else {
@@ -289,160 +302,6 @@ func (c *Client) registeredCount() int {
 		}
 	}
 	return n
-}
-
-// Probe starts probing eps for a direct path to key (after a lookup).
-func (c *Client) Probe(key identity.PublicKey, eps []netip.AddrPort) {
-	c.addCandidates(key, eps)
-}
-
-func (c *Client) addCandidates(key identity.PublicKey, eps []netip.AddrPort) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	cs := c.candidates[key]
-	if cs == nil {
-		if len(c.candidates) >= 4096 {
-			clear(c.candidates)
-		}
-		cs = &candidateSet{}
-		c.candidates[key] = cs
-	}
-	cs.expires = time.Now().Add(candidateLifetime)
-	cs.burst = probeBurstCount
-	for _, ep := range eps {
-		ep = netip.AddrPortFrom(ep.Addr().Unmap(), ep.Port())
-		if !ep.IsValid() || ep.Port() == 0 || containsEP(cs.addrs, ep) {
-			continue
-		}
-		if len(cs.addrs) >= maxCandidates {
-			cs.addrs = cs.addrs[1:]
-		}
-		cs.addrs = append(cs.addrs, ep)
-	}
-}
-
-func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
-	for _, e := range eps {
-		if e == ep {
-			return true
-		}
-	}
-	return false
-}
-
-// probeLoop probes direct paths: fast right after an introduction, then
-// every probeInterval for every peer that has a relay to fall back on. It
-// also looks relayed peers up again now and then (refreshInterval), and at
-// once when this node's public address changed: the answer brings fresh
-// endpoints, and the lookup makes the bridge introduce us to the peer
-// again, so both sides probe each other's current addresses.
-func (c *Client) probeLoop() {
-	defer c.wg.Done()
-	fast := time.NewTicker(probeBurst)
-	defer fast.Stop()
-	var lastSlow, lastRefresh time.Time
-	for {
-		select {
-		case <-c.stop:
-			return
-		case all := <-c.refreshNow:
-			lastRefresh = time.Now()
-			c.refresh(all)
-		case now := <-fast.C:
-			slow := now.Sub(lastSlow) >= probeInterval
-			if slow {
-				lastSlow = now
-			}
-			c.probeRound(now, slow)
-			if now.Sub(lastRefresh) >= refreshInterval {
-				lastRefresh = now
-				c.refresh(false)
-			}
-		}
-	}
-}
-
-// kickRefresh asks probeLoop to look relayed peers up again now; all: also
-// the ones on a direct path.
-func (c *Client) kickRefresh(all bool) {
-	select {
-	case c.refreshNow <- all:
-	default:
-	}
-}
-
-// refresh looks up again the peers that have a relay path (only those on
-// the relay now, unless all), in the background.
-func (c *Client) refresh(all bool) {
-	var keys []identity.PublicKey
-	for k := range c.cfg.Bind.RelayedPeers() {
-		if all || c.cfg.Bind.PathOf(k).Kind == "relay" {
-			keys = append(keys, k)
-		}
-		if len(keys) == maxRefresh {
-			break
-		}
-	}
-	if len(keys) == 0 || !c.refreshing.CompareAndSwap(false, true) {
-		return
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		defer c.refreshing.Store(false)
-		for _, k := range keys {
-			if c.stopped() {
-				return
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
-			f, err := c.Lookup(ctx, k.Address())
-			cancel()
-			if err != nil || f.Key != k || f.Relay == nil {
-				continue
-			}
-			c.cfg.Bind.SetRelay(k, f.Relay, f.RelayID)
-			c.addCandidates(k, f.Endpoints)
-		}
-	}()
-}
-
-func (c *Client) probeRound(now time.Time, slow bool) {
-	targets := map[identity.PublicKey][]netip.AddrPort{}
-	if slow {
-		for k, d := range c.cfg.Bind.RelayedPeers() {
-			if d.IsValid() {
-				targets[k] = append(targets[k], d)
-			}
-		}
-	}
-	c.mu.Lock()
-	for k, cs := range c.candidates {
-		if now.After(cs.expires) {
-			delete(c.candidates, k)
-			continue
-		}
-		if cs.burst > 0 || slow {
-			if cs.burst > 0 {
-				cs.burst--
-			}
-			for _, a := range cs.addrs {
-				if !containsEP(targets[k], a) {
-					targets[k] = append(targets[k], a)
-				}
-			}
-		}
-	}
-	c.mu.Unlock()
-	for k, eps := range targets {
-		for _, ep := range eps {
-			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now)})
-			if err != nil {
-				continue
-			}
-			c.stats.ProbesSent.Add(1)
-			_ = c.cfg.Bind.SendFrames([][]byte{frame}, ep)
-		}
-	}
 }
 
 // HandleFrames implements transport.FrameHandler: control frames from
@@ -481,69 +340,7 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		b.handle(m, src, via != nil)
 		return
 	}
-	switch m.Kind {
-	case KindProbe:
-		c.addCandidates(from, []netip.AddrPort{src})
-		if ack, err := c.keys.seal(from, Message{Kind: KindProbeAck, Seq: m.Seq}); err == nil {
-			_ = c.cfg.Bind.SendFrames([][]byte{ack}, src)
-		}
-	case KindProbeAck:
-		// Only the answer to a probe we sent, once, from where we sent it:
-		// a replayed ack cannot point the peer anywhere.
-		if !c.takeProbe(m.Seq, from, src) {
-			c.stats.Dropped.Add(1)
-			return
-		}
-		c.stats.ProbeAcks.Add(1)
-		c.cfg.Bind.DirectWorks(from, src)
-	default:
-		c.stats.Dropped.Add(1)
-	}
-}
-
-// sentProbe is a probe awaiting its answer.
-type sentProbe struct {
-	key identity.PublicKey
-	to  netip.AddrPort
-	at  time.Time
-}
-
-const (
-	probeAnswerWindow = 5 * time.Second
-	maxSentProbes     = 8192
-)
-
-// newProbe records a probe to key at to and returns its random sequence
-// number.
-func (c *Client) newProbe(key identity.PublicKey, to netip.AddrPort, now time.Time) uint64 {
-	seq := rand.Uint64()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.probes) >= maxSentProbes {
-		for s, p := range c.probes {
-			if now.Sub(p.at) > probeAnswerWindow {
-				delete(c.probes, s)
-			}
-		}
-		if len(c.probes) >= maxSentProbes {
-			clear(c.probes)
-		}
-	}
-	c.probes[seq] = sentProbe{key: key, to: to, at: now}
-	return seq
-}
-
-// takeProbe consumes the probe seq if key answered it from where it went.
-func (c *Client) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
-	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	p, ok := c.probes[seq]
-	if !ok || p.key != key || p.to != from || time.Since(p.at) > probeAnswerWindow {
-		return false
-	}
-	delete(c.probes, seq)
-	return true
+	c.handlePeer(from, m, src)
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
@@ -581,15 +378,39 @@ type bridgeConn struct {
 	observed   netip.AddrPort
 	id         uint32
 	lastOK     time.Time
-	lastSent   int64 // time of the last Register sent
+	sent       [sentRegisters]int64 // times of the last Registers sent, a ring
+	sentNext   int                  // where in sent the next one goes
+	lastEcho   int64                // the Register the newest accepted answer answered
 	interval   time.Duration
 	tcp        *clientTCP
 	udp        *udpRelay
 	alt        []netip.AddrPort // other addresses the bridge sent from
 	given      transport.Relay  // the relay peers' paths through this bridge use
-	lastAnswer int64            // bridge time of the newest Registered/Refused
 	answered   chan struct{}    // signalled on Registered/Refused
 	refused    bool
+	introduced map[identity.PublicKey]int64 // the bridge's time of its newest introduction of each peer
+}
+
+// sentRegisters is how many Registers sent an answer may answer: those
+// of the last two minutes at the keepalive interval, more than enough for
+// the three sent a second while registering.
+const sentRegisters = 8
+
+// answersLocked reports whether a Registered or Refused that echoes the
+// Register time echo is news, and notes it. It must answer one of the
+// last Registers this node sent, newer than the one the last accepted
+// answer answered, so that a replayed answer cannot revive a lapsed
+// registration, move our address or teach us a bridge address, and the
+// bridge's answer to someone else's replay of an old Register of ours
+// (a refusal: the clock) is not taken for ours. A refusal may answer the
+// same Register as the last answer: a bridge that revokes a node tells it
+// so, echoing its newest Register.
+func (b *bridgeConn) answersLocked(echo int64, refused bool) bool {
+	if echo == 0 || !slices.Contains(b.sent[:], echo) || echo < b.lastEcho || (echo == b.lastEcho && !refused) {
+		return false
+	}
+	b.lastEcho = echo
+	return true
 }
 
 func (b *bridgeConn) registered() bool {
@@ -603,6 +424,10 @@ func (b *bridgeConn) udpAddr() netip.AddrPort {
 	defer b.mu.Unlock()
 	return b.addr
 }
+
+// onLoopback reports whether the bridge is reached at a loopback address:
+// it runs on this host, and so does every node it sees at one.
+func (b *bridgeConn) onLoopback() bool { return b.udpAddr().Addr().IsLoopback() }
 
 func (b *bridgeConn) relay() transport.Relay {
 	b.mu.Lock()
@@ -790,16 +615,19 @@ func (b *bridgeConn) keepalive() {
 
 // send seals m to the bridge over its current transport.
 func (b *bridgeConn) send(m Message) {
+	b.mu.Lock()
+	tcp, addr := b.tcp, b.addr
+	if m.Kind == KindRegister {
+		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
+		m.Time = max(time.Now().UnixNano(), last+1)
+		b.sent[b.sentNext] = m.Time
+		b.sentNext = (b.sentNext + 1) % len(b.sent)
+	}
+	b.mu.Unlock()
 	frame, err := b.c.keys.seal(b.cfg.Key, m)
 	if err != nil {
 		return
 	}
-	b.mu.Lock()
-	tcp, addr := b.tcp, b.addr
-	if m.Kind == KindRegister {
-		b.lastSent = time.Now().UnixNano()
-	}
-	b.mu.Unlock()
 	if tcp != nil {
 		tcp.write(frame)
 		return
@@ -836,13 +664,8 @@ func (b *bridgeConn) sawSource(src netip.AddrPort) {
 func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 	switch m.Kind {
 	case KindRegistered, KindRefused:
-		// Only news: a replayed answer must not revive a lapsed
-		// registration, move our address or teach us a bridge address.
 		b.mu.Lock()
-		fresh := m.Time > b.lastAnswer
-		if fresh {
-			b.lastAnswer = m.Time
-		}
+		fresh := b.answersLocked(int64(m.Echo), m.Kind == KindRefused)
 		b.mu.Unlock()
 		if !fresh {
 			b.c.stats.Dropped.Add(1)
@@ -894,7 +717,11 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
 			return
 		}
-		b.c.addCandidates(m.Key, m.Endpoints)
+		if !b.freshIntroduction(m.Key, m.Time, time.Now()) {
+			b.c.stats.Dropped.Add(1)
+			return
+		}
+		b.c.addCandidates(m.Key, m.Endpoints, b.onLoopback())
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/nacl/box"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -54,6 +55,47 @@ type fakeBridge struct {
 	key  identity.PrivateKey
 	pc   net.PacketConn
 	keys *keyCache
+
+	mu      sync.Mutex
+	node    identity.PublicKey // the last node that registered
+	nodeAt  net.Addr           // where from
+	lastReg int64              // the Time of its last Register
+}
+
+// tell seals m to the last node that registered and sends it there.
+func (f *fakeBridge) tell(t *testing.T, m Message) {
+	t.Helper()
+	f.sendRaw(t, f.seal(t, m))
+}
+
+// seal seals m to the last node that registered.
+func (f *fakeBridge) seal(t *testing.T, m Message) []byte {
+	t.Helper()
+	f.mu.Lock()
+	to := f.node
+	f.mu.Unlock()
+	frame, err := f.keys.seal(to, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return frame
+}
+
+// sendRaw sends frame to the last node that registered.
+func (f *fakeBridge) sendRaw(t *testing.T, frame []byte) {
+	t.Helper()
+	f.mu.Lock()
+	at := f.nodeAt
+	f.mu.Unlock()
+	if _, err := f.pc.WriteTo(frame, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fakeBridge) lastRegister() int64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.lastReg
 }
 
 func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
@@ -81,7 +123,10 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 			var reply Message
 			switch m.Kind {
 			case KindRegister:
-				reply = Message{Kind: KindRegistered, ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
+				f.mu.Lock()
+				f.node, f.nodeAt, f.lastReg = sender, from, m.Time
+				f.mu.Unlock()
+				reply = Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
 			case KindLookup:
 				reply = answer(m)
 			default:
@@ -103,20 +148,21 @@ func (f *fakeBridge) config() BridgeConfig {
 
 func startClient(t *testing.T, bridges ...BridgeConfig) *Client {
 	t.Helper()
+	return startClientWants(t, nil, bridges...)
+}
+
+// startClientWants starts a client that wants to talk to the keys wants
+// reports (nil: none) and waits until every bridge registered it.
+func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges ...BridgeConfig) *Client {
+	t.Helper()
 	bind, _ := openBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind})
+	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
-	deadline := time.Now().Add(5 * time.Second)
-	for c.registeredCount() < len(bridges) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not registered: %+v", c.Status())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitCond(t, "registered with every bridge", func() bool { return c.registeredCount() == len(bridges) })
 	return c
 }
 
@@ -206,18 +252,22 @@ func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
 	defer c.Close()
 	peer, other := testKey(t).Public(), testKey(t).Public()
 	to := netip.MustParseAddrPort("192.0.2.1:4610")
-	seq := c.newProbe(peer, to, time.Now())
-	if c.takeProbe(seq, other, to) || c.takeProbe(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || c.takeProbe(seq+1, peer, to) {
+	taken := func(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
+		_, ok := c.takeProbe(seq, key, from)
+		return ok
+	}
+	seq := c.newProbe(peer, to, time.Now(), false)
+	if taken(seq, other, to) || taken(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || taken(seq+1, peer, to) {
 		t.Fatal("an answer from another key, address or probe was taken")
 	}
-	if !c.takeProbe(seq, peer, to) {
+	if !taken(seq, peer, to) {
 		t.Fatal("the real answer was not taken")
 	}
-	if c.takeProbe(seq, peer, to) {
+	if taken(seq, peer, to) {
 		t.Fatal("a replayed answer was taken twice")
 	}
-	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow))
-	if c.takeProbe(old, peer, to) {
+	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow), false)
+	if taken(old, peer, to) {
 		t.Fatal("a stale answer was taken")
 	}
 }
@@ -249,4 +299,86 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 	if len(dns.Sources()) == 0 {
 		t.Fatal("registered without asking the given resolver")
 	}
+}
+
+// A node acts only on answers to its own recent Registers: not on a
+// replayed answer, and not on the bridge's refusal of someone else's
+// replay of an old Register of its own (the bridge refuses those for the
+// clock, to whoever sent it, which may be this node's address). A
+// refusal of its newest Register (a revocation) counts.
+func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
+	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	c := startClient(t, fb.config())
+	stillRegistered := func(what string) {
+		t.Helper()
+		// A lookup answered after the frame shows the frame was handled.
+		c.Lookup(context.Background(), testKey(t).Public().Address())
+		if st := c.Status()[0]; st.State != "registered" || st.Error != "" || st.Observed == "192.0.2.9:9" {
+			t.Fatalf("after %s: %+v", what, st)
+		}
+	}
+	old := fb.lastRegister() - int64(time.Hour)
+	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
+	stillRegistered("a refusal of a Register it did not send")
+	fb.tell(t, Message{Kind: KindRefused, Text: "revoked"})
+	stillRegistered("a refusal that answers nothing")
+	fb.tell(t, Message{Kind: KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
+	stillRegistered("a second answer to its last Register")
+
+	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
+	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
+}
+
+// sealPlain seals arbitrary plaintext as a control frame from priv to
+// the key shared: what a bridge or peer holding its key could send.
+func sealPlain(priv identity.PrivateKey, to identity.PublicKey, plain []byte) []byte {
+	shared := Precompute(priv, to)
+	from := priv.Public()
+	var nonce [24]byte
+	b := append([]byte{FrameControl, version, 0, 0}, from[:]...)
+	b = append(b, nonce[:]...)
+	k := [32]byte(shared)
+	return box.SealAfterPrecomputation(b, plain, &nonce, &k)
+}
+
+// FuzzClientFrames: whatever a node's bridge or a peer it wants to talk
+// to seals (the fuzzer writes the plaintext), and any frame at all, over
+// UDP or the bridge's TCP connection, never panics the node's client.
+func FuzzClientFrames(f *testing.F) {
+	node := identity.PrivateKeyFromBytes([32]byte{5})
+	bridgeKey := identity.PrivateKeyFromBytes([32]byte{9})
+	peer := identity.PrivateKeyFromBytes([32]byte{7})
+	now := time.Now().UnixNano()
+	msgs := sampleMessages()
+	msgs = append(msgs,
+		Message{Kind: KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
+		Message{Kind: KindProbe, Time: now, Seq: 1},
+		Message{Kind: KindProbeAck, Time: now, Echo: 1, Seq: 2},
+		Message{Kind: KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
+	)
+	for _, m := range msgs {
+		plain, err := m.marshal(nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(byte(0), plain)
+		f.Add(byte(1), plain)
+	}
+	f.Add(byte(2), []byte{FrameControl, 1, 0, 0}) // a version 1 header
+	f.Add(byte(2), relayFrame(1, "x"))
+	f.Fuzz(func(t *testing.T, who byte, b []byte) {
+		c := NewClient(ClientConfig{Key: node, Bind: transport.NewBind(nil),
+			Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}},
+			Wants:   func(identity.PublicKey) bool { return true }})
+		defer c.Close()
+		frame := b
+		switch who % 3 {
+		case 0:
+			frame = sealPlain(bridgeKey, node.Public(), b)
+		case 1:
+			frame = sealPlain(peer, node.Public(), b)
+		}
+		c.HandleFrames([][]byte{frame, frame}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("192.0.2.1:1")})
+		c.handleFrame(frame, netip.AddrPort{}, c.bridges[0])
+	})
 }

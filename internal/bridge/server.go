@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,6 +58,7 @@ type ServerStats struct {
 	Enrolments    uint64 `json:"enrolments"`    // keys enrolled with a join token
 	Refused       uint64 `json:"refused"`
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
+	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open (or unknown keys over their rate)
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 
@@ -80,24 +80,24 @@ type ServerStats struct {
 }
 
 type serverCounters struct {
-	registrations, enrolments, refused, replays, badControl, expired    atomic.Uint64
-	lookups, lookupsLimited, introductions                              atomic.Uint64
-	relayedFrames, relayedBytes                                         atomic.Uint64
-	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed atomic.Uint64
-	sendErrors, tcpConns                                                atomic.Uint64
+	registrations, enrolments, refused, replays, stale, badControl, expired atomic.Uint64
+	lookups, lookupsLimited, introductions                                  atomic.Uint64
+	relayedFrames, relayedBytes                                             atomic.Uint64
+	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed     atomic.Uint64
+	sendErrors, tcpConns                                                    atomic.Uint64
 }
 
 const (
-	keepaliveInterval = 15 // seconds, told to nodes in Registered
-	registrationTTL   = 60 * time.Second
-	janitorInterval   = 5 * time.Second
-	firstFrameTimeout = 10 * time.Second
-	tcpIdleTimeout    = 2 * registrationTTL
-	tcpWriteTimeout   = 10 * time.Second
-	tcpQueueLen       = 1024
-	maxTCPConns       = 8192
-	maxPendingPerAddr = 8   // TCP connections from one address not yet registered
-	maxFirstFrame     = 512 // a Register is smaller; the first frame of a connection
+	keepaliveInterval   = 15 // seconds, told to nodes in Registered
+	registrationTTL     = 60 * time.Second
+	janitorInterval     = 5 * time.Second
+	firstFrameTimeout   = 10 * time.Second
+	tcpIdleTimeout      = 2 * registrationTTL
+	tcpWriteTimeout     = 10 * time.Second
+	tcpQueueLen         = 1024
+	maxTCPConns         = 8192
+	maxPendingPerSource = 8   // TCP connections from one source (ratelimit.Source) not yet registered
+	maxFirstFrame       = 512 // a Register is smaller; the first frame of a connection
 
 	maxTCPBatch        = 64
 	lookupRate         = 100 // per second and node
@@ -136,7 +136,14 @@ type Server struct {
 	byID     map[uint32]*registration
 	byAddr   map[netip.Addr]*registration
 	byUDP    map[netip.AddrPort]*registration
-	lastTime map[identity.PublicKey]int64 // newest accepted Register/Unregister time per key
+	lastTime map[identity.PublicKey]int64 // newest accepted Register/Unregister time per admitted key
+	// timesDirty: lastTime changed since it was last written to timesPath.
+	timesDirty bool
+
+	timesPath  string        // where lastTime persists (register_times.go); "": nowhere
+	timesMu    sync.Mutex    // serializes saveTimesDue; guards timesSaved
+	timesSaved time.Time     // when lastTime was last pruned and written
+	timesSaves atomic.Uint64 // writes, for tests
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
 	closed   bool         // guarded by handleMu
@@ -144,7 +151,7 @@ type Server struct {
 	connMu  sync.Mutex // guards ln, conns, started, closing
 	ln      net.Listener
 	conns   map[*serverConn]struct{}
-	pending map[netip.Addr]int // connections per address still awaiting their first frame
+	pending map[netip.Addr]int // connections per source (ratelimit.Source) still awaiting their first frame
 	started bool
 	closing bool
 
@@ -223,6 +230,10 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
 		s.relayBurst = max(s.relayRate/4, MaxFrame)
 	}
+	s.timesPath = registerTimesPath(cfg.StateFile)
+	if err := s.loadTimes(); err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -265,8 +276,9 @@ func (s *Server) TCPAddr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Close stops the listener, closes the TCP connections and waits for the
-// bridge's goroutines. Frames handed to HandleFrames afterwards are dropped.
+// Close stops the listener, closes the TCP connections, waits for the
+// bridge's goroutines and writes the newest Register times. Frames handed
+// to HandleFrames afterwards are dropped.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.handleMu.Lock()
@@ -288,6 +300,7 @@ func (s *Server) Close() error {
 			c.close()
 		}
 		s.wg.Wait()
+		s.saveTimesDue(s.now(), true)
 	})
 	return nil
 }
@@ -425,126 +438,8 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 	case KindLookup:
 		s.lookup(from, m, src, c, now)
 	case KindUnregister:
-		s.unregister(from, m, src, c)
+		s.unregister(from, m, src, c, now)
 	}
-}
-
-func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
-	s.adm.mu.Lock()
-	s.mu.RLock()
-	last, seen := s.lastTime[from]
-	boundTo := identity.PublicKey{}
-	if c != nil {
-		boundTo = c.key
-	}
-	s.mu.RUnlock()
-	if seen && m.Time <= last {
-		s.adm.mu.Unlock()
-		s.stats.replays.Add(1)
-		return
-	}
-	if !boundTo.IsZero() && boundTo != from {
-		s.adm.mu.Unlock() // a connection carries one node
-		return
-	}
-	reason, enrolled, err := s.adm.admitLocked(from, m.Token, now)
-	if err != nil {
-		s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
-	}
-	if reason != "" {
-		s.adm.mu.Unlock()
-		s.stats.refused.Add(1)
-		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
-		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, Message{Kind: KindRefused, Text: reason}, src, c)
-		}
-		return
-	}
-	if enrolled {
-		s.stats.enrolments.Add(1)
-		s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
-	}
-
-	s.mu.Lock()
-	reg := s.regs[from]
-	isNew := reg == nil
-	if isNew {
-		reg = &registration{key: from, addr: from.Address(), id: s.allocIDLocked(from)}
-		reg.relay.init(now.UnixNano(), s.relayBurst)
-		reg.lookup.init(now.UnixNano(), lookupBurst)
-		s.regs[from] = reg
-		s.byID[reg.id] = reg
-		s.byAddr[reg.addr] = reg
-	}
-	s.detachLocked(reg)
-	if c != nil {
-		reg.tcp, reg.endpoint = c, c.remote
-		c.key, c.reg = from, reg
-	} else {
-		if other := s.byUDP[src]; other != nil {
-			s.removeLocked(other) // another key now sends from this address
-		}
-		reg.endpoint = src
-		s.byUDP[src] = reg
-	}
-	reg.local = slices.Clip(m.Endpoints)
-	reg.lastSeen = now.UnixNano()
-	s.lastTime[from] = m.Time
-	id := reg.id
-	s.mu.Unlock()
-	s.adm.mu.Unlock()
-
-	s.stats.registrations.Add(1)
-	if isNew {
-		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
-	}
-	s.sendControl(from, Message{Kind: KindRegistered, ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
-}
-
-// allocIDLocked picks a nonzero relay id no registration has: derived
-// from the key when that one is free, so a node keeps its id across a
-// bridge restart and peers' relay paths to it stay valid; else random.
-func (s *Server) allocIDLocked(key identity.PublicKey) uint32 {
-	h := sha256.Sum256(key[:])
-	if id := binary.BigEndian.Uint32(h[:4]); id != 0 && s.byID[id] == nil && s.deriveIDs {
-		return id
-	}
-	for {
-		if id := s.newID(); id != 0 && s.byID[id] == nil {
-			return id
-		}
-	}
-}
-
-// detachLocked takes reg off its transport (it is moving).
-func (s *Server) detachLocked(reg *registration) {
-	if reg.tcp == nil && reg.endpoint.IsValid() && s.byUDP[reg.endpoint] == reg {
-		delete(s.byUDP, reg.endpoint)
-	}
-	reg.tcp, reg.endpoint = nil, netip.AddrPort{}
-}
-
-// removeLocked drops reg. Its TCP connection, if any, stays open.
-func (s *Server) removeLocked(reg *registration) {
-	if s.regs[reg.key] == reg {
-		delete(s.regs, reg.key)
-	}
-	if s.byID[reg.id] == reg {
-		delete(s.byID, reg.id)
-	}
-	if s.byAddr[reg.addr] == reg {
-		delete(s.byAddr, reg.addr)
-	}
-	s.detachLocked(reg)
-}
-
-// onPathLocked reports whether a frame from src (or over c) comes from
-// where reg registered.
-func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
-	if c != nil {
-		return reg.tcp == c
-	}
-	return reg.tcp == nil && reg.endpoint == src
 }
 
 // endpointsLocked lists how to reach reg: its observed UDP endpoint (if it
@@ -565,6 +460,10 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 		return
 	}
 	s.mu.RUnlock()
+	if clockRefusal(m.Time, now) != "" {
+		s.stats.stale.Add(1) // a lookup captured long ago must not make the bridge introduce anyone
+		return
+	}
 	if !req.lookup.allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
 		s.stats.lookupsLimited.Add(1)
 		return
@@ -593,21 +492,6 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 		s.stats.introductions.Add(1)
 		s.sendControl(reply.Key, intro, introDst, introConn)
 	}
-}
-
-func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	reg := s.regs[from]
-	if reg == nil || !onPathLocked(reg, src, c) {
-		return
-	}
-	if m.Time <= s.lastTime[from] {
-		s.stats.replays.Add(1)
-		return
-	}
-	s.lastTime[from] = m.Time
-	s.removeLocked(reg)
 }
 
 // sendControl seals m to the key to and sends it over c, or over UDP to
@@ -672,56 +556,12 @@ func transportName(c *serverConn) string {
 	return "udp"
 }
 
-// Revoke stops key for good: it is recorded as revoked (overriding the
-// config allow list and join tokens), its registration is dropped and its
-// TCP connections closed at once, so relaying from and to it stops. It
-// reports whether the key had been allowed, enrolled or registered.
-func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
-	s.adm.mu.Lock()
-	known, err := s.adm.revokeLocked(key, s.now())
-	if err != nil {
-		s.adm.mu.Unlock()
-		return false, fmt.Errorf("bridge revoke %s: %w", key.ShortString(), err)
-	}
-	s.mu.Lock()
-	var tell netip.AddrPort // a UDP node is told at once; a TCP node sees its connection close
-	if reg := s.regs[key]; reg != nil {
-		if reg.tcp == nil {
-			tell = reg.endpoint
-		}
-		s.removeLocked(reg)
-		known = true
-	}
-	delete(s.lastTime, key)
-	s.mu.Unlock()
-	s.adm.mu.Unlock()
-	if tell.IsValid() {
-		s.sendControl(key, Message{Kind: KindRefused, Text: "revoked"}, tell, nil)
-	}
-
-	s.connMu.Lock()
-	conns := make([]*serverConn, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
-	s.connMu.Unlock()
-	s.mu.RLock()
-	conns = slices.DeleteFunc(conns, func(c *serverConn) bool { return c.key != key })
-	s.mu.RUnlock()
-	for _, c := range conns {
-		c.close()
-	}
-	s.keys.forget(key)
-	s.log.Info("bridge: key revoked", "peer", key.String())
-	return known, nil
-}
-
 // Stats returns the counters.
 func (s *Server) Stats() ServerStats {
 	c := &s.stats
 	st := ServerStats{
 		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
-		Replays: c.replays.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
+		Replays: c.replays.Load(), Stale: c.stale.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
 		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
 		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
 		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),
@@ -747,29 +587,10 @@ func (s *Server) janitor() {
 		case <-s.done:
 			return
 		case <-t.C:
-			s.expireIdle(s.now())
+			now := s.now()
+			s.expireIdle(now)
+			s.saveTimesDue(now, false)
 		}
-	}
-}
-
-// expireIdle drops registrations without a keepalive for registrationTTL,
-// closing their TCP connections.
-func (s *Server) expireIdle(now time.Time) {
-	cutoff := now.Add(-registrationTTL).UnixNano()
-	var conns []*serverConn
-	s.mu.Lock()
-	for _, reg := range s.regs {
-		if reg.lastSeen < cutoff {
-			if reg.tcp != nil {
-				conns = append(conns, reg.tcp)
-			}
-			s.removeLocked(reg)
-			s.stats.expired.Add(1)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
-		c.close()
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
 // serverConn is a node's TCP connection: frames with a two-byte length in
@@ -21,6 +22,7 @@ type serverConn struct {
 	s          *Server
 	nc         net.Conn
 	remote     netip.AddrPort
+	source     netip.Addr // what its slot counts against: ratelimit.Source of remote
 	br         *bufio.Reader
 	q          chan *[]byte // nil: flush and stop
 	done       chan struct{}
@@ -30,6 +32,9 @@ type serverConn struct {
 	// Guarded by Server.mu.
 	key identity.PublicKey
 	reg *registration
+	// retired: its node registered again elsewhere, and the bridge closes
+	// it; a Register still read from it must not take the node back.
+	retired bool
 }
 
 var frameBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
@@ -69,18 +74,21 @@ func (s *Server) addConn(nc net.Conn) {
 		s:          s,
 		nc:         nc,
 		remote:     remote,
+		source:     ratelimit.Source(remote.Addr()),
 		br:         bufio.NewReader(nc),
 		q:          make(chan *[]byte, tcpQueueLen),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
 	s.connMu.Lock()
-	if s.closing || len(s.conns) >= maxTCPConns || s.pending[remote.Addr()] >= maxPendingPerAddr {
+	// Counted per IPv6 /64, not per address: a host given a /64 has 2^64
+	// addresses to open connections from.
+	if s.closing || len(s.conns) >= maxTCPConns || s.pending[c.source] >= maxPendingPerSource {
 		s.connMu.Unlock()
 		nc.Close()
 		return
 	}
-	s.pending[remote.Addr()]++
+	s.pending[c.source]++
 	s.conns[c] = struct{}{}
 	s.wg.Add(2)
 	s.connMu.Unlock()
@@ -107,9 +115,9 @@ func (s *Server) serveConn(c *serverConn) {
 		}
 	}
 	s.connMu.Lock()
-	s.pending[c.remote.Addr()]--
-	if s.pending[c.remote.Addr()] <= 0 {
-		delete(s.pending, c.remote.Addr())
+	s.pending[c.source]--
+	if s.pending[c.source] <= 0 {
+		delete(s.pending, c.source)
 	}
 	s.connMu.Unlock()
 	s.mu.RLock()

@@ -70,11 +70,12 @@ func (d *discardSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
 // frames go to HandleFrames, as a node's Bind would deliver them. Its
 // clock stands still unless a test moves it.
 type srvHarness struct {
-	t   *testing.T
-	key identity.PrivateKey
-	s   *Server
-	udp *udpSender
-	clk *testClock
+	t      *testing.T
+	key    identity.PrivateKey
+	s      *Server
+	udp    *udpSender
+	clk    *testClock
+	stamps atomic.Int64 // the newest Time a node of this harness stamped
 }
 
 func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
@@ -137,6 +138,8 @@ type srvNode struct {
 	key    identity.PrivateKey
 	pub    identity.PublicKey
 	shared SharedKey
+	clk    *testClock    // the node's clock: the bridge's, unless a test sets it apart
+	stamps *atomic.Int64 // shared by the harness's nodes, so one key's are ordered on any socket
 	last   int64
 
 	pc     *net.UDPConn // UDP
@@ -152,7 +155,7 @@ func (h *srvHarness) udpNode(key identity.PrivateKey) *srvNode {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { pc.Close() })
-	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), pc: pc, bridge: h.addr()}
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, pc: pc, bridge: h.addr()}
 }
 
 func (h *srvHarness) tcpNode(key identity.PrivateKey) *srvNode {
@@ -163,7 +166,7 @@ func (h *srvHarness) tcpNode(key identity.PrivateKey) *srvNode {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { tc.Close() })
-	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), tc: tc, br: bufio.NewReader(tc)}
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, tc: tc, br: bufio.NewReader(tc)}
 }
 
 func (n *srvNode) addr() netip.AddrPort {
@@ -173,12 +176,18 @@ func (n *srvNode) addr() netip.AddrPort {
 	return n.pc.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-// seal builds a control frame, stamping it with a time newer than the
-// node's last.
+// seal builds a control frame, stamping it with the node's clock, newer
+// than any the harness's nodes stamped before (the test clock stands
+// still).
 func (n *srvNode) seal(m Message) []byte {
 	n.t.Helper()
 	if m.Time == 0 {
-		n.last = max(time.Now().UnixNano(), n.last+1)
+		for {
+			old := n.stamps.Load()
+			if n.last = max(n.clk.Now().UnixNano(), old+1); n.stamps.CompareAndSwap(old, n.last) {
+				break
+			}
+		}
 		m.Time = n.last
 	}
 	f, err := Seal(nil, n.pub, &n.shared, &m)
@@ -735,14 +744,14 @@ func TestTCPStrangersAreCheap(t *testing.T) {
 			c.Close()
 		}
 	}()
-	for range maxPendingPerAddr {
+	for range maxPendingPerSource {
 		c, err := net.Dial("tcp", h.s.TCPAddr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		conns = append(conns, c)
 	}
-	waitCond(t, "pending connections accepted", func() bool { return h.s.Stats().TCPConnsOpen == maxPendingPerAddr })
+	waitCond(t, "pending connections accepted", func() bool { return h.s.Stats().TCPConnsOpen == maxPendingPerSource })
 	extra, err := net.Dial("tcp", h.s.TCPAddr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -884,7 +893,7 @@ func TestBadStateFile(t *testing.T) {
 func registerDirect(t testing.TB, s *Server, bridge identity.PublicKey, k identity.PrivateKey, src netip.AddrPort) {
 	t.Helper()
 	shared := Precompute(k, bridge)
-	f, err := Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: 1})
+	f, err := Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: s.now().UnixNano()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -941,7 +950,7 @@ func TestMemoryPerNode(t *testing.T) {
 		k := testKey(t)
 		s.adm.allow[k.Public()] = true
 		shared := Precompute(k, bk.Public())
-		frames[i], _ = Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: 1,
+		frames[i], _ = Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:4610"), netip.MustParseAddrPort("[fd00::1]:4610")}})
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 4610)
 	}
@@ -987,20 +996,32 @@ func FuzzServerFrames(f *testing.F) {
 		}
 		return frame
 	}
-	regA := seal(a, Message{Kind: KindRegister, Time: 1})
-	regC := seal(c, Message{Kind: KindRegister, Time: 1, Endpoints: []netip.AddrPort{srcA}})
-	lookupA := seal(a, Message{Kind: KindLookup, Time: 2, Address: c.Public().Address()})
-	lookupC := seal(c, Message{Kind: KindLookup, Time: 2, Address: a.Public().Address()})
+	// The bridge's clock stands at now: seeds stamped near it are fresh.
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) int64 { return now.Add(d).UnixNano() }
+	regA := seal(a, Message{Kind: KindRegister, Time: at(0)})
+	regC := seal(c, Message{Kind: KindRegister, Time: at(0), Endpoints: []netip.AddrPort{srcA}})
+	lookupA := seal(a, Message{Kind: KindLookup, Time: at(1), Address: c.Public().Address()})
+	lookupC := seal(c, Message{Kind: KindLookup, Time: at(1), Address: a.Public().Address()})
 	f.Add(relayFrame(2, "to c"), lenPrefixed(regC, relayFrame(1, "to a"), lookupC))
-	f.Add(lookupA, lenPrefixed(regC, seal(c, Message{Kind: KindUnregister, Time: 3}), relayFrame(1, "x")))
-	f.Add(seal(a, Message{Kind: KindUnregister, Time: 5}), lenPrefixed(regC, regC, []byte{}, relayFrame(7, "")))
+	f.Add(lookupA, lenPrefixed(regC, seal(c, Message{Kind: KindUnregister, Time: at(2)}), relayFrame(1, "x")))
+	f.Add(seal(a, Message{Kind: KindUnregister, Time: at(3)}), lenPrefixed(regC, regC, []byte{}, relayFrame(7, "")))
 	f.Add([]byte{FrameControl, 1, 0, 0}, []byte{0xff, 0xff, 1})
+	f.Add([]byte{FrameControl, version, 0, 0}, []byte{0, 0})
+	// The seeds of wire version 1, stamped 1970 and so refused as stale
+	// (the clock refusal's text handles any time).
+	f.Add(seal(a, Message{Kind: KindUnregister, Time: 5}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1}), relayFrame(7, "")))
+	f.Add(seal(a, Message{Kind: KindRegister, Time: -1 << 63}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1<<63 - 1})))
+	// Stamped just outside the window either way, and a token with them.
+	f.Add(seal(a, Message{Kind: KindRegister, Time: at(maxClockSkew + 1)}),
+		lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(-maxClockSkew - 1), Token: "tomoe-join-x"})))
 	f.Fuzz(func(t *testing.T, frame, stream []byte) {
 		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
+		s.now = func() time.Time { return now }
 		var next uint32
 		s.newID = func() uint32 { next++; return next }
 		s.deriveIDs = false

@@ -176,6 +176,15 @@ func (a *admission) pruneLocked(now time.Time) {
 	}
 }
 
+// admits reports whether key may register without a token now.
+func (a *admission) admits(key identity.PublicKey) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, revoked := a.revoked[key]
+	_, enrolled := a.enrolled[key]
+	return !revoked && (a.allow[key] || enrolled)
+}
+
 // admitLocked decides whether key may register, enrolling it with token if
 // that is what admits it. It returns "" to admit, or the reason to refuse;
 // err is set when an enrolment could not be stored.

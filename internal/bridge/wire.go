@@ -7,7 +7,7 @@
 // by the first byte (WireGuard's messages start with 1–4 and three zero
 // bytes):
 //
-//	control  0x70 ver=1 0 0 | sender public key (32) | nonce (24) | sealed message
+//	control  0x70 ver=2 0 0 | sender public key (32) | nonce (24) | sealed message
 //	relay    0x71 0 0 0     | relay id (4, big endian) | WireGuard message
 //
 // A control frame is sealed with NaCl box (X25519, XSalsa20-Poly1305) from
@@ -15,6 +15,11 @@
 // key, and only the receiver can read it. Receivers precompute the shared
 // key once per sender. Over TCP the same frames travel with a two-byte
 // big-endian length in front.
+//
+// Version 2 added Echo to Registered, Refused and ProbeAck: an answer names
+// the message it answers, so that only the node that sent that message
+// acts on it. Frames of another version are not control frames (dropped
+// unanswered).
 //
 // A relay frame a node sends names the destination's relay id (assigned by
 // the bridge at registration); the bridge rewrites it to the sender's id and
@@ -43,7 +48,7 @@ const (
 )
 
 const (
-	version = 1
+	version = 2
 	// ControlHeaderSize is the clear part of a control frame.
 	ControlHeaderSize = 4 + identity.KeySize + 24
 	// RelayHeaderSize is what a relay frame adds to a WireGuard message.
@@ -101,15 +106,22 @@ func (k Kind) String() string {
 // Message is a control message's content. Which fields a kind uses:
 //
 //	Register:    Token (first registration only), Endpoints (the node's local addresses)
-//	Registered:  ID (the node's relay id), Endpoints[0] (the observed address), Interval (seconds)
-//	Refused:     Text
+//	Registered:  Echo, ID (the node's relay id), Endpoints[0] (the observed address), Interval (seconds)
+//	Refused:     Echo, Text
 //	Lookup:      Seq, Address
 //	LookupReply: Seq, Address, Found; if found: Key, ID, Endpoints (observed first)
 //	Introduce:   Key, ID, Endpoints (of the node that looked this one up)
-//	Probe:       Seq;  ProbeAck: Seq
+//	Probe:       Seq (a random nonce)
+//	ProbeAck:    Echo (the probe's Seq), Seq (a nonce the prober answers with a
+//	             ProbeAck of its own, proving the path the other way; 0: none)
+//
+// Every message carries Time, the sender's clock: a bridge refuses node
+// messages stamped too far from its own clock, and a node refuses probes
+// and introductions that are not fresh.
 type Message struct {
 	Kind      Kind
-	Time      int64 // sender's clock, Unix nanoseconds
+	Time      int64  // sender's clock, Unix nanoseconds
+	Echo      uint64 // Registered, Refused: the Register's Time; ProbeAck: the Probe's Seq
 	Seq       uint64
 	ID        uint32
 	Interval  uint16
@@ -139,6 +151,7 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		b = append(b, m.Token...)
 		return appendEndpoints(b, m.Endpoints)
 	case KindRegistered:
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
 		b = binary.BigEndian.AppendUint32(b, m.ID)
 		b = binary.BigEndian.AppendUint16(b, m.Interval)
 		return appendEndpoints(b, m.Endpoints)
@@ -147,6 +160,7 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		if len(t) > maxText {
 			t = t[:maxText]
 		}
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
 		b = append(b, byte(len(t)))
 		return append(b, t...), nil
 	case KindLookup, KindLookupReply:
@@ -167,7 +181,10 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		b = append(b, m.Key[:]...)
 		b = binary.BigEndian.AppendUint32(b, m.ID)
 		return appendEndpoints(b, m.Endpoints)
-	case KindProbe, KindProbeAck:
+	case KindProbe:
+		return binary.BigEndian.AppendUint64(b, m.Seq), nil
+	case KindProbeAck:
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
 		return binary.BigEndian.AppendUint64(b, m.Seq), nil
 	case KindUnregister:
 		return b, nil
@@ -242,10 +259,12 @@ func unmarshalMessage(b []byte) (Message, error) {
 		m.Token = string(r.take(int(r.u8())))
 		m.Endpoints = r.endpoints()
 	case KindRegistered:
+		m.Echo = r.u64()
 		m.ID = r.u32()
 		m.Interval = r.u16()
 		m.Endpoints = r.endpoints()
 	case KindRefused:
+		m.Echo = r.u64()
 		m.Text = string(r.take(int(r.u8())))
 	case KindLookup, KindLookupReply:
 		m.Seq = r.u64()
@@ -262,7 +281,10 @@ func unmarshalMessage(b []byte) (Message, error) {
 		m.Key = identity.PublicKey(r.take(identity.KeySize))
 		m.ID = r.u32()
 		m.Endpoints = r.endpoints()
-	case KindProbe, KindProbeAck:
+	case KindProbe:
+		m.Seq = r.u64()
+	case KindProbeAck:
+		m.Echo = r.u64()
 		m.Seq = r.u64()
 	case KindUnregister:
 	default:

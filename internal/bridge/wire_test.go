@@ -24,14 +24,15 @@ func sampleMessages() []Message {
 	return []Message{
 		{Kind: KindRegister, Time: 42, Token: "tok", Endpoints: eps},
 		{Kind: KindRegister, Time: 43},
-		{Kind: KindRegistered, Time: 1, ID: 7, Interval: 20, Endpoints: eps[:1]},
-		{Kind: KindRefused, Time: 1, Text: "not allowed"},
+		{Kind: KindRegistered, Time: 1, Echo: 42, ID: 7, Interval: 20, Endpoints: eps[:1]},
+		{Kind: KindRefused, Time: 1, Echo: 43, Text: "not allowed"},
 		{Kind: KindLookup, Time: 1, Seq: 9, Address: k.Address()},
 		{Kind: KindLookupReply, Time: 1, Seq: 9, Address: k.Address()},
 		{Kind: KindLookupReply, Time: 1, Seq: 9, Address: k.Address(), Found: true, Key: k, ID: 3, Endpoints: eps},
 		{Kind: KindIntroduce, Time: 1, Key: k, ID: 3, Endpoints: eps},
 		{Kind: KindProbe, Time: 1, Seq: 1 << 60},
-		{Kind: KindProbeAck, Time: 1, Seq: 5},
+		{Kind: KindProbeAck, Time: 1, Echo: 1 << 60, Seq: 5},
+		{Kind: KindProbeAck, Time: 2, Echo: 5},
 		{Kind: KindUnregister, Time: 1},
 	}
 }
@@ -96,6 +97,24 @@ func TestUnmarshalRejects(t *testing.T) {
 	}
 }
 
+// A frame of wire version 1 (before Echo) is not a control frame: a node
+// or bridge of that version is not answered, rather than misread.
+func TestVersion1NotControl(t *testing.T) {
+	a := testKey(t)
+	k := Precompute(a, a.Public())
+	f, err := Seal(nil, a.Public(), &k, &Message{Kind: KindRegister, Time: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f[1] = 1
+	if IsControl(f) {
+		t.Fatal("a version 1 frame is taken as a control frame")
+	}
+	if _, err := Open(f, &k); err == nil {
+		t.Fatal("a version 1 frame opened")
+	}
+}
+
 func TestRelayFrame(t *testing.T) {
 	frame := make([]byte, RelayHeaderSize+3)
 	RelayHeader(frame, 0xdeadbeef)
@@ -121,6 +140,10 @@ func FuzzUnmarshalMessage(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// Version 1 encodings of the kinds version 2 changed: now short.
+	f.Add([]byte{byte(KindRegistered), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 20, 0})
+	f.Add([]byte{byte(KindRefused), 0, 0, 0, 0, 0, 0, 0, 1, 2, 'n', 'o'})
+	f.Add([]byte{byte(KindProbeAck), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := unmarshalMessage(b)
 		if err != nil {
@@ -151,6 +174,11 @@ func FuzzOpen(f *testing.F) {
 		f.Add(frame)
 	}
 	f.Add([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 1, 1})
+	// A version 1 frame is not a control frame any more.
+	if v1, err := Seal(nil, a.Public(), &k, &Message{Kind: KindProbe, Time: 1, Seq: 1}); err == nil {
+		v1[1] = 1
+		f.Add(v1)
+	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		_, _ = Sender(frame)
 		_, _, _ = ParseRelay(frame)

@@ -167,7 +167,7 @@ func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, err
 	}
 	if f.Relay != nil {
 		n.bind.SetRelay(f.Key, f.Relay, f.RelayID)
-		n.client.Probe(f.Key, f.Endpoints)
+		n.client.Probe(f)
 	}
 	return p, nil
 }

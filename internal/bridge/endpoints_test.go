@@ -1,0 +1,125 @@
+package bridge
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+func TestPlausible(t *testing.T) {
+	node := identity.PublicKey{7}.Address()
+	for _, c := range []struct {
+		ep             string
+		want, loopback bool // plausible from a remote bridge; from one on this host
+	}{
+		{"198.51.100.7:4610", true, true},
+		{"10.0.0.5:4610", true, true},
+		{"[2001:db8::5]:4610", true, true},
+		{"[::ffff:198.51.100.7]:4610", true, true},
+		{"127.0.0.1:22", false, true},
+		{"127.9.9.9:4610", false, true},
+		{"[::1]:4610", false, true},
+		{"[::ffff:127.0.0.1]:4610", false, true},
+		{"10.0.0.5:0", false, false},
+		{"0.0.0.0:4610", false, false},
+		{"0.1.2.3:4610", false, false},
+		{"[::]:4610", false, false},
+		{"224.0.0.251:5353", false, false},
+		{"239.255.255.250:1900", false, false},
+		{"[ff02::1]:4610", false, false},
+		{"255.255.255.255:4610", false, false},
+		{"169.254.169.254:80", false, false},
+		{"[fe80::1]:4610", false, false},
+		{netip.AddrPortFrom(node, 4610).String(), false, false},
+		{"[300:1:2:3::1]:4610", false, false},
+	} {
+		ep := netip.MustParseAddrPort(c.ep)
+		if got := plausible(ep, false); got != c.want {
+			t.Errorf("plausible(%s) = %v, want %v", ep, got, c.want)
+		}
+		if got := plausible(ep, true); got != c.loopback {
+			t.Errorf("plausible(%s, from a bridge on this host) = %v, want %v", ep, got, c.loopback)
+		}
+	}
+	if got := plausible(netip.AddrPort{}, true); got {
+		t.Error("the zero endpoint is plausible")
+	}
+}
+
+// What a node says of its own addresses goes to every node that looks it
+// up: the bridge keeps only plausible ones, loopback ones only from a
+// node on its own host.
+func TestRegisterDropsImplausibleLocalEndpoints(t *testing.T) {
+	a := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
+	na := h.udpNode(a)
+	good := []netip.AddrPort{netip.MustParseAddrPort("10.0.0.5:4610"), netip.MustParseAddrPort("[2001:db8::5]:4610")}
+	junk := []netip.AddrPort{}
+	for _, s := range []string{"224.0.0.251:5353", "255.255.255.255:4610", "0.0.0.0:4610", "169.254.169.254:80", "[fe80::1]:4610", "[ff02::1]:4610"} {
+		junk = append(junk, netip.MustParseAddrPort(s))
+	}
+	local := func() []netip.AddrPort {
+		t.Helper()
+		nodes := h.s.Nodes()
+		if len(nodes) != 1 {
+			t.Fatalf("nodes %+v", nodes)
+		}
+		return nodes[0].LocalEndpoints
+	}
+	na.mustRegister(append(junk, good...)...)
+	if got := local(); !slices.Equal(got, good) {
+		t.Fatalf("local endpoints %v, want %v", got, good)
+	}
+	// A node on the bridge's host may name loopback; one elsewhere may not.
+	lo := netip.MustParseAddrPort("127.0.0.1:22")
+	na.mustRegister(lo)
+	if got := local(); !slices.Equal(got, []netip.AddrPort{lo}) {
+		t.Fatalf("from loopback: local endpoints %v", got)
+	}
+	remote := netip.MustParseAddrPort("192.0.2.1:4610")
+	h.s.HandleFrames([][]byte{na.seal(Message{Kind: KindRegister, Endpoints: []netip.AddrPort{lo, good[0]}})}, []netip.AddrPort{remote})
+	if got := local(); !slices.Equal(got, good[:1]) {
+		t.Fatalf("from %s: local endpoints %v", remote, got)
+	}
+}
+
+// A bridge's introduction (or a lying bridge's) cannot aim this node's
+// probes at multicast, broadcast (its own networks' too), link-local or
+// overlay addresses, or nowhere.
+func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
+	peer := testKey(t).Public()
+	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
+	c.bcast.mu.Lock()
+	c.bcast.addrs = func() ([]net.Addr, error) {
+		return []net.Addr{&net.IPNet{IP: net.IPv4(192, 168, 77, 1), Mask: net.CIDRMask(24, 32)}}, nil
+	}
+	c.bcast.set = nil
+	c.bcast.mu.Unlock()
+	var eps []netip.AddrPort
+	for _, s := range []string{"224.0.0.1:1", "255.255.255.255:2", "0.0.0.0:3", "169.254.169.254:80", "192.168.77.255:5", "[fe80::1]:6", "198.51.100.7:4610", "127.0.0.1:9"} {
+		eps = append(eps, netip.MustParseAddrPort(s))
+	}
+	fb.tell(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
+	candidates := func() []netip.AddrPort {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if cs := c.candidates[peer]; cs != nil {
+			return slices.Clone(cs.addrs)
+		}
+		return nil
+	}
+	waitCond(t, "the introduction", func() bool { return candidates() != nil })
+	// The fake bridge is on 127.0.0.1: its loopback endpoints are this host's.
+	want := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610"), netip.MustParseAddrPort("127.0.0.1:9")}
+	if got := candidates(); !slices.Equal(got, want) {
+		t.Fatalf("candidates %v, want %v", got, want)
+	}
+	if !c.bcast.has(netip.MustParseAddr("192.168.77.255"), time.Now()) || c.bcast.has(netip.MustParseAddr("192.168.77.1"), time.Now()) {
+		t.Fatal("broadcast set wrong")
+	}
+}

@@ -1,0 +1,275 @@
+package bridge
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
+)
+
+// maxClockSkew bounds how far a node message's Time (the node's clock) may
+// be from the bridge's clock, either way. In the past, it is how long a
+// captured Register stays usable once the bridge no longer knows a newer
+// time from that key (after a crash lost the newest one; the bridge also
+// forgets the times of keys quiet for that long, which the window then
+// covers). In the future, it bounds how long one Register stamped ahead (a
+// node whose clock was fast, then stepped back) makes the key's later ones
+// look like replays: the bridge keeps, and persists, the newest time.
+const maxClockSkew = 2 * time.Minute
+
+// clockRefusal returns why a node message stamped t is not fresh at now,
+// in words for the node's user, or "" if it is.
+func clockRefusal(t int64, now time.Time) string {
+	lo, hi := now.Add(-maxClockSkew).UnixNano(), now.Add(maxClockSkew).UnixNano()
+	if t >= lo && t <= hi {
+		return ""
+	}
+	// In float64: t is the sender's and may be anything.
+	off := (float64(t) - float64(now.UnixNano())) / 1e9
+	way := "ahead of"
+	if off < 0 {
+		off, way = -off, "behind"
+	}
+	by := "more than 10 years"
+	if off < 10*365*24*3600 {
+		by = time.Duration(off * 1e9).Round(time.Second).String()
+	}
+	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
+}
+
+func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+	s.adm.mu.Lock()
+	s.mu.RLock()
+	last, seen := s.lastTime[from]
+	boundTo, retired := identity.PublicKey{}, false
+	if c != nil {
+		boundTo, retired = c.key, c.retired
+	}
+	s.mu.RUnlock()
+	if seen && m.Time <= last {
+		s.adm.mu.Unlock()
+		s.stats.replays.Add(1)
+		return
+	}
+	if (!boundTo.IsZero() && boundTo != from) || retired {
+		s.adm.mu.Unlock() // a connection carries one node, once
+		return
+	}
+	// Checked before admission, so that a stale Register with a token
+	// spends no use of it.
+	reason := clockRefusal(m.Time, now)
+	if reason != "" {
+		s.stats.stale.Add(1)
+	} else {
+		var enrolled bool
+		var err error
+		reason, enrolled, err = s.adm.admitLocked(from, m.Token, now)
+		if err != nil {
+			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
+		}
+		if enrolled {
+			s.stats.enrolments.Add(1)
+			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
+		}
+	}
+	if reason != "" {
+		s.adm.mu.Unlock()
+		s.stats.refused.Add(1)
+		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
+		// The answer echoes the Register's time: only the node that sent
+		// it acts on it, not one a replay came from (or was spoofed from).
+		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
+			s.sendControl(from, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
+		}
+		return
+	}
+
+	s.mu.Lock()
+	reg := s.regs[from]
+	isNew := reg == nil
+	if isNew {
+		reg = &registration{key: from, addr: from.Address(), id: s.allocIDLocked(from)}
+		reg.relay.init(now.UnixNano(), s.relayBurst)
+		reg.lookup.init(now.UnixNano(), lookupBurst)
+		s.regs[from] = reg
+		s.byID[reg.id] = reg
+		s.byAddr[reg.addr] = reg
+	}
+	// The node registered over another TCP connection before: it has left
+	// it (or the bridge never saw it break), so it goes, and with it its
+	// slot and buffers, rather than idling until tcpIdleTimeout.
+	var old *serverConn
+	if reg.tcp != nil && reg.tcp != c {
+		old = reg.tcp
+		old.retired = true
+	}
+	s.detachLocked(reg)
+	if c != nil {
+		reg.tcp, reg.endpoint = c, c.remote
+		c.key, c.reg = from, reg
+	} else {
+		if other := s.byUDP[src]; other != nil {
+			s.removeLocked(other) // another key now sends from this address
+		}
+		reg.endpoint = src
+		s.byUDP[src] = reg
+	}
+	// What the node says of itself goes to every node that looks it up,
+	// which may probe it: only plausible endpoints (loopback ones only from
+	// a node on this host).
+	reg.local = plausibleOnly(m.Endpoints, src.Addr().IsLoopback())
+	reg.lastSeen = now.UnixNano()
+	s.lastTime[from] = m.Time
+	s.timesDirty = true
+	id := reg.id
+	s.mu.Unlock()
+	s.adm.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+
+	s.stats.registrations.Add(1)
+	if isNew {
+		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
+	}
+	s.sendControl(from, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+}
+
+// allocIDLocked picks a nonzero relay id no registration has: derived
+// from the key when that one is free, so a node keeps its id across a
+// bridge restart and peers' relay paths to it stay valid; else random.
+func (s *Server) allocIDLocked(key identity.PublicKey) uint32 {
+	h := sha256.Sum256(key[:])
+	if id := binary.BigEndian.Uint32(h[:4]); id != 0 && s.byID[id] == nil && s.deriveIDs {
+		return id
+	}
+	for {
+		if id := s.newID(); id != 0 && s.byID[id] == nil {
+			return id
+		}
+	}
+}
+
+// detachLocked takes reg off its transport (it is moving).
+func (s *Server) detachLocked(reg *registration) {
+	if reg.tcp == nil && reg.endpoint.IsValid() && s.byUDP[reg.endpoint] == reg {
+		delete(s.byUDP, reg.endpoint)
+	}
+	reg.tcp, reg.endpoint = nil, netip.AddrPort{}
+}
+
+// removeLocked drops reg. Its TCP connection, if any, stays open.
+func (s *Server) removeLocked(reg *registration) {
+	if s.regs[reg.key] == reg {
+		delete(s.regs, reg.key)
+	}
+	if s.byID[reg.id] == reg {
+		delete(s.byID, reg.id)
+	}
+	if s.byAddr[reg.addr] == reg {
+		delete(s.byAddr, reg.addr)
+	}
+	s.detachLocked(reg)
+}
+
+// onPathLocked reports whether a frame from src (or over c) comes from
+// where reg registered.
+func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
+	if c != nil {
+		return reg.tcp == c
+	}
+	return reg.tcp == nil && reg.endpoint == src
+}
+
+func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	reg := s.regs[from]
+	if reg == nil || !onPathLocked(reg, src, c) {
+		return
+	}
+	if m.Time <= s.lastTime[from] {
+		s.stats.replays.Add(1)
+		return
+	}
+	if clockRefusal(m.Time, now) != "" {
+		s.stats.stale.Add(1)
+		return
+	}
+	s.lastTime[from] = m.Time
+	s.timesDirty = true
+	s.removeLocked(reg)
+}
+
+// Revoke stops key for good: it is recorded as revoked (overriding the
+// config allow list and join tokens), its registration is dropped and its
+// TCP connections closed at once, so relaying from and to it stops. It
+// reports whether the key had been allowed, enrolled or registered.
+func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
+	s.adm.mu.Lock()
+	known, err := s.adm.revokeLocked(key, s.now())
+	if err != nil {
+		s.adm.mu.Unlock()
+		return false, fmt.Errorf("bridge revoke %s: %w", key.ShortString(), err)
+	}
+	s.mu.Lock()
+	var tell netip.AddrPort // a UDP node is told at once; a TCP node sees its connection close
+	echo := s.lastTime[key] // the refusal answers the newest Register, which the node knows
+	if reg := s.regs[key]; reg != nil {
+		if reg.tcp == nil {
+			tell = reg.endpoint
+		}
+		s.removeLocked(reg)
+		known = true
+	}
+	delete(s.lastTime, key)
+	s.timesDirty = true
+	s.mu.Unlock()
+	s.adm.mu.Unlock()
+	if tell.IsValid() {
+		s.sendControl(key, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+	}
+
+	s.connMu.Lock()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.connMu.Unlock()
+	s.mu.RLock()
+	conns = slices.DeleteFunc(conns, func(c *serverConn) bool { return c.key != key })
+	s.mu.RUnlock()
+	for _, c := range conns {
+		c.close()
+	}
+	s.keys.forget(key)
+	s.log.Info("bridge: key revoked", "peer", key.String())
+	return known, nil
+}
+
+// expireIdle drops registrations without a keepalive for registrationTTL,
+// closing their TCP connections.
+func (s *Server) expireIdle(now time.Time) {
+	cutoff := now.Add(-registrationTTL).UnixNano()
+	var conns []*serverConn
+	s.mu.Lock()
+	for _, reg := range s.regs {
+		if reg.lastSeen < cutoff {
+			if reg.tcp != nil {
+				conns = append(conns, reg.tcp)
+			}
+			s.removeLocked(reg)
+			s.stats.expired.Add(1)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.close()
+	}
+}
