@@ -80,8 +80,13 @@ func (n *Node) initRoutes() error {
 		return err
 	}
 	rs.offers = list
-	if v4 := n.cfg.IPv4(); v4.IsValid() {
-		rs.offers = append(rs.offers, config.Offer{Prefix: netip.PrefixFrom(v4, 32)})
+	if v4 := n.ipv4; v4.IsValid() {
+		self := netip.PrefixFrom(v4, 32)
+		if slices.ContainsFunc(rs.offers, func(o config.Offer) bool { return o.Prefix == self }) {
+			// Validate catches an explicit tun.ipv4; "auto" needs the key.
+			return fmt.Errorf("routes.offer: %s is tun.ipv4 (%q in %s), which is offered by itself: remove the entry", self, n.cfg.TUN.IPv4, n.cfg.IPv4Prefix())
+		}
+		rs.offers = append(rs.offers, config.Offer{Prefix: self})
 	}
 	if len(rs.offers) > offers.MaxRoutes {
 		return fmt.Errorf("routes.offer: %d routes with tun.ipv4 and the API's changes (%s), more than one offer carries (%d)", len(rs.offers), changesFile(n.cfg).Path, offers.MaxRoutes)
@@ -93,7 +98,7 @@ func (n *Node) initRoutes() error {
 		return err
 	}
 	for _, r := range rs.rules {
-		if r.Prefix.Addr().Is4() && !n.cfg.IPv4().IsValid() {
+		if r.Prefix.Addr().Is4() && !n.ipv4.IsValid() {
 			n.log.Info("an accept rule has an IPv4 prefix but tun.ipv4 is not set: this node forwards IPv4 to it, but its own programs have no IPv4 source on the overlay", "prefix", r.Prefix)
 			break
 		}
@@ -104,7 +109,7 @@ func (n *Node) initRoutes() error {
 // forwardsLocked reports whether this node offers routes other than its
 // own tun.ipv4.
 func (n *Node) forwardsLocked() bool {
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	for _, o := range n.rt.offers {
 		if !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
 			return true
@@ -116,7 +121,7 @@ func (n *Node) forwardsLocked() bool {
 // localPolicy is what the filter must know this node owns and forwards.
 func (n *Node) localPolicyLocked() policy.Local {
 	pub := n.key.Public()
-	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.cfg.IPv4()}
+	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.ipv4}
 	for _, o := range n.rt.offers {
 		if o.Prefix.Bits() == 32 && o.Prefix.Addr() == l.IPv4 {
 			continue
@@ -233,7 +238,7 @@ func (n *Node) sendOfferLocked(p *peer) {
 // others could not use them, and need not learn the LAN's prefixes).
 func (n *Node) offerForLocked(p *peer) []netip.Prefix {
 	allowed := n.store.Matcher().AllowsAny(p.addr)
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	var out []netip.Prefix
 	for _, o := range n.rt.offers {
 		if allowed || (v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
@@ -429,7 +434,7 @@ func (n *Node) ownsRouteLocked(pr netip.Prefix) bool {
 	if pr.Bits() == 0 {
 		return false
 	}
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	for _, o := range n.rt.offers {
 		if o.Prefix.Bits() > 0 && !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) && o.Prefix.Overlaps(pr) {
 			return true
@@ -554,7 +559,7 @@ func (n *Node) applyForwardingLocked() error {
 		return nil
 	}
 	var v4, v6 bool
-	v4addr := n.cfg.IPv4()
+	v4addr := n.ipv4
 	for _, o := range n.rt.offers {
 		if o.Prefix.Addr().Is4() && !(o.Prefix.Bits() == 32 && o.Prefix.Addr() == v4addr) {
 			v4 = true
