@@ -136,19 +136,19 @@ func TestVPN(t *testing.T) {
 	remote := &kernelNode{nodeDir: newNodeDir(t, "remote"), host: home.Host}
 	us := newNodeDir(t, "us") // a userspace node run by an unprivileged user
 
-	gw.tun = "ipv4 = \"10.99.0.1\"\n"
+	gw.tun = "ipv4 = \"auto\"\n"
 	gw.listen = "stealth = true\n"
 	gw.body = offerBlock("192.168.10.0/24", true) + offerBlock("fd10::/64", false) + offerBlock("172.16.0.0/24", false) +
-		acceptBlock("*", "10.99.0.0/24") +
+		acceptBlock("*", "100.64.0.0/10") +
 		allowBlock(remote.pub().String(), "tcp", "7,80-81") + allowBlock(remote.addr(), "icmp", "") +
 		allowBlock(other.addr(), "icmp", "") + allowBlock(us.pub().String(), "tcp", "80") +
 		"[[expose]]\nport = 80\ntarget = \"127.0.0.1:8080\"\n"
-	exit.body = offerBlock("0.0.0.0/0", true) + acceptBlock("*", "10.99.0.0/24") + allowBlock(remote.addr(), "tcp", "7")
+	exit.body = offerBlock("0.0.0.0/0", true) + acceptBlock("*", "100.64.0.0/10") + allowBlock(remote.addr(), "tcp", "7")
 	remote.top = "allowed_local_users = [\"65534\"]\n"
-	remote.tun = "ipv4 = \"10.99.0.2\"\n"
+	remote.tun = "ipv4 = \"auto\"\n"
 	remote.body = peerBlock(gw.nodeDir, gw.endpoint()) + peerBlock(exit.nodeDir, exit.endpoint()) +
 		acceptBlock(gw.addr(), "192.168.0.0/16") + acceptBlock(gw.addr(), "fd10::/64") + allowBlock(gw.addr(), "icmp", "")
-	other.tun = "ipv4 = \"10.99.0.3\"\n"
+	other.tun = "ipv4 = \"auto\"\n"
 	other.body = peerBlock(gw.nodeDir, gw.endpoint()) + acceptBlock(gw.addr(), "192.168.0.0/16") + allowBlock(gw.addr(), "icmp", "")
 
 	// The exposed service: an HTTP server that listens on gw's loopback only.
@@ -212,7 +212,7 @@ func TestVPN(t *testing.T) {
 			return !tableHas(remote.host.Netns, "-4", "192.168.10.0/24")
 		})
 		gw.cli(t, "routes", "offer", "192.168.10.0/24")
-		office.Run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.10.1")
+		office.Run("ip", "route", "add", "100.64.0.0/10", "via", "192.168.10.1")
 		testnet.WaitFor(t, 5*time.Second, "remote installs the route again", func() bool {
 			return tableHas(remote.host.Netns, "-4", "192.168.10.0/24")
 		})
@@ -220,8 +220,8 @@ func TestVPN(t *testing.T) {
 		if err != nil {
 			t.Fatalf("remote -> 192.168.10.5:7: %v", err)
 		}
-		if hostOf(from) != "10.99.0.2" {
-			t.Errorf("the LAN host saw %s, want remote's own 10.99.0.2", from)
+		if want := remote.ipv4(t); hostOf(from) != want {
+			t.Errorf("the LAN host saw %s, want remote's own %s", from, want)
 		}
 	})
 

@@ -37,8 +37,9 @@ type routeState struct {
 	offers    []config.Offer // this node's offers (tun.ipv4 included)
 	rules     []offers.Rule  // accept rules
 	learned   map[identity.PublicKey]*learnedOffer
-	installed map[netip.Prefix]identity.PublicKey // accepted prefixes and the peer they lead to
-	osRouted  map[netip.Prefix]bool               // accepted prefixes routed into the kernel TUN
+	installed map[netip.Prefix]identity.PublicKey                  // accepted prefixes and the peer they lead to
+	verdicts  map[identity.PublicKey]map[netip.Prefix]routeVerdict // what became of each learned prefix
+	osRouted  map[netip.Prefix]bool                                // accepted prefixes routed into the kernel TUN
 }
 
 // learnedOffer is what one peer offers.
@@ -183,10 +184,9 @@ func (n *Node) handleControl(c controlMsg) {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
 	case offers.TypeOffer:
-		if !offers.Wants(n.rt.rules, p.addr) {
-			n.log.Debug("route offer ignored: no routes.accept rule names this peer", "peer", p.key.ShortString())
-			return
-		}
+		// Kept even when no accept rule names the peer: tomoe routes
+		// shows it, and a peer that offers this node's own address is
+		// reported.
 		l := n.rt.learned[p.key]
 		if l != nil && l.boot == c.msg.Boot && c.msg.Seq < l.seq {
 			return // an older offer, reordered

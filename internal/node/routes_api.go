@@ -39,14 +39,15 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	}
 	for k, l := range n.rt.learned {
 		for _, pr := range l.routes {
-			state := "not_accepted"
-			if owner, ok := n.rt.installed[pr]; ok {
-				state = "conflict"
-				if owner == k {
-					state = "installed"
-				}
+			v, ok := n.rt.verdicts[k][pr]
+			if !ok {
+				v.state = stateNotAccepted
 			}
-			out.Learned = append(out.Learned, adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: state})
+			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.state, Reason: v.reason}
+			for _, o := range v.with {
+				r.ConflictsWith = append(r.ConflictsWith, o.String())
+			}
+			out.Learned = append(out.Learned, r)
 		}
 	}
 	slices.SortFunc(out.Learned, func(a, b adminapi.LearnedRoute) int {

@@ -13,10 +13,48 @@ import (
 // Which learned routes are installed, for which peer, and what that makes
 // of AllowedIPs, the OS routes, the wrapper and the filter.
 
+// Route states and reasons, as `tomoe routes` shows them (a contract:
+// add values, never rename them).
+const (
+	stateInstalled   = "installed"
+	stateNotAccepted = "not_accepted"
+	stateConflict    = "conflict"
+
+	// not_accepted: a "*" rule covers it, but it is not the offering
+	// key's derived IPv4 address (an explicit address needs a rule naming
+	// the node).
+	reasonNotOwnAddress = "not_own_address"
+	// not_accepted: only a "*" rule covers it, and the policy does not
+	// let the peer in.
+	reasonPolicy = "policy"
+	// not_accepted: it overlaps a route this node offers itself.
+	reasonOwnRoute = "own_route"
+	// conflict: it is this node's own IPv4 address.
+	reasonOwnAddress = "own_address"
+	// conflict: several peers offer it, and it is the derived address of
+	// at least one of them; none has it.
+	reasonCollision = "address_collision"
+	// conflict: another peer has it (it offered it first, or sorts first).
+	reasonOtherPeer = "other_peer"
+)
+
+// routeVerdict is what became of one learned prefix.
+type routeVerdict struct {
+	state, reason string
+	with          []identity.PublicKey // the other peers of a conflict
+}
+
 // recomputeRoutesLocked decides which learned prefixes are installed and
 // for which peer, then updates AllowedIPs, the OS routes, the wrapper and
-// the filter. A prefix accepted from two peers stays with the peer that
-// has it; a new one goes to the first peer by key order.
+// the filter.
+//
+// A derived IPv4 address offered by several peers, or this node's own
+// address offered by a peer, is installed for nobody: two keys that derive
+// one address collide, and which offer arrived first must not decide who
+// gets the other's traffic. Any other prefix accepted from two peers stays
+// with the peer that has it, and a new one goes to the first peer by key
+// order (two gateways for one LAN: the second takes over when the first
+// withdraws).
 func (n *Node) recomputeRoutesLocked() {
 	want := map[identity.PublicKey][]netip.Prefix{}
 	keys := make([]identity.PublicKey, 0, len(n.rt.learned))
@@ -24,8 +62,22 @@ func (n *Node) recomputeRoutesLocked() {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
+	verdicts := map[identity.PublicKey]map[netip.Prefix]routeVerdict{}
+	judge := func(k identity.PublicKey, pr netip.Prefix, v routeVerdict) {
+		if verdicts[k] == nil {
+			verdicts[k] = map[netip.Prefix]routeVerdict{}
+		}
+		verdicts[k][pr] = v
+	}
 	owner := map[netip.Prefix]identity.PublicKey{}
 	accepted := map[identity.PublicKey][]netip.Prefix{}
+	claims := map[netip.Prefix][]identity.PublicKey{} // who may have each accepted prefix
+	offerers := map[identity.PublicKey]offers.Offerer{}
+	space := n.cfg.IPv4Prefix()
+	var self netip.Prefix
+	if n.ipv4.IsValid() {
+		self = netip.PrefixFrom(n.ipv4, 32)
+	}
 	m := n.store.Matcher()
 	var named []offers.Rule // rules that name a node: for peers the policy does not let in
 	for _, r := range n.rt.rules {
@@ -38,18 +90,42 @@ func (n *Node) recomputeRoutesLocked() {
 		if p == nil {
 			continue
 		}
+		from := offers.NewOfferer(k, space)
+		offerers[k] = from
 		// A "*" rule accepts only from peers the policy lets in, or any
-		// peer this node once talked to could claim another node's /32.
+		// peer this node once talked to could offer routes into its LAN.
 		rules := n.rt.rules
 		if !m.AllowsAny(p.addr) {
 			rules = named
 		}
-		for _, pr := range offers.Accepted(rules, p.addr, n.rt.learned[k].routes) {
-			if n.ownsRouteLocked(pr) {
-				n.log.Debug("offered route overlaps one of this node's own; not installed", "prefix", pr, "peer", k.ShortString())
-				continue
+		for _, pr := range n.rt.learned[k].routes {
+			switch {
+			case pr == self:
+				judge(k, pr, routeVerdict{state: stateConflict, reason: reasonOwnAddress})
+			case len(offers.Accepted(rules, from, []netip.Prefix{pr})) == 0:
+				v := routeVerdict{state: stateNotAccepted}
+				if offers.NotOwnAddress(n.rt.rules, from, pr) {
+					v.reason = reasonNotOwnAddress
+				} else if len(offers.Accepted(n.rt.rules, from, []netip.Prefix{pr})) > 0 {
+					v.reason = reasonPolicy
+				}
+				judge(k, pr, v)
+			case n.ownsRouteLocked(pr):
+				judge(k, pr, routeVerdict{state: stateNotAccepted, reason: reasonOwnRoute})
+			default:
+				accepted[k] = append(accepted[k], pr)
+				claims[pr] = append(claims[pr], k)
 			}
-			accepted[k] = append(accepted[k], pr)
+		}
+	}
+	for pr, ks := range claims {
+		if len(ks) < 2 || !slices.ContainsFunc(ks, func(k identity.PublicKey) bool { return offerers[k].OwnIPv4(pr) }) {
+			continue
+		}
+		for _, k := range ks {
+			others := slices.DeleteFunc(slices.Clone(ks), func(o identity.PublicKey) bool { return o == k })
+			judge(k, pr, routeVerdict{state: stateConflict, reason: reasonCollision, with: others})
+			accepted[k] = slices.DeleteFunc(accepted[k], func(a netip.Prefix) bool { return a == pr })
 		}
 	}
 	// Keep current owners first.
@@ -63,12 +139,15 @@ func (n *Node) recomputeRoutesLocked() {
 	for _, k := range keys {
 		for _, pr := range accepted[k] {
 			if cur, taken := owner[pr]; taken && cur != k {
-				n.log.Warn("route offered by two peers; keeping the first", "prefix", pr, "peer", k.ShortString(), "kept", cur.ShortString())
+				judge(k, pr, routeVerdict{state: stateConflict, reason: reasonOtherPeer, with: []identity.PublicKey{cur}})
 				continue
 			}
 			owner[pr] = k
+			judge(k, pr, routeVerdict{state: stateInstalled})
 		}
 	}
+	n.logConflictsLocked(verdicts)
+	n.rt.verdicts = verdicts
 	for pr, k := range owner {
 		want[k] = append(want[k], pr)
 	}
@@ -100,6 +179,37 @@ func (n *Node) recomputeRoutesLocked() {
 		}
 	}
 	n.routesChangedLocked()
+}
+
+// logConflictsLocked logs each conflict in verdicts that the previous
+// verdicts did not have, naming the peers involved.
+func (n *Node) logConflictsLocked(verdicts map[identity.PublicKey]map[netip.Prefix]routeVerdict) {
+	for k, vs := range verdicts {
+		for pr, v := range vs {
+			if v.state != stateConflict {
+				continue
+			}
+			if old, ok := n.rt.verdicts[k][pr]; ok && old.state == v.state && old.reason == v.reason && slices.Equal(old.with, v.with) {
+				continue
+			}
+			with := make([]string, len(v.with))
+			for i, o := range v.with {
+				with[i] = o.String()
+			}
+			switch v.reason {
+			case reasonOwnAddress:
+				msg := "a peer offers this node's own IPv4 address; not installed"
+				if offers.NewOfferer(k, n.cfg.IPv4Prefix()).OwnIPv4(pr) {
+					msg = "a peer's key derives this node's own IPv4 address (two keys collide); not installed: give one of the two nodes another tun.ipv4_prefix or an explicit tun.ipv4"
+				}
+				n.log.Warn(msg, "prefix", pr, "peer", k.String())
+			case reasonCollision:
+				n.log.Warn("several peers offer one derived IPv4 address (their keys collide, or one claims the other's); installed for none of them", "prefix", pr, "peer", k.String(), "others", with)
+			default:
+				n.log.Warn("route offered by two peers; keeping the first", "prefix", pr, "peer", k.String(), "kept", with)
+			}
+		}
+	}
 }
 
 // ownsRouteLocked reports whether accepting pr would capture a LAN this

@@ -178,31 +178,79 @@ type Rule struct {
 	Prefix netip.Prefix
 }
 
-// Covers reports whether r accepts prefix p offered by the node at from:
-// p lies within r's prefix. A default-route rule accepts the default route
-// only: accepting an exit node must not let it take over the host's LAN
-// or other peers' prefixes with more specific routes.
-func (r Rule) Covers(from netip.Addr, p netip.Prefix) bool {
+// Offerer is a node whose offer is judged, as this node sees it.
+type Offerer struct {
+	// Addr is its node address, which rules name.
+	Addr netip.Addr
+	// Space is this node's tun.ipv4_prefix, where IPv4 addresses are
+	// derived from keys, and IPv4 the address the offerer's key derives
+	// in it (identity.IPv4Address).
+	Space netip.Prefix
+	IPv4  netip.Addr
+}
+
+// NewOfferer describes the node with key k to a node whose tun.ipv4_prefix
+// is space.
+func NewOfferer(k identity.PublicKey, space netip.Prefix) Offerer {
+	o := Offerer{Addr: k.Address(), Space: space}
+	o.IPv4, _ = k.IPv4Address(space)
+	return o
+}
+
+// OwnIPv4 reports whether p is the offerer's derived IPv4 address as a /32.
+func (o Offerer) OwnIPv4(p netip.Prefix) bool {
+	return o.IPv4.IsValid() && p == netip.PrefixFrom(o.IPv4, 32)
+}
+
+// Covers reports whether r accepts prefix p offered by from: p lies within
+// r's prefix, and
+//   - a default-route rule accepts the default route only: accepting an
+//     exit node must not let it take over the host's LAN or other peers'
+//     prefixes with more specific routes;
+//   - a "*" rule accepts an IPv4 prefix that binds keys (BindsKeys) only
+//     if it is the offerer's own derived /32, so that no peer can claim
+//     another's address, whichever offers first.
+func (r Rule) Covers(from Offerer, p netip.Prefix) bool {
+	return r.within(from, p) && !(r.From.Any && BindsKeys(from.Space, p) && !from.OwnIPv4(p))
+}
+
+// within is Covers without the binding of addresses to keys.
+func (r Rule) within(from Offerer, p netip.Prefix) bool {
 	if r.Prefix.Bits() == 0 && p.Bits() != 0 {
 		return false
 	}
-	return r.From.Covers(from) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
+	return r.From.Covers(from.Addr) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
 		p.Bits() >= r.Prefix.Bits() && r.Prefix.Contains(p.Addr())
 }
 
-// Accepted returns the prefixes offered by the node at from that some rule
-// accepts, in offer order.
-func Accepted(rules []Rule, from netip.Addr, offered []netip.Prefix) []netip.Prefix {
+// BindsKeys reports whether an offer of p claims IPv4 addresses that
+// belong to keys, which a "*" rule grants only to their own key: any /32
+// (one node's address, explicit or derived), and any prefix but the
+// default route that overlaps space, where addresses are derived (a
+// shorter prefix there would capture the addresses of nodes whose own
+// /32 is not installed).
+func BindsKeys(space, p netip.Prefix) bool {
+	return p.Addr().Is4() && p.Bits() > 0 && (p.Bits() == 32 || (space.IsValid() && p.Overlaps(space)))
+}
+
+// Accepted returns the prefixes offered by from that some rule accepts,
+// in offer order.
+func Accepted(rules []Rule, from Offerer, offered []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range offered {
-		for _, r := range rules {
-			if r.Covers(from, p) {
-				out = append(out, p)
-				break
-			}
+		if slices.ContainsFunc(rules, func(r Rule) bool { return r.Covers(from, p) }) {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// NotOwnAddress reports whether only the binding of addresses to keys
+// keeps the rules from accepting p from from: a "*" rule covers p but p
+// is not the offerer's derived address. (For telling the user why.)
+func NotOwnAddress(rules []Rule, from Offerer, p netip.Prefix) bool {
+	return !slices.ContainsFunc(rules, func(r Rule) bool { return r.Covers(from, p) }) &&
+		slices.ContainsFunc(rules, func(r Rule) bool { return r.within(from, p) })
 }
 
 // Wants reports whether any rule could accept something from the node at

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -68,27 +69,81 @@ func TestUnmarshalRefuses(t *testing.T) {
 }
 
 func TestAccepted(t *testing.T) {
-	g := netip.MustParseAddr("fc00::1")
-	other := netip.MustParseAddr("fc00::2")
+	g := Offerer{Addr: netip.MustParseAddr("fc00::1")}
+	other := Offerer{Addr: netip.MustParseAddr("fc00::2")}
 	rules := []Rule{
-		{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("192.168.0.0/16")},
+		{From: policy.Identity{Addr: g.Addr}, Prefix: netip.MustParsePrefix("192.168.0.0/16")},
 		{From: policy.Identity{Any: true}, Prefix: netip.MustParsePrefix("10.99.0.0/24")},
-		{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("::/0")},
+		{From: policy.Identity{Addr: g.Addr}, Prefix: netip.MustParsePrefix("::/0")},
 	}
-	offered := pfx("192.168.10.0/24", "192.169.0.0/24", "10.99.0.7/32", "10.99.0.0/16", "0.0.0.0/0", "::/0", "2001:db8::/48")
-	if got, want := Accepted(rules, g, offered), pfx("192.168.10.0/24", "10.99.0.7/32", "::/0"); !slices.Equal(got, want) {
+	offered := pfx("192.168.10.0/24", "192.169.0.0/24", "10.99.0.0/25", "10.99.0.0/16", "0.0.0.0/0", "::/0", "2001:db8::/48")
+	if got, want := Accepted(rules, g, offered), pfx("192.168.10.0/24", "10.99.0.0/25", "::/0"); !slices.Equal(got, want) {
 		t.Errorf("from g: %v, want %v", got, want)
 	}
-	if got, want := Accepted(rules, other, offered), pfx("10.99.0.7/32"); !slices.Equal(got, want) {
+	if got, want := Accepted(rules, other, offered), pfx("10.99.0.0/25"); !slices.Equal(got, want) {
 		t.Errorf("from other: %v, want %v", got, want)
 	}
-	if !Wants(rules, other) || Wants(rules[:1], other) {
+	if !Wants(rules, other.Addr) || Wants(rules[:1], other.Addr) {
 		t.Error("Wants")
 	}
 	// A default-route rule accepts the default route only.
-	exit := []Rule{{From: policy.Identity{Addr: g}, Prefix: netip.MustParsePrefix("0.0.0.0/0")}}
+	exit := []Rule{{From: policy.Identity{Addr: g.Addr}, Prefix: netip.MustParsePrefix("0.0.0.0/0")}}
 	if got, want := Accepted(exit, g, pfx("192.168.1.0/24", "0.0.0.0/1", "0.0.0.0/0")), pfx("0.0.0.0/0"); !slices.Equal(got, want) {
 		t.Errorf("exit rule accepted %v, want %v", got, want)
+	}
+}
+
+// A "*" rule takes an IPv4 /32, and anything but the default route that
+// overlaps the space where addresses are derived, only as the offering
+// key's own derived address; a rule naming the node takes what it covers.
+func TestWildcardTakesOnlyDerivedIPv4(t *testing.T) {
+	k, err := identity.ParsePublicKey("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	space := identity.DefaultIPv4Prefix
+	from := NewOfferer(k, space)
+	if from.IPv4.String() != "100.118.50.184" || from.Addr != k.Address() {
+		t.Fatalf("NewOfferer: %+v", from)
+	}
+	anyRule := func(p string) Rule { return Rule{From: policy.Identity{Any: true}, Prefix: netip.MustParsePrefix(p)} }
+	named := func(p string) Rule {
+		return Rule{From: policy.Identity{Addr: k.Address()}, Prefix: netip.MustParsePrefix(p)}
+	}
+	for _, tc := range []struct {
+		rule   Rule
+		offer  string
+		want   bool
+		notOwn bool // refused only because it is not the key's address
+	}{
+		{anyRule("100.64.0.0/10"), "100.118.50.184/32", true, false},
+		{anyRule("100.64.0.0/10"), "100.118.50.185/32", false, true},
+		{anyRule("100.64.0.0/10"), "100.118.50.184/31", false, true},
+		{anyRule("100.64.0.0/10"), "100.64.0.0/10", false, true},
+		{anyRule("100.118.50.0/24"), "100.118.50.184/32", true, false},
+		{anyRule("100.118.51.0/24"), "100.118.50.184/32", false, false}, // outside the rule
+		{anyRule("0.0.0.0/0"), "100.118.50.184/32", false, false},       // a default rule takes the default only
+		{anyRule("0.0.0.0/0"), "0.0.0.0/0", true, false},
+		{anyRule("10.99.0.0/24"), "10.99.0.7/32", false, true}, // an explicit address, outside the space
+		{anyRule("10.99.0.0/16"), "10.99.1.0/24", true, false}, // a LAN, outside the space
+		{anyRule("100.0.0.0/8"), "100.32.0.0/11", true, false}, // clear of the space
+		{anyRule("2001:db8::/32"), "2001:db8::7/128", true, false},
+		{named("100.64.0.0/10"), "100.64.0.7/32", true, false},
+		{named("100.64.0.0/10"), "100.64.0.0/16", true, false},
+		{named("10.99.0.0/24"), "10.99.0.7/32", true, false},
+	} {
+		p := netip.MustParsePrefix(tc.offer)
+		if got := tc.rule.Covers(from, p); got != tc.want {
+			t.Errorf("rule %v %v covers %s: %v, want %v", tc.rule.From, tc.rule.Prefix, p, got, tc.want)
+		}
+		if got := NotOwnAddress([]Rule{tc.rule}, from, p); got != tc.notOwn {
+			t.Errorf("rule %v %v, %s: NotOwnAddress %v, want %v", tc.rule.From, tc.rule.Prefix, p, got, tc.notOwn)
+		}
+	}
+	// Another node's space: the key's address there.
+	other := NewOfferer(k, netip.MustParsePrefix("10.99.0.0/24"))
+	if !anyRule("10.99.0.0/24").Covers(other, netip.MustParsePrefix("10.99.0.246/32")) {
+		t.Error("a \"*\" rule refused the key's address in a tun.ipv4_prefix of 10.99.0.0/24")
 	}
 }
 
