@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/services"
 )
 
@@ -153,8 +154,8 @@ func (n *Node) listenOverlay(proto string, port uint16) (io.Closer, error) {
 func (n *Node) dialOverlay(ctx context.Context, network, address string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(address)
 	if err == nil {
-		if a := ap.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLinkLocalMulticast() {
-			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (loopback, link-local or multicast)")}
+		if a := ap.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLinkLocalMulticast() || offers.NeverForwarded(a) {
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (loopback, link-local, multicast or a cloud metadata service)")}
 		}
 	}
 	if n.stack != nil {

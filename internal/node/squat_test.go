@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -158,4 +159,20 @@ func TestIPv4AutoOffered(t *testing.T) {
 	testnet.WaitFor(t, 10*time.Second, "g reaches x at its derived address", func() bool {
 		return echoOnce(g, want.String()+":7", 2*time.Second) == nil
 	})
+}
+
+// The proxies and port forwards refuse destinations that are no overlay
+// destination: loopback, link-local (169.254.169.254 among them), the IPv6
+// metadata service, multicast.
+func TestProxiesRefuseLocalDestinations(t *testing.T) {
+	g := prepare(t, "g")
+	g.start(t, "")
+	for _, dst := range []string{"127.0.0.1:80", "169.254.169.254:80", "[fd00:ec2::254]:80", "[::1]:80", "[ff02::1]:80", "[::ffff:127.0.0.1]:80"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := g.dialOverlay(ctx, "tcp", dst)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), "not an overlay destination") {
+			t.Errorf("dial %s through the proxies: %v", dst, err)
+		}
+	}
 }

@@ -283,17 +283,27 @@ func Pieces(p netip.Prefix, others []netip.Prefix) []netip.Prefix {
 
 // notForwarded are destinations an offering node never forwards to, even
 // for a default route: its own loopback, link-local addresses (a cloud's
-// metadata service lives at 169.254.169.254), multicast and broadcast.
+// metadata service lives at 169.254.169.254), the IPv6 metadata service
+// of AWS (fd00:ec2::254, a unique local address), multicast and broadcast.
 var notForwarded = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("255.255.255.255/32"),
 	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8"),
+	netip.MustParsePrefix("fd00:ec2::254/128"),
 }
 
 // Forwarded returns the destinations the offering node forwards for route
-// p: Pieces(p, nil) without loopback, link-local, multicast and broadcast.
+// p: Pieces(p, nil) without loopback, link-local, metadata services,
+// multicast and broadcast.
 func Forwarded(p netip.Prefix) []netip.Prefix {
 	return subtract(p, append(slices.Clone(reserved), notForwarded...))
+}
+
+// NeverForwarded reports whether a is a destination no offering node
+// forwards to (see Forwarded): the proxies refuse it too.
+func NeverForwarded(a netip.Addr) bool {
+	a = a.Unmap()
+	return slices.ContainsFunc(notForwarded, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // subtract returns p without the holes, as few prefixes as splitting in

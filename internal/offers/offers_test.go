@@ -177,6 +177,21 @@ func TestForwardedLeavesOutLocalDestinations(t *testing.T) {
 	if got := Forwarded(netip.MustParsePrefix("192.168.10.0/24")); !slices.Equal(got, pfx("192.168.10.0/24")) {
 		t.Errorf("a LAN prefix: %v", got)
 	}
+	// The IPv6 metadata service of AWS (fd00:ec2::254), beside ordinary
+	// unique local and global addresses.
+	got6 := Forwarded(netip.MustParsePrefix("::/0"))
+	for s, want := range map[string]bool{"2001:db8::1": true, "fd00:ec2::253": true, "fd00:ec2::254": false, "fe80::1": false, "::1": false, "ff02::1": false} {
+		a := netip.MustParseAddr(s)
+		if in := slices.ContainsFunc(got6, func(p netip.Prefix) bool { return p.Contains(a) }); in != want {
+			t.Errorf("%s forwarded = %v, want %v", s, in, want)
+		}
+		if NeverForwarded(a) == want {
+			t.Errorf("NeverForwarded(%s) = %v", s, !want)
+		}
+	}
+	if !NeverForwarded(netip.MustParseAddr("::ffff:169.254.169.254")) || NeverForwarded(netip.MustParseAddr("8.8.8.8")) {
+		t.Error("NeverForwarded on IPv4")
+	}
 }
 
 func FuzzUnmarshal(f *testing.F) {
