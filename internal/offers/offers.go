@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/tomoe-net/tomoe/internal/cidr"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -278,7 +279,7 @@ func Pieces(p netip.Prefix, others []netip.Prefix) []netip.Prefix {
 	if p.Bits() != 0 {
 		return []netip.Prefix{p}
 	}
-	return subtract(p, append(slices.Clone(reserved), others...))
+	return cidr.Subtract(p, append(slices.Clone(reserved), others...))
 }
 
 // notForwarded are destinations an offering node never forwards to, even
@@ -296,7 +297,7 @@ var notForwarded = []netip.Prefix{
 // p: Pieces(p, nil) without loopback, link-local, metadata services,
 // multicast and broadcast.
 func Forwarded(p netip.Prefix) []netip.Prefix {
-	return subtract(p, append(slices.Clone(reserved), notForwarded...))
+	return cidr.Subtract(p, append(slices.Clone(reserved), notForwarded...))
 }
 
 // NeverForwarded reports whether a is a destination no offering node
@@ -304,35 +305,4 @@ func Forwarded(p netip.Prefix) []netip.Prefix {
 func NeverForwarded(a netip.Addr) bool {
 	a = a.Unmap()
 	return slices.ContainsFunc(notForwarded, func(p netip.Prefix) bool { return p.Contains(a) })
-}
-
-// subtract returns p without the holes, as few prefixes as splitting in
-// halves gives.
-func subtract(p netip.Prefix, holes []netip.Prefix) []netip.Prefix {
-	overlap := false
-	for _, h := range holes {
-		if h.Addr().BitLen() != p.Addr().BitLen() || !h.Overlaps(p) {
-			continue
-		}
-		if h.Bits() <= p.Bits() {
-			return nil // p lies inside a hole
-		}
-		overlap = true
-	}
-	if !overlap {
-		return []netip.Prefix{p}
-	}
-	lo, hi := halves(p)
-	return append(subtract(lo, holes), subtract(hi, holes)...)
-}
-
-// halves splits p into its two halves.
-func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
-	bits := p.Bits() + 1
-	lo := netip.PrefixFrom(p.Addr(), bits)
-	b := p.Addr().AsSlice()
-	i := p.Bits() / 8
-	b[i] |= 0x80 >> (p.Bits() % 8)
-	a, _ := netip.AddrFromSlice(b)
-	return lo, netip.PrefixFrom(a, bits)
 }
