@@ -129,6 +129,8 @@ func TestVPN(t *testing.T) {
 	inet.Run("ip", "addr", "add", "198.51.100.7/24", "dev", "eth0")
 	inet.Run("ip", "link", "set", "eth0", "up")
 	serveWhoami(t, inet, "tcp", ":7")
+	// A service of the exit host itself, on every address.
+	serveWhoami(t, exitH.Netns, "tcp", ":7")
 
 	gw := &kernelNode{nodeDir: newNodeDir(t, "gw"), host: gwH}
 	exit := &kernelNode{nodeDir: newNodeDir(t, "exit"), host: exitH}
@@ -378,6 +380,13 @@ func TestVPN(t *testing.T) {
 		for _, addr := range []string{"192.168.10.5:7", "198.51.100.7:7"} {
 			if _, err := askWhoami(remote.host.Netns, addr, 5*time.Second); err != nil {
 				t.Errorf("after the exit route: remote -> %s: %v", addr, err)
+			}
+		}
+		// The exit forwards, but its own addresses (public and LAN), and
+		// the service listening on them, are not the overlay's.
+		for _, addr := range []string{exitH.IPv4.String() + ":7", "198.51.100.1:7"} {
+			if from, err := askWhoami(remote.host.Netns, addr, 2*time.Second); err == nil {
+				t.Errorf("remote reached the exit host's own service at %s through the exit route (it saw %s)", addr, from)
 			}
 		}
 		c, err := remote.dialTCP(gw.addr(), 7, 5*time.Second)

@@ -58,7 +58,8 @@ type LearnedRoute struct {
 	// conflict "own_address" (it is this node's own IPv4 address),
 	// "address_collision" (several peers offer it and it is the derived
 	// address of one of them: none has it), "other_peer" (another peer
-	// has it).
+	// has it), "host_network" (it lies within a network this host is on:
+	// installed again once the host leaves it).
 	Reason string `json:"reason,omitempty"`
 	// ConflictsWith are the keys of the other peers of a conflict.
 	ConflictsWith []string `json:"conflicts_with,omitempty"`

@@ -74,6 +74,7 @@ type Node struct {
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
 	osRoutes *routes.Interface  // kernel mode only; set under mu once configured
+	host     routes.Host        // kernel mode only: the host's own networks; guarded by mu
 	firewall *firewall.Firewall // kernel mode only; guarded by mu
 	forward  routes.Forwarding  // kernel mode only; guarded by mu
 	wrapper  *tunwrap.Wrapper
@@ -258,7 +259,12 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	}
 	n.mu.Lock()
 	n.osRoutes = ifc
+	n.host = ifc.Host()
+	n.filter.SetLocal(n.localPolicyLocked())
 	n.mu.Unlock()
+	if err := ifc.WatchHost(n.onHostChange); err != nil {
+		return err
+	}
 	if len(uids) > 0 {
 		n.log.Info("only some local users reach the overlay", "allowed_local_users", n.cfg.AllowedLocalUsers, "uids", uids)
 	}

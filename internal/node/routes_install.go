@@ -8,6 +8,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routes"
 )
 
 // Which learned routes are installed, for which peer, and what that makes
@@ -36,6 +37,8 @@ const (
 	reasonCollision = "address_collision"
 	// conflict: another peer has it (it offered it first, or sorts first).
 	reasonOtherPeer = "other_peer"
+	// conflict: it lies within one of the host's own networks.
+	reasonHostNetwork = "host_network"
 )
 
 // routeVerdict is what became of one learned prefix.
@@ -112,6 +115,8 @@ func (n *Node) recomputeRoutesLocked() {
 				judge(k, pr, v)
 			case n.ownsRouteLocked(pr):
 				judge(k, pr, routeVerdict{state: stateNotAccepted, reason: reasonOwnRoute})
+			case n.inHostNetworkLocked(pr):
+				judge(k, pr, routeVerdict{state: stateConflict, reason: reasonHostNetwork})
 			default:
 				accepted[k] = append(accepted[k], pr)
 				claims[pr] = append(claims[pr], k)
@@ -203,6 +208,9 @@ func (n *Node) logConflictsLocked(verdicts map[identity.PublicKey]map[netip.Pref
 					msg = "a peer's key derives this node's own IPv4 address (two keys collide); not installed: give one of the two nodes another tun.ipv4_prefix or an explicit tun.ipv4"
 				}
 				n.log.Warn(msg, "prefix", pr, "peer", k.String())
+			case reasonHostNetwork:
+				n.log.Info("an accepted route lies within one of the host's own networks; not installed while the host is on it", "prefix", pr, "peer", k.String())
+				continue
 			case reasonCollision:
 				n.log.Warn("several peers offer one derived IPv4 address (their keys collide, or one claims the other's); installed for none of them", "prefix", pr, "peer", k.String(), "others", with)
 			default:
@@ -286,20 +294,48 @@ func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
 }
 
 // routePiecesLocked is what the installed routes rs become in AllowedIPs:
-// default routes leave out the overlay's spaces and every other installed
-// route (offers.Pieces).
+// default routes leave out the overlay's spaces, every route the host's
+// own networks, and a route so split every other installed route within
+// it (offers.Pieces).
 func (n *Node) routePiecesLocked(rs []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, r := range rs {
 		var others []netip.Prefix
-		if r.Bits() == 0 {
-			for o := range n.rt.installed {
-				if o.Bits() > 0 && o.Addr().BitLen() == r.Addr().BitLen() {
-					others = append(others, o)
-				}
+		for o := range n.rt.installed {
+			if o != r && o.Bits() > r.Bits() && o.Addr().BitLen() == r.Addr().BitLen() && r.Contains(o.Addr()) {
+				others = append(others, o)
 			}
 		}
-		out = append(out, offers.Pieces(r, others)...)
+		out = append(out, offers.Pieces(r, others, n.host.Networks)...)
 	}
 	return out
+}
+
+// inHostNetworkLocked reports whether pr lies within one of the host's
+// own networks (kernel mode; routes.Host): such a route would take the
+// host's LAN, its router or its DNS into the tunnel, so it is not
+// installed. A default route is never within one.
+func (n *Node) inHostNetworkLocked(pr netip.Prefix) bool {
+	return slices.ContainsFunc(n.host.Networks, func(h netip.Prefix) bool {
+		return h.Addr().BitLen() == pr.Addr().BitLen() && h.Bits() <= pr.Bits() && h.Contains(pr.Addr())
+	})
+}
+
+// onHostChange is routes.Interface.WatchHost's report that the host's
+// networks or addresses changed (a laptop joined another LAN): what is
+// installed, and what the filter takes as this host's, follow.
+func (n *Node) onHostChange(h routes.Host, err error) {
+	if err != nil {
+		n.log.Warn("cannot follow the host's networks; accepted routes keep to the last ones seen", "err", err)
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closing {
+		return
+	}
+	n.log.Info("the host's networks changed", "networks", prefixStrings(h.Networks))
+	n.host = h
+	n.filter.SetLocal(n.localPolicyLocked())
+	n.recomputeRoutesLocked()
 }

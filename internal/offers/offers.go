@@ -270,16 +270,28 @@ func Wants(rules []Rule, from netip.Addr) bool {
 // source address of any node it is not.
 var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
 
-// Pieces is what route p becomes in AllowedIPs when the prefixes others
-// are routed to other peers: p itself, except that a default route leaves
-// out the overlay's spaces and, exactly, the others (WireGuard gives each
-// exact prefix to one peer, so a default route split into halves must not
-// produce a piece equal to another peer's route).
-func Pieces(p netip.Prefix, others []netip.Prefix) []netip.Prefix {
-	if p.Bits() != 0 {
+// Pieces is what route p becomes in AllowedIPs: p itself, except that
+//   - a default route leaves out the overlay's spaces;
+//   - any route leaves out the host's own networks within it (host: see
+//     routes.Host), so that the peer cannot send from the host's LAN;
+//
+// and a route so split also leaves out, exactly, the others (prefixes
+// routed to other peers): WireGuard gives each exact prefix to one peer,
+// so a piece must never equal another peer's route.
+func Pieces(p netip.Prefix, others, host []netip.Prefix) []netip.Prefix {
+	var holes []netip.Prefix
+	if p.Bits() == 0 {
+		holes = append(holes, reserved...)
+	}
+	for _, h := range host {
+		if h.Addr().BitLen() == p.Addr().BitLen() && h.Bits() > p.Bits() && p.Contains(h.Addr()) {
+			holes = append(holes, h)
+		}
+	}
+	if len(holes) == 0 {
 		return []netip.Prefix{p}
 	}
-	return cidr.Subtract(p, append(slices.Clone(reserved), others...))
+	return cidr.Subtract(p, append(holes, others...))
 }
 
 // notForwarded are destinations an offering node never forwards to, even
@@ -294,7 +306,7 @@ var notForwarded = []netip.Prefix{
 }
 
 // Forwarded returns the destinations the offering node forwards for route
-// p: Pieces(p, nil) without loopback, link-local, metadata services,
+// p: Pieces(p, nil, nil) without loopback, link-local, metadata services,
 // multicast and broadcast.
 func Forwarded(p netip.Prefix) []netip.Prefix {
 	return cidr.Subtract(p, append(slices.Clone(reserved), notForwarded...))

@@ -148,7 +148,7 @@ func TestWildcardTakesOnlyDerivedIPv4(t *testing.T) {
 }
 
 func TestAllowedIPsOfExit(t *testing.T) {
-	got := Pieces(netip.MustParsePrefix("::/0"), nil)
+	got := Pieces(netip.MustParsePrefix("::/0"), nil, nil)
 	probe := map[string]bool{"fc00::1": false, "fcff::1": false, "300::1": false, "3ff:ffff::1": false,
 		"2001:db8::1": true, "::1": true, "fd00::1": true, "fb00::1": true, "200::1": true, "400::1": true, "ff02::1": true}
 	for s, want := range probe {
@@ -161,7 +161,7 @@ func TestAllowedIPsOfExit(t *testing.T) {
 	if len(got) > 20 {
 		t.Errorf("%d prefixes", len(got))
 	}
-	if v4 := Pieces(netip.MustParsePrefix("0.0.0.0/0"), nil); !slices.Equal(v4, pfx("0.0.0.0/0")) {
+	if v4 := Pieces(netip.MustParsePrefix("0.0.0.0/0"), nil, nil); !slices.Equal(v4, pfx("0.0.0.0/0")) {
 		t.Errorf("IPv4 default: %v", v4)
 	}
 }
@@ -217,7 +217,7 @@ func FuzzUnmarshal(f *testing.F) {
 
 func TestPiecesLeaveOthersOut(t *testing.T) {
 	others := pfx("2000::/3", "2001:db8::/32")
-	got := Pieces(netip.MustParsePrefix("::/0"), others)
+	got := Pieces(netip.MustParsePrefix("::/0"), others, nil)
 	for _, p := range got {
 		if slices.Contains(others, p) || p.Overlaps(others[0]) {
 			t.Errorf("piece %v overlaps another peer's route", p)
@@ -226,7 +226,37 @@ func TestPiecesLeaveOthersOut(t *testing.T) {
 	if !slices.ContainsFunc(got, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr("4000::1")) }) {
 		t.Errorf("pieces lost the rest: %v", got)
 	}
-	if got := Pieces(netip.MustParsePrefix("10.0.0.0/8"), others); !slices.Equal(got, pfx("10.0.0.0/8")) {
+	if got := Pieces(netip.MustParsePrefix("10.0.0.0/8"), others, nil); !slices.Equal(got, pfx("10.0.0.0/8")) {
 		t.Errorf("a plain route: %v", got)
+	}
+}
+
+// The host's own networks inside a route are left out of the peer's
+// AllowedIPs, and a route so split leaves out the others exactly.
+func TestPiecesLeaveHostNetworksOut(t *testing.T) {
+	host := pfx("192.168.1.0/24", "192.168.1.1/32", "10.0.0.0/8", "2001:db8:1::/64")
+	got := Pieces(netip.MustParsePrefix("192.168.0.0/16"), pfx("192.168.128.0/17"), host)
+	for s, want := range map[string]bool{"192.168.1.7": false, "192.168.1.1": false, "192.168.2.5": true, "192.168.0.1": true, "192.168.200.1": false} {
+		a := netip.MustParseAddr(s)
+		if in := slices.ContainsFunc(got, func(p netip.Prefix) bool { return p.Contains(a) }); in != want {
+			t.Errorf("%s in the pieces of 192.168.0.0/16: %v, want %v (%v)", s, in, want, got)
+		}
+	}
+	if slices.Contains(got, netip.MustParsePrefix("192.168.128.0/17")) {
+		t.Errorf("a piece equals another peer's route: %v", got)
+	}
+	// A route inside a host network, or beside them all, is left whole:
+	// the node refuses the first.
+	for _, p := range []string{"10.1.0.0/16", "172.16.0.0/12"} {
+		if got := Pieces(netip.MustParsePrefix(p), nil, host); !slices.Equal(got, pfx(p)) {
+			t.Errorf("Pieces(%s) = %v", p, got)
+		}
+	}
+	v6 := Pieces(netip.MustParsePrefix("::/0"), nil, host)
+	for s, want := range map[string]bool{"2001:db8:1::5": false, "2001:db8:2::5": true, "fc00::1": false} {
+		a := netip.MustParseAddr(s)
+		if in := slices.ContainsFunc(v6, func(p netip.Prefix) bool { return p.Contains(a) }); in != want {
+			t.Errorf("%s in the pieces of ::/0: %v, want %v", s, in, want)
+		}
 	}
 }
