@@ -154,6 +154,9 @@ func TestIPv4AutoOffered(t *testing.T) {
 	g.start(t, acceptDoc("*", "100.64.0.0/10")+allowDoc(x.key.Public().String(), "icmp", ""))
 	x.start(t, peerDoc(g)+acceptDoc(g.Address().String(), "100.64.0.0/10")+allowDoc(g.key.Public().String(), "tcp", "7"))
 	want := netip.MustParseAddr(x.derived(t))
+	if st, err := x.Status(context.Background()); err != nil || st.IPv4 != want.String() {
+		t.Errorf("status shows ipv4 %q (%v), want %s", st.IPv4, err, want)
+	}
 	x.echo4(t, want.String(), 7)
 	g.waitLearned(t, x, want.String()+"/32", "installed")
 	testnet.WaitFor(t, 10*time.Second, "g reaches x at its derived address", func() bool {
