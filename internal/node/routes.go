@@ -103,6 +103,14 @@ func (n *Node) initRoutes() error {
 			break
 		}
 	}
+	space := n.cfg.IPv4Prefix()
+	for _, r := range rs.rules {
+		if r.From.Any && r.Prefix.Addr().Is4() && r.Prefix.Bits() > 0 && !r.Prefix.Overlaps(space) {
+			// A plan of explicit addresses (from = "*" within 10.99.0.0/24)
+			// that worked before addresses were bound to keys.
+			n.log.Info("a \"*\" accept rule outside tun.ipv4_prefix takes the prefixes offered there, but no /32: a \"*\" rule takes a node's address only as the one its key derives in tun.ipv4_prefix (tun.ipv4 = \"auto\"); other addresses need a rule naming the node", "prefix", r.Prefix, "tun.ipv4_prefix", space)
+		}
+	}
 	return nil
 }
 
