@@ -210,7 +210,6 @@ func (n *Node) logConflictsLocked(verdicts map[identity.PublicKey]map[netip.Pref
 				n.log.Warn(msg, "prefix", pr, "peer", k.String())
 			case reasonHostNetwork:
 				n.log.Info("an accepted route lies within one of the host's own networks; not installed while the host is on it", "prefix", pr, "peer", k.String())
-				continue
 			case reasonCollision:
 				n.log.Warn("several peers offer one derived IPv4 address (their keys collide, or one claims the other's); installed for none of them", "prefix", pr, "peer", k.String(), "others", with)
 			default:

@@ -190,9 +190,10 @@ var hostGroups = []uint{unix.RTNLGRP_IPV4_IFADDR, unix.RTNLGRP_IPV6_IFADDR, unix
 // WatchHost follows the host's routes and addresses: after each change
 // of its networks or addresses it updates the throw routes and the rules,
 // then calls f with the new Host (err nil), or with the error that kept it
-// from doing so (it goes on watching). f runs on one goroutine, one call
-// at a time; it must not call Close, which stops the watching and waits
-// for f to return. WatchHost may be called once.
+// from doing so (after a failed read it goes on watching; after the
+// notifications themselves fail, nothing more comes). f runs on one
+// goroutine, one call at a time; it must not call Close, which stops the
+// watching and waits for f to return. WatchHost may be called once.
 func (i *Interface) WatchHost(f func(Host, error)) error {
 	i.mu.Lock()
 	defer i.mu.Unlock()
@@ -204,6 +205,7 @@ func (i *Interface) WatchHost(f func(Host, error)) error {
 	}
 	i.watchDone = make(chan struct{})
 	changed := make(chan struct{}, 1)
+	failed := make(chan error, 1)
 	signal := func() {
 		select {
 		case changed <- struct{}{}:
@@ -211,6 +213,8 @@ func (i *Interface) WatchHost(f func(Host, error)) error {
 		}
 	}
 	i.watchers.Add(2)
+	// The reader only signals; the worker reads the host's state (changes
+	// that come while it does so coalesce into one more read) and calls f.
 	go func() {
 		defer i.watchers.Done()
 		for {
@@ -224,7 +228,7 @@ func (i *Interface) WatchHost(f func(Host, error)) error {
 			case errors.Is(err, unix.ENOBUFS):
 				signal() // notifications were lost: read it all again
 			case err != nil:
-				f(Host{}, fmt.Errorf("follow the host's routes: %w", err))
+				failed <- fmt.Errorf("follow the host's routes: %w", err)
 				return
 			case len(msgs) > 0:
 				signal()
@@ -237,6 +241,9 @@ func (i *Interface) WatchHost(f func(Host, error)) error {
 			select {
 			case <-i.watchDone:
 				return
+			case err := <-failed:
+				f(Host{}, err)
+				continue
 			case <-changed:
 			}
 			i.mu.Lock()
