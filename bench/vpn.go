@@ -332,7 +332,9 @@ func (e *env) setupVPNTomoeRouted(ctx context.Context, tomoeBin string, gwServer
 	if err != nil {
 		return nil, err
 	}
-	gwExtra := fmt.Sprintf("[[routes.offer]]\nprefix = %q\nmasquerade = true\n\n[[routes.offer]]\nprefix = %q\nmasquerade = false\n\n[[routes.accept]]\nfrom = \"*\"\nprefix = \"10.99.0.0/24\"\n", lanMasq.prefix, lanPlain.prefix)
+	// The client's explicit tun.ipv4 needs a rule naming its key: a "*"
+	// rule takes only keys' derived addresses.
+	gwExtra := fmt.Sprintf("[[routes.offer]]\nprefix = %q\nmasquerade = true\n\n[[routes.offer]]\nprefix = %q\nmasquerade = false\n\n[[routes.accept]]\nfrom = %q\nprefix = \"10.99.0.0/24\"\n", lanMasq.prefix, lanPlain.prefix, client.pub.String())
 	if err := gw.vpnNodeConfig("kernel", 4610, fmt.Sprintf("ipv4 = %q\n", gwV4),
 		[]peerEntry{{client.pub, vcUnder + ":4610"}},
 		[]string{allowRule(client.pub, "tcp", strconv.Itoa(iperfPort)), allowRule(client.pub, "icmp", "")}, gwExtra); err != nil {

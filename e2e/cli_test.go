@@ -31,6 +31,12 @@ func TestKeyCommands(t *testing.T) {
 	if got := strings.TrimSpace(mustRun(t, "key", "address", "--site", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=")); got != "3e2:726f:c48e:572::/64" {
 		t.Fatalf("key address --site: %q", got)
 	}
+	if got := strings.TrimSpace(mustRun(t, "key", "address", "--ipv4", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=")); got != "100.82.248.137" {
+		t.Fatalf("key address --ipv4: %q", got)
+	}
+	if got := strings.TrimSpace(mustRun(t, "key", "address", "--ipv4", "--prefix", "10.99.0.0/24", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=")); got != "10.99.0.197" {
+		t.Fatalf("key address --ipv4 --prefix 10.99.0.0/24: %q", got)
+	}
 	// Bad input: a clear message on stderr and exit status 2.
 	for _, c := range []struct {
 		stdin string
@@ -43,6 +49,9 @@ func TestKeyCommands(t *testing.T) {
 		{"", []string{"key", "address", "a", "b"}},
 		{"", []string{"key", "generate", "extra"}},
 		{"", []string{"key", "address", "--sight", "x"}},
+		{"", []string{"key", "address", "--ipv4", "--prefix", "10.99.0.0/31", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="}},
+		{"", []string{"key", "address", "--prefix", "10.99.0.0/24", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="}},
+		{"", []string{"key", "address", "--ipv4", "--site", "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="}},
 	} {
 		r := run(t, c.stdin, c.args...)
 		if r.code != 2 || r.stderr == "" || r.stdout != "" {

@@ -121,8 +121,18 @@ func newNodeDir(t testing.TB, name string) *nodeDir {
 
 func (n *nodeDir) pub() identity.PublicKey { return n.key.Public() }
 func (n *nodeDir) addr() string            { return n.key.Public().Address().String() }
-func (n *nodeDir) socket() string          { return filepath.Join(n.dir, "admin.sock") }
-func (n *nodeDir) config() string          { return filepath.Join(n.dir, "tomoe.toml") }
+
+// ipv4 is the node's tun.ipv4 = "auto" address in the default prefix.
+func (n *nodeDir) ipv4(t testing.TB) string {
+	a, err := n.key.Public().IPv4Address(identity.DefaultIPv4Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a.String()
+}
+
+func (n *nodeDir) socket() string { return filepath.Join(n.dir, "admin.sock") }
+func (n *nodeDir) config() string { return filepath.Join(n.dir, "tomoe.toml") }
 
 // write writes the node's config: the given body after key_file and admin.socket.
 func (n *nodeDir) write(t testing.TB, body string) {

@@ -129,6 +129,8 @@ func TestVPN(t *testing.T) {
 	inet.Run("ip", "addr", "add", "198.51.100.7/24", "dev", "eth0")
 	inet.Run("ip", "link", "set", "eth0", "up")
 	serveWhoami(t, inet, "tcp", ":7")
+	// A service of the exit host itself, on every address.
+	serveWhoami(t, exitH.Netns, "tcp", ":7")
 
 	gw := &kernelNode{nodeDir: newNodeDir(t, "gw"), host: gwH}
 	exit := &kernelNode{nodeDir: newNodeDir(t, "exit"), host: exitH}
@@ -136,19 +138,19 @@ func TestVPN(t *testing.T) {
 	remote := &kernelNode{nodeDir: newNodeDir(t, "remote"), host: home.Host}
 	us := newNodeDir(t, "us") // a userspace node run by an unprivileged user
 
-	gw.tun = "ipv4 = \"10.99.0.1\"\n"
+	gw.tun = "ipv4 = \"auto\"\n"
 	gw.listen = "stealth = true\n"
 	gw.body = offerBlock("192.168.10.0/24", true) + offerBlock("fd10::/64", false) + offerBlock("172.16.0.0/24", false) +
-		acceptBlock("*", "10.99.0.0/24") +
+		acceptBlock("*", "100.64.0.0/10") +
 		allowBlock(remote.pub().String(), "tcp", "7,80-81") + allowBlock(remote.addr(), "icmp", "") +
 		allowBlock(other.addr(), "icmp", "") + allowBlock(us.pub().String(), "tcp", "80") +
 		"[[expose]]\nport = 80\ntarget = \"127.0.0.1:8080\"\n"
-	exit.body = offerBlock("0.0.0.0/0", true) + acceptBlock("*", "10.99.0.0/24") + allowBlock(remote.addr(), "tcp", "7")
+	exit.body = offerBlock("0.0.0.0/0", true) + acceptBlock("*", "100.64.0.0/10") + allowBlock(remote.addr(), "tcp", "7")
 	remote.top = "allowed_local_users = [\"65534\"]\n"
-	remote.tun = "ipv4 = \"10.99.0.2\"\n"
+	remote.tun = "ipv4 = \"auto\"\n"
 	remote.body = peerBlock(gw.nodeDir, gw.endpoint()) + peerBlock(exit.nodeDir, exit.endpoint()) +
 		acceptBlock(gw.addr(), "192.168.0.0/16") + acceptBlock(gw.addr(), "fd10::/64") + allowBlock(gw.addr(), "icmp", "")
-	other.tun = "ipv4 = \"10.99.0.3\"\n"
+	other.tun = "ipv4 = \"auto\"\n"
 	other.body = peerBlock(gw.nodeDir, gw.endpoint()) + acceptBlock(gw.addr(), "192.168.0.0/16") + allowBlock(gw.addr(), "icmp", "")
 
 	// The exposed service: an HTTP server that listens on gw's loopback only.
@@ -212,7 +214,7 @@ func TestVPN(t *testing.T) {
 			return !tableHas(remote.host.Netns, "-4", "192.168.10.0/24")
 		})
 		gw.cli(t, "routes", "offer", "192.168.10.0/24")
-		office.Run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.10.1")
+		office.Run("ip", "route", "add", "100.64.0.0/10", "via", "192.168.10.1")
 		testnet.WaitFor(t, 5*time.Second, "remote installs the route again", func() bool {
 			return tableHas(remote.host.Netns, "-4", "192.168.10.0/24")
 		})
@@ -220,8 +222,8 @@ func TestVPN(t *testing.T) {
 		if err != nil {
 			t.Fatalf("remote -> 192.168.10.5:7: %v", err)
 		}
-		if hostOf(from) != "10.99.0.2" {
-			t.Errorf("the LAN host saw %s, want remote's own 10.99.0.2", from)
+		if want := remote.ipv4(t); hostOf(from) != want {
+			t.Errorf("the LAN host saw %s, want remote's own %s", from, want)
 		}
 	})
 
@@ -378,6 +380,13 @@ func TestVPN(t *testing.T) {
 		for _, addr := range []string{"192.168.10.5:7", "198.51.100.7:7"} {
 			if _, err := askWhoami(remote.host.Netns, addr, 5*time.Second); err != nil {
 				t.Errorf("after the exit route: remote -> %s: %v", addr, err)
+			}
+		}
+		// The exit forwards, but its own addresses (public and LAN), and
+		// the service listening on them, are not the overlay's.
+		for _, addr := range []string{exitH.IPv4.String() + ":7", "198.51.100.1:7"} {
+			if from, err := askWhoami(remote.host.Netns, addr, 2*time.Second); err == nil {
+				t.Errorf("remote reached the exit host's own service at %s through the exit route (it saw %s)", addr, from)
 			}
 		}
 		c, err := remote.dialTCP(gw.addr(), 7, 5*time.Second)

@@ -48,8 +48,21 @@ type LearnedRoute struct {
 	Peer    string `json:"peer"`
 	Address string `json:"address"`
 	// State is "installed", "not_accepted" (no accept rule covers it) or
-	// "conflict" (another peer has it).
+	// "conflict" (another peer has it, or nobody may have it).
 	State string `json:"state"`
+	// Reason says why a route is not installed, when there is more to
+	// say than the state: not_accepted "not_own_address" (a "*" rule
+	// covers it but it is not the offering key's derived IPv4 address),
+	// "policy" (only a "*" rule covers it, and the policy does not let
+	// the peer in), "own_route" (it overlaps a route this node offers);
+	// conflict "own_address" (it is this node's own IPv4 address),
+	// "address_collision" (several peers offer it and it is the derived
+	// address of one of them: none has it), "other_peer" (another peer
+	// has it), "host_network" (it lies within a network this host is on:
+	// installed again once the host leaves it).
+	Reason string `json:"reason,omitempty"`
+	// ConflictsWith are the keys of the other peers of a conflict.
+	ConflictsWith []string `json:"conflicts_with,omitempty"`
 }
 
 // Route change operations (RouteChange.Op).

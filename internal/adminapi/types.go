@@ -8,9 +8,12 @@ package adminapi
 
 // Status is GET /v1/status.
 type Status struct {
-	PublicKey  string   `json:"public_key"`
-	Address    string   `json:"address"`
-	SitePrefix string   `json:"site_prefix"`
+	PublicKey  string `json:"public_key"`
+	Address    string `json:"address"`
+	SitePrefix string `json:"site_prefix"`
+	// IPv4 is the node's overlay IPv4 address (tun.ipv4, derived from
+	// the key with "auto"), if it has one.
+	IPv4       string   `json:"ipv4,omitempty"`
 	Mode       string   `json:"mode"`      // "kernel" or "userspace"
 	Interface  string   `json:"interface"` // TUN name; "" in userspace mode
 	MTU        int      `json:"mtu"`

@@ -25,7 +25,8 @@ func newKeyCmd(g *globals) *cobra.Command {
   tomoe key generate > node.key && chmod 600 node.key
   tomoe key public < node.key
   tomoe key address PUBKEY          # fc00::/8 node address
-  tomoe key address --site PUBKEY   # site prefix /64`,
+  tomoe key address --site PUBKEY   # site prefix /64
+  tomoe key address --ipv4 PUBKEY   # IPv4 address in 100.64.0.0/10 (--prefix P: in P)`,
 	}
 	gen := &cobra.Command{
 		Use:   "generate",
@@ -57,25 +58,48 @@ func newKeyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	var site bool
+	var site, ipv4 bool
+	var ipv4Prefix string
 	addr := &cobra.Command{
-		Use:   "address [--site] PUBKEY",
-		Short: "Print the node address (or, with --site, the site prefix) of a public key",
-		Args:  exactArgs(1, "one public key (base64)"),
+		Use:   "address [--site | --ipv4 [--prefix P]] PUBKEY",
+		Short: "Print the node address (or the site prefix, or the IPv4 address) of a public key",
+		Long: `Print the node address of a public key; with --site its site prefix, with
+--ipv4 the IPv4 address that tun.ipv4 = "auto" gives it, in --prefix (the
+tun.ipv4_prefix of the node that looks, default ` + identity.DefaultIPv4Prefix.String() + `).`,
+		Args: exactArgs(1, "one public key (base64)"),
 		RunE: func(c *cobra.Command, args []string) error {
 			k, err := identity.ParsePublicKey(args[0])
 			if err != nil {
 				return usageError("%v", err)
 			}
-			if site {
+			if site && ipv4 {
+				return usageError("--site and --ipv4: give one")
+			}
+			if c.Flags().Changed("prefix") && !ipv4 {
+				return usageError("--prefix goes with --ipv4")
+			}
+			switch {
+			case site:
 				fmt.Fprintln(g.stdout, k.SitePrefix())
-			} else {
+			case ipv4:
+				p, err := config.ParseIPv4Prefix(ipv4Prefix)
+				if err != nil {
+					return usageError("--prefix %v", err)
+				}
+				a, err := k.IPv4Address(p)
+				if err != nil {
+					return usageError("--prefix %v", err)
+				}
+				fmt.Fprintln(g.stdout, a)
+			default:
 				fmt.Fprintln(g.stdout, k.Address())
 			}
 			return nil
 		},
 	}
 	addr.Flags().BoolVar(&site, "site", false, "print the site prefix (prefix/64) instead of the node address")
+	addr.Flags().BoolVar(&ipv4, "ipv4", false, "print the IPv4 address derived from the key (tun.ipv4 = \"auto\")")
+	addr.Flags().StringVar(&ipv4Prefix, "prefix", identity.DefaultIPv4Prefix.String(), "with --ipv4: the prefix to derive it in (tun.ipv4_prefix)")
 	cmd.AddCommand(gen, pub, addr)
 	return cmd
 }
@@ -113,12 +137,14 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 				return &exitError{code: ExitFailure, err: err}
 			}
 			key := "will be created on first start"
+			var pub identity.PublicKey
 			if _, err := os.Stat(cfg.KeyFile); err == nil {
 				k, _, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
 				if err != nil {
 					return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
 				}
-				key = "ok, address " + k.Public().Address().String()
+				pub = k.Public()
+				key = "ok, address " + pub.Address().String()
 			} else if !errors.Is(err, fs.ErrNotExist) {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
 			}
@@ -133,7 +159,12 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			fmt.Fprintf(g.stdout, "  admin:      %s\n", cfg.Admin.Socket)
 			fmt.Fprintf(g.stdout, "  peers:      %d static\n", len(cfg.Peers))
 			fmt.Fprintf(g.stdout, "  policy:     %d allow rules in the file; changes made through the API are kept in %s\n", len(cfg.Policy.Allow), cfg.StateFile())
-			if v4 := cfg.IPv4(); v4.IsValid() {
+			switch v4 := cfg.IPv4(pub); {
+			case cfg.TUN.IPv4 == config.IPv4Auto && pub.IsZero():
+				fmt.Fprintf(g.stdout, "  ipv4:       auto: derived from the key in %s (offered to peers as a /32)\n", cfg.IPv4Prefix())
+			case cfg.TUN.IPv4 == config.IPv4Auto:
+				fmt.Fprintf(g.stdout, "  ipv4:       %s (auto: derived from the key in %s; offered to peers as %s/32)\n", v4, cfg.IPv4Prefix(), v4)
+			case v4.IsValid():
 				fmt.Fprintf(g.stdout, "  ipv4:       %s (offered to peers as %s/32)\n", v4, v4)
 			}
 			if len(cfg.Routes.Offer)+len(cfg.Routes.Accept) > 0 {

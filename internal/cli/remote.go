@@ -39,6 +39,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "public key:   %s\n", st.PublicKey)
 			fmt.Fprintf(w, "address:      %s\n", st.Address)
 			fmt.Fprintf(w, "site prefix:  %s\n", st.SitePrefix)
+			if st.IPv4 != "" {
+				fmt.Fprintf(w, "ipv4:         %s\n", st.IPv4)
+			}
 			if st.Mode == "kernel" {
 				fmt.Fprintf(w, "mode:         kernel (interface %s, mtu %d)\n", st.Interface, st.MTU)
 			} else {

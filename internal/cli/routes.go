@@ -109,7 +109,11 @@ func printRoutes(g *globals, r adminapi.Routes) {
 		fmt.Fprintln(tw, "-\t\t")
 	}
 	for _, l := range r.Learned {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Prefix, l.Address, l.State)
+		state := l.State
+		if l.Reason != "" {
+			state += " (" + l.Reason + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", l.Prefix, l.Address, state)
 	}
 	tw.Flush()
 }

@@ -88,8 +88,13 @@ type TUN struct {
 	Name string `toml:"name"`
 	MTU  int    `toml:"mtu"`
 	// IPv4 is an optional IPv4 address of this node on the overlay, for
-	// IPv4 programs; it is offered to peers as a /32.
+	// IPv4 programs; it is offered to peers as a /32. "auto" derives it
+	// from the node's key inside IPv4Prefix (identity.IPv4Address).
 	IPv4 string `toml:"ipv4"`
+	// IPv4Prefix is where IPv4 addresses are derived from keys: this
+	// node's own with IPv4 = "auto", and the one a "*" accept rule takes
+	// from each peer as a /32.
+	IPv4Prefix string `toml:"ipv4_prefix"`
 }
 
 // Listen configures the underlay socket.
@@ -182,7 +187,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		KeyFile: DefaultKeyFile(),
-		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU},
+		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: identity.DefaultIPv4Prefix.String()},
 		Listen:  Listen{UDP: DefaultListenUDP},
 		Admin:   Admin{Socket: DefaultSocket()},
 		Log:     Log{Level: "info", Format: "text"},
@@ -285,7 +290,7 @@ var knownKeys = map[string][]string{
 	"proxy":   {"socks5", "http", "users"},
 	"bridge":  {"enable", "tcp", "allow", "state_file", "relay_mbit"},
 	"bridges": {"endpoint", "public_key", "token"},
-	"tun":     {"mode", "name", "mtu", "ipv4"},
+	"tun":     {"mode", "name", "mtu", "ipv4", "ipv4_prefix"},
 	"listen":  {"udp", "stealth"},
 	"admin":   {"socket", "group", "metrics", "metrics_public"},
 	"peers":   {"public_key", "endpoint", "persistent_keepalive", "name"},

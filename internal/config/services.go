@@ -63,10 +63,54 @@ type Proxy struct {
 	Users []string `toml:"users"`
 }
 
-// IPv4 returns tun.ipv4 (invalid when unset; Validate has checked it).
-func (c *Config) IPv4() netip.Addr {
+// IPv4Auto is the tun.ipv4 value that derives the address from the key.
+const IPv4Auto = "auto"
+
+// IPv4 returns the node's overlay IPv4 address: tun.ipv4, or with "auto"
+// the address of pub in tun.ipv4_prefix; invalid when unset. Validate has
+// checked both keys.
+func (c *Config) IPv4(pub identity.PublicKey) netip.Addr {
+	if c.TUN.IPv4 == IPv4Auto {
+		a, _ := pub.IPv4Address(c.IPv4Prefix())
+		return a
+	}
 	a, _ := netip.ParseAddr(c.TUN.IPv4)
 	return a
+}
+
+// IPv4Prefix returns tun.ipv4_prefix (identity.DefaultIPv4Prefix when
+// unset).
+func (c *Config) IPv4Prefix() netip.Prefix {
+	p, err := ParseIPv4Prefix(c.TUN.IPv4Prefix)
+	if err != nil {
+		return identity.DefaultIPv4Prefix
+	}
+	return p
+}
+
+// notIPv4Space are the IPv4 ranges no overlay address may come from.
+var notIPv4Space = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
+	netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("240.0.0.0/4"),
+}
+
+// ParseIPv4Prefix parses a prefix IPv4 addresses can be derived in: IPv4,
+// at most identity.MaxIPv4PrefixBits long, no host bits, and clear of
+// this network, loopback, link-local, multicast and reserved space.
+func ParseIPv4Prefix(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(strings.TrimSpace(s))
+	if err != nil || !p.Addr().Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q: want an IPv4 prefix such as %q", s, identity.DefaultIPv4Prefix.String())
+	}
+	if err := identity.CheckIPv4Prefix(p); err != nil {
+		return netip.Prefix{}, err
+	}
+	for _, bad := range notIPv4Space {
+		if p.Overlaps(bad) {
+			return netip.Prefix{}, fmt.Errorf("%s overlaps %s, which holds no unicast addresses a node can use", p, bad)
+		}
+	}
+	return p, nil
 }
 
 // Offer is a parsed routes.offer entry.
@@ -211,12 +255,15 @@ func localSpec(s string) error {
 // allowed_local_users.
 func (c *Config) validateServices(bad func(key, format string, args ...any)) {
 	kernel := c.TUN.Mode == ModeKernel
-	var v4 netip.Addr
-	if c.TUN.IPv4 != "" {
+	if _, err := ParseIPv4Prefix(c.TUN.IPv4Prefix); err != nil {
+		bad("tun.ipv4_prefix", "%v; the default %s is shared address space (RFC 6598) that LANs rarely use", err, identity.DefaultIPv4Prefix)
+	}
+	var v4 netip.Addr // an explicit tun.ipv4
+	if c.TUN.IPv4 != "" && c.TUN.IPv4 != IPv4Auto {
 		a, err := netip.ParseAddr(c.TUN.IPv4)
 		switch {
 		case err != nil || !a.Is4():
-			bad("tun.ipv4", "%q: want one IPv4 address without a prefix length, e.g. \"10.99.0.2\" (offered to peers as a /32)", c.TUN.IPv4)
+			bad("tun.ipv4", "%q: want \"auto\" (derived from the key in tun.ipv4_prefix) or one IPv4 address without a prefix length, e.g. \"10.99.0.2\" (offered to peers as a /32)", c.TUN.IPv4)
 		case a.IsLoopback() || a.IsMulticast() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 			bad("tun.ipv4", "%s is not a unicast address a node can use", a)
 		default:
@@ -246,7 +293,7 @@ func (c *Config) validateServices(bad func(key, format string, args ...any)) {
 			bad(key, "offering a route needs tun.mode = \"kernel\": a userspace node cannot forward into its LAN")
 		}
 	}
-	if n := len(c.Routes.Offer); n > MaxOffers || (n == MaxOffers && v4.IsValid()) {
+	if n := len(c.Routes.Offer); n > MaxOffers || (n == MaxOffers && c.TUN.IPv4 != "") {
 		bad("routes.offer", "%d routes (tun.ipv4 counts as one more): one offer carries at most %d; offer shorter prefixes that cover several", n, MaxOffers)
 	}
 	for i, a := range c.Routes.Accept {

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
 func TestServicesParse(t *testing.T) {
@@ -41,7 +43,7 @@ users = ["*"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.IPv4() != netip.MustParseAddr("10.99.0.2") || !c.Listen.Stealth {
+	if c.IPv4(identity.PublicKey{1}) != netip.MustParseAddr("10.99.0.2") || c.IPv4Prefix() != identity.DefaultIPv4Prefix || !c.Listen.Stealth {
 		t.Errorf("tun/listen: %+v %+v", c.TUN, c.Listen)
 	}
 	offers := c.Offers()
@@ -53,6 +55,28 @@ users = ["*"]
 	}
 	if len(c.Expose) != 2 || c.Expose[0].ExposeProto() != "tcp" || c.Expose[1].ExposeProto() != "udp" {
 		t.Errorf("expose %+v", c.Expose)
+	}
+}
+
+// tun.ipv4 = "auto" derives the address from the key in tun.ipv4_prefix.
+func TestIPv4Auto(t *testing.T) {
+	k, err := identity.ParsePublicKey("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ doc, want, prefix string }{
+		{"[tun]\nipv4 = \"auto\"\n", "100.118.50.184", "100.64.0.0/10"},
+		{"[tun]\nipv4 = \"auto\"\nipv4_prefix = \"10.99.0.0/24\"\n", "10.99.0.246", "10.99.0.0/24"},
+		{"[tun]\nipv4_prefix = \"10.99.0.0/24\"\n", "invalid IP", "10.99.0.0/24"},
+		{"[tun]\nipv4 = \"10.1.2.3\"\nipv4_prefix = \"10.99.0.0/24\"\n", "10.1.2.3", "10.99.0.0/24"},
+	} {
+		c, err := Parse([]byte(tc.doc), "c.toml", "/x")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.doc, err)
+		}
+		if got := c.IPv4(k).String(); got != tc.want || c.IPv4Prefix().String() != tc.prefix {
+			t.Errorf("%s: IPv4 %s in %s, want %s in %s", tc.doc, got, c.IPv4Prefix(), tc.want, tc.prefix)
+		}
 	}
 }
 
@@ -68,6 +92,13 @@ func TestServicesValidation(t *testing.T) {
 	cases := []struct{ doc, key, hint string }{
 		{"[tun]\nipv4 = \"10.0.0.1/24\"", "tun.ipv4", "without a prefix length"},
 		{"[tun]\nipv4 = \"127.0.0.1\"", "tun.ipv4", "unicast"},
+		{"[tun]\nipv4 = \"Auto\"", "tun.ipv4", "\"auto\""},
+		{"[tun]\nipv4_prefix = \"\"", "tun.ipv4_prefix", "100.64.0.0/10"},
+		{"[tun]\nipv4_prefix = \"fd00::/64\"", "tun.ipv4_prefix", "IPv4 prefix"},
+		{"[tun]\nipv4_prefix = \"10.99.0.0/31\"", "tun.ipv4_prefix", "longer than /30"},
+		{"[tun]\nipv4_prefix = \"10.99.0.1/24\"", "tun.ipv4_prefix", "10.99.0.0/24"},
+		{"[tun]\nipv4_prefix = \"0.0.0.0/0\"", "tun.ipv4_prefix", "overlaps"},
+		{"[tun]\nipv4_prefix = \"169.254.0.0/24\"", "tun.ipv4_prefix", "overlaps"},
 		{"[tun]\nmode = \"userspace\"\n[listen]\nstealth = true", "listen.stealth", "kernel"},
 		{"[[routes.offer]]\nprefix = \"192.168.10.1/24\"", "routes.offer[0].prefix", "192.168.10.0/24"},
 		{"[[routes.offer]]\nprefix = \"fc00::/7\"", "routes.offer[0].prefix", "by key"},
@@ -89,6 +120,7 @@ func TestServicesValidation(t *testing.T) {
 		{"[proxy]\nusers = [\"no-such-user-tomoe\"]", "proxy.users", "does not exist"},
 		{"allowed_local_users = [\"no-such-user-tomoe\"]", "allowed_local_users", "does not exist"},
 		{strings.Repeat("[[routes.offer]]\nprefix = \"10.0.0.0/8\"\n", 1) + manyOffers(48) + "[tun]\nipv4 = \"10.99.0.1\"\n", "routes.offer", "at most 48"},
+		{manyOffers(48) + "[tun]\nipv4 = \"auto\"\n", "routes.offer", "at most 48"},
 		{"allowed_local_users = [\"0\"]\n[tun]\nmode = \"userspace\"", "allowed_local_users", "proxy.users"},
 	}
 	for _, tc := range cases {

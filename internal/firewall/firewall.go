@@ -4,6 +4,9 @@
 //   - anti-spoofing in prerouting: overlay-sourced packets, and packets for
 //     the node address, must come in through the TUN interface, since only
 //     there has WireGuard proved who sent them;
+//   - in input, the overlay reaches only this host's overlay addresses:
+//     a node that forwards (a gateway, an exit) must not expose its LAN
+//     and public addresses, and what listens on them, to its peers;
 //   - masquerading of traffic from the overlay into offered routes;
 //   - TCP MSS clamping on traffic forwarded through the TUN interface;
 //   - stealth mode: no answer (no RST, no ICMP error) to unsolicited

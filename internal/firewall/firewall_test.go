@@ -73,8 +73,8 @@ func TestChainsFollowConfig(t *testing.T) {
 		return strings.Join(out, " ")
 	}
 	base := Config{TUN: "tomoe0", NodeAddr: nodeAddr}
-	if got := names(base); got != "prerouting" {
-		t.Errorf("minimal config: chains %q, want only prerouting", got)
+	if got := names(base); got != "prerouting input" {
+		t.Errorf("minimal config: chains %q, want prerouting and input", got)
 	}
 	full := base
 	full.Masquerade = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}

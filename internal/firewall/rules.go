@@ -21,7 +21,8 @@ type baseChain struct {
 
 // chains returns the chains cfg needs. Chains that would be empty are not
 // made: a nat chain makes conntrack track every packet, and every base
-// chain costs a hook call per packet.
+// chain costs a hook call per packet. (The input chain is never empty: it
+// keeps the overlay off the host's own addresses.)
 func chains(cfg Config) []baseChain {
 	accept := nftables.ChainPolicyAccept
 	out := []baseChain{{
@@ -53,14 +54,46 @@ func chains(cfg Config) []baseChain {
 			rules: rules,
 		})
 	}
+	input := overlayInput(cfg)
 	if cfg.Stealth {
-		out = append(out, baseChain{
-			chain: &nftables.Chain{Name: "input", Type: nftables.ChainTypeFilter,
-				Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
-			rules: stealth(cfg),
-		})
+		input = append(input, stealth(cfg)...)
 	}
+	out = append(out, baseChain{
+		chain: &nftables.Chain{Name: "input", Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept},
+		rules: input,
+	})
 	return out
+}
+
+// overlayInput drops what comes in through TUN for this host but not for
+// its overlay addresses (the node address, its site prefix, tun.ipv4): on
+// a node that forwards (a gateway, an exit), the host's LAN and public
+// addresses lie inside what it offers, yet they are the host's, and the
+// services listening on every address must not become reachable from
+// the overlay through them. The input hook sees only packets for this
+// host, so no list of its addresses is needed, and the rule keeps up as
+// they change.
+func overlayInput(cfg Config) [][]expr.Any {
+	fromTUN := ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, cfg.TUN)
+	drop := []expr.Any{&expr.Counter{}, verdict(expr.VerdictDrop)}
+	v6 := slices.Concat(nfproto(unix.NFPROTO_IPV6), fromTUN, addr(daddr, expr.CmpOpNeq, netip.PrefixFrom(cfg.NodeAddr, 128)))
+	if cfg.Site.IsValid() {
+		v6 = append(v6, addr(daddr, expr.CmpOpNeq, cfg.Site)...)
+	}
+	v4 := slices.Concat(nfproto(unix.NFPROTO_IPV4), fromTUN)
+	if cfg.IPv4.IsValid() {
+		v4 = append(v4, addr(daddr, expr.CmpOpNeq, netip.PrefixFrom(cfg.IPv4, 32))...)
+	}
+	// Neighbour discovery reaches no service; a TUN device has none, but
+	// an interface standing in for it (tests use a veth) needs it to
+	// deliver anything at all.
+	nd := slices.Concat(nfproto(unix.NFPROTO_IPV6), fromTUN, l4proto(unix.IPPROTO_ICMPV6), []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{133}, ToData: []byte{137}},
+		verdict(expr.VerdictAccept),
+	})
+	return [][]expr.Any{append(v4, drop...), nd, append(v6, drop...)}
 }
 
 // antiSpoof drops packets that claim an overlay identity but did not come

@@ -7,12 +7,16 @@
 //	H = SHA-512("tomoe-address-v1" || public_key_bytes)
 //	node address: fc, H[0:15]            (fc00::/8)
 //	site prefix:  03, H[15:22], then ::/64 (0300::/8)
+//	IPv4 address in a prefix P of length L <= 30, with h = 32-L host bits:
+//	              v = H[22:26] as a big-endian uint32,
+//	              P's network address + 1 + (v mod (2^h - 2))
 package identity
 
 import (
 	"crypto/rand"
 	"crypto/sha512"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,7 +38,16 @@ var (
 	OverlayPrefix = netip.MustParsePrefix("fc00::/8")
 	// SitePrefixSpace holds every site prefix.
 	SitePrefixSpace = netip.MustParsePrefix("300::/8")
+	// DefaultIPv4Prefix is where IPv4 addresses are derived from keys
+	// unless a node's config says otherwise (tun.ipv4_prefix): the shared
+	// address space of RFC 6598, which LANs rarely use.
+	DefaultIPv4Prefix = netip.MustParsePrefix("100.64.0.0/10")
 )
+
+// MaxIPv4PrefixBits is the longest prefix IPv4Address derives addresses
+// in: a /30 has two host addresses besides its network and broadcast
+// addresses, a /31 none.
+const MaxIPv4PrefixBits = 30
 
 // PublicKey is a node's permanent Curve25519 public key. It is comparable and
 // safe to print; String gives the standard base64 form that `wg pubkey` prints.
@@ -204,6 +217,42 @@ func (k PublicKey) SitePrefix() netip.Prefix {
 	a[0] = 0x03
 	copy(a[1:8], h[15:22])
 	return netip.PrefixFrom(netip.AddrFrom16(a), 64)
+}
+
+// IPv4Address returns k's IPv4 address in prefix p: with v = H[22:26] as
+// a big-endian uint32 and h = 32 - p.Bits() host bits, p's network
+// address + 1 + (v mod (2^h - 2)), so never p's network or broadcast
+// address. p must be an IPv4 prefix of at most MaxIPv4PrefixBits bits
+// without host bits (CheckIPv4Prefix).
+//
+// 2^h - 2 addresses make collisions likely in small prefixes (in a /24,
+// 1 in 254 for two keys; the default /10 holds 4 million): two keys with
+// the same address are a collision to report, never an identity.
+func (k PublicKey) IPv4Address(p netip.Prefix) (netip.Addr, error) {
+	if err := CheckIPv4Prefix(p); err != nil {
+		return netip.Addr{}, err
+	}
+	h := k.hash()
+	v := uint64(binary.BigEndian.Uint32(h[22:26]))
+	hostBits := 32 - p.Bits()
+	host := 1 + v%(1<<hostBits-2)
+	base := binary.BigEndian.Uint32(p.Addr().AsSlice())
+	var a [4]byte
+	binary.BigEndian.PutUint32(a[:], base+uint32(host))
+	return netip.AddrFrom4(a), nil
+}
+
+// CheckIPv4Prefix reports why IPv4 addresses cannot be derived in p.
+func CheckIPv4Prefix(p netip.Prefix) error {
+	switch {
+	case !p.IsValid() || !p.Addr().Is4():
+		return fmt.Errorf("%v is not an IPv4 prefix", p)
+	case p.Bits() > MaxIPv4PrefixBits:
+		return fmt.Errorf("%v is longer than /%d: it has no room for derived addresses besides its network and broadcast address", p, MaxIPv4PrefixBits)
+	case p.Masked() != p:
+		return fmt.Errorf("%v has host bits set (did you mean %v?)", p, p.Masked())
+	}
+	return nil
 }
 
 // IsNodeAddress reports whether a lies in fc00::/8, where node addresses live.

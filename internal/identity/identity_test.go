@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -38,6 +39,76 @@ func TestAddressKnownAnswers(t *testing.T) {
 			t.Errorf("%s not in site space", k.SitePrefix())
 		}
 	}
+}
+
+// The IPv4 addresses below were computed outside Go (Python hashlib and
+// ipaddress) from the DESIGN.md formula: v = H[22:26] big-endian, the
+// prefix's network address + 1 + v mod (2^h - 2).
+func TestIPv4AddressKnownAnswers(t *testing.T) {
+	prefixes := []string{"100.64.0.0/10", "10.99.0.0/24", "192.168.7.0/30", "0.0.0.0/0", "172.16.0.0/12"}
+	tests := []struct {
+		pub  string
+		want []string
+	}{
+		{"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", []string{"100.118.50.184", "10.99.0.246", "192.168.7.2", "206.54.44.72", "172.22.70.14"}},
+		{"HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", []string{"100.86.20.178", "10.99.0.52", "192.168.7.2", "199.86.14.120", "172.22.39.98"}},
+		{"hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo=", []string{"100.82.248.137", "10.99.0.197", "192.168.7.1", "219.18.241.177", "172.19.13.19"}},
+	}
+	for _, tt := range tests {
+		k, err := ParsePublicKey(tt.pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ps := range prefixes {
+			got, err := k.IPv4Address(netip.MustParsePrefix(ps))
+			if err != nil || got.String() != tt.want[i] {
+				t.Errorf("IPv4Address(%s, %s) = %v, %v; want %s", tt.pub, ps, got, err, tt.want[i])
+			}
+		}
+	}
+	if got, _ := mustKey(t, tests[0].pub).IPv4Address(DefaultIPv4Prefix); got.String() != "100.118.50.184" {
+		t.Errorf("in DefaultIPv4Prefix: %v", got)
+	}
+}
+
+// A derived address is never a prefix's network or broadcast address, and
+// prefixes that cannot hold one are refused.
+func TestIPv4AddressBounds(t *testing.T) {
+	for range 200 {
+		k, _ := GeneratePrivateKey()
+		for _, ps := range []string{"192.168.7.0/30", "10.0.0.0/29", "100.64.0.0/10"} {
+			p := netip.MustParsePrefix(ps)
+			a, err := k.Public().IPv4Address(p)
+			if err != nil || !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
+				t.Fatalf("IPv4Address(%s) = %v, %v", p, a, err)
+			}
+		}
+	}
+	k := mustKey(t, "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	for _, ps := range []string{"10.0.0.0/31", "10.0.0.1/32", "10.0.0.1/24", "fd00::/64"} {
+		if a, err := k.IPv4Address(netip.MustParsePrefix(ps)); err == nil {
+			t.Errorf("IPv4Address(%s) = %v, want an error", ps, a)
+		}
+	}
+	if _, err := k.IPv4Address(netip.Prefix{}); err == nil {
+		t.Error("IPv4Address of the zero prefix")
+	}
+}
+
+func mustKey(t *testing.T, s string) PublicKey {
+	t.Helper()
+	k, err := ParsePublicKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }
 
 // RFC 7748 section 6.1: Alice's key pair.

@@ -83,10 +83,15 @@ func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
 	if n.stack == nil {
 		name, _ = n.wrapper.Name()
 	}
+	ipv4 := ""
+	if n.ipv4.IsValid() {
+		ipv4 = n.ipv4.String()
+	}
 	return adminapi.Status{
 		PublicKey:  pub.String(),
 		Address:    pub.Address().String(),
 		SitePrefix: pub.SitePrefix().String(),
+		IPv4:       ipv4,
 		Mode:       n.cfg.TUN.Mode,
 		Interface:  name,
 		MTU:        n.cfg.TUN.MTU,

@@ -72,6 +72,7 @@ type Node struct {
 	log     *slog.Logger
 	version string
 	key     identity.PrivateKey
+	ipv4    netip.Addr // tun.ipv4, derived from key with "auto"; invalid if unset
 	started time.Time
 
 	// netnsLock (kernel mode) is held from New to the end of Close: one
@@ -82,6 +83,7 @@ type Node struct {
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
 	osRoutes *routes.Interface  // kernel mode only; set under mu once configured
+	host     routes.Host        // kernel mode only: the host's own networks; guarded by mu
 	firewall *firewall.Firewall // kernel mode only; guarded by mu
 	forward  routes.Forwarding  // kernel mode only; guarded by mu
 	wrapper  *tunwrap.Wrapper
@@ -137,7 +139,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
 	}
 	n = &Node{
-		cfg: cfg, log: log, version: opts.Version, key: key, started: time.Now(),
+		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
 		events:     newEventBus(),
 		peers:      make(map[identity.PublicKey]*peer),
 		byAddr:     make(map[netip.Addr]*peer),
@@ -252,7 +254,7 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 	cfg := n.cfg
 	if cfg.TUN.Mode == config.ModeUserspace {
 		addrs := []netip.Addr{pub.Address()}
-		if v4 := cfg.IPv4(); v4.IsValid() {
+		if v4 := n.ipv4; v4.IsValid() {
 			addrs = append(addrs, v4)
 		}
 		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
@@ -288,13 +290,18 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.engine.SetMark(routes.Mark); err != nil {
 		return err
 	}
-	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.cfg.IPv4(), UIDs: uids})
+	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.ipv4, UIDs: uids})
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
 	n.osRoutes = ifc
+	n.host = ifc.Host()
+	n.filter.SetLocal(n.localPolicyLocked())
 	n.mu.Unlock()
+	if err := ifc.WatchHost(n.onHostChange); err != nil {
+		return err
+	}
 	if len(uids) > 0 {
 		n.log.Info("only some local users reach the overlay", "allowed_local_users", n.cfg.AllowedLocalUsers, "uids", uids)
 	}
@@ -318,7 +325,7 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 // firewallConfigLocked is the nftables ruleset for the current offers.
 func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
 	pub := n.key.Public()
-	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.cfg.IPv4(), Site: pub.SitePrefix(), ClampMSS: true,
+	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0}
 	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP != "" {
 		if ap, err := netip.ParseAddrPort(n.cfg.Bridge.TCP); err == nil {

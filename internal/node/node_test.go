@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -34,6 +35,35 @@ type testNode struct {
 	ipv4 string // tun.ipv4, if set before start
 	// ctMax sizes the connection table (Options.ConntrackMax), if set before start.
 	ctMax int
+	logs  logLines
+}
+
+// logLines keeps what a test node logged.
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) add(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, s)
+}
+
+// find returns the first logged line holding every one of parts.
+func (l *logLines) find(parts ...string) (string, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+next:
+	for _, s := range l.lines {
+		for _, p := range parts {
+			if !strings.Contains(s, p) {
+				continue next
+			}
+		}
+		return s, true
+	}
+	return "", false
 }
 
 func newKey(t testing.TB) identity.PrivateKey {
@@ -69,7 +99,7 @@ func (tn *testNode) start(t *testing.T, extra string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(testWriter{t, tn.name}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	log := slog.New(slog.NewTextHandler(testWriter{t, tn.name, &tn.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	n, err := New(cfg, Options{Logger: log, Version: "test", ConntrackMax: tn.ctMax})
 	if err != nil {
 		t.Fatal(err)
@@ -81,9 +111,11 @@ func (tn *testNode) start(t *testing.T, extra string) {
 type testWriter struct {
 	t    *testing.T
 	name string
+	logs *logLines
 }
 
 func (w testWriter) Write(p []byte) (int, error) {
+	w.logs.add(string(p))
 	w.t.Logf("%s: %s", w.name, strings.TrimSpace(string(p)))
 	return len(p), nil
 }

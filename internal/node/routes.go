@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -39,8 +38,9 @@ type routeState struct {
 	offers    []config.Offer // this node's offers (tun.ipv4 included)
 	rules     []offers.Rule  // accept rules
 	learned   map[identity.PublicKey]*learnedOffer
-	installed map[netip.Prefix]identity.PublicKey // accepted prefixes and the peer they lead to
-	osRouted  map[netip.Prefix]bool               // accepted prefixes routed into the kernel TUN
+	installed map[netip.Prefix]identity.PublicKey                  // accepted prefixes and the peer they lead to
+	verdicts  map[identity.PublicKey]map[netip.Prefix]routeVerdict // what became of each learned prefix
+	osRouted  map[netip.Prefix]bool                                // accepted prefixes routed into the kernel TUN
 }
 
 // learnedOffer is what one peer offers.
@@ -81,8 +81,13 @@ func (n *Node) initRoutes() error {
 		return err
 	}
 	rs.offers = list
-	if v4 := n.cfg.IPv4(); v4.IsValid() {
-		rs.offers = append(rs.offers, config.Offer{Prefix: netip.PrefixFrom(v4, 32)})
+	if v4 := n.ipv4; v4.IsValid() {
+		self := netip.PrefixFrom(v4, 32)
+		if slices.ContainsFunc(rs.offers, func(o config.Offer) bool { return o.Prefix == self }) {
+			// Validate catches an explicit tun.ipv4; "auto" needs the key.
+			return fmt.Errorf("routes.offer: %s is tun.ipv4 (%q in %s), which is offered by itself: remove the entry", self, n.cfg.TUN.IPv4, n.cfg.IPv4Prefix())
+		}
+		rs.offers = append(rs.offers, config.Offer{Prefix: self})
 	}
 	if len(rs.offers) > offers.MaxRoutes {
 		return fmt.Errorf("routes.offer: %d routes with tun.ipv4 and the API's changes (%s), more than one offer carries (%d)", len(rs.offers), changesFile(n.cfg).Path, offers.MaxRoutes)
@@ -94,9 +99,17 @@ func (n *Node) initRoutes() error {
 		return err
 	}
 	for _, r := range rs.rules {
-		if r.Prefix.Addr().Is4() && !n.cfg.IPv4().IsValid() {
+		if r.Prefix.Addr().Is4() && !n.ipv4.IsValid() {
 			n.log.Info("an accept rule has an IPv4 prefix but tun.ipv4 is not set: this node forwards IPv4 to it, but its own programs have no IPv4 source on the overlay", "prefix", r.Prefix)
 			break
+		}
+	}
+	space := n.cfg.IPv4Prefix()
+	for _, r := range rs.rules {
+		if r.From.Any && r.Prefix.Addr().Is4() && r.Prefix.Bits() > 0 && !r.Prefix.Overlaps(space) {
+			// A plan of explicit addresses (from = "*" within 10.99.0.0/24)
+			// that worked before addresses were bound to keys.
+			n.log.Info("a \"*\" accept rule outside tun.ipv4_prefix takes the prefixes offered there, but no /32: a \"*\" rule takes a node's address only as the one its key derives in tun.ipv4_prefix (tun.ipv4 = \"auto\"); other addresses need a rule naming the node", "prefix", r.Prefix, "tun.ipv4_prefix", space)
 		}
 	}
 	return nil
@@ -105,7 +118,7 @@ func (n *Node) initRoutes() error {
 // forwardsLocked reports whether this node offers routes other than its
 // own tun.ipv4.
 func (n *Node) forwardsLocked() bool {
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	for _, o := range n.rt.offers {
 		if !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
 			return true
@@ -117,7 +130,7 @@ func (n *Node) forwardsLocked() bool {
 // localPolicy is what the filter must know this node owns and forwards.
 func (n *Node) localPolicyLocked() policy.Local {
 	pub := n.key.Public()
-	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.cfg.IPv4()}
+	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.ipv4, Host: n.host.Addrs}
 	for _, o := range n.rt.offers {
 		if o.Prefix.Bits() == 32 && o.Prefix.Addr() == l.IPv4 {
 			continue
@@ -180,10 +193,9 @@ func (n *Node) handleControl(c controlMsg) {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
 	case offers.TypeOffer:
-		if !offers.Wants(n.rt.rules, p.addr) {
-			n.log.Debug("route offer ignored: no routes.accept rule names this peer", "peer", p.key.ShortString())
-			return
-		}
+		// Kept even when no accept rule names the peer: tomoe routes
+		// shows it, and a peer that offers this node's own address is
+		// reported.
 		l := n.rt.learned[p.key]
 		if l != nil && l.boot == c.msg.Boot && c.msg.Seq < l.seq {
 			return // an older offer, reordered
@@ -234,7 +246,7 @@ func (n *Node) sendOfferLocked(p *peer) {
 // others could not use them, and need not learn the LAN's prefixes).
 func (n *Node) offerForLocked(p *peer) []netip.Prefix {
 	allowed := n.store.Matcher().AllowsAny(p.addr)
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	var out []netip.Prefix
 	for _, o := range n.rt.offers {
 		if allowed || (v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) {
@@ -332,113 +344,6 @@ func (n *Node) withdrawAllLocked() int {
 	return sent
 }
 
-// recomputeRoutesLocked decides which learned prefixes are installed and
-// for which peer, then updates AllowedIPs, the OS routes, the wrapper and
-// the filter. A prefix accepted from two peers stays with the peer that
-// has it; a new one goes to the first peer by key order.
-func (n *Node) recomputeRoutesLocked() {
-	want := map[identity.PublicKey][]netip.Prefix{}
-	keys := make([]identity.PublicKey, 0, len(n.rt.learned))
-	for k := range n.rt.learned {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
-	owner := map[netip.Prefix]identity.PublicKey{}
-	accepted := map[identity.PublicKey][]netip.Prefix{}
-	m := n.store.Matcher()
-	var named []offers.Rule // rules that name a node: for peers the policy does not let in
-	for _, r := range n.rt.rules {
-		if !r.From.Any {
-			named = append(named, r)
-		}
-	}
-	for _, k := range keys {
-		p := n.peers[k]
-		if p == nil {
-			continue
-		}
-		// A "*" rule accepts only from peers the policy lets in, or any
-		// peer this node once talked to could claim another node's /32.
-		rules := n.rt.rules
-		if !m.AllowsAny(p.addr) {
-			rules = named
-		}
-		for _, pr := range offers.Accepted(rules, p.addr, n.rt.learned[k].routes) {
-			if n.ownsRouteLocked(pr) {
-				n.log.Debug("offered route overlaps one of this node's own; not installed", "prefix", pr, "peer", k.ShortString())
-				continue
-			}
-			accepted[k] = append(accepted[k], pr)
-		}
-	}
-	// Keep current owners first.
-	for _, k := range keys {
-		for _, pr := range accepted[k] {
-			if cur, ok := n.rt.installed[pr]; ok && cur == k {
-				owner[pr] = k
-			}
-		}
-	}
-	for _, k := range keys {
-		for _, pr := range accepted[k] {
-			if cur, taken := owner[pr]; taken && cur != k {
-				n.log.Warn("route offered by two peers; keeping the first", "prefix", pr, "peer", k.ShortString(), "kept", cur.ShortString())
-				continue
-			}
-			owner[pr] = k
-		}
-	}
-	for pr, k := range owner {
-		want[k] = append(want[k], pr)
-	}
-	for _, l := range want {
-		slices.SortFunc(l, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr())*256 + a.Bits() - b.Bits() })
-	}
-	for pr, k := range n.rt.installed {
-		if owner[pr] != k {
-			n.log.Info("route removed", "prefix", pr, "peer", k.ShortString())
-		}
-	}
-	for pr, k := range owner {
-		if cur, ok := n.rt.installed[pr]; !ok || cur != k {
-			n.log.Info("route installed", "prefix", pr, "peer", k.ShortString())
-		}
-	}
-	n.rt.installed = owner
-	for _, p := range n.peers {
-		w := want[p.key]
-		ips := n.routePiecesLocked(w)
-		if slices.Equal(w, p.routes) && slices.Equal(ips, p.routeIPs) {
-			continue
-		}
-		p.routes, p.routeIPs = w, ips
-		if p.active {
-			if err := n.activateLocked(p); err != nil {
-				n.log.Warn("cannot update peer's routes", "peer", p.key.ShortString(), "err", err)
-			}
-		}
-	}
-	n.routesChangedLocked()
-}
-
-// ownsRouteLocked reports whether accepting pr would capture a LAN this
-// node offers itself: pr, not a default route, overlaps one of its own
-// offers other than a default route and its tun.ipv4 (which the kernel
-// delivers locally before any route). A default route cannot capture it:
-// the host's own specific routes win over it.
-func (n *Node) ownsRouteLocked(pr netip.Prefix) bool {
-	if pr.Bits() == 0 {
-		return false
-	}
-	v4 := n.cfg.IPv4()
-	for _, o := range n.rt.offers {
-		if o.Prefix.Bits() > 0 && !(v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)) && o.Prefix.Overlaps(pr) {
-			return true
-		}
-	}
-	return false
-}
-
 // expireOffersLocked forgets the offers of peers whose session is up but
 // that have not refreshed them for offerExpiry (they stopped offering,
 // e.g. restarted without routes and their empty offer was lost).
@@ -455,80 +360,6 @@ func (n *Node) expireOffersLocked(now time.Time) {
 	if changed {
 		n.recomputeRoutesLocked()
 	}
-}
-
-// routedOwnersLocked returns the installed routes of active peers, longest
-// prefixes first, for the wrapper and the filter.
-func (n *Node) routedOwnersLocked() []policy.RouteOwner {
-	var out []policy.RouteOwner
-	for pr, k := range n.rt.installed {
-		p := n.peers[k]
-		if p == nil || !p.active {
-			continue
-		}
-		for _, a := range n.routePiecesLocked([]netip.Prefix{pr}) {
-			out = append(out, policy.RouteOwner{Prefix: a, Owner: p.addr})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Prefix.Bits() > out[j].Prefix.Bits() })
-	return out
-}
-
-// syncOSRoutesLocked routes every installed prefix into the kernel TUN and
-// removes those no longer installed.
-func (n *Node) syncOSRoutesLocked() {
-	if n.osRoutes == nil {
-		return
-	}
-	for pr := range n.rt.osRouted {
-		if _, ok := n.rt.installed[pr]; !ok {
-			if err := n.osRoutes.DelRoute(pr); err != nil {
-				n.log.Warn("cannot remove route", "prefix", pr, "err", err)
-			}
-			delete(n.rt.osRouted, pr)
-		}
-	}
-	for pr := range n.rt.installed {
-		if n.rt.osRouted[pr] {
-			continue
-		}
-		if err := n.osRoutes.AddRoute(pr); err != nil {
-			n.log.Warn("cannot route accepted prefix", "prefix", pr, "err", err)
-			continue
-		}
-		n.rt.osRouted[pr] = true
-	}
-}
-
-// routeOwnerLocked returns the peer an installed route for dst leads to.
-func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
-	var best *peer
-	bits := -1
-	for pr, k := range n.rt.installed {
-		if pr.Bits() > bits && slices.ContainsFunc(n.routePiecesLocked([]netip.Prefix{pr}), func(a netip.Prefix) bool { return a.Contains(dst) }) {
-			best, bits = n.peers[k], pr.Bits()
-		}
-	}
-	return best
-}
-
-// routePiecesLocked is what the installed routes rs become in AllowedIPs:
-// default routes leave out the overlay's spaces and every other installed
-// route (offers.Pieces).
-func (n *Node) routePiecesLocked(rs []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, r := range rs {
-		var others []netip.Prefix
-		if r.Bits() == 0 {
-			for o := range n.rt.installed {
-				if o.Bits() > 0 && o.Addr().BitLen() == r.Addr().BitLen() {
-					others = append(others, o)
-				}
-			}
-		}
-		out = append(out, offers.Pieces(r, others)...)
-	}
-	return out
 }
 
 // forgetRoutesLocked drops what peer p offered (it is forgotten).
@@ -578,7 +409,7 @@ func (n *Node) applyForwardingLocked() error {
 		return nil
 	}
 	var v4, v6 bool
-	v4addr := n.cfg.IPv4()
+	v4addr := n.ipv4
 	for _, o := range n.rt.offers {
 		if o.Prefix.Addr().Is4() && !(o.Prefix.Bits() == 32 && o.Prefix.Addr() == v4addr) {
 			v4 = true

@@ -22,7 +22,7 @@ func (n *Node) Routes(ctx context.Context) (adminapi.Routes, error) {
 
 func (n *Node) routesStatusLocked() adminapi.Routes {
 	out := adminapi.Routes{Offered: []adminapi.OfferedRoute{}, Accept: []adminapi.AcceptRule{}, Learned: []adminapi.LearnedRoute{}}
-	v4 := n.cfg.IPv4()
+	v4 := n.ipv4
 	for _, o := range n.rt.offers {
 		r := adminapi.OfferedRoute{Prefix: o.Prefix.String(), Masquerade: o.Masquerade, AcceptedBy: []string{},
 			Self: v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)}
@@ -39,14 +39,15 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	}
 	for k, l := range n.rt.learned {
 		for _, pr := range l.routes {
-			state := "not_accepted"
-			if owner, ok := n.rt.installed[pr]; ok {
-				state = "conflict"
-				if owner == k {
-					state = "installed"
-				}
+			v, ok := n.rt.verdicts[k][pr]
+			if !ok {
+				v.state = stateNotAccepted
 			}
-			out.Learned = append(out.Learned, adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: state})
+			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.state, Reason: v.reason}
+			for _, o := range v.with {
+				r.ConflictsWith = append(r.ConflictsWith, o.String())
+			}
+			out.Learned = append(out.Learned, r)
 		}
 	}
 	slices.SortFunc(out.Learned, func(a, b adminapi.LearnedRoute) int {
@@ -115,7 +116,7 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			return adminapi.Routes{}, fmt.Errorf("offered, but not saved: %w", err)
 		}
 	case adminapi.RouteWithdraw:
-		if v4 := n.cfg.IPv4(); v4.IsValid() && p == netip.PrefixFrom(v4, 32) {
+		if v4 := n.ipv4; v4.IsValid() && p == netip.PrefixFrom(v4, 32) {
 			return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("%s is tun.ipv4, offered while it is configured", p))
 		}
 		i := slices.IndexFunc(n.rt.offers, func(o config.Offer) bool { return o.Prefix == p })

@@ -61,26 +61,27 @@ func echoOnce(tn *testNode, addr string, timeout time.Duration) error {
 // node that stops withdraws its route live.
 func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	g, r, m := prepare(t, "g"), prepare(t, "r"), prepare(t, "m")
-	g.ipv4, r.ipv4, m.ipv4 = "10.99.0.1", "10.99.0.2", "10.99.0.3"
-	g.start(t, acceptDoc("*", "10.99.0.0/24")+allowDoc(r.key.Public().String(), "tcp", "7")+allowDoc(m.key.Public().String(), "tcp", "7"))
-	r.start(t, acceptDoc(g.Address().String(), "10.99.0.0/24")+allowDoc(g.key.Public().String(), "tcp", "7")+peerDoc(g))
+	g.ipv4, r.ipv4, m.ipv4 = "auto", "auto", "auto"
+	gv4, rv4 := g.derived(t), r.derived(t)
+	g.start(t, acceptDoc("*", "100.64.0.0/10")+allowDoc(r.key.Public().String(), "tcp", "7")+allowDoc(m.key.Public().String(), "tcp", "7"))
+	r.start(t, acceptDoc(g.Address().String(), "100.64.0.0/10")+allowDoc(g.key.Public().String(), "tcp", "7")+peerDoc(g))
 	m.start(t, peerDoc(g)) // accepts nothing
-	g.echo4(t, "10.99.0.1", 7)
-	r.echo4(t, "10.99.0.2", 7)
+	g.echo4(t, gv4, 7)
+	r.echo4(t, rv4, 7)
 
 	// r asks g for its offer at start; g learns r's /32 when they greet.
-	testnet.WaitFor(t, 10*time.Second, "r reaches g over IPv4", func() bool { return echoOnce(r, "10.99.0.1:7", 2*time.Second) == nil })
-	testnet.WaitFor(t, 10*time.Second, "g reaches r over IPv4", func() bool { return echoOnce(g, "10.99.0.2:7", 2*time.Second) == nil })
+	testnet.WaitFor(t, 10*time.Second, "r reaches g over IPv4", func() bool { return echoOnce(r, gv4+":7", 2*time.Second) == nil })
+	testnet.WaitFor(t, 10*time.Second, "g reaches r over IPv4", func() bool { return echoOnce(g, rv4+":7", 2*time.Second) == nil })
 
 	// m accepts nothing: no IPv4 route to g, refused at once.
 	start := time.Now()
-	if err := echoOnce(m, "10.99.0.1:7", 3*time.Second); err == nil {
+	if err := echoOnce(m, gv4+":7", 3*time.Second); err == nil {
 		t.Fatal("m reached g's IPv4 address without accepting its route")
 	} else if time.Since(start) > 2*time.Second {
 		t.Errorf("refusal took %v: %v", time.Since(start), err)
 	}
 	// Even with a session up (m pings g over IPv6), g does not install m's
-	// /32 unless... it does: g accepts * within 10.99.0.0/24. Then m's
+	// /32 unless... it does: g accepts * within 100.64.0.0/10. Then m's
 	// IPv4 source is accepted at g, but m still has no route to g.
 	if _, err := m.dial(g.Address(), 7, 3*time.Second); err == nil {
 		t.Fatal("m is not allowed to tcp/7 on g over IPv6")
@@ -91,10 +92,10 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		_, ok := g.rt.installed[netip.MustParsePrefix("10.99.0.2/32")]
+		_, ok := g.rt.installed[netip.MustParsePrefix(rv4+"/32")]
 		return !ok
 	})
-	if err := echoOnce(g, "10.99.0.2:7", 2*time.Second); err == nil {
+	if err := echoOnce(g, rv4+":7", 2*time.Second); err == nil {
 		t.Fatal("g still reaches r's withdrawn route")
 	}
 }
@@ -213,9 +214,9 @@ func TestOfferLimitsAgree(t *testing.T) {
 // address in the accepted range.
 func TestWildcardAcceptNeedsPolicy(t *testing.T) {
 	g, x := prepare(t, "g"), prepare(t, "x")
-	x.ipv4 = "10.99.0.9"
+	x.ipv4 = "auto"
 	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
-	g.start(t, acceptDoc("*", "10.99.0.0/24")+peerDoc(x))
+	g.start(t, acceptDoc("*", "100.64.0.0/10")+peerDoc(x))
 	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatalf("g pings x: %v", err)
 	}
@@ -224,7 +225,7 @@ func TestWildcardAcceptNeedsPolicy(t *testing.T) {
 		return len(r.Learned) == 1
 	})
 	r, _ := g.Routes(context.Background())
-	if r.Learned[0].Prefix != "10.99.0.9/32" || r.Learned[0].State != "not_accepted" {
+	if l := r.Learned[0]; l.Prefix != x.derived(t)+"/32" || l.State != "not_accepted" || l.Reason != "policy" {
 		t.Fatalf("g installed the /32 of a peer its policy does not let in: %+v", r.Learned)
 	}
 	// Once the policy lets x in, the "*" rule applies.

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/services"
 )
 
@@ -153,8 +154,12 @@ func (n *Node) listenOverlay(proto string, port uint16) (io.Closer, error) {
 func (n *Node) dialOverlay(ctx context.Context, network, address string) (net.Conn, error) {
 	ap, err := netip.ParseAddrPort(address)
 	if err == nil {
-		if a := ap.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLinkLocalMulticast() {
-			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (loopback, link-local or multicast)")}
+		if a := ap.Addr().Unmap(); a.IsLoopback() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLinkLocalMulticast() || offers.NeverForwarded(a) {
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (loopback, link-local, multicast or a cloud metadata service)")}
+		}
+		if n.isHostAddr(ap.Addr().Unmap()) {
+			// Kernel mode: the OS would deliver it locally, past the overlay.
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: net.TCPAddrFromAddrPort(ap), Err: errors.New("not an overlay destination (an address of this host)")}
 		}
 	}
 	if n.stack != nil {
@@ -274,4 +279,13 @@ func exposedService(addr netip.Addr, s services.Service) adminapi.ExposedService
 		Address: netip.AddrPortFrom(addr, s.Port).String(),
 		Active:  s.Stats.Active, Total: s.Stats.Total, BytesIn: s.Stats.BytesIn, BytesOut: s.Stats.BytesOut,
 	}
+}
+
+// isHostAddr reports whether a is one of the host's own addresses beyond
+// the overlay (kernel mode; routes.Host).
+func (n *Node) isHostAddr(a netip.Addr) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, ok := slices.BinarySearchFunc(n.host.Addrs, a, netip.Addr.Compare)
+	return ok
 }

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/tomoe-net/tomoe/internal/cidr"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -178,31 +179,79 @@ type Rule struct {
 	Prefix netip.Prefix
 }
 
-// Covers reports whether r accepts prefix p offered by the node at from:
-// p lies within r's prefix. A default-route rule accepts the default route
-// only: accepting an exit node must not let it take over the host's LAN
-// or other peers' prefixes with more specific routes.
-func (r Rule) Covers(from netip.Addr, p netip.Prefix) bool {
+// Offerer is a node whose offer is judged, as this node sees it.
+type Offerer struct {
+	// Addr is its node address, which rules name.
+	Addr netip.Addr
+	// Space is this node's tun.ipv4_prefix, where IPv4 addresses are
+	// derived from keys, and IPv4 the address the offerer's key derives
+	// in it (identity.IPv4Address).
+	Space netip.Prefix
+	IPv4  netip.Addr
+}
+
+// NewOfferer describes the node with key k to a node whose tun.ipv4_prefix
+// is space.
+func NewOfferer(k identity.PublicKey, space netip.Prefix) Offerer {
+	o := Offerer{Addr: k.Address(), Space: space}
+	o.IPv4, _ = k.IPv4Address(space)
+	return o
+}
+
+// OwnIPv4 reports whether p is the offerer's derived IPv4 address as a /32.
+func (o Offerer) OwnIPv4(p netip.Prefix) bool {
+	return o.IPv4.IsValid() && p == netip.PrefixFrom(o.IPv4, 32)
+}
+
+// Covers reports whether r accepts prefix p offered by from: p lies within
+// r's prefix, and
+//   - a default-route rule accepts the default route only: accepting an
+//     exit node must not let it take over the host's LAN or other peers'
+//     prefixes with more specific routes;
+//   - a "*" rule accepts an IPv4 prefix that binds keys (BindsKeys) only
+//     if it is the offerer's own derived /32, so that no peer can claim
+//     another's address, whichever offers first.
+func (r Rule) Covers(from Offerer, p netip.Prefix) bool {
+	return r.within(from, p) && !(r.From.Any && BindsKeys(from.Space, p) && !from.OwnIPv4(p))
+}
+
+// within is Covers without the binding of addresses to keys.
+func (r Rule) within(from Offerer, p netip.Prefix) bool {
 	if r.Prefix.Bits() == 0 && p.Bits() != 0 {
 		return false
 	}
-	return r.From.Covers(from) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
+	return r.From.Covers(from.Addr) && p.Addr().BitLen() == r.Prefix.Addr().BitLen() &&
 		p.Bits() >= r.Prefix.Bits() && r.Prefix.Contains(p.Addr())
 }
 
-// Accepted returns the prefixes offered by the node at from that some rule
-// accepts, in offer order.
-func Accepted(rules []Rule, from netip.Addr, offered []netip.Prefix) []netip.Prefix {
+// BindsKeys reports whether an offer of p claims IPv4 addresses that
+// belong to keys, which a "*" rule grants only to their own key: any /32
+// (one node's address, explicit or derived), and any prefix but the
+// default route that overlaps space, where addresses are derived (a
+// shorter prefix there would capture the addresses of nodes whose own
+// /32 is not installed).
+func BindsKeys(space, p netip.Prefix) bool {
+	return p.Addr().Is4() && p.Bits() > 0 && (p.Bits() == 32 || (space.IsValid() && p.Overlaps(space)))
+}
+
+// Accepted returns the prefixes offered by from that some rule accepts,
+// in offer order.
+func Accepted(rules []Rule, from Offerer, offered []netip.Prefix) []netip.Prefix {
 	var out []netip.Prefix
 	for _, p := range offered {
-		for _, r := range rules {
-			if r.Covers(from, p) {
-				out = append(out, p)
-				break
-			}
+		if slices.ContainsFunc(rules, func(r Rule) bool { return r.Covers(from, p) }) {
+			out = append(out, p)
 		}
 	}
 	return out
+}
+
+// NotOwnAddress reports whether only the binding of addresses to keys
+// keeps the rules from accepting p from from: a "*" rule covers p but p
+// is not the offerer's derived address. (For telling the user why.)
+func NotOwnAddress(rules []Rule, from Offerer, p netip.Prefix) bool {
+	return !slices.ContainsFunc(rules, func(r Rule) bool { return r.Covers(from, p) }) &&
+		slices.ContainsFunc(rules, func(r Rule) bool { return r.within(from, p) })
 }
 
 // Wants reports whether any rule could accept something from the node at
@@ -221,60 +270,51 @@ func Wants(rules []Rule, from netip.Addr) bool {
 // source address of any node it is not.
 var reserved = []netip.Prefix{identity.OverlayPrefix, identity.SitePrefixSpace}
 
-// Pieces is what route p becomes in AllowedIPs when the prefixes others
-// are routed to other peers: p itself, except that a default route leaves
-// out the overlay's spaces and, exactly, the others (WireGuard gives each
-// exact prefix to one peer, so a default route split into halves must not
-// produce a piece equal to another peer's route).
-func Pieces(p netip.Prefix, others []netip.Prefix) []netip.Prefix {
-	if p.Bits() != 0 {
+// Pieces is what route p becomes in AllowedIPs: p itself, except that
+//   - a default route leaves out the overlay's spaces;
+//   - any route leaves out the host's own networks within it (host: see
+//     routes.Host), so that the peer cannot send from the host's LAN;
+//
+// and a route so split also leaves out, exactly, the others (prefixes
+// routed to other peers): WireGuard gives each exact prefix to one peer,
+// so a piece must never equal another peer's route.
+func Pieces(p netip.Prefix, others, host []netip.Prefix) []netip.Prefix {
+	var holes []netip.Prefix
+	if p.Bits() == 0 {
+		holes = append(holes, reserved...)
+	}
+	for _, h := range host {
+		if h.Addr().BitLen() == p.Addr().BitLen() && h.Bits() > p.Bits() && p.Contains(h.Addr()) {
+			holes = append(holes, h)
+		}
+	}
+	if len(holes) == 0 {
 		return []netip.Prefix{p}
 	}
-	return subtract(p, append(slices.Clone(reserved), others...))
+	return cidr.Subtract(p, append(holes, others...))
 }
 
 // notForwarded are destinations an offering node never forwards to, even
 // for a default route: its own loopback, link-local addresses (a cloud's
-// metadata service lives at 169.254.169.254), multicast and broadcast.
+// metadata service lives at 169.254.169.254), the IPv6 metadata service
+// of AWS (fd00:ec2::254, a unique local address), multicast and broadcast.
 var notForwarded = []netip.Prefix{
 	netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("169.254.0.0/16"),
 	netip.MustParsePrefix("224.0.0.0/4"), netip.MustParsePrefix("255.255.255.255/32"),
 	netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fe80::/10"), netip.MustParsePrefix("ff00::/8"),
+	netip.MustParsePrefix("fd00:ec2::254/128"),
 }
 
 // Forwarded returns the destinations the offering node forwards for route
-// p: Pieces(p, nil) without loopback, link-local, multicast and broadcast.
+// p: Pieces(p, nil, nil) without loopback, link-local, metadata services,
+// multicast and broadcast.
 func Forwarded(p netip.Prefix) []netip.Prefix {
-	return subtract(p, append(slices.Clone(reserved), notForwarded...))
+	return cidr.Subtract(p, append(slices.Clone(reserved), notForwarded...))
 }
 
-// subtract returns p without the holes, as few prefixes as splitting in
-// halves gives.
-func subtract(p netip.Prefix, holes []netip.Prefix) []netip.Prefix {
-	overlap := false
-	for _, h := range holes {
-		if h.Addr().BitLen() != p.Addr().BitLen() || !h.Overlaps(p) {
-			continue
-		}
-		if h.Bits() <= p.Bits() {
-			return nil // p lies inside a hole
-		}
-		overlap = true
-	}
-	if !overlap {
-		return []netip.Prefix{p}
-	}
-	lo, hi := halves(p)
-	return append(subtract(lo, holes), subtract(hi, holes)...)
-}
-
-// halves splits p into its two halves.
-func halves(p netip.Prefix) (netip.Prefix, netip.Prefix) {
-	bits := p.Bits() + 1
-	lo := netip.PrefixFrom(p.Addr(), bits)
-	b := p.Addr().AsSlice()
-	i := p.Bits() / 8
-	b[i] |= 0x80 >> (p.Bits() % 8)
-	a, _ := netip.AddrFromSlice(b)
-	return lo, netip.PrefixFrom(a, bits)
+// NeverForwarded reports whether a is a destination no offering node
+// forwards to (see Forwarded): the proxies refuse it too.
+func NeverForwarded(a netip.Addr) bool {
+	a = a.Unmap()
+	return slices.ContainsFunc(notForwarded, func(p netip.Prefix) bool { return p.Contains(a) })
 }

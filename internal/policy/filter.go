@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,17 +89,24 @@ type Local struct {
 	// Packets to them from peers are filtered like inbound traffic, and
 	// packets from them may leave into the overlay.
 	Offered []netip.Prefix
+	// Host are the host's own addresses beyond the overlay (its LAN and
+	// public addresses), sorted: never forwarded, even inside Offered.
+	// They are the host's, not the overlay's (see also the firewall's
+	// input rule).
+	Host []netip.Addr
 }
 
 func (l *Local) owns(a netip.Addr) bool {
 	return a == l.Addr || l.Site.Contains(a) || (l.IPv4.IsValid() && a == l.IPv4)
 }
 
-// forwards reports whether a lies in one of the offered routes.
+// forwards reports whether a lies in one of the offered routes and is
+// not the host's own address.
 func (l *Local) forwards(a netip.Addr) bool {
 	for _, p := range l.Offered {
 		if p.Contains(a) {
-			return true
+			_, own := slices.BinarySearchFunc(l.Host, a, netip.Addr.Compare)
+			return !own
 		}
 	}
 	return false

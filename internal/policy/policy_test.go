@@ -377,3 +377,26 @@ func TestFilterSiteSources(t *testing.T) {
 		t.Fatal("denial not counted against the owner")
 	}
 }
+
+// A node that forwards (an exit) never treats its own addresses as
+// forwarded: packets from peers to them are not for the overlay, and it
+// does not send from them into the overlay.
+func TestFilterHostAddressesAreNotForwarded(t *testing.T) {
+	me, bob := mustKey(t), mustKey(t)
+	own, other := netip.MustParseAddr("2001:db8::5"), netip.MustParseAddr("2001:db8::7")
+	f := NewFilter(Local{Addr: me.Address(), Site: me.SitePrefix(), Offered: []netip.Prefix{netip.MustParsePrefix("2000::/3")},
+		Host: []netip.Addr{netip.MustParseAddr("2001:db8::1"), own}}, Compile([]Rule{mustRule(t, bob.String(), "tcp", "22")}), NewConntrack(0), nil)
+	now := time.Now().UnixNano()
+	if v := f.Inbound(tcpPkt(bob.Address(), other, 5000, 22, packet.TCPSyn), now); v != Accept {
+		t.Fatalf("bob to a forwarded address: %v", v)
+	}
+	if v := f.Inbound(tcpPkt(bob.Address(), own, 5000, 22, packet.TCPSyn), now); v != DropNotLocal {
+		t.Fatalf("bob to the exit's own address: %v", v)
+	}
+	if v := f.Outbound(tcpPkt(own, bob.Address(), 22, 5000, packet.TCPSyn|packet.TCPAck), now); v != DropSpoofed {
+		t.Fatalf("from the exit's own address: %v", v)
+	}
+	if v := f.Outbound(tcpPkt(other, bob.Address(), 22, 5000, packet.TCPSyn|packet.TCPAck), now); v != Accept {
+		t.Fatalf("from a forwarded address: %v", v)
+	}
+}

@@ -4,8 +4,8 @@
 // those routes. Only the overlay prefix fc00::/8, the site prefixes of
 // peers and the tunnelled routes this node accepts are routed into the TUN
 // (DESIGN.md principle 6), all in table Table, which tomoe's ip rules
-// (rules.go) consult ahead of the main table. Close removes everything it
-// added.
+// (rules.go) consult ahead of the main table, except where the host's own
+// networks lie (host.go). Close removes everything it added.
 package routes
 
 import (
@@ -68,7 +68,15 @@ type Interface struct {
 	link     netlink.Link
 	routes   map[netip.Prefix]bool // routes in Table
 	rules    []rule                // installed rules, in the order added
+	host     Host                  // the host's own networks and addresses
+	throws   map[netip.Prefix]bool // throw routes in Table (host.go)
 	closed   bool
+
+	// events carries the kernel's notices of route and address changes;
+	// WatchHost reads it until watchDone is closed (by Close).
+	events    *nl.NetlinkSocket
+	watchDone chan struct{}
+	watchers  sync.WaitGroup
 }
 
 // Configure gives the interface name its addresses and MTU, brings it up,
@@ -100,6 +108,13 @@ func Configure(name string, addr netip.Addr, mtu int, opts Options) (*Interface,
 		h:        h,
 		ruleSock: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}},
 		routes:   make(map[netip.Prefix]bool),
+		throws:   make(map[netip.Prefix]bool),
+	}
+	// Subscribed before the host is first read, so that no change
+	// between the two goes unseen.
+	if i.events, err = subscribeHost(); err != nil {
+		i.Close()
+		return nil, fmt.Errorf("interface %s: %w", name, err)
 	}
 	if err := i.configure(mtu); err != nil {
 		i.Close()
@@ -143,6 +158,9 @@ func (i *Interface) configure(mtu int) error {
 	}
 	if err := i.flushTable(); err != nil {
 		return err
+	}
+	if i.host, err = i.listHost(); err != nil {
+		return fmt.Errorf("interface %s: %w", name, err)
 	}
 	i.mu.Lock()
 	err = i.syncRulesLocked(nil)
@@ -203,13 +221,24 @@ func (i *Interface) AddRoute(p netip.Prefix) error {
 		return nil
 	}
 	// Rules first: with UIDs, the rule that keeps other users off p must
-	// be there before the route is.
-	if err := i.syncRulesLocked(append(i.routeListLocked(), p)); err != nil {
-		i.syncRulesLocked(i.routeListLocked())
+	// be there before the route is; then the throw routes that keep the
+	// host's own networks out of it.
+	next := append(i.routeListLocked(), p)
+	undo := func() {
+		cur := i.routeListLocked()
+		i.syncThrowsLocked(cur)
+		i.syncRulesLocked(cur)
+	}
+	if err := i.syncRulesLocked(next); err != nil {
+		undo()
+		return fmt.Errorf("route %s: %w", p, err)
+	}
+	if err := i.syncThrowsLocked(next); err != nil {
+		undo()
 		return fmt.Errorf("route %s: %w", p, err)
 	}
 	if err := i.h.RouteAdd(i.route(p)); err != nil {
-		i.syncRulesLocked(i.routeListLocked())
+		undo()
 		if errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("route %s: table %d has it already (another tomoe running?): %w", p, Table, err)
 		}
@@ -230,6 +259,9 @@ func (i *Interface) DelRoute(p netip.Prefix) error {
 	delete(i.routes, p)
 	var errs []error
 	if err := i.h.RouteDel(i.route(p)); err != nil && !errors.Is(err, unix.ESRCH) {
+		errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
+	}
+	if err := i.syncThrowsLocked(i.routeListLocked()); err != nil {
 		errs = append(errs, fmt.Errorf("delete route %s: %w", p, err))
 	}
 	if err := i.syncRulesLocked(i.routeListLocked()); err != nil {
@@ -277,11 +309,22 @@ func ipNet(p netip.Prefix) *net.IPNet {
 // more than once.
 func (i *Interface) Close() error {
 	i.mu.Lock()
-	defer i.mu.Unlock()
 	if i.closed {
+		i.mu.Unlock()
 		return nil
 	}
 	i.closed = true
+	if i.watchDone != nil {
+		close(i.watchDone)
+	}
+	i.mu.Unlock()
+	// WatchHost's goroutines take mu: stop them first.
+	if i.events != nil {
+		i.events.Close()
+	}
+	i.watchers.Wait()
+	i.mu.Lock()
+	defer i.mu.Unlock()
 	var errs []error
 	for _, p := range i.routeListLocked() {
 		// ENODEV: the interface, and its routes with it, are gone.
@@ -290,6 +333,12 @@ func (i *Interface) Close() error {
 		}
 	}
 	clear(i.routes)
+	for p := range i.throws {
+		if err := i.h.RouteDel(throwRoute(p)); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete throw route %s: %w", p, err))
+		}
+	}
+	clear(i.throws)
 	slices.SortStableFunc(i.rules, func(a, b rule) int { return rank(b) - rank(a) })
 	for _, r := range i.rules {
 		if err := i.delRule(r); err != nil {

@@ -371,11 +371,12 @@ func TestConfigureReplacesStaleState(t *testing.T) {
 	ns.Run("ip", "-6", "rule", "add", "pref", "4699", "to", "fc00::/8", "unreachable")
 	ns.Run("ip", "rule", "add", "pref", "5210", "lookup", "52")
 	ns.Run("ip", "route", "add", "198.51.100.0/24", "dev", "wan0", "table", "4610")
+	ns.Run("ip", "route", "add", "throw", "198.18.0.0/15", "table", "4610")
 	configure(t, ns, Options{})
 	wantBlock(t, ns,
 		"ipv4 4610: not from all fwmark 0x4610 lookup 4610 suppress_prefixlength 0",
 		"ipv6 4610: not from all fwmark 0x4610 lookup 4610 suppress_prefixlength 0")
-	if own := tableRoutes(t, ns, "4610"); strings.Contains(own, "198.51.100.0") {
+	if own := tableRoutes(t, ns, "4610"); strings.Contains(own, "198.51.100.0") || strings.Contains(own, "198.18.0.0") {
 		t.Errorf("stale route left in table 4610:\n%s", own)
 	}
 	if rules := ns.Run("ip", "rule", "show"); !strings.Contains(rules, "5210:") {
@@ -414,6 +415,128 @@ func TestConfigureErrors(t *testing.T) {
 	ns.Do(func() { _, err = Configure("nonesuch0", nodeAddr, 1280, Options{}) })
 	if err == nil || !strings.Contains(err.Error(), "nonesuch0") {
 		t.Errorf("Configure on a missing interface: %v", err)
+	}
+	wantBlock(t, ns)
+}
+
+// addLAN gives the host a second network, lan0 192.168.1.2/24, with a
+// neighbour at 192.168.1.7 in its own namespace.
+func addLAN(t *testing.T, ns *testnet.Netns) *testnet.Netns {
+	t.Helper()
+	home := testnet.NewNetns(t, "home")
+	ns.Veth("lan0", home, "eth0")
+	ns.Run("ip", "addr", "add", "192.168.1.2/24", "dev", "lan0")
+	home.Run("ip", "addr", "add", "192.168.1.7/24", "dev", "eth0")
+	return home
+}
+
+// Accepted routes never take the host's own networks: an accepted
+// 192.168.0.0/16 leaves the host's LAN 192.168.1.0/24 on the LAN (a real
+// ping reaches the neighbour there), and a gateway of the host's routes
+// outside any connected network (onlink) is routed as the main table
+// says; the rest of the prefixes goes into the TUN.
+func TestHostNetworksStayOnTheHost(t *testing.T) {
+	t.Parallel()
+	ns, _ := newHost(t)
+	addLAN(t, ns)
+	ns.Run("ip", "route", "add", "198.18.0.0/15", "via", "10.77.0.1", "dev", "lan0", "onlink")
+	i := configure(t, ns, Options{IPv4: ipv4})
+	addRoutes(t, i, "192.168.0.0/16", "10.0.0.0/8")
+
+	wantRoute(t, ns, "192.168.1.7", "lan0", "192.168.1.2")
+	wantRoute(t, ns, "192.168.1.1", "lan0", "192.168.1.2")
+	wantRoute(t, ns, "192.168.2.5", tunName, "10.99.0.2")
+	wantRoute(t, ns, "10.77.0.1", "wan0", "192.0.2.2")
+	wantRoute(t, ns, "10.1.2.3", tunName, "10.99.0.2")
+	if out, err := ns.Try("ping", "-c", "1", "-W", "2", "192.168.1.7"); err != nil {
+		t.Errorf("ping the LAN neighbour with 192.168.0.0/16 routed into the TUN: %v\n%s", err, out)
+	}
+}
+
+// Host lists the host's networks, its routes' gateways and its addresses,
+// none of tomoe's; WatchHost follows them: a host that moves its LAN to
+// another prefix gets the old one back into the TUN and keeps the new one
+// on the LAN. With UIDs, other users keep the host's LAN too. Close
+// removes the throw routes with the rest.
+func TestHostNetworksFollowChanges(t *testing.T) {
+	t.Parallel()
+	ns, _ := newHost(t)
+	home := addLAN(t, ns)
+	i := configure(t, ns, Options{IPv4: ipv4, UIDs: []uint32{65534}})
+	addRoutes(t, i, "192.168.0.0/16", "172.16.0.0/12")
+	h := i.Host()
+	for _, want := range []string{"192.0.2.0/24", "192.0.2.1/32", "192.168.1.0/24", "2001:db8::/64", "2001:db8::1/128"} {
+		if !slices.Contains(h.Networks, netip.MustParsePrefix(want)) {
+			t.Errorf("Host().Networks lacks %s: %v", want, h.Networks)
+		}
+	}
+	if got := fmt.Sprint(h.Addrs); got != "[192.0.2.2 192.168.1.2 2001:db8::2]" {
+		t.Errorf("Host().Addrs = %s", got)
+	}
+	for _, p := range h.Networks {
+		if p.Contains(ipv4) || p.Contains(nodeAddr) {
+			t.Errorf("Host().Networks has tomoe's own %s", p)
+		}
+	}
+	wantThrows := func(want string) {
+		t.Helper()
+		var got []string
+		for l := range strings.Lines(tableRoutes(t, ns, "4610")) {
+			if strings.HasPrefix(l, "throw ") {
+				got = append(got, strings.Fields(l)[1])
+			}
+		}
+		if fmt.Sprint(got) != want {
+			t.Errorf("throw routes in table 4610: %v, want %s", got, want)
+		}
+	}
+	wantThrows("[192.168.1.0/24]")
+	for _, uid := range []string{"0", "65534", "65533"} {
+		wantRoute(t, ns, "192.168.1.7", "lan0", "192.168.1.2", "uid", uid)
+	}
+	wantRoute(t, ns, "192.168.2.5", tunName, "10.99.0.2", "uid", "65534")
+	wantUnreachable(t, ns, "192.168.2.5", "uid", "65533")
+
+	seen := make(chan Host, 16)
+	if err := i.WatchHost(func(h Host, err error) {
+		if err != nil {
+			t.Errorf("WatchHost: %v", err)
+			return
+		}
+		seen <- h
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The laptop moves: its LAN is now 172.20.0.0/24.
+	ns.Run("ip", "addr", "del", "192.168.1.2/24", "dev", "lan0")
+	ns.Run("ip", "addr", "add", "172.20.0.2/24", "dev", "lan0")
+	home.Run("ip", "addr", "add", "172.20.0.7/24", "dev", "eth0")
+	testnet.WaitFor(t, answerTimeout, "WatchHost to see the new LAN", func() bool {
+		for {
+			select {
+			case h := <-seen:
+				if slices.Contains(h.Networks, netip.MustParsePrefix("172.20.0.0/24")) && !slices.Contains(h.Networks, netip.MustParsePrefix("192.168.1.0/24")) {
+					return true
+				}
+			default:
+				return false
+			}
+		}
+	})
+	wantThrows("[172.20.0.0/24]")
+	wantRoute(t, ns, "192.168.1.7", tunName, "10.99.0.2")
+	wantRoute(t, ns, "172.20.0.7", "lan0", "172.20.0.2")
+	wantRoute(t, ns, "172.20.0.7", "lan0", "172.20.0.2", "uid", "65533")
+	wantUnreachable(t, ns, "192.168.1.7", "uid", "65533")
+	if out, err := ns.Try("ping", "-c", "1", "-W", "2", "172.20.0.7"); err != nil {
+		t.Errorf("ping the new LAN's neighbour: %v\n%s", err, out)
+	}
+
+	if err := i.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if own := strings.TrimSpace(tableRoutes(t, ns, "4610")); own != "" {
+		t.Errorf("table 4610 after Close:\n%s", own)
 	}
 	wantBlock(t, ns)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
+	"github.com/tomoe-net/tomoe/internal/cidr"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -28,10 +29,13 @@ import (
 //	      (with UIDs: uidrange U-U lookup Table, per uid)
 //	4699  nop                                         with UIDs: the goto's target
 //
-// 4610 makes tomoe's specific routes win over the host's; 4630 makes the
-// host's own specific routes (its LAN, the route to a peer's endpoint)
-// win over an exit node's default route, which 4640 then gives to the
-// rest. 4630 and 4640 exist only for a family whose default route is in
+// 4610 makes tomoe's specific routes win over the host's, except over the
+// host's own networks: Table holds a throw route for each of those inside
+// a tunnelled route (host.go), which sends the lookup on to the next rules
+// and the main table (with UIDs, the 4620 rules leave them out too). 4630
+// makes the host's own specific routes (its LAN, the route to a peer's
+// endpoint) win over an exit node's default route, which 4640 then gives
+// to the rest. 4630 and 4640 exist only for a family whose default route is in
 // Table, so that without an exit node the host routes as it did without
 // tomoe (4630 would otherwise put main's specific routes ahead of the
 // host's own rules after tomoe's block).
@@ -133,7 +137,7 @@ func (r rule) String() string {
 // routes in Table, in the order they are to be added: the goto's target
 // first, then by priority, so that at no point does a half-installed set
 // send traffic where the whole set would not.
-func wantRules(uids []uint32, routes []netip.Prefix) []rule {
+func wantRules(uids []uint32, routes, throws []netip.Prefix) []rule {
 	var out []rule
 	for _, fam := range []int{unix.AF_INET, unix.AF_INET6} {
 		hasDefault := slices.ContainsFunc(routes, func(p netip.Prefix) bool { return p.Bits() == 0 && family(p) == fam })
@@ -152,7 +156,7 @@ func wantRules(uids []uint32, routes []netip.Prefix) []rule {
 		for _, u := range users {
 			out = append(out, rule{family: fam, pref: prefTomoe, action: lookupTable, table: Table, suppress: true, hasUID: true, uid: u})
 		}
-		for _, p := range unreachablePrefixes(fam, routes) {
+		for _, p := range unreachablePrefixes(fam, routes, throws) {
 			out = append(out, rule{family: fam, pref: prefUnreach, action: unreachable, dst: p})
 		}
 		if hasDefault {
@@ -182,16 +186,17 @@ func allowedUIDs(uids []uint32) []uint32 {
 
 // unreachablePrefixes are the destinations of family fam that users other
 // than the allowed ones must not reach: the overlay and site spaces, and
-// every non-default route in Table, leaving out those another one
-// contains.
-func unreachablePrefixes(fam int, routes []netip.Prefix) []netip.Prefix {
+// every non-default route in Table without the host's networks that throw
+// routes give back to the main table (throws), leaving out those another
+// one contains.
+func unreachablePrefixes(fam int, routes, throws []netip.Prefix) []netip.Prefix {
 	var all []netip.Prefix
 	if fam == unix.AF_INET6 {
 		all = append(all, identity.OverlayPrefix, identity.SitePrefixSpace)
 	}
 	for _, p := range routes {
 		if family(p) == fam && p.Bits() > 0 {
-			all = append(all, p)
+			all = append(all, cidr.Subtract(p, throws)...)
 		}
 	}
 	slices.SortFunc(all, comparePrefix)
@@ -293,7 +298,7 @@ func (i *Interface) execRule(req *nl.NetlinkRequest) error {
 // missing ones (in wantRules' order), then deletes those no longer wanted
 // (in reverse order). On error i.rules still says what is installed.
 func (i *Interface) syncRulesLocked(routes []netip.Prefix) error {
-	want := wantRules(i.uids, routes)
+	want := wantRules(i.uids, routes, throwsFor(routes, i.host.Networks))
 	for _, r := range want {
 		if slices.Contains(i.rules, r) {
 			continue

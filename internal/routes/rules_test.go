@@ -2,10 +2,12 @@ package routes
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -92,12 +94,34 @@ func TestWantRules(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
-			for _, r := range wantRules(tt.uids, tt.routes) {
+			for _, r := range wantRules(tt.uids, tt.routes, nil) {
 				got = append(got, r.String())
 			}
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("rules:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
 			}
 		})
+	}
+}
+
+// A host network gets a throw route when it lies strictly inside a route
+// in Table, never in the overlay's spaces; other users' unreachable rules
+// leave it out.
+func TestThrowsFor(t *testing.T) {
+	routes := prefixes("fc00::/8", "312::/64", "192.168.0.0/16", "10.1.0.0/16", "0.0.0.0/0", "2001:db8::/32")
+	nets := prefixes("192.168.1.0/24", "192.168.1.1/32", "10.1.0.0/16", "10.0.0.0/8", "203.0.113.0/24", "fc00:1::/64", "312::/64", "2001:db8:1::/64", "fd00::/64")
+	got := throwsFor(routes, nets)
+	want := prefixes("192.168.1.0/24", "192.168.1.1/32", "10.0.0.0/8", "203.0.113.0/24", "2001:db8:1::/64")
+	if !slices.Equal(got, want) {
+		t.Errorf("throwsFor = %v, want %v", got, want)
+	}
+	var rules []string
+	for _, r := range wantRules([]uint32{1000}, prefixes("192.168.0.0/22"), prefixes("192.168.1.0/24")) {
+		if r.action == unreachable && r.family == unix.AF_INET {
+			rules = append(rules, r.String())
+		}
+	}
+	if got, want := strings.Join(rules, "\n"), "ipv4 4620: to 192.168.0.0/24 unreachable\nipv4 4620: to 192.168.2.0/23 unreachable"; got != want {
+		t.Errorf("unreachable rules with a host network inside a route:\n%s\nwant:\n%s", got, want)
 	}
 }
