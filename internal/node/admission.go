@@ -8,7 +8,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
-	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
 // Admission of keys that start a handshake without being peers. The Bind
@@ -54,21 +53,23 @@ func newWildcardState() wildcardState {
 // Admit implements transport.Admitter: a handshake from a key that is not
 // in the device. It never moves a peer's path (src is only counted): the
 // Bind does that once WireGuard has authenticated traffic from there.
-func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
-	m := n.store.Matcher()
+func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Addr) bool {
 	addr := key.Address()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closing {
 		return false
 	}
+	// Under the lock: a Revoke that changed the store waits for it, or is
+	// seen here.
+	m := n.store.Matcher()
 	p := n.peers[key]
 	switch {
 	case p != nil && p.static:
 		// A static peer is answered even when no rule lets its traffic in
 		// (this node's own flows need its handshakes), unless its rules
 		// were revoked: then it is cut, and stays cut.
-		if !m.AllowsAny(addr) && n.store.Revoked(addr) {
+		if n.cutLocked(p) {
 			n.denyAdmission(key, src, "revoked")
 			return false
 		}
@@ -84,10 +85,6 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
 		p = &peer{key: key, addr: addr, site: n.bySite[key.SitePrefix()] == nil}
 		n.insertLocked(p)
 	default:
-		source := netip.Addr{}
-		if src.IsValid() {
-			source = ratelimit.Source(src.Addr())
-		}
 		if !n.admitWildcardLocked(key, source) {
 			return false
 		}
@@ -103,6 +100,13 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort) bool {
 		return false
 	}
 	return true
+}
+
+// cutLocked reports whether static peer p was cut by a revocation: its
+// rules were revoked and no rule lets it in. Only this node's own sends
+// bring it back into the device, never a packet from it.
+func (n *Node) cutLocked(p *peer) bool {
+	return p.static && !n.store.Matcher().AllowsAny(p.addr) && n.store.Revoked(p.addr)
 }
 
 // admitWildcardLocked decides whether one more peer that only a "*" rule

@@ -33,14 +33,14 @@ func BenchmarkAdmitAndForget(b *testing.B) {
 			}
 			src := netip.MustParseAddrPort("192.0.2.1:4610")
 			for _, k := range keys[:n] {
-				if !tn.Admit(k, netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(len(k) >> 8), k[0]}), 1)) {
+				if !tn.Admit(k, netip.AddrPort{}, netip.AddrFrom4([4]byte{10, 0, byte(len(k) >> 8), k[0]})) {
 					b.Fatal("setup admission refused")
 				}
 			}
 			b.ResetTimer()
 			for i := range b.N {
 				k := keys[n+i]
-				if !tn.Admit(k, src) {
+				if !tn.Admit(k, src, src.Addr()) {
 					b.Fatal("admission refused")
 				}
 				tn.mu.Lock()

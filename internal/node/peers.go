@@ -318,6 +318,9 @@ func (n *Node) rehandshakeLoop() {
 		case src := <-n.rehandshake:
 			n.mu.Lock()
 			p := n.byEndpoint[src] // static peers: others' endpoints are not known here
+			if p != nil && n.cutLocked(p) {
+				p = nil // a packet from its address does not bring a revoked peer back
+			}
 			var err error
 			if p != nil && !n.closing {
 				err = n.activateLocked(p)

@@ -4,6 +4,7 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
+	"time"
 
 	"golang.org/x/crypto/curve25519"
 
@@ -20,6 +21,13 @@ var (
 // (plus 2^62 + 10) and 4 of nanoseconds, big endian, so byte order is time
 // order.
 type Timestamp [12]byte
+
+// Sub returns t - u.
+func (t Timestamp) Sub(u Timestamp) time.Duration {
+	secs := int64(binary.BigEndian.Uint64(t[:8]) - binary.BigEndian.Uint64(u[:8]))
+	nanos := int64(binary.BigEndian.Uint32(t[8:])) - int64(binary.BigEndian.Uint32(u[8:]))
+	return time.Duration(secs)*time.Second + time.Duration(nanos)
+}
 
 // Opener recovers the initiator's static public key and timestamp from a
 // handshake initiation addressed to us, by running the responder's first

@@ -32,15 +32,21 @@ func Source(a netip.Addr) netip.Addr {
 	return p.Addr()
 }
 
-// Keyed holds one token bucket per key: each key may spend Burst events at
-// once and regains Rate per second. It is safe for concurrent use.
-type Keyed struct {
+// Keyed limits events per source address (see Source).
+type Keyed = KeyedOf[netip.Addr]
+
+// KeyedOf holds one token bucket per key: each key may spend Burst events
+// at once and regains Rate per second. It is safe for concurrent use.
+type KeyedOf[K comparable] struct {
 	cost  int64 // nanoseconds of refill one event costs
 	depth int64 // the bucket's size in nanoseconds: cost * burst
 	max   int
+	// openWhenFull: a new key that finds the table full of busy keys is
+	// let through untracked, instead of refused (see NewKeyedOpen).
+	openWhenFull bool
 
 	mu        sync.Mutex // guards table and lastSweep
-	table     map[netip.Addr]*bucket
+	table     map[K]*bucket
 	lastSweep time.Time
 }
 
@@ -58,23 +64,36 @@ const sweepInterval = 100 * time.Millisecond
 // keeps at most max keys. When the table is full and no bucket in it is
 // idle (full again), events from new keys are refused: under a flood from
 // more sources than max, new sources wait rather than memory growing.
-func NewKeyed(rate float64, burst, max int) *Keyed {
+func NewKeyed(rate float64, burst, max int) *Keyed { return NewKeyedOf[netip.Addr](rate, burst, max) }
+
+// NewKeyedOf is NewKeyed for any kind of key.
+func NewKeyedOf[K comparable](rate float64, burst, max int) *KeyedOf[K] {
 	if rate <= 0 || burst < 1 || max < 1 {
 		panic("ratelimit: rate, burst and max must be positive")
 	}
 	cost := int64(float64(time.Second) / rate)
-	return &Keyed{cost: cost, depth: cost * int64(burst), max: max, table: make(map[netip.Addr]*bucket)}
+	return &KeyedOf[K]{cost: cost, depth: cost * int64(burst), max: max, table: make(map[K]*bucket)}
+}
+
+// NewKeyedOpen is NewKeyedOf for a limit that is only about fairness, with
+// another bound behind it: when the table is full of busy keys, events of
+// new keys are allowed (untracked) rather than refused, so that a flood
+// from more sources than max does not shut out every newcomer.
+func NewKeyedOpen[K comparable](rate float64, burst, max int) *KeyedOf[K] {
+	k := NewKeyedOf[K](rate, burst, max)
+	k.openWhenFull = true
+	return k
 }
 
 // Allow spends one event of key's budget at now, reporting false if the
 // budget is spent (or the table is full of busy keys).
-func (k *Keyed) Allow(key netip.Addr, now time.Time) bool {
+func (k *KeyedOf[K]) Allow(key K, now time.Time) bool {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	b := k.table[key]
 	if b == nil {
 		if len(k.table) >= k.max && !k.sweepLocked(now) {
-			return false
+			return k.openWhenFull
 		}
 		k.table[key] = &bucket{last: now, tokens: k.depth - k.cost}
 		return true
@@ -93,7 +112,7 @@ func (k *Keyed) Allow(key netip.Addr, now time.Time) bool {
 // sweepLocked drops the buckets that are full again (their keys have been
 // quiet long enough that forgetting them changes nothing) and reports
 // whether that made room.
-func (k *Keyed) sweepLocked(now time.Time) bool {
+func (k *KeyedOf[K]) sweepLocked(now time.Time) bool {
 	if now.Sub(k.lastSweep) < sweepInterval {
 		return false
 	}
@@ -107,7 +126,7 @@ func (k *Keyed) sweepLocked(now time.Time) bool {
 }
 
 // Len returns the number of keys held.
-func (k *Keyed) Len() int {
+func (k *KeyedOf[K]) Len() int {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	return len(k.table)

@@ -114,3 +114,21 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("table grew to %d keys", k.Len())
 	}
 }
+
+func TestOpenWhenFull(t *testing.T) {
+	k := NewKeyedOpen[netip.AddrPort](1, 1, 4)
+	now := time.Unix(1000, 0)
+	for i := range 4 {
+		k.Allow(netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(i)), now)
+	}
+	if !k.Allow(netip.MustParseAddrPort("192.0.2.9:1"), now) {
+		t.Fatal("a new key was refused by a full table that lets newcomers through")
+	}
+	if k.Len() != 4 {
+		t.Fatalf("the newcomer was tracked: %d keys", k.Len())
+	}
+	// Tracked keys are still limited.
+	if k.Allow(netip.MustParseAddrPort("192.0.2.1:0"), now) {
+		t.Fatal("a tracked key over its budget was allowed")
+	}
+}

@@ -52,6 +52,22 @@ type forwardingRecord struct {
 	// Original maps each sysctl this node switched on to the value it
 	// had before.
 	Original map[string]string `json:"original"`
+	// Boot and Netns say which boot of the host and which network
+	// namespace the values belong to: after a reboot (the sysctls were
+	// reset, and another program may have set them since) or in another
+	// namespace, the record is stale and nothing is written.
+	Boot  string `json:"boot,omitempty"`
+	Netns string `json:"netns,omitempty"`
+}
+
+// bootAndNetns identify this boot of the host and the calling thread's
+// network namespace ("" where unknown).
+func bootAndNetns() (boot, netns string) {
+	if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
+		boot = strings.TrimSpace(string(b))
+	}
+	netns, _ = os.Readlink("/proc/thread-self/ns/net")
+	return boot, netns
 }
 
 func (f *Forwarding) file() statefile.File {
@@ -76,6 +92,14 @@ func (f *Forwarding) Recover() ([]string, error) {
 		if _, ok := forwardSysctls[name]; !ok || (v != "0" && v != "1") {
 			return nil, f.file().Corrupt(fmt.Errorf("%s = %q is not a forwarding sysctl and 0 or 1", name, v))
 		}
+	}
+	boot, netns := bootAndNetns()
+	if (rec.Boot != "" && rec.Boot != boot) || (rec.Netns != "" && rec.Netns != netns) {
+		// Another boot or namespace: its values are not ours to restore.
+		if err := os.Remove(f.Record); err != nil {
+			return nil, fmt.Errorf("forwarding: %w", err)
+		}
+		return nil, nil
 	}
 	names := slices.Sorted(maps.Keys(rec.Original))
 	for _, name := range names {
@@ -135,6 +159,7 @@ func (f *Forwarding) save() error {
 		return nil
 	}
 	rec := forwardingRecord{Version: statefile.Version, Original: map[string]string{}}
+	rec.Boot, rec.Netns = bootAndNetns()
 	for _, name := range f.changed {
 		rec.Original[name] = "0"
 	}

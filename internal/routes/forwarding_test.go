@@ -101,3 +101,38 @@ func TestForwardingRecover(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardingRecordOfAnotherBoot: a record left by a crash before a
+// reboot, or in another network namespace, is stale: the sysctls now are
+// the host's (another program may have set forwarding since), so Recover
+// removes it and writes nothing. (Issue 9 review: it used to switch off
+// the forwarding Docker had switched on at boot.)
+func TestForwardingRecordOfAnotherBoot(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNetns(t, "fwd")
+	ns.Sysctl("net/ipv4/ip_forward", "1") // set by someone else since
+	record := filepath.Join(t.TempDir(), "forwarding.json")
+	for _, stale := range []string{
+		`{"version": 1, "original": {"net.ipv4.ip_forward": "0"}, "boot": "00000000-0000-0000-0000-000000000000"}`,
+		`{"version": 1, "original": {"net.ipv4.ip_forward": "0"}, "netns": "net:[1]"}`,
+	} {
+		os.WriteFile(record, []byte(stale), 0o600)
+		var restored []string
+		var err error
+		ns.Do(func() { restored, err = (&Forwarding{Record: record}).Recover() })
+		if err != nil || len(restored) != 0 {
+			t.Fatalf("stale record %s: Recover = %v, %v", stale, restored, err)
+		}
+		var v4 string
+		ns.Do(func() {
+			b, _ := os.ReadFile(forwardSysctls[forward4])
+			v4 = strings.TrimSpace(string(b))
+		})
+		if v4 != "1" {
+			t.Fatalf("stale record %s switched ip_forward to %s", stale, v4)
+		}
+		if _, err := os.Stat(record); !os.IsNotExist(err) {
+			t.Fatalf("stale record left: %v", err)
+		}
+	}
+}

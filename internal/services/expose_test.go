@@ -488,3 +488,28 @@ func TestParseTarget(t *testing.T) {
 	}
 	t.Log("no non-loopback local address: local-address case not exercised")
 }
+
+// TestUDPTableCountsAClientPerSlash64: the devices behind one site prefix
+// (one IPv6 /64) are one client of a UDP service, so a peer with a site
+// prefix cannot take more than one client's share by sending from many of
+// its 2^64 addresses. (Issue 9 review: the share was per full address.)
+func TestUDPTableCountsAClientPerSlash64(t *testing.T) {
+	u := newUDPTable(16, 4, time.Minute, time.Hour)
+	now := time.Now()
+	for i := range 40 {
+		key := netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x03, 1, 2, 3, 4, 5, 6, 7, 14: byte(i >> 8), 15: byte(i)}), 53)
+		victim, ok := u.victimLocked(clientOf(key.Addr()), now)
+		if !ok {
+			t.Fatalf("session %d refused", i)
+		}
+		if victim != nil {
+			u.removeLocked(victim)
+		}
+		s := &udpSession{key: key}
+		s.last.Store(now.UnixNano())
+		u.insertLocked(s)
+	}
+	if n := len(u.sessions); n != 4 {
+		t.Fatalf("one /64 holds %d sessions, want its share of 4", n)
+	}
+}

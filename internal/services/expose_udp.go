@@ -47,8 +47,9 @@ func (s *udpSession) quietFor(now time.Time) time.Duration {
 }
 
 // udpTable holds one UDP service's sessions, bounded by max in all and
-// by perClient for each client address (the overlay source address, which
-// WireGuard authenticates: one node, or one device behind a site prefix).
+// by perClient for each client (clientOf the overlay source address, which
+// WireGuard authenticates: one node, or all the devices behind one site
+// prefix or in one IPv6 /64 of an accepted route).
 //
 // The lists are in order of the clients' datagrams, most recent first;
 // replies from the target update only the session's last (they are read on
@@ -109,10 +110,10 @@ func (u *udpTable) victimLocked(client netip.Addr, now time.Time) (*udpSession, 
 func (u *udpTable) insertLocked(s *udpSession) {
 	u.sessions[s.key] = s
 	s.all = u.lru.PushFront(s)
-	own := u.clients[s.key.Addr()]
+	own := u.clients[clientOf(s.key.Addr())]
 	if own == nil {
 		own = list.New()
-		u.clients[s.key.Addr()] = own
+		u.clients[clientOf(s.key.Addr())] = own
 	}
 	s.own = own.PushFront(s)
 }
@@ -120,7 +121,7 @@ func (u *udpTable) insertLocked(s *udpSession) {
 // usedLocked moves s to the front: its client just sent a datagram.
 func (u *udpTable) usedLocked(s *udpSession) {
 	u.lru.MoveToFront(s.all)
-	u.clients[s.key.Addr()].MoveToFront(s.own)
+	u.clients[clientOf(s.key.Addr())].MoveToFront(s.own)
 }
 
 // removeLocked takes s out of the table; it reports false if s had left
@@ -131,10 +132,10 @@ func (u *udpTable) removeLocked(s *udpSession) bool {
 	}
 	delete(u.sessions, s.key)
 	u.lru.Remove(s.all)
-	own := u.clients[s.key.Addr()]
+	own := u.clients[clientOf(s.key.Addr())]
 	own.Remove(s.own)
 	if own.Len() == 0 {
-		delete(u.clients, s.key.Addr())
+		delete(u.clients, clientOf(s.key.Addr()))
 	}
 	s.all, s.own = nil, nil
 	return true
@@ -211,7 +212,7 @@ func (x *exposed) fromClient(t *tracker, pc net.PacketConn, p []byte, addr net.A
 // table says so; it returns nil if the datagram is to be dropped.
 func (x *exposed) startSessionLocked(t *tracker, pc net.PacketConn, key netip.AddrPort, addr net.Addr) *udpSession {
 	u := x.udp
-	victim, ok := u.victimLocked(key.Addr(), time.Now())
+	victim, ok := u.victimLocked(clientOf(key.Addr()), time.Now())
 	if !ok {
 		x.stats.dropped.Add(1)
 		if x.limit.allow("full") {
@@ -307,6 +308,19 @@ func (x *exposed) sessionLoop(t *tracker, pc net.PacketConn, s *udpSession) {
 		}
 		x.stats.out.Add(uint64(n))
 	}
+}
+
+// clientOf is what perClient counts a source address under: an IPv4
+// address, or an IPv6 address's /64. A node's own address is one client;
+// a peer with a site prefix (a /64 of devices behind it) is one client
+// too, not 2^64 of them. (ratelimit.Source does the same; services
+// imports no other internal package.)
+func clientOf(a netip.Addr) netip.Addr {
+	if !a.Is6() {
+		return a
+	}
+	p, _ := a.Prefix(64)
+	return p.Addr()
 }
 
 // clientKey is a UDP client's address as a map key.

@@ -43,9 +43,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
 // Admitter decides whether a node whose key is not a configured peer may
@@ -53,13 +55,16 @@ import (
 // key before returning: the initiation is then handed to WireGuard at once.
 // src is where the initiation came from (it must not become the peer's
 // path: only an authenticated transport message moves that); it is invalid
-// when the initiation came through a bridge's relay.
+// when the initiation came through a bridge's relay. source is what
+// per-source quotas should count it under: an IPv6 /64 or IPv4 address,
+// or for a relayed initiation an address in the discard prefix 100::/64
+// that stands for the bridge and relay id.
 // It runs on the Bind's handshake goroutine, one call at a time, after the
 // initiation was authenticated and found fresh; calls are rate-limited per
 // source and by a node-wide budget (handshake.go). While it runs, other
 // initiations wait, data does not.
 type Admitter interface {
-	Admit(key identity.PublicKey, src netip.AddrPort) bool
+	Admit(key identity.PublicKey, src netip.AddrPort, source netip.Addr) bool
 }
 
 // Limits on what the Bind remembers.
@@ -93,13 +98,19 @@ type Bind struct {
 	injectMu sync.Mutex
 	inject   *injectQueue
 
-	unknownMu   sync.Mutex // guards unknownSeen
-	unknownSeen map[netip.AddrPort]time.Time
+	// unknownReports limits reportUnknownSession per source and in all;
+	// newCandidates limits how often a source may make the Bind create a
+	// candidate endpoint (which takes mu for writing).
+	unknownReports *ratelimit.KeyedOf[netip.AddrPort]
+	unknownTotal   *rate.Limiter
+	newCandidates  *ratelimit.Keyed
+	candidateTotal *rate.Limiter
 
 	mu         sync.RWMutex // guards peers, byIndex, byAddr, candidates and PeerEndpoint.addrs/indices
 	peers      map[identity.PublicKey]*PeerEndpoint
 	byIndex    map[uint32]*PeerEndpoint
 	byAddr     map[netip.AddrPort]*PeerEndpoint // every peer's recent direct addresses
+	byRelay    map[relayPath]*PeerEndpoint      // every peer's current relay path
 	candidates map[candidateKey]*sourceEndpoint
 
 	stats Stats
@@ -138,8 +149,14 @@ func newBind(inner conn.Bind, log *slog.Logger) *Bind {
 		peers:      make(map[identity.PublicKey]*PeerEndpoint),
 		byIndex:    make(map[uint32]*PeerEndpoint),
 		byAddr:     make(map[netip.AddrPort]*PeerEndpoint),
+		byRelay:    make(map[relayPath]*PeerEndpoint),
 		candidates: make(map[candidateKey]*sourceEndpoint),
 		relays:     make(map[netip.AddrPort]Relay),
+
+		unknownReports: ratelimit.NewKeyedOf[netip.AddrPort](1/unknownSessionInterval.Seconds(), 1, 4096),
+		unknownTotal:   rate.NewLimiter(unknownReportRate, unknownReportRate),
+		newCandidates:  ratelimit.NewKeyed(candidateRate, candidateBurst, sourceKeys),
+		candidateTotal: rate.NewLimiter(candidateTotalRate, candidateTotalRate),
 	}
 	mem, _ := OpenReplayStore("", DefaultReplayKeys)
 	b.replay.Store(mem)
@@ -164,7 +181,22 @@ func (b *Bind) SetReplayStore(s *ReplayStore) { b.replay.Store(s) }
 // f must not block.
 func (b *Bind) SetUnknownSessionHandler(f func(src netip.AddrPort)) { b.unknown.Store(&f) }
 
-const unknownSessionInterval = 5 * time.Second
+// Reports of unknown sessions: once per source every
+// unknownSessionInterval, unknownReportRate a second in all (anyone can
+// send messages with made-up session indices).
+const (
+	unknownSessionInterval = 5 * time.Second
+	unknownReportRate      = 100
+)
+
+// Candidate endpoints (a known session from an address its peer has not
+// used: roaming, or a replayed or forged packet) per source /64 and in
+// all; a message over budget is dropped (WireGuard's next one retries).
+const (
+	candidateRate      = 20
+	candidateBurst     = 10
+	candidateTotalRate = 2000
+)
 
 func (b *Bind) reportUnknownSession(src netip.AddrPort) {
 	f := b.unknown.Load()
@@ -172,17 +204,9 @@ func (b *Bind) reportUnknownSession(src netip.AddrPort) {
 		return
 	}
 	now := time.Now()
-	b.unknownMu.Lock()
-	if b.unknownSeen == nil || len(b.unknownSeen) > 1024 {
-		b.unknownSeen = make(map[netip.AddrPort]time.Time)
-	}
-	last, seen := b.unknownSeen[src]
-	if seen && now.Sub(last) < unknownSessionInterval {
-		b.unknownMu.Unlock()
+	if !b.unknownReports.Allow(src, now) || !b.unknownTotal.AllowN(now, 1) {
 		return
 	}
-	b.unknownSeen[src] = now
-	b.unknownMu.Unlock()
 	(*f)(src)
 }
 
@@ -202,7 +226,7 @@ func (b *Bind) SetPeer(key identity.PublicKey, addr netip.AddrPort) *PeerEndpoin
 	defer b.mu.Unlock()
 	p := b.peers[key]
 	if p == nil {
-		p = &PeerEndpoint{key: key}
+		p = &PeerEndpoint{key: key, handshakeMsgs: rate.NewLimiter(handshakeMsgRate, handshakeMsgRate)}
 		b.peers[key] = p
 	}
 	if addr.IsValid() && p.direct.Load() == nil {
@@ -232,6 +256,9 @@ func (b *Bind) RemovePeer(key identity.PublicKey) {
 			delete(b.byAddr, a)
 		}
 	}
+	if r := p.relay.Load(); r != nil && b.byRelay[*r] == p {
+		delete(b.byRelay, *r)
+	}
 	for a, c := range b.candidates {
 		if c.peer == p {
 			delete(b.candidates, a)
@@ -247,12 +274,38 @@ func (b *Bind) Answered(key identity.PublicKey) bool {
 	return p != nil && p.answered.Load()
 }
 
-// knownSource reports whether a is a recent direct address of some peer:
-// initiations from there are most likely that peer rekeying.
-func (b *Bind) knownSource(a netip.AddrPort) bool {
+// owner returns the peer whose recent direct address or current relay
+// path o is, or nil: initiations from there are most likely that peer
+// rekeying.
+func (b *Bind) owner(o hsOrigin) *PeerEndpoint {
 	b.mu.RLock()
 	defer b.mu.RUnlock()
-	return b.byAddr[a] != nil
+	if o.relayed {
+		return b.byRelay[o.path]
+	}
+	return b.byAddr[o.std.AddrPort]
+}
+
+// setRelay makes rp p's relay path, in the index too.
+func (b *Bind) setRelay(p *PeerEndpoint, rp relayPath) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.setRelayLocked(p, rp)
+}
+
+func (b *Bind) setRelayLocked(p *PeerEndpoint, rp relayPath) {
+	if old := p.relay.Load(); old != nil {
+		if *old == rp {
+			return
+		}
+		if b.byRelay[*old] == p {
+			delete(b.byRelay, *old)
+		}
+	}
+	p.relay.Store(&rp)
+	if b.peers[p.key] == p {
+		b.byRelay[rp] = p
+	}
 }
 
 // Peer returns the endpoint of key, or nil.
@@ -358,7 +411,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		p = e.peer
 		if e.promotes {
 			if cur := p.relay.Load(); cur == nil || *cur != e.path {
-				p.relay.Store(&e.path)
+				b.setRelay(p, e.path)
 			}
 			break
 		}
@@ -541,7 +594,9 @@ func (b *Bind) bySession(idx uint32, std *conn.StdNetEndpoint, typ byte) conn.En
 		b.reportUnknownSession(std.AddrPort)
 		return nil
 	}
-	p.sawMessage(typ)
+	if !p.sawMessage(typ) {
+		return nil
+	}
 	if known {
 		return p
 	}
@@ -569,9 +624,19 @@ type candidateKey struct {
 
 func (b *Bind) candidate(std *conn.StdNetEndpoint, p *PeerEndpoint, promotes bool) conn.Endpoint {
 	k := candidateKey{std.AddrPort, promotes}
+	b.mu.RLock()
+	c := b.candidates[k]
+	b.mu.RUnlock()
+	if c != nil && c.peer == p {
+		return c
+	}
+	now := time.Now()
+	if !b.newCandidates.Allow(ratelimit.Source(std.AddrPort.Addr()), now) || !b.candidateTotal.AllowN(now, 1) {
+		return nil
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	c := b.candidates[k]
+	c = b.candidates[k]
 	if c == nil || c.peer != p {
 		if len(b.candidates) >= maxCandidates {
 			clear(b.candidates) // under a flood: start over rather than grow
@@ -594,6 +659,8 @@ type PeerEndpoint struct {
 
 	// answered: a transport message for one of its sessions arrived.
 	answered atomic.Bool
+	// handshakeMsgs limits its responses and cookie replies (sawMessage).
+	handshakeMsgs *rate.Limiter
 
 	// Guarded by Bind.mu.
 	addrs     [addrsPerPeer]netip.AddrPort
@@ -638,12 +705,26 @@ func (b *Bind) addAddrLocked(p *PeerEndpoint, a netip.AddrPort) {
 	b.byAddr[a] = p
 }
 
-// sawMessage notes a message of type typ for one of p's sessions.
-func (p *PeerEndpoint) sawMessage(typ byte) {
-	if typ == msgTransport && !p.answered.Load() {
-		p.answered.Store(true)
+// sawMessage notes a message of type typ for one of p's sessions and
+// reports whether it may go on to WireGuard. Handshake responses and
+// cookie replies name a session index only the path between us sees, but
+// each goes to WireGuard's handshake queue: more than handshakeMsgRate a
+// second for one peer is not a handshake, it is someone on the path
+// trying to put the device under load.
+func (p *PeerEndpoint) sawMessage(typ byte) bool {
+	if typ == msgTransport {
+		if !p.answered.Load() {
+			p.answered.Store(true)
+		}
+		return true
 	}
+	return p.handshakeMsgs.Allow()
 }
+
+// handshakeMsgRate bounds the responses and cookie replies per second
+// that reach WireGuard for one peer (this node sends at most one
+// initiation per peer every 5 s, so a few are plenty).
+const handshakeMsgRate = 10
 
 // hasPath reports whether the peer can be sent to: a direct address or a
 // relay path.

@@ -21,35 +21,44 @@ import (
 // then an admission decision. What it costs an attacker and the node:
 //
 //   - On the receive goroutine only cheap checks run: the length, mac1
-//     (which needs only our public key), under load mac2 (WireGuard's
-//     cookie: it proves the source address), and a token bucket per
-//     source (an IPv6 /64 or an IPv4 address, ratelimit.Source). Garbage
-//     costs one BLAKE2s and no state.
+//     (which needs only our public key), a token bucket per source (an
+//     IPv6 /64 or an IPv4 address, ratelimit.Source), and when that is
+//     spent or the node is under load, mac2 (WireGuard's cookie: it proves
+//     that the sender receives at its source address and port). A proven
+//     sender is then limited per address and port, which nobody else can
+//     drain: a neighbour on a peer's /64 or behind its NAT, or a spoofer of
+//     its address, can cost the peer one cookie round trip, never its
+//     rekeying. Garbage costs one BLAKE2s and no state.
 //   - Initiations that pass are queued for one worker goroutine, which
 //     opens them, checks the timestamp against replay (ReplayStore), asks
 //     the Admitter about keys that are not peers, and hands the message to
 //     WireGuard. Authenticated data of existing peers never waits behind
 //     that work.
-//   - Two queues: "known" for sources that are a current address of a
-//     peer (its rekeying), "other" for everything else, which also spends
-//     a node-wide budget (strangerRate). When that budget runs out, or a
-//     queue fills, the node is under load for underLoadFor: then an
-//     initiation without a valid mac2 gets a cookie reply instead, as
-//     WireGuard does, so a flood from spoofed sources stops costing X25519
-//     and only sources that can receive at their address go on. Cookie
-//     replies to sources that are not a peer's are budgeted too.
+//   - Two queues: "known" for sources that are a current address or relay
+//     path of a peer (its rekeying), "other" for everything else. Each
+//     spends a node-wide budget (peerRate, strangerRate); a known source
+//     whose initiation turns out to be another key's spends the strangers'
+//     too. When a budget runs out, or a queue fills, the node is under load
+//     for underLoadFor: then an initiation without a valid mac2 gets a
+//     cookie reply instead, as WireGuard does, so a flood from spoofed
+//     sources stops costing X25519 and only sources that can receive at
+//     their address go on. Cookie replies to sources that are no peer's
+//     are budgeted per /64 and in all; peers' own addresses always get
+//     theirs.
 //
-// Bounds (per node): X25519 operations for strangers at most 2 *
-// strangerRate per second; peers' own addresses at most 2 * sourceRate
-// per second per source.
+// Bounds (per node): X25519 operations at most 2 * (strangerRate +
+// peerRate) per second.
 const (
 	sourceRate    = 20 // initiations per second per source (WireGuard's)
 	sourceBurst   = 5  //
 	sourceKeys    = 1 << 14
 	strangerRate  = 500  // initiations per second from sources that are no peer's
 	strangerBurst = 500  //
-	cookieRate    = 2000 // cookie replies per second to sources that are no peer's
-	cookieBurst   = 500  //
+	peerRate      = 1000 // initiations per second from peers' own addresses
+	peerBurst     = 1000 //
+	cookieRate    = 5000 // cookie replies per second to sources that are no peer's
+	cookieBurst   = 1000 //
+	cookiePerSrc  = 5    // cookie replies per second per source /64 that is no peer's
 	hsQueueLen    = 256  // per queue
 	underLoadFor  = time.Second
 	cookieQueue   = 256
@@ -93,6 +102,15 @@ func (o *hsOrigin) limitKey() netip.Addr {
 	return ratelimit.Source(o.std.AddrPort.Addr())
 }
 
+// provenKey is what the budget of a sender that proved its address counts:
+// that very address and port (or relay path).
+func (o *hsOrigin) provenKey() netip.AddrPort {
+	if o.relayed {
+		return netip.AddrPortFrom(relayLimitKey(o.path), 0)
+	}
+	return o.std.AddrPort
+}
+
 // cookieSource is what a cookie is bound to: the source address and
 // port, or the relay path.
 func (o *hsOrigin) cookieSource(buf []byte) []byte {
@@ -111,6 +129,22 @@ type hsItem struct {
 
 var hsItems = sync.Pool{New: func() any { return new(hsItem) }}
 
+// logReplay says, at most once per replayLogEvery, that an initiation was
+// refused as not newer than the newest answered for its key, and by how
+// much: a large gap is a peer whose clock went back, not a recording.
+func (h *handshakes) logReplay(key identity.PublicKey, ts noise.Timestamp, s *ReplayStore) {
+	now := time.Now().UnixNano()
+	last := h.replayLogged.Load()
+	if now-last < int64(replayLogEvery) || !h.replayLogged.CompareAndSwap(last, now) {
+		return
+	}
+	newest, _ := s.Newest(key)
+	h.b.log.Info("handshake refused: not newer than the newest answered from this key (a replay, or the peer's clock went back)",
+		"peer", key.ShortString(), "behind", newest.Sub(ts).String())
+}
+
+const replayLogEvery = 10 * time.Second
+
 // handshakes is one Open's worth of the initiation pipeline: its queues
 // and goroutines end with the Bind's Close.
 type handshakes struct {
@@ -120,23 +154,29 @@ type handshakes struct {
 	cookies chan *hsItem
 	done    chan struct{}
 	wg      sync.WaitGroup
+
+	replayLogged atomic.Int64 // unix ns of the last logReplay line
 }
 
 // handshakeLimits are the budgets; they outlive Close/Open cycles.
 type handshakeLimits struct {
-	perSource      *ratelimit.Keyed
-	peerCookies    *ratelimit.Keyed // cookie replies to peers' own addresses
-	strangers      *rate.Limiter
-	cookies        *rate.Limiter // cookie replies to everyone else
-	underLoadUntil atomic.Int64  // unix ns
+	perSource       *ratelimit.Keyed                   // before any proof: per /64
+	proven          *ratelimit.KeyedOf[netip.AddrPort] // after mac2: per address and port
+	strangers       *rate.Limiter
+	peers           *rate.Limiter
+	strangerCookies *ratelimit.Keyed // cookie replies to sources that are no peer's, per /64
+	cookies         *rate.Limiter    // and in all
+	underLoadUntil  atomic.Int64     // unix ns
 }
 
 func newHandshakeLimits() *handshakeLimits {
 	return &handshakeLimits{
-		perSource:   ratelimit.NewKeyed(sourceRate, sourceBurst, sourceKeys),
-		peerCookies: ratelimit.NewKeyed(sourceRate, sourceBurst, sourceKeys),
-		strangers:   rate.NewLimiter(strangerRate, strangerBurst),
-		cookies:     rate.NewLimiter(cookieRate, cookieBurst),
+		perSource:       ratelimit.NewKeyed(sourceRate, sourceBurst, sourceKeys),
+		proven:          ratelimit.NewKeyedOf[netip.AddrPort](sourceRate, sourceBurst, sourceKeys),
+		strangers:       rate.NewLimiter(strangerRate, strangerBurst),
+		peers:           rate.NewLimiter(peerRate, peerBurst),
+		strangerCookies: ratelimit.NewKeyedOpen[netip.Addr](cookiePerSrc, cookiePerSrc, sourceKeys),
+		cookies:         rate.NewLimiter(cookieRate, cookieBurst),
 	}
 }
 
@@ -185,32 +225,36 @@ func (h *handshakes) submit(msg []byte, o hsOrigin) {
 	}
 	lim := b.limits
 	now := time.Now()
-	known := !o.relayed && b.knownSource(o.std.AddrPort)
-	if lim.underLoad(now) {
+	known := b.owner(o) != nil
+	if lim.underLoad(now) || !lim.perSource.Allow(o.limitKey(), now) {
+		// Under load, or this source's /64 has spent its budget (perhaps a
+		// neighbour or a spoofer did): the sender must prove that it
+		// receives at its address before it gets further.
 		var buf [64]byte
 		if !keys.cookies.CheckMAC2(msg, o.cookieSource(buf[:0])) {
-			// A peer rekeying from its own address gets its cookie (per
-			// source); strangers share a budget, so a spoofed flood cannot
-			// make the node a reflector at line rate.
-			if (known && lim.peerCookies.Allow(o.limitKey(), now)) || (!known && lim.cookies.AllowN(now, 1)) {
+			// A peer rekeying from its own address always gets its cookie
+			// (it costs less than what reaches us, and a spoofer's copy is
+			// useless to it); others' are budgeted per /64 and in all, so a
+			// spoofed flood cannot make the node a reflector at line rate.
+			if known || (lim.strangerCookies.Allow(o.limitKey(), now) && lim.cookies.AllowN(now, 1)) {
 				h.queueCookie(msg, o)
 			}
 			b.stats.InitiationsLimited.Add(1)
 			return
 		}
-	}
-	if !lim.perSource.Allow(o.limitKey(), now) {
-		b.stats.InitiationsLimited.Add(1)
-		return
-	}
-	q := h.known
-	if !known {
-		if !lim.strangers.AllowN(now, 1) {
+		if !lim.proven.Allow(o.provenKey(), now) {
 			b.stats.InitiationsLimited.Add(1)
-			lim.setUnderLoad(now)
 			return
 		}
-		q = h.other
+	}
+	q, budget := h.known, lim.peers
+	if !known {
+		q, budget = h.other, lim.strangers
+	}
+	if !budget.AllowN(now, 1) {
+		b.stats.InitiationsLimited.Add(1)
+		lim.setUnderLoad(now)
+		return
 	}
 	it := hsItems.Get().(*hsItem)
 	copy(it.msg[:], msg)
@@ -304,16 +348,29 @@ func (h *handshakes) handle(it *hsItem) {
 		b.stats.InitiationsInvalid.Add(1)
 		return
 	}
-	if !b.replay.Load().Fresh(key, ts) {
+	if it.known {
+		// It came in the peers' queue because its source is a peer's;
+		// if it is another key's, it was a stranger's after all.
+		if owner := b.owner(it.origin); owner == nil || owner.key != key {
+			if now := time.Now(); !b.limits.strangers.AllowN(now, 1) {
+				b.stats.InitiationsLimited.Add(1)
+				b.limits.setUnderLoad(now)
+				return
+			}
+		}
+	}
+	replay := b.replay.Load()
+	if !replay.Fresh(key, ts) {
 		// A recording, or a peer whose clock went back: WireGuard would
 		// refuse it too, but only while the peer is in the device.
 		b.stats.InitiationsReplayed.Add(1)
+		h.logReplay(key, ts, replay)
 		return
 	}
 	p := b.Peer(key)
 	if p == nil {
 		a := b.admit.Load()
-		if a == nil || !(*a).Admit(key, it.origin.src()) {
+		if a == nil || !(*a).Admit(key, it.origin.src(), it.origin.limitKey()) {
 			b.stats.InitiationsDenied.Add(1)
 			return
 		}
@@ -330,7 +387,7 @@ func (h *handshakes) handle(it *hsItem) {
 	} else {
 		ep = b.directEndpoint(p, it.origin.std, false)
 	}
-	if !b.deliverInitiation(it.msg[:], ep) {
+	if ep == nil || !b.deliverInitiation(it.msg[:], ep) {
 		b.stats.InitiationsDropped.Add(1)
 	}
 }

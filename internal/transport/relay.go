@@ -112,18 +112,18 @@ func (b *Bind) SetRelay(key identity.PublicKey, r Relay, id uint32) bool {
 	if p == nil {
 		return false
 	}
-	p.relay.Store(&relayPath{via: r, id: id})
+	b.setRelay(p, relayPath{via: r, id: id})
 	return true
 }
 
 // MoveRelay moves every peer's path through old onto r, keeping its relay
 // id (the same bridge, reached over another transport or connection).
 func (b *Bind) MoveRelay(old, r Relay) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	for _, p := range b.peers {
 		if rp := p.relay.Load(); rp != nil && rp.via == old {
-			p.relay.CompareAndSwap(rp, &relayPath{via: r, id: rp.id})
+			b.setRelayLocked(p, relayPath{via: r, id: rp.id})
 		}
 	}
 }
@@ -265,7 +265,9 @@ func (b *Bind) relayed(msg []byte, path relayPath) conn.Endpoint {
 		return nil
 	}
 	b.stats.RelayedIn.Add(1)
-	p.sawMessage(msg[0])
+	if !p.sawMessage(msg[0]) {
+		return nil
+	}
 	return b.relayEndpoint(p, path, msg[0] != msgCookie)
 }
 
@@ -362,9 +364,13 @@ func getInjectBuf() []byte { return (*injectBufs.Get().(*[]byte))[:0] }
 
 func putInjectBuf(b []byte) { injectBufs.Put(&b) }
 
-// injectQueue is a bounded queue of injected messages.
+// injectQueue is a bounded queue of injected messages: TCP-relayed
+// messages in ch, and in hs the initiations the handshake pipeline passed,
+// which a busy TCP relay must not crowd out (each cost two X25519 and is
+// recorded against replay already).
 type injectQueue struct {
 	ch     chan injected
+	hs     chan injected
 	closed chan struct{}
 	once   sync.Once
 }
@@ -372,7 +378,7 @@ type injectQueue struct {
 const injectQueueLen = 1024
 
 func newInjectQueue() *injectQueue {
-	return &injectQueue{ch: make(chan injected, injectQueueLen), closed: make(chan struct{})}
+	return &injectQueue{ch: make(chan injected, injectQueueLen), hs: make(chan injected, hsQueueLen), closed: make(chan struct{})}
 }
 
 func (q *injectQueue) push(m injected) bool {
@@ -382,12 +388,33 @@ func (q *injectQueue) push(m injected) bool {
 		return false
 	default:
 	}
+	ch := q.ch
+	if m.ep != nil {
+		ch = q.hs
+	}
 	select {
-	case q.ch <- m:
+	case ch <- m:
 		return true
 	default:
 		putInjectBuf(m.msg)
 		return false
+	}
+}
+
+// next returns a queued message without waiting, initiations first.
+func (q *injectQueue) next() (injected, bool) {
+	select {
+	case m := <-q.hs:
+		return m, true
+	default:
+	}
+	select {
+	case m := <-q.hs:
+		return m, true
+	case m := <-q.ch:
+		return m, true
+	default:
+		return injected{}, false
 	}
 }
 
@@ -398,11 +425,14 @@ func (q *injectQueue) close() { q.once.Do(func() { close(q.closed) }) }
 func (b *Bind) receiveInjected(q *injectQueue) conn.ReceiveFunc {
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		for {
-			var m injected
-			select {
-			case <-q.closed:
-				return 0, net.ErrClosed
-			case m = <-q.ch:
+			m, ok := q.next()
+			if !ok {
+				select {
+				case <-q.closed:
+					return 0, net.ErrClosed
+				case m = <-q.hs:
+				case m = <-q.ch:
+				}
 			}
 			n := 0
 			for {
@@ -419,12 +449,10 @@ func (b *Bind) receiveInjected(q *injectQueue) conn.ReceiveFunc {
 				if n == len(bufs) {
 					break
 				}
-				select {
-				case m = <-q.ch:
-					continue
-				default:
+				var more bool
+				if m, more = q.next(); !more {
+					break
 				}
-				break
 			}
 			if n > 0 {
 				return n, nil

@@ -101,6 +101,16 @@ func (s *ReplayStore) Fresh(key identity.PublicKey, ts noise.Timestamp) bool {
 	return e == nil || bytes.Compare(ts[:], e.Value.(*replayEntry).ts[:]) > 0
 }
 
+// Newest returns the newest timestamp answered for key, if any.
+func (s *ReplayStore) Newest(key identity.PublicKey) (noise.Timestamp, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.byKey[key]; e != nil {
+		return e.Value.(*replayEntry).ts, true
+	}
+	return noise.Timestamp{}, false
+}
+
 // Record notes that an initiation from key stamped ts is being answered.
 func (s *ReplayStore) Record(key identity.PublicKey, ts noise.Timestamp) {
 	s.mu.Lock()
