@@ -108,6 +108,7 @@ type ClientStats struct {
 	ProbesAnswered atomic.Uint64
 	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
 	Dropped        atomic.Uint64 // control frames that did not open or were not expected
+	X25519         atomic.Uint64 // shared keys computed
 }
 
 type lookupAnswer struct {
@@ -137,6 +138,7 @@ func NewClient(cfg ClientConfig) *Client {
 		refreshNow:  make(chan bool, 1),
 		stop:        make(chan struct{}),
 	}
+	c.keys.x25519 = &c.stats.X25519
 	c.seq.Store(uint64(time.Now().UnixNano()))
 	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
 	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)

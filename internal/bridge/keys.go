@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -26,12 +27,17 @@ type keyCache struct {
 	// bridge turns it off and keeps only the keys it admits, so that
 	// throwaway keys cannot flush the cache.
 	keepOpened bool
+
+	x25519 *atomic.Uint64 // shared keys computed; the owner's counter
+	// onX25519, if set (tests), is called before each X25519, on the
+	// goroutine that does it.
+	onX25519 func()
 }
 
 var errLimited = errors.New("too many control frames from unknown keys at this address")
 
 func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
-	return &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max, keepOpened: true,
+	return &keyCache{priv: priv, pub: priv.Public(), shared: make(map[identity.PublicKey]*SharedKey), max: max, keepOpened: true, x25519: new(atomic.Uint64),
 		limiter: ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources)}
 }
 
@@ -44,17 +50,13 @@ const (
 	unknownSources = 4096
 )
 
-// get returns the shared key with peer, computing and caching it.
-func (c *keyCache) get(peer identity.PublicKey) *SharedKey {
-	c.mu.RLock()
-	k := c.shared[peer]
-	c.mu.RUnlock()
-	if k != nil {
-		return k
+// compute derives the shared key with peer: one X25519, counted.
+func (c *keyCache) compute(peer identity.PublicKey) SharedKey {
+	if c.onX25519 != nil {
+		c.onX25519()
 	}
-	s := Precompute(c.priv, peer)
-	c.keep(peer, &s)
-	return &s
+	c.x25519.Add(1)
+	return Precompute(c.priv, peer)
 }
 
 // keep caches peer's shared key.
@@ -89,7 +91,7 @@ func (c *keyCache) open(frame []byte, src netip.Addr) (identity.PublicKey, Messa
 		if src.IsValid() && !c.limiter.Allow(ratelimit.Source(src), time.Now()) {
 			return from, Message{}, errLimited
 		}
-		s := Precompute(c.priv, from)
+		s := c.compute(from)
 		m, err := Open(frame, &s)
 		if err != nil {
 			return from, m, err
@@ -114,7 +116,7 @@ func (c *keyCache) seal(to identity.PublicKey, m Message) ([]byte, error) {
 	k := c.shared[to]
 	c.mu.RUnlock()
 	if k == nil {
-		s := Precompute(c.priv, to)
+		s := c.compute(to)
 		k = &s
 		if c.keepOpened || m.Kind != KindRefused {
 			c.keep(to, k)

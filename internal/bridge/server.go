@@ -60,6 +60,7 @@ type ServerStats struct {
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
 	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open (or unknown keys over their rate)
+	X25519        uint64 `json:"x25519"`      // shared keys computed
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 
 	Lookups        uint64 `json:"lookups"`
@@ -562,6 +563,7 @@ func (s *Server) Stats() ServerStats {
 	st := ServerStats{
 		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
 		Replays: c.replays.Load(), Stale: c.stale.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
+		X25519:  s.keys.x25519.Load(),
 		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
 		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
 		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),
