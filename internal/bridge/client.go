@@ -52,7 +52,9 @@ type ClientConfig struct {
 	Log     *slog.Logger
 	// Wants reports whether this node would talk to key: it answers probes
 	// and probes back only for those (its policy allows the key, or it is a
-	// peer already).
+	// peer already). It runs on the UDP receive goroutine, for every control
+	// frame from a sender that is not a bridge: it must be cheap and must
+	// not wait for a lock that is held across other work.
 	Wants func(identity.PublicKey) bool
 	// LocalEndpoints lists this node's own addresses and port to tell the
 	// bridge (for peers on the same LAN); nil: none.
@@ -70,11 +72,15 @@ type ClientConfig struct {
 // Client registers a node with its bridges, looks up addresses through
 // them, and probes for direct paths to the peers they introduce.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	keys    *keyCache
-	bridges []*bridgeConn
-	bcast   *broadcasts // never probed
+	cfg       ClientConfig
+	log       *slog.Logger
+	keys      *keyCache
+	strangers *strangers // opens frames from senders whose key is not cached
+	bridges   []*bridgeConn
+	bcast     *broadcasts // never probed
+
+	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
+	closed   bool         // guarded by handleMu
 
 	mu         sync.Mutex
 	lookups    map[uint64]chan lookupAnswer
@@ -108,7 +114,11 @@ type ClientStats struct {
 	ProbesAnswered atomic.Uint64
 	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
 	Dropped        atomic.Uint64 // control frames that did not open or were not expected
-	X25519         atomic.Uint64 // shared keys computed
+	X25519         atomic.Uint64 // shared keys computed: ahead (bridges, known keys), or by the worker
+	Strangers      atomic.Uint64 // control frames from senders whose key was not cached, handed to the worker
+	// StrangersLimited: such frames dropped on the receive goroutine, over
+	// the budget of their source or of the node, or with the queue full.
+	StrangersLimited atomic.Uint64
 }
 
 type lookupAnswer struct {
@@ -144,8 +154,25 @@ func NewClient(cfg ClientConfig) *Client {
 	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
+		c.keys.pinNow(bc.Key) // a handful, here: never on a receive goroutine
 	}
+	c.strangers = startStrangers(c.keys, c.handleStranger, strangerCounters{
+		queued: &c.stats.Strangers, limited: &c.stats.StrangersLimited, failed: &c.stats.Dropped})
 	return c
+}
+
+// SetKnownKeys tells the client the keys this node knows in advance (its
+// static peers, the keys its rules name), replacing the previous ones.
+// Their shared keys are computed ahead, on the client's worker: their
+// frames then open at once, and a forged frame that claims one of them
+// costs no X25519. The bridges' keys are always kept.
+func (c *Client) SetKnownKeys(keys []identity.PublicKey) {
+	bridges := make([]identity.PublicKey, len(c.bridges))
+	for i, b := range c.bridges {
+		bridges[i] = b.cfg.Key
+	}
+	c.keys.setPinned(keys, bridges)
+	c.strangers.pinSoon()
 }
 
 // Stats returns the client's counters.
@@ -161,7 +188,10 @@ func (c *Client) Start() {
 	go c.probeLoop()
 }
 
-// Close unregisters (best effort) and stops.
+// Close unregisters (best effort) and stops. Frames handed to
+// HandleFrames afterwards are dropped; the worker stops after the frames
+// in flight are handled, before Close returns (and so before the node
+// closes the Bind it sends with).
 func (c *Client) Close() {
 	c.closeOnce.Do(c.close)
 }
@@ -170,11 +200,15 @@ func (c *Client) close() {
 	for _, b := range c.bridges {
 		b.send(Message{Kind: KindUnregister})
 	}
+	c.handleMu.Lock()
+	c.closed = true
+	c.handleMu.Unlock()
 	close(c.stop)
 	for _, b := range c.bridges {
 		b.closeTCP()
 	}
 	c.wg.Wait()
+	c.strangers.stop()
 }
 
 // BridgeStatus is one bridge's state (the admin API shows it).
@@ -307,39 +341,60 @@ func (c *Client) registeredCount() int {
 }
 
 // HandleFrames implements transport.FrameHandler: control frames from
-// bridges and probes from peers.
+// bridges and probes from peers. It runs on a receive goroutine and does
+// no X25519 (see strangers.go).
 func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
-	select {
-	case <-c.stop:
-		return // closed: a receive goroutine still draining
-	default:
+	c.handleMu.RLock()
+	defer c.handleMu.RUnlock()
+	if c.closed {
+		return // a receive goroutine still draining
 	}
 	for i, f := range frames {
-		c.handleFrame(f, srcs[i], nil)
+		if i < len(srcs) {
+			c.handleFrame(f, srcs[i], nil)
+		}
 	}
 }
 
 // handleFrame handles one control frame that came over UDP from src, or
-// over a bridge's TCP connection (via set).
+// over a bridge's TCP connection (via set). A frame opens here only with a
+// shared key that is cached; a frame from another sender this node would
+// talk to goes to the worker, within its budgets.
 func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
 	from, err := Sender(frame)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
 	}
-	// Only our bridges and nodes we would talk to are worth an X25519.
+	// Only our bridges and nodes we would talk to are worth opening.
 	b := c.bridgeByKey(from)
 	if b == nil && (via != nil || (!c.cfg.Wants(from) && c.cfg.Bind.Peer(from) == nil)) {
 		c.stats.Dropped.Add(1)
 		return
 	}
-	_, m, err := c.keys.open(frame, src.Addr())
+	k := c.keys.cached(from)
+	if k == nil {
+		// Not a bridge (their keys are pinned at NewClient).
+		c.strangers.submit(frame, src, time.Now())
+		return
+	}
+	m, err := Open(frame, k)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
 	}
 	if b != nil {
 		b.handle(m, src, via != nil)
+		return
+	}
+	c.handlePeer(from, m, src)
+}
+
+// handleStranger acts, on the worker, on a frame from a sender whose key
+// was not cached when it came: a peer (a bridge's key is always cached).
+func (c *Client) handleStranger(from identity.PublicKey, _ *SharedKey, m Message, src netip.AddrPort) {
+	if b := c.bridgeByKey(from); b != nil {
+		b.handle(m, src, false)
 		return
 	}
 	c.handlePeer(from, m, src)
@@ -626,7 +681,7 @@ func (b *bridgeConn) send(m Message) {
 		b.sentNext = (b.sentNext + 1) % len(b.sent)
 	}
 	b.mu.Unlock()
-	frame, err := b.c.keys.seal(b.cfg.Key, m)
+	frame, err := b.c.keys.seal(b.cfg.Key, nil, m)
 	if err != nil {
 		return
 	}

@@ -134,7 +134,7 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 			return
 		}
 		ack := Message{Kind: KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
-		if frame, err := c.keys.seal(from, ack); err == nil {
+		if frame, err := c.keys.seal(from, nil, ack); err == nil {
 			c.stats.ProbesAnswered.Add(1)
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
@@ -153,7 +153,7 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 			return
 		}
 		// The peer's challenge: answered once, to where our probe went.
-		if frame, err := c.keys.seal(from, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
+		if frame, err := c.keys.seal(from, nil, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
 	default:
@@ -314,7 +314,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 				c.stats.ProbesLimited.Add(1)
 				continue
 			}
-			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
+			frame, err := c.keys.seal(k, nil, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue
 			}

@@ -43,7 +43,8 @@ func clockRefusal(t int64, now time.Time) string {
 	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
 }
 
-func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+// register acts on a Register from from, whose frame opened with shared.
+func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.adm.mu.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
@@ -74,6 +75,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
 		}
 		if enrolled {
+			s.keys.pinShared(from, shared) // admitted from now on
 			s.stats.enrolments.Add(1)
 			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
 		}
@@ -85,7 +87,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		// The answer echoes the Register's time: only the node that sent
 		// it acts on it, not one a replay came from (or was spoofed from).
 		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
+			s.sendControl(from, shared, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
 		}
 		return
 	}
@@ -138,7 +140,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	if isNew {
 		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
 	}
-	s.sendControl(from, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+	s.sendControl(from, shared, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
 }
 
 // allocIDLocked picks a nonzero relay id no registration has: derived
@@ -233,7 +235,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+		s.sendControl(key, nil, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()

@@ -288,7 +288,7 @@ func (n *srvNode) expectRelay() (uint32, string) {
 	return id, string(msg)
 }
 
-func waitCond(t *testing.T, what string, cond func() bool) {
+func waitCond(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -898,6 +898,10 @@ func registerDirect(t testing.TB, s *Server, bridge identity.PublicKey, k identi
 		t.Fatal(err)
 	}
 	s.HandleFrames([][]byte{f}, []netip.AddrPort{src})
+	// A key not cached yet is opened by the worker.
+	waitCond(t, "registration of "+k.Public().ShortString(), func() bool {
+		return slices.ContainsFunc(s.Nodes(), func(n NodeInfo) bool { return n.PublicKey == k.Public() && n.Endpoint == src })
+	})
 }
 
 // The relay path allocates nothing per frame.
@@ -946,11 +950,13 @@ func TestMemoryPerNode(t *testing.T) {
 	const n = 500
 	frames := make([][]byte, n)
 	srcs := make([]netip.AddrPort, n)
+	keys := make([]identity.PublicKey, n)
+	shared := make([]SharedKey, n)
 	for i := range frames {
 		k := testKey(t)
 		s.adm.allow[k.Public()] = true
-		shared := Precompute(k, bk.Public())
-		frames[i], _ = Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
+		keys[i], shared[i] = k.Public(), Precompute(bk, k.Public())
+		frames[i], _ = Seal(nil, k.Public(), &shared[i], &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:4610"), netip.MustParseAddrPort("[fd00::1]:4610")}})
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 4610)
 	}
@@ -958,6 +964,7 @@ func TestMemoryPerNode(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range frames {
+		s.keys.pinShared(keys[i], &shared[i]) // as at admission
 		s.HandleFrames(frames[i:i+1], srcs[i:i+1])
 	}
 	runtime.GC()
@@ -1049,11 +1056,7 @@ func FuzzServerFrames(f *testing.F) {
 func TestKeyCacheHoldsAdmittedKeysOnly(t *testing.T) {
 	a := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
-	cached := func(k identity.PublicKey) bool {
-		h.s.keys.mu.RLock()
-		defer h.s.keys.mu.RUnlock()
-		return h.s.keys.shared[k] != nil
-	}
+	cached := func(k identity.PublicKey) bool { return h.s.keys.cached(k) != nil }
 	stranger := testKey(t)
 	if m := h.udpNode(stranger).register(""); m.Kind != KindRefused {
 		t.Fatalf("stranger: %s", m.Kind)

@@ -178,7 +178,7 @@ func TestBridgeUnderFlood(t *testing.T) {
 	// Both floods are being cut down before alice starts.
 	testnet.WaitFor(t, 10*time.Second, "the bridge limiting both floods", func() bool {
 		st := br.server.Stats()
-		return st.LookupsLimited > 0 && st.BadControl > 0
+		return st.LookupsLimited > 0 && st.StrangersLimited > 0
 	})
 
 	start := time.Now()
