@@ -30,6 +30,7 @@ type bridgeConn struct {
 	sent       [sentRegisters]int64 // times of the last Registers sent, a ring
 	sentNext   int                  // where in sent the next one goes
 	lastEcho   int64                // the Register the newest accepted answer answered
+	challenged int64                // the Register the newest challenge answered was for
 	interval   time.Duration
 	tcp        *clientTCP
 	udp        *udpRelay
@@ -59,6 +60,18 @@ func (b *bridgeConn) answersLocked(echo int64, refused bool) bool {
 		return false
 	}
 	b.lastEcho = echo
+	return true
+}
+
+// challengeLocked reports whether a Challenge that echoes the Register
+// time echo is to be answered, and notes it: one of our last Registers,
+// not older than the last answer, and each Register's challenge only
+// once, so that a replayed challenge draws no Register.
+func (b *bridgeConn) challengeLocked(echo int64) bool {
+	if echo == 0 || !slices.Contains(b.sent[:], echo) || echo < b.lastEcho || echo <= b.challenged {
+		return false
+	}
+	b.challenged = echo
 	return true
 }
 
@@ -202,7 +215,7 @@ func (b *bridgeConn) register(tcp bool) bool {
 		attempts = 2
 	}
 	for range attempts {
-		b.sendRegister()
+		b.sendRegister(0)
 		select {
 		case <-b.c.stop:
 			return false
@@ -214,7 +227,8 @@ func (b *bridgeConn) register(tcp bool) bool {
 	return false
 }
 
-func (b *bridgeConn) sendRegister() {
+// sendRegister sends a Register; seq answers a Challenge (0: none).
+func (b *bridgeConn) sendRegister(seq uint64) {
 	var eps []netip.AddrPort
 	if f := b.c.cfg.LocalEndpoints; f != nil {
 		eps = f()
@@ -226,7 +240,7 @@ func (b *bridgeConn) sendRegister() {
 		token = b.cfg.Token
 	}
 	b.mu.Unlock()
-	b.send(Message{Kind: KindRegister, Token: token, Endpoints: eps})
+	b.send(Message{Kind: KindRegister, Seq: seq, Token: token, Endpoints: eps})
 }
 
 // keepalive re-registers every interval until registrationLapse of them
@@ -258,7 +272,7 @@ func (b *bridgeConn) keepalive() {
 			b.setState("registering", "registration lapsed: the bridge stopped answering")
 			return
 		}
-		b.sendRegister()
+		b.sendRegister(0)
 	}
 }
 
@@ -360,6 +374,19 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		b.mu.Unlock()
 		b.setState("refused", m.Text)
 		b.signal()
+	case KindChallenge:
+		// Another node's registration held the address our Register came
+		// from: the bridge asks us to prove we receive there (a NAT gave
+		// us an address it had) by registering again with its nonce.
+		b.mu.Lock()
+		fresh := !overTCP && b.challengeLocked(int64(m.Echo))
+		b.mu.Unlock()
+		if !fresh {
+			b.c.stats.Dropped.Add(1)
+			return
+		}
+		b.c.log.Info("the bridge asks this node to prove its address (another node held it); answering", "bridge", b.cfg.Endpoint)
+		b.sendRegister(m.Seq)
 	case KindLookupReply:
 		b.c.deliverLookup(b, m)
 	case KindIntroduce:

@@ -371,6 +371,7 @@ func FuzzClientFrames(f *testing.F) {
 		Message{Kind: KindProbe, Time: now, Seq: 1},
 		Message{Kind: KindProbeAck, Time: now, Echo: 1, Seq: 2},
 		Message{Kind: KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
+		Message{Kind: KindChallenge, Time: now, Echo: uint64(now), Seq: 3},
 	)
 	for _, m := range msgs {
 		plain, err := m.marshal(nil)

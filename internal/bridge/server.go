@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -60,13 +61,16 @@ type ServerStats struct {
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
 	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open
+	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 	X25519        uint64 `json:"x25519"`      // shared keys computed: admitted keys ahead, or strangers' on a budget
 	// StrangersQueued: control frames over UDP from keys whose shared key
 	// was not cached, handed to the worker; StrangersLimited: such frames
 	// (over UDP or first on a TCP connection) dropped over a budget.
 	StrangersQueued  uint64 `json:"strangers_queued"`
 	StrangersLimited uint64 `json:"strangers_limited"`
-	Expired          uint64 `json:"expired"` // registrations dropped for lack of keepalives
+	// Challenges: Registers over UDP from an address another node's
+	// registration holds, answered with a Challenge rather than taken.
+	Challenges uint64 `json:"challenges"`
 
 	Lookups        uint64 `json:"lookups"`
 	LookupsLimited uint64 `json:"lookups_limited"`
@@ -87,7 +91,7 @@ type ServerStats struct {
 
 type serverCounters struct {
 	registrations, enrolments, refused, replays, stale, badControl, expired atomic.Uint64
-	strangersQueued, strangersLimited                                       atomic.Uint64
+	strangersQueued, strangersLimited, challenges                           atomic.Uint64
 	lookups, lookupsLimited, introductions                                  atomic.Uint64
 	relayedFrames, relayedBytes                                             atomic.Uint64
 	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed     atomic.Uint64
@@ -133,6 +137,8 @@ type Server struct {
 	mark                  uint32           // fwmark of the TCP listener's sockets
 	relayRate, relayBurst float64          // bytes per second and bytes; 0: unlimited
 	refusals              *ratelimit.Keyed // "refused" answers over UDP, per source
+	challenges            *ratelimit.Keyed // challenges sent, per source
+	challengeKey          [32]byte         // makes challenges (challengeFor)
 
 	// Hooks for tests.
 	now          func() time.Time
@@ -234,7 +240,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
 		refusals:     ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
+		challenges:   ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
 		tcpBudget:    newStrangerBudget(),
+	}
+	if _, err := cryptorand.Read(s.challengeKey[:]); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	if cfg.RelayMbit > 0 {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
@@ -627,7 +637,8 @@ func (s *Server) Stats() ServerStats {
 		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
 		Replays: c.replays.Load(), Stale: c.stale.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
 		X25519: c.x25519.Load(), StrangersQueued: c.strangersQueued.Load(), StrangersLimited: c.strangersLimited.Load(),
-		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
+		Challenges: c.challenges.Load(),
+		Lookups:    c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
 		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
 		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),
 		RelayDroppedRate: c.dropRate.Load(), RelayDroppedQueue: c.dropQueue.Load(),

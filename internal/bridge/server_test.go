@@ -1019,6 +1019,10 @@ func FuzzServerFrames(f *testing.F) {
 	// (the clock refusal's text handles any time).
 	f.Add(seal(a, Message{Kind: KindUnregister, Time: 5}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1}), relayFrame(7, "")))
 	f.Add(seal(a, Message{Kind: KindRegister, Time: -1 << 63}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1<<63 - 1})))
+	// Version 3: c's Register from a's address (challenged), with a wrong
+	// answer, and over TCP with an answer it needs not.
+	f.Add(seal(c, Message{Kind: KindRegister, Time: at(0)}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(0), Seq: 5})))
+	f.Add(seal(c, Message{Kind: KindRegister, Time: at(1), Seq: 1<<64 - 1}), lenPrefixed(regC, seal(c, Message{Kind: KindChallenge, Time: at(1), Echo: 1, Seq: 2})))
 	// Stamped just outside the window either way, and a token with them.
 	f.Add(seal(a, Message{Kind: KindRegister, Time: at(maxClockSkew + 1)}),
 		lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(-maxClockSkew - 1), Token: "tomoe-join-x"})))
