@@ -27,11 +27,12 @@ type keyCache struct {
 	priv identity.PrivateKey
 	pub  identity.PublicKey
 
-	mu      sync.RWMutex // guards pinned, pending, learned
-	pinned  map[identity.PublicKey]*SharedKey
-	pending map[identity.PublicKey]bool // to pin, not computed yet
-	learned map[identity.PublicKey]*SharedKey
-	max     int // bound of learned
+	mu       sync.RWMutex // guards pinned, pending, pendingQ, learned
+	pinned   map[identity.PublicKey]*SharedKey
+	pending  map[identity.PublicKey]bool // to pin, not computed yet
+	pendingQ []identity.PublicKey        // pending's keys in order (and some no longer pending)
+	learned  map[identity.PublicKey]*SharedKey
+	max      int // bound of learned
 
 	// keepOpened: learn the key of every sender whose frame opens. A
 	// bridge turns it off and keeps only the keys it admits, so that
@@ -130,7 +131,10 @@ func (c *keyCache) pinLocked(k identity.PublicKey) {
 		delete(c.learned, k)
 		return
 	}
-	c.pending[k] = true
+	if !c.pending[k] {
+		c.pending[k] = true
+		c.pendingQ = append(c.pendingQ, k)
+	}
 }
 
 // setPinned makes exactly keys and keep pinned (or pending): the others
@@ -160,13 +164,18 @@ func (c *keyCache) setPinned(keys, keep []identity.PublicKey) {
 	}
 }
 
-// nextPending returns a key waiting to be pinned, if any.
+// nextPending returns the next key waiting to be pinned, if any.
 func (c *keyCache) nextPending() (identity.PublicKey, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	for k := range c.pending {
-		return k, true
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.pendingQ) > 0 {
+		k := c.pendingQ[0]
+		c.pendingQ = c.pendingQ[1:]
+		if c.pending[k] { // else unpinned meanwhile
+			return k, true // pending until pinComputed
+		}
 	}
+	c.pendingQ = nil // let go of the array
 	return identity.PublicKey{}, false
 }
 

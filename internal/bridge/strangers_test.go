@@ -225,3 +225,38 @@ func TestRefusalReusesSharedKey(t *testing.T) {
 		t.Fatalf("%d X25519 for one refused Register", x)
 	}
 }
+
+// Pins: computed in order by the worker, never flushed by learned keys,
+// replaced as a set (a node's rules change), and a key unpinned while it
+// waits is not pinned when its computation ends.
+func TestKeyCachePins(t *testing.T) {
+	c := newKeyCache(testKey(t), 2)
+	a, b, d := randomKey(), randomKey(), randomKey()
+	c.pin([]identity.PublicKey{a, b})
+	if k, ok := c.nextPending(); !ok || k != a {
+		t.Fatalf("next pending %s %v, want a", k.ShortString(), ok)
+	}
+	c.pinComputed(a, c.compute(a))
+	c.setPinned([]identity.PublicKey{a, d}, nil) // b no longer wanted
+	for k, ok := c.nextPending(); ok; k, ok = c.nextPending() {
+		if k == b {
+			t.Fatal("an unpinned key is still pending")
+		}
+		c.pinComputed(k, c.compute(k))
+	}
+	c.pinComputed(b, c.compute(b)) // a late result for b
+	if c.cached(a) == nil || c.cached(d) == nil || c.cached(b) != nil {
+		t.Fatalf("cached: a %v, d %v, b %v; want a and d", c.cached(a) != nil, c.cached(d) != nil, c.cached(b) != nil)
+	}
+	for range 5 { // learned keys overflow their bound: the pins stay
+		k := randomKey()
+		c.keep(k, c.compute(k))
+	}
+	if c.cached(a) == nil || c.cached(d) == nil {
+		t.Fatal("learned keys flushed a pinned one")
+	}
+	c.forget(a)
+	if c.cached(a) != nil {
+		t.Fatal("a forgotten key is still cached")
+	}
+}
