@@ -385,17 +385,17 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		b.handle(m, src, via != nil)
 		return
 	}
-	c.handlePeer(from, m, src)
+	c.handlePeer(from, k, m, src)
 }
 
 // handleStranger acts, on the worker, on a frame from a sender whose key
 // was not cached when it came: a peer (a bridge's key is always cached).
-func (c *Client) handleStranger(from identity.PublicKey, _ *SharedKey, m Message, src netip.AddrPort) {
+func (c *Client) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
 	if b := c.bridgeByKey(from); b != nil {
 		b.handle(m, src, false)
 		return
 	}
-	c.handlePeer(from, m, src)
+	c.handlePeer(from, shared, m, src)
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {

@@ -510,7 +510,7 @@ func (s *Server) act(from identity.PublicKey, shared *SharedKey, m Message, src 
 	case KindRegister:
 		s.register(from, shared, m, src, c, now)
 	case KindLookup:
-		s.lookup(from, m, src, c, now)
+		s.lookup(from, shared, m, src, c, now)
 	case KindUnregister:
 		s.unregister(from, m, src, c, now)
 	}
@@ -526,7 +526,9 @@ func endpointsLocked(reg *registration) []netip.AddrPort {
 	return append(eps, reg.local...)
 }
 
-func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+// lookup answers a Lookup from from (whose frame opened with shared) and
+// introduces it to the node it found.
+func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.RLock()
 	req := s.regs[from]
 	if req == nil || !onPathLocked(req, src, c) {
@@ -546,7 +548,7 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 	reply := Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
 	if m.Address == s.self {
 		reply.Found, reply.Key = true, s.pub
-		s.sendControl(from, nil, reply, src, c)
+		s.sendControl(from, shared, reply, src, c)
 		return
 	}
 	var intro Message
@@ -561,7 +563,7 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 		}
 	}
 	s.mu.RUnlock()
-	s.sendControl(from, nil, reply, src, c)
+	s.sendControl(from, shared, reply, src, c)
 	if intro.Kind == KindIntroduce {
 		s.stats.introductions.Add(1)
 		s.sendControl(reply.Key, nil, intro, introDst, introConn)
