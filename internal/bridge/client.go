@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"slices"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -52,7 +50,9 @@ type ClientConfig struct {
 	Log     *slog.Logger
 	// Wants reports whether this node would talk to key: it answers probes
 	// and probes back only for those (its policy allows the key, or it is a
-	// peer already).
+	// peer already). It runs on the UDP receive goroutine, for every control
+	// frame from a sender that is not a bridge: it must be cheap and must
+	// not wait for a lock that is held across other work.
 	Wants func(identity.PublicKey) bool
 	// LocalEndpoints lists this node's own addresses and port to tell the
 	// bridge (for peers on the same LAN); nil: none.
@@ -70,11 +70,15 @@ type ClientConfig struct {
 // Client registers a node with its bridges, looks up addresses through
 // them, and probes for direct paths to the peers they introduce.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	keys    *keyCache
-	bridges []*bridgeConn
-	bcast   *broadcasts // never probed
+	cfg       ClientConfig
+	log       *slog.Logger
+	keys      *keyCache
+	strangers *strangers // opens frames from senders whose key is not cached
+	bridges   []*bridgeConn
+	bcast     *broadcasts // never probed
+
+	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
+	closed   bool         // guarded by handleMu
 
 	mu         sync.Mutex
 	lookups    map[uint64]chan lookupAnswer
@@ -108,6 +112,11 @@ type ClientStats struct {
 	ProbesAnswered atomic.Uint64
 	ProbesRefused  atomic.Uint64 // probes not answered: stale, answered before, or over the rate
 	Dropped        atomic.Uint64 // control frames that did not open or were not expected
+	X25519         atomic.Uint64 // shared keys computed: ahead (bridges, known keys), or by the worker
+	Strangers      atomic.Uint64 // control frames from senders whose key was not cached, handed to the worker
+	// StrangersLimited: such frames dropped on the receive goroutine, over
+	// the budget of their source or of the node, or with the queue full.
+	StrangersLimited atomic.Uint64
 }
 
 type lookupAnswer struct {
@@ -137,13 +146,31 @@ func NewClient(cfg ClientConfig) *Client {
 		refreshNow:  make(chan bool, 1),
 		stop:        make(chan struct{}),
 	}
+	c.keys.x25519 = &c.stats.X25519
 	c.seq.Store(uint64(time.Now().UnixNano()))
 	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
 	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
+		c.keys.pinNow(bc.Key) // a handful, here: never on a receive goroutine
 	}
+	c.strangers = startStrangers(c.keys, c.handleStranger, strangerCounters{
+		queued: &c.stats.Strangers, limited: &c.stats.StrangersLimited, failed: &c.stats.Dropped})
 	return c
+}
+
+// SetKnownKeys tells the client the keys this node knows in advance (its
+// static peers, the keys its rules name), replacing the previous ones.
+// Their shared keys are computed ahead, on the client's worker: their
+// frames then open at once, and a forged frame that claims one of them
+// costs no X25519. The bridges' keys are always kept.
+func (c *Client) SetKnownKeys(keys []identity.PublicKey) {
+	bridges := make([]identity.PublicKey, len(c.bridges))
+	for i, b := range c.bridges {
+		bridges[i] = b.cfg.Key
+	}
+	c.keys.setPinned(keys, bridges)
+	c.strangers.pinSoon()
 }
 
 // Stats returns the client's counters.
@@ -159,7 +186,10 @@ func (c *Client) Start() {
 	go c.probeLoop()
 }
 
-// Close unregisters (best effort) and stops.
+// Close unregisters (best effort) and stops. Frames handed to
+// HandleFrames afterwards are dropped; the worker stops after the frames
+// in flight are handled, before Close returns (and so before the node
+// closes the Bind it sends with).
 func (c *Client) Close() {
 	c.closeOnce.Do(c.close)
 }
@@ -168,11 +198,15 @@ func (c *Client) close() {
 	for _, b := range c.bridges {
 		b.send(Message{Kind: KindUnregister})
 	}
+	c.handleMu.Lock()
+	c.closed = true
+	c.handleMu.Unlock()
 	close(c.stop)
 	for _, b := range c.bridges {
 		b.closeTCP()
 	}
 	c.wg.Wait()
+	c.strangers.stop()
 }
 
 // BridgeStatus is one bridge's state (the admin API shows it).
@@ -305,33 +339,44 @@ func (c *Client) registeredCount() int {
 }
 
 // HandleFrames implements transport.FrameHandler: control frames from
-// bridges and probes from peers.
+// bridges and probes from peers. It runs on a receive goroutine and does
+// no X25519 (see strangers.go).
 func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
-	select {
-	case <-c.stop:
-		return // closed: a receive goroutine still draining
-	default:
+	c.handleMu.RLock()
+	defer c.handleMu.RUnlock()
+	if c.closed {
+		return // a receive goroutine still draining
 	}
 	for i, f := range frames {
-		c.handleFrame(f, srcs[i], nil)
+		if i < len(srcs) {
+			c.handleFrame(f, srcs[i], nil)
+		}
 	}
 }
 
 // handleFrame handles one control frame that came over UDP from src, or
-// over a bridge's TCP connection (via set).
+// over a bridge's TCP connection (via set). A frame opens here only with a
+// shared key that is cached; a frame from another sender this node would
+// talk to goes to the worker, within its budgets.
 func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
 	from, err := Sender(frame)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
 	}
-	// Only our bridges and nodes we would talk to are worth an X25519.
+	// Only our bridges and nodes we would talk to are worth opening.
 	b := c.bridgeByKey(from)
 	if b == nil && (via != nil || (!c.cfg.Wants(from) && c.cfg.Bind.Peer(from) == nil)) {
 		c.stats.Dropped.Add(1)
 		return
 	}
-	_, m, err := c.keys.open(frame, src.Addr())
+	k := c.keys.cached(from)
+	if k == nil {
+		// Not a bridge (their keys are pinned at NewClient).
+		c.strangers.submit(frame, src, time.Now())
+		return
+	}
+	m, err := Open(frame, k)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
@@ -340,7 +385,17 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		b.handle(m, src, via != nil)
 		return
 	}
-	c.handlePeer(from, m, src)
+	c.handlePeer(from, k, m, src)
+}
+
+// handleStranger acts, on the worker, on a frame from a sender whose key
+// was not cached when it came: a peer (a bridge's key is always cached).
+func (c *Client) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+	if b := c.bridgeByKey(from); b != nil {
+		b.handle(m, src, false)
+		return
+	}
+	c.handlePeer(from, shared, m, src)
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
@@ -365,392 +420,6 @@ func (c *Client) deliverLookup(b *bridgeConn, m Message) {
 	}
 }
 
-// bridgeConn is the client's state for one bridge.
-type bridgeConn struct {
-	c   *Client
-	cfg BridgeConfig
-
-	mu         sync.Mutex
-	state      string
-	transport  string
-	err        string
-	addr       netip.AddrPort // resolved UDP address
-	observed   netip.AddrPort
-	id         uint32
-	lastOK     time.Time
-	sent       [sentRegisters]int64 // times of the last Registers sent, a ring
-	sentNext   int                  // where in sent the next one goes
-	lastEcho   int64                // the Register the newest accepted answer answered
-	interval   time.Duration
-	tcp        *clientTCP
-	udp        *udpRelay
-	alt        []netip.AddrPort // other addresses the bridge sent from
-	given      transport.Relay  // the relay peers' paths through this bridge use
-	answered   chan struct{}    // signalled on Registered/Refused
-	refused    bool
-	introduced map[identity.PublicKey]int64 // the bridge's time of its newest introduction of each peer
-}
-
-// sentRegisters is how many Registers sent an answer may answer: those
-// of the last two minutes at the keepalive interval, more than enough for
-// the three sent a second while registering.
-const sentRegisters = 8
-
-// answersLocked reports whether a Registered or Refused that echoes the
-// Register time echo is news, and notes it. It must answer one of the
-// last Registers this node sent, newer than the one the last accepted
-// answer answered, so that a replayed answer cannot revive a lapsed
-// registration, move our address or teach us a bridge address, and the
-// bridge's answer to someone else's replay of an old Register of ours
-// (a refusal: the clock) is not taken for ours. A refusal may answer the
-// same Register as the last answer: a bridge that revokes a node tells it
-// so, echoing its newest Register.
-func (b *bridgeConn) answersLocked(echo int64, refused bool) bool {
-	if echo == 0 || !slices.Contains(b.sent[:], echo) || echo < b.lastEcho || (echo == b.lastEcho && !refused) {
-		return false
-	}
-	b.lastEcho = echo
-	return true
-}
-
-func (b *bridgeConn) registered() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.state == "registered"
-}
-
-func (b *bridgeConn) udpAddr() netip.AddrPort {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.addr
-}
-
-// onLoopback reports whether the bridge is reached at a loopback address:
-// it runs on this host, and so does every node it sees at one.
-func (b *bridgeConn) onLoopback() bool { return b.udpAddr().Addr().IsLoopback() }
-
-func (b *bridgeConn) relay() transport.Relay {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.transport == "tcp" && b.tcp != nil {
-		return b.tcp
-	}
-	if b.udp != nil {
-		return b.udp
-	}
-	return nil
-}
-
-func (b *bridgeConn) setState(state, errText string) {
-	b.mu.Lock()
-	changed := b.state != state
-	b.state, b.err = state, errText
-	b.mu.Unlock()
-	if changed {
-		b.c.log.Info("bridge "+state, "bridge", b.cfg.Endpoint, "error", errText)
-	}
-}
-
-// run registers and keeps the registration alive: over UDP first, over TCP
-// when UDP gets no answer.
-func (b *bridgeConn) run() {
-	defer b.c.wg.Done()
-	defer b.closeTCP() // also one a dial finished while we were stopping
-	useTCP := false
-	for {
-		if b.c.stopped() {
-			return
-		}
-		addr, err := b.resolve()
-		if err != nil {
-			b.setState("unreachable", err.Error())
-			if !b.c.sleep(5 * time.Second) {
-				return
-			}
-			continue
-		}
-		b.mu.Lock()
-		b.addr = addr
-		if b.udp == nil || b.udp.addr != addr {
-			if b.udp != nil {
-				b.c.cfg.Bind.RemoveUDPRelay(b.udp.addr)
-				for _, a := range b.alt {
-					b.c.cfg.Bind.RemoveUDPRelay(a)
-				}
-				b.alt = nil
-			}
-			b.udp = &udpRelay{addr: addr, bind: b.c.cfg.Bind}
-			b.c.cfg.Bind.AddUDPRelay(addr, b.udp)
-		}
-		b.mu.Unlock()
-		if useTCP {
-			if err := b.dialTCP(addr); err != nil {
-				b.setState("unreachable", "no answer over UDP; TCP: "+err.Error())
-				useTCP = false
-				if !b.c.sleep(5 * time.Second) {
-					return
-				}
-				continue
-			}
-		}
-		ok := b.register(useTCP)
-		if !ok {
-			if b.c.stopped() {
-				return
-			}
-			if b.isRefused() {
-				if !b.c.sleep(30 * time.Second) {
-					return
-				}
-				continue
-			}
-			useTCP = !useTCP // UDP unanswered: TCP; TCP failed: back to UDP
-			continue
-		}
-		// Registered: keep it alive until it lapses.
-		b.keepalive()
-		b.closeTCP()
-		useTCP = false
-	}
-}
-
-func (b *bridgeConn) isRefused() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.refused
-}
-
-func (b *bridgeConn) resolve() (netip.AddrPort, error) {
-	if ap, err := netip.ParseAddrPort(b.cfg.Endpoint); err == nil {
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
-	}
-	host, port, err := net.SplitHostPort(b.cfg.Endpoint)
-	if err != nil {
-		return netip.AddrPort{}, err
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return netip.AddrPort{}, fmt.Errorf("bad port in %q", b.cfg.Endpoint)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r := b.c.cfg.Resolver
-	if r == nil {
-		r = net.DefaultResolver
-	}
-	addrs, err := r.LookupNetIP(ctx, "ip", host)
-	if err != nil || len(addrs) == 0 {
-		return netip.AddrPort{}, fmt.Errorf("resolve %s: %v", host, err)
-	}
-	return netip.AddrPortFrom(addrs[0].Unmap(), uint16(p)), nil
-}
-
-// register sends Register until answered; false if it never was.
-func (b *bridgeConn) register(tcp bool) bool {
-	b.setState("registering", "")
-	attempts := udpAttempts
-	if tcp {
-		attempts = 2
-	}
-	for range attempts {
-		b.sendRegister()
-		select {
-		case <-b.c.stop:
-			return false
-		case <-b.answered:
-			return !b.isRefused()
-		case <-time.After(registerRetry):
-		}
-	}
-	return false
-}
-
-func (b *bridgeConn) sendRegister() {
-	var eps []netip.AddrPort
-	if f := b.c.cfg.LocalEndpoints; f != nil {
-		eps = f()
-	}
-	// The token is needed only until the bridge has enrolled our key.
-	b.mu.Lock()
-	token := ""
-	if b.lastOK.IsZero() || b.refused {
-		token = b.cfg.Token
-	}
-	b.mu.Unlock()
-	b.send(Message{Kind: KindRegister, Token: token, Endpoints: eps})
-}
-
-// keepalive re-registers every interval until registrationLapse of them
-// go unanswered or the TCP connection breaks.
-func (b *bridgeConn) keepalive() {
-	missed := 0
-	for {
-		b.mu.Lock()
-		iv := b.interval
-		tcp := b.tcp
-		b.mu.Unlock()
-		var broken <-chan struct{}
-		if tcp != nil {
-			broken = tcp.done
-		}
-		select {
-		case <-b.c.stop:
-			return
-		case <-broken:
-			b.setState("registering", "TCP connection lost")
-			return
-		case <-b.answered:
-			missed = 0
-			continue
-		case <-time.After(iv):
-		}
-		missed++
-		if missed > registrationLapse {
-			b.setState("registering", "registration lapsed: the bridge stopped answering")
-			return
-		}
-		b.sendRegister()
-	}
-}
-
-// send seals m to the bridge over its current transport.
-func (b *bridgeConn) send(m Message) {
-	b.mu.Lock()
-	tcp, addr := b.tcp, b.addr
-	if m.Kind == KindRegister {
-		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
-		m.Time = max(time.Now().UnixNano(), last+1)
-		b.sent[b.sentNext] = m.Time
-		b.sentNext = (b.sentNext + 1) % len(b.sent)
-	}
-	b.mu.Unlock()
-	frame, err := b.c.keys.seal(b.cfg.Key, m)
-	if err != nil {
-		return
-	}
-	if tcp != nil {
-		tcp.write(frame)
-		return
-	}
-	if addr.IsValid() {
-		_ = b.c.cfg.Bind.SendFrames([][]byte{frame}, addr)
-	}
-}
-
-// sawSource notes that the bridge (proven by its key) sent from src. A
-// bridge with several addresses answers from the one its routing picks,
-// not necessarily the one this node registered with: wireguard-go's UDP
-// receive path loses the packet's destination address when UDP GRO is on,
-// so the bridge cannot answer from it. Relay frames from src are accepted
-// as the bridge's too. (Behind a NAT that filters by address such answers
-// do not arrive at all; the node then registers over TCP by itself.)
-func (b *bridgeConn) sawSource(src netip.AddrPort) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !src.IsValid() || src == b.addr || b.udp == nil || slices.Contains(b.alt, src) {
-		return
-	}
-	if len(b.alt) == maxAltSources {
-		b.c.cfg.Bind.RemoveUDPRelay(b.alt[0])
-		b.alt = b.alt[1:]
-	}
-	b.alt = append(b.alt, src)
-	b.c.cfg.Bind.AddUDPRelay(src, b.udp)
-	b.c.log.Warn("the bridge answers from another address than the one configured; accepting it (configure that address to avoid this)", "bridge", b.cfg.Endpoint, "answers_from", src)
-}
-
-// handle acts on a message from the bridge (proven by its key), which
-// came from src over UDP or over the TCP connection.
-func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
-	switch m.Kind {
-	case KindRegistered, KindRefused:
-		b.mu.Lock()
-		fresh := b.answersLocked(int64(m.Echo), m.Kind == KindRefused)
-		b.mu.Unlock()
-		if !fresh {
-			b.c.stats.Dropped.Add(1)
-			return
-		}
-	}
-	switch m.Kind {
-	case KindRegistered:
-		if !overTCP {
-			b.sawSource(src)
-		}
-		transport := "udp"
-		if overTCP {
-			transport = "tcp"
-		}
-		b.mu.Lock()
-		b.id = m.ID
-		b.refused = false
-		moved := false
-		if len(m.Endpoints) > 0 {
-			moved = b.observed.IsValid() && b.transport == transport && b.observed != m.Endpoints[0]
-			b.observed = m.Endpoints[0]
-		}
-		b.interval = time.Duration(m.Interval) * time.Second
-		if b.interval < time.Second || b.interval > time.Minute {
-			b.interval = defaultKeepalive
-		}
-		b.transport = transport
-		b.lastOK = time.Now()
-		b.mu.Unlock()
-		b.repointRelays()
-		if moved {
-			// Our public address changed: peers behind NAT must learn the
-			// new one from an introduction before they can reach it.
-			b.c.log.Info("this node's address as the bridge sees it changed; re-introducing peers", "bridge", b.cfg.Endpoint, "observed", m.Endpoints[0])
-			b.c.kickRefresh(true)
-		}
-		b.setState("registered", "")
-		b.signal()
-	case KindRefused:
-		b.mu.Lock()
-		b.refused = true
-		b.mu.Unlock()
-		b.setState("refused", m.Text)
-		b.signal()
-	case KindLookupReply:
-		b.c.deliverLookup(b, m)
-	case KindIntroduce:
-		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
-			return
-		}
-		if !b.freshIntroduction(m.Key, m.Time, time.Now()) {
-			b.c.stats.Dropped.Add(1)
-			return
-		}
-		b.c.addCandidates(m.Key, m.Endpoints, b.onLoopback())
-		if r := b.relay(); r != nil {
-			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
-		}
-	default:
-		b.c.stats.Dropped.Add(1)
-	}
-}
-
-// repointRelays moves peers' relay paths through this bridge onto the
-// transport it is registered over now (after a switch between UDP and TCP,
-// or a new TCP connection). Relay ids are the bridge's and stay valid.
-func (b *bridgeConn) repointRelays() {
-	r := b.relay()
-	b.mu.Lock()
-	old := b.given
-	b.given = r
-	b.mu.Unlock()
-	if old != nil && r != nil && old != r {
-		b.c.cfg.Bind.MoveRelay(old, r)
-	}
-}
-
-func (b *bridgeConn) signal() {
-	select {
-	case b.answered <- struct{}{}:
-	default:
-	}
-}
-
 func (c *Client) stopped() bool {
 	select {
 	case <-c.stop:
@@ -768,12 +437,3 @@ func (c *Client) sleep(d time.Duration) bool {
 		return true
 	}
 }
-
-// udpRelay relays through a bridge over the node's UDP socket.
-type udpRelay struct {
-	addr netip.AddrPort
-	bind *transport.Bind
-}
-
-func (u *udpRelay) SendRelay(frames [][]byte) error { return u.bind.SendFrames(frames, u.addr) }
-func (u *udpRelay) String() string                  { return u.addr.String() + "/udp" }

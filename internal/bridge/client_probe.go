@@ -115,14 +115,15 @@ func (c *Client) answerableLocked(key identity.PublicKey, t int64, now time.Time
 }
 
 // handlePeer acts on a probe or probe answer from the node from (proven by
-// its key), which came from src.
+// its key: the frame opened with shared, which seals the answers), which
+// came from src.
 //
 // A probe is answered once, with a challenge (a nonce of ours in Seq):
 // the prober answers it from the same place, which proves the path to us
 // the other way without our probing src ourselves. So a probe costs this
 // node exactly one packet, however it got here, and src (which a copier
 // chooses) never becomes a place we probe.
-func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPort) {
+func (c *Client) handlePeer(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
 	now := time.Now()
 	switch m.Kind {
 	case KindProbe:
@@ -134,7 +135,7 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 			return
 		}
 		ack := Message{Kind: KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
-		if frame, err := c.keys.seal(from, ack); err == nil {
+		if frame, err := c.keys.seal(from, shared, ack); err == nil {
 			c.stats.ProbesAnswered.Add(1)
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
@@ -153,7 +154,7 @@ func (c *Client) handlePeer(from identity.PublicKey, m Message, src netip.AddrPo
 			return
 		}
 		// The peer's challenge: answered once, to where our probe went.
-		if frame, err := c.keys.seal(from, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
+		if frame, err := c.keys.seal(from, shared, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
 	default:
@@ -314,7 +315,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 				c.stats.ProbesLimited.Add(1)
 				continue
 			}
-			frame, err := c.keys.seal(k, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
+			frame, err := c.keys.seal(k, nil, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue
 			}

@@ -3,6 +3,7 @@ package bridge
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -38,6 +39,12 @@ func probeNode(t *testing.T, k identity.PrivateKey, wants ...identity.PublicKey)
 	}})
 	bind.SetFrameHandler(c)
 	t.Cleanup(c.Close)
+	// The keys it wants are known in advance (static peers, keys its rules
+	// name): their frames open at once, on the receive goroutine.
+	c.SetKnownKeys(wants)
+	waitCond(t, "the wanted keys' shared keys computed", func() bool {
+		return !slices.ContainsFunc(wants, func(k identity.PublicKey) bool { return c.keys.cached(k) == nil })
+	})
 	return c, port
 }
 

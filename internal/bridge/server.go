@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -59,8 +60,17 @@ type ServerStats struct {
 	Refused       uint64 `json:"refused"`
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
 	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
-	BadControl    uint64 `json:"bad_control"` // control frames that did not open (or unknown keys over their rate)
+	BadControl    uint64 `json:"bad_control"` // control frames that did not open
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
+	X25519        uint64 `json:"x25519"`      // shared keys computed: admitted keys ahead, or strangers' on a budget
+	// StrangersQueued: control frames over UDP from keys whose shared key
+	// was not cached, handed to the worker; StrangersLimited: such frames
+	// (over UDP or first on a TCP connection) dropped over a budget.
+	StrangersQueued  uint64 `json:"strangers_queued"`
+	StrangersLimited uint64 `json:"strangers_limited"`
+	// Challenges: Registers over UDP from an address another node's
+	// registration holds, answered with a Challenge rather than taken.
+	Challenges uint64 `json:"challenges"`
 
 	Lookups        uint64 `json:"lookups"`
 	LookupsLimited uint64 `json:"lookups_limited"`
@@ -81,10 +91,11 @@ type ServerStats struct {
 
 type serverCounters struct {
 	registrations, enrolments, refused, replays, stale, badControl, expired atomic.Uint64
+	strangersQueued, strangersLimited, challenges                           atomic.Uint64
 	lookups, lookupsLimited, introductions                                  atomic.Uint64
 	relayedFrames, relayedBytes                                             atomic.Uint64
 	dropUnregistered, dropUnknownID, dropRate, dropQueue, dropMalformed     atomic.Uint64
-	sendErrors, tcpConns                                                    atomic.Uint64
+	sendErrors, tcpConns, x25519                                            atomic.Uint64
 }
 
 const (
@@ -112,18 +123,22 @@ const (
 // TCP. A registered UDP node costs a few hundred bytes: no goroutine and no
 // buffer of its own.
 type Server struct {
-	pub    identity.PublicKey
-	self   netip.Addr // the bridge's own node address
-	keys   *keyCache
-	adm    *admission
-	sender FrameSender
-	log    *slog.Logger
-	logs   logLimiter
+	pub       identity.PublicKey
+	self      netip.Addr // the bridge's own node address
+	keys      *keyCache
+	strangers *strangers      // opens UDP frames from keys not cached
+	tcpBudget *strangerBudget // for first frames on TCP connections from keys not cached
+	adm       *admission
+	sender    FrameSender
+	log       *slog.Logger
+	logs      logLimiter
 
 	tcpAddr               string
 	mark                  uint32           // fwmark of the TCP listener's sockets
 	relayRate, relayBurst float64          // bytes per second and bytes; 0: unlimited
 	refusals              *ratelimit.Keyed // "refused" answers over UDP, per source
+	challenges            *ratelimit.Keyed // challenges sent, per source
+	challengeKey          [32]byte         // makes challenges (challengeFor)
 
 	// Hooks for tests.
 	now          func() time.Time
@@ -225,6 +240,11 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
 		refusals:     ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
+		challenges:   ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
+		tcpBudget:    newStrangerBudget(),
+	}
+	if _, err := cryptorand.Read(s.challengeKey[:]); err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	if cfg.RelayMbit > 0 {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
@@ -234,6 +254,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := s.loadTimes(); err != nil {
 		return nil, err
 	}
+	s.keys.x25519 = &s.stats.x25519
+	// The admitted keys' shared keys are computed ahead by the worker, so
+	// that their frames open on the receive goroutine from the start.
+	s.keys.pin(adm.admittedKeys())
+	s.strangers = startStrangers(s.keys, s.handleStranger, strangerCounters{
+		queued: &s.stats.strangersQueued, limited: &s.stats.strangersLimited, failed: &s.stats.badControl})
+	s.strangers.pinSoon()
 	return s, nil
 }
 
@@ -278,12 +305,15 @@ func (s *Server) TCPAddr() net.Addr {
 
 // Close stops the listener, closes the TCP connections, waits for the
 // bridge's goroutines and writes the newest Register times. Frames handed
-// to HandleFrames afterwards are dropped.
+// to HandleFrames afterwards are dropped. The worker stops once no
+// HandleFrames runs any more, and before Close returns (so before the
+// node closes the Bind it sends with).
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.handleMu.Lock()
 		s.closed = true
 		s.handleMu.Unlock()
+		s.strangers.stop()
 		close(s.done)
 		s.connMu.Lock()
 		s.closing = true
@@ -422,9 +452,13 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 }
 
 // control opens and acts on a control frame from src (over TCP: c's
-// remote address).
+// remote address). It opens here only with a cached shared key (an
+// admitted node's): no X25519 on a receive goroutine. A frame over UDP
+// from another key goes to the worker (strangers.go); over TCP, where it
+// can only be a connection's first frame, the connection's own goroutine
+// opens it within the TCP budget.
 func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.Time) {
-	from, m, err := s.keys.open(f, src.Addr())
+	from, err := Sender(f)
 	if err != nil {
 		s.stats.badControl.Add(1)
 		return
@@ -432,11 +466,51 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 	if from == s.pub {
 		return
 	}
+	if c != nil {
+		s.mu.RLock()
+		bound := c.key
+		s.mu.RUnlock()
+		if !bound.IsZero() && bound != from {
+			s.stats.badControl.Add(1) // a connection carries one node
+			return
+		}
+	}
+	shared := s.keys.cached(from)
+	if shared == nil {
+		if c == nil {
+			s.strangers.submit(f, src, time.Now())
+			return
+		}
+		if len(f) > maxStrangerFrame || !s.tcpBudget.allow(src, time.Now()) {
+			s.stats.strangersLimited.Add(1)
+			return
+		}
+		shared = s.keys.compute(from)
+		s.keys.pinComputed(from, shared)
+	}
+	m, err := Open(f, shared)
+	if err != nil {
+		s.stats.badControl.Add(1)
+		return
+	}
+	s.act(from, shared, m, src, c, now)
+}
+
+// handleStranger acts, on the worker, on a UDP frame from a key whose
+// shared key was not cached when it came.
+func (s *Server) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+	if from != s.pub {
+		s.act(from, shared, m, src, nil, s.now())
+	}
+}
+
+// act acts on a message from from (proven: it opened with shared).
+func (s *Server) act(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	switch m.Kind {
 	case KindRegister:
-		s.register(from, m, src, c, now)
+		s.register(from, shared, m, src, c, now)
 	case KindLookup:
-		s.lookup(from, m, src, c, now)
+		s.lookup(from, shared, m, src, c, now)
 	case KindUnregister:
 		s.unregister(from, m, src, c, now)
 	}
@@ -452,7 +526,9 @@ func endpointsLocked(reg *registration) []netip.AddrPort {
 	return append(eps, reg.local...)
 }
 
-func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+// lookup answers a Lookup from from (whose frame opened with shared) and
+// introduces it to the node it found.
+func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.RLock()
 	req := s.regs[from]
 	if req == nil || !onPathLocked(req, src, c) {
@@ -472,7 +548,7 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 	reply := Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
 	if m.Address == s.self {
 		reply.Found, reply.Key = true, s.pub
-		s.sendControl(from, reply, src, c)
+		s.sendControl(from, shared, reply, src, c)
 		return
 	}
 	var intro Message
@@ -487,17 +563,17 @@ func (s *Server) lookup(from identity.PublicKey, m Message, src netip.AddrPort, 
 		}
 	}
 	s.mu.RUnlock()
-	s.sendControl(from, reply, src, c)
+	s.sendControl(from, shared, reply, src, c)
 	if intro.Kind == KindIntroduce {
 		s.stats.introductions.Add(1)
-		s.sendControl(reply.Key, intro, introDst, introConn)
+		s.sendControl(reply.Key, nil, intro, introDst, introConn)
 	}
 }
 
-// sendControl seals m to the key to and sends it over c, or over UDP to
-// dst.
-func (s *Server) sendControl(to identity.PublicKey, m Message, dst netip.AddrPort, c *serverConn) {
-	frame, err := s.keys.seal(to, m)
+// sendControl seals m to the key to (with shared, if not nil) and sends
+// it over c, or over UDP to dst.
+func (s *Server) sendControl(to identity.PublicKey, shared *SharedKey, m Message, dst netip.AddrPort, c *serverConn) {
+	frame, err := s.keys.seal(to, shared, m)
 	if err != nil {
 		s.logLimited(slog.LevelWarn, "bridge: cannot seal a control message", "peer", to.String(), "err", err)
 		return
@@ -562,7 +638,9 @@ func (s *Server) Stats() ServerStats {
 	st := ServerStats{
 		Registrations: c.registrations.Load(), Enrolments: c.enrolments.Load(), Refused: c.refused.Load(),
 		Replays: c.replays.Load(), Stale: c.stale.Load(), BadControl: c.badControl.Load(), Expired: c.expired.Load(),
-		Lookups: c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
+		X25519: c.x25519.Load(), StrangersQueued: c.strangersQueued.Load(), StrangersLimited: c.strangersLimited.Load(),
+		Challenges: c.challenges.Load(),
+		Lookups:    c.lookups.Load(), LookupsLimited: c.lookupsLimited.Load(), Introductions: c.introductions.Load(),
 		RelayedFrames: c.relayedFrames.Load(), RelayedBytes: c.relayedBytes.Load(),
 		RelayDroppedUnregistered: c.dropUnregistered.Load(), RelayDroppedUnknownID: c.dropUnknownID.Load(),
 		RelayDroppedRate: c.dropRate.Load(), RelayDroppedQueue: c.dropQueue.Load(),

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -43,7 +44,8 @@ func clockRefusal(t int64, now time.Time) string {
 	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
 }
 
-func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+// register acts on a Register from from, whose frame opened with shared.
+func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.adm.mu.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
@@ -74,6 +76,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
 		}
 		if enrolled {
+			s.keys.pinShared(from, shared) // admitted from now on
 			s.stats.enrolments.Add(1)
 			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
 		}
@@ -85,12 +88,27 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		// The answer echoes the Register's time: only the node that sent
 		// it acts on it, not one a replay came from (or was spoofed from).
 		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
+			s.sendControl(from, shared, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
 		}
 		return
 	}
 
 	s.mu.Lock()
+	if other := s.byUDP[src]; c == nil && other != nil && other.key != from && !s.proves(from, m.Seq, src, now) {
+		// Another node's registration holds src: the Register may come
+		// from a member who spoofs src to take it. Ask the key to prove it
+		// receives at src (a node that the NAT gave that address now does);
+		// until then nothing moves.
+		s.lastTime[from] = m.Time
+		s.timesDirty = true
+		s.mu.Unlock()
+		s.adm.mu.Unlock()
+		s.stats.challenges.Add(1)
+		if s.challenges.Allow(ratelimit.Source(src.Addr()), now) {
+			s.sendControl(from, shared, Message{Kind: KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
+		}
+		return
+	}
 	reg := s.regs[from]
 	isNew := reg == nil
 	if isNew {
@@ -115,7 +133,7 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 		c.key, c.reg = from, reg
 	} else {
 		if other := s.byUDP[src]; other != nil {
-			s.removeLocked(other) // another key now sends from this address
+			s.removeLocked(other) // another key proved it receives at this address now
 		}
 		reg.endpoint = src
 		s.byUDP[src] = reg
@@ -138,7 +156,38 @@ func (s *Server) register(from identity.PublicKey, m Message, src netip.AddrPort
 	if isNew {
 		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
 	}
-	s.sendControl(from, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+	s.sendControl(from, shared, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+}
+
+// A challenge is a MAC of the key, the address and the time (in epochs of
+// challengeEpochLen, by the bridge's clock) under a secret of the bridge,
+// so the bridge keeps no state per challenge: a flood of Registers costs it
+// no memory. One is accepted in its epoch and the next (30 to 60 s: time
+// for a node to answer at once), and a node answers each only once.
+const challengeEpochLen = 30 * time.Second
+
+func challengeEpoch(now time.Time) int64 { return now.UnixNano() / int64(challengeEpochLen) }
+
+// challengeFor is the challenge for key at src in epoch: never zero.
+func (s *Server) challengeFor(key identity.PublicKey, src netip.AddrPort, epoch int64) uint64 {
+	mac := hmac.New(sha256.New, s.challengeKey[:])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(epoch))
+	mac.Write(b[:])
+	mac.Write(key[:])
+	a, _ := src.MarshalBinary()
+	mac.Write(a)
+	return binary.BigEndian.Uint64(mac.Sum(nil)) | 1
+}
+
+// proves reports whether seq answers the challenge for key at src,
+// so that key receives at src.
+func (s *Server) proves(key identity.PublicKey, seq uint64, src netip.AddrPort, now time.Time) bool {
+	if seq == 0 {
+		return false
+	}
+	e := challengeEpoch(now)
+	return seq == s.challengeFor(key, src, e) || seq == s.challengeFor(key, src, e-1)
 }
 
 // allocIDLocked picks a nonzero relay id no registration has: derived
@@ -233,7 +282,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+		s.sendControl(key, nil, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()

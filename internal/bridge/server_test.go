@@ -288,7 +288,7 @@ func (n *srvNode) expectRelay() (uint32, string) {
 	return id, string(msg)
 }
 
-func waitCond(t *testing.T, what string, cond func() bool) {
+func waitCond(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -898,6 +898,10 @@ func registerDirect(t testing.TB, s *Server, bridge identity.PublicKey, k identi
 		t.Fatal(err)
 	}
 	s.HandleFrames([][]byte{f}, []netip.AddrPort{src})
+	// A key not cached yet is opened by the worker.
+	waitCond(t, "registration of "+k.Public().ShortString(), func() bool {
+		return slices.ContainsFunc(s.Nodes(), func(n NodeInfo) bool { return n.PublicKey == k.Public() && n.Endpoint == src })
+	})
 }
 
 // The relay path allocates nothing per frame.
@@ -946,11 +950,13 @@ func TestMemoryPerNode(t *testing.T) {
 	const n = 500
 	frames := make([][]byte, n)
 	srcs := make([]netip.AddrPort, n)
+	keys := make([]identity.PublicKey, n)
+	shared := make([]SharedKey, n)
 	for i := range frames {
 		k := testKey(t)
 		s.adm.allow[k.Public()] = true
-		shared := Precompute(k, bk.Public())
-		frames[i], _ = Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
+		keys[i], shared[i] = k.Public(), Precompute(bk, k.Public())
+		frames[i], _ = Seal(nil, k.Public(), &shared[i], &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:4610"), netip.MustParseAddrPort("[fd00::1]:4610")}})
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 4610)
 	}
@@ -958,6 +964,7 @@ func TestMemoryPerNode(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range frames {
+		s.keys.pinShared(keys[i], &shared[i]) // as at admission
 		s.HandleFrames(frames[i:i+1], srcs[i:i+1])
 	}
 	runtime.GC()
@@ -1012,6 +1019,10 @@ func FuzzServerFrames(f *testing.F) {
 	// (the clock refusal's text handles any time).
 	f.Add(seal(a, Message{Kind: KindUnregister, Time: 5}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1}), relayFrame(7, "")))
 	f.Add(seal(a, Message{Kind: KindRegister, Time: -1 << 63}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1<<63 - 1})))
+	// Version 3: c's Register from a's address (challenged), with a wrong
+	// answer, and over TCP with an answer it needs not.
+	f.Add(seal(c, Message{Kind: KindRegister, Time: at(0)}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(0), Seq: 5})))
+	f.Add(seal(c, Message{Kind: KindRegister, Time: at(1), Seq: 1<<64 - 1}), lenPrefixed(regC, seal(c, Message{Kind: KindChallenge, Time: at(1), Echo: 1, Seq: 2})))
 	// Stamped just outside the window either way, and a token with them.
 	f.Add(seal(a, Message{Kind: KindRegister, Time: at(maxClockSkew + 1)}),
 		lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(-maxClockSkew - 1), Token: "tomoe-join-x"})))
@@ -1049,11 +1060,7 @@ func FuzzServerFrames(f *testing.F) {
 func TestKeyCacheHoldsAdmittedKeysOnly(t *testing.T) {
 	a := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
-	cached := func(k identity.PublicKey) bool {
-		h.s.keys.mu.RLock()
-		defer h.s.keys.mu.RUnlock()
-		return h.s.keys.shared[k] != nil
-	}
+	cached := func(k identity.PublicKey) bool { return h.s.keys.cached(k) != nil }
 	stranger := testKey(t)
 	if m := h.udpNode(stranger).register(""); m.Kind != KindRefused {
 		t.Fatalf("stranger: %s", m.Kind)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -43,3 +44,50 @@ func TestFramesAfterClose(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// Frames from strangers handed over while the client or bridge closes,
+// and after, are dropped: the worker stops within Close, nothing panics,
+// and no goroutine is left (goleak, TestMain).
+func TestStrangerFramesDuringClose(t *testing.T) {
+	frames, srcs := forgedFlood(64, func(int) identity.PublicKey { return randomKey() })
+	hammer := func(handle func([][]byte, []netip.AddrPort), closeIt func()) {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				handle(frames, srcs)
+			}
+		}()
+		closeIt()
+		handle(frames, srcs) // after Close
+		closeIt()            // twice
+		stop <- struct{}{}
+		<-done
+	}
+	t.Run("client", func(t *testing.T) {
+		bind, _ := openBind(t)
+		k := testKey(t)
+		bind.SetPrivateKey(k)
+		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
+		hammer(c.HandleFrames, c.Close)
+		if c.strangers.submit(frames[0], srcs[0], time.Now()) {
+			t.Fatal("a frame was queued after Close")
+		}
+	})
+	t.Run("bridge", func(t *testing.T) {
+		s, err := NewServer(ServerConfig{Key: testKey(t), Sender: &discardSender{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hammer(s.HandleFrames, func() { s.Close() })
+		if s.strangers.submit(frames[0], srcs[0], time.Now()) {
+			t.Fatal("a frame was queued after Close")
+		}
+	})
+}

@@ -176,6 +176,24 @@ func (a *admission) pruneLocked(now time.Time) {
 	}
 }
 
+// admittedKeys lists the keys that may register without a token now.
+func (a *admission) admittedKeys() []identity.PublicKey {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	keys := make([]identity.PublicKey, 0, len(a.allow)+len(a.enrolled))
+	for k := range a.allow {
+		if _, revoked := a.revoked[k]; !revoked {
+			keys = append(keys, k)
+		}
+	}
+	for k := range a.enrolled {
+		if _, revoked := a.revoked[k]; !revoked && !a.allow[k] {
+			keys = append(keys, k)
+		}
+	}
+	return keys
+}
+
 // admits reports whether key may register without a token now.
 func (a *admission) admits(key identity.PublicKey) bool {
 	a.mu.Lock()

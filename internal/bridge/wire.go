@@ -7,7 +7,7 @@
 // by the first byte (WireGuard's messages start with 1–4 and three zero
 // bytes):
 //
-//	control  0x70 ver=2 0 0 | sender public key (32) | nonce (24) | sealed message
+//	control  0x70 ver=3 0 0 | sender public key (32) | nonce (24) | sealed message
 //	relay    0x71 0 0 0     | relay id (4, big endian) | WireGuard message
 //
 // A control frame is sealed with NaCl box (X25519, XSalsa20-Poly1305) from
@@ -18,8 +18,12 @@
 //
 // Version 2 added Echo to Registered, Refused and ProbeAck: an answer names
 // the message it answers, so that only the node that sent that message
-// acts on it. Frames of another version are not control frames (dropped
-// unanswered).
+// acts on it. Version 3 added Challenge and the Seq of Register: a bridge
+// gives a UDP address that another node's registration holds to a key
+// only once that key proves it receives there (it answers a Challenge
+// sent to that address), so that a member who spoofs its source cannot
+// take a victim's address. Frames of another version are not control
+// frames (dropped unanswered).
 //
 // A relay frame a node sends names the destination's relay id (assigned by
 // the bridge at registration); the bridge rewrites it to the sender's id and
@@ -48,7 +52,7 @@ const (
 )
 
 const (
-	version = 2
+	version = 3
 	// ControlHeaderSize is the clear part of a control frame.
 	ControlHeaderSize = 4 + identity.KeySize + 24
 	// RelayHeaderSize is what a relay frame adds to a WireGuard message.
@@ -68,15 +72,16 @@ type Kind uint8
 
 // Control message kinds.
 const (
-	KindRegister    Kind = 1 // node → bridge: register, keep alive
-	KindRegistered  Kind = 2 // bridge → node: accepted
-	KindRefused     Kind = 3 // bridge → node: not accepted (reason)
-	KindLookup      Kind = 4 // node → bridge: who owns this address?
-	KindLookupReply Kind = 5 // bridge → node: the owner, or not found
-	KindIntroduce   Kind = 6 // bridge → node: this node wants to reach you
-	KindProbe       Kind = 7 // node → node: is this path open?
-	KindProbeAck    Kind = 8 // node → node: yes
-	KindUnregister  Kind = 9 // node → bridge: leaving
+	KindRegister    Kind = 1  // node → bridge: register, keep alive
+	KindRegistered  Kind = 2  // bridge → node: accepted
+	KindRefused     Kind = 3  // bridge → node: not accepted (reason)
+	KindLookup      Kind = 4  // node → bridge: who owns this address?
+	KindLookupReply Kind = 5  // bridge → node: the owner, or not found
+	KindIntroduce   Kind = 6  // bridge → node: this node wants to reach you
+	KindProbe       Kind = 7  // node → node: is this path open?
+	KindProbeAck    Kind = 8  // node → node: yes
+	KindUnregister  Kind = 9  // node → bridge: leaving
+	KindChallenge   Kind = 10 // bridge → node: prove you receive where you registered from
 )
 
 func (k Kind) String() string {
@@ -99,13 +104,16 @@ func (k Kind) String() string {
 		return "probe-ack"
 	case KindUnregister:
 		return "unregister"
+	case KindChallenge:
+		return "challenge"
 	}
 	return fmt.Sprintf("kind-%d", uint8(k))
 }
 
 // Message is a control message's content. Which fields a kind uses:
 //
-//	Register:    Token (first registration only), Endpoints (the node's local addresses)
+//	Register:    Seq (the nonce of the Challenge it answers; 0: none), Token (first
+//	             registration only), Endpoints (the node's local addresses)
 //	Registered:  Echo, ID (the node's relay id), Endpoints[0] (the observed address), Interval (seconds)
 //	Refused:     Echo, Text
 //	Lookup:      Seq, Address
@@ -114,6 +122,8 @@ func (k Kind) String() string {
 //	Probe:       Seq (a random nonce)
 //	ProbeAck:    Echo (the probe's Seq), Seq (a nonce the prober answers with a
 //	             ProbeAck of its own, proving the path the other way; 0: none)
+//	Challenge:   Echo (the Register's Time), Seq (a nonce: the node registers again
+//	             from the same place with it)
 //
 // Every message carries Time, the sender's clock: a bridge refuses node
 // messages stamped too far from its own clock, and a node refuses probes
@@ -121,7 +131,7 @@ func (k Kind) String() string {
 type Message struct {
 	Kind      Kind
 	Time      int64  // sender's clock, Unix nanoseconds
-	Echo      uint64 // Registered, Refused: the Register's Time; ProbeAck: the Probe's Seq
+	Echo      uint64 // Registered, Refused, Challenge: the Register's Time; ProbeAck: the Probe's Seq
 	Seq       uint64
 	ID        uint32
 	Interval  uint16
@@ -147,6 +157,7 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		if len(m.Token) > maxToken {
 			return nil, fmt.Errorf("token longer than %d bytes", maxToken)
 		}
+		b = binary.BigEndian.AppendUint64(b, m.Seq)
 		b = append(b, byte(len(m.Token)))
 		b = append(b, m.Token...)
 		return appendEndpoints(b, m.Endpoints)
@@ -183,7 +194,7 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		return appendEndpoints(b, m.Endpoints)
 	case KindProbe:
 		return binary.BigEndian.AppendUint64(b, m.Seq), nil
-	case KindProbeAck:
+	case KindProbeAck, KindChallenge:
 		b = binary.BigEndian.AppendUint64(b, m.Echo)
 		return binary.BigEndian.AppendUint64(b, m.Seq), nil
 	case KindUnregister:
@@ -256,6 +267,7 @@ func unmarshalMessage(b []byte) (Message, error) {
 	m.Time = int64(r.u64())
 	switch m.Kind {
 	case KindRegister:
+		m.Seq = r.u64()
 		m.Token = string(r.take(int(r.u8())))
 		m.Endpoints = r.endpoints()
 	case KindRegistered:
@@ -283,7 +295,7 @@ func unmarshalMessage(b []byte) (Message, error) {
 		m.Endpoints = r.endpoints()
 	case KindProbe:
 		m.Seq = r.u64()
-	case KindProbeAck:
+	case KindProbeAck, KindChallenge:
 		m.Echo = r.u64()
 		m.Seq = r.u64()
 	case KindUnregister:

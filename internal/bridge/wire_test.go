@@ -24,6 +24,7 @@ func sampleMessages() []Message {
 	return []Message{
 		{Kind: KindRegister, Time: 42, Token: "tok", Endpoints: eps},
 		{Kind: KindRegister, Time: 43},
+		{Kind: KindRegister, Time: 44, Seq: 77, Token: "tok", Endpoints: eps[1:]},
 		{Kind: KindRegistered, Time: 1, Echo: 42, ID: 7, Interval: 20, Endpoints: eps[:1]},
 		{Kind: KindRefused, Time: 1, Echo: 43, Text: "not allowed"},
 		{Kind: KindLookup, Time: 1, Seq: 9, Address: k.Address()},
@@ -34,6 +35,7 @@ func sampleMessages() []Message {
 		{Kind: KindProbeAck, Time: 1, Echo: 1 << 60, Seq: 5},
 		{Kind: KindProbeAck, Time: 2, Echo: 5},
 		{Kind: KindUnregister, Time: 1},
+		{Kind: KindChallenge, Time: 1, Echo: 44, Seq: 77},
 	}
 }
 
@@ -85,11 +87,12 @@ func TestSealRejectsLongToken(t *testing.T) {
 
 func TestUnmarshalRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
-		"empty":        nil,
-		"unknown kind": {99, 0, 0, 0, 0, 0, 0, 0, 0},
-		"short":        {byte(KindLookup), 0, 0, 0},
-		"trailing":     {byte(KindUnregister), 0, 0, 0, 0, 0, 0, 0, 0, 1},
-		"too many eps": append([]byte{byte(KindRegister), 0, 0, 0, 0, 0, 0, 0, 0, 0}, maxEndpoints+1),
+		"empty":           nil,
+		"unknown kind":    {99, 0, 0, 0, 0, 0, 0, 0, 0},
+		"short":           {byte(KindLookup), 0, 0, 0},
+		"trailing":        {byte(KindUnregister), 0, 0, 0, 0, 0, 0, 0, 0, 1},
+		"too many eps":    append([]byte{byte(KindRegister), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, maxEndpoints+1),
+		"short challenge": {byte(KindChallenge), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 44},
 	} {
 		if _, err := unmarshalMessage(b); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -97,21 +100,24 @@ func TestUnmarshalRejects(t *testing.T) {
 	}
 }
 
-// A frame of wire version 1 (before Echo) is not a control frame: a node
-// or bridge of that version is not answered, rather than misread.
-func TestVersion1NotControl(t *testing.T) {
+// A frame of wire version 1 (before Echo) or 2 (before Challenge) is not
+// a control frame: a node or bridge of that version is not answered,
+// rather than misread.
+func TestOlderVersionsNotControl(t *testing.T) {
 	a := testKey(t)
 	k := Precompute(a, a.Public())
-	f, err := Seal(nil, a.Public(), &k, &Message{Kind: KindRegister, Time: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f[1] = 1
-	if IsControl(f) {
-		t.Fatal("a version 1 frame is taken as a control frame")
-	}
-	if _, err := Open(f, &k); err == nil {
-		t.Fatal("a version 1 frame opened")
+	for _, v := range []byte{1, 2} {
+		f, err := Seal(nil, a.Public(), &k, &Message{Kind: KindRegister, Time: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f[1] = v
+		if IsControl(f) {
+			t.Fatalf("a version %d frame is taken as a control frame", v)
+		}
+		if _, err := Open(f, &k); err == nil {
+			t.Fatalf("a version %d frame opened", v)
+		}
 	}
 }
 
@@ -144,6 +150,9 @@ func FuzzUnmarshalMessage(f *testing.F) {
 	f.Add([]byte{byte(KindRegistered), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 7, 0, 20, 0})
 	f.Add([]byte{byte(KindRefused), 0, 0, 0, 0, 0, 0, 0, 1, 2, 'n', 'o'})
 	f.Add([]byte{byte(KindProbeAck), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 5})
+	// Version 2 encodings of Register (before Seq): misread or refused now.
+	f.Add([]byte{byte(KindRegister), 0, 0, 0, 0, 0, 0, 0, 42, 3, 't', 'o', 'k', 0})
+	f.Add([]byte{byte(KindRegister), 0, 0, 0, 0, 0, 0, 0, 43, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := unmarshalMessage(b)
 		if err != nil {
@@ -174,10 +183,12 @@ func FuzzOpen(f *testing.F) {
 		f.Add(frame)
 	}
 	f.Add([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 1, 1})
-	// A version 1 frame is not a control frame any more.
-	if v1, err := Seal(nil, a.Public(), &k, &Message{Kind: KindProbe, Time: 1, Seq: 1}); err == nil {
-		v1[1] = 1
-		f.Add(v1)
+	// Version 1 and 2 frames are not control frames any more.
+	for _, v := range []byte{1, 2} {
+		if old, err := Seal(nil, a.Public(), &k, &Message{Kind: KindRegister, Time: 1}); err == nil {
+			old[1] = v
+			f.Add(old)
+		}
 	}
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		_, _ = Sender(frame)

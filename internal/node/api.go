@@ -212,6 +212,7 @@ func (n *Node) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.A
 		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
 	}
 	n.filter.SetMatcher(n.store.Matcher())
+	n.knownKeysChanged()
 	n.mu.Lock()
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy
 	n.mu.Unlock()
@@ -253,6 +254,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 	}
 	m := n.store.Matcher()
 	n.filter.SetMatcher(m)
+	n.knownKeysChanged()
 	resp := adminapi.RevokeResponse{PeersCut: []string{}}
 	for _, e := range removed {
 		resp.Removed = append(resp.Removed, apiRule(e))

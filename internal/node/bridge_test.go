@@ -12,6 +12,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
@@ -178,7 +179,7 @@ func TestBridgeUnderFlood(t *testing.T) {
 	// Both floods are being cut down before alice starts.
 	testnet.WaitFor(t, 10*time.Second, "the bridge limiting both floods", func() bool {
 		st := br.server.Stats()
-		return st.LookupsLimited > 0 && st.BadControl > 0
+		return st.LookupsLimited > 0 && st.StrangersLimited > 0
 	})
 
 	start := time.Now()
@@ -221,4 +222,83 @@ func TestBridgeAnsweringFromAnotherAddress(t *testing.T) {
 	if in := bob.bind.Stats().RelayedIn.Load() + alice.bind.Stats().RelayedIn.Load(); in == 0 {
 		t.Fatal("nothing arrived through the relay")
 	}
+}
+
+// The bridge client asks whether this node would talk to a key on the UDP
+// receive goroutine, for every control frame from a sender that is not a
+// bridge: it must not wait for Node.mu, which device changes hold (review
+// of issue 9, finding 3). A probe handed over while Node.mu is held is
+// handled at once.
+func TestBridgeClientNeverWaitsForNodeLock(t *testing.T) {
+	br, alice, peer := prepare(t, "bridge"), prepare(t, "alice"), newKey(t)
+	br.start(t, bridgeAllowDoc(alice))
+	alice.start(t, bridgeDoc(br, "")+allowDoc(peer.Public().String(), "tcp", "7"))
+	waitRegistered(t, alice)
+	shared := bridge.Precompute(peer, alice.key.Public())
+	probe, err := bridge.Seal(nil, peer.Public(), &shared, &bridge.Message{Kind: bridge.KindProbe, Time: time.Now().UnixNano(), Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.mu.Lock()
+	done := make(chan struct{})
+	go func() { // as the Bind's receive goroutine does
+		defer close(done)
+		alice.client.HandleFrames([][]byte{probe}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")})
+	}()
+	select {
+	case <-done:
+		alice.mu.Unlock()
+	case <-time.After(2 * time.Second):
+		alice.mu.Unlock()
+		<-done
+		t.Fatal("a control frame waited for Node.mu on the receive goroutine")
+	}
+}
+
+// A forged control frame that claims a static peer's key, or a key a rule
+// names (in the config or added later), costs the node no X25519: those
+// shared keys are computed when the node starts or the rule is added, not
+// when a frame claims them (review of issue 9, finding 3).
+func TestBridgeForgedFramesClaimingKnownKeys(t *testing.T) {
+	br, alice := prepare(t, "bridge"), prepare(t, "alice")
+	static, named, added := newKey(t).Public(), newKey(t).Public(), newKey(t).Public()
+	br.start(t, bridgeAllowDoc(alice))
+	alice.start(t, bridgeDoc(br, "")+fmt.Sprintf("[[peers]]\npublic_key = %q\nendpoint = \"127.0.0.1:9\"\n", static)+
+		allowDoc(named.String(), "tcp", "7"))
+	waitRegistered(t, alice)
+	if _, err := alice.Allow(context.Background(), adminapi.AllowRequest{From: added.String(), Proto: "tcp", Ports: "8"}); err != nil {
+		t.Fatal(err)
+	}
+	st := alice.client.Stats()
+	testnet.WaitFor(t, 5*time.Second, "the shared keys with the bridge, the static peer and both named keys computed", func() bool {
+		return st.X25519.Load() >= 4
+	})
+	x0 := st.X25519.Load()
+	claims := []identity.PublicKey{static, named, added}
+	const n = 300
+	frames := make([][]byte, n)
+	srcs := make([]netip.AddrPort, n)
+	for i := range n {
+		f := make([]byte, bridge.ControlHeaderSize+64) // the box is garbage
+		f[0], f[1] = bridge.FrameControl, frameVersion(t)
+		copy(f[4:], claims[i%len(claims)][:])
+		frames[i] = f
+		srcs[i] = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 15: 1}), 4610)
+	}
+	alice.client.HandleFrames(frames, srcs)
+	if x := st.X25519.Load() - x0; x != 0 {
+		t.Fatalf("%d forged frames claiming known keys cost %d X25519", n, x)
+	}
+}
+
+// frameVersion is the control frame version byte of this build.
+func frameVersion(t *testing.T) byte {
+	t.Helper()
+	k := newKey(t)
+	shared := bridge.Precompute(k, k.Public())
+	f, err := bridge.Seal(nil, k.Public(), &shared, &bridge.Message{Kind: bridge.KindProbe, Time: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f[1]
 }

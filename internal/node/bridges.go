@@ -49,6 +49,10 @@ func (n *Node) startBridging() error {
 	for _, r := range cfg.Bridges {
 		bcs = append(bcs, bridge.BridgeConfig{Endpoint: r.Endpoint, Key: r.Key(), Token: r.Token})
 	}
+	n.staticKeys = make(map[identity.PublicKey]bool, len(cfg.Peers))
+	for _, p := range cfg.Peers {
+		n.staticKeys[p.Key()] = true
+	}
 	n.client = bridge.NewClient(bridge.ClientConfig{
 		Key:            n.key,
 		Bridges:        bcs,
@@ -59,9 +63,31 @@ func (n *Node) startBridging() error {
 		Mark:           n.underlayMark(),
 		Resolver:       n.underlayResolver(),
 	})
+	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)
 	n.client.Start()
 	return nil
+}
+
+// knownKeysChanged tells the bridge client the keys this node knows in
+// advance, its static peers' and those its rules name by key, so that
+// their shared keys are ready before their first frame (and a forged
+// frame that claims one costs no X25519). Rules that name an address
+// have no key to compute with: frames from it go to the client's worker.
+func (n *Node) knownKeysChanged() {
+	if n.client == nil {
+		return
+	}
+	keys := make([]identity.PublicKey, 0, len(n.staticKeys))
+	for k := range n.staticKeys {
+		keys = append(keys, k)
+	}
+	for _, e := range n.store.Rules() {
+		if !e.From.Key.IsZero() {
+			keys = append(keys, e.From.Key)
+		}
+	}
+	n.client.SetKnownKeys(keys)
 }
 
 // underlayMark is the fwmark of the node's own underlay sockets in kernel
@@ -94,13 +120,16 @@ func (n *Node) stopBridging() {
 	}
 }
 
-// wants reports whether this node would talk to key: a peer already, or a
-// key its policy lets in. Only for those does it answer probes.
+// wants reports whether this node would talk to key: a static peer, a
+// peer in the device now, or a key its policy lets in. Only for those does
+// it answer probes. The bridge client asks on the UDP receive goroutine,
+// for every control frame from a sender that is not a bridge, so it takes
+// neither Node.mu (held across device changes) nor the policy store's
+// lock (held while a rule change writes the state file): the static keys
+// do not change, the Bind's peers and the filter's rules are read without
+// waiting for either.
 func (n *Node) wants(key identity.PublicKey) bool {
-	n.mu.Lock()
-	_, known := n.peers[key]
-	n.mu.Unlock()
-	return known || n.store.Matcher().AllowsAny(key.Address())
+	return n.staticKeys[key] || n.bind.Peer(key) != nil || n.filter.Matcher().AllowsAny(key.Address())
 }
 
 // localEndpoints are this node's addresses on its own networks, with its

@@ -95,6 +95,9 @@ type Node struct {
 	metrics  *http.Server
 	server   *bridge.Server // when this node is a bridge
 	client   *bridge.Client // when this node joins bridges
+	// staticKeys are the config's static peers' keys: set before the
+	// bridge client starts, read-only after (wants reads it unlocked).
+	staticKeys map[identity.PublicKey]bool
 
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
