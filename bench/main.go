@@ -8,7 +8,7 @@
 // builds tomoe and installs the wireguard-go version tomoe pins into a
 // temporary directory. See README.md in this directory.
 //
-//	go run ./bench               # full run, about 19 minutes
+//	go run ./bench               # full run, about 34 minutes
 //	go run ./bench -quick        # smoke test: 1 repeat of 3 s runs
 //	go run ./bench -only bridge  # just the bridge part, merged into results.json
 //	go run ./bench -only vpn     # just the VPN part, likewise
