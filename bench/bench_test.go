@@ -208,3 +208,94 @@ func TestNetstackSettingsFound(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeResultsFlood(t *testing.T) {
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, VPN: &VPNResult{Date: "old vpn"}, Flood: &FloodResult{Date: "old flood"}}
+	got := mergeResults(prev, &Results{Date: "new", Flood: &FloodResult{Date: "new flood"}}, "flood")
+	if got.Date != "old" || len(got.Scenarios) != 1 || got.VPN.Date != "old vpn" || got.Flood.Date != "new flood" {
+		t.Errorf("-only flood: got date %q, %d scenarios, vpn %+v, flood %+v; want the old run with the new flood part", got.Date, len(got.Scenarios), got.VPN, got.Flood)
+	}
+	for _, only := range []string{"vpn", "bridge", "dataplane"} {
+		if got := mergeResults(prev, &Results{Date: "new"}, only); got.Flood == nil || got.Flood.Date != "old flood" {
+			t.Errorf("-only %s lost the flood part: %+v", only, got.Flood)
+		}
+	}
+	if prev.Flood.Date != "old flood" {
+		t.Error("mergeResults changed the previous results")
+	}
+}
+
+func TestHandshakeCounters(t *testing.T) {
+	text := `# HELP tomoe_handshake_x25519_total X25519 operations spent opening handshake initiations.
+# TYPE tomoe_handshake_x25519_total counter
+tomoe_handshake_x25519_total 2000
+tomoe_handshake_cookies_sent_total 1.5e+06
+tomoe_handshake_initiations_total{result="denied"} 1000
+tomoe_handshake_initiations_total{result="rate_limited"} 7
+tomoe_peers{state="up"} 1
+`
+	got := handshakeCounters(text)
+	want := map[string]float64{"x25519": 2000, "cookies_sent": 1.5e6, "initiations_denied": 1000, "initiations_rate_limited": 7}
+	if len(got) != len(want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v", k, got[k], v)
+		}
+	}
+}
+
+func TestParseUDP6(t *testing.T) {
+	got := parseUDP6("Ip6InReceives 5\nUdp6InDatagrams                 \t12\nUdp6RcvbufErrors 3\nUdpLite6InDatagrams 9\n")
+	if len(got) != 2 || got["InDatagrams"] != 12 || got["RcvbufErrors"] != 3 {
+		t.Errorf("parseUDP6 = %v", got)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	xs := make([]float64, 200)
+	for i := range xs {
+		xs[i] = float64(200 - i) // 200 ... 1
+	}
+	for _, c := range []struct{ p, want float64 }{{50, 100}, {99, 198}, {100, 200}, {0.1, 1}} {
+		if got := percentile(xs, c.p); got != c.want {
+			t.Errorf("percentile(%g) = %g, want %g", c.p, got, c.want)
+		}
+	}
+	if percentile(nil, 50) != 0 {
+		t.Error("percentile of nothing is not 0")
+	}
+}
+
+func TestWriteMarkdownFlood(t *testing.T) {
+	run := func(gbps, x25519 float64) FloodRun {
+		w := FloodWindow{Seconds: 10, CPUSeconds: map[string]float64{"victim": 5, "attacker": 10}, MachineCPUSeconds: 20,
+			AttackerPackets: 2e6, Counters: map[string]float64{"x25519": x25519 * 10, "initiations_denied": x25519 * 5},
+			VictimUDP: map[string]float64{"RcvbufErrors": 1000}, AttackerUDP: map[string]float64{"InDatagrams": 20}}
+		return FloodRun{Repeat: 1, Throughput: Run{BitsPerSecond: gbps * 1e9}, During: w, PingWindow: w,
+			Ping: PingResult{Sent: 2, RTTsMs: []float64{0.2, 0.4}}}
+	}
+	f := &FloodResult{Date: "d", Repeats: 1, RunSeconds: 10, PingCount: 2, PingInterval: 0.01, Sources: 65536, SmartSources: 4096, PacedRate: 50000,
+		Cases: []*FloodCase{
+			{Victim: "tomoe", Flood: "none", Runs: []FloodRun{run(2, 0)}},
+			{Victim: "tomoe", Flood: "control", Runs: []FloodRun{run(1.5, 0)}},
+			{Victim: "tomoe", Flood: "many64", Runs: []FloodRun{run(1, 1000)}},
+			{Victim: "wireguard-go", Flood: "none", Runs: []FloodRun{run(2, 0)}},
+		}}
+	var b strings.Builder
+	writeMarkdown(&b, &Results{Date: "d", Flood: f})
+	md := b.String()
+	for _, want := range []string{
+		"## Handshake flood",
+		"| tomoe | (b) many /64s | 1.00 | 0.50× | 0.67× | 0.200 | 0.400 | 1.00× / 1.00× | 2/2 | 1.00 |",
+		"tomoe under (b) many /64s: throughput 0.50× (does not meet the target)",
+		"| tomoe | (b) many /64s | 200,000 | 100 | 0.50 | 0.50 | 1,000 | 0 | 2.0 | 1.00 | 2.00 |",
+		"| (b) many /64s | 500 | 0 | 0 | 0 | 0 | 500 | 0 | – | – |",
+		"| wireguard-go | no flood | 2.00 |",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
+}

@@ -3,14 +3,16 @@
 // (relayed throughput against a wireguard-go hub, cold lookups, a bridge
 // with 10,000 simulated nodes) and its VPN features (subnet routes through
 // a gateway, userspace access through SOCKS5 and port forwards against
-// kernel mode), and writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
+// kernel mode) and what a handshake flood costs an allowed peer, and
+// writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
 // builds tomoe and installs the wireguard-go version tomoe pins into a
 // temporary directory. See README.md in this directory.
 //
-//	go run ./bench               # full run, about 19 minutes
+//	go run ./bench               # full run, about 34 minutes
 //	go run ./bench -quick        # smoke test: 1 repeat of 3 s runs
 //	go run ./bench -only bridge  # just the bridge part, merged into results.json
 //	go run ./bench -only vpn     # just the VPN part, likewise
+//	go run ./bench -only flood   # just the handshake-flood part, likewise
 //
 // Benchmarks are never pass/fail: targets are written next to the figures.
 package main
@@ -58,13 +60,13 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "where to write the raw numbers (default: results.json beside -out)")
 	flag.StringVar(&o.wireguardGo, "wireguard-go", "", "use this wireguard-go binary instead of installing the pinned version")
 	flag.StringVar(&o.profiles, "profiles", "", "keep the CPU profiles in this directory (default: discarded)")
-	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity) or \"vpn\" (routed subnets, userspace access); bridge and vpn replace just their part of an existing results.json")
+	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity), \"vpn\" (routed subnets, userspace access) or \"flood\" (handshake flood); bridge, vpn and flood replace just their part of an existing results.json")
 	bridgeStreams := flag.String("bridge-streams", "1", "comma-separated iperf3 -P values of the bridge part, e.g. 1,4")
 	flag.IntVar(&o.profStreams, "profile-streams", 1, "parallel streams of the profiled tomoe run")
 	flag.StringVar(&o.render, "render", "", "only rewrite -out from this results.json (no measurements, no root needed)")
 	flag.Parse()
-	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn"}, o.only) {
-		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge or vpn")
+	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn", "flood"}, o.only) {
+		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge, vpn or flood")
 		os.Exit(2)
 	}
 	for _, f := range strings.Split(*bridgeStreams, ",") {
@@ -133,8 +135,8 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 	res.Machine = machineInfo()
 
 	log.Info("building", "work", work)
-	tomoeBin, usbenchBin, simBin, loadBin := filepath.Join(work, "tomoe"), filepath.Join(work, "usbench"), filepath.Join(work, "bridgesim"), filepath.Join(work, "tcpload")
-	for _, b := range []struct{ out, pkg string }{{tomoeBin, "./cmd/tomoe"}, {usbenchBin, "./bench/usbench"}, {simBin, "./bench/bridgesim"}, {loadBin, "./bench/tcpload"}} {
+	tomoeBin, usbenchBin, simBin, loadBin, floodBin := filepath.Join(work, "tomoe"), filepath.Join(work, "usbench"), filepath.Join(work, "bridgesim"), filepath.Join(work, "tcpload"), filepath.Join(work, "hsflood")
+	for _, b := range []struct{ out, pkg string }{{tomoeBin, "./cmd/tomoe"}, {usbenchBin, "./bench/usbench"}, {simBin, "./bench/bridgesim"}, {loadBin, "./bench/tcpload"}, {floodBin, "./bench/hsflood"}} {
 		if err := build(ctx, root, b.out, b.pkg); err != nil {
 			return err
 		}
@@ -172,7 +174,7 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
-	b := bins{tomoe: tomoeBin, usbench: usbenchBin, bridgesim: simBin, tcpload: loadBin, wireguardGo: wgBin}
+	b := bins{tomoe: tomoeBin, usbench: usbenchBin, bridgesim: simBin, tcpload: loadBin, hsflood: floodBin, wireguardGo: wgBin}
 	if o.runs("dataplane") {
 		if err := e.dataPlane(ctx, b, res, profSecs, o.profStreams, profDir); err != nil {
 			return err
@@ -198,6 +200,12 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
+	if o.runs("flood") {
+		removeNamespaces() // the flood takes a core: nothing else may run beside it
+		if res.Flood, err = e.runFloodPart(ctx, o, b, res, profSecs, profDir); err != nil {
+			return err
+		}
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -208,7 +216,7 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 }
 
 // runs reports whether the run includes part ("dataplane", "memory",
-// "bridge" or "vpn").
+// "bridge", "vpn" or "flood").
 func (o options) runs(part string) bool { return o.only == "" || o.only == part }
 
 // runBridgePart measures the bridge part with the run's settings.
@@ -236,7 +244,7 @@ func (e *env) runBridgePart(ctx context.Context, o options, b bins, res *Results
 
 // bins are the programs the benchmark runs.
 type bins struct {
-	tomoe, usbench, bridgesim, tcpload, wireguardGo string
+	tomoe, usbench, bridgesim, tcpload, hsflood, wireguardGo string
 }
 
 // fail records an error that ends one part of the benchmark but not the run.
@@ -415,10 +423,11 @@ func loadResults(path string) (*Results, error) {
 }
 
 // mergeResults combines a run of one part (-only) with the results of an
-// earlier run. The bridge and VPN parts carry their own date and
-// settings, so `-only bridge` and `-only vpn` replace just that part and
-// keep everything else, and the other parts keep an earlier bridge and
-// VPN part; they still replace the rest, which describes one run.
+// earlier run. The bridge, VPN and flood parts carry their own date and
+// settings, so `-only bridge`, `-only vpn` and `-only flood` replace just
+// that part and keep everything else, and the other parts keep an earlier
+// bridge, VPN and flood part; they still replace the rest, which
+// describes one run.
 func mergeResults(prev, cur *Results, only string) *Results {
 	switch only {
 	case "bridge":
@@ -429,12 +438,19 @@ func mergeResults(prev, cur *Results, only string) *Results {
 		out := *prev
 		out.VPN = cur.VPN
 		return &out
+	case "flood":
+		out := *prev
+		out.Flood = cur.Flood
+		return &out
 	}
 	if cur.Bridge == nil {
 		cur.Bridge = prev.Bridge
 	}
 	if cur.VPN == nil {
 		cur.VPN = prev.VPN
+	}
+	if cur.Flood == nil {
+		cur.Flood = prev.Flood
 	}
 	return cur
 }

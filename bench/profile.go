@@ -188,7 +188,11 @@ func isStdlib(fn string) bool {
 }
 
 // components sums flat% by component over an untrimmed pprof -top output.
-func components(out string) []Component {
+func components(out string) []Component { return sharesBy(out, componentOf) }
+
+// sharesBy sums flat% over an untrimmed pprof -top output by the name
+// classify gives each function, largest first.
+func sharesBy(out string, classify func(fn string) string) []Component {
 	sums := map[string]float64{}
 	inTable := false
 	for line := range strings.Lines(out) {
@@ -204,7 +208,7 @@ func components(out string) []Component {
 		if err != nil {
 			continue
 		}
-		sums[componentOf(f[5])] += pct
+		sums[classify(f[5])] += pct
 	}
 	var cs []Component
 	for name, pct := range sums {

@@ -68,6 +68,7 @@ func writeMarkdown(w io.Writer, r *Results) {
 	writeMemory(p, r.Memory)
 	writeBridge(p, r)
 	writeVPN(p, r)
+	writeFlood(p, r)
 	writeProfile(p, r.Profile)
 	writeMethod(p, r)
 }

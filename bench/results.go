@@ -4,6 +4,7 @@ package main
 // statistics over them.
 
 import (
+	"math"
 	"slices"
 )
 
@@ -26,8 +27,10 @@ type Results struct {
 	// VPN is the VPN part (routed subnets, userspace access). Like the
 	// bridge part it carries its own date and parameters: `-only vpn`
 	// replaces just this part of an earlier results.json.
-	VPN    *VPNResult `json:"vpn,omitempty"`
-	Errors []string   `json:"errors,omitempty"`
+	VPN *VPNResult `json:"vpn,omitempty"`
+	// Flood is the handshake-flood part; `-only flood` replaces just it.
+	Flood  *FloodResult `json:"flood,omitempty"`
+	Errors []string     `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -418,4 +421,159 @@ func (s *ScenarioResult) throughput(streams int) *Throughput {
 		}
 	}
 	return nil
+}
+
+// FloodResult is the handshake-flood part: an allowed peer's throughput
+// and ping to a victim while an attacker floods the victim with
+// handshake initiations, for tomoe and plain wireguard-go.
+type FloodResult struct {
+	Date            string   `json:"date"` // RFC 3339, start of the part
+	Quick           bool     `json:"quick"`
+	Repeats         int      `json:"repeats"`
+	RunSeconds      float64  `json:"run_seconds"`
+	Streams         int      `json:"streams"`
+	PingCount       int      `json:"ping_count"`
+	PingInterval    float64  `json:"ping_interval_s"`
+	SettleSeconds   float64  `json:"settle_seconds"` // flood start until the measurements
+	DurationSeconds float64  `json:"duration_seconds"`
+	LoadavgStart    string   `json:"loadavg_start"`
+	LoadavgEnd      string   `json:"loadavg_end"`
+	Machine         Machine  `json:"machine"`
+	Versions        Versions `json:"versions"`
+	// The attacker's settings (bench/hsflood).
+	Sources      int `json:"sources"`       // addresses of one64 and many64
+	SmartSources int `json:"smart_sources"` // /64s of smart
+	Pool         int `json:"pool"`          // initiations (keys) per flood
+	Batch        int `json:"batch"`         // messages per sendmmsg
+	// PacedRate is the packets per second of the paced flood.
+	PacedRate float64 `json:"paced_rate"`
+	// Cases are every victim ("tomoe", "wireguard-go") under every
+	// flood ("none", "control", "one64", "many64", "smart").
+	Cases []*FloodCase `json:"cases"`
+	// Profiles are CPU profiles of the tomoe victim, ProfileSeconds
+	// long, each during one extra iperf3 run under one flood.
+	Profiles       []FloodProfile `json:"profiles,omitempty"`
+	ProfileSeconds int            `json:"profile_seconds,omitempty"`
+	Errors         []string       `json:"errors,omitempty"`
+}
+
+// FloodProfile is the tomoe victim's CPU profile under one flood.
+type FloodProfile struct {
+	Flood string      `json:"flood"`
+	Run   Run         `json:"run"` // the iperf3 run it was taken in
+	Side  ProfileSide `json:"side"`
+}
+
+// FloodCase is one victim under one kind of flood, repeated.
+type FloodCase struct {
+	Victim string     `json:"victim"`
+	Flood  string     `json:"flood"`
+	Runs   []FloodRun `json:"runs"`
+	Errors []string   `json:"errors,omitempty"`
+}
+
+// FloodRun is one repeat: the flood starts and settles, then iperf3 runs
+// (During), then ping (PingWindow), all under the flood.
+type FloodRun struct {
+	Repeat     int         `json:"repeat"`
+	Start      *FloodStart `json:"start,omitempty"` // nil without a flood
+	Throughput Run         `json:"throughput"`
+	During     FloodWindow `json:"during_iperf3"`
+	Ping       PingResult  `json:"ping"`
+	PingWindow FloodWindow `json:"during_ping"`
+}
+
+// FloodStart is hsflood's answer to start.
+type FloodStart struct {
+	Mode        string  `json:"mode"`
+	Sources     int     `json:"sources"`
+	Pool        int     `json:"pool"`
+	PoolSeconds float64 `json:"pool_seconds"`
+}
+
+// FloodWindow is what the counters moved by over one stretch of time.
+type FloodWindow struct {
+	Seconds float64 `json:"seconds"`
+	// CPUSeconds is utime+stime of the victim's daemon, the peer's and
+	// the attacker (hsflood).
+	CPUSeconds        map[string]float64 `json:"cpu_seconds"`
+	MachineCPUSeconds float64            `json:"machine_cpu_seconds"`
+	// AttackerPackets are the initiations the attacker's kernel took
+	// (sendmmsg's count); MAC2Packets those with a cookie's mac2 (smart);
+	// CookiesOpened the cookie replies the smart attacker opened, and
+	// SourcesWithCookie how many of its sources held one at the end.
+	AttackerPackets   float64 `json:"attacker_packets"`
+	MAC2Packets       float64 `json:"mac2_packets,omitempty"`
+	CookiesOpened     float64 `json:"cookies_opened,omitempty"`
+	SourcesWithCookie float64 `json:"sources_with_cookie,omitempty"`
+	// Counters are the tomoe victim's handshake counters (x25519,
+	// cookies_sent, initiations_RESULT); nil for wireguard-go.
+	Counters map[string]float64 `json:"counters,omitempty"`
+	// VictimUDP and AttackerUDP are the Udp6 counters of /proc/net/snmp6
+	// in each namespace (InDatagrams, InErrors, RcvbufErrors, NoPorts,
+	// OutDatagrams, ...).
+	VictimUDP   map[string]float64 `json:"victim_udp"`
+	AttackerUDP map[string]float64 `json:"attacker_udp"`
+}
+
+// rate is v per second of the window.
+func (w FloodWindow) rate(v float64) float64 {
+	if w.Seconds <= 0 {
+		return 0
+	}
+	return v / w.Seconds
+}
+
+// find returns the case of victim under flood, or nil.
+func (f *FloodResult) find(victim, flood string) *FloodCase {
+	if f == nil {
+		return nil
+	}
+	for _, c := range f.Cases {
+		if c.Victim == victim && c.Flood == flood {
+			return c
+		}
+	}
+	return nil
+}
+
+// medianOf is the median over runs of x.
+func (c *FloodCase) medianOf(x func(FloodRun) float64) float64 {
+	if c == nil {
+		return 0
+	}
+	var xs []float64
+	for _, r := range c.Runs {
+		xs = append(xs, x(r))
+	}
+	return median(xs)
+}
+
+func (c *FloodCase) medianBitsPerSecond() float64 {
+	return c.medianOf(func(r FloodRun) float64 { return r.Throughput.BitsPerSecond })
+}
+
+// pings pools the round trips of all runs; sent and received add up.
+func (c *FloodCase) pings() (rtts []float64, sent, received int) {
+	if c == nil {
+		return nil, 0, 0
+	}
+	for _, r := range c.Runs {
+		rtts = append(rtts, r.Ping.RTTsMs...)
+		sent += r.Ping.Sent
+		received += len(r.Ping.RTTsMs)
+	}
+	return rtts, sent, received
+}
+
+// percentile is the nearest-rank p-th percentile (0 < p <= 100) of xs;
+// 0 for none.
+func percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
 }

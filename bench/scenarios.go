@@ -210,11 +210,18 @@ func iperfOnce(ctx context.Context, ns, target string, streams int, secs float64
 		BytesSent: out.End.SumSent.Bytes, Retransmits: &out.End.SumSent.Retransmits}, nil
 }
 
-// kernelPing runs the system ping in namespace ns.
+// kernelPing runs the system ping in namespace ns, 50 ms apart.
 func kernelPing(ns string, count int, target string) func(context.Context) (PingResult, error) {
+	return kernelPingEvery(ns, count, 0.05, target)
+}
+
+// kernelPingEvery runs the system ping in namespace ns, interval seconds
+// apart.
+func kernelPingEvery(ns string, count int, interval float64, target string) func(context.Context) (PingResult, error) {
 	return func(ctx context.Context) (PingResult, error) {
-		out, err := inNS(ctx, ns, "ping", "-n", "-c", strconv.Itoa(count), "-i", "0.05", target)
-		res := PingResult{Tool: "ping -i 0.05", Sent: count}
+		iv := strconv.FormatFloat(interval, 'g', -1, 64)
+		out, err := inNS(ctx, ns, "ping", "-n", "-c", strconv.Itoa(count), "-i", iv, target)
+		res := PingResult{Tool: "ping -i " + iv, Sent: count}
 		for line := range strings.Lines(out) {
 			_, v, ok := strings.Cut(line, " time=")
 			if !ok {
