@@ -10,7 +10,9 @@
 //   - masquerading of traffic from the overlay into offered routes;
 //   - TCP MSS clamping on traffic forwarded through the TUN interface;
 //   - stealth mode: no answer (no RST, no ICMP error) to unsolicited
-//     traffic on the physical interfaces except tomoe's own ports.
+//     traffic on the physical interfaces except tomoe's own ports;
+//   - a limit on handshake initiations to tomoe's port, except from its
+//     peers' addresses (handshakes.go).
 //
 // Every change is one netlink batch, which the kernel applies atomically:
 // there is never a moment with half a ruleset. The table is removed by
@@ -67,6 +69,10 @@ type Config struct {
 	// TCPPorts are further TCP ports accepted when Stealth, such as the
 	// bridge's.
 	TCPPorts []uint16
+	// HandshakeRate, if not 0, drops WireGuard handshake initiations to
+	// UDPPort beyond this many a second (plus HandshakeBurst), except from
+	// the addresses SetPeers lists.
+	HandshakeRate uint32
 }
 
 // validate checks cfg before anything is touched.
@@ -98,9 +104,10 @@ func (c Config) validate() error {
 
 // Firewall is the installed table.
 type Firewall struct {
-	mu     sync.Mutex // guards conn, closed
+	mu     sync.Mutex // guards conn, closed, peers
 	conn   *nftables.Conn
 	closed bool
+	peers  map[netip.Addr]bool // the elements of the peers sets
 }
 
 // table is tomoe's table; its chains and rules are built by chains.
@@ -151,6 +158,13 @@ func (f *Firewall) replace(cfg Config) error {
 	c.AddTable(table)
 	c.DelTable(table)
 	c.AddTable(table)
+	v4, v6 := f.peerElements()
+	for i, s := range handshakeSets() {
+		elems := [][]nftables.SetElement{v4, v6}[i]
+		if err := c.AddSet(s, elems); err != nil {
+			return fmt.Errorf("firewall: set %s: %w", s.Name, err)
+		}
+	}
 	for _, ch := range chains(cfg) {
 		ch.chain.Table = table
 		c.AddChain(ch.chain)

@@ -28,7 +28,7 @@ func chains(cfg Config) []baseChain {
 	out := []baseChain{{
 		chain: &nftables.Chain{Name: "prerouting", Type: nftables.ChainTypeFilter,
 			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept},
-		rules: antiSpoof(cfg),
+		rules: append(antiSpoof(cfg), handshakeLimit(cfg)...),
 	}}
 	if len(cfg.Masquerade) > 0 {
 		out = append(out, baseChain{

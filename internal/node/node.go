@@ -329,7 +329,8 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
 	pub := n.key.Public()
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
-		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0}
+		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
+		HandshakeRate: handshakeKernelRate}
 	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP != "" {
 		if ap, err := netip.ParseAddrPort(n.cfg.Bridge.TCP); err == nil {
 			fc.TCPPorts = append(fc.TCPPorts, ap.Port())
@@ -483,6 +484,7 @@ func (n *Node) pollLoop() {
 			return
 		case now := <-t.C:
 			n.refresh(context.Background())
+			n.syncFirewallPeers()
 			if now.Sub(lastSave) >= replaySave {
 				lastSave = now
 				if err := n.replay.Save(); err != nil {
@@ -492,6 +494,29 @@ func (n *Node) pollLoop() {
 		}
 	}
 }
+
+// syncFirewallPeers tells the firewall the peers' current addresses,
+// whose handshakes pass its flood limit (kernel mode).
+func (n *Node) syncFirewallPeers() {
+	n.mu.Lock()
+	fw := n.firewall
+	n.mu.Unlock()
+	if fw == nil {
+		return
+	}
+	if err := fw.SetPeers(n.bind.PeerAddrs()); err != nil {
+		n.log.Warn("cannot update the firewall's set of peers' addresses", "err", err)
+	}
+}
+
+// handshakeKernelRate is the kernel's limit on handshake initiations to
+// this node's port, a second, beyond which (and not from a peer's
+// address) they are dropped before they reach the socket: a flood above
+// what one receive goroutine can screen would otherwise drop the peers'
+// packets with it (bench/RESULTS.md, "Handshake floods"). 20,000 a second
+// is far above what any number of peers rekeying needs, and what the
+// node screens in a small share of a core.
+const handshakeKernelRate = 20000
 
 // replaySave is how often the replay state is saved: what a crash can
 // lose (a recording of a handshake from the last replaySave before it

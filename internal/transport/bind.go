@@ -274,6 +274,23 @@ func (b *Bind) Answered(key identity.PublicKey) bool {
 	return p != nil && p.answered.Load()
 }
 
+// PeerAddrs returns the addresses peers use now (their recent direct
+// addresses), each once: the node lets their handshakes past the kernel's
+// flood limit.
+func (b *Bind) PeerAddrs() []netip.Addr {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	seen := make(map[netip.Addr]bool, len(b.byAddr))
+	out := make([]netip.Addr, 0, len(b.byAddr))
+	for ap := range b.byAddr {
+		if a := ap.Addr(); !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // owner returns the peer whose recent direct address or current relay
 // path o is, or nil: initiations from there are most likely that peer
 // rekeying.

@@ -219,13 +219,20 @@ func (h *handshakes) submit(msg []byte, o hsOrigin) {
 		b.stats.InitiationsInvalid.Add(1)
 		return
 	}
+	lim := b.limits
+	now := time.Now()
+	known := b.owner(o) != nil
+	if !known && lim.underLoad(now) && lim.strangers.TokensAt(now) < 1 && lim.cookies.TokensAt(now) < 1 {
+		// Whatever its MACs say, a stranger's initiation is dropped now
+		// (no budget to open it, none to answer it with a cookie): spare
+		// the two BLAKE2s, which are most of what a flood costs here.
+		b.stats.InitiationsLimited.Add(1)
+		return
+	}
 	if !keys.opener.CheckMAC1(msg) {
 		b.stats.InitiationsInvalid.Add(1)
 		return
 	}
-	lim := b.limits
-	now := time.Now()
-	known := b.owner(o) != nil
 	if lim.underLoad(now) || !lim.perSource.Allow(o.limitKey(), now) {
 		// Under load, or this source's /64 has spent its budget (perhaps a
 		// neighbour or a spoofer did): the sender must prove that it
