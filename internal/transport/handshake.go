@@ -52,8 +52,8 @@ const (
 	sourceRate    = 20 // initiations per second per source (WireGuard's)
 	sourceBurst   = 5  //
 	sourceKeys    = 1 << 14
-	strangerRate  = 500  // initiations per second from sources that are no peer's
-	strangerBurst = 500  //
+	strangerRate  = 200  // initiations per second from sources that are no peer's
+	strangerBurst = 200  // (a node admits at most 100 new "*" peers a second anyway)
 	peerRate      = 1000 // initiations per second from peers' own addresses
 	peerBurst     = 1000 //
 	cookieRate    = 5000 // cookie replies per second to sources that are no peer's
