@@ -30,7 +30,7 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 	testnet.WaitFor(t, 10*time.Second, "g has x's own (empty) offer", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		return g.rt.learned[x.key.Public()] != nil
+		return g.rt.learned.Has(x.key.Public())
 	})
 	g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: 1,
 		Routes: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}}})

@@ -11,6 +11,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 )
 
 // Routes implements adminapi.Backend.
@@ -26,10 +27,8 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	for _, o := range n.rt.offers {
 		r := adminapi.OfferedRoute{Prefix: o.Prefix.String(), Masquerade: o.Masquerade, AcceptedBy: []string{},
 			Self: v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)}
-		for k, l := range n.rt.learned {
-			if slices.Contains(l.accepted, o.Prefix) {
-				r.AcceptedBy = append(r.AcceptedBy, k.Address().String())
-			}
+		for _, k := range n.rt.learned.AcceptedBy(o.Prefix) {
+			r.AcceptedBy = append(r.AcceptedBy, k.Address().String())
 		}
 		slices.Sort(r.AcceptedBy)
 		out.Offered = append(out.Offered, r)
@@ -37,14 +36,14 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	for _, r := range n.rt.rules {
 		out.Accept = append(out.Accept, adminapi.AcceptRule{From: r.From.String(), Prefix: r.Prefix.String()})
 	}
-	for k, l := range n.rt.learned {
-		for _, pr := range l.routes {
-			v, ok := n.rt.verdicts[k][pr]
+	for k, routes := range n.rt.learned.Offers() {
+		for _, pr := range routes {
+			v, ok := n.rt.plan.Verdicts[k][pr]
 			if !ok {
-				v.state = stateNotAccepted
+				v.State = routeplan.StateNotAccepted
 			}
-			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.state, Reason: v.reason}
-			for _, o := range v.with {
+			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.State, Reason: v.Reason}
+			for _, o := range v.With {
 				r.ConflictsWith = append(r.ConflictsWith, o.String())
 			}
 			out.Learned = append(out.Learned, r)
@@ -146,7 +145,7 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			}
 			// Ask the peers that are up for their offer now.
 			for _, q := range n.peers {
-				if q.active && id.Covers(q.addr) && n.rt.learned[q.key] == nil {
+				if q.active && id.Covers(q.addr) && !n.rt.learned.Has(q.key) {
 					n.sendControlLocked(q, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 				}
 			}

@@ -17,6 +17,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/offers"
 
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
@@ -92,7 +93,7 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		_, ok := g.rt.installed[netip.MustParsePrefix(rv4+"/32")]
+		_, ok := g.rt.plan.Installed[netip.MustParsePrefix(rv4+"/32")]
 		return !ok
 	})
 	if err := echoOnce(g, rv4+":7", 2*time.Second); err == nil {
@@ -246,12 +247,12 @@ func TestOfferChurnIsLimited(t *testing.T) {
 	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range maxOfferChanges + 5 {
+	for i := range routeplan.MaxChanges + 5 {
 		pr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 0}), 16)
 		g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: uint32(i), Routes: []netip.Prefix{pr}}})
 	}
 	r, _ := g.Routes(context.Background())
-	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", maxOfferChanges) {
-		t.Fatalf("after %d changes: %+v", maxOfferChanges+5, r.Learned)
+	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", routeplan.MaxChanges) {
+		t.Fatalf("after %d changes: %+v", routeplan.MaxChanges+5, r.Learned)
 	}
 }
