@@ -233,8 +233,9 @@ func (n *Node) bridgeRole() *adminapi.BridgeRole {
 	return r
 }
 
-// BridgeNodes implements adminapi.Backend.
-func (n *Node) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
+// BridgeNodes is GET /v1/bridge/nodes.
+func (a BridgeArea) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
+	n := a.Node
 	if n.server == nil {
 		return nil, errNotBridge
 	}
@@ -253,8 +254,9 @@ func (n *Node) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
 	return out, nil
 }
 
-// CreateToken implements adminapi.Backend.
-func (n *Node) CreateToken(ctx context.Context, req adminapi.TokenRequest) (adminapi.TokenResponse, error) {
+// CreateToken is POST /v1/bridge/tokens.
+func (a BridgeArea) CreateToken(ctx context.Context, req adminapi.TokenRequest) (adminapi.TokenResponse, error) {
+	n := a.Node
 	if n.server == nil {
 		return adminapi.TokenResponse{}, errNotBridge
 	}
@@ -277,8 +279,9 @@ func (n *Node) CreateToken(ctx context.Context, req adminapi.TokenRequest) (admi
 	return adminapi.TokenResponse{Token: tok, ID: info.ID, Uses: info.UsesLeft, Expires: info.Expires.UTC().Format(time.RFC3339)}, nil
 }
 
-// BridgeRevoke implements adminapi.Backend.
-func (n *Node) BridgeRevoke(ctx context.Context, req adminapi.BridgeRevokeRequest) (adminapi.BridgeRevokeResponse, error) {
+// BridgeRevoke is POST /v1/bridge/revoke.
+func (a BridgeArea) BridgeRevoke(ctx context.Context, req adminapi.BridgeRevokeRequest) (adminapi.BridgeRevokeResponse, error) {
+	n := a.Node
 	if n.server == nil {
 		return adminapi.BridgeRevokeResponse{}, errNotBridge
 	}

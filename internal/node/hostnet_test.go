@@ -24,7 +24,7 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 	g, x := prepare(t, "g"), prepare(t, "x")
 	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
 	g.start(t, peerDoc(x)+acceptDoc(x.Address().String(), "192.168.0.0/16")+allowDoc(x.key.Public().String(), "icmp", ""))
-	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+	if _, err := g.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatalf("g pings x: %v", err)
 	}
 	testnet.WaitFor(t, 10*time.Second, "g has x's own (empty) offer", func() bool {

@@ -235,7 +235,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		if err != nil {
 			return n, fmt.Errorf("admin.socket: %w", err)
 		}
-		n.api = adminapi.Serve(ln, n, log.With("component", "admin"))
+		n.api = adminapi.Serve(ln, log.With("component", "admin"), n.apiAreas()...)
 	}
 	if cfg.Admin.Metrics != "" {
 		if err := n.serveMetrics(cfg.Admin.Metrics); err != nil {
@@ -455,7 +455,7 @@ func (n *Node) serveMetrics(addr string) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", adminapi.Handler(n, n.log))
+	mux.Handle("GET /metrics", adminapi.Handler(n.log, adminapi.Metrics{Gatherer: n.Metrics()}))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go n.metrics.Serve(ln)
 	if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().Unmap().IsLoopback() {

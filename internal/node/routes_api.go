@@ -14,8 +14,9 @@ import (
 	"github.com/tomoe-net/tomoe/internal/routeplan"
 )
 
-// Routes implements adminapi.Backend.
-func (n *Node) Routes(ctx context.Context) (adminapi.Routes, error) {
+// Routes is GET /v1/routes.
+func (a RoutesArea) Routes(ctx context.Context) (adminapi.Routes, error) {
+	n := a.Node
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.routesStatusLocked(), nil
@@ -67,9 +68,10 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	return out
 }
 
-// ChangeRoutes implements adminapi.Backend. Changes are live and last until
+// ChangeRoutes is POST /v1/routes/change. Changes are live and last until
 // the node restarts.
-func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (adminapi.Routes, error) {
+func (a RoutesArea) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (adminapi.Routes, error) {
+	n := a.Node
 	p, err := config.ParseRoutePrefix(req.Prefix)
 	if err != nil {
 		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("prefix %v", err))
