@@ -95,6 +95,21 @@ func (n *Node) refresh(ctx context.Context) {
 		return
 	}
 	now := time.Now()
+	var up []*peer
+	defer func() {
+		// Greeting sends this node's offer: that takes the routes state,
+		// whose lock comes before mu.
+		if len(up) == 0 {
+			return
+		}
+		n.lockAll()
+		defer n.unlockAll()
+		for _, p := range up {
+			if n.peers[p.key] == p && p.up && !n.closing.Load() {
+				n.greetLocked(p)
+			}
+		}
+	}()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, s := range stats {
@@ -110,7 +125,7 @@ func (n *Node) refresh(ctx context.Context) {
 				p.up = true
 				n.log.Info("peer up", "peer", p.key.ShortString(), "addr", p.addr, "endpoint", n.endpointOf(p))
 				n.events.publish(Event{Type: EventPeerUp, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
-				n.greetLocked(p)
+				up = append(up, p)
 			}
 		}
 	}
@@ -285,9 +300,9 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	}
 	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
-	n.mu.Lock()
+	n.lockAll()
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.mu.Unlock()
+	n.unlockAll()
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
@@ -332,7 +347,7 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 	for _, e := range removed {
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
-	n.mu.Lock()
+	n.lockAll()
 	for _, p := range n.peers {
 		if !id.Covers(p.addr) || (id.Any && m.AllowsAny(p.addr)) {
 			continue
@@ -351,7 +366,7 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		}
 	}
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.mu.Unlock()
+	n.unlockAll()
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
 	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
 	return resp, nil

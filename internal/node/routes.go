@@ -55,6 +55,7 @@ func (n *Node) initRoutes() error {
 	rs.boot = binary.BigEndian.Uint32(b[:])
 	rs.learned = routeplan.NewTable()
 	rs.plan = routeplan.Compute(routeplan.Input{})
+	n.plan.Store(rs.plan)
 	rs.osRouted = make(map[netip.Prefix]bool)
 	n.control = make(chan controlMsg, controlBacklog)
 	list, err := n.applyOfferChanges(n.cfg.Offers())
@@ -153,18 +154,20 @@ func (n *Node) routeLoop() {
 			n.requestMissing()
 		case now := <-refresh.C:
 			n.offerToAll()
-			n.mu.Lock()
+			n.lockAll()
 			n.expireOffersLocked(now)
-			n.mu.Unlock()
+			n.unlockAll()
+		case <-n.forgottenSig:
+			n.dropForgottenOffers()
 		}
 	}
 }
 
 func (n *Node) handleControl(c controlMsg) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.lockAll()
+	defer n.unlockAll()
 	p := n.byAddr[c.src]
-	if p == nil || n.closing {
+	if p == nil || n.closing.Load() {
 		return
 	}
 	switch c.msg.Type {
@@ -190,7 +193,7 @@ func (n *Node) handleControl(c controlMsg) {
 }
 
 // greetLocked runs when a session with p comes up: offer our routes, and
-// ask for p's if we may accept some.
+// ask for p's if we may accept some. It needs rtMu and mu.
 func (n *Node) greetLocked(p *peer) {
 	// Even an empty offer: the peer may hold an older one of ours.
 	n.sendOfferLocked(p)
@@ -232,7 +235,7 @@ func (n *Node) sendControlLocked(p *peer, m offers.Message) {
 // requestMissing asks the peers that accept rules name for their offer,
 // until they have sent one.
 func (n *Node) requestMissing() {
-	n.mu.Lock()
+	n.lockAll()
 	var want []netip.Addr
 	for _, r := range n.rt.rules {
 		if r.From.Any {
@@ -246,7 +249,7 @@ func (n *Node) requestMissing() {
 			want = append(want, r.From.Addr)
 		}
 	}
-	n.mu.Unlock()
+	n.unlockAll()
 	for _, a := range want {
 		ctx, cancel := n.boundedContext(5 * time.Second)
 		err := n.ensurePeer(ctx, a)
@@ -260,11 +263,11 @@ func (n *Node) requestMissing() {
 			n.log.Debug("cannot ask for route offer", "addr", a, "err", err)
 			continue
 		}
-		n.mu.Lock()
-		if p := n.byAddr[a]; p != nil && !n.closing {
+		n.lockAll()
+		if p := n.byAddr[a]; p != nil && !n.closing.Load() {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
-		n.mu.Unlock()
+		n.unlockAll()
 	}
 }
 
@@ -283,9 +286,9 @@ func (n *Node) boundedContext(d time.Duration) (context.Context, context.CancelF
 
 // offerToAll sends the current offer to every active peer.
 func (n *Node) offerToAll() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
+	n.lockAll()
+	defer n.unlockAll()
+	if n.closing.Load() {
 		return
 	}
 	for _, p := range n.peers {
@@ -324,11 +327,33 @@ func (n *Node) expireOffersLocked(now time.Time) {
 	}
 }
 
-// forgetRoutesLocked drops what peer p offered (it is forgotten).
-func (n *Node) forgetRoutesLocked(p *peer) {
-	if n.rt.learned.Forget(p.key) {
+// dropForgottenOffers drops what forgotten peers offered (forgetLocked
+// queues them).
+func (n *Node) dropForgottenOffers() {
+	n.lockAll()
+	defer n.unlockAll()
+	changed := false
+	for _, k := range n.forgotten {
+		if n.peers[k] == nil && n.rt.learned.Forget(k) {
+			changed = true
+		}
+	}
+	n.forgotten = nil
+	if changed {
 		n.recomputeRoutesLocked()
 	}
+}
+
+// lockAll takes both locks, in their order: for what touches the routes
+// state and peers.
+func (n *Node) lockAll() {
+	n.rtMu.Lock()
+	n.mu.Lock()
+}
+
+func (n *Node) unlockAll() {
+	n.mu.Unlock()
+	n.rtMu.Unlock()
 }
 
 func prefixStrings(ps []netip.Prefix) []string {
@@ -349,8 +374,8 @@ func forwardingRecord(cfg *config.Config) string {
 // forwarding) puts back the forwarding sysctls that a run of this node
 // which did not exit cleanly left switched on.
 func (n *Node) recoverForwarding() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	n.forward.Record = forwardingRecord(n.cfg)
 	restored, err := n.forward.Recover()
 	if err != nil {

@@ -17,8 +17,8 @@ import (
 // Routes is GET /v1/routes.
 func (a RoutesArea) Routes(ctx context.Context) (adminapi.Routes, error) {
 	n := a.Node
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	return n.routesStatusLocked(), nil
 }
 
@@ -77,12 +77,12 @@ func (a RoutesArea) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) 
 		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("prefix %v", err))
 	}
 	var ask netip.Addr
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.lockAll()
+	defer n.unlockAll()
 	defer func() {
 		// Ask a newly named node for its offer (n.mu held: Close, which
 		// sets closing under it, waits for the goroutine).
-		if ask.IsValid() && !n.closing {
+		if ask.IsValid() && !n.closing.Load() {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
@@ -90,7 +90,7 @@ func (a RoutesArea) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) 
 			}()
 		}
 	}()
-	if n.closing {
+	if n.closing.Load() {
 		return adminapi.Routes{}, errClosing
 	}
 	switch req.Op {

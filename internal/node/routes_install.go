@@ -56,6 +56,8 @@ func (n *Node) recomputeRoutesLocked() {
 		}
 	}
 	n.rt.plan = plan
+	n.plan.Store(plan)
+	n.syncOSRoutesLocked()
 	// Only the peers whose routes the plan changes are reconfigured.
 	changed := map[identity.PublicKey]bool{}
 	for k := range old.Routes {
@@ -120,7 +122,7 @@ func (n *Node) logConflictsLocked(old, plan *routeplan.Plan) {
 // are in AllowedIPs, longest prefixes first, for the wrapper and the
 // filter.
 func (n *Node) routedOwnersLocked() []policy.RouteOwner {
-	return n.rt.plan.Owners(func(k identity.PublicKey) (netip.Addr, bool) {
+	return n.plan.Load().Owners(func(k identity.PublicKey) (netip.Addr, bool) {
 		p := n.peers[k]
 		if p == nil || !p.active {
 			return netip.Addr{}, false
@@ -157,7 +159,7 @@ func (n *Node) syncOSRoutesLocked() {
 
 // routeOwnerLocked returns the peer an installed route for dst leads to.
 func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
-	if k, ok := n.rt.plan.OwnerOf(dst); ok {
+	if k, ok := n.plan.Load().OwnerOf(dst); ok {
 		return n.peers[k]
 	}
 	return nil
@@ -171,9 +173,9 @@ func (n *Node) onHostChange(h routes.Host, err error) {
 		n.log.Warn("cannot follow the host's networks; accepted routes keep to the last ones seen", "err", err)
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
+	n.lockAll()
+	defer n.unlockAll()
+	if n.closing.Load() {
 		return
 	}
 	n.log.Info("the host's networks changed", "networks", prefixStrings(h.Networks))

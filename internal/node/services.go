@@ -286,8 +286,8 @@ func exposedService(addr netip.Addr, s services.Service) adminapi.ExposedService
 // isHostAddr reports whether a is one of the host's own addresses beyond
 // the overlay (kernel mode; routes.Host).
 func (n *Node) isHostAddr(a netip.Addr) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	_, ok := slices.BinarySearchFunc(n.host.Addrs, a, netip.Addr.Compare)
 	return ok
 }
