@@ -22,25 +22,67 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Backend is what the API serves. The node implements it.
-type Backend interface {
-	Status(ctx context.Context) (Status, error)
-	Peers(ctx context.Context) ([]Peer, error)
-	Policy(ctx context.Context) ([]Rule, error)
-	Allow(ctx context.Context, req AllowRequest) (AllowResponse, error)
-	Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse, error)
-	Ping(ctx context.Context, req PingRequest) (PingResponse, error)
-	// Subscribe returns a channel of events and a function that ends the
-	// subscription. A slow subscriber misses events (it gets an
-	// EventOverflow) rather than slowing the node.
-	Subscribe() (<-chan Event, func())
-	Metrics() prometheus.Gatherer
-	// The bridge role; a node that is not a bridge answers with a
-	// RequestError (409).
-	BridgeNodes(ctx context.Context) ([]BridgeNode, error)
-	CreateToken(ctx context.Context, req TokenRequest) (TokenResponse, error)
-	BridgeRevoke(ctx context.Context, req BridgeRevokeRequest) (BridgeRevokeResponse, error)
-	ServicesBackend
+// Area is one part of the API (status and peers, policy, routes,
+// services, the bridge role, events, metrics): it registers its endpoints
+// on the Mux the server builds. Each area implements only its own
+// endpoints; nothing implements the whole API.
+type Area interface {
+	RegisterAPI(m *Mux)
+}
+
+// Mux is where areas register endpoints. Every endpoint answers other
+// methods with a JSON 405, and unknown paths get a JSON 404, so scripts
+// always get {"error": ...}.
+type Mux struct {
+	mux *http.ServeMux
+	log *slog.Logger
+}
+
+// Handle registers h for method and path.
+func (m *Mux) Handle(method, path string, h http.HandlerFunc) {
+	m.mux.HandleFunc(method+" "+path, h)
+	m.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", method)
+		writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("%s %s: use %s", r.Method, r.URL.Path, method))
+	})
+}
+
+// Get registers a read endpoint answering f's result as JSON (or its error,
+// with the status a RequestError carries).
+func (m *Mux) Get(path string, f func(ctx context.Context) (any, error)) {
+	m.Handle(http.MethodGet, path, func(w http.ResponseWriter, r *http.Request) {
+		reply(w, m.log, func() (any, error) { return f(r.Context()) })
+	})
+}
+
+// Post registers a change endpoint whose JSON body (at most 64 KiB, no
+// unknown fields) decodes into a Req for f.
+func Post[Req any](m *Mux, path string, f func(ctx context.Context, req Req) (any, error)) {
+	m.Handle(http.MethodPost, path, func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !decode(w, r, &req) {
+			return
+		}
+		reply(w, m.log, func() (any, error) { return f(r.Context(), req) })
+	})
+}
+
+// Events is the area of GET /v1/events: Subscribe returns a channel of
+// events and a function that ends the subscription. A slow subscriber
+// misses events (it gets an EventOverflow) rather than slowing the node.
+type Events func() (<-chan Event, func())
+
+// RegisterAPI implements Area.
+func (e Events) RegisterAPI(m *Mux) {
+	m.Handle(http.MethodGet, "/v1/events", func(w http.ResponseWriter, r *http.Request) { serveEvents(w, r, e) })
+}
+
+// Metrics is the area of GET /metrics (Prometheus).
+type Metrics struct{ prometheus.Gatherer }
+
+// RegisterAPI implements Area.
+func (g Metrics) RegisterAPI(m *Mux) {
+	m.Handle(http.MethodGet, "/metrics", promhttp.HandlerFor(g.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
 }
 
 // RequestError is an error caused by the request; the server answers with
@@ -185,8 +227,8 @@ func (l *credListener) allowed(c net.Conn) bool {
 	return false
 }
 
-// Serve starts serving b on ln. Close stops it.
-func Serve(ln net.Listener, b Backend, log *slog.Logger) *Server {
+// Serve starts serving the areas' API on ln. Close stops it.
+func Serve(ln net.Listener, log *slog.Logger, areas ...Area) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -194,7 +236,7 @@ func Serve(ln net.Listener, b Backend, log *slog.Logger) *Server {
 	if ul, ok := ln.(*credListener); ok {
 		s.path = ul.Addr().String()
 	}
-	s.srv = &http.Server{Handler: Handler(b, log), ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{Handler: Handler(log, areas...), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -217,79 +259,25 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// Handler returns the API's HTTP handler.
-func Handler(b Backend, log *slog.Logger) http.Handler {
-	mux := http.NewServeMux()
-	// Every route answers other methods with a JSON 405, and unknown paths
-	// with a JSON 404, so scripts always get {"error": ...}.
-	route := func(method, path string, h http.HandlerFunc) {
-		mux.HandleFunc(method+" "+path, h)
-		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Allow", method)
-			writeError(w, http.StatusMethodNotAllowed, fmt.Errorf("%s %s: use %s", r.Method, r.URL.Path, method))
-		})
+// Handler returns the API's HTTP handler: the areas' endpoints, Go
+// profiles, and a JSON 404 for the rest.
+func Handler(log *slog.Logger, areas ...Area) http.Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	route("GET", "/v1/status", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.Status(r.Context()) })
-	})
-	route("GET", "/v1/peers", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.Peers(r.Context()) })
-	})
-	route("GET", "/v1/policy", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.Policy(r.Context()) })
-	})
-	route("POST", "/v1/policy/allow", func(w http.ResponseWriter, r *http.Request) {
-		var req AllowRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.Allow(r.Context(), req) })
-	})
-	route("POST", "/v1/policy/revoke", func(w http.ResponseWriter, r *http.Request) {
-		var req RevokeRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.Revoke(r.Context(), req) })
-	})
-	route("POST", "/v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		var req PingRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.Ping(r.Context(), req) })
-	})
-	route("GET", "/v1/bridge/nodes", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.BridgeNodes(r.Context()) })
-	})
-	route("POST", "/v1/bridge/tokens", func(w http.ResponseWriter, r *http.Request) {
-		var req TokenRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.CreateToken(r.Context(), req) })
-	})
-	route("POST", "/v1/bridge/revoke", func(w http.ResponseWriter, r *http.Request) {
-		var req BridgeRevokeRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.BridgeRevoke(r.Context(), req) })
-	})
-	servicesRoutes(route, b, log)
-	route("GET", "/v1/events", func(w http.ResponseWriter, r *http.Request) {
-		serveEvents(w, r, b)
-	})
-	route("GET", "/metrics", promhttp.HandlerFor(b.Metrics(), promhttp.HandlerOpts{}).ServeHTTP)
+	m := &Mux{mux: http.NewServeMux(), log: log}
+	for _, a := range areas {
+		a.RegisterAPI(m)
+	}
 	// Go profiles, for finding where the time goes (e.g. bench/). The
 	// socket admits only root, the node's user and the admin group.
-	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	m.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	m.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	m.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	m.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
-	return mux
+	return m.mux
 }
 
 // decode reads a JSON request body of at most 64 KiB with no unknown fields.
@@ -339,13 +327,13 @@ func writeError(w http.ResponseWriter, code int, err error) {
 
 // serveEvents streams events as server-sent events: "event: TYPE" and
 // "data: JSON" lines, and a comment every 15 s to keep proxies awake.
-func serveEvents(w http.ResponseWriter, r *http.Request, b Backend) {
+func serveEvents(w http.ResponseWriter, r *http.Request, subscribe Events) {
 	flusher, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, errors.New("streaming unsupported"))
 		return
 	}
-	events, cancel := b.Subscribe()
+	events, cancel := subscribe()
 	defer cancel()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")

@@ -58,7 +58,24 @@ func (f *fakeBackend) Ping(context.Context, PingRequest) (PingResponse, error) {
 func (f *fakeBackend) Subscribe() (<-chan Event, func()) { return f.events, func() {} }
 func (f *fakeBackend) Metrics() prometheus.Gatherer      { return prometheus.NewRegistry() }
 
-func serve(t *testing.T, b Backend) (*Client, string) {
+// RegisterAPI registers every area's endpoints, as the node's areas do.
+func (f *fakeBackend) RegisterAPI(m *Mux) {
+	m.Get("/v1/status", func(ctx context.Context) (any, error) { return f.Status(ctx) })
+	m.Get("/v1/peers", func(ctx context.Context) (any, error) { return f.Peers(ctx) })
+	m.Get("/v1/policy", func(ctx context.Context) (any, error) { return f.Policy(ctx) })
+	Post(m, "/v1/policy/allow", func(ctx context.Context, r AllowRequest) (any, error) { return f.Allow(ctx, r) })
+	Post(m, "/v1/policy/revoke", func(ctx context.Context, r RevokeRequest) (any, error) { return f.Revoke(ctx, r) })
+	Post(m, "/v1/ping", func(ctx context.Context, r PingRequest) (any, error) { return f.Ping(ctx, r) })
+	m.Get("/v1/bridge/nodes", func(ctx context.Context) (any, error) { return f.BridgeNodes(ctx) })
+	Post(m, "/v1/bridge/tokens", func(ctx context.Context, r TokenRequest) (any, error) { return f.CreateToken(ctx, r) })
+	Post(m, "/v1/bridge/revoke", func(ctx context.Context, r BridgeRevokeRequest) (any, error) { return f.BridgeRevoke(ctx, r) })
+	m.Get("/v1/routes", func(ctx context.Context) (any, error) { return f.Routes(ctx) })
+	Post(m, "/v1/routes/change", func(ctx context.Context, r RouteChange) (any, error) { return f.ChangeRoutes(ctx, r) })
+	m.Get("/v1/services", func(ctx context.Context) (any, error) { return f.Services(ctx) })
+	Post(m, "/v1/services/expose", func(ctx context.Context, r ExposeChange) (any, error) { return f.ChangeExpose(ctx, r) })
+}
+
+func serve(t *testing.T, b *fakeBackend) (*Client, string) {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "adm-")
 	if err != nil {
@@ -70,7 +87,7 @@ func serve(t *testing.T, b Backend) (*Client, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := Serve(ln, b, nil)
+	s := Serve(ln, nil, b, Events(b.Subscribe), Metrics{b.Metrics()})
 	t.Cleanup(func() { s.Close() })
 	return NewClient(path), path
 }

@@ -2,20 +2,8 @@ package adminapi
 
 import (
 	"context"
-	"log/slog"
 	"net/http"
 )
-
-// ServicesBackend is the part of the API about tunnelled routes and local
-// services. The node implements it.
-type ServicesBackend interface {
-	Routes(ctx context.Context) (Routes, error)
-	// ChangeRoutes offers, withdraws, accepts or unaccepts one route, live.
-	ChangeRoutes(ctx context.Context, req RouteChange) (Routes, error)
-	Services(ctx context.Context) (Services, error)
-	// ChangeExpose adds or removes an exposed service, live.
-	ChangeExpose(ctx context.Context, req ExposeChange) (Services, error)
-}
 
 // Routes is GET /v1/routes.
 type Routes struct {
@@ -116,29 +104,6 @@ type ExposeChange struct {
 	Proto  string `json:"proto"`
 	Port   uint16 `json:"port"`
 	Target string `json:"target,omitempty"`
-}
-
-func servicesRoutes(route func(method, path string, h http.HandlerFunc), b Backend, log *slog.Logger) {
-	route("GET", "/v1/routes", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.Routes(r.Context()) })
-	})
-	route("POST", "/v1/routes/change", func(w http.ResponseWriter, r *http.Request) {
-		var req RouteChange
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.ChangeRoutes(r.Context(), req) })
-	})
-	route("GET", "/v1/services", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, log, func() (any, error) { return b.Services(r.Context()) })
-	})
-	route("POST", "/v1/services/expose", func(w http.ResponseWriter, r *http.Request) {
-		var req ExposeChange
-		if !decode(w, r, &req) {
-			return
-		}
-		reply(w, log, func() (any, error) { return b.ChangeExpose(r.Context(), req) })
-	})
 }
 
 // Routes is GET /v1/routes.

@@ -147,7 +147,7 @@ func Run(ctx context.Context, w io.Writer, opts Options) (err error) {
 
 	// 2. mallory, not allowed, is refused: alice does not even answer her handshake.
 	got, err = fetch(ctx, mallory, url, opts.RefuseTimeout)
-	st, _ := alice.node.Status(ctx)
+	st, _ := alice.node.StatusArea().Status(ctx)
 	check(err != nil && st.Counters.HandshakeDenied > 0,
 		"mallory was refused: %s; alice answered none of her %d handshake attempts", describe(got, err), st.Counters.HandshakeDenied)
 

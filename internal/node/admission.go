@@ -57,7 +57,7 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Ad
 	addr := key.Address()
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closing {
+	if n.closing.Load() {
 		return false
 	}
 	// Under the lock: a Revoke that changed the store waits for it, or is

@@ -15,8 +15,76 @@ import (
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
 )
 
-// The node is the admin API's backend.
-var _ adminapi.Backend = (*Node)(nil)
+// The admin API, area by area (adminapi.Area): each area is a view of the
+// node that registers its own endpoints, and Go callers (tests, the demo)
+// reach the same code through the node's accessors.
+type (
+	// StatusArea is GET /v1/status, GET /v1/peers and POST /v1/ping.
+	StatusArea struct{ *Node }
+	// PolicyArea is GET /v1/policy, POST /v1/policy/allow and revoke.
+	PolicyArea struct{ *Node }
+	// RoutesArea is GET /v1/routes and POST /v1/routes/change.
+	RoutesArea struct{ *Node }
+	// ServicesArea is GET /v1/services and POST /v1/services/expose.
+	ServicesArea struct{ *Node }
+	// BridgeArea is the bridge role's /v1/bridge/... (409 on a node that is
+	// not a bridge).
+	BridgeArea struct{ *Node }
+)
+
+// StatusArea returns the node's status, peers and ping.
+func (n *Node) StatusArea() StatusArea { return StatusArea{n} }
+
+// PolicyArea returns the node's policy API.
+func (n *Node) PolicyArea() PolicyArea { return PolicyArea{n} }
+
+// RoutesArea returns the node's routes API.
+func (n *Node) RoutesArea() RoutesArea { return RoutesArea{n} }
+
+// ServicesArea returns the node's services API.
+func (n *Node) ServicesArea() ServicesArea { return ServicesArea{n} }
+
+// BridgeArea returns the node's bridge-role API.
+func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
+
+// apiAreas are the areas the admin socket serves.
+func (n *Node) apiAreas() []adminapi.Area {
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(),
+		adminapi.Events(n.events.subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
+}
+
+// RegisterAPI implements adminapi.Area.
+func (a StatusArea) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/status", func(ctx context.Context) (any, error) { return a.Status(ctx) })
+	m.Get("/v1/peers", func(ctx context.Context) (any, error) { return a.Peers(ctx) })
+	adminapi.Post(m, "/v1/ping", func(ctx context.Context, r adminapi.PingRequest) (any, error) { return a.Ping(ctx, r) })
+}
+
+// RegisterAPI implements adminapi.Area.
+func (a PolicyArea) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/policy", func(ctx context.Context) (any, error) { return a.Policy(ctx) })
+	adminapi.Post(m, "/v1/policy/allow", func(ctx context.Context, r adminapi.AllowRequest) (any, error) { return a.Allow(ctx, r) })
+	adminapi.Post(m, "/v1/policy/revoke", func(ctx context.Context, r adminapi.RevokeRequest) (any, error) { return a.Revoke(ctx, r) })
+}
+
+// RegisterAPI implements adminapi.Area.
+func (a RoutesArea) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/routes", func(ctx context.Context) (any, error) { return a.Routes(ctx) })
+	adminapi.Post(m, "/v1/routes/change", func(ctx context.Context, r adminapi.RouteChange) (any, error) { return a.ChangeRoutes(ctx, r) })
+}
+
+// RegisterAPI implements adminapi.Area.
+func (a ServicesArea) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/services", func(ctx context.Context) (any, error) { return a.Services(ctx) })
+	adminapi.Post(m, "/v1/services/expose", func(ctx context.Context, r adminapi.ExposeChange) (any, error) { return a.ChangeExpose(ctx, r) })
+}
+
+// RegisterAPI implements adminapi.Area.
+func (a BridgeArea) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/bridge/nodes", func(ctx context.Context) (any, error) { return a.BridgeNodes(ctx) })
+	adminapi.Post(m, "/v1/bridge/tokens", func(ctx context.Context, r adminapi.TokenRequest) (any, error) { return a.CreateToken(ctx, r) })
+	adminapi.Post(m, "/v1/bridge/revoke", func(ctx context.Context, r adminapi.BridgeRevokeRequest) (any, error) { return a.BridgeRevoke(ctx, r) })
+}
 
 // refresh reads the device's per-peer counters into the peer records and
 // publishes handshake, up and down events.
@@ -27,6 +95,21 @@ func (n *Node) refresh(ctx context.Context) {
 		return
 	}
 	now := time.Now()
+	var up []*peer
+	defer func() {
+		// Greeting sends this node's offer: that takes the routes state,
+		// whose lock comes before mu.
+		if len(up) == 0 {
+			return
+		}
+		n.lockAll()
+		defer n.unlockAll()
+		for _, p := range up {
+			if n.peers[p.key] == p && p.up && !n.closing.Load() {
+				n.greetLocked(p)
+			}
+		}
+	}()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, s := range stats {
@@ -42,7 +125,7 @@ func (n *Node) refresh(ctx context.Context) {
 				p.up = true
 				n.log.Info("peer up", "peer", p.key.ShortString(), "addr", p.addr, "endpoint", n.endpointOf(p))
 				n.events.publish(Event{Type: EventPeerUp, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
-				n.greetLocked(p)
+				up = append(up, p)
 			}
 		}
 	}
@@ -72,9 +155,10 @@ func (n *Node) endpointOf(p *peer) string {
 	return ""
 }
 
-// Status implements adminapi.Backend.
-func (n *Node) Status(ctx context.Context) (adminapi.Status, error) {
-	peers, err := n.Peers(ctx)
+// Status is GET /v1/status.
+func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
+	n := a.Node
+	peers, err := a.Peers(ctx)
 	if err != nil {
 		return adminapi.Status{}, err
 	}
@@ -132,8 +216,9 @@ func (n *Node) counters() adminapi.Counters {
 	}
 }
 
-// Peers implements adminapi.Backend: every known peer, active or not.
-func (n *Node) Peers(ctx context.Context) ([]adminapi.Peer, error) {
+// Peers is GET /v1/peers: every known peer, active or not.
+func (a StatusArea) Peers(ctx context.Context) ([]adminapi.Peer, error) {
+	n := a.Node
 	n.refresh(ctx)
 	m := n.store.Matcher()
 	n.mu.Lock()
@@ -190,8 +275,9 @@ func apiRule(e policy.Entry) adminapi.Rule {
 	return r
 }
 
-// Policy implements adminapi.Backend.
-func (n *Node) Policy(ctx context.Context) ([]adminapi.Rule, error) {
+// Policy is GET /v1/policy.
+func (a PolicyArea) Policy(ctx context.Context) ([]adminapi.Rule, error) {
+	n := a.Node
 	entries := n.store.Rules()
 	out := make([]adminapi.Rule, len(entries))
 	for i, e := range entries {
@@ -200,8 +286,9 @@ func (n *Node) Policy(ctx context.Context) ([]adminapi.Rule, error) {
 	return out, nil
 }
 
-// Allow implements adminapi.Backend.
-func (n *Node) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.AllowResponse, error) {
+// Allow is POST /v1/policy/allow.
+func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.AllowResponse, error) {
+	n := a.Node
 	rule, err := policy.ParseRule(req.From, req.Proto, req.Ports)
 	if err != nil {
 		return adminapi.AllowResponse{}, adminapi.BadRequest(err)
@@ -213,9 +300,9 @@ func (n *Node) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.A
 	}
 	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
-	n.mu.Lock()
+	n.lockAll()
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.mu.Unlock()
+	n.unlockAll()
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
@@ -231,7 +318,7 @@ func addrOf(id policy.Identity) string {
 	return id.Addr.String()
 }
 
-// Revoke implements adminapi.Backend. A revoked node loses its session at
+// Revoke is POST /v1/policy/revoke. A revoked node loses its session at
 // once, even if another rule still admits it for something else: it
 // leaves the WireGuard device (its keys are erased; a dynamic peer is
 // forgotten) and the flows this node opened with it are forgotten, so
@@ -240,7 +327,8 @@ func addrOf(id policy.Identity) string {
 // afresh: flows it opened admit nothing by themselves (policy.Conntrack).
 // Revoking "*" cuts only the peers that no remaining rule admits; the
 // others keep their sessions, and their packets meet the remaining rules.
-func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi.RevokeResponse, error) {
+func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi.RevokeResponse, error) {
+	n := a.Node
 	id, err := policy.ParseIdentity(req.From)
 	if err != nil {
 		return adminapi.RevokeResponse{}, adminapi.BadRequest(err)
@@ -259,7 +347,7 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 	for _, e := range removed {
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
-	n.mu.Lock()
+	n.lockAll()
 	for _, p := range n.peers {
 		if !id.Covers(p.addr) || (id.Any && m.AllowsAny(p.addr)) {
 			continue
@@ -278,14 +366,15 @@ func (n *Node) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adminapi
 		}
 	}
 	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.mu.Unlock()
+	n.unlockAll()
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
 	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
 	return resp, nil
 }
 
-// Ping implements adminapi.Backend.
-func (n *Node) Ping(ctx context.Context, req adminapi.PingRequest) (adminapi.PingResponse, error) {
+// Ping is POST /v1/ping.
+func (a StatusArea) Ping(ctx context.Context, req adminapi.PingRequest) (adminapi.PingResponse, error) {
+	n := a.Node
 	dst, err := netip.ParseAddr(strings.Trim(req.Address, "[]"))
 	if err != nil {
 		return adminapi.PingResponse{}, adminapi.BadRequest(fmt.Errorf("address %q: not an IP address", req.Address))
@@ -325,5 +414,5 @@ func (n *Node) Ping(ctx context.Context, req adminapi.PingRequest) (adminapi.Pin
 	return resp, nil
 }
 
-// Subscribe implements adminapi.Backend.
+// Subscribe follows the node's events (GET /v1/events).
 func (n *Node) Subscribe() (<-chan Event, func()) { return n.events.subscribe() }

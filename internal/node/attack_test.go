@@ -235,7 +235,7 @@ func TestReplayedInitiationGetsNoAnswer(t *testing.T) {
 	if _, ok := expectAnswer(there, noise.TypeResponse, time.Second); ok {
 		t.Fatal("a replayed initiation was answered after the peer's eviction")
 	}
-	if peers, _ := alice.Peers(context.Background()); len(peers) != 0 {
+	if peers, _ := alice.StatusArea().Peers(context.Background()); len(peers) != 0 {
 		t.Fatalf("the replay brought the peer back: %+v", peers)
 	}
 	// Across a restart too.
@@ -266,11 +266,11 @@ func TestInitiationDoesNotMovePath(t *testing.T) {
 	bobNode := &testNode{name: "bob", dir: t.TempDir(), key: bob}
 	os.WriteFile(filepath.Join(bobNode.dir, "node.key"), []byte(bob.Base64()), 0o600)
 	bobNode.start(t, peerDoc(alice))
-	if r, err := bobNode.Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String()}); err != nil || r.Error != "" {
+	if r, err := bobNode.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String()}); err != nil || r.Error != "" {
 		t.Fatalf("bob cannot ping alice: %v %+v", err, r)
 	}
 	path := func() string {
-		peers, _ := alice.Peers(context.Background())
+		peers, _ := alice.StatusArea().Peers(context.Background())
 		for _, p := range peers {
 			if p.PublicKey == bob.Public().String() && p.Endpoint != nil {
 				return *p.Endpoint
@@ -294,7 +294,7 @@ func TestInitiationDoesNotMovePath(t *testing.T) {
 		t.Fatalf("an initiation moved bob's path to %s", p)
 	}
 	// And bob's own traffic still flows.
-	if r, err := bobNode.Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String()}); err != nil || r.Error != "" {
+	if r, err := bobNode.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String()}); err != nil || r.Error != "" {
 		t.Fatalf("bob cannot ping alice after the initiation from elsewhere: %v %+v", err, r)
 	}
 }
@@ -311,7 +311,7 @@ func TestRevokedStaticPeerGetsNoAnswer(t *testing.T) {
 	if _, ok := expectAnswer(here, noise.TypeResponse, 3*time.Second); !ok {
 		t.Fatal("no response to the static peer before the revoke")
 	}
-	if _, err := alice.Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Public().String()}); err != nil {
+	if _, err := alice.PolicyArea().Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Public().String()}); err != nil {
 		t.Fatal(err)
 	}
 	here.WriteToUDPAddrPort(initiation(t, bob, alice.key.Public()), dst)
@@ -363,7 +363,7 @@ func TestWildcardQuota(t *testing.T) {
 	testnet.WaitFor(t, 10*time.Second, "the throwaway keys to be admitted", func() bool {
 		return st.InitiationsAdmitted.Load()-admitted >= 40
 	})
-	peers, _ := alice.Peers(context.Background())
+	peers, _ := alice.StatusArea().Peers(context.Background())
 	if len(peers) > maxWildcardPeers {
 		t.Fatalf("alice holds %d peers that only \"*\" admits; quota %d", len(peers), maxWildcardPeers)
 	}
@@ -425,7 +425,7 @@ func TestRevokedStaticPeerStaysCut(t *testing.T) {
 	if _, ok := expectAnswer(here, noise.TypeResponse, 3*time.Second); !ok {
 		t.Fatal("no response to the static peer before the revoke")
 	}
-	if _, err := alice.Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Public().String()}); err != nil {
+	if _, err := alice.PolicyArea().Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Public().String()}); err != nil {
 		t.Fatal(err)
 	}
 	junk := make([]byte, 48)

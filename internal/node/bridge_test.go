@@ -31,14 +31,14 @@ func bridgeAllowDoc(nodes ...*testNode) string {
 func waitRegistered(t *testing.T, tn *testNode) {
 	t.Helper()
 	testnet.WaitFor(t, 5*time.Second, tn.name+" registered with its bridge", func() bool {
-		st, err := tn.Status(context.Background())
+		st, err := tn.StatusArea().Status(context.Background())
 		return err == nil && len(st.Bridges) > 0 && st.Bridges[0].State == "registered"
 	})
 }
 
 func peerPath(t *testing.T, tn *testNode, addr string) string {
 	t.Helper()
-	peers, err := tn.Peers(context.Background())
+	peers, err := tn.StatusArea().Peers(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestReachByAddressThroughBridge(t *testing.T) {
 		t.Fatalf("dial to an unknown address: %v after %v", err, time.Since(start))
 	}
 
-	nodes, err := br.BridgeNodes(context.Background())
+	nodes, err := br.BridgeArea().BridgeNodes(context.Background())
 	if err != nil || len(nodes) != 3 {
 		t.Fatalf("bridge nodes: %v %+v", err, nodes)
 	}
@@ -112,22 +112,22 @@ func TestReachByAddressThroughBridge(t *testing.T) {
 func TestBridgeTokenAndRevoke(t *testing.T) {
 	br, alice := prepare(t, "bridge"), prepare(t, "alice")
 	br.start(t, "[bridge]\nenable = true\n")
-	tok, err := br.CreateToken(context.Background(), adminapi.TokenRequest{Uses: 1, TTL: "1h"})
+	tok, err := br.BridgeArea().CreateToken(context.Background(), adminapi.TokenRequest{Uses: 1, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	alice.start(t, bridgeDoc(br, tok.Token))
 	waitRegistered(t, alice)
 
-	resp, err := br.BridgeRevoke(context.Background(), adminapi.BridgeRevokeRequest{PublicKey: alice.key.Public().String()})
+	resp, err := br.BridgeArea().BridgeRevoke(context.Background(), adminapi.BridgeRevokeRequest{PublicKey: alice.key.Public().String()})
 	if err != nil || !resp.WasRegistered {
 		t.Fatalf("revoke: %+v %v", resp, err)
 	}
 	testnet.WaitFor(t, 60*time.Second, "alice refused after the revoke", func() bool {
-		st, err := alice.Status(context.Background())
+		st, err := alice.StatusArea().Status(context.Background())
 		return err == nil && st.Bridges[0].State == "refused"
 	})
-	if nodes, _ := br.BridgeNodes(context.Background()); len(nodes) != 0 {
+	if nodes, _ := br.BridgeArea().BridgeNodes(context.Background()); len(nodes) != 0 {
 		t.Fatalf("revoked node still registered: %+v", nodes)
 	}
 }
@@ -266,7 +266,7 @@ func TestBridgeForgedFramesClaimingKnownKeys(t *testing.T) {
 	alice.start(t, bridgeDoc(br, "")+fmt.Sprintf("[[peers]]\npublic_key = %q\nendpoint = \"127.0.0.1:9\"\n", static)+
 		allowDoc(named.String(), "tcp", "7"))
 	waitRegistered(t, alice)
-	if _, err := alice.Allow(context.Background(), adminapi.AllowRequest{From: added.String(), Proto: "tcp", Ports: "8"}); err != nil {
+	if _, err := alice.PolicyArea().Allow(context.Background(), adminapi.AllowRequest{From: added.String(), Proto: "tcp", Ports: "8"}); err != nil {
 		t.Fatal(err)
 	}
 	st := alice.client.Stats()

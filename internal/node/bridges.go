@@ -11,7 +11,6 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
-	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/routes"
 )
@@ -93,7 +92,7 @@ func (n *Node) knownKeysChanged() {
 // underlayMark is the fwmark of the node's own underlay sockets in kernel
 // mode (see routes.Mark), else 0.
 func (n *Node) underlayMark() uint32 {
-	if n.cfg.TUN.Mode == config.ModeKernel {
+	if n.configuresHost() {
 		return routes.Mark
 	}
 	return 0
@@ -103,7 +102,7 @@ func (n *Node) underlayMark() uint32 {
 // endpoints: in kernel mode its queries carry routes.Mark, as the node's
 // other underlay traffic does (see routes.Resolver).
 func (n *Node) underlayResolver() *net.Resolver {
-	if n.cfg.TUN.Mode == config.ModeKernel {
+	if n.configuresHost() {
 		return routes.Resolver()
 	}
 	return net.DefaultResolver
@@ -135,24 +134,35 @@ func (n *Node) wants(key identity.PublicKey) bool {
 // localEndpoints are this node's addresses on its own networks, with its
 // port, for peers on the same LAN as it.
 func (n *Node) localEndpoints() []netip.AddrPort {
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		return nil
-	}
 	port := n.engine.ListenPort()
 	var out []netip.AddrPort
-	for _, a := range addrs {
-		pfx, err := netip.ParsePrefix(a.String())
-		if err != nil {
-			continue
-		}
-		ip := pfx.Addr().Unmap()
+	for _, ip := range n.hostAddrs() {
+		ip = ip.Unmap()
 		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() || identity.IsNodeAddress(ip) || identity.IsSiteAddress(ip) {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(ip, port))
 		if len(out) == 4 {
 			break
+		}
+	}
+	return out
+}
+
+// hostAddrs are the host's interface addresses (or what Options.Transport
+// says they are).
+func (n *Node) hostAddrs() []netip.Addr {
+	if t := n.opts.Transport; t != nil && t.LocalAddrs != nil {
+		return t.LocalAddrs()
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(addrs))
+	for _, a := range addrs {
+		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+			out = append(out, pfx.Addr())
 		}
 	}
 	return out
@@ -173,7 +183,7 @@ func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closing {
+	if n.closing.Load() {
 		return nil, errClosing
 	}
 	p := n.peers[f.Key]
@@ -233,8 +243,9 @@ func (n *Node) bridgeRole() *adminapi.BridgeRole {
 	return r
 }
 
-// BridgeNodes implements adminapi.Backend.
-func (n *Node) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
+// BridgeNodes is GET /v1/bridge/nodes.
+func (a BridgeArea) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
+	n := a.Node
 	if n.server == nil {
 		return nil, errNotBridge
 	}
@@ -253,8 +264,9 @@ func (n *Node) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
 	return out, nil
 }
 
-// CreateToken implements adminapi.Backend.
-func (n *Node) CreateToken(ctx context.Context, req adminapi.TokenRequest) (adminapi.TokenResponse, error) {
+// CreateToken is POST /v1/bridge/tokens.
+func (a BridgeArea) CreateToken(ctx context.Context, req adminapi.TokenRequest) (adminapi.TokenResponse, error) {
+	n := a.Node
 	if n.server == nil {
 		return adminapi.TokenResponse{}, errNotBridge
 	}
@@ -277,8 +289,9 @@ func (n *Node) CreateToken(ctx context.Context, req adminapi.TokenRequest) (admi
 	return adminapi.TokenResponse{Token: tok, ID: info.ID, Uses: info.UsesLeft, Expires: info.Expires.UTC().Format(time.RFC3339)}, nil
 }
 
-// BridgeRevoke implements adminapi.Backend.
-func (n *Node) BridgeRevoke(ctx context.Context, req adminapi.BridgeRevokeRequest) (adminapi.BridgeRevokeResponse, error) {
+// BridgeRevoke is POST /v1/bridge/revoke.
+func (a BridgeArea) BridgeRevoke(ctx context.Context, req adminapi.BridgeRevokeRequest) (adminapi.BridgeRevokeResponse, error) {
+	n := a.Node
 	if n.server == nil {
 		return adminapi.BridgeRevokeResponse{}, errNotBridge
 	}

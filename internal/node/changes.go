@@ -152,8 +152,8 @@ func (n *Node) recordAcceptLocked(id policy.Identity, p netip.Prefix, removed bo
 }
 
 func (n *Node) recordExpose(proto string, port uint16, target string, removed bool) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	c := exposeChange{Proto: proto, Port: port, Target: target, Removed: removed}
 	n.changes.Expose = slices.DeleteFunc(n.changes.Expose, func(e exposeChange) bool { return e.Proto == proto && e.Port == port })
 	n.changes.Expose = append(n.changes.Expose, c)

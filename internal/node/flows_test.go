@@ -127,7 +127,7 @@ func TestRevokeStopsUDPFlowWhileAnotherRuleAdmits(t *testing.T) {
 		t.Fatalf("bob's UDP flow under his rule: %v", err)
 	}
 
-	resp, err := alice.Revoke(ctx, adminapi.RevokeRequest{From: bob.key.Public().String()})
+	resp, err := alice.PolicyArea().Revoke(ctx, adminapi.RevokeRequest{From: bob.key.Public().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +223,7 @@ func TestUDPFloodCannotFillFlowTable(t *testing.T) {
 	if n := alice.filter.Conntrack().OpenedBy(evilAddr); n == 0 || n > perOwner {
 		t.Fatalf("%d flows charged to the flooding peer, want 1..%d", n, perOwner)
 	}
-	st, err := alice.Status(context.Background())
+	st, err := alice.StatusArea().Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

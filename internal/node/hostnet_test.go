@@ -24,13 +24,13 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 	g, x := prepare(t, "g"), prepare(t, "x")
 	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
 	g.start(t, peerDoc(x)+acceptDoc(x.Address().String(), "192.168.0.0/16")+allowDoc(x.key.Public().String(), "icmp", ""))
-	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+	if _, err := g.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatalf("g pings x: %v", err)
 	}
 	testnet.WaitFor(t, 10*time.Second, "g has x's own (empty) offer", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		return g.rt.learned[x.key.Public()] != nil
+		return g.rt.learned.Has(x.key.Public())
 	})
 	g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: 1,
 		Routes: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}}})

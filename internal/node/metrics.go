@@ -9,7 +9,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
-// Metrics implements adminapi.Backend: a registry whose collector reads
+// Metrics returns a registry whose collector reads
 // the node's counters when scraped, so nothing is updated per packet for
 // the sake of metrics.
 func (n *Node) Metrics() prometheus.Gatherer {

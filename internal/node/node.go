@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"golang.org/x/time/rate"
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
@@ -32,6 +32,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/transport"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
@@ -64,11 +65,35 @@ type Options struct {
 	// ConntrackMax bounds the connection table (0: policy.DefaultConntrackMax).
 	// Tests shrink it so that filling it takes few packets.
 	ConntrackMax int
+	// Transport, if not nil, is the node's underlay instead of the host's
+	// own sockets: tests and simulations give an in-memory network.
+	Transport *Transport
+	// TUN, if not nil, is the device a kernel-mode node uses instead of
+	// creating one; the node then changes nothing of the host (addresses,
+	// routes, firewall, forwarding, the namespace lock): for tests that
+	// read and write the device themselves (testnet.ChanTUN).
+	TUN tunwrap.Device
+}
+
+// Transport is what a node sends and receives its underlay traffic with.
+// Every field is optional; nil keeps the host's own.
+type Transport struct {
+	// UDP carries WireGuard and the bridge protocol: the node's Bind
+	// wraps it (conn.NewStdNetBind otherwise).
+	UDP conn.Bind
+	// DialTCP connects to a bridge over TCP, ListenTCP listens for nodes
+	// on a bridge (the bridge protocol's TCP fallback).
+	DialTCP   func(ctx context.Context, network, addr string) (net.Conn, error)
+	ListenTCP func(network, addr string) (net.Listener, error)
+	// LocalAddrs are the host's addresses a node tells its bridges about,
+	// for peers on its own LAN.
+	LocalAddrs func() []netip.Addr
 }
 
 // Node is a running tomoe node.
 type Node struct {
 	cfg     *config.Config
+	opts    Options
 	log     *slog.Logger
 	version string
 	key     identity.PrivateKey
@@ -82,10 +107,10 @@ type Node struct {
 	store    *policy.Store
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
-	osRoutes *routes.Interface  // kernel mode only; set under mu once configured
-	host     routes.Host        // kernel mode only: the host's own networks; guarded by mu
-	firewall *firewall.Firewall // kernel mode only; guarded by mu
-	forward  routes.Forwarding  // kernel mode only; guarded by mu
+	osRoutes *routes.Interface  // kernel mode only; set once configured, before there are peers; safe for concurrent use
+	host     routes.Host        // kernel mode only: the host's own networks; guarded by rtMu
+	firewall *firewall.Firewall // kernel mode only; guarded by rtMu
+	forward  routes.Forwarding  // kernel mode only; guarded by rtMu
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
 	replay   *transport.ReplayStore // saved by pollLoop and Close
@@ -102,16 +127,17 @@ type Node struct {
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
 
-	mu         sync.Mutex // guards peers and their indexes, dynamic, wild, deniedAt, closing and the peers' fields
-	peers      map[identity.PublicKey]*peer
-	byAddr     map[netip.Addr]*peer
-	bySite     map[netip.Prefix]*peer   // peers whose site prefix is theirs (peer.site)
-	byEndpoint map[netip.AddrPort]*peer // static peers by their endpoint
-	dynamic    int                      // peers not from the config
-	wild       wildcardState            // the quota of peers only "*" let in
-	deniedAt   map[identity.PublicKey]time.Time
-	deniedLog  *rate.Limiter // of denyAdmission's reports
-	closing    bool
+	// Two locks, taken in this order when both are needed: rtMu guards
+	// the node's routes and configuration state (rt, changes, host,
+	// firewall, forward), and functions that need it say so; the peer
+	// table (peerTable, embedded) has its own lock, mu, which is all that
+	// admission, activation and eviction take. What they need of the
+	// routes is the current plan, an immutable value read atomically.
+	rtMu sync.Mutex
+	peerTable
+
+	closing atomic.Bool
+	plan    atomic.Pointer[routeplan.Plan] // the routes installed now: set under rtMu, read anywhere
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
@@ -143,15 +169,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n = &Node{
 		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
-		events:     newEventBus(),
-		peers:      make(map[identity.PublicKey]*peer),
-		byAddr:     make(map[netip.Addr]*peer),
-		bySite:     make(map[netip.Prefix]*peer),
-		byEndpoint: make(map[netip.AddrPort]*peer),
-		wild:       newWildcardState(),
-		deniedAt:   make(map[identity.PublicKey]time.Time),
-		deniedLog:  rate.NewLimiter(deniedLogRate, deniedLogBurst),
-		done:       make(chan struct{}),
+		events:    newEventBus(),
+		peerTable: newPeerTable(),
+		done:      make(chan struct{}),
 
 		rehandshake: make(chan netip.AddrPort, 64),
 	}
@@ -162,7 +182,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}()
 
-	if cfg.TUN.Mode == config.ModeKernel {
+	if opts.TUN != nil && cfg.TUN.Mode != config.ModeKernel {
+		return nil, errors.New("node options: a TUN device is for a kernel-mode node (tun.mode = \"kernel\")")
+	}
+	n.opts = opts
+	if n.configuresHost() {
 		// Before anything in the namespace changes, so that a second
 		// node leaves the first's routes, rules and firewall alone.
 		if n.netnsLock, err = routes.LockNetns(); err != nil {
@@ -183,7 +207,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.initRoutes(); err != nil {
 		return n, err
 	}
-	if cfg.TUN.Mode == config.ModeKernel {
+	if n.configuresHost() {
 		if err := n.recoverForwarding(); err != nil {
 			return n, err
 		}
@@ -196,7 +220,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve,
 		ControlPort: offers.ControlPort, Control: n.onControl})
-	n.bind = transport.NewBind(log.With("component", "bind"))
+	if t := opts.Transport; t != nil && t.UDP != nil {
+		n.bind = transport.NewBindOn(t.UDP, log.With("component", "bind"))
+	} else {
+		n.bind = transport.NewBind(log.With("component", "bind"))
+	}
 	if n.replay, err = transport.OpenReplayStore(replayFile(cfg), transport.DefaultReplayKeys); err != nil {
 		n.wrapper.Close()
 		n.wrapper = nil
@@ -212,7 +240,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		n.wrapper = nil
 		return n, fmt.Errorf("listen.udp %s: %w", cfg.Listen.UDP, err)
 	}
-	if cfg.TUN.Mode == config.ModeKernel {
+	if n.configuresHost() {
 		if err := n.configureInterface(pub); err != nil {
 			return n, err
 		}
@@ -235,7 +263,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		if err != nil {
 			return n, fmt.Errorf("admin.socket: %w", err)
 		}
-		n.api = adminapi.Serve(ln, n, log.With("component", "admin"))
+		n.api = adminapi.Serve(ln, log.With("component", "admin"), n.apiAreas()...)
 	}
 	if cfg.Admin.Metrics != "" {
 		if err := n.serveMetrics(cfg.Admin.Metrics); err != nil {
@@ -252,6 +280,12 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	return n, nil
 }
 
+// configuresHost reports whether this node sets up the host: a kernel-mode
+// node on a TUN device of its own (not one given in Options).
+func (n *Node) configuresHost() bool {
+	return n.cfg.TUN.Mode == config.ModeKernel && n.opts.TUN == nil
+}
+
 // openTUN creates the kernel TUN device or the userspace stack.
 func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 	cfg := n.cfg
@@ -266,6 +300,9 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 		}
 		n.stack = st
 		return st, nil
+	}
+	if n.opts.TUN != nil {
+		return n.opts.TUN, nil
 	}
 	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
 	if err != nil {
@@ -297,31 +334,34 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err != nil {
 		return err
 	}
-	n.mu.Lock()
+	n.rtMu.Lock()
 	n.osRoutes = ifc
 	n.host = ifc.Host()
 	n.filter.SetLocal(n.localPolicyLocked())
-	n.mu.Unlock()
+	n.rtMu.Unlock()
 	if err := ifc.WatchHost(n.onHostChange); err != nil {
 		return err
 	}
 	if len(uids) > 0 {
 		n.log.Info("only some local users reach the overlay", "allowed_local_users", n.cfg.AllowedLocalUsers, "uids", uids)
 	}
-	fw, err := firewall.Open(n.firewallConfigLocked(name))
+	n.rtMu.Lock()
+	fc := n.firewallConfigLocked(name)
+	n.rtMu.Unlock()
+	fw, err := firewall.Open(fc)
 	if err != nil {
-		n.mu.Lock()
+		n.rtMu.Lock()
 		forwards := n.forwardsLocked()
-		n.mu.Unlock()
+		n.rtMu.Unlock()
 		if n.cfg.Listen.Stealth || forwards {
 			return fmt.Errorf("firewall (nftables, needed by listen.stealth and routes.offer): %w", err)
 		}
 		n.log.Warn("cannot install the firewall rules (nftables): LAN neighbours could send packets with overlay source addresses through the physical interface", "err", err)
 	}
-	n.mu.Lock()
+	n.rtMu.Lock()
 	n.firewall = fw
 	err = n.applyForwardingLocked()
-	n.mu.Unlock()
+	n.rtMu.Unlock()
 	return err
 }
 
@@ -388,13 +428,15 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
+		n.rtMu.Lock()
 		n.mu.Lock()
 		withdrawn := 0
 		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
 			withdrawn = n.withdrawAllLocked()
 		}
-		n.closing = true
+		n.closing.Store(true)
 		n.mu.Unlock()
+		n.rtMu.Unlock()
 		if withdrawn > 0 {
 			// Give WireGuard a moment to send the withdrawals.
 			time.Sleep(100 * time.Millisecond)
@@ -455,7 +497,7 @@ func (n *Node) serveMetrics(addr string) error {
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", adminapi.Handler(n, n.log))
+	mux.Handle("GET /metrics", adminapi.Handler(n.log, adminapi.Metrics{Gatherer: n.Metrics()}))
 	n.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go n.metrics.Serve(ln)
 	if ap, err := netip.ParseAddrPort(addr); err == nil && !ap.Addr().Unmap().IsLoopback() {
@@ -498,9 +540,9 @@ func (n *Node) pollLoop() {
 // syncFirewallPeers tells the firewall the peers' current addresses,
 // whose handshakes pass its flood limit (kernel mode).
 func (n *Node) syncFirewallPeers() {
-	n.mu.Lock()
+	n.rtMu.Lock()
 	fw := n.firewall
-	n.mu.Unlock()
+	n.rtMu.Unlock()
 	if fw == nil {
 		return
 	}

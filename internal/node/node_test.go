@@ -218,7 +218,7 @@ func TestLiveRevokeStopsEstablishedConnection(t *testing.T) {
 	if err := testnet.RoundTrip(c, "before", 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := alice.Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Address().String()})
+	resp, err := alice.PolicyArea().Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Address().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +232,7 @@ func TestLiveRevokeStopsEstablishedConnection(t *testing.T) {
 		t.Fatal("bob can open a new connection after the revoke")
 	}
 	// Revoking what is not there is an error, not a silent success.
-	if _, err := alice.Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Address().String()}); err == nil {
+	if _, err := alice.PolicyArea().Revoke(context.Background(), adminapi.RevokeRequest{From: bob.Address().String()}); err == nil {
 		t.Fatal("second revoke succeeded")
 	}
 }
@@ -245,7 +245,7 @@ func TestPolicySurvivesRestart(t *testing.T) {
 	if _, err := bob.dial(alice.Address(), 7, time.Second); err == nil {
 		t.Fatal("connected before any rule")
 	}
-	if _, err := alice.Allow(context.Background(), adminapi.AllowRequest{From: bob.key.Public().String(), Proto: "tcp", Ports: "7"}); err != nil {
+	if _, err := alice.PolicyArea().Allow(context.Background(), adminapi.AllowRequest{From: bob.key.Public().String(), Proto: "tcp", Ports: "7"}); err != nil {
 		t.Fatal(err)
 	}
 	c, err := bob.dial(alice.Address(), 7, 5*time.Second)
@@ -259,7 +259,7 @@ func TestPolicySurvivesRestart(t *testing.T) {
 	alice.Close()
 	alice.start(t, "")
 	_ = port
-	rules, _ := alice.Policy(context.Background())
+	rules, _ := alice.PolicyArea().Policy(context.Background())
 	if len(rules) != 1 || rules[0].Source != "api" || rules[0].Ports != "7" {
 		t.Fatalf("rules after restart: %+v", rules)
 	}
@@ -271,28 +271,28 @@ func TestPing(t *testing.T) {
 	bob.start(t, peerDoc(alice)+allowDoc(alice.key.Public().String(), "icmp", ""))
 	ctx := context.Background()
 	// alice allows nothing yet: bob's handshake is not even answered.
-	r, err := bob.Ping(ctx, adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 1000})
+	r, err := bob.StatusArea().Ping(ctx, adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 1000})
 	if err != nil || r.Error != "timeout" {
 		t.Fatalf("bob pinging alice (alice allows no icmp): %+v %v", r, err)
 	}
-	if _, err := alice.Allow(ctx, adminapi.AllowRequest{From: bob.Address().String(), Proto: "icmp"}); err != nil {
+	if _, err := alice.PolicyArea().Allow(ctx, adminapi.AllowRequest{From: bob.Address().String(), Proto: "icmp"}); err != nil {
 		t.Fatal(err)
 	}
 	// WireGuard retries the handshake after 5 s; now alice answers it.
-	r, err = bob.Ping(ctx, adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 10000})
+	r, err = bob.StatusArea().Ping(ctx, adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 10000})
 	if err != nil || r.Error != "" || r.RTTMs <= 0 {
 		t.Fatalf("bob pinging alice: %+v %v", r, err)
 	}
-	r, err = alice.Ping(ctx, adminapi.PingRequest{Address: bob.Address().String()})
+	r, err = alice.StatusArea().Ping(ctx, adminapi.PingRequest{Address: bob.Address().String()})
 	if err != nil || r.Error != "" {
 		t.Fatalf("alice pinging bob over the session bob opened: %+v %v", r, err)
 	}
-	r, _ = bob.Ping(ctx, adminapi.PingRequest{Address: newKey(t).Public().Address().String()})
+	r, _ = bob.StatusArea().Ping(ctx, adminapi.PingRequest{Address: newKey(t).Public().Address().String()})
 	if !strings.Contains(r.Error, "unreachable") {
 		t.Fatalf("ping of an unknown address: %+v", r)
 	}
 	for _, bad := range []adminapi.PingRequest{{Address: "10.0.0.1"}, {Address: "nope"}, {Address: bob.Address().String()}, {Address: alice.Address().String(), Size: 5000}} {
-		if _, err := bob.Ping(ctx, bad); err == nil {
+		if _, err := bob.StatusArea().Ping(ctx, bad); err == nil {
 			t.Errorf("ping %+v accepted", bad)
 		}
 	}
@@ -323,7 +323,7 @@ func TestStaticPeerLazyAndEvicted(t *testing.T) {
 		alice.evict(later)
 		return !bob.engine.HasPeer(alice.key.Public()) && !alice.engine.HasPeer(bob.key.Public())
 	})
-	peers, _ := alice.Peers(context.Background())
+	peers, _ := alice.StatusArea().Peers(context.Background())
 	if len(peers) != 0 {
 		t.Fatalf("alice still lists the evicted dynamic peer: %+v", peers)
 	}
@@ -351,7 +351,7 @@ func TestWildcardPeerGetsNoSitePrefix(t *testing.T) {
 		}
 		c.Close()
 	}
-	peers, _ := alice.Peers(context.Background())
+	peers, _ := alice.StatusArea().Peers(context.Background())
 	sites := map[string]bool{}
 	for _, p := range peers {
 		sites[p.Address] = p.SitePrefix != nil
@@ -440,7 +440,7 @@ func TestForgedSourceFromPeerNeverArrives(t *testing.T) {
 	alice.start(t, allowDoc("*", "udp", "9"))
 	bob.start(t, peerDoc(alice))
 	// bob is a peer of alice too, so his address is someone else's in alice's device.
-	if r, err := bob.Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 500}); err != nil {
+	if r, err := bob.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: alice.Address().String(), TimeoutMs: 500}); err != nil {
 		t.Fatal(r, err)
 	}
 	testnet.WaitFor(t, 5*time.Second, "bob's session with alice", func() bool { return alice.engine.HasPeer(bob.key.Public()) })

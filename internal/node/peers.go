@@ -8,7 +8,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
@@ -36,7 +39,44 @@ const (
 	maxDynamicPeers = 8192
 )
 
-// peer is the node's record of one peer. Guarded by Node.mu.
+// peerTable is the node's record of its peers, with its own lock: mu
+// guards the maps, the counters and every peer's fields. Functions ending
+// in Locked need it. It is never held while taking the node's rtMu (that
+// one comes first). Everything it does costs the same whatever the number
+// of peers: indexes and counters, never a scan, except in the periodic
+// eviction and the API's listings.
+type peerTable struct {
+	mu         sync.Mutex
+	peers      map[identity.PublicKey]*peer
+	byAddr     map[netip.Addr]*peer
+	bySite     map[netip.Prefix]*peer   // peers whose site prefix is theirs (peer.site)
+	byEndpoint map[netip.AddrPort]*peer // static peers by their endpoint
+	dynamic    int                      // peers not from the config
+	wild       wildcardState            // the quota of peers only "*" let in
+	// deniedAt and deniedLog limit the reports of refused handshakes.
+	deniedAt  map[identity.PublicKey]time.Time
+	deniedLog *rate.Limiter
+	// forgotten are peers forgotten since routeLoop last dropped their
+	// offers (forgetLocked holds mu, and dropping offers needs rtMu),
+	// signalled on forgottenSig.
+	forgotten    []identity.PublicKey
+	forgottenSig chan struct{}
+}
+
+func newPeerTable() peerTable {
+	return peerTable{
+		peers:        make(map[identity.PublicKey]*peer),
+		byAddr:       make(map[netip.Addr]*peer),
+		bySite:       make(map[netip.Prefix]*peer),
+		byEndpoint:   make(map[netip.AddrPort]*peer),
+		wild:         newWildcardState(),
+		deniedAt:     make(map[identity.PublicKey]time.Time),
+		deniedLog:    rate.NewLimiter(deniedLogRate, deniedLogBurst),
+		forgottenSig: make(chan struct{}, 1),
+	}
+}
+
+// peer is the node's record of one peer. Guarded by peerTable.mu.
 type peer struct {
 	key       identity.PublicKey
 	addr      netip.Addr
@@ -178,7 +218,14 @@ func (n *Node) forgetLocked(p *peer, why string) {
 		n.dynamic--
 	}
 	n.unmarkWildcardLocked(p)
-	n.forgetRoutesLocked(p)
+	// Its offers go too, but that needs rtMu: routeLoop drops them. Until
+	// then the plan may still name p; nothing routes to a peer that is
+	// not in the table.
+	n.forgotten = append(n.forgotten, p.key)
+	select {
+	case n.forgottenSig <- struct{}{}:
+	default:
+	}
 }
 
 // routesChangedLocked tells the TUN wrapper and the filter which site
@@ -201,7 +248,6 @@ func (n *Node) routesChangedLocked() {
 	n.wrapper.SetRoutes(sites, prefixes)
 	n.filter.SetSites(owners)
 	n.filter.SetRouted(routed)
-	n.syncOSRoutesLocked()
 }
 
 // lookupPeer returns the known peer that owns dst (its node address, or an
@@ -277,7 +323,7 @@ func (n *Node) activate(p *peer) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.closing {
+	if n.closing.Load() {
 		return errClosing
 	}
 	if ep.IsValid() {
@@ -322,7 +368,7 @@ func (n *Node) rehandshakeLoop() {
 				p = nil // a packet from its address does not bring a revoked peer back
 			}
 			var err error
-			if p != nil && !n.closing {
+			if p != nil && !n.closing.Load() {
 				err = n.activateLocked(p)
 			}
 			n.mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/packet"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 )
 
 // Tunnelled routes. A node offers prefixes (routes.offer, plus its own
@@ -35,32 +36,12 @@ const (
 // routeState is the node's side of the offer protocol. Guarded by Node.mu.
 type routeState struct {
 	boot, seq uint32
-	offers    []config.Offer // this node's offers (tun.ipv4 included)
-	rules     []offers.Rule  // accept rules
-	learned   map[identity.PublicKey]*learnedOffer
-	installed map[netip.Prefix]identity.PublicKey                  // accepted prefixes and the peer they lead to
-	verdicts  map[identity.PublicKey]map[netip.Prefix]routeVerdict // what became of each learned prefix
-	osRouted  map[netip.Prefix]bool                                // accepted prefixes routed into the kernel TUN
+	offers    []config.Offer   // this node's offers (tun.ipv4 included)
+	rules     []offers.Rule    // accept rules
+	learned   *routeplan.Table // what peers offer
+	plan      *routeplan.Plan  // what is installed, for whom: the one source of route ownership
+	osRouted  map[netip.Prefix]bool
 }
-
-// learnedOffer is what one peer offers.
-type learnedOffer struct {
-	boot, seq uint32
-	routes    []netip.Prefix
-	accepted  []netip.Prefix // what the peer installed of our offer
-	at        time.Time
-	// window and changes limit how often the peer's offer may change
-	// (each change costs device and routing-table updates).
-	window  time.Time
-	changes int
-}
-
-// A peer's offer may change at most maxOfferChanges times per
-// offerChangeWindow; later changes wait for its next refresh.
-const (
-	maxOfferChanges   = 10
-	offerChangeWindow = 10 * time.Second
-)
 
 type controlMsg struct {
 	src netip.Addr
@@ -72,8 +53,9 @@ func (n *Node) initRoutes() error {
 	rand.Read(b[:])
 	rs := &n.rt
 	rs.boot = binary.BigEndian.Uint32(b[:])
-	rs.learned = make(map[identity.PublicKey]*learnedOffer)
-	rs.installed = make(map[netip.Prefix]identity.PublicKey)
+	rs.learned = routeplan.NewTable()
+	rs.plan = routeplan.Compute(routeplan.Input{})
+	n.plan.Store(rs.plan)
 	rs.osRouted = make(map[netip.Prefix]bool)
 	n.control = make(chan controlMsg, controlBacklog)
 	list, err := n.applyOfferChanges(n.cfg.Offers())
@@ -172,53 +154,38 @@ func (n *Node) routeLoop() {
 			n.requestMissing()
 		case now := <-refresh.C:
 			n.offerToAll()
-			n.mu.Lock()
+			n.lockAll()
 			n.expireOffersLocked(now)
-			n.mu.Unlock()
+			n.unlockAll()
+		case <-n.forgottenSig:
+			n.dropForgottenOffers()
 		}
 	}
 }
 
 func (n *Node) handleControl(c controlMsg) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.lockAll()
+	defer n.unlockAll()
 	p := n.byAddr[c.src]
-	if p == nil || n.closing {
+	if p == nil || n.closing.Load() {
 		return
 	}
 	switch c.msg.Type {
 	case offers.TypeRequest:
 		n.sendOfferLocked(p)
-		if offers.Wants(n.rt.rules, p.addr) && n.rt.learned[p.key] == nil {
+		if offers.Wants(n.rt.rules, p.addr) && !n.rt.learned.Has(p.key) {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
 	case offers.TypeOffer:
 		// Kept even when no accept rule names the peer: tomoe routes
 		// shows it, and a peer that offers this node's own address is
 		// reported.
-		l := n.rt.learned[p.key]
-		if l != nil && l.boot == c.msg.Boot && c.msg.Seq < l.seq {
-			return // an older offer, reordered
-		}
-		if l == nil {
-			l = &learnedOffer{}
-			n.rt.learned[p.key] = l
-		}
-		changed := !slices.Equal(l.routes, c.msg.Routes)
-		now := time.Now()
-		if changed {
-			if now.Sub(l.window) > offerChangeWindow {
-				l.window, l.changes = now, 0
+		switch n.rt.learned.Update(p.key, c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, time.Now()) {
+		case routeplan.Throttled:
+			if n.rt.learned.FirstThrottle(p.key) {
+				n.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.key.ShortString())
 			}
-			if l.changes++; l.changes > maxOfferChanges {
-				if l.changes == maxOfferChanges+1 {
-					n.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.key.ShortString())
-				}
-				return
-			}
-		}
-		l.boot, l.seq, l.routes, l.accepted, l.at = c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, now
-		if changed {
+		case routeplan.Changed:
 			n.log.Info("route offer received", "peer", p.key.ShortString(), "addr", p.addr, "routes", prefixStrings(c.msg.Routes))
 			n.recomputeRoutesLocked()
 		}
@@ -226,7 +193,7 @@ func (n *Node) handleControl(c controlMsg) {
 }
 
 // greetLocked runs when a session with p comes up: offer our routes, and
-// ask for p's if we may accept some.
+// ask for p's if we may accept some. It needs rtMu and mu.
 func (n *Node) greetLocked(p *peer) {
 	// Even an empty offer: the peer may hold an older one of ours.
 	n.sendOfferLocked(p)
@@ -268,21 +235,21 @@ func (n *Node) sendControlLocked(p *peer, m offers.Message) {
 // requestMissing asks the peers that accept rules name for their offer,
 // until they have sent one.
 func (n *Node) requestMissing() {
-	n.mu.Lock()
+	n.lockAll()
 	var want []netip.Addr
 	for _, r := range n.rt.rules {
 		if r.From.Any {
 			continue
 		}
 		p := n.byAddr[r.From.Addr]
-		if p != nil && n.rt.learned[p.key] != nil {
+		if p != nil && n.rt.learned.Has(p.key) {
 			continue
 		}
 		if !slices.Contains(want, r.From.Addr) {
 			want = append(want, r.From.Addr)
 		}
 	}
-	n.mu.Unlock()
+	n.unlockAll()
 	for _, a := range want {
 		ctx, cancel := n.boundedContext(5 * time.Second)
 		err := n.ensurePeer(ctx, a)
@@ -296,11 +263,11 @@ func (n *Node) requestMissing() {
 			n.log.Debug("cannot ask for route offer", "addr", a, "err", err)
 			continue
 		}
-		n.mu.Lock()
-		if p := n.byAddr[a]; p != nil && !n.closing {
+		n.lockAll()
+		if p := n.byAddr[a]; p != nil && !n.closing.Load() {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
-		n.mu.Unlock()
+		n.unlockAll()
 	}
 }
 
@@ -319,9 +286,9 @@ func (n *Node) boundedContext(d time.Duration) (context.Context, context.CancelF
 
 // offerToAll sends the current offer to every active peer.
 func (n *Node) offerToAll() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closing {
+	n.lockAll()
+	defer n.unlockAll()
+	if n.closing.Load() {
 		return
 	}
 	for _, p := range n.peers {
@@ -348,27 +315,45 @@ func (n *Node) withdrawAllLocked() int {
 // that have not refreshed them for offerExpiry (they stopped offering,
 // e.g. restarted without routes and their empty offer was lost).
 func (n *Node) expireOffersLocked(now time.Time) {
-	changed := false
-	for k, l := range n.rt.learned {
+	expired := n.rt.learned.Expire(now, offerExpiry, func(k identity.PublicKey) bool {
 		p := n.peers[k]
-		if p != nil && p.up && now.Sub(l.at) > offerExpiry {
-			n.log.Info("route offer expired: the peer stopped refreshing it", "peer", k.ShortString())
-			delete(n.rt.learned, k)
+		return p != nil && p.up
+	})
+	for _, k := range expired {
+		n.log.Info("route offer expired: the peer stopped refreshing it", "peer", k.ShortString())
+	}
+	if len(expired) > 0 {
+		n.recomputeRoutesLocked()
+	}
+}
+
+// dropForgottenOffers drops what forgotten peers offered (forgetLocked
+// queues them).
+func (n *Node) dropForgottenOffers() {
+	n.lockAll()
+	defer n.unlockAll()
+	changed := false
+	for _, k := range n.forgotten {
+		if n.peers[k] == nil && n.rt.learned.Forget(k) {
 			changed = true
 		}
 	}
+	n.forgotten = nil
 	if changed {
 		n.recomputeRoutesLocked()
 	}
 }
 
-// forgetRoutesLocked drops what peer p offered (it is forgotten).
-func (n *Node) forgetRoutesLocked(p *peer) {
-	if _, ok := n.rt.learned[p.key]; !ok {
-		return
-	}
-	delete(n.rt.learned, p.key)
-	n.recomputeRoutesLocked()
+// lockAll takes both locks, in their order: for what touches the routes
+// state and peers.
+func (n *Node) lockAll() {
+	n.rtMu.Lock()
+	n.mu.Lock()
+}
+
+func (n *Node) unlockAll() {
+	n.mu.Unlock()
+	n.rtMu.Unlock()
 }
 
 func prefixStrings(ps []netip.Prefix) []string {
@@ -389,8 +374,8 @@ func forwardingRecord(cfg *config.Config) string {
 // forwarding) puts back the forwarding sysctls that a run of this node
 // which did not exit cleanly left switched on.
 func (n *Node) recoverForwarding() error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	n.forward.Record = forwardingRecord(n.cfg)
 	restored, err := n.forward.Recover()
 	if err != nil {

@@ -11,12 +11,14 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 )
 
-// Routes implements adminapi.Backend.
-func (n *Node) Routes(ctx context.Context) (adminapi.Routes, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+// Routes is GET /v1/routes.
+func (a RoutesArea) Routes(ctx context.Context) (adminapi.Routes, error) {
+	n := a.Node
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	return n.routesStatusLocked(), nil
 }
 
@@ -26,10 +28,8 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	for _, o := range n.rt.offers {
 		r := adminapi.OfferedRoute{Prefix: o.Prefix.String(), Masquerade: o.Masquerade, AcceptedBy: []string{},
 			Self: v4.IsValid() && o.Prefix == netip.PrefixFrom(v4, 32)}
-		for k, l := range n.rt.learned {
-			if slices.Contains(l.accepted, o.Prefix) {
-				r.AcceptedBy = append(r.AcceptedBy, k.Address().String())
-			}
+		for _, k := range n.rt.learned.AcceptedBy(o.Prefix) {
+			r.AcceptedBy = append(r.AcceptedBy, k.Address().String())
 		}
 		slices.Sort(r.AcceptedBy)
 		out.Offered = append(out.Offered, r)
@@ -37,14 +37,14 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	for _, r := range n.rt.rules {
 		out.Accept = append(out.Accept, adminapi.AcceptRule{From: r.From.String(), Prefix: r.Prefix.String()})
 	}
-	for k, l := range n.rt.learned {
-		for _, pr := range l.routes {
-			v, ok := n.rt.verdicts[k][pr]
+	for k, routes := range n.rt.learned.Offers() {
+		for _, pr := range routes {
+			v, ok := n.rt.plan.Verdicts[k][pr]
 			if !ok {
-				v.state = stateNotAccepted
+				v.State = routeplan.StateNotAccepted
 			}
-			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.state, Reason: v.reason}
-			for _, o := range v.with {
+			r := adminapi.LearnedRoute{Prefix: pr.String(), Peer: k.String(), Address: k.Address().String(), State: v.State, Reason: v.Reason}
+			for _, o := range v.With {
 				r.ConflictsWith = append(r.ConflictsWith, o.String())
 			}
 			out.Learned = append(out.Learned, r)
@@ -68,20 +68,21 @@ func (n *Node) routesStatusLocked() adminapi.Routes {
 	return out
 }
 
-// ChangeRoutes implements adminapi.Backend. Changes are live and last until
+// ChangeRoutes is POST /v1/routes/change. Changes are live and last until
 // the node restarts.
-func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (adminapi.Routes, error) {
+func (a RoutesArea) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (adminapi.Routes, error) {
+	n := a.Node
 	p, err := config.ParseRoutePrefix(req.Prefix)
 	if err != nil {
 		return adminapi.Routes{}, adminapi.BadRequest(fmt.Errorf("prefix %v", err))
 	}
 	var ask netip.Addr
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.lockAll()
+	defer n.unlockAll()
 	defer func() {
 		// Ask a newly named node for its offer (n.mu held: Close, which
 		// sets closing under it, waits for the goroutine).
-		if ask.IsValid() && !n.closing {
+		if ask.IsValid() && !n.closing.Load() {
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
@@ -89,7 +90,7 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			}()
 		}
 	}()
-	if n.closing {
+	if n.closing.Load() {
 		return adminapi.Routes{}, errClosing
 	}
 	switch req.Op {
@@ -146,7 +147,7 @@ func (n *Node) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) (admi
 			}
 			// Ask the peers that are up for their offer now.
 			for _, q := range n.peers {
-				if q.active && id.Covers(q.addr) && n.rt.learned[q.key] == nil {
+				if q.active && id.Covers(q.addr) && !n.rt.learned.Has(q.key) {
 					n.sendControlLocked(q, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 				}
 			}

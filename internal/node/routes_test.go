@@ -17,6 +17,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/offers"
 
+	"github.com/tomoe-net/tomoe/internal/routeplan"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
@@ -92,7 +93,7 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		_, ok := g.rt.installed[netip.MustParsePrefix(rv4+"/32")]
+		_, ok := g.rt.plan.Installed[netip.MustParsePrefix(rv4+"/32")]
 		return !ok
 	})
 	if err := echoOnce(g, rv4+":7", 2*time.Second); err == nil {
@@ -142,7 +143,7 @@ func TestExposeAndLocalAccess(t *testing.T) {
 	if _, err := m.dial(g.Address(), 80, 3*time.Second); err == nil {
 		t.Fatal("m reached the exposed service; g's policy does not allow it")
 	}
-	st, err := g.Services(context.Background())
+	st, err := g.ServicesArea().Services(context.Background())
 	if err != nil || len(st.Expose) != 1 || st.Expose[0].Total < 2 {
 		t.Errorf("services status: %+v %v", st, err)
 	}
@@ -172,11 +173,11 @@ func TestAPIChangesPersist(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Proto: "udp", Port: 53, Target: "127.0.0.1:5353"}))
-	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Remove: true, Proto: "tcp", Port: 80}))
-	mustNil(g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteAccept, From: "*", Prefix: "192.168.0.0/16"}))
-	mustNil(g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteUnaccept, From: "*", Prefix: "10.99.0.0/24"}))
-	if _, err := g.ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteOffer, Prefix: "10.0.0.0/8"}); err == nil {
+	mustNil(g.ServicesArea().ChangeExpose(ctx, adminapi.ExposeChange{Proto: "udp", Port: 53, Target: "127.0.0.1:5353"}))
+	mustNil(g.ServicesArea().ChangeExpose(ctx, adminapi.ExposeChange{Remove: true, Proto: "tcp", Port: 80}))
+	mustNil(g.RoutesArea().ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteAccept, From: "*", Prefix: "192.168.0.0/16"}))
+	mustNil(g.RoutesArea().ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteUnaccept, From: "*", Prefix: "10.99.0.0/24"}))
+	if _, err := g.RoutesArea().ChangeRoutes(ctx, adminapi.RouteChange{Op: adminapi.RouteOffer, Prefix: "10.0.0.0/8"}); err == nil {
 		t.Error("a userspace node accepted an offer")
 	}
 	st, err := os.Stat(filepath.Join(g.dir, "services.json"))
@@ -186,19 +187,19 @@ func TestAPIChangesPersist(t *testing.T) {
 	g.Close()
 
 	g.start(t, doc)
-	sv, _ := g.Services(ctx)
+	sv, _ := g.ServicesArea().Services(ctx)
 	if len(sv.Expose) != 1 || sv.Expose[0].Proto != "udp" || sv.Expose[0].Port != 53 {
 		t.Errorf("after restart, exposed: %+v", sv.Expose)
 	}
-	r, _ := g.Routes(ctx)
+	r, _ := g.RoutesArea().Routes(ctx)
 	if len(r.Accept) != 1 || r.Accept[0].Prefix != "192.168.0.0/16" {
 		t.Errorf("after restart, accept rules: %+v", r.Accept)
 	}
 	// The API brings back what the file has and the state removed.
-	mustNil(g.ChangeExpose(ctx, adminapi.ExposeChange{Proto: "tcp", Port: 80, Target: "127.0.0.1:8080"}))
+	mustNil(g.ServicesArea().ChangeExpose(ctx, adminapi.ExposeChange{Proto: "tcp", Port: 80, Target: "127.0.0.1:8080"}))
 	g.Close()
 	g.start(t, doc)
-	if sv, _ := g.Services(ctx); len(sv.Expose) != 2 {
+	if sv, _ := g.ServicesArea().Services(ctx); len(sv.Expose) != 2 {
 		t.Errorf("after a second restart, exposed: %+v", sv.Expose)
 	}
 }
@@ -217,22 +218,22 @@ func TestWildcardAcceptNeedsPolicy(t *testing.T) {
 	x.ipv4 = "auto"
 	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
 	g.start(t, acceptDoc("*", "100.64.0.0/10")+peerDoc(x))
-	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+	if _, err := g.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatalf("g pings x: %v", err)
 	}
 	testnet.WaitFor(t, 10*time.Second, "g hears x's offer", func() bool {
-		r, _ := g.Routes(context.Background())
+		r, _ := g.RoutesArea().Routes(context.Background())
 		return len(r.Learned) == 1
 	})
-	r, _ := g.Routes(context.Background())
+	r, _ := g.RoutesArea().Routes(context.Background())
 	if l := r.Learned[0]; l.Prefix != x.derived(t)+"/32" || l.State != "not_accepted" || l.Reason != "policy" {
 		t.Fatalf("g installed the /32 of a peer its policy does not let in: %+v", r.Learned)
 	}
 	// Once the policy lets x in, the "*" rule applies.
-	if _, err := g.Allow(context.Background(), adminapi.AllowRequest{From: x.Address().String(), Proto: "icmp"}); err != nil {
+	if _, err := g.PolicyArea().Allow(context.Background(), adminapi.AllowRequest{From: x.Address().String(), Proto: "icmp"}); err != nil {
 		t.Fatal(err)
 	}
-	r, _ = g.Routes(context.Background())
+	r, _ = g.RoutesArea().Routes(context.Background())
 	if r.Learned[0].State != "installed" {
 		t.Fatalf("after allow: %+v", r.Learned)
 	}
@@ -243,15 +244,15 @@ func TestOfferChurnIsLimited(t *testing.T) {
 	g, x := prepare(t, "g"), prepare(t, "x")
 	x.start(t, allowDoc(g.key.Public().String(), "icmp", ""))
 	g.start(t, acceptDoc("*", "10.0.0.0/8")+peerDoc(x)+allowDoc(x.key.Public().String(), "icmp", ""))
-	if _, err := g.Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
+	if _, err := g.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: x.Address().String()}); err != nil {
 		t.Fatal(err)
 	}
-	for i := range maxOfferChanges + 5 {
+	for i := range routeplan.MaxChanges + 5 {
 		pr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 0}), 16)
 		g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: uint32(i), Routes: []netip.Prefix{pr}}})
 	}
-	r, _ := g.Routes(context.Background())
-	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", maxOfferChanges) {
-		t.Fatalf("after %d changes: %+v", maxOfferChanges+5, r.Learned)
+	r, _ := g.RoutesArea().Routes(context.Background())
+	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", routeplan.MaxChanges) {
+		t.Fatalf("after %d changes: %+v", routeplan.MaxChanges+5, r.Learned)
 	}
 }

@@ -213,8 +213,9 @@ func (n *Node) resolveName(ctx context.Context, host string) (netip.Addr, error)
 	return addrs[0].Unmap(), nil
 }
 
-// Services implements adminapi.Backend.
-func (n *Node) Services(ctx context.Context) (adminapi.Services, error) {
+// Services is GET /v1/services.
+func (a ServicesArea) Services(ctx context.Context) (adminapi.Services, error) {
+	n := a.Node
 	return n.servicesStatus(), nil
 }
 
@@ -235,8 +236,9 @@ func (n *Node) servicesStatus() adminapi.Services {
 	return out
 }
 
-// ChangeExpose implements adminapi.Backend.
-func (n *Node) ChangeExpose(ctx context.Context, req adminapi.ExposeChange) (adminapi.Services, error) {
+// ChangeExpose is POST /v1/services/expose.
+func (a ServicesArea) ChangeExpose(ctx context.Context, req adminapi.ExposeChange) (adminapi.Services, error) {
+	n := a.Node
 	if n.svc.exposer == nil {
 		return adminapi.Services{}, errClosing
 	}
@@ -284,8 +286,8 @@ func exposedService(addr netip.Addr, s services.Service) adminapi.ExposedService
 // isHostAddr reports whether a is one of the host's own addresses beyond
 // the overlay (kernel mode; routes.Host).
 func (n *Node) isHostAddr(a netip.Addr) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.rtMu.Lock()
+	defer n.rtMu.Unlock()
 	_, ok := slices.BinarySearchFunc(n.host.Addrs, a, netip.Addr.Compare)
 	return ok
 }

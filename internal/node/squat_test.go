@@ -51,7 +51,7 @@ func (tn *testNode) derived(t *testing.T) string {
 // learned returns the state of prefix as offered by from, as tomoe routes
 // shows it on tn ("" if tn has not learnt it).
 func (tn *testNode) learned(from *testNode, prefix string) adminapi.LearnedRoute {
-	r, _ := tn.Routes(context.Background())
+	r, _ := tn.RoutesArea().Routes(context.Background())
 	for _, l := range r.Learned {
 		if l.Peer == from.key.Public().String() && l.Prefix == prefix {
 			return l
@@ -93,7 +93,7 @@ func TestWildcardAcceptTakesOnlyDerivedIPv4(t *testing.T) {
 	y.ipv4 = free
 	y.start(t, peerDoc(g)+acceptDoc(g.Address().String(), "100.64.0.0/10"))
 	g.waitLearned(t, y, free+"/32", "not_accepted")
-	if _, err := g.ChangeRoutes(context.Background(), adminapi.RouteChange{Op: adminapi.RouteAccept, From: y.key.Public().String(), Prefix: free + "/32"}); err != nil {
+	if _, err := g.RoutesArea().ChangeRoutes(context.Background(), adminapi.RouteChange{Op: adminapi.RouteAccept, From: y.key.Public().String(), Prefix: free + "/32"}); err != nil {
 		t.Fatal(err)
 	}
 	g.waitLearned(t, y, free+"/32", "installed")
@@ -124,7 +124,7 @@ func TestDerivedIPv4Collision(t *testing.T) {
 	}
 	// b asks a for its offer (a rule names "*", and a greets b once a
 	// session is up): each sees the other offer its own address.
-	if _, err := b.Ping(context.Background(), adminapi.PingRequest{Address: a.Address().String()}); err != nil {
+	if _, err := b.StatusArea().Ping(context.Background(), adminapi.PingRequest{Address: a.Address().String()}); err != nil {
 		t.Fatalf("b pings a: %v", err)
 	}
 	a.waitLearned(t, b, self, "conflict")
@@ -154,7 +154,7 @@ func TestIPv4AutoOffered(t *testing.T) {
 	g.start(t, acceptDoc("*", "100.64.0.0/10")+allowDoc(x.key.Public().String(), "icmp", ""))
 	x.start(t, peerDoc(g)+acceptDoc(g.Address().String(), "100.64.0.0/10")+allowDoc(g.key.Public().String(), "tcp", "7"))
 	want := netip.MustParseAddr(x.derived(t))
-	if st, err := x.Status(context.Background()); err != nil || st.IPv4 != want.String() {
+	if st, err := x.StatusArea().Status(context.Background()); err != nil || st.IPv4 != want.String() {
 		t.Errorf("status shows ipv4 %q (%v), want %s", st.IPv4, err, want)
 	}
 	x.echo4(t, want.String(), 7)

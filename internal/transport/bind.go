@@ -138,6 +138,14 @@ func NewBind(log *slog.Logger) *Bind {
 	return newBind(conn.NewStdNetBind(), log)
 }
 
+// NewBindOn returns a Bind over inner instead of the host's sockets (an
+// in-memory network, in tests). inner's ReceiveFuncs must return
+// *conn.StdNetEndpoint endpoints, as StdNetBind's do, and its Send take
+// them.
+func NewBindOn(inner conn.Bind, log *slog.Logger) *Bind {
+	return newBind(inner, log)
+}
+
 func newBind(inner conn.Bind, log *slog.Logger) *Bind {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
