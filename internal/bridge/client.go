@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 	"github.com/tomoe-net/tomoe/internal/transport"
@@ -121,7 +122,7 @@ type ClientStats struct {
 
 type lookupAnswer struct {
 	via *bridgeConn
-	m   Message
+	m   wire.Message
 }
 
 // NewClient prepares the client; Start begins registering.
@@ -196,7 +197,7 @@ func (c *Client) Close() {
 
 func (c *Client) close() {
 	for _, b := range c.bridges {
-		b.send(Message{Kind: KindUnregister})
+		b.send(wire.Message{Kind: wire.KindUnregister})
 	}
 	c.handleMu.Lock()
 	c.closed = true
@@ -275,7 +276,7 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 		n := 0
 		for _, b := range c.bridges {
 			if b.registered() {
-				b.send(Message{Kind: KindLookup, Seq: seq, Address: addr})
+				b.send(wire.Message{Kind: wire.KindLookup, Seq: seq, Address: addr})
 				n++
 			}
 		}
@@ -359,7 +360,7 @@ func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 // shared key that is cached; a frame from another sender this node would
 // talk to goes to the worker, within its budgets.
 func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
-	from, err := Sender(frame)
+	from, err := wire.Sender(frame)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
@@ -376,7 +377,7 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		c.strangers.submit(frame, src, time.Now())
 		return
 	}
-	m, err := Open(frame, k)
+	m, err := wire.Open(frame, k)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
@@ -390,7 +391,7 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 
 // handleStranger acts, on the worker, on a frame from a sender whose key
 // was not cached when it came: a peer (a bridge's key is always cached).
-func (c *Client) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+func (c *Client) handleStranger(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	if b := c.bridgeByKey(from); b != nil {
 		b.handle(m, src, false)
 		return
@@ -407,7 +408,7 @@ func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
 	return nil
 }
 
-func (c *Client) deliverLookup(b *bridgeConn, m Message) {
+func (c *Client) deliverLookup(b *bridgeConn, m wire.Message) {
 	c.mu.Lock()
 	ch := c.lookups[m.Seq]
 	c.mu.Unlock()

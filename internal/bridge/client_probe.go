@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -38,10 +39,10 @@ const (
 // answer goes to where the probe came from.
 const (
 	// peerClockWindow is how far a probe's time (the peer's clock) may be
-	// from ours. Nodes are within maxClockSkew of their bridge's clock
+	// from ours. Nodes are within wire.MaxClockSkew of their bridge's clock
 	// (it refuses them otherwise), so within twice that of each other;
 	// a minute more for the way.
-	peerClockWindow = 2*maxClockSkew + time.Minute
+	peerClockWindow = 2*wire.MaxClockSkew + time.Minute
 	// probeReorder: a probe up to this much older than the newest one
 	// answered from that peer is still answered, once. A peer probes
 	// several of our endpoints at once, and the paths reorder them.
@@ -123,10 +124,10 @@ func (c *Client) answerableLocked(key identity.PublicKey, t int64, now time.Time
 // the other way without our probing src ourselves. So a probe costs this
 // node exactly one packet, however it got here, and src (which a copier
 // chooses) never becomes a place we probe.
-func (c *Client) handlePeer(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+func (c *Client) handlePeer(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	now := time.Now()
 	switch m.Kind {
-	case KindProbe:
+	case wire.KindProbe:
 		c.mu.Lock()
 		ok := c.answerableLocked(from, m.Time, now)
 		c.mu.Unlock()
@@ -134,12 +135,12 @@ func (c *Client) handlePeer(from identity.PublicKey, shared *SharedKey, m Messag
 			c.stats.ProbesRefused.Add(1)
 			return
 		}
-		ack := Message{Kind: KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
+		ack := wire.Message{Kind: wire.KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
 		if frame, err := c.keys.seal(from, shared, ack); err == nil {
 			c.stats.ProbesAnswered.Add(1)
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
-	case KindProbeAck:
+	case wire.KindProbeAck:
 		// Only the answer to a probe (or challenge) we sent, once, from
 		// where we sent it: a replayed answer cannot point the peer
 		// anywhere, nor draw a packet.
@@ -154,7 +155,7 @@ func (c *Client) handlePeer(from identity.PublicKey, shared *SharedKey, m Messag
 			return
 		}
 		// The peer's challenge: answered once, to where our probe went.
-		if frame, err := c.keys.seal(from, shared, Message{Kind: KindProbeAck, Echo: m.Seq}); err == nil {
+		if frame, err := c.keys.seal(from, shared, wire.Message{Kind: wire.KindProbeAck, Echo: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
 	default:
@@ -315,7 +316,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 				c.stats.ProbesLimited.Add(1)
 				continue
 			}
-			frame, err := c.keys.seal(k, nil, Message{Kind: KindProbe, Seq: c.newProbe(k, ep, now, false)})
+			frame, err := c.keys.seal(k, nil, wire.Message{Kind: wire.KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue
 			}
@@ -364,7 +365,7 @@ const maxIntroduced = 4096
 
 // freshIntroduction reports whether an introduction of key stamped t (the
 // bridge's clock) is news at now, and if so notes it. The bridge and this
-// node agree on the time within maxClockSkew (the bridge refuses it
+// node agree on the time within wire.MaxClockSkew (the bridge refuses it
 // otherwise), and the bridge's introductions of one peer come in order: a
 // replayed one (which would make this node probe old endpoints and point
 // the peer's relay at an old id) is neither fresh nor newer. When the

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
@@ -240,7 +241,7 @@ func (b *bridgeConn) sendRegister(seq uint64) {
 		token = b.cfg.Token
 	}
 	b.mu.Unlock()
-	b.send(Message{Kind: KindRegister, Seq: seq, Token: token, Endpoints: eps})
+	b.send(wire.Message{Kind: wire.KindRegister, Seq: seq, Token: token, Endpoints: eps})
 }
 
 // keepalive re-registers every interval until registrationLapse of them
@@ -277,10 +278,10 @@ func (b *bridgeConn) keepalive() {
 }
 
 // send seals m to the bridge over its current transport.
-func (b *bridgeConn) send(m Message) {
+func (b *bridgeConn) send(m wire.Message) {
 	b.mu.Lock()
 	tcp, addr := b.tcp, b.addr
-	if m.Kind == KindRegister {
+	if m.Kind == wire.KindRegister {
 		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
 		m.Time = max(time.Now().UnixNano(), last+1)
 		b.sent[b.sentNext] = m.Time
@@ -324,11 +325,11 @@ func (b *bridgeConn) sawSource(src netip.AddrPort) {
 
 // handle acts on a message from the bridge (proven by its key), which
 // came from src over UDP or over the TCP connection.
-func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
+func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 	switch m.Kind {
-	case KindRegistered, KindRefused:
+	case wire.KindRegistered, wire.KindRefused:
 		b.mu.Lock()
-		fresh := b.answersLocked(int64(m.Echo), m.Kind == KindRefused)
+		fresh := b.answersLocked(int64(m.Echo), m.Kind == wire.KindRefused)
 		b.mu.Unlock()
 		if !fresh {
 			b.c.stats.Dropped.Add(1)
@@ -336,7 +337,7 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 	}
 	switch m.Kind {
-	case KindRegistered:
+	case wire.KindRegistered:
 		if !overTCP {
 			b.sawSource(src)
 		}
@@ -368,13 +369,13 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.setState("registered", "")
 		b.signal()
-	case KindRefused:
+	case wire.KindRefused:
 		b.mu.Lock()
 		b.refused = true
 		b.mu.Unlock()
 		b.setState("refused", m.Text)
 		b.signal()
-	case KindChallenge:
+	case wire.KindChallenge:
 		// Another node's registration held the address our Register came
 		// from: the bridge asks us to prove we receive there (a NAT gave
 		// us an address it had) by registering again with its nonce.
@@ -387,9 +388,9 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.c.log.Info("the bridge asks this node to prove its address (another node held it); answering", "bridge", b.cfg.Endpoint)
 		b.sendRegister(m.Seq)
-	case KindLookupReply:
+	case wire.KindLookupReply:
 		b.c.deliverLookup(b, m)
-	case KindIntroduce:
+	case wire.KindIntroduce:
 		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
 			return
 		}

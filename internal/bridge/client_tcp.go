@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 )
 
 // clientTCP is a node's TCP connection to a bridge, used when UDP gets no
@@ -88,7 +90,7 @@ func (t *clientTCP) write(frame []byte) {
 }
 
 func (t *clientTCP) writeLocked(frame []byte) error {
-	if len(frame) > MaxFrame {
+	if len(frame) > wire.MaxFrame {
 		return io.ErrShortWrite
 	}
 	var l [2]byte
@@ -117,7 +119,7 @@ func (t *clientTCP) readLoop() {
 	defer t.b.c.wg.Done()
 	defer t.close()
 	r := bufio.NewReaderSize(t.conn, 64<<10)
-	buf := make([]byte, MaxFrame)
+	buf := make([]byte, wire.MaxFrame)
 	for {
 		var l [2]byte
 		if _, err := io.ReadFull(r, l[:]); err != nil {
@@ -128,7 +130,7 @@ func (t *clientTCP) readLoop() {
 		if _, err := io.ReadFull(r, frame); err != nil {
 			return
 		}
-		if id, msg, ok := ParseRelay(frame); ok {
+		if id, msg, ok := wire.ParseRelay(frame); ok {
 			t.b.c.cfg.Bind.Deliver(msg, t, id)
 			continue
 		}

@@ -12,6 +12,8 @@ import (
 	"golang.org/x/crypto/nacl/box"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/transport"
@@ -63,13 +65,13 @@ type fakeBridge struct {
 }
 
 // tell seals m to the last node that registered and sends it there.
-func (f *fakeBridge) tell(t *testing.T, m Message) {
+func (f *fakeBridge) tell(t *testing.T, m wire.Message) {
 	t.Helper()
 	f.sendRaw(t, f.seal(t, m))
 }
 
 // seal seals m to the last node that registered.
-func (f *fakeBridge) seal(t *testing.T, m Message) []byte {
+func (f *fakeBridge) seal(t *testing.T, m wire.Message) []byte {
 	t.Helper()
 	f.mu.Lock()
 	to := f.node
@@ -98,7 +100,7 @@ func (f *fakeBridge) lastRegister() int64 {
 	return f.lastReg
 }
 
-func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
+func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBridge {
 	t.Helper()
 	k := testKey(t)
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
@@ -120,14 +122,14 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 			if err != nil {
 				continue
 			}
-			var reply Message
+			var reply wire.Message
 			switch m.Kind {
-			case KindRegister:
+			case wire.KindRegister:
 				f.mu.Lock()
 				f.node, f.nodeAt, f.lastReg = sender, from, m.Time
 				f.mu.Unlock()
-				reply = Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
-			case KindLookup:
+				reply = wire.Message{Kind: wire.KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
+			case wire.KindLookup:
 				reply = answer(m)
 			default:
 				continue
@@ -144,17 +146,17 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 
 // openAny opens a control frame from any sender, learning its key: what
 // a test's bridge may spend.
-func openAny(keys *keyCache, frame []byte) (identity.PublicKey, Message, error) {
-	from, err := Sender(frame)
+func openAny(keys *keyCache, frame []byte) (identity.PublicKey, wire.Message, error) {
+	from, err := wire.Sender(frame)
 	if err != nil {
-		return from, Message{}, err
+		return from, wire.Message{}, err
 	}
 	k := keys.cached(from)
 	if k == nil {
 		k = keys.compute(from)
 		keys.keep(from, k)
 	}
-	m, err := Open(frame, k)
+	m, err := wire.Open(frame, k)
 	return from, m, err
 }
 
@@ -186,8 +188,8 @@ func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges
 // address is caught: the answer is counted, logged and never used.
 func TestLookupRejectsWrongKey(t *testing.T) {
 	liar := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message {
-		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: liar, ID: 9}
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: liar, ID: 9}
 	})
 	c := startClient(t, fb.config())
 	target := testKey(t).Public().Address()
@@ -204,12 +206,12 @@ func TestLookupRejectsWrongKey(t *testing.T) {
 // at once rather than at the timeout.
 func TestLookupFoundAndNotFound(t *testing.T) {
 	owner := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message {
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
 		if m.Address == owner.Address() {
-			return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: owner, ID: 5,
+			return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: owner, ID: 5,
 				Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")}}
 		}
-		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
 	})
 	c := startClient(t, fb.config())
 	f, err := c.Lookup(context.Background(), owner.Address())
@@ -292,7 +294,9 @@ func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
 // the client (in kernel mode, one whose queries carry the underlay mark,
 // routes.Resolver), not the system's.
 func TestBridgeNameUsesGivenResolver(t *testing.T) {
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	dnsPC, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -323,7 +327,9 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 // clock, to whoever sent it, which may be this node's address). A
 // refusal of its newest Register (a revocation) counts.
 func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	c := startClient(t, fb.config())
 	stillRegistered := func(what string) {
 		t.Helper()
@@ -334,24 +340,24 @@ func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
 		}
 	}
 	old := fb.lastRegister() - int64(time.Hour)
-	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
 	stillRegistered("a refusal of a Register it did not send")
-	fb.tell(t, Message{Kind: KindRefused, Text: "revoked"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Text: "revoked"})
 	stillRegistered("a refusal that answers nothing")
-	fb.tell(t, Message{Kind: KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
+	fb.tell(t, wire.Message{Kind: wire.KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
 	stillRegistered("a second answer to its last Register")
 
-	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
 	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
 }
 
 // sealPlain seals arbitrary plaintext as a control frame from priv to
 // the key shared: what a bridge or peer holding its key could send.
 func sealPlain(priv identity.PrivateKey, to identity.PublicKey, plain []byte) []byte {
-	shared := Precompute(priv, to)
+	shared := wire.Precompute(priv, to)
 	from := priv.Public()
 	var nonce [24]byte
-	b := append([]byte{FrameControl, version, 0, 0}, from[:]...)
+	b := append([]byte{wire.FrameControl, wire.Version, 0, 0}, from[:]...)
 	b = append(b, nonce[:]...)
 	k := [32]byte(shared)
 	return box.SealAfterPrecomputation(b, plain, &nonce, &k)
@@ -365,23 +371,23 @@ func FuzzClientFrames(f *testing.F) {
 	bridgeKey := identity.PrivateKeyFromBytes([32]byte{9})
 	peer := identity.PrivateKeyFromBytes([32]byte{7})
 	now := time.Now().UnixNano()
-	msgs := sampleMessages()
+	msgs := bridgetest.SampleMessages()
 	msgs = append(msgs,
-		Message{Kind: KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
-		Message{Kind: KindProbe, Time: now, Seq: 1},
-		Message{Kind: KindProbeAck, Time: now, Echo: 1, Seq: 2},
-		Message{Kind: KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
-		Message{Kind: KindChallenge, Time: now, Echo: uint64(now), Seq: 3},
+		wire.Message{Kind: wire.KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
+		wire.Message{Kind: wire.KindProbe, Time: now, Seq: 1},
+		wire.Message{Kind: wire.KindProbeAck, Time: now, Echo: 1, Seq: 2},
+		wire.Message{Kind: wire.KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
+		wire.Message{Kind: wire.KindChallenge, Time: now, Echo: uint64(now), Seq: 3},
 	)
 	for _, m := range msgs {
-		plain, err := m.marshal(nil)
+		plain, err := m.AppendBinary(nil)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(byte(0), plain)
 		f.Add(byte(1), plain)
 	}
-	f.Add(byte(2), []byte{FrameControl, 1, 0, 0}) // a version 1 header
+	f.Add(byte(2), []byte{wire.FrameControl, 1, 0, 0}) // a version 1 header
 	f.Add(byte(2), relayFrame(1, "x"))
 	f.Fuzz(func(t *testing.T, who byte, b []byte) {
 		c := NewClient(ClientConfig{Key: node, Bind: transport.NewBind(nil),

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -81,7 +82,7 @@ func TestRegisterDropsImplausibleLocalEndpoints(t *testing.T) {
 		t.Fatalf("from loopback: local endpoints %v", got)
 	}
 	remote := netip.MustParseAddrPort("192.0.2.1:4610")
-	h.s.HandleFrames([][]byte{na.seal(Message{Kind: KindRegister, Endpoints: []netip.AddrPort{lo, good[0]}})}, []netip.AddrPort{remote})
+	h.s.HandleFrames([][]byte{na.seal(wire.Message{Kind: wire.KindRegister, Endpoints: []netip.AddrPort{lo, good[0]}})}, []netip.AddrPort{remote})
 	if got := local(); !slices.Equal(got, good[:1]) {
 		t.Fatalf("from %s: local endpoints %v", remote, got)
 	}
@@ -92,7 +93,9 @@ func TestRegisterDropsImplausibleLocalEndpoints(t *testing.T) {
 // overlay addresses, or nowhere.
 func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
 	peer := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
 	c.bcast.mu.Lock()
 	c.bcast.addrs = func() ([]net.Addr, error) {
@@ -104,7 +107,7 @@ func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
 	for _, s := range []string{"224.0.0.1:1", "255.255.255.255:2", "0.0.0.0:3", "169.254.169.254:80", "192.168.77.255:5", "[fe80::1]:6", "198.51.100.7:4610", "127.0.0.1:9"} {
 		eps = append(eps, netip.MustParseAddrPort(s))
 	}
-	fb.tell(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
+	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
 	candidates := func() []netip.AddrPort {
 		c.mu.Lock()
 		defer c.mu.Unlock()

@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -28,10 +29,10 @@ type keyCache struct {
 	pub  identity.PublicKey
 
 	mu       sync.RWMutex // guards pinned, pending, pendingQ, learned
-	pinned   map[identity.PublicKey]*SharedKey
+	pinned   map[identity.PublicKey]*wire.SharedKey
 	pending  map[identity.PublicKey]bool // to pin, not computed yet
 	pendingQ []identity.PublicKey        // pending's keys in order (and some no longer pending)
-	learned  map[identity.PublicKey]*SharedKey
+	learned  map[identity.PublicKey]*wire.SharedKey
 	max      int // bound of learned
 
 	// keepOpened: learn the key of every sender whose frame opens. A
@@ -47,8 +48,8 @@ type keyCache struct {
 
 func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
 	return &keyCache{priv: priv, pub: priv.Public(), max: max, keepOpened: true, x25519: new(atomic.Uint64),
-		pinned: make(map[identity.PublicKey]*SharedKey), pending: make(map[identity.PublicKey]bool),
-		learned: make(map[identity.PublicKey]*SharedKey)}
+		pinned: make(map[identity.PublicKey]*wire.SharedKey), pending: make(map[identity.PublicKey]bool),
+		learned: make(map[identity.PublicKey]*wire.SharedKey)}
 }
 
 // newAdmittedKeyCache is a bridge's cache: it keeps the keys of the nodes
@@ -61,18 +62,18 @@ func newAdmittedKeyCache(priv identity.PrivateKey, max int) *keyCache {
 
 // compute derives the shared key with peer: one X25519, counted. Never on
 // a receive goroutine.
-func (c *keyCache) compute(peer identity.PublicKey) *SharedKey {
+func (c *keyCache) compute(peer identity.PublicKey) *wire.SharedKey {
 	if f := c.onX25519.Load(); f != nil {
 		(*f)()
 	}
 	c.x25519.Add(1)
-	s := Precompute(c.priv, peer)
+	s := wire.Precompute(c.priv, peer)
 	return &s
 }
 
 // cached returns the shared key with peer if it is pinned or learned, else
 // nil. It never computes: receive goroutines call it.
-func (c *keyCache) cached(peer identity.PublicKey) *SharedKey {
+func (c *keyCache) cached(peer identity.PublicKey) *wire.SharedKey {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if k := c.pinned[peer]; k != nil {
@@ -82,7 +83,7 @@ func (c *keyCache) cached(peer identity.PublicKey) *SharedKey {
 }
 
 // keep learns peer's shared key.
-func (c *keyCache) keep(peer identity.PublicKey, s *SharedKey) {
+func (c *keyCache) keep(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pinned[peer] != nil {
@@ -105,7 +106,7 @@ func (c *keyCache) pinNow(peer identity.PublicKey) {
 }
 
 // pinShared pins peer's shared key s, computed already.
-func (c *keyCache) pinShared(peer identity.PublicKey, s *SharedKey) {
+func (c *keyCache) pinShared(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pinned[peer] = s
@@ -180,7 +181,7 @@ func (c *keyCache) nextPending() (identity.PublicKey, bool) {
 }
 
 // pinComputed pins s for peer if peer is still waiting for it.
-func (c *keyCache) pinComputed(peer identity.PublicKey, s *SharedKey) {
+func (c *keyCache) pinComputed(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[peer] {
@@ -203,7 +204,7 @@ func (c *keyCache) forget(peer identity.PublicKey) {
 // goroutines that may spend one call seal with a key not cached) and
 // learns (unless keepOpened is off and m is a refusal: a bridge keeps only
 // the keys it admits).
-func (c *keyCache) seal(to identity.PublicKey, shared *SharedKey, m Message) ([]byte, error) {
+func (c *keyCache) seal(to identity.PublicKey, shared *wire.SharedKey, m wire.Message) ([]byte, error) {
 	if m.Time == 0 {
 		m.Time = time.Now().UnixNano()
 	}
@@ -213,9 +214,9 @@ func (c *keyCache) seal(to identity.PublicKey, shared *SharedKey, m Message) ([]
 	}
 	if k == nil {
 		k = c.compute(to)
-		if c.keepOpened || m.Kind != KindRefused {
+		if c.keepOpened || m.Kind != wire.KindRefused {
 			c.keep(to, k)
 		}
 	}
-	return Seal(make([]byte, 0, 160), c.pub, k, &m)
+	return wire.Seal(make([]byte, 0, 160), c.pub, k, &m)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -55,9 +56,9 @@ func probeNode(t *testing.T, k identity.PrivateKey, wants ...identity.PublicKey)
 func TestReplayedProbeCostsOnePacketAtMost(t *testing.T) {
 	peer, k := testKey(t), testKey(t)
 	c, _ := probeNode(t, k, peer.Public())
-	shared := Precompute(peer, k.Public())
+	shared := wire.Precompute(peer, k.Public())
 	probe := func(seq uint64, at time.Time) []byte {
-		f, err := Seal(nil, peer.Public(), &shared, &Message{Kind: KindProbe, Time: at.UnixNano(), Seq: seq})
+		f, err := wire.Seal(nil, peer.Public(), &shared, &wire.Message{Kind: wire.KindProbe, Time: at.UnixNano(), Seq: seq})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -75,9 +76,9 @@ func TestReplayedProbeCostsOnePacketAtMost(t *testing.T) {
 	// A fresh probe from each marks the end: everything sent to v1 and v2
 	// before its answer is what the frames above cost.
 	c.HandleFrames([][]byte{probe(45, time.Now()), probe(46, time.Now())}, []netip.AddrPort{sockAddr(v1), sockAddr(v2)})
-	received := func(pc *net.UDPConn, end uint64) []Message {
+	received := func(pc *net.UDPConn, end uint64) []wire.Message {
 		t.Helper()
-		var got []Message
+		var got []wire.Message
 		buf := make([]byte, 2048)
 		for {
 			pc.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -85,17 +86,17 @@ func TestReplayedProbeCostsOnePacketAtMost(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v after %+v", sockAddr(pc), err, got)
 			}
-			m, err := Open(buf[:n], &shared)
+			m, err := wire.Open(buf[:n], &shared)
 			if err != nil {
 				t.Fatalf("%s: %v", sockAddr(pc), err)
 			}
-			if m.Kind == KindProbeAck && m.Echo == end {
+			if m.Kind == wire.KindProbeAck && m.Echo == end {
 				return got
 			}
 			got = append(got, m)
 		}
 	}
-	if got := received(v1, 45); len(got) != 1 || got[0].Kind != KindProbeAck || got[0].Echo != 42 {
+	if got := received(v1, 45); len(got) != 1 || got[0].Kind != wire.KindProbeAck || got[0].Echo != 42 {
 		t.Fatalf("the probe's source got %+v, want one answer", got)
 	}
 	if got := received(v2, 46); len(got) != 0 {
@@ -111,11 +112,11 @@ func TestReplayedProbeCostsOnePacketAtMost(t *testing.T) {
 func TestProbeReorderAndRate(t *testing.T) {
 	peer, k := testKey(t), testKey(t)
 	c, _ := probeNode(t, k, peer.Public())
-	shared := Precompute(peer, k.Public())
+	shared := wire.Precompute(peer, k.Public())
 	src := sockAddr(udpSocket(t))
 	now := time.Now()
 	send := func(seq uint64, at time.Time) {
-		f, err := Seal(nil, peer.Public(), &shared, &Message{Kind: KindProbe, Time: at.UnixNano(), Seq: seq})
+		f, err := wire.Seal(nil, peer.Public(), &shared, &wire.Message{Kind: wire.KindProbe, Time: at.UnixNano(), Seq: seq})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +165,9 @@ func TestProbeThreeWay(t *testing.T) {
 // relay path at the relay id it names).
 func TestReplayedIntroductionIgnored(t *testing.T) {
 	peer := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
 	eps := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}
 	introduced := func() bool {
@@ -172,7 +175,7 @@ func TestReplayedIntroductionIgnored(t *testing.T) {
 		defer c.mu.Unlock()
 		return c.candidates[peer] != nil
 	}
-	captured := fb.seal(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
+	captured := fb.seal(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
 	fb.sendRaw(t, captured)
 	waitCond(t, "the introduction", introduced)
 	c.mu.Lock()
@@ -181,12 +184,12 @@ func TestReplayedIntroductionIgnored(t *testing.T) {
 
 	dropped := c.Stats().Dropped.Load()
 	fb.sendRaw(t, captured)
-	fb.tell(t, Message{Kind: KindIntroduce, Time: time.Now().Add(-peerClockWindow - time.Second).UnixNano(), Key: peer, ID: 8, Endpoints: eps})
+	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Time: time.Now().Add(-peerClockWindow - time.Second).UnixNano(), Key: peer, ID: 8, Endpoints: eps})
 	waitCond(t, "the replay and the stale one dropped", func() bool { return c.Stats().Dropped.Load() == dropped+2 })
 	if introduced() {
 		t.Fatal("a replayed or stale introduction made the node probe again")
 	}
-	fb.tell(t, Message{Kind: KindIntroduce, Key: peer, ID: 7, Endpoints: eps}) // a new one works
+	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps}) // a new one works
 	waitCond(t, "a new introduction", introduced)
 }
 

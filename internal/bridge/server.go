@@ -1,3 +1,8 @@
+// Package bridge is tomoe's bridge protocol: nodes register with a bridge,
+// look up other members by overlay address, are introduced to each other to
+// punch through NAT, and have their WireGuard ciphertext relayed when no
+// direct path works (DESIGN.md "Bridges"). The frames it exchanges are
+// package wire's.
 package bridge
 
 import (
@@ -15,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -59,7 +65,7 @@ type ServerStats struct {
 	Enrolments    uint64 `json:"enrolments"`    // keys enrolled with a join token
 	Refused       uint64 `json:"refused"`
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
-	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
+	Stale         uint64 `json:"stale"`       // node messages stamped more than wire.MaxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 	X25519        uint64 `json:"x25519"`      // shared keys computed: admitted keys ahead, or strangers' on a budget
@@ -248,7 +254,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if cfg.RelayMbit > 0 {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
-		s.relayBurst = max(s.relayRate/4, MaxFrame)
+		s.relayBurst = max(s.relayRate/4, wire.MaxFrame)
 	}
 	s.timesPath = registerTimesPath(cfg.StateFile)
 	if err := s.loadTimes(); err != nil {
@@ -352,9 +358,9 @@ func (s *Server) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 		}
 		src := netip.AddrPortFrom(srcs[i].Addr().Unmap(), srcs[i].Port())
 		switch f[0] {
-		case FrameRelay:
+		case wire.FrameRelay:
 			s.relay(f, src, nil, now, out)
-		case FrameControl:
+		case wire.FrameControl:
 			s.control(f, src, nil, now)
 		}
 	}
@@ -401,7 +407,7 @@ func (s *Server) flush(o *relayOut) {
 // relay forwards one relay frame that came from src over UDP (c == nil) or
 // over the TCP connection c.
 func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Time, out *relayOut) {
-	id, _, ok := ParseRelay(f)
+	id, _, ok := wire.ParseRelay(f)
 	if !ok {
 		s.stats.dropMalformed.Add(1)
 		return
@@ -458,7 +464,7 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 // can only be a connection's first frame, the connection's own goroutine
 // opens it within the TCP budget.
 func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.Time) {
-	from, err := Sender(f)
+	from, err := wire.Sender(f)
 	if err != nil {
 		s.stats.badControl.Add(1)
 		return
@@ -488,7 +494,7 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 		shared = s.keys.compute(from)
 		s.keys.pinComputed(from, shared)
 	}
-	m, err := Open(f, shared)
+	m, err := wire.Open(f, shared)
 	if err != nil {
 		s.stats.badControl.Add(1)
 		return
@@ -498,20 +504,20 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 
 // handleStranger acts, on the worker, on a UDP frame from a key whose
 // shared key was not cached when it came.
-func (s *Server) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+func (s *Server) handleStranger(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	if from != s.pub {
 		s.act(from, shared, m, src, nil, s.now())
 	}
 }
 
 // act acts on a message from from (proven: it opened with shared).
-func (s *Server) act(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) act(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	switch m.Kind {
-	case KindRegister:
+	case wire.KindRegister:
 		s.register(from, shared, m, src, c, now)
-	case KindLookup:
+	case wire.KindLookup:
 		s.lookup(from, shared, m, src, c, now)
-	case KindUnregister:
+	case wire.KindUnregister:
 		s.unregister(from, m, src, c, now)
 	}
 }
@@ -528,7 +534,7 @@ func endpointsLocked(reg *registration) []netip.AddrPort {
 
 // lookup answers a Lookup from from (whose frame opened with shared) and
 // introduces it to the node it found.
-func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) lookup(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.RLock()
 	req := s.regs[from]
 	if req == nil || !onPathLocked(req, src, c) {
@@ -545,26 +551,26 @@ func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, s
 		return
 	}
 	s.stats.lookups.Add(1)
-	reply := Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+	reply := wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
 	if m.Address == s.self {
 		reply.Found, reply.Key = true, s.pub
 		s.sendControl(from, shared, reply, src, c)
 		return
 	}
-	var intro Message
+	var intro wire.Message
 	var introDst netip.AddrPort
 	var introConn *serverConn
 	s.mu.RLock()
 	if t := s.byAddr[m.Address]; t != nil {
 		reply.Found, reply.Key, reply.ID, reply.Endpoints = true, t.key, t.id, endpointsLocked(t)
 		if t != req {
-			intro = Message{Kind: KindIntroduce, Key: req.key, ID: req.id, Endpoints: endpointsLocked(req)}
+			intro = wire.Message{Kind: wire.KindIntroduce, Key: req.key, ID: req.id, Endpoints: endpointsLocked(req)}
 			introDst, introConn = t.endpoint, t.tcp
 		}
 	}
 	s.mu.RUnlock()
 	s.sendControl(from, shared, reply, src, c)
-	if intro.Kind == KindIntroduce {
+	if intro.Kind == wire.KindIntroduce {
 		s.stats.introductions.Add(1)
 		s.sendControl(reply.Key, nil, intro, introDst, introConn)
 	}
@@ -572,7 +578,7 @@ func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, s
 
 // sendControl seals m to the key to (with shared, if not nil) and sends
 // it over c, or over UDP to dst.
-func (s *Server) sendControl(to identity.PublicKey, shared *SharedKey, m Message, dst netip.AddrPort, c *serverConn) {
+func (s *Server) sendControl(to identity.PublicKey, shared *wire.SharedKey, m wire.Message, dst netip.AddrPort, c *serverConn) {
 	frame, err := s.keys.seal(to, shared, m)
 	if err != nil {
 		s.logLimited(slog.LevelWarn, "bridge: cannot seal a control message", "peer", to.String(), "err", err)

@@ -10,24 +10,15 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
-// maxClockSkew bounds how far a node message's Time (the node's clock) may
-// be from the bridge's clock, either way. In the past, it is how long a
-// captured Register stays usable once the bridge no longer knows a newer
-// time from that key (after a crash lost the newest one; the bridge also
-// forgets the times of keys quiet for that long, which the window then
-// covers). In the future, it bounds how long one Register stamped ahead (a
-// node whose clock was fast, then stepped back) makes the key's later ones
-// look like replays: the bridge keeps, and persists, the newest time.
-const maxClockSkew = 2 * time.Minute
-
 // clockRefusal returns why a node message stamped t is not fresh at now,
 // in words for the node's user, or "" if it is.
 func clockRefusal(t int64, now time.Time) string {
-	lo, hi := now.Add(-maxClockSkew).UnixNano(), now.Add(maxClockSkew).UnixNano()
+	lo, hi := now.Add(-wire.MaxClockSkew).UnixNano(), now.Add(wire.MaxClockSkew).UnixNano()
 	if t >= lo && t <= hi {
 		return ""
 	}
@@ -41,11 +32,11 @@ func clockRefusal(t int64, now time.Time) string {
 	if off < 10*365*24*3600 {
 		by = time.Duration(off * 1e9).Round(time.Second).String()
 	}
-	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
+	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, wire.MaxClockSkew)
 }
 
 // register acts on a Register from from, whose frame opened with shared.
-func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.adm.mu.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
@@ -88,7 +79,7 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 		// The answer echoes the Register's time: only the node that sent
 		// it acts on it, not one a replay came from (or was spoofed from).
 		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, shared, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
+			s.sendControl(from, shared, wire.Message{Kind: wire.KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
 		}
 		return
 	}
@@ -105,7 +96,7 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 		s.adm.mu.Unlock()
 		s.stats.challenges.Add(1)
 		if s.challenges.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, shared, Message{Kind: KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
+			s.sendControl(from, shared, wire.Message{Kind: wire.KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
 		}
 		return
 	}
@@ -156,7 +147,7 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	if isNew {
 		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
 	}
-	s.sendControl(from, shared, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+	s.sendControl(from, shared, wire.Message{Kind: wire.KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
 }
 
 // A challenge is a MAC of the key, the address and the time (in epochs of
@@ -236,7 +227,7 @@ func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
 	return reg.tcp == nil && reg.endpoint == src
 }
 
-func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) unregister(from identity.PublicKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.regs[from]
@@ -282,7 +273,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	s.mu.Unlock()
 	s.adm.mu.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, nil, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+		s.sendControl(key, nil, wire.Message{Kind: wire.KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()

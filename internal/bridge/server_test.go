@@ -25,10 +25,14 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testKey = bridgetest.Key
 
 // testClock is a clock that moves only when told to.
 type testClock struct{ ns atomic.Int64 }
@@ -137,7 +141,7 @@ type srvNode struct {
 	t      *testing.T
 	key    identity.PrivateKey
 	pub    identity.PublicKey
-	shared SharedKey
+	shared wire.SharedKey
 	clk    *testClock    // the node's clock: the bridge's, unless a test sets it apart
 	stamps *atomic.Int64 // shared by the harness's nodes, so one key's are ordered on any socket
 	last   int64
@@ -155,7 +159,7 @@ func (h *srvHarness) udpNode(key identity.PrivateKey) *srvNode {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { pc.Close() })
-	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, pc: pc, bridge: h.addr()}
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: wire.Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, pc: pc, bridge: h.addr()}
 }
 
 func (h *srvHarness) tcpNode(key identity.PrivateKey) *srvNode {
@@ -166,7 +170,7 @@ func (h *srvHarness) tcpNode(key identity.PrivateKey) *srvNode {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { tc.Close() })
-	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, tc: tc, br: bufio.NewReader(tc)}
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: wire.Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, tc: tc, br: bufio.NewReader(tc)}
 }
 
 func (n *srvNode) addr() netip.AddrPort {
@@ -179,7 +183,7 @@ func (n *srvNode) addr() netip.AddrPort {
 // seal builds a control frame, stamping it with the node's clock, newer
 // than any the harness's nodes stamped before (the test clock stands
 // still).
-func (n *srvNode) seal(m Message) []byte {
+func (n *srvNode) seal(m wire.Message) []byte {
 	n.t.Helper()
 	if m.Time == 0 {
 		for {
@@ -190,14 +194,14 @@ func (n *srvNode) seal(m Message) []byte {
 		}
 		m.Time = n.last
 	}
-	f, err := Seal(nil, n.pub, &n.shared, &m)
+	f, err := wire.Seal(nil, n.pub, &n.shared, &m)
 	if err != nil {
 		n.t.Fatal(err)
 	}
 	return f
 }
 
-func (n *srvNode) send(m Message) { n.t.Helper(); n.sendRaw(n.seal(m)) }
+func (n *srvNode) send(m wire.Message) { n.t.Helper(); n.sendRaw(n.seal(m)) }
 
 func (n *srvNode) sendRaw(f []byte) {
 	n.t.Helper()
@@ -239,9 +243,9 @@ func (n *srvNode) recv() []byte {
 }
 
 // expect receives the next frame, which must be a control message of kind.
-func (n *srvNode) expect(kind Kind) Message {
+func (n *srvNode) expect(kind wire.Kind) wire.Message {
 	n.t.Helper()
-	m, err := Open(n.recv(), &n.shared)
+	m, err := wire.Open(n.recv(), &n.shared)
 	if err != nil {
 		n.t.Fatalf("node %s: %v", n.pub.ShortString(), err)
 	}
@@ -252,10 +256,10 @@ func (n *srvNode) expect(kind Kind) Message {
 }
 
 // register sends a Register and returns the reply (Registered or Refused).
-func (n *srvNode) register(token string, local ...netip.AddrPort) Message {
+func (n *srvNode) register(token string, local ...netip.AddrPort) wire.Message {
 	n.t.Helper()
-	n.send(Message{Kind: KindRegister, Token: token, Endpoints: local})
-	m, err := Open(n.recv(), &n.shared)
+	n.send(wire.Message{Kind: wire.KindRegister, Token: token, Endpoints: local})
+	m, err := wire.Open(n.recv(), &n.shared)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -265,23 +269,23 @@ func (n *srvNode) register(token string, local ...netip.AddrPort) Message {
 func (n *srvNode) mustRegister(local ...netip.AddrPort) uint32 {
 	n.t.Helper()
 	m := n.register("", local...)
-	if m.Kind != KindRegistered || m.ID == 0 {
+	if m.Kind != wire.KindRegistered || m.ID == 0 {
 		n.t.Fatalf("node %s: got %s %q, want registered", n.pub.ShortString(), m.Kind, m.Text)
 	}
 	return m.ID
 }
 
 func relayFrame(id uint32, payload string) []byte {
-	f := make([]byte, RelayHeaderSize+len(payload))
-	RelayHeader(f, id)
-	copy(f[RelayHeaderSize:], payload)
+	f := make([]byte, wire.RelayHeaderSize+len(payload))
+	wire.RelayHeader(f, id)
+	copy(f[wire.RelayHeaderSize:], payload)
 	return f
 }
 
 // expectRelay receives the next frame, which must be a relay frame.
 func (n *srvNode) expectRelay() (uint32, string) {
 	n.t.Helper()
-	id, msg, ok := ParseRelay(n.recv())
+	id, msg, ok := wire.ParseRelay(n.recv())
 	if !ok {
 		n.t.Fatalf("node %s: not a relay frame", n.pub.ShortString())
 	}
@@ -306,10 +310,10 @@ func TestRegisterAllowedAndRefused(t *testing.T) {
 	local := netip.MustParseAddrPort("192.168.7.2:4610")
 
 	m := na.register("", local)
-	if m.Kind != KindRegistered || m.ID == 0 || m.Interval != keepaliveInterval || !slices.Equal(m.Endpoints, []netip.AddrPort{na.addr()}) {
+	if m.Kind != wire.KindRegistered || m.ID == 0 || m.Interval != keepaliveInterval || !slices.Equal(m.Endpoints, []netip.AddrPort{na.addr()}) {
 		t.Fatalf("allowed key: got %+v", m)
 	}
-	if m := nb.register(""); m.Kind != KindRefused || m.Text != refuseNotAllowed {
+	if m := nb.register(""); m.Kind != wire.KindRefused || m.Text != refuseNotAllowed {
 		t.Fatalf("other key: got %s %q", m.Kind, m.Text)
 	}
 	// A keepalive keeps the relay id.
@@ -388,17 +392,17 @@ func TestTokenEnrolment(t *testing.T) {
 
 	k1, k2, k3 := testKey(t), testKey(t), testKey(t)
 	n1, n2, n3 := h.udpNode(k1), h.udpNode(k2), h.udpNode(k3)
-	if m := n1.register("tomoe-join-wrong"); m.Kind != KindRefused || m.Text != refuseBadToken {
+	if m := n1.register("tomoe-join-wrong"); m.Kind != wire.KindRefused || m.Text != refuseBadToken {
 		t.Fatalf("wrong token: %s %q", m.Kind, m.Text)
 	}
-	if m := n1.register(tok); m.Kind != KindRegistered {
+	if m := n1.register(tok); m.Kind != wire.KindRegistered {
 		t.Fatalf("token: %s %q", m.Kind, m.Text)
 	}
 	n1.mustRegister() // enrolled: no token needed any more, and no use spent
-	if m := n2.register(tok); m.Kind != KindRegistered {
+	if m := n2.register(tok); m.Kind != wire.KindRegistered {
 		t.Fatalf("second use: %s %q", m.Kind, m.Text)
 	}
-	if m := n3.register(tok); m.Kind != KindRefused || m.Text != refuseUsedUp {
+	if m := n3.register(tok); m.Kind != wire.KindRefused || m.Text != refuseUsedUp {
 		t.Fatalf("third use: %s %q", m.Kind, m.Text)
 	}
 	if got := h.s.Tokens(); got[0].UsesLeft != 0 {
@@ -410,7 +414,7 @@ func TestTokenEnrolment(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.clk.Advance(2 * time.Minute)
-	if m := n3.register(short); m.Kind != KindRefused || m.Text != refuseExpired {
+	if m := n3.register(short); m.Kind != wire.KindRefused || m.Text != refuseExpired {
 		t.Fatalf("expired token: %s %q", m.Kind, m.Text)
 	}
 	if st := h.s.Stats(); st.Enrolments != 2 || st.Refused != 3 {
@@ -421,7 +425,7 @@ func TestTokenEnrolment(t *testing.T) {
 	h2 := newSrvHarness(t, ServerConfig{StateFile: state})
 	h2.udpNode(k1).mustRegister()
 	h2.udpNode(k2).mustRegister()
-	if m := h2.udpNode(k3).register(""); m.Kind != KindRefused {
+	if m := h2.udpNode(k3).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("not enrolled after restart: %s", m.Kind)
 	}
 	if got := h2.s.Tokens(); len(got) != 2 || !slices.ContainsFunc(got, func(ti TokenInfo) bool { return ti.ID == info.ID && ti.UsesLeft == 0 }) {
@@ -451,7 +455,7 @@ func TestTokenUsesConcurrent(t *testing.T) {
 	frames := make([][]byte, joins)
 	for i := range nodes {
 		nodes[i] = h.udpNode(testKey(t))
-		frames[i] = nodes[i].seal(Message{Kind: KindRegister, Token: tok})
+		frames[i] = nodes[i].seal(wire.Message{Kind: wire.KindRegister, Token: tok})
 	}
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -466,14 +470,14 @@ func TestTokenUsesConcurrent(t *testing.T) {
 
 	accepted := 0
 	for _, n := range nodes {
-		m, err := Open(n.recv(), &n.shared)
+		m, err := wire.Open(n.recv(), &n.shared)
 		if err != nil {
 			t.Fatal(err)
 		}
 		switch {
-		case m.Kind == KindRegistered:
+		case m.Kind == wire.KindRegistered:
 			accepted++
-		case m.Kind != KindRefused || m.Text != refuseUsedUp:
+		case m.Kind != wire.KindRefused || m.Text != refuseUsedUp:
 			t.Fatalf("got %s %q", m.Kind, m.Text)
 		}
 	}
@@ -491,12 +495,12 @@ func TestRegisterReplayIgnored(t *testing.T) {
 	a := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
 	na := h.udpNode(a)
-	reg := na.seal(Message{Kind: KindRegister})
+	reg := na.seal(wire.Message{Kind: wire.KindRegister})
 	na.sendRaw(reg)
-	na.expect(KindRegistered)
+	na.expect(wire.KindRegistered)
 
 	na.sendRaw(reg) // the same frame again
-	older := na.seal(Message{Kind: KindRegister, Time: na.last - 1})
+	older := na.seal(wire.Message{Kind: wire.KindRegister, Time: na.last - 1})
 	na.sendRaw(older)
 	// From elsewhere, a captured frame must not move the registration.
 	thief := h.udpNode(testKey(t))
@@ -504,8 +508,8 @@ func TestRegisterReplayIgnored(t *testing.T) {
 	waitCond(t, "three replays", func() bool { return h.s.Stats().Replays == 3 })
 
 	// Nothing answered the replays: the next frame is the lookup's reply.
-	na.send(Message{Kind: KindLookup, Seq: 1, Address: a.Public().Address()})
-	na.expect(KindLookupReply)
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: a.Public().Address()})
+	na.expect(wire.KindLookupReply)
 	if nodes := h.s.Nodes(); len(nodes) != 1 || nodes[0].Endpoint != na.addr() {
 		t.Fatalf("nodes %+v", nodes)
 	}
@@ -523,26 +527,26 @@ func TestLookupAndIntroduce(t *testing.T) {
 	idA := na.mustRegister(aLocal)
 	idB := nb.mustRegister(bLocal)
 
-	na.send(Message{Kind: KindLookup, Seq: 7, Address: b.Public().Address()})
-	got := na.expect(KindLookupReply)
-	want := Message{Kind: KindLookupReply, Time: got.Time, Seq: 7, Address: b.Public().Address(), Found: true,
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 7, Address: b.Public().Address()})
+	got := na.expect(wire.KindLookupReply)
+	want := wire.Message{Kind: wire.KindLookupReply, Time: got.Time, Seq: 7, Address: b.Public().Address(), Found: true,
 		Key: b.Public(), ID: idB, Endpoints: []netip.AddrPort{nb.addr(), bLocal}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("lookup reply %+v\nwant %+v", got, want)
 	}
-	intro := nb.expect(KindIntroduce)
+	intro := nb.expect(wire.KindIntroduce)
 	if intro.Key != a.Public() || intro.ID != idA || !slices.Equal(intro.Endpoints, []netip.AddrPort{na.addr(), aLocal}) {
 		t.Fatalf("introduce %+v", intro)
 	}
 
 	unknown := testKey(t).Public().Address()
-	na.send(Message{Kind: KindLookup, Seq: 8, Address: unknown})
-	if got := na.expect(KindLookupReply); got.Found || got.Seq != 8 || got.Address != unknown {
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 8, Address: unknown})
+	if got := na.expect(wire.KindLookupReply); got.Found || got.Seq != 8 || got.Address != unknown {
 		t.Fatalf("unknown address: %+v", got)
 	}
 
-	na.send(Message{Kind: KindLookup, Seq: 9, Address: h.key.Public().Address()})
-	got = na.expect(KindLookupReply)
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 9, Address: h.key.Public().Address()})
+	got = na.expect(wire.KindLookupReply)
 	if !got.Found || got.Key != h.key.Public() || got.ID != 0 || len(got.Endpoints) != 0 {
 		t.Fatalf("bridge's own address: %+v", got)
 	}
@@ -550,8 +554,8 @@ func TestLookupAndIntroduce(t *testing.T) {
 	// An unregistered node gets no answer: its next frame is the refusal
 	// of the Register it sends afterwards.
 	nc := h.udpNode(testKey(t))
-	nc.send(Message{Kind: KindLookup, Seq: 10, Address: b.Public().Address()})
-	if m := nc.register(""); m.Kind != KindRefused {
+	nc.send(wire.Message{Kind: wire.KindLookup, Seq: 10, Address: b.Public().Address()})
+	if m := nc.register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("got %s", m.Kind)
 	}
 	if st := h.s.Stats(); st.Lookups != 3 || st.Introductions != 1 {
@@ -559,10 +563,10 @@ func TestLookupAndIntroduce(t *testing.T) {
 	}
 
 	// Unregister drops the registration.
-	nb.send(Message{Kind: KindUnregister})
+	nb.send(wire.Message{Kind: wire.KindUnregister})
 	waitCond(t, "unregister", func() bool { return len(h.s.Nodes()) == 1 })
-	na.send(Message{Kind: KindLookup, Seq: 11, Address: b.Public().Address()})
-	if got := na.expect(KindLookupReply); got.Found {
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 11, Address: b.Public().Address()})
+	if got := na.expect(wire.KindLookupReply); got.Found {
 		t.Fatalf("unregistered node found: %+v", got)
 	}
 }
@@ -575,7 +579,7 @@ func TestLookupRateLimit(t *testing.T) {
 	frames := make([][]byte, lookupBurst+50)
 	srcs := make([]netip.AddrPort, len(frames))
 	for i := range frames {
-		frames[i] = na.seal(Message{Kind: KindLookup, Seq: uint64(i), Address: netip.MustParseAddr("fc00::1")})
+		frames[i] = na.seal(wire.Message{Kind: wire.KindLookup, Seq: uint64(i), Address: netip.MustParseAddr("fc00::1")})
 		srcs[i] = na.addr()
 	}
 	h.s.HandleFrames(frames, srcs) // the clock stands still: no refill
@@ -622,7 +626,7 @@ func TestRelayUDP(t *testing.T) {
 	stranger.sendRaw(relayFrame(idB, "spoof"))
 	unknown := idA ^ idB ^ 0x5a5a5a5a
 	na.sendRaw(relayFrame(unknown, "lost"))
-	na.sendRaw([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 1})
+	na.sendRaw([]byte{wire.FrameRelay, 0, 0, 0, 0, 0, 0, 1})
 	waitCond(t, "drops", func() bool {
 		st := h.s.Stats()
 		return st.RelayDroppedUnregistered == 1 && st.RelayDroppedUnknownID == 1 && st.RelayDroppedMalformed == 1
@@ -649,7 +653,7 @@ func TestRelayUDP(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	for _, n := range h.s.Nodes() {
-		if n.PublicKey == a.Public() && n.RelayedBytes != uint64(5*RelayHeaderSize+len("hello b")+3+len("new")) {
+		if n.PublicKey == a.Public() && n.RelayedBytes != uint64(5*wire.RelayHeaderSize+len("hello b")+3+len("new")) {
 			t.Fatalf("a relayed %d bytes", n.RelayedBytes)
 		}
 	}
@@ -660,7 +664,7 @@ func TestRelayTCP(t *testing.T) {
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public(), b.Public()}, TCP: "127.0.0.1:0"})
 	ta, nb := h.tcpNode(a), h.udpNode(b)
 	m := ta.register("", netip.MustParseAddrPort("10.1.1.1:4610"))
-	if m.Kind != KindRegistered || !slices.Equal(m.Endpoints, []netip.AddrPort{ta.addr()}) {
+	if m.Kind != wire.KindRegistered || !slices.Equal(m.Endpoints, []netip.AddrPort{ta.addr()}) {
 		t.Fatalf("tcp register: %+v", m)
 	}
 	idA, idB := m.ID, nb.mustRegister()
@@ -678,18 +682,18 @@ func TestRelayTCP(t *testing.T) {
 	}
 
 	// Lookups over TCP; the introduction carries no TCP address.
-	ta.send(Message{Kind: KindLookup, Seq: 1, Address: b.Public().Address()})
-	if got := ta.expect(KindLookupReply); !got.Found || got.ID != idB {
+	ta.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: b.Public().Address()})
+	if got := ta.expect(wire.KindLookupReply); !got.Found || got.ID != idB {
 		t.Fatalf("lookup %+v", got)
 	}
-	if in := nb.expect(KindIntroduce); in.ID != idA || !slices.Equal(in.Endpoints, []netip.AddrPort{netip.MustParseAddrPort("10.1.1.1:4610")}) {
+	if in := nb.expect(wire.KindIntroduce); in.ID != idA || !slices.Equal(in.Endpoints, []netip.AddrPort{netip.MustParseAddrPort("10.1.1.1:4610")}) {
 		t.Fatalf("introduce %+v", in)
 	}
-	nb.send(Message{Kind: KindLookup, Seq: 2, Address: a.Public().Address()})
-	if got := nb.expect(KindLookupReply); !got.Found || got.ID != idA || !slices.Equal(got.Endpoints, []netip.AddrPort{netip.MustParseAddrPort("10.1.1.1:4610")}) {
+	nb.send(wire.Message{Kind: wire.KindLookup, Seq: 2, Address: a.Public().Address()})
+	if got := nb.expect(wire.KindLookupReply); !got.Found || got.ID != idA || !slices.Equal(got.Endpoints, []netip.AddrPort{netip.MustParseAddrPort("10.1.1.1:4610")}) {
 		t.Fatalf("lookup of a tcp node %+v", got)
 	}
-	ta.expect(KindIntroduce)
+	ta.expect(wire.KindIntroduce)
 
 	// a moves to UDP: closing the old connection leaves it registered.
 	na := h.udpNode(a)
@@ -726,7 +730,7 @@ func TestTCPFirstFrameMustRegister(t *testing.T) {
 	relay.sendRaw(relayFrame(1, "x"))
 	expectClosed(relay)
 	stranger := h.tcpNode(testKey(t))
-	if m := stranger.register(""); m.Kind != KindRefused {
+	if m := stranger.register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("got %s", m.Kind)
 	}
 	expectClosed(stranger)
@@ -795,7 +799,7 @@ func TestRevoke(t *testing.T) {
 	if st := h.s.Stats(); st.RelayDroppedUnregistered != 1 || st.RelayDroppedUnknownID != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	if m := na.register(""); m.Kind != KindRefused || m.Text != refuseRevoked {
+	if m := na.register(""); m.Kind != wire.KindRefused || m.Text != refuseRevoked {
 		t.Fatalf("revoked key: %s %q", m.Kind, m.Text)
 	}
 
@@ -816,7 +820,7 @@ func TestRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := h2.udpNode(a).register(tok); m.Kind != KindRefused || m.Text != refuseRevoked {
+	if m := h2.udpNode(a).register(tok); m.Kind != wire.KindRefused || m.Text != refuseRevoked {
 		t.Fatalf("after restart: %s %q", m.Kind, m.Text)
 	}
 	h2.udpNode(b).mustRegister()
@@ -837,7 +841,7 @@ func TestRelayRateLimit(t *testing.T) {
 	}
 	// Burst: max(a quarter second at 1 Mbit/s, one maximal frame) bytes;
 	// the clock stands still, so nothing refills.
-	passed := uint64(MaxFrame / (RelayHeaderSize + len(payload)))
+	passed := uint64(wire.MaxFrame / (wire.RelayHeaderSize + len(payload)))
 	h.s.HandleFrames(frames, srcs)
 	if st := h.s.Stats(); st.RelayedFrames != passed || st.RelayDroppedRate != uint64(len(frames))-passed {
 		t.Fatalf("relayed %d, dropped %d; want %d passed", st.RelayedFrames, st.RelayDroppedRate, passed)
@@ -847,7 +851,7 @@ func TestRelayRateLimit(t *testing.T) {
 	}
 	h.clk.Advance(100 * time.Millisecond) // 12,500 bytes
 	for i := range frames {
-		RelayHeader(frames[i], idB)
+		wire.RelayHeader(frames[i], idB)
 	}
 	h.s.HandleFrames(frames, srcs)
 	if st := h.s.Stats(); st.RelayedFrames != passed+12 {
@@ -892,8 +896,8 @@ func TestBadStateFile(t *testing.T) {
 // registerDirect registers a key with s from src without sockets.
 func registerDirect(t testing.TB, s *Server, bridge identity.PublicKey, k identity.PrivateKey, src netip.AddrPort) {
 	t.Helper()
-	shared := Precompute(k, bridge)
-	f, err := Seal(nil, k.Public(), &shared, &Message{Kind: KindRegister, Time: s.now().UnixNano()})
+	shared := wire.Precompute(k, bridge)
+	f, err := wire.Seal(nil, k.Public(), &shared, &wire.Message{Kind: wire.KindRegister, Time: s.now().UnixNano()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -924,7 +928,7 @@ func TestRelayAllocations(t *testing.T) {
 	}
 	allocs := testing.AllocsPerRun(100, func() {
 		for _, f := range frames {
-			RelayHeader(f, idB)
+			wire.RelayHeader(f, idB)
 		}
 		s.HandleFrames(frames, srcs)
 	})
@@ -951,12 +955,12 @@ func TestMemoryPerNode(t *testing.T) {
 	frames := make([][]byte, n)
 	srcs := make([]netip.AddrPort, n)
 	keys := make([]identity.PublicKey, n)
-	shared := make([]SharedKey, n)
+	shared := make([]wire.SharedKey, n)
 	for i := range frames {
 		k := testKey(t)
 		s.adm.allow[k.Public()] = true
-		keys[i], shared[i] = k.Public(), Precompute(bk, k.Public())
-		frames[i], _ = Seal(nil, k.Public(), &shared[i], &Message{Kind: KindRegister, Time: time.Now().UnixNano(),
+		keys[i], shared[i] = k.Public(), wire.Precompute(bk, k.Public())
+		frames[i], _ = wire.Seal(nil, k.Public(), &shared[i], &wire.Message{Kind: wire.KindRegister, Time: time.Now().UnixNano(),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:4610"), netip.MustParseAddrPort("[fd00::1]:4610")}})
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(i >> 8), byte(i)}), 4610)
 	}
@@ -995,9 +999,9 @@ func FuzzServerFrames(f *testing.F) {
 	a := identity.PrivateKeyFromBytes([32]byte{1}) // registered over UDP first
 	c := identity.PrivateKeyFromBytes([32]byte{3}) // registers over TCP in the seeds
 	srcA := netip.MustParseAddrPort("192.0.2.1:4610")
-	seal := func(k identity.PrivateKey, m Message) []byte {
-		shared := Precompute(k, bk.Public())
-		frame, err := Seal(nil, k.Public(), &shared, &m)
+	seal := func(k identity.PrivateKey, m wire.Message) []byte {
+		shared := wire.Precompute(k, bk.Public())
+		frame, err := wire.Seal(nil, k.Public(), &shared, &m)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -1006,26 +1010,26 @@ func FuzzServerFrames(f *testing.F) {
 	// The bridge's clock stands at now: seeds stamped near it are fresh.
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	at := func(d time.Duration) int64 { return now.Add(d).UnixNano() }
-	regA := seal(a, Message{Kind: KindRegister, Time: at(0)})
-	regC := seal(c, Message{Kind: KindRegister, Time: at(0), Endpoints: []netip.AddrPort{srcA}})
-	lookupA := seal(a, Message{Kind: KindLookup, Time: at(1), Address: c.Public().Address()})
-	lookupC := seal(c, Message{Kind: KindLookup, Time: at(1), Address: a.Public().Address()})
+	regA := seal(a, wire.Message{Kind: wire.KindRegister, Time: at(0)})
+	regC := seal(c, wire.Message{Kind: wire.KindRegister, Time: at(0), Endpoints: []netip.AddrPort{srcA}})
+	lookupA := seal(a, wire.Message{Kind: wire.KindLookup, Time: at(1), Address: c.Public().Address()})
+	lookupC := seal(c, wire.Message{Kind: wire.KindLookup, Time: at(1), Address: a.Public().Address()})
 	f.Add(relayFrame(2, "to c"), lenPrefixed(regC, relayFrame(1, "to a"), lookupC))
-	f.Add(lookupA, lenPrefixed(regC, seal(c, Message{Kind: KindUnregister, Time: at(2)}), relayFrame(1, "x")))
-	f.Add(seal(a, Message{Kind: KindUnregister, Time: at(3)}), lenPrefixed(regC, regC, []byte{}, relayFrame(7, "")))
-	f.Add([]byte{FrameControl, 1, 0, 0}, []byte{0xff, 0xff, 1})
-	f.Add([]byte{FrameControl, version, 0, 0}, []byte{0, 0})
+	f.Add(lookupA, lenPrefixed(regC, seal(c, wire.Message{Kind: wire.KindUnregister, Time: at(2)}), relayFrame(1, "x")))
+	f.Add(seal(a, wire.Message{Kind: wire.KindUnregister, Time: at(3)}), lenPrefixed(regC, regC, []byte{}, relayFrame(7, "")))
+	f.Add([]byte{wire.FrameControl, 1, 0, 0}, []byte{0xff, 0xff, 1})
+	f.Add([]byte{wire.FrameControl, wire.Version, 0, 0}, []byte{0, 0})
 	// The seeds of wire version 1, stamped 1970 and so refused as stale
 	// (the clock refusal's text handles any time).
-	f.Add(seal(a, Message{Kind: KindUnregister, Time: 5}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1}), relayFrame(7, "")))
-	f.Add(seal(a, Message{Kind: KindRegister, Time: -1 << 63}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: 1<<63 - 1})))
+	f.Add(seal(a, wire.Message{Kind: wire.KindUnregister, Time: 5}), lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: 1}), relayFrame(7, "")))
+	f.Add(seal(a, wire.Message{Kind: wire.KindRegister, Time: -1 << 63}), lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: 1<<63 - 1})))
 	// Version 3: c's Register from a's address (challenged), with a wrong
 	// answer, and over TCP with an answer it needs not.
-	f.Add(seal(c, Message{Kind: KindRegister, Time: at(0)}), lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(0), Seq: 5})))
-	f.Add(seal(c, Message{Kind: KindRegister, Time: at(1), Seq: 1<<64 - 1}), lenPrefixed(regC, seal(c, Message{Kind: KindChallenge, Time: at(1), Echo: 1, Seq: 2})))
+	f.Add(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(0)}), lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(0), Seq: 5})))
+	f.Add(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(1), Seq: 1<<64 - 1}), lenPrefixed(regC, seal(c, wire.Message{Kind: wire.KindChallenge, Time: at(1), Echo: 1, Seq: 2})))
 	// Stamped just outside the window either way, and a token with them.
-	f.Add(seal(a, Message{Kind: KindRegister, Time: at(maxClockSkew + 1)}),
-		lenPrefixed(seal(c, Message{Kind: KindRegister, Time: at(-maxClockSkew - 1), Token: "tomoe-join-x"})))
+	f.Add(seal(a, wire.Message{Kind: wire.KindRegister, Time: at(wire.MaxClockSkew + 1)}),
+		lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(-wire.MaxClockSkew - 1), Token: "tomoe-join-x"})))
 	f.Fuzz(func(t *testing.T, frame, stream []byte) {
 		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100})
 		if err != nil {
@@ -1062,13 +1066,13 @@ func TestKeyCacheHoldsAdmittedKeysOnly(t *testing.T) {
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
 	cached := func(k identity.PublicKey) bool { return h.s.keys.cached(k) != nil }
 	stranger := testKey(t)
-	if m := h.udpNode(stranger).register(""); m.Kind != KindRefused {
+	if m := h.udpNode(stranger).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("stranger: %s", m.Kind)
 	}
 	if cached(stranger.Public()) {
 		t.Fatal("a refused stranger's key was cached")
 	}
-	if m := h.udpNode(a).register(""); m.Kind != KindRegistered {
+	if m := h.udpNode(a).register(""); m.Kind != wire.KindRegistered {
 		t.Fatalf("allowed node: %s", m.Kind)
 	}
 	if !cached(a.Public()) {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -18,7 +19,7 @@ func TestFramesAfterClose(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		h := newSrvHarness(t, ServerConfig{})
 		h.s.Close()
-		f, err := Seal(nil, stranger.Public(), ptr(Precompute(stranger, h.key.Public())), &Message{Kind: KindRegister, Time: 1})
+		f, err := wire.Seal(nil, stranger.Public(), ptr(wire.Precompute(stranger, h.key.Public())), &wire.Message{Kind: wire.KindRegister, Time: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -35,7 +36,7 @@ func TestFramesAfterClose(t *testing.T) {
 		c.Close()
 		// A probe from a node this one would talk to, whose key is not
 		// cached yet: it goes through the per-source rate limit.
-		f, err := Seal(nil, stranger.Public(), ptr(Precompute(stranger, k.Public())), &Message{Kind: KindProbe, Seq: 1})
+		f, err := wire.Seal(nil, stranger.Public(), ptr(wire.Precompute(stranger, k.Public())), &wire.Message{Kind: wire.KindProbe, Seq: 1})
 		if err != nil {
 			t.Fatal(err)
 		}

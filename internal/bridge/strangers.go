@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -41,7 +42,7 @@ const (
 	strangerBurst    = 500
 	strangerQueueLen = 256
 	// maxStrangerFrame bounds a queued frame: a Register with the longest
-	// token and maxEndpoints endpoints takes 367 bytes, a probe under 100.
+	// token and wire.MaxEndpoints endpoints takes 367 bytes, a probe under 100.
 	maxStrangerFrame = 512
 
 	// Per source (ratelimit.Source), as wireguard-go limits handshakes:
@@ -53,7 +54,7 @@ const (
 
 // strangerHandler acts on a message from from, whose frame opened with
 // shared, on the worker goroutine.
-type strangerHandler func(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort)
+type strangerHandler func(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort)
 
 // strangerCounters are the owner's counters the queue adds to.
 type strangerCounters struct {
@@ -195,7 +196,7 @@ func (s *strangers) work() {
 func (s *strangers) open(f *strangerFrame) {
 	frame, src := f.buf[:f.n], f.src
 	defer strangerFrames.Put(f)
-	from, err := Sender(frame)
+	from, err := wire.Sender(frame)
 	if err != nil {
 		s.counters.failed.Add(1)
 		return
@@ -206,7 +207,7 @@ func (s *strangers) open(f *strangerFrame) {
 		shared = s.keys.compute(from)
 		s.keys.pinComputed(from, shared) // if it waits to be pinned: no second X25519
 	}
-	m, err := Open(frame, shared)
+	m, err := wire.Open(frame, shared)
 	if err != nil {
 		s.counters.failed.Add(1)
 		return

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -47,8 +48,8 @@ func forgedFlood(n int, claim func(i int) identity.PublicKey) ([][]byte, []netip
 	frames := make([][]byte, n)
 	srcs := make([]netip.AddrPort, n)
 	for i := range n {
-		f := make([]byte, ControlHeaderSize+64)
-		f[0], f[1] = FrameControl, version
+		f := make([]byte, wire.ControlHeaderSize+64)
+		f[0], f[1] = wire.FrameControl, wire.Version
 		k := claim(i)
 		copy(f[4:], k[:])
 		rand.Read(f[4+identity.KeySize:])
@@ -181,10 +182,10 @@ func TestStrangerFramesStillServed(t *testing.T) {
 		bind.SetFrameHandler(c)
 		t.Cleanup(c.Close)
 		onReceive := x25519Here(c.keys)
-		shared := Precompute(peer, k.Public())
+		shared := wire.Precompute(peer, k.Public())
 		pc := udpSocket(t)
 		for seq := range uint64(3) {
-			f, _ := Seal(nil, peer.Public(), &shared, &Message{Kind: KindProbe, Time: time.Now().UnixNano(), Seq: seq + 1})
+			f, _ := wire.Seal(nil, peer.Public(), &shared, &wire.Message{Kind: wire.KindProbe, Time: time.Now().UnixNano(), Seq: seq + 1})
 			c.HandleFrames([][]byte{f}, []netip.AddrPort{sockAddr(pc)})
 			waitCond(t, "the probe answered", func() bool { return c.Stats().ProbesAnswered.Load() == seq+1 })
 		}
@@ -200,13 +201,13 @@ func TestStrangerFramesStillServed(t *testing.T) {
 			t.Fatal(err)
 		}
 		n := h.udpNode(testKey(t))
-		if m := n.register(tok); m.Kind != KindRegistered {
+		if m := n.register(tok); m.Kind != wire.KindRegistered {
 			t.Fatalf("enrolment: %s %q", m.Kind, m.Text)
 		}
 		x := h.s.Stats().X25519
 		n.mustRegister()
-		n.send(Message{Kind: KindLookup, Seq: 1, Address: n.pub.Address()})
-		n.expect(KindLookupReply)
+		n.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: n.pub.Address()})
+		n.expect(wire.KindLookupReply)
 		if st := h.s.Stats(); st.X25519 != x || st.StrangersQueued != 1 || h.s.keys.cached(n.pub) == nil {
 			t.Fatalf("after enrolment: %d more X25519, %d frames through the worker, key cached %v",
 				st.X25519-x, st.StrangersQueued, h.s.keys.cached(n.pub) != nil)
@@ -218,7 +219,7 @@ func TestStrangerFramesStillServed(t *testing.T) {
 // refusal is sealed with the key that opened it.
 func TestRefusalReusesSharedKey(t *testing.T) {
 	h := newSrvHarness(t, ServerConfig{})
-	if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+	if m := h.udpNode(testKey(t)).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("got %s", m.Kind)
 	}
 	if x := h.s.Stats().X25519; x != 1 {

@@ -46,6 +46,7 @@ import (
 	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -520,11 +521,11 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			continue
 		}
 		src := std.AddrPort
-		if msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 && len(msg) > RelayHeaderSize {
+		if id, inner, ok := wire.ParseRelay(msg); ok {
 			if r := b.udpRelay(src); r != nil {
 				// From a bridge we registered with: a peer's message.
-				path := relayPath{via: r, id: binary.BigEndian.Uint32(msg[4:8])}
-				n := copy(bufs[i], msg[RelayHeaderSize:]) // overwrites msg
+				path := relayPath{via: r, id: id}
+				n := copy(bufs[i], inner) // overwrites msg
 				sizes[i] = n
 				ep := b.relayed(bufs[i][:n], path)
 				if ep == nil {
