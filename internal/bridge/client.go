@@ -88,9 +88,9 @@ type Client struct {
 	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
 
 	answers     *ratelimit.Keyed // probe answers per peer (by its address)
-	allAnswers  rateBucket       // probe answers in all
+	allAnswers  ratelimit.Bucket // probe answers in all
 	probeBudget *ratelimit.Keyed // probes sent per peer (by its address)
-	allProbes   rateBucket       // probes sent in all
+	allProbes   ratelimit.Bucket // probes sent in all
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -149,8 +149,8 @@ func NewClient(cfg ClientConfig) *Client {
 	}
 	c.keys.x25519 = &c.stats.X25519
 	c.seq.Store(uint64(time.Now().UnixNano()))
-	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
-	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
+	c.allAnswers.Init(time.Now().UnixNano(), allAnswerBurst)
+	c.allProbes.Init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 		c.keys.pinNow(bc.Key) // a handful, here: never on a receive goroutine

@@ -131,7 +131,7 @@ func (c *Client) handlePeer(from identity.PublicKey, shared *wire.SharedKey, m w
 		c.mu.Lock()
 		ok := c.answerableLocked(from, m.Time, now)
 		c.mu.Unlock()
-		if !ok || !c.answers.Allow(from.Address(), now) || !c.allAnswers.allow(now.UnixNano(), 1, allAnswerRate, allAnswerBurst) {
+		if !ok || !c.answers.Allow(from.Address(), now) || !c.allAnswers.Allow(now.UnixNano(), 1, allAnswerRate, allAnswerBurst) {
 			c.stats.ProbesRefused.Add(1)
 			return
 		}
@@ -312,7 +312,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 	c.mu.Unlock()
 	for k, eps := range targets {
 		for _, ep := range eps {
-			if !c.probeBudget.Allow(k.Address(), now) || !c.allProbes.allow(now.UnixNano(), 1, allProbeRate, allProbeBurst) {
+			if !c.probeBudget.Allow(k.Address(), now) || !c.allProbes.Allow(now.UnixNano(), 1, allProbeRate, allProbeBurst) {
 				c.stats.ProbesLimited.Add(1)
 				continue
 			}

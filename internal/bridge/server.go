@@ -198,8 +198,8 @@ type registration struct {
 	lastSeen int64 // Unix nanoseconds
 
 	relayed atomic.Uint64
-	relay   rateBucket
-	lookup  rateBucket
+	relay   ratelimit.Bucket
+	lookup  ratelimit.Bucket
 }
 
 // NewServer builds a bridge and loads its state file. Start starts the TCP
@@ -435,7 +435,7 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 	case to == nil || (toTCP == nil && !toUDP.IsValid()):
 		s.stats.dropUnknownID.Add(1)
 		return
-	case s.relayRate > 0 && !from.relay.allow(now.UnixNano(), float64(len(f)), s.relayRate, s.relayBurst):
+	case s.relayRate > 0 && !from.relay.Allow(now.UnixNano(), float64(len(f)), s.relayRate, s.relayBurst):
 		s.stats.dropRate.Add(1)
 		return
 	}
@@ -546,7 +546,7 @@ func (s *Server) lookup(from identity.PublicKey, shared *wire.SharedKey, m wire.
 		s.stats.stale.Add(1) // a lookup captured long ago must not make the bridge introduce anyone
 		return
 	}
-	if !req.lookup.allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
+	if !req.lookup.Allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
 		s.stats.lookupsLimited.Add(1)
 		return
 	}
@@ -676,29 +676,6 @@ func (s *Server) janitor() {
 			s.saveTimesDue(now, false)
 		}
 	}
-}
-
-// rateBucket is a token bucket; its owner supplies rate and burst.
-type rateBucket struct {
-	mu     sync.Mutex
-	tokens float64
-	last   int64 // Unix nanoseconds
-}
-
-func (b *rateBucket) init(now int64, burst float64) { b.tokens, b.last = burst, now }
-
-func (b *rateBucket) allow(now int64, cost, rate, burst float64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if el := now - b.last; el > 0 {
-		b.tokens = min(burst, b.tokens+float64(el)*rate/1e9)
-		b.last = now
-	}
-	if b.tokens < cost {
-		return false
-	}
-	b.tokens -= cost
-	return true
 }
 
 // logLimiter lets through a few messages per window and counts the rest.

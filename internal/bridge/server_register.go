@@ -104,8 +104,8 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 	isNew := reg == nil
 	if isNew {
 		reg = &registration{key: from, addr: from.Address(), id: s.allocIDLocked(from)}
-		reg.relay.init(now.UnixNano(), s.relayBurst)
-		reg.lookup.init(now.UnixNano(), lookupBurst)
+		reg.relay.Init(now.UnixNano(), s.relayBurst)
+		reg.lookup.Init(now.UnixNano(), lookupBurst)
 		s.regs[from] = reg
 		s.byID[reg.id] = reg
 		s.byAddr[reg.addr] = reg
