@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -119,7 +120,7 @@ func TestClientAnswersChallenge(t *testing.T) {
 	old, k := testKey(t), testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{old.Public(), k.Public()}})
 	h.clk.ns.Store(time.Now().UnixNano()) // the client stamps with the real clock
-	bind, port := openBind(t)
+	bind, port := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(k)
 	at := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	registerDirect(t, h.s, h.key.Public(), old, at) // the port's previous owner
@@ -142,7 +143,7 @@ func TestClientAnswersChallenge(t *testing.T) {
 	echo := b.challenged
 	b.mu.Unlock()
 	regs := h.s.Stats().Registrations
-	frame, err := h.s.keys.seal(k.Public(), nil, wire.Message{Kind: wire.KindChallenge, Time: h.clk.Now().UnixNano(), Echo: uint64(echo), Seq: 99})
+	frame, err := h.s.keys.Seal(k.Public(), nil, wire.Message{Kind: wire.KindChallenge, Time: h.clk.Now().UnixNano(), Echo: uint64(echo), Seq: 99})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
@@ -73,8 +74,8 @@ type ClientConfig struct {
 type Client struct {
 	cfg       ClientConfig
 	log       *slog.Logger
-	keys      *keyCache
-	strangers *strangers // opens frames from senders whose key is not cached
+	keys      *keycache.Cache
+	strangers *keycache.Strangers // opens frames from senders whose key is not cached
 	bridges   []*bridgeConn
 	bcast     *broadcasts // never probed
 
@@ -136,7 +137,6 @@ func NewClient(cfg ClientConfig) *Client {
 	c := &Client{
 		cfg:         cfg,
 		log:         cfg.Log,
-		keys:        newKeyCache(cfg.Key, 65536),
 		bcast:       newBroadcasts(),
 		lookups:     make(map[uint64]chan lookupAnswer),
 		candidates:  make(map[identity.PublicKey]*candidateSet),
@@ -147,16 +147,15 @@ func NewClient(cfg ClientConfig) *Client {
 		refreshNow:  make(chan bool, 1),
 		stop:        make(chan struct{}),
 	}
-	c.keys.x25519 = &c.stats.X25519
+	c.keys = keycache.New(cfg.Key, 65536, &c.stats.X25519)
 	c.seq.Store(uint64(time.Now().UnixNano()))
 	c.allAnswers.Init(time.Now().UnixNano(), allAnswerBurst)
 	c.allProbes.Init(time.Now().UnixNano(), allProbeBurst)
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
-		c.keys.pinNow(bc.Key) // a handful, here: never on a receive goroutine
+		c.keys.PinNow(bc.Key) // a handful, here: never on a receive goroutine
 	}
-	c.strangers = startStrangers(c.keys, c.handleStranger, strangerCounters{
-		queued: &c.stats.Strangers, limited: &c.stats.StrangersLimited, failed: &c.stats.Dropped})
+	c.strangers = keycache.StartStrangers(c.keys, c.handleStranger, keycache.Counters{Queued: &c.stats.Strangers, Limited: &c.stats.StrangersLimited, Failed: &c.stats.Dropped})
 	return c
 }
 
@@ -170,8 +169,8 @@ func (c *Client) SetKnownKeys(keys []identity.PublicKey) {
 	for i, b := range c.bridges {
 		bridges[i] = b.cfg.Key
 	}
-	c.keys.setPinned(keys, bridges)
-	c.strangers.pinSoon()
+	c.keys.SetPinned(keys, bridges)
+	c.strangers.PinSoon()
 }
 
 // Stats returns the client's counters.
@@ -207,7 +206,7 @@ func (c *Client) close() {
 		b.closeTCP()
 	}
 	c.wg.Wait()
-	c.strangers.stop()
+	c.strangers.Stop()
 }
 
 // BridgeStatus is one bridge's state (the admin API shows it).
@@ -341,7 +340,7 @@ func (c *Client) registeredCount() int {
 
 // HandleFrames implements transport.FrameHandler: control frames from
 // bridges and probes from peers. It runs on a receive goroutine and does
-// no X25519 (see strangers.go).
+// no X25519 (see keycache).
 func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 	c.handleMu.RLock()
 	defer c.handleMu.RUnlock()
@@ -371,10 +370,10 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		c.stats.Dropped.Add(1)
 		return
 	}
-	k := c.keys.cached(from)
+	k := c.keys.Cached(from)
 	if k == nil {
 		// Not a bridge (their keys are pinned at NewClient).
-		c.strangers.submit(frame, src, time.Now())
+		c.strangers.Submit(frame, src, time.Now())
 		return
 	}
 	m, err := wire.Open(frame, k)

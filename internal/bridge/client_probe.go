@@ -136,7 +136,7 @@ func (c *Client) handlePeer(from identity.PublicKey, shared *wire.SharedKey, m w
 			return
 		}
 		ack := wire.Message{Kind: wire.KindProbeAck, Echo: m.Seq, Seq: c.newProbe(from, src, now, true)}
-		if frame, err := c.keys.seal(from, shared, ack); err == nil {
+		if frame, err := c.keys.Seal(from, shared, ack); err == nil {
 			c.stats.ProbesAnswered.Add(1)
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
@@ -155,7 +155,7 @@ func (c *Client) handlePeer(from identity.PublicKey, shared *wire.SharedKey, m w
 			return
 		}
 		// The peer's challenge: answered once, to where our probe went.
-		if frame, err := c.keys.seal(from, shared, wire.Message{Kind: wire.KindProbeAck, Echo: m.Seq}); err == nil {
+		if frame, err := c.keys.Seal(from, shared, wire.Message{Kind: wire.KindProbeAck, Echo: m.Seq}); err == nil {
 			_ = c.cfg.Bind.SendFrames([][]byte{frame}, src)
 		}
 	default:
@@ -316,7 +316,7 @@ func (c *Client) probeRound(now time.Time, slow bool) {
 				c.stats.ProbesLimited.Add(1)
 				continue
 			}
-			frame, err := c.keys.seal(k, nil, wire.Message{Kind: wire.KindProbe, Seq: c.newProbe(k, ep, now, false)})
+			frame, err := c.keys.Seal(k, nil, wire.Message{Kind: wire.KindProbe, Seq: c.newProbe(k, ep, now, false)})
 			if err != nil {
 				continue
 			}

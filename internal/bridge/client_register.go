@@ -288,7 +288,7 @@ func (b *bridgeConn) send(m wire.Message) {
 		b.sentNext = (b.sentNext + 1) % len(b.sent)
 	}
 	b.mu.Unlock()
-	frame, err := b.c.keys.seal(b.cfg.Key, nil, m)
+	frame, err := b.c.keys.Seal(b.cfg.Key, nil, m)
 	if err != nil {
 		return
 	}
@@ -391,7 +391,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 	case wire.KindLookupReply:
 		b.c.deliverLookup(b, m)
 	case wire.KindIntroduce:
-		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
+		if m.Key == b.c.keys.Public() || !b.c.cfg.Wants(m.Key) {
 			return
 		}
 		if !b.freshIntroduction(m.Key, m.Time, time.Now()) {

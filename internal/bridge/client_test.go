@@ -9,54 +9,19 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/nacl/box"
-	"golang.zx2c4.com/wireguard/conn"
-
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
-// openBind opens a real Bind on a free port and runs its receive loops
-// (what wireguard-go does), so frames reach its FrameHandler.
-func openBind(t *testing.T) (*transport.Bind, uint16) {
-	t.Helper()
-	b := transport.NewBind(nil)
-	fns, port, err := b.Open(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, fn := range fns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs := make([][]byte, b.BatchSize())
-			for i := range bufs {
-				bufs[i] = make([]byte, 2048)
-			}
-			sizes := make([]int, len(bufs))
-			eps := make([]conn.Endpoint, len(bufs))
-			for {
-				if _, err := fn(bufs, sizes, eps); err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-				}
-			}
-		}()
-	}
-	t.Cleanup(func() { b.Close(); wg.Wait() })
-	return b, port
-}
-
 // fakeBridge answers registrations, and lookups with answer(addr).
 type fakeBridge struct {
 	key  identity.PrivateKey
 	pc   net.PacketConn
-	keys *keyCache
+	keys *keycache.Cache
 
 	mu      sync.Mutex
 	node    identity.PublicKey // the last node that registered
@@ -76,7 +41,7 @@ func (f *fakeBridge) seal(t *testing.T, m wire.Message) []byte {
 	f.mu.Lock()
 	to := f.node
 	f.mu.Unlock()
-	frame, err := f.keys.seal(to, nil, m)
+	frame, err := f.keys.Seal(to, nil, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +72,7 @@ func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBr
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeBridge{key: k, pc: pc, keys: newKeyCache(k, 16)}
+	f := &fakeBridge{key: k, pc: pc, keys: keycache.New(k, 16, nil)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -134,7 +99,7 @@ func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBr
 			default:
 				continue
 			}
-			frame, err := f.keys.seal(sender, nil, reply)
+			frame, err := f.keys.Seal(sender, nil, reply)
 			if err == nil {
 				pc.WriteTo(frame, from)
 			}
@@ -146,15 +111,15 @@ func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBr
 
 // openAny opens a control frame from any sender, learning its key: what
 // a test's bridge may spend.
-func openAny(keys *keyCache, frame []byte) (identity.PublicKey, wire.Message, error) {
+func openAny(keys *keycache.Cache, frame []byte) (identity.PublicKey, wire.Message, error) {
 	from, err := wire.Sender(frame)
 	if err != nil {
 		return from, wire.Message{}, err
 	}
-	k := keys.cached(from)
+	k := keys.Cached(from)
 	if k == nil {
-		k = keys.compute(from)
-		keys.keep(from, k)
+		k = keys.Compute(from)
+		keys.Keep(from, k)
 	}
 	m, err := wire.Open(frame, k)
 	return from, m, err
@@ -173,7 +138,7 @@ func startClient(t *testing.T, bridges ...BridgeConfig) *Client {
 // reports (nil: none) and waits until every bridge registered it.
 func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges ...BridgeConfig) *Client {
 	t.Helper()
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
 	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
@@ -247,7 +212,7 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 		}
 	}()
 	defer ln.Close()
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
 	bind.SetFrameHandler(c)
@@ -307,7 +272,7 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 		return d.DialContext(ctx, "udp", dnsPC.LocalAddr().String())
 	}}
 	_, port, _ := net.SplitHostPort(fb.pc.LocalAddr().String())
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
 	c := NewClient(ClientConfig{Key: k, Bind: bind, Resolver: resolver,
@@ -351,18 +316,6 @@ func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
 	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
 }
 
-// sealPlain seals arbitrary plaintext as a control frame from priv to
-// the key shared: what a bridge or peer holding its key could send.
-func sealPlain(priv identity.PrivateKey, to identity.PublicKey, plain []byte) []byte {
-	shared := wire.Precompute(priv, to)
-	from := priv.Public()
-	var nonce [24]byte
-	b := append([]byte{wire.FrameControl, wire.Version, 0, 0}, from[:]...)
-	b = append(b, nonce[:]...)
-	k := [32]byte(shared)
-	return box.SealAfterPrecomputation(b, plain, &nonce, &k)
-}
-
 // FuzzClientFrames: whatever a node's bridge or a peer it wants to talk
 // to seals (the fuzzer writes the plaintext), and any frame at all, over
 // UDP or the bridge's TCP connection, never panics the node's client.
@@ -397,9 +350,9 @@ func FuzzClientFrames(f *testing.F) {
 		frame := b
 		switch who % 3 {
 		case 0:
-			frame = sealPlain(bridgeKey, node.Public(), b)
+			frame = bridgetest.SealPlain(bridgeKey, node.Public(), b)
 		case 1:
-			frame = sealPlain(peer, node.Public(), b)
+			frame = bridgetest.SealPlain(peer, node.Public(), b)
 		}
 		c.HandleFrames([][]byte{frame, frame}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("192.0.2.1:1")})
 		c.handleFrame(frame, netip.AddrPort{}, c.bridges[0])

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -28,7 +29,7 @@ func sockAddr(pc *net.UDPConn) netip.AddrPort { return pc.LocalAddr().(*net.UDPA
 // it), on a real Bind, that wants to talk to the keys in wants.
 func probeNode(t *testing.T, k identity.PrivateKey, wants ...identity.PublicKey) (*Client, uint16) {
 	t.Helper()
-	bind, port := openBind(t)
+	bind, port := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(k)
 	c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(p identity.PublicKey) bool {
 		for _, w := range wants {
@@ -44,7 +45,7 @@ func probeNode(t *testing.T, k identity.PrivateKey, wants ...identity.PublicKey)
 	// name): their frames open at once, on the receive goroutine.
 	c.SetKnownKeys(wants)
 	waitCond(t, "the wanted keys' shared keys computed", func() bool {
-		return !slices.ContainsFunc(wants, func(k identity.PublicKey) bool { return c.keys.cached(k) == nil })
+		return !slices.ContainsFunc(wants, func(k identity.PublicKey) bool { return c.keys.Cached(k) == nil })
 	})
 	return c, port
 }

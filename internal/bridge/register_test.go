@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -202,7 +203,7 @@ func TestClockRefusalReachesNodeStatus(t *testing.T) {
 	nodeKey := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{nodeKey.Public()}})
 	h.clk.ns.Store(time.Now().Add(-time.Hour).UnixNano()) // the client's clock (the real one) is an hour ahead
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(nodeKey)
 	c := NewClient(ClientConfig{Key: nodeKey, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
 	bind.SetFrameHandler(c)

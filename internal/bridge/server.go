@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
@@ -131,9 +132,9 @@ const (
 type Server struct {
 	pub       identity.PublicKey
 	self      netip.Addr // the bridge's own node address
-	keys      *keyCache
-	strangers *strangers      // opens UDP frames from keys not cached
-	tcpBudget *strangerBudget // for first frames on TCP connections from keys not cached
+	keys      *keycache.Cache
+	strangers *keycache.Strangers // opens UDP frames from keys not cached
+	tcpBudget *keycache.Budget    // for first frames on TCP connections from keys not cached
 	adm       *admission
 	sender    FrameSender
 	log       *slog.Logger
@@ -226,7 +227,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		pub:          pub,
 		self:         pub.Address(),
-		keys:         newAdmittedKeyCache(cfg.Key, maxCachedKeys),
 		adm:          adm,
 		sender:       cfg.Sender,
 		log:          log,
@@ -245,9 +245,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pending:      make(map[netip.Addr]int),
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
-		refusals:     ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
-		challenges:   ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
-		tcpBudget:    newStrangerBudget(),
+		refusals:     ratelimit.NewKeyed(keycache.SourceRate, keycache.SourceBurst, keycache.MaxSources),
+		challenges:   ratelimit.NewKeyed(keycache.SourceRate, keycache.SourceBurst, keycache.MaxSources),
+		tcpBudget:    keycache.NewBudget(),
 	}
 	if _, err := cryptorand.Read(s.challengeKey[:]); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
@@ -260,13 +260,12 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := s.loadTimes(); err != nil {
 		return nil, err
 	}
-	s.keys.x25519 = &s.stats.x25519
+	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
 	// The admitted keys' shared keys are computed ahead by the worker, so
 	// that their frames open on the receive goroutine from the start.
-	s.keys.pin(adm.admittedKeys())
-	s.strangers = startStrangers(s.keys, s.handleStranger, strangerCounters{
-		queued: &s.stats.strangersQueued, limited: &s.stats.strangersLimited, failed: &s.stats.badControl})
-	s.strangers.pinSoon()
+	s.keys.Pin(adm.admittedKeys())
+	s.strangers = keycache.StartStrangers(s.keys, s.handleStranger, keycache.Counters{Queued: &s.stats.strangersQueued, Limited: &s.stats.strangersLimited, Failed: &s.stats.badControl})
+	s.strangers.PinSoon()
 	return s, nil
 }
 
@@ -319,7 +318,7 @@ func (s *Server) Close() error {
 		s.handleMu.Lock()
 		s.closed = true
 		s.handleMu.Unlock()
-		s.strangers.stop()
+		s.strangers.Stop()
 		close(s.done)
 		s.connMu.Lock()
 		s.closing = true
@@ -460,7 +459,7 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 // control opens and acts on a control frame from src (over TCP: c's
 // remote address). It opens here only with a cached shared key (an
 // admitted node's): no X25519 on a receive goroutine. A frame over UDP
-// from another key goes to the worker (strangers.go); over TCP, where it
+// from another key goes to the worker (keycache); over TCP, where it
 // can only be a connection's first frame, the connection's own goroutine
 // opens it within the TCP budget.
 func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.Time) {
@@ -481,18 +480,18 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 			return
 		}
 	}
-	shared := s.keys.cached(from)
+	shared := s.keys.Cached(from)
 	if shared == nil {
 		if c == nil {
-			s.strangers.submit(f, src, time.Now())
+			s.strangers.Submit(f, src, time.Now())
 			return
 		}
-		if len(f) > maxStrangerFrame || !s.tcpBudget.allow(src, time.Now()) {
+		if len(f) > keycache.MaxStrangerFrame || !s.tcpBudget.Allow(src, time.Now()) {
 			s.stats.strangersLimited.Add(1)
 			return
 		}
-		shared = s.keys.compute(from)
-		s.keys.pinComputed(from, shared)
+		shared = s.keys.Compute(from)
+		s.keys.PinComputed(from, shared)
 	}
 	m, err := wire.Open(f, shared)
 	if err != nil {
@@ -579,7 +578,7 @@ func (s *Server) lookup(from identity.PublicKey, shared *wire.SharedKey, m wire.
 // sendControl seals m to the key to (with shared, if not nil) and sends
 // it over c, or over UDP to dst.
 func (s *Server) sendControl(to identity.PublicKey, shared *wire.SharedKey, m wire.Message, dst netip.AddrPort, c *serverConn) {
-	frame, err := s.keys.seal(to, shared, m)
+	frame, err := s.keys.Seal(to, shared, m)
 	if err != nil {
 		s.logLimited(slog.LevelWarn, "bridge: cannot seal a control message", "peer", to.String(), "err", err)
 		return

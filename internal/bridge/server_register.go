@@ -67,7 +67,7 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
 		}
 		if enrolled {
-			s.keys.pinShared(from, shared) // admitted from now on
+			s.keys.PinShared(from, shared) // admitted from now on
 			s.stats.enrolments.Add(1)
 			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
 		}
@@ -288,7 +288,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	for _, c := range conns {
 		c.close()
 	}
-	s.keys.forget(key)
+	s.keys.Forget(key)
 	s.log.Info("bridge: key revoked", "peer", key.String())
 	return known, nil
 }

@@ -968,7 +968,7 @@ func TestMemoryPerNode(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&before)
 	for i := range frames {
-		s.keys.pinShared(keys[i], &shared[i]) // as at admission
+		s.keys.PinShared(keys[i], &shared[i]) // as at admission
 		s.HandleFrames(frames[i:i+1], srcs[i:i+1])
 	}
 	runtime.GC()
@@ -1064,7 +1064,7 @@ func FuzzServerFrames(f *testing.F) {
 func TestKeyCacheHoldsAdmittedKeysOnly(t *testing.T) {
 	a := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
-	cached := func(k identity.PublicKey) bool { return h.s.keys.cached(k) != nil }
+	cached := func(k identity.PublicKey) bool { return h.s.keys.Cached(k) != nil }
 	stranger := testKey(t)
 	if m := h.udpNode(stranger).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("stranger: %s", m.Kind)

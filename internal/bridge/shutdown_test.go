@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -27,7 +28,7 @@ func TestFramesAfterClose(t *testing.T) {
 	})
 	t.Run("client", func(t *testing.T) {
 		bridgeKey := testKey(t)
-		bind, _ := openBind(t)
+		bind, _ := bridgetest.OpenBind(t)
 		k := testKey(t)
 		bind.SetPrivateKey(k)
 		c := NewClient(ClientConfig{Key: k, Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}}, Bind: bind,
@@ -50,7 +51,7 @@ func ptr[T any](v T) *T { return &v }
 // and after, are dropped: the worker stops within Close, nothing panics,
 // and no goroutine is left (goleak, TestMain).
 func TestStrangerFramesDuringClose(t *testing.T) {
-	frames, srcs := forgedFlood(64, func(int) identity.PublicKey { return randomKey() })
+	frames, srcs := bridgetest.ForgedFlood(64, func(int) identity.PublicKey { return bridgetest.RandomKey() })
 	hammer := func(handle func([][]byte, []netip.AddrPort), closeIt func()) {
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -72,12 +73,12 @@ func TestStrangerFramesDuringClose(t *testing.T) {
 		<-done
 	}
 	t.Run("client", func(t *testing.T) {
-		bind, _ := openBind(t)
+		bind, _ := bridgetest.OpenBind(t)
 		k := testKey(t)
 		bind.SetPrivateKey(k)
 		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
 		hammer(c.HandleFrames, c.Close)
-		if c.strangers.submit(frames[0], srcs[0], time.Now()) {
+		if c.strangers.Submit(frames[0], srcs[0], time.Now()) {
 			t.Fatal("a frame was queued after Close")
 		}
 	})
@@ -87,7 +88,7 @@ func TestStrangerFramesDuringClose(t *testing.T) {
 			t.Fatal(err)
 		}
 		hammer(s.HandleFrames, func() { s.Close() })
-		if s.strangers.submit(frames[0], srcs[0], time.Now()) {
+		if s.strangers.Submit(frames[0], srcs[0], time.Now()) {
 			t.Fatal("a frame was queued after Close")
 		}
 	})

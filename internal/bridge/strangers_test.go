@@ -1,70 +1,15 @@
 package bridge
 
 import (
-	"bytes"
-	"crypto/rand"
 	"net/netip"
-	"runtime"
-	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
-
-// goroutineID is the calling goroutine's number (tests only).
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	id, _ := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
-	return id
-}
-
-// x25519Here counts the X25519 operations keys does from now on on the
-// calling goroutine: the receive goroutine, where the test calls
-// HandleFrames as a Bind's receive goroutine would. (A subtest runs on a
-// goroutine of its own: call it there.)
-func x25519Here(keys *keyCache) func() int64 {
-	id := goroutineID()
-	var n atomic.Int64
-	f := func() {
-		if goroutineID() == id {
-			n.Add(1)
-		}
-	}
-	keys.onX25519.Store(&f)
-	return n.Load
-}
-
-// forgedFlood is n control frames that claim the senders claim(i) and
-// carry garbage, each from a source in a /64 of its own: what anyone can
-// send, spoofed or not, without holding any key. What it costs a
-// receiver is one X25519 per frame whose claimed sender's key is not
-// cached, unless a budget stops it.
-func forgedFlood(n int, claim func(i int) identity.PublicKey) ([][]byte, []netip.AddrPort) {
-	frames := make([][]byte, n)
-	srcs := make([]netip.AddrPort, n)
-	for i := range n {
-		f := make([]byte, wire.ControlHeaderSize+64)
-		f[0], f[1] = wire.FrameControl, wire.Version
-		k := claim(i)
-		copy(f[4:], k[:])
-		rand.Read(f[4+identity.KeySize:])
-		frames[i] = f
-		srcs[i] = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 15: 1}), 4610)
-	}
-	return frames, srcs
-}
-
-// randomKey is 32 random bytes: a key nobody holds.
-func randomKey() identity.PublicKey {
-	var k identity.PublicKey
-	rand.Read(k[:])
-	return k
-}
 
 const floodFrames = 4000
 
@@ -78,7 +23,7 @@ const floodFrames = 4000
 // none at all.
 func TestForgedControlFramesClient(t *testing.T) {
 	node, bridgeKey, known := testKey(t), testKey(t).Public(), testKey(t).Public()
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(node)
 	// A node with a "*" rule: it would talk to any key.
 	c := NewClient(ClientConfig{Key: node, Bind: bind, Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey}},
@@ -89,9 +34,9 @@ func TestForgedControlFramesClient(t *testing.T) {
 	st := c.Stats()
 
 	t.Run("any key", func(t *testing.T) {
-		onReceive := x25519Here(c.keys)
+		onReceive := bridgetest.X25519Here(c.keys)
 		x0, q0, l0, d0 := st.X25519.Load(), st.Strangers.Load(), st.StrangersLimited.Load(), st.Dropped.Load()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return randomKey() })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(int) identity.PublicKey { return bridgetest.RandomKey() })
 		start := time.Now()
 		c.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -100,17 +45,17 @@ func TestForgedControlFramesClient(t *testing.T) {
 		}
 		waitCond(t, "the worker to try what was queued", func() bool { return st.Dropped.Load()-d0 == st.Strangers.Load()-q0 })
 		x := st.X25519.Load() - x0
-		if limit := uint64(strangerBurst + strangerRate*time.Since(start).Seconds() + 1); x > limit {
+		if limit := uint64(keycache.StrangerBurst + keycache.StrangerRate*time.Since(start).Seconds() + 1); x > limit {
 			t.Fatalf("%d forged frames cost %d X25519 on the worker, want at most %d", floodFrames, x, limit)
 		}
 		t.Logf("%d forged frames claiming %d keys: %v on the receive goroutine (%v a frame, no X25519); %d X25519 on the worker; %d dropped over the budgets",
 			floodFrames, floodFrames, took, took/floodFrames, x, st.StrangersLimited.Load()-l0)
 	})
 	t.Run("known keys", func(t *testing.T) {
-		waitCond(t, "the known key's shared key computed ahead", func() bool { return c.keys.cached(known) != nil })
-		onReceive := x25519Here(c.keys)
+		waitCond(t, "the known key's shared key computed ahead", func() bool { return c.keys.Cached(known) != nil })
+		onReceive := bridgetest.X25519Here(c.keys)
 		x0 := st.X25519.Load()
-		frames, srcs := forgedFlood(floodFrames, func(i int) identity.PublicKey { return []identity.PublicKey{bridgeKey, known}[i%2] })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(i int) identity.PublicKey { return []identity.PublicKey{bridgeKey, known}[i%2] })
 		start := time.Now()
 		c.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -132,9 +77,9 @@ func TestForgedControlFramesBridge(t *testing.T) {
 	defer s.Close()
 
 	t.Run("any key", func(t *testing.T) {
-		onReceive := x25519Here(s.keys)
+		onReceive := bridgetest.X25519Here(s.keys)
 		st0 := s.Stats()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return randomKey() })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(int) identity.PublicKey { return bridgetest.RandomKey() })
 		start := time.Now()
 		s.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -147,17 +92,17 @@ func TestForgedControlFramesBridge(t *testing.T) {
 		})
 		st := s.Stats()
 		x := st.X25519 - st0.X25519
-		if limit := uint64(strangerBurst + strangerRate*time.Since(start).Seconds() + 1); x > limit {
+		if limit := uint64(keycache.StrangerBurst + keycache.StrangerRate*time.Since(start).Seconds() + 1); x > limit {
 			t.Fatalf("%d forged frames cost %d X25519 on the worker, want at most %d", floodFrames, x, limit)
 		}
 		t.Logf("%d forged frames claiming %d keys: %v on the receive goroutine (%v a frame, no X25519); %d X25519 on the worker; %d dropped over the budgets",
 			floodFrames, floodFrames, took, took/floodFrames, x, st.StrangersLimited-st0.StrangersLimited)
 	})
 	t.Run("admitted key", func(t *testing.T) {
-		waitCond(t, "the admitted key's shared key computed ahead", func() bool { return s.keys.cached(admitted) != nil })
-		onReceive := x25519Here(s.keys)
+		waitCond(t, "the admitted key's shared key computed ahead", func() bool { return s.keys.Cached(admitted) != nil })
+		onReceive := bridgetest.X25519Here(s.keys)
 		st0 := s.Stats()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return admitted })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(int) identity.PublicKey { return admitted })
 		start := time.Now()
 		s.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -176,12 +121,12 @@ func TestForgedControlFramesBridge(t *testing.T) {
 func TestStrangerFramesStillServed(t *testing.T) {
 	t.Run("client", func(t *testing.T) {
 		peer, k := testKey(t), testKey(t)
-		bind, _ := openBind(t)
+		bind, _ := bridgetest.OpenBind(t)
 		bind.SetPrivateKey(k)
 		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
 		bind.SetFrameHandler(c)
 		t.Cleanup(c.Close)
-		onReceive := x25519Here(c.keys)
+		onReceive := bridgetest.X25519Here(c.keys)
 		shared := wire.Precompute(peer, k.Public())
 		pc := udpSocket(t)
 		for seq := range uint64(3) {
@@ -208,9 +153,9 @@ func TestStrangerFramesStillServed(t *testing.T) {
 		n.mustRegister()
 		n.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: n.pub.Address()})
 		n.expect(wire.KindLookupReply)
-		if st := h.s.Stats(); st.X25519 != x || st.StrangersQueued != 1 || h.s.keys.cached(n.pub) == nil {
+		if st := h.s.Stats(); st.X25519 != x || st.StrangersQueued != 1 || h.s.keys.Cached(n.pub) == nil {
 			t.Fatalf("after enrolment: %d more X25519, %d frames through the worker, key cached %v",
-				st.X25519-x, st.StrangersQueued, h.s.keys.cached(n.pub) != nil)
+				st.X25519-x, st.StrangersQueued, h.s.keys.Cached(n.pub) != nil)
 		}
 	})
 }
@@ -224,40 +169,5 @@ func TestRefusalReusesSharedKey(t *testing.T) {
 	}
 	if x := h.s.Stats().X25519; x != 1 {
 		t.Fatalf("%d X25519 for one refused Register", x)
-	}
-}
-
-// Pins: computed in order by the worker, never flushed by learned keys,
-// replaced as a set (a node's rules change), and a key unpinned while it
-// waits is not pinned when its computation ends.
-func TestKeyCachePins(t *testing.T) {
-	c := newKeyCache(testKey(t), 2)
-	a, b, d := randomKey(), randomKey(), randomKey()
-	c.pin([]identity.PublicKey{a, b})
-	if k, ok := c.nextPending(); !ok || k != a {
-		t.Fatalf("next pending %s %v, want a", k.ShortString(), ok)
-	}
-	c.pinComputed(a, c.compute(a))
-	c.setPinned([]identity.PublicKey{a, d}, nil) // b no longer wanted
-	for k, ok := c.nextPending(); ok; k, ok = c.nextPending() {
-		if k == b {
-			t.Fatal("an unpinned key is still pending")
-		}
-		c.pinComputed(k, c.compute(k))
-	}
-	c.pinComputed(b, c.compute(b)) // a late result for b
-	if c.cached(a) == nil || c.cached(d) == nil || c.cached(b) != nil {
-		t.Fatalf("cached: a %v, d %v, b %v; want a and d", c.cached(a) != nil, c.cached(d) != nil, c.cached(b) != nil)
-	}
-	for range 5 { // learned keys overflow their bound: the pins stay
-		k := randomKey()
-		c.keep(k, c.compute(k))
-	}
-	if c.cached(a) == nil || c.cached(d) == nil {
-		t.Fatal("learned keys flushed a pinned one")
-	}
-	c.forget(a)
-	if c.cached(a) != nil {
-		t.Fatal("a forgotten key is still cached")
 	}
 }

@@ -1,4 +1,11 @@
-package bridge
+// Package keycache owns the shared keys a node or a bridge opens and seals
+// control frames with (wire.SharedKey: one X25519 each), and the rule that
+// keeps that cost off the receive goroutines: a receive goroutine opens a
+// frame only with a key already here (Cache.Cached), and hands frames from
+// other senders to one worker (Strangers) within budgets per source and in
+// all. The bridge role and the node's client of its bridges each own one
+// Cache and one Strangers.
+package keycache
 
 import (
 	"sync"
@@ -9,7 +16,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-// keyCache holds the shared keys of one private key with the keys it
+// Cache holds the shared keys of one private key with the keys it
 // talks to, of two kinds:
 //
 //   - pinned: the keys its owner knows in advance (a node's bridges, static
@@ -22,9 +29,9 @@ import (
 //     full.
 //
 // A receive goroutine only opens frames whose sender's key is here (one
-// XSalsa20-Poly1305, no X25519): see cached. Caching a key before any
+// XSalsa20-Poly1305, no X25519): see Cached. Caching a key before any
 // frame of its opens is safe: the secret depends only on the two keys.
-type keyCache struct {
+type Cache struct {
 	priv identity.PrivateKey
 	pub  identity.PublicKey
 
@@ -46,23 +53,37 @@ type keyCache struct {
 	onX25519 atomic.Pointer[func()]
 }
 
-func newKeyCache(priv identity.PrivateKey, max int) *keyCache {
-	return &keyCache{priv: priv, pub: priv.Public(), max: max, keepOpened: true, x25519: new(atomic.Uint64),
+// New is a node's cache of the shared keys of priv, learning at most max
+// keys besides the pinned ones. It counts the X25519 operations it does
+// in x25519 (nil: a counter of its own).
+func New(priv identity.PrivateKey, max int, x25519 *atomic.Uint64) *Cache {
+	if x25519 == nil {
+		x25519 = new(atomic.Uint64)
+	}
+	return &Cache{priv: priv, pub: priv.Public(), max: max, keepOpened: true, x25519: x25519,
 		pinned: make(map[identity.PublicKey]*wire.SharedKey), pending: make(map[identity.PublicKey]bool),
 		learned: make(map[identity.PublicKey]*wire.SharedKey)}
 }
 
-// newAdmittedKeyCache is a bridge's cache: it keeps the keys of the nodes
-// it answers, not of every sender whose frame opens.
-func newAdmittedKeyCache(priv identity.PrivateKey, max int) *keyCache {
-	c := newKeyCache(priv, max)
+// NewAdmitted is a bridge's cache: it keeps the keys of the nodes it
+// answers, not of every sender whose frame opens.
+func NewAdmitted(priv identity.PrivateKey, max int, x25519 *atomic.Uint64) *Cache {
+	c := New(priv, max, x25519)
 	c.keepOpened = false
 	return c
 }
 
-// compute derives the shared key with peer: one X25519, counted. Never on
+// Public is the public key of the cache's private key: the sender of what
+// it seals.
+func (c *Cache) Public() identity.PublicKey { return c.pub }
+
+// OnX25519 makes f run before each X25519 the cache does, on the
+// goroutine that does it (tests: which goroutines spend them).
+func (c *Cache) OnX25519(f func()) { c.onX25519.Store(&f) }
+
+// Compute derives the shared key with peer: one X25519, counted. Never on
 // a receive goroutine.
-func (c *keyCache) compute(peer identity.PublicKey) *wire.SharedKey {
+func (c *Cache) Compute(peer identity.PublicKey) *wire.SharedKey {
 	if f := c.onX25519.Load(); f != nil {
 		(*f)()
 	}
@@ -71,9 +92,9 @@ func (c *keyCache) compute(peer identity.PublicKey) *wire.SharedKey {
 	return &s
 }
 
-// cached returns the shared key with peer if it is pinned or learned, else
+// Cached returns the shared key with peer if it is pinned or learned, else
 // nil. It never computes: receive goroutines call it.
-func (c *keyCache) cached(peer identity.PublicKey) *wire.SharedKey {
+func (c *Cache) Cached(peer identity.PublicKey) *wire.SharedKey {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if k := c.pinned[peer]; k != nil {
@@ -82,8 +103,8 @@ func (c *keyCache) cached(peer identity.PublicKey) *wire.SharedKey {
 	return c.learned[peer]
 }
 
-// keep learns peer's shared key.
-func (c *keyCache) keep(peer identity.PublicKey, s *wire.SharedKey) {
+// Keep learns peer's shared key.
+func (c *Cache) Keep(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pinned[peer] != nil {
@@ -95,18 +116,18 @@ func (c *keyCache) keep(peer identity.PublicKey, s *wire.SharedKey) {
 	c.learned[peer] = s
 }
 
-// pinNow computes and pins peer's shared key on the caller's goroutine
+// PinNow computes and pins peer's shared key on the caller's goroutine
 // (a constructor's: a node's bridges).
-func (c *keyCache) pinNow(peer identity.PublicKey) {
-	s := c.cached(peer)
+func (c *Cache) PinNow(peer identity.PublicKey) {
+	s := c.Cached(peer)
 	if s == nil {
-		s = c.compute(peer)
+		s = c.Compute(peer)
 	}
-	c.pinShared(peer, s)
+	c.PinShared(peer, s)
 }
 
-// pinShared pins peer's shared key s, computed already.
-func (c *keyCache) pinShared(peer identity.PublicKey, s *wire.SharedKey) {
+// PinShared pins peer's shared key s, computed already.
+func (c *Cache) PinShared(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.pinned[peer] = s
@@ -114,8 +135,9 @@ func (c *keyCache) pinShared(peer identity.PublicKey, s *wire.SharedKey) {
 	delete(c.learned, peer)
 }
 
-// pin marks keys to be pinned: those not cached yet wait for nextPending.
-func (c *keyCache) pin(keys []identity.PublicKey) {
+// Pin marks keys to be pinned: those not cached yet wait for the
+// Strangers worker, which computes them between frames.
+func (c *Cache) Pin(keys []identity.PublicKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, k := range keys {
@@ -123,7 +145,7 @@ func (c *keyCache) pin(keys []identity.PublicKey) {
 	}
 }
 
-func (c *keyCache) pinLocked(k identity.PublicKey) {
+func (c *Cache) pinLocked(k identity.PublicKey) {
 	if c.pinned[k] != nil {
 		return
 	}
@@ -138,9 +160,9 @@ func (c *keyCache) pinLocked(k identity.PublicKey) {
 	}
 }
 
-// setPinned makes exactly keys and keep pinned (or pending): the others
+// SetPinned makes exactly keys and keep pinned (or pending): the others
 // are unpinned and may be learned again.
-func (c *keyCache) setPinned(keys, keep []identity.PublicKey) {
+func (c *Cache) SetPinned(keys, keep []identity.PublicKey) {
 	want := make(map[identity.PublicKey]bool, len(keys)+len(keep))
 	for _, k := range keys {
 		want[k] = true
@@ -166,22 +188,22 @@ func (c *keyCache) setPinned(keys, keep []identity.PublicKey) {
 }
 
 // nextPending returns the next key waiting to be pinned, if any.
-func (c *keyCache) nextPending() (identity.PublicKey, bool) {
+func (c *Cache) nextPending() (identity.PublicKey, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for len(c.pendingQ) > 0 {
 		k := c.pendingQ[0]
 		c.pendingQ = c.pendingQ[1:]
 		if c.pending[k] { // else unpinned meanwhile
-			return k, true // pending until pinComputed
+			return k, true // pending until PinComputed
 		}
 	}
 	c.pendingQ = nil // let go of the array
 	return identity.PublicKey{}, false
 }
 
-// pinComputed pins s for peer if peer is still waiting for it.
-func (c *keyCache) pinComputed(peer identity.PublicKey, s *wire.SharedKey) {
+// PinComputed pins s for peer if peer is still waiting for it.
+func (c *Cache) PinComputed(peer identity.PublicKey, s *wire.SharedKey) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending[peer] {
@@ -190,8 +212,8 @@ func (c *keyCache) pinComputed(peer identity.PublicKey, s *wire.SharedKey) {
 	}
 }
 
-// forget drops peer's shared key, pinned or learned.
-func (c *keyCache) forget(peer identity.PublicKey) {
+// Forget drops peer's shared key, pinned or learned.
+func (c *Cache) Forget(peer identity.PublicKey) {
 	c.mu.Lock()
 	delete(c.pinned, peer)
 	delete(c.pending, peer)
@@ -199,23 +221,23 @@ func (c *keyCache) forget(peer identity.PublicKey) {
 	c.mu.Unlock()
 }
 
-// seal builds a control frame carrying m to the key to, with the shared
+// Seal builds a control frame carrying m to the key to, with the shared
 // key given, or the cached one, or else one it computes (an X25519: only
 // goroutines that may spend one call seal with a key not cached) and
-// learns (unless keepOpened is off and m is a refusal: a bridge keeps only
-// the keys it admits).
-func (c *keyCache) seal(to identity.PublicKey, shared *wire.SharedKey, m wire.Message) ([]byte, error) {
+// learns (unless the cache is a bridge's, NewAdmitted, and m a refusal: a
+// bridge keeps only the keys it admits).
+func (c *Cache) Seal(to identity.PublicKey, shared *wire.SharedKey, m wire.Message) ([]byte, error) {
 	if m.Time == 0 {
 		m.Time = time.Now().UnixNano()
 	}
 	k := shared
 	if k == nil {
-		k = c.cached(to)
+		k = c.Cached(to)
 	}
 	if k == nil {
-		k = c.compute(to)
+		k = c.Compute(to)
 		if c.keepOpened || m.Kind != wire.KindRefused {
-			c.keep(to, k)
+			c.Keep(to, k)
 		}
 	}
 	return wire.Seal(make([]byte, 0, 160), c.pub, k, &m)
