@@ -14,7 +14,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
-	"github.com/tomoe-net/tomoe/internal/ratelimit"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -26,14 +26,11 @@ const (
 	registrationLapse = 3                // keepalives without an answer: registration lost
 	lookupTimeout     = 2 * time.Second
 	lookupRetry       = 400 * time.Millisecond
-	probeInterval     = time.Second
-	probeBurst        = 100 * time.Millisecond // probing right after an introduction
-	probeBurstCount   = 8
-	candidateLifetime = time.Minute
-	refreshInterval   = 20 * time.Second // look relayed peers up again this often
-	maxRefresh        = 64               // peers looked up again per round
-	maxAltSources     = 4                // other addresses a bridge may answer from
-	maxCandidates     = 8
+	probeInterval     = time.Second            // the prober's slow rounds
+	probeBurst        = 100 * time.Millisecond // its fast rounds, right after an introduction
+	refreshInterval   = 20 * time.Second       // look relayed peers up again this often
+	maxRefresh        = 64                     // peers looked up again per round
+	maxAltSources     = 4                      // other addresses a bridge may answer from
 	tcpDialTimeout    = 3 * time.Second
 )
 
@@ -77,21 +74,14 @@ type Client struct {
 	keys      *keycache.Cache
 	strangers *keycache.Strangers // opens frames from senders whose key is not cached
 	bridges   []*bridgeConn
-	bcast     *broadcasts // never probed
+	prober    *nat.Prober     // direct paths to peers
+	bcast     *nat.Broadcasts // never probed
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
 	closed   bool         // guarded by handleMu
 
-	mu         sync.Mutex
-	lookups    map[uint64]chan lookupAnswer
-	candidates map[identity.PublicKey]*candidateSet
-	probes     map[uint64]sentProbe
-	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
-
-	answers     *ratelimit.Keyed // probe answers per peer (by its address)
-	allAnswers  ratelimit.Bucket // probe answers in all
-	probeBudget *ratelimit.Keyed // probes sent per peer (by its address)
-	allProbes   ratelimit.Bucket // probes sent in all
+	mu      sync.Mutex // guards lookups
+	lookups map[uint64]chan lookupAnswer
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -135,22 +125,18 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.Wants = func(identity.PublicKey) bool { return false }
 	}
 	c := &Client{
-		cfg:         cfg,
-		log:         cfg.Log,
-		bcast:       newBroadcasts(),
-		lookups:     make(map[uint64]chan lookupAnswer),
-		candidates:  make(map[identity.PublicKey]*candidateSet),
-		probes:      make(map[uint64]sentProbe),
-		seen:        make(map[identity.PublicKey]*probeMemory),
-		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
-		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
-		refreshNow:  make(chan bool, 1),
-		stop:        make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Log,
+		bcast:      nat.NewBroadcasts(),
+		lookups:    make(map[uint64]chan lookupAnswer),
+		refreshNow: make(chan bool, 1),
+		stop:       make(chan struct{}),
 	}
 	c.keys = keycache.New(cfg.Key, 65536, &c.stats.X25519)
 	c.seq.Store(uint64(time.Now().UnixNano()))
-	c.allAnswers.Init(time.Now().UnixNano(), allAnswerBurst)
-	c.allProbes.Init(time.Now().UnixNano(), allProbeBurst)
+	c.prober = nat.NewProber(nat.Config{Paths: cfg.Bind, Sealer: c.keys, Broadcasts: c.bcast, Counters: nat.Counters{
+		Sent: &c.stats.ProbesSent, Limited: &c.stats.ProbesLimited, Acks: &c.stats.ProbeAcks,
+		Answered: &c.stats.ProbesAnswered, Refused: &c.stats.ProbesRefused, Dropped: &c.stats.Dropped}})
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
 		c.keys.PinNow(bc.Key) // a handful, here: never on a receive goroutine
@@ -248,7 +234,7 @@ type Found struct {
 	Key       identity.PublicKey
 	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
 	RelayID   uint32
-	Endpoints []netip.AddrPort // plausible ones only (see plausible)
+	Endpoints []netip.AddrPort // plausible ones only (see nat.Plausible)
 	Bridge    netip.AddrPort   // for a bridge's own address: where it is
 
 	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
@@ -315,7 +301,7 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 			}
 			c.stats.LookupsFound.Add(1)
 			loopback := a.via.onLoopback()
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: plausibleOnly(m.Endpoints, loopback), loopback: loopback}
+			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: nat.PlausibleOnly(m.Endpoints, loopback), loopback: loopback}
 			if m.Key == a.via.cfg.Key {
 				f.Bridge = a.via.udpAddr()
 			} else {
@@ -385,7 +371,7 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		b.handle(m, src, via != nil)
 		return
 	}
-	c.handlePeer(from, k, m, src)
+	c.prober.Handle(from, k, m, src)
 }
 
 // handleStranger acts, on the worker, on a frame from a sender whose key
@@ -395,7 +381,7 @@ func (c *Client) handleStranger(from identity.PublicKey, shared *wire.SharedKey,
 		b.handle(m, src, false)
 		return
 	}
-	c.handlePeer(from, shared, m, src)
+	c.prober.Handle(from, shared, m, src)
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
-	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -39,7 +39,7 @@ type bridgeConn struct {
 	given      transport.Relay  // the relay peers' paths through this bridge use
 	answered   chan struct{}    // signalled on Registered/Refused
 	refused    bool
-	introduced map[identity.PublicKey]int64 // the bridge's time of its newest introduction of each peer
+	intros     nat.Introductions // the bridge's newest introduction of each peer
 }
 
 // sentRegisters is how many Registers sent an answer may answer: those
@@ -394,11 +394,11 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 		if m.Key == b.c.keys.Public() || !b.c.cfg.Wants(m.Key) {
 			return
 		}
-		if !b.freshIntroduction(m.Key, m.Time, time.Now()) {
+		if !b.intros.Fresh(m.Key, m.Time, time.Now()) {
 			b.c.stats.Dropped.Add(1)
 			return
 		}
-		b.c.addCandidates(m.Key, m.Endpoints, b.onLoopback())
+		b.c.prober.AddCandidates(m.Key, m.Endpoints, b.onLoopback())
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}

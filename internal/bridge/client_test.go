@@ -228,33 +228,6 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 	}
 }
 
-// A probe's answer counts once, from the key and address probed: a
-// replayed or redirected ack cannot point a peer anywhere.
-func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
-	c := NewClient(ClientConfig{Key: testKey(t)})
-	defer c.Close()
-	peer, other := testKey(t).Public(), testKey(t).Public()
-	to := netip.MustParseAddrPort("192.0.2.1:4610")
-	taken := func(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
-		_, ok := c.takeProbe(seq, key, from)
-		return ok
-	}
-	seq := c.newProbe(peer, to, time.Now(), false)
-	if taken(seq, other, to) || taken(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || taken(seq+1, peer, to) {
-		t.Fatal("an answer from another key, address or probe was taken")
-	}
-	if !taken(seq, peer, to) {
-		t.Fatal("the real answer was not taken")
-	}
-	if taken(seq, peer, to) {
-		t.Fatal("a replayed answer was taken twice")
-	}
-	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow), false)
-	if taken(old, peer, to) {
-		t.Fatal("a stale answer was taken")
-	}
-}
-
 // A bridge's endpoint name is looked up with the resolver the node gives
 // the client (in kernel mode, one whose queries carry the underlay mark,
 // routes.Resolver), not the system's.

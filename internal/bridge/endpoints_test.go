@@ -11,46 +11,6 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-func TestPlausible(t *testing.T) {
-	node := identity.PublicKey{7}.Address()
-	for _, c := range []struct {
-		ep             string
-		want, loopback bool // plausible from a remote bridge; from one on this host
-	}{
-		{"198.51.100.7:4610", true, true},
-		{"10.0.0.5:4610", true, true},
-		{"[2001:db8::5]:4610", true, true},
-		{"[::ffff:198.51.100.7]:4610", true, true},
-		{"127.0.0.1:22", false, true},
-		{"127.9.9.9:4610", false, true},
-		{"[::1]:4610", false, true},
-		{"[::ffff:127.0.0.1]:4610", false, true},
-		{"10.0.0.5:0", false, false},
-		{"0.0.0.0:4610", false, false},
-		{"0.1.2.3:4610", false, false},
-		{"[::]:4610", false, false},
-		{"224.0.0.251:5353", false, false},
-		{"239.255.255.250:1900", false, false},
-		{"[ff02::1]:4610", false, false},
-		{"255.255.255.255:4610", false, false},
-		{"169.254.169.254:80", false, false},
-		{"[fe80::1]:4610", false, false},
-		{netip.AddrPortFrom(node, 4610).String(), false, false},
-		{"[300:1:2:3::1]:4610", false, false},
-	} {
-		ep := netip.MustParseAddrPort(c.ep)
-		if got := plausible(ep, false); got != c.want {
-			t.Errorf("plausible(%s) = %v, want %v", ep, got, c.want)
-		}
-		if got := plausible(ep, true); got != c.loopback {
-			t.Errorf("plausible(%s, from a bridge on this host) = %v, want %v", ep, got, c.loopback)
-		}
-	}
-	if got := plausible(netip.AddrPort{}, true); got {
-		t.Error("the zero endpoint is plausible")
-	}
-}
-
 // What a node says of its own addresses goes to every node that looks it
 // up: the bridge keeps only plausible ones, loopback ones only from a
 // node on its own host.
@@ -97,32 +57,22 @@ func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
 		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
 	})
 	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
-	c.bcast.mu.Lock()
-	c.bcast.addrs = func() ([]net.Addr, error) {
+	c.bcast.SetSource(func() ([]net.Addr, error) {
 		return []net.Addr{&net.IPNet{IP: net.IPv4(192, 168, 77, 1), Mask: net.CIDRMask(24, 32)}}, nil
-	}
-	c.bcast.set = nil
-	c.bcast.mu.Unlock()
+	})
 	var eps []netip.AddrPort
 	for _, s := range []string{"224.0.0.1:1", "255.255.255.255:2", "0.0.0.0:3", "169.254.169.254:80", "192.168.77.255:5", "[fe80::1]:6", "198.51.100.7:4610", "127.0.0.1:9"} {
 		eps = append(eps, netip.MustParseAddrPort(s))
 	}
 	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
-	candidates := func() []netip.AddrPort {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if cs := c.candidates[peer]; cs != nil {
-			return slices.Clone(cs.addrs)
-		}
-		return nil
-	}
+	candidates := func() []netip.AddrPort { return c.prober.Candidates()[peer] }
 	waitCond(t, "the introduction", func() bool { return candidates() != nil })
 	// The fake bridge is on 127.0.0.1: its loopback endpoints are this host's.
 	want := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610"), netip.MustParseAddrPort("127.0.0.1:9")}
 	if got := candidates(); !slices.Equal(got, want) {
 		t.Fatalf("candidates %v, want %v", got, want)
 	}
-	if !c.bcast.has(netip.MustParseAddr("192.168.77.255"), time.Now()) || c.bcast.has(netip.MustParseAddr("192.168.77.1"), time.Now()) {
+	if !c.bcast.Has(netip.MustParseAddr("192.168.77.255"), time.Now()) || c.bcast.Has(netip.MustParseAddr("192.168.77.1"), time.Now()) {
 		t.Fatal("broadcast set wrong")
 	}
 }

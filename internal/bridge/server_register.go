@@ -12,6 +12,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
@@ -132,7 +133,7 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 	// What the node says of itself goes to every node that looks it up,
 	// which may probe it: only plausible endpoints (loopback ones only from
 	// a node on this host).
-	reg.local = plausibleOnly(m.Endpoints, src.Addr().IsLoopback())
+	reg.local = nat.PlausibleOnly(m.Endpoints, src.Addr().IsLoopback())
 	reg.lastSeen = now.UnixNano()
 	s.lastTime[from] = m.Time
 	s.timesDirty = true
