@@ -3,10 +3,12 @@ package bridge
 import (
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -124,11 +126,19 @@ func TestClientAnswersChallenge(t *testing.T) {
 	bind.SetPrivateKey(k)
 	at := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	registerDirect(t, h.s, h.key.Public(), old, at) // the port's previous owner
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
+	// The Register the bridge challenges, as the challenge echoes it.
+	var challenged atomic.Int64
+	shared := wire.Precompute(k, h.key.Public())
+	h.udp.tap.Store(ptr(func(f []byte) {
+		if m, err := wire.Open(f, &shared); err == nil && m.Kind == wire.KindChallenge {
+			challenged.Store(int64(m.Echo))
+		}
+	}))
+	c := client.New(client.Config{Key: k, Bind: bind, Bridges: []client.BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
-	waitCond(t, "registered", func() bool { return c.registeredCount() == 1 })
+	waitCond(t, "registered", func() bool { return c.Status()[0].State == "registered" })
 	if nodes := h.s.Nodes(); len(nodes) != 1 || nodes[0].PublicKey != k.Public() || nodes[0].Endpoint != at {
 		t.Fatalf("nodes %+v, want the client alone at %s", nodes, at)
 	}
@@ -138,10 +148,7 @@ func TestClientAnswersChallenge(t *testing.T) {
 
 	// A replayed challenge draws no Register: the registrations counted
 	// stay as they are (a lookup answered after it shows it was handled).
-	b := c.bridges[0]
-	b.mu.Lock()
-	echo := b.challenged
-	b.mu.Unlock()
+	echo := challenged.Load()
 	regs := h.s.Stats().Registrations
 	frame, err := h.s.keys.Seal(k.Public(), nil, wire.Message{Kind: wire.KindChallenge, Time: h.clk.Now().UnixNano(), Echo: uint64(echo), Seq: 99})
 	if err != nil {

@@ -1,11 +1,9 @@
 package bridge
 
 import (
-	"net"
 	"net/netip"
 	"slices"
 	"testing"
-	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -45,34 +43,5 @@ func TestRegisterDropsImplausibleLocalEndpoints(t *testing.T) {
 	h.s.HandleFrames([][]byte{na.seal(wire.Message{Kind: wire.KindRegister, Endpoints: []netip.AddrPort{lo, good[0]}})}, []netip.AddrPort{remote})
 	if got := local(); !slices.Equal(got, good[:1]) {
 		t.Fatalf("from %s: local endpoints %v", remote, got)
-	}
-}
-
-// A bridge's introduction (or a lying bridge's) cannot aim this node's
-// probes at multicast, broadcast (its own networks' too), link-local or
-// overlay addresses, or nowhere.
-func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
-	peer := testKey(t).Public()
-	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
-		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
-	})
-	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
-	c.bcast.SetSource(func() ([]net.Addr, error) {
-		return []net.Addr{&net.IPNet{IP: net.IPv4(192, 168, 77, 1), Mask: net.CIDRMask(24, 32)}}, nil
-	})
-	var eps []netip.AddrPort
-	for _, s := range []string{"224.0.0.1:1", "255.255.255.255:2", "0.0.0.0:3", "169.254.169.254:80", "192.168.77.255:5", "[fe80::1]:6", "198.51.100.7:4610", "127.0.0.1:9"} {
-		eps = append(eps, netip.MustParseAddrPort(s))
-	}
-	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
-	candidates := func() []netip.AddrPort { return c.prober.Candidates()[peer] }
-	waitCond(t, "the introduction", func() bool { return candidates() != nil })
-	// The fake bridge is on 127.0.0.1: its loopback endpoints are this host's.
-	want := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610"), netip.MustParseAddrPort("127.0.0.1:9")}
-	if got := candidates(); !slices.Equal(got, want) {
-		t.Fatalf("candidates %v, want %v", got, want)
-	}
-	if !c.bcast.Has(netip.MustParseAddr("192.168.77.255"), time.Now()) || c.bcast.Has(netip.MustParseAddr("192.168.77.1"), time.Now()) {
-		t.Fatal("broadcast set wrong")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -205,7 +206,7 @@ func TestClockRefusalReachesNodeStatus(t *testing.T) {
 	h.clk.ns.Store(time.Now().Add(-time.Hour).UnixNano()) // the client's clock (the real one) is an hour ahead
 	bind, _ := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(nodeKey)
-	c := NewClient(ClientConfig{Key: nodeKey, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
+	c := client.New(client.Config{Key: nodeKey, Bind: bind, Bridges: []client.BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)

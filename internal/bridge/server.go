@@ -1,8 +1,14 @@
-// Package bridge is tomoe's bridge protocol: nodes register with a bridge,
-// look up other members by overlay address, are introduced to each other to
-// punch through NAT, and have their WireGuard ciphertext relayed when no
-// direct path works (DESIGN.md "Bridges"). The frames it exchanges are
-// package wire's.
+// Package bridge is the bridge role of tomoe's bridge protocol (DESIGN.md
+// "Bridges"): a Server admits nodes (the config's allow list, join tokens,
+// revocations: tokens.go), registers them (server_register.go), answers
+// their lookups, introduces them to each other to punch through NAT, and
+// relays their WireGuard ciphertext over the node's UDP socket and over
+// TCP (server_tcp.go).
+//
+// Its subpackages hold the rest of the protocol: wire, the frame format;
+// keycache, the shared keys and the worker that keeps X25519 off the
+// receive goroutines; client, a node's side (registration, lookups,
+// connections to bridges). Probing for direct paths is internal/nat's.
 package bridge
 
 import (
@@ -24,6 +30,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
+	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
 // FrameSender sends frames over the node's UDP socket (transport.Bind).
@@ -42,7 +49,7 @@ type ServerConfig struct {
 	TCP       string               // TCP listen address, e.g. "0.0.0.0:4610"; "" = no TCP
 	Sender    FrameSender          // the node's Bind
 	RelayMbit int                  // per-node relay rate limit in Mbit/s (burst: a quarter second); 0 = unlimited
-	Mark      uint32               // fwmark of the TCP listener's sockets (see ClientConfig.Mark); 0 = none
+	Mark      uint32               // fwmark of the TCP listener's sockets (see client.Config.Mark); 0 = none
 	Log       *slog.Logger
 }
 
@@ -281,7 +288,7 @@ func (s *Server) Start() error {
 		return errors.New("bridge: already started")
 	}
 	if s.tcpAddr != "" {
-		lc := net.ListenConfig{Control: markControl(s.mark)}
+		lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
 		ln, err := lc.Listen(context.Background(), "tcp", s.tcpAddr)
 		if err != nil {
 			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)

@@ -32,7 +32,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var testKey = bridgetest.Key
+var (
+	testKey    = bridgetest.Key
+	relayFrame = bridgetest.RelayFrame
+)
 
 // testClock is a clock that moves only when told to.
 type testClock struct{ ns atomic.Int64 }
@@ -46,15 +49,20 @@ func newTestClock() *testClock {
 func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
 func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// udpSender is the bridge's own UDP socket; it counts SendFrames calls.
+// udpSender is the bridge's own UDP socket; it counts SendFrames calls,
+// and shows tap (if set) every frame it sends.
 type udpSender struct {
 	pc    *net.UDPConn
 	calls atomic.Int64
+	tap   atomic.Pointer[func(frame []byte)]
 }
 
 func (u *udpSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
 	u.calls.Add(1)
 	for _, f := range frames {
+		if tap := u.tap.Load(); tap != nil {
+			(*tap)(f)
+		}
 		if _, err := u.pc.WriteToUDPAddrPort(f, dst); err != nil {
 			return err
 		}
@@ -273,13 +281,6 @@ func (n *srvNode) mustRegister(local ...netip.AddrPort) uint32 {
 		n.t.Fatalf("node %s: got %s %q, want registered", n.pub.ShortString(), m.Kind, m.Text)
 	}
 	return m.ID
-}
-
-func relayFrame(id uint32, payload string) []byte {
-	f := make([]byte, wire.RelayHeaderSize+len(payload))
-	wire.RelayHeader(f, id)
-	copy(f[wire.RelayHeaderSize:], payload)
-	return f
 }
 
 // expectRelay receives the next frame, which must be a relay frame.

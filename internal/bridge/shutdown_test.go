@@ -26,23 +26,6 @@ func TestFramesAfterClose(t *testing.T) {
 		}
 		h.s.HandleFrames([][]byte{f}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")})
 	})
-	t.Run("client", func(t *testing.T) {
-		bridgeKey := testKey(t)
-		bind, _ := bridgetest.OpenBind(t)
-		k := testKey(t)
-		bind.SetPrivateKey(k)
-		c := NewClient(ClientConfig{Key: k, Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}}, Bind: bind,
-			Wants: func(identity.PublicKey) bool { return true }})
-		c.Start()
-		c.Close()
-		// A probe from a node this one would talk to, whose key is not
-		// cached yet: it goes through the per-source rate limit.
-		f, err := wire.Seal(nil, stranger.Public(), ptr(wire.Precompute(stranger, k.Public())), &wire.Message{Kind: wire.KindProbe, Seq: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.HandleFrames([][]byte{f}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")})
-	})
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -72,16 +55,6 @@ func TestStrangerFramesDuringClose(t *testing.T) {
 		stop <- struct{}{}
 		<-done
 	}
-	t.Run("client", func(t *testing.T) {
-		bind, _ := bridgetest.OpenBind(t)
-		k := testKey(t)
-		bind.SetPrivateKey(k)
-		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
-		hammer(c.HandleFrames, c.Close)
-		if c.strangers.Submit(frames[0], srcs[0], time.Now()) {
-			t.Fatal("a frame was queued after Close")
-		}
-	})
 	t.Run("bridge", func(t *testing.T) {
 		s, err := NewServer(ServerConfig{Key: testKey(t), Sender: &discardSender{}})
 		if err != nil {

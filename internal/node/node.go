@@ -25,6 +25,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
@@ -94,7 +95,7 @@ type Node struct {
 	api      *adminapi.Server
 	metrics  *http.Server
 	server   *bridge.Server // when this node is a bridge
-	client   *bridge.Client // when this node joins bridges
+	client   *client.Client // when this node joins bridges
 	// staticKeys are the config's static peers' keys: set before the
 	// bridge client starts, read-only after (wants reads it unlocked).
 	staticKeys map[identity.PublicKey]bool

@@ -152,3 +152,11 @@ func OpenBind(t *testing.T) (*transport.Bind, uint16) {
 	t.Cleanup(func() { b.Close(); wg.Wait() })
 	return b, port
 }
+
+// RelayFrame is a relay frame to (or from) relay id id carrying payload.
+func RelayFrame(id uint32, payload string) []byte {
+	f := make([]byte, wire.RelayHeaderSize+len(payload))
+	wire.RelayHeader(f, id)
+	copy(f[wire.RelayHeaderSize:], payload)
+	return f
+}

@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"net"
@@ -13,26 +13,13 @@ import (
 	"github.com/tomoe-net/tomoe/internal/nat"
 )
 
-// udpSocket is a test socket on its own loopback address.
-func udpSocket(t *testing.T) *net.UDPConn {
-	t.Helper()
-	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(nextLoopback(), 0)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	return pc
-}
-
-func sockAddr(pc *net.UDPConn) netip.AddrPort { return pc.LocalAddr().(*net.UDPAddr).AddrPort() }
-
 // probeNode is a node's client, not started (no timers: the test drives
 // it), on a real Bind, that wants to talk to the keys in wants.
 func probeNode(t *testing.T, k identity.PrivateKey, wants ...identity.PublicKey) (*Client, uint16) {
 	t.Helper()
 	bind, port := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(p identity.PublicKey) bool {
+	c := New(Config{Key: k, Bind: bind, Wants: func(p identity.PublicKey) bool {
 		for _, w := range wants {
 			if w == p {
 				return true
@@ -95,4 +82,33 @@ func TestReplayedIntroductionIgnored(t *testing.T) {
 	}
 	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps}) // a new one works
 	waitCond(t, "a new introduction", introduced)
+}
+
+// A bridge's introduction (or a lying bridge's) cannot aim this node's
+// probes at multicast, broadcast (its own networks' too), link-local or
+// overlay addresses, or nowhere.
+func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
+	peer := testKey(t).Public()
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
+	c := startClientWants(t, func(k identity.PublicKey) bool { return k == peer }, fb.config())
+	c.bcast.SetSource(func() ([]net.Addr, error) {
+		return []net.Addr{&net.IPNet{IP: net.IPv4(192, 168, 77, 1), Mask: net.CIDRMask(24, 32)}}, nil
+	})
+	var eps []netip.AddrPort
+	for _, s := range []string{"224.0.0.1:1", "255.255.255.255:2", "0.0.0.0:3", "169.254.169.254:80", "192.168.77.255:5", "[fe80::1]:6", "198.51.100.7:4610", "127.0.0.1:9"} {
+		eps = append(eps, netip.MustParseAddrPort(s))
+	}
+	fb.tell(t, wire.Message{Kind: wire.KindIntroduce, Key: peer, ID: 7, Endpoints: eps})
+	candidates := func() []netip.AddrPort { return c.prober.Candidates()[peer] }
+	waitCond(t, "the introduction", func() bool { return candidates() != nil })
+	// The fake bridge is on 127.0.0.1: its loopback endpoints are this host's.
+	want := []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610"), netip.MustParseAddrPort("127.0.0.1:9")}
+	if got := candidates(); !slices.Equal(got, want) {
+		t.Fatalf("candidates %v, want %v", got, want)
+	}
+	if !c.bcast.Has(netip.MustParseAddr("192.168.77.255"), time.Now()) || c.bcast.Has(netip.MustParseAddr("192.168.77.1"), time.Now()) {
+		t.Fatal("broadcast set wrong")
+	}
 }

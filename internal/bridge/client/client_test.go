@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
@@ -16,6 +18,16 @@ import (
 	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testKey = bridgetest.Key
+
+// waitCond waits for cond, failing t after 5 s.
+func waitCond(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	testnet.WaitFor(t, 5*time.Second, what, cond)
+}
 
 // fakeBridge answers registrations, and lookups with answer(addr).
 type fakeBridge struct {
@@ -141,7 +153,7 @@ func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges
 	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
+	c := New(Config{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
@@ -214,7 +226,7 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 	defer ln.Close()
 	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
+	c := New(Config{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	defer c.Close()
@@ -248,7 +260,7 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Resolver: resolver,
+	c := New(Config{Key: k, Bind: bind, Resolver: resolver,
 		Bridges: []BridgeConfig{{Endpoint: net.JoinHostPort("bridge.tomoe.test", port), Key: fb.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
@@ -314,9 +326,9 @@ func FuzzClientFrames(f *testing.F) {
 		f.Add(byte(1), plain)
 	}
 	f.Add(byte(2), []byte{wire.FrameControl, 1, 0, 0}) // a version 1 header
-	f.Add(byte(2), relayFrame(1, "x"))
+	f.Add(byte(2), bridgetest.RelayFrame(1, "x"))
 	f.Fuzz(func(t *testing.T, who byte, b []byte) {
-		c := NewClient(ClientConfig{Key: node, Bind: transport.NewBind(nil),
+		c := New(Config{Key: node, Bind: transport.NewBind(nil),
 			Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}},
 			Wants:   func(identity.PublicKey) bool { return true }})
 		defer c.Close()

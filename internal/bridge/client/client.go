@@ -1,9 +1,14 @@
-package bridge
+// Package client is a node's side of the bridge protocol: it registers
+// with the bridges the config names and keeps those registrations alive
+// (over UDP, or TCP when UDP gets no answer: register.go, tcp.go), looks
+// addresses up through them and checks every answer against the address
+// it asked for (lookup.go), and hands the peers they introduce to a
+// nat.Prober, whose rounds it times (probe.go). Frames reach it from the
+// node's Bind (HandleFrames), and it opens them without an X25519 on the
+// receive goroutine (keycache).
+package client
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -41,8 +46,8 @@ type BridgeConfig struct {
 	Token    string // join credential for the first registration, or ""
 }
 
-// ClientConfig configures a node's side of its bridges.
-type ClientConfig struct {
+// Config configures a node's side of its bridges.
+type Config struct {
 	Key     identity.PrivateKey
 	Bridges []BridgeConfig
 	Bind    *transport.Bind
@@ -69,7 +74,7 @@ type ClientConfig struct {
 // Client registers a node with its bridges, looks up addresses through
 // them, and probes for direct paths to the peers they introduce.
 type Client struct {
-	cfg       ClientConfig
+	cfg       Config
 	log       *slog.Logger
 	keys      *keycache.Cache
 	strangers *keycache.Strangers // opens frames from senders whose key is not cached
@@ -90,11 +95,11 @@ type Client struct {
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
-	stats ClientStats
+	stats Stats
 }
 
-// ClientStats counts what the client saw.
-type ClientStats struct {
+// Stats counts what the client saw.
+type Stats struct {
 	Lookups        atomic.Uint64
 	LookupsFound   atomic.Uint64
 	WrongAnswers   atomic.Uint64 // lookup answers whose key does not own the address
@@ -116,8 +121,8 @@ type lookupAnswer struct {
 	m   wire.Message
 }
 
-// NewClient prepares the client; Start begins registering.
-func NewClient(cfg ClientConfig) *Client {
+// New prepares the client; Start begins registering.
+func New(cfg Config) *Client {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -160,7 +165,7 @@ func (c *Client) SetKnownKeys(keys []identity.PublicKey) {
 }
 
 // Stats returns the client's counters.
-func (c *Client) Stats() *ClientStats { return &c.stats }
+func (c *Client) Stats() *Stats { return &c.stats }
 
 // Start registers with every bridge and keeps the registrations alive.
 func (c *Client) Start() {
@@ -226,104 +231,6 @@ func (c *Client) Status() []BridgeStatus {
 	return out
 }
 
-// ErrNotFound: no bridge knows the address.
-var ErrNotFound = errors.New("no bridge knows this address")
-
-// Found is a verified lookup answer.
-type Found struct {
-	Key       identity.PublicKey
-	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
-	RelayID   uint32
-	Endpoints []netip.AddrPort // plausible ones only (see nat.Plausible)
-	Bridge    netip.AddrPort   // for a bridge's own address: where it is
-
-	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
-}
-
-// Lookup asks the registered bridges who owns addr. Only an answer whose
-// key hashes to addr is used (DESIGN.md: lookups are self-certifying); a
-// wrong one is logged and counted.
-func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
-	c.stats.Lookups.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
-	seq := c.seq.Add(1)
-	ch := make(chan lookupAnswer, 2*len(c.bridges)+2)
-	c.mu.Lock()
-	c.lookups[seq] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.lookups, seq)
-		c.mu.Unlock()
-	}()
-	ask := func() int {
-		n := 0
-		for _, b := range c.bridges {
-			if b.registered() {
-				b.send(wire.Message{Kind: wire.KindLookup, Seq: seq, Address: addr})
-				n++
-			}
-		}
-		return n
-	}
-	if ask() == 0 {
-		return Found{}, errors.New("not registered with any bridge")
-	}
-	retry := time.NewTimer(lookupRetry)
-	defer retry.Stop()
-	notFound := map[*bridgeConn]bool{}
-	for {
-		select {
-		case <-ctx.Done():
-			if len(notFound) > 0 {
-				return Found{}, ErrNotFound
-			}
-			return Found{}, fmt.Errorf("no bridge answered the lookup of %s", addr)
-		case <-retry.C:
-			ask()
-		case a := <-ch:
-			m := a.m
-			if m.Address != addr {
-				continue
-			}
-			if !m.Found {
-				notFound[a.via] = true
-				if len(notFound) == c.registeredCount() {
-					return Found{}, ErrNotFound
-				}
-				continue
-			}
-			if m.Key.Address() != addr {
-				c.stats.WrongAnswers.Add(1)
-				c.log.Warn("bridge answered a lookup with a key that does not own the address; ignored", "bridge", a.via.cfg.Endpoint, "address", addr, "key", m.Key.ShortString())
-				continue
-			}
-			c.stats.LookupsFound.Add(1)
-			loopback := a.via.onLoopback()
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: nat.PlausibleOnly(m.Endpoints, loopback), loopback: loopback}
-			if m.Key == a.via.cfg.Key {
-				f.Bridge = a.via.udpAddr()
-			} else {
-				f.Relay = a.via.relay()
-			}
-			if f.Relay != nil || f.Bridge.IsValid() {
-				return f, nil
-			}
-		}
-	}
-}
-
-func (c *Client) registeredCount() int {
-	n := 0
-	for _, b := range c.bridges {
-		if b.registered() {
-			n++
-		}
-	}
-	return n
-}
-
 // HandleFrames implements transport.FrameHandler: control frames from
 // bridges and probes from peers. It runs on a receive goroutine and does
 // no X25519 (see keycache).
@@ -358,7 +265,7 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 	}
 	k := c.keys.Cached(from)
 	if k == nil {
-		// Not a bridge (their keys are pinned at NewClient).
+		// Not a bridge (their keys are pinned by New).
 		c.strangers.Submit(frame, src, time.Now())
 		return
 	}
@@ -391,19 +298,6 @@ func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
 		}
 	}
 	return nil
-}
-
-func (c *Client) deliverLookup(b *bridgeConn, m wire.Message) {
-	c.mu.Lock()
-	ch := c.lookups[m.Seq]
-	c.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	select {
-	case ch <- lookupAnswer{via: b, m: m}:
-	default:
-	}
 }
 
 func (c *Client) stopped() bool {

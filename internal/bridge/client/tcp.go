@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"bufio"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
 // clientTCP is a node's TCP connection to a bridge, used when UDP gets no
@@ -25,7 +26,7 @@ type clientTCP struct {
 }
 
 func (b *bridgeConn) dialTCP(addr netip.AddrPort) error {
-	d := net.Dialer{Timeout: tcpDialTimeout, Control: markControl(b.c.cfg.Mark)}
+	d := net.Dialer{Timeout: tcpDialTimeout, Control: transport.MarkControl(b.c.cfg.Mark)}
 	conn, err := d.Dial("tcp", addr.String())
 	if err != nil {
 		return err
