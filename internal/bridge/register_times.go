@@ -73,7 +73,7 @@ func (s *Server) loadTimes() error {
 		if rt.Key.IsZero() {
 			return f.Corrupt(fmt.Errorf("times[%d]: no key", i))
 		}
-		if !s.adm.admits(rt.Key) || rt.Time.Before(time.Unix(0, 0)) {
+		if !s.adm.Admits(rt.Key) || rt.Time.Before(time.Unix(0, 0)) {
 			continue // not admitted, or older than any window
 		}
 		if rt.Time.After(ceiling) {

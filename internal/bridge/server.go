@@ -1,14 +1,15 @@
 // Package bridge is the bridge role of tomoe's bridge protocol (DESIGN.md
 // "Bridges"): a Server admits nodes (the config's allow list, join tokens,
-// revocations: tokens.go), registers them (server_register.go), answers
-// their lookups, introduces them to each other to punch through NAT, and
-// relays their WireGuard ciphertext over the node's UDP socket and over
-// TCP (server_tcp.go).
+// revocations: package admission), registers them (server_register.go,
+// register_times.go), answers their lookups, introduces them to each
+// other to punch through NAT, and relays their WireGuard ciphertext over
+// the node's UDP socket and over TCP (server_tcp.go).
 //
 // Its subpackages hold the rest of the protocol: wire, the frame format;
 // keycache, the shared keys and the worker that keeps X25519 off the
-// receive goroutines; client, a node's side (registration, lookups,
-// connections to bridges). Probing for direct paths is internal/nat's.
+// receive goroutines; admission; client, a node's side (registration,
+// lookups, connections to bridges). Probing for direct paths is
+// internal/nat's.
 package bridge
 
 import (
@@ -26,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/admission"
 	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -142,7 +144,7 @@ type Server struct {
 	keys      *keycache.Cache
 	strangers *keycache.Strangers // opens UDP frames from keys not cached
 	tcpBudget *keycache.Budget    // for first frames on TCP connections from keys not cached
-	adm       *admission
+	adm       *admission.Admission
 	sender    FrameSender
 	log       *slog.Logger
 	logs      logLimiter
@@ -222,7 +224,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.RelayMbit < 0 {
 		return nil, fmt.Errorf("bridge: relay rate %d Mbit/s is negative", cfg.RelayMbit)
 	}
-	adm, err := newAdmission(cfg.StateFile, cfg.Allow)
+	adm, err := admission.Open(cfg.StateFile, cfg.Allow)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +272,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
 	// The admitted keys' shared keys are computed ahead by the worker, so
 	// that their frames open on the receive goroutine from the start.
-	s.keys.Pin(adm.admittedKeys())
+	s.keys.Pin(adm.AdmittedKeys())
 	s.strangers = keycache.StartStrangers(s.keys, s.handleStranger, keycache.Counters{Queued: &s.stats.strangersQueued, Limited: &s.stats.strangersLimited, Failed: &s.stats.badControl})
 	s.strangers.PinSoon()
 	return s, nil
@@ -604,17 +606,17 @@ func (s *Server) sendControl(to identity.PublicKey, shared *wire.SharedKey, m wi
 
 // CreateToken makes a join token that enrols up to uses keys within ttl.
 // Only its SHA-256 is stored: the token is shown this once.
-func (s *Server) CreateToken(uses int, ttl time.Duration) (string, TokenInfo, error) {
-	token, info, err := s.adm.createToken(uses, ttl, s.now())
+func (s *Server) CreateToken(uses int, ttl time.Duration) (string, admission.TokenInfo, error) {
+	token, info, err := s.adm.CreateToken(uses, ttl, s.now())
 	if err != nil {
-		return "", TokenInfo{}, err
+		return "", admission.TokenInfo{}, err
 	}
 	s.log.Info("bridge: join token created", "token_id", info.ID, "uses", info.UsesLeft, "expires", info.Expires)
 	return token, info, nil
 }
 
 // Tokens lists the join tokens (never the tokens themselves), oldest first.
-func (s *Server) Tokens() []TokenInfo { return s.adm.tokenInfos(s.now()) }
+func (s *Server) Tokens() []admission.TokenInfo { return s.adm.Tokens(s.now()) }
 
 // Nodes lists the registered nodes by address.
 func (s *Server) Nodes() []NodeInfo {

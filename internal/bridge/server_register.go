@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/admission"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/nat"
@@ -38,7 +39,7 @@ func clockRefusal(t int64, now time.Time) string {
 
 // register acts on a Register from from, whose frame opened with shared.
 func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
-	s.adm.mu.Lock()
+	s.adm.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
 	boundTo, retired := identity.PublicKey{}, false
@@ -47,12 +48,12 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 	}
 	s.mu.RUnlock()
 	if seen && m.Time <= last {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.replays.Add(1)
 		return
 	}
 	if (!boundTo.IsZero() && boundTo != from) || retired {
-		s.adm.mu.Unlock() // a connection carries one node, once
+		s.adm.Unlock() // a connection carries one node, once
 		return
 	}
 	// Checked before admission, so that a stale Register with a token
@@ -61,20 +62,20 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 	if reason != "" {
 		s.stats.stale.Add(1)
 	} else {
-		var enrolled bool
+		var enrolledWith string
 		var err error
-		reason, enrolled, err = s.adm.admitLocked(from, m.Token, now)
+		reason, enrolledWith, err = s.adm.AdmitLocked(from, m.Token, now)
 		if err != nil {
 			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
 		}
-		if enrolled {
+		if enrolledWith != "" {
 			s.keys.PinShared(from, shared) // admitted from now on
 			s.stats.enrolments.Add(1)
-			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
+			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", enrolledWith)
 		}
 	}
 	if reason != "" {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.refused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
 		// The answer echoes the Register's time: only the node that sent
@@ -94,7 +95,7 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 		s.lastTime[from] = m.Time
 		s.timesDirty = true
 		s.mu.Unlock()
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.challenges.Add(1)
 		if s.challenges.Allow(ratelimit.Source(src.Addr()), now) {
 			s.sendControl(from, shared, wire.Message{Kind: wire.KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
@@ -139,7 +140,7 @@ func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wir
 	s.timesDirty = true
 	id := reg.id
 	s.mu.Unlock()
-	s.adm.mu.Unlock()
+	s.adm.Unlock()
 	if old != nil {
 		old.close()
 	}
@@ -253,10 +254,10 @@ func (s *Server) unregister(from identity.PublicKey, m wire.Message, src netip.A
 // TCP connections closed at once, so relaying from and to it stops. It
 // reports whether the key had been allowed, enrolled or registered.
 func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
-	s.adm.mu.Lock()
-	known, err := s.adm.revokeLocked(key, s.now())
+	s.adm.Lock()
+	known, err := s.adm.RevokeLocked(key, s.now())
 	if err != nil {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		return false, fmt.Errorf("bridge revoke %s: %w", key.ShortString(), err)
 	}
 	s.mu.Lock()
@@ -272,9 +273,9 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	delete(s.lastTime, key)
 	s.timesDirty = true
 	s.mu.Unlock()
-	s.adm.mu.Unlock()
+	s.adm.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, nil, wire.Message{Kind: wire.KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+		s.sendControl(key, nil, wire.Message{Kind: wire.KindRefused, Echo: uint64(echo), Text: admission.RefuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()

@@ -25,6 +25,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/admission"
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -314,7 +315,7 @@ func TestRegisterAllowedAndRefused(t *testing.T) {
 	if m.Kind != wire.KindRegistered || m.ID == 0 || m.Interval != keepaliveInterval || !slices.Equal(m.Endpoints, []netip.AddrPort{na.addr()}) {
 		t.Fatalf("allowed key: got %+v", m)
 	}
-	if m := nb.register(""); m.Kind != wire.KindRefused || m.Text != refuseNotAllowed {
+	if m := nb.register(""); m.Kind != wire.KindRefused || m.Text != admission.RefuseNotAllowed {
 		t.Fatalf("other key: got %s %q", m.Kind, m.Text)
 	}
 	// A keepalive keeps the relay id.
@@ -336,7 +337,7 @@ func TestRegisterAllowedAndRefused(t *testing.T) {
 	}
 }
 
-// The JSON of NodeInfo and TokenInfo is what `tomoe bridge ... --json`
+// The JSON of NodeInfo and admission.TokenInfo is what `tomoe bridge ... --json`
 // prints: a contract.
 func TestInfoJSON(t *testing.T) {
 	k := testKey(t).Public()
@@ -354,7 +355,7 @@ func TestInfoJSON(t *testing.T) {
 	if string(b) != want {
 		t.Fatalf("NodeInfo JSON\n got %s\nwant %s", b, want)
 	}
-	ti := TokenInfo{ID: "0123abcd", UsesLeft: 2, Expires: n.LastSeen.Add(time.Hour), Created: n.LastSeen}
+	ti := admission.TokenInfo{ID: "0123abcd", UsesLeft: 2, Expires: n.LastSeen.Add(time.Hour), Created: n.LastSeen}
 	b, _ = json.Marshal(ti)
 	if want := `{"id":"0123abcd","uses_left":2,"expires":"2026-03-01T13:00:00Z","created":"2026-03-01T12:00:00Z"}`; string(b) != want {
 		t.Fatalf("TokenInfo JSON\n got %s\nwant %s", b, want)
@@ -381,7 +382,7 @@ func TestTokenEnrolment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(strings.TrimPrefix(tok, tokenPrefix))) {
+	if bytes.Contains(b, []byte(tok)) || bytes.Contains(b, []byte(strings.TrimPrefix(tok, admission.TokenPrefix))) {
 		t.Fatalf("state file holds the token:\n%s", b)
 	}
 	if !bytes.Contains(b, []byte(hex.EncodeToString(sum[:]))) {
@@ -393,7 +394,7 @@ func TestTokenEnrolment(t *testing.T) {
 
 	k1, k2, k3 := testKey(t), testKey(t), testKey(t)
 	n1, n2, n3 := h.udpNode(k1), h.udpNode(k2), h.udpNode(k3)
-	if m := n1.register("tomoe-join-wrong"); m.Kind != wire.KindRefused || m.Text != refuseBadToken {
+	if m := n1.register("tomoe-join-wrong"); m.Kind != wire.KindRefused || m.Text != admission.RefuseBadToken {
 		t.Fatalf("wrong token: %s %q", m.Kind, m.Text)
 	}
 	if m := n1.register(tok); m.Kind != wire.KindRegistered {
@@ -403,7 +404,7 @@ func TestTokenEnrolment(t *testing.T) {
 	if m := n2.register(tok); m.Kind != wire.KindRegistered {
 		t.Fatalf("second use: %s %q", m.Kind, m.Text)
 	}
-	if m := n3.register(tok); m.Kind != wire.KindRefused || m.Text != refuseUsedUp {
+	if m := n3.register(tok); m.Kind != wire.KindRefused || m.Text != admission.RefuseUsedUp {
 		t.Fatalf("third use: %s %q", m.Kind, m.Text)
 	}
 	if got := h.s.Tokens(); got[0].UsesLeft != 0 {
@@ -415,7 +416,7 @@ func TestTokenEnrolment(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.clk.Advance(2 * time.Minute)
-	if m := n3.register(short); m.Kind != wire.KindRefused || m.Text != refuseExpired {
+	if m := n3.register(short); m.Kind != wire.KindRefused || m.Text != admission.RefuseExpired {
 		t.Fatalf("expired token: %s %q", m.Kind, m.Text)
 	}
 	if st := h.s.Stats(); st.Enrolments != 2 || st.Refused != 3 {
@@ -429,7 +430,7 @@ func TestTokenEnrolment(t *testing.T) {
 	if m := h2.udpNode(k3).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("not enrolled after restart: %s", m.Kind)
 	}
-	if got := h2.s.Tokens(); len(got) != 2 || !slices.ContainsFunc(got, func(ti TokenInfo) bool { return ti.ID == info.ID && ti.UsesLeft == 0 }) {
+	if got := h2.s.Tokens(); len(got) != 2 || !slices.ContainsFunc(got, func(ti admission.TokenInfo) bool { return ti.ID == info.ID && ti.UsesLeft == 0 }) {
 		t.Fatalf("tokens after restart %+v", got)
 	}
 
@@ -478,14 +479,19 @@ func TestTokenUsesConcurrent(t *testing.T) {
 		switch {
 		case m.Kind == wire.KindRegistered:
 			accepted++
-		case m.Kind != wire.KindRefused || m.Text != refuseUsedUp:
+		case m.Kind != wire.KindRefused || m.Text != admission.RefuseUsedUp:
 			t.Fatalf("got %s %q", m.Kind, m.Text)
 		}
 	}
 	if accepted != 5 || len(h.s.Nodes()) != 5 || h.s.Stats().Enrolments != 5 {
 		t.Fatalf("%d joins accepted, %d nodes registered; want 5", accepted, len(h.s.Nodes()))
 	}
-	var st bridgeStateFile
+	var st struct { // the state file's form (package admission)
+		Tokens []struct {
+			UsesLeft int `json:"uses_left"`
+		} `json:"tokens"`
+		Enrolled []json.RawMessage `json:"enrolled"`
+	}
 	b, _ := os.ReadFile(state)
 	if err := json.Unmarshal(b, &st); err != nil || len(st.Enrolled) != 5 || st.Tokens[0].UsesLeft != 0 {
 		t.Fatalf("state file (%v):\n%s", err, b)
@@ -800,7 +806,7 @@ func TestRevoke(t *testing.T) {
 	if st := h.s.Stats(); st.RelayDroppedUnregistered != 1 || st.RelayDroppedUnknownID != 1 {
 		t.Fatalf("stats %+v", st)
 	}
-	if m := na.register(""); m.Kind != wire.KindRefused || m.Text != refuseRevoked {
+	if m := na.register(""); m.Kind != wire.KindRefused || m.Text != admission.RefuseRevoked {
 		t.Fatalf("revoked key: %s %q", m.Kind, m.Text)
 	}
 
@@ -821,7 +827,7 @@ func TestRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := h2.udpNode(a).register(tok); m.Kind != wire.KindRefused || m.Text != refuseRevoked {
+	if m := h2.udpNode(a).register(tok); m.Kind != wire.KindRefused || m.Text != admission.RefuseRevoked {
 		t.Fatalf("after restart: %s %q", m.Kind, m.Text)
 	}
 	h2.udpNode(b).mustRegister()
@@ -959,7 +965,7 @@ func TestMemoryPerNode(t *testing.T) {
 	shared := make([]wire.SharedKey, n)
 	for i := range frames {
 		k := testKey(t)
-		s.adm.allow[k.Public()] = true
+		s.adm.Allow(k.Public())
 		keys[i], shared[i] = k.Public(), wire.Precompute(bk, k.Public())
 		frames[i], _ = wire.Seal(nil, k.Public(), &shared[i], &wire.Message{Kind: wire.KindRegister, Time: time.Now().UnixNano(),
 			Endpoints: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.1:4610"), netip.MustParseAddrPort("[fd00::1]:4610")}})
