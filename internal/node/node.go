@@ -390,15 +390,14 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.mu.Lock()
-		withdrawn := 0
+		var withdrawn map[identity.PublicKey]uint64
 		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
 			withdrawn = n.withdrawAllLocked()
 		}
 		n.closing = true
 		n.mu.Unlock()
-		if withdrawn > 0 {
-			// Give WireGuard a moment to send the withdrawals.
-			time.Sleep(100 * time.Millisecond)
+		if len(withdrawn) > 0 {
+			n.flushWithdrawals(withdrawn)
 		}
 		close(n.done)
 		var errs []error

@@ -114,6 +114,8 @@ type Bind struct {
 	byRelay    map[relayPath]*PeerEndpoint      // every peer's current relay path
 	candidates map[candidateKey]*sourceEndpoint
 
+	sent sentWaiters // WaitSent's (sent.go)
+
 	stats Stats
 }
 
@@ -401,13 +403,22 @@ func EndpointName(key identity.PublicKey) string { return hex.EncodeToString(key
 
 // Send implements conn.Bind.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	p, err := b.send(bufs, ep)
+	if err == nil && p != nil {
+		b.noteSent(p, bufs)
+	}
+	return err
+}
+
+// send sends bufs to ep, and returns the peer they went to (nil: none).
+func (b *Bind) send(bufs [][]byte, ep conn.Endpoint) (*PeerEndpoint, error) {
 	var p *PeerEndpoint
 	switch e := ep.(type) {
 	case *PeerEndpoint:
 		p = e
 	case *sourceEndpoint:
 		if e.peer == nil {
-			return b.inner.Send(bufs, e.std)
+			return nil, b.inner.Send(bufs, e.std)
 		}
 		p = e.peer
 		if e.promotes {
@@ -422,7 +433,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		// relayed initiation must not steer this node's traffic).
 		if handshakeOnly(bufs) || !p.hasPath() {
 			b.learnIndices(bufs, p)
-			return b.inner.Send(bufs, e.std)
+			return p, b.inner.Send(bufs, e.std)
 		}
 	case *relayCandidate:
 		// Likewise for a relay path.
@@ -435,20 +446,20 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 		if handshakeOnly(bufs) || !p.hasPath() {
 			b.learnIndices(bufs, p)
-			return b.sendRelay(bufs, &e.path)
+			return p, b.sendRelay(bufs, &e.path)
 		}
 	default:
-		return b.inner.Send(bufs, ep)
+		return nil, b.inner.Send(bufs, ep)
 	}
 	b.learnIndices(bufs, p)
 	d := p.direct.Load()
 	if r := p.relay.Load(); r != nil && (d == nil || !p.directAlive()) {
-		return b.sendRelay(bufs, r)
+		return p, b.sendRelay(bufs, r)
 	}
 	if d == nil {
-		return fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
+		return p, fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
 	}
-	return b.inner.Send(bufs, d)
+	return p, b.inner.Send(bufs, d)
 }
 
 // handshakeOnly reports whether bufs hold only handshake messages
