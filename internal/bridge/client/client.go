@@ -80,7 +80,7 @@ type Client struct {
 	strangers *keycache.Strangers // opens frames from senders whose key is not cached
 	bridges   []*bridgeConn
 	prober    *nat.Prober     // direct paths to peers
-	bcast     *nat.Broadcasts // never probed
+	bcast     *nat.Broadcasts // this host's broadcast addresses, never probed (the prober's)
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
 	closed   bool         // guarded by handleMu
@@ -114,11 +114,6 @@ type Stats struct {
 	// StrangersLimited: such frames dropped on the receive goroutine, over
 	// the budget of their source or of the node, or with the queue full.
 	StrangersLimited atomic.Uint64
-}
-
-type lookupAnswer struct {
-	via *bridgeConn
-	m   wire.Message
 }
 
 // New prepares the client; Start begins registering.

@@ -13,6 +13,13 @@ import (
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
+// lookupAnswer is a bridge's answer to a lookup, for the Lookup waiting
+// for it.
+type lookupAnswer struct {
+	via *bridgeConn
+	m   wire.Message
+}
+
 // ErrNotFound: no bridge knows the address.
 var ErrNotFound = errors.New("no bridge knows this address")
 
