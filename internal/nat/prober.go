@@ -222,6 +222,9 @@ func (p *Prober) answerableLocked(key identity.PublicKey, t int64, now time.Time
 // the other way without our probing src ourselves. So a probe costs this
 // node exactly one packet, however it got here, and src (which a copier
 // chooses) never becomes a place we probe.
+//
+// It may run on a receive goroutine: it seals its answers with shared and
+// never computes a key.
 func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	now := time.Now()
 	switch m.Kind {
@@ -313,7 +316,9 @@ func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
 // Round probes, at now, the candidates still fast-probing (a burst after
 // each introduction), and on a slow round every candidate and the direct
 // address of every peer that has a relay path to fall back on, within the
-// budgets per peer and in all. The owner calls it on its timer.
+// budgets per peer and in all. The owner calls it on its timer, never on
+// a receive goroutine: sealing a probe to a peer whose shared key is not
+// cached costs an X25519.
 func (p *Prober) Round(now time.Time, slow bool) {
 	targets := map[identity.PublicKey][]netip.AddrPort{}
 	if slow {
