@@ -42,7 +42,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/bench/cmdloop"
-	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -59,7 +59,7 @@ type node struct {
 	pub    identity.PublicKey
 	addr   netip.Addr // overlay address
 	local  netip.AddrPort
-	shared bridge.SharedKey // with the bridge
+	shared wire.SharedKey // with the bridge
 	conn   *net.UDPConn
 
 	registered atomic.Bool
@@ -219,7 +219,7 @@ func newNodes(keys []identity.PrivateKey, bridgeKey identity.PublicKey, pfx neti
 				n := nodes[i]
 				n.pub = keys[i].Public()
 				n.addr = n.pub.Address()
-				n.shared = bridge.Precompute(keys[i], bridgeKey)
+				n.shared = wire.Precompute(keys[i], bridgeKey)
 			}
 		})
 	}
@@ -245,33 +245,33 @@ func (s *sim) read(n *node) {
 		if err != nil {
 			return
 		}
-		msg, err := bridge.Open(buf[:m], &n.shared)
+		msg, err := wire.Open(buf[:m], &n.shared)
 		if err != nil {
 			s.badFrames.Add(1)
 			continue
 		}
 		switch msg.Kind {
-		case bridge.KindRegistered:
+		case wire.KindRegistered:
 			if n.registered.CompareAndSwap(false, true) {
 				s.regDone <- n.i
 			}
-		case bridge.KindRefused:
+		case wire.KindRefused:
 			s.refusal.CompareAndSwap(nil, msg.Text)
 			if n.refused.CompareAndSwap(false, true) {
 				s.regDone <- n.i
 			}
-		case bridge.KindLookupReply:
+		case wire.KindLookupReply:
 			s.answer(msg, time.Now())
-		case bridge.KindIntroduce:
+		case wire.KindIntroduce:
 			s.introductions.Add(1)
 		}
 	}
 }
 
 // send seals m from n to the bridge and sends it from n's socket.
-func (s *sim) send(n *node, m *bridge.Message) error {
+func (s *sim) send(n *node, m *wire.Message) error {
 	m.Time = time.Now().UnixNano()
-	frame, err := bridge.Seal(make([]byte, 0, 192), n.pub, &n.shared, m)
+	frame, err := wire.Seal(make([]byte, 0, 192), n.pub, &n.shared, m)
 	if err != nil {
 		return err
 	}
@@ -327,7 +327,7 @@ func (s *sim) register(ctx context.Context, timeout time.Duration) (registerResu
 	defer tick.Stop()
 	deadline := time.After(timeout)
 	register := func(n *node) error {
-		m := bridge.Message{Kind: bridge.KindRegister, Token: s.token, Endpoints: []netip.AddrPort{n.local}}
+		m := wire.Message{Kind: wire.KindRegister, Token: s.token, Endpoints: []netip.AddrPort{n.local}}
 		sent[n.i] = time.Now()
 		return s.send(n, &m)
 	}
@@ -445,7 +445,7 @@ loop:
 		s.mu.Lock()
 		s.pending[seq] = pendingLookup{sent: time.Now(), want: to.pub}
 		s.mu.Unlock()
-		m := bridge.Message{Kind: bridge.KindLookup, Seq: seq, Address: to.addr}
+		m := wire.Message{Kind: wire.KindLookup, Seq: seq, Address: to.addr}
 		if err := s.send(from, &m); err != nil {
 			sendErr = fmt.Errorf("node %d: %w", from.i, err)
 			break
@@ -489,7 +489,7 @@ loop:
 
 // answer takes a LookupReply: it frees a window slot if the lookup was
 // outstanding.
-func (s *sim) answer(m bridge.Message, now time.Time) {
+func (s *sim) answer(m wire.Message, now time.Time) {
 	s.mu.Lock()
 	p, ok := s.pending[m.Seq]
 	if ok {

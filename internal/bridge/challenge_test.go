@@ -3,9 +3,13 @@ package bridge
 import (
 	"net/netip"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -30,7 +34,7 @@ func TestSpoofedRegisterCannotTakeAnAddress(t *testing.T) {
 
 	// a's fresh Registers, from v's address (spoofed): plain, and with a
 	// guessed answer to a challenge.
-	h.s.HandleFrames([][]byte{na.seal(Message{Kind: KindRegister}), na.seal(Message{Kind: KindRegister, Seq: 12345})},
+	h.s.HandleFrames([][]byte{na.seal(wire.Message{Kind: wire.KindRegister}), na.seal(wire.Message{Kind: wire.KindRegister, Seq: 12345})},
 		[]netip.AddrPort{nv.addr(), nv.addr()})
 	if !nodeAt(h.s, v.Public(), nv.addr(), idV) || !nodeAt(h.s, a.Public(), na.addr(), idA) {
 		t.Fatalf("a spoofed Register moved registrations: %+v", h.s.Nodes())
@@ -38,10 +42,10 @@ func TestSpoofedRegisterCannotTakeAnAddress(t *testing.T) {
 	// What went to v's address: challenges sealed to a, which v cannot open.
 	for range 2 {
 		f := nv.recv()
-		if _, err := Open(f, &nv.shared); err == nil {
+		if _, err := wire.Open(f, &nv.shared); err == nil {
 			t.Fatal("v got a frame it can open")
 		}
-		if m, err := Open(f, &na.shared); err != nil || m.Kind != KindChallenge || m.Seq == 0 {
+		if m, err := wire.Open(f, &na.shared); err != nil || m.Kind != wire.KindChallenge || m.Seq == 0 {
 			t.Fatalf("v's address got %+v (%v), want a challenge to a", m, err)
 		}
 	}
@@ -50,15 +54,15 @@ func TestSpoofedRegisterCannotTakeAnAddress(t *testing.T) {
 	if id, msg := nb.expectRelay(); id != idV || msg != "from v" {
 		t.Fatalf("v's relay frame reached b as %d %q, want id %d", id, msg, idV)
 	}
-	nb.send(Message{Kind: KindLookup, Seq: 1, Address: v.Public().Address()})
-	if m := nb.expect(KindLookupReply); !m.Found || m.ID != idV || len(m.Endpoints) == 0 || m.Endpoints[0] != nv.addr() {
+	nb.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: v.Public().Address()})
+	if m := nb.expect(wire.KindLookupReply); !m.Found || m.ID != idV || len(m.Endpoints) == 0 || m.Endpoints[0] != nv.addr() {
 		t.Fatalf("lookup of v: %+v", m)
 	}
-	if m := nv.expect(KindIntroduce); m.Key != b.Public() {
+	if m := nv.expect(wire.KindIntroduce); m.Key != b.Public() {
 		t.Fatalf("v was introduced to %s, want b", m.Key.ShortString())
 	}
-	nv.send(Message{Kind: KindLookup, Seq: 2, Address: b.Public().Address()})
-	if m := nv.expect(KindLookupReply); !m.Found {
+	nv.send(wire.Message{Kind: wire.KindLookup, Seq: 2, Address: b.Public().Address()})
+	if m := nv.expect(wire.KindLookupReply); !m.Found {
 		t.Fatalf("v's own lookup: %+v", m)
 	}
 	if st := h.s.Stats(); st.Challenges != 2 || st.Registrations != 3 {
@@ -78,23 +82,23 @@ func TestRegisterTakesAnAddressWithProof(t *testing.T) {
 	idV := nv.mustRegister()
 	nw := h.udpNode(w)
 	nw.pc = nv.pc // the NAT maps w to v's old address
-	nw.send(Message{Kind: KindRegister})
-	ch := nw.expect(KindChallenge)
+	nw.send(wire.Message{Kind: wire.KindRegister})
+	ch := nw.expect(wire.KindChallenge)
 	if ch.Echo != uint64(nw.last) || ch.Seq == 0 {
 		t.Fatalf("challenge %+v does not answer the Register stamped %d", ch, nw.last)
 	}
 	// The answer, replayed by x for itself, or from elsewhere, proves nothing.
 	nx := h.udpNode(x)
 	nx.pc = nv.pc
-	nx.send(Message{Kind: KindRegister, Seq: ch.Seq})
-	nx.expect(KindChallenge)
-	h.s.HandleFrames([][]byte{nw.seal(Message{Kind: KindRegister, Seq: ch.Seq})}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.7:4610")})
+	nx.send(wire.Message{Kind: wire.KindRegister, Seq: ch.Seq})
+	nx.expect(wire.KindChallenge)
+	h.s.HandleFrames([][]byte{nw.seal(wire.Message{Kind: wire.KindRegister, Seq: ch.Seq})}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.7:4610")})
 	waitCond(t, "w registered elsewhere", func() bool { return len(h.s.Nodes()) == 2 })
 	if !nodeAt(h.s, v.Public(), nv.addr(), idV) {
 		t.Fatalf("an answer for another key or address moved v: %+v", h.s.Nodes())
 	}
-	nw.send(Message{Kind: KindRegister, Seq: ch.Seq})
-	if m := nw.expect(KindRegistered); m.Echo != uint64(nw.last) || m.Endpoints[0] != nv.addr() {
+	nw.send(wire.Message{Kind: wire.KindRegister, Seq: ch.Seq})
+	if m := nw.expect(wire.KindRegistered); m.Echo != uint64(nw.last) || m.Endpoints[0] != nv.addr() {
 		t.Fatalf("registered %+v", m)
 	}
 	if nodes := h.s.Nodes(); len(nodes) != 1 || nodes[0].PublicKey != w.Public() || nodes[0].Endpoint != nv.addr() {
@@ -118,15 +122,23 @@ func TestClientAnswersChallenge(t *testing.T) {
 	old, k := testKey(t), testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{old.Public(), k.Public()}})
 	h.clk.ns.Store(time.Now().UnixNano()) // the client stamps with the real clock
-	bind, port := openBind(t)
+	bind, port := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(k)
 	at := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	registerDirect(t, h.s, h.key.Public(), old, at) // the port's previous owner
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
+	// The Register the bridge challenges, as the challenge echoes it.
+	var challenged atomic.Int64
+	shared := wire.Precompute(k, h.key.Public())
+	h.udp.tap.Store(ptr(func(f []byte) {
+		if m, err := wire.Open(f, &shared); err == nil && m.Kind == wire.KindChallenge {
+			challenged.Store(int64(m.Echo))
+		}
+	}))
+	c := client.New(client.Config{Key: k, Bind: bind, Bridges: []client.BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
-	waitCond(t, "registered", func() bool { return c.registeredCount() == 1 })
+	waitCond(t, "registered", func() bool { return c.Status()[0].State == "registered" })
 	if nodes := h.s.Nodes(); len(nodes) != 1 || nodes[0].PublicKey != k.Public() || nodes[0].Endpoint != at {
 		t.Fatalf("nodes %+v, want the client alone at %s", nodes, at)
 	}
@@ -136,12 +148,9 @@ func TestClientAnswersChallenge(t *testing.T) {
 
 	// A replayed challenge draws no Register: the registrations counted
 	// stay as they are (a lookup answered after it shows it was handled).
-	b := c.bridges[0]
-	b.mu.Lock()
-	echo := b.challenged
-	b.mu.Unlock()
+	echo := challenged.Load()
 	regs := h.s.Stats().Registrations
-	frame, err := h.s.keys.seal(k.Public(), nil, Message{Kind: KindChallenge, Time: h.clk.Now().UnixNano(), Echo: uint64(echo), Seq: 99})
+	frame, err := h.s.keys.Seal(k.Public(), nil, wire.Message{Kind: wire.KindChallenge, Time: h.clk.Now().UnixNano(), Echo: uint64(echo), Seq: 99})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-// A Register stamped more than maxClockSkew from the bridge's clock is
+// A Register stamped more than wire.MaxClockSkew from the bridge's clock is
 // refused, either way, with a reason that says which way and by how much,
 // and registers nothing: a captured Register is worthless after the
 // window, and one stamped far ahead cannot become the newest time that
@@ -24,13 +27,13 @@ func TestRegisterClockWindow(t *testing.T) {
 		off  time.Duration
 		want string
 	}{
-		{-maxClockSkew - time.Second, "clock is 2m1s behind the bridge's"},
-		{maxClockSkew + time.Minute, "clock is 3m0s ahead of the bridge's"},
+		{-wire.MaxClockSkew - time.Second, "clock is 2m1s behind the bridge's"},
+		{wire.MaxClockSkew + time.Minute, "clock is 3m0s ahead of the bridge's"},
 		{-30 * 365 * 24 * time.Hour, "clock is more than 10 years behind"},
 	} {
-		na.send(Message{Kind: KindRegister, Time: h.clk.Now().Add(c.off).UnixNano()})
-		m := na.expect(KindRefused)
-		if !strings.Contains(m.Text, c.want) || len(m.Text) > maxText {
+		na.send(wire.Message{Kind: wire.KindRegister, Time: h.clk.Now().Add(c.off).UnixNano()})
+		m := na.expect(wire.KindRefused)
+		if !strings.Contains(m.Text, c.want) || len(m.Text) > wire.MaxText {
 			t.Errorf("stamped %s off: refused with %q, want it to say %q", c.off, m.Text, c.want)
 		}
 	}
@@ -38,8 +41,8 @@ func TestRegisterClockWindow(t *testing.T) {
 		t.Fatalf("registered by a stale Register: %+v", nodes)
 	}
 	// Just inside the window: accepted.
-	na.send(Message{Kind: KindRegister, Time: h.clk.Now().Add(-maxClockSkew + time.Second).UnixNano()})
-	na.expect(KindRegistered)
+	na.send(wire.Message{Kind: wire.KindRegister, Time: h.clk.Now().Add(-wire.MaxClockSkew + time.Second).UnixNano()})
+	na.expect(wire.KindRegistered)
 	if st := h.s.Stats(); st.Refused != 3 || st.Registrations != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -52,15 +55,15 @@ func TestStaleRegisterReplayedAfterRestart(t *testing.T) {
 	a := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
 	na := h.udpNode(a)
-	captured := na.seal(Message{Kind: KindRegister})
+	captured := na.seal(wire.Message{Kind: wire.KindRegister})
 	na.sendRaw(captured)
-	na.expect(KindRegistered)
+	na.expect(wire.KindRegistered)
 
 	h2 := newSrvHarness(t, ServerConfig{Key: h.key, Allow: []identity.PublicKey{a.Public()}})
-	h2.clk.Advance(maxClockSkew + time.Second)
+	h2.clk.Advance(wire.MaxClockSkew + time.Second)
 	thief := h2.udpNode(a) // sends a's frame: it cannot make its own
 	thief.sendRaw(captured)
-	if m := thief.expect(KindRefused); !strings.Contains(m.Text, "clock") {
+	if m := thief.expect(wire.KindRefused); !strings.Contains(m.Text, "clock") {
 		t.Fatalf("refused with %q", m.Text)
 	}
 	if nodes := h2.s.Nodes(); len(nodes) != 0 {
@@ -76,8 +79,8 @@ func TestStaleLookupAndUnregisterIgnored(t *testing.T) {
 	na, nb := h.udpNode(a), h.udpNode(b)
 	na.mustRegister()
 	nb.mustRegister()
-	na.send(Message{Kind: KindLookup, Seq: 1, Address: b.Public().Address(), Time: h.clk.Now().Add(-maxClockSkew - time.Second).UnixNano()})
-	na.send(Message{Kind: KindUnregister, Time: h.clk.Now().Add(maxClockSkew + time.Second).UnixNano()})
+	na.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: b.Public().Address(), Time: h.clk.Now().Add(-wire.MaxClockSkew - time.Second).UnixNano()})
+	na.send(wire.Message{Kind: wire.KindUnregister, Time: h.clk.Now().Add(wire.MaxClockSkew + time.Second).UnixNano()})
 	waitCond(t, "two stale messages", func() bool { return h.s.Stats().Stale == 2 })
 	if st := h.s.Stats(); st.Lookups != 0 || st.Introductions != 0 || st.Registered != 2 {
 		t.Fatalf("stats %+v", st)
@@ -93,9 +96,9 @@ func TestRegisterTimesSurviveRestart(t *testing.T) {
 	cfg := ServerConfig{Allow: []identity.PublicKey{a.Public()}, StateFile: state}
 	h := newSrvHarness(t, cfg)
 	na := h.udpNode(a)
-	captured := na.seal(Message{Kind: KindRegister})
+	captured := na.seal(wire.Message{Kind: wire.KindRegister})
 	na.sendRaw(captured)
-	na.expect(KindRegistered)
+	na.expect(wire.KindRegistered)
 	na.mustRegister() // a keepalive: the newest time
 	h.s.Close()
 
@@ -138,7 +141,7 @@ func TestRegisterTimesWrittenOnATimer(t *testing.T) {
 		return out
 	}
 	na := h.udpNode(a)
-	if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+	if m := h.udpNode(testKey(t)).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("stranger: %s", m.Kind)
 	}
 	for range 3 {
@@ -164,7 +167,7 @@ func TestRegisterTimesWrittenOnATimer(t *testing.T) {
 	if h.s.timesSaves.Load() != 2 {
 		t.Fatalf("%d writes, want 2", h.s.timesSaves.Load())
 	}
-	h.clk.Advance(maxClockSkew)
+	h.clk.Advance(wire.MaxClockSkew)
 	h.s.Revoke(a.Public())
 	h.s.saveTimesDue(h.clk.Now(), false)
 	if got := stored(); len(got) != 0 {
@@ -190,7 +193,7 @@ func TestRegisterTimesFileChecked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if got, limit := s.lastTime[a.Public()], time.Now().Add(maxClockSkew).UnixNano(); got > limit {
+	if got, limit := s.lastTime[a.Public()], time.Now().Add(wire.MaxClockSkew).UnixNano(); got > limit {
 		t.Fatalf("a time in 2999 loaded as %d, beyond the window's end %d", got, limit)
 	}
 }
@@ -201,9 +204,9 @@ func TestClockRefusalReachesNodeStatus(t *testing.T) {
 	nodeKey := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{nodeKey.Public()}})
 	h.clk.ns.Store(time.Now().Add(-time.Hour).UnixNano()) // the client's clock (the real one) is an hour ahead
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(nodeKey)
-	c := NewClient(ClientConfig{Key: nodeKey, Bind: bind, Bridges: []BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
+	c := client.New(client.Config{Key: nodeKey, Bind: bind, Bridges: []client.BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
@@ -221,7 +224,7 @@ func TestRegisterTimesBounded(t *testing.T) {
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}})
 	h.udpNode(a).mustRegister()
 	for range 3 {
-		if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+		if m := h.udpNode(testKey(t)).register(""); m.Kind != wire.KindRefused {
 			t.Fatalf("stranger: %s", m.Kind)
 		}
 	}
@@ -233,7 +236,7 @@ func TestRegisterTimesBounded(t *testing.T) {
 	if n := held(); n != 1 {
 		t.Fatalf("%d times held, want 1 (strangers are not remembered)", n)
 	}
-	h.clk.Advance(maxClockSkew + time.Second)
+	h.clk.Advance(wire.MaxClockSkew + time.Second)
 	h.s.saveTimesDue(h.clk.Now(), false)
 	if n := held(); n != 0 {
 		t.Fatalf("%d times held after the window", n)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/statefile"
 )
@@ -20,7 +21,7 @@ import (
 // What a crash loses: the times accepted since the last write, at most
 // timesSaveInterval old. A Register captured in that interval can then be
 // replayed once after the restart, and only while it is within
-// maxClockSkew of the bridge's clock; it points the node's registration
+// wire.MaxClockSkew of the bridge's clock; it points the node's registration
 // at the replayer until the node's next keepalive (at most 15 s), whose
 // newer time then refuses every captured one. Capturing it needs a place
 // on the path, from which dropping the node's packets denies the same
@@ -57,7 +58,7 @@ func registerTimesFileOf(path string) statefile.File {
 // the bridge admits now (the next write forgets those older than the
 // clock window). A time ahead of the window (the bridge's clock went
 // back, or the file was edited) is taken as the window's end, so that no
-// key is locked out for longer than maxClockSkew.
+// key is locked out for longer than wire.MaxClockSkew.
 func (s *Server) loadTimes() error {
 	if s.timesPath == "" {
 		return nil
@@ -67,12 +68,12 @@ func (s *Server) loadTimes() error {
 	if found, err := f.Load(&st, &st.Version); err != nil || !found {
 		return err
 	}
-	ceiling := s.now().Add(maxClockSkew)
+	ceiling := s.now().Add(wire.MaxClockSkew)
 	for i, rt := range st.Times {
 		if rt.Key.IsZero() {
 			return f.Corrupt(fmt.Errorf("times[%d]: no key", i))
 		}
-		if !s.adm.admits(rt.Key) || rt.Time.Before(time.Unix(0, 0)) {
+		if !s.adm.Admits(rt.Key) || rt.Time.Before(time.Unix(0, 0)) {
 			continue // not admitted, or older than any window
 		}
 		if rt.Time.After(ceiling) {
@@ -95,7 +96,7 @@ func (s *Server) saveTimesDue(now time.Time, force bool) {
 		return
 	}
 	s.timesSaved = now
-	floor := now.Add(-maxClockSkew).UnixNano()
+	floor := now.Add(-wire.MaxClockSkew).UnixNano()
 	s.mu.Lock()
 	for k, t := range s.lastTime {
 		if t < floor {

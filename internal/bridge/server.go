@@ -1,3 +1,15 @@
+// Package bridge is the bridge role of tomoe's bridge protocol (DESIGN.md
+// "Bridges"): a Server admits nodes (the config's allow list, join tokens,
+// revocations: package admission), registers them (server_register.go,
+// register_times.go), answers their lookups, introduces them to each
+// other to punch through NAT, and relays their WireGuard ciphertext over
+// the node's UDP socket and over TCP (server_tcp.go).
+//
+// Its subpackages hold the rest of the protocol: wire, the frame format;
+// keycache, the shared keys and the worker that keeps X25519 off the
+// receive goroutines; admission; client, a node's side (registration,
+// lookups, connections to bridges). Probing for direct paths is
+// internal/nat's.
 package bridge
 
 import (
@@ -15,8 +27,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/admission"
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
+	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
 // FrameSender sends frames over the node's UDP socket (transport.Bind).
@@ -35,7 +51,7 @@ type ServerConfig struct {
 	TCP       string               // TCP listen address, e.g. "0.0.0.0:4610"; "" = no TCP
 	Sender    FrameSender          // the node's Bind
 	RelayMbit int                  // per-node relay rate limit in Mbit/s (burst: a quarter second); 0 = unlimited
-	Mark      uint32               // fwmark of the TCP listener's sockets (see ClientConfig.Mark); 0 = none
+	Mark      uint32               // fwmark of the TCP listener's sockets (see client.Config.Mark); 0 = none
 	Log       *slog.Logger
 }
 
@@ -59,7 +75,7 @@ type ServerStats struct {
 	Enrolments    uint64 `json:"enrolments"`    // keys enrolled with a join token
 	Refused       uint64 `json:"refused"`
 	Replays       uint64 `json:"replays"`     // Register/Unregister not newer than the last accepted one
-	Stale         uint64 `json:"stale"`       // node messages stamped more than maxClockSkew from the bridge's clock
+	Stale         uint64 `json:"stale"`       // node messages stamped more than wire.MaxClockSkew from the bridge's clock
 	BadControl    uint64 `json:"bad_control"` // control frames that did not open
 	Expired       uint64 `json:"expired"`     // registrations dropped for lack of keepalives
 	X25519        uint64 `json:"x25519"`      // shared keys computed: admitted keys ahead, or strangers' on a budget
@@ -125,10 +141,10 @@ const (
 type Server struct {
 	pub       identity.PublicKey
 	self      netip.Addr // the bridge's own node address
-	keys      *keyCache
-	strangers *strangers      // opens UDP frames from keys not cached
-	tcpBudget *strangerBudget // for first frames on TCP connections from keys not cached
-	adm       *admission
+	keys      *keycache.Cache
+	strangers *keycache.Strangers // opens UDP frames from keys not cached
+	tcpBudget *keycache.Budget    // for first frames on TCP connections from keys not cached
+	adm       *admission.Admission
 	sender    FrameSender
 	log       *slog.Logger
 	logs      logLimiter
@@ -192,8 +208,8 @@ type registration struct {
 	lastSeen int64 // Unix nanoseconds
 
 	relayed atomic.Uint64
-	relay   rateBucket
-	lookup  rateBucket
+	relay   ratelimit.Bucket
+	lookup  ratelimit.Bucket
 }
 
 // NewServer builds a bridge and loads its state file. Start starts the TCP
@@ -208,7 +224,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.RelayMbit < 0 {
 		return nil, fmt.Errorf("bridge: relay rate %d Mbit/s is negative", cfg.RelayMbit)
 	}
-	adm, err := newAdmission(cfg.StateFile, cfg.Allow)
+	adm, err := admission.Open(cfg.StateFile, cfg.Allow)
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +236,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	s := &Server{
 		pub:          pub,
 		self:         pub.Address(),
-		keys:         newAdmittedKeyCache(cfg.Key, maxCachedKeys),
 		adm:          adm,
 		sender:       cfg.Sender,
 		log:          log,
@@ -239,28 +254,27 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		pending:      make(map[netip.Addr]int),
 		done:         make(chan struct{}),
 		outs:         make(chan *relayOut, 4),
-		refusals:     ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
-		challenges:   ratelimit.NewKeyed(unknownRate, unknownBurst, unknownSources),
-		tcpBudget:    newStrangerBudget(),
+		refusals:     ratelimit.NewKeyed(keycache.SourceRate, keycache.SourceBurst, keycache.MaxSources),
+		challenges:   ratelimit.NewKeyed(keycache.SourceRate, keycache.SourceBurst, keycache.MaxSources),
+		tcpBudget:    keycache.NewBudget(),
 	}
 	if _, err := cryptorand.Read(s.challengeKey[:]); err != nil {
 		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	if cfg.RelayMbit > 0 {
 		s.relayRate = float64(cfg.RelayMbit) * 1e6 / 8
-		s.relayBurst = max(s.relayRate/4, MaxFrame)
+		s.relayBurst = max(s.relayRate/4, wire.MaxFrame)
 	}
 	s.timesPath = registerTimesPath(cfg.StateFile)
 	if err := s.loadTimes(); err != nil {
 		return nil, err
 	}
-	s.keys.x25519 = &s.stats.x25519
+	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
 	// The admitted keys' shared keys are computed ahead by the worker, so
 	// that their frames open on the receive goroutine from the start.
-	s.keys.pin(adm.admittedKeys())
-	s.strangers = startStrangers(s.keys, s.handleStranger, strangerCounters{
-		queued: &s.stats.strangersQueued, limited: &s.stats.strangersLimited, failed: &s.stats.badControl})
-	s.strangers.pinSoon()
+	s.keys.Pin(adm.AdmittedKeys())
+	s.strangers = keycache.StartStrangers(s.keys, s.handleStranger, keycache.Counters{Queued: &s.stats.strangersQueued, Limited: &s.stats.strangersLimited, Failed: &s.stats.badControl})
+	s.strangers.PinSoon()
 	return s, nil
 }
 
@@ -276,7 +290,7 @@ func (s *Server) Start() error {
 		return errors.New("bridge: already started")
 	}
 	if s.tcpAddr != "" {
-		lc := net.ListenConfig{Control: markControl(s.mark)}
+		lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
 		ln, err := lc.Listen(context.Background(), "tcp", s.tcpAddr)
 		if err != nil {
 			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)
@@ -313,7 +327,7 @@ func (s *Server) Close() error {
 		s.handleMu.Lock()
 		s.closed = true
 		s.handleMu.Unlock()
-		s.strangers.stop()
+		s.strangers.Stop()
 		close(s.done)
 		s.connMu.Lock()
 		s.closing = true
@@ -352,9 +366,9 @@ func (s *Server) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 		}
 		src := netip.AddrPortFrom(srcs[i].Addr().Unmap(), srcs[i].Port())
 		switch f[0] {
-		case FrameRelay:
+		case wire.FrameRelay:
 			s.relay(f, src, nil, now, out)
-		case FrameControl:
+		case wire.FrameControl:
 			s.control(f, src, nil, now)
 		}
 	}
@@ -401,7 +415,7 @@ func (s *Server) flush(o *relayOut) {
 // relay forwards one relay frame that came from src over UDP (c == nil) or
 // over the TCP connection c.
 func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Time, out *relayOut) {
-	id, _, ok := ParseRelay(f)
+	id, _, ok := wire.ParseRelay(f)
 	if !ok {
 		s.stats.dropMalformed.Add(1)
 		return
@@ -429,7 +443,7 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 	case to == nil || (toTCP == nil && !toUDP.IsValid()):
 		s.stats.dropUnknownID.Add(1)
 		return
-	case s.relayRate > 0 && !from.relay.allow(now.UnixNano(), float64(len(f)), s.relayRate, s.relayBurst):
+	case s.relayRate > 0 && !from.relay.Allow(now.UnixNano(), float64(len(f)), s.relayRate, s.relayBurst):
 		s.stats.dropRate.Add(1)
 		return
 	}
@@ -454,11 +468,11 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 // control opens and acts on a control frame from src (over TCP: c's
 // remote address). It opens here only with a cached shared key (an
 // admitted node's): no X25519 on a receive goroutine. A frame over UDP
-// from another key goes to the worker (strangers.go); over TCP, where it
+// from another key goes to the worker (keycache); over TCP, where it
 // can only be a connection's first frame, the connection's own goroutine
 // opens it within the TCP budget.
 func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.Time) {
-	from, err := Sender(f)
+	from, err := wire.Sender(f)
 	if err != nil {
 		s.stats.badControl.Add(1)
 		return
@@ -475,20 +489,20 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 			return
 		}
 	}
-	shared := s.keys.cached(from)
+	shared := s.keys.Cached(from)
 	if shared == nil {
 		if c == nil {
-			s.strangers.submit(f, src, time.Now())
+			s.strangers.Submit(f, src, time.Now())
 			return
 		}
-		if len(f) > maxStrangerFrame || !s.tcpBudget.allow(src, time.Now()) {
+		if len(f) > keycache.MaxStrangerFrame || !s.tcpBudget.Allow(src, time.Now()) {
 			s.stats.strangersLimited.Add(1)
 			return
 		}
-		shared = s.keys.compute(from)
-		s.keys.pinComputed(from, shared)
+		shared = s.keys.Compute(from)
+		s.keys.PinComputed(from, shared)
 	}
-	m, err := Open(f, shared)
+	m, err := wire.Open(f, shared)
 	if err != nil {
 		s.stats.badControl.Add(1)
 		return
@@ -498,20 +512,20 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 
 // handleStranger acts, on the worker, on a UDP frame from a key whose
 // shared key was not cached when it came.
-func (s *Server) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+func (s *Server) handleStranger(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	if from != s.pub {
 		s.act(from, shared, m, src, nil, s.now())
 	}
 }
 
 // act acts on a message from from (proven: it opened with shared).
-func (s *Server) act(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) act(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	switch m.Kind {
-	case KindRegister:
+	case wire.KindRegister:
 		s.register(from, shared, m, src, c, now)
-	case KindLookup:
+	case wire.KindLookup:
 		s.lookup(from, shared, m, src, c, now)
-	case KindUnregister:
+	case wire.KindUnregister:
 		s.unregister(from, m, src, c, now)
 	}
 }
@@ -528,7 +542,7 @@ func endpointsLocked(reg *registration) []netip.AddrPort {
 
 // lookup answers a Lookup from from (whose frame opened with shared) and
 // introduces it to the node it found.
-func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) lookup(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.RLock()
 	req := s.regs[from]
 	if req == nil || !onPathLocked(req, src, c) {
@@ -540,31 +554,31 @@ func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, s
 		s.stats.stale.Add(1) // a lookup captured long ago must not make the bridge introduce anyone
 		return
 	}
-	if !req.lookup.allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
+	if !req.lookup.Allow(now.UnixNano(), 1, lookupRate, lookupBurst) {
 		s.stats.lookupsLimited.Add(1)
 		return
 	}
 	s.stats.lookups.Add(1)
-	reply := Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+	reply := wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
 	if m.Address == s.self {
 		reply.Found, reply.Key = true, s.pub
 		s.sendControl(from, shared, reply, src, c)
 		return
 	}
-	var intro Message
+	var intro wire.Message
 	var introDst netip.AddrPort
 	var introConn *serverConn
 	s.mu.RLock()
 	if t := s.byAddr[m.Address]; t != nil {
 		reply.Found, reply.Key, reply.ID, reply.Endpoints = true, t.key, t.id, endpointsLocked(t)
 		if t != req {
-			intro = Message{Kind: KindIntroduce, Key: req.key, ID: req.id, Endpoints: endpointsLocked(req)}
+			intro = wire.Message{Kind: wire.KindIntroduce, Key: req.key, ID: req.id, Endpoints: endpointsLocked(req)}
 			introDst, introConn = t.endpoint, t.tcp
 		}
 	}
 	s.mu.RUnlock()
 	s.sendControl(from, shared, reply, src, c)
-	if intro.Kind == KindIntroduce {
+	if intro.Kind == wire.KindIntroduce {
 		s.stats.introductions.Add(1)
 		s.sendControl(reply.Key, nil, intro, introDst, introConn)
 	}
@@ -572,8 +586,8 @@ func (s *Server) lookup(from identity.PublicKey, shared *SharedKey, m Message, s
 
 // sendControl seals m to the key to (with shared, if not nil) and sends
 // it over c, or over UDP to dst.
-func (s *Server) sendControl(to identity.PublicKey, shared *SharedKey, m Message, dst netip.AddrPort, c *serverConn) {
-	frame, err := s.keys.seal(to, shared, m)
+func (s *Server) sendControl(to identity.PublicKey, shared *wire.SharedKey, m wire.Message, dst netip.AddrPort, c *serverConn) {
+	frame, err := s.keys.Seal(to, shared, m)
 	if err != nil {
 		s.logLimited(slog.LevelWarn, "bridge: cannot seal a control message", "peer", to.String(), "err", err)
 		return
@@ -592,17 +606,17 @@ func (s *Server) sendControl(to identity.PublicKey, shared *SharedKey, m Message
 
 // CreateToken makes a join token that enrols up to uses keys within ttl.
 // Only its SHA-256 is stored: the token is shown this once.
-func (s *Server) CreateToken(uses int, ttl time.Duration) (string, TokenInfo, error) {
-	token, info, err := s.adm.createToken(uses, ttl, s.now())
+func (s *Server) CreateToken(uses int, ttl time.Duration) (string, admission.TokenInfo, error) {
+	token, info, err := s.adm.CreateToken(uses, ttl, s.now())
 	if err != nil {
-		return "", TokenInfo{}, err
+		return "", admission.TokenInfo{}, err
 	}
 	s.log.Info("bridge: join token created", "token_id", info.ID, "uses", info.UsesLeft, "expires", info.Expires)
 	return token, info, nil
 }
 
 // Tokens lists the join tokens (never the tokens themselves), oldest first.
-func (s *Server) Tokens() []TokenInfo { return s.adm.tokenInfos(s.now()) }
+func (s *Server) Tokens() []admission.TokenInfo { return s.adm.Tokens(s.now()) }
 
 // Nodes lists the registered nodes by address.
 func (s *Server) Nodes() []NodeInfo {
@@ -670,29 +684,6 @@ func (s *Server) janitor() {
 			s.saveTimesDue(now, false)
 		}
 	}
-}
-
-// rateBucket is a token bucket; its owner supplies rate and burst.
-type rateBucket struct {
-	mu     sync.Mutex
-	tokens float64
-	last   int64 // Unix nanoseconds
-}
-
-func (b *rateBucket) init(now int64, burst float64) { b.tokens, b.last = burst, now }
-
-func (b *rateBucket) allow(now int64, cost, rate, burst float64) bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if el := now - b.last; el > 0 {
-		b.tokens = min(burst, b.tokens+float64(el)*rate/1e9)
-		b.last = now
-	}
-	if b.tokens < cost {
-		return false
-	}
-	b.tokens -= cost
-	return true
 }
 
 // logLimiter lets through a few messages per window and counts the rest.

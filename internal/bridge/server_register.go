@@ -10,24 +10,17 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/admission"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
-
-// maxClockSkew bounds how far a node message's Time (the node's clock) may
-// be from the bridge's clock, either way. In the past, it is how long a
-// captured Register stays usable once the bridge no longer knows a newer
-// time from that key (after a crash lost the newest one; the bridge also
-// forgets the times of keys quiet for that long, which the window then
-// covers). In the future, it bounds how long one Register stamped ahead (a
-// node whose clock was fast, then stepped back) makes the key's later ones
-// look like replays: the bridge keeps, and persists, the newest time.
-const maxClockSkew = 2 * time.Minute
 
 // clockRefusal returns why a node message stamped t is not fresh at now,
 // in words for the node's user, or "" if it is.
 func clockRefusal(t int64, now time.Time) string {
-	lo, hi := now.Add(-maxClockSkew).UnixNano(), now.Add(maxClockSkew).UnixNano()
+	lo, hi := now.Add(-wire.MaxClockSkew).UnixNano(), now.Add(wire.MaxClockSkew).UnixNano()
 	if t >= lo && t <= hi {
 		return ""
 	}
@@ -41,12 +34,12 @@ func clockRefusal(t int64, now time.Time) string {
 	if off < 10*365*24*3600 {
 		by = time.Duration(off * 1e9).Round(time.Second).String()
 	}
-	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, maxClockSkew)
+	return fmt.Sprintf("clock: this node's clock is %s %s the bridge's (at most %s allowed); set its time (NTP)", by, way, wire.MaxClockSkew)
 }
 
 // register acts on a Register from from, whose frame opened with shared.
-func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
-	s.adm.mu.Lock()
+func (s *Server) register(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
+	s.adm.Lock()
 	s.mu.RLock()
 	last, seen := s.lastTime[from]
 	boundTo, retired := identity.PublicKey{}, false
@@ -55,12 +48,12 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	}
 	s.mu.RUnlock()
 	if seen && m.Time <= last {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.replays.Add(1)
 		return
 	}
 	if (!boundTo.IsZero() && boundTo != from) || retired {
-		s.adm.mu.Unlock() // a connection carries one node, once
+		s.adm.Unlock() // a connection carries one node, once
 		return
 	}
 	// Checked before admission, so that a stale Register with a token
@@ -69,26 +62,26 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	if reason != "" {
 		s.stats.stale.Add(1)
 	} else {
-		var enrolled bool
+		var enrolledWith string
 		var err error
-		reason, enrolled, err = s.adm.admitLocked(from, m.Token, now)
+		reason, enrolledWith, err = s.adm.AdmitLocked(from, m.Token, now)
 		if err != nil {
 			s.log.Error("bridge: cannot store an enrolment", "peer", from.String(), "err", err)
 		}
-		if enrolled {
-			s.keys.pinShared(from, shared) // admitted from now on
+		if enrolledWith != "" {
+			s.keys.PinShared(from, shared) // admitted from now on
 			s.stats.enrolments.Add(1)
-			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", s.adm.enrolled[from].token)
+			s.log.Info("bridge: key enrolled with a join token", "peer", from.String(), "addr", src, "token_id", enrolledWith)
 		}
 	}
 	if reason != "" {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.refused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: registration refused", "peer", from.String(), "addr", src, "reason", reason)
 		// The answer echoes the Register's time: only the node that sent
 		// it acts on it, not one a replay came from (or was spoofed from).
 		if c != nil || s.refusals.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, shared, Message{Kind: KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
+			s.sendControl(from, shared, wire.Message{Kind: wire.KindRefused, Echo: uint64(m.Time), Text: reason}, src, c)
 		}
 		return
 	}
@@ -102,10 +95,10 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 		s.lastTime[from] = m.Time
 		s.timesDirty = true
 		s.mu.Unlock()
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		s.stats.challenges.Add(1)
 		if s.challenges.Allow(ratelimit.Source(src.Addr()), now) {
-			s.sendControl(from, shared, Message{Kind: KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
+			s.sendControl(from, shared, wire.Message{Kind: wire.KindChallenge, Echo: uint64(m.Time), Seq: s.challengeFor(from, src, challengeEpoch(now))}, src, nil)
 		}
 		return
 	}
@@ -113,8 +106,8 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	isNew := reg == nil
 	if isNew {
 		reg = &registration{key: from, addr: from.Address(), id: s.allocIDLocked(from)}
-		reg.relay.init(now.UnixNano(), s.relayBurst)
-		reg.lookup.init(now.UnixNano(), lookupBurst)
+		reg.relay.Init(now.UnixNano(), s.relayBurst)
+		reg.lookup.Init(now.UnixNano(), lookupBurst)
 		s.regs[from] = reg
 		s.byID[reg.id] = reg
 		s.byAddr[reg.addr] = reg
@@ -141,13 +134,13 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	// What the node says of itself goes to every node that looks it up,
 	// which may probe it: only plausible endpoints (loopback ones only from
 	// a node on this host).
-	reg.local = plausibleOnly(m.Endpoints, src.Addr().IsLoopback())
+	reg.local = nat.PlausibleOnly(m.Endpoints, src.Addr().IsLoopback())
 	reg.lastSeen = now.UnixNano()
 	s.lastTime[from] = m.Time
 	s.timesDirty = true
 	id := reg.id
 	s.mu.Unlock()
-	s.adm.mu.Unlock()
+	s.adm.Unlock()
 	if old != nil {
 		old.close()
 	}
@@ -156,7 +149,7 @@ func (s *Server) register(from identity.PublicKey, shared *SharedKey, m Message,
 	if isNew {
 		s.logLimited(slog.LevelInfo, "bridge: node registered", "peer", from.String(), "addr", src, "transport", transportName(c))
 	}
-	s.sendControl(from, shared, Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
+	s.sendControl(from, shared, wire.Message{Kind: wire.KindRegistered, Echo: uint64(m.Time), ID: id, Interval: keepaliveInterval, Endpoints: []netip.AddrPort{src}}, src, c)
 }
 
 // A challenge is a MAC of the key, the address and the time (in epochs of
@@ -236,7 +229,7 @@ func onPathLocked(reg *registration, src netip.AddrPort, c *serverConn) bool {
 	return reg.tcp == nil && reg.endpoint == src
 }
 
-func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPort, c *serverConn, now time.Time) {
+func (s *Server) unregister(from identity.PublicKey, m wire.Message, src netip.AddrPort, c *serverConn, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	reg := s.regs[from]
@@ -261,10 +254,10 @@ func (s *Server) unregister(from identity.PublicKey, m Message, src netip.AddrPo
 // TCP connections closed at once, so relaying from and to it stops. It
 // reports whether the key had been allowed, enrolled or registered.
 func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
-	s.adm.mu.Lock()
-	known, err := s.adm.revokeLocked(key, s.now())
+	s.adm.Lock()
+	known, err := s.adm.RevokeLocked(key, s.now())
 	if err != nil {
-		s.adm.mu.Unlock()
+		s.adm.Unlock()
 		return false, fmt.Errorf("bridge revoke %s: %w", key.ShortString(), err)
 	}
 	s.mu.Lock()
@@ -280,9 +273,9 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	delete(s.lastTime, key)
 	s.timesDirty = true
 	s.mu.Unlock()
-	s.adm.mu.Unlock()
+	s.adm.Unlock()
 	if tell.IsValid() {
-		s.sendControl(key, nil, Message{Kind: KindRefused, Echo: uint64(echo), Text: refuseRevoked}, tell, nil)
+		s.sendControl(key, nil, wire.Message{Kind: wire.KindRefused, Echo: uint64(echo), Text: admission.RefuseRevoked}, tell, nil)
 	}
 
 	s.connMu.Lock()
@@ -297,7 +290,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 	for _, c := range conns {
 		c.close()
 	}
-	s.keys.forget(key)
+	s.keys.Forget(key)
 	s.log.Info("bridge: key revoked", "peer", key.String())
 	return known, nil
 }

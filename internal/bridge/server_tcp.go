@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -109,7 +110,7 @@ func (s *Server) serveConn(c *serverConn) {
 	var hdr [2]byte
 	if _, err := io.ReadFull(c.br, hdr[:]); err == nil {
 		if n := int(binary.BigEndian.Uint16(hdr[:])); n <= maxFirstFrame {
-			if _, err := io.ReadFull(c.br, first[:n]); err == nil && IsControl(first[:n]) {
+			if _, err := io.ReadFull(c.br, first[:n]); err == nil && wire.IsControl(first[:n]) {
 				s.control(first[:n], c.remote, c, s.now())
 			}
 		}
@@ -144,9 +145,9 @@ func (s *Server) serveConn(c *serverConn) {
 				continue
 			}
 			switch f[0] {
-			case FrameRelay:
+			case wire.FrameRelay:
 				s.relay(f, c.remote, c, now, out)
-			case FrameControl:
+			case wire.FrameControl:
 				s.control(f, c.remote, c, now)
 			}
 		}
@@ -180,7 +181,7 @@ type tcpBatch struct {
 }
 
 var tcpBatches = sync.Pool{New: func() any {
-	return &tcpBatch{buf: make([]byte, 0, 2*MaxFrame), frames: make([][]byte, 0, maxTCPBatch)}
+	return &tcpBatch{buf: make([]byte, 0, 2*wire.MaxFrame), frames: make([][]byte, 0, maxTCPBatch)}
 }}
 
 func (b *tcpBatch) reset() {
@@ -218,7 +219,7 @@ func (c *serverConn) readFrames(b *tcpBatch, max int) error {
 // enqueue copies f onto c's send queue; false if the queue is full or c
 // is closed.
 func (c *serverConn) enqueue(f []byte) bool {
-	if len(f) > MaxFrame {
+	if len(f) > wire.MaxFrame {
 		return false
 	}
 	select {

@@ -5,9 +5,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -89,5 +91,66 @@ func TestReRegisterClosesOldTCP(t *testing.T) {
 	waitCond(t, "old connections gone", func() bool { return h.s.Stats().TCPConnsOpen == 0 })
 	if nodes := h.s.Nodes(); len(nodes) != 1 || nodes[0].Transport != "udp" || nodes[0].Endpoint != na.addr() {
 		t.Fatalf("nodes %+v", nodes)
+	}
+}
+
+func TestTCPFirstFrameMustRegister(t *testing.T) {
+	a := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}, TCP: "127.0.0.1:0"})
+	expectClosed := func(n *srvNode) {
+		t.Helper()
+		if f, err := n.recvErr(5 * time.Second); !errors.Is(err, io.EOF) {
+			t.Fatalf("connection not closed: %x %v", f, err)
+		}
+	}
+	silent := h.tcpNode(a) // sends nothing
+	expectClosed(silent)
+	relay := h.tcpNode(a)
+	relay.sendRaw(relayFrame(1, "x"))
+	expectClosed(relay)
+	stranger := h.tcpNode(testKey(t))
+	if m := stranger.register(""); m.Kind != wire.KindRefused {
+		t.Fatalf("got %s", m.Kind)
+	}
+	expectClosed(stranger)
+	waitCond(t, "connections gone", func() bool { return h.s.Stats().TCPConnsOpen == 0 })
+}
+
+// Connections that have not registered yet are limited per address, and
+// an over-long first frame is refused.
+func TestTCPStrangersAreCheap(t *testing.T) {
+	a := testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}, TCP: "127.0.0.1:0"})
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range maxPendingPerSource {
+		c, err := net.Dial("tcp", h.s.TCPAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	waitCond(t, "pending connections accepted", func() bool { return h.s.Stats().TCPConnsOpen == maxPendingPerSource })
+	extra, err := net.Dial("tcp", h.s.TCPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("connection over the per-address limit not closed: %v", err)
+	}
+	// A first frame longer than any Register: closed without a reply.
+	big := conns[0]
+	hdr := []byte{0x10, 0x00} // 4096 bytes announced
+	big.Write(append(hdr, make([]byte, 4096)...))
+	big.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// Closed with our bytes unread: EOF or a reset.
+	if _, err := big.Read(make([]byte, 1)); !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("over-long first frame: connection not closed: %v", err)
 	}
 }

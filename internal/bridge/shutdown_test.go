@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -18,28 +20,11 @@ func TestFramesAfterClose(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		h := newSrvHarness(t, ServerConfig{})
 		h.s.Close()
-		f, err := Seal(nil, stranger.Public(), ptr(Precompute(stranger, h.key.Public())), &Message{Kind: KindRegister, Time: 1})
+		f, err := wire.Seal(nil, stranger.Public(), ptr(wire.Precompute(stranger, h.key.Public())), &wire.Message{Kind: wire.KindRegister, Time: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
 		h.s.HandleFrames([][]byte{f}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")})
-	})
-	t.Run("client", func(t *testing.T) {
-		bridgeKey := testKey(t)
-		bind, _ := openBind(t)
-		k := testKey(t)
-		bind.SetPrivateKey(k)
-		c := NewClient(ClientConfig{Key: k, Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}}, Bind: bind,
-			Wants: func(identity.PublicKey) bool { return true }})
-		c.Start()
-		c.Close()
-		// A probe from a node this one would talk to, whose key is not
-		// cached yet: it goes through the per-source rate limit.
-		f, err := Seal(nil, stranger.Public(), ptr(Precompute(stranger, k.Public())), &Message{Kind: KindProbe, Seq: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.HandleFrames([][]byte{f}, []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")})
 	})
 }
 
@@ -49,7 +34,7 @@ func ptr[T any](v T) *T { return &v }
 // and after, are dropped: the worker stops within Close, nothing panics,
 // and no goroutine is left (goleak, TestMain).
 func TestStrangerFramesDuringClose(t *testing.T) {
-	frames, srcs := forgedFlood(64, func(int) identity.PublicKey { return randomKey() })
+	frames, srcs := bridgetest.ForgedFlood(64, func(int) identity.PublicKey { return bridgetest.RandomKey() })
 	hammer := func(handle func([][]byte, []netip.AddrPort), closeIt func()) {
 		stop := make(chan struct{})
 		done := make(chan struct{})
@@ -70,23 +55,13 @@ func TestStrangerFramesDuringClose(t *testing.T) {
 		stop <- struct{}{}
 		<-done
 	}
-	t.Run("client", func(t *testing.T) {
-		bind, _ := openBind(t)
-		k := testKey(t)
-		bind.SetPrivateKey(k)
-		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
-		hammer(c.HandleFrames, c.Close)
-		if c.strangers.submit(frames[0], srcs[0], time.Now()) {
-			t.Fatal("a frame was queued after Close")
-		}
-	})
 	t.Run("bridge", func(t *testing.T) {
 		s, err := NewServer(ServerConfig{Key: testKey(t), Sender: &discardSender{}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		hammer(s.HandleFrames, func() { s.Close() })
-		if s.strangers.submit(frames[0], srcs[0], time.Now()) {
+		if s.strangers.Submit(frames[0], srcs[0], time.Now()) {
 			t.Fatal("a frame was queued after Close")
 		}
 	})

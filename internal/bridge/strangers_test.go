@@ -1,124 +1,16 @@
 package bridge
 
 import (
-	"bytes"
-	"crypto/rand"
-	"net/netip"
-	"runtime"
-	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-// goroutineID is the calling goroutine's number (tests only).
-func goroutineID() uint64 {
-	var buf [64]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	id, _ := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
-	return id
-}
-
-// x25519Here counts the X25519 operations keys does from now on on the
-// calling goroutine: the receive goroutine, where the test calls
-// HandleFrames as a Bind's receive goroutine would. (A subtest runs on a
-// goroutine of its own: call it there.)
-func x25519Here(keys *keyCache) func() int64 {
-	id := goroutineID()
-	var n atomic.Int64
-	f := func() {
-		if goroutineID() == id {
-			n.Add(1)
-		}
-	}
-	keys.onX25519.Store(&f)
-	return n.Load
-}
-
-// forgedFlood is n control frames that claim the senders claim(i) and
-// carry garbage, each from a source in a /64 of its own: what anyone can
-// send, spoofed or not, without holding any key. What it costs a
-// receiver is one X25519 per frame whose claimed sender's key is not
-// cached, unless a budget stops it.
-func forgedFlood(n int, claim func(i int) identity.PublicKey) ([][]byte, []netip.AddrPort) {
-	frames := make([][]byte, n)
-	srcs := make([]netip.AddrPort, n)
-	for i := range n {
-		f := make([]byte, ControlHeaderSize+64)
-		f[0], f[1] = FrameControl, version
-		k := claim(i)
-		copy(f[4:], k[:])
-		rand.Read(f[4+identity.KeySize:])
-		frames[i] = f
-		srcs[i] = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 15: 1}), 4610)
-	}
-	return frames, srcs
-}
-
-// randomKey is 32 random bytes: a key nobody holds.
-func randomKey() identity.PublicKey {
-	var k identity.PublicKey
-	rand.Read(k[:])
-	return k
-}
-
 const floodFrames = 4000
-
-// The review of issue 9 (finding 3): a control frame claiming a sender
-// whose shared key was not cached cost an X25519 on the UDP receive
-// goroutine, outside every budget but one per /64: 4,000 forged frames
-// from 4,000 /64s cost 4,000 X25519 there (0.4 s here, the goroutine
-// that carries every peer's data). Now the receive goroutine does none;
-// the worker does at most the node-wide budget; frames claiming a key
-// known in advance (a bridge, a static peer, a key a rule names) cost
-// none at all.
-func TestForgedControlFramesClient(t *testing.T) {
-	node, bridgeKey, known := testKey(t), testKey(t).Public(), testKey(t).Public()
-	bind, _ := openBind(t)
-	bind.SetPrivateKey(node)
-	// A node with a "*" rule: it would talk to any key.
-	c := NewClient(ClientConfig{Key: node, Bind: bind, Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey}},
-		Wants: func(identity.PublicKey) bool { return true }})
-	bind.SetFrameHandler(c)
-	t.Cleanup(c.Close)
-	c.SetKnownKeys([]identity.PublicKey{known})
-	st := c.Stats()
-
-	t.Run("any key", func(t *testing.T) {
-		onReceive := x25519Here(c.keys)
-		x0, q0, l0, d0 := st.X25519.Load(), st.Strangers.Load(), st.StrangersLimited.Load(), st.Dropped.Load()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return randomKey() })
-		start := time.Now()
-		c.HandleFrames(frames, srcs)
-		took := time.Since(start)
-		if n := onReceive(); n != 0 {
-			t.Fatalf("%d X25519 on the receive goroutine for %d forged frames", n, floodFrames)
-		}
-		waitCond(t, "the worker to try what was queued", func() bool { return st.Dropped.Load()-d0 == st.Strangers.Load()-q0 })
-		x := st.X25519.Load() - x0
-		if limit := uint64(strangerBurst + strangerRate*time.Since(start).Seconds() + 1); x > limit {
-			t.Fatalf("%d forged frames cost %d X25519 on the worker, want at most %d", floodFrames, x, limit)
-		}
-		t.Logf("%d forged frames claiming %d keys: %v on the receive goroutine (%v a frame, no X25519); %d X25519 on the worker; %d dropped over the budgets",
-			floodFrames, floodFrames, took, took/floodFrames, x, st.StrangersLimited.Load()-l0)
-	})
-	t.Run("known keys", func(t *testing.T) {
-		waitCond(t, "the known key's shared key computed ahead", func() bool { return c.keys.cached(known) != nil })
-		onReceive := x25519Here(c.keys)
-		x0 := st.X25519.Load()
-		frames, srcs := forgedFlood(floodFrames, func(i int) identity.PublicKey { return []identity.PublicKey{bridgeKey, known}[i%2] })
-		start := time.Now()
-		c.HandleFrames(frames, srcs)
-		took := time.Since(start)
-		if x := st.X25519.Load() - x0; x != 0 || onReceive() != 0 {
-			t.Fatalf("%d forged frames claiming a bridge or a known key cost %d X25519 (%d on the receive goroutine)", floodFrames, x, onReceive())
-		}
-		t.Logf("%d forged frames claiming known keys: no X25519, %v on the receive goroutine (%v a frame)", floodFrames, took, took/floodFrames)
-	})
-}
 
 // The same on a bridge (finding 3): the receive goroutine opens only the
 // frames of admitted keys, whose shared keys it computed ahead.
@@ -131,9 +23,9 @@ func TestForgedControlFramesBridge(t *testing.T) {
 	defer s.Close()
 
 	t.Run("any key", func(t *testing.T) {
-		onReceive := x25519Here(s.keys)
+		onReceive := bridgetest.X25519Here(s.keys)
 		st0 := s.Stats()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return randomKey() })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(int) identity.PublicKey { return bridgetest.RandomKey() })
 		start := time.Now()
 		s.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -146,17 +38,17 @@ func TestForgedControlFramesBridge(t *testing.T) {
 		})
 		st := s.Stats()
 		x := st.X25519 - st0.X25519
-		if limit := uint64(strangerBurst + strangerRate*time.Since(start).Seconds() + 1); x > limit {
+		if limit := uint64(keycache.StrangerBurst + keycache.StrangerRate*time.Since(start).Seconds() + 1); x > limit {
 			t.Fatalf("%d forged frames cost %d X25519 on the worker, want at most %d", floodFrames, x, limit)
 		}
 		t.Logf("%d forged frames claiming %d keys: %v on the receive goroutine (%v a frame, no X25519); %d X25519 on the worker; %d dropped over the budgets",
 			floodFrames, floodFrames, took, took/floodFrames, x, st.StrangersLimited-st0.StrangersLimited)
 	})
 	t.Run("admitted key", func(t *testing.T) {
-		waitCond(t, "the admitted key's shared key computed ahead", func() bool { return s.keys.cached(admitted) != nil })
-		onReceive := x25519Here(s.keys)
+		waitCond(t, "the admitted key's shared key computed ahead", func() bool { return s.keys.Cached(admitted) != nil })
+		onReceive := bridgetest.X25519Here(s.keys)
 		st0 := s.Stats()
-		frames, srcs := forgedFlood(floodFrames, func(int) identity.PublicKey { return admitted })
+		frames, srcs := bridgetest.ForgedFlood(floodFrames, func(int) identity.PublicKey { return admitted })
 		start := time.Now()
 		s.HandleFrames(frames, srcs)
 		took := time.Since(start)
@@ -168,57 +60,11 @@ func TestForgedControlFramesBridge(t *testing.T) {
 	})
 }
 
-// Frames from a sender not known in advance still work: the worker opens
-// the first, learns the key, and the next ones open on the receive
-// goroutine. A bridge's worker registers a node whose key a join token
-// enrols, and keeps its key from then on.
-func TestStrangerFramesStillServed(t *testing.T) {
-	t.Run("client", func(t *testing.T) {
-		peer, k := testKey(t), testKey(t)
-		bind, _ := openBind(t)
-		bind.SetPrivateKey(k)
-		c := NewClient(ClientConfig{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
-		bind.SetFrameHandler(c)
-		t.Cleanup(c.Close)
-		onReceive := x25519Here(c.keys)
-		shared := Precompute(peer, k.Public())
-		pc := udpSocket(t)
-		for seq := range uint64(3) {
-			f, _ := Seal(nil, peer.Public(), &shared, &Message{Kind: KindProbe, Time: time.Now().UnixNano(), Seq: seq + 1})
-			c.HandleFrames([][]byte{f}, []netip.AddrPort{sockAddr(pc)})
-			waitCond(t, "the probe answered", func() bool { return c.Stats().ProbesAnswered.Load() == seq+1 })
-		}
-		if st := c.Stats(); st.X25519.Load() != 1 || st.Strangers.Load() != 1 || onReceive() != 0 {
-			t.Fatalf("3 probes from a new peer: %d X25519 (%d on the receive goroutine), %d through the worker; want 1, 0, 1",
-				st.X25519.Load(), onReceive(), st.Strangers.Load())
-		}
-	})
-	t.Run("bridge", func(t *testing.T) {
-		h := newSrvHarness(t, ServerConfig{})
-		tok, _, err := h.s.CreateToken(1, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := h.udpNode(testKey(t))
-		if m := n.register(tok); m.Kind != KindRegistered {
-			t.Fatalf("enrolment: %s %q", m.Kind, m.Text)
-		}
-		x := h.s.Stats().X25519
-		n.mustRegister()
-		n.send(Message{Kind: KindLookup, Seq: 1, Address: n.pub.Address()})
-		n.expect(KindLookupReply)
-		if st := h.s.Stats(); st.X25519 != x || st.StrangersQueued != 1 || h.s.keys.cached(n.pub) == nil {
-			t.Fatalf("after enrolment: %d more X25519, %d frames through the worker, key cached %v",
-				st.X25519-x, st.StrangersQueued, h.s.keys.cached(n.pub) != nil)
-		}
-	})
-}
-
 // A stranger's refused Register costs the bridge one X25519, not two: the
 // refusal is sealed with the key that opened it.
 func TestRefusalReusesSharedKey(t *testing.T) {
 	h := newSrvHarness(t, ServerConfig{})
-	if m := h.udpNode(testKey(t)).register(""); m.Kind != KindRefused {
+	if m := h.udpNode(testKey(t)).register(""); m.Kind != wire.KindRefused {
 		t.Fatalf("got %s", m.Kind)
 	}
 	if x := h.s.Stats().X25519; x != 1 {
@@ -226,37 +72,28 @@ func TestRefusalReusesSharedKey(t *testing.T) {
 	}
 }
 
-// Pins: computed in order by the worker, never flushed by learned keys,
-// replaced as a set (a node's rules change), and a key unpinned while it
-// waits is not pinned when its computation ends.
-func TestKeyCachePins(t *testing.T) {
-	c := newKeyCache(testKey(t), 2)
-	a, b, d := randomKey(), randomKey(), randomKey()
-	c.pin([]identity.PublicKey{a, b})
-	if k, ok := c.nextPending(); !ok || k != a {
-		t.Fatalf("next pending %s %v, want a", k.ShortString(), ok)
-	}
-	c.pinComputed(a, c.compute(a))
-	c.setPinned([]identity.PublicKey{a, d}, nil) // b no longer wanted
-	for k, ok := c.nextPending(); ok; k, ok = c.nextPending() {
-		if k == b {
-			t.Fatal("an unpinned key is still pending")
+// Frames from a sender not known in advance still work: the worker opens
+// the first, learns the key, and the next ones open on the receive
+// goroutine. A bridge's worker registers a node whose key a join token
+// enrols, and keeps its key from then on.
+func TestStrangerFramesStillServed(t *testing.T) {
+	t.Run("bridge", func(t *testing.T) {
+		h := newSrvHarness(t, ServerConfig{})
+		tok, _, err := h.s.CreateToken(1, time.Hour)
+		if err != nil {
+			t.Fatal(err)
 		}
-		c.pinComputed(k, c.compute(k))
-	}
-	c.pinComputed(b, c.compute(b)) // a late result for b
-	if c.cached(a) == nil || c.cached(d) == nil || c.cached(b) != nil {
-		t.Fatalf("cached: a %v, d %v, b %v; want a and d", c.cached(a) != nil, c.cached(d) != nil, c.cached(b) != nil)
-	}
-	for range 5 { // learned keys overflow their bound: the pins stay
-		k := randomKey()
-		c.keep(k, c.compute(k))
-	}
-	if c.cached(a) == nil || c.cached(d) == nil {
-		t.Fatal("learned keys flushed a pinned one")
-	}
-	c.forget(a)
-	if c.cached(a) != nil {
-		t.Fatal("a forgotten key is still cached")
-	}
+		n := h.udpNode(testKey(t))
+		if m := n.register(tok); m.Kind != wire.KindRegistered {
+			t.Fatalf("enrolment: %s %q", m.Kind, m.Text)
+		}
+		x := h.s.Stats().X25519
+		n.mustRegister()
+		n.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: n.pub.Address()})
+		n.expect(wire.KindLookupReply)
+		if st := h.s.Stats(); st.X25519 != x || st.StrangersQueued != 1 || h.s.keys.Cached(n.pub) == nil {
+			t.Fatalf("after enrolment: %d more X25519, %d frames through the worker, key cached %v",
+				st.X25519-x, st.StrangersQueued, h.s.keys.Cached(n.pub) != nil)
+		}
+	})
 }

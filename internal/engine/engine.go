@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -48,10 +49,35 @@ type PeerStats struct {
 	TxBytes       uint64
 }
 
+// Bind is what the engine needs of the node's conn.Bind (transport.Bind):
+// the device sends and receives through it, and the engine names each
+// peer's endpoint to the device by the peer's key, so the Bind must know
+// the peers before the device does. Its contract:
+//
+//   - SetPrivateKey is called once, before the device opens the Bind: the
+//     Bind needs the node's key to open handshake initiations.
+//   - SetPeer is called before the device is told of a peer, with its
+//     direct address if known (invalid if not); from then on ParseEndpoint
+//     must accept transport.EndpointName of that key and return the peer's
+//     one stable endpoint, whatever path its packets take. Calling it for
+//     a known peer must keep the path the Bind chose. The result is not
+//     used here.
+//   - RemovePeer is called after the device dropped the peer, and when
+//     adding it to the device failed; the Bind forgets the peer.
+//
+// SetPeer and RemovePeer are called with the engine's lock held, never
+// from the device's goroutines: they must not call back into the engine.
+type Bind interface {
+	conn.Bind
+	SetPrivateKey(key identity.PrivateKey)
+	SetPeer(key identity.PublicKey, addr netip.AddrPort) *transport.PeerEndpoint
+	RemovePeer(key identity.PublicKey)
+}
+
 // Engine is one WireGuard device.
 type Engine struct {
 	dev  *device.Device
-	bind *transport.Bind
+	bind Bind
 	log  *slog.Logger
 
 	mu    sync.Mutex // serialises configuration changes; guards peers
@@ -60,7 +86,7 @@ type Engine struct {
 
 // New creates the device on tunDev and bind, with the node's key, listening
 // on port (0: any free port), and brings it up.
-func New(key identity.PrivateKey, tunDev tun.Device, bind *transport.Bind, port uint16, log *slog.Logger) (*Engine, error) {
+func New(key identity.PrivateKey, tunDev tun.Device, bind Bind, port uint16, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}

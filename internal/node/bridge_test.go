@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
-	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -157,21 +157,21 @@ func TestBridgeUnderFlood(t *testing.T) {
 			default:
 			}
 			k := newKey(t)
-			sk := bridge.Precompute(k, br.key.Public())
-			f, _ := bridge.Seal(nil, k.Public(), &sk, &bridge.Message{Kind: bridge.KindRegister, Time: time.Now().UnixNano()})
+			sk := wire.Precompute(k, br.key.Public())
+			f, _ := wire.Seal(nil, k.Public(), &sk, &wire.Message{Kind: wire.KindRegister, Time: time.Now().UnixNano()})
 			pc.WriteTo(f, dst)
 		}
 	}()
 	go func() { // lookups from a registered member, from its own socket
 		defer wg.Done()
-		sk := bridge.Precompute(mallory.key, br.key.Public())
+		sk := wire.Precompute(mallory.key, br.key.Public())
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			f, _ := bridge.Seal(nil, mallory.key.Public(), &sk, &bridge.Message{Kind: bridge.KindLookup, Time: time.Now().UnixNano(), Seq: uint64(i), Address: bob.Address()})
+			f, _ := wire.Seal(nil, mallory.key.Public(), &sk, &wire.Message{Kind: wire.KindLookup, Time: time.Now().UnixNano(), Seq: uint64(i), Address: bob.Address()})
 			mallory.bind.SendFrames([][]byte{f}, brAddr)
 		}
 	}()
@@ -234,8 +234,8 @@ func TestBridgeClientNeverWaitsForNodeLock(t *testing.T) {
 	br.start(t, bridgeAllowDoc(alice))
 	alice.start(t, bridgeDoc(br, "")+allowDoc(peer.Public().String(), "tcp", "7"))
 	waitRegistered(t, alice)
-	shared := bridge.Precompute(peer, alice.key.Public())
-	probe, err := bridge.Seal(nil, peer.Public(), &shared, &bridge.Message{Kind: bridge.KindProbe, Time: time.Now().UnixNano(), Seq: 1})
+	shared := wire.Precompute(peer, alice.key.Public())
+	probe, err := wire.Seal(nil, peer.Public(), &shared, &wire.Message{Kind: wire.KindProbe, Time: time.Now().UnixNano(), Seq: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,8 +279,8 @@ func TestBridgeForgedFramesClaimingKnownKeys(t *testing.T) {
 	frames := make([][]byte, n)
 	srcs := make([]netip.AddrPort, n)
 	for i := range n {
-		f := make([]byte, bridge.ControlHeaderSize+64) // the box is garbage
-		f[0], f[1] = bridge.FrameControl, frameVersion(t)
+		f := make([]byte, wire.ControlHeaderSize+64) // the box is garbage
+		f[0], f[1] = wire.FrameControl, frameVersion(t)
 		copy(f[4:], claims[i%len(claims)][:])
 		frames[i] = f
 		srcs[i] = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(i >> 8), byte(i), 15: 1}), 4610)
@@ -295,8 +295,8 @@ func TestBridgeForgedFramesClaimingKnownKeys(t *testing.T) {
 func frameVersion(t *testing.T) byte {
 	t.Helper()
 	k := newKey(t)
-	shared := bridge.Precompute(k, k.Public())
-	f, err := bridge.Seal(nil, k.Public(), &shared, &bridge.Message{Kind: bridge.KindProbe, Time: 1})
+	shared := wire.Precompute(k, k.Public())
+	f, err := wire.Seal(nil, k.Public(), &shared, &wire.Message{Kind: wire.KindProbe, Time: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/routes"
 )
@@ -44,15 +45,15 @@ func (n *Node) startBridging() error {
 	if len(cfg.Bridges) == 0 {
 		return nil
 	}
-	var bcs []bridge.BridgeConfig
+	var bcs []client.BridgeConfig
 	for _, r := range cfg.Bridges {
-		bcs = append(bcs, bridge.BridgeConfig{Endpoint: r.Endpoint, Key: r.Key(), Token: r.Token})
+		bcs = append(bcs, client.BridgeConfig{Endpoint: r.Endpoint, Key: r.Key(), Token: r.Token})
 	}
 	n.staticKeys = make(map[identity.PublicKey]bool, len(cfg.Peers))
 	for _, p := range cfg.Peers {
 		n.staticKeys[p.Key()] = true
 	}
-	n.client = bridge.NewClient(bridge.ClientConfig{
+	n.client = client.New(client.Config{
 		Key:            n.key,
 		Bridges:        bcs,
 		Bind:           n.bind,
@@ -175,7 +176,7 @@ func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, err
 		return nil, fmt.Errorf("%s: %w", dst, ErrNoPeer)
 	}
 	f, err := n.client.Lookup(ctx, dst)
-	if errors.Is(err, bridge.ErrNotFound) {
+	if errors.Is(err, client.ErrNotFound) {
 		return nil, fmt.Errorf("%s: %w (and no bridge knows it)", dst, ErrNoPeer)
 	}
 	if err != nil {

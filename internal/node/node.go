@@ -25,6 +25,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
+	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
@@ -119,7 +120,7 @@ type Node struct {
 	api      *adminapi.Server
 	metrics  *http.Server
 	server   *bridge.Server // when this node is a bridge
-	client   *bridge.Client // when this node joins bridges
+	client   *client.Client // when this node joins bridges
 	// staticKeys are the config's static peers' keys: set before the
 	// bridge client starts, read-only after (wants reads it unlocked).
 	staticKeys map[identity.PublicKey]bool
@@ -430,16 +431,15 @@ func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.rtMu.Lock()
 		n.mu.Lock()
-		withdrawn := 0
+		var withdrawn map[identity.PublicKey]uint64
 		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
 			withdrawn = n.withdrawAllLocked()
 		}
 		n.closing.Store(true)
 		n.mu.Unlock()
 		n.rtMu.Unlock()
-		if withdrawn > 0 {
-			// Give WireGuard a moment to send the withdrawals.
-			time.Sleep(100 * time.Millisecond)
+		if len(withdrawn) > 0 {
+			n.flushWithdrawals(withdrawn)
 		}
 		close(n.done)
 		var errs []error

@@ -298,17 +298,43 @@ func (n *Node) offerToAll() {
 	}
 }
 
-// withdrawAll tells the peers that had our offer that it is gone (on
-// shutdown), best effort.
-func (n *Node) withdrawAllLocked() int {
-	sent := 0
+// withdrawAllLocked tells the peers that had our offer that it is gone
+// (on shutdown), best effort. It returns those peers, each with the
+// transport messages the Bind had sent it before (see flushWithdrawals).
+func (n *Node) withdrawAllLocked() map[identity.PublicKey]uint64 {
+	sent := make(map[identity.PublicKey]uint64)
 	for _, p := range n.peers {
 		if p.active && p.offered {
+			sent[p.key] = n.bind.Sent(p.key)
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq + 1})
-			sent++
 		}
 	}
 	return sent
+}
+
+// withdrawWait bounds how long Close waits for its withdrawals to leave:
+// the round trip of a handshake, for a peer whose session must be renewed
+// before WireGuard sends it anything.
+const withdrawWait = time.Second
+
+// flushWithdrawals waits, at most withdrawWait, until WireGuard has taken
+// the withdrawals from the wrapper and queued them for their peers, and
+// then until each of those peers has had a transport message handed to
+// the socket since its withdrawal was queued: the withdrawal, or one
+// queued ahead of it, which the peer's one sender hands over just before
+// (transport/sent.go). The device may then close without dropping them.
+func (n *Node) flushWithdrawals(sent map[identity.PublicKey]uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawWait)
+	defer cancel()
+	if err := n.wrapper.WaitStaged(ctx); err != nil {
+		n.log.Info("route withdrawals not sent before shutdown", "err", err)
+		return
+	}
+	for k, before := range sent {
+		if err := n.bind.WaitSent(ctx, k, before); err != nil {
+			n.log.Info("route withdrawal not sent before shutdown", "peer", k.ShortString(), "err", err)
+		}
+	}
 }
 
 // expireOffersLocked forgets the offers of peers whose session is up but

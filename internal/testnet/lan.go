@@ -63,13 +63,18 @@ type Proc struct {
 }
 
 type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+	mu      sync.Mutex // guards b, written
+	b       bytes.Buffer
+	written chan struct{} // closed at the next Write; nil: nobody waits
 }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.written != nil {
+		close(s.written)
+		s.written = nil
+	}
 	return s.b.Write(p)
 }
 
@@ -77,6 +82,17 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// next returns what was written so far, and a channel closed at the next
+// Write.
+func (s *syncBuffer) next() (string, <-chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.written == nil {
+		s.written = make(chan struct{})
+	}
+	return s.b.String(), s.written
 }
 
 // Start runs a program in the namespace; see StartCmd.
@@ -141,15 +157,24 @@ func (p *Proc) Output() string { return p.out.String() }
 // WaitOutput waits until the output contains s.
 func (p *Proc) WaitOutput(t testing.TB, s string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !strings.Contains(p.Output(), s) {
-		if time.Now().After(deadline) {
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	for {
+		out, written := p.out.next()
+		if strings.Contains(out, s) {
+			return
+		}
+		select {
+		case <-written:
+		case <-p.done:
+			// Wait has copied all of the output by now.
+			if !strings.Contains(p.Output(), s) {
+				t.Fatalf("%s exited (%v) before printing %q; output:\n%s", p.Name, p.err, s, p.Output())
+			}
+			return
+		case <-deadline.C:
 			t.Fatalf("%s did not print %q within %v; output:\n%s", p.Name, s, d, p.Output())
 		}
-		if p.Exited() {
-			t.Fatalf("%s exited (%v) before printing %q; output:\n%s", p.Name, p.err, s, p.Output())
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 

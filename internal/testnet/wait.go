@@ -10,7 +10,10 @@ import (
 )
 
 // WaitFor polls cond until it holds, failing t if d passes first. Tests
-// wait on conditions with deadlines, never on bare sleeps.
+// wait on conditions with deadlines, never on bare sleeps. cond can be
+// any predicate (a counter, a route in the kernel, a file), with nothing
+// that signals its change: polling it every 10 ms is the wait. Only tests
+// import this package.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)

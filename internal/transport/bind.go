@@ -46,6 +46,7 @@ import (
 	"golang.org/x/time/rate"
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -112,6 +113,8 @@ type Bind struct {
 	byAddr     map[netip.AddrPort]*PeerEndpoint // every peer's recent direct addresses
 	byRelay    map[relayPath]*PeerEndpoint      // every peer's current relay path
 	candidates map[candidateKey]*sourceEndpoint
+
+	sent sentWaiters // WaitSent's (sent.go)
 
 	stats Stats
 }
@@ -408,13 +411,22 @@ func EndpointName(key identity.PublicKey) string { return hex.EncodeToString(key
 
 // Send implements conn.Bind.
 func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	p, err := b.send(bufs, ep)
+	if err == nil && p != nil {
+		b.noteSent(p, bufs)
+	}
+	return err
+}
+
+// send sends bufs to ep, and returns the peer they went to (nil: none).
+func (b *Bind) send(bufs [][]byte, ep conn.Endpoint) (*PeerEndpoint, error) {
 	var p *PeerEndpoint
 	switch e := ep.(type) {
 	case *PeerEndpoint:
 		p = e
 	case *sourceEndpoint:
 		if e.peer == nil {
-			return b.inner.Send(bufs, e.std)
+			return nil, b.inner.Send(bufs, e.std)
 		}
 		p = e.peer
 		if e.promotes {
@@ -429,7 +441,7 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		// relayed initiation must not steer this node's traffic).
 		if handshakeOnly(bufs) || !p.hasPath() {
 			b.learnIndices(bufs, p)
-			return b.inner.Send(bufs, e.std)
+			return p, b.inner.Send(bufs, e.std)
 		}
 	case *relayCandidate:
 		// Likewise for a relay path.
@@ -442,20 +454,20 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 		}
 		if handshakeOnly(bufs) || !p.hasPath() {
 			b.learnIndices(bufs, p)
-			return b.sendRelay(bufs, &e.path)
+			return p, b.sendRelay(bufs, &e.path)
 		}
 	default:
-		return b.inner.Send(bufs, ep)
+		return nil, b.inner.Send(bufs, ep)
 	}
 	b.learnIndices(bufs, p)
 	d := p.direct.Load()
 	if r := p.relay.Load(); r != nil && (d == nil || !p.directAlive()) {
-		return b.sendRelay(bufs, r)
+		return p, b.sendRelay(bufs, r)
 	}
 	if d == nil {
-		return fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
+		return p, fmt.Errorf("send to %s: %w", p.key.ShortString(), errNoPath)
 	}
-	return b.inner.Send(bufs, d)
+	return p, b.inner.Send(bufs, d)
 }
 
 // handshakeOnly reports whether bufs hold only handshake messages
@@ -528,11 +540,11 @@ func (b *Bind) screen(bufs [][]byte, sizes []int, eps []conn.Endpoint) {
 			continue
 		}
 		src := std.AddrPort
-		if msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 && len(msg) > RelayHeaderSize {
+		if id, inner, ok := wire.ParseRelay(msg); ok {
 			if r := b.udpRelay(src); r != nil {
 				// From a bridge we registered with: a peer's message.
-				path := relayPath{via: r, id: binary.BigEndian.Uint32(msg[4:8])}
-				n := copy(bufs[i], msg[RelayHeaderSize:]) // overwrites msg
+				path := relayPath{via: r, id: id}
+				n := copy(bufs[i], inner) // overwrites msg
 				sizes[i] = n
 				ep := b.relayed(bufs[i][:n], path)
 				if ep == nil {

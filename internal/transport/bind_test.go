@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun/tuntest"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/noise"
 	"github.com/tomoe-net/tomoe/internal/packet"
@@ -295,7 +296,7 @@ func FuzzScreen(f *testing.F) {
 	f.Add(data, uint16(1000))
 	f.Add(init, uint16(2000))
 	f.Add([]byte{0x50, 1, 2}, uint16(1))
-	f.Add(append([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 7}, data...), uint16(4610))
+	f.Add(append([]byte{wire.FrameRelay, 0, 0, 0, 0, 0, 0, 7}, data...), uint16(4610))
 	f.Add([]byte{0x70, 1, 0, 0, 9}, uint16(4610))
 	f.Fuzz(func(t *testing.T, msg []byte, port uint16) {
 		bufs := [][]byte{append([]byte{}, msg...)}
@@ -305,8 +306,8 @@ func FuzzScreen(f *testing.F) {
 		if sizes[0] == 0 {
 			return
 		}
-		if port == 4610 && len(msg) > RelayHeaderSize && msg[0] == FrameRelay && msg[1]|msg[2]|msg[3] == 0 {
-			msg = msg[RelayHeaderSize:] // what the bridge relayed
+		if port == 4610 && len(msg) > wire.RelayHeaderSize && msg[0] == wire.FrameRelay && msg[1]|msg[2]|msg[3] == 0 {
+			msg = msg[wire.RelayHeaderSize:] // what the bridge relayed
 		}
 		if len(msg) < 4 || msg[0] < msgInitiation || msg[0] > msgTransport || msg[1]|msg[2]|msg[3] != 0 {
 			t.Fatalf("non-WireGuard datagram passed: %x", msg)
@@ -563,13 +564,13 @@ func TestRelayedPeerGetsItsCookie(t *testing.T) {
 	b.limits.cookies.SetLimit(0)
 	b.limits.cookies.SetBurst(0)
 	real, _ := noise.Initiation(peer, node.Public(), noise.TimestampOf(time.Now()), 9)
-	frame := append([]byte{FrameRelay, 0, 0, 0, 0, 0, 0, 7}, real...)
+	frame := append([]byte{wire.FrameRelay, 0, 0, 0, 0, 0, 0, 7}, real...)
 	b.screen([][]byte{frame}, []int{len(frame)}, []conn.Endpoint{&conn.StdNetEndpoint{AddrPort: bridge}})
 	testnet.WaitFor(t, 3*time.Second, "a cookie reply through the peer's relay path", func() bool {
 		rmu.Lock()
 		defer rmu.Unlock()
 		for _, f := range r.frames {
-			if _, err := noise.OpenCookieReply(f[RelayHeaderSize:], node.Public(), real); err == nil {
+			if _, err := noise.OpenCookieReply(f[wire.RelayHeaderSize:], node.Public(), real); err == nil {
 				return true
 			}
 		}

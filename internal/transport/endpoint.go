@@ -29,6 +29,9 @@ type PeerEndpoint struct {
 
 	// answered: a transport message for one of its sessions arrived.
 	answered atomic.Bool
+	// sent counts the transport messages handed to the socket for it,
+	// directly or through a relay (sent.go).
+	sent atomic.Uint64
 	// handshakeMsgs limits its responses and cookie replies (sawMessage).
 	handshakeMsgs *rate.Limiter
 

@@ -10,15 +10,8 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/device"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
-)
-
-// Relay frames (package bridge defines the rest of the bridge protocol):
-//
-//	0x71 0 0 0 | relay id (4, big endian) | WireGuard message
-const (
-	FrameRelay      = 0x71
-	RelayHeaderSize = 8
 )
 
 // DirectWindow is how long a direct path stays in use after the last proof
@@ -220,12 +213,11 @@ func (b *Bind) sendRelay(bufs [][]byte, r *relayPath) error {
 			// buffer. With buffers sized to the message it cannot, every
 			// frame becomes its own datagram, and the relay runs at a
 			// third of the speed (measured).
-			rb.store = append(rb.store, make([]byte, 0, RelayHeaderSize+device.MaxMessageSize))
+			rb.store = append(rb.store, make([]byte, 0, wire.RelayHeaderSize+device.MaxMessageSize))
 		}
-		f := rb.store[i][:RelayHeaderSize+len(buf)]
-		f[0], f[1], f[2], f[3] = FrameRelay, 0, 0, 0
-		binary.BigEndian.PutUint32(f[4:8], r.id)
-		copy(f[RelayHeaderSize:], buf)
+		f := rb.store[i][:wire.RelayHeaderSize+len(buf)]
+		wire.RelayHeader(f, r.id)
+		copy(f[wire.RelayHeaderSize:], buf)
 		rb.frames = append(rb.frames, f)
 	}
 	b.stats.RelayedOut.Add(uint64(len(bufs)))

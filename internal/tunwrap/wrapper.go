@@ -17,6 +17,7 @@
 package tunwrap
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"os"
@@ -85,8 +86,12 @@ type Wrapper struct {
 	hold  holdQueue
 	ping  pinger
 
-	injectMu sync.Mutex // guards injected
+	injectMu sync.Mutex // guards injected, queued, stagedCh
 	injected [][]byte
+	queued   uint64        // packets ever put in injected
+	taken    atomic.Uint64 // packets ever taken out of injected by Read
+	staged   atomic.Uint64 // taken, as of the start of WireGuard's latest Read (see WaitStaged)
+	stagedCh chan struct{} // closed when staged moves; nil: nobody waits
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -140,6 +145,7 @@ func (w *Wrapper) Close() error {
 
 // Read implements tun.Device: packets leaving this node.
 func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	w.noteStaged()
 	for {
 		if n := w.drainInjected(bufs, sizes, offset); n > 0 {
 			w.outbound(bufs[:n], sizes, offset, true)
@@ -309,6 +315,7 @@ func (w *Wrapper) Inject(pkt []byte) {
 		return
 	}
 	w.injected = append(w.injected, append([]byte(nil), pkt...))
+	w.queued++
 	w.injectMu.Unlock()
 	w.stats.Injected.Add(1)
 	w.inner.Interrupt()
@@ -333,7 +340,52 @@ func (w *Wrapper) drainInjected(bufs [][]byte, sizes []int, offset int) int {
 	if len(w.injected) == 0 {
 		w.injected = nil
 	}
+	w.taken.Add(uint64(n))
 	return n
+}
+
+// noteStaged runs as WireGuard's TUN reader comes back for more: it reads
+// a batch, hands each packet to its peer's queue (encrypted at once if the
+// peer has a session, else waiting for its handshake), then reads again.
+// So every injected packet taken before this Read is in its peer's queue.
+func (w *Wrapper) noteStaged() {
+	t := w.taken.Load()
+	if w.staged.Load() == t {
+		return // the hot path: nothing injected since
+	}
+	w.injectMu.Lock()
+	w.staged.Store(t)
+	if w.stagedCh != nil {
+		close(w.stagedCh)
+		w.stagedCh = nil
+	}
+	w.injectMu.Unlock()
+}
+
+// WaitStaged waits until WireGuard has taken every packet injected before
+// the call and put it in its peer's queue (or the filter dropped it), or
+// until ctx ends or the wrapper closes. Packets queued for a peer are
+// WireGuard's to send: see transport.Bind.WaitSent.
+func (w *Wrapper) WaitStaged(ctx context.Context) error {
+	w.injectMu.Lock()
+	target := w.queued
+	for w.staged.Load() < target {
+		if w.stagedCh == nil {
+			w.stagedCh = make(chan struct{})
+		}
+		ch := w.stagedCh
+		w.injectMu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.closed:
+			return os.ErrClosed
+		}
+		w.injectMu.Lock()
+	}
+	w.injectMu.Unlock()
+	return nil
 }
 
 // SetPeer records whether node address a has a peer in the device. Packets

@@ -380,3 +380,39 @@ func (discardDev) Close() error                           { return nil }
 func (discardDev) Interrupt()                             {}
 func (discardDev) Read([][]byte, []int, int) (int, error) { return 0, os.ErrClosed }
 func (discardDev) Write(b [][]byte, _ int) (int, error)   { return len(b), nil }
+
+// WaitStaged ends once WireGuard took the injected packets and came back
+// for more (so it has queued them for their peers), not before.
+func TestWaitStaged(t *testing.T) {
+	fx := newFixture(t, time.Second)
+	staged := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		return fx.w.WaitStaged(ctx)
+	}
+	if err := staged(); err != nil {
+		t.Fatalf("nothing injected: %v", err)
+	}
+	fx.w.Inject(packet.UDP(fx.me.Address(), fx.bob.Address(), 4610, 4610, []byte("withdrawn")))
+	if err := staged(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("before WireGuard read it: %v", err)
+	}
+	if got := fx.read(t); len(got) != 1 {
+		t.Fatalf("read %d packets", len(got))
+	}
+	if err := staged(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("read, but WireGuard has not come back for more: %v", err)
+	}
+	reading := make(chan struct{})
+	go func() {
+		defer close(reading)
+		fx.w.Read([][]byte{make([]byte, 2000)}, []int{0}, 16) // blocks until Close
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fx.w.WaitStaged(ctx); err != nil {
+		t.Fatalf("WireGuard came back for more: %v", err)
+	}
+	fx.w.Close()
+	<-reading
+}

@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"context"
@@ -10,7 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -38,7 +39,7 @@ type bridgeConn struct {
 	given      transport.Relay  // the relay peers' paths through this bridge use
 	answered   chan struct{}    // signalled on Registered/Refused
 	refused    bool
-	introduced map[identity.PublicKey]int64 // the bridge's time of its newest introduction of each peer
+	intros     nat.Introductions // the bridge's newest introduction of each peer
 }
 
 // sentRegisters is how many Registers sent an answer may answer: those
@@ -240,7 +241,7 @@ func (b *bridgeConn) sendRegister(seq uint64) {
 		token = b.cfg.Token
 	}
 	b.mu.Unlock()
-	b.send(Message{Kind: KindRegister, Seq: seq, Token: token, Endpoints: eps})
+	b.send(wire.Message{Kind: wire.KindRegister, Seq: seq, Token: token, Endpoints: eps})
 }
 
 // keepalive re-registers every interval until registrationLapse of them
@@ -277,17 +278,17 @@ func (b *bridgeConn) keepalive() {
 }
 
 // send seals m to the bridge over its current transport.
-func (b *bridgeConn) send(m Message) {
+func (b *bridgeConn) send(m wire.Message) {
 	b.mu.Lock()
 	tcp, addr := b.tcp, b.addr
-	if m.Kind == KindRegister {
+	if m.Kind == wire.KindRegister {
 		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
 		m.Time = max(time.Now().UnixNano(), last+1)
 		b.sent[b.sentNext] = m.Time
 		b.sentNext = (b.sentNext + 1) % len(b.sent)
 	}
 	b.mu.Unlock()
-	frame, err := b.c.keys.seal(b.cfg.Key, nil, m)
+	frame, err := b.c.keys.Seal(b.cfg.Key, nil, m)
 	if err != nil {
 		return
 	}
@@ -324,11 +325,11 @@ func (b *bridgeConn) sawSource(src netip.AddrPort) {
 
 // handle acts on a message from the bridge (proven by its key), which
 // came from src over UDP or over the TCP connection.
-func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
+func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 	switch m.Kind {
-	case KindRegistered, KindRefused:
+	case wire.KindRegistered, wire.KindRefused:
 		b.mu.Lock()
-		fresh := b.answersLocked(int64(m.Echo), m.Kind == KindRefused)
+		fresh := b.answersLocked(int64(m.Echo), m.Kind == wire.KindRefused)
 		b.mu.Unlock()
 		if !fresh {
 			b.c.stats.Dropped.Add(1)
@@ -336,7 +337,7 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 	}
 	switch m.Kind {
-	case KindRegistered:
+	case wire.KindRegistered:
 		if !overTCP {
 			b.sawSource(src)
 		}
@@ -368,13 +369,13 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.setState("registered", "")
 		b.signal()
-	case KindRefused:
+	case wire.KindRefused:
 		b.mu.Lock()
 		b.refused = true
 		b.mu.Unlock()
 		b.setState("refused", m.Text)
 		b.signal()
-	case KindChallenge:
+	case wire.KindChallenge:
 		// Another node's registration held the address our Register came
 		// from: the bridge asks us to prove we receive there (a NAT gave
 		// us an address it had) by registering again with its nonce.
@@ -387,17 +388,17 @@ func (b *bridgeConn) handle(m Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.c.log.Info("the bridge asks this node to prove its address (another node held it); answering", "bridge", b.cfg.Endpoint)
 		b.sendRegister(m.Seq)
-	case KindLookupReply:
+	case wire.KindLookupReply:
 		b.c.deliverLookup(b, m)
-	case KindIntroduce:
-		if m.Key == b.c.keys.pub || !b.c.cfg.Wants(m.Key) {
+	case wire.KindIntroduce:
+		if m.Key == b.c.keys.Public() || !b.c.cfg.Wants(m.Key) {
 			return
 		}
-		if !b.freshIntroduction(m.Key, m.Time, time.Now()) {
+		if !b.intros.Fresh(m.Key, m.Time, time.Now()) {
 			b.c.stats.Dropped.Add(1)
 			return
 		}
-		b.c.addCandidates(m.Key, m.Endpoints, b.onLoopback())
+		b.c.prober.AddCandidates(m.Key, m.Endpoints, b.onLoopback())
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}

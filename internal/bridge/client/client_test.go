@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"context"
@@ -9,52 +9,31 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/nacl/box"
-	"golang.zx2c4.com/wireguard/conn"
+	"go.uber.org/goleak"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
-// openBind opens a real Bind on a free port and runs its receive loops
-// (what wireguard-go does), so frames reach its FrameHandler.
-func openBind(t *testing.T) (*transport.Bind, uint16) {
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var testKey = bridgetest.Key
+
+// waitCond waits for cond, failing t after 5 s.
+func waitCond(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	b := transport.NewBind(nil)
-	fns, port, err := b.Open(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	for _, fn := range fns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			bufs := make([][]byte, b.BatchSize())
-			for i := range bufs {
-				bufs[i] = make([]byte, 2048)
-			}
-			sizes := make([]int, len(bufs))
-			eps := make([]conn.Endpoint, len(bufs))
-			for {
-				if _, err := fn(bufs, sizes, eps); err != nil {
-					if errors.Is(err, net.ErrClosed) {
-						return
-					}
-				}
-			}
-		}()
-	}
-	t.Cleanup(func() { b.Close(); wg.Wait() })
-	return b, port
+	testnet.WaitFor(t, 5*time.Second, what, cond)
 }
 
 // fakeBridge answers registrations, and lookups with answer(addr).
 type fakeBridge struct {
 	key  identity.PrivateKey
 	pc   net.PacketConn
-	keys *keyCache
+	keys *keycache.Cache
 
 	mu      sync.Mutex
 	node    identity.PublicKey // the last node that registered
@@ -63,18 +42,18 @@ type fakeBridge struct {
 }
 
 // tell seals m to the last node that registered and sends it there.
-func (f *fakeBridge) tell(t *testing.T, m Message) {
+func (f *fakeBridge) tell(t *testing.T, m wire.Message) {
 	t.Helper()
 	f.sendRaw(t, f.seal(t, m))
 }
 
 // seal seals m to the last node that registered.
-func (f *fakeBridge) seal(t *testing.T, m Message) []byte {
+func (f *fakeBridge) seal(t *testing.T, m wire.Message) []byte {
 	t.Helper()
 	f.mu.Lock()
 	to := f.node
 	f.mu.Unlock()
-	frame, err := f.keys.seal(to, nil, m)
+	frame, err := f.keys.Seal(to, nil, m)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +77,14 @@ func (f *fakeBridge) lastRegister() int64 {
 	return f.lastReg
 }
 
-func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
+func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBridge {
 	t.Helper()
 	k := testKey(t)
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeBridge{key: k, pc: pc, keys: newKeyCache(k, 16)}
+	f := &fakeBridge{key: k, pc: pc, keys: keycache.New(k, 16, nil)}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -120,19 +99,19 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 			if err != nil {
 				continue
 			}
-			var reply Message
+			var reply wire.Message
 			switch m.Kind {
-			case KindRegister:
+			case wire.KindRegister:
 				f.mu.Lock()
 				f.node, f.nodeAt, f.lastReg = sender, from, m.Time
 				f.mu.Unlock()
-				reply = Message{Kind: KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
-			case KindLookup:
+				reply = wire.Message{Kind: wire.KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
+			case wire.KindLookup:
 				reply = answer(m)
 			default:
 				continue
 			}
-			frame, err := f.keys.seal(sender, nil, reply)
+			frame, err := f.keys.Seal(sender, nil, reply)
 			if err == nil {
 				pc.WriteTo(frame, from)
 			}
@@ -144,17 +123,17 @@ func newFakeBridge(t *testing.T, answer func(Message) Message) *fakeBridge {
 
 // openAny opens a control frame from any sender, learning its key: what
 // a test's bridge may spend.
-func openAny(keys *keyCache, frame []byte) (identity.PublicKey, Message, error) {
-	from, err := Sender(frame)
+func openAny(keys *keycache.Cache, frame []byte) (identity.PublicKey, wire.Message, error) {
+	from, err := wire.Sender(frame)
 	if err != nil {
-		return from, Message{}, err
+		return from, wire.Message{}, err
 	}
-	k := keys.cached(from)
+	k := keys.Cached(from)
 	if k == nil {
-		k = keys.compute(from)
-		keys.keep(from, k)
+		k = keys.Compute(from)
+		keys.Keep(from, k)
 	}
-	m, err := Open(frame, k)
+	m, err := wire.Open(frame, k)
 	return from, m, err
 }
 
@@ -171,10 +150,10 @@ func startClient(t *testing.T, bridges ...BridgeConfig) *Client {
 // reports (nil: none) and waits until every bridge registered it.
 func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges ...BridgeConfig) *Client {
 	t.Helper()
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
+	c := New(Config{Key: k, Bridges: bridges, Bind: bind, Wants: wants})
 	bind.SetFrameHandler(c)
 	c.Start()
 	t.Cleanup(c.Close)
@@ -186,8 +165,8 @@ func startClientWants(t *testing.T, wants func(identity.PublicKey) bool, bridges
 // address is caught: the answer is counted, logged and never used.
 func TestLookupRejectsWrongKey(t *testing.T) {
 	liar := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message {
-		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: liar, ID: 9}
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: liar, ID: 9}
 	})
 	c := startClient(t, fb.config())
 	target := testKey(t).Public().Address()
@@ -204,12 +183,12 @@ func TestLookupRejectsWrongKey(t *testing.T) {
 // at once rather than at the timeout.
 func TestLookupFoundAndNotFound(t *testing.T) {
 	owner := testKey(t).Public()
-	fb := newFakeBridge(t, func(m Message) Message {
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
 		if m.Address == owner.Address() {
-			return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: owner, ID: 5,
+			return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address, Found: true, Key: owner, ID: 5,
 				Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:4610")}}
 		}
-		return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address}
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
 	})
 	c := startClient(t, fb.config())
 	f, err := c.Lookup(context.Background(), owner.Address())
@@ -245,9 +224,9 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 		}
 	}()
 	defer ln.Close()
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
+	c := New(Config{Key: k, Bind: bind, Bridges: []BridgeConfig{{Endpoint: ln.Addr().String(), Key: testKey(t).Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
 	defer c.Close()
@@ -261,38 +240,13 @@ func TestRegisterFallsBackToTCPThenGivesUp(t *testing.T) {
 	}
 }
 
-// A probe's answer counts once, from the key and address probed: a
-// replayed or redirected ack cannot point a peer anywhere.
-func TestProbeAnswerOnlyOnceFromWhereItWent(t *testing.T) {
-	c := NewClient(ClientConfig{Key: testKey(t)})
-	defer c.Close()
-	peer, other := testKey(t).Public(), testKey(t).Public()
-	to := netip.MustParseAddrPort("192.0.2.1:4610")
-	taken := func(seq uint64, key identity.PublicKey, from netip.AddrPort) bool {
-		_, ok := c.takeProbe(seq, key, from)
-		return ok
-	}
-	seq := c.newProbe(peer, to, time.Now(), false)
-	if taken(seq, other, to) || taken(seq, peer, netip.MustParseAddrPort("192.0.2.9:4610")) || taken(seq+1, peer, to) {
-		t.Fatal("an answer from another key, address or probe was taken")
-	}
-	if !taken(seq, peer, to) {
-		t.Fatal("the real answer was not taken")
-	}
-	if taken(seq, peer, to) {
-		t.Fatal("a replayed answer was taken twice")
-	}
-	old := c.newProbe(peer, to, time.Now().Add(-2*probeAnswerWindow), false)
-	if taken(old, peer, to) {
-		t.Fatal("a stale answer was taken")
-	}
-}
-
 // A bridge's endpoint name is looked up with the resolver the node gives
 // the client (in kernel mode, one whose queries carry the underlay mark,
 // routes.Resolver), not the system's.
 func TestBridgeNameUsesGivenResolver(t *testing.T) {
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	dnsPC, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -303,10 +257,10 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 		return d.DialContext(ctx, "udp", dnsPC.LocalAddr().String())
 	}}
 	_, port, _ := net.SplitHostPort(fb.pc.LocalAddr().String())
-	bind, _ := openBind(t)
+	bind, _ := bridgetest.OpenBind(t)
 	k := testKey(t)
 	bind.SetPrivateKey(k)
-	c := NewClient(ClientConfig{Key: k, Bind: bind, Resolver: resolver,
+	c := New(Config{Key: k, Bind: bind, Resolver: resolver,
 		Bridges: []BridgeConfig{{Endpoint: net.JoinHostPort("bridge.tomoe.test", port), Key: fb.key.Public()}}})
 	bind.SetFrameHandler(c)
 	c.Start()
@@ -323,7 +277,9 @@ func TestBridgeNameUsesGivenResolver(t *testing.T) {
 // clock, to whoever sent it, which may be this node's address). A
 // refusal of its newest Register (a revocation) counts.
 func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
-	fb := newFakeBridge(t, func(m Message) Message { return Message{Kind: KindLookupReply, Seq: m.Seq, Address: m.Address} })
+	fb := newFakeBridge(t, func(m wire.Message) wire.Message {
+		return wire.Message{Kind: wire.KindLookupReply, Seq: m.Seq, Address: m.Address}
+	})
 	c := startClient(t, fb.config())
 	stillRegistered := func(what string) {
 		t.Helper()
@@ -334,27 +290,15 @@ func TestClientTakesOnlyAnswersToItsRegisters(t *testing.T) {
 		}
 	}
 	old := fb.lastRegister() - int64(time.Hour)
-	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Echo: uint64(old), Text: "clock: this node's clock is 1h0m0s behind the bridge's"})
 	stillRegistered("a refusal of a Register it did not send")
-	fb.tell(t, Message{Kind: KindRefused, Text: "revoked"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Text: "revoked"})
 	stillRegistered("a refusal that answers nothing")
-	fb.tell(t, Message{Kind: KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
+	fb.tell(t, wire.Message{Kind: wire.KindRegistered, Echo: uint64(fb.lastRegister()), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.9:9")}})
 	stillRegistered("a second answer to its last Register")
 
-	fb.tell(t, Message{Kind: KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
+	fb.tell(t, wire.Message{Kind: wire.KindRefused, Echo: uint64(fb.lastRegister()), Text: "revoked"})
 	waitCond(t, "the refusal of its newest Register taken", func() bool { return c.Status()[0].State == "refused" })
-}
-
-// sealPlain seals arbitrary plaintext as a control frame from priv to
-// the key shared: what a bridge or peer holding its key could send.
-func sealPlain(priv identity.PrivateKey, to identity.PublicKey, plain []byte) []byte {
-	shared := Precompute(priv, to)
-	from := priv.Public()
-	var nonce [24]byte
-	b := append([]byte{FrameControl, version, 0, 0}, from[:]...)
-	b = append(b, nonce[:]...)
-	k := [32]byte(shared)
-	return box.SealAfterPrecomputation(b, plain, &nonce, &k)
 }
 
 // FuzzClientFrames: whatever a node's bridge or a peer it wants to talk
@@ -365,35 +309,35 @@ func FuzzClientFrames(f *testing.F) {
 	bridgeKey := identity.PrivateKeyFromBytes([32]byte{9})
 	peer := identity.PrivateKeyFromBytes([32]byte{7})
 	now := time.Now().UnixNano()
-	msgs := sampleMessages()
+	msgs := bridgetest.SampleMessages()
 	msgs = append(msgs,
-		Message{Kind: KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
-		Message{Kind: KindProbe, Time: now, Seq: 1},
-		Message{Kind: KindProbeAck, Time: now, Echo: 1, Seq: 2},
-		Message{Kind: KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
-		Message{Kind: KindChallenge, Time: now, Echo: uint64(now), Seq: 3},
+		wire.Message{Kind: wire.KindIntroduce, Time: now, Key: peer.Public(), ID: 3, Endpoints: []netip.AddrPort{netip.MustParseAddrPort("198.51.100.7:4610")}},
+		wire.Message{Kind: wire.KindProbe, Time: now, Seq: 1},
+		wire.Message{Kind: wire.KindProbeAck, Time: now, Echo: 1, Seq: 2},
+		wire.Message{Kind: wire.KindRefused, Time: now, Echo: uint64(now), Text: "clock"},
+		wire.Message{Kind: wire.KindChallenge, Time: now, Echo: uint64(now), Seq: 3},
 	)
 	for _, m := range msgs {
-		plain, err := m.marshal(nil)
+		plain, err := m.AppendBinary(nil)
 		if err != nil {
 			f.Fatal(err)
 		}
 		f.Add(byte(0), plain)
 		f.Add(byte(1), plain)
 	}
-	f.Add(byte(2), []byte{FrameControl, 1, 0, 0}) // a version 1 header
-	f.Add(byte(2), relayFrame(1, "x"))
+	f.Add(byte(2), []byte{wire.FrameControl, 1, 0, 0}) // a version 1 header
+	f.Add(byte(2), bridgetest.RelayFrame(1, "x"))
 	f.Fuzz(func(t *testing.T, who byte, b []byte) {
-		c := NewClient(ClientConfig{Key: node, Bind: transport.NewBind(nil),
+		c := New(Config{Key: node, Bind: transport.NewBind(nil),
 			Bridges: []BridgeConfig{{Endpoint: "127.0.0.1:9", Key: bridgeKey.Public()}},
 			Wants:   func(identity.PublicKey) bool { return true }})
 		defer c.Close()
 		frame := b
 		switch who % 3 {
 		case 0:
-			frame = sealPlain(bridgeKey, node.Public(), b)
+			frame = bridgetest.SealPlain(bridgeKey, node.Public(), b)
 		case 1:
-			frame = sealPlain(peer, node.Public(), b)
+			frame = bridgetest.SealPlain(peer, node.Public(), b)
 		}
 		c.HandleFrames([][]byte{frame, frame}, []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9"), netip.MustParseAddrPort("192.0.2.1:1")})
 		c.handleFrame(frame, netip.AddrPort{}, c.bridges[0])

@@ -1,7 +1,9 @@
-// Package bridge is tomoe's bridge protocol: nodes register with a bridge,
-// look up other members by overlay address, are introduced to each other to
-// punch through NAT, and have their WireGuard ciphertext relayed when no
-// direct path works (DESIGN.md "Bridges").
+// Package wire is the bridge protocol's wire format: the frames that share
+// the node's UDP socket with WireGuard (and travel on a bridge's TCP
+// connections), the messages sealed in control frames, and the NaCl box
+// that seals them. It is a leaf: the bridge role, the node's client of its
+// bridges, probing (internal/nat) and the Bind (internal/transport, which
+// wraps and unwraps relay frames) all use it, and it uses none of them.
 //
 // Two kinds of frame share the node's UDP socket with WireGuard, told apart
 // by the first byte (WireGuard's messages start with 1–4 and three zero
@@ -30,7 +32,7 @@
 // forwards it. The bridge knows the sender by the address (or TCP
 // connection) it registered from. It never sees inside the WireGuard
 // message.
-package bridge
+package wire
 
 import (
 	"crypto/rand"
@@ -38,34 +40,49 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"golang.org/x/crypto/nacl/box"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
-	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
 // Frame types: the first byte of a non-WireGuard frame.
 const (
 	FrameControl = 0x70
-	FrameRelay   = transport.FrameRelay
+	FrameRelay   = 0x71
 )
 
 const (
-	version = 3
+	// Version is the control frame version this build speaks (the second
+	// byte of a control frame); frames of any other are not control frames.
+	Version = 3
 	// ControlHeaderSize is the clear part of a control frame.
 	ControlHeaderSize = 4 + identity.KeySize + 24
 	// RelayHeaderSize is what a relay frame adds to a WireGuard message.
-	RelayHeaderSize = transport.RelayHeaderSize
+	RelayHeaderSize = 8
 	// MaxFrame bounds any frame (the TCP length prefix is 16 bits).
 	MaxFrame = 65535
-	// maxEndpoints bounds the endpoints a message carries.
-	maxEndpoints = 8
-	// maxToken bounds a join token's length.
-	maxToken = 128
-	// maxText bounds free text (refusal reasons).
-	maxText = 200
+	// MaxEndpoints bounds the endpoints a message carries.
+	MaxEndpoints = 8
+	// MaxToken bounds a join token's length.
+	MaxToken = 128
+	// MaxText bounds free text (refusal reasons).
+	MaxText = 200
 )
+
+// MaxClockSkew bounds how far a node message's Time (the node's clock) may
+// be from the bridge's clock, either way: a bridge refuses a message
+// stamped further off. In the past, it is how long a captured Register
+// stays usable once the bridge no longer knows a newer time from that key
+// (after a crash lost the newest one; the bridge also forgets the times of
+// keys quiet for that long, which the window then covers). In the future,
+// it bounds how long one Register stamped ahead (a node whose clock was
+// fast, then stepped back) makes the key's later ones look like replays:
+// the bridge keeps, and persists, the newest time. Nodes rely on it too: a
+// node registered with a bridge is within this of the bridge's clock, so
+// two nodes are within twice this of each other (internal/nat).
+const MaxClockSkew = 2 * time.Minute
 
 // Kind is the type of a sealed control message.
 type Kind uint8
@@ -148,14 +165,15 @@ var (
 	errBadFrame = errors.New("not a control frame")
 )
 
-// marshal appends m's encoding to b.
-func (m *Message) marshal(b []byte) ([]byte, error) {
+// AppendBinary appends m's encoding (the plaintext a control frame seals)
+// to b.
+func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	b = append(b, byte(m.Kind))
 	b = binary.BigEndian.AppendUint64(b, uint64(m.Time))
 	switch m.Kind {
 	case KindRegister:
-		if len(m.Token) > maxToken {
-			return nil, fmt.Errorf("token longer than %d bytes", maxToken)
+		if len(m.Token) > MaxToken {
+			return nil, fmt.Errorf("token longer than %d bytes", MaxToken)
 		}
 		b = binary.BigEndian.AppendUint64(b, m.Seq)
 		b = append(b, byte(len(m.Token)))
@@ -168,8 +186,8 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 		return appendEndpoints(b, m.Endpoints)
 	case KindRefused:
 		t := m.Text
-		if len(t) > maxText {
-			t = t[:maxText]
+		if len(t) > MaxText {
+			t = t[:MaxText]
 		}
 		b = binary.BigEndian.AppendUint64(b, m.Echo)
 		b = append(b, byte(len(t)))
@@ -204,8 +222,8 @@ func (m *Message) marshal(b []byte) ([]byte, error) {
 }
 
 func appendEndpoints(b []byte, eps []netip.AddrPort) ([]byte, error) {
-	if len(eps) > maxEndpoints {
-		eps = eps[:maxEndpoints]
+	if len(eps) > MaxEndpoints {
+		eps = eps[:MaxEndpoints]
 	}
 	b = append(b, byte(len(eps)))
 	for _, ep := range eps {
@@ -244,8 +262,8 @@ func (r *reader) addr() netip.Addr {
 
 func (r *reader) endpoints() []netip.AddrPort {
 	n := int(r.u8())
-	if n > maxEndpoints {
-		r.err = fmt.Errorf("%d endpoints, at most %d", n, maxEndpoints)
+	if n > MaxEndpoints {
+		r.err = fmt.Errorf("%d endpoints, at most %d", n, MaxEndpoints)
 		return nil
 	}
 	var eps []netip.AddrPort
@@ -313,7 +331,7 @@ func unmarshalMessage(b []byte) (Message, error) {
 
 // IsControl reports whether frame is a control frame of our version.
 func IsControl(frame []byte) bool {
-	return len(frame) >= ControlHeaderSize+box.Overhead && frame[0] == FrameControl && frame[1] == version
+	return len(frame) >= ControlHeaderSize+box.Overhead && frame[0] == FrameControl && frame[1] == Version
 }
 
 // Sender returns the public key a control frame claims to come from; only
@@ -340,7 +358,7 @@ func Precompute(priv identity.PrivateKey, peer identity.PublicKey) SharedKey {
 // Seal appends a control frame carrying m from the key from, sealed with
 // the key shared with the receiver, to b.
 func Seal(b []byte, from identity.PublicKey, shared *SharedKey, m *Message) ([]byte, error) {
-	plain, err := m.marshal(make([]byte, 0, 64))
+	plain, err := m.AppendBinary(make([]byte, 0, 64))
 	if err != nil {
 		return nil, err
 	}
@@ -348,7 +366,7 @@ func Seal(b []byte, from identity.PublicKey, shared *SharedKey, m *Message) ([]b
 	if _, err := rand.Read(nonce[:]); err != nil {
 		return nil, err
 	}
-	b = append(b, FrameControl, version, 0, 0)
+	b = append(b, FrameControl, Version, 0, 0)
 	b = append(b, from[:]...)
 	b = append(b, nonce[:]...)
 	k := [32]byte(*shared)

@@ -1,9 +1,14 @@
-package bridge
+// Package client is a node's side of the bridge protocol: it registers
+// with the bridges the config names and keeps those registrations alive
+// (over UDP, or TCP when UDP gets no answer: register.go, tcp.go), looks
+// addresses up through them and checks every answer against the address
+// it asked for (lookup.go), and hands the peers they introduce to a
+// nat.Prober, whose rounds it times (probe.go). Frames reach it from the
+// node's Bind (HandleFrames), and it opens them without an X25519 on the
+// receive goroutine (keycache).
+package client
 
 import (
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -11,8 +16,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
-	"github.com/tomoe-net/tomoe/internal/ratelimit"
+	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
@@ -24,14 +31,11 @@ const (
 	registrationLapse = 3                // keepalives without an answer: registration lost
 	lookupTimeout     = 2 * time.Second
 	lookupRetry       = 400 * time.Millisecond
-	probeInterval     = time.Second
-	probeBurst        = 100 * time.Millisecond // probing right after an introduction
-	probeBurstCount   = 8
-	candidateLifetime = time.Minute
-	refreshInterval   = 20 * time.Second // look relayed peers up again this often
-	maxRefresh        = 64               // peers looked up again per round
-	maxAltSources     = 4                // other addresses a bridge may answer from
-	maxCandidates     = 8
+	probeInterval     = time.Second            // the prober's slow rounds
+	probeBurst        = 100 * time.Millisecond // its fast rounds, right after an introduction
+	refreshInterval   = 20 * time.Second       // look relayed peers up again this often
+	maxRefresh        = 64                     // peers looked up again per round
+	maxAltSources     = 4                      // other addresses a bridge may answer from
 	tcpDialTimeout    = 3 * time.Second
 )
 
@@ -42,8 +46,8 @@ type BridgeConfig struct {
 	Token    string // join credential for the first registration, or ""
 }
 
-// ClientConfig configures a node's side of its bridges.
-type ClientConfig struct {
+// Config configures a node's side of its bridges.
+type Config struct {
 	Key     identity.PrivateKey
 	Bridges []BridgeConfig
 	Bind    *transport.Bind
@@ -70,26 +74,19 @@ type ClientConfig struct {
 // Client registers a node with its bridges, looks up addresses through
 // them, and probes for direct paths to the peers they introduce.
 type Client struct {
-	cfg       ClientConfig
+	cfg       Config
 	log       *slog.Logger
-	keys      *keyCache
-	strangers *strangers // opens frames from senders whose key is not cached
+	keys      *keycache.Cache
+	strangers *keycache.Strangers // opens frames from senders whose key is not cached
 	bridges   []*bridgeConn
-	bcast     *broadcasts // never probed
+	prober    *nat.Prober     // direct paths to peers
+	bcast     *nat.Broadcasts // this host's broadcast addresses, never probed (the prober's)
 
 	handleMu sync.RWMutex // HandleFrames holds it shared; Close exclusively
 	closed   bool         // guarded by handleMu
 
-	mu         sync.Mutex
-	lookups    map[uint64]chan lookupAnswer
-	candidates map[identity.PublicKey]*candidateSet
-	probes     map[uint64]sentProbe
-	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
-
-	answers     *ratelimit.Keyed // probe answers per peer (by its address)
-	allAnswers  rateBucket       // probe answers in all
-	probeBudget *ratelimit.Keyed // probes sent per peer (by its address)
-	allProbes   rateBucket       // probes sent in all
+	mu      sync.Mutex // guards lookups
+	lookups map[uint64]chan lookupAnswer
 
 	seq        atomic.Uint64
 	refreshNow chan bool
@@ -98,11 +95,11 @@ type Client struct {
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
-	stats ClientStats
+	stats Stats
 }
 
-// ClientStats counts what the client saw.
-type ClientStats struct {
+// Stats counts what the client saw.
+type Stats struct {
 	Lookups        atomic.Uint64
 	LookupsFound   atomic.Uint64
 	WrongAnswers   atomic.Uint64 // lookup answers whose key does not own the address
@@ -119,13 +116,8 @@ type ClientStats struct {
 	StrangersLimited atomic.Uint64
 }
 
-type lookupAnswer struct {
-	via *bridgeConn
-	m   Message
-}
-
-// NewClient prepares the client; Start begins registering.
-func NewClient(cfg ClientConfig) *Client {
+// New prepares the client; Start begins registering.
+func New(cfg Config) *Client {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -133,29 +125,23 @@ func NewClient(cfg ClientConfig) *Client {
 		cfg.Wants = func(identity.PublicKey) bool { return false }
 	}
 	c := &Client{
-		cfg:         cfg,
-		log:         cfg.Log,
-		keys:        newKeyCache(cfg.Key, 65536),
-		bcast:       newBroadcasts(),
-		lookups:     make(map[uint64]chan lookupAnswer),
-		candidates:  make(map[identity.PublicKey]*candidateSet),
-		probes:      make(map[uint64]sentProbe),
-		seen:        make(map[identity.PublicKey]*probeMemory),
-		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
-		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
-		refreshNow:  make(chan bool, 1),
-		stop:        make(chan struct{}),
+		cfg:        cfg,
+		log:        cfg.Log,
+		bcast:      nat.NewBroadcasts(),
+		lookups:    make(map[uint64]chan lookupAnswer),
+		refreshNow: make(chan bool, 1),
+		stop:       make(chan struct{}),
 	}
-	c.keys.x25519 = &c.stats.X25519
+	c.keys = keycache.New(cfg.Key, 65536, &c.stats.X25519)
 	c.seq.Store(uint64(time.Now().UnixNano()))
-	c.allAnswers.init(time.Now().UnixNano(), allAnswerBurst)
-	c.allProbes.init(time.Now().UnixNano(), allProbeBurst)
+	c.prober = nat.NewProber(nat.Config{Paths: cfg.Bind, Sealer: c.keys, Broadcasts: c.bcast, Counters: nat.Counters{
+		Sent: &c.stats.ProbesSent, Limited: &c.stats.ProbesLimited, Acks: &c.stats.ProbeAcks,
+		Answered: &c.stats.ProbesAnswered, Refused: &c.stats.ProbesRefused, Dropped: &c.stats.Dropped}})
 	for _, bc := range cfg.Bridges {
 		c.bridges = append(c.bridges, &bridgeConn{c: c, cfg: bc, state: "starting", answered: make(chan struct{}, 1)})
-		c.keys.pinNow(bc.Key) // a handful, here: never on a receive goroutine
+		c.keys.PinNow(bc.Key) // a handful, here: never on a receive goroutine
 	}
-	c.strangers = startStrangers(c.keys, c.handleStranger, strangerCounters{
-		queued: &c.stats.Strangers, limited: &c.stats.StrangersLimited, failed: &c.stats.Dropped})
+	c.strangers = keycache.StartStrangers(c.keys, c.handleStranger, keycache.Counters{Queued: &c.stats.Strangers, Limited: &c.stats.StrangersLimited, Failed: &c.stats.Dropped})
 	return c
 }
 
@@ -169,12 +155,12 @@ func (c *Client) SetKnownKeys(keys []identity.PublicKey) {
 	for i, b := range c.bridges {
 		bridges[i] = b.cfg.Key
 	}
-	c.keys.setPinned(keys, bridges)
-	c.strangers.pinSoon()
+	c.keys.SetPinned(keys, bridges)
+	c.strangers.PinSoon()
 }
 
 // Stats returns the client's counters.
-func (c *Client) Stats() *ClientStats { return &c.stats }
+func (c *Client) Stats() *Stats { return &c.stats }
 
 // Start registers with every bridge and keeps the registrations alive.
 func (c *Client) Start() {
@@ -196,7 +182,7 @@ func (c *Client) Close() {
 
 func (c *Client) close() {
 	for _, b := range c.bridges {
-		b.send(Message{Kind: KindUnregister})
+		b.send(wire.Message{Kind: wire.KindUnregister})
 	}
 	c.handleMu.Lock()
 	c.closed = true
@@ -206,7 +192,7 @@ func (c *Client) close() {
 		b.closeTCP()
 	}
 	c.wg.Wait()
-	c.strangers.stop()
+	c.strangers.Stop()
 }
 
 // BridgeStatus is one bridge's state (the admin API shows it).
@@ -240,107 +226,9 @@ func (c *Client) Status() []BridgeStatus {
 	return out
 }
 
-// ErrNotFound: no bridge knows the address.
-var ErrNotFound = errors.New("no bridge knows this address")
-
-// Found is a verified lookup answer.
-type Found struct {
-	Key       identity.PublicKey
-	Relay     transport.Relay // the bridge that answered; nil if the answer is the bridge itself
-	RelayID   uint32
-	Endpoints []netip.AddrPort // plausible ones only (see plausible)
-	Bridge    netip.AddrPort   // for a bridge's own address: where it is
-
-	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
-}
-
-// Lookup asks the registered bridges who owns addr. Only an answer whose
-// key hashes to addr is used (DESIGN.md: lookups are self-certifying); a
-// wrong one is logged and counted.
-func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
-	c.stats.Lookups.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
-	seq := c.seq.Add(1)
-	ch := make(chan lookupAnswer, 2*len(c.bridges)+2)
-	c.mu.Lock()
-	c.lookups[seq] = ch
-	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.lookups, seq)
-		c.mu.Unlock()
-	}()
-	ask := func() int {
-		n := 0
-		for _, b := range c.bridges {
-			if b.registered() {
-				b.send(Message{Kind: KindLookup, Seq: seq, Address: addr})
-				n++
-			}
-		}
-		return n
-	}
-	if ask() == 0 {
-		return Found{}, errors.New("not registered with any bridge")
-	}
-	retry := time.NewTimer(lookupRetry)
-	defer retry.Stop()
-	notFound := map[*bridgeConn]bool{}
-	for {
-		select {
-		case <-ctx.Done():
-			if len(notFound) > 0 {
-				return Found{}, ErrNotFound
-			}
-			return Found{}, fmt.Errorf("no bridge answered the lookup of %s", addr)
-		case <-retry.C:
-			ask()
-		case a := <-ch:
-			m := a.m
-			if m.Address != addr {
-				continue
-			}
-			if !m.Found {
-				notFound[a.via] = true
-				if len(notFound) == c.registeredCount() {
-					return Found{}, ErrNotFound
-				}
-				continue
-			}
-			if m.Key.Address() != addr {
-				c.stats.WrongAnswers.Add(1)
-				c.log.Warn("bridge answered a lookup with a key that does not own the address; ignored", "bridge", a.via.cfg.Endpoint, "address", addr, "key", m.Key.ShortString())
-				continue
-			}
-			c.stats.LookupsFound.Add(1)
-			loopback := a.via.onLoopback()
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: plausibleOnly(m.Endpoints, loopback), loopback: loopback}
-			if m.Key == a.via.cfg.Key {
-				f.Bridge = a.via.udpAddr()
-			} else {
-				f.Relay = a.via.relay()
-			}
-			if f.Relay != nil || f.Bridge.IsValid() {
-				return f, nil
-			}
-		}
-	}
-}
-
-func (c *Client) registeredCount() int {
-	n := 0
-	for _, b := range c.bridges {
-		if b.registered() {
-			n++
-		}
-	}
-	return n
-}
-
 // HandleFrames implements transport.FrameHandler: control frames from
 // bridges and probes from peers. It runs on a receive goroutine and does
-// no X25519 (see strangers.go).
+// no X25519 (see keycache).
 func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 	c.handleMu.RLock()
 	defer c.handleMu.RUnlock()
@@ -359,7 +247,7 @@ func (c *Client) HandleFrames(frames [][]byte, srcs []netip.AddrPort) {
 // shared key that is cached; a frame from another sender this node would
 // talk to goes to the worker, within its budgets.
 func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) {
-	from, err := Sender(frame)
+	from, err := wire.Sender(frame)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
@@ -370,13 +258,13 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		c.stats.Dropped.Add(1)
 		return
 	}
-	k := c.keys.cached(from)
+	k := c.keys.Cached(from)
 	if k == nil {
-		// Not a bridge (their keys are pinned at NewClient).
-		c.strangers.submit(frame, src, time.Now())
+		// Not a bridge (their keys are pinned by New).
+		c.strangers.Submit(frame, src, time.Now())
 		return
 	}
-	m, err := Open(frame, k)
+	m, err := wire.Open(frame, k)
 	if err != nil {
 		c.stats.Dropped.Add(1)
 		return
@@ -385,17 +273,17 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 		b.handle(m, src, via != nil)
 		return
 	}
-	c.handlePeer(from, k, m, src)
+	c.prober.Handle(from, k, m, src)
 }
 
 // handleStranger acts, on the worker, on a frame from a sender whose key
 // was not cached when it came: a peer (a bridge's key is always cached).
-func (c *Client) handleStranger(from identity.PublicKey, shared *SharedKey, m Message, src netip.AddrPort) {
+func (c *Client) handleStranger(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
 	if b := c.bridgeByKey(from); b != nil {
 		b.handle(m, src, false)
 		return
 	}
-	c.handlePeer(from, shared, m, src)
+	c.prober.Handle(from, shared, m, src)
 }
 
 func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
@@ -405,19 +293,6 @@ func (c *Client) bridgeByKey(k identity.PublicKey) *bridgeConn {
 		}
 	}
 	return nil
-}
-
-func (c *Client) deliverLookup(b *bridgeConn, m Message) {
-	c.mu.Lock()
-	ch := c.lookups[m.Seq]
-	c.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	select {
-	case ch <- lookupAnswer{via: b, m: m}:
-	default:
-	}
 }
 
 func (c *Client) stopped() bool {

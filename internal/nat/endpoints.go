@@ -1,4 +1,18 @@
-package bridge
+// Package nat owns how a node finds and proves direct paths to peers
+// behind NAT (DESIGN.md "Bridges": a bridge introduces two nodes, tells
+// each the other's observed endpoint, and both send probes):
+//
+//   - which endpoints are plausible to probe, or to pass on to other nodes
+//     as places to probe (endpoints.go);
+//   - the candidates bridges report for each peer, the probes this node
+//     sends and answers, their budgets, and the proof that a path works,
+//     which it hands to the Bind (prober.go);
+//   - which introductions are fresh (introductions.go).
+//
+// It has no goroutines and no sockets of its own: the node's client of
+// its bridges (internal/bridge/client) drives it, opening frames and
+// timing rounds, and the Bind (internal/transport) sends what it seals.
+package nat
 
 import (
 	"net"
@@ -9,7 +23,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
-// plausible reports whether ep may be probed, or passed on to other nodes
+// Plausible reports whether ep may be probed, or passed on to other nodes
 // as a place to probe: a unicast address that can be another machine, and
 // a port. Endpoints come from other nodes (their Register) through the
 // bridge, so a member could otherwise aim everyone it is introduced to at
@@ -28,7 +42,7 @@ import (
 // loopback address runs on this host (tests; several nodes on one
 // machine). From anywhere else, a loopback endpoint would aim this node
 // at its own services.
-func plausible(ep netip.AddrPort, loopback bool) bool {
+func Plausible(ep netip.AddrPort, loopback bool) bool {
 	a := ep.Addr().Unmap()
 	switch {
 	case !a.IsValid() || ep.Port() == 0 || a.IsUnspecified():
@@ -43,12 +57,12 @@ func plausible(ep netip.AddrPort, loopback bool) bool {
 	return true
 }
 
-// plausibleOnly returns the plausible endpoints of eps, unmapped, in a new
+// PlausibleOnly returns the plausible endpoints of eps, unmapped, in a new
 // slice (nil if none).
-func plausibleOnly(eps []netip.AddrPort, loopback bool) []netip.AddrPort {
+func PlausibleOnly(eps []netip.AddrPort, loopback bool) []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, ep := range eps {
-		if plausible(ep, loopback) {
+		if Plausible(ep, loopback) {
 			if out == nil {
 				out = make([]netip.AddrPort, 0, len(eps))
 			}
@@ -58,26 +72,35 @@ func plausibleOnly(eps []netip.AddrPort, loopback bool) []netip.AddrPort {
 	return out
 }
 
-// broadcasts knows the IPv4 broadcast addresses of this host's networks
+// Broadcasts knows the IPv4 broadcast addresses of this host's networks
 // (192.168.1.255 on a 192.168.1.0/24), which no probe may go to: one
 // packet would reach every host there. Only this host knows them, so the
 // bridge cannot filter them out for it.
-type broadcasts struct {
-	addrs func() ([]net.Addr, error) // net.InterfaceAddrs; tests replace it
-
-	mu      sync.Mutex // guards set and read
+type Broadcasts struct {
+	mu      sync.Mutex                 // guards addrs, set and read
+	addrs   func() ([]net.Addr, error) // net.InterfaceAddrs, or what SetSource gave
 	set     map[netip.Addr]bool
 	read    time.Time
 	refresh time.Duration
 }
 
-func newBroadcasts() *broadcasts {
-	return &broadcasts{addrs: net.InterfaceAddrs, refresh: 10 * time.Second}
+// NewBroadcasts reads this host's networks with net.InterfaceAddrs, at
+// most every 10 s.
+func NewBroadcasts() *Broadcasts {
+	return &Broadcasts{addrs: net.InterfaceAddrs, refresh: 10 * time.Second}
 }
 
-// has reports whether a is the broadcast address of one of this host's
+// SetSource makes b read this host's networks with addrs from now on
+// (tests: networks of their choosing).
+func (b *Broadcasts) SetSource(addrs func() ([]net.Addr, error)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.addrs, b.set = addrs, nil
+}
+
+// Has reports whether a is the broadcast address of one of this host's
 // IPv4 networks, as of at most refresh ago.
-func (b *broadcasts) has(a netip.Addr, now time.Time) bool {
+func (b *Broadcasts) Has(a netip.Addr, now time.Time) bool {
 	a = a.Unmap()
 	if !a.Is4() {
 		return false // IPv6 has no broadcast

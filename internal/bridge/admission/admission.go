@@ -1,4 +1,9 @@
-package bridge
+// Package admission decides which keys may register with a bridge: the
+// config's allow list, keys enrolled with a join token, and revocations,
+// which override both. Join tokens are kept only as SHA-256 hashes.
+// Changes persist in the bridge's state file (statefile), so that
+// enrolments and revocations outlive a restart.
+package admission
 
 import (
 	"crypto/rand"
@@ -25,29 +30,31 @@ type TokenInfo struct {
 
 // Reasons a Register is refused; a node shows them to its user.
 const (
-	refuseNotAllowed = "key not allowed; ask the bridge's admin for a token"
-	refuseRevoked    = "revoked"
-	refuseExpired    = "token expired"
-	refuseUsedUp     = "token used up"
-	refuseBadToken   = "token not valid"
-	refuseStore      = "bridge cannot store the enrolment; try again later"
+	RefuseNotAllowed = "key not allowed; ask the bridge's admin for a token"
+	RefuseRevoked    = "revoked"
+	RefuseExpired    = "token expired"
+	RefuseUsedUp     = "token used up"
+	RefuseBadToken   = "token not valid"
+	RefuseStore      = "bridge cannot store the enrolment; try again later"
 )
 
 const (
-	tokenPrefix = "tomoe-join-"
+	// TokenPrefix begins every join token.
+	TokenPrefix = "tomoe-join-"
 	// tokenRetention is how long an expired token stays listed (so that a
 	// late join learns "token expired" rather than "not valid").
 	tokenRetention = 24 * time.Hour
 	maxTokenUses   = 1 << 20
 )
 
-// admission decides which keys may register: the config allow list, keys
-// enrolled with a join token, and revocations, which override both. Join
-// tokens are kept only as SHA-256 hashes. Changes persist in the state file.
-type admission struct {
+// Admission is one bridge's decision of which keys may register. Its
+// methods ending in Locked need its lock (Lock, Unlock), which the bridge
+// holds across a registration, before its own, so that a revocation
+// cannot interleave with one; the others take it themselves.
+type Admission struct {
 	path string // state file; "" keeps changes in memory only
 
-	mu       sync.Mutex // guards the fields below; taken before Server.mu
+	mu       sync.Mutex // guards the fields below; taken before the bridge's own lock
 	allow    map[identity.PublicKey]bool
 	enrolled map[identity.PublicKey]enrolment
 	revoked  map[identity.PublicKey]time.Time
@@ -65,7 +72,7 @@ type joinToken struct {
 	created  time.Time
 }
 
-// bridgeStateFile is the on-disk form of admission.
+// bridgeStateFile is the on-disk form of an Admission.
 type bridgeStateFile struct {
 	Version  int             `json:"version"`
 	Tokens   []stateToken    `json:"tokens"`
@@ -91,17 +98,17 @@ type stateRevoked struct {
 	At  time.Time          `json:"at"`
 }
 
-func newAdmission(path string, allow []identity.PublicKey) (*admission, error) {
-	a := &admission{
+// Open loads the state file at path ("": changes are kept in memory
+// only) and allows the keys in allow (the config's allow list).
+func Open(path string, allow []identity.PublicKey) (*Admission, error) {
+	a := &Admission{
 		path:     path,
 		allow:    make(map[identity.PublicKey]bool, len(allow)),
 		enrolled: make(map[identity.PublicKey]enrolment),
 		revoked:  make(map[identity.PublicKey]time.Time),
 		tokens:   make(map[[sha256.Size]byte]*joinToken),
 	}
-	for _, k := range allow {
-		a.allow[k] = true
-	}
+	a.Allow(allow...)
 	if path != "" {
 		if err := a.load(); err != nil {
 			return nil, err
@@ -110,7 +117,7 @@ func newAdmission(path string, allow []identity.PublicKey) (*admission, error) {
 	return a, nil
 }
 
-func (a *admission) load() error {
+func (a *Admission) load() error {
 	var st bridgeStateFile
 	if found, err := a.file().Load(&st, &st.Version); err != nil || !found {
 		return err
@@ -143,7 +150,7 @@ func (a *admission) load() error {
 
 // saveLocked writes the state atomically (temp file, fsync, rename), mode
 // 0600. Tokens past their retention are dropped first.
-func (a *admission) saveLocked(now time.Time) error {
+func (a *Admission) saveLocked(now time.Time) error {
 	if a.path == "" {
 		return nil
 	}
@@ -164,11 +171,11 @@ func (a *admission) saveLocked(now time.Time) error {
 	return a.file().Save(st)
 }
 
-func (a *admission) file() statefile.File {
+func (a *Admission) file() statefile.File {
 	return statefile.File{Path: a.path, What: "bridge state", Forget: "join tokens, enrolled keys and revocations"}
 }
 
-func (a *admission) pruneLocked(now time.Time) {
+func (a *Admission) pruneLocked(now time.Time) {
 	for h, t := range a.tokens {
 		if now.Sub(t.expires) > tokenRetention {
 			delete(a.tokens, h)
@@ -176,8 +183,24 @@ func (a *admission) pruneLocked(now time.Time) {
 	}
 }
 
-// admittedKeys lists the keys that may register without a token now.
-func (a *admission) admittedKeys() []identity.PublicKey {
+// Allow lets keys register without a token, as the config's allow list
+// does (in memory: the config is where they persist).
+func (a *Admission) Allow(keys ...identity.PublicKey) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, k := range keys {
+		a.allow[k] = true
+	}
+}
+
+// Lock takes the lock the methods ending in Locked need.
+func (a *Admission) Lock() { a.mu.Lock() }
+
+// Unlock releases it.
+func (a *Admission) Unlock() { a.mu.Unlock() }
+
+// AdmittedKeys lists the keys that may register without a token now.
+func (a *Admission) AdmittedKeys() []identity.PublicKey {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	keys := make([]identity.PublicKey, 0, len(a.allow)+len(a.enrolled))
@@ -194,8 +217,8 @@ func (a *admission) admittedKeys() []identity.PublicKey {
 	return keys
 }
 
-// admits reports whether key may register without a token now.
-func (a *admission) admits(key identity.PublicKey) bool {
+// Admits reports whether key may register without a token now.
+func (a *Admission) Admits(key identity.PublicKey) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	_, revoked := a.revoked[key]
@@ -203,45 +226,46 @@ func (a *admission) admits(key identity.PublicKey) bool {
 	return !revoked && (a.allow[key] || enrolled)
 }
 
-// admitLocked decides whether key may register, enrolling it with token if
-// that is what admits it. It returns "" to admit, or the reason to refuse;
-// err is set when an enrolment could not be stored.
-func (a *admission) admitLocked(key identity.PublicKey, token string, now time.Time) (reason string, enrolled bool, err error) {
+// AdmitLocked decides whether key may register, enrolling it with token
+// if that is what admits it. It returns "" to admit, or the reason to
+// refuse; enrolledWith, the ID of the token that enrolled key now (""
+// if none did); err, why an enrolment could not be stored.
+func (a *Admission) AdmitLocked(key identity.PublicKey, token string, now time.Time) (reason, enrolledWith string, err error) {
 	if _, ok := a.revoked[key]; ok {
-		return refuseRevoked, false, nil
+		return RefuseRevoked, "", nil
 	}
 	if a.allow[key] {
-		return "", false, nil
+		return "", "", nil
 	}
 	if _, ok := a.enrolled[key]; ok {
-		return "", false, nil
+		return "", "", nil
 	}
 	if token == "" {
-		return refuseNotAllowed, false, nil
+		return RefuseNotAllowed, "", nil
 	}
 	h := sha256.Sum256([]byte(token))
 	t := a.tokens[h]
 	switch {
 	case t == nil:
-		return refuseBadToken, false, nil
+		return RefuseBadToken, "", nil
 	case !now.Before(t.expires):
-		return refuseExpired, false, nil
+		return RefuseExpired, "", nil
 	case t.usesLeft <= 0:
-		return refuseUsedUp, false, nil
+		return RefuseUsedUp, "", nil
 	}
 	t.usesLeft--
 	a.enrolled[key] = enrolment{at: now.UTC(), token: tokenID(h)}
 	if err := a.saveLocked(now); err != nil {
 		t.usesLeft++
 		delete(a.enrolled, key)
-		return refuseStore, false, err
+		return RefuseStore, "", err
 	}
-	return "", true, nil
+	return "", tokenID(h), nil
 }
 
-// revokeLocked records key as revoked and forgets its allowance and
+// RevokeLocked records key as revoked and forgets its allowance and
 // enrolment. It reports whether the key had been allowed or enrolled.
-func (a *admission) revokeLocked(key identity.PublicKey, now time.Time) (bool, error) {
+func (a *Admission) RevokeLocked(key identity.PublicKey, now time.Time) (bool, error) {
 	wasAllowed := a.allow[key]
 	e, wasEnrolled := a.enrolled[key]
 	_, wasRevoked := a.revoked[key]
@@ -265,7 +289,9 @@ func (a *admission) revokeLocked(key identity.PublicKey, now time.Time) (bool, e
 	return wasAllowed || wasEnrolled, nil
 }
 
-func (a *admission) createToken(uses int, ttl time.Duration, now time.Time) (string, TokenInfo, error) {
+// CreateToken makes a join token that enrols up to uses keys within ttl
+// of now, and stores its hash.
+func (a *Admission) CreateToken(uses int, ttl time.Duration, now time.Time) (string, TokenInfo, error) {
 	if uses < 1 || uses > maxTokenUses {
 		return "", TokenInfo{}, fmt.Errorf("join token: uses must be between 1 and %d, not %d", maxTokenUses, uses)
 	}
@@ -276,7 +302,7 @@ func (a *admission) createToken(uses int, ttl time.Duration, now time.Time) (str
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", TokenInfo{}, fmt.Errorf("join token: %w", err)
 	}
-	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
+	token := TokenPrefix + base64.RawURLEncoding.EncodeToString(raw[:])
 	h := sha256.Sum256([]byte(token))
 	t := &joinToken{usesLeft: uses, expires: now.Add(ttl).UTC(), created: now.UTC()}
 	a.mu.Lock()
@@ -295,7 +321,9 @@ func (t *joinToken) info(h [sha256.Size]byte) TokenInfo {
 
 func tokenID(h [sha256.Size]byte) string { return hex.EncodeToString(h[:4]) }
 
-func (a *admission) tokenInfos(now time.Time) []TokenInfo {
+// Tokens lists the join tokens (never the tokens themselves) that are
+// valid or expired within the retention, oldest first.
+func (a *Admission) Tokens(now time.Time) []TokenInfo {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	out := make([]TokenInfo, 0, len(a.tokens))

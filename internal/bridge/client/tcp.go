@@ -1,4 +1,4 @@
-package bridge
+package client
 
 import (
 	"bufio"
@@ -8,6 +8,9 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/transport"
 )
 
 // clientTCP is a node's TCP connection to a bridge, used when UDP gets no
@@ -23,7 +26,7 @@ type clientTCP struct {
 }
 
 func (b *bridgeConn) dialTCP(addr netip.AddrPort) error {
-	d := net.Dialer{Timeout: tcpDialTimeout, Control: markControl(b.c.cfg.Mark)}
+	d := net.Dialer{Timeout: tcpDialTimeout, Control: transport.MarkControl(b.c.cfg.Mark)}
 	conn, err := d.Dial("tcp", addr.String())
 	if err != nil {
 		return err
@@ -88,7 +91,7 @@ func (t *clientTCP) write(frame []byte) {
 }
 
 func (t *clientTCP) writeLocked(frame []byte) error {
-	if len(frame) > MaxFrame {
+	if len(frame) > wire.MaxFrame {
 		return io.ErrShortWrite
 	}
 	var l [2]byte
@@ -117,7 +120,7 @@ func (t *clientTCP) readLoop() {
 	defer t.b.c.wg.Done()
 	defer t.close()
 	r := bufio.NewReaderSize(t.conn, 64<<10)
-	buf := make([]byte, MaxFrame)
+	buf := make([]byte, wire.MaxFrame)
 	for {
 		var l [2]byte
 		if _, err := io.ReadFull(r, l[:]); err != nil {
@@ -128,7 +131,7 @@ func (t *clientTCP) readLoop() {
 		if _, err := io.ReadFull(r, frame); err != nil {
 			return
 		}
-		if id, msg, ok := ParseRelay(frame); ok {
+		if id, msg, ok := wire.ParseRelay(frame); ok {
 			t.b.c.cfg.Bind.Deliver(msg, t, id)
 			continue
 		}

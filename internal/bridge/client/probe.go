@@ -1,0 +1,90 @@
+package client
+
+import (
+	"context"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+// Probe starts probing the endpoints of a lookup's answer for a direct
+// path to its key.
+func (c *Client) Probe(f Found) {
+	c.prober.AddCandidates(f.Key, f.Endpoints, f.loopback)
+}
+
+// probeLoop probes direct paths: fast right after an introduction, then
+// every probeInterval for every peer that has a relay to fall back on. It
+// also looks relayed peers up again now and then (refreshInterval), and at
+// once when this node's public address changed: the answer brings fresh
+// endpoints, and the lookup makes the bridge introduce us to the peer
+// again, so both sides probe each other's current addresses.
+func (c *Client) probeLoop() {
+	defer c.wg.Done()
+	fast := time.NewTicker(probeBurst)
+	defer fast.Stop()
+	var lastSlow, lastRefresh time.Time
+	for {
+		select {
+		case <-c.stop:
+			return
+		case all := <-c.refreshNow:
+			lastRefresh = time.Now()
+			c.refresh(all)
+		case now := <-fast.C:
+			slow := now.Sub(lastSlow) >= probeInterval
+			if slow {
+				lastSlow = now
+			}
+			c.prober.Round(now, slow)
+			if now.Sub(lastRefresh) >= refreshInterval {
+				lastRefresh = now
+				c.refresh(false)
+			}
+		}
+	}
+}
+
+// kickRefresh asks probeLoop to look relayed peers up again now; all: also
+// the ones on a direct path.
+func (c *Client) kickRefresh(all bool) {
+	select {
+	case c.refreshNow <- all:
+	default:
+	}
+}
+
+// refresh looks up again the peers that have a relay path (only those on
+// the relay now, unless all), in the background.
+func (c *Client) refresh(all bool) {
+	var keys []identity.PublicKey
+	for k := range c.cfg.Bind.RelayedPeers() {
+		if all || c.cfg.Bind.PathOf(k).Kind == "relay" {
+			keys = append(keys, k)
+		}
+		if len(keys) == maxRefresh {
+			break
+		}
+	}
+	if len(keys) == 0 || !c.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer c.refreshing.Store(false)
+		for _, k := range keys {
+			if c.stopped() {
+				return
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
+			f, err := c.Lookup(ctx, k.Address())
+			cancel()
+			if err != nil || f.Key != k || f.Relay == nil {
+				continue
+			}
+			c.cfg.Bind.SetRelay(k, f.Relay, f.RelayID)
+			c.Probe(f)
+		}
+	}()
+}

@@ -1,0 +1,308 @@
+package bridge
+
+import (
+	"bufio"
+	"encoding/binary"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/identity"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var (
+	testKey    = bridgetest.Key
+	relayFrame = bridgetest.RelayFrame
+)
+
+// testClock is a clock that moves only when told to.
+type testClock struct{ ns atomic.Int64 }
+
+func newTestClock() *testClock {
+	c := new(testClock)
+	c.ns.Store(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
+func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// udpSender is the bridge's own UDP socket; it counts SendFrames calls,
+// and shows tap (if set) every frame it sends.
+type udpSender struct {
+	pc    *net.UDPConn
+	calls atomic.Int64
+	tap   atomic.Pointer[func(frame []byte)]
+}
+
+func (u *udpSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
+	u.calls.Add(1)
+	for _, f := range frames {
+		if tap := u.tap.Load(); tap != nil {
+			(*tap)(f)
+		}
+		if _, err := u.pc.WriteToUDPAddrPort(f, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// discardSender drops what it is given.
+type discardSender struct{ frames atomic.Int64 }
+
+func (d *discardSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
+	d.frames.Add(int64(len(frames)))
+	return nil
+}
+
+// srvHarness is a bridge on a real loopback UDP socket whose received
+// frames go to HandleFrames, as a node's Bind would deliver them. Its
+// clock stands still unless a test moves it.
+type srvHarness struct {
+	t      *testing.T
+	key    identity.PrivateKey
+	s      *Server
+	udp    *udpSender
+	clk    *testClock
+	stamps atomic.Int64 // the newest Time a node of this harness stamped
+}
+
+func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
+	t.Helper()
+	if cfg.Key.IsZero() {
+		cfg.Key = testKey(t)
+	}
+	pc, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &srvHarness{t: t, key: cfg.Key, udp: &udpSender{pc: pc}, clk: newTestClock()}
+	cfg.Sender = h.udp
+	s, err := NewServer(cfg)
+	if err != nil {
+		pc.Close()
+		t.Fatal(err)
+	}
+	s.now = h.clk.Now
+	s.firstTimeout = time.Second
+	h.s = s
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 65536)
+		for {
+			n, src, err := pc.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			s.HandleFrames([][]byte{buf[:n]}, []netip.AddrPort{src})
+		}
+	}()
+	t.Cleanup(func() {
+		s.Close()
+		pc.Close()
+		<-done
+	})
+	return h
+}
+
+func (h *srvHarness) addr() netip.AddrPort { return h.udp.pc.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+var loopbackHosts atomic.Uint32
+
+// nextLoopback gives each test node its own address in 127.0.0.0/8, so the
+// bridge's per-address limits see separate machines.
+func nextLoopback() netip.Addr {
+	n := loopbackHosts.Add(1)
+	return netip.AddrFrom4([4]byte{127, 1, byte(n >> 8), byte(n)})
+}
+
+// srvNode is a test node talking to the bridge over UDP or TCP with the
+// plain frame functions.
+type srvNode struct {
+	t      *testing.T
+	key    identity.PrivateKey
+	pub    identity.PublicKey
+	shared wire.SharedKey
+	clk    *testClock    // the node's clock: the bridge's, unless a test sets it apart
+	stamps *atomic.Int64 // shared by the harness's nodes, so one key's are ordered on any socket
+	last   int64
+
+	pc     *net.UDPConn // UDP
+	bridge netip.AddrPort
+	tc     net.Conn // TCP
+	br     *bufio.Reader
+}
+
+func (h *srvHarness) udpNode(key identity.PrivateKey) *srvNode {
+	h.t.Helper()
+	pc, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(nextLoopback(), 0)))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { pc.Close() })
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: wire.Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, pc: pc, bridge: h.addr()}
+}
+
+func (h *srvHarness) tcpNode(key identity.PrivateKey) *srvNode {
+	h.t.Helper()
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(nextLoopback(), 0)), Timeout: 5 * time.Second}
+	tc, err := d.Dial("tcp", h.s.TCPAddr().String())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { tc.Close() })
+	return &srvNode{t: h.t, key: key, pub: key.Public(), shared: wire.Precompute(key, h.key.Public()), clk: h.clk, stamps: &h.stamps, tc: tc, br: bufio.NewReader(tc)}
+}
+
+func (n *srvNode) addr() netip.AddrPort {
+	if n.tc != nil {
+		return n.tc.LocalAddr().(*net.TCPAddr).AddrPort()
+	}
+	return n.pc.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// seal builds a control frame, stamping it with the node's clock, newer
+// than any the harness's nodes stamped before (the test clock stands
+// still).
+func (n *srvNode) seal(m wire.Message) []byte {
+	n.t.Helper()
+	if m.Time == 0 {
+		for {
+			old := n.stamps.Load()
+			if n.last = max(n.clk.Now().UnixNano(), old+1); n.stamps.CompareAndSwap(old, n.last) {
+				break
+			}
+		}
+		m.Time = n.last
+	}
+	f, err := wire.Seal(nil, n.pub, &n.shared, &m)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return f
+}
+
+func (n *srvNode) send(m wire.Message) { n.t.Helper(); n.sendRaw(n.seal(m)) }
+
+func (n *srvNode) sendRaw(f []byte) {
+	n.t.Helper()
+	var err error
+	if n.tc != nil {
+		_, err = n.tc.Write(append(binary.BigEndian.AppendUint16(nil, uint16(len(f))), f...))
+	} else {
+		_, err = n.pc.WriteToUDPAddrPort(f, n.bridge)
+	}
+	if err != nil {
+		n.t.Fatal(err)
+	}
+}
+
+func (n *srvNode) recvErr(timeout time.Duration) ([]byte, error) {
+	if n.tc != nil {
+		n.tc.SetReadDeadline(time.Now().Add(timeout))
+		var hdr [2]byte
+		if _, err := io.ReadFull(n.br, hdr[:]); err != nil {
+			return nil, err
+		}
+		f := make([]byte, binary.BigEndian.Uint16(hdr[:]))
+		_, err := io.ReadFull(n.br, f)
+		return f, err
+	}
+	n.pc.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 65536)
+	k, _, err := n.pc.ReadFromUDPAddrPort(buf)
+	return buf[:k], err
+}
+
+func (n *srvNode) recv() []byte {
+	n.t.Helper()
+	f, err := n.recvErr(5 * time.Second)
+	if err != nil {
+		n.t.Fatalf("node %s: %v", n.pub.ShortString(), err)
+	}
+	return f
+}
+
+// expect receives the next frame, which must be a control message of kind.
+func (n *srvNode) expect(kind wire.Kind) wire.Message {
+	n.t.Helper()
+	m, err := wire.Open(n.recv(), &n.shared)
+	if err != nil {
+		n.t.Fatalf("node %s: %v", n.pub.ShortString(), err)
+	}
+	if m.Kind != kind {
+		n.t.Fatalf("node %s: got %s %+v, want %s", n.pub.ShortString(), m.Kind, m, kind)
+	}
+	return m
+}
+
+// register sends a Register and returns the reply (Registered or Refused).
+func (n *srvNode) register(token string, local ...netip.AddrPort) wire.Message {
+	n.t.Helper()
+	n.send(wire.Message{Kind: wire.KindRegister, Token: token, Endpoints: local})
+	m, err := wire.Open(n.recv(), &n.shared)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return m
+}
+
+func (n *srvNode) mustRegister(local ...netip.AddrPort) uint32 {
+	n.t.Helper()
+	m := n.register("", local...)
+	if m.Kind != wire.KindRegistered || m.ID == 0 {
+		n.t.Fatalf("node %s: got %s %q, want registered", n.pub.ShortString(), m.Kind, m.Text)
+	}
+	return m.ID
+}
+
+// expectRelay receives the next frame, which must be a relay frame.
+func (n *srvNode) expectRelay() (uint32, string) {
+	n.t.Helper()
+	id, msg, ok := wire.ParseRelay(n.recv())
+	if !ok {
+		n.t.Fatalf("node %s: not a relay frame", n.pub.ShortString())
+	}
+	return id, string(msg)
+}
+
+func waitCond(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// registerDirect registers a key with s from src without sockets.
+func registerDirect(t testing.TB, s *Server, bridge identity.PublicKey, k identity.PrivateKey, src netip.AddrPort) {
+	t.Helper()
+	shared := wire.Precompute(k, bridge)
+	f, err := wire.Seal(nil, k.Public(), &shared, &wire.Message{Kind: wire.KindRegister, Time: s.now().UnixNano()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.HandleFrames([][]byte{f}, []netip.AddrPort{src})
+	// A key not cached yet is opened by the worker.
+	waitCond(t, "registration of "+k.Public().ShortString(), func() bool {
+		return slices.ContainsFunc(s.Nodes(), func(n NodeInfo) bool { return n.PublicKey == k.Public() && n.Endpoint == src })
+	})
+}

@@ -1,0 +1,137 @@
+package layering
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/tomoe-net/tomoe/"
+
+// upper are the packages leaves must not import: the composition root
+// (node), what only it drives (engine), and the user's side (adminapi, the
+// admin API; cli, which only talks to it).
+var upper = []string{"internal/node", "internal/engine", "internal/adminapi", "internal/cli"}
+
+// notLeaves are the packages of internal/ that may import upper ones:
+// upper itself, and demo, which runs whole nodes for `tomoe demo`. Every
+// other package of internal/ is a leaf, new ones included.
+var notLeaves = append([]string{"internal/demo"}, upper...)
+
+// pkg is what `go list -json` says of a package that the test needs.
+type pkg struct {
+	ImportPath string
+	Imports    []string
+}
+
+// TestLeavesDoNotImportUpperPackages: a leaf package (identity, config,
+// policy, routes, offers, packet, noise, ratelimit, cidr, statefile,
+// fileperm, bridge and its subpackages, nat, services, netstack, tunwrap,
+// transport, firewall, testnet: every package of internal/ but node,
+// engine, adminapi, cli and demo) never imports node, engine, adminapi or
+// cli, directly or through another package. Leaves are what the
+// composition root wires; one that reached back up would tie the layers
+// into a knot, and its tests would need a whole node.
+func TestLeavesDoNotImportUpperPackages(t *testing.T) {
+	pkgs := list(t)
+	imports := make(map[string][]string, len(pkgs))
+	for _, p := range pkgs {
+		imports[p.ImportPath] = p.Imports
+	}
+	leaves := 0
+	for _, p := range pkgs {
+		name := strings.TrimPrefix(p.ImportPath, module)
+		if !strings.HasPrefix(name, "internal/") || slices.Contains(notLeaves, name) {
+			continue
+		}
+		leaves++
+		if chain := pathTo(imports, p.ImportPath, upperSet()); chain != nil {
+			t.Errorf("leaf package %s imports %s (%s): leaf packages never import node, engine, adminapi or cli",
+				name, strings.TrimPrefix(chain[len(chain)-1], module), short(chain))
+		}
+	}
+	if leaves < 20 {
+		t.Fatalf("only %d leaf packages found: is `go list` listing the module?", leaves)
+	}
+}
+
+func upperSet() map[string]bool {
+	m := make(map[string]bool, len(upper))
+	for _, u := range upper {
+		m[module+u] = true
+	}
+	return m
+}
+
+// pathTo returns an import chain from from to a package in to, or nil.
+// Breadth first: the chain it reports is a shortest one.
+func pathTo(imports map[string][]string, from string, to map[string]bool) []string {
+	prev := map[string]string{from: ""}
+	queue := []string{from}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, q := range imports[p] {
+			if _, seen := prev[q]; seen {
+				continue
+			}
+			prev[q] = p
+			if to[q] {
+				var chain []string
+				for c := q; c != ""; c = prev[c] {
+					chain = append(chain, c)
+				}
+				slices.Reverse(chain)
+				return chain
+			}
+			queue = append(queue, q)
+		}
+	}
+	return nil
+}
+
+func short(chain []string) string {
+	out := make([]string, len(chain))
+	for i, c := range chain {
+		out[i] = strings.TrimPrefix(c, module)
+	}
+	return strings.Join(out, " -> ")
+}
+
+// list runs `go list -deps -json` over the module: every package of it
+// and everything they import, each with its direct imports (not its
+// tests').
+func list(t *testing.T) []pkg {
+	t.Helper()
+	goCmd, err := exec.LookPath("go")
+	if err != nil {
+		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	cmd := exec.Command(goCmd, "list", "-deps", "-json=ImportPath,Imports", module+"...")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("go list: %v\n%s", err, ee.Stderr)
+		}
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p pkg
+		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("go list output: %v", err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}

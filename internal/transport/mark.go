@@ -1,0 +1,24 @@
+package transport
+
+import (
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// MarkControl returns a socket Control function (net.Dialer's,
+// net.ListenConfig's) that puts fwmark mark on the socket (nil for mark
+// 0), so that the node's own routes (an exit node's default route) never
+// capture its underlay connections: those to and from bridges over TCP.
+func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)) }); err != nil {
+			return err
+		}
+		return serr
+	}
+}
