@@ -51,7 +51,7 @@ func TestParseFull(t *testing.T) {
 	if c.TUN.Mode != ModeUserspace || c.TUN.MTU != 1380 || len(c.Peers) != 2 || c.Peers[0].Keepalive().Seconds() != 25 {
 		t.Errorf("decoded %+v", c)
 	}
-	if p, _ := c.ListenPort(); p != 0 {
+	if p := c.Listen.UDP.Port; p != 0 {
 		t.Errorf("port %d", p)
 	}
 	if len(c.PolicyRules()) != 2 {
@@ -64,10 +64,10 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TUN.Mode != "kernel" || c.TUN.Name != "tomoe0" || c.TUN.MTU != DefaultMTU || c.Listen.UDP != "0.0.0.0:4610" {
+	if c.TUN.Mode.String() != "kernel" || c.TUN.Name != "tomoe0" || c.TUN.MTU != DefaultMTU || c.Listen.UDP.String() != "0.0.0.0:4610" {
 		t.Errorf("defaults %+v", c)
 	}
-	if p, _ := c.ListenPort(); p != 4610 {
+	if p := c.Listen.UDP.Port; p != 4610 {
 		t.Errorf("port %d", p)
 	}
 }
@@ -192,11 +192,12 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever is accepted must be usable without further checks.
-		if _, err := c.ListenPort(); err != nil {
+		var l ListenAddr
+		if err := l.UnmarshalText([]byte(c.Listen.UDP.String())); err != nil || l != c.Listen.UDP {
 			t.Fatalf("accepted config with bad listen: %v", err)
 		}
 		for _, p := range c.Peers {
-			if p.Key().IsZero() {
+			if p.PublicKey.IsZero() {
 				t.Fatal("accepted a peer without a key")
 			}
 		}

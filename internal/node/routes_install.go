@@ -76,7 +76,7 @@ func (n *Node) recomputeRoutesLocked() {
 	accepted := map[identity.PublicKey][]netip.Prefix{}
 	claims := map[netip.Prefix][]identity.PublicKey{} // who may have each accepted prefix
 	offerers := map[identity.PublicKey]offers.Offerer{}
-	space := n.cfg.IPv4Prefix()
+	space := n.cfg.TUN.IPv4Prefix.Prefix
 	var self netip.Prefix
 	if n.ipv4.IsValid() {
 		self = netip.PrefixFrom(n.ipv4, 32)
@@ -204,7 +204,7 @@ func (n *Node) logConflictsLocked(verdicts map[identity.PublicKey]map[netip.Pref
 			switch v.reason {
 			case reasonOwnAddress:
 				msg := "a peer offers this node's own IPv4 address; not installed"
-				if offers.NewOfferer(k, n.cfg.IPv4Prefix()).OwnIPv4(pr) {
+				if offers.NewOfferer(k, n.cfg.TUN.IPv4Prefix.Prefix).OwnIPv4(pr) {
 					msg = "a peer's key derives this node's own IPv4 address (two keys collide); not installed: give one of the two nodes another tun.ipv4_prefix or an explicit tun.ipv4"
 				}
 				n.log.Warn(msg, "prefix", pr, "peer", k.String())
