@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,11 +184,20 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte("[tun]\nmode=1\n"))
 	f.Add([]byte("[[peers]]\n[[peers]]\n"))
+	f.Add([]byte("peers = [{public_key = 1}, {endpoint = \"x\"}]\n[tun]\nipv4 = true\nmtu = \"big\"\n"))
+	f.Add([]byte("[[bridge.allow]]\n[[bridge.allow]]\npublic_key = \"x\"\n[[policy.allow.ports]]\nLo = 1\n"))
+	f.Add([]byte("tun = {mode = \"tap\", ipv4 = \"auto\"}\n[TUN.IPV4]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, "fuzz.toml", "/x")
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
+			var ve *ValidationError
+			if !errors.As(err, &ve) || len(ve.Problems) == 0 {
+				t.Fatalf("not a list of problems: %T %v", err, err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "fuzz.toml") || len(line) <= len("fuzz.toml: ") {
+					t.Fatalf("a problem without its file or text: %q", line)
+				}
 			}
 			return
 		}
