@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -321,18 +322,23 @@ func (d *docIndex) locate(key string) (line int) {
 // indexDocument walks b as far as it parses.
 func indexDocument(b []byte) *docIndex {
 	d := &docIndex{}
-	w := walker{d: d, doc: b, arrays: map[string]int{}}
+	w := walker{d: d, lines: []int{0}, arrays: map[string]int{}}
+	for i, c := range b {
+		if c == '\n' {
+			w.lines = append(w.lines, i+1)
+		}
+	}
 	var p unstable.Parser
 	p.Reset(b)
 	for p.NextExpression() {
 		e := p.Expression()
 		switch e.Kind {
 		case unstable.Table, unstable.ArrayTable:
-			w.header(&p, e)
+			w.header(e)
 		case unstable.KeyValue:
 			top := len(d.tops)
 			d.tops = append(d.tops, span{int(e.Raw.Offset), int(e.Raw.Offset + e.Raw.Length)})
-			w.keyValue(&p, e, w.table, w.tableField, top)
+			w.keyValue(e, w.table, w.tableField, top)
 		}
 	}
 	return d
@@ -340,14 +346,15 @@ func indexDocument(b []byte) *docIndex {
 
 type walker struct {
 	d                 *docIndex
-	doc               []byte
+	lines             []int          // the offset where each line starts
 	table, tableField string         // the current table: "peers[1]", "peers"
 	arrays            map[string]int // elements of each array of tables so far, by indexed key
 }
 
+// position gives the 1-based line and column (in bytes) of offset off.
 func (w *walker) position(off int) (line, col int) {
-	line = 1 + bytes.Count(w.doc[:off], []byte{'\n'})
-	return line, off - (bytes.LastIndexByte(w.doc[:off], '\n') + 1) + 1
+	line, _ = slices.BinarySearch(w.lines, off+1)
+	return line, off - w.lines[line-1] + 1
 }
 
 func join(prefix, name string) string {
@@ -358,7 +365,7 @@ func join(prefix, name string) string {
 }
 
 // header enters the table or array-of-tables element a header names.
-func (w *walker) header(p *unstable.Parser, e *unstable.Node) {
+func (w *walker) header(e *unstable.Node) {
 	key, field := "", ""
 	it := e.Key()
 	first := -1
@@ -385,7 +392,7 @@ func (w *walker) header(p *unstable.Parser, e *unstable.Node) {
 
 // keyValue records e, under the table prefix, and what its inline tables
 // hold.
-func (w *walker) keyValue(p *unstable.Parser, e *unstable.Node, prefix, prefixField string, top int) {
+func (w *walker) keyValue(e *unstable.Node, prefix, prefixField string, top int) {
 	key, field := prefix, prefixField
 	it := e.Key()
 	start := -1
@@ -406,17 +413,17 @@ func (w *walker) keyValue(p *unstable.Parser, e *unstable.Node, prefix, prefixFi
 	if textKeyOf(field) != "" {
 		return
 	}
-	w.value(p, v, key, field, top)
+	w.value(v, key, field, top)
 }
 
 // value records the key = value pairs inside inline tables, in v and in
 // the arrays v holds.
-func (w *walker) value(p *unstable.Parser, v *unstable.Node, key, field string, top int) {
+func (w *walker) value(v *unstable.Node, key, field string, top int) {
 	switch v.Kind {
 	case unstable.InlineTable:
 		for it := v.Children(); it.Next(); {
 			if c := it.Node(); c.Kind == unstable.KeyValue {
-				w.keyValue(p, c, key, field, top)
+				w.keyValue(c, key, field, top)
 			}
 		}
 	case unstable.Array:
@@ -426,7 +433,7 @@ func (w *walker) value(p *unstable.Parser, v *unstable.Node, key, field string, 
 			if c.Kind == unstable.Comment {
 				continue
 			}
-			w.value(p, c, key+"["+strconv.Itoa(i)+"]", field, top)
+			w.value(c, key+"["+strconv.Itoa(i)+"]", field, top)
 			i++
 		}
 	}

@@ -17,9 +17,15 @@ import (
 // hands it the string and reports its error with the key and the line, so
 // a value is parsed once, when the file is read, and every rule about one
 // value alone lives in its type. An error says what was wrong and how to
-// fix it; Parse prefixes the file, line and key. The empty string is the
-// unset value of the types whose key is optional or required (Validate
-// reports a missing required key), and an error for the others.
+// fix it; Parse prefixes the file, line and key.
+//
+// The empty string means unset for the keys that may be unset (Validate
+// reports a required key that is missing); for a key with a default it is
+// refused, as it always was, but for expose.proto, where it is "tcp".
+//
+// A type whose kind is an integer (Mode, ServiceProto, LogLevel,
+// LogFormat) would take a TOML integer without UnmarshalText: decode
+// refuses anything but a string for these keys before decoding.
 
 // Mode is tun.mode: how the overlay interface is provided.
 type Mode uint8
