@@ -159,7 +159,7 @@ func decode(b []byte, idx *docIndex, c *Config) (problems []Problem, fatal bool)
 			return append(problems, Problem{Line: line, Col: col, Msg: msg}), true
 		}
 		problems = append(problems, Problem{Key: kv.key, Line: line, Col: col,
-			Msg: strings.TrimPrefix(de.Error(), "toml: ") + keyHints[textKeyOf(kv.field)]})
+			Msg: typeHint(strings.TrimPrefix(de.Error(), "toml: ")) + keyHints[textKeyOf(kv.field)]})
 		blank(kv)
 	}
 	return append(problems, Problem{Msg: fmt.Sprintf("stopped after %d problems", maxProblems)}), true
@@ -183,6 +183,38 @@ func unknownKey(idx *docIndex, e *toml.DecodeError) Problem {
 		name = kv.key
 	}
 	return Problem{Line: line, Msg: fmt.Sprintf("unknown key %q%s", name, hint)}
+}
+
+// typeHint says what to write instead of a value of the wrong TOML type,
+// in place of the decoder's "cannot decode TOML string into struct field
+// config.TUN.MTU of type int"; other messages stay.
+func typeHint(msg string) string {
+	rest, ok := strings.CutPrefix(msg, "cannot decode TOML ")
+	got, _, ok2 := strings.Cut(rest, " into ")
+	i := strings.LastIndex(rest, " of type ")
+	if !ok || !ok2 || i < 0 {
+		return msg
+	}
+	var want string
+	switch t := rest[i+len(" of type "):]; {
+	case t == "int":
+		want = "a number, without quotes"
+	case t == "bool":
+		want = "true or false, without quotes"
+	case t == "[]string":
+		want = `an array of strings, e.g. ["alice", "1000"]`
+	case strings.HasPrefix(t, "[]config."):
+		want = "an array of tables"
+	case strings.HasPrefix(t, "config."):
+		want = "a table"
+	default:
+		return msg
+	}
+	article := "a "
+	if strings.ContainsAny(got[:1], "aeiou") {
+		article = "an "
+	}
+	return "got " + article + got + ", but this key takes " + want
 }
 
 func kindName(k unstable.Kind) string {

@@ -126,6 +126,22 @@ format = 7
 	}
 }
 
+// A value of the wrong TOML type says what the key takes.
+func TestWrongTOMLType(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"[tun]\nmtu = \"big\"", `c.toml:2:7: tun.mtu: got a string, but this key takes a number, without quotes`},
+		{"[listen]\nstealth = \"yes\"", `c.toml:2:11: listen.stealth: got a string, but this key takes true or false, without quotes`},
+		{"allowed_local_users = \"alice\"", `c.toml:1:23: allowed_local_users: got a string, but this key takes an array of strings, e.g. ["alice", "1000"]`},
+		{"tun = 5", `c.toml:1:7: tun: got an integer, but this key takes a table`},
+		{"peers = 5", `c.toml:1:9: peers: got an integer, but this key takes an array of tables`},
+	} {
+		_, err := Parse([]byte(tc.doc), "c.toml", "/x")
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s\ngot:  %v\nwant: %s", tc.doc, err, tc.want)
+		}
+	}
+}
+
 // Unknown keys are listed with their line, the index of their element and
 // the keys their own table has.
 func TestUnknownKeyInArrayOfTables(t *testing.T) {
