@@ -120,7 +120,7 @@ func decode(b []byte, idx *docIndex, c *Config) (problems []Problem, fatal bool)
 		if !whole {
 			msg = fmt.Sprintf("%s takes a string, not a table: write its value in quotes", tk)
 		}
-		problems = append(problems, Problem{Key: kv.key, Line: kv.line, Col: kv.col, Msg: msg})
+		problems = append(problems, Problem{Key: kv.key, Line: kv.vline, Col: kv.vcol, Msg: msg})
 		if kv.top < 0 {
 			headers = true // a [table] header cannot be blanked alone
 		} else {
@@ -300,13 +300,15 @@ type docIndex struct {
 type span struct{ start, end int }
 
 type keyValue struct {
-	key       string // "peers[1].public_key"
-	field     string // "peers.public_key": the key without indexes
-	kind      unstable.Kind
-	start     int // the first byte of the key
-	end       int // past the value
-	line, col int // of the key
-	top       int // index of the top-level expression in docIndex.tops; -1 for a header
+	key   string // "peers[1].public_key"
+	field string // "peers.public_key": the key without indexes
+	kind  unstable.Kind
+	start int // the first byte of the key
+	end   int // past the value
+	line  int // of the key
+	vline int // and of the value (for a header, of its key)
+	vcol  int
+	top   int // index of the top-level expression in docIndex.tops; -1 for a header
 }
 
 // at returns the innermost key = value holding offset off, or nil.
@@ -354,7 +356,7 @@ func (d *docIndex) locate(key string) (line int) {
 // indexDocument walks b as far as it parses.
 func indexDocument(b []byte) *docIndex {
 	d := &docIndex{}
-	w := walker{d: d, lines: []int{0}, arrays: map[string]int{}}
+	w := walker{d: d, doc: b, lines: []int{0}, arrays: map[string]int{}}
 	for i, c := range b {
 		if c == '\n' {
 			w.lines = append(w.lines, i+1)
@@ -378,6 +380,7 @@ func indexDocument(b []byte) *docIndex {
 
 type walker struct {
 	d                 *docIndex
+	doc               []byte
 	lines             []int          // the offset where each line starts
 	table, tableField string         // the current table: "peers[1]", "peers"
 	arrays            map[string]int // elements of each array of tables so far, by indexed key
@@ -418,7 +421,7 @@ func (w *walker) header(e *unstable.Node) {
 	w.table, w.tableField = key, field
 	if first >= 0 {
 		line, col := w.position(first)
-		w.d.kvs = append(w.d.kvs, keyValue{key: key, field: field, kind: e.Kind, start: first, end: first, line: line, col: col, top: -1})
+		w.d.kvs = append(w.d.kvs, keyValue{key: key, field: field, kind: e.Kind, start: first, end: first, line: line, vline: line, vcol: col, top: -1})
 	}
 }
 
@@ -427,21 +430,27 @@ func (w *walker) header(e *unstable.Node) {
 func (w *walker) keyValue(e *unstable.Node, prefix, prefixField string, top int) {
 	key, field := prefix, prefixField
 	it := e.Key()
-	start := -1
+	start, val := -1, 0
 	for it.Next() {
 		n := it.Node()
 		if start < 0 {
 			start = int(n.Raw.Offset)
 		}
+		val = int(n.Raw.Offset + n.Raw.Length)
 		key, field = join(key, string(n.Data)), join(field, string(n.Data))
 	}
 	if start < 0 {
 		return
 	}
+	end := int(e.Raw.Offset + e.Raw.Length)
+	for val < end && strings.IndexByte(" \t=", w.doc[val]) >= 0 {
+		val++ // past " = " to the value
+	}
 	v := e.Value()
-	line, col := w.position(start)
-	w.d.kvs = append(w.d.kvs, keyValue{key: key, field: field, kind: v.Kind, start: start,
-		end: int(e.Raw.Offset + e.Raw.Length), line: line, col: col, top: top})
+	line, _ := w.position(start)
+	vline, vcol := w.position(val)
+	w.d.kvs = append(w.d.kvs, keyValue{key: key, field: field, kind: v.Kind, start: start, end: end,
+		line: line, vline: vline, vcol: vcol, top: top})
 	if textKeyOf(field) != "" {
 		return
 	}

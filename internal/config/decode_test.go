@@ -59,20 +59,20 @@ func TestBadValueNamesKeyAndLine(t *testing.T) {
 // an integer, and an array of numbers in a key.
 func TestTextKeyTakesOnlyAString(t *testing.T) {
 	for _, tc := range []struct{ doc, want string }{
-		{"[tun]\nmode = 1", "c.toml:2:1: tun.mode: got a number"},
-		{"[[policy.allow]]\nfrom = \"*\"\nproto = 6", "c.toml:3:1: policy.allow[0].proto: got a number"},
-		{"[[policy.allow]]\nfrom = \"*\"\nports = 22", "c.toml:3:1: policy.allow[0].ports: got a number"},
-		{"[[peers]]\npublic_key = [1, 2, 3]\nendpoint = \"1.2.3.4:5\"", "c.toml:2:1: peers[0].public_key: got an array"},
-		{"[listen]\nudp = 4610", "c.toml:2:1: listen.udp: got a number"},
-		{"[tun]\nipv4 = true", "c.toml:2:1: tun.ipv4: got true or false"},
-		{"[[expose]]\nport = 80\nproto = \"tcp\"\ntarget = {a = 1}", "c.toml:4:1: expose[0].target: got a table"},
+		{"[tun]\nmode = 1", "c.toml:2:8: tun.mode: got a number"},
+		{"[[policy.allow]]\nfrom = \"*\"\nproto = 6", "c.toml:3:9: policy.allow[0].proto: got a number"},
+		{"[[policy.allow]]\nfrom = \"*\"\nports = 22", "c.toml:3:9: policy.allow[0].ports: got a number"},
+		{"[[peers]]\npublic_key = [1, 2, 3]\nendpoint = \"1.2.3.4:5\"", "c.toml:2:14: peers[0].public_key: got an array"},
+		{"[listen]\nudp = 4610", "c.toml:2:7: listen.udp: got a number"},
+		{"[tun]\nipv4 = true", "c.toml:2:8: tun.ipv4: got true or false"},
+		{"[[expose]]\nport = 80\nproto = \"tcp\"\ntarget = {a = 1}", "c.toml:4:10: expose[0].target: got a table"},
 		// Nor a table that would fill the type's fields behind its back.
 		{"[tun.ipv4]\nAddr = \"127.0.0.1\"", "c.toml:1:2: tun.ipv4: got a table"},
 		{"[[policy.allow]]\nfrom = \"*\"\n[[policy.allow.ports]]\nLo = 9\nHi = 1", "c.toml:3:3: policy.allow[0].ports[0]: got a table"},
-		{"[[peers]]\npublic_key = \"" + testKey + "\"\nendpoint.Port = 0", "c.toml:3:1: peers[0].endpoint.Port: peers.endpoint takes a string, not a table"},
+		{"[[peers]]\npublic_key = \"" + testKey + "\"\nendpoint.Port = 0", "c.toml:3:17: peers[0].endpoint.Port: peers.endpoint takes a string, not a table"},
 		// The decoder matches keys without regard to case.
-		{"[TUN]\nMODE = 2", "c.toml:2:1: TUN.MODE: got a number"},
-		{"[[Peers]]\nPublic_Key = [1, 2]\nendpoint = \"1.2.3.4:5\"", "c.toml:2:1: Peers[0].Public_Key: got an array"},
+		{"[TUN]\nMODE = 2", "c.toml:2:8: TUN.MODE: got a number"},
+		{"[[Peers]]\nPublic_Key = [1, 2]\nendpoint = \"1.2.3.4:5\"", "c.toml:2:14: Peers[0].Public_Key: got an array"},
 	} {
 		_, err := Parse([]byte(tc.doc), "c.toml", "/x")
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "value in quotes") {
@@ -109,7 +109,7 @@ format = 7
 		`c.toml:6:14: peers[0].public_key: public key: "nope"`,
 		`c.toml:8: peers[1].endpoint: missing: a static peer needs "host:port"`,
 		`c.toml:11:9: log.level: "loud"`,
-		"c.toml:12:1: log.format: got a number",
+		"c.toml:12:10: log.format: got a number",
 	}
 	lines := strings.Split(err.Error(), "\n")
 	if len(lines) != len(want) {
