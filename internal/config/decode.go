@@ -109,7 +109,7 @@ func decode(b []byte, idx *docIndex, c *Config) (problems []Problem, fatal bool)
 		blanked[kv.top] = true
 	}
 	headers := false
-	for i := range idx.kvs {
+	for i := 0; i < len(idx.kvs) && len(problems) < maxProblems; i++ {
 		kv := &idx.kvs[i]
 		tk := textKeyOf(kv.field)
 		whole := strings.EqualFold(tk, kv.field)

@@ -142,6 +142,21 @@ func TestWrongTOMLType(t *testing.T) {
 	}
 }
 
+// A file full of mistakes costs a bounded number of decoding rounds, and
+// says that it stopped.
+func TestManyProblems(t *testing.T) {
+	for _, doc := range []string{
+		strings.Repeat("[[peers]]\npublic_key = \"x\"\nendpoint = \"1.2.3.4:5\"\n", 500),
+		strings.Repeat("[[peers]]\npublic_key = 5\nendpoint = \"1.2.3.4:5\"\n", 500),
+	} {
+		_, err := Parse([]byte(doc), "c.toml", "/x")
+		var ve *ValidationError
+		if !errors.As(err, &ve) || len(ve.Problems) != maxProblems+1 || !strings.HasSuffix(err.Error(), "stopped after 100 problems") {
+			t.Errorf("%T, %d problems: ...%s", err, len(ve.Problems), err.Error()[max(0, len(err.Error())-80):])
+		}
+	}
+}
+
 // Unknown keys are listed with their line, the index of their element and
 // the keys their own table has.
 func TestUnknownKeyInArrayOfTables(t *testing.T) {
