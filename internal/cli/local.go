@@ -160,10 +160,10 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			fmt.Fprintf(g.stdout, "  peers:      %d static\n", len(cfg.Peers))
 			fmt.Fprintf(g.stdout, "  policy:     %d allow rules in the file; changes made through the API are kept in %s\n", len(cfg.Policy.Allow), cfg.StateFile())
 			switch v4 := cfg.IPv4(pub); {
-			case cfg.TUN.IPv4 == config.IPv4Auto && pub.IsZero():
-				fmt.Fprintf(g.stdout, "  ipv4:       auto: derived from the key in %s (offered to peers as a /32)\n", cfg.IPv4Prefix())
-			case cfg.TUN.IPv4 == config.IPv4Auto:
-				fmt.Fprintf(g.stdout, "  ipv4:       %s (auto: derived from the key in %s; offered to peers as %s/32)\n", v4, cfg.IPv4Prefix(), v4)
+			case cfg.TUN.IPv4.Auto && pub.IsZero():
+				fmt.Fprintf(g.stdout, "  ipv4:       auto: derived from the key in %s (offered to peers as a /32)\n", cfg.TUN.IPv4Prefix)
+			case cfg.TUN.IPv4.Auto:
+				fmt.Fprintf(g.stdout, "  ipv4:       %s (auto: derived from the key in %s; offered to peers as %s/32)\n", v4, cfg.TUN.IPv4Prefix, v4)
 			case v4.IsValid():
 				fmt.Fprintf(g.stdout, "  ipv4:       %s (offered to peers as %s/32)\n", v4, v4)
 			}
@@ -173,8 +173,8 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			if n := len(cfg.Expose); n > 0 {
 				fmt.Fprintf(g.stdout, "  expose:     %d services on the node address\n", n)
 			}
-			if n := len(cfg.Connect); n > 0 || cfg.Proxy.SOCKS5 != "" || cfg.Proxy.HTTP != "" {
-				fmt.Fprintf(g.stdout, "  access:     %d port forwards, socks5 %s, http %s\n", n, orDash(cfg.Proxy.SOCKS5), orDash(cfg.Proxy.HTTP))
+			if n := len(cfg.Connect); n > 0 || cfg.Proxy.SOCKS5.IsSet() || cfg.Proxy.HTTP.IsSet() {
+				fmt.Fprintf(g.stdout, "  access:     %d port forwards, socks5 %s, http %s\n", n, orDash(cfg.Proxy.SOCKS5.String()), orDash(cfg.Proxy.HTTP.String()))
 			}
 			if len(cfg.AllowedLocalUsers) > 0 {
 				fmt.Fprintf(g.stdout, "  users:      only %s reach the overlay\n", strings.Join(cfg.AllowedLocalUsers, ", "))

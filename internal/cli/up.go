@@ -31,8 +31,7 @@ userspace mode needs no privileges.`,
 				return &exitError{code: ExitFailure, err: err}
 			}
 			if level != "" {
-				cfg.Log.Level = level
-				if err := cfg.Validate(); err != nil {
+				if err := cfg.Log.Level.UnmarshalText([]byte(level)); err != nil {
 					return usageError("--log-level: %v", err)
 				}
 			}
@@ -58,10 +57,8 @@ userspace mode needs no privileges.`,
 }
 
 func newLogger(w io.Writer, lc config.Log) *slog.Logger {
-	var lvl slog.Level
-	lvl.UnmarshalText([]byte(lc.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
-	if lc.Format == "json" {
+	opts := &slog.HandlerOptions{Level: lc.Level}
+	if lc.Format == config.LogJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

@@ -3,16 +3,21 @@
 // runs before anything on the system is touched and names the key and the
 // fix in every error.
 //
+// Values are parsed once, when the file is decoded: each key that is text
+// in the file has a type that parses itself (types.go), so the decoder
+// reports a bad value with its line and key, and the fields hold parsed
+// values that need no checks where they are used. Validate keeps the rules
+// that involve several keys, the file's paths or the host (groups, users).
+//
 // The key names are a contract (README "Configuration reference"); add keys,
 // never rename them.
 package config
 
 import (
-	"bytes"
-	"errors"
+	"cmp"
 	"fmt"
-	"net"
-	"net/netip"
+	"log/slog"
+	"math"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -20,8 +25,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/pelletier/go-toml/v2"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -39,12 +42,6 @@ const (
 	MaxMTU           = 9000
 	DefaultListenUDP = "0.0.0.0:4610"
 	DefaultPort      = 4610
-)
-
-// TUN modes.
-const (
-	ModeKernel    = "kernel"
-	ModeUserspace = "userspace"
 )
 
 // Config is the whole configuration file.
@@ -84,24 +81,24 @@ type Config struct {
 type TUN struct {
 	// Mode is "kernel" (a TUN device; needs CAP_NET_ADMIN) or "userspace"
 	// (gVisor netstack in the process; no privileges).
-	Mode string `toml:"mode"`
+	Mode Mode   `toml:"mode"`
 	Name string `toml:"name"`
 	MTU  int    `toml:"mtu"`
 	// IPv4 is an optional IPv4 address of this node on the overlay, for
 	// IPv4 programs; it is offered to peers as a /32. "auto" derives it
 	// from the node's key inside IPv4Prefix (identity.IPv4Address).
-	IPv4 string `toml:"ipv4"`
+	IPv4 OwnIPv4 `toml:"ipv4"`
 	// IPv4Prefix is where IPv4 addresses are derived from keys: this
 	// node's own with IPv4 = "auto", and the one a "*" accept rule takes
 	// from each peer as a /32.
-	IPv4Prefix string `toml:"ipv4_prefix"`
+	IPv4Prefix IPv4Prefix `toml:"ipv4_prefix"`
 }
 
 // Listen configures the underlay socket.
 type Listen struct {
 	// UDP is "0.0.0.0:PORT" or "[::]:PORT": both listen on every IPv4 and
 	// IPv6 address. Port 0 picks a free port.
-	UDP string `toml:"udp"`
+	UDP ListenAddr `toml:"udp"`
 	// Stealth drops everything unsolicited that reaches this host on its
 	// physical interfaces, except tomoe's own port (kernel mode, nftables).
 	Stealth bool `toml:"stealth"`
@@ -117,16 +114,16 @@ type Admin struct {
 	// Prometheus, without authentication. It must be a loopback address
 	// unless MetricsPublic is true: the metrics name every peer's address
 	// and how much it sent.
-	Metrics string `toml:"metrics"`
+	Metrics AddrPort `toml:"metrics"`
 	// MetricsPublic allows Metrics on an address other hosts can reach.
 	MetricsPublic bool `toml:"metrics_public"`
 }
 
 // Peer is a static peer.
 type Peer struct {
-	PublicKey string `toml:"public_key"`
+	PublicKey identity.PublicKey `toml:"public_key"`
 	// Endpoint is "host:port"; host is an IP address or a DNS name.
-	Endpoint string `toml:"endpoint"`
+	Endpoint Endpoint `toml:"endpoint"`
 	// PersistentKeepalive in seconds (0: off), for peers behind NAT.
 	PersistentKeepalive int `toml:"persistent_keepalive"`
 	// Name is a local label shown in `tomoe peers`.
@@ -142,17 +139,17 @@ type Policy struct {
 
 // Rule is one allow rule as written in the file.
 type Rule struct {
-	From  string `toml:"from"`
-	Proto string `toml:"proto"`
-	Ports string `toml:"ports"`
+	From  policy.Identity `toml:"from"`
+	Proto policy.Proto    `toml:"proto"`
+	Ports policy.Ports    `toml:"ports"`
 }
 
 // Bridge configures the bridge role: nodes register with this node, look
 // each other up through it, and have their ciphertext relayed by it.
 type Bridge struct {
 	Enable bool `toml:"enable"`
-	// TCP is the TCP listener for nodes whose UDP is blocked ("" = none).
-	TCP string `toml:"tcp"`
+	// TCP is the TCP listener for nodes whose UDP is blocked (unset: none).
+	TCP AddrPort `toml:"tcp"`
 	// Allow lists keys that may register; tokens enrol more.
 	Allow []BridgeAllow `toml:"allow"`
 	// StateFile keeps join tokens (hashed), enrolled and revoked keys.
@@ -164,14 +161,14 @@ type Bridge struct {
 
 // BridgeAllow is a key allowed to register with this bridge.
 type BridgeAllow struct {
-	PublicKey string `toml:"public_key"`
+	PublicKey identity.PublicKey `toml:"public_key"`
 }
 
 // BridgeRef is a bridge this node joins.
 type BridgeRef struct {
 	// Endpoint is "host:port" (UDP, and TCP on the same port when UDP is blocked).
-	Endpoint  string `toml:"endpoint"`
-	PublicKey string `toml:"public_key"`
+	Endpoint  Endpoint           `toml:"endpoint"`
+	PublicKey identity.PublicKey `toml:"public_key"`
 	// Token is a join credential from `tomoe bridge token create`, needed
 	// only until the bridge has enrolled this node's key.
 	Token string `toml:"token"`
@@ -179,18 +176,18 @@ type BridgeRef struct {
 
 // Log configures logging to stderr.
 type Log struct {
-	Level  string `toml:"level"`  // debug, info, warn, error
-	Format string `toml:"format"` // text, json
+	Level  LogLevel  `toml:"level"`
+	Format LogFormat `toml:"format"`
 }
 
 // Default returns the configuration used when a key is absent.
 func Default() Config {
 	return Config{
 		KeyFile: DefaultKeyFile(),
-		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: identity.DefaultIPv4Prefix.String()},
-		Listen:  Listen{UDP: DefaultListenUDP},
+		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}},
+		Listen:  Listen{UDP: ListenAddr{Port: DefaultPort, host: "0.0.0.0"}},
 		Admin:   Admin{Socket: DefaultSocket()},
-		Log:     Log{Level: "info", Format: "text"},
+		Log:     Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
 	}
 }
 
@@ -234,17 +231,32 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes and validates a configuration. name is used in messages;
-// relative paths are resolved against dir.
+// relative paths are resolved against dir. The error, a *ValidationError,
+// lists every problem found, each with its key and, where the file has
+// it, its line.
 func Parse(b []byte, name, dir string) (*Config, error) {
 	c := Default()
 	c.dir = dir
-	dec := toml.NewDecoder(bytes.NewReader(b)).DisallowUnknownFields()
-	if err := dec.Decode(&c); err != nil {
-		return nil, decodeError(name, err)
+	idx := indexDocument(b)
+	problems, fatal := decode(b, idx, &c)
+	errs := &ValidationError{File: name, Problems: problems}
+	if !fatal {
+		c.resolvePaths()
+		if err := c.Validate(); err != nil {
+			for _, p := range err.(*ValidationError).Problems {
+				if !errs.has(p.Key) {
+					p.Line = idx.locate(p.Key)
+					errs.Problems = append(errs.Problems, p)
+				}
+			}
+		}
 	}
-	c.resolvePaths()
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
+	if len(errs.Problems) > 0 {
+		// In the file's order; problems without a line last.
+		slices.SortStableFunc(errs.Problems, func(a, b Problem) int {
+			return cmp.Compare(cmp.Or(a.Line, math.MaxInt), cmp.Or(b.Line, math.MaxInt))
+		})
+		return nil, errs
 	}
 	return &c, nil
 }
@@ -281,73 +293,40 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":        {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users"},
-	"routes":  {"offer", "accept"},
-	"offer":   {"prefix", "masquerade"},
-	"accept":  {"from", "prefix"},
-	"expose":  {"port", "proto", "target"},
-	"connect": {"local", "remote"},
-	"proxy":   {"socks5", "http", "users"},
-	"bridge":  {"enable", "tcp", "allow", "state_file", "relay_mbit"},
-	"bridges": {"endpoint", "public_key", "token"},
-	"tun":     {"mode", "name", "mtu", "ipv4", "ipv4_prefix"},
-	"listen":  {"udp", "stealth"},
-	"admin":   {"socket", "group", "metrics", "metrics_public"},
-	"peers":   {"public_key", "endpoint", "persistent_keepalive", "name"},
-	"policy":  {"allow", "state_file"},
-	"allow":   {"from", "proto", "ports"},
-	"log":     {"level", "format"},
+	"":              {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users"},
+	"routes":        {"offer", "accept"},
+	"routes.offer":  {"prefix", "masquerade"},
+	"routes.accept": {"from", "prefix"},
+	"expose":        {"port", "proto", "target"},
+	"connect":       {"local", "remote"},
+	"proxy":         {"socks5", "http", "users"},
+	"bridge":        {"enable", "tcp", "allow", "state_file", "relay_mbit"},
+	"bridge.allow":  {"public_key"},
+	"bridges":       {"endpoint", "public_key", "token"},
+	"tun":           {"mode", "name", "mtu", "ipv4", "ipv4_prefix"},
+	"listen":        {"udp", "stealth"},
+	"admin":         {"socket", "group", "metrics", "metrics_public"},
+	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
+	"policy":        {"allow", "state_file"},
+	"policy.allow":  {"from", "proto", "ports"},
+	"log":           {"level", "format"},
 }
 
-func decodeError(name string, err error) error {
-	var strict *toml.StrictMissingError
-	if errors.As(err, &strict) {
-		var msgs []string
-		for _, e := range strict.Errors {
-			row, _ := e.Position()
-			key := e.Key()
-			table := ""
-			if len(key) > 1 {
-				table = key[len(key)-2]
-			}
-			hint := ""
-			if known, ok := knownKeys[table]; ok {
-				hint = "; known keys here: " + strings.Join(known, ", ")
-			}
-			msgs = append(msgs, fmt.Sprintf("%s:%d: unknown key %q%s", name, row, strings.Join(key, "."), hint))
-		}
-		return errors.New(strings.Join(msgs, "\n"))
-	}
-	var de *toml.DecodeError
-	if errors.As(err, &de) {
-		row, col := de.Position()
-		key := strings.Join(de.Key(), ".")
-		if key != "" {
-			key = " (key " + key + ")"
-		}
-		return fmt.Errorf("%s:%d:%d: %s%s", name, row, col, strings.TrimPrefix(de.Error(), "toml: "), key)
-	}
-	return fmt.Errorf("%s: %w", name, err)
+// problems collects what Validate finds.
+type problems struct{ list []Problem }
+
+func (p *problems) bad(key, format string, args ...any) {
+	p.list = append(p.list, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
 }
 
-// ValidationError lists every problem found, one per line.
-type ValidationError []string
-
-func (v ValidationError) Error() string { return strings.Join(v, "\n") }
-
-// Validate checks every key and reports all problems at once.
+// Validate checks the rules that involve several keys, the paths or the
+// host, and reports all problems at once (a *ValidationError). Each value
+// was checked on its own when it was decoded.
 func (c *Config) Validate() error {
-	var errs ValidationError
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
-	}
+	var errs problems
+	bad := errs.bad
 	if c.KeyFile == "" {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
-	}
-	switch c.TUN.Mode {
-	case ModeKernel, ModeUserspace:
-	default:
-		bad("tun.mode", "%q: use \"kernel\" (a TUN device, needs root or CAP_NET_ADMIN) or \"userspace\" (no privileges)", c.TUN.Mode)
 	}
 	if c.TUN.Mode == ModeKernel {
 		if err := validInterfaceName(c.TUN.Name); err != nil {
@@ -356,9 +335,6 @@ func (c *Config) Validate() error {
 	}
 	if c.TUN.MTU < MinMTU || c.TUN.MTU > MaxMTU {
 		bad("tun.mtu", "%d is outside %d..%d (IPv6 needs at least %d; the default %d suits a 1500-byte underlay)", c.TUN.MTU, MinMTU, MaxMTU, MinMTU, DefaultMTU)
-	}
-	if _, err := c.ListenPort(); err != nil {
-		bad("listen.udp", "%v", err)
 	}
 	if c.Admin.Socket == "" {
 		bad("admin.socket", "must not be empty; e.g. socket = \"/run/tomoe/admin.sock\"")
@@ -374,73 +350,58 @@ func (c *Config) Validate() error {
 	seen := map[identity.PublicKey]int{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
-		k, err := identity.ParsePublicKey(p.PublicKey)
-		if err != nil {
-			bad(key+".public_key", "%v; the peer prints its key with `tomoe status` (or: tomoe key public < its key file)", err)
-		} else if j, dup := seen[k]; dup {
+		if p.PublicKey.IsZero() {
+			bad(key+".public_key", "missing: a key is standard base64 of 32 bytes%s", keyHints["peers.public_key"])
+		} else if j, dup := seen[p.PublicKey]; dup {
 			bad(key+".public_key", "same key as peers[%d]: list each peer once", j)
 		} else {
-			seen[k] = i
+			seen[p.PublicKey] = i
 		}
-		if p.Endpoint == "" {
+		if !p.Endpoint.IsValid() {
 			bad(key+".endpoint", "missing: a static peer needs \"host:port\", e.g. \"192.0.2.7:4610\"")
-		} else if _, _, err := SplitEndpoint(p.Endpoint); err != nil {
-			bad(key+".endpoint", "%v", err)
 		}
 		if p.PersistentKeepalive < 0 || p.PersistentKeepalive > 65535 {
 			bad(key+".persistent_keepalive", "%d: seconds between 0 (off) and 65535; 25 suits most NATs", p.PersistentKeepalive)
 		}
 	}
 	for i, r := range c.Policy.Allow {
-		if _, err := policy.ParseRule(r.From, r.Proto, r.Ports); err != nil {
-			bad(fmt.Sprintf("policy.allow[%d]", i), "%v", err)
+		key := fmt.Sprintf("policy.allow[%d]", i)
+		if r.From.IsZero() {
+			bad(key+".from", "missing: give a node address (fc..), a public key (base64) or \"*\"")
+		}
+		if err := r.rule().Check(); err != nil {
+			bad(key+".ports", "%v", err)
 		}
 	}
 	c.validateBridges(bad)
 	c.validateServices(bad)
-	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.Log.Level) {
-		bad("log.level", "%q: use debug, info, warn or error", c.Log.Level)
-	}
-	if c.Log.Format != "text" && c.Log.Format != "json" {
-		bad("log.format", "%q: use text or json", c.Log.Format)
-	}
-	if len(errs) > 0 {
-		return errs
+	if len(errs.list) > 0 {
+		return &ValidationError{Problems: errs.list}
 	}
 	return nil
 }
 
 func (c *Config) validateMetrics(bad func(key, format string, args ...any)) {
 	a := c.Admin
-	if a.Metrics == "" {
+	if !a.Metrics.IsValid() {
 		if a.MetricsPublic {
 			bad("admin.metrics_public", "set, but admin.metrics is empty: set metrics = \"IP:PORT\" too, or remove metrics_public")
 		}
 		return
 	}
-	ap, err := netip.ParseAddrPort(a.Metrics)
-	if err != nil {
-		bad("admin.metrics", "%q: want IP:PORT, e.g. \"127.0.0.1:9610\" (the metrics carry peer addresses: keep them on loopback)", a.Metrics)
-		return
-	}
-	if !ap.Addr().Unmap().IsLoopback() && !a.MetricsPublic {
-		bad("admin.metrics", "%q is not a loopback address, and anyone who reaches it reads every peer's address and traffic without a password: use \"127.0.0.1:%d\" (a local Prometheus or an SSH tunnel), or set metrics_public = true if other hosts are meant to scrape it", a.Metrics, ap.Port())
+	if !a.Metrics.Addr().Unmap().IsLoopback() && !a.MetricsPublic {
+		bad("admin.metrics", "%q is not a loopback address, and anyone who reaches it reads every peer's address and traffic without a password: use \"127.0.0.1:%d\" (a local Prometheus or an SSH tunnel), or set metrics_public = true if other hosts are meant to scrape it", a.Metrics, a.Metrics.Port())
 	}
 }
 
 func (c *Config) validateBridges(bad func(key, format string, args ...any)) {
 	b := c.Bridge
-	if !b.Enable && (b.TCP != "" || len(b.Allow) > 0 || b.RelayMbit != 0) {
+	if !b.Enable && (b.TCP.IsValid() || len(b.Allow) > 0 || b.RelayMbit != 0) {
 		bad("bridge.enable", "bridge settings are present but enable is false: set enable = true to run a bridge, or remove [bridge]")
 	}
-	if b.TCP != "" {
-		if _, err := netip.ParseAddrPort(b.TCP); err != nil {
-			bad("bridge.tcp", "%q: want IP:PORT, e.g. \"0.0.0.0:4610\" (the same port as listen.udp is fine)", b.TCP)
-		}
-	}
 	for i, a := range b.Allow {
-		if _, err := identity.ParsePublicKey(a.PublicKey); err != nil {
-			bad(fmt.Sprintf("bridge.allow[%d].public_key", i), "%v; the node prints its key with `tomoe status`", err)
+		if a.PublicKey.IsZero() {
+			bad(fmt.Sprintf("bridge.allow[%d].public_key", i), "missing: a key is standard base64 of 32 bytes%s", keyHints["bridge.allow.public_key"])
 		}
 	}
 	if b.RelayMbit < 0 {
@@ -452,18 +413,15 @@ func (c *Config) validateBridges(bad func(key, format string, args ...any)) {
 	seen := map[identity.PublicKey]int{}
 	for i, r := range c.Bridges {
 		key := fmt.Sprintf("bridges[%d]", i)
-		k, err := identity.ParsePublicKey(r.PublicKey)
-		if err != nil {
-			bad(key+".public_key", "%v; the bridge prints its key with `tomoe status`", err)
-		} else if j, dup := seen[k]; dup {
+		if r.PublicKey.IsZero() {
+			bad(key+".public_key", "missing: a key is standard base64 of 32 bytes%s", keyHints["bridges.public_key"])
+		} else if j, dup := seen[r.PublicKey]; dup {
 			bad(key+".public_key", "same key as bridges[%d]: list each bridge once", j)
 		} else {
-			seen[k] = i
+			seen[r.PublicKey] = i
 		}
-		if r.Endpoint == "" {
+		if !r.Endpoint.IsValid() {
 			bad(key+".endpoint", "missing: the bridge's \"host:port\", e.g. \"203.0.113.1:4610\"")
-		} else if _, _, err := SplitEndpoint(r.Endpoint); err != nil {
-			bad(key+".endpoint", "%v", err)
 		}
 		if len(r.Token) > 128 {
 			bad(key+".token", "%d characters: a token from `tomoe bridge token create` is shorter; check the copy", len(r.Token))
@@ -471,20 +429,13 @@ func (c *Config) validateBridges(bad func(key, format string, args ...any)) {
 	}
 }
 
-// BridgeKeys returns the keys of bridge.allow (valid after Validate).
+// BridgeKeys returns the keys of bridge.allow.
 func (c *Config) BridgeKeys() []identity.PublicKey {
-	var out []identity.PublicKey
+	out := make([]identity.PublicKey, 0, len(c.Bridge.Allow))
 	for _, a := range c.Bridge.Allow {
-		k, _ := identity.ParsePublicKey(a.PublicKey)
-		out = append(out, k)
+		out = append(out, a.PublicKey)
 	}
 	return out
-}
-
-// Key returns the bridge's key (valid after Validate).
-func (r BridgeRef) Key() identity.PublicKey {
-	k, _ := identity.ParsePublicKey(r.PublicKey)
-	return k
 }
 
 func validInterfaceName(n string) error {
@@ -497,66 +448,15 @@ func validInterfaceName(n string) error {
 	return nil
 }
 
-// ListenPort returns the UDP port of listen.udp (0: any free port).
-func (c *Config) ListenPort() (uint16, error) {
-	host, port, err := net.SplitHostPort(c.Listen.UDP)
-	if err != nil {
-		return 0, fmt.Errorf("%q: want \"0.0.0.0:PORT\" or \"[::]:PORT\" (%v)", c.Listen.UDP, err)
-	}
-	switch host {
-	case "", "0.0.0.0", "::":
-	default:
-		return 0, fmt.Errorf("%q: binding to one address is not supported yet; use \"0.0.0.0:%s\" or \"[::]:%s\", which listen on every IPv4 and IPv6 address", c.Listen.UDP, port, port)
-	}
-	n, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return 0, fmt.Errorf("%q: port %q is not a number in 0..65535", c.Listen.UDP, port)
-	}
-	return uint16(n), nil
-}
+func (r Rule) rule() policy.Rule { return policy.Rule{From: r.From, Proto: r.Proto, Ports: r.Ports} }
 
-// SplitEndpoint checks "host:port" and returns its parts. host is an IP
-// literal (IPv6 in brackets) or a DNS name.
-func SplitEndpoint(s string) (host string, port uint16, err error) {
-	h, p, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", 0, fmt.Errorf("%q: want \"host:port\", IPv6 in brackets (\"[2001:db8::1]:4610\"): %v", s, err)
-	}
-	n, err := strconv.ParseUint(p, 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, fmt.Errorf("%q: port %q is not in 1..65535", s, p)
-	}
-	if h == "" {
-		return "", 0, fmt.Errorf("%q: the host is missing", s)
-	}
-	if a, err := netip.ParseAddr(h); err == nil {
-		if a.IsUnspecified() || a.IsMulticast() {
-			return "", 0, fmt.Errorf("%q: %s cannot be a peer's address", s, a)
-		}
-		if identity.IsNodeAddress(a) {
-			return "", 0, fmt.Errorf("%q: an endpoint is the peer's underlay address, not its overlay address", s)
-		}
-	} else if strings.ContainsAny(h, " /\\") || strings.HasPrefix(h, "-") {
-		return "", 0, fmt.Errorf("%q: %q is neither an IP address nor a host name", s, h)
-	}
-	return h, uint16(n), nil
-}
-
-// PolicyRules returns the parsed allow rules (Validate has checked them).
+// PolicyRules returns the file's allow rules as the policy holds them.
 func (c *Config) PolicyRules() []policy.Rule {
 	out := make([]policy.Rule, 0, len(c.Policy.Allow))
 	for _, r := range c.Policy.Allow {
-		if pr, err := policy.ParseRule(r.From, r.Proto, r.Ports); err == nil {
-			out = append(out, pr)
-		}
+		out = append(out, r.rule())
 	}
 	return out
-}
-
-// PeerKey returns the parsed public key of peers[i] (Validate has checked it).
-func (p Peer) Key() identity.PublicKey {
-	k, _ := identity.ParsePublicKey(p.PublicKey)
-	return k
 }
 
 // Keepalive returns the persistent keepalive interval.

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func TestParseFull(t *testing.T) {
 	if c.TUN.Mode != ModeUserspace || c.TUN.MTU != 1380 || len(c.Peers) != 2 || c.Peers[0].Keepalive().Seconds() != 25 {
 		t.Errorf("decoded %+v", c)
 	}
-	if p, _ := c.ListenPort(); p != 0 {
+	if p := c.Listen.UDP.Port; p != 0 {
 		t.Errorf("port %d", p)
 	}
 	if len(c.PolicyRules()) != 2 {
@@ -64,10 +65,10 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.TUN.Mode != "kernel" || c.TUN.Name != "tomoe0" || c.TUN.MTU != DefaultMTU || c.Listen.UDP != "0.0.0.0:4610" {
+	if c.TUN.Mode.String() != "kernel" || c.TUN.Name != "tomoe0" || c.TUN.MTU != DefaultMTU || c.Listen.UDP.String() != "0.0.0.0:4610" {
 		t.Errorf("defaults %+v", c)
 	}
-	if p, _ := c.ListenPort(); p != 4610 {
+	if p := c.Listen.UDP.Port; p != 4610 {
 		t.Errorf("port %d", p)
 	}
 }
@@ -183,20 +184,30 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte("[tun]\nmode=1\n"))
 	f.Add([]byte("[[peers]]\n[[peers]]\n"))
+	f.Add([]byte("peers = [{public_key = 1}, {endpoint = \"x\"}]\n[tun]\nipv4 = true\nmtu = \"big\"\n"))
+	f.Add([]byte("[[bridge.allow]]\n[[bridge.allow]]\npublic_key = \"x\"\n[[policy.allow.ports]]\nLo = 1\n"))
+	f.Add([]byte("tun = {mode = \"tap\", ipv4 = \"auto\"}\n[TUN.IPV4]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b, "fuzz.toml", "/x")
 		if err != nil {
-			if err.Error() == "" {
-				t.Fatal("empty error message")
+			var ve *ValidationError
+			if !errors.As(err, &ve) || len(ve.Problems) == 0 {
+				t.Fatalf("not a list of problems: %T %v", err, err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "fuzz.toml") || len(line) <= len("fuzz.toml: ") {
+					t.Fatalf("a problem without its file or text: %q", line)
+				}
 			}
 			return
 		}
 		// Whatever is accepted must be usable without further checks.
-		if _, err := c.ListenPort(); err != nil {
+		var l ListenAddr
+		if err := l.UnmarshalText([]byte(c.Listen.UDP.String())); err != nil || l != c.Listen.UDP {
 			t.Fatalf("accepted config with bad listen: %v", err)
 		}
 		for _, p := range c.Peers {
-			if p.Key().IsZero() {
+			if p.PublicKey.IsZero() {
 				t.Fatal("accepted a peer without a key")
 			}
 		}

@@ -43,17 +43,17 @@ users = ["*"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.IPv4(identity.PublicKey{1}) != netip.MustParseAddr("10.99.0.2") || c.IPv4Prefix() != identity.DefaultIPv4Prefix || !c.Listen.Stealth {
+	if c.IPv4(identity.PublicKey{1}) != netip.MustParseAddr("10.99.0.2") || c.TUN.IPv4Prefix.Prefix != identity.DefaultIPv4Prefix || !c.Listen.Stealth {
 		t.Errorf("tun/listen: %+v %+v", c.TUN, c.Listen)
 	}
-	offers := c.Offers()
+	offers := c.Routes.Offer
 	if len(offers) != 2 || !offers[0].Masquerade || offers[1].Prefix.Bits() != 0 {
 		t.Errorf("offers %+v", offers)
 	}
-	if acc := c.Accepts(); len(acc) != 1 || !acc[0].From.Any || acc[0].Prefix.String() != "10.99.0.0/24" {
+	if acc := c.Routes.Accept; len(acc) != 1 || !acc[0].From.Any || acc[0].Prefix.String() != "10.99.0.0/24" {
 		t.Errorf("accepts %+v", acc)
 	}
-	if len(c.Expose) != 2 || c.Expose[0].ExposeProto() != "tcp" || c.Expose[1].ExposeProto() != "udp" {
+	if len(c.Expose) != 2 || c.Expose[0].Proto.String() != "tcp" || c.Expose[1].Proto.String() != "udp" {
 		t.Errorf("expose %+v", c.Expose)
 	}
 }
@@ -74,8 +74,8 @@ func TestIPv4Auto(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.doc, err)
 		}
-		if got := c.IPv4(k).String(); got != tc.want || c.IPv4Prefix().String() != tc.prefix {
-			t.Errorf("%s: IPv4 %s in %s, want %s in %s", tc.doc, got, c.IPv4Prefix(), tc.want, tc.prefix)
+		if got := c.IPv4(k).String(); got != tc.want || c.TUN.IPv4Prefix.String() != tc.prefix {
+			t.Errorf("%s: IPv4 %s in %s, want %s in %s", tc.doc, got, c.TUN.IPv4Prefix, tc.want, tc.prefix)
 		}
 	}
 }

@@ -176,7 +176,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		Address:    pub.Address().String(),
 		SitePrefix: pub.SitePrefix().String(),
 		IPv4:       ipv4,
-		Mode:       n.cfg.TUN.Mode,
+		Mode:       n.cfg.TUN.Mode.String(),
 		Interface:  name,
 		MTU:        n.cfg.TUN.MTU,
 		ListenPort: int(n.engine.ListenPort()),

@@ -25,7 +25,7 @@ func (n *Node) startBridging() error {
 			Key:       n.key,
 			Allow:     cfg.BridgeKeys(),
 			StateFile: cfg.BridgeStateFile(),
-			TCP:       cfg.Bridge.TCP,
+			TCP:       cfg.Bridge.TCP.String(),
 			Sender:    n.bind,
 			RelayMbit: cfg.Bridge.RelayMbit,
 			Mark:      n.underlayMark(),
@@ -47,11 +47,11 @@ func (n *Node) startBridging() error {
 	}
 	var bcs []client.BridgeConfig
 	for _, r := range cfg.Bridges {
-		bcs = append(bcs, client.BridgeConfig{Endpoint: r.Endpoint, Key: r.Key(), Token: r.Token})
+		bcs = append(bcs, client.BridgeConfig{Endpoint: r.Endpoint.String(), Key: r.PublicKey, Token: r.Token})
 	}
 	n.staticKeys = make(map[identity.PublicKey]bool, len(cfg.Peers))
 	for _, p := range cfg.Peers {
-		n.staticKeys[p.Key()] = true
+		n.staticKeys[p.PublicKey] = true
 	}
 	n.client = client.New(client.Config{
 		Key:            n.key,

@@ -111,7 +111,7 @@ func (n *Node) applyAcceptChanges(rules []offers.Rule) ([]offers.Rule, error) {
 func (n *Node) exposedServices() ([]services.Service, error) {
 	var list []services.Service
 	for _, e := range n.cfg.Expose {
-		list = append(list, services.Service{Proto: e.ExposeProto(), Port: uint16(e.Port), Target: e.Target})
+		list = append(list, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
 	}
 	for _, c := range n.changes.Expose {
 		if (c.Proto != "tcp" && c.Proto != "udp") || c.Port == 0 {

@@ -51,7 +51,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
 	pub := n.key.Public()
-	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, pub.String(), pub.Address().String(), n.cfg.TUN.Mode, n.version)
+	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, pub.String(), pub.Address().String(), n.cfg.TUN.Mode.String(), n.version)
 	n.refresh(context.Background())
 	var active, up, static float64
 	n.mu.Lock()

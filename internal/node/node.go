@@ -234,7 +234,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	n.bind.SetReplayStore(n.replay)
 	n.bind.SetAdmitter(n)
 	n.bind.SetUnknownSessionHandler(n.unknownSession)
-	port, _ := cfg.ListenPort()
+	port := cfg.Listen.UDP.Port
 	n.engine, err = engine.New(key, n.wrapper, n.bind, port, log)
 	if err != nil {
 		n.wrapper.Close()
@@ -266,8 +266,8 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 		n.api = adminapi.Serve(ln, log.With("component", "admin"), n.apiAreas()...)
 	}
-	if cfg.Admin.Metrics != "" {
-		if err := n.serveMetrics(cfg.Admin.Metrics); err != nil {
+	if cfg.Admin.Metrics.IsValid() {
+		if err := n.serveMetrics(cfg.Admin.Metrics.String()); err != nil {
 			return n, fmt.Errorf("admin.metrics: %w", err)
 		}
 	}
@@ -372,10 +372,8 @@ func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
 		HandshakeRate: handshakeKernelRate}
-	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP != "" {
-		if ap, err := netip.ParseAddrPort(n.cfg.Bridge.TCP); err == nil {
-			fc.TCPPorts = append(fc.TCPPorts, ap.Port())
-		}
+	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP.IsValid() {
+		fc.TCPPorts = append(fc.TCPPorts, n.cfg.Bridge.TCP.Port())
 	}
 	for _, o := range n.rt.offers {
 		if o.Masquerade {

@@ -126,15 +126,14 @@ func (n *Node) addStatic(peers []config.Peer) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for i, cp := range peers {
-		k := cp.Key()
+		k := cp.PublicKey
 		if k == n.key.Public() {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
-		host, port, _ := config.SplitEndpoint(cp.Endpoint)
-		p := &peer{key: k, addr: k.Address(), name: cp.Name, static: true, host: host, port: port, keepalive: cp.Keepalive(), site: true}
-		if a, err := netip.ParseAddr(host); err == nil {
-			p.endpoint = netip.AddrPortFrom(a.Unmap(), port)
-			p.host = ""
+		ep := cp.Endpoint
+		p := &peer{key: k, addr: k.Address(), name: cp.Name, static: true, host: ep.Name, port: ep.Port, keepalive: cp.Keepalive(), site: true}
+		if ep.Addr.IsValid() {
+			p.endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
 		}
 		if owner := n.bySite[k.SitePrefix()]; owner != nil {
 			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.key.ShortString())

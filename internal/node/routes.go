@@ -58,7 +58,11 @@ func (n *Node) initRoutes() error {
 	n.plan.Store(rs.plan)
 	rs.osRouted = make(map[netip.Prefix]bool)
 	n.control = make(chan controlMsg, controlBacklog)
-	list, err := n.applyOfferChanges(n.cfg.Offers())
+	var list []config.Offer
+	for _, o := range n.cfg.Routes.Offer {
+		list = append(list, config.Offer{Prefix: o.Prefix.Prefix, Masquerade: o.Masquerade})
+	}
+	list, err := n.applyOfferChanges(list)
 	if err != nil {
 		return err
 	}
@@ -67,15 +71,15 @@ func (n *Node) initRoutes() error {
 		self := netip.PrefixFrom(v4, 32)
 		if slices.ContainsFunc(rs.offers, func(o config.Offer) bool { return o.Prefix == self }) {
 			// Validate catches an explicit tun.ipv4; "auto" needs the key.
-			return fmt.Errorf("routes.offer: %s is tun.ipv4 (%q in %s), which is offered by itself: remove the entry", self, n.cfg.TUN.IPv4, n.cfg.IPv4Prefix())
+			return fmt.Errorf("routes.offer: %s is tun.ipv4 (%q in %s), which is offered by itself: remove the entry", self, n.cfg.TUN.IPv4, n.cfg.TUN.IPv4Prefix)
 		}
 		rs.offers = append(rs.offers, config.Offer{Prefix: self})
 	}
 	if len(rs.offers) > offers.MaxRoutes {
 		return fmt.Errorf("routes.offer: %d routes with tun.ipv4 and the API's changes (%s), more than one offer carries (%d)", len(rs.offers), changesFile(n.cfg).Path, offers.MaxRoutes)
 	}
-	for _, a := range n.cfg.Accepts() {
-		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix})
+	for _, a := range n.cfg.Routes.Accept {
+		rs.rules = append(rs.rules, offers.Rule{From: a.From, Prefix: a.Prefix.Prefix})
 	}
 	if rs.rules, err = n.applyAcceptChanges(rs.rules); err != nil {
 		return err
@@ -86,7 +90,7 @@ func (n *Node) initRoutes() error {
 			break
 		}
 	}
-	space := n.cfg.IPv4Prefix()
+	space := n.cfg.TUN.IPv4Prefix.Prefix
 	for _, r := range rs.rules {
 		if r.From.Any && r.Prefix.Addr().Is4() && r.Prefix.Bits() > 0 && !r.Prefix.Overlaps(space) {
 			// A plan of explicit addresses (from = "*" within 10.99.0.0/24)

@@ -24,7 +24,7 @@ func (n *Node) recomputeRoutesLocked() {
 		Offers:    n.rt.learned.Offers(),
 		Admitted:  m.AllowsAny,
 		Rules:     n.rt.rules,
-		IPv4Space: n.cfg.IPv4Prefix(),
+		IPv4Space: n.cfg.TUN.IPv4Prefix.Prefix,
 		Host:      n.host.Networks,
 		Installed: n.rt.plan.Installed,
 	}
@@ -103,7 +103,7 @@ func (n *Node) logConflictsLocked(old, plan *routeplan.Plan) {
 			switch v.Reason {
 			case routeplan.ReasonOwnAddress:
 				msg := "a peer offers this node's own IPv4 address; not installed"
-				if offers.NewOfferer(k, n.cfg.IPv4Prefix()).OwnIPv4(pr) {
+				if offers.NewOfferer(k, n.cfg.TUN.IPv4Prefix.Prefix).OwnIPv4(pr) {
 					msg = "a peer's key derives this node's own IPv4 address (two keys collide); not installed: give one of the two nodes another tun.ipv4_prefix or an explicit tun.ipv4"
 				}
 				n.log.Warn(msg, "prefix", pr, "peer", k.String())

@@ -47,7 +47,7 @@ func (n *Node) startServices() error {
 			return fmt.Errorf("expose %s/%d: %w", e.Proto, e.Port, err)
 		}
 	}
-	if len(cfg.Connect) == 0 && cfg.Proxy.SOCKS5 == "" && cfg.Proxy.HTTP == "" {
+	if len(cfg.Connect) == 0 && !cfg.Proxy.SOCKS5.IsSet() && !cfg.Proxy.HTTP.IsSet() {
 		return nil
 	}
 	allow, err := services.ParseUsers(cfg.Proxy.Users)
@@ -74,15 +74,15 @@ func (n *Node) startServices() error {
 		return nil
 	}
 	for i, c := range cfg.Connect {
-		remote := c.Remote
-		if err := serve(fmt.Sprintf("connect[%d].local", i), c.Local, func(ln net.Listener) error {
+		local, remote := c.Local.String(), c.Remote.String()
+		if err := serve(fmt.Sprintf("connect[%d].local", i), local, func(ln net.Listener) error {
 			return services.ServeForward(ctx, ln, n.dialOverlay, n.resolveName, remote, log)
 		}); err != nil {
 			return err
 		}
-		s.connect = append(s.connect, adminapi.LocalListener{Kind: "connect", Listen: c.Local, Remote: c.Remote})
+		s.connect = append(s.connect, adminapi.LocalListener{Kind: "connect", Listen: local, Remote: remote})
 	}
-	if p := cfg.Proxy.SOCKS5; p != "" {
+	if p := cfg.Proxy.SOCKS5.String(); p != "" {
 		if err := serve("proxy.socks5", p, func(ln net.Listener) error {
 			return services.ServeSOCKS5(ctx, ln, n.dialOverlay, n.resolveName, log)
 		}); err != nil {
@@ -90,7 +90,7 @@ func (n *Node) startServices() error {
 		}
 		s.proxies = append(s.proxies, adminapi.LocalListener{Kind: "socks5", Listen: p})
 	}
-	if p := cfg.Proxy.HTTP; p != "" {
+	if p := cfg.Proxy.HTTP.String(); p != "" {
 		if err := serve("proxy.http", p, func(ln net.Listener) error {
 			return services.ServeHTTPConnect(ctx, ln, n.dialOverlay, n.resolveName, log)
 		}); err != nil {

@@ -73,6 +73,54 @@ func TestParseIdentityAndRule(t *testing.T) {
 	}
 }
 
+// Identities, protocols and ports parse themselves from text (config
+// files carry them as typed values) and give back the form they parse.
+func TestRuleTextForms(t *testing.T) {
+	k := mustKey(t)
+	for _, in := range []string{"*", k.String(), k.Address().String()} {
+		var id Identity
+		if err := id.UnmarshalText([]byte(in)); err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if b, _ := id.MarshalText(); string(b) != in || id.IsZero() {
+			t.Errorf("identity %q -> %q", in, b)
+		}
+	}
+	var id Identity
+	if err := id.UnmarshalText([]byte("bob")); err == nil || !id.IsZero() {
+		t.Errorf("identity bob: %v, %+v", err, id)
+	}
+	for in, want := range map[string]string{"": "any", "TCP": "tcp", "icmp6": "icmp", "udp": "udp"} {
+		var p Proto
+		if err := p.UnmarshalText([]byte(in)); err != nil {
+			t.Fatalf("proto %q: %v", in, err)
+		}
+		if b, _ := p.MarshalText(); string(b) != want {
+			t.Errorf("proto %q -> %q, want %q", in, b, want)
+		}
+	}
+	var p Proto
+	if err := p.UnmarshalText([]byte("gre")); err == nil {
+		t.Error("proto gre accepted")
+	}
+	var ps Ports
+	if err := ps.UnmarshalText([]byte(" 8080 , 22, 8000-8079 ")); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := ps.MarshalText(); string(b) != "22,8000-8080" {
+		t.Errorf("ports -> %q", b)
+	}
+	if err := ps.UnmarshalText([]byte("10-5")); err == nil {
+		t.Error("ports 10-5 accepted")
+	}
+	if err := (Rule{From: Identity{Any: true}, Proto: ProtoICMP, Ports: Ports{{22, 22}}}).Check(); err == nil {
+		t.Error("icmp with ports passes Check")
+	}
+	if err := (Rule{From: Identity{Any: true}, Proto: ProtoAny, Ports: Ports{{22, 22}}}).Check(); err != nil {
+		t.Errorf("any with ports: %v", err)
+	}
+}
+
 func TestMatcher(t *testing.T) {
 	bob, carol := mustKey(t), mustKey(t)
 	rules := []Rule{

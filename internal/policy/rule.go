@@ -79,6 +79,23 @@ func (id Identity) Same(o Identity) bool {
 // Covers reports whether id matches the node with address a.
 func (id Identity) Covers(a netip.Addr) bool { return id.Any || id.Addr == a }
 
+// IsZero reports whether id names nobody (the zero Identity: unset).
+func (id Identity) IsZero() bool { return !id.Any && !id.Addr.IsValid() }
+
+// UnmarshalText parses an identity as ParseIdentity does, so that config
+// files carry identities as typed values.
+func (id *Identity) UnmarshalText(b []byte) error {
+	v, err := ParseIdentity(string(b))
+	if err != nil {
+		return err
+	}
+	*id = v
+	return nil
+}
+
+// MarshalText gives the form the identity was written in.
+func (id Identity) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
+
 // Proto is the protocol a rule allows.
 type Proto uint8
 
@@ -104,6 +121,19 @@ func ParseProto(s string) (Proto, error) {
 	}
 	return 0, fmt.Errorf("protocol %q: use tcp, udp, icmp or any", s)
 }
+
+// UnmarshalText parses a protocol as ParseProto does.
+func (p *Proto) UnmarshalText(b []byte) error {
+	v, err := ParseProto(string(b))
+	if err != nil {
+		return err
+	}
+	*p = v
+	return nil
+}
+
+// MarshalText gives the protocol's name.
+func (p Proto) MarshalText() ([]byte, error) { return []byte(p.String()), nil }
 
 func (p Proto) String() string {
 	switch p {
@@ -202,6 +232,19 @@ func (ps Ports) Contains(port uint16) bool {
 	return false
 }
 
+// UnmarshalText parses a port list as ParsePorts does.
+func (ps *Ports) UnmarshalText(b []byte) error {
+	v, err := ParsePorts(string(b))
+	if err != nil {
+		return err
+	}
+	*ps = v
+	return nil
+}
+
+// MarshalText gives the canonical form ("" for every port).
+func (ps Ports) MarshalText() ([]byte, error) { return []byte(ps.String()), nil }
+
 // String gives the canonical form ("" for every port).
 func (ps Ports) String() string {
 	var b strings.Builder
@@ -240,10 +283,21 @@ func ParseRule(from, proto, ports string) (Rule, error) {
 	if err != nil {
 		return Rule{}, err
 	}
-	if p == ProtoICMP && len(ps) > 0 {
-		return Rule{}, errors.New("ports make no sense with proto icmp: drop ports, or use tcp/udp")
+	r := Rule{From: id, Proto: p, Ports: ps}
+	if err := r.Check(); err != nil {
+		return Rule{}, err
 	}
-	return Rule{From: id, Proto: p, Ports: ps}, nil
+	return r, nil
+}
+
+// Check reports a rule whose parts contradict each other: ports with
+// proto icmp. ParseRule checks it; a rule assembled from typed parts (a
+// config file's) is checked with it.
+func (r Rule) Check() error {
+	if r.Proto == ProtoICMP && len(r.Ports) > 0 {
+		return errors.New("ports make no sense with proto icmp: drop ports, or use tcp/udp")
+	}
+	return nil
 }
 
 // Equal reports whether two rules allow exactly the same traffic.
