@@ -163,10 +163,11 @@ func (l *ownerListener) Accept() (net.Conn, error) {
 			continue
 		}
 		if !l.allow.Allows(uid) {
-			c.Close()
+			// Log before closing: whoever sees the reset may look for the line.
 			if l.limit.allowUID(uid) {
 				l.log.Info("refused local connection: user not allowed", "uid", uid)
 			}
+			c.Close()
 			continue
 		}
 		return c, nil
