@@ -319,17 +319,26 @@ func (s *stream) reset(why string) {
 	}
 	s.unregisterLocked()
 	s.mu.Unlock()
+	// Both halves at once: an end woken by the first must not close
+	// its own half before the second fails, or its peer would read EOF.
+	// Nothing else holds two half locks.
+	for i := range s.half {
+		s.half[i].mu.Lock()
+	}
 	for i := range s.half {
 		h := &s.half[i]
-		h.mu.Lock()
 		h.err = connReset(why)
 		h.chunks, h.buffered = nil, 0
 		if h.timer != nil {
 			h.timer.Stop()
 		}
-		h.mu.Unlock()
-		signal(h.readable)
-		signal(h.writable)
+	}
+	for i := range s.half {
+		s.half[i].mu.Unlock()
+	}
+	for i := range s.half {
+		signal(s.half[i].readable)
+		signal(s.half[i].writable)
 	}
 }
 

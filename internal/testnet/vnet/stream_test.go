@@ -145,8 +145,8 @@ func TestStreamDelayAndVolume(t *testing.T) {
 // a link that starts blocking TCP.
 func TestStreamReset(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		break_ func(s *site)
+		name string
+		cut  func(s *site)
 	}{
 		{"link down", func(s *site) { s.a.Link().SetDown(true) }},
 		{"NAT outside link down", func(s *site) { s.nat.Outside().SetDown(true) }},
@@ -166,7 +166,7 @@ func TestStreamReset(t *testing.T) {
 				_, err := c.Read(make([]byte, 1))
 				readErr <- err
 			}()
-			tc.break_(s)
+			tc.cut(s)
 			select {
 			case err := <-readErr:
 				if !errors.Is(err, syscall.ECONNRESET) {
