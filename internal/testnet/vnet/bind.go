@@ -49,9 +49,11 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 // (ClearSrc clears nothing here: there is no sticky source).
 func (b *Bind) receiveFunc(s *socket) conn.ReceiveFunc {
 	var (
-		mu  sync.Mutex
-		pk  = make([]*packet, b.batch)
-		eps map[netip.AddrPort]*conn.StdNetEndpoint
+		mu      sync.Mutex
+		pk      = make([]*packet, b.batch)
+		eps     map[netip.AddrPort]*conn.StdNetEndpoint
+		lastSrc netip.AddrPort // a flow's packets skip the map
+		lastEp  *conn.StdNetEndpoint
 	)
 	const maxCached = 256
 	return func(bufs [][]byte, sizes []int, out []conn.Endpoint) (int, error) {
@@ -63,7 +65,10 @@ func (b *Bind) receiveFunc(s *socket) conn.ReceiveFunc {
 		}
 		for i, p := range pk[:n] {
 			sizes[i] = copy(bufs[i], p.payload())
-			ep := eps[p.src]
+			ep := lastEp
+			if p.src != lastSrc {
+				ep = eps[p.src]
+			}
 			if ep == nil {
 				if eps == nil || len(eps) >= maxCached {
 					eps = make(map[netip.AddrPort]*conn.StdNetEndpoint)
@@ -71,6 +76,7 @@ func (b *Bind) receiveFunc(s *socket) conn.ReceiveFunc {
 				ep = &conn.StdNetEndpoint{AddrPort: p.src}
 				eps[p.src] = ep
 			}
+			lastSrc, lastEp = p.src, ep
 			out[i] = ep
 			pk[i] = nil
 			p.release()

@@ -165,15 +165,20 @@ type NAT struct {
 	mu          sync.Mutex // guards the fields below
 	public      netip.Addr
 	rng         *rand.Rand
-	cursor      uint16                    // SequentialPorts: the next port to try
-	maps        map[mapKey]*binding       // by inside socket and remote, masked by cfg.Mapping
-	exact       map[mapKey]*binding       // flows that could not share their socket's port (NoInputFirewall)
-	ports       map[portKey]*binding      // by public port
-	filters     map[filterKey]filterEntry // remotes let in, masked by cfg.Filtering
-	unsolicited map[filterKey]int64       // NoInputFirewall: expiry of unsolicited flows
-	blocked     map[netip.Addr]struct{}   // BlockUDPTo
-	streams     map[*stream]struct{}      // streams through the NAT
+	cursor      uint16                     // the next port to try (SequentialPorts; PreservePort after a taken one)
+	taken       uint16                     // PreservePort: the wanted port the cursor moves on from
+	maps        map[mapKey]*binding        // by inside socket and remote, masked by cfg.Mapping
+	exact       map[mapKey]*binding        // flows that could not share their socket's port (NoInputFirewall)
+	ports       map[portKey]*binding       // by public port
+	filters     map[filterKey]*filterEntry // remotes let in, masked by cfg.Filtering
+	unsolicited map[filterKey]int64        // NoInputFirewall: expiry of unsolicited flows
+	blocked     map[netip.Addr]struct{}    // BlockUDPTo
+	streams     map[*stream]struct{}       // streams through the NAT
 	nextSweep   int64
+	// The last flow translated outbound and its mapping: a steady flow
+	// costs a comparison instead of hashing two addresses.
+	lastFlow mapKey
+	lastB    *binding
 }
 
 type natSide struct {
@@ -195,6 +200,10 @@ type binding struct {
 	exact   bool // in NAT.exact, not NAT.maps
 	port    uint16
 	expires int64
+	// The filter entry used last, while it is live (then it is in
+	// NAT.filters): a flow's packets refresh it in place.
+	lastKey filterKey
+	last    *filterEntry
 }
 
 type mapKey struct {
@@ -240,10 +249,7 @@ func (w *World) NewNAT(name string, inside, outside *Network, cfg NATConfig) (*N
 	if err := w.nameFreeLocked(name); err != nil {
 		return nil, err
 	}
-	inside.mu.RLock()
-	hasGateway := inside.gateway != nil
-	inside.mu.RUnlock()
-	if hasGateway {
+	if inside.gateway.Load() != nil {
 		return nil, fmt.Errorf("vnet: NAT %s: network %s already has a gateway", name, inside.name)
 	}
 	n := &NAT{w: w, name: name, cfg: cfg, cursor: natFirstPort}
@@ -253,17 +259,13 @@ func (w *World) NewNAT(name string, inside, outside *Network, cfg NATConfig) (*N
 		return nil, fmt.Errorf("vnet: NAT %s: inside: %w", name, err)
 	}
 	if n.outside, err = outside.attachLocked(cfg.Public, &n.out); err != nil {
-		inside.mu.Lock()
-		delete(inside.links, n.inside.addr)
-		inside.mu.Unlock()
+		inside.detachLocked(n.inside)
 		return nil, fmt.Errorf("vnet: NAT %s: outside: %w", name, err)
 	}
 	n.public, n.gateway = n.outside.addr, n.inside.addr
 	n.rng = rand.New(rand.NewPCG(w.cfg.Seed, w.newIDLocked()))
 	n.flushLocked()
-	inside.mu.Lock()
-	inside.gateway = n.inside
-	inside.mu.Unlock()
+	inside.gateway.Store(n.inside)
 	w.nats[name] = n
 	return n, nil
 }
@@ -331,6 +333,7 @@ func (n *NAT) flushLocked() []*stream {
 	n.ports = make(map[portKey]*binding)
 	n.filters = nil
 	n.unsolicited = nil
+	n.lastB = nil
 	ss := make([]*stream, 0, len(n.streams))
 	for s := range n.streams {
 		ss = append(ss, s)
@@ -473,6 +476,25 @@ func (n *NAT) filterRemote(r netip.AddrPort) netip.AddrPort {
 // making it if needed, and refreshes it and the remote's filter entry. It
 // returns nil if no port is free.
 func (n *NAT) bindLocked(proto Proto, inside, remote netip.AddrPort, now int64) *binding {
+	flow := mapKey{proto, inside, remote}
+	b := n.lastB
+	if b == nil || b.expires <= now || n.lastFlow != flow {
+		if b = n.lookupLocked(flow, now); b == nil {
+			return nil
+		}
+		n.lastFlow, n.lastB = flow, b
+	}
+	t := n.timeout(proto)
+	b.expires = now + t
+	if n.cfg.Filtering != EndpointIndependentFiltering {
+		n.allowLocked(b, filterKey{proto, b.port, n.filterRemote(remote)}, now, now+t)
+	}
+	return b
+}
+
+// lookupLocked finds or makes the mapping for flow.
+func (n *NAT) lookupLocked(flow mapKey, now int64) *binding {
+	proto, inside, remote := flow.proto, flow.inside, flow.remote
 	var b *binding
 	if n.exact != nil {
 		b = n.liveLocked(n.exact[mapKey{proto, inside, remote}], now)
@@ -489,20 +511,30 @@ func (n *NAT) bindLocked(proto Proto, inside, remote netip.AddrPort, now int64) 
 			// Conntrack holds (remote -> public:port) for an
 			// unsolicited packet: this flow's reply tuple would clash,
 			// so it gets a port of its own (NoInputFirewall).
-			if b = n.newBindingLocked(mapKey{proto, inside, remote}, true, remote, now); b == nil {
+			if b = n.newBindingLocked(flow, true, remote, now); b == nil {
 				return nil
 			}
 		}
 	}
-	t := n.timeout(proto)
-	b.expires = now + t
-	if n.cfg.Filtering != EndpointIndependentFiltering {
-		if n.filters == nil {
-			n.filters = make(map[filterKey]filterEntry)
-		}
-		n.filters[filterKey{proto, b.port, n.filterRemote(remote)}] = filterEntry{b, now + t}
-	}
 	return b
+}
+
+// allowLocked lets the remote of fk in to b until expires.
+func (n *NAT) allowLocked(b *binding, fk filterKey, now, expires int64) {
+	if f := b.last; f != nil && b.lastKey == fk && f.expires > now {
+		f.expires = expires
+		return
+	}
+	if n.filters == nil {
+		n.filters = make(map[filterKey]*filterEntry)
+	}
+	f := n.filters[fk]
+	if f == nil || f.b != b {
+		f = &filterEntry{b: b}
+		n.filters[fk] = f
+	}
+	f.expires = expires
+	b.lastKey, b.last = fk, f
 }
 
 // liveLocked returns b unless it expired (then it is removed).
@@ -515,6 +547,9 @@ func (n *NAT) liveLocked(b *binding, now int64) *binding {
 }
 
 func (n *NAT) removeLocked(b *binding) {
+	if n.lastB == b {
+		n.lastB = nil
+	}
 	if b.exact {
 		if n.exact[b.key] == b {
 			delete(n.exact, b.key)
@@ -571,13 +606,17 @@ func (n *NAT) allocLocked(proto Proto, want uint16, remote netip.AddrPort, now i
 		}
 		return !n.clashesLocked(proto, p, remote, now)
 	}
-	start := n.cursor
 	switch n.cfg.Ports {
 	case PreservePort:
 		if free(want) {
 			return want, true
 		}
-		start = want
+		// The next free port above it. Searches for one port that many
+		// sockets want (a symmetric NAT's mappings of one socket) go on
+		// from where the last ended: no quadratic scans.
+		if want != n.taken {
+			n.taken, n.cursor = want, want+1
+		}
 	case RandomPorts:
 		for range 32 {
 			p := uint16(natFirstPort + n.rng.IntN(natLastPort-natFirstPort+1))
@@ -586,15 +625,13 @@ func (n *NAT) allocLocked(proto Proto, want uint16, remote netip.AddrPort, now i
 			}
 		}
 	}
-	p := start
+	p := n.cursor
 	for range natLastPort - natFirstPort + 1 {
 		if p < natFirstPort || p == 0 {
 			p = natFirstPort
 		}
 		if free(p) {
-			if n.cfg.Ports == SequentialPorts {
-				n.cursor = p + 1
-			}
+			n.cursor = p + 1
 			return p, true
 		}
 		p++
@@ -614,12 +651,16 @@ func (n *NAT) admitLocked(proto Proto, remote netip.AddrPort, port uint16, now i
 	t := n.timeout(proto)
 	if n.cfg.Filtering != EndpointIndependentFiltering {
 		fk := filterKey{proto, port, n.filterRemote(remote)}
-		f, ok := n.filters[fk]
-		if !ok || f.b != b || f.expires <= now {
+		f := b.last
+		if f == nil || b.lastKey != fk {
+			f = n.filters[fk]
+		}
+		if f == nil || f.b != b || f.expires <= now {
 			n.unsolicitedLocked(proto, port, remote, now)
 			return netip.AddrPort{}, false
 		}
-		n.filters[fk] = filterEntry{b, now + t}
+		f.expires = now + t
+		b.lastKey, b.last = fk, f
 	}
 	b.expires = now + t
 	return b.key.inside, true
@@ -632,6 +673,7 @@ func (n *NAT) unsolicitedLocked(proto Proto, port uint16, remote netip.AddrPort,
 	if n.unsolicited == nil {
 		n.unsolicited = make(map[filterKey]int64)
 	}
+	n.lastB = nil // the cached flow skips the check for clashes
 	n.unsolicited[filterKey{proto, port, remote}] = now + int64(n.cfg.UnsolicitedTimeout)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Network is a segment with one prefix: every host and NAT side on it has
@@ -14,12 +15,60 @@ type Network struct {
 	name   string
 	prefix netip.Prefix
 
-	// mu guards links, gateway and next. It is read-locked per packet
-	// and write-locked only while the network is built or a NAT moves.
-	mu      sync.RWMutex
-	links   map[netip.Addr]*Link
-	gateway *Link
-	next    netip.Addr // where the search for a free address starts
+	// The data path finds links without taking a lock (a read lock's
+	// shared counter costs more than the rest of a hop when cores route
+	// at once): table is a map that is never written once published, and
+	// only addresses added since it was built are looked up under mu, in
+	// recent. When recent reaches a quarter of table, a new table is
+	// built, so building a network of n hosts copies O(n) entries in all.
+	table     atomic.Pointer[map[netip.Addr]*Link]
+	hasRecent atomic.Bool // recent is not empty
+	gateway   atomic.Pointer[Link]
+
+	mu     sync.RWMutex         // guards links, recent and next
+	links  map[netip.Addr]*Link // every link: the master copy
+	recent map[netip.Addr]*Link // links added since table was built
+	next   netip.Addr           // where the search for a free address starts
+}
+
+// Below this many recent links, the table is not rebuilt.
+const minRecent = 64
+
+// addLocked records l at addr.
+func (n *Network) addLocked(addr netip.Addr, l *Link) {
+	n.links[addr] = l
+	if n.recent == nil {
+		n.recent = make(map[netip.Addr]*Link)
+	}
+	n.recent[addr] = l
+	n.hasRecent.Store(true)
+	if t := n.table.Load(); len(n.recent) >= max(minRecent, len(*t)/4) {
+		n.rebuildLocked()
+	}
+}
+
+// rebuildLocked publishes a new table of every link.
+func (n *Network) rebuildLocked() {
+	t := make(map[netip.Addr]*Link, len(n.links))
+	for a, l := range n.links {
+		t[a] = l
+	}
+	n.table.Store(&t)
+	n.recent = nil
+	n.hasRecent.Store(false)
+}
+
+// lookup returns the link holding dst, or nil.
+func (n *Network) lookup(dst netip.Addr) *Link {
+	if l := (*n.table.Load())[dst]; l != nil {
+		return l
+	}
+	if !n.hasRecent.Load() {
+		return nil
+	}
+	n.mu.RLock()
+	defer n.mu.RUnlock()
+	return n.recent[dst]
 }
 
 // node is what sits at the far end of a link from its network: a Host or
@@ -83,7 +132,7 @@ func (n *Network) attachLocked(addr netip.Addr, owner node) (*Link, error) {
 		return nil, fmt.Errorf("%w: %s on %s", ErrAddrUsed, addr, n.name)
 	}
 	l := newLink(n.w, n, owner, addr)
-	n.links[addr] = l
+	n.addLocked(addr, l)
 	return l, nil
 }
 
@@ -136,19 +185,28 @@ func (n *Network) move(l *Link, to netip.Addr) error {
 	l.addr = to
 	l.mu.Unlock()
 	n.links[to] = l
+	n.rebuildLocked() // the old address must stop leading here at once
 	return nil
+}
+
+// detachLocked removes l (a NAT's inside link whose outside failed).
+func (n *Network) detachLocked(l *Link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.links, l.addr)
+	n.rebuildLocked()
 }
 
 // route forwards p, which arrived from link from, to the link holding its
 // destination, or the gateway for destinations outside the prefix.
 func (n *Network) route(p *packet, from *Link) {
 	dst := p.dst.Addr()
-	n.mu.RLock()
-	l, ok := n.links[dst]
-	if !ok && !n.prefix.Contains(dst) {
-		l = n.gateway
+	var l *Link
+	if n.prefix.Contains(dst) {
+		l = n.lookup(dst)
+	} else {
+		l = n.gateway.Load()
 	}
-	n.mu.RUnlock()
 	if l == nil || l == from {
 		n.w.drop(p, &n.w.stats.noRoute)
 		return

@@ -38,6 +38,7 @@ type World struct {
 	cfg   Config
 	clock Clock
 	epoch time.Time
+	real  bool // clock is RealClock: now reads only the monotonic clock
 
 	mu       sync.Mutex // guards the fields below
 	closed   bool
@@ -73,19 +74,27 @@ func New(cfg Config) *World {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 20 * time.Second
 	}
+	_, real := cfg.Clock.(RealClock)
 	return &World{
 		cfg:      cfg,
 		clock:    cfg.Clock,
 		epoch:    cfg.Clock.Now(),
+		real:     real,
 		networks: make(map[string]*Network),
 		hosts:    make(map[string]*Host),
 		nats:     make(map[string]*NAT),
 	}
 }
 
-// now is the world's time: nanoseconds since New, monotonic with a
-// RealClock.
-func (w *World) now() int64 { return int64(w.clock.Now().Sub(w.epoch)) }
+// now is the world's time: nanoseconds since New. With a RealClock it
+// is time.Since, which reads only the monotonic clock: time.Now reads the
+// wall clock too, and was a seventh of a NAT hop's cost.
+func (w *World) now() int64 {
+	if w.real {
+		return int64(time.Since(w.epoch))
+	}
+	return int64(w.clock.Now().Sub(w.epoch))
+}
 
 // NewNetwork adds a network whose addresses are in prefix (IPv4 or IPv6).
 func (w *World) NewNetwork(name string, prefix netip.Prefix) (*Network, error) {
@@ -99,6 +108,7 @@ func (w *World) NewNetwork(name string, prefix netip.Prefix) (*Network, error) {
 		links:  make(map[netip.Addr]*Link),
 	}
 	n.next = n.prefix.Addr().Next()
+	n.table.Store(&map[netip.Addr]*Link{})
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
@@ -176,7 +186,6 @@ func (w *World) isClosed() bool {
 // Stats counts what happened to datagrams and connection requests in the
 // whole world. Every drop has one reason.
 type Stats struct {
-	Delivered   uint64 // handed to a socket, Bind or listener
 	NoRoute     uint64 // no link holds the destination and no gateway
 	LinkDown    uint64 // a link on the way was down
 	Blocked     uint64 // a link or NAT blocks the protocol or the remote
@@ -188,14 +197,13 @@ type Stats struct {
 }
 
 type counters struct {
-	delivered, noRoute, linkDown, blocked, lost, queueFull, natFiltered, noSocket, socketFull atomic.Uint64
+	noRoute, linkDown, blocked, lost, queueFull, natFiltered, noSocket, socketFull atomic.Uint64
 }
 
 // Stats returns the world's counters.
 func (w *World) Stats() Stats {
 	c := &w.stats
 	return Stats{
-		Delivered:   c.delivered.Load(),
 		NoRoute:     c.noRoute.Load(),
 		LinkDown:    c.linkDown.Load(),
 		Blocked:     c.blocked.Load(),
