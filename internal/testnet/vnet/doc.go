@@ -43,9 +43,10 @@
 //     goroutine: no goroutine or timer per packet. A link with delay or
 //     bandwidth queues packets and delivers them from a timer, one firing
 //     per batch of due packets.
-//   - Locks are per link direction, per network (read-mostly), per NAT and
-//     per socket; nothing holds one lock while taking another on the data
-//     path, and no lock is shared by the whole world.
+//   - Locks are per link direction, per NAT and per socket; a network is
+//     looked up without one. Nothing holds one lock while taking another
+//     on the data path, and no lock or counter written per packet is
+//     shared by the whole world (BenchmarkPath measures the path).
 //   - World.Close closes every socket, Bind, stream and listener and stops
 //     every timer: nothing outlives it.
 package vnet
