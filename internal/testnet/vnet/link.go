@@ -27,7 +27,8 @@ type LinkConfig struct {
 	// 0 means 1500.
 	Burst int
 	// Queue is how many bytes may wait for the bandwidth before the link
-	// drops more (tail drop); 0 means 64 KiB.
+	// drops more (tail drop); 0 means 64 KiB. Without a Bandwidth, at most
+	// 65,536 packets are in flight each way.
 	Queue int
 	// Down drops everything and resets the streams crossing the link.
 	Down bool
@@ -35,6 +36,12 @@ type LinkConfig struct {
 	// streams crossing the link.
 	BlockUDP, BlockTCP bool
 }
+
+// maxInFlight bounds the packets on one direction of a link with delay
+// and no bandwidth limit (a shaped link is bounded by its Queue first):
+// 65,536 full-size datagrams are 128 MiB of pooled buffers, and a sender
+// that outruns its link that far is a runaway test.
+const maxInFlight = 1 << 16
 
 func (c *LinkConfig) ideal() bool { return c.Delay == 0 && c.Loss == 0 && c.Bandwidth == 0 }
 
@@ -212,7 +219,11 @@ func (d *linkDir) enqueue(p *packet, cfg *LinkConfig) {
 		return
 	}
 	p.due = due
-	d.q.push(p, int(^uint(0)>>1)) // bounded by Queue (shaped) or by Delay times the send rate
+	if !d.q.push(p, maxInFlight) {
+		d.mu.Unlock()
+		w.drop(p, &w.stats.queueFull)
+		return
+	}
 	if !d.armed.Load() {
 		d.armed.Store(true)
 		wait := time.Duration(due - now)

@@ -397,6 +397,9 @@ func (n *NAT) outbound(p *packet) {
 			return
 		}
 		to, ok := n.admitLocked(p.proto, p.src, p.dst.Port(), now)
+		if ok && p.syn != nil {
+			p.syn.crossNAT(n)
+		}
 		n.mu.Unlock()
 		if !ok {
 			w.drop(p, &w.stats.natFiltered)
