@@ -3,6 +3,7 @@ package vnet
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"sync"
 )
@@ -46,6 +47,15 @@ func (h *Host) Name() string { return h.name }
 
 // Addr returns the host's address.
 func (h *Host) Addr() netip.Addr { return h.addr }
+
+// InterfaceAddrs has net.InterfaceAddrs's signature and form for this
+// host: its address with its network's prefix length (a *net.IPNet,
+// "10.1.0.2/24"), so code that lists local addresses or derives broadcast
+// addresses can take it as its source.
+func (h *Host) InterfaceAddrs() ([]net.Addr, error) {
+	bits := h.link.net.prefix.Bits()
+	return []net.Addr{&net.IPNet{IP: h.addr.AsSlice(), Mask: net.CIDRMask(bits, h.addr.BitLen())}}, nil
+}
 
 // Link returns the host's link to its network: set its delay, loss and
 // bandwidth there, or cut it.

@@ -222,6 +222,9 @@ func TestNetworkAddresses(t *testing.T) {
 	if _, err := n.AddHost("h1"); err == nil {
 		t.Error("two hosts with one name")
 	}
+	if ia, _ := h.InterfaceAddrs(); len(ia) != 1 || ia[0].String() != "192.0.2.1/30" {
+		t.Errorf("InterfaceAddrs %v, want [192.0.2.1/30]", ia)
+	}
 	v6 := must(w.NewNetwork("v6", netip.MustParsePrefix("2001:db8::/64")))
 	a, b := must(v6.AddHost("a6")), must(v6.AddHost("b6"))
 	ca, cb := udp(t, a, 1), udp(t, b, 2)
