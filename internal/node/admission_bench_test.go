@@ -24,9 +24,11 @@ func BenchmarkAdmitAndForget(b *testing.B) {
 			tn := prepare(t, "bench")
 			tn.start(t, allowDoc("*", "any", ""))
 			defer tn.Close()
-			tn.mu.Lock()
-			tn.wild.rate = rate.NewLimiter(rate.Inf, 0)
-			tn.mu.Unlock()
+			tn.peers.Lock()
+			l := tn.peers.Limits()
+			l.WildcardRate, l.WildcardBurst = rate.Inf, 1
+			tn.peers.SetLimits(l)
+			tn.peers.Unlock()
 			keys := make([]identity.PublicKey, n+b.N)
 			for i := range keys {
 				keys[i] = identity.PrivateKeyFromBytes([32]byte{byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24), 1}).Public()
@@ -43,9 +45,9 @@ func BenchmarkAdmitAndForget(b *testing.B) {
 				if !tn.Admit(k, src, src.Addr()) {
 					b.Fatal("admission refused")
 				}
-				tn.mu.Lock()
-				tn.forgetLocked(tn.peers[k], "bench")
-				tn.mu.Unlock()
+				tn.peers.Lock()
+				tn.forgetLocked(tn.peers.Get(k), "bench")
+				tn.peers.Unlock()
 			}
 		})
 	}

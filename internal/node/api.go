@@ -11,6 +11,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
 )
@@ -95,7 +96,7 @@ func (n *Node) refresh(ctx context.Context) {
 		return
 	}
 	now := time.Now()
-	var up []*peer
+	var up []*peers.Peer
 	defer func() {
 		// Greeting sends this node's offer: that takes the routes state,
 		// whose lock comes before mu.
@@ -105,52 +106,52 @@ func (n *Node) refresh(ctx context.Context) {
 		n.lockAll()
 		defer n.unlockAll()
 		for _, p := range up {
-			if n.peers[p.key] == p && p.up && !n.closing.Load() {
+			if n.peers.Get(p.Key) == p && p.Up && !n.closing.Load() {
 				n.greetLocked(p)
 			}
 		}
 	}()
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.peers.Lock()
+	defer n.peers.Unlock()
 	for _, s := range stats {
-		p := n.peers[s.Key]
+		p := n.peers.Get(s.Key)
 		if p == nil {
 			continue
 		}
-		p.rx, p.tx = s.RxBytes, s.TxBytes
-		if !s.LastHandshake.IsZero() && s.LastHandshake.After(p.lastHS) {
-			p.lastHS = s.LastHandshake
-			n.events.publish(Event{Type: EventHandshake, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
-			if !p.up {
-				p.up = true
-				n.log.Info("peer up", "peer", p.key.ShortString(), "addr", p.addr, "endpoint", n.endpointOf(p))
-				n.events.publish(Event{Type: EventPeerUp, Peer: p.key.String(), Address: p.addr.String(), Endpoint: n.endpointOf(p)})
+		p.RX, p.TX = s.RxBytes, s.TxBytes
+		if !s.LastHandshake.IsZero() && s.LastHandshake.After(p.LastHS) {
+			p.LastHS = s.LastHandshake
+			n.events.publish(Event{Type: EventHandshake, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
+			if !p.Up {
+				p.Up = true
+				n.log.Info("peer up", "peer", p.Key.ShortString(), "addr", p.Addr, "endpoint", n.endpointOf(p))
+				n.events.publish(Event{Type: EventPeerUp, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
 				up = append(up, p)
 			}
 		}
 	}
-	for _, p := range n.peers {
-		if p.up && (!p.active || now.Sub(p.lastHS) > sessionLifetime) {
-			p.up = false
-			n.log.Info("peer down", "peer", p.key.ShortString(), "addr", p.addr)
-			n.events.publish(Event{Type: EventPeerDown, Peer: p.key.String(), Address: p.addr.String()})
+	for p := range n.peers.All() {
+		if p.Up && (!p.Active || now.Sub(p.LastHS) > sessionLifetime) {
+			p.Up = false
+			n.log.Info("peer down", "peer", p.Key.ShortString(), "addr", p.Addr)
+			n.events.publish(Event{Type: EventPeerDown, Peer: p.Key.String(), Address: p.Addr.String()})
 		}
 	}
 }
 
 // endpointOf returns where packets to p go: the Bind's current direct path
 // for an active peer, else the configured or last observed endpoint.
-func (n *Node) endpointOf(p *peer) string {
-	if p.active {
-		if ep := n.bind.Peer(p.key); ep != nil && ep.Direct().IsValid() {
+func (n *Node) endpointOf(p *peers.Peer) string {
+	if p.Active {
+		if ep := n.bind.Peer(p.Key); ep != nil && ep.Direct().IsValid() {
 			return ep.Direct().String()
 		}
 	}
-	if p.endpoint.IsValid() {
-		return p.endpoint.String()
+	if p.Endpoint.IsValid() {
+		return p.Endpoint.String()
 	}
-	if p.host != "" {
-		return fmt.Sprintf("%s:%d", p.host, p.port)
+	if p.Host != "" {
+		return fmt.Sprintf("%s:%d", p.Host, p.Port)
 	}
 	return ""
 }
@@ -221,39 +222,39 @@ func (a StatusArea) Peers(ctx context.Context) ([]adminapi.Peer, error) {
 	n := a.Node
 	n.refresh(ctx)
 	m := n.store.Matcher()
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	out := make([]adminapi.Peer, 0, len(n.peers))
-	for _, p := range n.peers {
+	n.peers.Lock()
+	defer n.peers.Unlock()
+	out := make([]adminapi.Peer, 0, n.peers.Len())
+	for p := range n.peers.All() {
 		ap := adminapi.Peer{
-			PublicKey:           p.key.String(),
-			Address:             p.addr.String(),
-			Name:                p.name,
+			PublicKey:           p.Key.String(),
+			Address:             p.Addr.String(),
+			Name:                p.Name,
 			Path:                "direct",
-			RxBytes:             p.rx,
-			TxBytes:             p.tx,
-			Static:              p.static,
-			Active:              p.active,
-			Up:                  p.up,
-			AllowedInbound:      m.AllowsAny(p.addr),
-			DeniedPackets:       n.filter.Denied(p.addr),
-			PersistentKeepalive: int(p.keepalive / time.Second),
+			RxBytes:             p.RX,
+			TxBytes:             p.TX,
+			Static:              p.Static,
+			Active:              p.Active,
+			Up:                  p.Up,
+			AllowedInbound:      m.AllowsAny(p.Addr),
+			DeniedPackets:       n.filter.Denied(p.Addr),
+			PersistentKeepalive: int(p.Keepalive / time.Second),
 		}
-		if p.site {
-			s := p.key.SitePrefix().String()
+		if p.Site {
+			s := p.Key.SitePrefix().String()
 			ap.SitePrefix = &s
 		}
 		if ep := n.endpointOf(p); ep != "" {
 			ap.Endpoint = &ep
 		}
-		if p.active {
-			if path := n.bind.PathOf(p.key); path.Kind == "relay" {
+		if p.Active {
+			if path := n.bind.PathOf(p.Key); path.Kind == "relay" {
 				ap.Path = "relay"
 				ap.Bridge = &path.Relay
 			}
 		}
-		if !p.lastHS.IsZero() {
-			t := p.lastHS.UTC().Format(time.RFC3339)
+		if !p.LastHS.IsZero() {
+			t := p.LastHS.UTC().Format(time.RFC3339)
 			ap.LastHandshake = &t
 		}
 		out = append(out, ap)
@@ -348,18 +349,18 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
 	n.lockAll()
-	for _, p := range n.peers {
-		if !id.Covers(p.addr) || (id.Any && m.AllowsAny(p.addr)) {
+	for p := range n.peers.All() {
+		if !id.Covers(p.Addr) || (id.Any && m.AllowsAny(p.Addr)) {
 			continue
 		}
-		site := p.key.SitePrefix()
+		site := p.Key.SitePrefix()
 		n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-			return a == p.addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routeOwnerLocked(a) == p)
+			return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routeOwnerLocked(a) == p)
 		})
-		if p.active {
-			resp.PeersCut = append(resp.PeersCut, p.key.String())
+		if p.Active {
+			resp.PeersCut = append(resp.PeersCut, p.Key.String())
 		}
-		if p.static {
+		if p.Static {
 			n.deactivateLocked(p, "revoked")
 		} else {
 			n.forgetLocked(p, "revoked")

@@ -431,9 +431,9 @@ func TestWildcardQuota(t *testing.T) {
 	testnet.WaitFor(t, 10*time.Second, "one source's initiations to be decided", func() bool {
 		return st.InitiationsAdmitted.Load()-admitted >= uint64(maxWildcardPerSource)
 	})
-	alice.mu.Lock()
-	share := alice.wild.bySource[netip.MustParseAddr("127.0.2.1")]
-	alice.mu.Unlock()
+	alice.peers.Lock()
+	share := alice.peers.WildcardFrom(netip.MustParseAddr("127.0.2.1"))
+	alice.peers.Unlock()
 	if share > maxWildcardPerSource {
 		t.Fatalf("one source holds %d wildcard peers; share %d", share, maxWildcardPerSource)
 	}
@@ -441,9 +441,11 @@ func TestWildcardQuota(t *testing.T) {
 	// A quota full of live sessions refuses newcomers...
 	alice.refresh(context.Background())
 	alice.evict(time.Now().Add(unansweredTimeout + time.Second)) // the throwaway keys time out
-	alice.mu.Lock()
-	maxWildcardPeers = 2
-	alice.mu.Unlock()
+	alice.peers.Lock()
+	limits := alice.peers.Limits()
+	limits.MaxWildcard = 2
+	alice.peers.SetLimits(limits)
+	alice.peers.Unlock()
 	denied := st.InitiationsDenied.Load()
 	late := udpFrom(t, netip.MustParseAddrPort("127.0.3.1:0"))
 	late.WriteToUDPAddrPort(initiation(t, newKey(t), alice.key.Public()), dst)

@@ -245,7 +245,7 @@ func TestBridgeClientNeverWaitsForNodeLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice.mu.Lock()
+	alice.peers.Lock()
 	done := make(chan struct{})
 	go func() { // as the Bind's receive goroutine does
 		defer close(done)
@@ -253,9 +253,9 @@ func TestBridgeClientNeverWaitsForNodeLock(t *testing.T) {
 	}()
 	select {
 	case <-done:
-		alice.mu.Unlock()
+		alice.peers.Unlock()
 	case <-time.After(2 * time.Second):
-		alice.mu.Unlock()
+		alice.peers.Unlock()
 		<-done
 		t.Fatal("a control frame waited for Node.mu on the receive goroutine")
 	}

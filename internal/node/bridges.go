@@ -13,6 +13,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/routes"
 )
 
@@ -171,7 +172,7 @@ func (n *Node) hostAddrs() []netip.Addr {
 
 // lookupViaBridges asks the bridges who owns dst and makes it a peer:
 // relayed at first, direct as soon as a probe gets through.
-func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, error) {
+func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peers.Peer, error) {
 	if n.client == nil || !identity.IsNodeAddress(dst) {
 		return nil, fmt.Errorf("%s: %w", dst, ErrNoPeer)
 	}
@@ -182,25 +183,25 @@ func (n *Node) lookupViaBridges(ctx context.Context, dst netip.Addr) (*peer, err
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", dst, ErrNoPeer, err)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.peers.Lock()
+	defer n.peers.Unlock()
 	if n.closing.Load() {
 		return nil, errClosing
 	}
-	p := n.peers[f.Key]
+	p := n.peers.Get(f.Key)
 	if p == nil {
-		if n.dynamic >= maxDynamicPeers {
-			return nil, fmt.Errorf("%s: too many peers (%d)", dst, maxDynamicPeers)
+		if n.peers.DynamicFull() {
+			return nil, fmt.Errorf("%s: too many peers (%d)", dst, n.peers.Limits().MaxDynamic)
 		}
-		p = &peer{key: f.Key, addr: dst, viaBridge: true}
+		p = &peers.Peer{Key: f.Key, Addr: dst, ViaBridge: true}
 		n.insertLocked(p)
 	}
-	n.unmarkWildcardLocked(p) // this node wants it
+	n.peers.Unmark(p) // this node wants it
 	if f.Bridge.IsValid() {
-		p.endpoint = f.Bridge // the bridge itself: straight to it
+		p.Endpoint = f.Bridge // the bridge itself: straight to it
 	}
 	if err := n.activateLocked(p); err != nil {
-		if !p.static {
+		if !p.Static {
 			n.forgetLocked(p, "not added")
 		}
 		return nil, err

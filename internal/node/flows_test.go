@@ -133,9 +133,9 @@ func TestRevokeStopsUDPFlowWhileAnotherRuleAdmits(t *testing.T) {
 	}
 	// A peer that wants back in does not wait for WireGuard's 15 s retry:
 	// bob drops his old session, so his next datagram starts a handshake.
-	bob.mu.Lock()
-	bob.deactivateLocked(bob.peers[alice.key.Public()], "test: new session at once")
-	bob.mu.Unlock()
+	bob.peers.Lock()
+	bob.deactivateLocked(bob.peers.Get(alice.key.Public()), "test: new session at once")
+	bob.peers.Unlock()
 	answers := make(chan string, 64)
 	go func() {
 		buf := make([]byte, 1500)

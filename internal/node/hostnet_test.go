@@ -28,8 +28,8 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 		t.Fatalf("g pings x: %v", err)
 	}
 	testnet.WaitFor(t, 10*time.Second, "g has x's own (empty) offer", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
+		g.lockAll()
+		defer g.unlockAll()
 		return g.rt.learned.Has(x.key.Public())
 	})
 	g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: 1,
@@ -44,9 +44,9 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 		t.Errorf("a route around the host's LAN: %+v", l)
 	}
 	allowed := func() []netip.Prefix {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		return slices.Clone(g.peers[x.key.Public()].routeIPs)
+		g.lockAll()
+		defer g.unlockAll()
+		return slices.Clone(g.peers.Get(x.key.Public()).RouteIPs)
 	}
 	in := func(ps []netip.Prefix, a string) bool {
 		return slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(netip.MustParseAddr(a)) })

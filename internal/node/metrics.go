@@ -54,29 +54,29 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, pub.String(), pub.Address().String(), n.cfg.TUN.Mode.String(), n.version)
 	n.refresh(context.Background())
 	var active, up, static float64
-	n.mu.Lock()
-	for _, p := range n.peers {
-		if p.active {
+	n.peers.Lock()
+	for p := range n.peers.All() {
+		if p.Active {
 			active++
 		}
-		if p.up {
+		if p.Up {
 			up++
 		}
-		if p.static {
+		if p.Static {
 			static++
 		}
-		if !p.active && p.rx == 0 && p.tx == 0 {
+		if !p.Active && p.RX == 0 && p.TX == 0 {
 			continue
 		}
-		a := p.addr.String()
-		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.rx), a)
-		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.tx), a)
-		if !p.lastHS.IsZero() {
-			ch <- prometheus.MustNewConstMetric(descPeerHS, prometheus.GaugeValue, float64(p.lastHS.Unix()), a)
+		a := p.Addr.String()
+		ch <- prometheus.MustNewConstMetric(descPeerRx, prometheus.CounterValue, float64(p.RX), a)
+		ch <- prometheus.MustNewConstMetric(descPeerTx, prometheus.CounterValue, float64(p.TX), a)
+		if !p.LastHS.IsZero() {
+			ch <- prometheus.MustNewConstMetric(descPeerHS, prometheus.GaugeValue, float64(p.LastHS.Unix()), a)
 		}
 	}
-	total := float64(len(n.peers))
-	n.mu.Unlock()
+	total := float64(n.peers.Len())
+	n.peers.Unlock()
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, total, "known")
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, static, "static")
 	ch <- prometheus.MustNewConstMetric(descPeers, prometheus.GaugeValue, active, "active")

@@ -31,6 +31,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/routeplan"
@@ -131,11 +132,15 @@ type Node struct {
 	// Two locks, taken in this order when both are needed: rtMu guards
 	// the node's routes and configuration state (rt, changes, host,
 	// firewall, forward), and functions that need it say so; the peer
-	// table (peerTable, embedded) has its own lock, mu, which is all that
-	// admission, activation and eviction take. What they need of the
-	// routes is the current plan, an immutable value read atomically.
-	rtMu sync.Mutex
-	peerTable
+	// table has its own lock, which is all that admission, activation and
+	// eviction take (functions that need it end in Locked). What they
+	// need of the routes is the current plan, an immutable value read
+	// atomically.
+	rtMu  sync.Mutex
+	peers *peers.Table
+	// wildRefusedLog limits the log lines about refused wildcard peers;
+	// guarded by the peer table's lock.
+	wildRefusedLog time.Time
 
 	closing atomic.Bool
 	plan    atomic.Pointer[routeplan.Plan] // the routes installed now: set under rtMu, read anywhere
@@ -170,9 +175,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n = &Node{
 		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
-		events:    newEventBus(),
-		peerTable: newPeerTable(),
-		done:      make(chan struct{}),
+		events: newEventBus(),
+		peers:  peers.New(peers.Limits{MaxWildcard: maxWildcardPeers, MaxWildcardPerSource: maxWildcardPerSource}),
+		done:   make(chan struct{}),
 
 		rehandshake: make(chan netip.AddrPort, 64),
 	}
@@ -249,9 +254,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.addStatic(cfg.Peers); err != nil {
 		return n, err
 	}
-	n.mu.Lock()
+	n.peers.Lock()
 	n.routesChangedLocked()
-	n.mu.Unlock()
+	n.peers.Unlock()
 	if err := n.startBridging(); err != nil {
 		return n, err
 	}
@@ -428,13 +433,13 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.rtMu.Lock()
-		n.mu.Lock()
+		n.peers.Lock()
 		var withdrawn map[identity.PublicKey]uint64
 		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
 			withdrawn = n.withdrawAllLocked()
 		}
 		n.closing.Store(true)
-		n.mu.Unlock()
+		n.peers.Unlock()
 		n.rtMu.Unlock()
 		if len(withdrawn) > 0 {
 			n.flushWithdrawals(withdrawn)

@@ -1,21 +1,18 @@
 package node
 
 import (
-	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
-	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
 
@@ -35,109 +32,25 @@ const (
 	// unansweredTimeout: an activated peer that never completed a
 	// handshake is removed after this long.
 	unansweredTimeout = 2 * time.Minute
-	// maxDynamicPeers bounds peers admitted by policy rather than config.
-	maxDynamicPeers = 8192
 )
 
-// peerTable is the node's record of its peers, with its own lock: mu
-// guards the maps, the counters and every peer's fields. Functions ending
-// in Locked need it. It is never held while taking the node's rtMu (that
-// one comes first). Everything it does costs the same whatever the number
-// of peers: indexes and counters, never a scan, except in the periodic
-// eviction and the API's listings.
-type peerTable struct {
-	mu         sync.Mutex
-	peers      map[identity.PublicKey]*peer
-	byAddr     map[netip.Addr]*peer
-	bySite     map[netip.Prefix]*peer   // peers whose site prefix is theirs (peer.site)
-	byEndpoint map[netip.AddrPort]*peer // static peers by their endpoint
-	dynamic    int                      // peers not from the config
-	wild       wildcardState            // the quota of peers only "*" let in
-	// deniedAt and deniedLog limit the reports of refused handshakes.
-	deniedAt  map[identity.PublicKey]time.Time
-	deniedLog *rate.Limiter
-	// forgotten are peers forgotten since routeLoop last dropped their
-	// offers (forgetLocked holds mu, and dropping offers needs rtMu),
-	// signalled on forgottenSig.
-	forgotten    []identity.PublicKey
-	forgottenSig chan struct{}
-}
-
-func newPeerTable() peerTable {
-	return peerTable{
-		peers:        make(map[identity.PublicKey]*peer),
-		byAddr:       make(map[netip.Addr]*peer),
-		bySite:       make(map[netip.Prefix]*peer),
-		byEndpoint:   make(map[netip.AddrPort]*peer),
-		wild:         newWildcardState(),
-		deniedAt:     make(map[identity.PublicKey]time.Time),
-		deniedLog:    rate.NewLimiter(deniedLogRate, deniedLogBurst),
-		forgottenSig: make(chan struct{}, 1),
-	}
-}
-
-// peer is the node's record of one peer. Guarded by peerTable.mu.
-type peer struct {
-	key       identity.PublicKey
-	addr      netip.Addr
-	name      string
-	static    bool
-	endpoint  netip.AddrPort // where to send first: configured or observed
-	host      string         // configured endpoint host, when it is a DNS name
-	port      uint16
-	keepalive time.Duration
-	// site is true when the peer's site prefix is in its AllowedIPs: for
-	// static peers and peers a rule names explicitly, never for peers that
-	// only a "*" rule admits (the site prefix has only 56 bits).
-	site bool
-	// viaBridge: found by a lookup through a bridge.
-	viaBridge bool
-	// routes are the tunnelled prefixes this node accepted from the peer;
-	// routeIPs what they are in its AllowedIPs (see offers.Pieces).
-	routes   []netip.Prefix
-	routeIPs []netip.Prefix
-	// offered: this node has sent the peer its route offer.
-	offered bool
-	// wildcard: only a "*" rule let this peer in, and this node has not
-	// wanted it since; it counts against the wildcard quota (admission.go)
-	// under source, and waits in the unanswered list until its first
-	// handshake completes.
-	wildcard   bool
-	source     netip.Addr
-	unanswered *list.Element
-
-	active      bool
-	activatedAt time.Time
-	lastHS      time.Time
-	up          bool
-	rx, tx      uint64
-}
-
-func (p *peer) allowedIPs() []netip.Prefix {
-	out := []netip.Prefix{netip.PrefixFrom(p.addr, 128)}
-	if p.site {
-		out = append(out, p.key.SitePrefix())
-	}
-	return append(out, p.routeIPs...)
-}
-
 // addStatic registers the config's static peers (inactive).
-func (n *Node) addStatic(peers []config.Peer) error {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for i, cp := range peers {
+func (n *Node) addStatic(list []config.Peer) error {
+	n.peers.Lock()
+	defer n.peers.Unlock()
+	for i, cp := range list {
 		k := cp.PublicKey
 		if k == n.key.Public() {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
 		ep := cp.Endpoint
-		p := &peer{key: k, addr: k.Address(), name: cp.Name, static: true, host: ep.Name, port: ep.Port, keepalive: cp.Keepalive(), site: true}
+		p := &peers.Peer{Key: k, Addr: k.Address(), Name: cp.Name, Static: true, Host: ep.Name, Port: ep.Port, Keepalive: cp.Keepalive(), Site: true}
 		if ep.Addr.IsValid() {
-			p.endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
+			p.Endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
 		}
-		if owner := n.bySite[k.SitePrefix()]; owner != nil {
-			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.key.ShortString())
-			p.site = false
+		if owner := n.peers.BySite(k.SitePrefix()); owner != nil {
+			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.Key.ShortString())
+			p.Site = false
 		}
 		n.insertLocked(p)
 	}
@@ -147,40 +60,30 @@ func (n *Node) addStatic(peers []config.Peer) error {
 // insertLocked adds p to the peer table and its indexes, and routes its
 // site prefix into the kernel TUN (for every known site peer, active or
 // not, so that packets to it reach the node and bring the peer up).
-func (n *Node) insertLocked(p *peer) {
-	n.peers[p.key] = p
-	n.byAddr[p.addr] = p
-	if p.site {
-		n.bySite[p.key.SitePrefix()] = p
-		if n.osRoutes != nil {
-			if err := n.osRoutes.AddRoute(p.key.SitePrefix()); err != nil {
-				n.log.Warn("cannot route site prefix", "peer", p.key.ShortString(), "prefix", p.key.SitePrefix(), "err", err)
-			}
+func (n *Node) insertLocked(p *peers.Peer) {
+	n.peers.Insert(p)
+	if p.Site && n.osRoutes != nil {
+		if err := n.osRoutes.AddRoute(p.Key.SitePrefix()); err != nil {
+			n.log.Warn("cannot route site prefix", "peer", p.Key.ShortString(), "prefix", p.Key.SitePrefix(), "err", err)
 		}
-	}
-	if p.static && p.endpoint.IsValid() {
-		n.byEndpoint[p.endpoint] = p
-	}
-	if !p.static {
-		n.dynamic++
 	}
 }
 
 // activateLocked puts p into the device (or updates its configuration
 // there). Its cost does not depend on the number of peers: only a peer
 // with a site prefix or routes changes the route tables.
-func (n *Node) activateLocked(p *peer) error {
-	err := n.engine.SetPeer(engine.PeerConfig{Key: p.key, Endpoint: p.endpoint, AllowedIPs: p.allowedIPs(), Keepalive: p.keepalive})
+func (n *Node) activateLocked(p *peers.Peer) error {
+	err := n.engine.SetPeer(engine.PeerConfig{Key: p.Key, Endpoint: p.Endpoint, AllowedIPs: p.AllowedIPs(), Keepalive: p.Keepalive})
 	if err != nil {
 		return err
 	}
-	if !p.active {
-		p.active = true
-		p.activatedAt = time.Now()
-		n.wrapper.SetPeer(p.addr, true)
-		n.log.Debug("peer added to the device", "peer", p.key.ShortString(), "endpoint", p.endpoint, "static", p.static)
-		n.events.publish(Event{Type: EventPeerAdded, Peer: p.key.String(), Address: p.addr.String(), Endpoint: endpointString(p.endpoint)})
-		if p.site || len(p.routeIPs) > 0 {
+	if !p.Active {
+		p.Active = true
+		p.ActivatedAt = time.Now()
+		n.wrapper.SetPeer(p.Addr, true)
+		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
+		n.events.publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
+		if p.Site || len(p.RouteIPs) > 0 {
 			n.routesChangedLocked()
 		}
 	}
@@ -188,43 +91,30 @@ func (n *Node) activateLocked(p *peer) error {
 }
 
 // deactivateLocked removes p from the device: its session ends at once.
-func (n *Node) deactivateLocked(p *peer, why string) {
-	if !p.active {
+func (n *Node) deactivateLocked(p *peers.Peer, why string) {
+	if !p.Active {
 		return
 	}
-	n.engine.RemovePeer(p.key)
-	n.wrapper.SetPeer(p.addr, false)
-	p.active, p.up = false, false
-	n.log.Info("peer removed from the device", "peer", p.key.ShortString(), "reason", why)
-	n.events.publish(Event{Type: EventPeerRemoved, Peer: p.key.String(), Address: p.addr.String(), Detail: why})
-	if p.site || len(p.routeIPs) > 0 {
+	n.engine.RemovePeer(p.Key)
+	n.wrapper.SetPeer(p.Addr, false)
+	p.Active, p.Up = false, false
+	n.log.Info("peer removed from the device", "peer", p.Key.ShortString(), "reason", why)
+	n.events.publish(Event{Type: EventPeerRemoved, Peer: p.Key.String(), Address: p.Addr.String(), Detail: why})
+	if p.Site || len(p.RouteIPs) > 0 {
 		n.routesChangedLocked()
 	}
 }
 
 // forgetLocked drops a dynamic peer's record entirely.
-func (n *Node) forgetLocked(p *peer, why string) {
+func (n *Node) forgetLocked(p *peers.Peer, why string) {
 	n.deactivateLocked(p, why)
-	delete(n.peers, p.key)
-	delete(n.byAddr, p.addr)
-	if p.site {
-		delete(n.bySite, p.key.SitePrefix())
-		if n.osRoutes != nil {
-			n.osRoutes.DelRoute(p.key.SitePrefix())
-		}
+	if p.Site && n.osRoutes != nil && n.peers.BySite(p.Key.SitePrefix()) == p {
+		n.osRoutes.DelRoute(p.Key.SitePrefix())
 	}
-	if !p.static {
-		n.dynamic--
-	}
-	n.unmarkWildcardLocked(p)
-	// Its offers go too, but that needs rtMu: routeLoop drops them. Until
-	// then the plan may still name p; nothing routes to a peer that is
-	// not in the table.
-	n.forgotten = append(n.forgotten, p.key)
-	select {
-	case n.forgottenSig <- struct{}{}:
-	default:
-	}
+	// Its offers go too, but that needs rtMu: routeLoop drops them (the
+	// table queues the key). Until then the plan may still name p;
+	// nothing routes to a peer that is not in the table.
+	n.peers.Remove(p)
 }
 
 // routesChangedLocked tells the TUN wrapper and the filter which site
@@ -233,10 +123,10 @@ func (n *Node) forgetLocked(p *peer, why string) {
 func (n *Node) routesChangedLocked() {
 	var sites []netip.Prefix
 	owners := map[netip.Prefix]netip.Addr{}
-	for site, p := range n.bySite {
-		if p.active {
+	for site, p := range n.peers.Sites() {
+		if p.Active {
 			sites = append(sites, site)
-			owners[site] = p.addr
+			owners[site] = p.Addr
 		}
 	}
 	routed := n.routedOwnersLocked()
@@ -252,15 +142,15 @@ func (n *Node) routesChangedLocked() {
 // lookupPeer returns the known peer that owns dst (its node address, or an
 // address in its site prefix), or nil. Without bridges only peers from the
 // config, or that reached us, are known.
-func (n *Node) lookupPeer(dst netip.Addr) *peer {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if p := n.byAddr[dst]; p != nil {
+func (n *Node) lookupPeer(dst netip.Addr) *peers.Peer {
+	n.peers.Lock()
+	defer n.peers.Unlock()
+	if p := n.peers.ByAddr(dst); p != nil {
 		return p
 	}
 	if identity.IsSiteAddress(dst) {
 		site, _ := dst.Prefix(64)
-		return n.bySite[site]
+		return n.peers.BySite(site)
 	}
 	if identity.IsNodeAddress(dst) {
 		return nil
@@ -306,10 +196,10 @@ func (n *Node) resolve(dst netip.Addr) {
 // activate resolves a static peer's DNS endpoint if needed (without holding
 // the lock; with underlayResolver, so that an exit route cannot capture the
 // lookup) and activates it.
-func (n *Node) activate(p *peer) error {
-	n.mu.Lock()
-	host, port, active := p.host, p.port, p.active
-	n.mu.Unlock()
+func (n *Node) activate(p *peers.Peer) error {
+	n.peers.Lock()
+	host, port, active := p.Host, p.Port, p.Active
+	n.peers.Unlock()
 	var ep netip.AddrPort
 	if host != "" && !active {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -320,24 +210,18 @@ func (n *Node) activate(p *peer) error {
 		}
 		ep = netip.AddrPortFrom(addrs[0].Unmap(), port)
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
+	n.peers.Lock()
+	defer n.peers.Unlock()
 	if n.closing.Load() {
 		return errClosing
 	}
 	if ep.IsValid() {
-		if p.static && p.endpoint.IsValid() && n.byEndpoint[p.endpoint] == p {
-			delete(n.byEndpoint, p.endpoint)
-		}
-		p.endpoint = ep
-		if p.static {
-			n.byEndpoint[ep] = p
-		}
+		n.peers.SetEndpoint(p, ep)
 	}
 	// This node wants the peer now: it no longer counts against the
 	// quota of peers that only a "*" rule let in.
-	n.unmarkWildcardLocked(p)
-	if p.active {
+	n.peers.Unmark(p)
+	if p.Active {
 		return nil
 	}
 	return n.activateLocked(p)
@@ -361,8 +245,8 @@ func (n *Node) rehandshakeLoop() {
 		case <-n.done:
 			return
 		case src := <-n.rehandshake:
-			n.mu.Lock()
-			p := n.byEndpoint[src] // static peers: others' endpoints are not known here
+			n.peers.Lock()
+			p := n.peers.ByEndpoint(src) // static peers: others' endpoints are not known here
 			if p != nil && n.cutLocked(p) {
 				p = nil // a packet from its address does not bring a revoked peer back
 			}
@@ -370,12 +254,12 @@ func (n *Node) rehandshakeLoop() {
 			if p != nil && !n.closing.Load() {
 				err = n.activateLocked(p)
 			}
-			n.mu.Unlock()
+			n.peers.Unlock()
 			if p == nil || err != nil {
 				continue
 			}
-			n.log.Debug("unknown session from a known peer's endpoint: starting a handshake", "peer", p.key.ShortString(), "endpoint", src)
-			n.engine.Initiate(p.key)
+			n.log.Debug("unknown session from a known peer's endpoint: starting a handshake", "peer", p.Key.ShortString(), "endpoint", src)
+			n.engine.Initiate(p.Key)
 		}
 	}
 }
@@ -397,18 +281,18 @@ func (n *Node) evictLoop() {
 }
 
 func (n *Node) evict(now time.Time) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for _, p := range n.peers {
-		if !p.active || p.keepalive > 0 {
+	n.peers.Lock()
+	defer n.peers.Unlock()
+	for p := range n.peers.All() {
+		if !p.Active || p.Keepalive > 0 {
 			continue
 		}
-		idle := (p.lastHS.IsZero() && now.Sub(p.activatedAt) > unansweredTimeout) ||
-			(!p.lastHS.IsZero() && now.Sub(p.lastHS) > idleTimeout)
+		idle := (p.LastHS.IsZero() && now.Sub(p.ActivatedAt) > unansweredTimeout) ||
+			(!p.LastHS.IsZero() && now.Sub(p.LastHS) > idleTimeout)
 		if !idle {
 			continue
 		}
-		if p.static {
+		if p.Static {
 			n.deactivateLocked(p, "idle")
 		} else {
 			n.forgetLocked(p, "idle")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/packet"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -161,7 +162,7 @@ func (n *Node) routeLoop() {
 			n.lockAll()
 			n.expireOffersLocked(now)
 			n.unlockAll()
-		case <-n.forgottenSig:
+		case <-n.peers.Forgotten():
 			n.dropForgottenOffers()
 		}
 	}
@@ -170,27 +171,27 @@ func (n *Node) routeLoop() {
 func (n *Node) handleControl(c controlMsg) {
 	n.lockAll()
 	defer n.unlockAll()
-	p := n.byAddr[c.src]
+	p := n.peers.ByAddr(c.src)
 	if p == nil || n.closing.Load() {
 		return
 	}
 	switch c.msg.Type {
 	case offers.TypeRequest:
 		n.sendOfferLocked(p)
-		if offers.Wants(n.rt.rules, p.addr) && !n.rt.learned.Has(p.key) {
+		if offers.Wants(n.rt.rules, p.Addr) && !n.rt.learned.Has(p.Key) {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
 	case offers.TypeOffer:
 		// Kept even when no accept rule names the peer: tomoe routes
 		// shows it, and a peer that offers this node's own address is
 		// reported.
-		switch n.rt.learned.Update(p.key, c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, time.Now()) {
+		switch n.rt.learned.Update(p.Key, c.msg.Boot, c.msg.Seq, c.msg.Routes, c.msg.Accepted, time.Now()) {
 		case routeplan.Throttled:
-			if n.rt.learned.FirstThrottle(p.key) {
-				n.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.key.ShortString())
+			if n.rt.learned.FirstThrottle(p.Key) {
+				n.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.Key.ShortString())
 			}
 		case routeplan.Changed:
-			n.log.Info("route offer received", "peer", p.key.ShortString(), "addr", p.addr, "routes", prefixStrings(c.msg.Routes))
+			n.log.Info("route offer received", "peer", p.Key.ShortString(), "addr", p.Addr, "routes", prefixStrings(c.msg.Routes))
 			n.recomputeRoutesLocked()
 		}
 	}
@@ -198,25 +199,25 @@ func (n *Node) handleControl(c controlMsg) {
 
 // greetLocked runs when a session with p comes up: offer our routes, and
 // ask for p's if we may accept some. It needs rtMu and mu.
-func (n *Node) greetLocked(p *peer) {
+func (n *Node) greetLocked(p *peers.Peer) {
 	// Even an empty offer: the peer may hold an older one of ours.
 	n.sendOfferLocked(p)
-	if offers.Wants(n.rt.rules, p.addr) {
+	if offers.Wants(n.rt.rules, p.Addr) {
 		n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 	}
 }
 
-func (n *Node) sendOfferLocked(p *peer) {
-	m := offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq, Accepted: p.routes, Routes: n.offerForLocked(p)}
+func (n *Node) sendOfferLocked(p *peers.Peer) {
+	m := offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq, Accepted: p.Routes, Routes: n.offerForLocked(p)}
 	n.sendControlLocked(p, m)
-	p.offered = true
+	p.Offered = true
 }
 
 // offerForLocked is what p is told this node offers: its own tun.ipv4 to
 // every peer, the routes it forwards only to peers the policy lets in (the
 // others could not use them, and need not learn the LAN's prefixes).
-func (n *Node) offerForLocked(p *peer) []netip.Prefix {
-	allowed := n.store.Matcher().AllowsAny(p.addr)
+func (n *Node) offerForLocked(p *peers.Peer) []netip.Prefix {
+	allowed := n.store.Matcher().AllowsAny(p.Addr)
 	v4 := n.ipv4
 	var out []netip.Prefix
 	for _, o := range n.rt.offers {
@@ -227,13 +228,13 @@ func (n *Node) offerForLocked(p *peer) []netip.Prefix {
 	return out
 }
 
-func (n *Node) sendControlLocked(p *peer, m offers.Message) {
+func (n *Node) sendControlLocked(p *peers.Peer, m offers.Message) {
 	b, err := m.Marshal()
 	if err != nil {
-		n.log.Warn("cannot send route offer", "peer", p.key.ShortString(), "err", err)
+		n.log.Warn("cannot send route offer", "peer", p.Key.ShortString(), "err", err)
 		return
 	}
-	n.wrapper.Inject(packet.UDP(n.Address(), p.addr, offers.ControlPort, offers.ControlPort, b))
+	n.wrapper.Inject(packet.UDP(n.Address(), p.Addr, offers.ControlPort, offers.ControlPort, b))
 }
 
 // requestMissing asks the peers that accept rules name for their offer,
@@ -245,8 +246,8 @@ func (n *Node) requestMissing() {
 		if r.From.Any {
 			continue
 		}
-		p := n.byAddr[r.From.Addr]
-		if p != nil && n.rt.learned.Has(p.key) {
+		p := n.peers.ByAddr(r.From.Addr)
+		if p != nil && n.rt.learned.Has(p.Key) {
 			continue
 		}
 		if !slices.Contains(want, r.From.Addr) {
@@ -268,7 +269,7 @@ func (n *Node) requestMissing() {
 			continue
 		}
 		n.lockAll()
-		if p := n.byAddr[a]; p != nil && !n.closing.Load() {
+		if p := n.peers.ByAddr(a); p != nil && !n.closing.Load() {
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 		}
 		n.unlockAll()
@@ -295,8 +296,8 @@ func (n *Node) offerToAll() {
 	if n.closing.Load() {
 		return
 	}
-	for _, p := range n.peers {
-		if p.active && (p.offered || len(n.offerForLocked(p)) > 0) {
+	for p := range n.peers.All() {
+		if p.Active && (p.Offered || len(n.offerForLocked(p)) > 0) {
 			n.sendOfferLocked(p)
 		}
 	}
@@ -307,9 +308,9 @@ func (n *Node) offerToAll() {
 // transport messages the Bind had sent it before (see flushWithdrawals).
 func (n *Node) withdrawAllLocked() map[identity.PublicKey]uint64 {
 	sent := make(map[identity.PublicKey]uint64)
-	for _, p := range n.peers {
-		if p.active && p.offered {
-			sent[p.key] = n.bind.Sent(p.key)
+	for p := range n.peers.All() {
+		if p.Active && p.Offered {
+			sent[p.Key] = n.bind.Sent(p.Key)
 			n.sendControlLocked(p, offers.Message{Type: offers.TypeOffer, Boot: n.rt.boot, Seq: n.rt.seq + 1})
 		}
 	}
@@ -346,8 +347,8 @@ func (n *Node) flushWithdrawals(sent map[identity.PublicKey]uint64) {
 // e.g. restarted without routes and their empty offer was lost).
 func (n *Node) expireOffersLocked(now time.Time) {
 	expired := n.rt.learned.Expire(now, offerExpiry, func(k identity.PublicKey) bool {
-		p := n.peers[k]
-		return p != nil && p.up
+		p := n.peers.Get(k)
+		return p != nil && p.Up
 	})
 	for _, k := range expired {
 		n.log.Info("route offer expired: the peer stopped refreshing it", "peer", k.ShortString())
@@ -363,12 +364,11 @@ func (n *Node) dropForgottenOffers() {
 	n.lockAll()
 	defer n.unlockAll()
 	changed := false
-	for _, k := range n.forgotten {
-		if n.peers[k] == nil && n.rt.learned.Forget(k) {
+	for _, k := range n.peers.TakeForgotten() {
+		if n.peers.Get(k) == nil && n.rt.learned.Forget(k) {
 			changed = true
 		}
 	}
-	n.forgotten = nil
 	if changed {
 		n.recomputeRoutesLocked()
 	}
@@ -378,11 +378,11 @@ func (n *Node) dropForgottenOffers() {
 // state and peers.
 func (n *Node) lockAll() {
 	n.rtMu.Lock()
-	n.mu.Lock()
+	n.peers.Lock()
 }
 
 func (n *Node) unlockAll() {
-	n.mu.Unlock()
+	n.peers.Unlock()
 	n.rtMu.Unlock()
 }
 

@@ -146,8 +146,8 @@ func (a RoutesArea) ChangeRoutes(ctx context.Context, req adminapi.RouteChange) 
 				ask = id.Addr
 			}
 			// Ask the peers that are up for their offer now.
-			for _, q := range n.peers {
-				if q.active && id.Covers(q.addr) && !n.rt.learned.Has(q.key) {
+			for q := range n.peers.All() {
+				if q.Active && id.Covers(q.Addr) && !n.rt.learned.Has(q.Key) {
 					n.sendControlLocked(q, offers.Message{Type: offers.TypeRequest, Boot: n.rt.boot})
 				}
 			}
@@ -177,8 +177,8 @@ func (n *Node) offersChangedLocked() error {
 	if err := n.applyForwardingLocked(); err != nil {
 		return err
 	}
-	for _, p := range n.peers {
-		if p.active && (p.offered || len(n.offerForLocked(p)) > 0) {
+	for p := range n.peers.All() {
+		if p.Active && (p.Offered || len(n.offerForLocked(p)) > 0) {
 			n.sendOfferLocked(p)
 		}
 	}

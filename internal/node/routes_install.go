@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/routeplan"
@@ -30,7 +31,7 @@ func (n *Node) recomputeRoutesLocked() {
 	}
 	// Only offers of peers this node knows count.
 	for k := range in.Offers {
-		if n.peers[k] == nil {
+		if n.peers.Get(k) == nil {
 			delete(in.Offers, k)
 		}
 	}
@@ -67,18 +68,18 @@ func (n *Node) recomputeRoutesLocked() {
 		changed[k] = true
 	}
 	for k := range changed {
-		p := n.peers[k]
+		p := n.peers.Get(k)
 		if p == nil {
 			continue
 		}
 		w, ips := plan.Routes[k], plan.Pieces[k]
-		if slices.Equal(w, p.routes) && slices.Equal(ips, p.routeIPs) {
+		if slices.Equal(w, p.Routes) && slices.Equal(ips, p.RouteIPs) {
 			continue
 		}
-		p.routes, p.routeIPs = w, ips
-		if p.active {
+		p.Routes, p.RouteIPs = w, ips
+		if p.Active {
 			if err := n.activateLocked(p); err != nil {
-				n.log.Warn("cannot update peer's routes", "peer", p.key.ShortString(), "err", err)
+				n.log.Warn("cannot update peer's routes", "peer", p.Key.ShortString(), "err", err)
 			}
 		}
 	}
@@ -123,11 +124,11 @@ func (n *Node) logConflictsLocked(old, plan *routeplan.Plan) {
 // filter.
 func (n *Node) routedOwnersLocked() []policy.RouteOwner {
 	return n.plan.Load().Owners(func(k identity.PublicKey) (netip.Addr, bool) {
-		p := n.peers[k]
-		if p == nil || !p.active {
+		p := n.peers.Get(k)
+		if p == nil || !p.Active {
 			return netip.Addr{}, false
 		}
-		return p.addr, true
+		return p.Addr, true
 	})
 }
 
@@ -158,9 +159,9 @@ func (n *Node) syncOSRoutesLocked() {
 }
 
 // routeOwnerLocked returns the peer an installed route for dst leads to.
-func (n *Node) routeOwnerLocked(dst netip.Addr) *peer {
+func (n *Node) routeOwnerLocked(dst netip.Addr) *peers.Peer {
 	if k, ok := n.plan.Load().OwnerOf(dst); ok {
-		return n.peers[k]
+		return n.peers.Get(k)
 	}
 	return nil
 }

@@ -91,8 +91,8 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	// r stops: g removes r's route live.
 	r.Close()
 	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
+		g.lockAll()
+		defer g.unlockAll()
 		_, ok := g.rt.plan.Installed[netip.MustParsePrefix(rv4+"/32")]
 		return !ok
 	})

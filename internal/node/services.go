@@ -183,15 +183,15 @@ func (n *Node) resolveName(ctx context.Context, host string) (netip.Addr, error)
 		return a.Unmap(), nil
 	}
 	name := strings.TrimSuffix(strings.ToLower(host), ".tomoe")
-	n.mu.Lock()
-	for _, p := range n.peers {
-		if p.name != "" && strings.ToLower(p.name) == name {
-			a := p.addr
-			n.mu.Unlock()
+	n.peers.Lock()
+	for p := range n.peers.All() {
+		if p.Name != "" && strings.ToLower(p.Name) == name {
+			a := p.Addr
+			n.peers.Unlock()
 			return a, nil
 		}
 	}
-	n.mu.Unlock()
+	n.peers.Unlock()
 	if strings.HasSuffix(strings.ToLower(host), ".tomoe") {
 		return netip.Addr{}, fmt.Errorf("no peer is named %q", name)
 	}
