@@ -101,6 +101,9 @@ func BadRequest(err error) error { return &RequestError{Code: http.StatusBadRequ
 // NotFound wraps err as a 404 error.
 func NotFound(err error) error { return &RequestError{Code: http.StatusNotFound, Err: err} }
 
+// Conflict is a 409: the request contradicts the node's state.
+func Conflict(err error) error { return &RequestError{Code: http.StatusConflict, Err: err} }
+
 // Server serves a Backend on a Unix socket.
 type Server struct {
 	srv  *http.Server

@@ -12,6 +12,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
+	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
 )
@@ -24,8 +25,6 @@ type (
 	StatusArea struct{ *Node }
 	// PolicyArea is GET /v1/policy, POST /v1/policy/allow and revoke.
 	PolicyArea struct{ *Node }
-	// RoutesArea is GET /v1/routes and POST /v1/routes/change.
-	RoutesArea struct{ *Node }
 	// ServicesArea is GET /v1/services and POST /v1/services/expose.
 	ServicesArea struct{ *Node }
 	// BridgeArea is the bridge role's /v1/bridge/... (409 on a node that is
@@ -39,8 +38,9 @@ func (n *Node) StatusArea() StatusArea { return StatusArea{n} }
 // PolicyArea returns the node's policy API.
 func (n *Node) PolicyArea() PolicyArea { return PolicyArea{n} }
 
-// RoutesArea returns the node's routes API.
-func (n *Node) RoutesArea() RoutesArea { return RoutesArea{n} }
+// RoutesArea returns the node's routes API: GET /v1/routes and POST
+// /v1/routes/change.
+func (n *Node) RoutesArea() *routing.Router { return n.routes }
 
 // ServicesArea returns the node's services API.
 func (n *Node) ServicesArea() ServicesArea { return ServicesArea{n} }
@@ -66,12 +66,6 @@ func (a PolicyArea) RegisterAPI(m *adminapi.Mux) {
 	m.Get("/v1/policy", func(ctx context.Context) (any, error) { return a.Policy(ctx) })
 	adminapi.Post(m, "/v1/policy/allow", func(ctx context.Context, r adminapi.AllowRequest) (any, error) { return a.Allow(ctx, r) })
 	adminapi.Post(m, "/v1/policy/revoke", func(ctx context.Context, r adminapi.RevokeRequest) (any, error) { return a.Revoke(ctx, r) })
-}
-
-// RegisterAPI implements adminapi.Area.
-func (a RoutesArea) RegisterAPI(m *adminapi.Mux) {
-	m.Get("/v1/routes", func(ctx context.Context) (any, error) { return a.Routes(ctx) })
-	adminapi.Post(m, "/v1/routes/change", func(ctx context.Context, r adminapi.RouteChange) (any, error) { return a.ChangeRoutes(ctx, r) })
 }
 
 // RegisterAPI implements adminapi.Area.
@@ -103,11 +97,11 @@ func (n *Node) refresh(ctx context.Context) {
 		if len(up) == 0 {
 			return
 		}
-		n.lockAll()
-		defer n.unlockAll()
+		n.routes.Lock()
+		defer n.routes.Unlock()
 		for _, p := range up {
 			if n.peers.Get(p.Key) == p && p.Up && !n.closing.Load() {
-				n.greetLocked(p)
+				n.routes.GreetLocked(p)
 			}
 		}
 	}()
@@ -210,7 +204,7 @@ func (n *Node) counters() adminapi.Counters {
 		HandshakeReplayed: n.bind.Stats().InitiationsReplayed.Load(),
 		HandshakeCookies:  n.bind.Stats().CookiesSent.Load(),
 
-		ControlMalformed: n.controlBad.Load(),
+		ControlMalformed: n.routes.ControlMalformed(),
 		RemoteFlows:      remote,
 		TableFull:        ws.Dropped[policy.DropTableFull].Load(),
 		FlowQuota:        ws.Dropped[policy.DropFlowQuota].Load(),
@@ -301,9 +295,7 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	}
 	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
-	n.lockAll()
-	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.unlockAll()
+	n.routes.Recompute() // "*" accept rules follow the policy
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
@@ -348,14 +340,14 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 	for _, e := range removed {
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
-	n.lockAll()
+	n.routes.Lock()
 	for p := range n.peers.All() {
 		if !id.Covers(p.Addr) || (id.Any && m.AllowsAny(p.Addr)) {
 			continue
 		}
 		site := p.Key.SitePrefix()
 		n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-			return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routeOwnerLocked(a) == p)
+			return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
 		})
 		if p.Active {
 			resp.PeersCut = append(resp.PeersCut, p.Key.String())
@@ -366,8 +358,8 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 			n.forgetLocked(p, "revoked")
 		}
 	}
-	n.recomputeRoutesLocked() // "*" accept rules follow the policy
-	n.unlockAll()
+	n.routes.RecomputeLocked() // "*" accept rules follow the policy
+	n.routes.Unlock()
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
 	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
 	return resp, nil

@@ -28,15 +28,13 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 		t.Fatalf("g pings x: %v", err)
 	}
 	testnet.WaitFor(t, 10*time.Second, "g has x's own (empty) offer", func() bool {
-		g.lockAll()
-		defer g.unlockAll()
-		return g.rt.learned.Has(x.key.Public())
+		return g.routes.Learned(x.key.Public())
 	})
-	g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: 1,
-		Routes: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}}})
+	g.routes.HandleControl(x.Address(), offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: 1,
+		Routes: []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("192.168.1.7/32")}})
 
 	home := netip.MustParsePrefix("192.168.1.0/24")
-	g.onHostChange(routes.Host{Networks: []netip.Prefix{home, netip.MustParsePrefix("192.168.1.1/32")}, Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.2")}}, nil)
+	g.routes.OnHostChange(routes.Host{Networks: []netip.Prefix{home, netip.MustParsePrefix("192.168.1.1/32")}, Addrs: []netip.Addr{netip.MustParseAddr("192.168.1.2")}}, nil)
 	if l := g.learned(x, "192.168.1.7/32"); l.State != "conflict" || l.Reason != "host_network" {
 		t.Errorf("a route inside the host's LAN: %+v", l)
 	}
@@ -44,8 +42,8 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 		t.Errorf("a route around the host's LAN: %+v", l)
 	}
 	allowed := func() []netip.Prefix {
-		g.lockAll()
-		defer g.unlockAll()
+		g.routes.Lock()
+		defer g.routes.Unlock()
 		return slices.Clone(g.peers.Get(x.key.Public()).RouteIPs)
 	}
 	in := func(ps []netip.Prefix, a string) bool {
@@ -61,7 +59,7 @@ func TestHostNetworksAreNotTunnelled(t *testing.T) {
 	}
 
 	// The host leaves that LAN.
-	g.onHostChange(routes.Host{Networks: []netip.Prefix{netip.MustParsePrefix("172.20.0.0/24")}, Addrs: []netip.Addr{netip.MustParseAddr("172.20.0.2")}}, nil)
+	g.routes.OnHostChange(routes.Host{Networks: []netip.Prefix{netip.MustParsePrefix("172.20.0.0/24")}, Addrs: []netip.Addr{netip.MustParseAddr("172.20.0.2")}}, nil)
 	if l := g.learned(x, "192.168.1.7/32"); l.State != "installed" {
 		t.Errorf("after the host left its LAN: %+v", l)
 	}

@@ -31,10 +31,11 @@ import (
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
+	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
+	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
-	"github.com/tomoe-net/tomoe/internal/routeplan"
 	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/transport"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
@@ -56,7 +57,7 @@ const (
 	EventAdmissionDenied = adminapi.EventAdmissionDenied
 )
 
-var errClosing = errors.New("node is shutting down")
+var errClosing = routing.ErrClosing
 
 // Options are what an embedding program (tests, the demo) may set beyond
 // the config.
@@ -110,9 +111,9 @@ type Node struct {
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
 	osRoutes *routes.Interface  // kernel mode only; set once configured, before there are peers; safe for concurrent use
-	host     routes.Host        // kernel mode only: the host's own networks; guarded by rtMu
-	firewall *firewall.Firewall // kernel mode only; guarded by rtMu
-	forward  routes.Forwarding  // kernel mode only; guarded by rtMu
+	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
+	firewall *firewall.Firewall // kernel mode only
+	forward  routes.Forwarding  // kernel mode only
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
 	replay   *transport.ReplayStore // saved by pollLoop and Close
@@ -129,29 +130,22 @@ type Node struct {
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
 
-	// Two locks, taken in this order when both are needed: rtMu guards
-	// the node's routes and configuration state (rt, changes, host,
-	// firewall, forward), and functions that need it say so; the peer
-	// table has its own lock, which is all that admission, activation and
-	// eviction take (functions that need it end in Locked). What they
-	// need of the routes is the current plan, an immutable value read
-	// atomically.
-	rtMu  sync.Mutex
-	peers *peers.Table
+	// peers is the peer table, with its own lock, which is all that
+	// admission, activation and eviction take (functions that need it end
+	// in Locked). routes is the route-offer protocol and the route plan;
+	// its lock comes before the peer table's (routes.Lock takes both).
+	peers   *peers.Table
+	routes  *routing.Router
+	changes *changes.Store // the admin API's persisted changes to routes and services
 	// wildRefusedLog limits the log lines about refused wildcard peers;
 	// guarded by the peer table's lock.
 	wildRefusedLog time.Time
 
-	closing atomic.Bool
-	plan    atomic.Pointer[routeplan.Plan] // the routes installed now: set under rtMu, read anywhere
+	closing atomic.Bool // set with routes.Lock held
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
-	svc        serviceSet   // set up by New, torn down by Close
-	rt         routeState   // guarded by mu
-	changes    changesState // API changes to routes and services; guarded by mu
-	control    chan controlMsg
-	controlBad atomic.Uint64 // control datagrams that did not decode
+	svc serviceSet // set up by New, torn down by Close
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -207,10 +201,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Warn(w)
 	}
 	n.store = store
-	if err := n.loadChanges(); err != nil {
+	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
-	if err := n.initRoutes(); err != nil {
+	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}
 	if n.configuresHost() {
@@ -218,14 +212,14 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return n, err
 		}
 	}
-	n.filter = policy.NewFilter(n.localPolicyLocked(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
+	n.filter = policy.NewFilter(n.routes.LocalPolicy(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
 
 	dev, err := n.openTUN(pub)
 	if err != nil {
 		return n, err
 	}
 	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve,
-		ControlPort: offers.ControlPort, Control: n.onControl})
+		ControlPort: offers.ControlPort, Control: n.routes.OnControl})
 	if t := opts.Transport; t != nil && t.UDP != nil {
 		n.bind = transport.NewBindOn(t.UDP, log.With("component", "bind"))
 	} else {
@@ -280,7 +274,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	go n.evictLoop()
 	go n.pollLoop()
 	go n.rehandshakeLoop()
-	go n.routeLoop()
+	go func() {
+		defer n.wg.Done()
+		n.routes.Run()
+	}()
 	log.Info("node up", "public_key", pub, "address", pub.Address(), "site_prefix", pub.SitePrefix(),
 		"mode", cfg.TUN.Mode, "listen_port", n.engine.ListenPort(), "peers", len(cfg.Peers), "rules", len(store.Rules()))
 	return n, nil
@@ -320,72 +317,6 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 		return nil, err
 	}
 	return k, nil
-}
-
-func (n *Node) configureInterface(pub identity.PublicKey) error {
-	name, err := n.wrapper.Name()
-	if err != nil {
-		return fmt.Errorf("tun: %w", err)
-	}
-	uids, err := config.LookupUsers(n.cfg.AllowedLocalUsers)
-	if err != nil {
-		return fmt.Errorf("allowed_local_users: %w", err)
-	}
-	// The node's own underlay traffic carries routes.Mark, so that its
-	// routes (an exit node's default above all) never capture it.
-	if err := n.engine.SetMark(routes.Mark); err != nil {
-		return err
-	}
-	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.ipv4, UIDs: uids})
-	if err != nil {
-		return err
-	}
-	n.rtMu.Lock()
-	n.osRoutes = ifc
-	n.host = ifc.Host()
-	n.filter.SetLocal(n.localPolicyLocked())
-	n.rtMu.Unlock()
-	if err := ifc.WatchHost(n.onHostChange); err != nil {
-		return err
-	}
-	if len(uids) > 0 {
-		n.log.Info("only some local users reach the overlay", "allowed_local_users", n.cfg.AllowedLocalUsers, "uids", uids)
-	}
-	n.rtMu.Lock()
-	fc := n.firewallConfigLocked(name)
-	n.rtMu.Unlock()
-	fw, err := firewall.Open(fc)
-	if err != nil {
-		n.rtMu.Lock()
-		forwards := n.forwardsLocked()
-		n.rtMu.Unlock()
-		if n.cfg.Listen.Stealth || forwards {
-			return fmt.Errorf("firewall (nftables, needed by listen.stealth and routes.offer): %w", err)
-		}
-		n.log.Warn("cannot install the firewall rules (nftables): LAN neighbours could send packets with overlay source addresses through the physical interface", "err", err)
-	}
-	n.rtMu.Lock()
-	n.firewall = fw
-	err = n.applyForwardingLocked()
-	n.rtMu.Unlock()
-	return err
-}
-
-// firewallConfigLocked is the nftables ruleset for the current offers.
-func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
-	pub := n.key.Public()
-	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
-		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
-		HandshakeRate: handshakeKernelRate}
-	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP.IsValid() {
-		fc.TCPPorts = append(fc.TCPPorts, n.cfg.Bridge.TCP.Port())
-	}
-	for _, o := range n.rt.offers {
-		if o.Masquerade {
-			fc.Masquerade = append(fc.Masquerade, o.Prefix)
-		}
-	}
-	return fc
 }
 
 // Stack returns the userspace stack (nil in kernel mode), for programs in
@@ -432,15 +363,16 @@ func (n *Node) Done() <-chan struct{} { return n.done }
 // is safe to call more than once.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
-		n.rtMu.Lock()
-		n.peers.Lock()
 		var withdrawn map[identity.PublicKey]uint64
-		if n.wrapper != nil && n.engine != nil && n.rt.learned != nil {
-			withdrawn = n.withdrawAllLocked()
+		if n.routes != nil {
+			n.routes.Lock()
+			if n.wrapper != nil && n.engine != nil {
+				withdrawn = n.routes.WithdrawAllLocked(n.bind.Sent)
+			}
+			n.closing.Store(true)
+			n.routes.Unlock()
 		}
 		n.closing.Store(true)
-		n.peers.Unlock()
-		n.rtMu.Unlock()
 		if len(withdrawn) > 0 {
 			n.flushWithdrawals(withdrawn)
 		}
@@ -540,29 +472,6 @@ func (n *Node) pollLoop() {
 	}
 }
 
-// syncFirewallPeers tells the firewall the peers' current addresses,
-// whose handshakes pass its flood limit (kernel mode).
-func (n *Node) syncFirewallPeers() {
-	n.rtMu.Lock()
-	fw := n.firewall
-	n.rtMu.Unlock()
-	if fw == nil {
-		return
-	}
-	if err := fw.SetPeers(n.bind.PeerAddrs()); err != nil {
-		n.log.Warn("cannot update the firewall's set of peers' addresses", "err", err)
-	}
-}
-
-// handshakeKernelRate is the kernel's limit on handshake initiations to
-// this node's port, a second, beyond which (and not from a peer's
-// address) they are dropped before they reach the socket: a flood above
-// what one receive goroutine can screen would otherwise drop the peers'
-// packets with it (bench/RESULTS.md, "Handshake floods"). 20,000 a second
-// is far above what any number of peers rekeying needs, and what the
-// node screens in a small share of a core.
-const handshakeKernelRate = 20000
-
 // replaySave is how often the replay state is saved: what a crash can
 // lose (a recording of a handshake from the last replaySave before it
 // could be answered once after the restart).
@@ -572,4 +481,29 @@ const replaySave = 10 * time.Second
 // beside the key.
 func replayFile(cfg *config.Config) string {
 	return filepath.Join(filepath.Dir(cfg.KeyFile), "handshakes.json")
+}
+
+// withdrawWait bounds how long Close waits for its withdrawals to leave:
+// the round trip of a handshake, for a peer whose session must be renewed
+// before WireGuard sends it anything.
+const withdrawWait = time.Second
+
+// flushWithdrawals waits, at most withdrawWait, until WireGuard has taken
+// the withdrawals from the wrapper and queued them for their peers, and
+// then until each of those peers has had a transport message handed to
+// the socket since its withdrawal was queued: the withdrawal, or one
+// queued ahead of it, which the peer's one sender hands over just before
+// (transport/sent.go). The device may then close without dropping them.
+func (n *Node) flushWithdrawals(sent map[identity.PublicKey]uint64) {
+	ctx, cancel := context.WithTimeout(context.Background(), withdrawWait)
+	defer cancel()
+	if err := n.wrapper.WaitStaged(ctx); err != nil {
+		n.log.Info("route withdrawals not sent before shutdown", "err", err)
+		return
+	}
+	for k, before := range sent {
+		if err := n.bind.WaitSent(ctx, k, before); err != nil {
+			n.log.Info("route withdrawal not sent before shutdown", "peer", k.ShortString(), "err", err)
+		}
+	}
 }

@@ -129,7 +129,7 @@ func (n *Node) routesChangedLocked() {
 			owners[site] = p.Addr
 		}
 	}
-	routed := n.routedOwnersLocked()
+	routed := n.routes.Owners()
 	prefixes := make([]netip.Prefix, len(routed))
 	for i, r := range routed {
 		prefixes[i] = r.Prefix
@@ -155,7 +155,7 @@ func (n *Node) lookupPeer(dst netip.Addr) *peers.Peer {
 	if identity.IsNodeAddress(dst) {
 		return nil
 	}
-	return n.routeOwnerLocked(dst)
+	return n.routes.OwnerOf(dst)
 }
 
 // ErrNoPeer is returned for a destination no known peer owns.

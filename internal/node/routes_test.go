@@ -91,9 +91,7 @@ func TestIPv4RouteOfferAndAccept(t *testing.T) {
 	// r stops: g removes r's route live.
 	r.Close()
 	testnet.WaitFor(t, 5*time.Second, "g drops r's route", func() bool {
-		g.lockAll()
-		defer g.unlockAll()
-		_, ok := g.rt.plan.Installed[netip.MustParsePrefix(rv4+"/32")]
+		_, ok := g.routes.Installed(netip.MustParsePrefix(rv4 + "/32"))
 		return !ok
 	})
 	if err := echoOnce(g, rv4+":7", 2*time.Second); err == nil {
@@ -249,7 +247,7 @@ func TestOfferChurnIsLimited(t *testing.T) {
 	}
 	for i := range routeplan.MaxChanges + 5 {
 		pr := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 0}), 16)
-		g.handleControl(controlMsg{src: x.Address(), msg: offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: uint32(i), Routes: []netip.Prefix{pr}}})
+		g.routes.HandleControl(x.Address(), offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: uint32(i), Routes: []netip.Prefix{pr}})
 	}
 	r, _ := g.RoutesArea().Routes(context.Background())
 	if len(r.Learned) != 1 || r.Learned[0].Prefix != fmt.Sprintf("10.%d.0.0/16", routeplan.MaxChanges) {

@@ -38,7 +38,11 @@ func (n *Node) startServices() error {
 	cfg := n.cfg
 	s := &n.svc
 	s.exposer = services.NewExposer(n.listenOverlay, n.log.With("component", "expose"))
-	list, err := n.exposedServices()
+	var list []services.Service
+	for _, e := range cfg.Expose {
+		list = append(list, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
+	}
+	list, err := n.changes.Exposed(list)
 	if err != nil {
 		return err
 	}
@@ -256,7 +260,7 @@ func (a ServicesArea) ChangeExpose(ctx context.Context, req adminapi.ExposeChang
 		if err := n.svc.exposer.Remove(proto, req.Port); err != nil {
 			return adminapi.Services{}, adminapi.NotFound(err)
 		}
-		if err := n.recordExpose(proto, req.Port, "", true); err != nil {
+		if err := n.changes.RecordExpose(proto, req.Port, "", true); err != nil {
 			return adminapi.Services{}, fmt.Errorf("removed, but not saved: %w", err)
 		}
 		n.log.Info("service unexposed", "proto", proto, "port", req.Port)
@@ -266,9 +270,9 @@ func (a ServicesArea) ChangeExpose(ctx context.Context, req adminapi.ExposeChang
 		return adminapi.Services{}, adminapi.BadRequest(fmt.Errorf("target: %v", err))
 	}
 	if err := n.svc.exposer.Add(services.Service{Proto: proto, Port: req.Port, Target: req.Target}); err != nil {
-		return adminapi.Services{}, conflict(err)
+		return adminapi.Services{}, adminapi.Conflict(err)
 	}
-	if err := n.recordExpose(proto, req.Port, req.Target, false); err != nil {
+	if err := n.changes.RecordExpose(proto, req.Port, req.Target, false); err != nil {
 		return adminapi.Services{}, fmt.Errorf("exposed, but not saved: %w", err)
 	}
 	n.log.Info("service exposed", "proto", proto, "port", req.Port, "target", req.Target)
@@ -286,8 +290,5 @@ func exposedService(addr netip.Addr, s services.Service) adminapi.ExposedService
 // isHostAddr reports whether a is one of the host's own addresses beyond
 // the overlay (kernel mode; routes.Host).
 func (n *Node) isHostAddr(a netip.Addr) bool {
-	n.rtMu.Lock()
-	defer n.rtMu.Unlock()
-	_, ok := slices.BinarySearchFunc(n.host.Addrs, a, netip.Addr.Compare)
-	return ok
+	return n.routes.HostAddr(a)
 }
