@@ -11,6 +11,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -25,8 +26,6 @@ type (
 	StatusArea struct{ *Node }
 	// PolicyArea is GET /v1/policy, POST /v1/policy/allow and revoke.
 	PolicyArea struct{ *Node }
-	// ServicesArea is GET /v1/services and POST /v1/services/expose.
-	ServicesArea struct{ *Node }
 	// BridgeArea is the bridge role's /v1/bridge/... (409 on a node that is
 	// not a bridge).
 	BridgeArea struct{ *Node }
@@ -42,8 +41,9 @@ func (n *Node) PolicyArea() PolicyArea { return PolicyArea{n} }
 // /v1/routes/change.
 func (n *Node) RoutesArea() *routing.Router { return n.routes }
 
-// ServicesArea returns the node's services API.
-func (n *Node) ServicesArea() ServicesArea { return ServicesArea{n} }
+// ServicesArea returns the node's services API: GET /v1/services and POST
+// /v1/services/expose.
+func (n *Node) ServicesArea() *localsvc.Set { return n.svc }
 
 // BridgeArea returns the node's bridge-role API.
 func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
@@ -66,12 +66,6 @@ func (a PolicyArea) RegisterAPI(m *adminapi.Mux) {
 	m.Get("/v1/policy", func(ctx context.Context) (any, error) { return a.Policy(ctx) })
 	adminapi.Post(m, "/v1/policy/allow", func(ctx context.Context, r adminapi.AllowRequest) (any, error) { return a.Allow(ctx, r) })
 	adminapi.Post(m, "/v1/policy/revoke", func(ctx context.Context, r adminapi.RevokeRequest) (any, error) { return a.Revoke(ctx, r) })
-}
-
-// RegisterAPI implements adminapi.Area.
-func (a ServicesArea) RegisterAPI(m *adminapi.Mux) {
-	m.Get("/v1/services", func(ctx context.Context) (any, error) { return a.Services(ctx) })
-	adminapi.Post(m, "/v1/services/expose", func(ctx context.Context, r adminapi.ExposeChange) (any, error) { return a.ChangeExpose(ctx, r) })
 }
 
 // RegisterAPI implements adminapi.Area.

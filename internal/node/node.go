@@ -32,6 +32,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
+	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/offers"
@@ -145,7 +146,7 @@ type Node struct {
 
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
-	svc serviceSet // set up by New, torn down by Close
+	svc *localsvc.Set // exposed services and local access listeners
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -254,7 +255,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.startBridging(); err != nil {
 		return n, err
 	}
-	if err := n.startServices(); err != nil {
+	if n.svc, err = n.startServices(); err != nil {
 		return n, err
 	}
 
@@ -385,7 +386,9 @@ func (n *Node) Close() error {
 			n.metrics.Close()
 		}
 		n.wg.Wait()
-		n.stopServices()
+		if n.svc != nil {
+			n.svc.Close()
+		}
 		n.stopBridging()
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {

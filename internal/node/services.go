@@ -7,122 +7,28 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/services"
 )
 
-// Local services: exposed services (the overlay side listens on the node
-// address, in the userspace stack or on the kernel TUN only), and the
-// local access listeners (port forwards, SOCKS5 and HTTP CONNECT proxies)
-// that dial into the overlay. internal/services does the plumbing; the node
-// supplies listeners, the dialer and the name resolver.
-type serviceSet struct {
-	exposer *services.Exposer
-	cancel  context.CancelFunc
-	locals  []io.Closer
-	connect []adminapi.LocalListener
-	proxies []adminapi.LocalListener
-	done    chan struct{}
-	running int
-}
-
-func (n *Node) startServices() error {
+// startServices starts the exposed services and the local access
+// listeners, on the node's listeners, dialer and resolver below.
+func (n *Node) startServices() (*localsvc.Set, error) {
 	cfg := n.cfg
-	s := &n.svc
-	s.exposer = services.NewExposer(n.listenOverlay, n.log.With("component", "expose"))
-	var list []services.Service
+	sc := localsvc.Config{Log: n.log, Addr: n.Address(), Changes: n.changes, Connect: cfg.Connect,
+		SOCKS5: cfg.Proxy.SOCKS5.String(), HTTP: cfg.Proxy.HTTP.String(), Users: cfg.Proxy.Users,
+		Listen: n.listenOverlay, Dial: n.dialOverlay, Resolve: n.resolveName}
 	for _, e := range cfg.Expose {
-		list = append(list, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
+		sc.Expose = append(sc.Expose, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
 	}
-	list, err := n.changes.Exposed(list)
-	if err != nil {
-		return err
-	}
-	for _, e := range list {
-		if err := s.exposer.Add(e); err != nil {
-			return fmt.Errorf("expose %s/%d: %w", e.Proto, e.Port, err)
-		}
-	}
-	if len(cfg.Connect) == 0 && !cfg.Proxy.SOCKS5.IsSet() && !cfg.Proxy.HTTP.IsSet() {
-		return nil
-	}
-	allow, err := services.ParseUsers(cfg.Proxy.Users)
-	if err != nil {
-		return fmt.Errorf("proxy.users: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{}, 8+len(cfg.Connect))
-	log := n.log.With("component", "access")
-	serve := func(key, spec string, f func(net.Listener) error) error {
-		ln, err := services.ListenLocal(spec, allow, log)
-		if err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		s.locals = append(s.locals, ln)
-		s.running++
-		go func() {
-			defer func() { s.done <- struct{}{} }()
-			if err := f(ln); err != nil && ctx.Err() == nil {
-				log.Warn("local listener stopped", "listener", spec, "err", err)
-			}
-		}()
-		return nil
-	}
-	for i, c := range cfg.Connect {
-		local, remote := c.Local.String(), c.Remote.String()
-		if err := serve(fmt.Sprintf("connect[%d].local", i), local, func(ln net.Listener) error {
-			return services.ServeForward(ctx, ln, n.dialOverlay, n.resolveName, remote, log)
-		}); err != nil {
-			return err
-		}
-		s.connect = append(s.connect, adminapi.LocalListener{Kind: "connect", Listen: local, Remote: remote})
-	}
-	if p := cfg.Proxy.SOCKS5.String(); p != "" {
-		if err := serve("proxy.socks5", p, func(ln net.Listener) error {
-			return services.ServeSOCKS5(ctx, ln, n.dialOverlay, n.resolveName, log)
-		}); err != nil {
-			return err
-		}
-		s.proxies = append(s.proxies, adminapi.LocalListener{Kind: "socks5", Listen: p})
-	}
-	if p := cfg.Proxy.HTTP.String(); p != "" {
-		if err := serve("proxy.http", p, func(ln net.Listener) error {
-			return services.ServeHTTPConnect(ctx, ln, n.dialOverlay, n.resolveName, log)
-		}); err != nil {
-			return err
-		}
-		s.proxies = append(s.proxies, adminapi.LocalListener{Kind: "http", Listen: p})
-	}
-	for _, l := range append(slices.Clone(s.connect), s.proxies...) {
-		n.log.Info("local access listening", "kind", l.Kind, "listen", l.Listen, "remote", l.Remote)
-	}
-	return nil
-}
-
-func (n *Node) stopServices() {
-	s := &n.svc
-	if s.cancel != nil {
-		s.cancel()
-	}
-	for _, c := range s.locals {
-		c.Close()
-	}
-	for range s.running {
-		<-s.done
-	}
-	s.running = 0
-	if s.exposer != nil {
-		s.exposer.Close()
-	}
+	return localsvc.Start(sc)
 }
 
 // listenOverlay opens the overlay side of an exposed service on the node
@@ -215,76 +121,6 @@ func (n *Node) resolveName(ctx context.Context, host string) (netip.Addr, error)
 		}
 	}
 	return addrs[0].Unmap(), nil
-}
-
-// Services is GET /v1/services.
-func (a ServicesArea) Services(ctx context.Context) (adminapi.Services, error) {
-	n := a.Node
-	return n.servicesStatus(), nil
-}
-
-func (n *Node) servicesStatus() adminapi.Services {
-	out := adminapi.Services{Expose: []adminapi.ExposedService{}, Connect: n.svc.connect, Proxies: n.svc.proxies}
-	if out.Connect == nil {
-		out.Connect = []adminapi.LocalListener{}
-	}
-	if out.Proxies == nil {
-		out.Proxies = []adminapi.LocalListener{}
-	}
-	if n.svc.exposer == nil {
-		return out
-	}
-	for _, s := range n.svc.exposer.List() {
-		out.Expose = append(out.Expose, exposedService(n.Address(), s))
-	}
-	return out
-}
-
-// ChangeExpose is POST /v1/services/expose.
-func (a ServicesArea) ChangeExpose(ctx context.Context, req adminapi.ExposeChange) (adminapi.Services, error) {
-	n := a.Node
-	if n.svc.exposer == nil {
-		return adminapi.Services{}, errClosing
-	}
-	proto := req.Proto
-	if proto == "" {
-		proto = "tcp"
-	}
-	if proto != "tcp" && proto != "udp" {
-		return adminapi.Services{}, adminapi.BadRequest(fmt.Errorf("proto %q: use tcp or udp", req.Proto))
-	}
-	if req.Port == 0 {
-		return adminapi.Services{}, adminapi.BadRequest(errors.New("port: give the overlay port, 1..65535"))
-	}
-	if req.Remove {
-		if err := n.svc.exposer.Remove(proto, req.Port); err != nil {
-			return adminapi.Services{}, adminapi.NotFound(err)
-		}
-		if err := n.changes.RecordExpose(proto, req.Port, "", true); err != nil {
-			return adminapi.Services{}, fmt.Errorf("removed, but not saved: %w", err)
-		}
-		n.log.Info("service unexposed", "proto", proto, "port", req.Port)
-		return n.servicesStatus(), nil
-	}
-	if _, err := services.ParseTarget(req.Target); err != nil {
-		return adminapi.Services{}, adminapi.BadRequest(fmt.Errorf("target: %v", err))
-	}
-	if err := n.svc.exposer.Add(services.Service{Proto: proto, Port: req.Port, Target: req.Target}); err != nil {
-		return adminapi.Services{}, adminapi.Conflict(err)
-	}
-	if err := n.changes.RecordExpose(proto, req.Port, req.Target, false); err != nil {
-		return adminapi.Services{}, fmt.Errorf("exposed, but not saved: %w", err)
-	}
-	n.log.Info("service exposed", "proto", proto, "port", req.Port, "target", req.Target)
-	return n.servicesStatus(), nil
-}
-
-func exposedService(addr netip.Addr, s services.Service) adminapi.ExposedService {
-	return adminapi.ExposedService{
-		Proto: s.Proto, Port: s.Port, Target: s.Target,
-		Address: netip.AddrPortFrom(addr, s.Port).String(),
-		Active:  s.Stats.Active, Total: s.Stats.Total, BytesIn: s.Stats.BytesIn, BytesOut: s.Stats.BytesOut,
-	}
 }
 
 // isHostAddr reports whether a is one of the host's own addresses beyond
