@@ -47,7 +47,7 @@ func TestLeavesDoNotImportUpperPackages(t *testing.T) {
 	leaves := 0
 	for _, p := range pkgs {
 		name := strings.TrimPrefix(p.ImportPath, module)
-		if !strings.HasPrefix(name, "internal/") || slices.Contains(notLeaves, name) {
+		if !strings.HasPrefix(name, "internal/") || slices.Contains(notLeaves, name) || isNodeRoom(name) {
 			continue
 		}
 		leaves++
@@ -58,6 +58,38 @@ func TestLeavesDoNotImportUpperPackages(t *testing.T) {
 	}
 	if leaves < 20 {
 		t.Fatalf("only %d leaf packages found: is `go list` listing the module?", leaves)
+	}
+}
+
+// isNodeRoom reports whether name is one of the node's own packages
+// (internal/node/peers, routing, ...): parts of the composition root with
+// a state of their own, which serve their admin API area.
+func isNodeRoom(name string) bool { return strings.HasPrefix(name, "internal/node/") }
+
+// TestNodeRoomsStayBelowTheNode: the node's own packages may use the admin
+// API's types (each serves its area), but never import the node, the
+// engine or the CLI: the node wires them, not the other way round.
+func TestNodeRoomsStayBelowTheNode(t *testing.T) {
+	pkgs := list(t)
+	imports := make(map[string][]string, len(pkgs))
+	for _, p := range pkgs {
+		imports[p.ImportPath] = p.Imports
+	}
+	above := map[string]bool{module + "internal/node": true, module + "internal/engine": true, module + "internal/cli": true}
+	rooms := 0
+	for _, p := range pkgs {
+		name := strings.TrimPrefix(p.ImportPath, module)
+		if !isNodeRoom(name) {
+			continue
+		}
+		rooms++
+		if chain := pathTo(imports, p.ImportPath, above); chain != nil {
+			t.Errorf("node package %s imports %s (%s): the node's own packages never import node, engine or cli",
+				name, strings.TrimPrefix(chain[len(chain)-1], module), short(chain))
+		}
+	}
+	if rooms < 3 {
+		t.Fatalf("only %d packages under internal/node/ found", rooms)
 	}
 }
 
