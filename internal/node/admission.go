@@ -133,5 +133,5 @@ func (n *Node) denyAdmission(key identity.PublicKey, src netip.AddrPort, why str
 		return
 	}
 	n.log.Info("handshake refused: "+why, "peer", key.ShortString(), "addr", key.Address(), "endpoint", src)
-	n.events.publish(Event{Type: EventAdmissionDenied, Peer: key.String(), Address: key.Address().String(), Endpoint: src.String(), Detail: why})
+	n.events.Publish(Event{Type: EventAdmissionDenied, Peer: key.String(), Address: key.Address().String(), Endpoint: src.String(), Detail: why})
 }

@@ -51,7 +51,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
 	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(),
-		adminapi.Events(n.events.subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
+		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 
 // RegisterAPI implements adminapi.Area.
@@ -109,11 +109,11 @@ func (n *Node) refresh(ctx context.Context) {
 		p.RX, p.TX = s.RxBytes, s.TxBytes
 		if !s.LastHandshake.IsZero() && s.LastHandshake.After(p.LastHS) {
 			p.LastHS = s.LastHandshake
-			n.events.publish(Event{Type: EventHandshake, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
+			n.events.Publish(Event{Type: EventHandshake, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
 			if !p.Up {
 				p.Up = true
 				n.log.Info("peer up", "peer", p.Key.ShortString(), "addr", p.Addr, "endpoint", n.endpointOf(p))
-				n.events.publish(Event{Type: EventPeerUp, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
+				n.events.Publish(Event{Type: EventPeerUp, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: n.endpointOf(p)})
 				up = append(up, p)
 			}
 		}
@@ -122,7 +122,7 @@ func (n *Node) refresh(ctx context.Context) {
 		if p.Up && (!p.Active || now.Sub(p.LastHS) > sessionLifetime) {
 			p.Up = false
 			n.log.Info("peer down", "peer", p.Key.ShortString(), "addr", p.Addr)
-			n.events.publish(Event{Type: EventPeerDown, Peer: p.Key.String(), Address: p.Addr.String()})
+			n.events.Publish(Event{Type: EventPeerDown, Peer: p.Key.String(), Address: p.Addr.String()})
 		}
 	}
 }
@@ -293,7 +293,7 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
-		n.events.publish(Event{Type: EventPolicyAllow, Address: addrOf(rule.From), Detail: rule.String()})
+		n.events.Publish(Event{Type: EventPolicyAllow, Address: addrOf(rule.From), Detail: rule.String()})
 	}
 	return adminapi.AllowResponse{Added: added, Rule: apiRule(entry)}, nil
 }
@@ -355,7 +355,7 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 	n.routes.RecomputeLocked() // "*" accept rules follow the policy
 	n.routes.Unlock()
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
-	n.events.publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
+	n.events.Publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
 	return resp, nil
 }
 
@@ -402,4 +402,4 @@ func (a StatusArea) Ping(ctx context.Context, req adminapi.PingRequest) (adminap
 }
 
 // Subscribe follows the node's events (GET /v1/events).
-func (n *Node) Subscribe() (<-chan Event, func()) { return n.events.subscribe() }
+func (n *Node) Subscribe() (<-chan Event, func()) { return n.events.Subscribe() }

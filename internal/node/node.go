@@ -119,7 +119,7 @@ type Node struct {
 	bind     *transport.Bind
 	replay   *transport.ReplayStore // saved by pollLoop and Close
 	engine   *engine.Engine
-	events   *eventBus
+	events   *adminapi.EventBus
 	api      *adminapi.Server
 	metrics  *http.Server
 	server   *bridge.Server // when this node is a bridge
@@ -170,7 +170,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n = &Node{
 		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
-		events: newEventBus(),
+		events: adminapi.NewEventBus(),
 		peers:  peers.New(peers.Limits{MaxWildcard: maxWildcardPeers, MaxWildcardPerSource: maxWildcardPerSource}),
 		done:   make(chan struct{}),
 
@@ -416,7 +416,7 @@ func (n *Node) Close() error {
 				errs = append(errs, err)
 			}
 		}
-		n.events.close()
+		n.events.Close()
 		// Last: the namespace is as this node found it.
 		if n.netnsLock != nil {
 			if err := n.netnsLock.Close(); err != nil {
@@ -448,7 +448,7 @@ func (n *Node) serveMetrics(addr string) error {
 // onDeny is the filter's rate-limited report of denied inbound packets.
 func (n *Node) onDeny(d policy.Denial) {
 	n.log.Info("inbound packets denied", "from", d.Src, "to", d.Dst, "proto", d.Proto, "port", d.DstPort, "reason", d.Reason.String(), "total", d.Count)
-	n.events.publish(Event{Type: EventDenied, Address: d.Src.String(), Detail: fmt.Sprintf("%s proto %d port %d to %s", d.Reason, d.Proto, d.DstPort, d.Dst), Count: d.Count})
+	n.events.Publish(Event{Type: EventDenied, Address: d.Src.String(), Detail: fmt.Sprintf("%s proto %d port %d to %s", d.Reason, d.Proto, d.DstPort, d.Dst), Count: d.Count})
 }
 
 // pollLoop reads the device's per-peer state every 2 s, turning handshakes

@@ -82,7 +82,7 @@ func (n *Node) activateLocked(p *peers.Peer) error {
 		p.ActivatedAt = time.Now()
 		n.wrapper.SetPeer(p.Addr, true)
 		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
-		n.events.publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
+		n.events.Publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
 		if p.Site || len(p.RouteIPs) > 0 {
 			n.routesChangedLocked()
 		}
@@ -99,7 +99,7 @@ func (n *Node) deactivateLocked(p *peers.Peer, why string) {
 	n.wrapper.SetPeer(p.Addr, false)
 	p.Active, p.Up = false, false
 	n.log.Info("peer removed from the device", "peer", p.Key.ShortString(), "reason", why)
-	n.events.publish(Event{Type: EventPeerRemoved, Peer: p.Key.String(), Address: p.Addr.String(), Detail: why})
+	n.events.Publish(Event{Type: EventPeerRemoved, Peer: p.Key.String(), Address: p.Addr.String(), Detail: why})
 	if p.Site || len(p.RouteIPs) > 0 {
 		n.routesChangedLocked()
 	}

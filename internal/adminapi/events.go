@@ -1,20 +1,19 @@
-package node
+package adminapi
 
 import (
 	"sync"
 	"time"
-
-	"github.com/tomoe-net/tomoe/internal/adminapi"
 )
 
 // subscriberBuffer is how many events a subscriber may lag behind before it
 // misses some.
 const subscriberBuffer = 256
 
-// eventBus fans events out to admin API subscribers. Publishing never
-// blocks: a subscriber whose buffer is full misses events and is told so
-// with one EventOverflow once it catches up.
-type eventBus struct {
+// EventBus fans a node's events out to the admin API's subscribers
+// (GET /v1/events). Publishing never blocks: a subscriber whose buffer is
+// full misses events and is told so with one EventOverflow once it catches
+// up. It is safe for concurrent use.
+type EventBus struct {
 	mu     sync.Mutex // guards subs and closed
 	subs   map[*subscriber]struct{}
 	closed bool
@@ -25,9 +24,12 @@ type subscriber struct {
 	dropped bool
 }
 
-func newEventBus() *eventBus { return &eventBus{subs: make(map[*subscriber]struct{})} }
+// NewEventBus returns a bus without subscribers.
+func NewEventBus() *EventBus { return &EventBus{subs: make(map[*subscriber]struct{})} }
 
-func (b *eventBus) publish(ev Event) {
+// Publish sends ev to every subscriber, stamped with the time if it has
+// none.
+func (b *EventBus) Publish(ev Event) {
 	if ev.Time == "" {
 		ev.Time = time.Now().UTC().Format(time.RFC3339Nano)
 	}
@@ -36,7 +38,7 @@ func (b *eventBus) publish(ev Event) {
 	for s := range b.subs {
 		if s.dropped {
 			select {
-			case s.ch <- Event{Type: adminapi.EventOverflow, Time: ev.Time}:
+			case s.ch <- Event{Type: EventOverflow, Time: ev.Time}:
 				s.dropped = false
 			default:
 				continue
@@ -50,7 +52,10 @@ func (b *eventBus) publish(ev Event) {
 	}
 }
 
-func (b *eventBus) subscribe() (<-chan Event, func()) {
+// Subscribe returns a channel of the events published from now on, and a
+// function that ends the subscription (and closes the channel). After
+// Close, the channel is closed at once.
+func (b *EventBus) Subscribe() (<-chan Event, func()) {
 	s := &subscriber{ch: make(chan Event, subscriberBuffer)}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -72,7 +77,8 @@ func (b *eventBus) subscribe() (<-chan Event, func()) {
 	}
 }
 
-func (b *eventBus) close() {
+// Close ends every subscription.
+func (b *EventBus) Close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.closed = true
