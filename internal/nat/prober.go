@@ -25,6 +25,13 @@ type Paths interface {
 	DirectWorks(key identity.PublicKey, addr netip.AddrPort)
 }
 
+// TTLPaths is what a Paths may also do (transport.Bind does): send frames
+// with an IP TTL (IPv6: hop limit) of their own, leaving every other
+// send's as it is. A prober whose Paths cannot sends no openers.
+type TTLPaths interface {
+	SendFramesTTL(frames [][]byte, dst netip.AddrPort, ttl int) error
+}
+
 // Sealer seals m to the key to, with shared if it is not nil (the key the
 // frame being answered opened with), else with a cached or computed one:
 // keycache.Cache.Seal.
@@ -40,6 +47,7 @@ type Counters struct {
 	Answered *atomic.Uint64 // peers' probes answered
 	Refused  *atomic.Uint64 // peers' probes not answered: stale, answered before, or over the rate
 	Dropped  *atomic.Uint64 // messages not expected: answers to nothing we sent, other kinds
+	Openers  *atomic.Uint64 // openers sent: probes with a TTL that ends past this side's NAT
 }
 
 // Config is what a Prober works with.
@@ -56,6 +64,7 @@ type Config struct {
 // paths are proven. It is safe for concurrent use.
 type Prober struct {
 	paths Paths
+	ttl   TTLPaths // nil: no openers
 	seal  Sealer
 	stats Counters
 	bcast *Broadcasts // never probed
@@ -84,7 +93,8 @@ func NewProber(cfg Config) *Prober {
 		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
 		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
 	}
-	for _, c := range []**atomic.Uint64{&p.stats.Sent, &p.stats.Limited, &p.stats.Acks, &p.stats.Answered, &p.stats.Refused, &p.stats.Dropped} {
+	p.ttl, _ = cfg.Paths.(TTLPaths)
+	for _, c := range []**atomic.Uint64{&p.stats.Sent, &p.stats.Limited, &p.stats.Acks, &p.stats.Answered, &p.stats.Refused, &p.stats.Dropped, &p.stats.Openers} {
 		if *c == nil {
 			*c = new(atomic.Uint64)
 		}
@@ -108,12 +118,53 @@ const (
 	maxCandidates = 8
 )
 
+// Openers: the first packets after an introduction to a peer that may be
+// behind a NAT (OpenerNeeded) are probes with openerTTL, sent every
+// openerInterval for openerLead before any probe that could reach it.
+//
+// Why: a router that accepts unsolicited input (no input firewall, as on
+// many home Linux routers) makes a conntrack entry for a probe that
+// reaches it before its own side has sent to the prober, and while that
+// entry lives (30 s, renewed by each such probe) masquerade gives the
+// flow from its side to the prober another public port: the hole is in
+// the wrong place, and with a filtering NAT on the prober's side neither
+// ever hears the other. Two such "easy" NATs could only go direct if
+// both sides' first probes crossed their own routers before the other's
+// arrived. An opener makes this side's NAT map the flow and dies at the
+// next router, short of the peer's; the bridge introduces both sides at
+// once, so when the probes start, openerLead later, both mappings exist
+// and no probe is unsolicited. TTL 2 passes a NAT that is the host's
+// first hop (the home router; TTL 1 would die there unmapped) and dies
+// at the first router beyond it; a peer's router within two hops is not
+// shielded (nor harmed: it sees what it would have seen). openerLead
+// covers the skew between the two sides' introductions (the bridge's
+// paths to each, and each side's round timer, probeBurst at most).
+const (
+	openerTTL      = 2
+	openerLead     = time.Second
+	openerInterval = 400 * time.Millisecond
+)
+
+// OpenerNeeded reports whether probes to a may cross a NAT on the way,
+// and so are preceded by openers: loopback and private (RFC 1918, ULA)
+// addresses are reached on this host or its own networks, with no NAT
+// between; other addresses (shared address space 100.64/10 included) may
+// be a NAT's public side.
+func OpenerNeeded(a netip.Addr) bool {
+	a = a.Unmap()
+	return !a.IsLoopback() && !a.IsPrivate()
+}
+
 // candidateSet is where a peer may be reachable directly, as bridges
 // reported it; Round probes it until it expires.
 type candidateSet struct {
 	addrs   []netip.AddrPort
 	expires time.Time
 	burst   int // probes left in the fast burst
+	// Until openUntil its addresses get openers (at nextOpener), no
+	// probes; the burst starts after (candidates that need openers
+	// only).
+	openUntil, nextOpener time.Time
 }
 
 // sentProbe is a probe, or a challenge in a probe's answer, awaiting its
@@ -291,6 +342,9 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 		}
 		cs.addrs = append(cs.addrs, ep)
 	}
+	if slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
+		cs.openUntil, cs.nextOpener = now.Add(openerLead), time.Time{}
+	}
 }
 
 // Candidates lists the endpoints each peer is probed at now (a copy).
@@ -316,9 +370,11 @@ func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
 // Round probes, at now, the candidates still fast-probing (a burst after
 // each introduction), and on a slow round every candidate and the direct
 // address of every peer that has a relay path to fall back on, within the
-// budgets per peer and in all. The owner calls it on its timer, never on
-// a receive goroutine: sealing a probe to a peer whose shared key is not
-// cached costs an X25519.
+// budgets per peer and in all. Right after an introduction, candidates
+// that may be behind a NAT get openers first, and no probes (see
+// openerLead). The owner calls it on its timer, never on a receive
+// goroutine: sealing a probe to a peer whose shared key is not cached
+// costs an X25519.
 func (p *Prober) Round(now time.Time, slow bool) {
 	targets := map[identity.PublicKey][]netip.AddrPort{}
 	if slow {
@@ -328,10 +384,29 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			}
 		}
 	}
+	openers := map[identity.PublicKey][]netip.AddrPort{}
 	p.mu.Lock()
 	for k, cs := range p.candidates {
 		if now.After(cs.expires) {
 			delete(p.candidates, k)
+			continue
+		}
+		if now.Before(cs.openUntil) {
+			// Not even the slow round's probe of the peer's direct
+			// address, if it is one of these.
+			targets[k] = slices.DeleteFunc(targets[k], func(ep netip.AddrPort) bool { return containsEP(cs.addrs, ep) })
+			if len(targets[k]) == 0 {
+				delete(targets, k)
+			}
+			if p.ttl == nil || now.Before(cs.nextOpener) {
+				continue
+			}
+			cs.nextOpener = now.Add(openerInterval)
+			for _, a := range cs.addrs {
+				if OpenerNeeded(a.Addr()) {
+					openers[k] = append(openers[k], a)
+				}
+			}
 			continue
 		}
 		if cs.burst > 0 || slow {
@@ -346,6 +421,15 @@ func (p *Prober) Round(now time.Time, slow bool) {
 		}
 	}
 	p.mu.Unlock()
+	p.send(openers, now, true)
+	p.send(targets, now, false)
+}
+
+// send probes each peer's endpoints in targets, as openers if opener,
+// within the budgets per peer and in all. An opener is a probe: if it
+// reaches the peer after all (a peer fewer hops away than openerTTL), it
+// is answered as one.
+func (p *Prober) send(targets map[identity.PublicKey][]netip.AddrPort, now time.Time, opener bool) {
 	for k, eps := range targets {
 		for _, ep := range eps {
 			if !p.probeBudget.Allow(k.Address(), now) || !p.allProbes.Allow(now.UnixNano(), 1, allProbeRate, allProbeBurst) {
@@ -354,6 +438,12 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			}
 			frame, err := p.seal.Seal(k, nil, wire.Message{Kind: wire.KindProbe, Seq: p.newProbe(k, ep, now, false)})
 			if err != nil {
+				continue
+			}
+			if opener {
+				if p.ttl.SendFramesTTL([][]byte{frame}, ep, openerTTL) == nil {
+					p.stats.Openers.Add(1)
+				}
 				continue
 			}
 			p.stats.Sent.Add(1)
