@@ -72,6 +72,83 @@ type frameFunc func(frames [][]byte, srcs []netip.AddrPort)
 
 func (f frameFunc) HandleFrames(frames [][]byte, srcs []netip.AddrPort) { f(frames, srcs) }
 
+// easyPair builds two sites behind NATs with cfg on an internet with
+// hops routers between them and a bridge host, a node on each, and
+// returns the nodes and the endpoints the bridge observed for them.
+func easyPair(t *testing.T, cfg vnet.NATConfig, hops uint8) (a, b *vnode, ea, eb netip.AddrPort, w *vnet.World) {
+	t.Helper()
+	w = vnet.New(vnet.Config{})
+	t.Cleanup(func() { w.Close() })
+	internet, err := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	internet.SetHops(hops)
+	bh, err := internet.AddHost("bridge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge, err := bh.ListenUDP(4610)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bridge.Close() })
+	site := func(name string, octet byte) *vnode {
+		lan, err := w.NewNetwork(name+"-lan", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, octet, 0, 0}), 24))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.NewNAT(name+"-nat", lan, internet, cfg); err != nil {
+			t.Fatal(err)
+		}
+		h, err := lan.AddHost(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return newVnode(t, h)
+	}
+	a, b = site("a", 1), site("b", 2)
+	a.talksTo(t, b)
+	b.talksTo(t, a)
+	// Registering: the bridge observes each node's endpoint.
+	observed := func(n *vnode) netip.AddrPort {
+		if err := n.bind.SendFrames([][]byte{[]byte("register")}, bridge.LocalAddrPort()); err != nil {
+			t.Fatal(err)
+		}
+		bridge.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, from, err := bridge.ReadFromUDPAddrPort(make([]byte, 64))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return from
+	}
+	return a, b, observed(a), observed(b), w
+}
+
+// rounds runs the nodes' probe rounds as a node's bridge client times
+// them (every probeBurst, slow every tenth) until done or d passes, and
+// reports whether done. Before each round, step(i) may introduce them.
+func rounds(d time.Duration, nodes []*vnode, step func(i int), done func() bool) bool {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(d)
+	for i := 0; time.Now().Before(deadline); i++ {
+		if done() {
+			return true
+		}
+		now := <-tick.C
+		step(i)
+		for _, n := range nodes {
+			n.prober.Round(now, i%10 == 0)
+		}
+	}
+	return done()
+}
+
+func directBoth(a, b *vnode) func() bool {
+	return func() bool { return a.directTo(b) && b.directTo(a) }
+}
+
 // Two nodes behind "easy" NATs (endpoint-independent mapping, conntrack's
 // filtering) whose routers have no input firewall, with a router between
 // them, are introduced by a bridge, one a few rounds before the other (the
@@ -94,77 +171,91 @@ func TestEasyNATsWithoutInputFirewall(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("no input firewall %v, %d hops between", tc.noInput, tc.hops), func(t *testing.T) {
 			t.Parallel()
-			w := vnet.New(vnet.Config{})
-			t.Cleanup(func() { w.Close() })
-			internet, err := w.NewNetwork("internet", netip.MustParsePrefix("203.0.113.0/24"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			internet.SetHops(tc.hops)
-			bh, err := internet.AddHost("bridge")
-			if err != nil {
-				t.Fatal(err)
-			}
-			bridge, err := bh.ListenUDP(4610)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { bridge.Close() })
-			site := func(name string, octet byte) *vnode {
-				lan, err := w.NewNetwork(name+"-lan", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, octet, 0, 0}), 24))
-				if err != nil {
-					t.Fatal(err)
+			a, b, ea, eb, w := easyPair(t, vnet.NATConfig{NoInputFirewall: tc.noInput}, tc.hops)
+			const skew = 2 // rounds between a's introduction and b's
+			at := time.Now().UnixNano()
+			got := rounds(5*time.Second, []*vnode{a, b}, func(i int) {
+				switch i {
+				case 0:
+					a.prober.AddIntroduced(b.key.Public(), []netip.AddrPort{eb}, false, at)
+				case skew:
+					b.prober.AddIntroduced(a.key.Public(), []netip.AddrPort{ea}, false, at)
 				}
-				if _, err := w.NewNAT(name+"-nat", lan, internet, vnet.NATConfig{NoInputFirewall: tc.noInput}); err != nil {
-					t.Fatal(err)
-				}
-				h, err := lan.AddHost(name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return newVnode(t, h)
-			}
-			a, b := site("a", 1), site("b", 2)
-			a.talksTo(t, b)
-			b.talksTo(t, a)
-			// Registering: the bridge observes each node's endpoint.
-			observed := func(n *vnode) netip.AddrPort {
-				if err := n.bind.SendFrames([][]byte{[]byte("register")}, bridge.LocalAddrPort()); err != nil {
-					t.Fatal(err)
-				}
-				bridge.SetReadDeadline(time.Now().Add(5 * time.Second))
-				_, from, err := bridge.ReadFromUDPAddrPort(make([]byte, 64))
-				if err != nil {
-					t.Fatal(err)
-				}
-				return from
-			}
-			ea, eb := observed(a), observed(b)
-
-			// The probe loop: a round every probeBurst, a slow one every
-			// second; b is introduced two rounds after a.
-			const skew = 2
-			tick := time.NewTicker(100 * time.Millisecond)
-			defer tick.Stop()
-			deadline := time.Now().Add(5 * time.Second)
-			for i := 0; !(a.directTo(b) && b.directTo(a)) && time.Now().Before(deadline); i++ {
-				now := <-tick.C
-				if i == 0 {
-					a.prober.AddCandidates(b.key.Public(), []netip.AddrPort{eb}, false)
-				}
-				if i == skew {
-					b.prober.AddCandidates(a.key.Public(), []netip.AddrPort{ea}, false)
-				}
-				slow := i%10 == 0
-				a.prober.Round(now, slow)
-				if i >= skew {
-					b.prober.Round(now, slow)
-				}
-			}
-			if got := a.directTo(b) && b.directTo(a); got != tc.direct {
+			}, directBoth(a, b))
+			if got != tc.direct {
 				t.Fatalf("direct both ways = %v (a->b %v, b->a %v), want %v; a sent %d openers, %d probes; world: %+v",
 					got, a.directTo(b), b.directTo(a), tc.direct, a.prober.stats.Openers.Load(), a.prober.stats.Sent.Load(), w.Stats())
 			}
 		})
+	}
+}
+
+// sent counts the openers and probes n sent.
+func (n *vnode) sent() uint64 { return n.prober.stats.Openers.Load() + n.prober.stats.Sent.Load() }
+
+func (n *vnode) failed(peer *vnode) bool {
+	n.prober.mu.Lock()
+	defer n.prober.mu.Unlock()
+	cs := n.prober.candidates[peer.key.Public()]
+	return cs != nil && cs.failed
+}
+
+// The pair of easy NATs without input firewalls, when b's introduction
+// was lost: a's attempt alone leaves a stray entry at b's router; b's
+// attempt alone, at the next introduction (a is quiet by then), leaves
+// from the wrong port. Both stay silent towards each other until an
+// introduction in the next retry window, which both take up: the strays
+// have expired by then (the NATs here forget an unsolicited flow, and a
+// mapping, 2.5 s after its last packet, longer than an attempt as
+// Linux's 30 s are; a mapping that saw replies lasts 120 s there), and
+// they go direct.
+func TestEasyNATsRetryAfterALostIntroduction(t *testing.T) {
+	t.Parallel()
+	const expiry = 2500 * time.Millisecond
+	a, b, ea, eb, w := easyPair(t, vnet.NATConfig{NoInputFirewall: true, UnsolicitedTimeout: expiry, MappingTimeout: expiry}, 1)
+	both := []*vnode{a, b}
+	base := (time.Now().UnixNano()/int64(retryPeriod) + 1) * int64(retryPeriod) // a retry period's start, by the bridge's clock
+	introduce := func(n, peer *vnode, ep netip.AddrPort, at time.Duration) {
+		n.prober.AddIntroduced(peer.key.Public(), []netip.AddrPort{ep}, false, base+int64(at))
+	}
+
+	// a alone (b's introduction lost).
+	if rounds(5*time.Second, both, func(i int) {
+		if i == 0 {
+			introduce(a, b, eb, time.Second)
+		}
+	}, func() bool { return a.failed(b) }); !a.failed(b) || directBoth(a, b)() {
+		t.Fatalf("a's lone attempt: failed %v, direct %v", a.failed(b), directBoth(a, b)())
+	}
+	// The next introduction, outside the retry window: a stays quiet, b
+	// makes its first attempt, alone.
+	if rounds(5*time.Second, both, func(i int) {
+		if i == 0 {
+			introduce(a, b, eb, retryWindow+5*time.Second)
+			introduce(b, a, ea, retryWindow+5*time.Second)
+		}
+	}, func() bool { return b.failed(a) }); !b.failed(a) || directBoth(a, b)() {
+		t.Fatalf("b's lone attempt: failed %v, direct %v", b.failed(a), directBoth(a, b)())
+	}
+	// Quiet: nothing more to each other, whatever the rounds (slow ones
+	// included) and introductions in this period.
+	sa, sb := a.sent(), b.sent()
+	rounds(expiry+time.Second, both, func(i int) {
+		if i == 3 {
+			introduce(a, b, eb, retryPeriod-time.Second)
+			introduce(b, a, ea, retryPeriod-time.Second)
+		}
+	}, func() bool { return false })
+	if a.sent() != sa || b.sent() != sb {
+		t.Fatalf("while quiet a sent %d and b %d openers and probes", a.sent()-sa, b.sent()-sb)
+	}
+	// The next period's window: both try again, and go direct.
+	if !rounds(5*time.Second, both, func(i int) {
+		if i == 0 {
+			introduce(a, b, eb, retryPeriod+time.Second)
+			introduce(b, a, ea, retryPeriod+time.Second)
+		}
+	}, directBoth(a, b)) {
+		t.Fatalf("no direct path after the retry: a->b %v, b->a %v; world %+v", a.directTo(b), b.directTo(a), w.Stats())
 	}
 }

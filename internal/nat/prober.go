@@ -165,7 +165,37 @@ type candidateSet struct {
 	// probes; the burst starts after (candidates that need openers
 	// only).
 	openUntil, nextOpener time.Time
+	// The retry period (the bridge's time / retryPeriod) of the last
+	// attempt; whether a probe of it was answered; whether it ended
+	// unanswered (then its addresses that need openers are left alone
+	// until the next attempt).
+	period         int64
+	proved, failed bool
 }
+
+// Retrying after a failed attempt. A probe that reached a router without
+// an input firewall before its side had sent (an introduction that one
+// side lost, or got more than openerLead late) leaves a stray conntrack
+// entry there for 30 s (nf_conntrack_udp_timeout) after the last such
+// probe; the other side's flow, if it started while the stray lived, has
+// the wrong port for 30 s after its own last packet. The pair can only
+// go direct after both sides have been silent towards each other that
+// long and then start together. So after an attempt proves nothing the
+// prober sends nothing more to the addresses that need openers, slow
+// rounds included, until an introduction whose bridge time falls within
+// retryWindow after a multiple of retryPeriod, once a period. Both sides
+// pick the same introductions without talking to each other: one lookup
+// makes the bridge answer one side and introduce the other at once, both
+// stamped with its clock. Two attempts are then at least retryPeriod -
+// retryWindow - (openerLead and the burst) apart, longer than the
+// strays live. Relayed peers are looked up every 20 s (the client's
+// refresh), so a window seldom passes without an introduction. An
+// introduction with a new endpoint (the peer moved) starts an attempt
+// at once.
+const (
+	retryPeriod = time.Minute
+	retryWindow = 20 * time.Second
+)
 
 // sentProbe is a probe, or a challenge in a probe's answer, awaiting its
 // answer.
@@ -302,6 +332,11 @@ func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.
 			return
 		}
 		p.stats.Acks.Add(1)
+		p.mu.Lock()
+		if cs := p.candidates[from]; cs != nil {
+			cs.proved, cs.failed = true, false
+		}
+		p.mu.Unlock()
 		p.paths.DirectWorks(from, src)
 		if sent.challenge || m.Seq == 0 {
 			return
@@ -317,8 +352,19 @@ func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.
 
 // AddCandidates adds the plausible endpoints of eps to key's candidates
 // (loopback: the bridge that told them is on this host) and probes them
-// fast for a while.
+// fast for a while: AddIntroduced, introduced now by this node's clock.
 func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loopback bool) {
+	p.AddIntroduced(key, eps, loopback, time.Now().UnixNano())
+}
+
+// AddIntroduced adds the plausible endpoints of eps to key's candidates
+// (loopback: the bridge that told them is on this host), as a bridge
+// introduced them at its time at (Unix nanoseconds, the bridge's clock),
+// and starts an attempt: openers (if they need them), then probes, fast
+// for a while. After an attempt that proved nothing, only an
+// introduction in a new retry window, or one that brings a new endpoint,
+// starts the next (see retryPeriod).
+func (p *Prober) AddIntroduced(key identity.PublicKey, eps []netip.AddrPort, loopback bool, at int64) {
 	now := time.Now()
 	eps = slices.DeleteFunc(PlausibleOnly(eps, loopback), func(ep netip.AddrPort) bool { return p.bcast.Has(ep.Addr(), now) })
 	p.mu.Lock()
@@ -332,7 +378,7 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 		p.candidates[key] = cs
 	}
 	cs.expires = now.Add(candidateLifetime)
-	cs.burst = probeBurstCount
+	added := false
 	for _, ep := range eps {
 		if containsEP(cs.addrs, ep) {
 			continue
@@ -341,7 +387,14 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 			cs.addrs = cs.addrs[1:]
 		}
 		cs.addrs = append(cs.addrs, ep)
+		added = true
 	}
+	period, inWindow := at/int64(retryPeriod), at >= 0 && at%int64(retryPeriod) < int64(retryWindow)
+	if cs.failed && !added && (!inWindow || period == cs.period) {
+		return // quiet: the strays of the last attempt must expire
+	}
+	cs.period, cs.failed, cs.proved = period, false, false
+	cs.burst = probeBurstCount
 	if slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
 		cs.openUntil, cs.nextOpener = now.Add(openerLead), time.Time{}
 	}
@@ -410,12 +463,20 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			continue
 		}
 		if cs.burst > 0 || slow {
-			if cs.burst > 0 {
-				cs.burst--
-			}
 			for _, a := range cs.addrs {
+				if cs.failed && OpenerNeeded(a.Addr()) {
+					continue
+				}
 				if !containsEP(targets[k], a) {
 					targets[k] = append(targets[k], a)
+				}
+			}
+			if cs.burst > 0 {
+				cs.burst--
+				// The attempt's last round: unanswered so far, it failed
+				// (an answer still on its way undoes that).
+				if cs.burst == 0 && !cs.proved && slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
+					cs.failed = true
 				}
 			}
 		}
