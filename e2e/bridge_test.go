@@ -85,21 +85,27 @@ func TestBridgeNATLab(t *testing.T) {
 	bridgeEP := bh.IPv4.String() + ":4610"
 	br := &kernelNode{nodeDir: newNodeDir(t, "bridge"), host: bh}
 
+	// open1 and open2 are "easy" NATs whose routers accept unsolicited
+	// input (conntrack then remembers a peer's early probe as a flow to
+	// the router), with a transit router between them.
 	kinds := []struct {
 		name string
 		kind testnet.NATKind
+		opts testnet.SiteOptions
 	}{
-		{"eim1", testnet.EndpointIndependent},
-		{"eim2", testnet.EndpointIndependent},
-		{"sym1", testnet.Symmetric},
-		{"sym2", testnet.Symmetric},
-		{"noudp", testnet.UDPBlocked},
+		{"eim1", testnet.EndpointIndependent, testnet.SiteOptions{}},
+		{"eim2", testnet.EndpointIndependent, testnet.SiteOptions{}},
+		{"sym1", testnet.Symmetric, testnet.SiteOptions{}},
+		{"sym2", testnet.Symmetric, testnet.SiteOptions{}},
+		{"noudp", testnet.UDPBlocked, testnet.SiteOptions{}},
+		{"open1", testnet.EndpointIndependent, testnet.SiteOptions{NoInputFirewall: true}},
+		{"open2", testnet.EndpointIndependent, testnet.SiteOptions{NoInputFirewall: true, Transit: true}},
 	}
 	nodes := map[string]*kernelNode{}
 	sites := map[string]*testnet.Site{}
 	var allow strings.Builder
 	for _, k := range kinds {
-		s := lab.AddSite(k.name, k.kind)
+		s := lab.AddSiteWith(k.name, k.kind, k.opts)
 		sites[k.name] = s
 		nodes[k.name] = &kernelNode{nodeDir: newNodeDir(t, k.name), host: s.Host}
 		if k.name != "noudp" { // noudp joins with a token instead
@@ -107,6 +113,7 @@ func TestBridgeNATLab(t *testing.T) {
 		}
 	}
 	eim1, eim2, sym1, sym2, noudp := nodes["eim1"], nodes["eim2"], nodes["sym1"], nodes["sym2"], nodes["noudp"]
+	open1, open2 := nodes["open1"], nodes["open2"]
 
 	// The bridge runs in userspace mode: it needs no TUN to bridge.
 	br.write(t, "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:4610\"\n[bridge]\nenable = true\ntcp = \"0.0.0.0:4610\"\n"+allow.String())
@@ -145,6 +152,22 @@ func TestBridgeNATLab(t *testing.T) {
 		eim1.waitPath(t, eim2.addr(), "direct", 5*time.Second)
 		t.Logf("first packet to direct path: %v", time.Since(start))
 		eim2.waitPath(t, eim1.addr(), "direct", 5*time.Second)
+	})
+
+	t.Run("easy NATs without an input firewall go direct", func(t *testing.T) {
+		t.Cleanup(func() {
+			if t.Failed() {
+				for _, name := range []string{"open1", "open2"} {
+					out, _ := sites[name].Router.Try("cat", "/proc/net/nf_conntrack")
+					t.Logf("conntrack of %s's router:\n%s", name, out)
+				}
+			}
+		})
+		start := time.Now()
+		open1.talk(t, open2)
+		open1.waitPath(t, open2.addr(), "direct", 10*time.Second)
+		t.Logf("first packet to direct path: %v", time.Since(start))
+		open2.waitPath(t, open1.addr(), "direct", 5*time.Second)
 	})
 
 	t.Run("symmetric sites stay relayed", func(t *testing.T) {

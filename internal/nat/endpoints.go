@@ -6,7 +6,10 @@
 //     as places to probe (endpoints.go);
 //   - the candidates bridges report for each peer, the probes this node
 //     sends and answers, their budgets, and the proof that a path works,
-//     which it hands to the Bind (prober.go);
+//     which it hands to the Bind (prober.go); the openers that precede
+//     probes to a NAT's public side (low-TTL probes that map this side's
+//     flow before the peer's probes arrive), and the quiet spell and
+//     shared retry schedule after an attempt that proved nothing;
 //   - which introductions are fresh (introductions.go).
 //
 // It has no goroutines and no sockets of its own: the node's client of

@@ -25,6 +25,13 @@ type Paths interface {
 	DirectWorks(key identity.PublicKey, addr netip.AddrPort)
 }
 
+// TTLPaths is what a Paths may also do (transport.Bind does): send frames
+// with an IP TTL (IPv6: hop limit) of their own, leaving every other
+// send's as it is. A prober whose Paths cannot sends no openers.
+type TTLPaths interface {
+	SendFramesTTL(frames [][]byte, dst netip.AddrPort, ttl int) error
+}
+
 // Sealer seals m to the key to, with shared if it is not nil (the key the
 // frame being answered opened with), else with a cached or computed one:
 // keycache.Cache.Seal.
@@ -40,6 +47,7 @@ type Counters struct {
 	Answered *atomic.Uint64 // peers' probes answered
 	Refused  *atomic.Uint64 // peers' probes not answered: stale, answered before, or over the rate
 	Dropped  *atomic.Uint64 // messages not expected: answers to nothing we sent, other kinds
+	Openers  *atomic.Uint64 // openers sent: probes with a TTL that ends past this side's NAT
 }
 
 // Config is what a Prober works with.
@@ -56,6 +64,7 @@ type Config struct {
 // paths are proven. It is safe for concurrent use.
 type Prober struct {
 	paths Paths
+	ttl   TTLPaths // nil: no openers
 	seal  Sealer
 	stats Counters
 	bcast *Broadcasts // never probed
@@ -84,7 +93,8 @@ func NewProber(cfg Config) *Prober {
 		answers:     ratelimit.NewKeyed(peerAnswerRate, peerAnswerBurst, maxProbingPeers),
 		probeBudget: ratelimit.NewKeyed(peerProbeRate, peerProbeBurst, maxProbingPeers),
 	}
-	for _, c := range []**atomic.Uint64{&p.stats.Sent, &p.stats.Limited, &p.stats.Acks, &p.stats.Answered, &p.stats.Refused, &p.stats.Dropped} {
+	p.ttl, _ = cfg.Paths.(TTLPaths)
+	for _, c := range []**atomic.Uint64{&p.stats.Sent, &p.stats.Limited, &p.stats.Acks, &p.stats.Answered, &p.stats.Refused, &p.stats.Dropped, &p.stats.Openers} {
 		if *c == nil {
 			*c = new(atomic.Uint64)
 		}
@@ -108,13 +118,84 @@ const (
 	maxCandidates = 8
 )
 
+// Openers: the first packets after an introduction to a peer that may be
+// behind a NAT (OpenerNeeded) are probes with openerTTL, sent every
+// openerInterval for openerLead before any probe that could reach it.
+//
+// Why: a router that accepts unsolicited input (no input firewall, as on
+// many home Linux routers) makes a conntrack entry for a probe that
+// reaches it before its own side has sent to the prober, and while that
+// entry lives (30 s, renewed by each such probe) masquerade gives the
+// flow from its side to the prober another public port: the hole is in
+// the wrong place, and with a filtering NAT on the prober's side neither
+// ever hears the other. Two such "easy" NATs could only go direct if
+// both sides' first probes crossed their own routers before the other's
+// arrived. An opener makes this side's NAT map the flow and dies at the
+// next router, short of the peer's; the bridge introduces both sides at
+// once, so when the probes start, openerLead later, both mappings exist
+// and no probe is unsolicited. TTL 2 passes a NAT that is the host's
+// first hop (the home router; TTL 1 would die there unmapped) and dies
+// at the first router beyond it; a peer's router within two hops is not
+// shielded (nor harmed: it sees what it would have seen). openerLead
+// covers the skew between the two sides' introductions (the bridge's
+// paths to each, and each side's round timer, probeBurst at most).
+const (
+	openerTTL      = 2
+	openerLead     = time.Second
+	openerInterval = 400 * time.Millisecond
+)
+
+// OpenerNeeded reports whether probes to a may cross a NAT on the way,
+// and so are preceded by openers: loopback and private (RFC 1918, ULA)
+// addresses are reached on this host or its own networks, with no NAT
+// between; other addresses (shared address space 100.64/10 included) may
+// be a NAT's public side.
+func OpenerNeeded(a netip.Addr) bool {
+	a = a.Unmap()
+	return !a.IsLoopback() && !a.IsPrivate()
+}
+
 // candidateSet is where a peer may be reachable directly, as bridges
 // reported it; Round probes it until it expires.
 type candidateSet struct {
 	addrs   []netip.AddrPort
 	expires time.Time
 	burst   int // probes left in the fast burst
+	// Until openUntil its addresses get openers (at nextOpener), no
+	// probes; the burst starts after (candidates that need openers
+	// only).
+	openUntil, nextOpener time.Time
+	// The retry period (the bridge's time / retryPeriod) of the last
+	// attempt; whether a probe of it was answered; whether it ended
+	// unanswered (then its addresses that need openers are left alone
+	// until the next attempt).
+	period         int64
+	proved, failed bool
 }
+
+// Retrying after a failed attempt. A probe that reached a router without
+// an input firewall before its side had sent (an introduction that one
+// side lost, or got more than openerLead late) leaves a stray conntrack
+// entry there for 30 s (nf_conntrack_udp_timeout) after the last such
+// probe; the other side's flow, if it started while the stray lived, has
+// the wrong port for 30 s after its own last packet. The pair can only
+// go direct after both sides have been silent towards each other that
+// long and then start together. So after an attempt proves nothing the
+// prober sends nothing more to the addresses that need openers, slow
+// rounds included, until an introduction whose bridge time falls within
+// retryWindow after a multiple of retryPeriod, once a period. Both sides
+// pick the same introductions without talking to each other: one lookup
+// makes the bridge answer one side and introduce the other at once, both
+// stamped with its clock. Two attempts are then at least retryPeriod -
+// retryWindow - (openerLead and the burst) apart, longer than the
+// strays live. Relayed peers are looked up every 20 s (the client's
+// refresh), so a window seldom passes without an introduction. An
+// introduction with a new endpoint (the peer moved) starts an attempt
+// at once.
+const (
+	retryPeriod = time.Minute
+	retryWindow = 20 * time.Second
+)
 
 // sentProbe is a probe, or a challenge in a probe's answer, awaiting its
 // answer.
@@ -251,6 +332,11 @@ func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.
 			return
 		}
 		p.stats.Acks.Add(1)
+		p.mu.Lock()
+		if cs := p.candidates[from]; cs != nil {
+			cs.proved, cs.failed = true, false
+		}
+		p.mu.Unlock()
 		p.paths.DirectWorks(from, src)
 		if sent.challenge || m.Seq == 0 {
 			return
@@ -266,8 +352,19 @@ func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.
 
 // AddCandidates adds the plausible endpoints of eps to key's candidates
 // (loopback: the bridge that told them is on this host) and probes them
-// fast for a while.
+// fast for a while: AddIntroduced, introduced now by this node's clock.
 func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loopback bool) {
+	p.AddIntroduced(key, eps, loopback, time.Now().UnixNano())
+}
+
+// AddIntroduced adds the plausible endpoints of eps to key's candidates
+// (loopback: the bridge that told them is on this host), as a bridge
+// introduced them at its time at (Unix nanoseconds, the bridge's clock),
+// and starts an attempt: openers (if they need them), then probes, fast
+// for a while. After an attempt that proved nothing, only an
+// introduction in a new retry window, or one that brings a new endpoint,
+// starts the next (see retryPeriod).
+func (p *Prober) AddIntroduced(key identity.PublicKey, eps []netip.AddrPort, loopback bool, at int64) {
 	now := time.Now()
 	eps = slices.DeleteFunc(PlausibleOnly(eps, loopback), func(ep netip.AddrPort) bool { return p.bcast.Has(ep.Addr(), now) })
 	p.mu.Lock()
@@ -281,7 +378,7 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 		p.candidates[key] = cs
 	}
 	cs.expires = now.Add(candidateLifetime)
-	cs.burst = probeBurstCount
+	added := false
 	for _, ep := range eps {
 		if containsEP(cs.addrs, ep) {
 			continue
@@ -290,6 +387,16 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 			cs.addrs = cs.addrs[1:]
 		}
 		cs.addrs = append(cs.addrs, ep)
+		added = true
+	}
+	period, inWindow := at/int64(retryPeriod), at >= 0 && at%int64(retryPeriod) < int64(retryWindow)
+	if cs.failed && !added && (!inWindow || period == cs.period) {
+		return // quiet: the strays of the last attempt must expire
+	}
+	cs.period, cs.failed, cs.proved = period, false, false
+	cs.burst = probeBurstCount
+	if slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
+		cs.openUntil, cs.nextOpener = now.Add(openerLead), time.Time{}
 	}
 }
 
@@ -316,9 +423,11 @@ func containsEP(eps []netip.AddrPort, ep netip.AddrPort) bool {
 // Round probes, at now, the candidates still fast-probing (a burst after
 // each introduction), and on a slow round every candidate and the direct
 // address of every peer that has a relay path to fall back on, within the
-// budgets per peer and in all. The owner calls it on its timer, never on
-// a receive goroutine: sealing a probe to a peer whose shared key is not
-// cached costs an X25519.
+// budgets per peer and in all. Right after an introduction, candidates
+// that may be behind a NAT get openers first, and no probes (see
+// openerLead). The owner calls it on its timer, never on a receive
+// goroutine: sealing a probe to a peer whose shared key is not cached
+// costs an X25519.
 func (p *Prober) Round(now time.Time, slow bool) {
 	targets := map[identity.PublicKey][]netip.AddrPort{}
 	if slow {
@@ -328,24 +437,60 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			}
 		}
 	}
+	openers := map[identity.PublicKey][]netip.AddrPort{}
 	p.mu.Lock()
 	for k, cs := range p.candidates {
 		if now.After(cs.expires) {
 			delete(p.candidates, k)
 			continue
 		}
-		if cs.burst > 0 || slow {
-			if cs.burst > 0 {
-				cs.burst--
+		if now.Before(cs.openUntil) {
+			// Not even the slow round's probe of the peer's direct
+			// address, if it is one of these.
+			targets[k] = slices.DeleteFunc(targets[k], func(ep netip.AddrPort) bool { return containsEP(cs.addrs, ep) })
+			if len(targets[k]) == 0 {
+				delete(targets, k)
 			}
+			if p.ttl == nil || now.Before(cs.nextOpener) {
+				continue
+			}
+			cs.nextOpener = now.Add(openerInterval)
 			for _, a := range cs.addrs {
+				if OpenerNeeded(a.Addr()) {
+					openers[k] = append(openers[k], a)
+				}
+			}
+			continue
+		}
+		if cs.burst > 0 || slow {
+			for _, a := range cs.addrs {
+				if cs.failed && OpenerNeeded(a.Addr()) {
+					continue
+				}
 				if !containsEP(targets[k], a) {
 					targets[k] = append(targets[k], a)
+				}
+			}
+			if cs.burst > 0 {
+				cs.burst--
+				// The attempt's last round: unanswered so far, it failed
+				// (an answer still on its way undoes that).
+				if cs.burst == 0 && !cs.proved && slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
+					cs.failed = true
 				}
 			}
 		}
 	}
 	p.mu.Unlock()
+	p.send(openers, now, true)
+	p.send(targets, now, false)
+}
+
+// send probes each peer's endpoints in targets, as openers if opener,
+// within the budgets per peer and in all. An opener is a probe: if it
+// reaches the peer after all (a peer fewer hops away than openerTTL), it
+// is answered as one.
+func (p *Prober) send(targets map[identity.PublicKey][]netip.AddrPort, now time.Time, opener bool) {
 	for k, eps := range targets {
 		for _, ep := range eps {
 			if !p.probeBudget.Allow(k.Address(), now) || !p.allProbes.Allow(now.UnixNano(), 1, allProbeRate, allProbeBurst) {
@@ -354,6 +499,12 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			}
 			frame, err := p.seal.Seal(k, nil, wire.Message{Kind: wire.KindProbe, Seq: p.newProbe(k, ep, now, false)})
 			if err != nil {
+				continue
+			}
+			if opener {
+				if p.ttl.SendFramesTTL([][]byte{frame}, ep, openerTTL) == nil {
+					p.stats.Openers.Add(1)
+				}
 				continue
 			}
 			p.stats.Sent.Add(1)

@@ -63,6 +63,8 @@ type NATLab struct {
 type Site struct {
 	Name string
 	Kind NATKind
+	// Options are how the router differs from the plain kind.
+	Options SiteOptions
 	// Router is the NAT router's namespace; its rules are in the
 	// nftables table "ip natlab".
 	Router *Netns
@@ -72,6 +74,26 @@ type Site struct {
 	Private netip.Addr
 	// Public is the router's WAN address, the source the internet sees.
 	Public netip.Addr
+}
+
+// SiteOptions change a site's router from what its kind alone makes.
+type SiteOptions struct {
+	// NoInputFirewall makes the router accept everything its input
+	// chain sees, as many home and embedded Linux routers do. An
+	// unsolicited packet to its public address then reaches the router
+	// itself, and conntrack records it as a flow (remote -> public:port)
+	// for nf_conntrack_udp_timeout (30 s), refreshed by each such packet.
+	// While it lives, masquerade cannot give that public port to an
+	// inside socket's flow to the same remote (the reply tuples would
+	// clash) and picks another: the hole a peer punched is the wrong one.
+	// Only for EndpointIndependent sites.
+	NoInputFirewall bool
+	// Transit puts a router (namespace "<name>-isp") between the site's
+	// router and the internet segment, as an ISP's is: packets to and
+	// from the site cross one more routed hop (its TTL drops by one
+	// more), while addresses stay as AddSite gives them (the transit
+	// router answers ARP for each side on the other's behalf).
+	Transit bool
 }
 
 // natTable names the nftables table in every router namespace.
@@ -122,7 +144,17 @@ func (l *NATLab) AddHost(name string) *Host {
 // AddSite adds a site whose router translates as kind says.
 func (l *NATLab) AddSite(name string, kind NATKind) *Site {
 	l.t.Helper()
+	return l.AddSiteWith(name, kind, SiteOptions{})
+}
+
+// AddSiteWith adds a site whose router translates as kind says, changed
+// by opts.
+func (l *NATLab) AddSiteWith(name string, kind NATKind, opts SiteOptions) *Site {
+	l.t.Helper()
 	l.checkName(name)
+	if opts.NoInputFirewall && kind != EndpointIndependent {
+		l.t.Fatalf("natlab: site %s: NoInputFirewall is for endpoint-independent sites, not %v", name, kind)
+	}
 	if l.nsite == maxSites {
 		l.t.Fatalf("natlab: more than %d sites", maxSites)
 	}
@@ -131,6 +163,7 @@ func (l *NATLab) AddSite(name string, kind NATKind) *Site {
 	s := &Site{
 		Name:    name,
 		Kind:    kind,
+		Options: opts,
 		Router:  NewNetns(l.t, name+"-rt"),
 		Private: netip.AddrFrom4([4]byte{10, n, 0, 2}),
 		Public:  netip.AddrFrom4([4]byte{203, 0, 113, 10 + n}),
@@ -138,7 +171,11 @@ func (l *NATLab) AddSite(name string, kind NATKind) *Site {
 	gw := netip.AddrFrom4([4]byte{10, n, 0, 1})
 	s.Host = &Host{Netns: NewNetns(l.t, name), IPv4: s.Private}
 
-	l.plug(s.Router, fmt.Sprintf("s%d", n), "wan", s.Public)
+	if opts.Transit {
+		l.transit(s, n)
+	} else {
+		l.plug(s.Router, fmt.Sprintf("s%d", n), "wan", s.Public)
+	}
 	s.Router.Run("ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", s.Host.Name)
 	s.Router.Run("ip", "addr", "add", gw.String()+"/24", "dev", "lan")
 	s.Router.Run("ip", "link", "set", "lan", "up")
@@ -156,6 +193,47 @@ func (l *NATLab) AddSite(name string, kind NATKind) *Site {
 	s.applyRules(l.t)
 	l.Sites[name] = s
 	return s
+}
+
+// transit joins the router of site s (number n) to the internet segment
+// through a router namespace of its own. That router owns no address in
+// the segment: it routes the site's public address to the site's router
+// and the rest of the segment to the switch, and answers ARP on each
+// link for the addresses behind the other (proxy ARP, at once), so both
+// sides keep their addresses and on-link routes.
+func (l *NATLab) transit(s *Site, n byte) {
+	l.t.Helper()
+	isp := NewNetns(l.t, s.Name+"-isp")
+	port := fmt.Sprintf("t%d", n)
+	l.Switch.Run("ip", "link", "add", port, "type", "veth", "peer", "name", "inet", "netns", isp.Name)
+	l.Switch.Run("ip", "link", "set", port, "master", "br0", "up")
+	isp.Run("ip", "link", "add", "cust", "type", "veth", "peer", "name", "wan", "netns", s.Router.Name)
+	s.Router.Run("ip", "addr", "add", s.Public.String()+"/24", "dev", "wan")
+	s.Router.Run("ip", "link", "set", "wan", "up")
+	// An address outside the segment, for the ARP requests it sends.
+	isp.Run("ip", "addr", "add", fmt.Sprintf("100.64.0.%d/32", n), "dev", "inet")
+	isp.Run("ip", "addr", "add", fmt.Sprintf("100.64.0.%d/32", n), "dev", "cust")
+	isp.Run("ip", "link", "set", "inet", "up")
+	isp.Run("ip", "link", "set", "cust", "up")
+	isp.Run("ip", "route", "add", "203.0.113.0/24", "dev", "inet")
+	isp.Run("ip", "route", "add", s.Public.String()+"/32", "dev", "cust")
+	var err error
+	isp.Do(func() {
+		for _, kv := range [][2]string{
+			{"ipv4/ip_forward", "1"},
+			{"ipv4/conf/inet/proxy_arp", "1"},
+			{"ipv4/conf/cust/proxy_arp", "1"},
+			{"ipv4/neigh/inet/proxy_delay", "0"},
+			{"ipv4/neigh/cust/proxy_delay", "0"},
+		} {
+			if err == nil {
+				err = os.WriteFile("/proc/sys/net/"+kv[0], []byte(kv[1]+"\n"), 0o644)
+			}
+		}
+	})
+	if err != nil {
+		l.t.Fatalf("natlab: site %s: transit router: %v", s.Name, err)
+	}
 }
 
 func (l *NATLab) checkName(name string) {
@@ -181,7 +259,8 @@ func (l *NATLab) plug(ns *Netns, port, ifname string, addr netip.Addr) {
 // natRules is the router's ruleset. The forward chain checks the blocked
 // set before conntrack's accept, so BlockUDPTo also cuts flows already
 // established. The input chain's drop policy keeps the router from
-// answering probes of its public address with ICMP port unreachable.
+// answering probes of its public address with ICMP port unreachable, and
+// conntrack from remembering them (SiteOptions.NoInputFirewall: accept).
 const natRules = `table ip ` + natTable + ` {
 	set blocked {
 		type ipv4_addr
@@ -195,7 +274,7 @@ const natRules = `table ip ` + natTable + ` {
 		iifname "lan" oifname "wan" accept
 	}
 	chain input {
-		type filter hook input priority filter; policy drop;
+		type filter hook input priority filter; policy %s;
 		iifname "lo" accept
 		ct state established,related accept
 		iifname "lan" accept
@@ -210,6 +289,10 @@ const natRules = `table ip ` + natTable + ` {
 func (s *Site) applyRules(t testing.TB) {
 	t.Helper()
 	var filter, mapping string
+	input := "drop"
+	if s.Options.NoInputFirewall {
+		input = "accept"
+	}
 	switch s.Kind {
 	case EndpointIndependent:
 	case Symmetric:
@@ -224,7 +307,7 @@ func (s *Site) applyRules(t testing.TB) {
 		t.Fatalf("natlab: site %s: unknown NAT kind %v", s.Name, s.Kind)
 	}
 	cmd := s.Router.Command("nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(fmt.Sprintf(natRules, filter, mapping))
+	cmd.Stdin = strings.NewReader(fmt.Sprintf(natRules, filter, input, mapping))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("natlab: site %s: nft: %v\n%s", s.Name, err, out)
 	}

@@ -2,16 +2,19 @@ package testnet
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -365,4 +368,66 @@ func TestNATHolePunchAndBlock(t *testing.T) {
 	if aHeard, bHeard := punch(t, a, b, aPub, bPub, "unblocked", answerTimeout); !aHeard || !bHeard {
 		t.Fatalf("after unblocking: alice heard bob %v, bob heard alice %v; want both", aHeard, bHeard)
 	}
+}
+
+// sendTTL sends data to `to` with the IP TTL ttl.
+func (s *udpSocket) sendTTL(t *testing.T, to netip.AddrPort, data string, ttl int) {
+	t.Helper()
+	rc, err := s.conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := func(v int) {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_TTL, v) }); err != nil || serr != nil {
+			t.Fatalf("IP_TTL %d: %v %v", v, err, serr)
+		}
+	}
+	set(ttl)
+	defer set(64)
+	s.send(t, to, data)
+}
+
+// Two endpoint-independent routers without an input firewall, one behind
+// a transit router: a datagram that reaches a router before its site has
+// sent anything to the sender takes the port the hole needs (conntrack
+// holds it as a flow to the router), and the pair cannot punch; a
+// datagram with TTL 2 first, from each side, opens each side's mapping
+// and dies at the transit hop, and then they can.
+func TestNATNoInputFirewall(t *testing.T) {
+	t.Parallel()
+	RequireRoot(t)
+	RequireNftables(t)
+	lab := NewNATLab(t)
+	stun1 := serveWhoAmI(t, lab.AddHost("stun1"))
+	alice := lab.AddSiteWith("alice", EndpointIndependent, SiteOptions{NoInputFirewall: true})
+	bob := lab.AddSiteWith("bob", EndpointIndependent, SiteOptions{NoInputFirewall: true, Transit: true})
+
+	t.Run("an early probe spoils the hole", func(t *testing.T) {
+		a := listenUDP(t, alice.Host.Netns)
+		b := listenUDP(t, bob.Host.Netns)
+		aPub, bPub := a.mustWhoami(t, stun1), b.mustWhoami(t, stun1)
+		a.send(t, bPub, "early")
+		// Conntrack confirms the stray flow when bob's router takes the
+		// datagram in; an answer from stun1 after it has crossed that
+		// router too is no proof it has, so wait for the router to say.
+		WaitFor(t, answerTimeout, "bob's router to hold alice's early probe", func() bool {
+			out, _ := bob.Router.Try("cat", "/proc/net/nf_conntrack")
+			return strings.Contains(out, "src="+aPub.Addr().String()) && strings.Contains(out, fmt.Sprintf("sport=%d dport=%d", aPub.Port(), bPub.Port()))
+		})
+		if aHeard, bHeard := punch(t, a, b, aPub, bPub, "punch", silence*4); aHeard || bHeard {
+			t.Fatalf("alice heard bob %v, bob heard alice %v; the router without an input firewall should have spoiled the hole", aHeard, bHeard)
+		}
+	})
+
+	t.Run("a TTL 2 opener from each side first", func(t *testing.T) {
+		a := listenUDP(t, alice.Host.Netns)
+		b := listenUDP(t, bob.Host.Netns)
+		aPub, bPub := a.mustWhoami(t, stun1), b.mustWhoami(t, stun1)
+		a.sendTTL(t, bPub, "opener", 2)
+		b.sendTTL(t, aPub, "opener", 2)
+		if aHeard, bHeard := punch(t, a, b, aPub, bPub, "punch", answerTimeout); !aHeard || !bHeard {
+			t.Fatalf("after openers: alice heard bob %v, bob heard alice %v; want both", aHeard, bHeard)
+		}
+	})
 }

@@ -138,7 +138,7 @@ type Stats struct {
 
 // NewBind returns a Bind over UDP sockets on every address.
 func NewBind(log *slog.Logger) *Bind {
-	return newBind(conn.NewStdNetBind(), log)
+	return newBind(newStdBind(), log)
 }
 
 // NewBindOn returns a Bind over inner instead of the host's sockets (an

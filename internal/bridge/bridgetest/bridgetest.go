@@ -124,8 +124,19 @@ func goroutineID() uint64 {
 // (what wireguard-go does), so frames reach its FrameHandler.
 func OpenBind(t *testing.T) (*transport.Bind, uint16) {
 	t.Helper()
-	b := transport.NewBind(nil)
-	fns, port, err := b.Open(0)
+	return openBind(t, transport.NewBind(nil), 0)
+}
+
+// OpenBindOn is OpenBind over inner (an in-memory network's Bind), on
+// port (0: a free one).
+func OpenBindOn(t *testing.T, inner conn.Bind, port uint16) (*transport.Bind, uint16) {
+	t.Helper()
+	return openBind(t, transport.NewBindOn(inner, nil), port)
+}
+
+func openBind(t *testing.T, b *transport.Bind, port uint16) (*transport.Bind, uint16) {
+	t.Helper()
+	fns, port, err := b.Open(port)
 	if err != nil {
 		t.Fatal(err)
 	}

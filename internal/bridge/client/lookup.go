@@ -31,7 +31,8 @@ type Found struct {
 	Endpoints []netip.AddrPort // plausible ones only (see nat.Plausible)
 	Bridge    netip.AddrPort   // for a bridge's own address: where it is
 
-	loopback bool // the bridge that answered is on this host: loopback endpoints are plausible
+	loopback bool  // the bridge that answered is on this host: loopback endpoints are plausible
+	at       int64 // the answer's time, by the bridge's clock (nat.Prober.AddIntroduced)
 }
 
 // Lookup asks the registered bridges who owns addr. Only an answer whose
@@ -95,7 +96,7 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 			}
 			c.stats.LookupsFound.Add(1)
 			loopback := a.via.onLoopback()
-			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: nat.PlausibleOnly(m.Endpoints, loopback), loopback: loopback}
+			f := Found{Key: m.Key, RelayID: m.ID, Endpoints: nat.PlausibleOnly(m.Endpoints, loopback), loopback: loopback, at: m.Time}
 			if m.Key == a.via.cfg.Key {
 				f.Bridge = a.via.udpAddr()
 			} else {

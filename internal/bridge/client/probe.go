@@ -8,9 +8,13 @@ import (
 )
 
 // Probe starts probing the endpoints of a lookup's answer for a direct
-// path to its key.
+// path to its key. The bridge introduced this node to the peer at the
+// time of its answer: the peer's introduction carries the same time.
 func (c *Client) Probe(f Found) {
-	c.prober.AddCandidates(f.Key, f.Endpoints, f.loopback)
+	if f.at == 0 {
+		f.at = time.Now().UnixNano()
+	}
+	c.prober.AddIntroduced(f.Key, f.Endpoints, f.loopback, f.at)
 }
 
 // probeLoop probes direct paths: fast right after an introduction, then

@@ -398,7 +398,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 			b.c.stats.Dropped.Add(1)
 			return
 		}
-		b.c.prober.AddCandidates(m.Key, m.Endpoints, b.onLoopback())
+		b.c.prober.AddIntroduced(m.Key, m.Endpoints, b.onLoopback(), m.Time)
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}

@@ -1,6 +1,7 @@
 package vnet
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
@@ -108,6 +109,29 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	}
 	for _, buf := range bufs {
 		if err := s.send(e.AddrPort, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SendTTL sends bufs to ep as Send does, with the IP TTL (IPv6: hop
+// limit) ttl, 1 to 255, instead of DefaultTTL: the packets die at the
+// router that would take their last hop. Concurrent Sends keep theirs.
+func (b *Bind) SendTTL(bufs [][]byte, ep conn.Endpoint, ttl int) error {
+	s := b.sock.Load()
+	if s == nil {
+		return net.ErrClosed
+	}
+	e, ok := ep.(*conn.StdNetEndpoint)
+	if !ok {
+		return conn.ErrWrongEndpointType
+	}
+	if ttl < 1 || ttl > 255 {
+		return fmt.Errorf("vnet: TTL %d out of range", ttl)
+	}
+	for _, buf := range bufs {
+		if err := s.sendTTL(e.AddrPort, buf, uint8(ttl)); err != nil {
 			return err
 		}
 	}

@@ -15,12 +15,17 @@
 // LinkConfig, each NAT its NATConfig. A Network routes to the link that
 // holds the destination address, else to its gateway (the inside of the
 // NAT it sits behind), else drops. NATs nest (a NAT's outside Network may
-// be another NAT's inside one: carrier-grade NAT).
+// be another NAT's inside one: carrier-grade NAT). Packets carry a TTL
+// (DefaultTTL, or what Bind.SendTTL asks): each NAT forwarding one takes
+// one off, a Network given hops (SetHops: the routers of the internet
+// between two sites) takes that many, and a packet whose TTL would run
+// out is dropped, as a low-TTL opener dies past its own NAT.
 //
 // On a Host:
 //   - NewBind gives a wireguard-go conn.Bind. Its ReceiveFuncs return
 //     *conn.StdNetEndpoint and its Send takes them, as conn.StdNetBind
-//     does, so a Bind that wraps StdNetBind can wrap it instead.
+//     does, so a Bind that wraps StdNetBind can wrap it instead. Its
+//     SendTTL sends with a TTL of the caller's choosing.
 //   - ListenUDP gives a net.PacketConn for other datagram traffic.
 //   - Dial and Listen give TCP-like streams: reliable, in order, delayed by
 //     the path's links, through the same NATs (outbound only), reset when

@@ -152,7 +152,10 @@ type NATConfig struct {
 }
 
 // NAT is a router that joins an inside network to an outside one,
-// translating the inside hosts' addresses to its public address.
+// translating the inside hosts' addresses to its public address. Packets
+// it forwards either way lose one from their TTL; it drops one whose TTL
+// is 1, outbound before it maps it. A packet to the NAT itself (an
+// unsolicited one, NoInputFirewall) needs no TTL to spare.
 type NAT struct {
 	w       *World
 	name    string
@@ -381,6 +384,13 @@ func (n *NAT) outbound(p *packet) {
 		w.drop(p, &w.stats.blocked)
 		return
 	}
+	if !p.forward(1) {
+		// Dropped before a mapping is made: Linux discards the
+		// conntrack entry of a packet it does not forward.
+		n.mu.Unlock()
+		w.drop(p, &w.stats.ttlExpired)
+		return
+	}
 	now := w.now()
 	n.sweepLocked(now)
 	b := n.bindLocked(p.proto, p.src, p.dst, now)
@@ -441,6 +451,12 @@ func (n *NAT) inbound(p *packet) {
 	if !ok {
 		n.mu.Unlock()
 		w.drop(p, &w.stats.natFiltered)
+		return
+	}
+	if !p.forward(1) {
+		// Conntrack saw it (the mapping is refreshed), routing drops it.
+		n.mu.Unlock()
+		w.drop(p, &w.stats.ttlExpired)
 		return
 	}
 	p.dst = to

@@ -2,6 +2,7 @@ package vnet
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -365,6 +366,60 @@ func TestNATEasyPairWithoutInputFirewall(t *testing.T) {
 			}
 			if direct == noInput {
 				t.Fatalf("direct = %v, want %v", direct, !noInput)
+			}
+		})
+	}
+}
+
+// Packets lose a TTL at each router: a NAT forwarding either way, and the
+// hops a network was given. A packet with TTL 1 dies at its own NAT
+// before it is mapped; one with TTL 2 opens its NAT's mapping and dies at
+// the first router beyond it. That is the opener that saves the easy
+// pair above: sent by each side first, it leaves each side's mapping
+// ready for the other's probes without reaching the other router. With
+// no router between the NATs the opener reaches the far one and spoils
+// the hole as a probe would.
+func TestTTL(t *testing.T) {
+	for _, hops := range []uint8{0, 1} {
+		t.Run(fmt.Sprintf("%d hops between the NATs", hops), func(t *testing.T) {
+			w := newWorld(t, Config{})
+			internet := must(w.NewNetwork("internet", internetPrefix))
+			internet.SetHops(hops)
+			bh := must(internet.AddHost("bridge"))
+			nats := map[string]*NAT{}
+			mk := func(name string, octet byte) *Host {
+				lan := must(w.NewNetwork(name+"-lan", netip.PrefixFrom(netip.AddrFrom4([4]byte{10, octet, 0, 0}), 24)))
+				nats[name] = must(w.NewNAT(name+"-nat", lan, internet, NATConfig{NoInputFirewall: true}))
+				return must(lan.AddHost(name))
+			}
+			ha, hb := mk("a", 1), mk("b", 2)
+			a, b, bridge := udp(t, ha, 4610), udp(t, hb, 4610), udp(t, bh, 4610)
+			ea, eb := observed(t, a, bridge), observed(t, b, bridge)
+
+			if err := a.s.sendTTL(eb, []byte("ttl 1"), 1); err != nil {
+				t.Fatal(err)
+			}
+			if st := w.Stats(); st.TTLExpired != 1 || nats["a"].Mappings() != 1 {
+				t.Fatalf("TTL 1: %d expired, a's NAT holds %d mappings; want 1 and only the bridge's", st.TTLExpired, nats["a"].Mappings())
+			}
+			for _, c := range []struct {
+				from *UDPConn
+				to   netip.AddrPort
+			}{{a, eb}, {b, ea}} {
+				if err := c.from.s.sendTTL(c.to, []byte("opener"), 2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want := uint64(1)
+			if hops > 0 {
+				want = 3
+			}
+			if st := w.Stats(); st.TTLExpired != want {
+				t.Fatalf("%d packets died of their TTL, want %d", st.TTLExpired, want)
+			}
+			direct := reaches(t, a, eb, b) && reaches(t, b, ea, a)
+			if direct != (hops > 0) {
+				t.Fatalf("direct after the openers = %v, want %v", direct, hops > 0)
 			}
 		})
 	}

@@ -24,6 +24,7 @@ type Network struct {
 	table     atomic.Pointer[map[netip.Addr]*Link]
 	hasRecent atomic.Bool // recent is not empty
 	gateway   atomic.Pointer[Link]
+	hops      atomic.Uint32 // routers a packet crosses here (SetHops)
 
 	mu     sync.RWMutex         // guards links, recent and next
 	links  map[netip.Addr]*Link // every link: the master copy
@@ -77,6 +78,13 @@ func (n *Network) lookup(dst netip.Addr) *Link {
 type node interface {
 	input(p *packet, from *Link)
 }
+
+// SetHops makes packets crossing the network (from one of its links to
+// another) pass hops routers, as the internet between two sites does:
+// each takes one off the packet's TTL, and one whose TTL would reach 0
+// is dropped (Stats.TTLExpired). Zero, the default, is one Ethernet
+// segment. A NAT is a router of its own (NATConfig).
+func (n *Network) SetHops(hops uint8) { n.hops.Store(uint32(hops)) }
 
 // Name returns the name the network was created with.
 func (n *Network) Name() string { return n.name }
@@ -209,6 +217,10 @@ func (n *Network) route(p *packet, from *Link) {
 	}
 	if l == nil || l == from {
 		n.w.drop(p, &n.w.stats.noRoute)
+		return
+	}
+	if h := n.hops.Load(); h > 0 && !p.forward(uint8(h)) {
+		n.w.drop(p, &n.w.stats.ttlExpired)
 		return
 	}
 	l.send(down, p)

@@ -33,7 +33,24 @@ type packet struct {
 	buf      []byte // buf[:n] is the payload; cap is the pool's size class
 	n        int
 	due      int64 // when it leaves the link queue it waits in
+	ttl      uint8 // hops left: each router forwarding it takes one
 	syn      *dialState
+}
+
+// DefaultTTL is the TTL (IPv6: hop limit) a host's packets start with,
+// Linux's default (net.ipv4.ip_default_ttl).
+const DefaultTTL = 64
+
+// forward takes hops routers' worth of p's TTL, as routers forwarding it
+// do, and reports false if one of them would drop it: a router forwards
+// a packet only if its TTL is above 1 (RFC 1812 section 5.3.1), so
+// crossing hops routers needs a TTL above hops.
+func (p *packet) forward(hops uint8) bool {
+	if p.ttl <= hops {
+		return false
+	}
+	p.ttl -= hops
+	return true
 }
 
 // Size classes: one for datagrams up to a full Ethernet frame plus
@@ -61,6 +78,7 @@ func newPacket(proto Proto, src, dst netip.AddrPort, b []byte) *packet {
 		return nil
 	}
 	p.proto, p.src, p.dst = proto, src, dst
+	p.ttl = DefaultTTL
 	p.n = copy(p.buf, b)
 	return p
 }

@@ -95,7 +95,10 @@ func (s *socket) recv(out []*packet, deadline <-chan struct{}) (int, error) {
 }
 
 // send sends b from the socket to dst.
-func (s *socket) send(dst netip.AddrPort, b []byte) error {
+func (s *socket) send(dst netip.AddrPort, b []byte) error { return s.sendTTL(dst, b, DefaultTTL) }
+
+// sendTTL sends b from the socket to dst with the TTL ttl.
+func (s *socket) sendTTL(dst netip.AddrPort, b []byte, ttl uint8) error {
 	if s.isClosed.Load() {
 		return net.ErrClosed
 	}
@@ -103,10 +106,14 @@ func (s *socket) send(dst netip.AddrPort, b []byte) error {
 	if !dst.IsValid() || dst.Port() == 0 {
 		return syscall.EINVAL
 	}
+	if ttl == 0 {
+		return syscall.EINVAL
+	}
 	p := newPacket(UDP, s.addr(), dst, b)
 	if p == nil {
 		return syscall.EMSGSIZE
 	}
+	p.ttl = ttl
 	s.h.output(p)
 	return nil
 }

@@ -194,10 +194,11 @@ type Stats struct {
 	NATFiltered uint64 // no mapping for it, or the NAT's filtering refused it
 	NoSocket    uint64 // nothing bound to the destination port
 	SocketFull  uint64 // the socket's queue was full
+	TTLExpired  uint64 // a router on the way would have taken its last hop
 }
 
 type counters struct {
-	noRoute, linkDown, blocked, lost, queueFull, natFiltered, noSocket, socketFull atomic.Uint64
+	noRoute, linkDown, blocked, lost, queueFull, natFiltered, noSocket, socketFull, ttlExpired atomic.Uint64
 }
 
 // Stats returns the world's counters.
@@ -212,6 +213,7 @@ func (w *World) Stats() Stats {
 		NATFiltered: c.natFiltered.Load(),
 		NoSocket:    c.noSocket.Load(),
 		SocketFull:  c.socketFull.Load(),
+		TTLExpired:  c.ttlExpired.Load(),
 	}
 }
 
