@@ -92,7 +92,7 @@ func (n *Node) admitWildcardLocked(key identity.PublicKey, source netip.Addr) bo
 	now := time.Now()
 	why := n.peers.AdmitWildcard(source, now)
 	if why == peers.RefusedQuotaFull && n.evictUnansweredLocked() {
-		why = n.peers.AdmitWildcard(source, now)
+		why = "" // room made; the rate's token is spent already
 	}
 	if why == "" {
 		return true

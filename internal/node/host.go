@@ -78,7 +78,18 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err != nil {
 		return err
 	}
-	n.osRoutes = ifc // before there are peers; read without a lock after
+	// The device is up already (engine.New): Admit may be inserting a
+	// peer now, and insertLocked and forgetLocked read osRoutes under the
+	// peer table's lock. So it is set under that lock, and the site
+	// prefixes of peers admitted before get their routes here.
+	n.peers.Lock()
+	n.osRoutes = ifc
+	for site, p := range n.peers.Sites() {
+		if err := ifc.AddRoute(site); err != nil {
+			n.log.Warn("cannot route site prefix", "peer", p.Key.ShortString(), "prefix", site, "err", err)
+		}
+	}
+	n.peers.Unlock()
 	n.routes.SetInterface(ifc)
 	if err := ifc.WatchHost(n.routes.OnHostChange); err != nil {
 		return err

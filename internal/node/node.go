@@ -111,7 +111,7 @@ type Node struct {
 	store    *policy.Store
 	filter   *policy.Filter
 	stack    *netstack.Stack    // userspace mode only
-	osRoutes *routes.Interface  // kernel mode only; set once configured, before there are peers; safe for concurrent use
+	osRoutes *routes.Interface  // kernel mode only; set once configured, under the peer table's lock (Admit runs already); safe for concurrent use
 	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
 	firewall *firewall.Firewall // kernel mode only
 	forward  routes.Forwarding  // kernel mode only

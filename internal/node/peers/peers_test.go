@@ -190,3 +190,25 @@ func BenchmarkInsertRemove(b *testing.B) {
 		})
 	}
 }
+
+// TestWildcardRateBeforeQuota: with the quota full and the rate spent, a
+// newcomer is refused for the rate, so the caller makes no room for it;
+// with a token left, the full quota is reported (the token spent).
+func TestWildcardRateBeforeQuota(t *testing.T) {
+	now := time.Unix(1000, 0)
+	tb := New(Limits{MaxWildcard: 1, MaxWildcardPerSource: 10, WildcardRate: rate.Every(time.Hour), WildcardBurst: 2, MaxDynamic: 100})
+	tb.Lock()
+	defer tb.Unlock()
+	if why := tb.AdmitWildcard(netip.Addr{}, now); why != "" {
+		t.Fatalf("first: %q", why)
+	}
+	p := newPeer(1, false)
+	tb.Insert(p)
+	tb.Mark(p, netip.Addr{})
+	if why := tb.AdmitWildcard(netip.Addr{}, now); why != RefusedQuotaFull {
+		t.Fatalf("quota full, a token left: %q, want %q", why, RefusedQuotaFull)
+	}
+	if why := tb.AdmitWildcard(netip.Addr{}, now); why != RefusedRate {
+		t.Fatalf("quota full, rate spent: %q, want %q", why, RefusedRate)
+	}
+}

@@ -25,19 +25,23 @@ const (
 )
 
 // AdmitWildcard decides whether one more wildcard peer from source fits,
-// spending a token of the rate. When only the quota is full it returns
-// RefusedQuotaFull without spending: the caller may make room (Unanswered,
-// Remove) and ask again.
+// spending a token of the rate. The rate comes before the quota: a
+// newcomer over the rate must not make room by removing a peer, or a
+// flood above the rate would push out, one per initiation, the peers
+// still in their first handshake. RefusedQuotaFull comes last, its token
+// spent: the caller may then make room (Unanswered, Remove) and admit the
+// newcomer without asking again (removing a peer never fills the
+// source's share or the dynamic limit).
 func (t *Table) AdmitWildcard(source netip.Addr, now time.Time) Refusal {
 	switch {
 	case t.DynamicFull():
 		return RefusedDynamic
 	case source.IsValid() && t.wildBy[source] >= t.limits.MaxWildcardPerSource:
 		return RefusedSource
-	case t.wildCount >= t.limits.MaxWildcard:
-		return RefusedQuotaFull
 	case !t.wildRate.AllowN(now, 1):
 		return RefusedRate
+	case t.wildCount >= t.limits.MaxWildcard:
+		return RefusedQuotaFull
 	}
 	return ""
 }
