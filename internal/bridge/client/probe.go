@@ -21,7 +21,7 @@ func (c *Client) Probe(f Found) {
 // again, so both sides probe each other's current addresses.
 func (c *Client) probeLoop() {
 	defer c.wg.Done()
-	fast := time.NewTicker(probeBurst)
+	fast := c.clock.NewTicker(probeBurst)
 	defer fast.Stop()
 	var lastSlow, lastRefresh time.Time
 	for {
@@ -29,9 +29,9 @@ func (c *Client) probeLoop() {
 		case <-c.stop:
 			return
 		case all := <-c.refreshNow:
-			lastRefresh = time.Now()
+			lastRefresh = c.clock.Now()
 			c.refresh(all)
-		case now := <-fast.C:
+		case now := <-fast.C():
 			slow := now.Sub(lastSlow) >= probeInterval
 			if slow {
 				lastSlow = now
