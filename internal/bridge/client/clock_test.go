@@ -56,12 +56,22 @@ func TestLookupRetryAndTimeoutOnTheClock(t *testing.T) {
 		f, err := c.Lookup(context.Background(), testKey(t).Public().Address())
 		done <- result{f, err}
 	}()
-	if at := <-asked; !at.Equal(testStart) {
+	next := func() time.Time {
+		t.Helper()
+		select {
+		case at := <-asked:
+			return at
+		case <-time.After(5 * time.Second):
+			t.Fatal("timed out waiting for the lookup to be asked")
+			return time.Time{}
+		}
+	}
+	if at := next(); !at.Equal(testStart) {
 		t.Fatalf("the lookup was stamped %v, want the clock's %v", at, testStart)
 	}
 	waitCond(t, "the lookup's retry and timeout armed", func() bool { return clk.Pending() == 4 })
 	clk.Advance(lookupRetry)
-	if at := <-asked; !at.Equal(testStart.Add(lookupRetry)) {
+	if at := next(); !at.Equal(testStart.Add(lookupRetry)) {
 		t.Fatalf("the retry was stamped %v, want %v", at, testStart.Add(lookupRetry))
 	}
 	select {
@@ -70,7 +80,12 @@ func TestLookupRetryAndTimeoutOnTheClock(t *testing.T) {
 	default:
 	}
 	clk.Advance(lookupTimeout - lookupRetry)
-	r := <-done
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the lookup did not end at its timeout")
+	}
 	if r.err == nil || !strings.Contains(r.err.Error(), "no bridge answered") {
 		t.Fatalf("lookup: %+v, want no answer", r)
 	}
