@@ -9,6 +9,19 @@ import (
 
 var start = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
+// sent is the value a Manual timer sent on c. A Manual clock sends
+// within Advance, so the value is there already, or was never sent.
+func sent(t *testing.T, c <-chan time.Time) time.Time {
+	t.Helper()
+	select {
+	case v := <-c:
+		return v
+	default:
+		t.Fatal("nothing was sent")
+		return time.Time{}
+	}
+}
+
 // Timers fire in the order of their due times, ties in the order they
 // were armed, each with Now at its due time; Now ends at the Advance's
 // end, and timers beyond it wait.
@@ -113,7 +126,7 @@ func TestManualTimerChannel(t *testing.T) {
 	if m.Unread() != 1 {
 		t.Fatalf("Unread %d, want 1", m.Unread())
 	}
-	if v := <-tm.C(); !v.Equal(start.Add(time.Second)) {
+	if v := sent(t, tm.C()); !v.Equal(start.Add(time.Second)) {
 		t.Fatalf("sent %v, want its due time", v)
 	}
 	if m.Unread() != 0 {
@@ -141,7 +154,7 @@ func TestManualTimerChannel(t *testing.T) {
 	default:
 	}
 	m.Advance(time.Second)
-	if v := <-tm.C(); !v.Equal(m.Now()) {
+	if v := sent(t, tm.C()); !v.Equal(m.Now()) {
 		t.Fatalf("sent %v, want %v", v, m.Now())
 	}
 }
@@ -159,7 +172,7 @@ func TestManualZeroDelay(t *testing.T) {
 	if !fired {
 		t.Fatal("not fired by Advance(0)")
 	}
-	if v := <-tm.C(); !v.Equal(start) {
+	if v := sent(t, tm.C()); !v.Equal(start) {
 		t.Fatalf("sent %v", v)
 	}
 	m.Advance(-time.Hour)
@@ -175,13 +188,17 @@ func TestManualTicker(t *testing.T) {
 	tk := m.NewTicker(100 * time.Millisecond)
 	for i := 1; i <= 3; i++ {
 		m.Advance(100 * time.Millisecond)
-		if v := <-tk.C(); !v.Equal(start.Add(time.Duration(i) * 100 * time.Millisecond)) {
+		if v := sent(t, tk.C()); !v.Equal(start.Add(time.Duration(i) * 100 * time.Millisecond)) {
 			t.Fatalf("tick %d at %v", i, v.Sub(start))
 		}
 	}
-	m.Advance(time.Second) // ten ticks due, none received: one held, nine dropped
-	if v := <-tk.C(); !v.Equal(start.Add(400 * time.Millisecond)) {
+	m.Advance(950 * time.Millisecond) // nine ticks due, none received: one held, eight dropped
+	if v := sent(t, tk.C()); !v.Equal(start.Add(400 * time.Millisecond)) {
 		t.Fatalf("held tick at %v, want the first one due (400ms)", v.Sub(start))
+	}
+	m.Advance(50 * time.Millisecond) // the ticks keep their phase: one due at 1.3 s
+	if v := sent(t, tk.C()); !v.Equal(start.Add(1300 * time.Millisecond)) {
+		t.Fatalf("tick at %v, want 1.3s", v.Sub(start))
 	}
 	select {
 	case v := <-tk.C():
@@ -200,7 +217,7 @@ func TestManualTicker(t *testing.T) {
 	default:
 	}
 	m.Advance(time.Millisecond)
-	if v := <-tk.C(); !v.Equal(now.Add(time.Second)) {
+	if v := sent(t, tk.C()); !v.Equal(now.Add(time.Second)) {
 		t.Fatalf("tick at %v, want a second after Reset", v.Sub(now))
 	}
 	tk.Stop()
