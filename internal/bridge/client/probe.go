@@ -77,6 +77,9 @@ func (c *Client) refresh(all bool) {
 			if c.stopped() {
 				return
 			}
+			// Lookup gives up after lookupTimeout of the client's clock;
+			// this bound in real time as well lets Close, which waits for
+			// this goroutine, end while a test's clock stands still.
 			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 			f, err := c.Lookup(ctx, k.Address())
 			cancel()
