@@ -40,7 +40,8 @@ type Timer interface {
 	// C is the channel the time is sent on; nil for AfterFunc timers.
 	C() <-chan time.Time
 	// Stop prevents the timer from firing; it reports whether it did
-	// (false: it had fired or been stopped already).
+	// (false: it had fired, and for a NewTimer its value was received,
+	// or it was stopped already).
 	Stop() bool
 	// Reset makes the timer fire once d has passed from now, whether or
 	// not it had fired; it reports whether the timer was armed.
