@@ -121,7 +121,7 @@ func TestRegisterTakesAnAddressWithProof(t *testing.T) {
 func TestClientAnswersChallenge(t *testing.T) {
 	old, k := testKey(t), testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{old.Public(), k.Public()}})
-	h.clk.ns.Store(time.Now().UnixNano()) // the client stamps with the real clock
+	h.clk.AdvanceTo(time.Now()) // the client stamps with the real clock
 	bind, port := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(k)
 	at := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)

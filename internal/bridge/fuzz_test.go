@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -61,12 +62,11 @@ func FuzzServerFrames(f *testing.F) {
 	f.Add(seal(a, wire.Message{Kind: wire.KindRegister, Time: at(wire.MaxClockSkew + 1)}),
 		lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(-wire.MaxClockSkew - 1), Token: "tomoe-join-x"})))
 	f.Fuzz(func(t *testing.T, frame, stream []byte) {
-		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100})
+		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100, Clock: clock.NewManual(now)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer s.Close()
-		s.now = func() time.Time { return now }
 		var next uint32
 		s.newID = func() uint32 { next++; return next }
 		s.deriveIDs = false

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -25,17 +26,25 @@ var (
 	relayFrame = bridgetest.RelayFrame
 )
 
-// testClock is a clock that moves only when told to.
-type testClock struct{ ns atomic.Int64 }
+// testStart is where the harness's clocks start: months from the real
+// time, so that anything read from the real clock instead shows.
+var testStart = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func newTestClock() *testClock {
-	c := new(testClock)
-	c.ns.Store(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC).UnixNano())
-	return c
+// stillTimers is the harness's usual bridge clock: the time of a
+// clock.Manual the test moves, with timers that never fire. So the
+// janitor stays out of the tests that call expireIdle and saveTimesDue
+// themselves, at the times they choose; a test of the janitor gives the
+// harness a clock.Manual of its own (ServerConfig.Clock), timers and all.
+type stillTimers struct {
+	*clock.Manual               // Now
+	timers        *clock.Manual // never advanced
 }
 
-func (c *testClock) Now() time.Time          { return time.Unix(0, c.ns.Load()) }
-func (c *testClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func (c stillTimers) AfterFunc(d time.Duration, f func()) clock.Timer {
+	return c.timers.AfterFunc(d, f)
+}
+func (c stillTimers) NewTimer(d time.Duration) clock.Timer   { return c.timers.NewTimer(d) }
+func (c stillTimers) NewTicker(d time.Duration) clock.Ticker { return c.timers.NewTicker(d) }
 
 // udpSender is the bridge's own UDP socket; it counts SendFrames calls,
 // and shows tap (if set) every frame it sends.
@@ -74,8 +83,8 @@ type srvHarness struct {
 	key    identity.PrivateKey
 	s      *Server
 	udp    *udpSender
-	clk    *testClock
-	stamps atomic.Int64 // the newest Time a node of this harness stamped
+	clk    *clock.Manual // the bridge's time
+	stamps atomic.Int64  // the newest Time a node of this harness stamped
 }
 
 func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
@@ -87,14 +96,19 @@ func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &srvHarness{t: t, key: cfg.Key, udp: &udpSender{pc: pc}, clk: newTestClock()}
+	h := &srvHarness{t: t, key: cfg.Key, udp: &udpSender{pc: pc}}
+	if m, ok := cfg.Clock.(*clock.Manual); ok {
+		h.clk = m
+	} else {
+		h.clk = clock.NewManual(testStart)
+		cfg.Clock = stillTimers{h.clk, clock.NewManual(testStart)}
+	}
 	cfg.Sender = h.udp
 	s, err := NewServer(cfg)
 	if err != nil {
 		pc.Close()
 		t.Fatal(err)
 	}
-	s.now = h.clk.Now
 	s.firstTimeout = time.Second
 	h.s = s
 	if err := s.Start(); err != nil {
@@ -138,7 +152,7 @@ type srvNode struct {
 	key    identity.PrivateKey
 	pub    identity.PublicKey
 	shared wire.SharedKey
-	clk    *testClock    // the node's clock: the bridge's, unless a test sets it apart
+	clk    *clock.Manual // the node's clock: the bridge's, unless a test sets it apart
 	stamps *atomic.Int64 // shared by the harness's nodes, so one key's are ordered on any socket
 	last   int64
 

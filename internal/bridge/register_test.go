@@ -203,7 +203,7 @@ func TestRegisterTimesFileChecked(t *testing.T) {
 func TestClockRefusalReachesNodeStatus(t *testing.T) {
 	nodeKey := testKey(t)
 	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{nodeKey.Public()}})
-	h.clk.ns.Store(time.Now().Add(-time.Hour).UnixNano()) // the client's clock (the real one) is an hour ahead
+	h.clk.AdvanceTo(time.Now().Add(-time.Hour)) // the client's clock (the real one) is an hour ahead
 	bind, _ := bridgetest.OpenBind(t)
 	bind.SetPrivateKey(nodeKey)
 	c := client.New(client.Config{Key: nodeKey, Bind: bind, Bridges: []client.BridgeConfig{{Endpoint: h.addr().String(), Key: h.key.Public()}}})

@@ -30,6 +30,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/admission"
 	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 	"github.com/tomoe-net/tomoe/internal/transport"
@@ -53,6 +54,12 @@ type ServerConfig struct {
 	RelayMbit int                  // per-node relay rate limit in Mbit/s (burst: a quarter second); 0 = unlimited
 	Mark      uint32               // fwmark of the TCP listener's sockets (see client.Config.Mark); 0 = none
 	Log       *slog.Logger
+	// Clock decides registration expiry (the janitor's ticks), the
+	// freshness of nodes' stamps, token expiry, relay and lookup rates
+	// and the times written to the state; nil: real time. Socket
+	// deadlines stay on real time (they are the kernel's), and so do the
+	// budgets of CPU for strangers' frames and of log lines.
+	Clock clock.Clock
 }
 
 // NodeInfo describes a registered node (the JSON is a contract: `tomoe
@@ -156,8 +163,9 @@ type Server struct {
 	challenges            *ratelimit.Keyed // challenges sent, per source
 	challengeKey          [32]byte         // makes challenges (challengeFor)
 
+	clock clock.Clock // ServerConfig.Clock, or real time
+
 	// Hooks for tests.
-	now          func() time.Time
 	newID        func() uint32
 	deriveIDs    bool // ids from keys (tests turn it off to choose ids)
 	firstTimeout time.Duration
@@ -241,7 +249,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		log:          log,
 		tcpAddr:      cfg.TCP,
 		mark:         cfg.Mark,
-		now:          time.Now,
+		clock:        clock.Or(cfg.Clock),
 		newID:        rand.Uint32,
 		deriveIDs:    true,
 		firstTimeout: firstFrameTimeout,
@@ -270,6 +278,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
+	s.keys.SetClock(s.clock)
 	// The admitted keys' shared keys are computed ahead by the worker, so
 	// that their frames open on the receive goroutine from the start.
 	s.keys.Pin(adm.AdmittedKeys())
@@ -491,6 +500,8 @@ func (s *Server) control(f []byte, src netip.AddrPort, c *serverConn, now time.T
 	}
 	shared := s.keys.Cached(from)
 	if shared == nil {
+		// The budgets for strangers' frames spend CPU (X25519): real
+		// time, not the bridge's clock.
 		if c == nil {
 			s.strangers.Submit(f, src, time.Now())
 			return
@@ -670,15 +681,20 @@ func (s *Server) Stats() ServerStats {
 	return st
 }
 
+// now is the bridge's time.
+func (s *Server) now() time.Time { return s.clock.Now() }
+
+// janitor expires idle registrations and writes the Register times, on
+// the bridge's clock.
 func (s *Server) janitor() {
 	defer s.wg.Done()
-	t := time.NewTicker(janitorInterval)
+	t := s.clock.NewTicker(janitorInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-s.done:
 			return
-		case <-t.C:
+		case <-t.C():
 			now := s.now()
 			s.expireIdle(now)
 			s.saveTimesDue(now, false)
@@ -701,7 +717,7 @@ const (
 
 func (s *Server) logLimited(level slog.Level, msg string, args ...any) {
 	l := &s.logs
-	now := time.Now()
+	now := time.Now() // a budget of log lines: real time, not the bridge's clock
 	l.mu.Lock()
 	if now.Sub(l.start) > logWindow {
 		l.start, l.n = now, 0

@@ -44,6 +44,8 @@ var bufWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<
 
 func (s *Server) acceptLoop(ln net.Listener) {
 	defer s.wg.Done()
+	// The pause after a failed Accept (out of file descriptors) is the
+	// kernel's pace: real time, not the bridge's clock.
 	backoff := 5 * time.Millisecond
 	for {
 		nc, err := ln.Accept()
@@ -104,7 +106,8 @@ func (s *Server) serveConn(c *serverConn) {
 	defer s.wg.Done()
 	defer s.dropConn(c)
 	// The first frame, from a stranger, goes into a small buffer: an
-	// unregistered connection must cost the bridge little.
+	// unregistered connection must cost the bridge little. Socket
+	// deadlines are the kernel's: real time, whatever the bridge's clock.
 	c.nc.SetReadDeadline(time.Now().Add(s.firstTimeout))
 	var first [maxFirstFrame]byte
 	var hdr [2]byte

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
@@ -56,6 +57,10 @@ type Config struct {
 	Sealer     Sealer
 	Counters   Counters    // nil fields: counters of its own
 	Broadcasts *Broadcasts // this host's broadcast addresses, never probed; nil: NewBroadcasts()
+	// Clock decides the candidates' lifetime, the answer window of
+	// probes and the freshness of peers' probes; nil: real time. The
+	// owner's rounds (Round) bring their own time.
+	Clock clock.Clock
 }
 
 // Prober keeps, for the peers bridges introduced or lookups found, where
@@ -68,6 +73,7 @@ type Prober struct {
 	seal  Sealer
 	stats Counters
 	bcast *Broadcasts // never probed
+	clock clock.Clock
 
 	mu         sync.Mutex // guards candidates, probes, seen
 	candidates map[identity.PublicKey]*candidateSet
@@ -87,6 +93,7 @@ func NewProber(cfg Config) *Prober {
 		seal:        cfg.Sealer,
 		stats:       cfg.Counters,
 		bcast:       cfg.Broadcasts,
+		clock:       clock.Or(cfg.Clock),
 		candidates:  make(map[identity.PublicKey]*candidateSet),
 		probes:      make(map[uint64]sentProbe),
 		seen:        make(map[identity.PublicKey]*probeMemory),
@@ -102,7 +109,7 @@ func NewProber(cfg Config) *Prober {
 	if p.bcast == nil {
 		p.bcast = NewBroadcasts()
 	}
-	now := time.Now().UnixNano()
+	now := p.clock.Now().UnixNano()
 	p.allAnswers.Init(now, allAnswerBurst)
 	p.allProbes.Init(now, allProbeBurst)
 	return p
@@ -307,7 +314,7 @@ func (p *Prober) answerableLocked(key identity.PublicKey, t int64, now time.Time
 // It may run on a receive goroutine: it seals its answers with shared and
 // never computes a key.
 func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.Message, src netip.AddrPort) {
-	now := time.Now()
+	now := p.clock.Now()
 	switch m.Kind {
 	case wire.KindProbe:
 		p.mu.Lock()
@@ -354,7 +361,7 @@ func (p *Prober) Handle(from identity.PublicKey, shared *wire.SharedKey, m wire.
 // (loopback: the bridge that told them is on this host) and probes them
 // fast for a while: AddIntroduced, introduced now by this node's clock.
 func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loopback bool) {
-	p.AddIntroduced(key, eps, loopback, time.Now().UnixNano())
+	p.AddIntroduced(key, eps, loopback, p.clock.Now().UnixNano())
 }
 
 // AddIntroduced adds the plausible endpoints of eps to key's candidates
@@ -365,7 +372,7 @@ func (p *Prober) AddCandidates(key identity.PublicKey, eps []netip.AddrPort, loo
 // introduction in a new retry window, or one that brings a new endpoint,
 // starts the next (see retryPeriod).
 func (p *Prober) AddIntroduced(key identity.PublicKey, eps []netip.AddrPort, loopback bool, at int64) {
-	now := time.Now()
+	now := p.clock.Now()
 	eps = slices.DeleteFunc(PlausibleOnly(eps, loopback), func(ep netip.AddrPort) bool { return p.bcast.Has(ep.Addr(), now) })
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -539,7 +546,7 @@ func (p *Prober) takeProbe(seq uint64, key identity.PublicKey, from netip.AddrPo
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	sent, ok := p.probes[seq]
-	if !ok || sent.key != key || sent.to != from || time.Since(sent.at) > probeAnswerWindow {
+	if !ok || sent.key != key || sent.to != from || p.clock.Now().Sub(sent.at) > probeAnswerWindow {
 		return sentProbe{}, false
 	}
 	delete(p.probes, seq)

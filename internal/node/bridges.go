@@ -31,6 +31,7 @@ func (n *Node) startBridging() error {
 			RelayMbit: cfg.Bridge.RelayMbit,
 			Mark:      n.underlayMark(),
 			Log:       n.log.With("component", "bridge"),
+			Clock:     n.opts.Clock,
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
@@ -63,6 +64,7 @@ func (n *Node) startBridging() error {
 		LocalEndpoints: n.localEndpoints,
 		Mark:           n.underlayMark(),
 		Resolver:       n.underlayResolver(),
+		Clock:          n.opts.Clock,
 	})
 	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)

@@ -26,6 +26,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
@@ -77,6 +78,10 @@ type Options struct {
 	// routes, firewall, forwarding, the namespace lock): for tests that
 	// read and write the device themselves (testnet.ChanTUN).
 	TUN tunwrap.Device
+	// Clock is where the node's behaviour-deciding timers take their time
+	// from (its bridges' registrations, lookups, probes and expiry);
+	// nil: real time. Tests pass a clock.Manual and advance it.
+	Clock clock.Clock
 }
 
 // Transport is what a node sends and receives its underlay traffic with.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/bridge/keycache"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/nat"
 	"github.com/tomoe-net/tomoe/internal/transport"
@@ -69,6 +70,13 @@ type Config struct {
 	// net.DefaultResolver. Where Mark is set, it should mark its queries
 	// too (the node passes routes.Resolver).
 	Resolver *net.Resolver
+	// Clock decides the client's timing: Register retries, keepalives and
+	// the lapse of a registration, lookup retries and timeouts, probe
+	// rounds and refreshes, the stamps on its messages and the freshness
+	// of introductions; nil: real time. Socket deadlines, dial and DNS
+	// timeouts stay on real time (they are the kernel's and the net
+	// package's), and so does the CPU budget for strangers' frames.
+	Clock clock.Clock
 }
 
 // Client registers a node with its bridges, looks up addresses through
@@ -76,6 +84,7 @@ type Config struct {
 type Client struct {
 	cfg       Config
 	log       *slog.Logger
+	clock     clock.Clock // cfg.Clock, or real time
 	keys      *keycache.Cache
 	strangers *keycache.Strangers // opens frames from senders whose key is not cached
 	bridges   []*bridgeConn
@@ -127,14 +136,16 @@ func New(cfg Config) *Client {
 	c := &Client{
 		cfg:        cfg,
 		log:        cfg.Log,
+		clock:      clock.Or(cfg.Clock),
 		bcast:      nat.NewBroadcasts(),
 		lookups:    make(map[uint64]chan lookupAnswer),
 		refreshNow: make(chan bool, 1),
 		stop:       make(chan struct{}),
 	}
 	c.keys = keycache.New(cfg.Key, 65536, &c.stats.X25519)
-	c.seq.Store(uint64(time.Now().UnixNano()))
-	c.prober = nat.NewProber(nat.Config{Paths: cfg.Bind, Sealer: c.keys, Broadcasts: c.bcast, Counters: nat.Counters{
+	c.keys.SetClock(c.clock)
+	c.seq.Store(uint64(time.Now().UnixNano())) // a seed, not a time: differs across restarts
+	c.prober = nat.NewProber(nat.Config{Paths: cfg.Bind, Sealer: c.keys, Broadcasts: c.bcast, Clock: c.clock, Counters: nat.Counters{
 		Sent: &c.stats.ProbesSent, Limited: &c.stats.ProbesLimited, Acks: &c.stats.ProbeAcks,
 		Answered: &c.stats.ProbesAnswered, Refused: &c.stats.ProbesRefused, Dropped: &c.stats.Dropped}})
 	for _, bc := range cfg.Bridges {
@@ -260,7 +271,8 @@ func (c *Client) handleFrame(frame []byte, src netip.AddrPort, via *bridgeConn) 
 	}
 	k := c.keys.Cached(from)
 	if k == nil {
-		// Not a bridge (their keys are pinned by New).
+		// Not a bridge (their keys are pinned by New). The budget spends
+		// CPU: real time, not the client's clock.
 		c.strangers.Submit(frame, src, time.Now())
 		return
 	}
@@ -304,11 +316,14 @@ func (c *Client) stopped() bool {
 	}
 }
 
+// sleep waits d of the client's clock; false if the client stopped first.
 func (c *Client) sleep(d time.Duration) bool {
+	t := c.clock.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-c.stop:
 		return false
-	case <-time.After(d):
+	case <-t.C():
 		return true
 	}
 }

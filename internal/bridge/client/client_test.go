@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -34,6 +35,7 @@ type fakeBridge struct {
 	key  identity.PrivateKey
 	pc   net.PacketConn
 	keys *keycache.Cache
+	mute atomic.Bool // Registers are noted but go unanswered
 
 	mu      sync.Mutex
 	node    identity.PublicKey // the last node that registered
@@ -105,6 +107,9 @@ func newFakeBridge(t *testing.T, answer func(wire.Message) wire.Message) *fakeBr
 				f.mu.Lock()
 				f.node, f.nodeAt, f.lastReg = sender, from, m.Time
 				f.mu.Unlock()
+				if f.mute.Load() {
+					continue
+				}
 				reply = wire.Message{Kind: wire.KindRegistered, Echo: uint64(m.Time), ID: 1, Interval: 15, Endpoints: []netip.AddrPort{src}}
 			case wire.KindLookup:
 				reply = answer(m)

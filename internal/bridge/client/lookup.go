@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -35,13 +34,13 @@ type Found struct {
 	at       int64 // the answer's time, by the bridge's clock (nat.Prober.AddIntroduced)
 }
 
-// Lookup asks the registered bridges who owns addr. Only an answer whose
-// key hashes to addr is used (DESIGN.md: lookups are self-certifying); a
-// wrong one is logged and counted.
+// Lookup asks the registered bridges who owns addr, again after
+// lookupRetry, and gives up after lookupTimeout (of the client's clock)
+// or when ctx ends. Only an answer whose key hashes to addr is used
+// (DESIGN.md: lookups are self-certifying); a wrong one is logged and
+// counted.
 func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 	c.stats.Lookups.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-	defer cancel()
 	seq := c.seq.Add(1)
 	ch := make(chan lookupAnswer, 2*len(c.bridges)+2)
 	c.mu.Lock()
@@ -65,17 +64,24 @@ func (c *Client) Lookup(ctx context.Context, addr netip.Addr) (Found, error) {
 	if ask() == 0 {
 		return Found{}, errors.New("not registered with any bridge")
 	}
-	retry := time.NewTimer(lookupRetry)
+	retry := c.clock.NewTimer(lookupRetry)
 	defer retry.Stop()
+	timeout := c.clock.NewTimer(lookupTimeout)
+	defer timeout.Stop()
 	notFound := map[*bridgeConn]bool{}
+	giveUp := func() (Found, error) {
+		if len(notFound) > 0 {
+			return Found{}, ErrNotFound
+		}
+		return Found{}, fmt.Errorf("no bridge answered the lookup of %s", addr)
+	}
 	for {
 		select {
 		case <-ctx.Done():
-			if len(notFound) > 0 {
-				return Found{}, ErrNotFound
-			}
-			return Found{}, fmt.Errorf("no bridge answered the lookup of %s", addr)
-		case <-retry.C:
+			return giveUp()
+		case <-timeout.C():
+			return giveUp()
+		case <-retry.C():
 			ask()
 		case a := <-ch:
 			m := a.m

@@ -12,7 +12,7 @@ import (
 // time of its answer: the peer's introduction carries the same time.
 func (c *Client) Probe(f Found) {
 	if f.at == 0 {
-		f.at = time.Now().UnixNano()
+		f.at = c.clock.Now().UnixNano()
 	}
 	c.prober.AddIntroduced(f.Key, f.Endpoints, f.loopback, f.at)
 }
@@ -25,7 +25,7 @@ func (c *Client) Probe(f Found) {
 // again, so both sides probe each other's current addresses.
 func (c *Client) probeLoop() {
 	defer c.wg.Done()
-	fast := time.NewTicker(probeBurst)
+	fast := c.clock.NewTicker(probeBurst)
 	defer fast.Stop()
 	var lastSlow, lastRefresh time.Time
 	for {
@@ -33,9 +33,9 @@ func (c *Client) probeLoop() {
 		case <-c.stop:
 			return
 		case all := <-c.refreshNow:
-			lastRefresh = time.Now()
+			lastRefresh = c.clock.Now()
 			c.refresh(all)
-		case now := <-fast.C:
+		case now := <-fast.C():
 			slow := now.Sub(lastSlow) >= probeInterval
 			if slow {
 				lastSlow = now
@@ -81,6 +81,9 @@ func (c *Client) refresh(all bool) {
 			if c.stopped() {
 				return
 			}
+			// Lookup gives up after lookupTimeout of the client's clock;
+			// this bound in real time as well lets Close, which waits for
+			// this goroutine, end while a test's clock stands still.
 			ctx, cancel := context.WithTimeout(context.Background(), lookupTimeout)
 			f, err := c.Lookup(ctx, k.Address())
 			cancel()

@@ -195,6 +195,7 @@ func (b *bridgeConn) resolve() (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("bad port in %q", b.cfg.Endpoint)
 	}
+	// A DNS timeout is the net package's: real time.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	r := b.c.cfg.Resolver
@@ -217,15 +218,39 @@ func (b *bridgeConn) register(tcp bool) bool {
 	}
 	for range attempts {
 		b.sendRegister(0)
-		select {
-		case <-b.c.stop:
+		switch b.wait(registerRetry, nil) {
+		case stopped:
 			return false
-		case <-b.answered:
+		case answered:
 			return !b.isRefused()
-		case <-time.After(registerRetry):
 		}
 	}
 	return false
+}
+
+// What ended a wait.
+const (
+	stopped  = iota // the client stopped
+	answered        // the bridge answered a Register
+	broke           // the TCP connection broke
+	elapsed         // the time ran out
+)
+
+// wait waits d of the client's clock for the bridge's answer, the client
+// to stop, or broken to be closed (nil: never), and says which came.
+func (b *bridgeConn) wait(d time.Duration, broken <-chan struct{}) int {
+	t := b.c.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-b.c.stop:
+		return stopped
+	case <-broken:
+		return broke
+	case <-b.answered:
+		return answered
+	case <-t.C():
+		return elapsed
+	}
 }
 
 // sendRegister sends a Register; seq answers a Challenge (0: none).
@@ -257,16 +282,15 @@ func (b *bridgeConn) keepalive() {
 		if tcp != nil {
 			broken = tcp.done
 		}
-		select {
-		case <-b.c.stop:
+		switch b.wait(iv, broken) {
+		case stopped:
 			return
-		case <-broken:
+		case broke:
 			b.setState("registering", "TCP connection lost")
 			return
-		case <-b.answered:
+		case answered:
 			missed = 0
 			continue
-		case <-time.After(iv):
 		}
 		missed++
 		if missed > registrationLapse {
@@ -283,7 +307,7 @@ func (b *bridgeConn) send(m wire.Message) {
 	tcp, addr := b.tcp, b.addr
 	if m.Kind == wire.KindRegister {
 		last := b.sent[(b.sentNext+len(b.sent)-1)%len(b.sent)]
-		m.Time = max(time.Now().UnixNano(), last+1)
+		m.Time = max(b.c.clock.Now().UnixNano(), last+1)
 		b.sent[b.sentNext] = m.Time
 		b.sentNext = (b.sentNext + 1) % len(b.sent)
 	}
@@ -358,7 +382,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 			b.interval = defaultKeepalive
 		}
 		b.transport = transport
-		b.lastOK = time.Now()
+		b.lastOK = b.c.clock.Now()
 		b.mu.Unlock()
 		b.repointRelays()
 		if moved {
@@ -394,7 +418,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 		if m.Key == b.c.keys.Public() || !b.c.cfg.Wants(m.Key) {
 			return
 		}
-		if !b.intros.Fresh(m.Key, m.Time, time.Now()) {
+		if !b.intros.Fresh(m.Key, m.Time, b.c.clock.Now()) {
 			b.c.stats.Dropped.Add(1)
 			return
 		}

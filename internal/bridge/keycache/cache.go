@@ -10,9 +10,9 @@ package keycache
 import (
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -47,6 +47,8 @@ type Cache struct {
 	// throwaway keys cannot flush the cache.
 	keepOpened bool
 
+	clock clock.Clock // stamps what Seal seals; set before use (SetClock)
+
 	x25519 *atomic.Uint64 // shared keys computed; the owner's counter
 	// onX25519, if set (tests), is called before each X25519, on the
 	// goroutine that does it.
@@ -60,7 +62,7 @@ func New(priv identity.PrivateKey, max int, x25519 *atomic.Uint64) *Cache {
 	if x25519 == nil {
 		x25519 = new(atomic.Uint64)
 	}
-	return &Cache{priv: priv, pub: priv.Public(), max: max, keepOpened: true, x25519: x25519,
+	return &Cache{priv: priv, pub: priv.Public(), max: max, keepOpened: true, x25519: x25519, clock: clock.Real(),
 		pinned: make(map[identity.PublicKey]*wire.SharedKey), pending: make(map[identity.PublicKey]bool),
 		learned: make(map[identity.PublicKey]*wire.SharedKey)}
 }
@@ -72,6 +74,11 @@ func NewAdmitted(priv identity.PrivateKey, max int, x25519 *atomic.Uint64) *Cach
 	c.keepOpened = false
 	return c
 }
+
+// SetClock makes Seal stamp messages with clk's time (nil: real time),
+// the owner's clock, which the bridge checks the stamps against. Call it
+// before the cache is used.
+func (c *Cache) SetClock(clk clock.Clock) { c.clock = clock.Or(clk) }
 
 // Public is the public key of the cache's private key: the sender of what
 // it seals.
@@ -221,14 +228,15 @@ func (c *Cache) Forget(peer identity.PublicKey) {
 	c.mu.Unlock()
 }
 
-// Seal builds a control frame carrying m to the key to, with the shared
-// key given, or the cached one, or else one it computes (an X25519: only
-// goroutines that may spend one call seal with a key not cached) and
-// learns (unless the cache is a bridge's, NewAdmitted, and m a refusal: a
-// bridge keeps only the keys it admits).
+// Seal builds a control frame carrying m to the key to (stamped with the
+// cache's clock unless m.Time is set), with the shared key given, or the
+// cached one, or else one it computes (an X25519: only goroutines that
+// may spend one call seal with a key not cached) and learns (unless the
+// cache is a bridge's, NewAdmitted, and m a refusal: a bridge keeps only
+// the keys it admits).
 func (c *Cache) Seal(to identity.PublicKey, shared *wire.SharedKey, m wire.Message) ([]byte, error) {
 	if m.Time == 0 {
-		m.Time = time.Now().UnixNano()
+		m.Time = c.clock.Now().UnixNano()
 	}
 	k := shared
 	if k == nil {

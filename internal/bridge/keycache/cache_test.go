@@ -2,8 +2,11 @@ package keycache
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
+	"github.com/tomoe-net/tomoe/internal/bridge/wire"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
 
@@ -39,5 +42,34 @@ func TestKeyCachePins(t *testing.T) {
 	c.Forget(a)
 	if c.Cached(a) != nil {
 		t.Fatal("a forgotten key is still cached")
+	}
+}
+
+// Seal stamps what it seals with the cache's clock, which the bridge
+// checks the stamp against; a time the caller set stays.
+func TestSealStampsWithTheCachesClock(t *testing.T) {
+	priv, peer := bridgetest.Key(t), bridgetest.Key(t)
+	c := New(priv, 2, nil)
+	clk := clock.NewManual(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
+	c.SetClock(clk)
+	clk.Advance(time.Minute)
+	shared := wire.Precompute(peer, priv.Public())
+	open := func(m wire.Message) wire.Message {
+		t.Helper()
+		f, err := c.Seal(peer.Public(), nil, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := wire.Open(f, &shared)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := open(wire.Message{Kind: wire.KindLookup}); got.Time != clk.Now().UnixNano() {
+		t.Fatalf("stamped %v, want the clock's %v", time.Unix(0, got.Time), clk.Now())
+	}
+	if got := open(wire.Message{Kind: wire.KindLookup, Time: 7}); got.Time != 7 {
+		t.Fatalf("stamped %d over the caller's 7", got.Time)
 	}
 }

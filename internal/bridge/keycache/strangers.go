@@ -73,7 +73,8 @@ type strangerFrame struct {
 var strangerFrames = sync.Pool{New: func() any { return new(strangerFrame) }}
 
 // Budget is what frames from uncached senders may spend: per source and
-// in all. Time is real time (it budgets CPU), not a bridge's clock. A
+// in all. Time is real time (it budgets CPU), not a bridge's clock nor an
+// injected one (package clock): callers pass time.Now. A
 // bridge keeps one of its own for the first frames of its TCP
 // connections.
 type Budget struct {

@@ -39,8 +39,9 @@
 //     counted in World.Stats.
 //   - Delay and bandwidth are modelled per link and direction; a link is a
 //     FIFO, so a packet never overtakes an earlier one on the same link.
-//   - Time comes from a Clock: real time by default, or a ManualClock that a
-//     test advances, which makes delays, shaping and NAT timeouts exact.
+//   - Time comes from a clock.Clock: real time by default, or a
+//     clock.Manual that a test advances, which makes delays, shaping and
+//     NAT timeouts exact.
 //     Loss and random port choice come from generators seeded by
 //     Config.Seed, one per link direction and per NAT, so a run that sends
 //     the same packets in the same order sees the same losses and ports.

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
 )
 
 // LinkConfig is what a link does to the packets crossing it. Each field
@@ -82,7 +84,7 @@ type linkDir struct {
 	rng    *rand.Rand // loss; made on first use
 	tat    int64      // shaping: when the bytes accepted so far finish at line rate
 	last   int64      // due time of the last packet queued: no overtaking
-	timer  Timer
+	timer  clock.Timer
 	batch  []*packet // the firing goroutine's scratch (only one fires at a time: armed)
 }
 

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
 )
 
 // pair is two hosts on one network, each with a socket on port 1000.
@@ -49,7 +51,7 @@ func sendSeq(t testing.TB, c *UDPConn, to netip.AddrPort, seq uint32, size int) 
 
 // Delay adds up over the links of a path, each way, and keeps order.
 func TestLinkDelay(t *testing.T) {
-	clk := NewManualClock(time.Unix(1e9, 0))
+	clk := clock.NewManual(time.Unix(1e9, 0))
 	p := newPair(t, Config{Clock: clk})
 	p.ha.Link().Set(LinkConfig{Delay: 30 * time.Millisecond})
 	p.hb.Link().Set(LinkConfig{Delay: 20 * time.Millisecond})
@@ -124,7 +126,7 @@ func equalSeqs(a, b []uint32) bool {
 // Bandwidth paces a burst to the configured rate; beyond the queue, the
 // link drops.
 func TestLinkBandwidth(t *testing.T) {
-	clk := NewManualClock(time.Unix(1e9, 0))
+	clk := clock.NewManual(time.Unix(1e9, 0))
 	p := newPair(t, Config{Clock: clk})
 	const rate, size, n = 100_000, 1000, 100 // 100 kB/s: 10 ms a packet
 	p.ha.Link().Set(LinkConfig{Bandwidth: rate, Burst: size, Queue: 1 << 20})

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
 )
 
 // The mapping behaviours, classified as RFC 4787 section 4.1 (and a STUN
@@ -228,7 +230,7 @@ func TestNATBlockUDPTo(t *testing.T) {
 // A mapping lives MappingTimeout after its last packet; then its filter
 // closes and a new one is made.
 func TestNATMappingTimeout(t *testing.T) {
-	clk := NewManualClock(time.Unix(1e9, 0))
+	clk := clock.NewManual(time.Unix(1e9, 0))
 	s := newSite(t, newWorld(t, Config{Clock: clk}), NATConfig{Ports: SequentialPorts, MappingTimeout: time.Minute})
 	a, srv := udp(t, s.a, 5000), udp(t, s.s1, 7000)
 	m := observed(t, a, srv)
@@ -280,7 +282,7 @@ func TestNATSetPublicAddr(t *testing.T) {
 // that remote must then leave from another port (Linux masquerade avoids
 // the clash of reply tuples).
 func TestNATNoInputFirewall(t *testing.T) {
-	clk := NewManualClock(time.Unix(1e9, 0))
+	clk := clock.NewManual(time.Unix(1e9, 0))
 	for _, noInput := range []bool{false, true} {
 		t.Run(map[bool]string{false: "input firewall", true: "no input firewall"}[noInput], func(t *testing.T) {
 			s := newSite(t, newWorld(t, Config{Clock: clk}), NATConfig{NoInputFirewall: noInput})

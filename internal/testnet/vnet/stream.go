@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
 )
 
 // Streams are TCP as a test needs it: a connection request (SYN) travels
@@ -229,11 +231,11 @@ type half struct {
 	mu       sync.Mutex // guards the fields below
 	chunks   []chunk
 	buffered int
-	fin      bool  // the writer closed: EOF after the chunks
-	finDue   int64 // when the FIN arrives
-	err      error // the stream was reset
-	rclosed  bool  // the reader closed: writes fail
-	timer    Timer // wakes the reader when the next chunk arrives
+	fin      bool        // the writer closed: EOF after the chunks
+	finDue   int64       // when the FIN arrives
+	err      error       // the stream was reset
+	rclosed  bool        // the reader closed: writes fail
+	timer    clock.Timer // wakes the reader when the next chunk arrives
 
 	readable chan struct{} // cap 1
 	writable chan struct{} // cap 1

@@ -7,14 +7,20 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
 )
 
 // Config is a World's configuration; the zero value is usable.
 type Config struct {
 	// Seed seeds the generators behind link loss and random NAT ports.
 	Seed uint64
-	// Clock is where time comes from; nil means RealClock.
-	Clock Clock
+	// Clock is where time comes from: link delays, shaping and NAT
+	// timeouts; nil means real time. With a clock.Manual, timers fire on
+	// the goroutine that advances it. Deadlines set on sockets and streams
+	// (SetDeadline) and ConnectTimeout stay in real time: they are the
+	// caller's timeouts, not the network's behaviour.
+	Clock clock.Clock
 	// SocketQueue is how many datagrams a UDP socket or Bind holds
 	// unread before it drops more, as a kernel socket's receive buffer
 	// does; 0 means 1024 (about 1.5 MB of full-size packets, near Linux's
@@ -36,9 +42,9 @@ type Config struct {
 // happen concurrently.
 type World struct {
 	cfg   Config
-	clock Clock
+	clock clock.Clock
 	epoch time.Time
-	real  bool // clock is RealClock: now reads only the monotonic clock
+	real  bool // clock is clock.Real(): now reads only the monotonic clock
 
 	mu       sync.Mutex // guards the fields below
 	closed   bool
@@ -62,9 +68,7 @@ var (
 
 // New returns an empty World.
 func New(cfg Config) *World {
-	if cfg.Clock == nil {
-		cfg.Clock = RealClock{}
-	}
+	cfg.Clock = clock.Or(cfg.Clock)
 	if cfg.SocketQueue <= 0 {
 		cfg.SocketQueue = 1024
 	}
@@ -74,7 +78,7 @@ func New(cfg Config) *World {
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 20 * time.Second
 	}
-	_, real := cfg.Clock.(RealClock)
+	real := cfg.Clock == clock.Real()
 	return &World{
 		cfg:      cfg,
 		clock:    cfg.Clock,
@@ -86,7 +90,7 @@ func New(cfg Config) *World {
 	}
 }
 
-// now is the world's time: nanoseconds since New. With a RealClock it
+// now is the world's time: nanoseconds since New. With real time it
 // is time.Since, which reads only the monotonic clock: time.Now reads the
 // wall clock too, and was a seventh of a NAT hop's cost.
 func (w *World) now() int64 {
