@@ -89,7 +89,7 @@ func (n *Node) cutLocked(p *peers.Peer) bool {
 // admitWildcardLocked decides whether one more peer that only a "*" rule
 // lets in fits, making room if it can.
 func (n *Node) admitWildcardLocked(key identity.PublicKey, source netip.Addr) bool {
-	now := time.Now()
+	now := n.clock.Now()
 	why := n.peers.AdmitWildcard(source, now)
 	if why == peers.RefusedQuotaFull && n.evictUnansweredLocked() {
 		why = "" // room made; the rate's token is spent already
@@ -129,7 +129,7 @@ func (n *Node) evictUnansweredLocked() bool {
 // denyAdmission logs and reports a refused handshake, as often as the
 // table's limit on such reports allows (the counters have every one).
 func (n *Node) denyAdmission(key identity.PublicKey, src netip.AddrPort, why string) {
-	if !n.peers.ReportDenial(key, time.Now()) {
+	if !n.peers.ReportDenial(key, n.clock.Now()) {
 		return
 	}
 	n.log.Info("handshake refused: "+why, "peer", key.ShortString(), "addr", key.Address(), "endpoint", src)

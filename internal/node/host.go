@@ -26,7 +26,7 @@ func (n *Node) newRouter() (*routing.Router, error) {
 	cfg := routing.Config{
 		Log: n.log, Self: n.key.Public(), IPv4: n.ipv4, IPv4Setting: n.cfg.TUN.IPv4.String(), IPv4Space: n.cfg.TUN.IPv4Prefix.Prefix,
 		Userspace: n.cfg.TUN.Mode != config.ModeKernel,
-		Changes:   n.changes, Peers: n.peers, Node: routingNode{n}, Done: n.done,
+		Changes:   n.changes, Peers: n.peers, Node: routingNode{n}, Done: n.done, Clock: n.clock,
 	}
 	for _, o := range n.cfg.Routes.Offer {
 		cfg.Offers = append(cfg.Offers, config.Offer{Prefix: o.Prefix.Prefix, Masquerade: o.Masquerade})

@@ -79,8 +79,12 @@ type Options struct {
 	// read and write the device themselves (testnet.ChanTUN).
 	TUN tunwrap.Device
 	// Clock is where the node's behaviour-deciding timers take their time
-	// from (its bridges' registrations, lookups, probes and expiry);
-	// nil: real time. Tests pass a clock.Manual and advance it.
+	// from: eviction of idle peers, admission's rates, the route offers'
+	// refresh, requests and expiry, and its bridges' registrations,
+	// lookups, probes and expiry; nil: real time. Tests pass a
+	// clock.Manual and advance it; it should start at the real time,
+	// since the device's handshake times are real (WireGuard keeps its
+	// own timers, as do sockets' deadlines).
 	Clock clock.Clock
 }
 
@@ -108,6 +112,7 @@ type Node struct {
 	key     identity.PrivateKey
 	ipv4    netip.Addr // tun.ipv4, derived from key with "auto"; invalid if unset
 	started time.Time
+	clock   clock.Clock // Options.Clock, or real time
 
 	// netnsLock (kernel mode) is held from New to the end of Close: one
 	// kernel-mode node per network namespace.
@@ -174,7 +179,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
 	}
 	n = &Node{
-		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
+		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(), clock: clock.Or(opts.Clock),
 		events: adminapi.NewEventBus(),
 		peers:  peers.New(peers.Limits{MaxWildcard: maxWildcardPeers, MaxWildcardPerSource: maxWildcardPerSource}),
 		done:   make(chan struct{}),

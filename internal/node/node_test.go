@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/packet"
@@ -35,6 +36,8 @@ type testNode struct {
 	ipv4 string // tun.ipv4, if set before start
 	// ctMax sizes the connection table (Options.ConntrackMax), if set before start.
 	ctMax int
+	// clock is the node's clock (Options.Clock), if set before start.
+	clock clock.Clock
 	logs  logLines
 }
 
@@ -100,7 +103,7 @@ func (tn *testNode) start(t *testing.T, extra string) {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t, tn.name, &tn.logs}, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	n, err := New(cfg, Options{Logger: log, Version: "test", ConntrackMax: tn.ctMax})
+	n, err := New(cfg, Options{Logger: log, Version: "test", ConntrackMax: tn.ctMax, Clock: tn.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -336,6 +339,38 @@ func TestStaticPeerLazyAndEvicted(t *testing.T) {
 	if err := testnet.RoundTrip(c, "again", 3*time.Second); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestEvictionOnTheClock: the node's eviction runs from its clock: idle
+// peers leave the device when the clock has moved past the idle timeout,
+// with no real waiting and no call into the node but the clock's.
+func TestEvictionOnTheClock(t *testing.T) {
+	m := clock.NewManual(time.Now())
+	alice, bob := prepare(t, "alice"), prepare(t, "bob")
+	alice.clock, bob.clock = m, m
+	alice.start(t, allowDoc(bob.key.Public().String(), "tcp", "7"))
+	bob.start(t, peerDoc(alice))
+	alice.echoServer(t, 7)
+	c, err := bob.dial(alice.Address(), 7, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testnet.RoundTrip(c, "hello", 3*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if !bob.engine.HasPeer(alice.key.Public()) || !alice.engine.HasPeer(bob.key.Public()) {
+		t.Fatal("peers not in the devices after traffic")
+	}
+	// Both nodes' eviction tickers are armed on m (among other timers).
+	// Past the idle timeout, tick by tick, until both are gone (the
+	// closing connection's last segments may bring the static peer back
+	// for a moment, as in TestStaticPeerLazyAndEvicted).
+	m.Advance(idleTimeout)
+	testnet.WaitFor(t, 10*time.Second, "idle peers evicted on the clock", func() bool {
+		m.Advance(evictInterval)
+		return !bob.engine.HasPeer(alice.key.Public()) && !alice.engine.HasPeer(bob.key.Public())
+	})
 }
 
 func TestWildcardPeerGetsNoSitePrefix(t *testing.T) {

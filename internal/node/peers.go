@@ -32,6 +32,8 @@ const (
 	// unansweredTimeout: an activated peer that never completed a
 	// handshake is removed after this long.
 	unansweredTimeout = 2 * time.Minute
+	// evictInterval: how often idle peers are looked for.
+	evictInterval = 30 * time.Second
 )
 
 // addStatic registers the config's static peers (inactive).
@@ -79,7 +81,7 @@ func (n *Node) activateLocked(p *peers.Peer) error {
 	}
 	if !p.Active {
 		p.Active = true
-		p.ActivatedAt = time.Now()
+		p.ActivatedAt = n.clock.Now()
 		n.wrapper.SetPeer(p.Addr, true)
 		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
 		n.events.Publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
@@ -267,13 +269,13 @@ func (n *Node) rehandshakeLoop() {
 // evictLoop removes idle peers from the device.
 func (n *Node) evictLoop() {
 	defer n.wg.Done()
-	t := time.NewTicker(30 * time.Second)
+	t := n.clock.NewTicker(evictInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-n.done:
 			return
-		case now := <-t.C:
+		case now := <-t.C():
 			n.evict(now)
 			n.filter.Conntrack().GC(now.UnixNano())
 		}

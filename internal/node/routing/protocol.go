@@ -37,9 +37,9 @@ func (r *Router) OnControl(src netip.Addr, payload []byte) {
 // Run handles control messages and the timers of the offer protocol
 // until Config.Done is closed.
 func (r *Router) Run() {
-	retry := time.NewTicker(requestRetry)
+	retry := r.clock.NewTicker(requestRetry)
 	defer retry.Stop()
-	refresh := time.NewTicker(offerRefresh)
+	refresh := r.clock.NewTicker(offerRefresh)
 	defer refresh.Stop()
 	r.requestMissing()
 	for {
@@ -48,11 +48,11 @@ func (r *Router) Run() {
 			return
 		case c := <-r.control:
 			r.HandleControl(c.src, c.msg)
-		case <-retry.C:
+		case <-retry.C():
 			r.requestMissing()
 		case <-r.ask:
 			r.requestMissing()
-		case now := <-refresh.C:
+		case now := <-refresh.C():
 			r.offerToAll()
 			r.Lock()
 			r.expireOffersLocked(now)
@@ -82,7 +82,7 @@ func (r *Router) HandleControl(src netip.Addr, msg offers.Message) {
 		// Kept even when no accept rule names the peer: tomoe routes
 		// shows it, and a peer that offers this node's own address is
 		// reported.
-		switch r.learned.Update(p.Key, msg.Boot, msg.Seq, msg.Routes, msg.Accepted, time.Now()) {
+		switch r.learned.Update(p.Key, msg.Boot, msg.Seq, msg.Routes, msg.Accepted, r.clock.Now()) {
 		case routeplan.Throttled:
 			if r.learned.FirstThrottle(p.Key) {
 				r.log.Warn("route offer changes too often; ignoring changes for a while", "peer", p.Key.ShortString())

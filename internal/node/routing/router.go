@@ -33,6 +33,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
@@ -95,6 +96,9 @@ type Config struct {
 	// Done is closed when the node shuts down: Run returns, and waits for
 	// peers end.
 	Done <-chan struct{}
+	// Clock times the offers' refresh, requests and expiry; nil: real
+	// time.
+	Clock clock.Clock
 }
 
 // Router is a node's routes. Create it with New.
@@ -108,6 +112,7 @@ type Router struct {
 	peers   *peers.Table
 	node    Node
 	done    <-chan struct{}
+	clock   clock.Clock
 
 	control    chan controlMsg
 	controlBad atomic.Uint64 // control datagrams that did not decode
@@ -140,7 +145,7 @@ func New(cfg Config) (*Router, error) {
 	rand.Read(b[:])
 	r := &Router{
 		log: cfg.Log, self: cfg.Self, ipv4: cfg.IPv4, space: cfg.IPv4Space, user: cfg.Userspace,
-		changes: cfg.Changes, peers: cfg.Peers, node: cfg.Node, done: cfg.Done,
+		changes: cfg.Changes, peers: cfg.Peers, node: cfg.Node, done: cfg.Done, clock: clock.Or(cfg.Clock),
 		control:  make(chan controlMsg, controlBacklog),
 		ask:      make(chan struct{}, 1),
 		boot:     binary.BigEndian.Uint32(b[:]),

@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
@@ -17,6 +19,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/statefile"
+	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
 // fakeNode records what the Router asks of the node. A unit test's fake:
@@ -53,6 +56,10 @@ func testKey(i byte) identity.PublicKey {
 }
 
 func newTestRouter(t *testing.T, userspace bool, accept ...offers.Rule) (*Router, *fakeNode, *peers.Table) {
+	return newTestRouterOn(t, nil, nil, userspace, accept...)
+}
+
+func newTestRouterOn(t *testing.T, c clock.Clock, done chan struct{}, userspace bool, accept ...offers.Rule) (*Router, *fakeNode, *peers.Table) {
 	t.Helper()
 	st, err := changes.Open(statefile.File{Path: filepath.Join(t.TempDir(), "services.json"), What: "test state"}, slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -65,9 +72,12 @@ func newTestRouter(t *testing.T, userspace bool, accept ...offers.Rule) (*Router
 	fn := &fakeNode{matcher: policy.Compile([]policy.Rule{rule}), reconfig: map[identity.PublicKey][]netip.Prefix{}}
 	tb := peers.New(peers.Limits{})
 	self := testKey(1)
+	if done == nil {
+		done = make(chan struct{})
+	}
 	r, err := New(Config{Log: slog.New(slog.DiscardHandler), Self: self, IPv4: netip.MustParseAddr("10.99.0.1"), IPv4Setting: "10.99.0.1",
 		IPv4Space: netip.MustParsePrefix("10.99.0.0/24"), Userspace: userspace, Accept: accept, Changes: st, Peers: tb, Node: fn,
-		Done: make(chan struct{})})
+		Done: done, Clock: c})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +178,60 @@ func TestMalformedControlCounted(t *testing.T) {
 	r.OnControl(testKey(3).Address(), []byte{0xff, 0x00, 0x01})
 	if r.ControlMalformed() != 1 || len(r.control) != 0 {
 		t.Fatalf("malformed %d, queued %d", r.ControlMalformed(), len(r.control))
+	}
+}
+
+// TestOfferExpiresOnTheClock: an offer the peer stops refreshing is
+// dropped after offerExpiry on the Router's clock, by its refresh timer,
+// without real waiting; one it refreshes stays.
+func TestOfferExpiresOnTheClock(t *testing.T) {
+	m := clock.NewManual(time.Now())
+	done := make(chan struct{})
+	peer, fresh := testKey(2), testKey(3)
+	lan, dmz := netip.MustParsePrefix("192.168.7.0/24"), netip.MustParsePrefix("172.16.0.0/16")
+	idOf := func(k identity.PublicKey) policy.Identity {
+		id, err := policy.ParseIdentity(k.Address().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	r, _, tb := newTestRouterOn(t, m, done, true, offers.Rule{From: idOf(peer), Prefix: lan}, offers.Rule{From: idOf(fresh), Prefix: dmz})
+	tb.Lock()
+	tb.Insert(&peers.Peer{Key: peer, Addr: peer.Address(), Active: true, Up: true})
+	tb.Insert(&peers.Peer{Key: fresh, Addr: fresh.Address(), Active: true, Up: true})
+	tb.Unlock()
+	ran := make(chan struct{})
+	go func() { defer close(ran); r.Run() }()
+	t.Cleanup(func() { close(done); <-ran })
+	testnet.WaitFor(t, 5*time.Second, "the Router's two tickers", func() bool { return m.Pending() >= 2 })
+
+	seq := uint32(1)
+	offer := func(k identity.PublicKey, p netip.Prefix) {
+		r.HandleControl(k.Address(), offers.Message{Type: offers.TypeOffer, Boot: 1, Seq: seq, Routes: []netip.Prefix{p}})
+		seq++
+	}
+	offer(peer, lan)
+	offer(fresh, dmz)
+	if _, ok := r.Installed(lan); !ok {
+		t.Fatal("offer not installed")
+	}
+	// Refresh ticks up to just before the expiry: both stay; fresh's
+	// offer is refreshed at each tick.
+	for m.Now().Add(offerRefresh).Before(time.Now().Add(offerExpiry)) {
+		m.Advance(offerRefresh)
+		offer(fresh, dmz)
+		testnet.WaitFor(t, 5*time.Second, "the refresh tick taken", func() bool { return m.Unread() == 0 })
+	}
+	if _, ok := r.Installed(lan); !ok {
+		t.Fatal("offer expired early")
+	}
+	m.Advance(2 * offerRefresh)
+	testnet.WaitFor(t, 5*time.Second, "the stale offer to expire", func() bool {
+		_, ok := r.Installed(lan)
+		return !ok
+	})
+	if _, ok := r.Installed(dmz); !ok {
+		t.Fatal("a refreshed offer expired")
 	}
 }
