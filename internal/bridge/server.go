@@ -60,6 +60,9 @@ type ServerConfig struct {
 	// deadlines stay on real time (they are the kernel's), and so do the
 	// budgets of CPU for strangers' frames and of log lines.
 	Clock clock.Clock
+	// ListenTCP, if not nil, opens the TCP listener instead of the host's
+	// sockets (an in-memory network, in tests); Mark does not apply to it.
+	ListenTCP func(network, addr string) (net.Listener, error)
 }
 
 // NodeInfo describes a registered node (the JSON is a contract: `tomoe
@@ -164,6 +167,9 @@ type Server struct {
 	challengeKey          [32]byte         // makes challenges (challengeFor)
 
 	clock clock.Clock // ServerConfig.Clock, or real time
+	// listenTCP opens the TCP listener (ServerConfig.ListenTCP); nil: the
+	// host's sockets.
+	listenTCP func(network, addr string) (net.Listener, error)
 
 	// Hooks for tests.
 	newID        func() uint32
@@ -250,6 +256,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tcpAddr:      cfg.TCP,
 		mark:         cfg.Mark,
 		clock:        clock.Or(cfg.Clock),
+		listenTCP:    cfg.ListenTCP,
+		now:          time.Now,
 		newID:        rand.Uint32,
 		deriveIDs:    true,
 		firstTimeout: firstFrameTimeout,
@@ -299,8 +307,14 @@ func (s *Server) Start() error {
 		return errors.New("bridge: already started")
 	}
 	if s.tcpAddr != "" {
-		lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
-		ln, err := lc.Listen(context.Background(), "tcp", s.tcpAddr)
+		listen := s.listenTCP
+		if listen == nil {
+			lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
+			listen = func(network, addr string) (net.Listener, error) {
+				return lc.Listen(context.Background(), network, addr)
+			}
+		}
+		ln, err := listen("tcp", s.tcpAddr)
 		if err != nil {
 			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)
 		}
