@@ -2,6 +2,7 @@ package vlab
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -16,7 +17,18 @@ import (
 	"github.com/tomoe-net/tomoe/internal/testnet/vnet"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	flag.Parse()
+	// The twins spend their time waiting for the nodes' timers (the
+	// bridge keepalive is 15 s), not on the CPU: unless -parallel says
+	// otherwise, run them all at once rather than GOMAXPROCS at a time.
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		flag.Set("test.parallel", "8")
+	}
+	goleak.VerifyTestMain(m)
+}
 
 // echoPort is the port every lab node serves its echo on, as in the
 // netns lab.
@@ -42,175 +54,229 @@ func retryRoundTrip(t *testing.T, c net.Conn, what string, d time.Duration) {
 // vnetConfig is the lab's world: seeded, so NAT port choices repeat.
 func vnetConfig() vnet.Config { return vnet.Config{Seed: 1} }
 
-// TestBridgeNATLabTwin is e2e's TestBridgeNATLab on the in-memory
-// internet: a bridge on the internet, sites behind NATs of each kind,
-// nodes that know only the bridge and reach each other by overlay address
-// alone. Each subtest asserts what its netns twin asserts (the path, end
-// to end traffic through the overlay, the bridge's view), and where vnet
-// can say more (the bridge's relay counters, the datagrams the NATs
-// dropped) it says that too.
-func TestBridgeNATLabTwin(t *testing.T) {
-	lab := New(t, vnetConfig())
-	br := lab.NewNode("bridge", lab.AddHost("bridge"))
-	bridgeEP := br.Endpoint().String()
+// natLab is the netns lab's topology on the in-memory internet: a bridge
+// on the internet and five sites, two behind endpoint-independent NATs,
+// two behind symmetric ones, one whose router drops UDP. Every node knows
+// only the bridge (noudp joins with a token, the others are on the
+// bridge's allow list), allows every other on tcp/7 and serves an echo
+// there. newNATLab returns once all are registered.
+type natLab struct {
+	*Lab
+	br                            *Node
+	bridgeEP                      string // the bridge's "ip:port"
+	eim1, eim2, sym1, sym2, noudp *Node
+	sites                         map[string]*Site
+}
 
+func newNATLab(t *testing.T) *natLab {
+	t.Helper()
+	lab := New(t, vnetConfig())
+	l := &natLab{Lab: lab, sites: map[string]*Site{}}
+	l.br = lab.NewNode("bridge", lab.AddHost("bridge"))
+	l.bridgeEP = l.br.Endpoint().String()
 	kinds := []struct {
 		name string
 		kind NATKind
+		node **Node
 	}{
-		{"eim1", EndpointIndependent},
-		{"eim2", EndpointIndependent},
-		{"sym1", Symmetric},
-		{"sym2", Symmetric},
-		{"noudp", UDPBlocked},
+		{"eim1", EndpointIndependent, &l.eim1},
+		{"eim2", EndpointIndependent, &l.eim2},
+		{"sym1", Symmetric, &l.sym1},
+		{"sym2", Symmetric, &l.sym2},
+		{"noudp", UDPBlocked, &l.noudp},
 	}
-	nodes := map[string]*Node{}
-	sites := map[string]*Site{}
-	var members []*Node
+	var members, all []*Node
 	for _, k := range kinds {
 		s := lab.AddSite(k.name, k.kind)
-		sites[k.name] = s
-		nodes[k.name] = lab.NewNode(k.name, s.Host)
-		if k.name != "noudp" { // noudp joins with a token instead
-			members = append(members, nodes[k.name])
+		l.sites[k.name] = s
+		n := lab.NewNode(k.name, s.Host)
+		*k.node = n
+		all = append(all, n)
+		if n != l.noudp { // noudp joins with a token instead
+			members = append(members, n)
 		}
 	}
-	eim1, eim2, sym1, sym2, noudp := nodes["eim1"], nodes["eim2"], nodes["sym1"], nodes["sym2"], nodes["noudp"]
 
-	br.Start(t, BridgeConfig(members...))
-	tok, err := br.BridgeArea().CreateToken(context.Background(), adminapi.TokenRequest{Uses: 1, TTL: "1h"})
+	l.br.Start(t, BridgeConfig(members...))
+	tok, err := l.br.BridgeArea().CreateToken(context.Background(), adminapi.TokenRequest{Uses: 1, TTL: "1h"})
 	if err != nil {
 		t.Fatal(err)
 	}
-
 	// Everyone allows everyone on tcp/7: this test is about paths.
 	var policy strings.Builder
-	for _, n := range nodes {
+	for _, n := range all {
 		policy.WriteString(AllowConfig(n, "tcp", fmt.Sprint(echoPort)))
 	}
-	for name, n := range nodes {
+	for _, n := range all {
 		token := ""
-		if name == "noudp" {
+		if n == l.noudp {
 			token = tok.Token
 		}
-		n.Start(t, JoinConfig(br, token)+policy.String())
+		n.Start(t, JoinConfig(l.br, token)+policy.String())
 		n.Echo(t, echoPort)
 	}
-	for name, n := range nodes {
+	for _, n := range all {
 		transport := "udp"
-		if name == "noudp" {
+		if n == l.noudp {
 			transport = "tcp"
 		}
 		n.WaitBridge(t, "registered", transport, 20*time.Second)
 	}
+	return l
+}
 
-	t.Run("endpoint-independent sites go direct", func(t *testing.T) {
-		start := time.Now()
-		eim1.Talk(t, eim2, echoPort)
-		eim1.WaitPath(t, eim2, Direct, 5*time.Second)
-		t.Logf("first packet to direct path: %v", time.Since(start))
-		eim2.WaitPath(t, eim1, Direct, 5*time.Second)
-		// Direct means the bridge relays none of it.
-		before := br.Relayed(t, eim1)
-		eim1.Talk(t, eim2, echoPort)
-		if after := br.Relayed(t, eim1); after != before {
-			t.Fatalf("the bridge relayed %d bytes of eim1's direct traffic", after-before)
-		}
-	})
-
-	t.Run("symmetric sites stay relayed", func(t *testing.T) {
-		filtered := lab.World.Stats().NATFiltered
-		relayed := br.Relayed(t, sym1)
-		sym1.Talk(t, sym2, echoPort)
-		// Instead of the netns lab's four seconds: wait until the NATs
-		// have dropped a good many of the two nodes' probes, and check
-		// that no probe got through meanwhile.
-		testnet.WaitFor(t, 10*time.Second, "the symmetric NATs dropping probes", func() bool {
-			if p := sym1.PathTo(t, sym2); p.Kind != RelayUDP || !strings.HasPrefix(p.Via, bridgeEP) {
-				t.Fatalf("sym1 -> sym2 path %v, want relay over udp via %s", p, bridgeEP)
-			}
-			return lab.World.Stats().NATFiltered >= filtered+16
+// TestBridgeNATLabTwin is e2e's TestBridgeNATLab on the in-memory
+// internet, subtest for subtest. Each asserts what its netns twin asserts
+// (the path, end to end traffic through the overlay, the bridge's view),
+// and where vnet can say more (the bridge's relay counters, the datagrams
+// the NATs dropped) it says that too. The netns subtests share one lab in
+// sequence; here each has a lab of its own, built in a few seconds, and
+// they run in parallel, so no scenario depends on what an earlier one
+// left behind and the whole takes as long as the slowest.
+func TestBridgeNATLabTwin(t *testing.T) {
+	for _, sc := range []struct {
+		name string
+		run  func(t *testing.T, l *natLab)
+	}{
+		{"endpoint-independent sites go direct", eimGoDirect},
+		{"symmetric sites stay relayed", symStayRelayed},
+		{"UDP-blocked site uses the TCP relay", noUDPUsesTCPRelay},
+		{"cutting the direct path falls back to the relay", cutFallsBackToRelay},
+		{"a node whose public address changes keeps its session", addressChangeKeepsSession},
+		{"bridge restart heals", bridgeRestartHeals},
+		{"a revoked node can no longer register or relay", revokedCannotRegisterOrRelay},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			t.Parallel()
+			sc.run(t, newNATLab(t))
 		})
-		sym1.Talk(t, sym2, echoPort)
-		if p := sym2.PathTo(t, sym1); p.Kind != RelayUDP || !strings.HasPrefix(p.Via, bridgeEP) {
-			t.Fatalf("sym2 -> sym1 path %v, want relay over udp via %s", p, bridgeEP)
-		}
-		if br.Relayed(t, sym1) == relayed {
-			t.Fatal("sym1's traffic is relayed, but the bridge counted none of it")
-		}
-	})
+	}
+}
 
-	t.Run("UDP-blocked site uses the TCP relay", func(t *testing.T) {
-		noudp.Talk(t, eim1, echoPort)
-		if p := noudp.PathTo(t, eim1); p.Kind != RelayTCP || !strings.HasPrefix(p.Via, bridgeEP) {
-			t.Fatalf("noudp -> eim1 path %v, want relay over tcp via %s", p, bridgeEP)
-		}
-		eim1.Talk(t, noudp, echoPort)
-		if b, ok := br.BridgeNode(t, noudp); !ok || b.Transport != "tcp" || b.RelayedBytes == 0 {
-			t.Fatalf("the bridge's view of noudp: %+v (registered %v), want tcp with relayed bytes", b, ok)
-		}
-	})
+// eimGoDirect: endpoint-independent sites go direct.
+func eimGoDirect(t *testing.T, l *natLab) {
+	start := time.Now()
+	l.eim1.Talk(t, l.eim2, echoPort)
+	l.eim1.WaitPath(t, l.eim2, Direct, 5*time.Second)
+	t.Logf("first packet to direct path: %v", time.Since(start))
+	l.eim2.WaitPath(t, l.eim1, Direct, 5*time.Second)
+	// Direct means the bridge relays none of it.
+	before := l.br.Relayed(t, l.eim1)
+	l.eim1.Talk(t, l.eim2, echoPort)
+	if after := l.br.Relayed(t, l.eim1); after != before {
+		t.Fatalf("the bridge relayed %d bytes of eim1's direct traffic", after-before)
+	}
+}
 
-	t.Run("cutting the direct path falls back to the relay", func(t *testing.T) {
-		c := eim1.Talk(t, eim2, echoPort)
-		eim1.WaitPath(t, eim2, Direct, 5*time.Second)
-		sites["eim1"].NAT.BlockUDPTo(sites["eim2"].Public)
-		// The connection lives on: within a few seconds its packets take
-		// the relay.
-		retryRoundTrip(t, c, "during the cut", 15*time.Second)
-		eim1.WaitPath(t, eim2, RelayUDP, 10*time.Second)
-		if err := testnet.RoundTrip(c, "over the relay", 5*time.Second); err != nil {
-			t.Fatal(err)
+// symStayRelayed: symmetric sites stay relayed.
+func symStayRelayed(t *testing.T, l *natLab) {
+	filtered := l.World.Stats().NATFiltered
+	relayed := l.br.Relayed(t, l.sym1)
+	l.sym1.Talk(t, l.sym2, echoPort)
+	// Instead of the netns lab's four seconds: wait until the NATs
+	// have dropped a good many of the two nodes' probes, and check
+	// that no probe got through meanwhile.
+	testnet.WaitFor(t, 10*time.Second, "the symmetric NATs dropping probes", func() bool {
+		if p := l.sym1.PathTo(t, l.sym2); p.Kind != RelayUDP || !strings.HasPrefix(p.Via, l.bridgeEP) {
+			t.Fatalf("sym1 -> sym2 path %v, want relay over udp via %s", p, l.bridgeEP)
 		}
-		sites["eim1"].NAT.UnblockUDPTo(sites["eim2"].Public)
-		eim1.WaitPath(t, eim2, Direct, 10*time.Second)
-		if err := testnet.RoundTrip(c, "direct again", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		return l.World.Stats().NATFiltered >= filtered+16
 	})
+	l.sym1.Talk(t, l.sym2, echoPort)
+	if p := l.sym2.PathTo(t, l.sym1); p.Kind != RelayUDP || !strings.HasPrefix(p.Via, l.bridgeEP) {
+		t.Fatalf("sym2 -> sym1 path %v, want relay over udp via %s", p, l.bridgeEP)
+	}
+	if l.br.Relayed(t, l.sym1) == relayed {
+		t.Fatal("sym1's traffic is relayed, but the bridge counted none of it")
+	}
+}
 
-	t.Run("a node whose public address changes keeps its session", func(t *testing.T) {
-		c := eim1.Talk(t, eim2, echoPort)
-		eim1.WaitPath(t, eim2, Direct, 5*time.Second)
-		// eim1's router gets a new public address (as after a DHCP
-		// renewal) and forgets the old mappings with it.
-		moved := netip.AddrFrom4([4]byte{203, 0, 113, 51})
-		if err := sites["eim1"].NAT.SetPublicAddr(moved); err != nil {
-			t.Fatal(err)
-		}
-		retryRoundTrip(t, c, "after the move", 20*time.Second)
-		// The bridge learns the new address at the next keepalive.
-		testnet.WaitFor(t, 30*time.Second, "the bridge sees eim1's new address", func() bool {
-			b, ok := br.BridgeNode(t, eim1)
-			return ok && strings.HasPrefix(b.Endpoint, moved.String()+":")
+// noUDPUsesTCPRelay: the UDP-blocked site uses the TCP relay.
+func noUDPUsesTCPRelay(t *testing.T, l *natLab) {
+	l.noudp.Talk(t, l.eim1, echoPort)
+	if p := l.noudp.PathTo(t, l.eim1); p.Kind != RelayTCP || !strings.HasPrefix(p.Via, l.bridgeEP) {
+		t.Fatalf("noudp -> eim1 path %v, want relay over tcp via %s", p, l.bridgeEP)
+	}
+	l.eim1.Talk(t, l.noudp, echoPort)
+	if b, ok := l.br.BridgeNode(t, l.noudp); !ok || b.Transport != "tcp" || b.RelayedBytes == 0 {
+		t.Fatalf("the bridge's view of noudp: %+v (registered %v), want tcp with relayed bytes", b, ok)
+	}
+}
+
+// cutFallsBackToRelay: cutting the direct path falls back to the relay.
+func cutFallsBackToRelay(t *testing.T, l *natLab) {
+	c := l.eim1.Talk(t, l.eim2, echoPort)
+	l.eim1.WaitPath(t, l.eim2, Direct, 5*time.Second)
+	l.sites["eim1"].NAT.BlockUDPTo(l.sites["eim2"].Public)
+	// The connection lives on: within a few seconds its packets take
+	// the relay.
+	retryRoundTrip(t, c, "during the cut", 15*time.Second)
+	l.eim1.WaitPath(t, l.eim2, RelayUDP, 10*time.Second)
+	if err := testnet.RoundTrip(c, "over the relay", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	l.sites["eim1"].NAT.UnblockUDPTo(l.sites["eim2"].Public)
+	l.eim1.WaitPath(t, l.eim2, Direct, 10*time.Second)
+	if err := testnet.RoundTrip(c, "direct again", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addressChangeKeepsSession: a node whose public address changes keeps
+// its session.
+func addressChangeKeepsSession(t *testing.T, l *natLab) {
+	c := l.eim1.Talk(t, l.eim2, echoPort)
+	l.eim1.WaitPath(t, l.eim2, Direct, 5*time.Second)
+	// eim1's router gets a new public address (as after a DHCP
+	// renewal) and forgets the old mappings with it.
+	moved := netip.AddrFrom4([4]byte{203, 0, 113, 51})
+	if err := l.sites["eim1"].NAT.SetPublicAddr(moved); err != nil {
+		t.Fatal(err)
+	}
+	retryRoundTrip(t, c, "after the move", 20*time.Second)
+	// The bridge learns the new address at the next keepalive.
+	testnet.WaitFor(t, 30*time.Second, "the bridge sees eim1's new address", func() bool {
+		b, ok := l.br.BridgeNode(t, l.eim1)
+		return ok && strings.HasPrefix(b.Endpoint, moved.String()+":")
+	})
+	l.eim1.WaitPath(t, l.eim2, Direct, 10*time.Second)
+	if err := testnet.RoundTrip(c, "settled", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// bridgeRestartHeals: a bridge restart heals.
+func bridgeRestartHeals(t *testing.T, l *natLab) {
+	c := l.sym1.Talk(t, l.sym2, echoPort)
+	l.br.Restart(t)
+	for _, n := range []*Node{l.sym1, l.sym2} {
+		n.WaitBridge(t, "registered", "udp", 40*time.Second)
+		// The nodes' own status still says registered until they
+		// notice; the restarted bridge knowing them is the proof.
+		testnet.WaitFor(t, 40*time.Second, "the restarted bridge knowing "+n.Name, func() bool {
+			_, ok := l.br.BridgeNode(t, n)
+			return ok
 		})
-		eim1.WaitPath(t, eim2, Direct, 10*time.Second)
-		if err := testnet.RoundTrip(c, "settled", 5*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	})
+	}
+	retryRoundTrip(t, c, "after the restart", 30*time.Second)
+	if l.br.Relayed(t, l.sym1) == 0 {
+		t.Fatal("the connection healed, but not through the restarted bridge")
+	}
+}
 
-	t.Run("bridge restart heals", func(t *testing.T) {
-		c := sym1.Talk(t, sym2, echoPort)
-		br.Restart(t)
-		for _, n := range []*Node{sym1, sym2} {
-			n.WaitBridge(t, "registered", "udp", 40*time.Second)
-		}
-		retryRoundTrip(t, c, "after the restart", 30*time.Second)
-	})
-
-	t.Run("a revoked node can no longer register or relay", func(t *testing.T) {
-		c := sym1.Talk(t, sym2, echoPort)
-		resp, err := br.BridgeArea().BridgeRevoke(context.Background(), adminapi.BridgeRevokeRequest{PublicKey: sym2.Public().String()})
-		if err != nil || resp.PublicKey != sym2.Public().String() || !resp.WasRegistered {
-			t.Fatalf("revoke: %+v %v", resp, err)
-		}
-		if err := testnet.RoundTrip(c, "after the revoke", 3*time.Second); err == nil {
-			t.Fatal("relayed traffic still flows to a revoked node")
-		}
-		sym2.WaitBridge(t, "refused", "", 40*time.Second)
-		if b, ok := br.BridgeNode(t, sym2); ok {
-			t.Fatalf("revoked node still listed: %+v", b)
-		}
-	})
+// revokedCannotRegisterOrRelay: a revoked node can no longer register or
+// relay.
+func revokedCannotRegisterOrRelay(t *testing.T, l *natLab) {
+	c := l.sym1.Talk(t, l.sym2, echoPort)
+	resp, err := l.br.BridgeArea().BridgeRevoke(context.Background(), adminapi.BridgeRevokeRequest{PublicKey: l.sym2.Public().String()})
+	if err != nil || resp.PublicKey != l.sym2.Public().String() || !resp.WasRegistered {
+		t.Fatalf("revoke: %+v %v", resp, err)
+	}
+	if err := testnet.RoundTrip(c, "after the revoke", 3*time.Second); err == nil {
+		t.Fatal("relayed traffic still flows to a revoked node")
+	}
+	l.sym2.WaitBridge(t, "refused", "", 40*time.Second)
+	if b, ok := l.br.BridgeNode(t, l.sym2); ok {
+		t.Fatalf("revoked node still listed: %+v", b)
+	}
 }
