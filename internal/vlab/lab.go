@@ -80,8 +80,14 @@ type Lab struct {
 
 // New builds an empty lab, torn down when t ends (see the package doc).
 // cfg configures the World (its Seed above all); the zero value is fine.
+// Its Clock must be nil or vnet.RealClock: nodes keep real time (their
+// keepalives, probe rounds, handshakes), and a network on another clock
+// would drift from them.
 func New(t testing.TB, cfg vnet.Config) *Lab {
 	t.Helper()
+	if _, real := cfg.Clock.(vnet.RealClock); cfg.Clock != nil && !real {
+		t.Fatalf("vlab: the World's clock must be real time: nodes keep real time")
+	}
 	w := vnet.New(cfg)
 	internet, err := w.NewNetwork("internet", internetPrefix)
 	if err != nil {
