@@ -24,11 +24,19 @@
 // API areas, the same code `tomoe peers --json` and `tomoe bridge nodes
 // --json` run.
 //
+// # Time
+//
+// Nodes keep real time (their keepalives, probe rounds, handshakes), so a
+// lab's World does too; a scenario that waits on a node's timer (a bridge
+// keepalive is 15 s) takes that long.
+//
 // # Lifecycle
 //
 // New registers the lab's teardown with the test: the nodes are closed in
 // the reverse of the order they first started (so the nodes behind NATs
 // say goodbye to their bridges while the bridges still run), then the
 // World, which closes whatever is left open on it. Nothing outlives the
-// test. Only tests import this package.
+// test. Node.Restart closes a node and starts it again on the same host,
+// port, key and state, as a restarted process would. Only tests import
+// this package.
 package vlab
