@@ -132,9 +132,9 @@ func newNATLab(t *testing.T) *natLab {
 // the NATs dropped) it says that too. The netns subtests share one lab in
 // sequence; here they share two, which run in parallel: one for the paths
 // (the address change last, as it moves a site for good), one for the
-// bridge's own life (restart, then revoke). Each half waits mostly on one
-// bridge keepalive (15 s), so the whole takes about as long as one half,
-// for a sixth of the nodes that a lab per scenario would start.
+// bridge's own life (restart, then revoke), so the whole takes as long as
+// the slower half (mostly the nodes' next keepalive after the restart, up
+// to 15 s) for a quarter of the nodes a lab per scenario would start.
 func TestBridgeNATLabTwin(t *testing.T) {
 	type scenario struct {
 		name string
