@@ -257,7 +257,6 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		mark:         cfg.Mark,
 		clock:        clock.Or(cfg.Clock),
 		listenTCP:    cfg.ListenTCP,
-		now:          time.Now,
 		newID:        rand.Uint32,
 		deriveIDs:    true,
 		firstTimeout: firstFrameTimeout,

@@ -26,9 +26,9 @@
 //
 // # Time
 //
-// Nodes keep real time (their keepalives, probe rounds, handshakes), so a
-// lab's World does too; a scenario that waits on a node's timer (a bridge
-// keepalive is 15 s) takes that long.
+// Nodes keep real time (their keepalives, probe rounds, handshakes; their
+// Options.Clock is left nil), so a lab's World does too; a scenario that
+// waits on a node's timer (a bridge keepalive is 15 s) takes that long.
 //
 // # Lifecycle
 //

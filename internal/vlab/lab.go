@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/testnet/vnet"
 )
 
@@ -80,13 +81,13 @@ type Lab struct {
 
 // New builds an empty lab, torn down when t ends (see the package doc).
 // cfg configures the World (its Seed above all); the zero value is fine.
-// Its Clock must be nil or vnet.RealClock: nodes keep real time (their
-// keepalives, probe rounds, handshakes), and a network on another clock
-// would drift from them.
+// Its Clock must be nil or clock.Real(): the lab's nodes run on real
+// time (wireguard-go's and the userspace stack's timers cannot run on
+// another), and a network on another clock would drift from them.
 func New(t testing.TB, cfg vnet.Config) *Lab {
 	t.Helper()
-	if _, real := cfg.Clock.(vnet.RealClock); cfg.Clock != nil && !real {
-		t.Fatalf("vlab: the World's clock must be real time: nodes keep real time")
+	if cfg.Clock != nil && cfg.Clock != clock.Real() {
+		t.Fatalf("vlab: the World's clock must be real time, as the nodes' is")
 	}
 	w := vnet.New(cfg)
 	internet, err := w.NewNetwork("internet", internetPrefix)
