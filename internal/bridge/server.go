@@ -60,8 +60,7 @@ type ServerConfig struct {
 	// deadlines stay on real time (they are the kernel's), and so do the
 	// budgets of CPU for strangers' frames and of log lines.
 	Clock clock.Clock
-	// ListenTCP, if not nil, opens the TCP listener instead of the host's
-	// sockets (an in-memory network, in tests); Mark does not apply to it.
+	// ListenTCP opens the TCP listener (in tests, an in-memory network's); nil: the host's, with Mark.
 	ListenTCP func(network, addr string) (net.Listener, error)
 }
 
@@ -166,10 +165,8 @@ type Server struct {
 	challenges            *ratelimit.Keyed // challenges sent, per source
 	challengeKey          [32]byte         // makes challenges (challengeFor)
 
-	clock clock.Clock // ServerConfig.Clock, or real time
-	// listenTCP opens the TCP listener (ServerConfig.ListenTCP); nil: the
-	// host's sockets.
-	listenTCP func(network, addr string) (net.Listener, error)
+	clock     clock.Clock                                      // ServerConfig.Clock, or real time
+	listenTCP func(network, addr string) (net.Listener, error) // ServerConfig.ListenTCP; nil: the host's sockets
 
 	// Hooks for tests.
 	newID        func() uint32
@@ -308,10 +305,7 @@ func (s *Server) Start() error {
 	if s.tcpAddr != "" {
 		listen := s.listenTCP
 		if listen == nil {
-			lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
-			listen = func(network, addr string) (net.Listener, error) {
-				return lc.Listen(context.Background(), network, addr)
-			}
+			listen = transport.MarkedListen(s.mark)
 		}
 		ln, err := listen("tcp", s.tcpAddr)
 		if err != nil {
