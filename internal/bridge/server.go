@@ -60,6 +60,8 @@ type ServerConfig struct {
 	// deadlines stay on real time (they are the kernel's), and so do the
 	// budgets of CPU for strangers' frames and of log lines.
 	Clock clock.Clock
+	// ListenTCP opens the TCP listener (in tests, an in-memory network's); nil: the host's, with Mark.
+	ListenTCP func(network, addr string) (net.Listener, error)
 }
 
 // NodeInfo describes a registered node (the JSON is a contract: `tomoe
@@ -163,7 +165,8 @@ type Server struct {
 	challenges            *ratelimit.Keyed // challenges sent, per source
 	challengeKey          [32]byte         // makes challenges (challengeFor)
 
-	clock clock.Clock // ServerConfig.Clock, or real time
+	clock     clock.Clock                                      // ServerConfig.Clock, or real time
+	listenTCP func(network, addr string) (net.Listener, error) // ServerConfig.ListenTCP; nil: the host's sockets
 
 	// Hooks for tests.
 	newID        func() uint32
@@ -250,6 +253,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		tcpAddr:      cfg.TCP,
 		mark:         cfg.Mark,
 		clock:        clock.Or(cfg.Clock),
+		listenTCP:    cfg.ListenTCP,
 		newID:        rand.Uint32,
 		deriveIDs:    true,
 		firstTimeout: firstFrameTimeout,
@@ -299,8 +303,11 @@ func (s *Server) Start() error {
 		return errors.New("bridge: already started")
 	}
 	if s.tcpAddr != "" {
-		lc := net.ListenConfig{Control: transport.MarkControl(s.mark)}
-		ln, err := lc.Listen(context.Background(), "tcp", s.tcpAddr)
+		listen := s.listenTCP
+		if listen == nil {
+			listen = transport.MarkedListen(s.mark)
+		}
+		ln, err := listen("tcp", s.tcpAddr)
 		if err != nil {
 			return fmt.Errorf("bridge tcp listen %s: %w", s.tcpAddr, err)
 		}

@@ -154,3 +154,26 @@ func TestTCPStrangersAreCheap(t *testing.T) {
 		t.Fatalf("over-long first frame: connection not closed: %v", err)
 	}
 }
+
+// The bridge listens for TCP with the function it is given
+// (ServerConfig.ListenTCP: an in-memory network's, in tests), not with the
+// host's sockets, and serves nodes on what it returns.
+func TestListenTCPUsesGivenListen(t *testing.T) {
+	a := testKey(t)
+	var calls []string
+	listen := func(network, addr string) (net.Listener, error) {
+		calls = append(calls, network+" "+addr)
+		return net.Listen("tcp4", "127.0.0.1:0")
+	}
+	// An address of no interface here (TEST-NET-3): only the given
+	// function can listen "there".
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public()}, TCP: "203.0.113.1:4610", ListenTCP: listen})
+	if len(calls) != 1 || calls[0] != "tcp 203.0.113.1:4610" {
+		t.Fatalf("listen calls %q, want one for tcp 203.0.113.1:4610", calls)
+	}
+	n := h.tcpNode(a)
+	n.mustRegister()
+	if st := h.s.Stats(); st.Registered != 1 {
+		t.Fatalf("registered over the given listener: %+v", st)
+	}
+}

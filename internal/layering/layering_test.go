@@ -20,9 +20,10 @@ const module = "github.com/tomoe-net/tomoe/"
 var upper = []string{"internal/node", "internal/engine", "internal/adminapi", "internal/cli"}
 
 // notLeaves are the packages of internal/ that may import upper ones:
-// upper itself, and demo, which runs whole nodes for `tomoe demo`. Every
-// other package of internal/ is a leaf, new ones included.
-var notLeaves = append([]string{"internal/demo"}, upper...)
+// upper itself, demo, which runs whole nodes for `tomoe demo`, and vlab,
+// which runs whole nodes on an in-memory internet for tests. Every other
+// package of internal/ is a leaf, new ones included.
+var notLeaves = append([]string{"internal/demo", "internal/vlab"}, upper...)
 
 // pkg is what `go list -json` says of a package that the test needs.
 type pkg struct {
@@ -34,7 +35,7 @@ type pkg struct {
 // policy, routes, offers, packet, noise, ratelimit, cidr, statefile,
 // fileperm, bridge and its subpackages, nat, services, netstack, tunwrap,
 // transport, firewall, testnet: every package of internal/ but node,
-// engine, adminapi, cli and demo) never imports node, engine, adminapi or
+// engine, adminapi, cli, demo and vlab) never imports node, engine, adminapi or
 // cli, directly or through another package. Leaves are what the
 // composition root wires; one that reached back up would tie the layers
 // into a knot, and its tests would need a whole node.

@@ -32,6 +32,7 @@ func (n *Node) startBridging() error {
 			Mark:      n.underlayMark(),
 			Log:       n.log.With("component", "bridge"),
 			Clock:     n.opts.Clock,
+			ListenTCP: n.transportTCP().ListenTCP,
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
@@ -65,6 +66,7 @@ func (n *Node) startBridging() error {
 		Mark:           n.underlayMark(),
 		Resolver:       n.underlayResolver(),
 		Clock:          n.opts.Clock,
+		DialTCP:        n.transportTCP().DialTCP,
 	})
 	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)
@@ -91,6 +93,15 @@ func (n *Node) knownKeysChanged() {
 		}
 	}
 	n.client.SetKnownKeys(keys)
+}
+
+// transportTCP is Options.Transport's TCP dial and listen functions (nil:
+// the host's sockets).
+func (n *Node) transportTCP() Transport {
+	if t := n.opts.Transport; t != nil {
+		return Transport{DialTCP: t.DialTCP, ListenTCP: t.ListenTCP}
+	}
+	return Transport{}
 }
 
 // underlayMark is the fwmark of the node's own underlay sockets in kernel

@@ -1,6 +1,8 @@
 package transport
 
 import (
+	"context"
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -20,5 +22,14 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 			return err
 		}
 		return serr
+	}
+}
+
+// MarkedListen returns a function that listens as net.Listen does, on
+// sockets that carry fwmark mark (see MarkControl).
+func MarkedListen(mark uint32) func(network, address string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: MarkControl(mark)}
+	return func(network, address string) (net.Listener, error) {
+		return lc.Listen(context.Background(), network, address)
 	}
 }

@@ -9,6 +9,7 @@
 package client
 
 import (
+	"context"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -77,6 +78,10 @@ type Config struct {
 	// timeouts stay on real time (they are the kernel's and the net
 	// package's), and so does the CPU budget for strangers' frames.
 	Clock clock.Clock
+	// DialTCP, if not nil, connects to a bridge over TCP instead of the
+	// host's sockets (an in-memory network, in tests); Mark does not
+	// apply to it. The context carries the dial timeout.
+	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client registers a node with its bridges, looks up addresses through

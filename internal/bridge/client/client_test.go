@@ -348,3 +348,41 @@ func FuzzClientFrames(f *testing.F) {
 		c.handleFrame(frame, netip.AddrPort{}, c.bridges[0])
 	})
 }
+
+// The TCP fallback dials with the function the node gives (Config.DialTCP:
+// an in-memory network's, in tests), not with the host's sockets, and
+// bounds the dial with a deadline.
+func TestTCPFallbackUsesGivenDial(t *testing.T) {
+	silent, err := net.ListenPacket("udp4", "127.0.0.1:0") // a bridge that never answers over UDP
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	type call struct {
+		addr        string
+		hasDeadline bool
+	}
+	calls := make(chan call, 8)
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		_, ok := ctx.Deadline()
+		calls <- call{network + " " + addr, ok}
+		a, b := net.Pipe()
+		b.Close() // the "bridge" hangs up: the client goes back to UDP
+		return a, nil
+	}
+	bind, _ := bridgetest.OpenBind(t)
+	k := testKey(t)
+	c := New(Config{Key: k, Bind: bind, DialTCP: dial,
+		Bridges: []BridgeConfig{{Endpoint: silent.LocalAddr().String(), Key: testKey(t).Public()}}})
+	bind.SetFrameHandler(c)
+	c.Start()
+	defer c.Close()
+	select {
+	case got := <-calls:
+		if want := "tcp " + silent.LocalAddr().String(); got.addr != want || !got.hasDeadline {
+			t.Fatalf("dialled %q (deadline %v), want %q with a deadline", got.addr, got.hasDeadline, want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the given dial function was not used after UDP went unanswered")
+	}
+}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -26,8 +27,14 @@ type clientTCP struct {
 }
 
 func (b *bridgeConn) dialTCP(addr netip.AddrPort) error {
-	d := net.Dialer{Timeout: tcpDialTimeout, Control: transport.MarkControl(b.c.cfg.Mark)}
-	conn, err := d.Dial("tcp", addr.String())
+	dial := b.c.cfg.DialTCP
+	if dial == nil {
+		d := net.Dialer{Control: transport.MarkControl(b.c.cfg.Mark)}
+		dial = d.DialContext
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tcpDialTimeout)
+	conn, err := dial(ctx, "tcp", addr.String())
+	cancel()
 	if err != nil {
 		return err
 	}
