@@ -1,0 +1,513 @@
+package main
+
+// This file runs a simulation: bridges first, then the nodes (in
+// parallel, bounded, watching the process's memory), then every allowed
+// pair's exchange, the paths they took, and revocations.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/node"
+)
+
+// running is a started member.
+type running struct {
+	*member
+	node *node.Node
+	echo net.PacketConn
+}
+
+// sim is one run in progress.
+type sim struct {
+	o       options
+	log     *slog.Logger
+	plan    *plan
+	bridges []*running
+	nodes   []*running // nil where a node was not started
+	res     *Result
+}
+
+// run builds the world, runs the phases and fills in a Result. A phase
+// that cannot finish (memory, time) ends the run early with the figures
+// so far and Result.Stopped saying why.
+func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err error) {
+	started := time.Now()
+	res = newResult(o)
+	dir, err := os.MkdirTemp("", "tomoe-sim-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	if o.maxRSSMiB > 0 {
+		debug.SetMemoryLimit(int64(o.maxRSSMiB) << 20)
+	}
+	if o.profiles != "" {
+		if err := os.MkdirAll(o.profiles, 0o755); err != nil {
+			return nil, err
+		}
+		f, err := os.Create(filepath.Join(o.profiles, fmt.Sprintf("cpu-%d.pprof", o.nodes)))
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, err
+		}
+		res.Profiles = append(res.Profiles, f.Name())
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+
+	log.Info("building the world", "nodes", o.nodes, "bridges", o.bridges, "nat", o.mix.String())
+	p, err := buildPlan(o, dir)
+	if err != nil {
+		return nil, err
+	}
+	s := &sim{o: o, log: log, plan: p, res: res, nodes: make([]*running, len(p.nodes))}
+	defer s.close()
+	res.Pairs = len(p.pairs)
+	for _, m := range p.nodes {
+		res.Sites[m.kind]++
+	}
+
+	for _, m := range p.bridges {
+		r, err := s.start(m)
+		if err != nil {
+			return nil, fmt.Errorf("bridge %s: %w", m.name, err)
+		}
+		s.bridges = append(s.bridges, r)
+	}
+	base := measureMemory()
+	if err := s.startNodes(ctx); err != nil {
+		return nil, err
+	}
+	up := measureMemory()
+	res.memory(base, up)
+	if s.o.profiles != "" {
+		s.heapProfile("heap-up")
+	}
+	if res.Stopped == "" && ctx.Err() == nil {
+		s.exchange(ctx)
+		after := measureMemory()
+		res.HeapAfterExchangeKB = float64(after.heap-base.heap) / 1024 / float64(max(res.Started, 1))
+		s.paths(ctx)
+		s.revocations(ctx)
+	}
+	res.DurationSeconds = time.Since(started).Seconds()
+	return res, ctx.Err()
+}
+
+// start runs m's node and its echo service.
+func (s *sim) start(m *member) (*running, error) {
+	cfg, err := s.plan.config(m)
+	if err != nil {
+		return nil, err
+	}
+	h := m.host
+	n, err := node.New(cfg, node.Options{Version: "sim", Transport: &node.Transport{
+		UDP:        h.NewBind(),
+		LocalAddrs: func() []netip.Addr { return []netip.Addr{h.Addr()} },
+	}})
+	if err != nil {
+		return nil, err
+	}
+	r := &running{member: m, node: n}
+	if m.kind == "bridge" {
+		return r, nil
+	}
+	r.echo, err = n.Stack().ListenUDP(netip.AddrPortFrom(n.Address(), echoPort))
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	go echo(r.echo)
+	return r, nil
+}
+
+// echo answers every datagram with itself until c is closed.
+func echo(c net.PacketConn) {
+	buf := make([]byte, 256)
+	for {
+		k, from, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		c.WriteTo(buf[:k], from)
+	}
+}
+
+// startNodes starts the nodes, o.parallel at a time, and waits until
+// every bridge has registered all of its nodes. It stops starting nodes
+// when the process's resident memory passes o.maxRSSMiB.
+func (s *sim) startNodes(ctx context.Context) error {
+	t0 := time.Now()
+	var next atomic.Int64
+	var stop atomic.Value // string: why starting stopped
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	var firstErr error
+	var errOnce sync.Once
+	progress := time.Now()
+	var progressMu sync.Mutex
+	for range s.o.parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil && stop.Load() == nil {
+				i := int(next.Add(1) - 1)
+				if i >= len(s.plan.nodes) {
+					return
+				}
+				if i%64 == 0 && s.o.maxRSSMiB > 0 {
+					if rss := rssBytes(); rss > uint64(s.o.maxRSSMiB)<<20 {
+						stop.CompareAndSwap(nil, fmt.Sprintf("resident memory %d MiB passed -max-rss %d MiB after %d nodes", rss>>20, s.o.maxRSSMiB, i))
+						return
+					}
+				}
+				r, err := s.start(s.plan.nodes[i])
+				if err != nil {
+					failed.Add(1)
+					errOnce.Do(func() { firstErr = fmt.Errorf("node %d: %w", i, err) })
+					continue
+				}
+				s.nodes[i] = r
+				progressMu.Lock()
+				if time.Since(progress) > 10*time.Second {
+					progress = time.Now()
+					s.log.Info("starting nodes", "started", i, "rss_mib", rssBytes()>>20, "goroutines", runtime.NumGoroutine())
+				}
+				progressMu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	s.res.StartSeconds = time.Since(t0).Seconds()
+	for _, r := range s.nodes {
+		if r != nil {
+			s.res.Started++
+		}
+	}
+	if why, _ := stop.Load().(string); why != "" {
+		s.res.Stopped = why
+		s.log.Warn("stopped starting nodes", "why", why)
+	}
+	if failed.Load() > 0 {
+		s.res.StartFailures = int(failed.Load())
+		s.res.Errors = append(s.res.Errors, fmt.Sprintf("%d nodes failed to start; the first: %v", failed.Load(), firstErr))
+	}
+	if s.res.Started == 0 {
+		return fmt.Errorf("no node started: %v", firstErr)
+	}
+	s.log.Info("nodes started", "started", s.res.Started, "seconds", s.res.StartSeconds)
+
+	// Registered: each bridge counts the nodes that joined it.
+	want := make([]int, len(s.bridges))
+	for _, r := range s.nodes {
+		if r != nil {
+			for _, b := range r.bridges {
+				want[b]++
+			}
+		}
+	}
+	deadline := time.Now().Add(s.o.timeout)
+	for {
+		all := true
+		for b, br := range s.bridges {
+			if st, _ := br.node.BridgeStats(); st.Registered < want[b] {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			s.res.Stopped = fmt.Sprintf("not every node registered within %v", s.o.timeout)
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond) // polling the bridges' counts: nothing signals registration
+	}
+	s.res.RegisteredSeconds = time.Since(t0).Seconds()
+	s.log.Info("all nodes registered", "seconds", s.res.RegisteredSeconds)
+	return nil
+}
+
+// exchange has every allowed pair whose nodes both run exchange a
+// datagram: the client sends to the server's echo port through its
+// overlay (looking the server up through a bridge) and waits for the
+// answer, retrying each second until o.timeout.
+func (s *sim) exchange(ctx context.Context) {
+	var pairs []pair
+	for _, p := range s.plan.pairs {
+		if s.nodes[p.client] != nil && s.nodes[p.server] != nil {
+			pairs = append(pairs, p)
+		}
+	}
+	s.res.PairsRun = len(pairs)
+	lookups0 := s.bridgeStats().Lookups
+	t0 := time.Now()
+	deadline := t0.Add(s.o.timeout)
+	lat := make([]time.Duration, len(pairs))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range min(s.o.workers, len(pairs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(pairs) {
+					return
+				}
+				_, err := s.exchangeOne(ctx, pairs[i], deadline)
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+					continue
+				}
+				lat[i] = time.Since(t0) // when, in the phase, this pair had exchanged
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(t0)
+	lookups := s.bridgeStats().Lookups - lookups0
+	var done []time.Duration
+	for _, d := range lat {
+		if d > 0 {
+			done = append(done, d)
+		}
+	}
+	slices.Sort(done)
+	s.res.PairsOK = len(done)
+	if len(done) > 0 {
+		s.res.AllPairsSeconds = done[len(done)-1].Seconds()
+		s.res.HalfPairsSeconds = done[len(done)/2].Seconds()
+	}
+	if firstErr != nil {
+		s.res.Errors = append(s.res.Errors, fmt.Sprintf("%d of %d pairs exchanged nothing; the first: %v", len(pairs)-len(done), len(pairs), firstErr))
+	}
+	s.res.Lookups = lookups
+	s.res.LookupsPerSecond = float64(lookups) / elapsed.Seconds()
+	s.log.Info("pairs exchanged", "ok", len(done), "pairs", len(pairs), "seconds", elapsed.Seconds(), "lookups", lookups)
+}
+
+// exchangeOne sends datagrams from p's client to p's server until one
+// comes back, and returns how long that took.
+func (s *sim) exchangeOne(ctx context.Context, p pair, deadline time.Time) (time.Duration, error) {
+	t0 := time.Now()
+	c, err := s.dial(ctx, p, deadline)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if roundTrip(c, time.Second) == nil {
+			return time.Since(t0), nil
+		}
+	}
+	return 0, fmt.Errorf("%s -> %s: no answer before the deadline", s.plan.nodes[p.client].name, s.plan.nodes[p.server].name)
+}
+
+// dial opens p's client's UDP socket to p's server's echo port, retrying
+// while the lookup fails (a bridge that has not heard of the server yet).
+func (s *sim) dial(ctx context.Context, p pair, deadline time.Time) (net.Conn, error) {
+	cl, sv := s.nodes[p.client], s.nodes[p.server]
+	to := netip.AddrPortFrom(sv.node.Address(), echoPort).String()
+	for {
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		c, err := cl.node.DialContext(dctx, "udp6", to)
+		cancel()
+		if err == nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("%s -> %s: %w", cl.name, sv.name, err)
+		}
+		time.Sleep(200 * time.Millisecond) // the lookup's own retries are done: back off before asking again
+	}
+}
+
+// roundTrip sends one datagram on c and waits up to wait for it to come back.
+func roundTrip(c net.Conn, wait time.Duration) error {
+	msg := []byte("tomoe-sim")
+	if _, err := c.Write(msg); err != nil {
+		return err
+	}
+	c.SetReadDeadline(time.Now().Add(wait))
+	buf := make([]byte, 64)
+	k, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	if string(buf[:k]) != string(msg) {
+		return errors.New("echo: wrong answer")
+	}
+	return nil
+}
+
+// paths counts the pairs whose client reaches its server directly, once
+// the prober has had o.settle to find direct paths, and the bytes the
+// bridges relayed.
+func (s *sim) paths(ctx context.Context) {
+	if s.o.settle > 0 {
+		time.Sleep(s.o.settle) // what is measured is the paths after this much time
+	}
+	byClient := map[int][]int{}
+	for _, p := range s.plan.pairs {
+		if s.nodes[p.client] != nil && s.nodes[p.server] != nil {
+			byClient[p.client] = append(byClient[p.client], p.server)
+		}
+	}
+	for c, servers := range byClient {
+		peers, err := s.nodes[c].node.StatusArea().Peers(ctx)
+		if err != nil {
+			continue
+		}
+		path := map[string]string{}
+		for _, pe := range peers {
+			path[pe.Address] = pe.Path
+		}
+		for _, sv := range servers {
+			switch path[s.nodes[sv].node.Address().String()] {
+			case "direct":
+				s.res.Direct++
+			case "relay":
+				s.res.Relayed++
+			}
+		}
+	}
+	st := s.bridgeStats()
+	s.res.RelayBytes = st.RelayedBytes
+	s.res.RelayFrames = st.RelayedFrames
+	s.res.Introductions = st.Introductions
+}
+
+// revocations revokes, on up to o.revoke servers, the rule that lets an
+// allowed client in (POST /v1/policy/revoke, called in process), and
+// checks that the client's next datagram goes unanswered.
+func (s *sim) revocations(ctx context.Context) {
+	rng := rand.New(rand.NewPCG(s.o.seed, 0x7265766f6b65))
+	var cands []pair
+	for _, p := range s.plan.pairs {
+		if s.nodes[p.client] != nil && s.nodes[p.server] != nil {
+			cands = append(cands, p)
+		}
+	}
+	rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	used := map[int]bool{}
+	var calls []time.Duration
+	for _, p := range cands {
+		if len(calls) >= s.o.revoke {
+			break
+		}
+		if used[p.server] || used[p.client] {
+			continue
+		}
+		used[p.server], used[p.client] = true, true
+		c, err := s.dial(ctx, p, time.Now().Add(10*time.Second))
+		if err != nil {
+			continue
+		}
+		if roundTrip(c, 2*time.Second) != nil { // a live session first
+			c.Close()
+			continue
+		}
+		sv := s.nodes[p.server]
+		t0 := time.Now()
+		_, err = sv.node.PolicyArea().Revoke(ctx, adminapi.RevokeRequest{From: s.nodes[p.client].node.PublicKey().String()})
+		d := time.Since(t0)
+		if err != nil {
+			s.res.Errors = append(s.res.Errors, fmt.Sprintf("revoke: %v", err))
+			c.Close()
+			continue
+		}
+		calls = append(calls, d)
+		if roundTrip(c, time.Second) != nil {
+			s.res.RevokedCut++
+		}
+		c.Close()
+	}
+	s.res.Revocations = len(calls)
+	if len(calls) > 0 {
+		sort.Slice(calls, func(i, j int) bool { return calls[i] < calls[j] })
+		s.res.RevokeMedianMS = ms(calls[len(calls)/2])
+		s.res.RevokeMaxMS = ms(calls[len(calls)-1])
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// bridgeStats adds up the bridges' counters.
+func (s *sim) bridgeStats() (sum struct{ Lookups, RelayedBytes, RelayedFrames, Introductions uint64 }) {
+	for _, b := range s.bridges {
+		st, _ := b.node.BridgeStats()
+		sum.Lookups += st.Lookups
+		sum.RelayedBytes += st.RelayedBytes
+		sum.RelayedFrames += st.RelayedFrames
+		sum.Introductions += st.Introductions
+	}
+	return sum
+}
+
+// heapProfile writes a heap profile called name into o.profiles.
+func (s *sim) heapProfile(name string) {
+	path := filepath.Join(s.o.profiles, fmt.Sprintf("%s-%d.pprof", name, s.o.nodes))
+	f, err := os.Create(path)
+	if err != nil {
+		s.log.Warn("heap profile", "err", err)
+		return
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		s.log.Warn("heap profile", "err", err)
+		return
+	}
+	s.res.Profiles = append(s.res.Profiles, path)
+}
+
+// close stops every node, 16 at a time, then the world.
+func (s *sim) close() {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, r := range append(slices.Clone(s.nodes), s.bridges...) {
+		if r == nil {
+			continue
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if r.echo != nil {
+				r.echo.Close()
+			}
+			r.node.Close()
+		}()
+	}
+	wg.Wait()
+	s.plan.world.Close()
+}
