@@ -69,6 +69,11 @@ type Options struct {
 	// Transport, if not nil, is the node's underlay instead of the host's
 	// own sockets: tests and simulations give an in-memory network.
 	Transport *Transport
+	// StackBatchSize, if not 0, is the userspace stack's batch size
+	// (netstack.Config.BatchSize): wireguard-go holds one 64 KiB buffer
+	// per slot for reading the stack, 8 MiB a node at the default 128.
+	// Simulations of thousands of nodes in one process shrink it.
+	StackBatchSize int
 	// TUN, if not nil, is the device a kernel-mode node uses instead of
 	// creating one; the node then changes nothing of the host (addresses,
 	// routes, firewall, forwarding, the namespace lock): for tests that
@@ -295,7 +300,7 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 		if v4 := n.ipv4; v4.IsValid() {
 			addrs = append(addrs, v4)
 		}
-		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
+		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack"), BatchSize: n.opts.StackBatchSize})
 		if err != nil {
 			return nil, fmt.Errorf("userspace stack: %w", err)
 		}
