@@ -47,7 +47,7 @@ type options struct {
 	delay, settle, timeout         time.Duration
 	parallel, workers, revoke      int
 	maxRSSMiB                      int
-	bindBatch                      int
+	bindBatch, stackBatch          int
 	out, jsonOut, profiles         string
 	noReport                       bool
 }
@@ -57,7 +57,7 @@ func defaultOptions() options {
 	return options{
 		nodes: 100, bridges: 1, perNode: 1, pairs: 3, seed: 1, mix: mix,
 		delay: 10 * time.Millisecond, settle: 3 * time.Second, timeout: 5 * time.Minute,
-		parallel: 2 * runtime.GOMAXPROCS(0), workers: 256, revoke: 20, maxRSSMiB: 12 << 10,
+		parallel: 2 * runtime.GOMAXPROCS(0), workers: 256, revoke: 20, maxRSSMiB: 12 << 10, bindBatch: 1, stackBatch: 1,
 		out: "bench/RESULTS.md",
 	}
 }
@@ -79,7 +79,8 @@ func main() {
 	flag.IntVar(&o.workers, "workers", o.workers, "pairs exchanging at once")
 	flag.IntVar(&o.revoke, "revoke", o.revoke, "policy revocations to measure")
 	flag.IntVar(&o.maxRSSMiB, "max-rss", o.maxRSSMiB, "stop starting nodes when resident memory passes this many MiB (also the Go memory limit); 0: no limit")
-	flag.IntVar(&o.bindBatch, "bind-batch", o.bindBatch, "the in-memory UDP sockets' batch size (0: vnet's default)")
+	flag.IntVar(&o.bindBatch, "bind-batch", o.bindBatch, "the in-memory UDP sockets' batch size (0: vnet's default, 16); wireguard-go keeps a 64 KiB buffer per slot")
+	flag.IntVar(&o.stackBatch, "stack-batch", o.stackBatch, "the userspace stacks' batch size (0: netstack's default, 128); wireguard-go keeps a 64 KiB buffer per slot")
 	flag.StringVar(&o.out, "out", o.out, "report to update (its simulation section)")
 	flag.StringVar(&o.jsonOut, "json", "", "raw numbers, one row per node count (default: results.json in this command's directory, bench/sim)")
 	flag.StringVar(&o.profiles, "profiles", "", "write CPU and heap profiles into this directory")

@@ -36,6 +36,7 @@ type Result struct {
 	NAT      string         `json:"nat"`
 	Sites    map[string]int `json:"sites"`
 	Delay    string         `json:"max_link_delay"`
+	Batch    string         `json:"batch"` // bind / stack batch sizes
 
 	Started       int    `json:"started"`
 	StartFailures int    `json:"start_failures"`
@@ -82,6 +83,7 @@ func newResult(o options) *Result {
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Go: runtime.Version(),
 		Nodes: o.nodes, Bridges: o.bridges, PerNode: min(o.perNode, o.bridges), PairsArg: o.pairs, Seed: o.seed,
 		NAT: o.mix.String(), Sites: map[string]int{}, Delay: o.delay.String(),
+		Batch: fmt.Sprintf("%d / %d", o.bindBatch, o.stackBatch),
 	}
 }
 
@@ -295,7 +297,7 @@ func markdown(rows []*Result) string {
 	}
 	p("\n")
 	for _, r := range rows {
-		p("**N = %d** (%s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s)", r.Nodes, r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT)
+		p("**N = %d** (%s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}

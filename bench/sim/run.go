@@ -123,7 +123,7 @@ func (s *sim) start(m *member) (*running, error) {
 		return nil, err
 	}
 	h := m.host
-	n, err := node.New(cfg, node.Options{Version: "sim", Transport: &node.Transport{
+	n, err := node.New(cfg, node.Options{Version: "sim", StackBatchSize: s.o.stackBatch, Transport: &node.Transport{
 		UDP:        h.NewBind(),
 		LocalAddrs: func() []netip.Addr { return []netip.Addr{h.Addr()} },
 	}})
