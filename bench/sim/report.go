@@ -48,6 +48,8 @@ type Result struct {
 	HeapPerNodeKB       float64 `json:"heap_per_node_kb"`
 	RSSPerNodeKB        float64 `json:"rss_per_node_kb"`
 	HeapAfterExchangeKB float64 `json:"heap_per_node_after_exchange_kb"`
+	RSSAfterExchangeKB  float64 `json:"rss_per_node_after_exchange_kb"`
+	PeakRSSMiB          float64 `json:"peak_rss_mib"` // sampled every 200 ms over the run
 	GoroutinesPerNode   float64 `json:"goroutines_per_node"`
 	HeapTotalMiB        float64 `json:"heap_total_mib"`
 	RSSTotalMiB         float64 `json:"rss_total_mib"`
@@ -189,6 +191,7 @@ func (r *Result) text() string {
 	fmt.Fprintf(&b, "nodes %d/%d started, bridges %d; registered in %.1f s\n", r.Started, r.Nodes, r.Bridges, r.RegisteredSeconds)
 	fmt.Fprintf(&b, "memory per node: heap %.0f KiB, RSS %.0f KiB, %.1f goroutines; total heap %.0f MiB, RSS %.0f MiB\n",
 		r.HeapPerNodeKB, r.RSSPerNodeKB, r.GoroutinesPerNode, r.HeapTotalMiB, r.RSSTotalMiB)
+	fmt.Fprintf(&b, "after the exchange, per node: heap %.0f KiB, RSS %.0f KiB; peak RSS %.0f MiB\n", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB, r.PeakRSSMiB)
 	fmt.Fprintf(&b, "pairs %d/%d exchanged, all by %.1f s, half by %.1f s; bridge lookups %d (%.0f/s)\n",
 		r.PairsOK, r.PairsRun, r.AllPairsSeconds, r.HalfPairsSeconds, r.Lookups, r.LookupsPerSecond)
 	fmt.Fprintf(&b, "paths: %d direct, %d relayed; relayed %d bytes in %d frames; %d introductions\n", r.Direct, r.Relayed, r.RelayBytes, r.RelayFrames, r.Introductions)
@@ -260,9 +263,13 @@ func markdown(rows []*Result) string {
 		{"start / all registered (s)", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.StartSeconds, r.RegisteredSeconds) }},
 		{"heap per node (KiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.HeapPerNodeKB) }},
 		{"RSS per node (KiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.RSSPerNodeKB) }},
-		{"heap per node after the exchange (KiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.HeapAfterExchangeKB) }},
+		{"heap / RSS per node after the exchange (KiB)", func(r *Result) string {
+			return fmt.Sprintf("%.0f / %.0f", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB)
+		}},
 		{"goroutines per node", func(r *Result) string { return fmt.Sprintf("%.1f", r.GoroutinesPerNode) }},
-		{"total heap / RSS (MiB)", func(r *Result) string { return fmt.Sprintf("%.0f / %.0f", r.HeapTotalMiB, r.RSSTotalMiB) }},
+		{"total heap / RSS when up; peak RSS (MiB)", func(r *Result) string {
+			return fmt.Sprintf("%.0f / %.0f; %.0f", r.HeapTotalMiB, r.RSSTotalMiB, r.PeakRSSMiB)
+		}},
 		{"allowed pairs exchanged", func(r *Result) string { return fmt.Sprintf("%d of %d", r.PairsOK, r.PairsRun) }},
 		{"time until every pair exchanged (s)", func(r *Result) string { return fmt.Sprintf("%.1f (half: %.1f)", r.AllPairsSeconds, r.HalfPairsSeconds) }},
 		{"bridge lookups/s", func(r *Result) string { return fmt.Sprintf("%.0f (%d lookups)", r.LookupsPerSecond, r.Lookups) }},

@@ -18,7 +18,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,6 +76,8 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		}()
 	}
 
+	peak := watchRSS()
+	defer func() { res.PeakRSSMiB = float64(peak()) / (1 << 20) }()
 	log.Info("building the world", "nodes", o.nodes, "bridges", o.bridges, "nat", o.mix.String())
 	p, err := buildPlan(o, dir)
 	if err != nil {
@@ -109,11 +110,40 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		s.exchange(ctx)
 		after := measureMemory()
 		res.HeapAfterExchangeKB = float64(after.heap-base.heap) / 1024 / float64(max(res.Started, 1))
+		res.RSSAfterExchangeKB = float64(int64(after.rss)-int64(base.rss)) / 1024 / float64(max(res.Started, 1))
+		if s.o.profiles != "" {
+			s.heapProfile("heap-exchanged")
+		}
 		s.paths(ctx)
 		s.revocations(ctx)
 	}
 	res.DurationSeconds = time.Since(started).Seconds()
 	return res, ctx.Err()
+}
+
+// watchRSS samples the resident memory every 200 ms until the function
+// it returns is called, which returns the highest sample.
+func watchRSS() func() uint64 {
+	var peak atomic.Uint64
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if r := rssBytes(); r > peak.Load() {
+				peak.Store(r)
+			}
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 {
+		close(done)
+		return peak.Load()
+	}
 }
 
 // start runs m's node and its echo service.
@@ -408,7 +438,8 @@ func (s *sim) paths(ctx context.Context) {
 
 // revocations revokes, on up to o.revoke servers, the rule that lets an
 // allowed client in (POST /v1/policy/revoke, called in process), and
-// checks that the client's next datagram goes unanswered.
+// checks that the client's next datagram goes unanswered. The pairs share
+// no node, and run at once.
 func (s *sim) revocations(ctx context.Context) {
 	rng := rand.New(rand.NewPCG(s.o.seed, 0x7265766f6b65))
 	var cands []pair
@@ -419,44 +450,64 @@ func (s *sim) revocations(ctx context.Context) {
 	}
 	rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
 	used := map[int]bool{}
-	var calls []time.Duration
+	var chosen []pair
 	for _, p := range cands {
-		if len(calls) >= s.o.revoke {
+		if len(chosen) >= s.o.revoke {
 			break
 		}
-		if used[p.server] || used[p.client] {
-			continue
+		if !used[p.server] && !used[p.client] {
+			used[p.server], used[p.client] = true, true
+			chosen = append(chosen, p)
 		}
-		used[p.server], used[p.client] = true, true
-		c, err := s.dial(ctx, p, time.Now().Add(10*time.Second))
-		if err != nil {
-			continue
-		}
-		if roundTrip(c, 2*time.Second) != nil { // a live session first
-			c.Close()
-			continue
-		}
-		sv := s.nodes[p.server]
-		t0 := time.Now()
-		_, err = sv.node.PolicyArea().Revoke(ctx, adminapi.RevokeRequest{From: s.nodes[p.client].node.PublicKey().String()})
-		d := time.Since(t0)
-		if err != nil {
-			s.res.Errors = append(s.res.Errors, fmt.Sprintf("revoke: %v", err))
-			c.Close()
-			continue
-		}
-		calls = append(calls, d)
-		if roundTrip(c, time.Second) != nil {
-			s.res.RevokedCut++
-		}
-		c.Close()
 	}
+	var mu sync.Mutex
+	var calls []time.Duration
+	var wg sync.WaitGroup
+	for _, p := range chosen {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, cut, err := s.revokeOne(ctx, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				s.res.Errors = append(s.res.Errors, err.Error())
+				return
+			}
+			calls = append(calls, d)
+			if cut {
+				s.res.RevokedCut++
+			}
+		}()
+	}
+	wg.Wait()
 	s.res.Revocations = len(calls)
 	if len(calls) > 0 {
-		sort.Slice(calls, func(i, j int) bool { return calls[i] < calls[j] })
+		slices.Sort(calls)
 		s.res.RevokeMedianMS = ms(calls[len(calls)/2])
 		s.res.RevokeMaxMS = ms(calls[len(calls)-1])
 	}
+}
+
+// revokeOne checks that p's client gets answers, revokes its rule on p's
+// server, and reports how long the call took and whether the client's
+// next datagram went unanswered.
+func (s *sim) revokeOne(ctx context.Context, p pair) (time.Duration, bool, error) {
+	c, err := s.dial(ctx, p, time.Now().Add(10*time.Second))
+	if err != nil {
+		return 0, false, fmt.Errorf("revocation: %w", err)
+	}
+	defer c.Close()
+	if err := roundTrip(c, 2*time.Second); err != nil { // a live session first
+		return 0, false, fmt.Errorf("revocation: before it: %w", err)
+	}
+	t0 := time.Now()
+	_, err = s.nodes[p.server].node.PolicyArea().Revoke(ctx, adminapi.RevokeRequest{From: s.nodes[p.client].node.PublicKey().String()})
+	d := time.Since(t0)
+	if err != nil {
+		return 0, false, fmt.Errorf("revoke: %w", err)
+	}
+	return d, roundTrip(c, time.Second) != nil, nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
