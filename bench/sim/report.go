@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/bench/internal/mdsection"
+	"github.com/tomoe-net/tomoe/internal/testnet/vnet"
 )
 
 // Result is one run's figures.
@@ -59,8 +60,17 @@ type Result struct {
 	PairsOK          int     `json:"pairs_ok"`
 	AllPairsSeconds  float64 `json:"all_pairs_seconds"`
 	HalfPairsSeconds float64 `json:"half_pairs_seconds"`
+	DialFailed       int     `json:"dial_failed"` // pairs whose client never had the server as a peer
+	NoAnswer         int     `json:"no_answer"`   // pairs that had, but no echo came back
 	Lookups          uint64  `json:"lookups"`
 	LookupsPerSecond float64 `json:"lookups_per_second"`
+
+	// What was dropped by the end of the exchange: the world's counters,
+	// the bridges' limits.
+	Drops             vnet.Stats `json:"drops"`
+	LookupsLimited    uint64     `json:"lookups_limited"`
+	StrangersLimited  uint64     `json:"strangers_limited"`
+	RelayDroppedQueue uint64     `json:"relay_dropped_queue"`
 
 	Direct        int    `json:"direct"`
 	Relayed       int    `json:"relayed"`
@@ -194,6 +204,8 @@ func (r *Result) text() string {
 	fmt.Fprintf(&b, "after the exchange, per node: heap %.0f KiB, RSS %.0f KiB; peak RSS %.0f MiB\n", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB, r.PeakRSSMiB)
 	fmt.Fprintf(&b, "pairs %d/%d exchanged, all by %.1f s, half by %.1f s; bridge lookups %d (%.0f/s)\n",
 		r.PairsOK, r.PairsRun, r.AllPairsSeconds, r.HalfPairsSeconds, r.Lookups, r.LookupsPerSecond)
+	fmt.Fprintf(&b, "failed pairs: %d never had a peer, %d had no answer; drops %+v; bridges limited %d lookups, %d strangers, relay queue dropped %d\n",
+		r.DialFailed, r.NoAnswer, r.Drops, r.LookupsLimited, r.StrangersLimited, r.RelayDroppedQueue)
 	fmt.Fprintf(&b, "paths: %d direct, %d relayed; relayed %d bytes in %d frames; %d introductions\n", r.Direct, r.Relayed, r.RelayBytes, r.RelayFrames, r.Introductions)
 	fmt.Fprintf(&b, "revocations: %d, next datagram refused in %d; call median %.2f ms, max %.2f ms\n", r.Revocations, r.RevokedCut, r.RevokeMedianMS, r.RevokeMaxMS)
 	if r.Stopped != "" {
@@ -272,6 +284,10 @@ func markdown(rows []*Result) string {
 		}},
 		{"allowed pairs exchanged", func(r *Result) string { return fmt.Sprintf("%d of %d", r.PairsOK, r.PairsRun) }},
 		{"time until every pair exchanged (s)", func(r *Result) string { return fmt.Sprintf("%.1f (half: %.1f)", r.AllPairsSeconds, r.HalfPairsSeconds) }},
+		{"pairs failed: no peer / no answer", func(r *Result) string { return fmt.Sprintf("%d / %d", r.DialFailed, r.NoAnswer) }},
+		{"datagrams dropped: socket full / NAT filtered / lost", func(r *Result) string {
+			return fmt.Sprintf("%d / %d / %d", r.Drops.SocketFull, r.Drops.NATFiltered, r.Drops.Lost)
+		}},
 		{"bridge lookups/s", func(r *Result) string { return fmt.Sprintf("%.0f (%d lookups)", r.LookupsPerSecond, r.Lookups) }},
 		{"pairs direct", func(r *Result) string {
 			if r.Direct+r.Relayed == 0 {

@@ -22,6 +22,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
+
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/node"
 )
@@ -153,8 +155,12 @@ func (s *sim) start(m *member) (*running, error) {
 		return nil, err
 	}
 	h := m.host
+	var udp conn.Bind = h.NewBind()
+	if m.kind != "bridge" && s.o.bindBatch > 0 {
+		udp = smallBatch{udp, s.o.bindBatch}
+	}
 	n, err := node.New(cfg, node.Options{Version: "sim", StackBatchSize: s.o.stackBatch, Transport: &node.Transport{
-		UDP:        h.NewBind(),
+		UDP:        udp,
 		LocalAddrs: func() []netip.Addr { return []netip.Addr{h.Addr()} },
 	}})
 	if err != nil {
@@ -172,6 +178,16 @@ func (s *sim) start(m *member) (*running, error) {
 	go echo(r.echo)
 	return r, nil
 }
+
+// smallBatch is a Bind that tells wireguard-go a smaller batch than the
+// world's (which the bridges keep): wireguard-go reads at most that many
+// datagrams at once, into as many 64 KiB buffers.
+type smallBatch struct {
+	conn.Bind
+	size int
+}
+
+func (b smallBatch) BatchSize() int { return b.size }
 
 // echo answers every datagram with itself until c is closed.
 func echo(c net.PacketConn) {
@@ -315,14 +331,33 @@ func (s *sim) exchange(ctx context.Context) {
 					if firstErr == nil {
 						firstErr = err
 					}
+					if errors.Is(err, errNoAnswer) {
+						s.res.NoAnswer++
+					} else {
+						s.res.DialFailed++
+					}
 					mu.Unlock()
 					continue
 				}
+				mu.Lock()
 				lat[i] = time.Since(t0) // when, in the phase, this pair had exchanged
+				mu.Unlock()
 			}
 		}()
 	}
+	stopProgress := s.progress("exchanging", func() []any {
+		n := 0
+		mu.Lock()
+		for _, d := range lat {
+			if d > 0 {
+				n++
+			}
+		}
+		mu.Unlock()
+		return []any{"pairs_done", n, "pairs", len(pairs), "rss_mib", rssBytes() >> 20}
+	})
 	wg.Wait()
+	stopProgress()
 	elapsed := time.Since(t0)
 	lookups := s.bridgeStats().Lookups - lookups0
 	var done []time.Duration
@@ -341,9 +376,37 @@ func (s *sim) exchange(ctx context.Context) {
 		s.res.Errors = append(s.res.Errors, fmt.Sprintf("%d of %d pairs exchanged nothing; the first: %v", len(pairs)-len(done), len(pairs), firstErr))
 	}
 	s.res.Lookups = lookups
+	s.res.Drops = s.plan.world.Stats()
+	for _, b := range s.bridges {
+		st, _ := b.node.BridgeStats()
+		s.res.LookupsLimited += st.LookupsLimited
+		s.res.StrangersLimited += st.StrangersLimited
+		s.res.RelayDroppedQueue += st.RelayDroppedQueue
+	}
 	s.res.LookupsPerSecond = float64(lookups) / elapsed.Seconds()
 	s.log.Info("pairs exchanged", "ok", len(done), "pairs", len(pairs), "seconds", elapsed.Seconds(), "lookups", lookups)
 }
+
+// progress logs what fields says every 10 s until the function it
+// returns is called.
+func (s *sim) progress(msg string, fields func() []any) func() {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				s.log.Info(msg, fields()...)
+			}
+		}
+	}()
+	return func() { close(done) }
+}
+
+var errNoAnswer = errors.New("no answer before the deadline")
 
 // exchangeOne sends datagrams from p's client to p's server until one
 // comes back, and returns how long that took.
@@ -359,7 +422,7 @@ func (s *sim) exchangeOne(ctx context.Context, p pair, deadline time.Time) (time
 			return time.Since(t0), nil
 		}
 	}
-	return 0, fmt.Errorf("%s -> %s: no answer before the deadline", s.plan.nodes[p.client].name, s.plan.nodes[p.server].name)
+	return 0, fmt.Errorf("%s -> %s: %w", s.plan.nodes[p.client].name, s.plan.nodes[p.server].name, errNoAnswer)
 }
 
 // dial opens p's client's UDP socket to p's server's echo port, retrying

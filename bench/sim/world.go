@@ -94,6 +94,9 @@ type member struct {
 	allows  []int  // indexes of the nodes its policy lets in (udp/echoPort)
 }
 
+// bridgeBatch is the bridges' UDP batch size.
+const bridgeBatch = 128
+
 // port is every node's WireGuard and bridge port.
 const port = 4610
 
@@ -117,7 +120,9 @@ type pair struct{ client, server int }
 // bridge federation yet: nodes meet only on a bridge they both joined).
 func buildPlan(o options, dir string) (*plan, error) {
 	rng := rand.New(rand.NewPCG(o.seed, 0x73696d))
-	w := vnet.New(vnet.Config{Seed: o.seed, BindBatchSize: o.bindBatch})
+	// The world's batch is the bridges': 128, as conn.StdNetBind's on
+	// Linux. Nodes see a smaller one (smallBatch).
+	w := vnet.New(vnet.Config{Seed: o.seed, BindBatchSize: bridgeBatch})
 	internet, err := w.NewNetwork("internet", netip.MustParsePrefix("100.64.0.0/10"))
 	if err != nil {
 		return nil, err
