@@ -44,6 +44,7 @@ type Result struct {
 	Stopped       string `json:"stopped,omitempty"` // why the run ended early
 
 	StartSeconds      float64 `json:"start_seconds"`
+	IdleCores         float64 `json:"idle_cores"` // CPU the process used at rest, in cores (idleWindow)
 	RegisteredSeconds float64 `json:"registered_seconds"`
 
 	HeapPerNodeKB       float64 `json:"heap_per_node_kb"`
@@ -199,6 +200,7 @@ func (r *Result) summarizeProfiles(log *slog.Logger) {
 func (r *Result) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "nodes %d/%d started, bridges %d; registered in %.1f s\n", r.Started, r.Nodes, r.Bridges, r.RegisteredSeconds)
+	fmt.Fprintf(&b, "at rest: %.2f cores (%.1f ms of CPU a second per 1,000 nodes)\n", r.IdleCores, 1e6*r.IdleCores/float64(max(r.Started, 1)))
 	fmt.Fprintf(&b, "memory per node: heap %.0f KiB, RSS %.0f KiB, %.1f goroutines; total heap %.0f MiB, RSS %.0f MiB\n",
 		r.HeapPerNodeKB, r.RSSPerNodeKB, r.GoroutinesPerNode, r.HeapTotalMiB, r.RSSTotalMiB)
 	fmt.Fprintf(&b, "after the exchange, per node: heap %.0f KiB, RSS %.0f KiB; peak RSS %.0f MiB\n", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB, r.PeakRSSMiB)
@@ -277,6 +279,9 @@ func markdown(rows []*Result) string {
 		{"RSS per node (KiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.RSSPerNodeKB) }},
 		{"heap / RSS per node after the exchange (KiB)", func(r *Result) string {
 			return fmt.Sprintf("%.0f / %.0f", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB)
+		}},
+		{"CPU at rest (cores; per 1,000 nodes)", func(r *Result) string {
+			return fmt.Sprintf("%.2f; %.2f", r.IdleCores, 1000*r.IdleCores/float64(max(r.Started, 1)))
 		}},
 		{"goroutines per node", func(r *Result) string { return fmt.Sprintf("%.1f", r.GoroutinesPerNode) }},
 		{"total heap / RSS when up; peak RSS (MiB)", func(r *Result) string {

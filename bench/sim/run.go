@@ -20,6 +20,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -51,6 +52,7 @@ type sim struct {
 func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err error) {
 	started := time.Now()
 	res = newResult(o)
+	stopProfile := func() {}
 	dir, err := os.MkdirTemp("", "tomoe-sim-")
 	if err != nil {
 		return nil, err
@@ -72,10 +74,14 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 			return nil, err
 		}
 		res.Profiles = append(res.Profiles, f.Name())
-		defer func() {
-			pprof.StopCPUProfile()
-			f.Close()
-		}()
+		var once sync.Once
+		stopProfile = func() {
+			once.Do(func() {
+				pprof.StopCPUProfile()
+				f.Close()
+			})
+		}
+		defer stopProfile()
 	}
 
 	peak := watchRSS()
@@ -86,7 +92,12 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		return nil, err
 	}
 	s := &sim{o: o, log: log, plan: p, res: res, nodes: make([]*running, len(p.nodes))}
-	defer s.close()
+	defer func() {
+		stopProfile() // the profile is of the simulation, not of its teardown
+		t0 := time.Now()
+		s.close()
+		log.Info("closed every node", "seconds", time.Since(t0).Seconds())
+	}()
 	res.Pairs = len(p.pairs)
 	for _, m := range p.nodes {
 		res.Sites[m.kind]++
@@ -109,6 +120,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		s.heapProfile("heap-up")
 	}
 	if res.Stopped == "" && ctx.Err() == nil {
+		s.idle(ctx)
 		s.exchange(ctx)
 		after := measureMemory()
 		res.HeapAfterExchangeKB = float64(after.heap-base.heap) / 1024 / float64(max(res.Started, 1))
@@ -294,6 +306,32 @@ func (s *sim) startNodes(ctx context.Context) error {
 	s.res.RegisteredSeconds = time.Since(t0).Seconds()
 	s.log.Info("all nodes registered", "seconds", s.res.RegisteredSeconds)
 	return nil
+}
+
+// idleWindow is how long the CPU time of the nodes at rest is measured.
+const idleWindow = 10 * time.Second
+
+// idle measures the process's CPU time over idleWindow with every node up
+// and registered and no traffic but their own (keepalives, probe rounds,
+// polls).
+func (s *sim) idle(ctx context.Context) {
+	c0, t0 := cpuTime(), time.Now()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(idleWindow): // the window is what is measured
+	}
+	s.res.IdleCores = (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
+	s.log.Info("at rest", "cores", s.res.IdleCores)
+}
+
+// cpuTime is the CPU time the process has used, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // exchange has every allowed pair whose nodes both run exchange a
@@ -603,10 +641,10 @@ func (s *sim) heapProfile(name string) {
 	s.res.Profiles = append(s.res.Profiles, path)
 }
 
-// close stops every node, 16 at a time, then the world.
+// close stops every node, 64 at a time (Close mostly waits), then the world.
 func (s *sim) close() {
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
+	sem := make(chan struct{}, 64)
 	for _, r := range append(slices.Clone(s.nodes), s.bridges...) {
 		if r == nil {
 			continue
