@@ -44,7 +44,7 @@ type options struct {
 	nodes, bridges, perNode, pairs int
 	seed                           uint64
 	mix                            natMix
-	delay, settle, timeout         time.Duration
+	delay, settle, timeout, idle   time.Duration
 	parallel, workers, revoke      int
 	maxRSSMiB                      int
 	bindBatch, stackBatch          int
@@ -56,7 +56,7 @@ func defaultOptions() options {
 	mix, _ := parseNATMix(defaultMix)
 	return options{
 		nodes: 100, bridges: 1, perNode: 1, pairs: 3, seed: 1, mix: mix,
-		delay: 10 * time.Millisecond, settle: 3 * time.Second, timeout: 5 * time.Minute,
+		delay: 10 * time.Millisecond, settle: 3 * time.Second, timeout: 5 * time.Minute, idle: 10 * time.Second,
 		parallel: 2 * runtime.GOMAXPROCS(0), workers: 256, revoke: 20, maxRSSMiB: 12 << 10, bindBatch: 1, stackBatch: 1,
 		out: "bench/RESULTS.md",
 	}
@@ -74,6 +74,7 @@ func main() {
 	mix := flag.String("nat", defaultMix, "weights of the site kinds: public (no NAT), cone (full cone), eim (port-restricted cone), sym (symmetric, random ports)")
 	flag.DurationVar(&o.delay, "delay", o.delay, "each node's access link has a one-way delay drawn up to this")
 	flag.DurationVar(&o.settle, "settle", o.settle, "time after the last exchange before the paths are counted (the prober's rounds)")
+	flag.DurationVar(&o.idle, "idle", o.idle, "how long the CPU of the nodes at rest is measured, once all are registered (0: not measured)")
 	flag.DurationVar(&o.timeout, "timeout", o.timeout, "limit of the registration phase and of the exchange phase")
 	flag.IntVar(&o.parallel, "parallel", o.parallel, "nodes started at once")
 	flag.IntVar(&o.workers, "workers", o.workers, "pairs exchanging at once")

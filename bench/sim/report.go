@@ -44,7 +44,7 @@ type Result struct {
 	Stopped       string `json:"stopped,omitempty"` // why the run ended early
 
 	StartSeconds      float64 `json:"start_seconds"`
-	IdleCores         float64 `json:"idle_cores"` // CPU the process used at rest, in cores (idleWindow)
+	IdleCores         float64 `json:"idle_cores"` // CPU the process used at rest, in cores (-idle)
 	RegisteredSeconds float64 `json:"registered_seconds"`
 
 	HeapPerNodeKB       float64 `json:"heap_per_node_kb"`

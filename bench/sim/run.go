@@ -120,7 +120,9 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		s.heapProfile("heap-up")
 	}
 	if res.Stopped == "" && ctx.Err() == nil {
-		s.idle(ctx)
+		if s.o.idle > 0 {
+			s.idle(ctx)
+		}
 		s.exchange(ctx)
 		after := measureMemory()
 		res.HeapAfterExchangeKB = float64(after.heap-base.heap) / 1024 / float64(max(res.Started, 1))
@@ -308,10 +310,7 @@ func (s *sim) startNodes(ctx context.Context) error {
 	return nil
 }
 
-// idleWindow is how long the CPU time of the nodes at rest is measured.
-const idleWindow = 10 * time.Second
-
-// idle measures the process's CPU time over idleWindow with every node up
+// idle measures the process's CPU time over o.idle with every node up
 // and registered and no traffic but their own (keepalives, probe rounds,
 // polls).
 func (s *sim) idle(ctx context.Context) {
@@ -319,7 +318,7 @@ func (s *sim) idle(ctx context.Context) {
 	select {
 	case <-ctx.Done():
 		return
-	case <-time.After(idleWindow): // the window is what is measured
+	case <-time.After(s.o.idle): // the window is what is measured
 	}
 	s.res.IdleCores = (cpuTime() - c0).Seconds() / time.Since(t0).Seconds()
 	s.log.Info("at rest", "cores", s.res.IdleCores)

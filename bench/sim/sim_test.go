@@ -23,7 +23,7 @@ func TestSmallSimulation(t *testing.T) {
 	}
 	o := defaultOptions()
 	o.nodes, o.bridges, o.perNode, o.pairs = 20, 2, 2, 2
-	o.settle, o.timeout, o.revoke = 0, time.Minute, 3
+	o.settle, o.timeout, o.revoke, o.idle = 0, time.Minute, 3, time.Second
 	o.workers, o.parallel = 16, 4
 	dir := t.TempDir()
 	o.out, o.jsonOut = filepath.Join(dir, "RESULTS.md"), filepath.Join(dir, "results.json")
@@ -41,7 +41,7 @@ func TestSmallSimulation(t *testing.T) {
 	if res.Lookups < uint64(res.Pairs)/2 || res.Direct+res.Relayed != res.Pairs {
 		t.Fatalf("lookups %d, paths %d direct + %d relayed, for %d pairs", res.Lookups, res.Direct, res.Relayed, res.Pairs)
 	}
-	if res.HeapPerNodeKB <= 0 || res.GoroutinesPerNode <= 0 || res.AllPairsSeconds <= 0 {
+	if res.HeapPerNodeKB <= 0 || res.GoroutinesPerNode <= 0 || res.AllPairsSeconds <= 0 || res.IdleCores <= 0 {
 		t.Fatalf("figures missing: %+v", res)
 	}
 	if res.Revocations != o.revoke || res.RevokedCut != res.Revocations {
