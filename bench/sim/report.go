@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -26,8 +27,12 @@ import (
 
 // Result is one run's figures.
 type Result struct {
-	Date     string         `json:"date"`
-	Machine  string         `json:"machine"`
+	Date    string `json:"date"`
+	Machine string `json:"machine"`
+	// Load is the machine's load average (1 min) when the nodes had
+	// started and when the exchange ended: the machine is shared, and a
+	// load above its 2 cores slows every figure that is a time.
+	Load     [2]string      `json:"loadavg"`
 	Go       string         `json:"go"`
 	Nodes    int            `json:"nodes"`
 	Bridges  int            `json:"bridges"`
@@ -89,6 +94,19 @@ type Result struct {
 	Errors   []string            `json:"errors,omitempty"`
 
 	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+// loadavg is the 1-minute load average.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func newResult(o options) *Result {
@@ -199,7 +217,7 @@ func (r *Result) summarizeProfiles(log *slog.Logger) {
 // text is the figures for the terminal.
 func (r *Result) text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "nodes %d/%d started, bridges %d; registered in %.1f s\n", r.Started, r.Nodes, r.Bridges, r.RegisteredSeconds)
+	fmt.Fprintf(&b, "nodes %d/%d started, bridges %d; registered in %.1f s; load average %s, then %s\n", r.Started, r.Nodes, r.Bridges, r.RegisteredSeconds, r.Load[0], r.Load[1])
 	fmt.Fprintf(&b, "at rest: %.2f cores (%.1f ms of CPU a second per 1,000 nodes)\n", r.IdleCores, 1e6*r.IdleCores/float64(max(r.Started, 1)))
 	fmt.Fprintf(&b, "memory per node: heap %.0f KiB, RSS %.0f KiB, %.1f goroutines; total heap %.0f MiB, RSS %.0f MiB\n",
 		r.HeapPerNodeKB, r.RSSPerNodeKB, r.GoroutinesPerNode, r.HeapTotalMiB, r.RSSTotalMiB)
@@ -250,11 +268,16 @@ func writeReport(o options, r *Result) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	return os.WriteFile(o.out, []byte(mdsection.Set(string(old), "simulation", markdown(rows))), 0o644)
+	notes, err := os.ReadFile(filepath.Join(filepath.Dir(o.jsonOut), "findings.md"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.WriteFile(o.out, []byte(mdsection.Set(string(old), "simulation", markdown(rows, string(notes)))), 0o644)
 }
 
-// markdown is the simulation section for rows.
-func markdown(rows []*Result) string {
+// markdown is the simulation section for rows, with notes (the
+// hand-written findings.md beside results.json) after the table.
+func markdown(rows []*Result, notes string) string {
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("## Simulation: thousands of nodes in one process\n\n")
@@ -324,8 +347,11 @@ func markdown(rows []*Result) string {
 		p("\n")
 	}
 	p("\n")
+	if notes = strings.TrimSpace(notes); notes != "" {
+		p("%s\n\n", notes)
+	}
 	for _, r := range rows {
-		p("**N = %d** (%s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
+		p("**N = %d** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}

@@ -115,6 +115,7 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 		return nil, err
 	}
 	up := measureMemory()
+	res.Load[0] = loadavg()
 	res.memory(base, up)
 	if s.o.profiles != "" {
 		s.heapProfile("heap-up")
@@ -395,6 +396,7 @@ func (s *sim) exchange(ctx context.Context) {
 	})
 	wg.Wait()
 	stopProgress()
+	s.res.Load[1] = loadavg()
 	elapsed := time.Since(t0)
 	lookups := s.bridgeStats().Lookups - lookups0
 	var done []time.Duration
