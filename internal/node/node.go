@@ -103,6 +103,7 @@ type Node struct {
 	log     *slog.Logger
 	version string
 	key     identity.PrivateKey
+	pub     identity.PublicKey // key's: computing it costs an X25519
 	ipv4    netip.Addr // tun.ipv4, derived from key with "auto"; invalid if unset
 	started time.Time
 
@@ -174,7 +175,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
 	}
 	n = &Node{
-		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(),
+		cfg: cfg, log: log, version: opts.Version, key: key, pub: pub, ipv4: cfg.IPv4(pub), started: time.Now(),
 		events:    newEventBus(),
 		peerTable: newPeerTable(),
 		done:      make(chan struct{}),
@@ -373,7 +374,7 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 
 // firewallConfigLocked is the nftables ruleset for the current offers.
 func (n *Node) firewallConfigLocked(tunName string) firewall.Config {
-	pub := n.key.Public()
+	pub := n.pub
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
 		HandshakeRate: handshakeKernelRate}
@@ -411,10 +412,10 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 }
 
 // PublicKey returns the node's public key.
-func (n *Node) PublicKey() identity.PublicKey { return n.key.Public() }
+func (n *Node) PublicKey() identity.PublicKey { return n.pub }
 
 // Address returns the node address.
-func (n *Node) Address() netip.Addr { return n.key.Public().Address() }
+func (n *Node) Address() netip.Addr { return n.pub.Address() }
 
 // ListenPort returns the UDP port the node listens on.
 func (n *Node) ListenPort() uint16 { return n.engine.ListenPort() }

@@ -127,7 +127,7 @@ func (n *Node) addStatic(peers []config.Peer) error {
 	defer n.mu.Unlock()
 	for i, cp := range peers {
 		k := cp.PublicKey
-		if k == n.key.Public() {
+		if k == n.pub {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
 		ep := cp.Endpoint

@@ -115,7 +115,7 @@ func (n *Node) forwardsLocked() bool {
 
 // localPolicy is what the filter must know this node owns and forwards.
 func (n *Node) localPolicyLocked() policy.Local {
-	pub := n.key.Public()
+	pub := n.pub
 	l := policy.Local{Addr: pub.Address(), Site: pub.SitePrefix(), IPv4: n.ipv4, Host: n.host.Addrs}
 	for _, o := range n.rt.offers {
 		if o.Prefix.Bits() == 32 && o.Prefix.Addr() == l.IPv4 {
