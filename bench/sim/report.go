@@ -249,13 +249,18 @@ func writeReport(o options, r *Result) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	rows = slices.DeleteFunc(rows, func(x *Result) bool { return x.Nodes == r.Nodes && x.Bridges == r.Bridges })
+	rows = slices.DeleteFunc(rows, func(x *Result) bool {
+		return x.Nodes == r.Nodes && x.Bridges == r.Bridges && x.PairsArg == r.PairsArg
+	})
 	rows = append(rows, r)
 	slices.SortFunc(rows, func(a, b *Result) int {
 		if a.Nodes != b.Nodes {
 			return a.Nodes - b.Nodes
 		}
-		return a.Bridges - b.Bridges
+		if a.Bridges != b.Bridges {
+			return a.Bridges - b.Bridges
+		}
+		return b.PairsArg - a.PairsArg
 	})
 	js, err := json.MarshalIndent(rows, "", "  ")
 	if err != nil {
@@ -332,7 +337,7 @@ func markdown(rows []*Result, notes string) string {
 	}
 	p("| |")
 	for _, r := range rows {
-		p(" N = %d |", r.Nodes)
+		p(" N = %d, %d allowed each |", r.Nodes, r.PairsArg)
 	}
 	p("\n|---|")
 	for range rows {
@@ -351,7 +356,7 @@ func markdown(rows []*Result, notes string) string {
 		p("%s\n\n", notes)
 	}
 	for _, r := range rows {
-		p("**N = %d** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
+		p("**N = %d, %d allowed each** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.PairsArg, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}

@@ -486,6 +486,7 @@ func (s *sim) dial(ctx context.Context, p pair, deadline time.Time) (net.Conn, e
 // roundTrip sends one datagram on c and waits up to wait for it to come back.
 func roundTrip(c net.Conn, wait time.Duration) error {
 	msg := []byte("tomoe-sim")
+	c.SetWriteDeadline(time.Now().Add(wait)) // a full stack send queue blocks a write
 	if _, err := c.Write(msg); err != nil {
 		return err
 	}
@@ -515,6 +516,9 @@ func (s *sim) paths(ctx context.Context) {
 		}
 	}
 	for c, servers := range byClient {
+		if ctx.Err() != nil {
+			return
+		}
 		peers, err := s.nodes[c].node.StatusArea().Peers(ctx)
 		if err != nil {
 			continue

@@ -60,7 +60,7 @@ func TestSmallSimulation(t *testing.T) {
 	}
 	md := string(b)
 	sec := mdsection.Get(md, "simulation")
-	if !strings.HasPrefix(md, "# tomoe benchmark results\n\n## Bridges\n") || !strings.Contains(sec, "| N = 20 |") {
+	if !strings.HasPrefix(md, "# tomoe benchmark results\n\n## Bridges\n") || !strings.Contains(sec, "| N = 20, 2 allowed each |") {
 		t.Fatalf("report:\n%s", md)
 	}
 }
