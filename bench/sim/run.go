@@ -349,6 +349,9 @@ func (s *sim) exchange(ctx context.Context) {
 	lookups0 := s.bridgeStats().Lookups
 	t0 := time.Now()
 	deadline := t0.Add(s.o.timeout)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var over atomic.Bool
 	lat := make([]time.Duration, len(pairs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -360,7 +363,14 @@ func (s *sim) exchange(ctx context.Context) {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(pairs) {
+				if i >= len(pairs) || ctx.Err() != nil {
+					return
+				}
+				if i%64 == 0 && s.o.maxRSSMiB > 0 && rssBytes() > uint64(s.o.maxRSSMiB)<<20 && over.CompareAndSwap(false, true) {
+					mu.Lock()
+					s.res.Stopped = fmt.Sprintf("resident memory %d MiB passed -max-rss %d MiB during the exchange, after %d pairs had started", rssBytes()>>20, s.o.maxRSSMiB, i)
+					mu.Unlock()
+					cancel()
 					return
 				}
 				_, err := s.exchangeOne(ctx, pairs[i], deadline)

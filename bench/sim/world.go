@@ -94,6 +94,9 @@ type member struct {
 	allows  []int  // indexes of the nodes its policy lets in (udp/echoPort)
 }
 
+// internetPrefix holds the bridges' and the public sites' addresses.
+var internetPrefix = netip.MustParsePrefix("127.64.0.0/10")
+
 // bridgeBatch is the bridges' UDP batch size.
 const bridgeBatch = 128
 
@@ -123,7 +126,11 @@ func buildPlan(o options, dir string) (*plan, error) {
 	// The world's batch is the bridges': 128, as conn.StdNetBind's on
 	// Linux. Nodes see a smaller one (smallBatch).
 	w := vnet.New(vnet.Config{Seed: o.seed, BindBatchSize: bridgeBatch})
-	internet, err := w.NewNetwork("internet", netip.MustParsePrefix("100.64.0.0/10"))
+	// The internet is in 127.0.0.0/8: the bridge client falls back to TCP
+	// through the kernel's own dialer when UDP gets no answer (node.Options'
+	// Transport does not reach it yet), and such a dial must find nothing
+	// but this machine's loopback.
+	internet, err := w.NewNetwork("internet", internetPrefix)
 	if err != nil {
 		return nil, err
 	}
