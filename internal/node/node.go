@@ -104,7 +104,7 @@ type Node struct {
 	version string
 	key     identity.PrivateKey
 	pub     identity.PublicKey // key's: computing it costs an X25519
-	ipv4    netip.Addr // tun.ipv4, derived from key with "auto"; invalid if unset
+	ipv4    netip.Addr         // tun.ipv4, derived from key with "auto"; invalid if unset
 	started time.Time
 
 	// netnsLock (kernel mode) is held from New to the end of Close: one
