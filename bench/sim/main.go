@@ -49,7 +49,7 @@ type options struct {
 	maxRSSMiB                      int
 	bindBatch, stackBatch          int
 	out, jsonOut, profiles         string
-	noReport                       bool
+	noReport, render               bool
 }
 
 func defaultOptions() options {
@@ -86,6 +86,7 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "raw numbers, one row per node count (default: results.json in this command's directory, bench/sim)")
 	flag.StringVar(&o.profiles, "profiles", "", "write CPU and heap profiles into this directory")
 	flag.BoolVar(&o.noReport, "no-report", false, "print the figures only; write no files")
+	flag.BoolVar(&o.render, "render", false, "only rewrite the report's section from -json (and findings.md beside it); run nothing")
 	flag.Parse()
 	var err error
 	if o.mix, err = parseNATMix(*mix); err != nil {
@@ -100,6 +101,13 @@ func main() {
 		o.jsonOut = "bench/sim/results.json"
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	if o.render {
+		if err := writeReport(o, nil); err != nil {
+			log.Error("cannot write the report", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	res, err := run(ctx, o, log)
 	stop()

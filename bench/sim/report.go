@@ -237,9 +237,9 @@ func (r *Result) text() string {
 	return b.String()
 }
 
-// writeReport adds r to the rows in o.jsonOut (replacing a row with the
-// same node and bridge counts) and rewrites the simulation section of
-// o.out from them.
+// writeReport adds r, if not nil, to the rows in o.jsonOut (replacing a
+// row with the same node, bridge and allowed-pair counts) and rewrites the
+// simulation section of o.out from them.
 func writeReport(o options, r *Result) error {
 	var rows []*Result
 	if b, err := os.ReadFile(o.jsonOut); err == nil {
@@ -249,10 +249,12 @@ func writeReport(o options, r *Result) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	rows = slices.DeleteFunc(rows, func(x *Result) bool {
-		return x.Nodes == r.Nodes && x.Bridges == r.Bridges && x.PairsArg == r.PairsArg
-	})
-	rows = append(rows, r)
+	if r != nil {
+		rows = slices.DeleteFunc(rows, func(x *Result) bool {
+			return x.Nodes == r.Nodes && x.Bridges == r.Bridges && x.PairsArg == r.PairsArg
+		})
+		rows = append(rows, r)
+	}
 	slices.SortFunc(rows, func(a, b *Result) int {
 		if a.Nodes != b.Nodes {
 			return a.Nodes - b.Nodes
