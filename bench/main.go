@@ -35,6 +35,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tomoe-net/tomoe/bench/internal/mdsection"
 )
 
 // options are the command-line flags.
@@ -385,7 +387,7 @@ func writeResults(o options, res *Results, log *slog.Logger) error {
 	}
 	var md strings.Builder
 	writeMarkdown(&md, res)
-	if err := os.WriteFile(o.out, []byte(md.String()), 0o644); err != nil {
+	if err := writeReport(o.out, md.String()); err != nil {
 		return err
 	}
 	js, err := json.MarshalIndent(res, "", "  ")
@@ -407,7 +409,18 @@ func render(from, to string) error {
 	}
 	var md strings.Builder
 	writeMarkdown(&md, res)
-	return os.WriteFile(to, []byte(md.String()), 0o644)
+	return writeReport(to, md.String())
+}
+
+// writeReport writes the report to path, carrying over the simulation's
+// section (go run ./bench/sim writes it) from the file there.
+func writeReport(path, md string) error {
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	md = mdsection.Keep(md, string(old), "simulation")
+	return os.WriteFile(path, []byte(md), 0o644)
 }
 
 func loadResults(path string) (*Results, error) {

@@ -446,6 +446,17 @@ func (p *Prober) Round(now time.Time, slow bool) {
 	}
 	openers := map[identity.PublicKey][]netip.AddrPort{}
 	p.mu.Lock()
+	if slow {
+		// Unanswered probes are never taken after probeAnswerWindow:
+		// forget them now, not only when maxSentProbes are out (a node
+		// probing a few relayed peers each second otherwise keeps 8,192
+		// of them, about 1 MB, bench/sim found).
+		for seq, sent := range p.probes {
+			if now.Sub(sent.at) > probeAnswerWindow {
+				delete(p.probes, seq)
+			}
+		}
+	}
 	for k, cs := range p.candidates {
 		if now.After(cs.expires) {
 			delete(p.candidates, k)

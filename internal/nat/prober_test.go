@@ -235,3 +235,34 @@ func TestProbesRateLimited(t *testing.T) {
 		t.Fatalf("%d probes in all at once, want %d", sent, allProbeBurst)
 	}
 }
+
+// Unanswered probes are forgotten on the first slow round after their
+// answer window, not kept until maxSentProbes of them pile up.
+func TestUnansweredProbesForgotten(t *testing.T) {
+	p := newTestProber(t, bridgetest.Key(t))
+	peer := bridgetest.Key(t).Public()
+	now := time.Now()
+	p.AddCandidates(peer, []netip.AddrPort{netip.MustParseAddrPort("127.2.0.1:4610")}, true)
+	p.Round(now, true)
+	p.mu.Lock()
+	sent := len(p.probes)
+	p.mu.Unlock()
+	if sent == 0 {
+		t.Fatal("no probe sent")
+	}
+	p.Round(now.Add(probeAnswerWindow/2), false) // a fast round keeps them
+	p.mu.Lock()
+	kept := len(p.probes)
+	p.mu.Unlock()
+	p.Round(now.Add(probeAnswerWindow+time.Second), true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, sp := range p.probes {
+		if now.Add(probeAnswerWindow+time.Second).Sub(sp.at) > probeAnswerWindow {
+			t.Fatalf("a probe sent at %v is still kept after its answer window (%d kept)", sp.at, len(p.probes))
+		}
+	}
+	if kept < sent {
+		t.Fatalf("%d probes before their window ended, %d sent", kept, sent)
+	}
+}

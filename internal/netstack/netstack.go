@@ -13,6 +13,7 @@
 package netstack
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,6 +66,12 @@ type Config struct {
 
 	// Logger receives the stack's diagnostics. Nil discards them.
 	Logger *slog.Logger
+
+	// BatchSize, if not 0, is what BatchSize reports instead of batchSize
+	// (1..128). wireguard-go keeps one 64 KiB buffer per batch slot for its
+	// TUN reader, 8 MiB a device at 128: a simulation of thousands of
+	// nodes in one process (bench/sim) shrinks it.
+	BatchSize int
 }
 
 // validate reports the first problem with c, naming the field and the fix.
@@ -88,6 +95,9 @@ func (c *Config) validate() error {
 		}
 		seen[a] = true
 	}
+	if c.BatchSize < 0 || c.BatchSize > batchSize {
+		return fmt.Errorf("netstack config: BatchSize %d out of range: set 1..%d, or 0 for %d", c.BatchSize, batchSize, batchSize)
+	}
 	if c.MTU < MinMTU || c.MTU > MaxMTU {
 		return fmt.Errorf("netstack config: MTU %d out of range: set %d..%d", c.MTU, MinMTU, MaxMTU)
 	}
@@ -99,6 +109,7 @@ func (c *Config) validate() error {
 type Stack struct {
 	log     *slog.Logger
 	mtu     int
+	batch   int // what BatchSize reports
 	ipstack *stack.Stack
 	link    *link
 	events  chan tun.Event
@@ -146,6 +157,7 @@ func newStack(cfg Config, tn tuning) (*Stack, error) {
 	s := &Stack{
 		log:     log,
 		mtu:     cfg.MTU,
+		batch:   cmp.Or(cfg.BatchSize, batchSize),
 		ipstack: ipstack,
 		events:  make(chan tun.Event, 1),
 	}
@@ -204,8 +216,9 @@ func (s *Stack) Name() (string, error) { return "netstack", nil }
 // Close.
 func (s *Stack) Events() <-chan tun.Event { return s.events }
 
-// BatchSize implements tun.Device; see batchSize for the choice.
-func (s *Stack) BatchSize() int { return batchSize }
+// BatchSize implements tun.Device; see batchSize for the choice, and
+// Config.BatchSize.
+func (s *Stack) BatchSize() int { return s.batch }
 
 // Close stops the stack: every connection and listener made through it is
 // aborted, a blocked Read returns os.ErrClosed, Write returns os.ErrClosed,

@@ -211,6 +211,9 @@ func TestConfigValidation(t *testing.T) {
 		{"mapped", Config{Addresses: []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.1")}, MTU: 1420}, "IPv4-mapped"},
 		{"unspecified", Config{Addresses: []netip.Addr{netip.IPv6Unspecified()}, MTU: 1420}, "not a unicast"},
 		{"duplicate", Config{Addresses: []netip.Addr{addrA, addrA}, MTU: 1420}, "Addresses[1] fc11::1 is listed twice"},
+		{"batch 4", Config{Addresses: []netip.Addr{addrA}, MTU: 1420, BatchSize: 4}, ""},
+		{"batch too big", Config{Addresses: []netip.Addr{addrA}, MTU: 1420, BatchSize: 129}, "BatchSize 129 out of range"},
+		{"batch negative", Config{Addresses: []netip.Addr{addrA}, MTU: 1420, BatchSize: -1}, "BatchSize -1 out of range"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, err := New(tc.cfg)
@@ -246,6 +249,14 @@ func TestDeviceBasics(t *testing.T) {
 	if s.BatchSize() != batchSize {
 		t.Errorf("BatchSize() = %d", s.BatchSize())
 	}
+	small, err := New(Config{Addresses: []netip.Addr{addrB}, MTU: testMTU, BatchSize: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if small.BatchSize() != 4 {
+		t.Errorf("BatchSize() = %d with Config.BatchSize 4", small.BatchSize())
+	}
+	small.Close()
 	select {
 	case ev := <-s.Events():
 		if ev != tun.EventUp {

@@ -151,7 +151,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 	if err != nil {
 		return adminapi.Status{}, err
 	}
-	pub := n.key.Public()
+	pub := n.pub
 	name := ""
 	if n.stack == nil {
 		name, _ = n.wrapper.Name()

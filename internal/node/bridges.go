@@ -258,6 +258,16 @@ func (n *Node) bridgeRole() *adminapi.BridgeRole {
 	return r
 }
 
+// BridgeStats returns the bridge role's counters, for programs that run
+// bridges in this process (bench/sim); ok is false when this node is not
+// a bridge.
+func (n *Node) BridgeStats() (st bridge.ServerStats, ok bool) {
+	if n.server == nil {
+		return st, false
+	}
+	return n.server.Stats(), true
+}
+
 // BridgeNodes is GET /v1/bridge/nodes.
 func (a BridgeArea) BridgeNodes(ctx context.Context) ([]adminapi.BridgeNode, error) {
 	n := a.Node

@@ -24,7 +24,7 @@ import (
 // newRouter makes the node's Router from the config's routes.
 func (n *Node) newRouter() (*routing.Router, error) {
 	cfg := routing.Config{
-		Log: n.log, Self: n.key.Public(), IPv4: n.ipv4, IPv4Setting: n.cfg.TUN.IPv4.String(), IPv4Space: n.cfg.TUN.IPv4Prefix.Prefix,
+		Log: n.log, Self: n.pub, IPv4: n.ipv4, IPv4Setting: n.cfg.TUN.IPv4.String(), IPv4Space: n.cfg.TUN.IPv4Prefix.Prefix,
 		Userspace: n.cfg.TUN.Mode != config.ModeKernel,
 		Changes:   n.changes, Peers: n.peers, Node: routingNode{n}, Done: n.done, Clock: n.clock,
 	}
@@ -117,7 +117,7 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 // firewallConfigLocked is the nftables ruleset for offered. It needs
 // hostMu.
 func (n *Node) firewallConfigLocked(tunName string, offered []config.Offer) firewall.Config {
-	pub := n.key.Public()
+	pub := n.pub
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
 		HandshakeRate: handshakeKernelRate}

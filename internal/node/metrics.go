@@ -50,7 +50,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	n := c.n
-	pub := n.key.Public()
+	pub := n.pub
 	ch <- prometheus.MustNewConstMetric(descInfo, prometheus.GaugeValue, 1, pub.String(), pub.Address().String(), n.cfg.TUN.Mode.String(), n.version)
 	n.refresh(context.Background())
 	var active, up, static float64

@@ -73,6 +73,11 @@ type Options struct {
 	// Transport, if not nil, is the node's underlay instead of the host's
 	// own sockets: tests and simulations give an in-memory network.
 	Transport *Transport
+	// StackBatchSize, if not 0, is the userspace stack's batch size
+	// (netstack.Config.BatchSize): wireguard-go holds one 64 KiB buffer
+	// per slot for reading the stack, 8 MiB a node at the default 128.
+	// Simulations of thousands of nodes in one process shrink it.
+	StackBatchSize int
 	// TUN, if not nil, is the device a kernel-mode node uses instead of
 	// creating one; the node then changes nothing of the host (addresses,
 	// routes, firewall, forwarding, the namespace lock): for tests that
@@ -110,7 +115,8 @@ type Node struct {
 	log     *slog.Logger
 	version string
 	key     identity.PrivateKey
-	ipv4    netip.Addr // tun.ipv4, derived from key with "auto"; invalid if unset
+	pub     identity.PublicKey // key's: computing it costs an X25519
+	ipv4    netip.Addr         // tun.ipv4, derived from key with "auto"; invalid if unset
 	started time.Time
 	clock   clock.Clock // Options.Clock, or real time
 
@@ -179,7 +185,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
 	}
 	n = &Node{
-		cfg: cfg, log: log, version: opts.Version, key: key, ipv4: cfg.IPv4(pub), started: time.Now(), clock: clock.Or(opts.Clock),
+		cfg: cfg, log: log, version: opts.Version, key: key, pub: pub, ipv4: cfg.IPv4(pub), started: time.Now(), clock: clock.Or(opts.Clock),
 		events: adminapi.NewEventBus(),
 		peers:  peers.New(peers.Limits{MaxWildcard: maxWildcardPeers, MaxWildcardPerSource: maxWildcardPerSource}),
 		done:   make(chan struct{}),
@@ -308,7 +314,7 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 		if v4 := n.ipv4; v4.IsValid() {
 			addrs = append(addrs, v4)
 		}
-		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack")})
+		st, err := netstack.New(netstack.Config{Addresses: addrs, MTU: cfg.TUN.MTU, Logger: n.log.With("component", "netstack"), BatchSize: n.opts.StackBatchSize})
 		if err != nil {
 			return nil, fmt.Errorf("userspace stack: %w", err)
 		}
@@ -353,10 +359,10 @@ func (n *Node) DialContext(ctx context.Context, network, address string) (net.Co
 }
 
 // PublicKey returns the node's public key.
-func (n *Node) PublicKey() identity.PublicKey { return n.key.Public() }
+func (n *Node) PublicKey() identity.PublicKey { return n.pub }
 
 // Address returns the node address.
-func (n *Node) Address() netip.Addr { return n.key.Public().Address() }
+func (n *Node) Address() netip.Addr { return n.pub.Address() }
 
 // ListenPort returns the UDP port the node listens on.
 func (n *Node) ListenPort() uint16 { return n.engine.ListenPort() }

@@ -42,7 +42,7 @@ func (n *Node) addStatic(list []config.Peer) error {
 	defer n.peers.Unlock()
 	for i, cp := range list {
 		k := cp.PublicKey
-		if k == n.key.Public() {
+		if k == n.pub {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
 		ep := cp.Endpoint

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/bench/internal/mdsection"
+)
+
+// A small simulation runs end to end: every allowed pair exchanges a
+// datagram through real nodes and bridges on the in-memory internet, the
+// figures are filled in, revoked clients are refused, and the report
+// section lands in the Markdown file without disturbing the rest.
+func TestSmallSimulation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 20 nodes for a few seconds")
+	}
+	o := defaultOptions()
+	o.nodes, o.bridges, o.perNode, o.pairs = 20, 2, 2, 2
+	o.settle, o.timeout, o.revoke, o.idle = 0, time.Minute, 3, time.Second
+	o.workers, o.parallel = 16, 4
+	dir := t.TempDir()
+	o.out, o.jsonOut = filepath.Join(dir, "RESULTS.md"), filepath.Join(dir, "results.json")
+	res, err := run(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + res.text())
+	if res.Started != o.nodes || res.Stopped != "" || len(res.Errors) > 0 {
+		t.Fatalf("started %d of %d nodes; stopped: %q; errors: %q", res.Started, o.nodes, res.Stopped, res.Errors)
+	}
+	if res.Pairs != o.nodes*o.pairs || res.PairsOK != res.Pairs {
+		t.Fatalf("%d of %d allowed pairs exchanged a datagram (want %d)", res.PairsOK, res.Pairs, o.nodes*o.pairs)
+	}
+	if res.Lookups < uint64(res.Pairs)/2 || res.Direct+res.Relayed != res.Pairs {
+		t.Fatalf("lookups %d, paths %d direct + %d relayed, for %d pairs", res.Lookups, res.Direct, res.Relayed, res.Pairs)
+	}
+	if res.HeapPerNodeKB <= 0 || res.GoroutinesPerNode <= 0 || res.AllPairsSeconds <= 0 || res.IdleCores <= 0 {
+		t.Fatalf("figures missing: %+v", res)
+	}
+	if res.Revocations != o.revoke || res.RevokedCut != res.Revocations {
+		t.Fatalf("%d of %d revoked clients refused", res.RevokedCut, res.Revocations)
+	}
+
+	if err := os.WriteFile(o.out, []byte("# tomoe benchmark results\n\n## Bridges\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeReport(o, res); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md := string(b)
+	sec := mdsection.Get(md, "simulation")
+	if !strings.HasPrefix(md, "# tomoe benchmark results\n\n## Bridges\n") || !strings.Contains(sec, "| N = 20, 2 allowed each |") {
+		t.Fatalf("report:\n%s", md)
+	}
+}
