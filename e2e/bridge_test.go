@@ -223,7 +223,13 @@ func TestBridgeNATLab(t *testing.T) {
 		moved := netip.AddrFrom4([4]byte{203, 0, 113, 51})
 		rt.Run("ip", "addr", "del", old.String()+"/24", "dev", "wan")
 		rt.Run("ip", "addr", "add", moved.String()+"/24", "dev", "wan")
-		deadline := time.Now().Add(20 * time.Second)
+		// The worst case is the bridge's keepalive interval (15 s: until
+		// eim1 re-registers from its new address, learns it moved and has
+		// the bridge introduce the pair again) plus TCP's retransmission
+		// back-off (up to about 13 s more before the next segment goes
+		// out); usually it takes a few seconds. The vnet twin allows the
+		// same.
+		deadline := time.Now().Add(45 * time.Second)
 		for i := 0; ; i++ {
 			err := testnet.RoundTrip(c, fmt.Sprintf("after the move %d", i), 3*time.Second)
 			if err == nil {

@@ -75,8 +75,9 @@ type Prober struct {
 	bcast *Broadcasts // never probed
 	clock clock.Clock
 
-	mu         sync.Mutex // guards candidates, probes, seen
+	mu         sync.Mutex // guards candidates, probes, seen, bursting
 	candidates map[identity.PublicKey]*candidateSet
+	bursting   bool // some candidate wants fast rounds (Bursting)
 	probes     map[uint64]sentProbe
 	seen       map[identity.PublicKey]*probeMemory // peers' probes answered
 
@@ -402,9 +403,20 @@ func (p *Prober) AddIntroduced(key identity.PublicKey, eps []netip.AddrPort, loo
 	}
 	cs.period, cs.failed, cs.proved = period, false, false
 	cs.burst = probeBurstCount
+	p.bursting = true
 	if slices.ContainsFunc(cs.addrs, func(ep netip.AddrPort) bool { return OpenerNeeded(ep.Addr()) }) {
 		cs.openUntil, cs.nextOpener = now.Add(openerLead), time.Time{}
 	}
+}
+
+// Bursting reports whether some candidate wants fast rounds (openers or
+// a burst after an introduction) as of the last Round or introduction:
+// the owner may round at its slow pace while it is false, and must go
+// fast again after its next AddIntroduced.
+func (p *Prober) Bursting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.bursting
 }
 
 // Candidates lists the endpoints each peer is probed at now (a copy).
@@ -457,10 +469,14 @@ func (p *Prober) Round(now time.Time, slow bool) {
 			}
 		}
 	}
+	p.bursting = false
 	for k, cs := range p.candidates {
 		if now.After(cs.expires) {
 			delete(p.candidates, k)
 			continue
+		}
+		if cs.burst > 0 || now.Before(cs.openUntil) {
+			p.bursting = true // this round's decrement may end it: one more fast round is harmless
 		}
 		if now.Before(cs.openUntil) {
 			// Not even the slow round's probe of the peer's direct

@@ -268,7 +268,7 @@ func addressChangeKeepsSession(t *testing.T, l *natLab) {
 	// up to 15 s away) neither the direct path nor the relay reaches
 	// eim1; then the connection's next retransmission gets through, and
 	// TCP's backoff may have put that up to another 13 s off. The netns
-	// lab's 20 s holds only when the keepalive comes early.
+	// lab allows the same.
 	retryRoundTrip(t, c, "after the move", 45*time.Second)
 	// The bridge learns the new address at the next keepalive.
 	testnet.WaitFor(t, 30*time.Second, "the bridge sees eim1's new address", func() bool {

@@ -104,6 +104,10 @@ type Client struct {
 
 	seq        atomic.Uint64
 	refreshNow chan bool
+	// probeTick paces probeLoop's rounds: every probeBurst while
+	// fastRounds, else every probeInterval (burst, paceRounds).
+	probeTick  clock.Ticker
+	fastRounds atomic.Bool
 	refreshing atomic.Bool
 	stop       chan struct{}
 	closeOnce  sync.Once
@@ -180,6 +184,8 @@ func (c *Client) Stats() *Stats { return &c.stats }
 
 // Start registers with every bridge and keeps the registrations alive.
 func (c *Client) Start() {
+	c.probeTick = c.clock.NewTicker(probeBurst)
+	c.fastRounds.Store(true)
 	for _, b := range c.bridges {
 		c.wg.Add(1)
 		go b.run()

@@ -122,8 +122,9 @@ func TestRegistrationLapsesOnTheClock(t *testing.T) {
 }
 
 // The probe rounds run on the client's clock: after an introduction, a
-// burst of probeBurstCount fast rounds (one every probeBurst), then a
-// round every probeInterval only.
+// burst of probeBurstCount fast rounds (one every probeBurst), then, once
+// the prober has no burst on, a round every probeInterval only (the loop
+// slows its ticker down: an idle node wakes once a second, not ten times).
 func TestProbeScheduleOnTheClock(t *testing.T) {
 	clk := clock.NewManual(testStart)
 	c := startClockedClient(t, clk)
@@ -134,32 +135,47 @@ func TestProbeScheduleOnTheClock(t *testing.T) {
 	}
 	t.Cleanup(func() { pc.Close() })
 	c.Probe(Found{Key: peer, Endpoints: []netip.AddrPort{pc.LocalAddr().(*net.UDPAddr).AddrPort()}, loopback: true})
-	// Round i runs at i*probeBurst: rounds 1 to burstRounds probe (the
-	// burst; the first is a slow round too, as none came before), then
-	// every probeInterval/probeBurst-th (the slow ones).
 	const burstRounds = 8 // nat's probeBurstCount
-	probes := func(round int) int {
-		n := min(round, burstRounds)
-		for r := burstRounds + 1; r <= round; r++ {
-			if (r-1)%int(probeInterval/probeBurst) == 0 {
-				n++
-			}
-		}
-		return n
-	}
-	const rounds = 32
-	for i := 1; i <= rounds; i++ {
+	step := func(i int) int {
 		clk.Advance(probeBurst)
 		// The loop took tick i, so it is done with tick i-1: its probes
 		// are counted, tick i's may be.
 		waitCond(t, "the probe loop took its tick", func() bool { return clk.Unread() == 0 })
-		sent := int(c.Stats().ProbesSent.Load())
-		if sent != probes(i-1) && sent != probes(i) {
-			t.Fatalf("round %d (%v): %d probes sent, want %d (or %d)", i, time.Duration(i)*probeBurst, sent, probes(i-1), probes(i))
+		return int(c.Stats().ProbesSent.Load())
+	}
+	// Round i of the burst runs at i*probeBurst and probes.
+	for i := 1; i <= burstRounds; i++ {
+		if sent := step(i); sent != i && sent != i-1 {
+			t.Fatalf("burst round %d: %d probes sent, want %d (or %d)", i, sent, i, i-1)
 		}
 	}
-	// The burst, then the slow rounds at 1.1 s, 2.1 s and 3.1 s.
-	if sent := c.Stats().ProbesSent.Load(); sent != burstRounds+3 {
-		t.Fatalf("%d probes in %v, want %d", sent, rounds*probeBurst, burstRounds+3)
+	// Then one slow round a second: two by 3.2 s (about 1.9 s and 2.9 s,
+	// a second after the loop saw the burst over), ten more in the next
+	// ten seconds.
+	for i := burstRounds + 1; i <= 32; i++ {
+		step(i)
 	}
+	waitCond(t, "the last slow round's probe counted", func() bool { return c.Stats().ProbesSent.Load() >= burstRounds+2 })
+	if sent := c.Stats().ProbesSent.Load(); sent != burstRounds+2 {
+		t.Fatalf("%d probes by %v, want %d", sent, 32*probeBurst, burstRounds+2)
+	}
+	for i := 33; i <= 132; i++ {
+		step(i)
+	}
+	waitCond(t, "the last slow round's probe counted", func() bool { return c.Stats().ProbesSent.Load() >= burstRounds+12 })
+	if sent := c.Stats().ProbesSent.Load(); sent != burstRounds+12 {
+		t.Fatalf("%d probes by %v, want %d: one slow round a second", sent, 132*probeBurst, burstRounds+12)
+	}
+	// A new introduction (another peer's) brings the fast rounds back.
+	pc2, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc2.Close() })
+	c.Probe(Found{Key: bridgetest.Key(t).Public(), Endpoints: []netip.AddrPort{pc2.LocalAddr().(*net.UDPAddr).AddrPort()}, loopback: true})
+	before := c.Stats().ProbesSent.Load()
+	for range 6 { // 0.6 s: at most one slow round
+		step(0)
+	}
+	waitCond(t, "fast rounds again", func() bool { return c.Stats().ProbesSent.Load() >= before+4 })
 }

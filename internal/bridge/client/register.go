@@ -423,6 +423,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 			return
 		}
 		b.c.prober.AddIntroduced(m.Key, m.Endpoints, b.onLoopback(), m.Time)
+		b.c.burst()
 		if r := b.relay(); r != nil {
 			b.c.cfg.Bind.SetRelay(m.Key, r, m.ID)
 		}
