@@ -251,7 +251,9 @@ func TestPolicySurvivesRestart(t *testing.T) {
 	if _, err := alice.PolicyArea().Allow(context.Background(), adminapi.AllowRequest{From: bob.key.Public().String(), Proto: "tcp", Ports: "7"}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := bob.dial(alice.Address(), 7, 5*time.Second)
+	// bob's first initiation went unanswered: WireGuard retries the
+	// handshake after 5 s (REKEY_TIMEOUT), and alice answers that one.
+	c, err := bob.dial(alice.Address(), 7, 10*time.Second)
 	if err != nil {
 		t.Fatalf("after allow: %v", err)
 	}
@@ -330,8 +332,12 @@ func TestStaticPeerLazyAndEvicted(t *testing.T) {
 	if len(peers) != 0 {
 		t.Fatalf("alice still lists the evicted dynamic peer: %+v", peers)
 	}
-	// And traffic brings them back.
-	c, err = bob.dial(alice.Address(), 7, 5*time.Second)
+	// And traffic brings them back. WireGuard's handshake timestamps have
+	// a granularity of 2^24 ns (wireguard-go whitens them): an initiation
+	// within 17 ms of the last one alice answered is not newer, and alice
+	// refuses it as a possible replay (her replay store outlives the
+	// evicted peer, on purpose); WireGuard retries after 5 s.
+	c, err = bob.dial(alice.Address(), 7, 10*time.Second)
 	if err != nil {
 		t.Fatalf("after eviction: %v", err)
 	}
