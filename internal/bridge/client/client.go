@@ -162,6 +162,10 @@ func New(cfg Config) *Client {
 		c.keys.PinNow(bc.Key) // a handful, here: never on a receive goroutine
 	}
 	c.strangers = keycache.StartStrangers(c.keys, c.handleStranger, keycache.Counters{Queued: &c.stats.Strangers, Limited: &c.stats.StrangersLimited, Failed: &c.stats.Dropped})
+	// Here rather than in Start: frames (introductions) may be handled
+	// before Start, and burst resets the ticker.
+	c.probeTick = c.clock.NewTicker(probeBurst)
+	c.fastRounds.Store(true)
 	return c
 }
 
@@ -184,8 +188,6 @@ func (c *Client) Stats() *Stats { return &c.stats }
 
 // Start registers with every bridge and keeps the registrations alive.
 func (c *Client) Start() {
-	c.probeTick = c.clock.NewTicker(probeBurst)
-	c.fastRounds.Store(true)
 	for _, b := range c.bridges {
 		c.wg.Add(1)
 		go b.run()
@@ -214,6 +216,7 @@ func (c *Client) close() {
 		b.closeTCP()
 	}
 	c.wg.Wait()
+	c.probeTick.Stop()
 	c.strangers.Stop()
 }
 

@@ -21,7 +21,7 @@ func (c *Client) Probe(f Found) {
 // burst puts probeLoop's ticker on fast rounds, after an introduction
 // (the prober is bursting by then).
 func (c *Client) burst() {
-	if c.probeTick != nil && c.fastRounds.CompareAndSwap(false, true) { // nil: not started
+	if !c.stopped() && c.fastRounds.CompareAndSwap(false, true) {
 		c.probeTick.Reset(probeBurst)
 	}
 }
@@ -52,7 +52,6 @@ func (c *Client) paceRounds() {
 // simulation's CPU).
 func (c *Client) probeLoop() {
 	defer c.wg.Done()
-	defer c.probeTick.Stop()
 	var lastSlow, lastRefresh time.Time
 	for {
 		select {
