@@ -175,10 +175,11 @@ func (s *sim) start(m *member) (*running, error) {
 		udp = smallBatch{udp, s.o.bindBatch}
 	}
 	n, err := node.New(cfg, node.Options{Version: "sim", StackBatchSize: s.o.stackBatch, Transport: &node.Transport{
-		UDP:        udp,
-		DialTCP:    h.Dial, // the bridge protocol's TCP fallback stays in the simulated internet
-		ListenTCP:  h.Listen,
-		LocalAddrs: func() []netip.Addr { return []netip.Addr{h.Addr()} },
+		UDP:            udp,
+		DialTCP:        h.Dial, // the bridge protocol's TCP fallback stays in the simulated internet
+		ListenTCP:      h.Listen,
+		LocalAddrs:     func() []netip.Addr { return []netip.Addr{h.Addr()} },
+		InterfaceAddrs: h.InterfaceAddrs,
 	}})
 	if err != nil {
 		return nil, err

@@ -32,7 +32,7 @@ func (n *Node) startBridging() error {
 			Mark:      n.underlayMark(),
 			Log:       n.log.With("component", "bridge"),
 			Clock:     n.opts.Clock,
-			ListenTCP: n.transportTCP().ListenTCP,
+			ListenTCP: n.injected().ListenTCP,
 		})
 		if err != nil {
 			return fmt.Errorf("bridge: %w", err)
@@ -66,7 +66,8 @@ func (n *Node) startBridging() error {
 		Mark:           n.underlayMark(),
 		Resolver:       n.underlayResolver(),
 		Clock:          n.opts.Clock,
-		DialTCP:        n.transportTCP().DialTCP,
+		DialTCP:        n.injected().DialTCP,
+		InterfaceAddrs: n.injected().InterfaceAddrs,
 	})
 	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)
@@ -95,11 +96,11 @@ func (n *Node) knownKeysChanged() {
 	n.client.SetKnownKeys(keys)
 }
 
-// transportTCP is Options.Transport's TCP dial and listen functions (nil:
-// the host's sockets).
-func (n *Node) transportTCP() Transport {
+// injected is what Options.Transport gives the bridge roles: TCP dial and
+// listen, and the host's networks (nil: the host's own).
+func (n *Node) injected() Transport {
 	if t := n.opts.Transport; t != nil {
-		return Transport{DialTCP: t.DialTCP, ListenTCP: t.ListenTCP}
+		return Transport{DialTCP: t.DialTCP, ListenTCP: t.ListenTCP, InterfaceAddrs: t.InterfaceAddrs}
 	}
 	return Transport{}
 }

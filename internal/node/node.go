@@ -106,6 +106,10 @@ type Transport struct {
 	// LocalAddrs are the host's addresses a node tells its bridges about,
 	// for peers on its own LAN.
 	LocalAddrs func() []netip.Addr
+	// InterfaceAddrs are the host's addresses with their networks, in
+	// net.InterfaceAddrs's form: the bridge client's prober never probes
+	// their broadcast addresses.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // Node is a running tomoe node.

@@ -92,10 +92,11 @@ func (n *Node) start(t testing.TB) {
 	}
 	h := n.Host
 	tr := &node.Transport{
-		UDP:        h.NewBind(),
-		DialTCP:    h.Dial,
-		ListenTCP:  h.Listen,
-		LocalAddrs: func() []netip.Addr { return []netip.Addr{h.Addr()} },
+		UDP:            h.NewBind(),
+		DialTCP:        h.Dial,
+		ListenTCP:      h.Listen,
+		LocalAddrs:     func() []netip.Addr { return []netip.Addr{h.Addr()} },
+		InterfaceAddrs: h.InterfaceAddrs,
 	}
 	lt := n.lab.t
 	log := slog.New(slog.NewTextHandler(logWriter{lt, n.Name}, &slog.HandlerOptions{Level: slog.LevelInfo}))

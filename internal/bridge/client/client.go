@@ -82,6 +82,10 @@ type Config struct {
 	// host's sockets (an in-memory network, in tests); Mark does not
 	// apply to it. The context carries the dial timeout.
 	DialTCP func(ctx context.Context, network, addr string) (net.Conn, error)
+	// InterfaceAddrs, if not nil, lists this host's addresses with their
+	// networks, in net.InterfaceAddrs's form, instead of the host's own:
+	// the prober never probes their broadcast addresses.
+	InterfaceAddrs func() ([]net.Addr, error)
 }
 
 // Client registers a node with its bridges, looks up addresses through
@@ -150,6 +154,9 @@ func New(cfg Config) *Client {
 		lookups:    make(map[uint64]chan lookupAnswer),
 		refreshNow: make(chan bool, 1),
 		stop:       make(chan struct{}),
+	}
+	if cfg.InterfaceAddrs != nil {
+		c.bcast.SetSource(cfg.InterfaceAddrs)
 	}
 	c.keys = keycache.New(cfg.Key, 65536, &c.stats.X25519)
 	c.keys.SetClock(c.clock)

@@ -112,3 +112,16 @@ func TestIntroducedEndpointsMustBePlausible(t *testing.T) {
 		t.Fatal("broadcast set wrong")
 	}
 }
+
+// Config.InterfaceAddrs, not the host's interfaces, is where the prober
+// learns which broadcast addresses it must never probe (a node on an
+// in-memory network has networks the host has not).
+func TestInterfaceAddrsHook(t *testing.T) {
+	c := New(Config{Key: testKey(t), InterfaceAddrs: func() ([]net.Addr, error) {
+		return []net.Addr{&net.IPNet{IP: net.IPv4(10, 77, 3, 9), Mask: net.CIDRMask(24, 32)}}, nil
+	}})
+	defer c.Close()
+	if !c.bcast.Has(netip.MustParseAddr("10.77.3.255"), time.Now()) {
+		t.Fatal("the injected network's broadcast address is not known")
+	}
+}
