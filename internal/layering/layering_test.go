@@ -1,6 +1,7 @@
 package layering
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -142,12 +143,17 @@ func short(chain []string) string {
 // tests').
 func list(t *testing.T) []pkg {
 	t.Helper()
+	return goList[pkg](t, "-deps", "-json=ImportPath,Imports", module+"...")
+}
+
+// goList runs `go list` with args and decodes its stream of JSON objects.
+func goList[T any](t *testing.T, args ...string) []T {
+	t.Helper()
 	goCmd, err := exec.LookPath("go")
 	if err != nil {
 		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
-	cmd := exec.Command(goCmd, "list", "-deps", "-json=ImportPath,Imports", module+"...")
-	out, err := cmd.Output()
+	out, err := exec.Command(goCmd, append([]string{"list"}, args...)...).Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -155,16 +161,16 @@ func list(t *testing.T) []pkg {
 		}
 		t.Fatalf("go list: %v", err)
 	}
-	var pkgs []pkg
-	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var items []T
+	dec := json.NewDecoder(bytes.NewReader(out))
 	for {
-		var p pkg
-		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
+		var v T
+		if err := dec.Decode(&v); errors.Is(err, io.EOF) {
 			break
 		} else if err != nil {
 			t.Fatalf("go list output: %v", err)
 		}
-		pkgs = append(pkgs, p)
+		items = append(items, v)
 	}
-	return pkgs
+	return items
 }

@@ -2,13 +2,8 @@ package layering
 
 import (
 	"bytes"
-	"encoding/json"
-	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -103,28 +98,5 @@ func fileLines(t *testing.T, dir, file string) int {
 // listSources runs `go list -json` over the module's own packages.
 func listSources(t *testing.T) []srcPkg {
 	t.Helper()
-	goCmd, err := exec.LookPath("go")
-	if err != nil {
-		goCmd = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	out, err := exec.Command(goCmd, "list", "-json=ImportPath,Dir,GoFiles,TestGoFiles,XTestGoFiles", module+"...").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			t.Fatalf("go list: %v\n%s", err, ee.Stderr)
-		}
-		t.Fatalf("go list: %v", err)
-	}
-	var pkgs []srcPkg
-	dec := json.NewDecoder(bytes.NewReader(out))
-	for {
-		var p srcPkg
-		if err := dec.Decode(&p); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("go list output: %v", err)
-		}
-		pkgs = append(pkgs, p)
-	}
-	return pkgs
+	return goList[srcPkg](t, "-json=ImportPath,Dir,GoFiles,TestGoFiles,XTestGoFiles", module+"...")
 }
