@@ -35,32 +35,12 @@ func ptr[T any](v T) *T { return &v }
 // and no goroutine is left (goleak, TestMain).
 func TestStrangerFramesDuringClose(t *testing.T) {
 	frames, srcs := bridgetest.ForgedFlood(64, func(int) identity.PublicKey { return bridgetest.RandomKey() })
-	hammer := func(handle func([][]byte, []netip.AddrPort), closeIt func()) {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				handle(frames, srcs)
-			}
-		}()
-		closeIt()
-		handle(frames, srcs) // after Close
-		closeIt()            // twice
-		stop <- struct{}{}
-		<-done
-	}
 	t.Run("bridge", func(t *testing.T) {
 		s, err := NewServer(ServerConfig{Key: testKey(t), Sender: &discardSender{}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		hammer(s.HandleFrames, func() { s.Close() })
+		bridgetest.HandleWhileClosing(s.HandleFrames, func() { s.Close() }, frames, srcs)
 		if s.strangers.Submit(frames[0], srcs[0], time.Now()) {
 			t.Fatal("a frame was queued after Close")
 		}

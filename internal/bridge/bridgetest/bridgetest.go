@@ -171,3 +171,28 @@ func RelayFrame(id uint32, payload string) []byte {
 	copy(f[wire.RelayHeaderSize:], payload)
 	return f
 }
+
+// HandleWhileClosing hands frames to handle in a loop on another goroutine
+// while closeIt runs, then once more after it, and closes a second time:
+// what a receive goroutine does to a bridge role that shuts down under it.
+// It returns when the loop has stopped.
+func HandleWhileClosing(handle func([][]byte, []netip.AddrPort), closeIt func(), frames [][]byte, srcs []netip.AddrPort) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			handle(frames, srcs)
+		}
+	}()
+	closeIt()
+	handle(frames, srcs) // after Close
+	closeIt()            // twice
+	close(stop)
+	<-done
+}

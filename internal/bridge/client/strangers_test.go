@@ -145,32 +145,12 @@ func ptr[T any](v T) *T { return &v }
 // and no goroutine is left (goleak, TestMain).
 func TestStrangerFramesDuringClose(t *testing.T) {
 	frames, srcs := bridgetest.ForgedFlood(64, func(int) identity.PublicKey { return bridgetest.RandomKey() })
-	hammer := func(handle func([][]byte, []netip.AddrPort), closeIt func()) {
-		stop := make(chan struct{})
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				handle(frames, srcs)
-			}
-		}()
-		closeIt()
-		handle(frames, srcs) // after Close
-		closeIt()            // twice
-		stop <- struct{}{}
-		<-done
-	}
 	t.Run("client", func(t *testing.T) {
 		bind, _ := bridgetest.OpenBind(t)
 		k := testKey(t)
 		bind.SetPrivateKey(k)
 		c := New(Config{Key: k, Bind: bind, Wants: func(identity.PublicKey) bool { return true }})
-		hammer(c.HandleFrames, c.Close)
+		bridgetest.HandleWhileClosing(c.HandleFrames, c.Close, frames, srcs)
 		if c.strangers.Submit(frames[0], srcs[0], time.Now()) {
 			t.Fatal("a frame was queued after Close")
 		}
