@@ -1,52 +1,28 @@
 package vlab
 
 import (
-	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
 	"testing"
 
 	"github.com/tomoe-net/tomoe/internal/clock"
+	"github.com/tomoe-net/tomoe/internal/testnet"
 	"github.com/tomoe-net/tomoe/internal/testnet/vnet"
 )
 
-// NATKind is how a site's router translates and filters, named as
-// testnet.NATKind's kinds are. Every kind filters inbound traffic the
-// same way: only replies to flows started from inside get in, and the
-// router itself answers nothing.
-type NATKind int
-
-const (
-	// EndpointIndependent is Linux masquerade behind an input chain that
-	// drops: one public port per inside socket whatever the destination,
-	// the inside port kept when free (vnet's zero NATConfig).
-	EndpointIndependent NATKind = iota + 1
-	// Symmetric is masquerade with fully-random ports: a new random
-	// public port for each destination address and port.
-	Symmetric
-	// UDPBlocked masquerades TCP and drops all forwarded UDP.
-	UDPBlocked
-)
-
-func (k NATKind) String() string {
+// NATConfig is the vnet NAT configuration of one of the netns lab's NAT
+// kinds (testnet.NATKind; the kinds are one list for both labs): the
+// zero NATConfig is Linux masquerade behind an input chain that drops,
+// endpoint-independent, keeping the inside port when free; symmetric is
+// masquerade with fully-random ports; UDP-blocked masquerades TCP and
+// drops all forwarded UDP. Every kind lets in only replies to flows
+// started from inside, and the router answers nothing.
+func NATConfig(k testnet.NATKind) vnet.NATConfig {
 	switch k {
-	case EndpointIndependent:
-		return "endpoint-independent"
-	case Symmetric:
-		return "symmetric"
-	case UDPBlocked:
-		return "udp-blocked"
-	}
-	return fmt.Sprintf("NATKind(%d)", int(k))
-}
-
-// Config is the vnet NAT configuration of kind k.
-func (k NATKind) Config() vnet.NATConfig {
-	switch k {
-	case Symmetric:
+	case testnet.Symmetric:
 		return vnet.NATConfig{Mapping: vnet.AddressAndPortDependentMapping, Ports: vnet.RandomPorts}
-	case UDPBlocked:
+	case testnet.UDPBlocked:
 		return vnet.NATConfig{BlockUDP: true}
 	}
 	return vnet.NATConfig{}
@@ -137,7 +113,7 @@ func (l *Lab) AddHost(name string) *vnet.Host {
 // Site is a LAN behind a NAT router with one host on it.
 type Site struct {
 	Name string
-	Kind NATKind // 0 for a site added with AddSiteWith
+	Kind testnet.NATKind // 0 for a site added with AddSiteWith
 	// NAT is the router: cut paths through it (BlockUDPTo), move it
 	// (SetPublicAddr), flush it.
 	NAT *vnet.NAT
@@ -153,9 +129,9 @@ type Site struct {
 }
 
 // AddSite adds a site whose router translates as kind says.
-func (l *Lab) AddSite(name string, kind NATKind) *Site {
+func (l *Lab) AddSite(name string, kind testnet.NATKind) *Site {
 	l.t.Helper()
-	s := l.AddSiteWith(name, kind.Config())
+	s := l.AddSiteWith(name, NATConfig(kind))
 	s.Kind = kind
 	return s
 }

@@ -70,18 +70,18 @@ func newNATLab(t *testing.T) *natLab {
 	l.br = lab.NewNode("bridge", lab.AddHost("bridge"))
 	l.bridgeEP = l.br.Endpoint().String()
 	lab.Internet.SetHops(1)
-	open := EndpointIndependent.Config()
+	open := NATConfig(testnet.EndpointIndependent)
 	open.NoInputFirewall = true
 	kinds := []struct {
 		name string
 		nat  vnet.NATConfig
 		node **Node
 	}{
-		{"eim1", EndpointIndependent.Config(), &l.eim1},
-		{"eim2", EndpointIndependent.Config(), &l.eim2},
-		{"sym1", Symmetric.Config(), &l.sym1},
-		{"sym2", Symmetric.Config(), &l.sym2},
-		{"noudp", UDPBlocked.Config(), &l.noudp},
+		{"eim1", NATConfig(testnet.EndpointIndependent), &l.eim1},
+		{"eim2", NATConfig(testnet.EndpointIndependent), &l.eim2},
+		{"sym1", NATConfig(testnet.Symmetric), &l.sym1},
+		{"sym2", NATConfig(testnet.Symmetric), &l.sym2},
+		{"noudp", NATConfig(testnet.UDPBlocked), &l.noudp},
 		{"open1", open, &l.open1},
 		{"open2", open, &l.open2},
 	}
