@@ -280,7 +280,7 @@ func TestMatcherDestinations(t *testing.T) {
 	other := netip.MustParseAddr("10.9.9.9")
 	tcp := uint8(packet.ProtoTCP)
 	for _, c := range []struct {
-		to                    string
+		to                   string
 		self, lanOK, otherOK bool
 	}{
 		{"", true, true, true},
