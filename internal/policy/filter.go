@@ -238,15 +238,17 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 		if p.HasInner && (local.owns(p.Inner.Src) || local.forwards(p.Inner.Src)) {
 			in := p.Inner
 			ports := in.Proto == packet.ProtoTCP || in.Proto == packet.ProtoUDP
-			if f.ct.Related(in, now) || m.Allows(f.identify(in.Dst), in.Proto, in.SrcPort, ports) {
+			if f.ct.Related(in, now) || m.AllowsTo(f.identify(in.Dst), in.Src, local.owns(in.Src), in.Proto, in.SrcPort, ports) {
 				return Accept
 			}
 		}
-		if m.Allows(from, p.Proto, 0, false) {
+		if m.AllowsTo(from, p.Dst, local.owns(p.Dst), p.Proto, 0, false) {
 			return Accept
 		}
 	default:
-		if m.Allows(from, p.Proto, p.DstPort, p.HasPorts) {
+		// Rules first, then replies: a deny rule refuses what rules would
+		// admit, never a reply to a flow this node opened.
+		if m.AllowsTo(from, p.Dst, local.owns(p.Dst), p.Proto, p.DstPort, p.HasPorts) {
 			// A connectionless flow is recorded as the remote's, so that
 			// this node's answers open nothing; from's quota bounds them.
 			if v := f.ct.Admitted(p, from, now); v != Accept {

@@ -4,97 +4,26 @@
 // the flows peers open), and the filter's verdicts and counters.
 //
 // Inbound is default deny. A packet from the overlay passes if an allow rule
-// names its source identity (or "*") with a matching protocol and port, or if
-// it answers a flow this node opened. Everything else is dropped and counted.
-// A flow a peer opened never admits anything by itself.
+// names its source identity (a key, an address, "*", or an organisation
+// membership: group:, org:, name:) with a matching destination, protocol
+// and port and no deny rule matches it, or if it answers a flow this node
+// opened. Everything else is dropped and counted. A flow a peer opened
+// never admits anything by itself. Deny rules beat allow rules whatever
+// their order or source (config, admin API, organisation documents), but
+// only decide what rules would admit: a deny never stops replies to flows
+// this node opened itself.
 package policy
 
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
-	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
-
-// Identity names who a rule is about: one node (by public key or node
-// address) or everyone ("*"). Rules match by node address, which a key
-// determines; the key form is kept for display.
-type Identity struct {
-	Any  bool
-	Addr netip.Addr         // node address; valid unless Any
-	Key  identity.PublicKey // set when the identity was given as a key
-}
-
-// ParseIdentity parses "*", a node address in fc00::/8, or a base64 public key.
-func ParseIdentity(s string) (Identity, error) {
-	s = strings.TrimSpace(s)
-	switch {
-	case s == "":
-		return Identity{}, errors.New(`empty identity: give a node address (fc..), a public key (base64) or "*"`)
-	case s == "*":
-		return Identity{Any: true}, nil
-	case strings.Contains(s, ":"):
-		a, err := netip.ParseAddr(strings.Trim(s, "[]"))
-		if err != nil {
-			return Identity{}, fmt.Errorf("identity %q: not an IPv6 address: %v", s, err)
-		}
-		if a.Zone() != "" || !identity.IsNodeAddress(a) {
-			return Identity{}, fmt.Errorf("identity %q: a node address is in fc00::/8 (see `tomoe key address PUBKEY`)", s)
-		}
-		return Identity{Addr: a}, nil
-	default:
-		k, err := identity.ParsePublicKey(s)
-		if err != nil {
-			return Identity{}, fmt.Errorf(`identity %q: neither a node address (fc..), a public key nor "*": %v`, s, err)
-		}
-		return Identity{Addr: k.Address(), Key: k}, nil
-	}
-}
-
-// String gives the form the identity was written in.
-func (id Identity) String() string {
-	switch {
-	case id.Any:
-		return "*"
-	case !id.Key.IsZero():
-		return id.Key.String()
-	}
-	return id.Addr.String()
-}
-
-// Same reports whether two identities name the same nodes (a key and its
-// address are the same identity).
-func (id Identity) Same(o Identity) bool {
-	if id.Any || o.Any {
-		return id.Any == o.Any
-	}
-	return id.Addr == o.Addr
-}
-
-// Covers reports whether id matches the node with address a.
-func (id Identity) Covers(a netip.Addr) bool { return id.Any || id.Addr == a }
-
-// IsZero reports whether id names nobody (the zero Identity: unset).
-func (id Identity) IsZero() bool { return !id.Any && !id.Addr.IsValid() }
-
-// UnmarshalText parses an identity as ParseIdentity does, so that config
-// files carry identities as typed values.
-func (id *Identity) UnmarshalText(b []byte) error {
-	v, err := ParseIdentity(string(b))
-	if err != nil {
-		return err
-	}
-	*id = v
-	return nil
-}
-
-// MarshalText gives the form the identity was written in.
-func (id Identity) MarshalText() ([]byte, error) { return []byte(id.String()), nil }
 
 // Proto is the protocol a rule allows.
 type Proto uint8
@@ -261,33 +190,78 @@ func (ps Ports) String() string {
 	return b.String()
 }
 
-// Rule allows inbound traffic from an identity.
+// Rule allows (or, with Deny, denies) inbound traffic from an identity to
+// a destination, until an optional time.
 type Rule struct {
 	From  Identity
 	Proto Proto
 	Ports Ports
+	Deny  bool      // a deny rule: beats every allow rule, whatever its source
+	To    Dest      // zero: this node and every route it offers
+	Until time.Time // zero: never expires; the rule applies while now < Until
 }
 
-// ParseRule builds a rule from its three textual fields, as config and the
-// admin API carry them.
+// RuleSpec is a rule in its textual form, as config, the admin API and
+// organisation documents carry it.
+type RuleSpec struct {
+	Deny                          bool
+	From, To, Proto, Ports, Until string // Until: RFC 3339, "" for none
+}
+
+// ParseRule builds an allow rule from its three textual fields.
 func ParseRule(from, proto, ports string) (Rule, error) {
-	id, err := ParseIdentity(from)
+	return ParseRuleSpec(RuleSpec{From: from, Proto: proto, Ports: ports})
+}
+
+// ParseRuleSpec builds a rule from its textual form.
+func ParseRuleSpec(s RuleSpec) (Rule, error) {
+	id, err := ParseIdentity(s.From)
 	if err != nil {
 		return Rule{}, err
 	}
-	p, err := ParseProto(proto)
+	to, err := ParseDest(s.To)
 	if err != nil {
 		return Rule{}, err
 	}
-	ps, err := ParsePorts(ports)
+	p, err := ParseProto(s.Proto)
 	if err != nil {
 		return Rule{}, err
 	}
-	r := Rule{From: id, Proto: p, Ports: ps}
+	ps, err := ParsePorts(s.Ports)
+	if err != nil {
+		return Rule{}, err
+	}
+	until, err := ParseUntil(s.Until)
+	if err != nil {
+		return Rule{}, err
+	}
+	r := Rule{From: id, Proto: p, Ports: ps, Deny: s.Deny, To: to, Until: until}
 	if err := r.Check(); err != nil {
 		return Rule{}, err
 	}
 	return r, nil
+}
+
+// ParseUntil parses an RFC 3339 time ("" is none: the zero time).
+func ParseUntil(s string) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("until %q: not an RFC 3339 time such as 2026-12-31T18:00:00Z", s)
+	}
+	return t.UTC(), nil
+}
+
+// Spec gives the rule's textual form.
+func (r Rule) Spec() RuleSpec {
+	s := RuleSpec{Deny: r.Deny, From: r.From.String(), To: r.To.String(), Proto: r.Proto.String(), Ports: r.Ports.String()}
+	if !r.Until.IsZero() {
+		s.Until = r.Until.UTC().Format(time.RFC3339)
+	}
+	return s
 }
 
 // Check reports a rule whose parts contradict each other: ports with
@@ -297,19 +271,36 @@ func (r Rule) Check() error {
 	if r.Proto == ProtoICMP && len(r.Ports) > 0 {
 		return errors.New("ports make no sense with proto icmp: drop ports, or use tcp/udp")
 	}
+	if r.From.IsZero() {
+		return errors.New("rule without from: name who it is about")
+	}
 	return nil
 }
 
-// Equal reports whether two rules allow exactly the same traffic.
+// Equal reports whether two rules decide exactly the same traffic the same
+// way. Until is not compared.
 func (r Rule) Equal(o Rule) bool {
-	return r.From.Same(o.From) && r.Proto == o.Proto && slices.Equal(r.Ports, o.Ports)
+	return r.Deny == o.Deny && r.From.Same(o.From) && r.To.Equal(o.To) && r.Proto == o.Proto && slices.Equal(r.Ports, o.Ports)
 }
+
+// Expired reports whether the rule no longer applies at now.
+func (r Rule) Expired(now time.Time) bool { return !r.Until.IsZero() && !now.Before(r.Until) }
 
 // String renders the rule the way the CLI accepts it.
 func (r Rule) String() string {
-	s := "from " + r.From.String() + " proto " + r.Proto.String()
+	s := "from " + r.From.String()
+	if r.Deny {
+		s = "deny " + s
+	}
+	if r.To.Kind != DestDefault {
+		s += " to " + r.To.String()
+	}
+	s += " proto " + r.Proto.String()
 	if len(r.Ports) > 0 {
 		s += " ports " + r.Ports.String()
+	}
+	if !r.Until.IsZero() {
+		s += " until " + r.Until.UTC().Format(time.RFC3339)
 	}
 	return s
 }

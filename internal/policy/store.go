@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sort"
 	"sync"
 	"time"
 
@@ -15,25 +16,34 @@ import (
 const (
 	SourceConfig = "config"
 	SourceAPI    = "api"
+	SourceOrg    = "org" // an organisation's signed policy document
 )
 
 // Entry is one effective rule with its origin.
 type Entry struct {
 	Rule
-	Source string
-	Added  time.Time // when it was added through the API; zero for config rules
+	Source string    // SourceConfig, SourceAPI or SourceOrg
+	Origin string    // for display: "config", "api", "org acme v3"
+	Added  time.Time // when it was added through the API; zero otherwise
 }
 
 // Store holds the rule set: the config file's rules, the rules added through
-// the admin API, and revocations. Changes made through the API persist in a
-// state file so they survive restarts:
+// the admin API, the organisations' policy documents, and revocations.
+// Changes made through the API persist in a state file so they survive
+// restarts:
 //
-//   - effective rules = config rules whose identity is not revoked, plus API rules;
-//   - Revoke(X) deletes X's API rules and, if the config names X, records a
-//     revocation that suppresses X's config rules (so a restart never brings
-//     a revoked identity back);
+//   - effective rules = config and organisation rules (allow rules only if
+//     their identity is not revoked), plus API rules, none expired;
+//   - Revoke(X) deletes X's API allow rules and, if the config names X,
+//     records a revocation that suppresses X's config and organisation
+//     allow rules (so a restart never brings a revoked identity back);
 //   - Allow(X, ...) lifts a revocation of X (its config rules apply again) and
-//     adds the rule unless an equal one is already effective.
+//     adds the rule unless an equal one is already effective;
+//   - Deny and Undeny add and remove API deny rules; revocations never
+//     touch deny rules (revoking never widens what passes).
+//
+// The Store holds no goroutine: its owner calls Expire at
+// Matcher().NextExpiry().
 type Store struct {
 	path string // state file; "" keeps changes in memory only
 
@@ -41,13 +51,30 @@ type Store struct {
 	config  []Rule
 	api     []Entry
 	revoked []revocation
+	orgs    map[string]orgDoc
+	dir     Directory
+	self    Self
 	matcher *Matcher
+}
+
+type orgDoc struct {
+	version uint64
+	rules   []Rule
 }
 
 type revocation struct {
 	id Identity
 	at time.Time
 }
+
+// State file versions: 1 holds allow rules only; 2 adds deny rules, `to`
+// and `until`, which a version-1 reader would drop silently (widening what
+// passes), so a file using them is written as version 2 and older nodes
+// refuse it.
+const (
+	stateV1 = 1
+	stateV2 = 2
+)
 
 // stateFile is the on-disk form. Identities are stored as written.
 type stateFile struct {
@@ -57,10 +84,13 @@ type stateFile struct {
 }
 
 type stateRule struct {
-	From  string    `json:"from"`
-	Proto string    `json:"proto"`
-	Ports string    `json:"ports,omitempty"`
-	Added time.Time `json:"added"`
+	Action string    `json:"action,omitempty"` // "deny"; "" for allow
+	From   string    `json:"from"`
+	To     string    `json:"to,omitempty"`
+	Proto  string    `json:"proto"`
+	Ports  string    `json:"ports,omitempty"`
+	Until  string    `json:"until,omitempty"`
+	Added  time.Time `json:"added"`
 }
 
 type stateRevok struct {
@@ -69,8 +99,8 @@ type stateRevok struct {
 }
 
 // OpenStore loads the state file at path (a missing file is an empty state)
-// and combines it with the config rules. warnings name config rules that a
-// stored revocation suppresses.
+// and combines it with the config rules (allow and deny). warnings name
+// config rules that a stored revocation suppresses.
 func OpenStore(path string, config []Rule) (s *Store, warnings []string, err error) {
 	s = &Store{path: path, config: slices.Clone(config)}
 	if path != "" {
@@ -79,12 +109,15 @@ func OpenStore(path string, config []Rule) (s *Store, warnings []string, err err
 		}
 	}
 	for _, r := range s.config {
+		if r.Deny {
+			continue
+		}
 		if rv, ok := s.revokedLocked(r.From); ok {
 			warnings = append(warnings, fmt.Sprintf("config rule %q is suppressed: %s was revoked through the admin API at %s; `tomoe policy allow %s` restores it",
 				r.String(), r.From, rv.at.Format(time.RFC3339), r.From))
 		}
 	}
-	s.rebuildLocked()
+	s.rebuildLocked(time.Now())
 	return s, warnings, nil
 }
 
@@ -95,11 +128,14 @@ func (s *Store) load() error {
 	}
 	corrupt := s.file().Corrupt
 	for i, sr := range st.Rules {
-		r, err := ParseRule(sr.From, sr.Proto, sr.Ports)
+		if sr.Action != "" && sr.Action != "deny" {
+			return corrupt(fmt.Errorf("rules[%d]: action %q is neither empty nor deny", i, sr.Action))
+		}
+		r, err := ParseRuleSpec(RuleSpec{Deny: sr.Action == "deny", From: sr.From, To: sr.To, Proto: sr.Proto, Ports: sr.Ports, Until: sr.Until})
 		if err != nil {
 			return corrupt(fmt.Errorf("rules[%d]: %v", i, err))
 		}
-		s.api = append(s.api, Entry{Rule: r, Source: SourceAPI, Added: sr.Added})
+		s.api = append(s.api, apiEntry(r, sr.Added))
 	}
 	for i, sr := range st.Revoked {
 		id, err := ParseIdentity(sr.From)
@@ -111,14 +147,26 @@ func (s *Store) load() error {
 	return nil
 }
 
+func apiEntry(r Rule, added time.Time) Entry {
+	return Entry{Rule: r, Source: SourceAPI, Origin: SourceAPI, Added: added}
+}
+
 // save writes the state atomically (temp file, fsync, rename), mode 0600.
 func (s *Store) saveLocked() error {
 	if s.path == "" {
 		return nil
 	}
-	st := stateFile{Version: statefile.Version, Rules: []stateRule{}, Revoked: []stateRevok{}}
+	st := stateFile{Version: stateV1, Rules: []stateRule{}, Revoked: []stateRevok{}}
 	for _, e := range s.api {
-		st.Rules = append(st.Rules, stateRule{From: e.From.String(), Proto: e.Proto.String(), Ports: e.Ports.String(), Added: e.Added})
+		sp := e.Spec()
+		sr := stateRule{From: sp.From, To: sp.To, Proto: sp.Proto, Ports: sp.Ports, Until: sp.Until, Added: e.Added}
+		if e.Deny {
+			sr.Action = "deny"
+		}
+		if sr.Action != "" || sr.To != "" || sr.Until != "" {
+			st.Version = stateV2
+		}
+		st.Rules = append(st.Rules, sr)
 	}
 	for _, rv := range s.revoked {
 		st.Revoked = append(st.Revoked, stateRevok{From: rv.id.String(), At: rv.at})
@@ -127,7 +175,7 @@ func (s *Store) saveLocked() error {
 }
 
 func (s *Store) file() statefile.File {
-	return statefile.File{Path: s.path, What: "policy state", Forget: "the rules added and revoked through the admin API"}
+	return statefile.File{Path: s.path, What: "policy state", Forget: "the rules added and revoked through the admin API", MaxVersion: stateV2}
 }
 
 func (s *Store) revokedLocked(id Identity) (revocation, bool) {
@@ -139,43 +187,63 @@ func (s *Store) revokedLocked(id Identity) (revocation, bool) {
 	return revocation{}, false
 }
 
-func (s *Store) effectiveLocked() []Entry {
+// allEntriesLocked gives config, organisation (by org name) and API
+// entries, revoked allow rules left out, expired ones kept.
+func (s *Store) allEntriesLocked() []Entry {
 	var out []Entry
+	keep := func(r Rule) bool {
+		_, revoked := s.revokedLocked(r.From)
+		return r.Deny || !revoked
+	}
 	for _, r := range s.config {
-		if _, ok := s.revokedLocked(r.From); !ok {
-			out = append(out, Entry{Rule: r, Source: SourceConfig})
+		if keep(r) {
+			out = append(out, Entry{Rule: r, Source: SourceConfig, Origin: SourceConfig})
+		}
+	}
+	orgs := make([]string, 0, len(s.orgs))
+	for o := range s.orgs {
+		orgs = append(orgs, o)
+	}
+	sort.Strings(orgs)
+	for _, o := range orgs {
+		doc := s.orgs[o]
+		origin := fmt.Sprintf("org %s v%d", o, doc.version)
+		for _, r := range doc.rules {
+			if keep(r) {
+				out = append(out, Entry{Rule: r, Source: SourceOrg, Origin: origin})
+			}
 		}
 	}
 	return append(out, s.api...)
 }
 
-func (s *Store) rebuildLocked() {
-	eff := s.effectiveLocked()
-	rules := make([]Rule, len(eff))
-	for i, e := range eff {
-		rules[i] = e.Rule
-	}
-	s.matcher = Compile(rules)
+func (s *Store) effectiveLocked(now time.Time) []Entry {
+	return slices.DeleteFunc(s.allEntriesLocked(), func(e Entry) bool { return e.Expired(now) })
 }
 
-// Revoked reports whether rules naming addr (its key or address, not "*")
-// were revoked and not allowed again since.
+func (s *Store) rebuildLocked(now time.Time) {
+	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.self, now)
+}
+
+// Revoked reports whether rules naming addr (its key or address, not "*"
+// nor a certificate identity) were revoked and not allowed again since.
 func (s *Store) Revoked(addr netip.Addr) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, rv := range s.revoked {
-		if !rv.id.Any && rv.id.Addr == addr {
+		if rv.id.kind() == KindNode && rv.id.Addr == addr {
 			return true
 		}
 	}
 	return false
 }
 
-// Rules returns the effective rules, config rules first.
+// Rules returns the effective, unexpired rules: config rules first, then
+// organisation rules (by organisation name), then API rules.
 func (s *Store) Rules() []Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.effectiveLocked()
+	return s.effectiveLocked(time.Now())
 }
 
 // Matcher returns the compiled effective rules.
@@ -185,39 +253,113 @@ func (s *Store) Matcher() *Matcher {
 	return s.matcher
 }
 
-// Allow adds r. It reports false when an equal rule was already effective
-// (nothing changed apart from lifting a revocation of r.From).
+// SetDirectory installs the verified memberships certificate rules are
+// resolved against, and recompiles. dir must not change afterwards.
+func (s *Store) SetDirectory(dir Directory) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dir = dir
+	s.rebuildLocked(time.Now())
+}
+
+// SetSelf installs this node's address and memberships (for rules whose To
+// names destination nodes), and recompiles.
+func (s *Store) SetSelf(self Self) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.self = self
+	s.rebuildLocked(time.Now())
+}
+
+// SetOrgRules replaces the rules of org's policy document (version is for
+// display); nil rules remove the document. It recompiles.
+func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rules == nil {
+		delete(s.orgs, org)
+	} else {
+		if s.orgs == nil {
+			s.orgs = make(map[string]orgDoc)
+		}
+		s.orgs[org] = orgDoc{version: version, rules: slices.Clone(rules)}
+	}
+	s.rebuildLocked(time.Now())
+}
+
+// Snapshot returns what the matcher is compiled from: every entry (expired
+// ones included), the directory and self. With them, CompileAt can
+// evaluate hypothetical sources (see EvalTest).
+func (s *Store) Snapshot() ([]Entry, Directory, Self) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.allEntriesLocked(), s.dir, s.self
+}
+
+// Allow adds the allow rule r. It reports false when an equal rule was
+// already effective (nothing changed apart from lifting a revocation of
+// r.From). An equal API rule with another Until takes r's Until (and
+// Allow reports true). r must not be a deny rule nor expired at now.
 func (s *Store) Allow(r Rule, now time.Time) (added bool, err error) {
+	if r.Deny {
+		return false, errors.New("allow: the rule is a deny rule; use Deny")
+	}
+	return s.add(r, now, true)
+}
+
+// Deny adds the deny rule r (r.Deny is set), persisted like Allow's. It
+// reports false when an equal rule was already effective.
+func (s *Store) Deny(r Rule, now time.Time) (added bool, err error) {
+	r.Deny = true
+	return s.add(r, now, false)
+}
+
+func (s *Store) add(r Rule, now time.Time, lift bool) (bool, error) {
+	if r.Expired(now) {
+		return false, fmt.Errorf("rule %q: until %s is not in the future", r.String(), r.Until.Format(time.RFC3339))
+	}
+	if err := r.Check(); err != nil {
+		return false, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	oldAPI, oldRevoked := slices.Clone(s.api), slices.Clone(s.revoked)
-	s.revoked = slices.DeleteFunc(s.revoked, func(rv revocation) bool { return rv.id.Same(r.From) })
-	lifted := len(s.revoked) != len(oldRevoked)
-	exists := slices.ContainsFunc(s.effectiveLocked(), func(e Entry) bool { return e.Equal(r) })
-	if !exists {
-		s.api = append(s.api, Entry{Rule: r, Source: SourceAPI, Added: now.UTC()})
+	if lift {
+		s.revoked = slices.DeleteFunc(s.revoked, func(rv revocation) bool { return rv.id.Same(r.From) })
 	}
-	if !exists || lifted {
+	changed := len(s.revoked) != len(oldRevoked)
+	added := false
+	if i := slices.IndexFunc(s.api, func(e Entry) bool { return e.Equal(r) && !e.Expired(now) }); i >= 0 {
+		if !s.api[i].Until.Equal(r.Until) {
+			s.api[i].Until = r.Until
+			changed, added = true, true
+		}
+	} else if !slices.ContainsFunc(s.effectiveLocked(now), func(e Entry) bool { return e.Equal(r) && e.Until.IsZero() }) {
+		s.api = append(s.api, apiEntry(r, now.UTC()))
+		changed, added = true, true
+	}
+	if changed {
 		if err := s.saveLocked(); err != nil {
 			s.api, s.revoked = oldAPI, oldRevoked
 			return false, err
 		}
-		s.rebuildLocked()
+		s.rebuildLocked(now)
 	}
-	return !exists, nil
+	return added, nil
 }
 
-// ErrNoRule is returned by Revoke when no rule names the identity.
-var ErrNoRule = errors.New("no rule allows this identity")
+// ErrNoRule is returned by Revoke and Undeny when no rule names the identity.
+var ErrNoRule = errors.New("no rule names this identity")
 
-// Revoke removes every rule for id and returns what it removed. Revoking
-// "*" removes the wildcard rules only, not the rules naming single nodes.
+// Revoke removes every allow rule for id and returns what it removed.
+// Revoking "*" removes the wildcard rules only, not the rules naming single
+// nodes. Deny rules stay.
 func (s *Store) Revoke(id Identity, now time.Time) ([]Entry, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var removed []Entry
-	for _, e := range s.effectiveLocked() {
-		if e.From.Same(id) {
+	for _, e := range s.effectiveLocked(now) {
+		if !e.Deny && e.From.Same(id) {
 			removed = append(removed, e)
 		}
 	}
@@ -225,7 +367,7 @@ func (s *Store) Revoke(id Identity, now time.Time) ([]Entry, error) {
 		return nil, fmt.Errorf("revoke %s: %w", id, ErrNoRule)
 	}
 	oldAPI, oldRevoked := slices.Clone(s.api), slices.Clone(s.revoked)
-	s.api = slices.DeleteFunc(s.api, func(e Entry) bool { return e.From.Same(id) })
+	s.api = slices.DeleteFunc(s.api, func(e Entry) bool { return !e.Deny && e.From.Same(id) })
 	if _, ok := s.revokedLocked(id); !ok {
 		// Remembered even when only API rules named id: a revoked static
 		// peer stays cut (Revoked), and a config rule for id added later
@@ -236,6 +378,58 @@ func (s *Store) Revoke(id Identity, now time.Time) ([]Entry, error) {
 		s.api, s.revoked = oldAPI, oldRevoked
 		return nil, err
 	}
-	s.rebuildLocked()
+	s.rebuildLocked(now)
 	return removed, nil
+}
+
+// Undeny removes the API deny rules for id and returns them. Deny rules
+// from the config or an organisation's document stay: ErrNoRule then says
+// where they come from.
+func (s *Store) Undeny(id Identity, now time.Time) ([]Entry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var removed []Entry
+	for _, e := range s.api {
+		if e.Deny && e.From.Same(id) && !e.Expired(now) {
+			removed = append(removed, e)
+		}
+	}
+	if len(removed) == 0 {
+		for _, e := range s.effectiveLocked(now) {
+			if e.Deny && e.From.Same(id) {
+				return nil, fmt.Errorf("undeny %s: %w through the admin API; the deny rule %q comes from %s: change it there", id, ErrNoRule, e.String(), e.Origin)
+			}
+		}
+		return nil, fmt.Errorf("undeny %s: %w", id, ErrNoRule)
+	}
+	oldAPI := slices.Clone(s.api)
+	s.api = slices.DeleteFunc(s.api, func(e Entry) bool { return e.Deny && e.From.Same(id) })
+	if err := s.saveLocked(); err != nil {
+		s.api = oldAPI
+		return nil, err
+	}
+	s.rebuildLocked(now)
+	return removed, nil
+}
+
+// Expire drops the API rules expired at now from the state (persisting
+// it), recompiles at now, and returns the dropped rules. Expired config and
+// organisation rules simply stop applying. The owner calls it when
+// Matcher().NextExpiry() has passed. A failure to persist is harmless:
+// expired rules never apply, whether or not they are still in the file, and
+// the next change saves the state again.
+func (s *Store) Expire(now time.Time) (removed []Entry) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.api {
+		if e.Expired(now) {
+			removed = append(removed, e)
+		}
+	}
+	if len(removed) > 0 {
+		s.api = slices.DeleteFunc(s.api, func(e Entry) bool { return e.Expired(now) })
+		_ = s.saveLocked()
+	}
+	s.rebuildLocked(now)
+	return removed
 }

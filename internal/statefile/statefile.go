@@ -26,6 +26,11 @@ type File struct {
 	What string
 	// Forget says what removing the file loses, for the corrupt-file error.
 	Forget string
+	// MaxVersion is the newest version of the file's format its reader
+	// knows (versions 1 to MaxVersion load; 0 means Version). A writer
+	// that adds meaning an older reader would silently drop bumps the
+	// version it writes, so the older reader refuses the file instead.
+	MaxVersion int
 }
 
 // Load decodes the file into v, whose Version field version points at.
@@ -44,7 +49,7 @@ func (f File) Load(v any, version *int) (bool, error) {
 	if err := json.Unmarshal(b, v); err != nil {
 		return false, f.Corrupt(err)
 	}
-	if *version != Version {
+	if maxV := max(f.MaxVersion, Version); *version < 1 || *version > maxV {
 		return false, f.Corrupt(fmt.Errorf("unknown version %d", *version))
 	}
 	return true, nil
