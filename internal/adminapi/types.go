@@ -235,3 +235,54 @@ const (
 type Error struct {
 	Error string `json:"error"`
 }
+
+// OrgStatus is one organisation in GET /v1/orgs and `tomoe status`.
+type OrgStatus struct {
+	Name      string   `json:"name"`
+	PublicKey string   `json:"public_key"`
+	Cert      *OrgCert `json:"cert"`   // this node's own certificate; null if it has none
+	CRL       *OrgDoc  `json:"crl"`    // the newest revocation list held; null if none
+	CRLMaxAge string   `json:"crl_max_age,omitempty"`
+	// CRLStale: the newest list is older than crl_max_age (or there is
+	// none): the organisation's certificates are refused.
+	CRLStale     bool    `json:"crl_stale"`
+	Policy       *OrgDoc `json:"policy"` // the newest organisation policy held; null if none
+	AcceptPolicy bool    `json:"accept_policy"`
+	PolicyError  string  `json:"policy_error,omitempty"`
+	Members      int     `json:"members"` // peers holding a verified certificate
+}
+
+// OrgCert is a node's own certificate in an organisation.
+type OrgCert struct {
+	Name     string   `json:"name"`
+	Groups   []string `json:"groups"`
+	Serial   string   `json:"serial"`
+	NotAfter string   `json:"not_after"`
+	// State is valid, expired, not_yet_valid, revoked, crl_stale or invalid.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+}
+
+// OrgDoc is an organisation document held: a revocation list (Entries)
+// or an organisation policy (Rules).
+type OrgDoc struct {
+	Version uint64 `json:"version"`
+	Issued  string `json:"issued"`
+	Entries int    `json:"entries,omitempty"`
+	Rules   int    `json:"rules,omitempty"`
+}
+
+// OrgPushRequest is POST /v1/orgs/push: a revocation list or an
+// organisation policy in its text form.
+type OrgPushRequest struct {
+	Document string `json:"document"`
+}
+
+// OrgPushResponse says what the node did with it.
+type OrgPushResponse struct {
+	Org     string `json:"org"`
+	Kind    string `json:"kind"`
+	Version uint64 `json:"version"`
+	Held    uint64 `json:"held"`  // the version the node held before
+	Newer   bool   `json:"newer"` // installed and announced to peers and bridges
+}

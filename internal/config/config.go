@@ -71,6 +71,8 @@ type Config struct {
 	// AllowedLocalUsers, if set, are the only local users whose programs
 	// reach the overlay (kernel mode; uid policy routing).
 	AllowedLocalUsers []string `toml:"allowed_local_users"`
+	// Orgs are the organisations this node trusts and belongs to.
+	Orgs []Org `toml:"orgs"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
@@ -271,6 +273,13 @@ func (c *Config) resolvePaths() {
 	abs(&c.Admin.Socket)
 	abs(&c.Policy.StateFile)
 	abs(&c.Bridge.StateFile)
+	c.orgPaths()
+}
+
+// OrgStateFile is where the organisation documents a node received are
+// kept: orgs.json beside the key file.
+func (c *Config) OrgStateFile() string {
+	return filepath.Join(filepath.Dir(c.KeyFile), "orgs.json")
 }
 
 // BridgeStateFile is where a bridge keeps tokens and enrolments:
@@ -293,7 +302,8 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users"},
+	"":              {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
 	"routes.accept": {"from", "prefix"},
@@ -375,6 +385,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateBridges(bad)
 	c.validateServices(bad)
+	c.validateOrgs(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

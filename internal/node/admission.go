@@ -51,15 +51,28 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Ad
 			return false
 		}
 	case p != nil:
-	case !m.AllowsAny(addr):
+	case !m.AllowsAny(addr) && !(m.ByCert() && n.orgs.Enabled()):
 		n.denyAdmission(key, src, "no rule allows this key")
 		return false
-	case m.Names(addr):
+	case !m.AllowsAny(addr):
+		// Only a rule naming a group, an organisation or a name could let
+		// this key in: admitted as a wildcard peer, its traffic meets no
+		// rule until its certificate verifies, and it is cut if none does
+		// within orgs.PendingTimeout.
+		if !n.admitWildcardLocked(key, source) {
+			return false
+		}
+		p = &peers.Peer{Key: key, Addr: addr}
+		n.insertLocked(p)
+		n.peers.Mark(p, source)
+		n.orgs.Pending(key)
+	case m.Names(addr) || n.orgs.IsMember(addr):
 		if n.peers.DynamicFull() {
 			n.log.Warn("too many peers admitted by policy; refusing more", "peer", key.ShortString(), "limit", n.peers.Limits().MaxDynamic)
 			return false
 		}
-		p = &peers.Peer{Key: key, Addr: addr, Site: n.peers.BySite(key.SitePrefix()) == nil}
+		// The site prefix (56 bits) only for a key a rule names itself.
+		p = &peers.Peer{Key: key, Addr: addr, Site: m.Names(addr) && n.peers.BySite(key.SitePrefix()) == nil}
 		n.insertLocked(p)
 	default:
 		if !n.admitWildcardLocked(key, source) {
@@ -115,8 +128,8 @@ func (n *Node) evictUnansweredLocked() bool {
 			return false
 		}
 		switch {
-		case m.Names(p.Addr):
-			n.peers.Unmark(p) // a rule names it now
+		case m.Names(p.Addr) || n.orgs.IsMember(p.Addr):
+			n.peers.Unmark(p) // a rule names it now, or its organisation vouches for it
 		case !p.LastHS.IsZero() || n.bind.Answered(p.Key):
 			n.peers.Answered(p)
 		default:

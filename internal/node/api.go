@@ -50,7 +50,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
-	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(),
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n},
 		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 
@@ -339,10 +339,7 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		if !id.Covers(p.Addr) || (id.Any && m.AllowsAny(p.Addr)) {
 			continue
 		}
-		site := p.Key.SitePrefix()
-		n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-			return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
-		})
+		n.flushFlowsLocked(p)
 		if p.Active {
 			resp.PeersCut = append(resp.PeersCut, p.Key.String())
 		}
@@ -357,6 +354,15 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 	n.log.Info("policy: revoked", "from", id.String(), "rules", len(removed), "sessions_cut", len(resp.PeersCut))
 	n.events.Publish(Event{Type: EventPolicyRevoke, Address: addrOf(id), Detail: fmt.Sprintf("%d rules for %s removed, %d sessions cut", len(removed), id, len(resp.PeersCut))})
 	return resp, nil
+}
+
+// flushFlowsLocked forgets every flow with p: its node address, its site
+// prefix and the routes it owns. The route lock is held.
+func (n *Node) flushFlowsLocked(p *peers.Peer) {
+	site := p.Key.SitePrefix()
+	n.filter.Conntrack().Flush(func(a netip.Addr) bool {
+		return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
+	})
 }
 
 // Ping is POST /v1/ping.

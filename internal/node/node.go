@@ -34,6 +34,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
+	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/offers"
@@ -158,6 +159,7 @@ type Node struct {
 	peers   *peers.Table
 	routes  *routing.Router
 	changes *changes.Store // the admin API's persisted changes to routes and services
+	orgs    *orgs.Engine   // organisations: certificates, revocation lists, organisation policy
 	// wildRefusedLog limits the log lines about refused wildcard peers;
 	// guarded by the peer table's lock.
 	wildRefusedLog time.Time
@@ -234,13 +236,17 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	n.filter = policy.NewFilter(n.routes.LocalPolicy(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
+	// After the filter (the engine installs the directory it loaded).
+	if n.orgs, err = n.newOrgs(); err != nil {
+		return n, err
+	}
 
 	dev, err := n.openTUN(pub)
 	if err != nil {
 		return n, err
 	}
 	n.wrapper = tunwrap.New(dev, tunwrap.Config{Filter: n.filter, Local: pub.Address(), Resolve: n.resolve,
-		ControlPort: offers.ControlPort, Control: n.routes.OnControl})
+		ControlPort: offers.ControlPort, Control: n.onControl})
 	if t := opts.Transport; t != nil && t.UDP != nil {
 		n.bind = transport.NewBindOn(t.UDP, log.With("component", "bind"))
 	} else {
@@ -291,7 +297,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return n, fmt.Errorf("admin.metrics: %w", err)
 		}
 	}
-	n.wg.Add(4)
+	n.wg.Add(5)
+	go func() {
+		defer n.wg.Done()
+		n.orgs.Run()
+	}()
 	go n.evictLoop()
 	go n.pollLoop()
 	go n.rehandshakeLoop()

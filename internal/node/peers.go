@@ -85,6 +85,7 @@ func (n *Node) activateLocked(p *peers.Peer) error {
 		n.wrapper.SetPeer(p.Addr, true)
 		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
 		n.events.Publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
+		n.orgs.Greet(p.Addr)
 		if p.Site || len(p.RouteIPs) > 0 {
 			n.routesChangedLocked()
 		}

@@ -1,0 +1,388 @@
+// Package orgs is a node's membership of organisations: its own
+// certificates, the certificates of its peers that it verified (the
+// directory the policy's group:, org: and name: rules match against), and
+// the organisation documents (revocation lists and organisation policies)
+// it holds and passes on.
+//
+// Certificates and documents travel by themselves (package orgsync): a
+// node greets each peer whose session starts with its certificates and the
+// versions of the documents it holds, asks for the peer's certificates,
+// pulls newer documents, and announces a document it just got to every
+// peer it has a session with and to its bridges; bridges return a looked-up
+// node's certificates with the answer. Nothing here trusts a peer or a
+// bridge: a certificate counts once it verifies against an organisation
+// this node's config names, is for the key WireGuard authenticated, is in
+// its validity period and not revoked by the newest list held; a document
+// is kept once its organisation's signature verifies and it is newer.
+//
+// A list that revokes a peer cuts its sessions and flows at once (Node.Cut,
+// the path of `tomoe policy revoke`). An organisation with crl_max_age
+// whose newest list is older than that has its certificates refused (fail
+// closed) until a fresh list arrives.
+//
+// Locks: the Engine's lock guards its tables only; it is never held while
+// calling the Node, which takes its own locks.
+package orgs
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/clock"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/org"
+	"github.com/tomoe-net/tomoe/internal/orgsync"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Node is what the engine needs of the node it serves. Its methods are
+// called without the engine's lock held.
+type Node interface {
+	// Inject hands a datagram this node sends into the overlay.
+	Inject(pkt []byte)
+	// PeerKey returns the key of the peer whose node address is addr.
+	PeerKey(addr netip.Addr) (identity.PublicKey, bool)
+	// SessionPeers lists the node addresses of the peers in the device.
+	SessionPeers() []netip.Addr
+	// Cut ends the sessions and flows of these peers (a revocation, or a
+	// peer admitted pending a certificate that did not come or failed).
+	Cut(keys []identity.PublicKey, reason string)
+	// MembersChanged installs a new directory and this node's own
+	// memberships into the policy.
+	MembersChanged(dir policy.Directory, self []policy.Member)
+	// OrgRules installs (nil: removes) an organisation policy's rules.
+	OrgRules(orgName string, version uint64, rules []policy.Rule)
+	// SendBridge sends a document message to a bridge this node is
+	// registered with; Bridges lists those bridges.
+	SendBridge(bridge identity.PublicKey, payload []byte) error
+	Bridges() []identity.PublicKey
+	// Event publishes an event for the admin API's stream.
+	Event(kind, peer, detail string)
+}
+
+// Org is one organisation as the config names it.
+type Org struct {
+	Name      string
+	Key       org.PublicKey
+	Cert      *org.Cert // this node's own certificate; nil: it only verifies others
+	CertFile  string    // where Cert came from, for messages
+	CRLMaxAge time.Duration
+	// AcceptPolicy: this node applies the organisation's policy documents.
+	AcceptPolicy bool
+}
+
+// Config configures the engine.
+type Config struct {
+	Orgs      []Org
+	Self      identity.PublicKey
+	StateFile string // the documents held; "" keeps them in memory only
+	Log       *slog.Logger
+	Clock     clock.Clock
+	Done      <-chan struct{}
+	ControlPort uint16
+}
+
+// Timing of the protocol.
+const (
+	// PendingTimeout is how long a peer admitted only because a rule could
+	// match it by certificate may take to present one that verifies.
+	PendingTimeout = 10 * time.Second
+	greetInterval  = 2 * time.Second // at most one greeting per peer this often
+	certsInterval  = time.Second     // at most one answer with certificates per peer this often
+	tick           = time.Second
+	// maxKnown bounds the keys whose certificates are kept.
+	maxKnown = 1 << 16
+	queueLen = 1024
+)
+
+// Engine is the node's membership of its organisations.
+type Engine struct {
+	cfg   Config
+	node  Node
+	log   *slog.Logger
+	clock clock.Clock
+	orgs  map[org.PublicKey]*Org
+	byName map[string]*Org
+
+	x     *orgsync.Exchanger
+	store *orgsync.Store
+	queue chan inbound
+
+	mu        sync.Mutex // guards the fields below
+	certs     map[identity.PublicKey]map[org.PublicKey]*org.Cert
+	pending   map[identity.PublicKey]time.Time // admitted pending a certificate: until
+	greeted   map[netip.Addr]time.Time
+	answered  map[netip.Addr]time.Time
+	peerChans map[netip.Addr]*peerChan
+	bridgeChans map[identity.PublicKey]*bridgeChan
+	crls      map[org.PublicKey]*org.CRL
+	policies  map[org.PublicKey]*org.PolicyDoc
+	policyErr map[org.PublicKey]string
+	stale     map[org.PublicKey]bool
+	dirty     bool // certificates changed: rebuild once the queue is drained
+
+	dir     atomic.Pointer[policy.Directory]
+	members atomic.Pointer[map[netip.Addr][]Membership]
+
+	// counters
+	certsBad, received, dropped atomic.Uint64
+}
+
+// Membership is one verified membership of a peer, for display.
+type Membership struct {
+	Org    string
+	Name   string
+	Groups []string
+	Serial string
+	Expires time.Time
+}
+
+type inbound struct {
+	src     netip.Addr         // a peer, or
+	bridge  identity.PublicKey // a bridge
+	payload []byte
+	pending identity.PublicKey // a peer admitted pending its certificate
+	greet   netip.Addr         // a session to greet
+	reg     bool               // bridge registered
+	fn      func()             // run on the engine's goroutine
+}
+
+// New returns the engine; Run must be started. It loads the documents
+// kept in the state file.
+func New(cfg Config, node Node) (*Engine, error) {
+	e := &Engine{
+		cfg: cfg, node: node, log: cfg.Log, clock: clock.Or(cfg.Clock),
+		orgs: make(map[org.PublicKey]*Org), byName: make(map[string]*Org),
+		store: orgsync.NewStore(), queue: make(chan inbound, queueLen),
+		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]time.Time),
+		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time),
+		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
+		crls: make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
+		policyErr: make(map[org.PublicKey]string), stale: make(map[org.PublicKey]bool),
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	for i := range cfg.Orgs {
+		o := &cfg.Orgs[i]
+		if e.orgs[o.Key] != nil || e.byName[o.Name] != nil {
+			return nil, fmt.Errorf("orgs[%d] %s: listed twice (by name or public key)", i, o.Name)
+		}
+		e.orgs[o.Key], e.byName[o.Name] = o, o
+	}
+	e.x = orgsync.NewExchanger(e.store)
+	e.x.Now = e.clock.Now
+	e.x.Accept = func(id orgsync.DocID) bool { return e.orgs[org.PublicKey(id.Org)] != nil }
+	e.x.Verify = e.verifyDoc
+	e.x.Fresh = e.fresh
+	if err := e.load(); err != nil {
+		return nil, err
+	}
+	e.checkStale()
+	e.rebuild()
+	return e, nil
+}
+
+// Enabled reports whether the config names any organisation.
+func (e *Engine) Enabled() bool { return e != nil && len(e.orgs) > 0 }
+
+// IsMember reports whether addr holds a verified certificate of some
+// organisation (lock-free: the admission path asks).
+func (e *Engine) IsMember(addr netip.Addr) bool {
+	if e == nil {
+		return false
+	}
+	d := e.dir.Load()
+	return d != nil && len((*d)[addr]) > 0
+}
+
+// Members returns addr's verified memberships.
+func (e *Engine) Members(addr netip.Addr) []Membership {
+	if e == nil {
+		return nil
+	}
+	m := e.members.Load()
+	if m == nil {
+		return nil
+	}
+	return (*m)[addr]
+}
+
+// LookupName returns the node address of the peer whose certificate has
+// this name (as written, or with its organisation's name: "web1.acme" and
+// "web1.acme.tomoe" both find web1.acme).
+func (e *Engine) LookupName(name string) (netip.Addr, bool) {
+	if e == nil {
+		return netip.Addr{}, false
+	}
+	m := e.members.Load()
+	if m == nil {
+		return netip.Addr{}, false
+	}
+	for a, ms := range *m {
+		for _, mb := range ms {
+			if mb.Name == name {
+				return a, true
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// OnControl takes a document message a peer sent to the control port. It
+// runs on WireGuard's receive path: queue, never block.
+func (e *Engine) OnControl(src netip.Addr, payload []byte) {
+	e.enqueue(inbound{src: src, payload: slices.Clone(payload)})
+}
+
+// OnBridge takes a document message from a bridge (the bridge client's
+// receive goroutine: queue, never block).
+func (e *Engine) OnBridge(bridge identity.PublicKey, payload []byte) {
+	e.enqueue(inbound{bridge: bridge, payload: slices.Clone(payload)})
+}
+
+// BridgeRegistered presents this node's certificates and documents to a
+// bridge it just registered with.
+func (e *Engine) BridgeRegistered(bridge identity.PublicKey) {
+	e.enqueue(inbound{bridge: bridge, reg: true})
+}
+
+// Greet presents this node's certificates and documents to a peer whose
+// session starts, and asks for its certificates.
+func (e *Engine) Greet(addr netip.Addr) {
+	if e.Enabled() {
+		e.enqueue(inbound{greet: addr})
+	}
+}
+
+// Pending notes a peer admitted only because a rule could match it by
+// certificate: unless one verifies within PendingTimeout, it is cut.
+func (e *Engine) Pending(key identity.PublicKey) {
+	e.enqueue(inbound{pending: key})
+}
+
+func (e *Engine) enqueue(in inbound) {
+	select {
+	case e.queue <- in:
+	default:
+		e.dropped.Add(1)
+	}
+}
+
+// enqueueFunc runs fn on the engine's goroutine, waiting for room in the
+// queue (it is the admin API's, not the packet path's).
+func (e *Engine) enqueueFunc(fn func()) {
+	select {
+	case e.queue <- inbound{fn: fn}:
+	case <-e.cfg.Done:
+	}
+}
+
+// Run handles messages and timers until Config.Done is closed.
+func (e *Engine) Run() {
+	t := e.clock.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.cfg.Done:
+			return
+		case in := <-e.queue:
+			e.handle(in)
+			e.mu.Lock()
+			rebuild := e.dirty && len(e.queue) == 0
+			if rebuild {
+				e.dirty = false
+			}
+			e.mu.Unlock()
+			if rebuild {
+				e.rebuild()
+			}
+		case <-t.C():
+			e.onTick()
+		}
+	}
+}
+
+func (e *Engine) handle(in inbound) {
+	switch {
+	case in.fn != nil:
+		in.fn()
+	case !in.pending.IsZero():
+		e.mu.Lock()
+		if _, ok := e.pending[in.pending]; !ok {
+			e.pending[in.pending] = e.clock.Now().Add(PendingTimeout)
+		}
+		e.mu.Unlock()
+		e.greet(in.pending.Address(), true)
+	case in.greet.IsValid():
+		e.greet(in.greet, false)
+	case in.reg:
+		ch := e.bridgeChan(in.bridge)
+		for _, c := range e.ownCerts() {
+			ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+		}
+		ch.Send(e.x.Hello(false))
+	case in.src.IsValid():
+		m, err := orgsync.Unmarshal(in.payload)
+		if err != nil {
+			e.certsBad.Add(1)
+			return
+		}
+		e.received.Add(1)
+		e.fromPeer(in.src, &m)
+	case !in.bridge.IsZero():
+		m, err := orgsync.Unmarshal(in.payload)
+		if err != nil {
+			e.certsBad.Add(1)
+			return
+		}
+		e.received.Add(1)
+		e.fromBridge(in.bridge, &m)
+	}
+}
+
+// onTick retries pulls, cuts peers whose certificate did not come, and
+// notices certificates and lists that went out of date.
+func (e *Engine) onTick() {
+	now := e.clock.Now()
+	e.x.Retry()
+	var cut []identity.PublicKey
+	e.mu.Lock()
+	for k, until := range e.pending {
+		if e.hasValidLocked(k) {
+			delete(e.pending, k)
+			continue
+		}
+		if now.After(until) {
+			delete(e.pending, k)
+			cut = append(cut, k)
+		}
+	}
+	for a, t := range e.greeted {
+		if now.Sub(t) > time.Minute {
+			delete(e.greeted, a)
+			delete(e.answered, a)
+		}
+	}
+	e.mu.Unlock()
+	if len(cut) > 0 {
+		e.node.Cut(cut, "no valid organisation certificate within "+PendingTimeout.String())
+	}
+	e.mu.Lock()
+	dirty := e.dirty
+	e.dirty = false
+	e.mu.Unlock()
+	if e.checkStale() || e.expiryPassed(now) || dirty {
+		e.rebuild()
+	}
+}
+
+// errNoOrg is the error for a certificate of an organisation the config
+// does not name.
+var errNoOrg = errors.New("certificate of an organisation this node does not trust (not in [[orgs]])")

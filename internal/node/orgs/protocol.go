@@ -1,0 +1,341 @@
+package orgs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/org"
+	"github.com/tomoe-net/tomoe/internal/orgsync"
+	"github.com/tomoe-net/tomoe/internal/packet"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// peerChan sends document messages to a peer over the control port.
+type peerChan struct {
+	e    *Engine
+	addr netip.Addr
+}
+
+func (c *peerChan) Send(m *orgsync.Msg) {
+	b, err := m.Marshal()
+	if err != nil {
+		return
+	}
+	port := c.e.cfg.ControlPort
+	c.e.node.Inject(packet.UDP(c.e.cfg.Self.Address(), c.addr, port, port, b))
+}
+
+// bridgeChan sends document messages to a bridge.
+type bridgeChan struct {
+	e   *Engine
+	key identity.PublicKey
+}
+
+func (c *bridgeChan) Send(m *orgsync.Msg) {
+	b, err := m.Marshal()
+	if err != nil {
+		return
+	}
+	c.e.node.SendBridge(c.key, b)
+}
+
+func (e *Engine) peerChan(a netip.Addr) *peerChan {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.peerChans[a]
+	if c == nil {
+		c = &peerChan{e: e, addr: a}
+		e.peerChans[a] = c
+	}
+	return c
+}
+
+func (e *Engine) bridgeChan(k identity.PublicKey) *bridgeChan {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c := e.bridgeChans[k]
+	if c == nil {
+		c = &bridgeChan{e: e, key: k}
+		e.bridgeChans[k] = c
+	}
+	return c
+}
+
+// ownCerts returns this node's certificates.
+func (e *Engine) ownCerts() []*org.Cert {
+	var out []*org.Cert
+	for _, o := range e.cfg.Orgs {
+		if o.Cert != nil {
+			out = append(out, o.Cert)
+		}
+	}
+	return out
+}
+
+// greet sends a peer this node's certificates and a Hello asking for its
+// own (at most once per greetInterval unless force).
+func (e *Engine) greet(a netip.Addr, force bool) {
+	now := e.clock.Now()
+	e.mu.Lock()
+	last, ok := e.greeted[a]
+	if ok && now.Sub(last) < greetInterval && !force {
+		e.mu.Unlock()
+		return
+	}
+	e.greeted[a] = now
+	e.mu.Unlock()
+	ch := e.peerChan(a)
+	for _, c := range e.ownCerts() {
+		ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+	}
+	key, _ := e.node.PeerKey(a)
+	ch.Send(e.x.Hello(!e.hasValid(key)))
+}
+
+func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
+	key, ok := e.node.PeerKey(src)
+	if !ok {
+		return
+	}
+	ch := e.peerChan(src)
+	switch m.Type {
+	case orgsync.TypeCert:
+		c, err := org.DecodeCert(m.Data)
+		if err == nil && c.Node != key {
+			err = fmt.Errorf("certificate for %s presented by %s", c.Node.ShortString(), key.ShortString())
+		}
+		if err == nil {
+			err = e.addCert(c)
+		}
+		if err != nil {
+			e.certsBad.Add(1)
+			e.mu.Lock()
+			_, pending := e.pending[key]
+			if pending {
+				delete(e.pending, key)
+			}
+			e.mu.Unlock()
+			e.log.Info("peer certificate refused", "peer", key.ShortString(), "err", err)
+			if pending {
+				e.node.Cut([]identity.PublicKey{key}, "certificate refused: "+err.Error())
+			}
+		}
+	case orgsync.TypeHello:
+		if m.WantCerts {
+			now := e.clock.Now()
+			e.mu.Lock()
+			last, ok := e.answered[src]
+			send := !ok || now.Sub(last) >= certsInterval
+			if send {
+				e.answered[src] = now
+			}
+			e.mu.Unlock()
+			if send {
+				for _, c := range e.ownCerts() {
+					ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+				}
+				if !e.hasValid(key) {
+					ch.Send(&orgsync.Msg{Type: orgsync.TypeHello, WantCerts: true})
+				}
+			}
+		}
+		e.x.Handle(ch, m)
+	default:
+		e.x.Handle(ch, m)
+	}
+}
+
+func (e *Engine) fromBridge(bridge identity.PublicKey, m *orgsync.Msg) {
+	ch := e.bridgeChan(bridge)
+	if m.Type == orgsync.TypeCert {
+		c, err := org.DecodeCert(m.Data)
+		if err == nil {
+			err = e.addCert(c)
+		}
+		if err != nil {
+			e.certsBad.Add(1)
+			e.log.Debug("certificate from bridge refused", "bridge", bridge.ShortString(), "err", err)
+		}
+		return
+	}
+	e.x.Handle(ch, m)
+}
+
+// check verifies c as this node accepts certificates now.
+func (e *Engine) check(c *org.Cert, now time.Time) (*Org, error) {
+	o := e.orgs[c.Org]
+	if o == nil {
+		return nil, errNoOrg
+	}
+	if c.OrgName != o.Name {
+		return o, fmt.Errorf("certificate is for organisation %q, but [[orgs]] names this key %q", c.OrgName, o.Name)
+	}
+	if err := c.Verify(o.Key, now); err != nil {
+		return o, err
+	}
+	e.mu.Lock()
+	crl, stale := e.crls[o.Key], e.stale[o.Key]
+	e.mu.Unlock()
+	if crl != nil && crl.Revokes(c) {
+		return o, fmt.Errorf("%w: serial %s of %s is on revocation list version %d", org.ErrRevoked, c.SerialString(), o.Name, crl.Version)
+	}
+	if stale {
+		return o, fmt.Errorf("organisation %s: newest revocation list is older than crl_max_age (%s): its certificates are refused until a fresh list arrives", o.Name, o.CRLMaxAge)
+	}
+	return o, nil
+}
+
+// addCert keeps a verified certificate for its node and rebuilds the
+// directory if it changed anything.
+func (e *Engine) addCert(c *org.Cert) error {
+	if _, err := e.check(c, e.clock.Now()); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	byOrg := e.certs[c.Node]
+	if byOrg == nil {
+		if len(e.certs) >= maxKnown {
+			e.mu.Unlock()
+			return fmt.Errorf("certificates of %d nodes held already", maxKnown)
+		}
+		byOrg = make(map[org.PublicKey]*org.Cert)
+		e.certs[c.Node] = byOrg
+	}
+	old := byOrg[c.Org]
+	if old != nil && (old.Fingerprint() == c.Fingerprint() || old.NotBefore.After(c.NotBefore)) {
+		e.mu.Unlock()
+		return nil // the same, or older than the one held
+	}
+	byOrg[c.Org] = c
+	e.dirty = true
+	e.mu.Unlock()
+	e.log.Debug("peer certificate verified", "peer", c.Node.ShortString(), "org", c.OrgName, "name", c.Name)
+	return nil
+}
+
+func (e *Engine) hasValid(k identity.PublicKey) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.hasValidLocked(k)
+}
+
+func (e *Engine) hasValidLocked(k identity.PublicKey) bool {
+	d := e.dir.Load()
+	return d != nil && len((*d)[k.Address()]) > 0
+}
+
+// rebuild recomputes the directory from the certificates held (dropping
+// those no longer valid) and hands it to the node.
+func (e *Engine) rebuild() {
+	now := e.clock.Now()
+	dir := policy.Directory{}
+	members := map[netip.Addr][]Membership{}
+	e.mu.Lock()
+	type held struct {
+		key identity.PublicKey
+		c   *org.Cert
+	}
+	var all []held
+	for k, byOrg := range e.certs {
+		for _, c := range byOrg {
+			all = append(all, held{k, c})
+		}
+	}
+	e.mu.Unlock()
+	for _, h := range all {
+		o, err := e.check(h.c, now)
+		if err != nil {
+			// Revoked and expired certificates go; those of an
+			// organisation whose list is stale wait for a fresh one.
+			if errors.Is(err, org.ErrRevoked) || errors.Is(err, org.ErrExpired) {
+				e.mu.Lock()
+				if byOrg := e.certs[h.key]; byOrg != nil && byOrg[h.c.Org] == h.c {
+					delete(byOrg, h.c.Org)
+					if len(byOrg) == 0 {
+						delete(e.certs, h.key)
+					}
+				}
+				e.mu.Unlock()
+			}
+			continue
+		}
+		a := h.key.Address()
+		dir[a] = append(dir[a], policy.Member{Org: o.Name, Name: h.c.Name, Groups: h.c.Groups})
+		members[a] = append(members[a], Membership{Org: o.Name, Name: h.c.Name, Groups: h.c.Groups, Serial: h.c.SerialString(), Expires: h.c.NotAfter})
+	}
+	for a := range members {
+		slices.SortFunc(members[a], func(x, y Membership) int { return strings.Compare(x.Org, y.Org) })
+		slices.SortFunc(dir[a], func(x, y policy.Member) int { return strings.Compare(x.Org, y.Org) })
+	}
+	e.dir.Store(&dir)
+	e.members.Store(&members)
+	e.node.MembersChanged(dir, e.selfMembers(now))
+}
+
+// selfMembers are this node's own valid memberships.
+func (e *Engine) selfMembers(now time.Time) []policy.Member {
+	var out []policy.Member
+	for _, o := range e.cfg.Orgs {
+		if o.Cert == nil {
+			continue
+		}
+		if _, err := e.check(o.Cert, now); err != nil {
+			continue
+		}
+		out = append(out, policy.Member{Org: o.Name, Name: o.Cert.Name, Groups: o.Cert.Groups})
+	}
+	return out
+}
+
+// expiryPassed reports whether some certificate held expired since the
+// last look.
+func (e *Engine) expiryPassed(now time.Time) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, byOrg := range e.certs {
+		for _, c := range byOrg {
+			if now.After(c.NotAfter.Add(org.ClockSkew)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkStale marks the organisations whose newest list is older than
+// their crl_max_age, reporting whether that changed for any.
+func (e *Engine) checkStale() bool {
+	now := e.clock.Now()
+	changed := false
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for k, o := range e.orgs {
+		if o.CRLMaxAge <= 0 {
+			continue
+		}
+		crl := e.crls[k]
+		stale := crl == nil || now.Sub(crl.Issued) > o.CRLMaxAge
+		if stale != e.stale[k] {
+			changed = true
+			e.stale[k] = stale
+			if stale {
+				e.log.Warn("organisation certificates refused: no revocation list newer than crl_max_age", "org", o.Name, "crl_max_age", o.CRLMaxAge, "list_version", versionOf(crl))
+			} else {
+				e.log.Info("organisation revocation list fresh again", "org", o.Name, "list_version", crl.Version)
+			}
+		}
+	}
+	return changed
+}
+
+func versionOf(l *org.CRL) uint64 {
+	if l == nil {
+		return 0
+	}
+	return l.Version
+}
