@@ -84,7 +84,7 @@ func (s *Signer) SignCert(req CertRequest, now time.Time) (*Cert, error) {
 		Node:      req.Node,
 		Name:      req.Name,
 		Groups:    slices.Compact(slices.Sorted(slices.Values(req.Groups))),
-		IPv4:      slices.Compact(slices.SortedFunc(slices.Values(req.IPv4), netip.Addr.Compare)),
+		IPv4:      slices.Compact(slices.SortedFunc(slices.Values(unmapAll(req.IPv4)), netip.Addr.Compare)),
 		NotBefore: nb,
 		NotAfter:  nb.Add(req.TTL).Truncate(time.Second),
 	}
@@ -105,6 +105,15 @@ func (s *Signer) SignCert(req CertRequest, now time.Time) (*Cert, error) {
 	c.body = body
 	c.sig = ed25519.Sign(s.key, body)
 	return c, nil
+}
+
+// unmapAll turns IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) into IPv4.
+func unmapAll(as []netip.Addr) []netip.Addr {
+	out := make([]netip.Addr, len(as))
+	for i, a := range as {
+		out[i] = a.Unmap()
+	}
+	return out
 }
 
 // check validates every field the way SignCert and the decoder require.

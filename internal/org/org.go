@@ -149,8 +149,10 @@ func ValidCertName(org, name string) error {
 	if i <= 0 || name[i+1:] != org {
 		return fmt.Errorf("name %q: must end in \".%s\" or \"@%s\" (a name within organisation %q), e.g. \"web1.%s\"", name, org, org, org, org)
 	}
-	if strings.ContainsAny(name[i-1:i], ".@") || strings.ContainsAny(name[:1], ".@") {
-		return fmt.Errorf("name %q: empty label before %q", name, name[i:])
+	for j := 0; j < len(name); j++ {
+		if (name[j] == '.' || name[j] == '@') && (j == 0 || name[j-1] == '.' || name[j-1] == '@') {
+			return fmt.Errorf("name %q: empty label before %q; labels between '.' and '@' need at least one character", name, name[j:])
+		}
 	}
 	return nil
 }

@@ -94,12 +94,12 @@ func TestNames(t *testing.T) {
 			t.Errorf("ValidGroup(%q) = nil", bad)
 		}
 	}
-	for _, ok := range []string{"alice@sales.acme", "web1.acme", "a+b@acme", "x_y-z.acme"} {
+	for _, ok := range []string{"alice@sales.acme", "web1.acme", "a+b@acme", "x_y-z.acme", "a.b.c@d.acme"} {
 		if err := ValidCertName("acme", ok); err != nil {
 			t.Errorf("ValidCertName(acme, %q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"acme", ".acme", "@acme", "web1.other", "web1.acme.com", "Web1.acme", "a..acme", "a.@acme", "web1acme", strings.Repeat("a", 124) + ".acme"} {
+	for _, bad := range []string{"acme", ".acme", "@acme", "web1.other", "web1.acme.com", "Web1.acme", "a..acme", "a.@acme", "a..b.acme", "a@@b.acme", "@b.acme", "web1acme", strings.Repeat("a", 124) + ".acme"} {
 		if ValidCertName("acme", bad) == nil {
 			t.Errorf("ValidCertName(acme, %q) = nil", bad)
 		}
@@ -501,5 +501,17 @@ func TestPolicyDocRefusesNonCanonicalJSON(t *testing.T) {
 		if _, err := DecodePolicyDoc(append(body, d.sig...)); err == nil {
 			t.Errorf("accepted %s", js)
 		}
+	}
+}
+
+func TestSignCertUnmapsIPv4(t *testing.T) {
+	s := newSigner(t, "acme")
+	c, err := s.SignCert(CertRequest{Node: nodeKey(t), Name: "a.acme", TTL: time.Hour,
+		IPv4: []netip.Addr{netip.MustParseAddr("::ffff:100.64.0.3"), netip.MustParseAddr("100.64.0.3")}}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.IPv4) != 1 || c.IPv4[0] != netip.MustParseAddr("100.64.0.3") {
+		t.Fatalf("ipv4 %v, want [100.64.0.3]", c.IPv4)
 	}
 }
