@@ -31,7 +31,7 @@ type Expectation struct {
 	Groups []string `json:"groups,omitempty" toml:"groups"`
 	Proto  string   `json:"proto" toml:"proto"`
 	Port   int      `json:"port,omitempty" toml:"port"`
-	Expect string   `json:"expect" toml:"expect"` // "allow" or "deny"
+	Expect string   `json:"expect" toml:"expect"`    // "allow" or "deny"
 	Line   int      `json:"line,omitempty" toml:"-"` // of its [[test]] header in the file; 0 if unknown
 }
 
