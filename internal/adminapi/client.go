@@ -133,6 +133,34 @@ func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (RevokeResponse,
 	return r, err
 }
 
+// Deny is POST /v1/policy/deny.
+func (c *Client) Deny(ctx context.Context, req DenyRequest) (DenyResponse, error) {
+	var r DenyResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/deny", req, &r)
+	return r, err
+}
+
+// Undeny is POST /v1/policy/undeny.
+func (c *Client) Undeny(ctx context.Context, req UndenyRequest) (UndenyResponse, error) {
+	var r UndenyResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/undeny", req, &r)
+	return r, err
+}
+
+// Explain is POST /v1/policy/explain.
+func (c *Client) Explain(ctx context.Context, req ExplainRequest) (ExplainResponse, error) {
+	var r ExplainResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/explain", req, &r)
+	return r, err
+}
+
+// PolicyTest is POST /v1/policy/test.
+func (c *Client) PolicyTest(ctx context.Context, req TestRequest) (TestResponse, error) {
+	var r TestResponse
+	err := c.do(ctx, http.MethodPost, "/v1/policy/test", req, &r)
+	return r, err
+}
+
 // Ping is POST /v1/ping.
 func (c *Client) Ping(ctx context.Context, req PingRequest) (PingResponse, error) {
 	var r PingResponse

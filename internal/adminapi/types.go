@@ -157,21 +157,94 @@ type Peer struct {
 	PersistentKeepalive int    `json:"persistent_keepalive"`
 }
 
-// Rule is one allow rule in GET /v1/policy.
+// Rule is one allow or deny rule in GET /v1/policy.
 type Rule struct {
-	From    string  `json:"from"`    // as written: node address, public key or "*"
-	Address *string `json:"address"` // the node address it means; null for "*"
+	Action  string  `json:"action"`  // "allow" or "deny"
+	From    string  `json:"from"`    // as written: node address, public key, "*", group:, org: or name:
+	Address *string `json:"address"` // the node address it means; null for "*" and certificate identities
+	To      string  `json:"to"`      // "" (this node and its routes), "self", a prefix, or destination nodes
 	Proto   string  `json:"proto"`   // tcp, udp, icmp or any
 	Ports   string  `json:"ports"`   // "" means every port
-	Source  string  `json:"source"`  // "config" or "api"
+	Until   *string `json:"until"`   // RFC 3339; null: never expires
+	Source  string  `json:"source"`  // "config", "api" or "org"
+	Origin  string  `json:"origin"`  // for display: "config", "api", "org acme v3"
 	Added   *string `json:"added"`   // RFC 3339 for rules added through the API
 }
 
-// AllowRequest is POST /v1/policy/allow.
+// AllowRequest is POST /v1/policy/allow; DenyRequest (POST
+// /v1/policy/deny) has the same fields.
 type AllowRequest struct {
 	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
 	Proto string `json:"proto,omitempty"`
 	Ports string `json:"ports,omitempty"`
+	Until string `json:"until,omitempty"` // RFC 3339; the CLI turns --for into it
+}
+
+// DenyRequest is POST /v1/policy/deny.
+type DenyRequest AllowRequest
+
+// DenyResponse reports whether the deny rule was new.
+type DenyResponse AllowResponse
+
+// UndenyRequest is POST /v1/policy/undeny: remove the API deny rules for From.
+type UndenyRequest struct {
+	From string `json:"from"`
+}
+
+// UndenyResponse lists the deny rules removed.
+type UndenyResponse struct {
+	Removed []Rule `json:"removed"`
+}
+
+// ExplainRequest is POST /v1/policy/explain: how would the rules decide
+// on traffic from From (a key, node address, or hypothetical member
+// name:/group:/org:) to To ("" or "self": this node; an IP address)?
+type ExplainRequest struct {
+	From   string   `json:"from"`
+	To     string   `json:"to,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	Proto  string   `json:"proto"`
+	Port   int      `json:"port,omitempty"`
+}
+
+// ExplainResponse is the rules' decision and the rule that made it.
+type ExplainResponse struct {
+	Decision string `json:"decision"` // "allow" or "deny"
+	Rule     *Rule  `json:"rule"`     // null for default deny
+	Source   string `json:"source"`   // the deciding rule's source; "" for default deny
+	Reason   string `json:"reason"`
+}
+
+// PolicyTest is one expectation of `tomoe policy test` (a [[test]] table).
+type PolicyTest struct {
+	From   string   `json:"from"`
+	To     string   `json:"to,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+	Proto  string   `json:"proto"`
+	Port   int      `json:"port,omitempty"`
+	Expect string   `json:"expect"` // "allow" or "deny"
+	Line   int      `json:"line,omitempty"`
+}
+
+// TestRequest is POST /v1/policy/test: evaluate tests against the node's
+// effective rules.
+type TestRequest struct {
+	Tests []PolicyTest `json:"tests"`
+}
+
+// TestResult is one evaluated test.
+type TestResult struct {
+	PolicyTest
+	OK     bool   `json:"ok"`
+	Got    string `json:"got"`             // "allow" or "deny"; "" on error
+	Reason string `json:"reason"`          // the decision's reason
+	Error  string `json:"error,omitempty"` // the test could not be evaluated
+}
+
+// TestResponse lists the results in the tests' order.
+type TestResponse struct {
+	Results []TestResult `json:"results"`
 }
 
 // AllowResponse reports whether the rule was new.

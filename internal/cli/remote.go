@@ -150,26 +150,34 @@ func newPolicyCmd(g *globals) *cobra.Command {
 		Use:   "policy",
 		Short: "Show and change who may reach this node",
 		Long: `Inbound traffic is denied unless a rule allows it; replies to flows this node
-opened always pass. FROM is a node address (fc..), a public key, or "*".
+opened always pass. FROM is a node address (fc..), a public key, "*", or
+an organisation membership: group:ORG/GROUP, org:ORG, name:GLOB (e.g.
+name:*@sales.acme). A deny rule beats every allow rule, whatever its
+source; it never stops replies to flows this node opened.
 Changes apply at once and persist across restarts. Revoking cuts the
 identity's live sessions and forgets the flows this node opened with it,
 even if another rule still admits it for something else (revoking "*"
 cuts only the peers no remaining rule admits).
 
   tomoe policy allow fc12:...:1 --proto tcp --ports 22,8000-8080
+  tomoe policy allow group:acme/sales --proto tcp --ports 443 --for 2h
+  tomoe policy deny name:mallory*
+  tomoe policy explain name:alice@sales.acme --proto tcp --port 443
+  tomoe policy test tests.toml
   tomoe policy revoke fc12:...:1
   tomoe policy list --json`,
 	}
-	var proto, ports string
+	var af ruleFlags
 	allow := &cobra.Command{
-		Use:   "allow FROM [--proto P] [--ports R]",
+		Use:   "allow FROM [--proto P] [--ports R] [--to DEST] [--for 2h | --until T]",
 		Short: "Allow inbound traffic from an identity",
-		Args:  exactArgs(1, "FROM: a node address, a public key or \"*\""),
+		Args:  exactArgs(1, "FROM: a node address, a public key, \"*\", group:ORG/GROUP, org:ORG or name:GLOB"),
 		RunE: func(c *cobra.Command, args []string) error {
-			if _, err := policy.ParseRule(args[0], proto, ports); err != nil {
-				return usageError("%v", err)
+			req, err := af.request(args[0], false, time.Now())
+			if err != nil {
+				return err
 			}
-			resp, err := g.client().Allow(c.Context(), adminapi.AllowRequest{From: args[0], Proto: proto, Ports: ports})
+			resp, err := g.client().Allow(c.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -181,8 +189,7 @@ cuts only the peers no remaining rule admits).
 			return nil
 		},
 	}
-	allow.Flags().StringVar(&proto, "proto", "any", "tcp, udp, icmp or any")
-	allow.Flags().StringVar(&ports, "ports", "", `ports or ranges, e.g. "22,8000-8080" (default: every port)`)
+	af.register(allow)
 	revoke := &cobra.Command{
 		Use:   "revoke FROM",
 		Short: "Remove every rule for an identity and cut its sessions",
@@ -224,26 +231,49 @@ cuts only the peers no remaining rule admits).
 				return nil
 			}
 			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "FROM\tPROTO\tPORTS\tSOURCE")
+			fmt.Fprintln(tw, "ACTION\tFROM\tTO\tPROTO\tPORTS\tUNTIL\tSOURCE")
 			for _, r := range rules {
-				p := r.Ports
+				p, to, until, action, origin := r.Ports, r.To, "-", r.Action, r.Origin
 				if p == "" {
 					p = "all"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.From, r.Proto, p, r.Source)
+				if to == "" {
+					to = "-"
+				}
+				if r.Until != nil {
+					until = *r.Until
+				}
+				if action == "" {
+					action = "allow"
+				}
+				if origin == "" {
+					origin = r.Source
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", action, r.From, to, r.Proto, p, until, origin)
 			}
 			return tw.Flush()
 		},
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(allow, revoke, list)
+	cmd.AddCommand(newPolicyDenyCmds(g)...)
 	return cmd
 }
 
 func ruleString(r adminapi.Rule) string {
-	s := "from " + r.From + " proto " + r.Proto
+	s := "from " + r.From
+	if r.Action == "deny" {
+		s = "deny " + s
+	}
+	if r.To != "" {
+		s += " to " + r.To
+	}
+	s += " proto " + r.Proto
 	if r.Ports != "" {
 		s += " ports " + r.Ports
+	}
+	if r.Until != nil {
+		s += " until " + *r.Until
 	}
 	return s
 }

@@ -132,18 +132,27 @@ type Peer struct {
 	Name string `toml:"name"`
 }
 
-// Policy holds inbound allow rules; all other inbound traffic is dropped.
+// Policy holds inbound allow and deny rules; all other inbound traffic is
+// dropped. A deny rule beats every allow rule (config, API or organisation).
 type Policy struct {
 	Allow []Rule `toml:"allow"`
+	Deny  []Rule `toml:"deny"`
 	// StateFile keeps rules added and revoked through the admin API.
 	StateFile string `toml:"state_file"`
 }
 
-// Rule is one allow rule as written in the file.
+// Rule is one allow or deny rule as written in the file.
 type Rule struct {
 	From  policy.Identity `toml:"from"`
 	Proto policy.Proto    `toml:"proto"`
 	Ports policy.Ports    `toml:"ports"`
+	// To is where the traffic goes: "" (this node and every route it
+	// offers), "self", an IP prefix, or destination nodes (group:, org:,
+	// name:, key, node address).
+	To policy.Dest `toml:"to"`
+	// Until is an RFC 3339 time after which the rule no longer applies
+	// ("" never). A rule already expired is accepted and never applies.
+	Until string `toml:"until"`
 }
 
 // Bridge configures the bridge role: nodes register with this node, look
@@ -317,8 +326,9 @@ var knownKeys = map[string][]string{
 	"listen":        {"udp", "stealth"},
 	"admin":         {"socket", "group", "metrics", "metrics_public"},
 	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
-	"policy":        {"allow", "state_file"},
-	"policy.allow":  {"from", "proto", "ports"},
+	"policy":        {"allow", "deny", "state_file"},
+	"policy.allow":  {"from", "proto", "ports", "to", "until"},
+	"policy.deny":   {"from", "proto", "ports", "to", "until"},
 	"log":           {"level", "format"},
 }
 
@@ -374,13 +384,22 @@ func (c *Config) Validate() error {
 			bad(key+".persistent_keepalive", "%d: seconds between 0 (off) and 65535; 25 suits most NATs", p.PersistentKeepalive)
 		}
 	}
-	for i, r := range c.Policy.Allow {
-		key := fmt.Sprintf("policy.allow[%d]", i)
-		if r.From.IsZero() {
-			bad(key+".from", "missing: give a node address (fc..), a public key (base64) or \"*\"")
-		}
-		if err := r.rule().Check(); err != nil {
-			bad(key+".ports", "%v", err)
+	for _, t := range []struct {
+		name  string
+		rules []Rule
+	}{{"allow", c.Policy.Allow}, {"deny", c.Policy.Deny}} {
+		for i, r := range t.rules {
+			key := fmt.Sprintf("policy.%s[%d]", t.name, i)
+			if r.From.IsZero() {
+				bad(key+".from", "missing: give a node address (fc..), a public key (base64), \"*\", group:ORG/GROUP, org:ORG or name:GLOB")
+				continue
+			}
+			if _, err := policy.ParseUntil(r.Until); err != nil {
+				bad(key+".until", "%v", err)
+			}
+			if err := r.rule(false).Check(); err != nil {
+				bad(key+".ports", "%v", err)
+			}
 		}
 	}
 	c.validateBridges(bad)
@@ -459,13 +478,22 @@ func validInterfaceName(n string) error {
 	return nil
 }
 
-func (r Rule) rule() policy.Rule { return policy.Rule{From: r.From, Proto: r.Proto, Ports: r.Ports} }
+// rule gives r as the policy holds it; an invalid until (refused by
+// Validate) is read as none.
+func (r Rule) rule(deny bool) policy.Rule {
+	until, _ := policy.ParseUntil(r.Until)
+	return policy.Rule{From: r.From, Proto: r.Proto, Ports: r.Ports, Deny: deny, To: r.To, Until: until}
+}
 
-// PolicyRules returns the file's allow rules as the policy holds them.
+// PolicyRules returns the file's allow rules, then its deny rules, as the
+// policy holds them.
 func (c *Config) PolicyRules() []policy.Rule {
-	out := make([]policy.Rule, 0, len(c.Policy.Allow))
+	out := make([]policy.Rule, 0, len(c.Policy.Allow)+len(c.Policy.Deny))
 	for _, r := range c.Policy.Allow {
-		out = append(out, r.rule())
+		out = append(out, r.rule(false))
+	}
+	for _, r := range c.Policy.Deny {
+		out = append(out, r.rule(true))
 	}
 	return out
 }

@@ -89,6 +89,11 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{`[[policy.allow]]` + "\n" + `from = "bob"`, "policy.allow[0]", "public key"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `ports = "99999"`, "policy.allow[0]", "1-65535"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp or any"},
+		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `until = "tomorrow"`, "policy.allow[0].until", "RFC 3339"},
+		{`[[policy.deny]]` + "\n" + `from = "group:acme"`, "policy.deny[0]", "group:ORG/GROUP"},
+		{`[[policy.deny]]` + "\n" + `from = "*"` + "\n" + `to = "*"`, "policy.deny[0]", "leave \"to\" out"},
+		{`[[policy.deny]]` + "\n" + `from = "*"` + "\n" + `action = "x"`, "policy.deny", "action"},
+		{`[[routes.accept]]` + "\n" + `from = "org:acme"` + "\n" + `prefix = "10.0.0.0/8"`, "routes.accept[0].from", "only for policy rules"},
 		{`[admin]` + "\n" + `socket = "/` + strings.Repeat("x", 120) + `"`, "admin.socket", "107"},
 		{`[admin]` + "\n" + `group = "no-such-group-tomoe"`, "admin.group", "groupadd"},
 		{`[log]` + "\n" + `level = "loud"`, "log.level", "debug"},
@@ -215,4 +220,26 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted an unparsable rule")
 		}
 	})
+}
+
+func TestPolicyRulesV2(t *testing.T) {
+	doc := `
+[[policy.allow]]
+from = "group:acme/sales"
+to = "10.1.0.0/16"
+proto = "tcp"
+until = "2030-01-01T00:00:00Z"
+
+[[policy.deny]]
+from = "name:mallory*"
+to = "self"
+`
+	c, err := Parse([]byte(doc), "c.toml", "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := c.PolicyRules()
+	if len(rules) != 2 || rules[0].Deny || !rules[1].Deny || rules[0].Until.IsZero() || rules[0].To.String() != "10.1.0.0/16" || rules[1].To.String() != "self" {
+		t.Fatalf("%+v", rules)
+	}
 }

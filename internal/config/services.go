@@ -192,6 +192,9 @@ func (c *Config) validateServices(bad func(key, format string, args ...any)) {
 		if a.From.IsZero() {
 			bad(key+".from", "missing: the offering node's address (fc..), its public key (base64), or \"*\"")
 		}
+		if a.From.ByCert() {
+			bad(key+".from", "%s: group:/org:/name: identities are only for policy rules; give the offering node's address (fc..), its public key (base64), or \"*\"", a.From)
+		}
 		if !a.Prefix.IsValid() {
 			bad(key+".prefix", "missing: the prefix to take routes within, e.g. \"192.168.10.0/24\" or \"0.0.0.0/0\"")
 		}

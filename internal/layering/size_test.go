@@ -24,6 +24,9 @@ var largePackages = map[string]string{
 		"runner, profiles and the writer of RESULTS.md; its own parts (loadgen, tcpload, hsflood, usbench, bridgesim, sim) are packages already",
 	"internal/testnet/vnet": "one simulated internet: networks, hosts, links, NATs, sockets and streams all move one packet type " +
 		"through one World's lock-free lookups; split, each part would export its internals to the others",
+	"internal/policy": "rules (identities, destinations, expiry), their compiled matcher, the store and the packet filter with its " +
+		"connection table decide one question together; TODO: the filter and conntrack (the packet path) can move to a package of " +
+		"their own once the node imports them from there (policy v2 made the package cross the limit)",
 	"internal/transport": "one conn.Bind, WireGuard's hot path: the endpoint screen, the relay paths, the handshake pipeline and the " +
 		"replay store all share its peer table and its lock, and a split would put an interface call on every packet",
 	"internal/services": "the node's services as users reach them: local listeners checked by owner, the SOCKS5 and HTTP CONNECT " +

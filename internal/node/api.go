@@ -66,6 +66,10 @@ func (a PolicyArea) RegisterAPI(m *adminapi.Mux) {
 	m.Get("/v1/policy", func(ctx context.Context) (any, error) { return a.Policy(ctx) })
 	adminapi.Post(m, "/v1/policy/allow", func(ctx context.Context, r adminapi.AllowRequest) (any, error) { return a.Allow(ctx, r) })
 	adminapi.Post(m, "/v1/policy/revoke", func(ctx context.Context, r adminapi.RevokeRequest) (any, error) { return a.Revoke(ctx, r) })
+	adminapi.Post(m, "/v1/policy/deny", func(ctx context.Context, r adminapi.DenyRequest) (any, error) { return a.Deny(ctx, r) })
+	adminapi.Post(m, "/v1/policy/undeny", func(ctx context.Context, r adminapi.UndenyRequest) (any, error) { return a.Undeny(ctx, r) })
+	adminapi.Post(m, "/v1/policy/explain", func(ctx context.Context, r adminapi.ExplainRequest) (any, error) { return a.Explain(ctx, r) })
+	adminapi.Post(m, "/v1/policy/test", func(ctx context.Context, r adminapi.TestRequest) (any, error) { return a.Test(ctx, r) })
 }
 
 // RegisterAPI implements adminapi.Area.
@@ -252,10 +256,17 @@ func (a StatusArea) Peers(ctx context.Context) ([]adminapi.Peer, error) {
 }
 
 func apiRule(e policy.Entry) adminapi.Rule {
-	r := adminapi.Rule{From: e.From.String(), Proto: e.Proto.String(), Ports: e.Ports.String(), Source: e.Source}
-	if !e.From.Any {
+	r := adminapi.Rule{Action: "allow", From: e.From.String(), To: e.To.String(), Proto: e.Proto.String(), Ports: e.Ports.String(), Source: e.Source, Origin: e.Origin}
+	if e.Deny {
+		r.Action = "deny"
+	}
+	if e.From.Addr.IsValid() {
 		a := e.From.Addr.String()
 		r.Address = &a
+	}
+	if !e.Until.IsZero() {
+		t := e.Until.UTC().Format(time.RFC3339)
+		r.Until = &t
 	}
 	if !e.Added.IsZero() {
 		t := e.Added.UTC().Format(time.RFC3339)
@@ -278,11 +289,14 @@ func (a PolicyArea) Policy(ctx context.Context) ([]adminapi.Rule, error) {
 // Allow is POST /v1/policy/allow.
 func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (adminapi.AllowResponse, error) {
 	n := a.Node
-	rule, err := policy.ParseRule(req.From, req.Proto, req.Ports)
+	rule, err := policy.ParseRuleSpec(policy.RuleSpec{From: req.From, To: req.To, Proto: req.Proto, Ports: req.Ports, Until: req.Until})
 	if err != nil {
 		return adminapi.AllowResponse{}, adminapi.BadRequest(err)
 	}
 	now := time.Now()
+	if rule.Expired(now) {
+		return adminapi.AllowResponse{}, adminapi.BadRequest(fmt.Errorf("until %s is not in the future", req.Until))
+	}
 	added, err := n.store.Allow(rule, now)
 	if err != nil {
 		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
@@ -290,7 +304,7 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	n.routes.Recompute() // "*" accept rules follow the policy
-	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Added: now}
+	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Origin: policy.SourceAPI, Added: now}
 	if added {
 		n.log.Info("policy: rule added", "rule", rule.String())
 		n.events.Publish(Event{Type: EventPolicyAllow, Address: addrOf(rule.From), Detail: rule.String()})
