@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
 	"github.com/tomoe-net/tomoe/internal/config"
 )
 
@@ -86,12 +87,18 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return ExitOK
 	}
 	var ee *exitError
+	var coded interface{ ExitCode() int } // errors of command packages beside cli (orgcmd)
 	switch {
 	case errors.As(err, &ee):
 		if ee.err.Error() != "" {
 			fmt.Fprintln(stderr, "tomoe: "+ee.err.Error())
 		}
 		return ee.code
+	case errors.As(err, &coded):
+		if err.Error() != "" {
+			fmt.Fprintln(stderr, "tomoe: "+err.Error())
+		}
+		return coded.ExitCode()
 	case errors.Is(err, silentFailure{}):
 		return ExitFailure
 	case isCobraUsage(err):
@@ -153,6 +160,7 @@ network in one process, without root.`,
 			Run:   func(c *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "tomoe "+Version) },
 		},
 	)
+	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr})...)
 	return root
 }
 
