@@ -12,6 +12,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/orgsync"
 )
 
 func lenPrefixed(frames ...[]byte) []byte {
@@ -61,6 +62,20 @@ func FuzzServerFrames(f *testing.F) {
 	// Stamped just outside the window either way, and a token with them.
 	f.Add(seal(a, wire.Message{Kind: wire.KindRegister, Time: at(wire.MaxClockSkew + 1)}),
 		lenPrefixed(seal(c, wire.Message{Kind: wire.KindRegister, Time: at(-wire.MaxClockSkew - 1), Token: "tomoe-join-x"})))
+	// Organisation messages (wire Org): a certificate that is not a's, a
+	// hello naming a document, a get and a chunk of one.
+	orgMsg := func(k identity.PrivateKey, m orgsync.Msg) []byte {
+		b, err := m.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		return seal(k, wire.Message{Kind: wire.KindOrg, Time: at(1), Data: b})
+	}
+	doc := orgsync.DocID{Kind: orgsync.KindCRL, Org: [32]byte{7}, Version: 2}
+	f.Add(orgMsg(a, orgsync.Msg{Type: orgsync.TypeCert, Data: []byte("tomoe-cert-v1\x00 not really")}),
+		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeHello, Docs: []orgsync.DocID{doc}})))
+	f.Add(orgMsg(a, orgsync.Msg{Type: orgsync.TypeGet, Doc: doc, Count: 3}),
+		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeChunk, Doc: doc, Total: 1, Data: []byte{1, 2, 3}})))
 	f.Fuzz(func(t *testing.T, frame, stream []byte) {
 		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100, Clock: clock.NewManual(now)})
 		if err != nil {

@@ -112,6 +112,16 @@ type ServerStats struct {
 
 	TCPConns     uint64 `json:"tcp_conns"` // accepted
 	TCPConnsOpen int    `json:"tcp_conns_open"`
+
+	// Organisations (server_org.go): certificates members presented and
+	// the bridge holds, documents held, certificates refused (not their
+	// own, forged, expired, revoked, over the limits), hellos pushed to
+	// members, and organisation messages dropped over a member's budget.
+	OrgCerts        int    `json:"org_certs"`
+	OrgDocs         int    `json:"org_docs"`
+	OrgCertsRefused uint64 `json:"org_certs_refused"`
+	OrgPushed       uint64 `json:"org_pushed"`
+	OrgLimited      uint64 `json:"org_limited"`
 }
 
 type serverCounters struct {
@@ -203,6 +213,8 @@ type Server struct {
 
 	outs chan *relayOut // free list for HandleFrames and TCP readers
 
+	org *orgState // members' certificates and organisation documents (server_org.go)
+
 	stats serverCounters
 }
 
@@ -281,6 +293,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if err := s.loadTimes(); err != nil {
 		return nil, err
 	}
+	s.org = newOrgState(s)
 	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
 	s.keys.SetClock(s.clock)
 	// The admitted keys' shared keys are computed ahead by the worker, so
@@ -317,8 +330,9 @@ func (s *Server) Start() error {
 		s.log.Info("bridge: listening", "addr", ln.Addr().String(), "transport", "tcp")
 	}
 	s.started = true
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.janitor()
+	go s.orgLoop()
 	return nil
 }
 
@@ -545,6 +559,8 @@ func (s *Server) act(from identity.PublicKey, shared *wire.SharedKey, m wire.Mes
 		s.lookup(from, shared, m, src, c, now)
 	case wire.KindUnregister:
 		s.unregister(from, m, src, c, now)
+	case wire.KindOrg:
+		s.orgMessage(from, shared, m, src, c, now)
 	}
 }
 
@@ -596,9 +612,13 @@ func (s *Server) lookup(from identity.PublicKey, shared *wire.SharedKey, m wire.
 	}
 	s.mu.RUnlock()
 	s.sendControl(from, shared, reply, src, c)
+	if reply.Found {
+		s.sendCerts(from, shared, reply.Key, now)
+	}
 	if intro.Kind == wire.KindIntroduce {
 		s.stats.introductions.Add(1)
 		s.sendControl(reply.Key, nil, intro, introDst, introConn)
+		s.sendCerts(reply.Key, nil, from, now)
 	}
 }
 
@@ -682,6 +702,7 @@ func (s *Server) Stats() ServerStats {
 	s.mu.RLock()
 	st.Registered = len(s.regs)
 	s.mu.RUnlock()
+	s.org.orgStats(&st)
 	s.connMu.Lock()
 	st.TCPConnsOpen = len(s.conns)
 	s.connMu.Unlock()

@@ -218,6 +218,7 @@ func (s *Server) removeLocked(reg *registration) {
 		delete(s.byAddr, reg.addr)
 	}
 	s.detachLocked(reg)
+	s.org.dropMemberLocked(reg.key)
 }
 
 // onPathLocked reports whether a frame from src (or over c) comes from

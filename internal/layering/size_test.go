@@ -35,6 +35,9 @@ var largePackages = map[string]string{
 		"services, admin API) and is the glue between them where a decision needs several at once: admission (policy x peer table x Bind), " +
 		"peer activation (table -> device -> wrapper -> routes), the status and policy areas that read all of them; the jobs with a " +
 		"state of their own are packages beside it (node/peers, node/routing, node/changes, node/localsvc)",
+	"internal/bridge": "the bridge role: registration, lookups and introductions, relay and the organisation table (server_org.go) " +
+		"share one registration table and its lock; to do: the organisation table becomes a package of its own (internal/bridge/orgs) " +
+		"behind a Join/Leave/Handle interface",
 	"internal/config": "the one schema of the config file: its typed values, the decoder that names a bad key's line and column, " +
 		"and the rules between keys; split, a key's type, its default and its checks would live apart",
 }

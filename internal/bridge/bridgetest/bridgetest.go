@@ -54,6 +54,8 @@ func SampleMessages() []wire.Message {
 		{Kind: wire.KindProbeAck, Time: 2, Echo: 5},
 		{Kind: wire.KindUnregister, Time: 1},
 		{Kind: wire.KindChallenge, Time: 1, Echo: 44, Seq: 77},
+		{Kind: wire.KindOrg, Time: 1, Data: []byte{0x20, 1, 1, 0}}, // an orgsync Hello that wants certificates
+		{Kind: wire.KindOrg, Time: 2, Data: bytes.Repeat([]byte{0x5a}, wire.MaxOrgData)},
 	}
 }
 

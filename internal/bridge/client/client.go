@@ -86,6 +86,17 @@ type Config struct {
 	// networks, in net.InterfaceAddrs's form, instead of the host's own:
 	// the prober never probes their broadcast addresses.
 	InterfaceAddrs func() ([]net.Addr, error)
+	// OrgMessage, if not nil, is given the payload of each Org message
+	// from a bridge (one encoded orgsync message, unchecked) and the
+	// bridge's key. It runs on a receive goroutine: it must not block (the
+	// node queues) and must not keep payload after it returns.
+	OrgMessage func(bridge identity.PublicKey, payload []byte)
+	// OnRegistered, if not nil, is called each time a registration with a
+	// bridge is confirmed after the client was not registered there (the
+	// first time, and after a lapse or a refusal), so the node can present
+	// its certificates and its hello (SendOrg). It is called without the
+	// client's locks held, on a receive goroutine: it must not block.
+	OnRegistered func(bridge identity.PublicKey)
 }
 
 // Client registers a node with its bridges, looks up addresses through

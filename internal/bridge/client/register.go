@@ -383,6 +383,7 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.transport = transport
 		b.lastOK = b.c.clock.Now()
+		fresh := b.state != "registered"
 		b.mu.Unlock()
 		b.repointRelays()
 		if moved {
@@ -393,6 +394,13 @@ func (b *bridgeConn) handle(m wire.Message, src netip.AddrPort, overTCP bool) {
 		}
 		b.setState("registered", "")
 		b.signal()
+		if f := b.c.cfg.OnRegistered; fresh && f != nil {
+			f(b.cfg.Key)
+		}
+	case wire.KindOrg:
+		if f := b.c.cfg.OrgMessage; f != nil {
+			f(b.cfg.Key, m.Data)
+		}
 	case wire.KindRefused:
 		b.mu.Lock()
 		b.refused = true

@@ -25,7 +25,13 @@
 // only once that key proves it receives there (it answers a Challenge
 // sent to that address), so that a member who spoofs its source cannot
 // take a victim's address. Frames of another version are not control
-// frames (dropped unanswered).
+// frames (dropped unanswered). Kind Org (11) came within version 3: a
+// peer that does not know a kind drops the message as undecodable, so a
+// node or bridge of an older build ignores it and nothing else changes.
+// An Org message carries one organisation sync message (package orgsync)
+// as opaque bytes; sealed, it makes a control frame of at most 1,191
+// bytes, which the underlay carries unfragmented (it never travels
+// inside the overlay).
 //
 // A relay frame a node sends names the destination's relay id (assigned by
 // the bridge at registration); the bridge rewrites it to the sender's id and
@@ -69,6 +75,10 @@ const (
 	MaxToken = 128
 	// MaxText bounds free text (refusal reasons).
 	MaxText = 200
+	// MaxOrgData bounds an Org message's Data: orgsync.MaxMessage (a
+	// certificate or a chunk with its header), which this leaf does not
+	// import; a test keeps the two equal.
+	MaxOrgData = 1104
 )
 
 // MaxClockSkew bounds how far a node message's Time (the node's clock) may
@@ -99,6 +109,7 @@ const (
 	KindProbeAck    Kind = 8  // node → node: yes
 	KindUnregister  Kind = 9  // node → bridge: leaving
 	KindChallenge   Kind = 10 // bridge → node: prove you receive where you registered from
+	KindOrg         Kind = 11 // node ↔ bridge: one organisation sync message (package orgsync)
 )
 
 func (k Kind) String() string {
@@ -123,6 +134,8 @@ func (k Kind) String() string {
 		return "unregister"
 	case KindChallenge:
 		return "challenge"
+	case KindOrg:
+		return "org"
 	}
 	return fmt.Sprintf("kind-%d", uint8(k))
 }
@@ -141,6 +154,8 @@ func (k Kind) String() string {
 //	             ProbeAck of its own, proving the path the other way; 0: none)
 //	Challenge:   Echo (the Register's Time), Seq (a nonce: the node registers again
 //	             from the same place with it)
+//	Org:         Data (one encoded orgsync message: a certificate, a hello naming
+//	             documents, a get or a chunk; at most MaxOrgData bytes)
 //
 // Every message carries Time, the sender's clock: a bridge refuses node
 // messages stamped too far from its own clock, and a node refuses probes
@@ -158,6 +173,7 @@ type Message struct {
 	Token     string
 	Text      string
 	Endpoints []netip.AddrPort
+	Data      []byte // Org: opaque to this package; Open's result aliases no frame
 }
 
 var (
@@ -217,6 +233,12 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 		return binary.BigEndian.AppendUint64(b, m.Seq), nil
 	case KindUnregister:
 		return b, nil
+	case KindOrg:
+		if len(m.Data) == 0 || len(m.Data) > MaxOrgData {
+			return nil, fmt.Errorf("org message of %d bytes: 1..%d", len(m.Data), MaxOrgData)
+		}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m.Data)))
+		return append(b, m.Data...), nil
 	}
 	return nil, fmt.Errorf("unknown message kind %d", m.Kind)
 }
@@ -286,7 +308,11 @@ func unmarshalMessage(b []byte) (Message, error) {
 	switch m.Kind {
 	case KindRegister:
 		m.Seq = r.u64()
-		m.Token = string(r.take(int(r.u8())))
+		n := int(r.u8())
+		if r.err == nil && n > MaxToken {
+			return Message{}, fmt.Errorf("register message: token of %d bytes, at most %d", n, MaxToken)
+		}
+		m.Token = string(r.take(n))
 		m.Endpoints = r.endpoints()
 	case KindRegistered:
 		m.Echo = r.u64()
@@ -317,6 +343,12 @@ func unmarshalMessage(b []byte) (Message, error) {
 		m.Echo = r.u64()
 		m.Seq = r.u64()
 	case KindUnregister:
+	case KindOrg:
+		n := int(r.u16())
+		if r.err == nil && (n == 0 || n > MaxOrgData) {
+			return Message{}, fmt.Errorf("org message of %d bytes: 1..%d", n, MaxOrgData)
+		}
+		m.Data = r.take(n)
 	default:
 		return Message{}, fmt.Errorf("unknown message kind %d", m.Kind)
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/bridgetest"
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/orgsync"
 )
 
 var (
@@ -61,6 +62,19 @@ func TestSealRejectsLongToken(t *testing.T) {
 	}
 }
 
+// An Org message carries any orgsync message and nothing longer.
+func TestOrgDataBound(t *testing.T) {
+	if wire.MaxOrgData != orgsync.MaxMessage {
+		t.Fatalf("wire.MaxOrgData = %d, orgsync.MaxMessage = %d: keep them equal", wire.MaxOrgData, orgsync.MaxMessage)
+	}
+	for _, n := range []int{0, wire.MaxOrgData + 1} {
+		m := wire.Message{Kind: wire.KindOrg, Data: make([]byte, n)}
+		if _, err := m.AppendBinary(nil); err == nil {
+			t.Errorf("an org message of %d bytes was encoded", n)
+		}
+	}
+}
+
 func TestUnmarshalRejects(t *testing.T) {
 	for name, b := range map[string][]byte{
 		"empty":           nil,
@@ -69,6 +83,9 @@ func TestUnmarshalRejects(t *testing.T) {
 		"trailing":        {byte(wire.KindUnregister), 0, 0, 0, 0, 0, 0, 0, 0, 1},
 		"too many eps":    append([]byte{byte(wire.KindRegister), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, wire.MaxEndpoints+1),
 		"short challenge": {byte(wire.KindChallenge), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 44},
+		"empty org":       {byte(wire.KindOrg), 0, 0, 0, 0, 0, 0, 0, 1, 0, 0},
+		"short org":       {byte(wire.KindOrg), 0, 0, 0, 0, 0, 0, 0, 1, 0, 3, 0x20, 1},
+		"long org":        append([]byte{byte(wire.KindOrg), 0, 0, 0, 0, 0, 0, 0, 1, 0x04, 0xd1}, make([]byte, wire.MaxOrgData+1)...),
 	} {
 		if _, err := wire.UnmarshalMessage(b); err == nil {
 			t.Errorf("%s: accepted", name)
