@@ -22,6 +22,8 @@ type Status struct {
 	StartedAt  string   `json:"started_at"` // RFC 3339
 	PeerCount  int      `json:"peer_count"`
 	Peers      []Peer   `json:"peers"`
+	// Orgs are the organisations this node trusts ([[orgs]]).
+	Orgs []OrgStatus `json:"orgs"`
 	Counters   Counters `json:"counters"`
 	// Bridges are the bridges this node joins ([[bridges]]), with their state.
 	Bridges []Bridge `json:"bridges"`
@@ -155,6 +157,21 @@ type Peer struct {
 	// refused by the connection table (table_full, flow_quota).
 	DeniedPackets       uint64 `json:"denied_packets"`
 	PersistentKeepalive int    `json:"persistent_keepalive"`
+	// CertName is the name in the peer's first verified certificate (by
+	// organisation name), Groups every group it holds as "ORG/GROUP";
+	// Memberships has each certificate. Empty when it presented none.
+	CertName    string       `json:"cert_name,omitempty"`
+	Groups      []string     `json:"groups,omitempty"`
+	Memberships []Membership `json:"memberships,omitempty"`
+}
+
+// Membership is one verified certificate of a peer.
+type Membership struct {
+	Org     string   `json:"org"`
+	Name    string   `json:"name"`
+	Groups  []string `json:"groups"`
+	Serial  string   `json:"serial"`
+	Expires string   `json:"expires"` // RFC 3339
 }
 
 // Rule is one allow or deny rule in GET /v1/policy.
@@ -299,6 +316,7 @@ const (
 	EventHandshake       = "handshake"         // a new handshake completed
 	EventPolicyAllow     = "policy_allow"      // a rule was added
 	EventPolicyRevoke    = "policy_revoke"     // rules were revoked
+	EventPolicyExpired   = "policy_expired"    // a rule's until passed
 	EventDenied          = "denied"            // inbound packets dropped (rate-limited)
 	EventAdmissionDenied = "admission_denied"  // a handshake from a key no rule allows
 	EventOverflow        = "events_overflowed" // this subscriber missed events
@@ -313,8 +331,8 @@ type Error struct {
 type OrgStatus struct {
 	Name      string   `json:"name"`
 	PublicKey string   `json:"public_key"`
-	Cert      *OrgCert `json:"cert"`   // this node's own certificate; null if it has none
-	CRL       *OrgDoc  `json:"crl"`    // the newest revocation list held; null if none
+	Cert      *OrgCert `json:"cert"` // this node's own certificate; null if it has none
+	CRL       *OrgDoc  `json:"crl"`  // the newest revocation list held; null if none
 	CRLMaxAge string   `json:"crl_max_age,omitempty"`
 	// CRLStale: the newest list is older than crl_max_age (or there is
 	// none): the organisation's certificates are refused.

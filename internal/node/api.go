@@ -177,6 +177,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		StartedAt:  n.started.UTC().Format(time.RFC3339),
 		PeerCount:  len(peers),
 		Peers:      peers,
+		Orgs:       n.orgs.Status(),
 		Counters:   n.counters(),
 		Bridges:    n.bridgeStatus(),
 		BridgeRole: n.bridgeRole(),
@@ -231,6 +232,15 @@ func (a StatusArea) Peers(ctx context.Context) ([]adminapi.Peer, error) {
 			AllowedInbound:      m.AllowsAny(p.Addr),
 			DeniedPackets:       n.filter.Denied(p.Addr),
 			PersistentKeepalive: int(p.Keepalive / time.Second),
+		}
+		for _, mb := range n.orgs.Members(p.Addr) {
+			if ap.CertName == "" {
+				ap.CertName = mb.Name
+			}
+			for _, g := range mb.Groups {
+				ap.Groups = append(ap.Groups, mb.Org+"/"+g)
+			}
+			ap.Memberships = append(ap.Memberships, adminapi.Membership{Org: mb.Org, Name: mb.Name, Groups: mb.Groups, Serial: mb.Serial, Expires: mb.Expires.UTC().Format(time.RFC3339)})
 		}
 		if p.Site {
 			s := p.Key.SitePrefix().String()

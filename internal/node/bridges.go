@@ -68,6 +68,16 @@ func (n *Node) startBridging() error {
 		Clock:          n.opts.Clock,
 		DialTCP:        n.injected().DialTCP,
 		InterfaceAddrs: n.injected().InterfaceAddrs,
+		OrgMessage: func(b identity.PublicKey, payload []byte) {
+			if n.orgs.Enabled() {
+				n.orgs.OnBridge(b, payload)
+			}
+		},
+		OnRegistered: func(b identity.PublicKey) {
+			if n.orgs.Enabled() {
+				n.orgs.BridgeRegistered(b)
+			}
+		},
 	})
 	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)

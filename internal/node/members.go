@@ -92,14 +92,14 @@ func (h orgsNode) SendBridge(bridge identity.PublicKey, payload []byte) error {
 	if h.n.client == nil {
 		return errors.New("this node joins no bridge")
 	}
-	return errors.New("bridges do not carry organisation documents yet")
+	return h.n.client.SendOrg(bridge, payload)
 }
 
 func (h orgsNode) Bridges() []identity.PublicKey {
 	if h.n.client == nil {
 		return nil
 	}
-	return nil
+	return h.n.client.Bridges()
 }
 
 func (h orgsNode) Event(kind, peer, detail string) {

@@ -56,6 +56,7 @@ const (
 	EventHandshake       = adminapi.EventHandshake
 	EventPolicyAllow     = adminapi.EventPolicyAllow
 	EventPolicyRevoke    = adminapi.EventPolicyRevoke
+	EventPolicyExpired   = adminapi.EventPolicyExpired
 	EventDenied          = adminapi.EventDenied
 	EventAdmissionDenied = adminapi.EventAdmissionDenied
 )
@@ -493,6 +494,7 @@ func (n *Node) pollLoop() {
 		case <-n.done:
 			return
 		case now := <-t.C:
+			n.expireRules(n.clock.Now())
 			n.refresh(context.Background())
 			n.syncFirewallPeers()
 			if now.Sub(lastSave) >= replaySave {
@@ -502,6 +504,22 @@ func (n *Node) pollLoop() {
 				}
 			}
 		}
+	}
+}
+
+// expireRules drops the rules whose until has passed (pollLoop looks
+// every 2 s: a rule outlives its until by at most that).
+func (n *Node) expireRules(now time.Time) {
+	next := n.store.Matcher().NextExpiry()
+	if next.IsZero() || now.Before(next) {
+		return
+	}
+	removed := n.store.Expire(now)
+	n.filter.SetMatcher(n.store.Matcher())
+	n.knownKeysChanged()
+	for _, e := range removed {
+		n.log.Info("policy: rule expired", "rule", e.Rule.String(), "until", e.Until)
+		n.events.Publish(Event{Type: EventPolicyExpired, Address: addrOf(e.From), Detail: e.Rule.String() + " expired"})
 	}
 }
 

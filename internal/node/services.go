@@ -85,8 +85,8 @@ func (n *Node) dialOverlay(ctx context.Context, network, address string) (net.Co
 }
 
 // resolveName turns what a client wrote into an address: an address
-// literal, a static peer's name (optionally with ".tomoe"), or else a DNS
-// name.
+// literal, a static peer's name or a peer's certificate name (either
+// optionally with ".tomoe"), or else a DNS name.
 func (n *Node) resolveName(ctx context.Context, host string) (netip.Addr, error) {
 	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
 	if a, err := netip.ParseAddr(host); err == nil {
@@ -102,6 +102,10 @@ func (n *Node) resolveName(ctx context.Context, host string) (netip.Addr, error)
 		}
 	}
 	n.peers.Unlock()
+	// A certificate's name, as written or under .tomoe (web1.acme.tomoe).
+	if a, ok := n.orgs.LookupName(name); ok {
+		return a, nil
+	}
 	if strings.HasSuffix(strings.ToLower(host), ".tomoe") {
 		return netip.Addr{}, fmt.Errorf("no peer is named %q", name)
 	}

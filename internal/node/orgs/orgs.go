@@ -79,12 +79,12 @@ type Org struct {
 
 // Config configures the engine.
 type Config struct {
-	Orgs      []Org
-	Self      identity.PublicKey
-	StateFile string // the documents held; "" keeps them in memory only
-	Log       *slog.Logger
-	Clock     clock.Clock
-	Done      <-chan struct{}
+	Orgs        []Org
+	Self        identity.PublicKey
+	StateFile   string // the documents held; "" keeps them in memory only
+	Log         *slog.Logger
+	Clock       clock.Clock
+	Done        <-chan struct{}
 	ControlPort uint16
 }
 
@@ -103,29 +103,29 @@ const (
 
 // Engine is the node's membership of its organisations.
 type Engine struct {
-	cfg   Config
-	node  Node
-	log   *slog.Logger
-	clock clock.Clock
-	orgs  map[org.PublicKey]*Org
+	cfg    Config
+	node   Node
+	log    *slog.Logger
+	clock  clock.Clock
+	orgs   map[org.PublicKey]*Org
 	byName map[string]*Org
 
 	x     *orgsync.Exchanger
 	store *orgsync.Store
 	queue chan inbound
 
-	mu        sync.Mutex // guards the fields below
-	certs     map[identity.PublicKey]map[org.PublicKey]*org.Cert
-	pending   map[identity.PublicKey]time.Time // admitted pending a certificate: until
-	greeted   map[netip.Addr]time.Time
-	answered  map[netip.Addr]time.Time
-	peerChans map[netip.Addr]*peerChan
+	mu          sync.Mutex // guards the fields below
+	certs       map[identity.PublicKey]map[org.PublicKey]*org.Cert
+	pending     map[identity.PublicKey]time.Time // admitted pending a certificate: until
+	greeted     map[netip.Addr]time.Time
+	answered    map[netip.Addr]time.Time
+	peerChans   map[netip.Addr]*peerChan
 	bridgeChans map[identity.PublicKey]*bridgeChan
-	crls      map[org.PublicKey]*org.CRL
-	policies  map[org.PublicKey]*org.PolicyDoc
-	policyErr map[org.PublicKey]string
-	stale     map[org.PublicKey]bool
-	dirty     bool // certificates changed: rebuild once the queue is drained
+	crls        map[org.PublicKey]*org.CRL
+	policies    map[org.PublicKey]*org.PolicyDoc
+	policyErr   map[org.PublicKey]string
+	stale       map[org.PublicKey]bool
+	dirty       bool // certificates changed: rebuild once the queue is drained
 
 	dir     atomic.Pointer[policy.Directory]
 	members atomic.Pointer[map[netip.Addr][]Membership]
@@ -136,10 +136,10 @@ type Engine struct {
 
 // Membership is one verified membership of a peer, for display.
 type Membership struct {
-	Org    string
-	Name   string
-	Groups []string
-	Serial string
+	Org     string
+	Name    string
+	Groups  []string
+	Serial  string
 	Expires time.Time
 }
 

@@ -1,0 +1,197 @@
+package vlab
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/node"
+	"github.com/tomoe-net/tomoe/internal/org"
+	"github.com/tomoe-net/tomoe/internal/testnet"
+)
+
+// orgLab is one organisation ("acme") on the in-memory internet: a bridge
+// and four members that know only the bridge. The server admits tcp/7
+// from the dev group only; alice and mallory are in dev, eve in sales.
+type orgLab struct {
+	*Lab
+	signer                          *org.Signer
+	br, server, alice, mallory, eve *Node
+	certs                           map[*Node]*org.Cert
+}
+
+func newOrgLab(t *testing.T, serverExtra string) *orgLab {
+	t.Helper()
+	lab := New(t, vnetConfig())
+	s, err := org.Init("acme", filepath.Join(t.TempDir(), "acme.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &orgLab{Lab: lab, signer: s, certs: map[*Node]*org.Cert{}}
+	l.br = lab.NewNode("bridge", lab.AddHost("bridge"))
+	l.server = lab.NewNode("server", lab.AddHost("server"))
+	l.alice = lab.NewNode("alice", lab.AddHost("alice"))
+	l.mallory = lab.NewNode("mallory", lab.AddHost("mallory"))
+	l.eve = lab.NewNode("eve", lab.AddHost("eve"))
+	members := []*Node{l.server, l.alice, l.mallory, l.eve}
+	names := map[*Node][2]string{l.server: {"server.acme", "servers"}, l.alice: {"alice@dev.acme", "dev"}, l.mallory: {"mallory@dev.acme", "dev"}, l.eve: {"eve@sales.acme", "sales"}}
+	l.br.Start(t, BridgeConfig(members...)+l.orgConfig(nil, ""))
+	for _, m := range members {
+		c, err := s.SignCert(org.CertRequest{Node: m.Public(), Name: names[m][0], Groups: []string{names[m][1]}, TTL: 24 * time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.certs[m] = c
+		extra := ""
+		if m == l.server {
+			extra = serverExtra
+		}
+		m.Start(t, JoinConfig(l.br, "")+l.orgConfig(m, "")+extra)
+		m.Echo(t, echoPort)
+	}
+	for _, m := range members {
+		m.WaitBridge(t, "registered", "udp", 10*time.Second)
+	}
+	return l
+}
+
+// orgConfig is the [[orgs]] entry for acme, with n's certificate (written
+// to its directory) unless n is nil.
+func (l *orgLab) orgConfig(n *Node, extra string) string {
+	s := fmt.Sprintf("[[orgs]]\nname = \"acme\"\npublic_key = %q\n", l.signer.Public())
+	if n != nil {
+		if c := l.certs[n]; c != nil {
+			if err := os.WriteFile(filepath.Join(n.Dir, "acme.cert"), []byte(c.Text()+"\n"), 0o644); err != nil {
+				panic(err)
+			}
+			s += "cert = \"acme.cert\"\n"
+		}
+	}
+	return s + extra
+}
+
+func orgStatus(t *testing.T, n *Node) adminapi.OrgStatus {
+	t.Helper()
+	st, err := n.StatusArea().Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Orgs) != 1 {
+		t.Fatalf("%s: %d organisations in status", n.Name, len(st.Orgs))
+	}
+	return st.Orgs[0]
+}
+
+func crlVersion(t *testing.T, n *Node) uint64 {
+	if c := orgStatus(t, n).CRL; c != nil {
+		return c.Version
+	}
+	return 0
+}
+
+const devRule = "[[policy.allow]]\nfrom = \"group:acme/dev\"\nproto = \"tcp\"\nports = \"7\"\n"
+
+// TestOrgGroupRuleAndRevocationSpread: a group rule admits members of the
+// group whose certificate the server never saw before (it travels in-band
+// with the handshake), refuses others; a revocation list pushed to one
+// member reaches the server through the bridge and through a peer session
+// and cuts the revoked member's live connection.
+func TestOrgGroupRuleAndRevocationSpread(t *testing.T) {
+	l := newOrgLab(t, devRule)
+
+	start := time.Now()
+	l.alice.Talk(t, l.server, echoPort)
+	t.Logf("alice (group dev) reached the server in %v", time.Since(start).Round(time.Millisecond))
+	live := l.mallory.Talk(t, l.server, echoPort)
+
+	if c, err := l.eve.Dial(l.server, echoPort, 3*time.Second); err == nil {
+		c.Close()
+		t.Fatal("eve (group sales) connected to a server that admits group dev only")
+	}
+	peers, err := l.server.StatusArea().Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string][]string{}
+	for _, p := range peers {
+		names[p.CertName] = p.Groups
+	}
+	if g := names["alice@dev.acme"]; len(g) != 1 || g[0] != "acme/dev" {
+		t.Fatalf("server's peers: alice's certificate name and groups not shown: %v", names)
+	}
+
+	crl, err := l.signer.Revoke([]uint64{l.certs[l.mallory].Serial}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushed := time.Now()
+	res, err := node.OrgsArea{Node: l.alice.Node}.Push(context.Background(), adminapi.OrgPushRequest{Document: crl.Text()})
+	if err != nil || !res.Newer || res.Version != 1 {
+		t.Fatalf("push to alice = %+v, %v", res, err)
+	}
+	for _, n := range []*Node{l.server, l.mallory, l.eve} {
+		testnet.WaitFor(t, 10*time.Second, n.Name+" has revocation list 1", func() bool { return crlVersion(t, n) == 1 })
+	}
+	t.Logf("revocation list spread to every node in %v", time.Since(pushed).Round(time.Millisecond))
+	if err := testnet.RoundTrip(live, "mallory after revocation", 2*time.Second); err == nil {
+		t.Fatal("the revoked member's live connection still works")
+	}
+	if c, err := l.mallory.Dial(l.server, echoPort, 3*time.Second); err == nil {
+		c.Close()
+		t.Fatal("the revoked member connected again")
+	}
+	l.alice.Talk(t, l.server, echoPort) // the others are unaffected
+
+	// An older or the same list is not taken; a tampered one is refused.
+	res, err = node.OrgsArea{Node: l.server.Node}.Push(context.Background(), adminapi.OrgPushRequest{Document: crl.Text()})
+	if err != nil || res.Newer {
+		t.Fatalf("same list again = %+v, %v; want not newer", res, err)
+	}
+	bad := []byte(crl.Text())
+	bad[len(bad)-3] ^= 1
+	if _, err := (node.OrgsArea{Node: l.server.Node}).Push(context.Background(), adminapi.OrgPushRequest{Document: string(bad)}); err == nil {
+		t.Fatal("a tampered list was accepted")
+	}
+}
+
+// TestOrgStaleListFailsClosed: with crl_max_age and no list fresh
+// enough, the server refuses the organisation's certificates; a fresh
+// list lets members in again.
+func TestOrgStaleListFailsClosed(t *testing.T) {
+	l := newOrgLab(t, devRule)
+	l.server.Stop()
+	l.server.Start(t, JoinConfig(l.br, "")+l.orgConfig(l.server, "crl_max_age = \"1h\"\n")+devRule)
+	l.server.Echo(t, echoPort)
+	l.server.WaitBridge(t, "registered", "udp", 10*time.Second)
+	if st := orgStatus(t, l.server); !st.CRLStale {
+		t.Fatalf("server status without a list: crl_stale false (%+v)", st)
+	}
+	if c, err := l.alice.Dial(l.server, echoPort, 3*time.Second); err == nil {
+		c.Close()
+		t.Fatal("alice connected while the server has no fresh revocation list")
+	}
+	crl, err := l.signer.Revoke(nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (node.OrgsArea{Node: l.alice.Node}).Push(context.Background(), adminapi.OrgPushRequest{Document: crl.Text()}); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WaitFor(t, 10*time.Second, "server has a fresh list", func() bool { return !orgStatus(t, l.server).CRLStale })
+	testnet.WaitFor(t, 15*time.Second, "alice reaches the server", func() bool {
+		c, err := l.alice.Dial(l.server, echoPort, 3*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return testnet.RoundTrip(c, "alice", 2*time.Second) == nil
+	})
+	if !strings.Contains(orgStatus(t, l.server).Name, "acme") {
+		t.Fatal("status lost the organisation")
+	}
+}
