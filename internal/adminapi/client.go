@@ -260,3 +260,17 @@ func (c *Client) WaitReady(ctx context.Context) error {
 		}
 	}
 }
+
+// Orgs is GET /v1/orgs.
+func (c *Client) Orgs(ctx context.Context) ([]OrgStatus, error) {
+	var r []OrgStatus
+	err := c.do(ctx, http.MethodGet, "/v1/orgs", nil, &r)
+	return r, err
+}
+
+// OrgPush is POST /v1/orgs/push.
+func (c *Client) OrgPush(ctx context.Context, req OrgPushRequest) (OrgPushResponse, error) {
+	var r OrgPushResponse
+	err := c.do(ctx, http.MethodPost, "/v1/orgs/push", req, &r)
+	return r, err
+}

@@ -13,18 +13,18 @@ type Status struct {
 	SitePrefix string `json:"site_prefix"`
 	// IPv4 is the node's overlay IPv4 address (tun.ipv4, derived from
 	// the key with "auto"), if it has one.
-	IPv4       string   `json:"ipv4,omitempty"`
-	Mode       string   `json:"mode"`      // "kernel" or "userspace"
-	Interface  string   `json:"interface"` // TUN name; "" in userspace mode
-	MTU        int      `json:"mtu"`
-	ListenPort int      `json:"listen_port"`
-	Version    string   `json:"version"`
-	StartedAt  string   `json:"started_at"` // RFC 3339
-	PeerCount  int      `json:"peer_count"`
-	Peers      []Peer   `json:"peers"`
+	IPv4       string `json:"ipv4,omitempty"`
+	Mode       string `json:"mode"`      // "kernel" or "userspace"
+	Interface  string `json:"interface"` // TUN name; "" in userspace mode
+	MTU        int    `json:"mtu"`
+	ListenPort int    `json:"listen_port"`
+	Version    string `json:"version"`
+	StartedAt  string `json:"started_at"` // RFC 3339
+	PeerCount  int    `json:"peer_count"`
+	Peers      []Peer `json:"peers"`
 	// Orgs are the organisations this node trusts ([[orgs]]).
-	Orgs []OrgStatus `json:"orgs"`
-	Counters   Counters `json:"counters"`
+	Orgs     []OrgStatus `json:"orgs"`
+	Counters Counters    `json:"counters"`
 	// Bridges are the bridges this node joins ([[bridges]]), with their state.
 	Bridges []Bridge `json:"bridges"`
 	// BridgeRole is set when this node is a bridge.

@@ -160,7 +160,9 @@ network in one process, without root.`,
 			Run:   func(c *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "tomoe "+Version) },
 		},
 	)
-	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr})...)
+	orgCmds := orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr})
+	addOrgNodeCmds(g, orgCmds)
+	root.AddCommand(orgCmds...)
 	return root
 }
 

@@ -1,0 +1,112 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+)
+
+// addOrgNodeCmds adds the organisation commands that talk to a running
+// node to the offline ones package orgcmd made: `tomoe org status`,
+// `tomoe org crl push` and `tomoe org policy push`.
+func addOrgNodeCmds(g *globals, cmds []*cobra.Command) {
+	for _, c := range cmds {
+		if c.Name() != "org" {
+			continue
+		}
+		var statusJSON, pushJSON bool
+		status := &cobra.Command{
+			Use:   "status [--json]",
+			Short: "The organisations a running node trusts: its certificate, the lists and policy it holds, members seen",
+			Args:  noArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				out, err := g.client().Orgs(context.Background())
+				if err != nil {
+					return err
+				}
+				if statusJSON {
+					return printJSON(g.stdout, out)
+				}
+				for _, o := range out {
+					fmt.Fprintf(g.stdout, "%s  %s  members seen: %d\n", o.Name, o.PublicKey, o.Members)
+					if o.Cert != nil {
+						fmt.Fprintf(g.stdout, "  certificate: %s groups %s serial %s until %s: %s %s\n", o.Cert.Name, strings.Join(o.Cert.Groups, ","), o.Cert.Serial, o.Cert.NotAfter, o.Cert.State, o.Cert.Error)
+					} else {
+						fmt.Fprintln(g.stdout, "  certificate: none (verifies others only)")
+					}
+					if o.CRL != nil {
+						fmt.Fprintf(g.stdout, "  revocation list: version %d issued %s, %d entries\n", o.CRL.Version, o.CRL.Issued, o.CRL.Entries)
+					} else {
+						fmt.Fprintln(g.stdout, "  revocation list: none")
+					}
+					if o.CRLStale {
+						fmt.Fprintf(g.stdout, "  STALE: no list newer than crl_max_age %s: this organisation's certificates are refused\n", o.CRLMaxAge)
+					}
+					if o.Policy != nil {
+						fmt.Fprintf(g.stdout, "  policy: version %d issued %s, %d rules, accept_policy %v %s\n", o.Policy.Version, o.Policy.Issued, o.Policy.Rules, o.AcceptPolicy, o.PolicyError)
+					}
+				}
+				return nil
+			},
+		}
+		status.Flags().BoolVar(&statusJSON, "json", false, "print JSON")
+		c.AddCommand(status)
+		push := func(use, what string) *cobra.Command {
+			cmd := &cobra.Command{
+				Use:   use + " FILE|- [--json]",
+				Short: "Hand a " + what + " to the running node, which installs it if newer and passes it on to its peers and bridges",
+				Args:  cobra.ExactArgs(1),
+				RunE: func(cmd *cobra.Command, args []string) error {
+					text, err := readDoc(g.stdin, args[0])
+					if err != nil {
+						return err
+					}
+					res, err := g.client().OrgPush(context.Background(), adminapi.OrgPushRequest{Document: text})
+					if err != nil {
+						return err
+					}
+					if pushJSON {
+						return printJSON(g.stdout, res)
+					}
+					if res.Newer {
+						fmt.Fprintf(g.stdout, "%s %s version %d installed (was %d); spreading to peers and bridges\n", res.Org, res.Kind, res.Version, res.Held)
+					} else {
+						fmt.Fprintf(g.stdout, "%s %s version %d not newer than the one held (version %d): nothing changed\n", res.Org, res.Kind, res.Version, res.Held)
+					}
+					return nil
+				},
+			}
+			cmd.Flags().BoolVar(&pushJSON, "json", false, "print JSON")
+			return cmd
+		}
+		for _, sub := range c.Commands() {
+			if sub.Name() == "crl" {
+				sub.AddCommand(push("push", "revocation list"))
+			}
+		}
+		pol := &cobra.Command{Use: "policy", Short: "Organisation policy documents"}
+		pol.AddCommand(push("push", "signed organisation policy"))
+		c.AddCommand(pol)
+	}
+}
+
+// readDoc reads a document's text from FILE or stdin ("-").
+func readDoc(stdin io.Reader, name string) (string, error) {
+	var b []byte
+	var err error
+	if name == "-" {
+		b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
+	} else {
+		b, err = os.ReadFile(name)
+	}
+	if err != nil {
+		return "", &exitError{code: ExitFailure, err: err}
+	}
+	return strings.TrimSpace(string(b)), nil
+}
