@@ -160,9 +160,7 @@ network in one process, without root.`,
 			Run:   func(c *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "tomoe "+Version) },
 		},
 	)
-	orgCmds := orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr})
-	addOrgNodeCmds(g, orgCmds)
-	root.AddCommand(orgCmds...)
+	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
 	return root
 }
 

@@ -1,7 +1,7 @@
-// Package orgcmd is the offline side of organisations on the command
-// line: `tomoe org init|public|crl show` and `tomoe cert
-// sign|show|revoke`. It reads and writes key, certificate and list files
-// and never talks to a node. Package cli adds its commands to the root and
+// Package orgcmd is organisations on the command line: offline, `tomoe
+// org init|public|crl show` and `tomoe cert sign|show|revoke`, which read
+// and write key, certificate and list files; and, through the running
+// node's admin API, `tomoe org status|crl push|policy push` (node.go). Package cli adds its commands to the root and
 // turns an error's ExitCode into the exit status.
 package orgcmd
 
@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/org"
 )
@@ -60,12 +61,19 @@ func silentFailure() error { return &ExitError{Code: exitFailure, Err: errors.Ne
 type Env struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+	// Client is the running node's admin API, for `org status` and the
+	// push commands; nil leaves those out.
+	Client func() *adminapi.Client
 }
 
 // Commands returns `tomoe org` and `tomoe cert`.
 func Commands(env Env) []*cobra.Command {
 	g := &env
-	return []*cobra.Command{newOrgCmd(g), newCertCmd(g)}
+	cmds := []*cobra.Command{newOrgCmd(g), newCertCmd(g)}
+	if g.Client != nil {
+		addNodeCmds(g, cmds)
+	}
+	return cmds
 }
 
 func newOrgCmd(g *Env) *cobra.Command {

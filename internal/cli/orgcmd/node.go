@@ -1,7 +1,8 @@
-package cli
+package orgcmd
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,10 +13,10 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 )
 
-// addOrgNodeCmds adds the organisation commands that talk to a running
-// node to the offline ones package orgcmd made: `tomoe org status`,
+// addNodeCmds adds the organisation commands that talk to a running
+// node (through Env.Client) to the offline ones: `tomoe org status`,
 // `tomoe org crl push` and `tomoe org policy push`.
-func addOrgNodeCmds(g *globals, cmds []*cobra.Command) {
+func addNodeCmds(g *Env, cmds []*cobra.Command) {
 	for _, c := range cmds {
 		if c.Name() != "org" {
 			continue
@@ -24,32 +25,32 @@ func addOrgNodeCmds(g *globals, cmds []*cobra.Command) {
 		status := &cobra.Command{
 			Use:   "status [--json]",
 			Short: "The organisations a running node trusts: its certificate, the lists and policy it holds, members seen",
-			Args:  noArgs,
+			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				out, err := g.client().Orgs(context.Background())
+				out, err := g.Client().Orgs(context.Background())
 				if err != nil {
 					return err
 				}
 				if statusJSON {
-					return printJSON(g.stdout, out)
+					return writeJSON(g.Stdout, out)
 				}
 				for _, o := range out {
-					fmt.Fprintf(g.stdout, "%s  %s  members seen: %d\n", o.Name, o.PublicKey, o.Members)
+					fmt.Fprintf(g.Stdout, "%s  %s  members seen: %d\n", o.Name, o.PublicKey, o.Members)
 					if o.Cert != nil {
-						fmt.Fprintf(g.stdout, "  certificate: %s groups %s serial %s until %s: %s %s\n", o.Cert.Name, strings.Join(o.Cert.Groups, ","), o.Cert.Serial, o.Cert.NotAfter, o.Cert.State, o.Cert.Error)
+						fmt.Fprintf(g.Stdout, "  certificate: %s groups %s serial %s until %s: %s %s\n", o.Cert.Name, strings.Join(o.Cert.Groups, ","), o.Cert.Serial, o.Cert.NotAfter, o.Cert.State, o.Cert.Error)
 					} else {
-						fmt.Fprintln(g.stdout, "  certificate: none (verifies others only)")
+						fmt.Fprintln(g.Stdout, "  certificate: none (verifies others only)")
 					}
 					if o.CRL != nil {
-						fmt.Fprintf(g.stdout, "  revocation list: version %d issued %s, %d entries\n", o.CRL.Version, o.CRL.Issued, o.CRL.Entries)
+						fmt.Fprintf(g.Stdout, "  revocation list: version %d issued %s, %d entries\n", o.CRL.Version, o.CRL.Issued, o.CRL.Entries)
 					} else {
-						fmt.Fprintln(g.stdout, "  revocation list: none")
+						fmt.Fprintln(g.Stdout, "  revocation list: none")
 					}
 					if o.CRLStale {
-						fmt.Fprintf(g.stdout, "  STALE: no list newer than crl_max_age %s: this organisation's certificates are refused\n", o.CRLMaxAge)
+						fmt.Fprintf(g.Stdout, "  STALE: no list newer than crl_max_age %s: this organisation's certificates are refused\n", o.CRLMaxAge)
 					}
 					if o.Policy != nil {
-						fmt.Fprintf(g.stdout, "  policy: version %d issued %s, %d rules, accept_policy %v %s\n", o.Policy.Version, o.Policy.Issued, o.Policy.Rules, o.AcceptPolicy, o.PolicyError)
+						fmt.Fprintf(g.Stdout, "  policy: version %d issued %s, %d rules, accept_policy %v %s\n", o.Policy.Version, o.Policy.Issued, o.Policy.Rules, o.AcceptPolicy, o.PolicyError)
 					}
 				}
 				return nil
@@ -63,21 +64,21 @@ func addOrgNodeCmds(g *globals, cmds []*cobra.Command) {
 				Short: "Hand a " + what + " to the running node, which installs it if newer and passes it on to its peers and bridges",
 				Args:  cobra.ExactArgs(1),
 				RunE: func(cmd *cobra.Command, args []string) error {
-					text, err := readDoc(g.stdin, args[0])
+					text, err := readDoc(g.Stdin, args[0])
 					if err != nil {
 						return err
 					}
-					res, err := g.client().OrgPush(context.Background(), adminapi.OrgPushRequest{Document: text})
+					res, err := g.Client().OrgPush(context.Background(), adminapi.OrgPushRequest{Document: text})
 					if err != nil {
 						return err
 					}
 					if pushJSON {
-						return printJSON(g.stdout, res)
+						return writeJSON(g.Stdout, res)
 					}
 					if res.Newer {
-						fmt.Fprintf(g.stdout, "%s %s version %d installed (was %d); spreading to peers and bridges\n", res.Org, res.Kind, res.Version, res.Held)
+						fmt.Fprintf(g.Stdout, "%s %s version %d installed (was %d); spreading to peers and bridges\n", res.Org, res.Kind, res.Version, res.Held)
 					} else {
-						fmt.Fprintf(g.stdout, "%s %s version %d not newer than the one held (version %d): nothing changed\n", res.Org, res.Kind, res.Version, res.Held)
+						fmt.Fprintf(g.Stdout, "%s %s version %d not newer than the one held (version %d): nothing changed\n", res.Org, res.Kind, res.Version, res.Held)
 					}
 					return nil
 				},
@@ -106,7 +107,13 @@ func readDoc(stdin io.Reader, name string) (string, error) {
 		b, err = os.ReadFile(name)
 	}
 	if err != nil {
-		return "", &exitError{code: ExitFailure, err: err}
+		return "", failure(err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
