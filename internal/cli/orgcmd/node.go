@@ -91,9 +91,11 @@ func addNodeCmds(g *Env, cmds []*cobra.Command) {
 				sub.AddCommand(push("push", "revocation list"))
 			}
 		}
-		pol := &cobra.Command{Use: "policy", Short: "Organisation policy documents"}
-		pol.AddCommand(push("push", "signed organisation policy"))
-		c.AddCommand(pol)
+		for _, sub := range c.Commands() {
+			if sub.Name() == "policy" {
+				sub.AddCommand(push("push", "signed organisation policy"))
+			}
+		}
 	}
 }
 

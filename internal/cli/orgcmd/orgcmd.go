@@ -146,6 +146,9 @@ key file on stdin when FILE is missing or "-".
 			return nil
 		},
 	}
+	pol := &cobra.Command{Use: "policy", Short: "Organisation policy documents: sign (offline), push (to a running node)"}
+	pol.AddCommand(newPolicySignCmd(g))
+	cmd.AddCommand(pol)
 	crl := &cobra.Command{Use: "crl", Short: "Inspect revocation lists ('tomoe cert revoke' makes them)"}
 	crl.AddCommand(newCRLShowCmd(g))
 	cmd.AddCommand(initCmd, public, crl)
