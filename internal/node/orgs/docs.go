@@ -100,6 +100,13 @@ func (e *Engine) applyCRL(o *Org, l *org.CRL) {
 	e.mu.Unlock()
 	e.checkStale()
 	e.rebuild() // revoked certificates leave the directory (and the policy) first
+	// Peers whose certificates are not held (refused while the list was
+	// stale, or lost) are asked again.
+	for _, a := range e.node.SessionPeers() {
+		if k, ok := e.node.PeerKey(a); ok && !e.hasValid(k) {
+			e.peerChan(a).Send(&orgsync.Msg{Type: orgsync.TypeHello, WantCerts: true})
+		}
+	}
 	for _, k := range l.Keys {
 		if _, ok := e.node.PeerKey(k.Address()); ok && !containsKey(cut, k) {
 			cut = append(cut, k)

@@ -386,3 +386,8 @@ func (e *Engine) onTick() {
 // errNoOrg is the error for a certificate of an organisation the config
 // does not name.
 var errNoOrg = errors.New("certificate of an organisation this node does not trust (not in [[orgs]])")
+
+// errStale marks a certificate refused only because its organisation's
+// newest revocation list is older than crl_max_age.
+var errStale = errors.New("revocation list stale")
+

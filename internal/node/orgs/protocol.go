@@ -121,7 +121,10 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 			}
 			e.mu.Unlock()
 			e.log.Info("peer certificate refused", "peer", key.ShortString(), "err", err)
-			if pending {
+			// A certificate refused only for a stale list is kept: the
+			// session stays, its traffic meeting no rule, until a fresh
+			// list lets it in (fail closed, without a new handshake).
+			if pending && !errors.Is(err, errStale) {
 				e.node.Cut([]identity.PublicKey{key}, "certificate refused: "+err.Error())
 			}
 		}
@@ -185,7 +188,7 @@ func (e *Engine) check(c *org.Cert, now time.Time) (*Org, error) {
 		return o, fmt.Errorf("%w: serial %s of %s is on revocation list version %d", org.ErrRevoked, c.SerialString(), o.Name, crl.Version)
 	}
 	if stale {
-		return o, fmt.Errorf("organisation %s: newest revocation list is older than crl_max_age (%s): its certificates are refused until a fresh list arrives", o.Name, o.CRLMaxAge)
+		return o, fmt.Errorf("%w: organisation %s: newest revocation list is older than crl_max_age (%s): its certificates are refused until a fresh list arrives", errStale, o.Name, o.CRLMaxAge)
 	}
 	return o, nil
 }
@@ -193,9 +196,12 @@ func (e *Engine) check(c *org.Cert, now time.Time) (*Org, error) {
 // addCert keeps a verified certificate for its node and rebuilds the
 // directory if it changed anything.
 func (e *Engine) addCert(c *org.Cert) error {
-	if _, err := e.check(c, e.clock.Now()); err != nil {
+	_, err := e.check(c, e.clock.Now())
+	if err != nil && !errors.Is(err, errStale) {
 		return err
 	}
+	// A certificate refused only because the organisation's list is stale
+	// is kept (out of the directory): a fresh list brings it in.
 	e.mu.Lock()
 	byOrg := e.certs[c.Node]
 	if byOrg == nil {
@@ -209,11 +215,14 @@ func (e *Engine) addCert(c *org.Cert) error {
 	old := byOrg[c.Org]
 	if old != nil && (old.Fingerprint() == c.Fingerprint() || old.NotBefore.After(c.NotBefore)) {
 		e.mu.Unlock()
-		return nil // the same, or older than the one held
+		return err // the same, or older than the one held
 	}
 	byOrg[c.Org] = c
 	e.dirty = true
 	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	e.log.Debug("peer certificate verified", "peer", c.Node.ShortString(), "org", c.OrgName, "name", c.Name)
 	return nil
 }
