@@ -390,4 +390,3 @@ var errNoOrg = errors.New("certificate of an organisation this node does not tru
 // errStale marks a certificate refused only because its organisation's
 // newest revocation list is older than crl_max_age.
 var errStale = errors.New("revocation list stale")
-
