@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -64,7 +63,7 @@ func addNodeCmds(g *Env, cmds []*cobra.Command) {
 				Short: "Hand a " + what + " to the running node, which installs it if newer and passes it on to its peers and bridges",
 				Args:  cobra.ExactArgs(1),
 				RunE: func(cmd *cobra.Command, args []string) error {
-					text, err := readDoc(g.Stdin, args[0])
+					text, err := readInput(g, args)
 					if err != nil {
 						return err
 					}
@@ -97,21 +96,6 @@ func addNodeCmds(g *Env, cmds []*cobra.Command) {
 			}
 		}
 	}
-}
-
-// readDoc reads a document's text from FILE or stdin ("-").
-func readDoc(stdin io.Reader, name string) (string, error) {
-	var b []byte
-	var err error
-	if name == "-" {
-		b, err = io.ReadAll(io.LimitReader(stdin, 1<<20))
-	} else {
-		b, err = os.ReadFile(name)
-	}
-	if err != nil {
-		return "", failure(err)
-	}
-	return strings.TrimSpace(string(b)), nil
 }
 
 func writeJSON(w io.Writer, v any) error {

@@ -276,15 +276,7 @@ not yet valid (allowing ` + org.ClockSkew.String() + ` of clock skew). Revocatio
   tomoe cert show --json < alice.cert`,
 		Args: maxArgs(1, "at most one certificate file"),
 		RunE: func(c *cobra.Command, args []string) error {
-			var want org.PublicKey
-			if orgKey != "" {
-				k, err := org.ParsePublicKey(orgKey)
-				if err != nil {
-					return usageError("--org: %v", err)
-				}
-				want = k
-			}
-			text, err := readInput(g, args)
+			want, text, err := orgAndInput(g, orgKey, args)
 			if err != nil {
 				return err
 			}
@@ -452,15 +444,7 @@ verify its signature: exit status 1 if that organisation did not sign it.
   tomoe org crl show acme.crl --org tomoe-org:...`,
 		Args: maxArgs(1, "at most one list file"),
 		RunE: func(c *cobra.Command, args []string) error {
-			var want org.PublicKey
-			if orgKey != "" {
-				k, err := org.ParsePublicKey(orgKey)
-				if err != nil {
-					return usageError("--org: %v", err)
-				}
-				want = k
-			}
-			text, err := readInput(g, args)
+			want, text, err := orgAndInput(g, orgKey, args)
 			if err != nil {
 				return err
 			}
@@ -530,6 +514,21 @@ func signerError(err error) error {
 
 // readInput reads the file named by args[0], or stdin when there is none
 // or it is "-".
+// orgAndInput parses --org (zero when unset) and reads the input, for the
+// show commands.
+func orgAndInput(g *Env, orgKey string, args []string) (org.PublicKey, string, error) {
+	var want org.PublicKey
+	if orgKey != "" {
+		k, err := org.ParsePublicKey(orgKey)
+		if err != nil {
+			return want, "", usageError("--org: %v", err)
+		}
+		want = k
+	}
+	text, err := readInput(g, args)
+	return want, text, err
+}
+
 func readInput(g *Env, args []string) (string, error) {
 	var r io.Reader = g.Stdin
 	name := "stdin"
