@@ -132,6 +132,7 @@ type Engine struct {
 
 	// counters
 	certsBad, received, dropped atomic.Uint64
+	limited                     atomic.Uint64 // messages and answers a peer's budget did not cover
 }
 
 // Membership is one verified membership of a peer, for display.
@@ -238,6 +239,13 @@ func (e *Engine) LookupName(name string) (netip.Addr, bool) {
 // OnControl takes a document message a peer sent to the control port. It
 // runs on WireGuard's receive path: queue, never block.
 func (e *Engine) OnControl(src netip.Addr, payload []byte) {
+	c := e.peerChan(src)
+	now := e.clock.Now().UnixNano()
+	c.seen.Store(now)
+	if !c.in.Allow(now, 1, peerInRate, peerInBurst) {
+		e.limited.Add(1)
+		return
+	}
 	e.enqueue(inbound{src: src, payload: slices.Clone(payload)})
 }
 
@@ -370,7 +378,18 @@ func (e *Engine) onTick() {
 			delete(e.answered, a)
 		}
 	}
+	// A peer silent for a minute has its budgets full again anyway.
+	var gone []*peerChan
+	for a, c := range e.peerChans {
+		if _, greeted := e.greeted[a]; !greeted && now.UnixNano()-c.seen.Load() > int64(time.Minute) {
+			delete(e.peerChans, a)
+			gone = append(gone, c)
+		}
+	}
 	e.mu.Unlock()
+	for _, c := range gone {
+		e.x.Forget(c)
+	}
 	if len(cut) > 0 {
 		e.node.Cut(cut, "no valid organisation certificate within "+PendingTimeout.String())
 	}
