@@ -195,3 +195,102 @@ func TestOrgStaleListFailsClosed(t *testing.T) {
 		t.Fatal("status lost the organisation")
 	}
 }
+
+// orgBlock is an [[orgs]] entry for s's organisation, with c (written to
+// n's directory) as n's certificate unless c is nil.
+func orgBlock(t *testing.T, s *org.Signer, n *Node, c *org.Cert, extra string) string {
+	t.Helper()
+	b := fmt.Sprintf("[[orgs]]\nname = %q\npublic_key = %q\n", s.Name(), s.Public())
+	if c != nil {
+		f := s.Name() + ".cert"
+		if err := os.WriteFile(filepath.Join(n.Dir, f), []byte(c.Text()+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b += fmt.Sprintf("cert = %q\n", f)
+	}
+	return b + extra
+}
+
+// TestOrgMemberOfTwoOrganisations: alice belongs to acme (group dev) and
+// globex (group ops), each certificate with its own name. The server
+// trusts both and admits acme/dev to port 7 and globex/ops to port 8.
+// Revoking alice's acme certificate leaves her a member of globex only:
+// her session stays, her live connection to port 8 goes on, the one to
+// port 7 stops, and a new one to port 7 is refused.
+func TestOrgMemberOfTwoOrganisations(t *testing.T) {
+	lab := New(t, vnetConfig())
+	sign := map[string]*org.Signer{}
+	for _, name := range []string{"acme", "globex"} {
+		s, err := org.Init(name, filepath.Join(t.TempDir(), name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign[name] = s
+	}
+	acme, globex := sign["acme"], sign["globex"]
+	br := lab.NewNode("bridge", lab.AddHost("bridge"))
+	server := lab.NewNode("server", lab.AddHost("server"))
+	alice := lab.NewNode("alice", lab.AddHost("alice"))
+	br.Start(t, BridgeConfig(server, alice))
+	certFor := func(s *org.Signer, n *Node, name, group string) *org.Cert {
+		c, err := s.SignCert(org.CertRequest{Node: n.Public(), Name: name, Groups: []string{group}, TTL: 24 * time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	aliceAcme := certFor(acme, alice, "alice@dev.acme", "dev")
+	server.Start(t, JoinConfig(br, "")+orgBlock(t, acme, server, certFor(acme, server, "server.acme", "servers"), "")+orgBlock(t, globex, server, nil, "")+
+		"[[policy.allow]]\nfrom = \"group:acme/dev\"\nproto = \"tcp\"\nports = \"7\"\n"+
+		"[[policy.allow]]\nfrom = \"group:globex/ops\"\nproto = \"tcp\"\nports = \"8\"\n")
+	alice.Start(t, JoinConfig(br, "")+orgBlock(t, acme, alice, aliceAcme, "")+orgBlock(t, globex, alice, certFor(globex, alice, "alice@ops.globex", "ops"), ""))
+	server.Echo(t, 7)
+	server.Echo(t, 8)
+	for _, n := range []*Node{server, alice} {
+		n.WaitBridge(t, "registered", "udp", 10*time.Second)
+	}
+
+	live7 := alice.Talk(t, server, 7)
+	live8 := alice.Talk(t, server, 8)
+	peers, err := server.StatusArea().Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orgsSeen []string
+	for _, p := range peers {
+		if p.Address == alice.Addr().String() {
+			for _, m := range p.Memberships {
+				orgsSeen = append(orgsSeen, m.Org+":"+m.Name)
+			}
+		}
+	}
+	if strings.Join(orgsSeen, " ") != "acme:alice@dev.acme globex:alice@ops.globex" {
+		t.Fatalf("server sees alice's memberships as %v", orgsSeen)
+	}
+
+	crl, err := acme.Revoke([]uint64{aliceAcme.Serial}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (node.OrgsArea{Node: server.Node}).Push(context.Background(), adminapi.OrgPushRequest{Document: crl.Text()}); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WaitFor(t, 15*time.Second, "alice reaches port 8 as a member of globex", func() bool {
+		c, err := alice.Dial(server, 8, 3*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return testnet.RoundTrip(c, "alice", 2*time.Second) == nil
+	})
+	if c, err := alice.Dial(server, 7, 3*time.Second); err == nil {
+		c.Close()
+		t.Fatal("alice reached acme's port 7 after acme revoked her")
+	}
+	if err := testnet.RoundTrip(live7, "alice on port 7 after acme revoked her", 2*time.Second); err == nil {
+		t.Fatal("alice's live connection to acme's port 7 still works")
+	}
+	if err := testnet.RoundTrip(live8, "alice on port 8 after acme revoked her", 5*time.Second); err != nil {
+		t.Fatalf("alice's live connection to globex's port 8 broke: %v", err)
+	}
+}
