@@ -124,6 +124,12 @@ func TestOrgGroupRuleAndRevocationSpread(t *testing.T) {
 	if g := names["alice@dev.acme"]; len(g) != 1 || g[0] != "acme/dev" {
 		t.Fatalf("server's peers: alice's certificate name and groups not shown: %v", names)
 	}
+	// Alice's first packets waited for her certificate; none was dropped.
+	for _, p := range peers {
+		if p.CertName == "alice@dev.acme" && p.DeniedPackets != 0 {
+			t.Fatalf("the server dropped %d of alice's packets while her certificate was on its way", p.DeniedPackets)
+		}
+	}
 
 	crl, err := l.signer.Revoke([]uint64{l.certs[l.mallory].Serial}, nil, time.Now())
 	if err != nil {

@@ -113,3 +113,5 @@ func TestGetFloodIsBounded(t *testing.T) {
 		t.Fatalf("a second after the burst, the flood got %d more chunks; the rate is %d a second", got, peerChunkRate)
 	}
 }
+
+func (r *recorder) Settled(identity.PublicKey, bool) {}

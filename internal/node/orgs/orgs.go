@@ -53,6 +53,9 @@ type Node interface {
 	// Cut ends the sessions and flows of these peers (a revocation, or a
 	// peer admitted pending a certificate that did not come or failed).
 	Cut(keys []identity.PublicKey, reason string)
+	// Settled ends the wait of the packets of a peer admitted pending its
+	// certificate: judged by the rules now that it verified, or dropped.
+	Settled(key identity.PublicKey, verified bool)
 	// MembersChanged installs a new directory and this node's own
 	// memberships into the policy.
 	MembersChanged(dir policy.Directory, self []policy.Member)
@@ -323,10 +326,14 @@ func (e *Engine) handle(in inbound) {
 		in.fn()
 	case !in.pending.IsZero():
 		e.mu.Lock()
-		if _, ok := e.pending[in.pending]; !ok {
+		valid := e.hasValidLocked(in.pending)
+		if _, ok := e.pending[in.pending]; !ok && !valid {
 			e.pending[in.pending] = e.clock.Now().Add(PendingTimeout)
 		}
 		e.mu.Unlock()
+		if valid {
+			e.node.Settled(in.pending, true) // its certificate came first
+		}
 		e.greet(in.pending.Address(), true)
 	case in.greet.IsValid():
 		e.greet(in.greet, false)
@@ -360,11 +367,12 @@ func (e *Engine) handle(in inbound) {
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
-	var cut []identity.PublicKey
+	var cut, settled []identity.PublicKey
 	e.mu.Lock()
 	for k, until := range e.pending {
 		if e.hasValidLocked(k) {
 			delete(e.pending, k)
+			settled = append(settled, k)
 			continue
 		}
 		if now.After(until) {
@@ -389,6 +397,9 @@ func (e *Engine) onTick() {
 	e.mu.Unlock()
 	for _, c := range gone {
 		e.x.Forget(c)
+	}
+	for _, k := range settled {
+		e.node.Settled(k, true)
 	}
 	if len(cut) > 0 {
 		e.node.Cut(cut, "no valid organisation certificate within "+PendingTimeout.String())

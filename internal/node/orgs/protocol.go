@@ -162,6 +162,8 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 			// list lets it in (fail closed, without a new handshake).
 			if pending && !errors.Is(err, errStale) {
 				e.node.Cut([]identity.PublicKey{key}, "certificate refused: "+err.Error())
+			} else if pending {
+				e.node.Settled(key, false)
 			}
 		}
 	case orgsync.TypeHello:
@@ -320,6 +322,20 @@ func (e *Engine) rebuild() {
 	e.dir.Store(&dir)
 	e.members.Store(&members)
 	e.node.MembersChanged(dir, e.selfMembers(now))
+	// Peers that waited for their certificate: their packets meet the
+	// rules now, within a round trip of their first.
+	var settled []identity.PublicKey
+	e.mu.Lock()
+	for k := range e.pending {
+		if len(dir[k.Address()]) > 0 {
+			delete(e.pending, k)
+			settled = append(settled, k)
+		}
+	}
+	e.mu.Unlock()
+	for _, k := range settled {
+		e.node.Settled(k, true)
+	}
 }
 
 // selfMembers are this node's own valid memberships.
