@@ -183,7 +183,7 @@ type Rule struct {
 	Proto   string  `json:"proto"`   // tcp, udp, icmp or any
 	Ports   string  `json:"ports"`   // "" means every port
 	Until   *string `json:"until"`   // RFC 3339; null: never expires
-	Source  string  `json:"source"`  // "config", "api" or "org"
+	Source  string  `json:"source"`  // "config", "api", "org" or "admin" ([[admin.allow]])
 	Origin  string  `json:"origin"`  // for display: "config", "api", "org acme v3"
 	Added   *string `json:"added"`   // RFC 3339 for rules added through the API
 }

@@ -55,12 +55,20 @@ var Version = "dev"
 
 type globals struct {
 	socket string
+	remote string // --remote: a node's admin API over the overlay
 	stdout io.Writer
 	stderr io.Writer
 	stdin  io.Reader
 }
 
 func (g *globals) client() *adminapi.Client {
+	remote := g.remote
+	if remote == "" && g.socket == "" {
+		remote = os.Getenv("TOMOE_REMOTE")
+	}
+	if remote != "" {
+		return adminapi.NewRemoteClient(remote)
+	}
 	path := g.socket
 	if path == "" {
 		path = os.Getenv("TOMOE_SOCKET")
@@ -133,12 +141,15 @@ destination's daemon (WireGuard), and every node decides for itself who may
 reach it: inbound is denied unless a rule allows it.
 
 Run a node with 'tomoe up -c FILE'; the other commands talk to it through its
-admin socket (--socket, or TOMOE_SOCKET). 'tomoe demo' shows a three-node
-network in one process, without root.`,
+admin socket (--socket, or TOMOE_SOCKET), or with --remote ADDR to another
+node's admin API over the overlay (it must list this node in
+[[admin.allow]]). 'tomoe demo' shows a three-node network in one process,
+without root.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "admin socket of the node (default $TOMOE_SOCKET, else "+config.DefaultSocket()+")")
+	root.PersistentFlags().StringVar(&g.remote, "remote", "", "talk to the admin API of the node at this overlay address or .tomoe name instead (port 4680, over the overlay; default $TOMOE_REMOTE)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return flagError{err} })
 	root.AddCommand(
 		newUpCmd(g),

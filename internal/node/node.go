@@ -143,9 +143,11 @@ type Node struct {
 	engine   *engine.Engine
 	events   *adminapi.EventBus
 	api      *adminapi.Server
-	metrics  *http.Server
-	server   *bridge.Server // when this node is a bridge
-	client   *client.Client // when this node joins bridges
+	// overlayAdmin serves the admin API inside the overlay ([[admin.allow]]).
+	overlayAdmin *overlayAdmin
+	metrics      *http.Server
+	server       *bridge.Server // when this node is a bridge
+	client       *client.Client // when this node joins bridges
 	// staticKeys are the config's static peers' keys: set before the
 	// bridge client starts, read-only after (wants reads it unlocked).
 	staticKeys map[identity.PublicKey]bool
@@ -225,6 +227,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Warn(w)
 	}
 	n.store = store
+	store.SetAdminRules(cfg.AdminRules(adminapi.AdminPort))
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
@@ -292,6 +295,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return n, fmt.Errorf("admin.socket: %w", err)
 		}
 		n.api = adminapi.Serve(ln, log.With("component", "admin"), n.apiAreas()...)
+	}
+	if err := n.serveOverlayAdmin(); err != nil {
+		return n, err
 	}
 	if cfg.Admin.Metrics.IsValid() {
 		if err := n.serveMetrics(cfg.Admin.Metrics.String()); err != nil {
@@ -413,6 +419,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.Close()
 		}
+		n.overlayAdmin.close()
 		if n.metrics != nil {
 			n.metrics.Close()
 		}

@@ -2,7 +2,10 @@ package vlab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -298,5 +301,45 @@ func TestOrgMemberOfTwoOrganisations(t *testing.T) {
 	}
 	if err := testnet.RoundTrip(live8, "alice on port 8 after acme revoked her", 5*time.Second); err != nil {
 		t.Fatalf("alice's live connection to globex's port 8 broke: %v", err)
+	}
+}
+
+// TestAdminOverOverlayByGroup: in userspace mode, the server gives its
+// admin API to group acme/dev as read through [[admin.allow]] alone:
+// alice (dev) reads its status over the overlay and cannot change a rule;
+// eve (sales) gets no answer.
+func TestAdminOverOverlayByGroup(t *testing.T) {
+	l := newOrgLab(t, "[[admin.allow]]\nfrom = \"group:acme/dev\"\nrole = \"read\"\n")
+	url := fmt.Sprintf("http://[%s]:%d", l.server.Addr(), adminapi.AdminPort)
+	client := func(n *Node) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return n.DialContext(ctx, "tcp6", addr) },
+		}}
+	}
+	var resp *http.Response
+	testnet.WaitFor(t, 15*time.Second, "alice reads the server's status over the overlay", func() bool {
+		r, err := client(l.alice).Get(url + "/v1/status")
+		if err != nil {
+			return false
+		}
+		resp = r
+		return true
+	})
+	var st adminapi.Status
+	err := json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || st.PublicKey != l.server.Public().String() {
+		t.Fatalf("status over the overlay: %d %v %+v", resp.StatusCode, err, st)
+	}
+	r, err := client(l.alice).Post(url+"/v1/policy/allow", "application/json", strings.NewReader(`{"from":"*"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusForbidden {
+		t.Fatalf("a read identity's change answered %d, want 403", r.StatusCode)
+	}
+	if _, err := client(l.eve).Get(url + "/v1/status"); err == nil {
+		t.Fatal("eve (not in group dev) reached the admin API")
 	}
 }
