@@ -45,10 +45,19 @@ func NewClient(path string) *Client {
 // a kernel-mode node, and the remote node must list this node in
 // [[admin.allow]].
 func NewRemoteClient(addr string) *Client {
+	return NewRemoteClientDial(addr, nil)
+}
+
+// NewRemoteClientDial is NewRemoteClient connecting with dial (nil: the
+// system's sockets), e.g. through a userspace node's own stack.
+func NewRemoteClientDial(addr string, dial func(ctx context.Context, network, address string) (net.Conn, error)) *Client {
 	hostport := net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), fmt.Sprint(AdminPort))
-	tr := &http.Transport{DisableCompression: true, Proxy: nil}
+	tr := &http.Transport{DisableCompression: true, Proxy: nil, DialContext: dial, MaxIdleConnsPerHost: 1, IdleConnTimeout: 30 * time.Second}
 	return &Client{path: hostport, base: "http://" + hostport, hint: "is the overlay up here (kernel mode), and does that node list this one in [[admin.allow]]?", http: &http.Client{Transport: tr}}
 }
+
+// CloseIdle closes the client's idle connections.
+func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 
 // Path returns the socket path.
 func (c *Client) Path() string { return c.path }
@@ -291,4 +300,11 @@ func (c *Client) OrgPush(ctx context.Context, req OrgPushRequest) (OrgPushRespon
 	var r OrgPushResponse
 	err := c.do(ctx, http.MethodPost, "/v1/orgs/push", req, &r)
 	return r, err
+}
+
+// Console is GET /v1/console.
+func (c *Client) Console(ctx context.Context) (ConsoleView, error) {
+	var v ConsoleView
+	err := c.do(ctx, http.MethodGet, "/v1/console", nil, &v)
+	return v, err
 }

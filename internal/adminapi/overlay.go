@@ -20,6 +20,11 @@ const (
 	RoleWrite             // every endpoint
 )
 
+// localOnly are the endpoints served on the socket only: the console
+// reads other nodes with this node's own rights, which a caller over the
+// overlay must not borrow.
+var localOnly = map[string]bool{"/v1/console": true}
+
 // readPosts are the POST endpoints that change nothing: a read role may
 // ask them.
 var readPosts = map[string]bool{"/v1/policy/explain": true, "/v1/policy/test": true}
@@ -31,7 +36,7 @@ var readPosts = map[string]bool{"/v1/policy/explain": true, "/v1/policy/test": t
 // for another host name (DNS rebinding) or from another origin (CSRF) are
 // refused, and changes must be JSON (a cross-site form cannot send it
 // without a preflight, which is never answered). Go profiles are not
-// served over the overlay.
+// served over the overlay, nor the console.
 func OverlayGuard(h http.Handler, hostOK func(host string) bool, role func(caller netip.Addr) Role) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ap, err := netip.ParseAddrPort(r.RemoteAddr)
@@ -61,7 +66,7 @@ func OverlayGuard(h http.Handler, hostOK func(host string) bool, role func(calle
 			writeError(w, http.StatusForbidden, fmt.Errorf("cross-site request (%s) refused", s))
 			return
 		}
-		if strings.HasPrefix(r.URL.Path, "/debug/") {
+		if strings.HasPrefix(r.URL.Path, "/debug/") || localOnly[r.URL.Path] {
 			writeError(w, http.StatusNotFound, fmt.Errorf("no such endpoint over the overlay: %s", r.URL.Path))
 			return
 		}

@@ -32,6 +32,7 @@ func TestOverlayGuard(t *testing.T) {
 		{"writer cross site", writer, "POST", "/v1/policy/allow", host, map[string]string{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"}, 403},
 		{"rebinding", writer, "GET", "/v1/status", "evil.example:4680", nil, 421},
 		{"profiles", writer, "GET", "/debug/pprof/", host, nil, 404},
+		{"console", writer, "GET", "/v1/console", host, nil, 404},
 		{"stranger", stranger, "GET", "/v1/status", host, nil, 403},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

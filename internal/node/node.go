@@ -33,6 +33,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
+	"github.com/tomoe-net/tomoe/internal/node/console"
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
@@ -145,6 +146,8 @@ type Node struct {
 	api      *adminapi.Server
 	// overlayAdmin serves the admin API inside the overlay ([[admin.allow]]).
 	overlayAdmin *overlayAdmin
+	consoleOnce  sync.Once
+	consoleView  *console.Console
 	metrics      *http.Server
 	server       *bridge.Server // when this node is a bridge
 	client       *client.Client // when this node joins bridges
