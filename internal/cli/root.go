@@ -110,8 +110,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, silentFailure{}):
 		return ExitFailure
 	case isCobraUsage(err):
-		fmt.Fprintln(stderr, "tomoe: "+err.Error())
-		fmt.Fprintln(stderr, "Run 'tomoe --help' or 'tomoe COMMAND --help' for usage.")
+		fmt.Fprintln(stderr, "tomoe: "+err.Error()+" (see 'tomoe --help' or 'tomoe COMMAND --help')")
 		return ExitUsage
 	}
 	var apiErr *adminapi.APIError
@@ -173,7 +172,33 @@ without root.`,
 		},
 	)
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command that only groups others (tomoe, tomoe
+// policy, tomoe org, ...) refuse an unknown subcommand with a usage error
+// (exit status 2) instead of printing its help and succeeding; alone, it
+// still prints its help.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.SuggestionsMinimumDistance = 2
+	c.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return flagError{errors.New(msg)}
+	}
+	c.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 }
 
 // Positional-argument validators that report usage errors.
