@@ -20,7 +20,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
+	"github.com/tomoe-net/tomoe/internal/cli/svccmd"
 	"github.com/tomoe-net/tomoe/internal/config"
 )
 
@@ -157,13 +159,11 @@ without root.`,
 		newConfigCmd(g),
 		newStatusCmd(g),
 		newPeersCmd(g),
-		newConsoleCmd(g),
+		consolecmd.Command(g.client, g.stdout, noArgs),
 		newPolicyCmd(g),
 		newPingCmd(g),
 		newEventsCmd(g),
 		newBridgeCmd(g),
-		newRoutesCmd(g),
-		newExposeCmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",
@@ -172,6 +172,7 @@ without root.`,
 		},
 	)
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
+	root.AddCommand(svccmd.Commands(svccmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError})...)
 	strictGroups(root)
 	return root
 }

@@ -71,6 +71,10 @@ func New(t testing.TB, cfg vnet.Config) *Lab {
 		t.Fatal(err)
 	}
 	l := &Lab{World: w, Internet: internet, t: t, names: map[string]bool{}}
+	// The test's temporary directories (the nodes' among them) go after
+	// the nodes stop: cleanups run last registered first, and TempDir
+	// registers its own at its first call, so make that call first.
+	t.TempDir()
 	t.Cleanup(l.close)
 	return l
 }

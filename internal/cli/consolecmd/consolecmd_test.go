@@ -1,4 +1,4 @@
-package cli
+package consolecmd
 
 import (
 	"bytes"
@@ -23,7 +23,7 @@ func TestPrintConsole(t *testing.T) {
 		},
 	}
 	var out bytes.Buffer
-	printConsole(&globals{stdout: &out}, v)
+	Print(&out, v)
 	t.Log("\n" + out.String())
 	for _, want := range []string{"ops@acme (this node)", "unreachable: context deadline exceeded", "3 (2/1)", "tcp 22,!udp", "from\\to"} {
 		if !strings.Contains(out.String(), want) {

@@ -1,7 +1,11 @@
-package cli
+// Package consolecmd is `tomoe console`: the network as the node can read
+// it over the overlay (GET /v1/console), as a table and a matrix.
+package consolecmd
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -12,7 +16,8 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 )
 
-func newConsoleCmd(g *globals) *cobra.Command {
+// Command returns `tomoe console`; client is the running node's admin API.
+func Command(client func() *adminapi.Client, stdout io.Writer, noArgs cobra.PositionalArgs) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "console [--json]",
@@ -33,14 +38,16 @@ Act on what you see with the other commands: 'tomoe cert revoke' and
 revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			v, err := g.client().Console(c.Context())
+			v, err := client().Console(c.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, v)
+				enc := json.NewEncoder(stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
 			}
-			printConsole(g, v)
+			Print(stdout, v)
 			return nil
 		},
 	}
@@ -48,8 +55,9 @@ revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
 	return cmd
 }
 
-func printConsole(g *globals, v adminapi.ConsoleView) {
-	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+// Print writes v as a table of nodes and a matrix.
+func Print(out io.Writer, v adminapi.ConsoleView) {
+	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "#\tNAME\tADDRESS\tSTATE\tSINCE\tVERSION\tPEERS (direct/relay)\tRULES\tFOUND BY")
 	label := map[string]string{}
 	for i, n := range v.Nodes {
@@ -77,10 +85,10 @@ func printConsole(g *globals, v adminapi.ConsoleView) {
 	}
 	w.Flush()
 	if v.Truncated {
-		fmt.Fprintf(g.stdout, "(more nodes were found than one view holds; the list is cut)\n")
+		fmt.Fprintf(out, "(more nodes were found than one view holds; the list is cut)\n")
 	}
 	if len(v.Matrix) == 0 {
-		fmt.Fprintln(g.stdout, "\nno node's rules could be read: nothing to say about who may reach whom")
+		fmt.Fprintln(out, "\nno node's rules could be read: nothing to say about who may reach whom")
 		return
 	}
 	cells := map[[2]string]adminapi.ConsoleCell{}
@@ -91,8 +99,8 @@ func printConsole(g *globals, v adminapi.ConsoleView) {
 			cols = append(cols, c.To)
 		}
 	}
-	fmt.Fprintln(g.stdout, "\nwho may open what (row: from, column: to; only nodes whose rules were read have a column):")
-	w = tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(out, "\nwho may open what (row: from, column: to; only nodes whose rules were read have a column):")
+	w = tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	head := []string{"from\\to"}
 	for _, c := range cols {
 		head = append(head, label[c])

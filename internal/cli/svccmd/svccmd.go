@@ -1,7 +1,11 @@
-package cli
+// Package svccmd is `tomoe routes` and `tomoe expose`: the subnet routes
+// a node offers, accepts and learns, and the local services it exposes.
+package svccmd
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -11,7 +15,40 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 )
 
-func newRoutesCmd(g *globals) *cobra.Command {
+// Env is where the commands read and write, and how they report usage
+// errors (with exit status 2): the command line's own helpers.
+type Env struct {
+	Client         func() *adminapi.Client
+	Stdout, Stderr io.Writer
+	NoArgs         cobra.PositionalArgs
+	ExactArgs      func(n int, names string) cobra.PositionalArgs
+	UsageError     func(format string, args ...any) error
+}
+
+// Commands returns `tomoe routes` and `tomoe expose`.
+func Commands(e Env) []*cobra.Command {
+	g := &env{e}
+	return []*cobra.Command{newRoutesCmd(g), newExposeCmd(g)}
+}
+
+type env struct{ Env }
+
+func (g *env) client() *adminapi.Client { return g.Client() }
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newRoutesCmd(g *env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "routes [--json]",
@@ -30,14 +67,14 @@ file's entries, across restarts:
   tomoe routes withdraw 192.168.10.0/24
   tomoe routes accept --from fc12:... 192.168.10.0/24
   tomoe routes unaccept --from fc12:... 192.168.10.0/24`,
-		Args: noArgs,
+		Args: g.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			r, err := g.client().Routes(c.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, r)
+				return printJSON(g.Stdout, r)
 			}
 			printRoutes(g, r)
 			return nil
@@ -51,17 +88,17 @@ file's entries, across restarts:
 		sub := &cobra.Command{
 			Use:   use,
 			Short: short,
-			Args:  exactArgs(1, "PREFIX"),
+			Args:  g.ExactArgs(1, "PREFIX"),
 			RunE: func(c *cobra.Command, args []string) error {
 				if withFrom && from == "" {
-					return usageError("--from is required: the offering node's address or key, or \"*\"")
+					return g.UsageError("--from is required: the offering node's address or key, or \"*\"")
 				}
 				r, err := g.client().ChangeRoutes(c.Context(), adminapi.RouteChange{Op: op, Prefix: args[0], From: from, Masquerade: masq})
 				if err != nil {
 					return err
 				}
 				printRoutes(g, r)
-				fmt.Fprintln(g.stderr, "changed; kept across restarts (services.json beside the key file)")
+				fmt.Fprintln(g.Stderr, "changed; kept across restarts (services.json beside the key file)")
 				return nil
 			},
 		}
@@ -82,8 +119,8 @@ file's entries, across restarts:
 	return cmd
 }
 
-func printRoutes(g *globals, r adminapi.Routes) {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+func printRoutes(g *env, r adminapi.Routes) {
+	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "OFFERED\tMASQUERADE\tACCEPTED BY")
 	if len(r.Offered) == 0 {
 		fmt.Fprintln(tw, "-\t\t")
@@ -125,7 +162,7 @@ func yesNo(b bool) string {
 	return "no"
 }
 
-func newExposeCmd(g *globals) *cobra.Command {
+func newExposeCmd(g *env) *cobra.Command {
 	var asJSON bool
 	var proto string
 	cmd := &cobra.Command{
@@ -144,14 +181,14 @@ entries, across restarts:
   tomoe expose add 80 127.0.0.1:8080
   tomoe expose add 53 127.0.0.1:5353 --proto udp
   tomoe expose remove 80`,
-		Args: noArgs,
+		Args: g.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			s, err := g.client().Services(c.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, s)
+				return printJSON(g.Stdout, s)
 			}
 			printServices(g, s)
 			return nil
@@ -161,9 +198,9 @@ entries, across restarts:
 	add := &cobra.Command{
 		Use:   "add PORT TARGET [--proto tcp|udp]",
 		Short: "Expose the service at TARGET (IP:PORT on this machine) on overlay port PORT",
-		Args:  exactArgs(2, "PORT TARGET"),
+		Args:  g.ExactArgs(2, "PORT TARGET"),
 		RunE: func(c *cobra.Command, args []string) error {
-			port, err := parsePort(args[0])
+			port, err := g.parsePort(args[0])
 			if err != nil {
 				return err
 			}
@@ -172,7 +209,7 @@ entries, across restarts:
 				return err
 			}
 			printServices(g, s)
-			fmt.Fprintln(g.stderr, "exposed; kept across restarts; the policy decides who may connect (tomoe policy allow NODE --proto "+proto+" --ports "+args[0]+")")
+			fmt.Fprintln(g.Stderr, "exposed; kept across restarts; the policy decides who may connect (tomoe policy allow NODE --proto "+proto+" --ports "+args[0]+")")
 			return nil
 		},
 	}
@@ -180,9 +217,9 @@ entries, across restarts:
 	remove := &cobra.Command{
 		Use:   "remove PORT [--proto tcp|udp]",
 		Short: "Stop exposing a port; its connections are cut",
-		Args:  exactArgs(1, "PORT"),
+		Args:  g.ExactArgs(1, "PORT"),
 		RunE: func(c *cobra.Command, args []string) error {
-			port, err := parsePort(args[0])
+			port, err := g.parsePort(args[0])
 			if err != nil {
 				return err
 			}
@@ -199,16 +236,16 @@ entries, across restarts:
 	return cmd
 }
 
-func parsePort(s string) (uint16, error) {
+func (g *env) parsePort(s string) (uint16, error) {
 	n, err := strconv.ParseUint(s, 10, 16)
 	if err != nil || n == 0 {
-		return 0, usageError("port %q: want a number in 1..65535", s)
+		return 0, g.UsageError("port %q: want a number in 1..65535", s)
 	}
 	return uint16(n), nil
 }
 
-func printServices(g *globals, s adminapi.Services) {
-	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+func printServices(g *env, s adminapi.Services) {
+	tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "EXPOSED\tTARGET\tACTIVE\tTOTAL\tBYTES IN\tBYTES OUT")
 	if len(s.Expose) == 0 {
 		fmt.Fprintln(tw, "-\t\t\t\t\t")
