@@ -21,6 +21,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
+	"github.com/tomoe-net/tomoe/internal/cli/uicmd"
 	"github.com/tomoe-net/tomoe/internal/config"
 )
 
@@ -160,6 +161,7 @@ network in one process, without root.`,
 			Run:   func(c *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "tomoe "+Version) },
 		},
 	)
+	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
 	return root
 }

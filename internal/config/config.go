@@ -119,6 +119,9 @@ type Admin struct {
 	Metrics AddrPort `toml:"metrics"`
 	// MetricsPublic allows Metrics on an address other hosts can reach.
 	MetricsPublic bool `toml:"metrics_public"`
+	// Web, if set, is the loopback "IP:PORT" of the web UI (off when
+	// unset); `tomoe ui` prints a login URL for it.
+	Web AddrPort `toml:"web"`
 }
 
 // Peer is a static peer.
@@ -367,6 +370,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMetrics(bad)
+	if c.Admin.Web.IsValid() && !c.Admin.Web.Addr().Unmap().IsLoopback() {
+		bad("admin.web", "%q is not a loopback address: the web UI serves only this host (use \"127.0.0.1:%d\", and an SSH tunnel from elsewhere)", c.Admin.Web, c.Admin.Web.Port())
+	}
 	seen := map[identity.PublicKey]int{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)
