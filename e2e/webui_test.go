@@ -140,6 +140,9 @@ func TestWebUIInBrowser(t *testing.T) {
 		peerBlock(alice, fmt.Sprintf("127.0.0.1:%d", ast.ListenPort))+allowBlock(alice.addr(), "icmp", "")+
 		fmt.Sprintf("[[connect]]\nlocal = %q\nremote = \"[%s]:7000\"\n", fwd, alice.addr()))
 
+	if r := run(t, "", "ui", "--bogus", "--socket", alice.socket()); r.code != 2 {
+		t.Fatalf("tomoe ui --bogus: %+v", r)
+	}
 	// Log in with the printed URL; it lands on the overview.
 	loginURL := strings.TrimSpace(alice.cli(t, "ui"))
 	if !strings.HasPrefix(loginURL, "http://127.0.0.1:") || !strings.Contains(loginURL, "/login?token=") {
@@ -274,7 +277,7 @@ func TestWebUIInBrowser(t *testing.T) {
 			if p.name == "peers" && width == 1024 {
 				// The page pings peers that are up (bob lets alice's ICMP
 				// in) and draws their byte rate.
-				b.waitJS(t, "bob's RTT and rate graph", bobRow+` !== null && / ms/.test(`+bobRow+`.textContent) && `+bobRow+`.querySelector("svg polyline") !== null`, 20*time.Second)
+				b.waitJS(t, "bob's RTT and rate graph", bobRow+` !== null && / ms/.test(`+bobRow+`.textContent) && `+bobRow+`.querySelector("svg polyline") !== null && `+bobRow+`.querySelector("svg polyline").getAttribute("points").split(" ").length >= 3`, 20*time.Second)
 			}
 			if shots != "" && width == 1024 {
 				if p.name == "events" {
@@ -319,6 +322,11 @@ func TestWebUIInBrowser(t *testing.T) {
 	alice.cliJSON(t, &after, "policy", "list")
 	if len(after) != len(before) {
 		t.Fatalf("the forged POST changed the policy: %+v -> %+v", before, after)
+	}
+
+	// A node without [admin] web: `tomoe ui` says how to turn it on.
+	if r := run(t, "", "ui", "--socket", bob.socket()); r.code != 1 || !strings.Contains(r.stderr, `web = "127.0.0.1:4680"`) {
+		t.Fatalf("tomoe ui on a node without the web UI: %+v", r)
 	}
 }
 
