@@ -130,7 +130,7 @@ func TestWebUIInBrowser(t *testing.T) {
 	alice, bob := newNodeDir(t, "alice"), newNodeDir(t, "bob")
 	// alice exposes the echo service on port 7000 and lets bob in for
 	// ICMP only: bob's handshake is admitted, his TCP is not.
-	alice.write(t, "web = \"127.0.0.1:0\"\n[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n"+
+	alice.write(t, "web = \"127.0.0.1:0\"\n[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n[bridge]\nenable = true\n"+
 		fmt.Sprintf("[[expose]]\nport = 7000\ntarget = %q\n", echo.Addr().String())+allowBlock(bob.addr(), "icmp", ""))
 	startUp(t, alice)
 	var ast adminapi.Status
@@ -259,6 +259,26 @@ func TestWebUIInBrowser(t *testing.T) {
 		return true
 	})
 
+	// The other pages' forms: an accept rule, an exposed service, a
+	// bridge join token.
+	b.do(t, "routes page", chromedp.Navigate(base+"/routes"),
+		chromedp.SendKeys("#accept-from", bob.addr()), chromedp.SendKeys("#accept-prefix", "10.9.0.0/24"),
+		chromedp.Click("#accept-route button[type=submit]"))
+	b.waitJS(t, "the accept rule", `document.body.innerText.includes("10.9.0.0/24") && document.querySelector(".flash").textContent.includes("accept 10.9.0.0/24 done")`, 10*time.Second)
+	b.do(t, "services page", chromedp.Navigate(base+"/services"),
+		chromedp.SendKeys("#exp-port", "7001"), chromedp.SendKeys("#exp-target", echo.Addr().String()),
+		chromedp.Click("#expose button[type=submit]"))
+	b.waitJS(t, "the exposed service", `document.body.innerText.includes("]:7001") && document.querySelector(".flash").textContent.includes("exposed tcp/7001")`, 10*time.Second)
+	b.do(t, "bridges page", chromedp.Navigate(base+"/bridges"), chromedp.Click("#join-token button[type=submit]"))
+	b.waitJS(t, "the join token", `document.querySelector(".flash") !== null && document.querySelector(".flash").textContent.includes("join token (shown once; 1 uses")`, 10*time.Second)
+	var sv adminapi.Services
+	alice.cliJSON(t, &sv, "expose")
+	var rt adminapi.Routes
+	alice.cliJSON(t, &rt, "routes")
+	if len(sv.Expose) != 2 || len(rt.Accept) != 1 || rt.Accept[0].Prefix != "10.9.0.0/24" {
+		t.Fatalf("after the forms: services %+v, routes %+v", sv, rt)
+	}
+
 	// Each page at 360 px: nothing wider than the screen, every field
 	// labelled; and a screenshot of each for docs/ui/.
 	shots := os.Getenv("TOMOE_UI_SCREENSHOTS")
@@ -279,8 +299,12 @@ func TestWebUIInBrowser(t *testing.T) {
 				// in) and draws their byte rate.
 				b.waitJS(t, "bob's RTT and rate graph", bobRow+` !== null && / ms/.test(`+bobRow+`.textContent) && `+bobRow+`.querySelector("svg polyline") !== null && `+bobRow+`.querySelector("svg polyline").getAttribute("points").split(" ").length >= 3`, 20*time.Second)
 			}
-			if shots != "" && width == 1024 {
-				if p.name == "events" {
+			file := p.name + ".png"
+			if width == 360 {
+				file = p.name + "-360.png"
+			}
+			if shots != "" && (width == 1024 || p.name == "overview" || p.name == "peers") {
+				if p.name == "events" && width == 1024 {
 					// Something to show: events arrive while the page is open.
 					alice.cli(t, "policy", "allow", carol.addr(), "--proto", "udp", "--ports", "9")
 					alice.cli(t, "policy", "revoke", carol.addr())
@@ -292,12 +316,23 @@ func TestWebUIInBrowser(t *testing.T) {
 				if err != nil {
 					t.Fatalf("screenshot %s: %v", p.name, err)
 				}
-				if err := os.WriteFile(filepath.Join(shots, p.name+".png"), png, 0o644); err != nil {
+				if err := os.WriteFile(filepath.Join(shots, file), png, 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}
 		}
 	}
+	// Undo by clicks.
+	b.do(t, "unaccept", chromedp.Navigate(base+"/routes"), chromedp.Click(`form[data-prefix="10.9.0.0/24"] button`))
+	b.waitJS(t, "the accept rule gone", `document.querySelector(".flash") !== null && document.querySelector(".flash").textContent.includes("unaccept") && !document.body.innerText.includes("10.9.0.0/24 from")`, 10*time.Second)
+	b.do(t, "remove the service", chromedp.Navigate(base+"/services"), chromedp.Click(`form[data-port="7001"] button`))
+	b.waitJS(t, "the service gone", `document.querySelector(".flash") !== null && document.querySelector(".flash").textContent.includes("removed tcp/7001") && !document.body.innerText.includes("]:7001")`, 10*time.Second)
+	alice.cliJSON(t, &sv, "expose")
+	alice.cliJSON(t, &rt, "routes")
+	if len(sv.Expose) != 1 || len(rt.Accept) != 0 {
+		t.Fatalf("after the clicks: services %+v, routes %+v", sv, rt)
+	}
+
 	if msgs := b.console(); len(msgs) > 0 {
 		t.Errorf("console messages on the UI's pages:\n%s", strings.Join(msgs, "\n"))
 	}

@@ -89,10 +89,10 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, _ *session.Session) {
-	if c, err := r.Cookie(cookieName); err == nil {
+	if c, err := r.Cookie(s.cookie); err == nil {
 		s.sessions.Logout(c.Value)
 	}
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: "", Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: -1})
 	w.WriteHeader(http.StatusOK)
 	s.render(w, "login", nil, pageData{Title: "Logged out"})
 }

@@ -34,7 +34,6 @@ import (
 	"github.com/tomoe-net/tomoe/internal/webui/session"
 )
 
-const cookieName = "tomoe_session"
 
 // csp allows only this origin's script, style and images; no inline
 // script or style, no plugins, no framing, forms post only here.
@@ -55,6 +54,10 @@ type Server struct {
 	wg     sync.WaitGroup
 	hosts  map[string]bool // Host header values this server answers
 	origin string          // "http://host:port"
+	// cookie is the session cookie's name, "tomoe_session_PORT": browsers
+	// keep cookies by host name, not port, so two nodes' UIs on one host
+	// would otherwise log each other out.
+	cookie string
 
 	peers *peerHistory
 }
@@ -81,6 +84,7 @@ func New(ln net.Listener, log *slog.Logger) *Server {
 	port := strconv.Itoa(int(ap.Port()))
 	host := net.JoinHostPort(ap.Addr().Unmap().String(), port)
 	s.origin = "http://" + host
+	s.cookie = "tomoe_session_" + port
 	s.hosts[host] = true
 	s.hosts["localhost:"+port] = true
 	return s
@@ -173,7 +177,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("web UI login", "remote", r.RemoteAddr)
-	http.SetCookie(w, &http.Cookie{Name: cookieName, Value: cookie, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: int(session.MaxLifetime / time.Second)})
+	http.SetCookie(w, &http.Cookie{Name: s.cookie, Value: cookie, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode, MaxAge: int(session.MaxLifetime / time.Second)})
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -182,7 +186,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, sess *session.Session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var sess *session.Session
-		if c, err := r.Cookie(cookieName); err == nil {
+		if c, err := r.Cookie(s.cookie); err == nil {
 			sess = s.sessions.Lookup(c.Value)
 		}
 		if sess == nil {

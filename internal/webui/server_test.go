@@ -100,7 +100,7 @@ func (f *uiFixture) login(t *testing.T) (*http.Client, string) {
 	}
 	var csrf string
 	for _, ck := range jar.Cookies(mustURL(f.s.URL())) {
-		if ck.Name == cookieName {
+		if ck.Name == f.s.cookie {
 			csrf = f.s.sessions.Lookup(ck.Value).CSRF
 		}
 	}
@@ -135,7 +135,7 @@ func TestLoginTokenSingleUseAndCookieFlags(t *testing.T) {
 		t.Fatalf("cookies: %v", cookies)
 	}
 	ck := cookies[0]
-	if ck.Name != cookieName || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/" || len(ck.Value) < 43 || strings.Contains(u, ck.Value) {
+	if ck.Name != f.s.cookie || !strings.HasPrefix(ck.Name, "tomoe_session_") || !ck.HttpOnly || ck.SameSite != http.SameSiteStrictMode || ck.Path != "/" || len(ck.Value) < 43 || strings.Contains(u, ck.Value) {
 		t.Fatalf("session cookie: %+v", ck)
 	}
 	// The same URL again: refused.
