@@ -34,7 +34,6 @@ import (
 	"github.com/tomoe-net/tomoe/internal/webui/session"
 )
 
-
 // csp allows only this origin's script, style and images; no inline
 // script or style, no plugins, no framing, forms post only here.
 const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; " +
