@@ -63,6 +63,6 @@
     });
   });
   if (page === "peers") {
-    setInterval(refreshPeers, 3000); // bytes, rates and handshake ages move without events
+    setInterval(refreshPeers, 2000); // bytes, rates and handshake ages move without events
   }
 })();
