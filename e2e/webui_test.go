@@ -247,6 +247,11 @@ func TestWebUIInBrowser(t *testing.T) {
 	// Each page at 360 px: nothing wider than the screen, every field
 	// labelled; and a screenshot of each for docs/ui/.
 	shots := os.Getenv("TOMOE_UI_SCREENSHOTS")
+	if shots != "" {
+		if err := os.MkdirAll(shots, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, width := range []int64{1024, 360} {
 		b.do(t, "viewport", chromedp.EmulateViewport(width, 800))
 		for _, p := range uiPages {
