@@ -14,11 +14,18 @@ import (
 	"time"
 )
 
-// Client talks to a node's admin API over its Unix socket.
+// Client talks to a node's admin API over its Unix socket, or over the
+// overlay (NewRemoteClient).
 type Client struct {
-	path string
+	path string // the socket, or the remote address
+	base string // the URL's scheme and host
+	hint string // what to check when the node cannot be reached
 	http *http.Client
 }
+
+// AdminPort is the TCP port of a node address on which the node serves its
+// admin API over the overlay to the identities [[admin.allow]] names.
+const AdminPort = 4680
 
 // NewClient returns a client for the socket at path.
 func NewClient(path string) *Client {
@@ -29,8 +36,28 @@ func NewClient(path string) *Client {
 		},
 		DisableCompression: true,
 	}
-	return &Client{path: path, http: &http.Client{Transport: tr}}
+	return &Client{path: path, base: "http://tomoe", hint: "is `tomoe up` running, and is this the right socket? (--socket or TOMOE_SOCKET)", http: &http.Client{Transport: tr}}
 }
+
+// NewRemoteClient returns a client for the admin API of the node at addr
+// (its node address, or a name the system resolves), port AdminPort,
+// reached over the overlay through this host's routes: this host must run
+// a kernel-mode node, and the remote node must list this node in
+// [[admin.allow]].
+func NewRemoteClient(addr string) *Client {
+	return NewRemoteClientDial(addr, nil)
+}
+
+// NewRemoteClientDial is NewRemoteClient connecting with dial (nil: the
+// system's sockets), e.g. through a userspace node's own stack.
+func NewRemoteClientDial(addr string, dial func(ctx context.Context, network, address string) (net.Conn, error)) *Client {
+	hostport := net.JoinHostPort(strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]"), fmt.Sprint(AdminPort))
+	tr := &http.Transport{DisableCompression: true, Proxy: nil, DialContext: dial, MaxIdleConnsPerHost: 1, IdleConnTimeout: 30 * time.Second}
+	return &Client{path: hostport, base: "http://" + hostport, hint: "is the overlay up here (kernel mode), and does that node list this one in [[admin.allow]]?", http: &http.Client{Transport: tr}}
+}
+
+// CloseIdle closes the client's idle connections.
+func (c *Client) CloseIdle() { c.http.CloseIdleConnections() }
 
 // Path returns the socket path.
 func (c *Client) Path() string { return c.path }
@@ -55,7 +82,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://tomoe"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}
@@ -67,7 +94,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%w at %s (%v): is `tomoe up` running, and is this the right socket? (--socket or TOMOE_SOCKET)", ErrUnreachable, c.path, unwrapNet(err))
+		return fmt.Errorf("%w at %s (%v): %s", ErrUnreachable, c.path, unwrapNet(err), c.hint)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
@@ -191,7 +218,7 @@ func (c *Client) BridgeRevoke(ctx context.Context, req BridgeRevokeRequest) (Bri
 
 // Metrics returns the Prometheus text exposition.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://tomoe/metrics", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/metrics", nil)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return "", fmt.Errorf("%w at %s (%v)", ErrUnreachable, c.path, unwrapNet(err))
@@ -204,7 +231,7 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 // Events streams events to f until ctx ends or the node closes the stream.
 // connected, if not nil, is called once the stream is open.
 func (c *Client) Events(ctx context.Context, connected func(), f func(Event)) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://tomoe/v1/events", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v1/events", nil)
 	if err != nil {
 		return err
 	}
@@ -273,4 +300,11 @@ func (c *Client) OrgPush(ctx context.Context, req OrgPushRequest) (OrgPushRespon
 	var r OrgPushResponse
 	err := c.do(ctx, http.MethodPost, "/v1/orgs/push", req, &r)
 	return r, err
+}
+
+// Console is GET /v1/console.
+func (c *Client) Console(ctx context.Context) (ConsoleView, error) {
+	var v ConsoleView
+	err := c.do(ctx, http.MethodGet, "/v1/console", nil, &v)
+	return v, err
 }

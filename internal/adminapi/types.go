@@ -183,7 +183,7 @@ type Rule struct {
 	Proto   string  `json:"proto"`   // tcp, udp, icmp or any
 	Ports   string  `json:"ports"`   // "" means every port
 	Until   *string `json:"until"`   // RFC 3339; null: never expires
-	Source  string  `json:"source"`  // "config", "api" or "org"
+	Source  string  `json:"source"`  // "config", "api", "org" or "admin" ([[admin.allow]])
 	Origin  string  `json:"origin"`  // for display: "config", "api", "org acme v3"
 	Added   *string `json:"added"`   // RFC 3339 for rules added through the API
 }
@@ -376,4 +376,57 @@ type OrgPushResponse struct {
 	Version uint64 `json:"version"`
 	Held    uint64 `json:"held"`  // the version the node held before
 	Newer   bool   `json:"newer"` // installed and announced to peers and bridges
+}
+
+// ConsoleView is GET /v1/console: the network as this node can see it
+// over the overlay. Each node's figures come from its own admin API
+// (through [[admin.allow]]); the matrix comes from the policies readable.
+type ConsoleView struct {
+	Generated string        `json:"generated"` // RFC 3339
+	Nodes     []ConsoleNode `json:"nodes"`
+	// Matrix has a cell for every pair of nodes whose destination's rules
+	// were read: what the source may open there.
+	Matrix []ConsoleCell `json:"matrix"`
+	// Truncated is set when more nodes were found than a view holds.
+	Truncated bool `json:"truncated,omitempty"`
+}
+
+// ConsoleNode is one node of the console's view.
+type ConsoleNode struct {
+	Address     string       `json:"address"`
+	PublicKey   string       `json:"public_key,omitempty"`
+	Name        string       `json:"name,omitempty"` // certificate name, else a [[peers]] name
+	Self        bool         `json:"self,omitempty"`
+	Memberships []Membership `json:"memberships,omitempty"`
+	// State: "online" (its admin API answered), "refused" (it answered
+	// 403: this node is not in its [[admin.allow]]) or "unreachable".
+	State string `json:"state"`
+	// Since is when State began, as far as this node knows (RFC 3339).
+	Since string `json:"since"`
+	// LastSeen is when its admin API last answered, if ever.
+	LastSeen string `json:"last_seen,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// FoundBy says where the console learnt of it: "self", "peer of X",
+	// "bridge X".
+	FoundBy   string      `json:"found_by"`
+	Version   string      `json:"version,omitempty"`
+	Mode      string      `json:"mode,omitempty"`
+	StartedAt string      `json:"started_at,omitempty"`
+	Peers     int         `json:"peers"`
+	Direct    int         `json:"direct"` // peers with a session on a direct path
+	Relayed   int         `json:"relayed"`
+	Rules     []Rule      `json:"rules,omitempty"`
+	Routes    *Routes     `json:"routes,omitempty"`
+	Services  *Services   `json:"services,omitempty"`
+	Orgs      []OrgStatus `json:"orgs,omitempty"`
+}
+
+// ConsoleCell says what From may open on To under To's rules (as To
+// verified From's memberships): Allow lists "tcp 22", "udp 53", "icmp" or
+// "any"; Deny lists what deny rules refuse. Both empty: default deny.
+type ConsoleCell struct {
+	From  string   `json:"from"`
+	To    string   `json:"to"`
+	Allow []string `json:"allow"`
+	Deny  []string `json:"deny,omitempty"`
 }

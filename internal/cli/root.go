@@ -56,12 +56,20 @@ var Version = "dev"
 
 type globals struct {
 	socket string
+	remote string // --remote: a node's admin API over the overlay
 	stdout io.Writer
 	stderr io.Writer
 	stdin  io.Reader
 }
 
 func (g *globals) client() *adminapi.Client {
+	remote := g.remote
+	if remote == "" && g.socket == "" {
+		remote = os.Getenv("TOMOE_REMOTE")
+	}
+	if remote != "" {
+		return adminapi.NewRemoteClient(remote)
+	}
 	path := g.socket
 	if path == "" {
 		path = os.Getenv("TOMOE_SOCKET")
@@ -103,8 +111,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	case errors.Is(err, silentFailure{}):
 		return ExitFailure
 	case isCobraUsage(err):
-		fmt.Fprintln(stderr, "tomoe: "+err.Error())
-		fmt.Fprintln(stderr, "Run 'tomoe --help' or 'tomoe COMMAND --help' for usage.")
+		fmt.Fprintln(stderr, "tomoe: "+err.Error()+" (see 'tomoe --help' or 'tomoe COMMAND --help')")
 		return ExitUsage
 	}
 	var apiErr *adminapi.APIError
@@ -134,12 +141,15 @@ destination's daemon (WireGuard), and every node decides for itself who may
 reach it: inbound is denied unless a rule allows it.
 
 Run a node with 'tomoe up -c FILE'; the other commands talk to it through its
-admin socket (--socket, or TOMOE_SOCKET). 'tomoe demo' shows a three-node
-network in one process, without root.`,
+admin socket (--socket, or TOMOE_SOCKET), or with --remote ADDR to another
+node's admin API over the overlay (it must list this node in
+[[admin.allow]]). 'tomoe demo' shows a three-node network in one process,
+without root.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().StringVar(&g.socket, "socket", "", "admin socket of the node (default $TOMOE_SOCKET, else "+config.DefaultSocket()+")")
+	root.PersistentFlags().StringVar(&g.remote, "remote", "", "talk to the admin API of the node at this overlay address or .tomoe name instead (port 4680, over the overlay; default $TOMOE_REMOTE)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return flagError{err} })
 	root.AddCommand(
 		newUpCmd(g),
@@ -148,6 +158,7 @@ network in one process, without root.`,
 		newConfigCmd(g),
 		newStatusCmd(g),
 		newPeersCmd(g),
+		newConsoleCmd(g),
 		newPolicyCmd(g),
 		newPingCmd(g),
 		newEventsCmd(g),
@@ -163,7 +174,33 @@ network in one process, without root.`,
 	)
 	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
+	strictGroups(root)
 	return root
+}
+
+// strictGroups makes every command that only groups others (tomoe, tomoe
+// policy, tomoe org, ...) refuse an unknown subcommand with a usage error
+// (exit status 2) instead of printing its help and succeeding; alone, it
+// still prints its help.
+func strictGroups(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		strictGroups(sub)
+	}
+	if !c.HasSubCommands() || c.Runnable() {
+		return
+	}
+	c.SuggestionsMinimumDistance = 2
+	c.Args = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if s := c.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+		}
+		return flagError{errors.New(msg)}
+	}
+	c.RunE = func(c *cobra.Command, _ []string) error { return c.Help() }
 }
 
 // Positional-argument validators that report usage errors.

@@ -119,6 +119,9 @@ type Admin struct {
 	Metrics AddrPort `toml:"metrics"`
 	// MetricsPublic allows Metrics on an address other hosts can reach.
 	MetricsPublic bool `toml:"metrics_public"`
+	// Allow names the identities that may use the admin API over the
+	// overlay (node address, TCP port 4680), each with a role.
+	Allow []AdminAllow `toml:"allow"`
 	// Web, if set, is the loopback "IP:PORT" of the web UI (off when
 	// unset); `tomoe ui` prints a login URL for it.
 	Web AddrPort `toml:"web"`
@@ -327,7 +330,8 @@ var knownKeys = map[string][]string{
 	"bridges":       {"endpoint", "public_key", "token"},
 	"tun":           {"mode", "name", "mtu", "ipv4", "ipv4_prefix"},
 	"listen":        {"udp", "stealth"},
-	"admin":         {"socket", "group", "metrics", "metrics_public"},
+	"admin":         {"socket", "group", "metrics", "metrics_public", "allow"},
+	"admin.allow":   {"from", "role"},
 	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
 	"policy":        {"allow", "deny", "state_file"},
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
@@ -411,6 +415,7 @@ func (c *Config) Validate() error {
 	c.validateBridges(bad)
 	c.validateServices(bad)
 	c.validateOrgs(bad)
+	c.validateAdminAllow(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

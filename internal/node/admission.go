@@ -65,6 +65,7 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Ad
 		p = &peers.Peer{Key: key, Addr: addr}
 		n.insertLocked(p)
 		n.peers.Mark(p, source)
+		n.wrapper.HoldFrom(addr) // its first packets wait for the certificate
 		n.orgs.Pending(key)
 	case m.Names(addr) || n.orgs.IsMember(addr):
 		if n.peers.DynamicFull() {

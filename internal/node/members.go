@@ -75,6 +75,16 @@ func (h orgsNode) SessionPeers() []netip.Addr {
 
 func (h orgsNode) Cut(keys []identity.PublicKey, reason string) { h.n.cutPeers(keys, reason) }
 
+// Settled ends the wait of a pending peer's packets: judged now that its
+// certificate verified, or dropped.
+func (h orgsNode) Settled(key identity.PublicKey, verified bool) {
+	if verified {
+		h.n.wrapper.ReleaseInbound(key.Address())
+	} else {
+		h.n.wrapper.DropInbound(key.Address())
+	}
+}
+
 func (h orgsNode) MembersChanged(dir policy.Directory, self []policy.Member) {
 	n := h.n
 	n.store.SetDirectory(dir)
@@ -119,6 +129,7 @@ func (n *Node) cutPeers(keys []identity.PublicKey, reason string) {
 			continue
 		}
 		n.flushFlowsLocked(p)
+		n.wrapper.DropInbound(p.Addr)
 		if p.Static {
 			n.deactivateLocked(p, reason)
 		} else {

@@ -38,12 +38,13 @@ var (
 	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
 	descRemoteFl   = prometheus.NewDesc("tomoe_conntrack_remote_flows", "Tracked connectionless flows peers opened (they admit nothing by themselves).", nil, nil)
 	descRoamed     = prometheus.NewDesc("tomoe_peer_roams_total", "Times a peer's direct path moved to a new address.", nil, nil)
+	descOrgMsgs    = prometheus.NewDesc("tomoe_org_messages_total", "Organisation protocol messages, by outcome (received; bad: malformed or a refused certificate; dropped: queue full; limited: over a peer's budget, in or out).", []string{"result"}, nil)
 )
 
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRemoteFl, descRoamed} {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRemoteFl, descRoamed, descOrgMsgs} {
 		ch <- d
 	}
 }
@@ -105,4 +106,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(local))
 	ch <- prometheus.MustNewConstMetric(descRemoteFl, prometheus.GaugeValue, float64(remote))
 	ch <- prometheus.MustNewConstMetric(descRoamed, prometheus.CounterValue, float64(bs.Roamed.Load()))
+	if n.orgs.Enabled() {
+		oc := n.orgs.Counters()
+		ch <- prometheus.MustNewConstMetric(descOrgMsgs, prometheus.CounterValue, float64(oc.Received), "received")
+		ch <- prometheus.MustNewConstMetric(descOrgMsgs, prometheus.CounterValue, float64(oc.Bad), "bad")
+		ch <- prometheus.MustNewConstMetric(descOrgMsgs, prometheus.CounterValue, float64(oc.Dropped), "dropped")
+		ch <- prometheus.MustNewConstMetric(descOrgMsgs, prometheus.CounterValue, float64(oc.Limited), "limited")
+	}
 }

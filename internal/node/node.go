@@ -33,6 +33,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
+	"github.com/tomoe-net/tomoe/internal/node/console"
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
@@ -145,9 +146,13 @@ type Node struct {
 	events   *adminapi.EventBus
 	api      *adminapi.Server
 	ui       *webui.Server // nil unless [admin] web is set
-	metrics  *http.Server
-	server   *bridge.Server // when this node is a bridge
-	client   *client.Client // when this node joins bridges
+	// overlayAdmin serves the admin API inside the overlay ([[admin.allow]]).
+	overlayAdmin *overlayAdmin
+	consoleOnce  sync.Once
+	consoleView  *console.Console
+	metrics      *http.Server
+	server       *bridge.Server // when this node is a bridge
+	client       *client.Client // when this node joins bridges
 	// staticKeys are the config's static peers' keys: set before the
 	// bridge client starts, read-only after (wants reads it unlocked).
 	staticKeys map[identity.PublicKey]bool
@@ -227,6 +232,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		log.Warn(w)
 	}
 	n.store = store
+	store.SetAdminRules(cfg.AdminRules(adminapi.AdminPort))
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
@@ -306,6 +312,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		// The UI calls the same API in-process: it only renders it.
 		n.ui.Serve(adminapi.Handler(log.With("component", "admin"), n.apiAreas()...))
 		log.Info("web UI up: run `tomoe ui` for a login URL", "url", n.ui.URL())
+	}
+	if err := n.serveOverlayAdmin(); err != nil {
+		return n, err
 	}
 	if cfg.Admin.Metrics.IsValid() {
 		if err := n.serveMetrics(cfg.Admin.Metrics.String()); err != nil {
@@ -430,6 +439,7 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.Close()
 		}
+		n.overlayAdmin.close()
 		if n.metrics != nil {
 			n.metrics.Close()
 		}

@@ -16,7 +16,8 @@ import (
 const (
 	SourceConfig = "config"
 	SourceAPI    = "api"
-	SourceOrg    = "org" // an organisation's signed policy document
+	SourceOrg    = "org"   // an organisation's signed policy document
+	SourceAdmin  = "admin" // [[admin.allow]]: the admin port, for the identities it names
 )
 
 // Entry is one effective rule with its origin.
@@ -49,6 +50,7 @@ type Store struct {
 
 	mu      sync.Mutex // guards the fields below
 	config  []Rule
+	admin   []Rule
 	api     []Entry
 	revoked []revocation
 	orgs    map[string]orgDoc
@@ -200,6 +202,11 @@ func (s *Store) allEntriesLocked() []Entry {
 			out = append(out, Entry{Rule: r, Source: SourceConfig, Origin: SourceConfig})
 		}
 	}
+	for _, r := range s.admin {
+		if keep(r) {
+			out = append(out, Entry{Rule: r, Source: SourceAdmin, Origin: "admin.allow"})
+		}
+	}
 	orgs := make([]string, 0, len(s.orgs))
 	for o := range s.orgs {
 		orgs = append(orgs, o)
@@ -268,6 +275,15 @@ func (s *Store) SetSelf(self Self) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.self = self
+	s.rebuildLocked(time.Now())
+}
+
+// SetAdminRules replaces the rules [[admin.allow]] implies (its
+// identities to the admin port), and recompiles.
+func (s *Store) SetAdminRules(rules []Rule) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.admin = slices.Clone(rules)
 	s.rebuildLocked(time.Now())
 }
 

@@ -69,6 +69,7 @@ type Stats struct {
 	InBytes     atomic.Uint64
 	Dropped     [policy.NumVerdicts]atomic.Uint64 // by policy.Verdict
 	Held        atomic.Uint64                     // packets that waited for a peer
+	HeldInbound atomic.Uint64                     // inbound packets that waited for their source's certificate
 	Unreachable atomic.Uint64                     // ICMP errors sent to local programs
 	Injected    atomic.Uint64                     // packets of our own put into the read path
 }
@@ -82,9 +83,10 @@ type Wrapper struct {
 	// peers holds the node addresses that have a peer in the device. It is
 	// kept apart from routes so that adding one peer costs O(1), whatever
 	// their number: a sync.Map reads without locking for keys that stay.
-	peers sync.Map // netip.Addr -> struct{}
-	hold  holdQueue
-	ping  pinger
+	peers  sync.Map // netip.Addr -> struct{}
+	hold   holdQueue
+	holdIn inboundHold
+	ping   pinger
 
 	injectMu sync.Mutex // guards injected, queued, stagedCh
 	injected [][]byte
@@ -241,6 +243,8 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		if same.accepted(&p) {
 			// Same verdict as the previous packet of this batch.
+		} else if w.holdInbound(p.Src, pkt) {
+			continue
 		} else if v := f.Inbound(&p, now); v != policy.Accept {
 			w.stats.Dropped[v].Add(1)
 			continue

@@ -2,7 +2,10 @@ package vlab
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,6 +127,12 @@ func TestOrgGroupRuleAndRevocationSpread(t *testing.T) {
 	if g := names["alice@dev.acme"]; len(g) != 1 || g[0] != "acme/dev" {
 		t.Fatalf("server's peers: alice's certificate name and groups not shown: %v", names)
 	}
+	// Alice's first packets waited for her certificate; none was dropped.
+	for _, p := range peers {
+		if p.CertName == "alice@dev.acme" && p.DeniedPackets != 0 {
+			t.Fatalf("the server dropped %d of alice's packets while her certificate was on its way", p.DeniedPackets)
+		}
+	}
 
 	crl, err := l.signer.Revoke([]uint64{l.certs[l.mallory].Serial}, nil, time.Now())
 	if err != nil {
@@ -193,5 +202,144 @@ func TestOrgStaleListFailsClosed(t *testing.T) {
 	})
 	if !strings.Contains(orgStatus(t, l.server).Name, "acme") {
 		t.Fatal("status lost the organisation")
+	}
+}
+
+// orgBlock is an [[orgs]] entry for s's organisation, with c (written to
+// n's directory) as n's certificate unless c is nil.
+func orgBlock(t *testing.T, s *org.Signer, n *Node, c *org.Cert, extra string) string {
+	t.Helper()
+	b := fmt.Sprintf("[[orgs]]\nname = %q\npublic_key = %q\n", s.Name(), s.Public())
+	if c != nil {
+		f := s.Name() + ".cert"
+		if err := os.WriteFile(filepath.Join(n.Dir, f), []byte(c.Text()+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		b += fmt.Sprintf("cert = %q\n", f)
+	}
+	return b + extra
+}
+
+// TestOrgMemberOfTwoOrganisations: alice belongs to acme (group dev) and
+// globex (group ops), each certificate with its own name. The server
+// trusts both and admits acme/dev to port 7 and globex/ops to port 8.
+// Revoking alice's acme certificate leaves her a member of globex only:
+// her session stays, her live connection to port 8 goes on, the one to
+// port 7 stops, and a new one to port 7 is refused.
+func TestOrgMemberOfTwoOrganisations(t *testing.T) {
+	lab := New(t, vnetConfig())
+	sign := map[string]*org.Signer{}
+	for _, name := range []string{"acme", "globex"} {
+		s, err := org.Init(name, filepath.Join(t.TempDir(), name+".key"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sign[name] = s
+	}
+	acme, globex := sign["acme"], sign["globex"]
+	br := lab.NewNode("bridge", lab.AddHost("bridge"))
+	server := lab.NewNode("server", lab.AddHost("server"))
+	alice := lab.NewNode("alice", lab.AddHost("alice"))
+	br.Start(t, BridgeConfig(server, alice))
+	certFor := func(s *org.Signer, n *Node, name, group string) *org.Cert {
+		c, err := s.SignCert(org.CertRequest{Node: n.Public(), Name: name, Groups: []string{group}, TTL: 24 * time.Hour}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	aliceAcme := certFor(acme, alice, "alice@dev.acme", "dev")
+	server.Start(t, JoinConfig(br, "")+orgBlock(t, acme, server, certFor(acme, server, "server.acme", "servers"), "")+orgBlock(t, globex, server, nil, "")+
+		"[[policy.allow]]\nfrom = \"group:acme/dev\"\nproto = \"tcp\"\nports = \"7\"\n"+
+		"[[policy.allow]]\nfrom = \"group:globex/ops\"\nproto = \"tcp\"\nports = \"8\"\n")
+	alice.Start(t, JoinConfig(br, "")+orgBlock(t, acme, alice, aliceAcme, "")+orgBlock(t, globex, alice, certFor(globex, alice, "alice@ops.globex", "ops"), ""))
+	server.Echo(t, 7)
+	server.Echo(t, 8)
+	for _, n := range []*Node{server, alice} {
+		n.WaitBridge(t, "registered", "udp", 10*time.Second)
+	}
+
+	live7 := alice.Talk(t, server, 7)
+	live8 := alice.Talk(t, server, 8)
+	peers, err := server.StatusArea().Peers(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var orgsSeen []string
+	for _, p := range peers {
+		if p.Address == alice.Addr().String() {
+			for _, m := range p.Memberships {
+				orgsSeen = append(orgsSeen, m.Org+":"+m.Name)
+			}
+		}
+	}
+	if strings.Join(orgsSeen, " ") != "acme:alice@dev.acme globex:alice@ops.globex" {
+		t.Fatalf("server sees alice's memberships as %v", orgsSeen)
+	}
+
+	crl, err := acme.Revoke([]uint64{aliceAcme.Serial}, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (node.OrgsArea{Node: server.Node}).Push(context.Background(), adminapi.OrgPushRequest{Document: crl.Text()}); err != nil {
+		t.Fatal(err)
+	}
+	testnet.WaitFor(t, 15*time.Second, "alice reaches port 8 as a member of globex", func() bool {
+		c, err := alice.Dial(server, 8, 3*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return testnet.RoundTrip(c, "alice", 2*time.Second) == nil
+	})
+	if c, err := alice.Dial(server, 7, 3*time.Second); err == nil {
+		c.Close()
+		t.Fatal("alice reached acme's port 7 after acme revoked her")
+	}
+	if err := testnet.RoundTrip(live7, "alice on port 7 after acme revoked her", 2*time.Second); err == nil {
+		t.Fatal("alice's live connection to acme's port 7 still works")
+	}
+	if err := testnet.RoundTrip(live8, "alice on port 8 after acme revoked her", 5*time.Second); err != nil {
+		t.Fatalf("alice's live connection to globex's port 8 broke: %v", err)
+	}
+}
+
+// TestAdminOverOverlayByGroup: in userspace mode, the server gives its
+// admin API to group acme/dev as read through [[admin.allow]] alone:
+// alice (dev) reads its status over the overlay and cannot change a rule;
+// eve (sales) gets no answer.
+func TestAdminOverOverlayByGroup(t *testing.T) {
+	l := newOrgLab(t, "[[admin.allow]]\nfrom = \"group:acme/dev\"\nrole = \"read\"\n")
+	url := fmt.Sprintf("http://[%s]:%d", l.server.Addr(), adminapi.AdminPort)
+	client := func(n *Node) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) { return n.DialContext(ctx, "tcp6", addr) },
+		}}
+	}
+	var resp *http.Response
+	testnet.WaitFor(t, 15*time.Second, "alice reads the server's status over the overlay", func() bool {
+		r, err := client(l.alice).Get(url + "/v1/status")
+		if err != nil {
+			return false
+		}
+		resp = r
+		return true
+	})
+	var st adminapi.Status
+	err := json.NewDecoder(resp.Body).Decode(&st)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || err != nil || st.PublicKey != l.server.Public().String() {
+		t.Fatalf("status over the overlay: %d %v %+v", resp.StatusCode, err, st)
+	}
+	r, err := client(l.alice).Post(url+"/v1/policy/allow", "application/json", strings.NewReader(`{"from":"*"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusForbidden {
+		t.Fatalf("a read identity's change answered %d, want 403", r.StatusCode)
+	}
+	if _, err := client(l.eve).Get(url + "/v1/status"); err == nil {
+		t.Fatal("eve (not in group dev) reached the admin API")
 	}
 }

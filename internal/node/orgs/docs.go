@@ -3,6 +3,7 @@ package orgs
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -107,6 +108,20 @@ func (e *Engine) applyCRL(o *Org, l *org.CRL) {
 			e.peerChan(a).Send(&orgsync.Msg{Type: orgsync.TypeHello, WantCerts: true})
 		}
 	}
+	// A peer whose certificate in this organisation is revoked but that is
+	// still a valid member of another keeps its session: the rebuilt
+	// policy refuses, from its next packet, what only the revoked
+	// membership allowed. Cutting it would black-hole its other traffic
+	// until its own WireGuard gave up on the session (15 s). A key the
+	// list names is cut whatever else it holds.
+	kept := 0
+	cut = slices.DeleteFunc(cut, func(k identity.PublicKey) bool {
+		if e.hasValid(k) && !l.RevokesKey(k) {
+			kept++
+			return true
+		}
+		return false
+	})
 	for _, k := range l.Keys {
 		if _, ok := e.node.PeerKey(k.Address()); ok && !containsKey(cut, k) {
 			cut = append(cut, k)
@@ -115,7 +130,7 @@ func (e *Engine) applyCRL(o *Org, l *org.CRL) {
 	if len(cut) > 0 {
 		e.node.Cut(cut, fmt.Sprintf("revoked by %s revocation list version %d", o.Name, l.Version))
 	}
-	e.log.Info("organisation revocation list installed", "org", o.Name, "version", l.Version, "revoked", len(l.Serials)+len(l.Keys), "sessions_cut", len(cut))
+	e.log.Info("organisation revocation list installed", "org", o.Name, "version", l.Version, "revoked", len(l.Serials)+len(l.Keys), "sessions_cut", len(cut), "kept_as_members_elsewhere", kept)
 	e.node.Event("org_crl", "", fmt.Sprintf("%s revocation list version %d: %d revoked, %d sessions cut", o.Name, l.Version, len(l.Serials)+len(l.Keys), len(cut)))
 	if own := o.Cert; own != nil && l.Revokes(own) {
 		e.log.Error("this node's own certificate is revoked", "org", o.Name, "serial", own.SerialString())

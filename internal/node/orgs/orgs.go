@@ -53,6 +53,9 @@ type Node interface {
 	// Cut ends the sessions and flows of these peers (a revocation, or a
 	// peer admitted pending a certificate that did not come or failed).
 	Cut(keys []identity.PublicKey, reason string)
+	// Settled ends the wait of the packets of a peer admitted pending its
+	// certificate: judged by the rules now that it verified, or dropped.
+	Settled(key identity.PublicKey, verified bool)
 	// MembersChanged installs a new directory and this node's own
 	// memberships into the policy.
 	MembersChanged(dir policy.Directory, self []policy.Member)
@@ -132,6 +135,7 @@ type Engine struct {
 
 	// counters
 	certsBad, received, dropped atomic.Uint64
+	limited                     atomic.Uint64 // messages and answers a peer's budget did not cover
 }
 
 // Membership is one verified membership of a peer, for display.
@@ -238,6 +242,13 @@ func (e *Engine) LookupName(name string) (netip.Addr, bool) {
 // OnControl takes a document message a peer sent to the control port. It
 // runs on WireGuard's receive path: queue, never block.
 func (e *Engine) OnControl(src netip.Addr, payload []byte) {
+	c := e.peerChan(src)
+	now := e.clock.Now().UnixNano()
+	c.seen.Store(now)
+	if !c.in.Allow(now, 1, peerInRate, peerInBurst) {
+		e.limited.Add(1)
+		return
+	}
 	e.enqueue(inbound{src: src, payload: slices.Clone(payload)})
 }
 
@@ -315,10 +326,14 @@ func (e *Engine) handle(in inbound) {
 		in.fn()
 	case !in.pending.IsZero():
 		e.mu.Lock()
-		if _, ok := e.pending[in.pending]; !ok {
+		valid := e.hasValidLocked(in.pending)
+		if _, ok := e.pending[in.pending]; !ok && !valid {
 			e.pending[in.pending] = e.clock.Now().Add(PendingTimeout)
 		}
 		e.mu.Unlock()
+		if valid {
+			e.node.Settled(in.pending, true) // its certificate came first
+		}
 		e.greet(in.pending.Address(), true)
 	case in.greet.IsValid():
 		e.greet(in.greet, false)
@@ -352,11 +367,12 @@ func (e *Engine) handle(in inbound) {
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
-	var cut []identity.PublicKey
+	var cut, settled []identity.PublicKey
 	e.mu.Lock()
 	for k, until := range e.pending {
 		if e.hasValidLocked(k) {
 			delete(e.pending, k)
+			settled = append(settled, k)
 			continue
 		}
 		if now.After(until) {
@@ -370,7 +386,21 @@ func (e *Engine) onTick() {
 			delete(e.answered, a)
 		}
 	}
+	// A peer silent for a minute has its budgets full again anyway.
+	var gone []*peerChan
+	for a, c := range e.peerChans {
+		if _, greeted := e.greeted[a]; !greeted && now.UnixNano()-c.seen.Load() > int64(time.Minute) {
+			delete(e.peerChans, a)
+			gone = append(gone, c)
+		}
+	}
 	e.mu.Unlock()
+	for _, c := range gone {
+		e.x.Forget(c)
+	}
+	for _, k := range settled {
+		e.node.Settled(k, true)
+	}
 	if len(cut) > 0 {
 		e.node.Cut(cut, "no valid organisation certificate within "+PendingTimeout.String())
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -13,15 +14,38 @@ import (
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/packet"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/ratelimit"
 )
 
-// peerChan sends document messages to a peer over the control port.
+// peerChan sends document messages to a peer over the control port, and
+// holds what the peer may make this node do: messages taken from it (a
+// bounded share of the engine's queue), certificates and hellos (an
+// Ed25519 check or a pull each) and chunks sent in answer to its Gets.
 type peerChan struct {
 	e    *Engine
 	addr netip.Addr
+
+	in, costly, chunks ratelimit.Bucket
+	seen               atomic.Int64 // Unix nanoseconds of its last message
 }
 
+// What one peer can make this node do. A peer pulls a whole document
+// (256 chunks) in one burst, then 64 KB/s; it is asked for at most 32
+// chunks per Get, so messages it sends in answer stay well within in.
+const (
+	peerInRate      = 128
+	peerInBurst     = 512
+	peerCostlyRate  = 20
+	peerCostlyBurst = 64
+	peerChunkRate   = 64
+	peerChunkBurst  = 256
+)
+
 func (c *peerChan) Send(m *orgsync.Msg) {
+	if m.Type == orgsync.TypeChunk && !c.chunks.Allow(c.e.clock.Now().UnixNano(), 1, peerChunkRate, peerChunkBurst) {
+		c.e.limited.Add(1)
+		return
+	}
 	b, err := m.Marshal()
 	if err != nil {
 		return
@@ -49,7 +73,12 @@ func (e *Engine) peerChan(a netip.Addr) *peerChan {
 	defer e.mu.Unlock()
 	c := e.peerChans[a]
 	if c == nil {
+		now := e.clock.Now().UnixNano()
 		c = &peerChan{e: e, addr: a}
+		c.in.Init(now, peerInBurst)
+		c.costly.Init(now, peerCostlyBurst)
+		c.chunks.Init(now, peerChunkBurst)
+		c.seen.Store(now)
 		e.peerChans[a] = c
 	}
 	return c
@@ -104,6 +133,13 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 	}
 	ch := e.peerChan(src)
 	switch m.Type {
+	case orgsync.TypeCert, orgsync.TypeHello:
+		if !ch.costly.Allow(e.clock.Now().UnixNano(), 1, peerCostlyRate, peerCostlyBurst) {
+			e.limited.Add(1)
+			return
+		}
+	}
+	switch m.Type {
 	case orgsync.TypeCert:
 		c, err := org.DecodeCert(m.Data)
 		if err == nil && c.Node != key {
@@ -126,6 +162,8 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 			// list lets it in (fail closed, without a new handshake).
 			if pending && !errors.Is(err, errStale) {
 				e.node.Cut([]identity.PublicKey{key}, "certificate refused: "+err.Error())
+			} else if pending {
+				e.node.Settled(key, false)
 			}
 		}
 	case orgsync.TypeHello:
@@ -284,6 +322,20 @@ func (e *Engine) rebuild() {
 	e.dir.Store(&dir)
 	e.members.Store(&members)
 	e.node.MembersChanged(dir, e.selfMembers(now))
+	// Peers that waited for their certificate: their packets meet the
+	// rules now, within a round trip of their first.
+	var settled []identity.PublicKey
+	e.mu.Lock()
+	for k := range e.pending {
+		if len(dir[k.Address()]) > 0 {
+			delete(e.pending, k)
+			settled = append(settled, k)
+		}
+	}
+	e.mu.Unlock()
+	for _, k := range settled {
+		e.node.Settled(k, true)
+	}
 }
 
 // selfMembers are this node's own valid memberships.

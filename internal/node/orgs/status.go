@@ -64,3 +64,13 @@ func (e *Engine) Status() []adminapi.OrgStatus {
 	}
 	return out
 }
+
+// Counters are the engine's message counters.
+type Counters struct {
+	Received, Bad, Dropped, Limited uint64
+}
+
+// Counters returns the engine's message counters.
+func (e *Engine) Counters() Counters {
+	return Counters{Received: e.received.Load(), Bad: e.certsBad.Load(), Dropped: e.dropped.Load(), Limited: e.limited.Load()}
+}

@@ -1,0 +1,145 @@
+package cli
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+)
+
+func newConsoleCmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "console [--json]",
+		Short: "Show the whole network as this node can read it over the overlay",
+		Long: `The node finds the other nodes (its peers, its bridges, the nodes registered
+at bridges it can read, and theirs in turn) and asks each one's admin API over
+the overlay (port 4680) for its status, policy, routes and services. Each node
+must list this one in [[admin.allow]] (role "read" is enough to see it;
+"write" to change it with 'tomoe --remote ADDR ...').
+
+Every node found is listed: "online", "refused" (it does not list this node)
+or "unreachable" since when. The matrix shows, for every node whose rules
+were read (the column), what each other node (the row) may open there:
+"tcp 22", "any", "-" (default deny), "!" before what a deny rule refuses.
+
+Act on what you see with the other commands: 'tomoe cert revoke' and
+'tomoe org crl push' (revoke a member), 'tomoe --remote ADDR policy allow|
+revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			v, err := g.client().Console(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(g.stdout, v)
+			}
+			printConsole(g, v)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func printConsole(g *globals, v adminapi.ConsoleView) {
+	w := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "#\tNAME\tADDRESS\tSTATE\tSINCE\tVERSION\tPEERS (direct/relay)\tRULES\tFOUND BY")
+	label := map[string]string{}
+	for i, n := range v.Nodes {
+		name := n.Name
+		if name == "" {
+			name = "-"
+		}
+		if n.Self {
+			name += " (this node)"
+		}
+		label[n.Address] = fmt.Sprint(i + 1)
+		state := n.State
+		if n.Error != "" && n.State != "online" {
+			state += ": " + shorten(n.Error, 60)
+		}
+		rules := "?"
+		if n.Rules != nil {
+			rules = fmt.Sprint(len(n.Rules))
+		}
+		version := n.Version
+		if version == "" {
+			version = "?"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%d (%d/%d)\t%s\t%s\n", i+1, name, n.Address, state, ago(n.Since), version, n.Peers, n.Direct, n.Relayed, rules, n.FoundBy)
+	}
+	w.Flush()
+	if v.Truncated {
+		fmt.Fprintf(g.stdout, "(more nodes were found than one view holds; the list is cut)\n")
+	}
+	if len(v.Matrix) == 0 {
+		fmt.Fprintln(g.stdout, "\nno node's rules could be read: nothing to say about who may reach whom")
+		return
+	}
+	cells := map[[2]string]adminapi.ConsoleCell{}
+	cols := []string{}
+	for _, c := range v.Matrix {
+		cells[[2]string{c.From, c.To}] = c
+		if !slices.Contains(cols, c.To) {
+			cols = append(cols, c.To)
+		}
+	}
+	fmt.Fprintln(g.stdout, "\nwho may open what (row: from, column: to; only nodes whose rules were read have a column):")
+	w = tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	head := []string{"from\\to"}
+	for _, c := range cols {
+		head = append(head, label[c])
+	}
+	fmt.Fprintln(w, strings.Join(head, "\t"))
+	for _, n := range v.Nodes {
+		row := []string{label[n.Address]}
+		for _, to := range cols {
+			c, ok := cells[[2]string{n.Address, to}]
+			switch {
+			case to == n.Address:
+				row = append(row, "·")
+			case !ok:
+				row = append(row, "?")
+			default:
+				row = append(row, cellText(c))
+			}
+		}
+		fmt.Fprintln(w, strings.Join(row, "\t"))
+	}
+	w.Flush()
+}
+
+func cellText(c adminapi.ConsoleCell) string {
+	var parts []string
+	parts = append(parts, c.Allow...)
+	for _, d := range c.Deny {
+		parts = append(parts, "!"+d)
+	}
+	if len(parts) == 0 {
+		return "-"
+	}
+	return strings.Join(parts, ",")
+}
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}
+
+// ago renders an RFC 3339 time as "since 14:02:05 (3m ago)".
+func ago(ts string) string {
+	t, err := time.Parse(time.RFC3339, ts)
+	if err != nil {
+		return ts
+	}
+	return fmt.Sprintf("%s (%s ago)", t.Local().Format("15:04:05"), time.Since(t).Round(time.Second))
+}

@@ -1,0 +1,127 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// Admin over the overlay: with [[admin.allow]], the node serves its admin
+// API on its node address, TCP port adminapi.AdminPort, to the identities
+// listed, each with its role. The caller is the connection's source
+// address, which WireGuard authenticated: there are no passwords. The
+// listener is inside the overlay only: in kernel mode a socket bound to
+// the node address and to the TUN device (a packet to that address
+// arriving on another interface, or from this host itself, finds no
+// listener); in userspace mode the node's own stack. The policy admits the
+// listed identities to that port by itself ([[admin.allow]] implies the
+// rules, shown with source "admin"), so others get no answer at all.
+
+// overlayAdmin is the admin API's server over the overlay.
+type overlayAdmin struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// serveOverlayAdmin starts the admin API over the overlay if the config
+// lists identities for it.
+func (n *Node) serveOverlayAdmin() error {
+	if len(n.cfg.Admin.Allow) == 0 {
+		return nil
+	}
+	ap := netip.AddrPortFrom(n.Address(), adminapi.AdminPort)
+	var ln net.Listener
+	var err error
+	switch {
+	case n.stack != nil:
+		ln, err = n.stack.ListenTCP(ap)
+	case n.configuresHost():
+		dev := n.cfg.TUN.Name
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev) }); err != nil {
+				return err
+			}
+			return serr
+		}}
+		ln, err = lc.Listen(context.Background(), "tcp6", ap.String())
+	default:
+		n.log.Warn("admin.allow: this node has no interface of its own to serve the admin API on (a TUN given by the embedding program); not served over the overlay")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admin.allow: listen on %s inside the overlay: %w", ap, err)
+	}
+	h := adminapi.OverlayGuard(adminapi.Handler(n.log.With("component", "admin-overlay"), n.apiAreas()...), n.isOwnHost, n.adminRole)
+	a := &overlayAdmin{ln: ln, done: make(chan struct{}), srv: &http.Server{
+		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
+	}}
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("admin API over the overlay stopped", "err", err)
+		}
+	}()
+	n.overlayAdmin = a
+	n.log.Info("admin API served over the overlay", "address", ap, "identities", len(n.cfg.Admin.Allow))
+	return nil
+}
+
+func (a *overlayAdmin) close() {
+	if a == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if a.srv.Shutdown(ctx) != nil {
+		a.srv.Close()
+	}
+	<-a.done
+}
+
+// adminRole is the highest role [[admin.allow]] gives the node at addr:
+// by its address or key, or by a verified certificate's group, org or name.
+func (n *Node) adminRole(addr netip.Addr) adminapi.Role {
+	if addr == n.Address() {
+		return adminapi.RoleNone // this host's own users have the socket
+	}
+	var members []policy.Member
+	for _, m := range n.orgs.Members(addr) {
+		members = append(members, policy.Member{Org: m.Org, Name: m.Name, Groups: m.Groups})
+	}
+	role := adminapi.RoleNone
+	for _, a := range n.cfg.Admin.Allow {
+		if !a.From.Matches(addr, members) {
+			continue
+		}
+		switch a.Role {
+		case config.RoleWrite:
+			return adminapi.RoleWrite
+		case config.RoleRead:
+			role = adminapi.RoleRead
+		}
+	}
+	return role
+}
+
+// isOwnHost reports whether host (from a request's Host header, without
+// port or brackets) names this node: its node address, or a .tomoe name.
+func (n *Node) isOwnHost(host string) bool {
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a.Unmap() == n.Address() || (n.ipv4.IsValid() && a.Unmap() == n.ipv4)
+	}
+	return strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".tomoe")
+}
