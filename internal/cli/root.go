@@ -23,6 +23,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
 	"github.com/tomoe-net/tomoe/internal/cli/svccmd"
+	"github.com/tomoe-net/tomoe/internal/cli/uicmd"
 	"github.com/tomoe-net/tomoe/internal/config"
 )
 
@@ -171,6 +172,7 @@ without root.`,
 			Run:   func(c *cobra.Command, _ []string) { fmt.Fprintln(g.stdout, "tomoe "+Version) },
 		},
 	)
+	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
 	root.AddCommand(svccmd.Commands(svccmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError})...)
 	strictGroups(root)

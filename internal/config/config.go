@@ -122,6 +122,9 @@ type Admin struct {
 	// Allow names the identities that may use the admin API over the
 	// overlay (node address, TCP port 4680), each with a role.
 	Allow []AdminAllow `toml:"allow"`
+	// Web, if set, is the loopback "IP:PORT" of the web UI (off when
+	// unset); `tomoe ui` prints a login URL for it.
+	Web AddrPort `toml:"web"`
 }
 
 // Peer is a static peer.
@@ -371,6 +374,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateMetrics(bad)
+	if c.Admin.Web.IsValid() && !c.Admin.Web.Addr().Unmap().IsLoopback() {
+		bad("admin.web", "%q is not a loopback address: the web UI serves only this host (use \"127.0.0.1:%d\", and an SSH tunnel from elsewhere)", c.Admin.Web, c.Admin.Web.Port())
+	}
 	seen := map[identity.PublicKey]int{}
 	for i, p := range c.Peers {
 		key := fmt.Sprintf("peers[%d]", i)

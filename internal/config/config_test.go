@@ -150,6 +150,36 @@ func TestMetricsAddress(t *testing.T) {
 	}
 }
 
+// The web UI listens on loopback only: [admin] web elsewhere is refused.
+func TestWebAddress(t *testing.T) {
+	for _, tc := range []struct {
+		doc     string
+		wantErr string // "" = accepted
+	}{
+		{``, ""},
+		{`web = "127.0.0.1:4680"`, ""},
+		{`web = "[::1]:4680"`, ""},
+		{`web = "127.0.0.1:0"`, ""},
+		{`web = "0.0.0.0:4680"`, "admin.web: \"0.0.0.0:4680\" is not a loopback address"},
+		{`web = "[::]:4680"`, "not a loopback address"},
+		{`web = "192.0.2.10:4680"`, "127.0.0.1:4680"},
+		{`web = "localhost:4680"`, "admin.web"},
+		{`web = "127.0.0.1"`, "admin.web"},
+	} {
+		c, err := Parse([]byte("[admin]\n"+tc.doc+"\n"), "c.toml", "/x")
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.doc, err)
+		case tc.wantErr != "" && err == nil:
+			t.Errorf("%s: accepted, want an error containing %q", tc.doc, tc.wantErr)
+		case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
+			t.Errorf("%s: %v, want an error containing %q", tc.doc, err, tc.wantErr)
+		case tc.doc == "" && c.Admin.Web.IsValid():
+			t.Errorf("web UI on by default: %v", c.Admin.Web)
+		}
+	}
+}
+
 func TestDuplicatePeer(t *testing.T) {
 	doc := strings.Repeat("[[peers]]\npublic_key = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nendpoint = \"1.2.3.4:5\"\n", 2)
 	if _, err := Parse([]byte(doc), "c.toml", "/x"); err == nil || !strings.Contains(err.Error(), "peers[1].public_key") {

@@ -89,6 +89,7 @@ var keyHints = map[string]string{
 	"bridges.public_key":      "; the bridge prints its key with `tomoe status`",
 	"bridge.allow.public_key": "; the node prints its key with `tomoe status`",
 	"admin.metrics":           ", e.g. \"127.0.0.1:9610\" (the metrics carry peer addresses: keep them on loopback)",
+	"admin.web":               ", e.g. \"127.0.0.1:4680\" (the web UI listens on loopback only)",
 	"bridge.tcp":              ", e.g. \"0.0.0.0:4610\" (the same port as listen.udp is fine)",
 }
 

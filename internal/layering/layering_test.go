@@ -17,8 +17,8 @@ const module = "github.com/tomoe-net/tomoe/"
 
 // upper are the packages leaves must not import: the composition root
 // (node), what only it drives (engine), and the user's side (adminapi, the
-// admin API; cli, which only talks to it).
-var upper = []string{"internal/node", "internal/engine", "internal/adminapi", "internal/cli"}
+// admin API; cli and webui, which only talk to it).
+var upper = []string{"internal/node", "internal/engine", "internal/adminapi", "internal/cli", "internal/webui"}
 
 // notLeaves are the packages of internal/ that may import upper ones:
 // upper itself, demo, which runs whole nodes for `tomoe demo`, and vlab,

@@ -16,6 +16,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
+	"github.com/tomoe-net/tomoe/internal/webui"
 )
 
 // The admin API, area by area (adminapi.Area): each area is a view of the
@@ -50,7 +51,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
-	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n},
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, webui.Area{Server: n.ui},
 		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 

@@ -43,6 +43,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/transport"
 	"github.com/tomoe-net/tomoe/internal/tunwrap"
+	"github.com/tomoe-net/tomoe/internal/webui"
 )
 
 // Event is an admin API event.
@@ -144,6 +145,7 @@ type Node struct {
 	engine   *engine.Engine
 	events   *adminapi.EventBus
 	api      *adminapi.Server
+	ui       *webui.Server // nil unless [admin] web is set
 	// overlayAdmin serves the admin API inside the overlay ([[admin.allow]]).
 	overlayAdmin *overlayAdmin
 	consoleOnce  sync.Once
@@ -292,12 +294,24 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		return n, err
 	}
 
+	if cfg.Admin.Web.IsValid() {
+		ln, err := webui.Listen(cfg.Admin.Web.AddrPort)
+		if err != nil {
+			return n, fmt.Errorf("admin.web: %w", err)
+		}
+		n.ui = webui.New(ln, log.With("component", "webui"))
+	}
 	if cfg.Admin.Socket != "" {
 		ln, err := adminapi.Listen(cfg.Admin.Socket, cfg.Admin.Group)
 		if err != nil {
 			return n, fmt.Errorf("admin.socket: %w", err)
 		}
 		n.api = adminapi.Serve(ln, log.With("component", "admin"), n.apiAreas()...)
+	}
+	if n.ui != nil {
+		// The UI calls the same API in-process: it only renders it.
+		n.ui.Serve(adminapi.Handler(log.With("component", "admin"), n.apiAreas()...))
+		log.Info("web UI up: run `tomoe ui` for a login URL", "url", n.ui.URL())
 	}
 	if err := n.serveOverlayAdmin(); err != nil {
 		return n, err
@@ -419,6 +433,9 @@ func (n *Node) Close() error {
 		}
 		close(n.done)
 		var errs []error
+		if n.ui != nil {
+			n.ui.Close() // before the API it calls
+		}
 		if n.api != nil {
 			n.api.Close()
 		}
