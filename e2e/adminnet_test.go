@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -82,6 +83,33 @@ func TestAdminOverOverlay(t *testing.T) {
 		}
 		if !found {
 			t.Fatalf("the writer's rule is not in the target's policy: %+v", rules)
+		}
+	})
+
+	t.Run("write identity changes a rule through the web UI", func(t *testing.T) {
+		base := fmt.Sprintf("http://[%s]:%d", target.addr(), adminapi.AdminPort)
+		page, err := writer.host.Try("curl", "-sf", base+"/policy")
+		m := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page)
+		if err != nil || m == nil {
+			t.Fatalf("policy page over the overlay (err %v):\n%s", err, page)
+		}
+		out, err := writer.host.Try("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Origin: "+base,
+			"--data-urlencode", "csrf="+m[1], "--data-urlencode", "from="+reader.addr(), "--data-urlencode", "proto=udp", "--data-urlencode", "ports=53", base+"/policy/add")
+		if err != nil || out != "303" {
+			t.Fatalf("the form's change answered %q (err %v), want 303", out, err)
+		}
+		if !strings.Contains(target.cli(t, "policy", "list"), "53") {
+			t.Fatalf("the UI's change is not in the target's policy:\n%s", target.cli(t, "policy", "list"))
+		}
+		// The same form from the read identity is refused.
+		page, _ = reader.host.Try("curl", "-sf", base+"/policy")
+		if m = regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(page); m == nil {
+			t.Fatalf("reader's policy page:\n%s", page)
+		}
+		out, _ = reader.host.Try("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Origin: "+base,
+			"--data-urlencode", "csrf="+m[1], "--data-urlencode", "from="+reader.addr(), "--data-urlencode", "proto=udp", "--data-urlencode", "ports=54", base+"/policy/add")
+		if out != "403" {
+			t.Fatalf("the read identity's form answered %q, want 403", out)
 		}
 	})
 

@@ -16,10 +16,11 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/webui"
 )
 
 // Admin over the overlay: with [[admin.allow]], the node serves its admin
-// API on its node address, TCP port adminapi.AdminPort, to the identities
+// API (under /v1/) and its web UI (the rest) on its node address, TCP port adminapi.AdminPort, to the identities
 // listed, each with its role. The caller is the connection's source
 // address, which WireGuard authenticated: there are no passwords. The
 // listener is inside the overlay only: in kernel mode a socket bound to
@@ -33,6 +34,7 @@ import (
 type overlayAdmin struct {
 	srv  *http.Server
 	ln   net.Listener
+	ui   *webui.Server
 	done chan struct{}
 }
 
@@ -65,9 +67,15 @@ func (n *Node) serveOverlayAdmin() error {
 	if err != nil {
 		return fmt.Errorf("admin.allow: listen on %s inside the overlay: %w", ap, err)
 	}
-	h := adminapi.OverlayGuard(adminapi.Handler(n.log.With("component", "admin-overlay"), n.apiAreas()...), n.isOwnHost, n.adminRole)
-	a := &overlayAdmin{ln: ln, done: make(chan struct{}), srv: &http.Server{
-		Handler: h, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
+	api := adminapi.Handler(n.log.With("component", "admin-overlay"), n.apiAreas()...)
+	ui := webui.NewRemote(webui.Remote{Role: n.adminRole, HostOK: n.isOwnHost}, n.log.With("component", "webui-overlay"))
+	mux := http.NewServeMux()
+	mux.Handle("/v1/", adminapi.OverlayGuard(api, n.isOwnHost, n.adminRole))
+	mux.Handle("/metrics", adminapi.OverlayGuard(api, n.isOwnHost, n.adminRole))
+	mux.Handle("/debug/", adminapi.OverlayGuard(api, n.isOwnHost, n.adminRole))
+	mux.Handle("/", ui.Handler(api)) // the web UI, with its own checks
+	a := &overlayAdmin{ln: ln, ui: ui, done: make(chan struct{}), srv: &http.Server{
+		Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 16 << 10,
 	}}
 	go func() {
 		defer close(a.done)
@@ -84,6 +92,7 @@ func (a *overlayAdmin) close() {
 	if a == nil {
 		return
 	}
+	a.ui.Close() // its event streams end, so Shutdown need not wait for them
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	if a.srv.Shutdown(ctx) != nil {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -341,5 +344,40 @@ func TestAdminOverOverlayByGroup(t *testing.T) {
 	}
 	if _, err := client(l.eve).Get(url + "/v1/status"); err == nil {
 		t.Fatal("eve (not in group dev) reached the admin API")
+	}
+
+	// The web UI beside it: no login, alice is who her address says; the
+	// read role sees the pages and cannot change a rule through them.
+	page := func(path string) (int, string) {
+		r, err := client(l.alice).Get(url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		b, _ := io.ReadAll(r.Body)
+		return r.StatusCode, string(b)
+	}
+	code, body := page("/policy")
+	if code != 200 || !strings.Contains(body, "group:acme/dev") || strings.Contains(body, "Log out") {
+		t.Fatalf("policy page over the overlay: %d\n%s", code, body)
+	}
+	csrf := regexp.MustCompile(`name="csrf" value="([^"]+)"`).FindStringSubmatch(body)
+	if csrf == nil {
+		t.Fatal("no CSRF token on the policy page")
+	}
+	form := neturl.Values{"csrf": {csrf[1]}, "from": {"*"}, "proto": {"tcp"}, "ports": {"1"}}
+	req, _ := http.NewRequest("POST", url+"/policy/add", strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", url)
+	r, err = client(l.alice).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Body.Close()
+	if r.StatusCode != http.StatusForbidden {
+		t.Fatalf("a read identity's change through the UI answered %d, want 403", r.StatusCode)
+	}
+	if code, _ := page("/login?token=x"); code != http.StatusNotFound {
+		t.Fatalf("login over the overlay answered %d, want 404", code)
 	}
 }

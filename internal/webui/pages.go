@@ -43,11 +43,14 @@ type pageData struct {
 	Flash session.Flash
 	Error string // the page's data could not be read
 	Data  any
+	// Remote: served over the overlay, where there is no login to end.
+	Remote bool
 }
 
 // render writes page name with the layout.
 func (s *Server) render(w http.ResponseWriter, name string, sess *session.Session, d pageData) {
 	d.Pages = pageNames
+	d.Remote = s.remote != nil
 	if d.Page == "" {
 		d.Page = name
 	}

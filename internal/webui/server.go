@@ -59,6 +59,8 @@ type Server struct {
 	cookie string
 
 	peers *peerHistory
+	// remote is set for the UI served over the overlay (NewRemote).
+	remote *remoteState
 }
 
 // Listen opens the UI's listener on addr (a loopback address; port 0
@@ -114,6 +116,9 @@ func (s *Server) Serve(api http.Handler) {
 // Close stops the server: its event streams end, then its connections.
 func (s *Server) Close() error {
 	s.cancel()
+	if s.ln == nil {
+		return nil // served by the node's overlay listener
+	}
 	if s.srv == nil {
 		return s.ln.Close()
 	}
@@ -157,7 +162,7 @@ func (s *Server) routes() http.Handler {
 		h.Set("Cross-Origin-Opener-Policy", "same-origin")
 		h.Set("Cross-Origin-Resource-Policy", "same-origin")
 		h.Set("Cache-Control", "no-store")
-		if !s.hosts[r.Host] {
+		if s.remote != nil && !s.remoteHostOK(r) || s.remote == nil && !s.hosts[r.Host] {
 			// A page on another name that resolves here (DNS rebinding)
 			// sends that name.
 			http.Error(w, "unknown host: open the web UI at "+s.origin, http.StatusMisdirectedRequest)
@@ -169,6 +174,10 @@ func (s *Server) routes() http.Handler {
 
 // login spends a login token and starts a session.
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if s.remote != nil {
+		http.Error(w, "no login over the overlay: you are who your node address says", http.StatusNotFound)
+		return
+	}
 	cookie, ok := s.sessions.Login(r.URL.Query().Get("token"))
 	if !ok {
 		s.log.Info("web UI login refused: unknown, used or expired token", "remote", r.RemoteAddr)
@@ -185,7 +194,19 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, sess *session.Session)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		var sess *session.Session
-		if c, err := r.Cookie(s.cookie); err == nil {
+		if s.remote != nil {
+			var role adminapi.Role
+			var err error
+			sess, role, err = s.remoteSession(r)
+			if err != nil {
+				http.Error(w, "forbidden: "+err.Error(), http.StatusForbidden)
+				return
+			}
+			if role < adminapi.RoleWrite && r.Method != http.MethodGet && r.Method != http.MethodHead {
+				http.Error(w, "forbidden: this node gives you the read role ([[admin.allow]]): you may look, not change", http.StatusForbidden)
+				return
+			}
+		} else if c, err := r.Cookie(s.cookie); err == nil {
 			sess = s.sessions.Lookup(c.Value)
 		}
 		if sess == nil {
@@ -206,7 +227,7 @@ func (s *Server) authed(h func(w http.ResponseWriter, r *http.Request, sess *ses
 
 // checkChange refuses a change that another site could have sent.
 func (s *Server) checkChange(r *http.Request, sess *session.Session) error {
-	if o := r.Header.Get("Origin"); o != "" && o != s.origin {
+	if o := r.Header.Get("Origin"); o != "" && o != s.origin && !(s.remote != nil && o == "http://"+r.Host) {
 		return fmt.Errorf("request from origin %q", o)
 	}
 	if sf := r.Header.Get("Sec-Fetch-Site"); sf != "" && sf != "same-origin" {
