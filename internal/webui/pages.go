@@ -23,7 +23,7 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 // pageNames are the pages, in the order of the navigation.
-var pageNames = []string{"overview", "peers", "policy", "routes", "services", "bridges", "events"}
+var pageNames = []string{"overview", "peers", "policy", "routes", "services", "bridges", "events", "console"}
 
 var templates = func() map[string]*template.Template {
 	funcs := template.FuncMap{"short": short, "bytes": humanBytes, "ago": ago, "deref": deref}
@@ -88,6 +88,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /events", s.authed(func(w http.ResponseWriter, r *http.Request, sess *session.Session) {
 		s.render(w, "events", sess, pageData{Title: "Events"})
 	}))
+	mux.HandleFunc("GET /console", s.authed(s.consolePage))
 	mux.HandleFunc("GET /events/stream", s.authed(func(w http.ResponseWriter, r *http.Request, _ *session.Session) { s.events(w, r) }))
 }
 

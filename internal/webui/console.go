@@ -1,0 +1,78 @@
+package webui
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/webui/session"
+)
+
+// consoleData is the console page: GET /v1/console, with the matrix laid
+// out as rows.
+type consoleData struct {
+	View   adminapi.ConsoleView
+	Labels map[string]string // address -> its number in the table
+	Cols   []string
+	Rows   []consoleRow
+}
+
+type consoleRow struct {
+	Label string
+	Cells []string
+}
+
+// consolePage is the console. It is not served over the overlay: there,
+// a caller would read the other nodes with this node's rights.
+func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	if s.remote != nil {
+		http.Error(w, "the console is served on this node's own web UI only (tomoe ui)", http.StatusNotFound)
+		return
+	}
+	d := pageData{Title: "Console"}
+	var cd consoleData
+	if err := s.get(r.Context(), "/v1/console", &cd.View); err != nil {
+		d.Error = err.Error()
+	}
+	cd.Labels = map[string]string{}
+	for i, n := range cd.View.Nodes {
+		cd.Labels[n.Address] = fmt.Sprint(i + 1)
+	}
+	cells := map[[2]string]adminapi.ConsoleCell{}
+	for _, c := range cd.View.Matrix {
+		if _, ok := cells[[2]string{"", c.To}]; !ok {
+			cells[[2]string{"", c.To}] = adminapi.ConsoleCell{}
+			cd.Cols = append(cd.Cols, c.To)
+		}
+		cells[[2]string{c.From, c.To}] = c
+	}
+	for _, n := range cd.View.Nodes {
+		row := consoleRow{Label: cd.Labels[n.Address]}
+		for _, to := range cd.Cols {
+			c, ok := cells[[2]string{n.Address, to}]
+			switch {
+			case to == n.Address:
+				row.Cells = append(row.Cells, "·")
+			case !ok:
+				row.Cells = append(row.Cells, "?")
+			default:
+				row.Cells = append(row.Cells, cellText(c))
+			}
+		}
+		cd.Rows = append(cd.Rows, row)
+	}
+	d.Data = cd
+	s.render(w, "console", sess, d)
+}
+
+func cellText(c adminapi.ConsoleCell) string {
+	parts := append([]string(nil), c.Allow...)
+	for _, d := range c.Deny {
+		parts = append(parts, "!"+d)
+	}
+	if len(parts) == 0 {
+		return "–"
+	}
+	return strings.Join(parts, ", ")
+}
