@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/names"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -65,6 +66,14 @@ func (x nameIndex) add(name string, a netip.Addr) {
 	}
 }
 
+// setStatic indexes the static peers' names; before the server starts.
+func (d *dnsState) setStatic(list []config.Peer) {
+	d.static = nameIndex{}
+	for _, p := range list {
+		d.static.add(p.Name, p.PublicKey.Address())
+	}
+}
+
 // setCertNames indexes the certificates' names: dir's (peers') and self's.
 func (d *dnsState) setCertNames(dir policy.Directory, self netip.Addr, own []policy.Member) {
 	x := nameIndex{}
@@ -88,10 +97,7 @@ func (d *dnsState) setCertNames(dir policy.Directory, self netip.Addr, own []pol
 // logs why, and status shows no dns.
 func (n *Node) startDNS(tun string) {
 	d := &n.dns
-	d.static = nameIndex{}
-	for _, p := range n.cfg.Peers {
-		d.static.add(p.Name, p.PublicKey.Address())
-	}
+	d.setStatic(n.cfg.Peers)
 	s, err := names.Serve(names.ServerConfig{
 		Addr: netip.AddrPortFrom(names.Address, names.Port), Device: tun,
 		Names: names.NamesFunc(n.lookupDNSName), Log: n.log.With("component", "dns"),
