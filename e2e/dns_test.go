@@ -94,20 +94,33 @@ func TestDNSNames(t *testing.T) {
 	evil := newNodeDir(t, "evil") // its key drives a plain WireGuard device below
 	evilEndpoint := netip.AddrPortFrom(evilH.IPv4, 4610)
 
+	// Both are members of organisation acme, as a.acme and web1.acme;
+	// web1's certificate carries its (explicit) overlay IPv4 address.
+	orgKey := filepath.Join(a.dir, "acme.key")
+	orgPub := strings.TrimSpace(mustRun(t, "org", "init", "--name", "acme", "--out", orgKey))
+	mustRun(t, "cert", "sign", "--org-key", orgKey, "--node", a.pub().String(), "--name", "a.acme", "--out", filepath.Join(a.dir, "acme.cert"))
+	mustRun(t, "cert", "sign", "--org-key", orgKey, "--node", web1.pub().String(), "--name", "web1.acme", "--ipv4", "10.99.0.7", "--out", filepath.Join(web1.dir, "acme.cert"))
+	orgBlock := func(k *kernelNode) string {
+		return fmt.Sprintf("[[orgs]]\nname = \"acme\"\npublic_key = %q\ncert = %q\n", orgPub, filepath.Join(k.dir, "acme.cert"))
+	}
+
 	a.tun = "ipv4 = \"auto\"\n"
-	web1.tun = "ipv4 = \"auto\"\n"
+	web1.tun = "ipv4 = \"10.99.0.7\"\n"
 	// evil is a static peer of a whose every packet the policy admits.
 	a.body = peerBlock(web1.nodeDir, web1.endpoint()) + peerBlock(evil, evilEndpoint.String()) +
-		acceptBlock("*", "100.64.0.0/10") + allowBlock(evil.addr(), "any", "") +
-		allowBlock(web1.addr(), "icmp", "") // routes are taken from peers the policy admits
-	web1.body = peerBlock(a.nodeDir, a.endpoint()) + acceptBlock("*", "100.64.0.0/10") + allowBlock(a.addr(), "tcp", "8080")
+		acceptBlock(web1.addr(), "10.99.0.0/24") + allowBlock(evil.addr(), "any", "") +
+		allowBlock(web1.addr(), "icmp", "") + // routes are taken from peers the policy admits
+		orgBlock(a)
+	web1.body = peerBlock(a.nodeDir, a.endpoint()) + acceptBlock("*", "100.64.0.0/10") + allowBlock(a.addr(), "tcp", "8080") +
+		orgBlock(web1)
 
 	a.start(t)
 	web1.start(t)
-	// An HTTP server on web1's node address (there once web1 is up).
+	// An HTTP server on web1, on all its addresses: curl may try the
+	// IPv4 address first (glibc sorts 10.99.0.7 before a ULA).
 	var hl net.Listener
 	var err error
-	web1.host.Do(func() { hl, err = net.Listen("tcp6", fmt.Sprintf("[%s]:8080", web1.addr())) })
+	web1.host.Do(func() { hl, err = net.Listen("tcp", ":8080") })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,6 +141,18 @@ func TestDNSNames(t *testing.T) {
 	resolvConf(t, a.host.Netns, "fc00::53")
 	server := netip.MustParseAddrPort("[fc00::53]:53")
 
+	t.Run("certificate names, own included", func(t *testing.T) {
+		// The certificates travel once a session is up.
+		testnet.WaitFor(t, 15*time.Second, "a knows web1's certificate", func() bool {
+			out, err := a.host.Try("getent", "ahosts", "web1.acme.tomoe")
+			return err == nil && strings.Contains(out, web1.addr())
+		})
+		out, err := a.host.Try("getent", "ahosts", "a.acme.tomoe")
+		if err != nil || !strings.Contains(out, a.addr()) || !strings.Contains(out, a.ipv4(t)) {
+			t.Errorf("getent ahosts a.acme.tomoe (a's own name): %v\n%s", err, out)
+		}
+	})
+
 	t.Run("getent and curl by name", func(t *testing.T) {
 		out, err := a.host.Try("getent", "ahosts", "web1.tomoe")
 		if err != nil || !strings.Contains(out, web1.addr()) {
@@ -139,19 +164,30 @@ func TestDNSNames(t *testing.T) {
 		}
 		out, err = a.host.Try("curl", "-sS", "--max-time", "10", "http://web1.tomoe:8080/")
 		if err != nil || out != "hello from web1\n" {
+			out, _ := a.host.Try("curl", "-sSv", "--max-time", "10", "http://web1.tomoe:8080/")
+			t.Logf("again, verbosely:\n%s", out)
 			t.Fatalf("curl http://web1.tomoe:8080/: %v\n%s", err, out)
 		}
-		// Its own name? a has none (no certificate); a name nobody has
-		// does not exist.
+		// A name nobody has does not exist.
 		if out, err := a.host.Try("getent", "ahosts", "nobody.tomoe"); err == nil {
 			t.Errorf("getent ahosts nobody.tomoe found something:\n%s", out)
 		}
 	})
 
 	t.Run("A records once the peer's IPv4 is installed", func(t *testing.T) {
-		testnet.WaitFor(t, 15*time.Second, "a installs web1's IPv4 and answers it", func() bool {
-			out, err := a.host.Try("getent", "ahostsv4", "web1.tomoe")
-			return err == nil && strings.Contains(out, web1.ipv4(t))
+		// web1's address is its certificate's and an installed route to it.
+		for _, name := range []string{"web1.tomoe", "web1.acme.tomoe"} {
+			testnet.WaitFor(t, 15*time.Second, "a installs web1's IPv4 and answers it for "+name, func() bool {
+				out, err := a.host.Try("getent", "ahostsv4", name)
+				return err == nil && strings.Contains(out, "10.99.0.7")
+			})
+		}
+		// and the other way round: web1 answers a's derived address, as
+		// its "*" rule installed it, for a's certificate name.
+		resolvConf(t, web1.host.Netns, "fc00::53")
+		testnet.WaitFor(t, 15*time.Second, "web1 answers a's derived IPv4", func() bool {
+			out, err := web1.host.Try("getent", "ahostsv4", "a.acme.tomoe")
+			return err == nil && strings.Contains(out, a.ipv4(t))
 		})
 	})
 
@@ -200,6 +236,13 @@ func TestDNSNames(t *testing.T) {
 			if err == nil {
 				err = dev.Up()
 			}
+			// The device's own goroutine also brings it up, on the
+			// channel TUN's "up" event, from a thread outside this
+			// namespace: if it came first, the sockets are not evil's.
+			// Opening them again here puts them in evil's namespace.
+			if err == nil {
+				err = dev.BindUpdate()
+			}
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -210,7 +253,12 @@ func TestDNSNames(t *testing.T) {
 		// datagram to a's own address arrives.
 		heard := a.listenUDP(t, 9)
 		tt.Outbound <- packet.UDP(src, a.pub().Address(), 40000, 9, []byte("through the tunnel"))
-		expectOne(t, heard, 10*time.Second, "through the tunnel")
+		select {
+		case <-heard:
+		case <-time.After(10 * time.Second):
+			wg, _ := dev.IpcGet()
+			t.Fatalf("a datagram through the tunnel did not arrive\nevil's device:\n%s\na's peers:\n%s", wg, a.cli(t, "peers"))
+		}
 
 		before := a.status(t).Counters.NotLocal
 		dnsAddr := netip.MustParseAddr("fc00::53")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/names"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -143,8 +144,9 @@ func (n *Node) dnsAddr() (string, bool) {
 
 // lookupDNSName answers the DNS server: a static peer's name first (as
 // resolveName does), else a certificate's name. A node's IPv4 address is
-// known for this node (tun.ipv4) and for peers whose derived address in
-// this node's tun.ipv4_prefix is an installed route to them.
+// known for this node (tun.ipv4), and for a peer where one of its
+// addresses (peerIPv4Locked) is an installed route to it: then packets to
+// it reach that peer.
 func (n *Node) lookupDNSName(name string) (names.Record, bool) {
 	addrs, ok := n.dns.static[name]
 	if !ok {
@@ -167,12 +169,31 @@ func (n *Node) lookupDNSName(name string) (names.Record, bool) {
 			continue
 		}
 		p := n.peers.ByAddr(a)
-		if p == nil || !n.cfg.TUN.IPv4Prefix.IsValid() {
+		if p == nil {
 			continue
 		}
-		if v4, err := p.Key.IPv4Address(n.cfg.TUN.IPv4Prefix.Prefix); err == nil && slices.Contains(p.Routes, netip.PrefixFrom(v4, 32)) {
-			r.IPv4 = append(r.IPv4, v4)
+		for _, v4 := range n.peerIPv4Locked(p) {
+			if slices.Contains(p.Routes, netip.PrefixFrom(v4, 32)) && !slices.Contains(r.IPv4, v4) {
+				r.IPv4 = append(r.IPv4, v4)
+			}
 		}
 	}
 	return r, true
+}
+
+// peerIPv4Locked are the IPv4 addresses p may be known by: the one its
+// key derives in this node's tun.ipv4_prefix, and those its valid
+// certificates carry. (A /32 route alone is no name: it may lead to a
+// host behind the peer.) It needs the peer table's lock.
+func (n *Node) peerIPv4Locked(p *peers.Peer) []netip.Addr {
+	var out []netip.Addr
+	if space := n.cfg.TUN.IPv4Prefix; space.IsValid() {
+		if v4, err := p.Key.IPv4Address(space.Prefix); err == nil {
+			out = append(out, v4)
+		}
+	}
+	for _, m := range n.orgs.Members(p.Addr) {
+		out = append(out, m.IPv4...)
+	}
+	return out
 }
