@@ -98,10 +98,18 @@ func (r *Resolved) Register() error {
 		r.run("revert", r.Link)
 		return err
 	}
-	// Links with only routing domains are no default route anyway;
-	// saying so keeps it that way whatever resolved's defaults (and
-	// resolved before version 240 has no such command, which is fine).
-	r.run("default-route", r.Link, "false")
+	// Best effort, for each of these settings of resolved's that would
+	// otherwise come from its global configuration (versions that lack
+	// a command keep their defaults, which suit too): the link is no
+	// default route for other names (links with only routing domains are
+	// not, anyway); the server is local and its answers are as true as
+	// the node's view, so neither DNSSEC (.tomoe is no signed zone and
+	// would fail validation under DNSSEC=yes) nor DNS over TLS (which it
+	// does not speak) applies; and the TUN carries no multicast for LLMNR
+	// or mDNS.
+	for _, set := range [][]string{{"default-route", "no"}, {"dnssec", "no"}, {"dnsovertls", "no"}, {"llmnr", "no"}, {"mdns", "no"}} {
+		r.run(set[0], r.Link, set[1])
+	}
 	return nil
 }
 

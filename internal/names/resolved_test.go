@@ -48,7 +48,8 @@ func TestResolvedRegisterAndRevert(t *testing.T) {
 	if err := r.Revert(); err != nil {
 		t.Fatal(err)
 	}
-	want := "dns tomoe0 fc00::53\ndomain tomoe0 ~tomoe\ndefault-route tomoe0 false\nrevert tomoe0\n"
+	want := "dns tomoe0 fc00::53\ndomain tomoe0 ~tomoe\ndefault-route tomoe0 no\ndnssec tomoe0 no\n" +
+		"dnsovertls tomoe0 no\nllmnr tomoe0 no\nmdns tomoe0 no\nrevert tomoe0\n"
 	if got := calls(t, log); got != want {
 		t.Fatalf("resolvectl ran:\n%s\nwant:\n%s", got, want)
 	}
