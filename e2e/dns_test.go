@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -84,7 +85,7 @@ func resolvConf(t *testing.T, ns *testnet.Netns, server string) {
 // whose every packet the policy allows).
 func TestDNSNames(t *testing.T) {
 	testnet.RequireRoot(t)
-	if _, err := os.Stat("/usr/bin/curl"); err != nil {
+	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipped: curl is not installed")
 	}
 	lan := testnet.NewLAN(t, "a", "web1", "evil")
