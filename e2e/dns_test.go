@@ -284,3 +284,20 @@ func TestDNSNames(t *testing.T) {
 		}
 	})
 }
+
+// tun.dns = false: no DNS server, no address for it.
+func TestDNSOff(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "quiet")
+	k := &kernelNode{nodeDir: newNodeDir(t, "quiet"), host: lan.Hosts["quiet"], tun: "dns = false\n"}
+	k.start(t)
+	if st := k.status(t); st.DNS != "" {
+		t.Errorf("status dns = %q with tun.dns = false", st.DNS)
+	}
+	if out := k.host.Run("ip", "-6", "addr", "show", "dev", "tomoe0"); strings.Contains(out, "fc00::53") {
+		t.Errorf("fc00::53 on tomoe0 with tun.dns = false:\n%s", out)
+	}
+	if out := k.host.Run("ss", "-uln"); strings.Contains(out, ":53 ") {
+		t.Errorf("something listens on port 53 with tun.dns = false:\n%s", out)
+	}
+}

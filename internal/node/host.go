@@ -75,7 +75,11 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.engine.SetMark(routes.Mark); err != nil {
 		return err
 	}
-	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.ipv4, UIDs: uids, Service: names.Address})
+	opts := routes.Options{IPv4: n.ipv4, UIDs: uids}
+	if n.cfg.TUN.DNS {
+		opts.Service = names.Address
+	}
+	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, opts)
 	if err != nil {
 		return err
 	}
@@ -115,7 +119,9 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.applyForwarding(offered); err != nil {
 		return err
 	}
-	n.startDNS(name)
+	if n.cfg.TUN.DNS {
+		n.startDNS(name)
+	}
 	return nil
 }
 
