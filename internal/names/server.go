@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"sync"
@@ -43,12 +42,13 @@ type ServerConfig struct {
 	// one, the same for UDP and TCP).
 	Addr netip.AddrPort
 	// Device, if set, is the interface the sockets are bound to
-	// (SO_BINDTODEVICE): they then take only packets that arrive for
-	// Addr through it (or from the host itself, to an address of it), not
-	// the same address reached through another interface.
+	// (SO_BINDTODEVICE): they then take only packets for Addr that
+	// arrive through it, or from the host itself when Addr is on it (the
+	// kernel counts a local packet as arriving through the interface
+	// that holds its destination), never the same address reached
+	// through another interface (measured: e2e TestDNSNames).
 	Device string
 	Names  Names
-	Log    *slog.Logger
 
 	// TCP limits: at most MaxConns connections at once (more are closed
 	// at once), each idle at most IdleTimeout between queries and open
@@ -62,7 +62,6 @@ type ServerConfig struct {
 // outlives Close.
 type Server struct {
 	cfg ServerConfig
-	log *slog.Logger
 	udp *net.UDPConn
 	tcp *net.TCPListener
 
@@ -89,10 +88,7 @@ func Serve(cfg ServerConfig) (*Server, error) {
 	if cfg.MaxLifetime <= 0 {
 		cfg.MaxLifetime = DefaultMaxLifetime
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, sem: make(chan struct{}, cfg.MaxConns), conns: make(map[net.Conn]struct{})}
-	if s.log == nil {
-		s.log = slog.New(slog.DiscardHandler)
-	}
+	s := &Server{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns), conns: make(map[net.Conn]struct{})}
 	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
 		if cfg.Device == "" {
 			return nil

@@ -101,7 +101,7 @@ func (n *Node) startDNS(tun string) {
 	d.setStatic(n.cfg.Peers)
 	s, err := names.Serve(names.ServerConfig{
 		Addr: netip.AddrPortFrom(names.Address, names.Port), Device: tun,
-		Names: names.NamesFunc(n.lookupDNSName), Log: n.log.With("component", "dns"),
+		Names: names.NamesFunc(n.lookupDNSName),
 	})
 	if err != nil {
 		n.log.Warn("cannot serve DNS for the overlay's names", "addr", names.Address, "err", err)
