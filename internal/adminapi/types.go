@@ -29,6 +29,12 @@ type Status struct {
 	Bridges []Bridge `json:"bridges"`
 	// BridgeRole is set when this node is a bridge.
 	BridgeRole *BridgeRole `json:"bridge_role,omitempty"`
+	// DNS is the address (port 53) where the node answers DNS for the
+	// overlay's names under .tomoe (kernel mode); "" when it does not.
+	DNS string `json:"dns,omitempty"`
+	// DNSResolved: DNS is registered with systemd-resolved as the
+	// server for ~tomoe on Interface.
+	DNSResolved bool `json:"dns_resolved,omitempty"`
 }
 
 // Bridge is one bridge this node joins, in GET /v1/status.

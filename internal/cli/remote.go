@@ -47,6 +47,13 @@ func newStatusCmd(g *globals) *cobra.Command {
 			} else {
 				fmt.Fprintf(w, "mode:         userspace (mtu %d)\n", st.MTU)
 			}
+			if st.DNS != "" {
+				how := "not registered with systemd-resolved: point the resolver at it for .tomoe"
+				if st.DNSResolved {
+					how = "systemd-resolved sends it ~tomoe on " + st.Interface
+				}
+				fmt.Fprintf(w, "dns:          %s port 53, names under .tomoe (%s)\n", st.DNS, how)
+			}
 			fmt.Fprintf(w, "listen:       udp port %d\n", st.ListenPort)
 			active, up := 0, 0
 			for _, p := range st.Peers {

@@ -94,6 +94,11 @@ type TUN struct {
 	// node's own with IPv4 = "auto", and the one a "*" accept rule takes
 	// from each peer as a /32.
 	IPv4Prefix IPv4Prefix `toml:"ipv4_prefix"`
+	// DNS (kernel mode; default true) answers DNS for the overlay's names
+	// under .tomoe on fc00::53 port 53 of the interface, registered with
+	// systemd-resolved for ~tomoe where it runs. false: no DNS server,
+	// and resolved is left alone.
+	DNS bool `toml:"dns"`
 }
 
 // Listen configures the underlay socket.
@@ -201,7 +206,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		KeyFile: DefaultKeyFile(),
-		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}},
+		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}, DNS: true},
 		Listen:  Listen{UDP: ListenAddr{Port: DefaultPort, host: "0.0.0.0"}},
 		Admin:   Admin{Socket: DefaultSocket()},
 		Log:     Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
@@ -328,7 +333,7 @@ var knownKeys = map[string][]string{
 	"bridge":        {"enable", "tcp", "allow", "state_file", "relay_mbit"},
 	"bridge.allow":  {"public_key"},
 	"bridges":       {"endpoint", "public_key", "token"},
-	"tun":           {"mode", "name", "mtu", "ipv4", "ipv4_prefix"},
+	"tun":           {"mode", "name", "mtu", "ipv4", "ipv4_prefix", "dns"},
 	"listen":        {"udp", "stealth"},
 	"admin":         {"socket", "group", "metrics", "metrics_public", "allow"},
 	"admin.allow":   {"from", "role"},

@@ -165,7 +165,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 	if n.ipv4.IsValid() {
 		ipv4 = n.ipv4.String()
 	}
-	return adminapi.Status{
+	st := adminapi.Status{
 		PublicKey:  pub.String(),
 		Address:    pub.Address().String(),
 		SitePrefix: pub.SitePrefix().String(),
@@ -182,7 +182,9 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		Counters:   n.counters(),
 		Bridges:    n.bridgeStatus(),
 		BridgeRole: n.bridgeRole(),
-	}, nil
+	}
+	st.DNS, st.DNSResolved = n.dnsAddr()
+	return st, nil
 }
 
 func (n *Node) counters() adminapi.Counters {

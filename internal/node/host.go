@@ -10,6 +10,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/names"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/node/routing"
 	"github.com/tomoe-net/tomoe/internal/offers"
@@ -74,7 +75,11 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.engine.SetMark(routes.Mark); err != nil {
 		return err
 	}
-	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, routes.Options{IPv4: n.ipv4, UIDs: uids})
+	opts := routes.Options{IPv4: n.ipv4, UIDs: uids}
+	if n.cfg.TUN.DNS {
+		opts.Service = names.Address
+	}
+	ifc, err := routes.Configure(name, pub.Address(), n.cfg.TUN.MTU, opts)
 	if err != nil {
 		return err
 	}
@@ -111,7 +116,13 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	n.hostMu.Lock()
 	n.firewall = fw
 	n.hostMu.Unlock()
-	return n.applyForwarding(offered)
+	if err := n.applyForwarding(offered); err != nil {
+		return err
+	}
+	if n.cfg.TUN.DNS {
+		n.startDNS(name)
+	}
+	return nil
 }
 
 // firewallConfigLocked is the nftables ruleset for offered. It needs

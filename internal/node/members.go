@@ -90,6 +90,7 @@ func (h orgsNode) MembersChanged(dir policy.Directory, self []policy.Member) {
 	n.store.SetDirectory(dir)
 	n.store.SetSelf(policy.Self{Addr: n.Address(), Members: self})
 	n.filter.SetMatcher(n.store.Matcher())
+	n.dns.setCertNames(dir, n.Address(), self)
 }
 
 func (h orgsNode) OrgRules(name string, version uint64, rules []policy.Rule) {

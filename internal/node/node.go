@@ -177,6 +177,7 @@ type Node struct {
 	rehandshake chan netip.AddrPort // sources of unknown sessions (unknownSession)
 
 	svc *localsvc.Set // exposed services and local access listeners
+	dns dnsState      // the DNS server for .tomoe (kernel mode)
 
 	done      chan struct{}
 	wg        sync.WaitGroup
@@ -448,6 +449,7 @@ func (n *Node) Close() error {
 			n.svc.Close()
 		}
 		n.stopBridging()
+		n.stopDNS()
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {
 			if err := n.osRoutes.Close(); err != nil {

@@ -50,15 +50,23 @@ type Options struct {
 	// sockets use tomoe's routes; everyone else gets "network
 	// unreachable" for them. See the rule block in rules.go.
 	UIDs []uint32
+	// Service, if valid, is an IPv6 address of a service of this host
+	// on the interface (the node's DNS server): added deprecated, so
+	// that the kernel never picks it as the source of the host's
+	// traffic (RFC 6724 rule 3, before longest match), only sockets
+	// bound to it use it. Its local route makes it reachable from the
+	// host itself; nothing routes it anywhere else.
+	Service netip.Addr
 }
 
 // Interface is a configured TUN interface. Its methods are safe for
 // concurrent use.
 type Interface struct {
-	name string
-	addr netip.Addr
-	ipv4 netip.Addr
-	uids []uint32
+	name    string
+	addr    netip.Addr
+	ipv4    netip.Addr
+	service netip.Addr
+	uids    []uint32
 
 	// mu guards everything below and the use of the sockets, once
 	// Configure has returned the Interface.
@@ -91,6 +99,9 @@ func Configure(name string, addr netip.Addr, mtu int, opts Options) (*Interface,
 	if opts.IPv4.IsValid() && (!opts.IPv4.Is4() || opts.IPv4.IsUnspecified()) {
 		return nil, fmt.Errorf("interface %s: overlay IPv4 address %v is not a unicast IPv4 address", name, opts.IPv4)
 	}
+	if opts.Service.IsValid() && (!opts.Service.Is6() || opts.Service.Is4In6() || opts.Service.Zone() != "" || opts.Service == addr) {
+		return nil, fmt.Errorf("interface %s: service address %v is not an IPv6 address apart from the node address", name, opts.Service)
+	}
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("interface %s: netlink: %w", name, err)
@@ -104,6 +115,7 @@ func Configure(name string, addr netip.Addr, mtu int, opts Options) (*Interface,
 		name:     name,
 		addr:     addr,
 		ipv4:     opts.IPv4,
+		service:  opts.Service,
 		uids:     slices.Clone(opts.UIDs),
 		h:        h,
 		ruleSock: map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: {Socket: sock}},
@@ -171,10 +183,11 @@ func (i *Interface) configure(mtu int) error {
 	return i.AddRoute(identity.OverlayPrefix)
 }
 
-// addrs are the interface's addresses: the node address, and the IPv4
-// address if there is one, each alone in its prefix. The kernel makes no
-// route for them (beyond the local table's), as every route tomoe needs is
-// in Table.
+// addrs are the interface's addresses: the node address, the IPv4
+// address if there is one, and the service address if there is one
+// (deprecated: preferred lifetime 0, valid forever), each alone in its
+// prefix. The kernel makes no route for them (beyond the local table's),
+// as every route tomoe needs is in Table.
 func (i *Interface) addrs() []*netlink.Addr {
 	flags := unix.IFA_F_NOPREFIXROUTE |
 		// A TUN has no neighbours to conflict with; skip duplicate
@@ -183,6 +196,10 @@ func (i *Interface) addrs() []*netlink.Addr {
 	out := []*netlink.Addr{{IPNet: ipNet(netip.PrefixFrom(i.addr, 128)), Flags: flags}}
 	if i.ipv4.IsValid() {
 		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.ipv4, 32)), Flags: flags})
+	}
+	if i.service.IsValid() {
+		const forever = 0xFFFFFFFF // INFINITY_LIFE_TIME
+		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.service, 128)), Flags: flags, PreferedLft: 0, ValidLft: forever})
 	}
 	return out
 }

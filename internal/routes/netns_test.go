@@ -540,3 +540,35 @@ func TestHostNetworksFollowChanges(t *testing.T) {
 	}
 	wantBlock(t, ns)
 }
+
+// The service address (the node's DNS server's) is on the interface and
+// reached locally, but deprecated: the kernel picks the node address as
+// the source for overlay destinations, even one whose longest match is
+// the service address (fc00::1 shares 120 bits with fc00::53, 8 with the
+// node address). Close removes it.
+func TestServiceAddressIsNeverASource(t *testing.T) {
+	t.Parallel()
+	ns, _ := newHost(t)
+	service := netip.MustParseAddr("fc00::53")
+	i := configure(t, ns, Options{IPv4: ipv4, Service: service})
+	out := ns.Run("ip", "-6", "addr", "show", "dev", tunName)
+	if !strings.Contains(out, "inet6 fc00::53/128") || !strings.Contains(out, "deprecated") {
+		t.Fatalf("service address missing or not deprecated:\n%s", out)
+	}
+	wantRoute(t, ns, "fc00::1", tunName, nodeAddr.String())
+	wantRoute(t, ns, "fcff::1", tunName, nodeAddr.String())
+	if r, err := routeGet(ns, service.String()); err != nil || r.Table != "local" {
+		t.Errorf("route get %s: %+v, %v; want the local table", service, r, err)
+	}
+	if err := i.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if out := ns.Run("ip", "-6", "addr", "show", "dev", tunName); strings.Contains(out, "fc00::53") {
+		t.Fatalf("service address left after Close:\n%s", out)
+	}
+	var err error
+	ns.Do(func() { _, err = Configure(tunName, nodeAddr, 1280, Options{Service: nodeAddr}) })
+	if err == nil {
+		t.Fatal("Configure took the node address as the service address")
+	}
+}

@@ -145,6 +145,7 @@ type Membership struct {
 	Groups  []string
 	Serial  string
 	Expires time.Time
+	IPv4    []netip.Addr // the certificate's overlay IPv4 addresses
 }
 
 type inbound struct {

@@ -313,7 +313,7 @@ func (e *Engine) rebuild() {
 		}
 		a := h.key.Address()
 		dir[a] = append(dir[a], policy.Member{Org: o.Name, Name: h.c.Name, Groups: h.c.Groups})
-		members[a] = append(members[a], Membership{Org: o.Name, Name: h.c.Name, Groups: h.c.Groups, Serial: h.c.SerialString(), Expires: h.c.NotAfter})
+		members[a] = append(members[a], Membership{Org: o.Name, Name: h.c.Name, Groups: h.c.Groups, Serial: h.c.SerialString(), Expires: h.c.NotAfter, IPv4: h.c.IPv4})
 	}
 	for a := range members {
 		slices.SortFunc(members[a], func(x, y Membership) int { return strings.Compare(x.Org, y.Org) })
