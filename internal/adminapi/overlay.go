@@ -23,7 +23,10 @@ const (
 // localOnly are the endpoints served on the socket only: the console
 // reads other nodes with this node's own rights, which a caller over the
 // overlay must not borrow.
-var localOnly = map[string]bool{"/v1/console": true, "/v1/ui/token": true} // ui/token: web UI logins are for the socket's users
+var localOnly = map[string]bool{
+	"/v1/console": true, "/v1/console/revoke": true, "/v1/console/policy": true, "/v1/console/rule": true,
+	"/v1/ui/token": true, // web UI logins are for the socket's users
+}
 
 // readPosts are the POST endpoints that change nothing: a read role may
 // ask them.

@@ -33,6 +33,7 @@ func TestOverlayGuard(t *testing.T) {
 		{"rebinding", writer, "GET", "/v1/status", "evil.example:4680", nil, 421},
 		{"profiles", writer, "GET", "/debug/pprof/", host, nil, 404},
 		{"console", writer, "GET", "/v1/console", host, nil, 404},
+		{"console revoke", writer, "POST", "/v1/console/revoke", host, map[string]string{"Content-Type": "application/json"}, 404},
 		{"web UI login token", writer, "POST", "/v1/ui/token", host, map[string]string{"Content-Type": "application/json"}, 404},
 		{"stranger", stranger, "GET", "/v1/status", host, nil, 403},
 	} {

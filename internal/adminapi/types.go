@@ -395,6 +395,9 @@ type ConsoleView struct {
 	Matrix []ConsoleCell `json:"matrix"`
 	// Truncated is set when more nodes were found than a view holds.
 	Truncated bool `json:"truncated,omitempty"`
+	// Signs is the organisation whose key this node holds ([console]
+	// org_key): the console may revoke its members and sign its policy.
+	Signs string `json:"signs,omitempty"`
 }
 
 // ConsoleNode is one node of the console's view.
@@ -435,4 +438,38 @@ type ConsoleCell struct {
 	To    string   `json:"to"`
 	Allow []string `json:"allow"`
 	Deny  []string `json:"deny,omitempty"`
+}
+
+// ConsoleRevokeRequest is POST /v1/console/revoke: revoke a member of the
+// console's organisation by certificate serial (16 hex digits) or node key.
+type ConsoleRevokeRequest struct {
+	Serial string `json:"serial,omitempty"`
+	Key    string `json:"key,omitempty"`
+}
+
+// ConsoleSignedResponse says what the console signed and pushed.
+type ConsoleSignedResponse struct {
+	Org     string `json:"org"`
+	Kind    string `json:"kind"` // "revocation list" or "organisation policy"
+	Version uint64 `json:"version"`
+	Pushed  bool   `json:"pushed"` // newer than what this node held: installed and announced
+}
+
+// ConsolePolicyRequest is POST /v1/console/policy: an organisation policy
+// in TOML ([[allow]], [[deny]], [[test]]) to test, sign and push.
+type ConsolePolicyRequest struct {
+	Policy string `json:"policy"`
+}
+
+// ConsoleRuleRequest is POST /v1/console/rule: a change of another node's
+// rules through its admin API over the overlay (this node needs the write
+// role there). Op is allow, deny, revoke or undeny.
+type ConsoleRuleRequest struct {
+	Node  string `json:"node"`
+	Op    string `json:"op"`
+	From  string `json:"from"`
+	To    string `json:"to,omitempty"`
+	Proto string `json:"proto,omitempty"`
+	Ports string `json:"ports,omitempty"`
+	Until string `json:"until,omitempty"`
 }

@@ -81,3 +81,12 @@ func (c *Config) AdminRules(port uint16) []policy.Rule {
 	}
 	return out
 }
+
+// Console configures the console's actions ([console]).
+type Console struct {
+	// OrgKey is an organisation's key file (tomoe org init): the console
+	// (its web page and POST /v1/console/*) then revokes members and signs
+	// and pushes that organisation's policy. Whoever controls this node
+	// controls the organisation: keep it on an administrator's machine.
+	OrgKey string `toml:"org_key"`
+}

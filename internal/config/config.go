@@ -68,6 +68,8 @@ type Config struct {
 	Connect []Connect `toml:"connect"`
 	// Proxy configures SOCKS5 and HTTP CONNECT proxies into the overlay.
 	Proxy Proxy `toml:"proxy"`
+	// Console lets this node's console act for an organisation.
+	Console Console `toml:"console"`
 	// AllowedLocalUsers, if set, are the only local users whose programs
 	// reach the overlay (kernel mode; uid policy routing).
 	AllowedLocalUsers []string `toml:"allowed_local_users"`
@@ -291,6 +293,7 @@ func (c *Config) resolvePaths() {
 	}
 	abs(&c.KeyFile)
 	abs(&c.Admin.Socket)
+	abs(&c.Console.OrgKey)
 	abs(&c.Policy.StateFile)
 	abs(&c.Bridge.StateFile)
 	c.orgPaths()
@@ -330,6 +333,7 @@ var knownKeys = map[string][]string{
 	"expose":        {"port", "proto", "target"},
 	"connect":       {"local", "remote"},
 	"proxy":         {"socks5", "http", "users"},
+	"console":       {"org_key"},
 	"bridge":        {"enable", "tcp", "allow", "state_file", "relay_mbit"},
 	"bridge.allow":  {"public_key"},
 	"bridges":       {"endpoint", "public_key", "token"},

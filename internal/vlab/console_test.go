@@ -92,3 +92,72 @@ func TestConsoleView(t *testing.T) {
 		t.Fatalf("db after it stopped: %+v", n)
 	}
 }
+
+// TestConsoleActions: alice holds the organisation's key ([console]
+// org_key) and the write role on the server. From her console she changes
+// the server's rules, refuses to sign a policy whose test fails, signs and
+// pushes one whose tests pass, and revokes mallory, whose live connection
+// to the server is then cut.
+func TestConsoleActions(t *testing.T) {
+	l := newOrgLab(t, devRule)
+	// Restart alice and the server with what the console needs.
+	l.alice.Stop()
+	l.alice.Start(t, JoinConfig(l.br, "")+l.orgConfig(l.alice, "")+fmt.Sprintf("[console]\norg_key = %q\n", l.keyPath))
+	l.alice.Echo(t, echoPort)
+	l.server.Stop()
+	l.server.Start(t, JoinConfig(l.br, "")+l.orgConfig(l.server, "accept_policy = true\n")+devRule+fmt.Sprintf("[[admin.allow]]\nfrom = %q\nrole = \"write\"\n", l.alice.Public()))
+	l.server.Echo(t, echoPort)
+	for _, n := range []*Node{l.alice, l.server} {
+		n.WaitBridge(t, "registered", "udp", 10*time.Second)
+	}
+	live := l.mallory.Talk(t, l.server, echoPort)
+	console := node.ConsoleArea{Node: l.alice.Node}
+	ctx := context.Background()
+
+	// Another node's rule, with alice's write role there.
+	testnet.WaitFor(t, 20*time.Second, "alice's console changes the server's rules", func() bool {
+		_, err := console.ConsoleRule(ctx, adminapi.ConsoleRuleRequest{Node: l.server.Addr().String(), Op: "allow", From: l.eve.Public().String(), Proto: "udp", Ports: "53"})
+		return err == nil
+	})
+	rules, err := l.server.PolicyArea().Policy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rules {
+		found = found || (r.From == l.eve.Public().String() && r.Proto == "udp" && r.Ports == "53" && r.Source == "api")
+	}
+	if !found {
+		t.Fatalf("the console's rule is not on the server: %+v", rules)
+	}
+
+	// A policy whose test fails is not signed; one whose tests pass is,
+	// and reaches the server.
+	bad := "[[allow]]\nfrom = \"group:acme/sales\"\nto = \"name:server.acme\"\nproto = \"tcp\"\nports = \"443\"\n[[test]]\nfrom = \"name:eve@sales.acme\"\ngroups = [\"sales\"]\nto = \"name:server.acme\"\nproto = \"tcp\"\nport = 22\nexpect = \"allow\"\n"
+	if _, err := console.ConsolePolicy(ctx, adminapi.ConsolePolicyRequest{Policy: bad}); err == nil || !strings.Contains(err.Error(), "not signed") {
+		t.Fatalf("a policy with a failing test: %v", err)
+	}
+	good := strings.Replace(bad, "port = 22", "port = 443", 1)
+	res, err := console.ConsolePolicy(ctx, adminapi.ConsolePolicyRequest{Policy: good})
+	if err != nil || res.Version != 1 || !res.Pushed {
+		t.Fatalf("policy: %+v, %v", res, err)
+	}
+	testnet.WaitFor(t, 15*time.Second, "the server holds policy version 1", func() bool {
+		p := orgStatus(t, l.server).Policy
+		return p != nil && p.Version == 1
+	})
+
+	// Revoking mallory by serial cuts her live connection to the server.
+	res, err = console.ConsoleRevoke(ctx, adminapi.ConsoleRevokeRequest{Serial: l.certs[l.mallory].SerialString()})
+	if err != nil || res.Version != 1 || res.Kind != "revocation list" {
+		t.Fatalf("revoke: %+v, %v", res, err)
+	}
+	testnet.WaitFor(t, 15*time.Second, "the server has revocation list 1", func() bool { return crlVersion(t, l.server) == 1 })
+	if err := testnet.RoundTrip(live, "mallory after the console revoked her", 2*time.Second); err == nil {
+		t.Fatal("mallory's live connection survived her revocation from the console")
+	}
+	// Without the organisation's key, no signing: the server's console.
+	if _, err := (node.ConsoleArea{Node: l.server.Node}).ConsoleRevoke(ctx, adminapi.ConsoleRevokeRequest{Serial: "1"}); err == nil || !strings.Contains(err.Error(), "org_key") {
+		t.Fatalf("a console without the key: %v", err)
+	}
+}

@@ -27,6 +27,7 @@ import (
 type orgLab struct {
 	*Lab
 	signer                          *org.Signer
+	keyPath                         string
 	br, server, alice, mallory, eve *Node
 	certs                           map[*Node]*org.Cert
 }
@@ -34,11 +35,12 @@ type orgLab struct {
 func newOrgLab(t *testing.T, serverExtra string) *orgLab {
 	t.Helper()
 	lab := New(t, vnetConfig())
-	s, err := org.Init("acme", filepath.Join(t.TempDir(), "acme.key"))
+	keyPath := filepath.Join(t.TempDir(), "acme.key")
+	s, err := org.Init("acme", keyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &orgLab{Lab: lab, signer: s, certs: map[*Node]*org.Cert{}}
+	l := &orgLab{Lab: lab, signer: s, keyPath: keyPath, certs: map[*Node]*org.Cert{}}
 	l.br = lab.NewNode("bridge", lab.AddHost("bridge"))
 	l.server = lab.NewNode("server", lab.AddHost("server"))
 	l.alice = lab.NewNode("alice", lab.AddHost("alice"))

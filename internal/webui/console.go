@@ -26,10 +26,6 @@ type consoleRow struct {
 // consolePage is the console. It is not served over the overlay: there,
 // a caller would read the other nodes with this node's rights.
 func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *session.Session) {
-	if s.remote != nil {
-		http.Error(w, "the console is served on this node's own web UI only (tomoe ui)", http.StatusNotFound)
-		return
-	}
 	d := pageData{Title: "Console"}
 	var cd consoleData
 	if err := s.get(r.Context(), "/v1/console", &cd.View); err != nil {
@@ -75,4 +71,25 @@ func cellText(c adminapi.ConsoleCell) string {
 		return "–"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// consoleRevoke is POST /v1/console/revoke: a member revoked by serial.
+func (s *Server) consoleRevoke(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	var res adminapi.ConsoleSignedResponse
+	err := s.post(r.Context(), "/v1/console/revoke", adminapi.ConsoleRevokeRequest{Serial: trimmed(r, "serial")}, &res)
+	s.changed(w, r, sess, "/console", fmt.Sprintf("%s revocation list version %d signed and pushed; it spreads to every node", res.Org, res.Version), err)
+}
+
+// consolePolicy is POST /v1/console/policy: tested, signed, pushed.
+func (s *Server) consolePolicy(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	var res adminapi.ConsoleSignedResponse
+	err := s.post(r.Context(), "/v1/console/policy", adminapi.ConsolePolicyRequest{Policy: r.PostForm.Get("policy")}, &res)
+	s.changed(w, r, sess, "/console", fmt.Sprintf("%s policy version %d: its tests passed, signed and pushed", res.Org, res.Version), err)
+}
+
+// consoleRule is POST /v1/console/rule: another node's rule.
+func (s *Server) consoleRule(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	req := adminapi.ConsoleRuleRequest{Node: trimmed(r, "node"), Op: trimmed(r, "op"), From: trimmed(r, "from"), Proto: trimmed(r, "proto"), Ports: trimmed(r, "ports")}
+	err := s.post(r.Context(), "/v1/console/rule", req, nil)
+	s.changed(w, r, sess, "/console", fmt.Sprintf("%s %s on %s: done", req.Op, req.From, req.Node), err)
 }

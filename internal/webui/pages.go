@@ -51,6 +51,9 @@ type pageData struct {
 func (s *Server) render(w http.ResponseWriter, name string, sess *session.Session, d pageData) {
 	d.Pages = pageNames
 	d.Remote = s.remote != nil
+	if d.Remote {
+		d.Pages = pageNames[:len(pageNames)-1] // no console over the overlay
+	}
 	if d.Page == "" {
 		d.Page = name
 	}
@@ -88,8 +91,24 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /events", s.authed(func(w http.ResponseWriter, r *http.Request, sess *session.Session) {
 		s.render(w, "events", sess, pageData{Title: "Events"})
 	}))
-	mux.HandleFunc("GET /console", s.authed(s.consolePage))
+	mux.HandleFunc("GET /console", s.localOnly(s.authed(s.consolePage)))
+	mux.HandleFunc("POST /console/revoke", s.localOnly(s.authed(s.consoleRevoke)))
+	mux.HandleFunc("POST /console/policy", s.localOnly(s.authed(s.consolePolicy)))
+	mux.HandleFunc("POST /console/rule", s.localOnly(s.authed(s.consoleRule)))
 	mux.HandleFunc("GET /events/stream", s.authed(func(w http.ResponseWriter, r *http.Request, _ *session.Session) { s.events(w, r) }))
+}
+
+// localOnly refuses a page over the overlay: the console reads and changes
+// other nodes with this node's rights, which a caller there must not
+// borrow.
+func (s *Server) localOnly(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.remote != nil {
+			http.Error(w, "the console is served on this node's own web UI only (tomoe ui)", http.StatusNotFound)
+			return
+		}
+		h(w, r)
+	}
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request, _ *session.Session) {

@@ -8,7 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/org"
-	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/orgpolicy"
 )
 
 // newPolicySignCmd is `tomoe org policy sign`: the organisation policy as
@@ -34,47 +34,21 @@ than the last policy signed with this key (kept in FILE.state).
 			if err != nil {
 				return failure(err)
 			}
-			specs, tests, err := policy.ParseOrgPolicyTOML(data)
+			compiled, err := orgpolicy.Compile(data)
 			if err != nil {
 				return usageError("%s: %v", args[0], err)
 			}
-			rules := make([]policy.Rule, 0, len(specs))
-			docRules := make([]org.PolicyRule, 0, len(specs))
-			for i, sp := range specs {
-				r, err := policy.ParseRuleSpec(sp)
-				if err != nil {
-					return usageError("%s: rule %d: %v", args[0], i+1, err)
-				}
-				rules = append(rules, r)
-				action := "allow"
-				if sp.Deny {
-					action = "deny"
-				}
-				docRules = append(docRules, org.PolicyRule{Action: action, From: sp.From, To: sp.To, Proto: sp.Proto, Ports: sp.Ports, Until: sp.Until})
+			for _, f := range compiled.Failures {
+				fmt.Fprintf(g.Stderr, "FAIL %s\n", f)
 			}
-			failed := 0
-			for i, r := range policy.RunTests(tests, func(t policy.Expectation) (policy.Decision, error) { return policy.EvalOrgTest(rules, t) }) {
-				if !r.OK {
-					failed++
-					got := "error: " + fmt.Sprint(r.Err)
-					if r.Err == nil {
-						got = map[bool]string{true: "allow", false: "deny"}[r.Got.Allowed] + ": " + r.Got.Reason
-					}
-					fmt.Fprintf(g.Stderr, "FAIL test %d (line %d): from %s %s/%d: expected %s, got %s\n", i+1, r.Line, r.From, r.Proto, r.Port, r.Expect, got)
-				}
-			}
-			if failed > 0 {
-				return failure(fmt.Errorf("%d of %d tests failed: not signed", failed, len(tests)))
+			if len(compiled.Failures) > 0 {
+				return failure(fmt.Errorf("%d of %d tests failed: not signed", len(compiled.Failures), len(compiled.Tests)))
 			}
 			s, err := org.LoadSigner(keyFile)
 			if err != nil {
 				return signerError(err)
 			}
-			docTests := make([]org.PolicyTest, 0, len(tests))
-			for _, t := range tests {
-				docTests = append(docTests, org.PolicyTest{From: t.From, To: t.To, Groups: t.Groups, Proto: t.Proto, Port: t.Port, Expect: t.Expect})
-			}
-			doc, err := s.SignPolicy(docRules, docTests, time.Now())
+			doc, err := compiled.Sign(s, time.Now())
 			if err != nil {
 				return failure(err)
 			}
@@ -85,7 +59,7 @@ than the last policy signed with this key (kept in FILE.state).
 			} else {
 				fmt.Fprintln(g.Stdout, doc.Text())
 			}
-			fmt.Fprintf(g.Stderr, "organisation policy version %d signed: %d rules, %d tests passed\n", doc.Version, len(docRules), len(tests))
+			fmt.Fprintf(g.Stderr, "organisation policy version %d signed: %d rules, %d tests passed\n", doc.Version, len(compiled.Rules), len(compiled.Tests))
 			return nil
 		},
 	}
