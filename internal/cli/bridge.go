@@ -8,7 +8,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/units"
 )
 
 func newBridgeCmd(g *globals) *cobra.Command {
@@ -66,7 +68,7 @@ hashed; they expire and have a use count.
 				if list == nil {
 					list = []adminapi.BridgeNode{}
 				}
-				return printJSON(g.stdout, list)
+				return cmdutil.PrintJSON(g.stdout, list)
 			}
 			if len(list) == 0 {
 				fmt.Fprintln(g.stdout, "no nodes registered")
@@ -79,7 +81,7 @@ hashed; they expire and have a use count.
 				if t, err := time.Parse(time.RFC3339, n.LastSeen); err == nil {
 					seen = time.Since(t).Round(time.Second).String() + " ago"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Address, n.PublicKey, n.Endpoint, n.Transport, seen, bytesString(n.RelayedBytes))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Address, n.PublicKey, n.Endpoint, n.Transport, seen, units.Bytes(n.RelayedBytes))
 			}
 			return tw.Flush()
 		},
@@ -127,7 +129,7 @@ func bridgeLines(st adminapi.Status) []string {
 		out = append(out, s)
 	}
 	if r := st.BridgeRole; r != nil {
-		s := fmt.Sprintf("bridge role:  %d node(s) registered, %s relayed", r.Nodes, bytesString(r.RelayedBytes))
+		s := fmt.Sprintf("bridge role:  %d node(s) registered, %s relayed", r.Nodes, units.Bytes(r.RelayedBytes))
 		if r.TCP != "" {
 			s += ", tcp " + r.TCP
 		}

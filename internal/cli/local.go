@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 )
@@ -174,7 +175,7 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 				fmt.Fprintf(g.stdout, "  expose:     %d services on the node address\n", n)
 			}
 			if n := len(cfg.Connect); n > 0 || cfg.Proxy.SOCKS5.IsSet() || cfg.Proxy.HTTP.IsSet() {
-				fmt.Fprintf(g.stdout, "  access:     %d port forwards, socks5 %s, http %s\n", n, orDash(cfg.Proxy.SOCKS5.String()), orDash(cfg.Proxy.HTTP.String()))
+				fmt.Fprintf(g.stdout, "  access:     %d port forwards, socks5 %s, http %s\n", n, cmdutil.OrDash(cfg.Proxy.SOCKS5.String()), cmdutil.OrDash(cfg.Proxy.HTTP.String()))
 			}
 			if len(cfg.AllowedLocalUsers) > 0 {
 				fmt.Fprintf(g.stdout, "  users:      only %s reach the overlay\n", strings.Join(cfg.AllowedLocalUsers, ", "))

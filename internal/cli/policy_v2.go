@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -115,7 +116,7 @@ hypothetical member: name:alice@sales.acme, group:acme/sales, org:acme.
 				return err
 			}
 			if exJSON {
-				return printJSON(g.stdout, resp)
+				return cmdutil.PrintJSON(g.stdout, resp)
 			}
 			fmt.Fprintf(g.stdout, "%s: %s\n", resp.Decision, resp.Reason)
 			return nil
@@ -216,7 +217,7 @@ func reportTests(g *globals, results []adminapi.TestResult, asJSON bool) error {
 		}
 	}
 	if asJSON {
-		if err := printJSON(g.stdout, results); err != nil {
+		if err := cmdutil.PrintJSON(g.stdout, results); err != nil {
 			return err
 		}
 	} else {

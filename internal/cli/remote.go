@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -12,14 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/units"
 )
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
 
 func newStatusCmd(g *globals) *cobra.Command {
 	var asJSON bool
@@ -33,7 +28,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, st)
+				return cmdutil.PrintJSON(g.stdout, st)
 			}
 			w := g.stdout
 			fmt.Fprintf(w, "public key:   %s\n", st.PublicKey)
@@ -93,7 +88,7 @@ func newPeersCmd(g *globals) *cobra.Command {
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, peers)
+				return cmdutil.PrintJSON(g.stdout, peers)
 			}
 			if len(peers) == 0 {
 				fmt.Fprintln(g.stdout, "no peers")
@@ -123,33 +118,13 @@ func newPeersCmd(g *globals) *cobra.Command {
 				if p.Bridge != nil {
 					path += " via " + *p.Bridge
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Address, orDash(p.Name), ep, path, hs, bytesString(p.RxBytes), bytesString(p.TxBytes), in)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.Address, cmdutil.OrDash(p.Name), ep, path, hs, units.Bytes(p.RxBytes), units.Bytes(p.TxBytes), in)
 			}
 			return tw.Flush()
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func bytesString(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 func newPolicyCmd(g *globals) *cobra.Command {
@@ -231,7 +206,7 @@ cuts only the peers no remaining rule admits).
 				return err
 			}
 			if asJSON {
-				return printJSON(g.stdout, rules)
+				return cmdutil.PrintJSON(g.stdout, rules)
 			}
 			if len(rules) == 0 {
 				fmt.Fprintln(g.stdout, "no rules: all inbound traffic is denied (replies to this node's own flows pass)")

@@ -11,6 +11,7 @@ import (
 	qrcode "github.com/skip2/go-qrcode"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/units"
 	"github.com/tomoe-net/tomoe/internal/webui/session"
 )
 
@@ -26,7 +27,7 @@ var staticFS embed.FS
 var pageNames = []string{"overview", "peers", "policy", "routes", "services", "bridges", "events", "console"}
 
 var templates = func() map[string]*template.Template {
-	funcs := template.FuncMap{"short": short, "bytes": humanBytes, "ago": ago, "deref": deref}
+	funcs := template.FuncMap{"short": short, "bytes": units.Bytes, "ago": ago, "deref": deref}
 	m := map[string]*template.Template{}
 	for _, name := range append(pageNames, "login") {
 		m[name] = template.Must(template.New(name).Funcs(funcs).ParseFS(templateFS, "templates/layout.html", "templates/"+name+".html"))
@@ -192,19 +193,6 @@ func deref(p *string) string {
 		return ""
 	}
 	return *p
-}
-
-func humanBytes(n uint64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := uint64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // ago turns an RFC 3339 time into "12s ago".

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/units"
 	"github.com/tomoe-net/tomoe/internal/webui/session"
 )
 
@@ -144,7 +145,7 @@ func rates(ss []sample) (string, string) {
 	for i, r := range rs {
 		fmt.Fprintf(&pts, "%.1f,%.1f ", x0+step*float64(i), 19-18*r/top)
 	}
-	return humanBytes(uint64(rs[len(rs)-1])) + "/s", strings.TrimSpace(pts.String())
+	return units.Bytes(uint64(rs[len(rs)-1])) + "/s", strings.TrimSpace(pts.String())
 }
 
 func (s *Server) readPeers(ctx context.Context) ([]peerRow, error) {

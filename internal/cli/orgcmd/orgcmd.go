@@ -7,7 +7,6 @@ package orgcmd
 
 import (
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/org"
 )
@@ -29,33 +29,17 @@ import (
 // revocation list's text form is under 700 KiB.
 const maxInput = 1 << 20
 
-// Exit statuses, as package cli defines them.
-const (
-	exitFailure = 1
-	exitUsage   = 2
+
+// ExitError carries the exit status a command's failure calls for.
+type ExitError = cmdutil.ExitError
+
+var (
+	usageError = cmdutil.Usage
+	failure    = cmdutil.Failure
 )
 
-// ExitError carries the exit status a command's failure calls for; an
-// empty message means the command has said all there is to say.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string { return e.Err.Error() }
-func (e *ExitError) Unwrap() error { return e.Err }
-
-// ExitCode is the exit status: 1 failure, 2 bad usage or input.
-func (e *ExitError) ExitCode() int { return e.Code }
-
-func usageError(format string, args ...any) error {
-	return &ExitError{Code: exitUsage, Err: fmt.Errorf(format, args...)}
-}
-
-func failure(err error) error { return &ExitError{Code: exitFailure, Err: err} }
-
 // silentFailure is exit status 1 after the output said why.
-func silentFailure() error { return &ExitError{Code: exitFailure, Err: errors.New("")} }
+func silentFailure() error { return &ExitError{Code: cmdutil.ExitFailure, Err: errors.New("")} }
 
 // Env is where the commands read and write.
 type Env struct {
@@ -307,7 +291,7 @@ not yet valid (allowing ` + org.ClockSkew.String() + ` of clock skew). Revocatio
 				}
 			}
 			if asJSON {
-				if err := printJSON(g.Stdout, j); err != nil {
+				if err := cmdutil.PrintJSON(g.Stdout, j); err != nil {
 					return err
 				}
 			} else {
@@ -469,7 +453,7 @@ verify its signature: exit status 1 if that organisation did not sign it.
 				}
 			}
 			if asJSON {
-				if err := printJSON(g.Stdout, j); err != nil {
+				if err := cmdutil.PrintJSON(g.Stdout, j); err != nil {
 					return err
 				}
 			} else {
@@ -591,12 +575,6 @@ func maxArgs(n int, names string) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 func orDash(s string) string {

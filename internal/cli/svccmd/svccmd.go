@@ -3,7 +3,6 @@
 package svccmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
 // Env is where the commands read and write, and how they report usage
@@ -34,19 +34,6 @@ func Commands(e Env) []*cobra.Command {
 type env struct{ Env }
 
 func (g *env) client() *adminapi.Client { return g.Client() }
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
 
 func newRoutesCmd(g *env) *cobra.Command {
 	var asJSON bool
@@ -74,7 +61,7 @@ file's entries, across restarts:
 				return err
 			}
 			if asJSON {
-				return printJSON(g.Stdout, r)
+				return cmdutil.PrintJSON(g.Stdout, r)
 			}
 			printRoutes(g, r)
 			return nil
@@ -130,7 +117,7 @@ func printRoutes(g *env, r adminapi.Routes) {
 		if o.Self {
 			p += " (tun.ipv4)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", p, yesNo(o.Masquerade), orDash(strings.Join(o.AcceptedBy, ", ")))
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", p, yesNo(o.Masquerade), cmdutil.OrDash(strings.Join(o.AcceptedBy, ", ")))
 	}
 	fmt.Fprintln(tw, "\t\t")
 	fmt.Fprintln(tw, "ACCEPT FROM\tWITHIN\t")
@@ -188,7 +175,7 @@ entries, across restarts:
 				return err
 			}
 			if asJSON {
-				return printJSON(g.Stdout, s)
+				return cmdutil.PrintJSON(g.Stdout, s)
 			}
 			printServices(g, s)
 			return nil
@@ -257,7 +244,7 @@ func printServices(g *env, s adminapi.Services) {
 		fmt.Fprintln(tw, "\t\t\t\t\t")
 		fmt.Fprintln(tw, "LOCAL\tKIND\tREMOTE\t\t\t")
 		for _, l := range append(s.Connect, s.Proxies...) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\n", l.Listen, l.Kind, orDash(l.Remote))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t\t\t\n", l.Listen, l.Kind, cmdutil.OrDash(l.Remote))
 		}
 	}
 	tw.Flush()

@@ -15,19 +15,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
 // ExitError carries the exit status (1 failure, 2 bad usage) for cli.Main.
-type ExitError struct {
-	Code int
-	Err  error
-}
-
-func (e *ExitError) Error() string { return e.Err.Error() }
-func (e *ExitError) Unwrap() error { return e.Err }
-
-// ExitCode is the exit status.
-func (e *ExitError) ExitCode() int { return e.Code }
+type ExitError = cmdutil.ExitError
 
 // Command returns `tomoe ui`. opener opens a URL in a browser; nil means
 // xdg-open.
