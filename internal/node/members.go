@@ -9,6 +9,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/offers"
 	"github.com/tomoe-net/tomoe/internal/org"
@@ -163,13 +164,13 @@ func (a OrgsArea) Join(ctx context.Context, req adminapi.OrgJoinRequest) (admina
 	if err != nil {
 		return adminapi.OrgJoinResponse{}, adminapi.BadRequest(err)
 	}
-	p := orgs.JoinParams{Org: k, Name: req.Name, Groups: req.Groups}
+	p := joins.JoinParams{Org: k, Name: req.Name, Groups: req.Groups}
 	if req.Bridge != "" {
 		if p.Bridge, err = identity.ParsePublicKey(req.Bridge); err != nil {
 			return adminapi.OrgJoinResponse{}, adminapi.BadRequest(fmt.Errorf("bridge: %w", err))
 		}
 	}
-	res, err := a.orgs.Join(ctx, p)
+	res, err := a.orgs.Joins().Join(ctx, p)
 	if err != nil {
 		return res, adminapi.BadRequest(err)
 	}
@@ -179,7 +180,7 @@ func (a OrgsArea) Join(ctx context.Context, req adminapi.OrgJoinRequest) (admina
 // Requests is POST /v1/orgs/requests: the join requests the bridges hold
 // for an organisation, asked with a query the organisation signed.
 func (a OrgsArea) Requests(ctx context.Context, req adminapi.OrgQueryRequest) (adminapi.OrgRequestsResponse, error) {
-	res, err := a.orgs.List(ctx, req.Query)
+	res, err := a.orgs.Joins().List(ctx, req.Query)
 	if err != nil {
 		return res, adminapi.BadRequest(err)
 	}
@@ -189,7 +190,7 @@ func (a OrgsArea) Requests(ctx context.Context, req adminapi.OrgQueryRequest) (a
 // Approve is POST /v1/orgs/approve: a certificate for a node that asked
 // to join, handed to the bridges.
 func (a OrgsArea) Approve(ctx context.Context, req adminapi.OrgApproveRequest) (adminapi.OrgDecisionResponse, error) {
-	res, err := a.orgs.Approve(ctx, req.Cert)
+	res, err := a.orgs.Joins().Approve(ctx, req.Cert)
 	if err != nil {
 		return res, adminapi.BadRequest(err)
 	}
@@ -198,7 +199,7 @@ func (a OrgsArea) Approve(ctx context.Context, req adminapi.OrgApproveRequest) (
 
 // Reject is POST /v1/orgs/reject: a rejection the organisation signed.
 func (a OrgsArea) Reject(ctx context.Context, req adminapi.OrgQueryRequest) (adminapi.OrgDecisionResponse, error) {
-	res, err := a.orgs.Reject(ctx, req.Query)
+	res, err := a.orgs.Joins().Reject(ctx, req.Query)
 	if err != nil {
 		return res, adminapi.BadRequest(err)
 	}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -202,19 +202,10 @@ func PolicyRules(d *org.PolicyDoc) ([]policy.Rule, error) {
 // Requests; it is written only when they are not empty, so that an older
 // build, which would drop them unseen, refuses the file instead.
 type stateFile struct {
-	Version   int            `json:"version"`
-	Documents []string       `json:"documents"`          // text forms
-	Joined    []string       `json:"joined,omitempty"`   // this node's certificates received by request, text forms
-	Requests  []requestState `json:"requests,omitempty"` // this node's pending join requests
-}
-
-// requestState is a pending join request on disk.
-type requestState struct {
-	Org     org.PublicKey      `json:"org"`
-	Name    string             `json:"name"`
-	Groups  []string           `json:"groups"`
-	Created time.Time          `json:"created"`
-	Bridge  identity.PublicKey `json:"bridge,omitzero"`
+	Version   int           `json:"version"`
+	Documents []string      `json:"documents"`          // text forms
+	Joined    []string      `json:"joined,omitempty"`   // this node's certificates received by request, text forms
+	Requests  []joins.Saved `json:"requests,omitempty"` // this node's pending join requests
 }
 
 const stateVersionJoins = 2
@@ -257,12 +248,7 @@ func (e *Engine) load() error {
 		e.set.Store(set)
 		e.log.Info("organisation joined by request", "org", c.OrgName, "name", c.Name, "serial", c.SerialString())
 	}
-	for _, r := range st.Requests {
-		if r.Org.IsZero() || r.Name == "" {
-			continue
-		}
-		e.joins[r.Org] = &pendingJoin{org: r.Org, name: r.Name, groups: r.Groups, created: r.Created.UTC(), bridge: r.Bridge, answers: map[identity.PublicKey]adminapi.OrgBridgeAnswer{}}
-	}
+	e.joins.Load(st.Requests)
 	for i, text := range st.Documents {
 		id, doc, err := decodeText(text)
 		if err != nil {
@@ -303,12 +289,7 @@ func (e *Engine) save() error {
 			st.Joined = append(st.Joined, o.Cert.Text())
 		}
 	}
-	e.mu.Lock()
-	for _, j := range e.joins {
-		st.Requests = append(st.Requests, requestState{Org: j.org, Name: j.name, Groups: j.groups, Created: j.created, Bridge: j.bridge})
-	}
-	e.mu.Unlock()
-	slices.SortFunc(st.Requests, func(a, b requestState) int { return strings.Compare(a.Org.String(), b.Org.String()) })
+	st.Requests = e.joins.Saved()
 	if len(st.Joined) > 0 || len(st.Requests) > 0 {
 		st.Version = stateVersionJoins
 	}

@@ -20,6 +20,11 @@
 // whose newest list is older than that has its certificates refused (fail
 // closed) until a fresh list arrives.
 //
+// The organisations trusted are the config's [[orgs]] and those this node
+// joined by request (`tomoe org join`, package joins): a certificate that
+// came back approved is kept in the state file and trusted as if the
+// config named its organisation (joined.go).
+//
 // Locks: the Engine's lock guards its tables only; it is never held while
 // calling the Node, which takes its own locks.
 package orgs
@@ -36,6 +41,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -143,6 +149,7 @@ type Engine struct {
 	// on the engine's goroutine; anyone reads it.
 	set atomic.Pointer[orgSet]
 
+	joins *joins.Requests // this node's requests to join organisations (joined.go)
 	x     *orgsync.Exchanger
 	store *orgsync.Store
 	queue chan inbound
@@ -159,11 +166,6 @@ type Engine struct {
 	policyErr   map[org.PublicKey]string
 	stale       map[org.PublicKey]bool
 	dirty       bool // certificates changed: rebuild once the queue is drained
-	// Enrolment by request (join.go).
-	joins          map[org.PublicKey]*pendingJoin // this node's requests
-	waits          map[waitKey]*waiter            // admin calls waiting for bridges' answers
-	joinSent       time.Time                      // requests last sent again
-	joinRefusedLog time.Time                      // a refused certificate last logged
 
 	saveMu sync.Mutex // serializes writes of the state file
 
@@ -206,7 +208,6 @@ func New(cfg Config, node Node) (*Engine, error) {
 		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
 		crls: make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
 		policyErr: make(map[org.PublicKey]string), stale: make(map[org.PublicKey]bool),
-		joins: make(map[org.PublicKey]*pendingJoin), waits: make(map[waitKey]*waiter),
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
@@ -221,6 +222,7 @@ func New(cfg Config, node Node) (*Engine, error) {
 		return nil, err
 	}
 	e.set.Store(set)
+	e.joins = joins.New(cfg.Self, joinHost{e}, e.log, e.clock, cfg.Done)
 	e.x = orgsync.NewExchanger(e.store)
 	e.x.Now = e.clock.Now
 	e.x.Accept = func(id orgsync.DocID) bool { return e.org(org.PublicKey(id.Org)) != nil }
@@ -386,7 +388,7 @@ func (e *Engine) handle(in inbound) {
 			}
 			ch.Send(e.x.Hello(false))
 		}
-		e.sendJoins(in.bridge)
+		e.joins.Registered(in.bridge)
 	case in.src.IsValid():
 		m, err := orgsync.Unmarshal(in.payload)
 		if err != nil {
@@ -411,7 +413,7 @@ func (e *Engine) handle(in inbound) {
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
-	e.joinTick(now)
+	e.joins.Tick(now)
 	var cut, settled []identity.PublicKey
 	e.mu.Lock()
 	for k, until := range e.pending {

@@ -192,7 +192,7 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 }
 
 func (e *Engine) fromBridge(bridge identity.PublicKey, m *orgsync.Msg) {
-	if e.fromBridgeJoin(bridge, m) {
+	if e.joins.Handle(bridge, m) {
 		return
 	}
 	ch := e.bridgeChan(bridge)

@@ -29,7 +29,7 @@ func (e *Engine) Status() []adminapi.OrgStatus {
 		e.mu.Lock()
 		crl, pol, stale, perr := e.crls[o.Key], e.policies[o.Key], e.stale[o.Key], e.policyErr[o.Key]
 		e.mu.Unlock()
-		st := adminapi.OrgStatus{Name: o.Name, PublicKey: o.Key.String(), CRLStale: stale, AcceptPolicy: o.AcceptPolicy, PolicyError: perr, Members: members[o.Name], Join: e.joinStatus(o.Key)}
+		st := adminapi.OrgStatus{Name: o.Name, PublicKey: o.Key.String(), CRLStale: stale, AcceptPolicy: o.AcceptPolicy, PolicyError: perr, Members: members[o.Name], Join: e.joins.Status(o.Key)}
 		if o.CRLMaxAge > 0 {
 			st.CRLMaxAge = o.CRLMaxAge.String()
 		}
@@ -66,7 +66,7 @@ func (e *Engine) Status() []adminapi.OrgStatus {
 		}
 		out = append(out, st)
 	}
-	return append(out, e.joinOnly()...)
+	return append(out, e.joins.Untrusted()...)
 }
 
 // Counters are the engine's message counters.

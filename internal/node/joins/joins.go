@@ -1,34 +1,123 @@
-package orgs
+// Package joins is a node's requests to join organisations (enrolment by
+// request, issue 12). A node asks to join an organisation (Join): it
+// remembers the request (its host keeps it in the node's state) and
+// leaves it at its bridges, sending it again each time it registers with
+// one and every minute while it waits. The organisation's key holder,
+// through its own node, lists the requests (List) with a query the
+// organisation signed, and approves one (Approve) by handing over the
+// certificate it signed, or rejects one (Reject). A bridge passes the
+// certificate on to the node that asked; that node takes it (Deliver)
+// only if it is for its own key, for an organisation it asked to join,
+// and verifies against that organisation's key; its host (the
+// organisation engine, package orgs) then installs it: the node is a
+// member at once, as if the certificate were in its config.
+//
+// The bridges carry; they decide nothing. A bridge that lies can drop or
+// delay a request, an answer or a certificate, never forge one.
+//
+// Locks: mu guards the requests and the waiters; it is never held while
+// calling the host.
+package joins
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 )
 
-// Enrolment by request (issue 12). A node asks to join an organisation
-// (Join): it remembers the request (in the state file) and leaves it at
-// its bridges, sending it again each time it registers with one and every
-// joinResend while it waits. The organisation's key holder, through its
-// own node, lists the requests (List) with a query the organisation
-// signed, and approves one (Approve) by handing over the certificate it
-// signed, or rejects one (Reject). A bridge passes the certificate on to
-// the node that asked; that node takes it only if it is for its own key,
-// for an organisation it asked to join, and verifies against that
-// organisation's key (installCert). Then it is a member at once, as if
-// the certificate were in its config: it presents the certificate to its
-// bridges and peers, and keeps it in the state file across restarts.
-//
-// The bridges carry; they decide nothing. A bridge that lies can drop or
-// delay a request, an answer or a certificate, never forge one.
+// Host is what the requests need of the node's organisation engine. Its
+// methods are called without the Requests' lock held.
+type Host interface {
+	// SendBridge sends one encoded orgsync message to a bridge this node
+	// is registered with; Bridges lists those bridges.
+	SendBridge(bridge identity.PublicKey, payload []byte) error
+	Bridges() []identity.PublicKey
+	// Trusted returns the name of the organisation with key k if this
+	// node trusts it, and the config file of its certificate if the
+	// config gives it one ("" if none, or joined by request).
+	Trusted(k org.PublicKey) (name, configCert string, ok bool)
+	// Install makes c, verified and asked for, this node's certificate of
+	// its organisation, or says why it cannot (a certificate from the
+	// config, a name the config gives another key, revoked, older).
+	Install(c *org.Cert) error
+	// Holds reports whether c is this node's certificate already (the
+	// same approval delivered by a second bridge).
+	Holds(c *org.Cert) bool
+	// Save writes the node's organisation state, which holds Saved().
+	Save() error
+	// Event publishes an event for the admin API's stream.
+	Event(kind, peer, detail string)
+}
+
+// Requests is a node's pending requests to join organisations, and the
+// admin calls waiting for bridges' answers. Safe for concurrent use.
+type Requests struct {
+	self  identity.PublicKey
+	host  Host
+	log   *slog.Logger
+	clock clock.Clock
+	done  <-chan struct{}
+
+	mu         sync.Mutex // guards the fields below
+	joins      map[org.PublicKey]*pendingJoin
+	waits      map[waitKey]*waiter
+	sent       time.Time // requests last sent again
+	refusedLog time.Time // a refused certificate last logged
+}
+
+// New returns the requests of the node with key self; done ends the
+// waits of admin calls.
+func New(self identity.PublicKey, host Host, log *slog.Logger, clk clock.Clock, done <-chan struct{}) *Requests {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Requests{self: self, host: host, log: log, clock: clock.Or(clk), done: done,
+		joins: make(map[org.PublicKey]*pendingJoin), waits: make(map[waitKey]*waiter)}
+}
+
+// Saved is a pending request as the node's state file keeps it.
+type Saved struct {
+	Org     org.PublicKey      `json:"org"`
+	Name    string             `json:"name"`
+	Groups  []string           `json:"groups"`
+	Created time.Time          `json:"created"`
+	Bridge  identity.PublicKey `json:"bridge,omitzero"`
+}
+
+// Saved returns the pending requests, to be kept.
+func (r *Requests) Saved() []Saved {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Saved, 0, len(r.joins))
+	for _, j := range r.joins {
+		out = append(out, Saved{Org: j.org, Name: j.name, Groups: j.groups, Created: j.created, Bridge: j.bridge})
+	}
+	slices.SortFunc(out, func(a, b Saved) int { return strings.Compare(a.Org.String(), b.Org.String()) })
+	return out
+}
+
+// Load takes the requests kept in the state file.
+func (r *Requests) Load(saved []Saved) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range saved {
+		if s.Org.IsZero() || s.Name == "" {
+			continue
+		}
+		r.joins[s.Org] = &pendingJoin{org: s.Org, name: s.Name, groups: s.Groups, created: s.Created.UTC(), bridge: s.Bridge, answers: map[identity.PublicKey]adminapi.OrgBridgeAnswer{}}
+	}
+}
 
 // Join timing.
 const (
@@ -95,7 +184,7 @@ func (a *answer) complete(list bool) bool {
 // ask sends m to each bridge in targets and waits, up to JoinWait, for
 // their answers to key. It returns what each said; a bridge that could not
 // be sent to, or did not answer in time, says so.
-func (e *Engine) ask(ctx context.Context, key waitKey, list bool, targets []identity.PublicKey, m *orgsync.Msg) ([]identity.PublicKey, map[identity.PublicKey]*answer, map[identity.PublicKey]error) {
+func (e *Requests) ask(ctx context.Context, key waitKey, list bool, targets []identity.PublicKey, m *orgsync.Msg) ([]identity.PublicKey, map[identity.PublicKey]*answer, map[identity.PublicKey]error) {
 	b, err := m.Marshal()
 	if err != nil {
 		errs := map[identity.PublicKey]error{}
@@ -113,7 +202,7 @@ func (e *Engine) ask(ctx context.Context, key waitKey, list bool, targets []iden
 	e.mu.Unlock()
 	errs := map[identity.PublicKey]error{}
 	for _, t := range targets {
-		if err := e.node.SendBridge(t, b); err != nil {
+		if err := e.host.SendBridge(t, b); err != nil {
 			errs[t] = err
 			e.mu.Lock()
 			delete(w.answers, t)
@@ -130,7 +219,7 @@ func (e *Engine) ask(ctx context.Context, key waitKey, list bool, targets []iden
 	case <-w.done:
 	case <-timer.C:
 	case <-ctx.Done():
-	case <-e.cfg.Done:
+	case <-e.done:
 	}
 	e.mu.Lock()
 	delete(e.waits, key)
@@ -147,7 +236,7 @@ func (e *Engine) ask(ctx context.Context, key waitKey, list bool, targets []iden
 	return targets, out, errs
 }
 
-func (e *Engine) checkDoneLocked(w *waiter) {
+func (e *Requests) checkDoneLocked(w *waiter) {
 	if w.closed {
 		return
 	}
@@ -187,8 +276,8 @@ func bridgeAnswers(targets []identity.PublicKey, got map[identity.PublicKey]*ans
 
 // targets returns the bridges to send to: the one named (it must be one
 // this node is registered with now) or all of them.
-func (e *Engine) targets(only identity.PublicKey) ([]identity.PublicKey, error) {
-	reg := e.node.Bridges()
+func (e *Requests) targets(only identity.PublicKey) ([]identity.PublicKey, error) {
+	reg := e.host.Bridges()
 	if !only.IsZero() {
 		if !slices.Contains(reg, only) {
 			return nil, fmt.Errorf("this node is not registered with bridge %s now (see `tomoe status`)", only)
@@ -225,17 +314,14 @@ func checkJoinName(orgName, name string) error {
 // Join asks to join an organisation: the request is kept (replacing an
 // earlier one for the same organisation) and sent to the bridges, whose
 // answers it waits for up to JoinWait.
-func (e *Engine) Join(ctx context.Context, p JoinParams) (adminapi.OrgJoinResponse, error) {
+func (e *Requests) Join(ctx context.Context, p JoinParams) (adminapi.OrgJoinResponse, error) {
 	var res adminapi.OrgJoinResponse
 	if p.Org.IsZero() {
 		return res, errors.New("organisation key missing: --org tomoe-org:... (`tomoe org public` prints it)")
 	}
-	orgName := ""
-	if o := e.org(p.Org); o != nil {
-		if o.Cert != nil && !o.Joined {
-			return res, fmt.Errorf("this node has a certificate of %s from its config already (%s): renew that file, or remove cert from [[orgs]] to join by request", o.Name, o.CertFile)
-		}
-		orgName = o.Name
+	orgName, configCert, _ := e.host.Trusted(p.Org)
+	if configCert != "" {
+		return res, fmt.Errorf("this node has a certificate of %s from its config already (%s): renew that file, or remove cert from [[orgs]] to join by request", orgName, configCert)
 	}
 	if err := checkJoinName(orgName, p.Name); err != nil {
 		return res, err
@@ -263,23 +349,23 @@ func (e *Engine) Join(ctx context.Context, p JoinParams) (adminapi.OrgJoinRespon
 	j := &pendingJoin{org: p.Org, name: p.Name, groups: groups, created: now, bridge: p.Bridge, answers: map[identity.PublicKey]adminapi.OrgBridgeAnswer{}}
 	e.joins[p.Org] = j
 	e.mu.Unlock()
-	if err := e.save(); err != nil {
+	if err := e.host.Save(); err != nil {
 		return res, err
 	}
 	e.log.Info("join request sent", "org", p.Org.String(), "name", p.Name, "groups", strings.Join(groups, ","), "bridges", len(targets))
-	e.node.Event("org_join_requested", "", fmt.Sprintf("asked to join %s as %s", p.Org, p.Name))
+	e.host.Event("org_join_requested", "", fmt.Sprintf("asked to join %s as %s", p.Org, p.Name))
 	tg, got, errs := e.ask(ctx, waitKey{p.Org, uint64(now.Unix())}, false, targets, j.msg())
 	if groups == nil {
 		groups = []string{}
 	}
-	res = adminapi.OrgJoinResponse{Org: p.Org.String(), Name: p.Name, Groups: groups, Requested: now.Format(time.RFC3339), Node: e.cfg.Self.String(),
+	res = adminapi.OrgJoinResponse{Org: p.Org.String(), Name: p.Name, Groups: groups, Requested: now.Format(time.RFC3339), Node: e.self.String(),
 		Bridges: bridgeAnswers(tg, got, errs, false)}
 	return res, nil
 }
 
 // parseQuery reads a signed query for op and checks it is for this node
 // and fresh, so that the admin sees a clear error before the bridges do.
-func (e *Engine) parseQuery(text string, op org.JoinOp) (*org.JoinQuery, error) {
+func (e *Requests) parseQuery(text string, op org.JoinOp) (*org.JoinQuery, error) {
 	q, err := org.ParseJoinQuery(text)
 	if err != nil {
 		return nil, err
@@ -287,8 +373,8 @@ func (e *Engine) parseQuery(text string, op org.JoinOp) (*org.JoinQuery, error) 
 	if q.Op != op {
 		return nil, fmt.Errorf("join query asks to %s, not to %s", q.Op, op)
 	}
-	if q.Via != e.cfg.Self {
-		return nil, fmt.Errorf("join query signed for node %s to forward; this node is %s", q.Via, e.cfg.Self)
+	if q.Via != e.self {
+		return nil, fmt.Errorf("join query signed for node %s to forward; this node is %s", q.Via, e.self)
 	}
 	if err := q.Verify(e.clock.Now()); err != nil {
 		return nil, err
@@ -298,7 +384,7 @@ func (e *Engine) parseQuery(text string, op org.JoinOp) (*org.JoinQuery, error) 
 
 // List forwards a list query the organisation signed to this node's
 // bridges and merges their answers.
-func (e *Engine) List(ctx context.Context, text string) (adminapi.OrgRequestsResponse, error) {
+func (e *Requests) List(ctx context.Context, text string) (adminapi.OrgRequestsResponse, error) {
 	var res adminapi.OrgRequestsResponse
 	q, err := e.parseQuery(text, org.JoinList)
 	if err != nil {
@@ -343,7 +429,7 @@ func (e *Engine) List(ctx context.Context, text string) (adminapi.OrgRequestsRes
 }
 
 // Reject forwards a rejection the organisation signed to the bridges.
-func (e *Engine) Reject(ctx context.Context, text string) (adminapi.OrgDecisionResponse, error) {
+func (e *Requests) Reject(ctx context.Context, text string) (adminapi.OrgDecisionResponse, error) {
 	var res adminapi.OrgDecisionResponse
 	q, err := e.parseQuery(text, org.JoinReject)
 	if err != nil {
@@ -359,7 +445,7 @@ func (e *Engine) Reject(ctx context.Context, text string) (adminapi.OrgDecisionR
 
 // Approve hands a certificate the organisation signed to the bridges,
 // which pass it on to the node that asked.
-func (e *Engine) Approve(ctx context.Context, text string) (adminapi.OrgDecisionResponse, error) {
+func (e *Requests) Approve(ctx context.Context, text string) (adminapi.OrgDecisionResponse, error) {
 	var res adminapi.OrgDecisionResponse
 	c, err := org.ParseCert(text)
 	if err != nil {
@@ -377,9 +463,9 @@ func (e *Engine) Approve(ctx context.Context, text string) (adminapi.OrgDecision
 	return adminapi.OrgDecisionResponse{Org: c.Org.String(), Node: c.Node.String(), Serial: c.SerialString(), Bridges: bridgeAnswers(tg, got, errs, false)}, nil
 }
 
-// fromBridgeJoin acts on a join message from a bridge; false if m is not
-// one.
-func (e *Engine) fromBridgeJoin(bridge identity.PublicKey, m *orgsync.Msg) bool {
+// Handle acts on a join message from a bridge (on the engine's
+// goroutine); false if m is not one.
+func (e *Requests) Handle(bridge identity.PublicKey, m *orgsync.Msg) bool {
 	switch m.Type {
 	case orgsync.TypeJoinAck:
 		e.mu.Lock()
@@ -415,20 +501,21 @@ func (e *Engine) fromBridgeJoin(bridge identity.PublicKey, m *orgsync.Msg) bool 
 		}
 		e.mu.Unlock()
 	case orgsync.TypeJoinCert:
-		e.installCert(bridge, m.Data)
+		e.deliver(bridge, m.Data)
 	default:
 		return false
 	}
 	return true
 }
 
-// installCert takes a certificate a bridge delivered: only one for this
+// deliver takes a certificate a bridge delivered: only one for this
 // node's key, of an organisation this node asked to join, that verifies
-// against that organisation's key (and is not revoked by the list held).
-// Then the node is a member at once and stays one across restarts.
-func (e *Engine) installCert(bridge identity.PublicKey, b []byte) {
+// against that organisation's key; the host installs it (and refuses it
+// if it does not fit what the node trusts, or is revoked). Then the node
+// is a member at once and stays one across restarts.
+func (e *Requests) deliver(bridge identity.PublicKey, b []byte) {
 	c, err := org.DecodeCert(b)
-	if err == nil && c.Node != e.cfg.Self {
+	if err == nil && c.Node != e.self {
 		err = fmt.Errorf("certificate %q is for node %s, not this node", c.Name, c.Node.ShortString())
 	}
 	var j *pendingJoin
@@ -437,8 +524,8 @@ func (e *Engine) installCert(bridge identity.PublicKey, b []byte) {
 		j = e.joins[c.Org]
 		e.mu.Unlock()
 		if j == nil {
-			if o := e.org(c.Org); o != nil && o.Joined && o.Cert != nil && o.Cert.Fingerprint() == c.Fingerprint() {
-				return // the same again, from another bridge
+			if e.host.Holds(c) {
+				return
 			}
 			err = fmt.Errorf("certificate %q of organisation %s: this node did not ask to join it", c.Name, c.Org)
 		}
@@ -446,88 +533,44 @@ func (e *Engine) installCert(bridge identity.PublicKey, b []byte) {
 	if err == nil {
 		err = c.Verify(c.Org, e.clock.Now())
 	}
-	var set *orgSet
 	if err == nil {
-		set, err = e.withJoined(e.set.Load(), c)
-	}
-	if err == nil {
-		if o := set.byKey[c.Org]; o != nil {
-			e.mu.Lock()
-			crl := e.crls[c.Org]
-			e.mu.Unlock()
-			if crl != nil && crl.Revokes(c) {
-				err = fmt.Errorf("certificate %q (serial %s) is revoked by %s revocation list version %d", c.Name, c.SerialString(), o.Name, crl.Version)
-			}
-		}
+		err = e.host.Install(c)
 	}
 	if err != nil {
-		e.certsBad.Add(1)
 		now := e.clock.Now()
 		e.mu.Lock()
-		loud := now.Sub(e.joinRefusedLog) > 10*time.Second
+		loud := now.Sub(e.refusedLog) > 10*time.Second
 		if loud {
-			e.joinRefusedLog = now
+			e.refusedLog = now
 		}
 		e.mu.Unlock()
 		if loud {
 			e.log.Warn("certificate from a bridge refused", "bridge", bridge.ShortString(), "err", err)
-			e.node.Event("org_join_refused", "", err.Error())
+			e.host.Event("org_join_refused", "", err.Error())
 		}
 		return
 	}
-	e.set.Store(set)
 	e.mu.Lock()
 	delete(e.joins, c.Org)
 	e.mu.Unlock()
-	if err := e.save(); err != nil {
+	if err := e.host.Save(); err != nil {
 		e.log.Error("joined organisation, but cannot save the certificate: it is lost at restart", "org", c.OrgName, "err", err)
 	}
 	e.log.Info("joined organisation: certificate received and installed", "org", c.OrgName, "name", c.Name, "groups", strings.Join(c.Groups, ","), "serial", c.SerialString(), "not_after", c.NotAfter.Format(time.RFC3339), "bridge", bridge.ShortString())
-	e.node.Event("org_joined", "", fmt.Sprintf("joined %s as %s (groups %s), certificate %s until %s", c.OrgName, c.Name, strings.Join(c.Groups, ","), c.SerialString(), c.NotAfter.Format(time.RFC3339)))
-	// Present it: to the bridges (which drop the request and hand it out
-	// with lookups; the withdrawal frees it where it was not approved),
-	// and to every peer with a session.
+	e.host.Event("org_joined", "", fmt.Sprintf("joined %s as %s (groups %s), certificate %s until %s", c.OrgName, c.Name, strings.Join(c.Groups, ","), c.SerialString(), c.NotAfter.Format(time.RFC3339)))
+	// The request is done: the bridges that hold it drop it (one that
+	// delivered drops it also when the node presents its certificate).
 	withdraw := &orgsync.Msg{Type: orgsync.TypeJoin, Org: c.Org, Join: orgsync.Join{Created: j.created.Unix(), Withdraw: true}}
-	for _, b := range e.node.Bridges() {
-		ch := e.bridgeChan(b)
-		ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
-		ch.Send(withdraw)
-		ch.Send(e.x.Hello(false))
-	}
-	e.rebuild()
-	for _, a := range e.node.SessionPeers() {
-		e.greet(a, true)
+	if b, err := withdraw.Marshal(); err == nil {
+		for _, br := range e.host.Bridges() {
+			e.host.SendBridge(br, b)
+		}
 	}
 }
 
-// withJoined returns set with c installed as this node's certificate of
-// its organisation (joined by request): added, or replacing a joined one.
-func (e *Engine) withJoined(set *orgSet, c *org.Cert) (*orgSet, error) {
-	list := slices.Clone(set.list)
-	if o := set.byKey[c.Org]; o != nil {
-		if o.Cert != nil && !o.Joined {
-			return nil, fmt.Errorf("this node has a certificate of %s from its config (%s); the config's stays", o.Name, o.CertFile)
-		}
-		if o.Name != c.OrgName {
-			return nil, fmt.Errorf("certificate is for organisation %q, but [[orgs]] names this key %q", c.OrgName, o.Name)
-		}
-		if o.Cert != nil && o.Cert.NotBefore.After(c.NotBefore) {
-			return nil, fmt.Errorf("certificate %q (serial %s) is older than the one held (%s)", c.Name, c.SerialString(), o.Cert.SerialString())
-		}
-		n := *o
-		n.Cert, n.Joined = c, true
-		list[slices.Index(list, o)] = &n
-	} else {
-		if other := set.byName[c.OrgName]; other != nil {
-			return nil, fmt.Errorf("certificate is for organisation %q, a name [[orgs]] gives another key (%s)", c.OrgName, other.Key)
-		}
-		list = append(list, &Org{Name: c.OrgName, Key: c.Org, Cert: c, Joined: true})
-	}
-	return newOrgSet(list)
-}
-
-// sendJoins sends this node's pending requests that go to bridge b.
-func (e *Engine) sendJoins(b identity.PublicKey) {
+// Registered sends the pending requests that go to bridge b, which
+// (again) registered this node.
+func (e *Requests) Registered(b identity.PublicKey) {
 	e.mu.Lock()
 	var msgs []*orgsync.Msg
 	for _, j := range e.joins {
@@ -536,22 +579,23 @@ func (e *Engine) sendJoins(b identity.PublicKey) {
 		}
 	}
 	e.mu.Unlock()
-	ch := e.bridgeChan(b)
 	for _, m := range msgs {
-		ch.Send(m)
+		if p, err := m.Marshal(); err == nil {
+			e.host.SendBridge(b, p)
+		}
 	}
 }
 
-// joinTick drops requests older than joinTTL and sends the others again
+// Tick drops requests older than joinTTL and sends the others again
 // every joinResend (so that a certificate approved while a delivery was
 // lost, or a bridge that restarted, catches up).
-func (e *Engine) joinTick(now time.Time) {
+func (e *Requests) Tick(now time.Time) {
 	e.mu.Lock()
-	if len(e.joins) == 0 || now.Sub(e.joinSent) < joinResend {
+	if len(e.joins) == 0 || now.Sub(e.sent) < joinResend {
 		e.mu.Unlock()
 		return
 	}
-	e.joinSent = now
+	e.sent = now
 	var expired []org.PublicKey
 	for k, j := range e.joins {
 		if now.Sub(j.created) > joinTTL {
@@ -562,20 +606,21 @@ func (e *Engine) joinTick(now time.Time) {
 	e.mu.Unlock()
 	for _, k := range expired {
 		e.log.Warn("join request expired unanswered", "org", k.String(), "after", joinTTL)
-		e.node.Event("org_join_expired", "", fmt.Sprintf("request to join %s expired after %s", k, joinTTL))
+		e.host.Event("org_join_expired", "", fmt.Sprintf("request to join %s expired after %s", k, joinTTL))
 	}
 	if len(expired) > 0 {
-		if err := e.save(); err != nil {
+		if err := e.host.Save(); err != nil {
 			e.log.Warn("cannot save the organisation state", "err", err)
 		}
 	}
-	for _, b := range e.node.Bridges() {
-		e.sendJoins(b)
+	for _, b := range e.host.Bridges() {
+		e.Registered(b)
 	}
 }
 
-// joinStatus is this node's request for organisation k, for display.
-func (e *Engine) joinStatus(k org.PublicKey) *adminapi.OrgJoin {
+// Status is this node's request to join organisation k, if any, for
+// display.
+func (e *Requests) Status(k org.PublicKey) *adminapi.OrgJoin {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	j := e.joins[k]
@@ -594,22 +639,20 @@ func (e *Engine) joinStatus(k org.PublicKey) *adminapi.OrgJoin {
 	return st
 }
 
-// joinOnly lists the organisations this node asked to join but does not
-// trust yet.
-func (e *Engine) joinOnly() []adminapi.OrgStatus {
-	set := e.set.Load()
+// Untrusted lists, as organisations, those this node asked to join but
+// does not trust yet (Name: the last label of the name asked for).
+func (e *Requests) Untrusted() []adminapi.OrgStatus {
 	e.mu.Lock()
 	var keys []org.PublicKey
 	for k := range e.joins {
-		if set.byKey[k] == nil {
-			keys = append(keys, k)
-		}
+		keys = append(keys, k)
 	}
 	e.mu.Unlock()
+	keys = slices.DeleteFunc(keys, func(k org.PublicKey) bool { _, _, ok := e.host.Trusted(k); return ok })
 	slices.SortFunc(keys, func(a, b org.PublicKey) int { return strings.Compare(a.String(), b.String()) })
 	var out []adminapi.OrgStatus
 	for _, k := range keys {
-		js := e.joinStatus(k)
+		js := e.Status(k)
 		if js == nil {
 			continue
 		}
