@@ -69,6 +69,8 @@ type Requests struct {
 	clock clock.Clock
 	done  <-chan struct{}
 
+	wait time.Duration // JoinWait; tests shorten it
+
 	mu         sync.Mutex // guards the fields below
 	joins      map[org.PublicKey]*pendingJoin
 	waits      map[waitKey]*waiter
@@ -82,7 +84,7 @@ func New(self identity.PublicKey, host Host, log *slog.Logger, clk clock.Clock, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Requests{self: self, host: host, log: log, clock: clock.Or(clk), done: done,
+	return &Requests{self: self, host: host, log: log, clock: clock.Or(clk), done: done, wait: JoinWait,
 		joins: make(map[org.PublicKey]*pendingJoin), waits: make(map[waitKey]*waiter)}
 }
 
@@ -213,7 +215,7 @@ func (e *Requests) ask(ctx context.Context, key waitKey, list bool, targets []id
 	e.mu.Lock()
 	e.checkDoneLocked(w)
 	e.mu.Unlock()
-	timer := time.NewTimer(JoinWait)
+	timer := time.NewTimer(e.wait)
 	defer timer.Stop()
 	select {
 	case <-w.done:
@@ -251,7 +253,7 @@ func (e *Requests) checkDoneLocked(w *waiter) {
 
 // bridgeAnswers turns what ask collected into the API's form, in the
 // order of targets.
-func bridgeAnswers(targets []identity.PublicKey, got map[identity.PublicKey]*answer, errs map[identity.PublicKey]error, list bool) []adminapi.OrgBridgeAnswer {
+func (e *Requests) bridgeAnswers(targets []identity.PublicKey, got map[identity.PublicKey]*answer, errs map[identity.PublicKey]error, list bool) []adminapi.OrgBridgeAnswer {
 	out := make([]adminapi.OrgBridgeAnswer, 0, len(targets))
 	for _, t := range targets {
 		r := adminapi.OrgBridgeAnswer{Bridge: t.String()}
@@ -260,12 +262,12 @@ func bridgeAnswers(targets []identity.PublicKey, got map[identity.PublicKey]*ans
 		case errs[t] != nil:
 			r.State, r.Error = "not_sent", errs[t].Error()
 		case a == nil || !a.got:
-			r.State, r.Error = "no_answer", fmt.Sprintf("no answer within %s", JoinWait)
+			r.State, r.Error = "no_answer", fmt.Sprintf("no answer within %s", e.wait)
 		case a.status != 0:
 			r.State, r.Error = a.status.String(), a.text
 		case list && len(a.items) < a.total:
 			r.State, r.Count = "partial", a.total
-			r.Error = fmt.Sprintf("%d of %d requests arrived within %s", len(a.items), a.total, JoinWait)
+			r.Error = fmt.Sprintf("%d of %d requests arrived within %s", len(a.items), a.total, e.wait)
 		case list:
 			r.State, r.Count = "answered", a.total
 		}
@@ -359,7 +361,7 @@ func (e *Requests) Join(ctx context.Context, p JoinParams) (adminapi.OrgJoinResp
 		groups = []string{}
 	}
 	res = adminapi.OrgJoinResponse{Org: p.Org.String(), Name: p.Name, Groups: groups, Requested: now.Format(time.RFC3339), Node: e.self.String(),
-		Bridges: bridgeAnswers(tg, got, errs, false)}
+		Bridges: e.bridgeAnswers(tg, got, errs, false)}
 	return res, nil
 }
 
@@ -395,7 +397,7 @@ func (e *Requests) List(ctx context.Context, text string) (adminapi.OrgRequestsR
 		return res, err
 	}
 	tg, got, errs := e.ask(ctx, waitKey{q.Org, q.Nonce}, true, targets, &orgsync.Msg{Type: orgsync.TypeJoinQuery, Data: q.Binary()})
-	res = adminapi.OrgRequestsResponse{Org: q.Org.String(), Requests: []adminapi.OrgJoinItem{}, Bridges: bridgeAnswers(tg, got, errs, true)}
+	res = adminapi.OrgRequestsResponse{Org: q.Org.String(), Requests: []adminapi.OrgJoinItem{}, Bridges: e.bridgeAnswers(tg, got, errs, true)}
 	byNode := map[identity.PublicKey]int{}
 	for _, t := range tg {
 		a := got[t]
@@ -440,7 +442,7 @@ func (e *Requests) Reject(ctx context.Context, text string) (adminapi.OrgDecisio
 		return res, err
 	}
 	tg, got, errs := e.ask(ctx, waitKey{q.Org, q.Nonce}, false, targets, &orgsync.Msg{Type: orgsync.TypeJoinQuery, Data: q.Binary()})
-	return adminapi.OrgDecisionResponse{Org: q.Org.String(), Node: q.Node.String(), Bridges: bridgeAnswers(tg, got, errs, false)}, nil
+	return adminapi.OrgDecisionResponse{Org: q.Org.String(), Node: q.Node.String(), Bridges: e.bridgeAnswers(tg, got, errs, false)}, nil
 }
 
 // Approve hands a certificate the organisation signed to the bridges,
@@ -460,7 +462,7 @@ func (e *Requests) Approve(ctx context.Context, text string) (adminapi.OrgDecisi
 	}
 	tg, got, errs := e.ask(ctx, waitKey{c.Org, c.Serial}, false, targets, &orgsync.Msg{Type: orgsync.TypeJoinCert, Data: c.Binary()})
 	e.log.Info("approval sent to the bridges", "org", c.OrgName, "peer", c.Node.ShortString(), "name", c.Name, "serial", c.SerialString())
-	return adminapi.OrgDecisionResponse{Org: c.Org.String(), Node: c.Node.String(), Serial: c.SerialString(), Bridges: bridgeAnswers(tg, got, errs, false)}, nil
+	return adminapi.OrgDecisionResponse{Org: c.Org.String(), Node: c.Node.String(), Serial: c.SerialString(), Bridges: e.bridgeAnswers(tg, got, errs, false)}, nil
 }
 
 // Handle acts on a join message from a bridge (on the engine's
