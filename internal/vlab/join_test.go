@@ -168,3 +168,48 @@ func TestJoinByRequest(t *testing.T) {
 		return testnet.RoundTrip(c, "newbie after restart", 3*time.Second) == nil
 	})
 }
+
+// TestJoinApprovedWhileAway: the new node asks, then stops; the key
+// holder approves while it is away, and the bridge keeps the certificate;
+// the node, restarted, sends its request again (it kept it) and picks the
+// certificate up.
+func TestJoinApprovedWhileAway(t *testing.T) {
+	lab := New(t, vnetConfig())
+	s, err := org.Init("acme", filepath.Join(t.TempDir(), "acme.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := lab.NewNode("bridge", lab.AddHost("bridge"))
+	holder := lab.NewNode("holder", lab.AddHost("holder"))
+	newbie := lab.NewNode("newbie", lab.AddHost("newbie"))
+	br.Start(t, BridgeConfig(holder, newbie))
+	holder.Start(t, JoinConfig(br, ""))
+	newbie.Start(t, JoinConfig(br, ""))
+	holder.WaitBridge(t, "registered", "udp", 10*time.Second)
+	newbie.WaitBridge(t, "registered", "udp", 10*time.Second)
+	ctx := context.Background()
+	if jr, err := (node.OrgsArea{Node: newbie.Node}).Join(ctx, adminapi.OrgJoinRequest{Org: s.Public().String(), Name: "laptop@sales.acme", Groups: []string{"sales"}}); err != nil || jr.Bridges[0].State != "held" {
+		t.Fatalf("join: %+v, %v", jr, err)
+	}
+	newbie.Stop()
+	if res := listRequests(t, holder, s); len(res.Requests) != 1 || res.Requests[0].State != "pending" {
+		t.Fatalf("list while away: %+v", res)
+	}
+	cert, err := s.SignCert(org.CertRequest{Node: newbie.Public(), Name: "laptop@sales.acme", Groups: []string{"sales"}, TTL: time.Hour}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ar, err := node.OrgsArea{Node: holder.Node}.Approve(ctx, adminapi.OrgApproveRequest{Cert: cert.Text()})
+	if err != nil || ar.Bridges[0].State != "kept" {
+		t.Fatalf("approval while away: %+v, %v", ar, err)
+	}
+	if res := listRequests(t, holder, s); len(res.Requests) != 1 || res.Requests[0].State != "approved" {
+		t.Fatalf("list after approval: %+v", res)
+	}
+	newbie.Restart(t)
+	testnet.WaitFor(t, 15*time.Second, "the restarted node picked its certificate up", func() bool {
+		st, ok := joinOrgStatus(t, newbie, "acme")
+		return ok && st.Cert != nil && st.Cert.Serial == cert.SerialString() && st.Cert.State == "valid" && st.Join == nil
+	})
+	testnet.WaitFor(t, 10*time.Second, "the bridge dropped the request", func() bool { return len(listRequests(t, holder, s).Requests) == 0 })
+}
