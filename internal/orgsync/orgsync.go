@@ -6,8 +6,9 @@
 // knows nothing of signatures: a document is opaque bytes named by its
 // kind, its organisation's key and its version, and the receiver verifies
 // a document once it is whole (package org) before it keeps or passes it
-// on. Everything here is pure except the Store and the Assembler, which
-// are safe for concurrent use.
+// on. The join messages (join.go) carry enrolment by request between a
+// node and its bridges. Everything here is pure except the Store and the
+// Assembler, which are safe for concurrent use.
 //
 // Each message fits one datagram of the minimum overlay MTU (1,280 bytes:
 // 1,232 bytes of UDP payload), so none is ever fragmented.
