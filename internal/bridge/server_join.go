@@ -399,6 +399,17 @@ func (s *Server) joinApprove(from identity.PublicKey, shared *wire.SharedKey, m 
 	s.joinAck(from, shared, cert.Org, cert.Serial, st, cert.Node, "")
 }
 
+// dropNode drops every request of key (revoked at this bridge).
+func (t *joinTable) dropNode(key identity.PublicKey) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for ok, reqs := range t.orgs {
+		if reqs[key] != nil {
+			t.removeLocked(ok, key)
+		}
+	}
+}
+
 // joinPickedUp drops key's approved request for an organisation once it
 // presents its certificate of it (it has what it asked for).
 func (t *joinTable) joinPickedUp(ok org.PublicKey, key identity.PublicKey) {

@@ -167,30 +167,51 @@ func TestJoinPickupAndReject(t *testing.T) {
 	na.mustRegister()
 	nb.mustRegister()
 	nh.mustRegister()
-	na.sendOrg(joinMsg(o, now, "a.acme"))
+	created := now
+	na.sendOrg(joinMsg(o, created, "a.acme"))
 	na.expectAck(orgsync.JoinHeld)
-	nb.sendOrg(joinMsg(o, now, "b.acme"))
+	nb.sendOrg(joinMsg(o, created, "b.acme"))
 	nb.expectAck(orgsync.JoinHeld)
 
-	if _, err := hs.s.Revoke(a.Public()); err != nil { // a goes away (and may not come back here)
-		t.Fatal(err)
-	}
+	// a goes away: its registration lapses; the others register again.
+	hs.clk.Advance(registrationTTL + time.Second)
+	now = hs.clk.Now()
+	hs.s.expireIdle(now)
+	nb.mustRegister()
+	nh.mustRegister()
 	cert := mustSign(t, o, a.Public(), "a.acme", now)
 	nh.sendOrg(orgsync.Msg{Type: orgsync.TypeJoinCert, Data: cert.Binary()})
 	nh.expectAck(orgsync.JoinKept)
+	if !na.quiet() {
+		t.Fatal("the bridge sent something to a node that is away")
+	}
 
 	nh.query(o, org.JoinReject, b.Public(), now)
 	nh.expectAck(orgsync.JoinRemoved)
-	nb.sendOrg(joinMsg(o, now, "b.acme")) // resent: stays rejected
+	nb.sendOrg(joinMsg(o, created, "b.acme")) // resent: stays rejected
 	nb.expectAck(orgsync.JoinRejected)
-	nb.sendOrg(joinMsg(o, now.Add(-time.Second), "b.acme")) // older: refused
+	nb.sendOrg(joinMsg(o, created.Add(-time.Second), "b.acme")) // older: refused
 	nb.expectAck(orgsync.JoinRefused)
-	nb.sendOrg(joinMsg(o, now.Add(time.Second), "b.acme")) // a new request
+	nb.sendOrg(joinMsg(o, now, "b.acme")) // a new request
 	nb.expectAck(orgsync.JoinHeld)
-	nb.sendOrg(orgsync.Msg{Type: orgsync.TypeJoin, Org: o.Public(), Join: orgsync.Join{Created: now.Add(time.Second).Unix(), Withdraw: true}})
+	nb.sendOrg(orgsync.Msg{Type: orgsync.TypeJoin, Org: o.Public(), Join: orgsync.Join{Created: now.Unix(), Withdraw: true}})
 	nb.expectAck(orgsync.JoinWithdrawn)
 	if got := nh.list(o, now); len(got) != 1 || got[0].Node != a.Public() || got[0].State != orgsync.JoinApproved {
 		t.Fatalf("list: %+v", got)
+	}
+
+	// a comes back and sends its request again: it gets its certificate.
+	na.mustRegister()
+	na.sendOrg(joinMsg(o, created, "a.acme"))
+	if d := na.expectOrg(orgsync.TypeJoinCert); !bytes.Equal(d.Data, cert.Binary()) {
+		t.Fatal("the node picked up another certificate")
+	}
+	// Revoked at the bridge: its requests go.
+	if _, err := hs.s.Revoke(a.Public()); err != nil {
+		t.Fatal(err)
+	}
+	if got := nh.list(o, now); len(got) != 0 {
+		t.Fatalf("a revoked node's request is still listed: %+v", got)
 	}
 }
 
