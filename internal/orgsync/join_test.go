@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	cert "github.com/tomoe-net/tomoe/internal/org"
 )
 
 func joinMsgs() []Msg {
@@ -89,11 +91,12 @@ func TestJoinMarshalRefusesOutOfBounds(t *testing.T) {
 }
 
 // The limits of a request are the certificate's (package org), which
-// this leaf does not import.
-func TestJoinLimitsFitOneDatagram(t *testing.T) {
-	for _, m := range joinMsgs() {
-		if b, _ := m.Marshal(); len(b) > MaxMessage {
-			t.Fatalf("type %d: %d bytes over MaxMessage %d", m.Type, len(b), MaxMessage)
-		}
+// this leaf does not import; a signed query fits MaxJoinQuery.
+func TestJoinLimitsAreTheCertificates(t *testing.T) {
+	if MaxJoinName != cert.MaxCertNameLen || MaxJoinGroups != cert.MaxGroups || MaxJoinGroupsBytes != cert.MaxGroupsBytes {
+		t.Fatalf("join limits %d/%d/%d, certificate limits %d/%d/%d", MaxJoinName, MaxJoinGroups, MaxJoinGroupsBytes, cert.MaxCertNameLen, cert.MaxGroups, cert.MaxGroupsBytes)
+	}
+	if cert.JoinQueryBinary > MaxJoinQuery {
+		t.Fatalf("a signed query is %d bytes, over MaxJoinQuery %d", cert.JoinQueryBinary, MaxJoinQuery)
 	}
 }
