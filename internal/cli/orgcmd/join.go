@@ -71,7 +71,7 @@ A new request for the same organisation replaces the earlier one.
 				fmt.Fprintln(g.Stderr, "no bridge holds the request yet; the node sends it again each time it registers and every minute ('tomoe org status' shows where it stands)")
 				return silentFailure()
 			}
-			fmt.Fprintf(g.Stderr, "next: the organisation's key holder runs\n  tomoe org requests --org-key ORGKEY\n  tomoe org approve --org-key ORGKEY %s\n", res.Node)
+			fmt.Fprintf(g.Stderr, "next: tell the organisation's key holder this node's key, %s (by a channel you trust:\nthe request names this key, and anyone can ask under any name); the key holder runs\n  tomoe org requests --org-key ORGKEY\n  tomoe org approve --org-key ORGKEY %s\n", res.Node, res.Node)
 			fmt.Fprintln(g.Stderr, "this node installs the certificate when it arrives ('tomoe org status', 'tomoe events')")
 			return nil
 		},
