@@ -308,3 +308,31 @@ func (c *Client) Console(ctx context.Context) (ConsoleView, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/console", nil, &v)
 	return v, err
 }
+
+// OrgJoin is POST /v1/orgs/join.
+func (c *Client) OrgJoin(ctx context.Context, req OrgJoinRequest) (OrgJoinResponse, error) {
+	var r OrgJoinResponse
+	err := c.do(ctx, http.MethodPost, "/v1/orgs/join", req, &r)
+	return r, err
+}
+
+// OrgRequests is POST /v1/orgs/requests.
+func (c *Client) OrgRequests(ctx context.Context, req OrgQueryRequest) (OrgRequestsResponse, error) {
+	var r OrgRequestsResponse
+	err := c.do(ctx, http.MethodPost, "/v1/orgs/requests", req, &r)
+	return r, err
+}
+
+// OrgApprove is POST /v1/orgs/approve.
+func (c *Client) OrgApprove(ctx context.Context, req OrgApproveRequest) (OrgDecisionResponse, error) {
+	var r OrgDecisionResponse
+	err := c.do(ctx, http.MethodPost, "/v1/orgs/approve", req, &r)
+	return r, err
+}
+
+// OrgReject is POST /v1/orgs/reject.
+func (c *Client) OrgReject(ctx context.Context, req OrgQueryRequest) (OrgDecisionResponse, error) {
+	var r OrgDecisionResponse
+	err := c.do(ctx, http.MethodPost, "/v1/orgs/reject", req, &r)
+	return r, err
+}

@@ -347,6 +347,95 @@ type OrgStatus struct {
 	AcceptPolicy bool    `json:"accept_policy"`
 	PolicyError  string  `json:"policy_error,omitempty"`
 	Members      int     `json:"members"` // peers holding a verified certificate
+	// Join is this node's pending request to join the organisation
+	// (`tomoe org join`), if any. JoinOnly: the node does not trust the
+	// organisation yet; only its request names it (Name is the last label
+	// of the name asked for).
+	Join     *OrgJoin `json:"join,omitempty"`
+	JoinOnly bool     `json:"join_only,omitempty"`
+}
+
+// OrgJoin is a node's own pending join request.
+type OrgJoin struct {
+	Name      string   `json:"name"`
+	Groups    []string `json:"groups"`
+	Requested string   `json:"requested"` // RFC 3339
+	// Bridges: what each bridge last said of the request.
+	Bridges []OrgBridgeAnswer `json:"bridges"`
+}
+
+// OrgBridgeAnswer is what one bridge answered (or did not).
+type OrgBridgeAnswer struct {
+	Bridge string `json:"bridge"` // the bridge's public key
+	// State: held, refused, rejected (join requests); delivered, kept,
+	// no_request, refused (approvals); removed, no_request, refused
+	// (rejections); answered, partial, refused (lists); no_answer when
+	// it did not answer in time; not_sent when it could not be sent to.
+	State string `json:"state"`
+	Error string `json:"error,omitempty"`
+	Count int    `json:"count,omitempty"` // lists: requests it holds
+}
+
+// OrgJoinRequest is POST /v1/orgs/join: ask to join an organisation
+// through this node's bridges (or the one named).
+type OrgJoinRequest struct {
+	Org    string   `json:"org"` // "tomoe-org:..."
+	Name   string   `json:"name"`
+	Groups []string `json:"groups"`
+	Bridge string   `json:"bridge,omitempty"` // a bridge's public key; "": every bridge this node is registered with
+}
+
+// OrgJoinResponse says where the request went.
+type OrgJoinResponse struct {
+	Org       string            `json:"org"`
+	Name      string            `json:"name"`
+	Groups    []string          `json:"groups"`
+	Requested string            `json:"requested"`
+	Node      string            `json:"node"` // this node's key: what the key holder approves
+	Bridges   []OrgBridgeAnswer `json:"bridges"`
+}
+
+// OrgQueryRequest is POST /v1/orgs/requests and POST /v1/orgs/reject: a
+// query signed by the organisation's key ("tomoe-joinq:...", from `tomoe
+// org requests` or `tomoe org reject`).
+type OrgQueryRequest struct {
+	Query string `json:"query"`
+}
+
+// OrgRequestsResponse lists the join requests the bridges hold for an
+// organisation.
+type OrgRequestsResponse struct {
+	Org      string            `json:"org"`
+	Requests []OrgJoinItem     `json:"requests"`
+	Bridges  []OrgBridgeAnswer `json:"bridges"`
+}
+
+// OrgJoinItem is one node's request, as the bridges hold it.
+type OrgJoinItem struct {
+	Node      string   `json:"node"`
+	Address   string   `json:"address"`
+	Name      string   `json:"name"`
+	Groups    []string `json:"groups"`
+	Requested string   `json:"requested"`
+	// State: pending, approved (a certificate waits for the node to pick
+	// it up) or rejected.
+	State   string   `json:"state"`
+	Bridges []string `json:"bridges"` // the bridges that hold it
+}
+
+// OrgApproveRequest is POST /v1/orgs/approve: a certificate the
+// organisation signed for a node that asked to join.
+type OrgApproveRequest struct {
+	Cert string `json:"cert"`
+}
+
+// OrgDecisionResponse says what the bridges did with an approval or a
+// rejection.
+type OrgDecisionResponse struct {
+	Org     string            `json:"org"`
+	Node    string            `json:"node"`
+	Serial  string            `json:"serial,omitempty"`
+	Bridges []OrgBridgeAnswer `json:"bridges"`
 }
 
 // OrgCert is a node's own certificate in an organisation.
@@ -358,6 +447,9 @@ type OrgCert struct {
 	// State is valid, expired, not_yet_valid, revoked, crl_stale or invalid.
 	State string `json:"state"`
 	Error string `json:"error,omitempty"`
+	// Source: "config" ([[orgs]] cert) or "join" (received by request,
+	// kept in the node's state).
+	Source string `json:"source"`
 }
 
 // OrgDoc is an organisation document held: a revocation list (Entries)

@@ -76,6 +76,13 @@ func FuzzServerFrames(f *testing.F) {
 		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeHello, Docs: []orgsync.DocID{doc}})))
 	f.Add(orgMsg(a, orgsync.Msg{Type: orgsync.TypeGet, Doc: doc, Count: 3}),
 		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeChunk, Doc: doc, Total: 1, Data: []byte{1, 2, 3}})))
+	// Join messages: a request and its withdrawal, a query (not signed by
+	// anyone), an approval that is no certificate.
+	join := orgsync.Join{Created: now.Unix(), Name: "web1.acme", Groups: []string{"dev"}}
+	f.Add(orgMsg(a, orgsync.Msg{Type: orgsync.TypeJoin, Org: [32]byte{7}, Join: join}),
+		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeJoin, Org: [32]byte{7}, Join: orgsync.Join{Created: now.Unix(), Withdraw: true}})))
+	f.Add(orgMsg(a, orgsync.Msg{Type: orgsync.TypeJoinQuery, Data: bytes.Repeat([]byte{1}, 192)}),
+		lenPrefixed(regC, orgMsg(c, orgsync.Msg{Type: orgsync.TypeJoinCert, Data: []byte("tomoe-cert-v1\x00 not really")})))
 	f.Fuzz(func(t *testing.T, frame, stream []byte) {
 		s, err := NewServer(ServerConfig{Key: bk, Allow: []identity.PublicKey{a.Public(), c.Public()}, Sender: &discardSender{}, RelayMbit: 100, Clock: clock.NewManual(now)})
 		if err != nil {

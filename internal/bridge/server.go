@@ -122,6 +122,14 @@ type ServerStats struct {
 	OrgCertsRefused uint64 `json:"org_certs_refused"`
 	OrgPushed       uint64 `json:"org_pushed"`
 	OrgLimited      uint64 `json:"org_limited"`
+	// Join requests (server_join.go): held now, refused (limits, bad
+	// fields, stale or replayed queries, approvals that do not verify),
+	// signed queries taken, approvals passed on, rejections.
+	OrgJoins         int    `json:"org_joins"`
+	OrgJoinsRefused  uint64 `json:"org_joins_refused"`
+	OrgJoinQueries   uint64 `json:"org_join_queries"`
+	OrgJoinsApproved uint64 `json:"org_joins_approved"`
+	OrgJoinsRejected uint64 `json:"org_joins_rejected"`
 }
 
 type serverCounters struct {
@@ -213,7 +221,8 @@ type Server struct {
 
 	outs chan *relayOut // free list for HandleFrames and TCP readers
 
-	org *orgState // members' certificates and organisation documents (server_org.go)
+	org   *orgState  // members' certificates and organisation documents (server_org.go)
+	joins *joinTable // join requests (server_join.go)
 
 	stats serverCounters
 }
@@ -294,6 +303,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	s.org = newOrgState(s)
+	s.joins = newJoinTable()
 	s.keys = keycache.NewAdmitted(cfg.Key, maxCachedKeys, &s.stats.x25519)
 	s.keys.SetClock(s.clock)
 	// The admitted keys' shared keys are computed ahead by the worker, so
@@ -703,6 +713,7 @@ func (s *Server) Stats() ServerStats {
 	st.Registered = len(s.regs)
 	s.mu.RUnlock()
 	s.org.orgStats(&st)
+	s.joins.joinStats(&st)
 	s.connMu.Lock()
 	st.TCPConnsOpen = len(s.conns)
 	s.connMu.Unlock()

@@ -186,17 +186,20 @@ func (s *Server) orgMessage(from identity.PublicKey, shared *wire.SharedKey, m w
 		return // the registration went meanwhile
 	}
 	switch msg.Type {
-	case orgsync.TypeCert, orgsync.TypeHello:
+	case orgsync.TypeCert, orgsync.TypeHello, orgsync.TypeJoin, orgsync.TypeJoinQuery, orgsync.TypeJoinCert:
 		if !mb.in.Allow(now.UnixNano(), 1, orgInRate, orgInBurst) {
 			s.org.inLimited.Add(1)
 			return
 		}
 	}
-	if msg.Type == orgsync.TypeCert {
+	switch msg.Type {
+	case orgsync.TypeCert:
 		s.presentCert(mb, reg, shared, msg.Data, now)
-		return
+	case orgsync.TypeJoin, orgsync.TypeJoinQuery, orgsync.TypeJoinCert:
+		s.joinMessage(mb, shared, &msg, now)
+	case orgsync.TypeHello, orgsync.TypeGet, orgsync.TypeChunk:
+		s.org.x.Handle(mb, &msg)
 	}
-	s.org.x.Handle(mb, &msg)
 }
 
 // orgMember returns reg's member entry, making it while reg is still
@@ -241,6 +244,7 @@ func (s *Server) presentCert(mb *orgMember, reg *registration, shared *wire.Shar
 		s.logLimited(slog.LevelInfo, "bridge: certificate not kept", "peer", mb.key.String(), "err", err)
 		return
 	}
+	s.joins.joinPickedUp(cert.Org, mb.key)
 	var docs []orgsync.DocID
 	for _, k := range []orgsync.Kind{orgsync.KindCRL, orgsync.KindPolicy} {
 		if id, _, ok := o.x.Store.Get(k, cert.Org); ok {
@@ -433,4 +437,13 @@ func (o *orgState) orgStats(st *ServerStats) {
 	st.OrgCertsRefused = o.certsRefused.Load()
 	st.OrgPushed = o.pushed.Load()
 	st.OrgLimited = o.chunksLimited.Load() + o.inLimited.Load()
+}
+
+// joinStats fills the join counters of st.
+func (t *joinTable) joinStats(st *ServerStats) {
+	st.OrgJoins = int(t.held.Load())
+	st.OrgJoinsRefused = t.refused.Load()
+	st.OrgJoinQueries = t.queries.Load()
+	st.OrgJoinsApproved = t.approved.Load()
+	st.OrgJoinsRejected = t.rejected.Load()
 }

@@ -292,6 +292,7 @@ func (s *Server) Revoke(key identity.PublicKey) (bool, error) {
 		c.close()
 	}
 	s.keys.Forget(key)
+	s.joins.dropNode(key)
 	s.log.Info("bridge: key revoked", "peer", key.String())
 	return known, nil
 }

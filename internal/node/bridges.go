@@ -68,16 +68,10 @@ func (n *Node) startBridging() error {
 		Clock:          n.opts.Clock,
 		DialTCP:        n.injected().DialTCP,
 		InterfaceAddrs: n.injected().InterfaceAddrs,
-		OrgMessage: func(b identity.PublicKey, payload []byte) {
-			if n.orgs.Enabled() {
-				n.orgs.OnBridge(b, payload)
-			}
-		},
-		OnRegistered: func(b identity.PublicKey) {
-			if n.orgs.Enabled() {
-				n.orgs.BridgeRegistered(b)
-			}
-		},
+		// Even a node that trusts no organisation yet takes them: it may
+		// have asked to join one (`tomoe org join`).
+		OrgMessage:   func(b identity.PublicKey, payload []byte) { n.orgs.OnBridge(b, payload) },
+		OnRegistered: func(b identity.PublicKey) { n.orgs.BridgeRegistered(b) },
 	})
 	n.knownKeysChanged()
 	n.bind.SetFrameHandler(n.client)

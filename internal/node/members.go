@@ -9,8 +9,10 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/offers"
+	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -141,13 +143,67 @@ func (n *Node) cutPeers(keys []identity.PublicKey, reason string) {
 }
 
 // OrgsArea is the admin API's organisations: GET /v1/orgs, POST
-// /v1/orgs/push.
+// /v1/orgs/push, and enrolment by request: POST /v1/orgs/join,
+// /v1/orgs/requests, /v1/orgs/approve, /v1/orgs/reject.
 type OrgsArea struct{ *Node }
 
 // RegisterAPI implements adminapi.Area.
 func (a OrgsArea) RegisterAPI(m *adminapi.Mux) {
 	m.Get("/v1/orgs", func(ctx context.Context) (any, error) { return a.orgs.Status(), nil })
 	adminapi.Post(m, "/v1/orgs/push", func(ctx context.Context, r adminapi.OrgPushRequest) (any, error) { return a.Push(ctx, r) })
+	adminapi.Post(m, "/v1/orgs/join", func(ctx context.Context, r adminapi.OrgJoinRequest) (any, error) { return a.Join(ctx, r) })
+	adminapi.Post(m, "/v1/orgs/requests", func(ctx context.Context, r adminapi.OrgQueryRequest) (any, error) { return a.Requests(ctx, r) })
+	adminapi.Post(m, "/v1/orgs/approve", func(ctx context.Context, r adminapi.OrgApproveRequest) (any, error) { return a.Approve(ctx, r) })
+	adminapi.Post(m, "/v1/orgs/reject", func(ctx context.Context, r adminapi.OrgQueryRequest) (any, error) { return a.Reject(ctx, r) })
+}
+
+// Join is POST /v1/orgs/join: ask to join an organisation through this
+// node's bridges.
+func (a OrgsArea) Join(ctx context.Context, req adminapi.OrgJoinRequest) (adminapi.OrgJoinResponse, error) {
+	k, err := org.ParsePublicKey(req.Org)
+	if err != nil {
+		return adminapi.OrgJoinResponse{}, adminapi.BadRequest(err)
+	}
+	p := joins.JoinParams{Org: k, Name: req.Name, Groups: req.Groups}
+	if req.Bridge != "" {
+		if p.Bridge, err = identity.ParsePublicKey(req.Bridge); err != nil {
+			return adminapi.OrgJoinResponse{}, adminapi.BadRequest(fmt.Errorf("bridge: %w", err))
+		}
+	}
+	res, err := a.orgs.Joins().Join(ctx, p)
+	if err != nil {
+		return res, adminapi.BadRequest(err)
+	}
+	return res, nil
+}
+
+// Requests is POST /v1/orgs/requests: the join requests the bridges hold
+// for an organisation, asked with a query the organisation signed.
+func (a OrgsArea) Requests(ctx context.Context, req adminapi.OrgQueryRequest) (adminapi.OrgRequestsResponse, error) {
+	res, err := a.orgs.Joins().List(ctx, req.Query)
+	if err != nil {
+		return res, adminapi.BadRequest(err)
+	}
+	return res, nil
+}
+
+// Approve is POST /v1/orgs/approve: a certificate for a node that asked
+// to join, handed to the bridges.
+func (a OrgsArea) Approve(ctx context.Context, req adminapi.OrgApproveRequest) (adminapi.OrgDecisionResponse, error) {
+	res, err := a.orgs.Joins().Approve(ctx, req.Cert)
+	if err != nil {
+		return res, adminapi.BadRequest(err)
+	}
+	return res, nil
+}
+
+// Reject is POST /v1/orgs/reject: a rejection the organisation signed.
+func (a OrgsArea) Reject(ctx context.Context, req adminapi.OrgQueryRequest) (adminapi.OrgDecisionResponse, error) {
+	res, err := a.orgs.Joins().Reject(ctx, req.Query)
+	if err != nil {
+		return res, adminapi.BadRequest(err)
+	}
+	return res, nil
 }
 
 // Push is POST /v1/orgs/push: a revocation list or organisation policy

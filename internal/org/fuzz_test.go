@@ -95,3 +95,27 @@ func FuzzParsePolicyDoc(f *testing.F) {
 		_ = d.Verify(s.Public())
 	})
 }
+
+func FuzzParseJoinQuery(f *testing.F) {
+	s := fuzzSigner(f)
+	q, err := s.SignJoinQuery(JoinReject, identity.PublicKey{1}, identity.PublicKey{2}, t0)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(q.Binary())
+	f.Add([]byte(joinQueryMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := DecodeJoinQuery(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(d.Binary(), b) {
+			t.Fatalf("re-encoding differs")
+		}
+		p, err := ParseJoinQuery(d.Text())
+		if err != nil || !bytes.Equal(p.Binary(), b) {
+			t.Fatalf("text round trip: %v", err)
+		}
+		_ = d.Verify(t0)
+	})
+}

@@ -6,8 +6,9 @@
 // knows nothing of signatures: a document is opaque bytes named by its
 // kind, its organisation's key and its version, and the receiver verifies
 // a document once it is whole (package org) before it keeps or passes it
-// on. Everything here is pure except the Store and the Assembler, which
-// are safe for concurrent use.
+// on. The join messages (join.go) carry enrolment by request between a
+// node and its bridges. Everything here is pure except the Store and the
+// Assembler, which are safe for concurrent use.
 //
 // Each message fits one datagram of the minimum overlay MTU (1,280 bytes:
 // 1,232 bytes of UDP payload), so none is ever fragmented.
@@ -89,6 +90,13 @@ func (d DocID) Same(o DocID) bool { return d.Kind == o.Kind && d.Org == o.Org }
 //	Cert:  Data (one certificate)
 //	Get:   Doc, Index, Count
 //	Chunk: Doc, Index, Total, Data
+//	Join:      Org, Join (Created, Withdraw, Name, Groups)
+//	JoinAck:   Org, Echo, Status, Join.Node, Text
+//	JoinQuery: Data (a signed query)
+//	JoinItem:  Org, Echo, Index, Total, Join (unless Total is 0)
+//	JoinCert:  Data (one certificate)
+//
+// (join.go says what the join messages are for.)
 type Msg struct {
 	Type      Type
 	WantCerts bool
@@ -96,8 +104,14 @@ type Msg struct {
 	Doc       DocID
 	Index     uint16
 	Count     uint16 // Get: how many chunks from Index
-	Total     uint16 // Chunk: how many chunks the document has
+	Total     uint16 // Chunk: how many chunks the document has; JoinItem: how many requests
 	Data      []byte
+
+	Org    [32]byte // join messages: the organisation's public key
+	Echo   uint64   // JoinAck: the request's Created, the certificate's serial or the query's nonce; JoinItem: the query's nonce
+	Status JoinStatus
+	Text   string
+	Join   Join
 }
 
 var errMalformed = errors.New("malformed organisation sync message")
@@ -141,6 +155,47 @@ func (m *Msg) Marshal() ([]byte, error) {
 		b = binary.BigEndian.AppendUint16(b, m.Total)
 		b = binary.BigEndian.AppendUint16(b, uint16(len(m.Data)))
 		b = append(b, m.Data...)
+	case TypeJoin:
+		if m.Join.State != 0 || (!m.Join.Withdraw && !joinOK(&m.Join)) || (m.Join.Withdraw && (m.Join.Name != "" || len(m.Join.Groups) != 0)) {
+			return nil, fmt.Errorf("join request: name of 1..%d bytes, at most %d groups of %d bytes in all; a withdrawal names neither", MaxJoinName, MaxJoinGroups, MaxJoinGroupsBytes)
+		}
+		b = append(b, m.Org[:]...)
+		b = appendJoinBody(b, &m.Join)
+	case TypeJoinAck:
+		if m.Status == 0 || m.Status > joinStatusMax || len(m.Text) > MaxJoinText {
+			return nil, fmt.Errorf("join answer with status %d and %d bytes of text", m.Status, len(m.Text))
+		}
+		b = append(b, m.Org[:]...)
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
+		b = append(b, byte(m.Status))
+		b = append(b, m.Join.Node[:]...)
+		b = appendStr8(b, m.Text)
+	case TypeJoinQuery, TypeJoinCert:
+		limit := MaxJoinQuery
+		if m.Type == TypeJoinCert {
+			limit = MaxCert
+		}
+		if len(m.Data) == 0 || len(m.Data) > limit {
+			return nil, fmt.Errorf("join message of %d bytes: 1..%d", len(m.Data), limit)
+		}
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m.Data)))
+		b = append(b, m.Data...)
+	case TypeJoinItem:
+		if m.Total == 0 {
+			if m.Index != 0 {
+				return nil, fmt.Errorf("empty join list with index %d", m.Index)
+			}
+		} else if m.Index >= m.Total || m.Join.Withdraw || m.Join.State == 0 || m.Join.State > JoinDeclined || !joinOK(&m.Join) {
+			return nil, fmt.Errorf("join list item %d of %d: out of bounds", m.Index, m.Total)
+		}
+		b = append(b, m.Org[:]...)
+		b = binary.BigEndian.AppendUint64(b, m.Echo)
+		b = binary.BigEndian.AppendUint16(b, m.Index)
+		b = binary.BigEndian.AppendUint16(b, m.Total)
+		if m.Total > 0 {
+			b = append(b, m.Join.Node[:]...)
+			b = appendJoinBody(b, &m.Join)
+		}
 	default:
 		return nil, fmt.Errorf("unknown message type %d", m.Type)
 	}
@@ -229,6 +284,75 @@ func Unmarshal(b []byte) (Msg, error) {
 		if m.Data = take(int(n)); m.Data == nil {
 			return Msg{}, errMalformed
 		}
+	case TypeJoin:
+		o := take(32)
+		if o == nil {
+			return Msg{}, errMalformed
+		}
+		m.Org = [32]byte(o)
+		if !joinBody(take, &m.Join) || m.Join.State != 0 {
+			return Msg{}, errMalformed
+		}
+		if m.Join.Withdraw {
+			if m.Join.Name != "" || len(m.Join.Groups) != 0 {
+				return Msg{}, errMalformed
+			}
+		} else if !joinOK(&m.Join) {
+			return Msg{}, errMalformed
+		}
+	case TypeJoinAck:
+		h := take(32 + 8 + 1 + 32 + 1)
+		if h == nil {
+			return Msg{}, errMalformed
+		}
+		m.Org = [32]byte(h[:32])
+		m.Echo = binary.BigEndian.Uint64(h[32:40])
+		m.Status = JoinStatus(h[40])
+		m.Join.Node = [32]byte(h[41:73])
+		n := int(h[73])
+		if m.Status == 0 || m.Status > joinStatusMax || n > MaxJoinText {
+			return Msg{}, errMalformed
+		}
+		t := take(n)
+		if t == nil && n > 0 {
+			return Msg{}, errMalformed
+		}
+		m.Text = string(t)
+	case TypeJoinQuery, TypeJoinCert:
+		limit := MaxJoinQuery
+		if m.Type == TypeJoinCert {
+			limit = MaxCert
+		}
+		n, ok := u16()
+		if !ok || n == 0 || int(n) > limit {
+			return Msg{}, errMalformed
+		}
+		if m.Data = take(int(n)); m.Data == nil {
+			return Msg{}, errMalformed
+		}
+	case TypeJoinItem:
+		h := take(32 + 8 + 2 + 2)
+		if h == nil {
+			return Msg{}, errMalformed
+		}
+		m.Org = [32]byte(h[:32])
+		m.Echo = binary.BigEndian.Uint64(h[32:40])
+		m.Index = binary.BigEndian.Uint16(h[40:42])
+		m.Total = binary.BigEndian.Uint16(h[42:44])
+		if m.Total == 0 {
+			if m.Index != 0 {
+				return Msg{}, errMalformed
+			}
+			break
+		}
+		node := take(32)
+		if node == nil || m.Index >= m.Total || !joinBody(take, &m.Join) {
+			return Msg{}, errMalformed
+		}
+		m.Join.Node = [32]byte(node)
+		if m.Join.Withdraw || m.Join.State == 0 || m.Join.State > JoinDeclined || !joinOK(&m.Join) {
+			return Msg{}, errMalformed
+		}
 	default:
 		return Msg{}, errMalformed
 	}
@@ -254,7 +378,8 @@ func Chunk(id DocID, doc []byte, i int) (Msg, bool) {
 // Equal reports whether two messages are the same.
 func (m *Msg) Equal(o *Msg) bool {
 	if m.Type != o.Type || m.WantCerts != o.WantCerts || m.Doc != o.Doc || m.Index != o.Index ||
-		m.Count != o.Count || m.Total != o.Total || !bytes.Equal(m.Data, o.Data) || len(m.Docs) != len(o.Docs) {
+		m.Count != o.Count || m.Total != o.Total || !bytes.Equal(m.Data, o.Data) || len(m.Docs) != len(o.Docs) ||
+		m.Org != o.Org || m.Echo != o.Echo || m.Status != o.Status || m.Text != o.Text || !m.Join.equal(&o.Join) {
 		return false
 	}
 	for i := range m.Docs {

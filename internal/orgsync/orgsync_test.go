@@ -179,6 +179,10 @@ func FuzzUnmarshal(f *testing.F) {
 		b, _ := m.Marshal()
 		f.Add(b)
 	}
+	for _, m := range joinMsgs() {
+		b, _ := m.Marshal()
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := Unmarshal(b)
 		if err != nil {

@@ -51,7 +51,12 @@ func (l *Lab) NewNode(name string, h *vnet.Host) *Node {
 	if err := os.WriteFile(filepath.Join(dir, "node.key"), []byte(k.Base64()), 0o600); err != nil {
 		l.t.Fatal(err)
 	}
-	return &Node{Name: name, Host: h, Key: k, Dir: dir, lab: l}
+	n := &Node{Name: name, Host: h, Key: k, Dir: dir, lab: l}
+	// Stopped before its directory goes (cleanups run last registered
+	// first, and the Lab's own runs after every TempDir's): a node still
+	// running could write its state there while it is removed.
+	l.t.Cleanup(n.Stop)
+	return n
 }
 
 // Public is the node's public key.

@@ -14,7 +14,8 @@ import (
 
 // addNodeCmds adds the organisation commands that talk to a running
 // node (through Env.Client) to the offline ones: `tomoe org status`,
-// `tomoe org crl push` and `tomoe org policy push`.
+// `tomoe org crl push`, `tomoe org policy push`, and enrolment by request
+// (join.go).
 func addNodeCmds(g *Env, cmds []*cobra.Command) {
 	for _, c := range cmds {
 		if c.Name() != "org" {
@@ -35,8 +36,20 @@ func addNodeCmds(g *Env, cmds []*cobra.Command) {
 				}
 				for _, o := range out {
 					fmt.Fprintf(g.Stdout, "%s  %s  members seen: %d\n", o.Name, o.PublicKey, o.Members)
+					if o.JoinOnly {
+						fmt.Fprintln(g.Stdout, "  not trusted yet: only this node's request to join names it")
+					}
+					if j := o.Join; j != nil {
+						fmt.Fprintf(g.Stdout, "  join request: %s groups %s, of %s\n", j.Name, orNone(j.Groups), j.Requested)
+						for _, a := range j.Bridges {
+							fmt.Fprintf(g.Stdout, "    bridge %s: %s %s\n", a.Bridge, a.State, a.Error)
+						}
+					}
+					if o.JoinOnly {
+						continue
+					}
 					if o.Cert != nil {
-						fmt.Fprintf(g.Stdout, "  certificate: %s groups %s serial %s until %s: %s %s\n", o.Cert.Name, strings.Join(o.Cert.Groups, ","), o.Cert.Serial, o.Cert.NotAfter, o.Cert.State, o.Cert.Error)
+						fmt.Fprintf(g.Stdout, "  certificate (%s): %s groups %s serial %s until %s: %s %s\n", o.Cert.Source, o.Cert.Name, strings.Join(o.Cert.Groups, ","), o.Cert.Serial, o.Cert.NotAfter, o.Cert.State, o.Cert.Error)
 					} else {
 						fmt.Fprintln(g.Stdout, "  certificate: none (verifies others only)")
 					}
@@ -57,6 +70,7 @@ func addNodeCmds(g *Env, cmds []*cobra.Command) {
 		}
 		status.Flags().BoolVar(&statusJSON, "json", false, "print JSON")
 		c.AddCommand(status)
+		c.AddCommand(joinCmds(g)...)
 		push := func(use, what string) *cobra.Command {
 			cmd := &cobra.Command{
 				Use:   use + " FILE|- [--json]",

@@ -1,8 +1,10 @@
 // Package orgcmd is organisations on the command line: offline, `tomoe
 // org init|public|crl show` and `tomoe cert sign|show|revoke`, which read
 // and write key, certificate and list files; and, through the running
-// node's admin API, `tomoe org status|crl push|policy push` (node.go). Package cli adds its commands to the root and
-// turns an error's ExitCode into the exit status.
+// node's admin API, `tomoe org status|crl push|policy push` (node.go) and
+// enrolment by request, `tomoe org join|requests|approve|reject`
+// (join.go). Package cli adds its commands to the root and turns an
+// error's ExitCode into the exit status.
 package orgcmd
 
 import (

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -17,7 +18,7 @@ import (
 // verifyDoc is the Exchanger's check of a whole document.
 func (e *Engine) verifyDoc(id orgsync.DocID, doc []byte) error {
 	key := org.PublicKey(id.Org)
-	o := e.orgs[key]
+	o := e.org(key)
 	if o == nil {
 		return errNoOrg
 	}
@@ -54,7 +55,7 @@ func (e *Engine) verifyDoc(id orgsync.DocID, doc []byte) error {
 // then it is saved and announced to every peer with a session and every
 // bridge, so that it spreads within seconds.
 func (e *Engine) fresh(id orgsync.DocID, doc []byte) {
-	o := e.orgs[org.PublicKey(id.Org)]
+	o := e.org(org.PublicKey(id.Org))
 	switch id.Kind {
 	case orgsync.KindCRL:
 		l, err := org.DecodeCRL(doc)
@@ -196,18 +197,27 @@ func PolicyRules(d *org.PolicyDoc) ([]policy.Rule, error) {
 	return out, nil
 }
 
-// stateFile is the on-disk form of the documents held.
+// stateFile is the on-disk form of the documents held, and of what this
+// node asked for and got by request (join.go). Version 2 adds Joined and
+// Requests; it is written only when they are not empty, so that an older
+// build, which would drop them unseen, refuses the file instead.
 type stateFile struct {
-	Version   int      `json:"version"`
-	Documents []string `json:"documents"` // text forms
+	Version   int           `json:"version"`
+	Documents []string      `json:"documents"`          // text forms
+	Joined    []string      `json:"joined,omitempty"`   // this node's certificates received by request, text forms
+	Requests  []joins.Saved `json:"requests,omitempty"` // this node's pending join requests
 }
+
+const stateVersionJoins = 2
 
 func (e *Engine) file() statefile.File {
-	return statefile.File{Path: e.cfg.StateFile, What: "organisation documents", Forget: "the revocation lists and organisation policies this node received (peers and bridges send them again)"}
+	return statefile.File{Path: e.cfg.StateFile, What: "organisation state", MaxVersion: stateVersionJoins,
+		Forget: "the revocation lists and organisation policies this node received (peers and bridges send them again), and the certificates it received and requests it made with `tomoe org join` (make them again)"}
 }
 
-// load reads the documents kept in the state file, verifies each and
-// installs it.
+// load reads the state file: the certificates this node received by
+// request (its organisations), the documents (each verified and
+// installed), and its pending requests.
 func (e *Engine) load() error {
 	if e.cfg.StateFile == "" {
 		return nil
@@ -217,12 +227,34 @@ func (e *Engine) load() error {
 	if err != nil || !found {
 		return err
 	}
+	for i, text := range st.Joined {
+		c, err := org.ParseCert(text)
+		if err != nil {
+			return e.file().Corrupt(fmt.Errorf("joined[%d]: %v", i, err))
+		}
+		if c.Node != e.cfg.Self {
+			e.log.Warn("kept certificate is for another node key; dropped", "name", c.Name, "node", c.Node.ShortString())
+			continue
+		}
+		if err := c.Verify(c.Org, e.clock.Now()); err != nil && !errors.Is(err, org.ErrExpired) && !errors.Is(err, org.ErrNotYetValid) {
+			e.log.Warn("kept certificate does not verify; dropped", "name", c.Name, "err", err)
+			continue
+		}
+		set, err := e.withJoined(e.set.Load(), c)
+		if err != nil {
+			e.log.Warn("kept certificate not installed", "name", c.Name, "err", err)
+			continue
+		}
+		e.set.Store(set)
+		e.log.Info("organisation joined by request", "org", c.OrgName, "name", c.Name, "serial", c.SerialString())
+	}
+	e.joins.Load(st.Requests)
 	for i, text := range st.Documents {
 		id, doc, err := decodeText(text)
 		if err != nil {
 			return e.file().Corrupt(fmt.Errorf("documents[%d]: %v", i, err))
 		}
-		o := e.orgs[org.PublicKey(id.Org)]
+		o := e.org(org.PublicKey(id.Org))
 		if o == nil {
 			continue // the organisation left the config
 		}
@@ -249,7 +281,18 @@ func (e *Engine) save() error {
 	if e.cfg.StateFile == "" {
 		return nil
 	}
+	e.saveMu.Lock()
+	defer e.saveMu.Unlock()
 	st := stateFile{Version: statefile.Version, Documents: []string{}}
+	for _, o := range e.orgList() {
+		if o.Joined && o.Cert != nil {
+			st.Joined = append(st.Joined, o.Cert.Text())
+		}
+	}
+	st.Requests = e.joins.Saved()
+	if len(st.Joined) > 0 || len(st.Requests) > 0 {
+		st.Version = stateVersionJoins
+	}
 	for _, id := range e.store.Held() {
 		_, doc, ok := e.store.Get(id.Kind, id.Org)
 		if !ok {
@@ -307,7 +350,7 @@ func (e *Engine) Push(text string) (PushResult, error) {
 	if err != nil {
 		return PushResult{}, err
 	}
-	o := e.orgs[org.PublicKey(id.Org)]
+	o := e.org(org.PublicKey(id.Org))
 	if o == nil {
 		return PushResult{}, fmt.Errorf("%s of organisation %s: %w", id.Kind, org.PublicKey(id.Org), errNoOrg)
 	}

@@ -20,6 +20,11 @@
 // whose newest list is older than that has its certificates refused (fail
 // closed) until a fresh list arrives.
 //
+// The organisations trusted are the config's [[orgs]] and those this node
+// joined by request (`tomoe org join`, package joins): a certificate that
+// came back approved is kept in the state file and trusted as if the
+// config named its organisation (joined.go).
+//
 // Locks: the Engine's lock guards its tables only; it is never held while
 // calling the Node, which takes its own locks.
 package orgs
@@ -36,6 +41,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -78,7 +84,35 @@ type Org struct {
 	CRLMaxAge time.Duration
 	// AcceptPolicy: this node applies the organisation's policy documents.
 	AcceptPolicy bool
+	// Joined: Cert came by request (`tomoe org join`) and is kept in the
+	// state file, not in the config.
+	Joined bool
 }
+
+// orgSet is the organisations trusted, by key and by name, in config
+// order (joined ones after).
+type orgSet struct {
+	list   []*Org
+	byKey  map[org.PublicKey]*Org
+	byName map[string]*Org
+}
+
+func newOrgSet(list []*Org) (*orgSet, error) {
+	s := &orgSet{list: list, byKey: make(map[org.PublicKey]*Org, len(list)), byName: make(map[string]*Org, len(list))}
+	for i, o := range list {
+		if s.byKey[o.Key] != nil || s.byName[o.Name] != nil {
+			return nil, fmt.Errorf("orgs[%d] %s: listed twice (by name or public key)", i, o.Name)
+		}
+		s.byKey[o.Key], s.byName[o.Name] = o, o
+	}
+	return s, nil
+}
+
+// org returns the trusted organisation with key k, or nil.
+func (e *Engine) org(k org.PublicKey) *Org { return e.set.Load().byKey[k] }
+
+// orgList returns the trusted organisations.
+func (e *Engine) orgList() []*Org { return e.set.Load().list }
 
 // Config configures the engine.
 type Config struct {
@@ -106,13 +140,16 @@ const (
 
 // Engine is the node's membership of its organisations.
 type Engine struct {
-	cfg    Config
-	node   Node
-	log    *slog.Logger
-	clock  clock.Clock
-	orgs   map[org.PublicKey]*Org
-	byName map[string]*Org
+	cfg   Config
+	node  Node
+	log   *slog.Logger
+	clock clock.Clock
+	// set is the organisations this node trusts: those of the config and
+	// those it joined by request (join.go). It is replaced, never changed,
+	// on the engine's goroutine; anyone reads it.
+	set atomic.Pointer[orgSet]
 
+	joins *joins.Requests // this node's requests to join organisations (joined.go)
 	x     *orgsync.Exchanger
 	store *orgsync.Store
 	queue chan inbound
@@ -129,6 +166,8 @@ type Engine struct {
 	policyErr   map[org.PublicKey]string
 	stale       map[org.PublicKey]bool
 	dirty       bool // certificates changed: rebuild once the queue is drained
+
+	saveMu sync.Mutex // serializes writes of the state file
 
 	dir     atomic.Pointer[policy.Directory]
 	members atomic.Pointer[map[netip.Addr][]Membership]
@@ -163,7 +202,6 @@ type inbound struct {
 func New(cfg Config, node Node) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, node: node, log: cfg.Log, clock: clock.Or(cfg.Clock),
-		orgs: make(map[org.PublicKey]*Org), byName: make(map[string]*Org),
 		store: orgsync.NewStore(), queue: make(chan inbound, queueLen),
 		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]time.Time),
 		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time),
@@ -174,16 +212,20 @@ func New(cfg Config, node Node) (*Engine, error) {
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
+	list := make([]*Org, len(cfg.Orgs))
 	for i := range cfg.Orgs {
-		o := &cfg.Orgs[i]
-		if e.orgs[o.Key] != nil || e.byName[o.Name] != nil {
-			return nil, fmt.Errorf("orgs[%d] %s: listed twice (by name or public key)", i, o.Name)
-		}
-		e.orgs[o.Key], e.byName[o.Name] = o, o
+		o := cfg.Orgs[i]
+		list[i] = &o
 	}
+	set, err := newOrgSet(list)
+	if err != nil {
+		return nil, err
+	}
+	e.set.Store(set)
+	e.joins = joins.New(cfg.Self, joinHost{e}, e.log, e.clock, cfg.Done)
 	e.x = orgsync.NewExchanger(e.store)
 	e.x.Now = e.clock.Now
-	e.x.Accept = func(id orgsync.DocID) bool { return e.orgs[org.PublicKey(id.Org)] != nil }
+	e.x.Accept = func(id orgsync.DocID) bool { return e.org(org.PublicKey(id.Org)) != nil }
 	e.x.Verify = e.verifyDoc
 	e.x.Fresh = e.fresh
 	if err := e.load(); err != nil {
@@ -195,7 +237,7 @@ func New(cfg Config, node Node) (*Engine, error) {
 }
 
 // Enabled reports whether the config names any organisation.
-func (e *Engine) Enabled() bool { return e != nil && len(e.orgs) > 0 }
+func (e *Engine) Enabled() bool { return e != nil && len(e.orgList()) > 0 }
 
 // IsMember reports whether addr holds a verified certificate of some
 // organisation (lock-free: the admission path asks).
@@ -339,11 +381,14 @@ func (e *Engine) handle(in inbound) {
 	case in.greet.IsValid():
 		e.greet(in.greet, false)
 	case in.reg:
-		ch := e.bridgeChan(in.bridge)
-		for _, c := range e.ownCerts() {
-			ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+		if e.Enabled() {
+			ch := e.bridgeChan(in.bridge)
+			for _, c := range e.ownCerts() {
+				ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+			}
+			ch.Send(e.x.Hello(false))
 		}
-		ch.Send(e.x.Hello(false))
+		e.joins.Registered(in.bridge)
 	case in.src.IsValid():
 		m, err := orgsync.Unmarshal(in.payload)
 		if err != nil {
@@ -368,6 +413,7 @@ func (e *Engine) handle(in inbound) {
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
+	e.joins.Tick(now)
 	var cut, settled []identity.PublicKey
 	e.mu.Lock()
 	for k, until := range e.pending {

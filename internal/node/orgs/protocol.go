@@ -98,7 +98,7 @@ func (e *Engine) bridgeChan(k identity.PublicKey) *bridgeChan {
 // ownCerts returns this node's certificates.
 func (e *Engine) ownCerts() []*org.Cert {
 	var out []*org.Cert
-	for _, o := range e.cfg.Orgs {
+	for _, o := range e.orgList() {
 		if o.Cert != nil {
 			out = append(out, o.Cert)
 		}
@@ -192,6 +192,9 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 }
 
 func (e *Engine) fromBridge(bridge identity.PublicKey, m *orgsync.Msg) {
+	if e.joins.Handle(bridge, m) {
+		return
+	}
 	ch := e.bridgeChan(bridge)
 	if m.Type == orgsync.TypeCert {
 		c, err := org.DecodeCert(m.Data)
@@ -209,7 +212,7 @@ func (e *Engine) fromBridge(bridge identity.PublicKey, m *orgsync.Msg) {
 
 // check verifies c as this node accepts certificates now.
 func (e *Engine) check(c *org.Cert, now time.Time) (*Org, error) {
-	o := e.orgs[c.Org]
+	o := e.org(c.Org)
 	if o == nil {
 		return nil, errNoOrg
 	}
@@ -341,7 +344,7 @@ func (e *Engine) rebuild() {
 // selfMembers are this node's own valid memberships.
 func (e *Engine) selfMembers(now time.Time) []policy.Member {
 	var out []policy.Member
-	for _, o := range e.cfg.Orgs {
+	for _, o := range e.orgList() {
 		if o.Cert == nil {
 			continue
 		}
@@ -375,7 +378,7 @@ func (e *Engine) checkStale() bool {
 	changed := false
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for k, o := range e.orgs {
+	for k, o := range e.set.Load().byKey {
 		if o.CRLMaxAge <= 0 {
 			continue
 		}

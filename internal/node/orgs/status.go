@@ -23,17 +23,21 @@ func (e *Engine) Status() []adminapi.OrgStatus {
 			}
 		}
 	}
-	out := make([]adminapi.OrgStatus, 0, len(e.cfg.Orgs))
-	for _, o := range e.cfg.Orgs {
+	list := e.orgList()
+	out := make([]adminapi.OrgStatus, 0, len(list))
+	for _, o := range list {
 		e.mu.Lock()
 		crl, pol, stale, perr := e.crls[o.Key], e.policies[o.Key], e.stale[o.Key], e.policyErr[o.Key]
 		e.mu.Unlock()
-		st := adminapi.OrgStatus{Name: o.Name, PublicKey: o.Key.String(), CRLStale: stale, AcceptPolicy: o.AcceptPolicy, PolicyError: perr, Members: members[o.Name]}
+		st := adminapi.OrgStatus{Name: o.Name, PublicKey: o.Key.String(), CRLStale: stale, AcceptPolicy: o.AcceptPolicy, PolicyError: perr, Members: members[o.Name], Join: e.joins.Status(o.Key)}
 		if o.CRLMaxAge > 0 {
 			st.CRLMaxAge = o.CRLMaxAge.String()
 		}
 		if c := o.Cert; c != nil {
-			oc := &adminapi.OrgCert{Name: c.Name, Groups: c.Groups, Serial: c.SerialString(), NotAfter: c.NotAfter.UTC().Format(time.RFC3339), State: "valid"}
+			oc := &adminapi.OrgCert{Name: c.Name, Groups: c.Groups, Serial: c.SerialString(), NotAfter: c.NotAfter.UTC().Format(time.RFC3339), State: "valid", Source: "config"}
+			if o.Joined {
+				oc.Source = "join"
+			}
 			if oc.Groups == nil {
 				oc.Groups = []string{}
 			}
@@ -62,7 +66,7 @@ func (e *Engine) Status() []adminapi.OrgStatus {
 		}
 		out = append(out, st)
 	}
-	return out
+	return append(out, e.joins.Untrusted()...)
 }
 
 // Counters are the engine's message counters.
