@@ -31,7 +31,6 @@ import (
 // revocation list's text form is under 700 KiB.
 const maxInput = 1 << 20
 
-
 // ExitError carries the exit status a command's failure calls for.
 type ExitError = cmdutil.ExitError
 
