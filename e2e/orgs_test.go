@@ -1,0 +1,610 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/testnet"
+)
+
+// orgKey is an organisation made with `tomoe org init`.
+type orgKey struct {
+	name, file, pub string
+}
+
+func newOrgKey(t *testing.T, dir, name string) orgKey {
+	t.Helper()
+	file := filepath.Join(dir, name+".key")
+	pub := strings.TrimSpace(mustRun(t, "org", "init", "--name", name, "--out", file))
+	if !strings.HasPrefix(pub, "tomoe-org:") {
+		t.Fatalf("org init printed %q, want the organisation's public key", pub)
+	}
+	return orgKey{name: name, file: file, pub: pub}
+}
+
+// sign makes n's certificate with `tomoe cert sign`, in n's directory,
+// and returns its file and serial.
+func (o orgKey) sign(t *testing.T, n *nodeDir, name, groups string) (file, serial string) {
+	t.Helper()
+	file = filepath.Join(n.dir, o.name+".cert")
+	mustRun(t, "cert", "sign", "--org-key", o.file, "--node", n.pub().String(), "--name", name, "--groups", groups, "--ttl", "1d", "--out", file)
+	var shown struct {
+		Name     string `json:"name"`
+		Serial   string `json:"serial"`
+		Verified *bool  `json:"verified"`
+	}
+	jsonOut(t, &shown, "cert", "show", file, "--org", o.pub)
+	if shown.Name != name || shown.Verified == nil || !*shown.Verified {
+		t.Fatalf("cert show %s: %+v", file, shown)
+	}
+	return file, shown.Serial
+}
+
+// block is the node's [[orgs]] entry: cert "" for a node that only
+// verifies others.
+func (o orgKey) block(cert, extra string) string {
+	s := fmt.Sprintf("[[orgs]]\nname = %q\npublic_key = %q\n", o.name, o.pub)
+	if cert != "" {
+		s += fmt.Sprintf("cert = %q\n", cert)
+	}
+	return s + extra
+}
+
+// ruleBlock is a [[policy.allow]] or [[policy.deny]] table; to may be "".
+func ruleBlock(action, from, to, proto, ports string) string {
+	s := fmt.Sprintf("[[policy.%s]]\nfrom = %q\nproto = %q\n", action, from, proto)
+	if ports != "" {
+		s += fmt.Sprintf("ports = %q\n", ports)
+	}
+	if to != "" {
+		s += fmt.Sprintf("to = %q\n", to)
+	}
+	return s
+}
+
+// orgs is the node's `tomoe org status --json`, by organisation name.
+func (k *kernelNode) orgs(t *testing.T) map[string]adminapi.OrgStatus {
+	t.Helper()
+	var all []adminapi.OrgStatus
+	k.cliJSON(t, &all, "org", "status")
+	out := map[string]adminapi.OrgStatus{}
+	for _, o := range all {
+		out[o.Name] = o
+	}
+	return out
+}
+
+func (k *kernelNode) orgStatus(t *testing.T, name string) adminapi.OrgStatus {
+	t.Helper()
+	st, ok := k.orgs(t)[name]
+	if !ok {
+		t.Fatalf("%s: organisation %s not in org status", k.name, name)
+	}
+	return st
+}
+
+func (k *kernelNode) crlVersion(t *testing.T, orgName string) uint64 {
+	if c := k.orgStatus(t, orgName).CRL; c != nil {
+		return c.Version
+	}
+	return 0
+}
+
+func (k *kernelNode) peerList(t *testing.T) []adminapi.Peer {
+	t.Helper()
+	var peers []adminapi.Peer
+	k.cliJSON(t, &peers, "peers")
+	return peers
+}
+
+func (k *kernelNode) peerOf(t *testing.T, addr string) (adminapi.Peer, bool) {
+	for _, p := range k.peerList(t) {
+		if p.Address == addr {
+			return p, true
+		}
+	}
+	return adminapi.Peer{}, false
+}
+
+// reach opens a TCP connection from k to addr:port (an overlay address or
+// an IPv4 address behind a gateway) and checks an echo; the connection
+// stays open until the test ends.
+func (k *kernelNode) reach(t *testing.T, addr string, port int) net.Conn {
+	t.Helper()
+	c, err := k.dialAny(addr, port, 10*time.Second)
+	if err != nil {
+		t.Fatalf("%s -> %s:%d: %v", k.name, addr, port, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if err := testnet.RoundTrip(c, fmt.Sprintf("%s to %s:%d", k.name, addr, port), 5*time.Second); err != nil {
+		t.Fatalf("%s -> %s:%d: %v", k.name, addr, port, err)
+	}
+	return c
+}
+
+// refused checks that k cannot open a TCP connection to addr:port: the
+// policy drops the SYN, so the dial times out. Callers first show that k
+// reaches that node at all, so the timeout is the policy's doing.
+func (k *kernelNode) refused(t *testing.T, addr string, port int, why string) {
+	t.Helper()
+	if c, err := k.dialAny(addr, port, 2*time.Second); err == nil {
+		c.Close()
+		t.Fatalf("%s -> %s:%d connected; %s", k.name, addr, port, why)
+	}
+}
+
+func (k *kernelNode) dialAny(addr string, port int, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	k.host.Do(func() { c, err = net.DialTimeout("tcp", net.JoinHostPort(addr, fmt.Sprint(port)), timeout) })
+	return c, err
+}
+
+// TestOrgNetwork runs the organisations of issue 11 with the real binary
+// in network namespaces: five kernel-mode nodes in two organisations and a
+// bridge, on one Ethernet segment, and an office LAN behind a gateway.
+//
+//   - acme: server (server.acme, group servers), alice (alice@dev.acme,
+//     dev), mallory (mallory@dev.acme, dev), gw (gw.acme, gateways).
+//   - globex: bob (bob@ops.globex, ops), gw (gw.globex, gateways): gw is in
+//     both, with a certificate in each.
+//
+// The server has no bridge: alice, mallory and bob know it as a static
+// peer; it knows nobody and admits them by their certificates. gw knows
+// only the bridge, and nothing talks to it until after the revocation: a
+// list that reaches the server came through a peer session, one that
+// reaches gw came through the bridge. gw offers two office subnets, and
+// refuses acme's certificates while its newest acme list is older than
+// crl_max_age.
+func TestOrgNetwork(t *testing.T) {
+	testnet.RequireRoot(t)
+	testnet.RequireNftables(t) // gw masquerades into the office
+	top := t
+	lan := testnet.NewLAN(t, "bridge", "server", "alice", "mallory", "bob", "gw")
+	node := func(name string) *kernelNode {
+		return &kernelNode{nodeDir: newNodeDir(t, name), host: lan.Hosts[name]}
+	}
+	br := node("bridge")
+	server, alice, mallory, bob, gw := node("server"), node("alice"), node("mallory"), node("bob"), node("gw")
+
+	// The administrators' side: two organisations, six certificates.
+	adminDir := t.TempDir()
+	acme, globex := newOrgKey(t, adminDir, "acme"), newOrgKey(t, adminDir, "globex")
+	serverCert, _ := acme.sign(t, server.nodeDir, "server.acme", "servers")
+	aliceCert, _ := acme.sign(t, alice.nodeDir, "alice@dev.acme", "dev")
+	malloryCert, mallorySerial := acme.sign(t, mallory.nodeDir, "mallory@dev.acme", "dev")
+	gwAcmeCert, _ := acme.sign(t, gw.nodeDir, "gw.acme", "gateways")
+	bobCert, _ := globex.sign(t, bob.nodeDir, "bob@ops.globex", "ops")
+	gwGlobexCert, _ := globex.sign(t, gw.nodeDir, "gw.globex", "gateways")
+
+	// The bridge runs in userspace mode and holds no organisation key: it
+	// carries certificates and lists, and checks their signatures.
+	var allow strings.Builder
+	for _, n := range []*kernelNode{alice, mallory, bob, gw} {
+		fmt.Fprintf(&allow, "[[bridge.allow]]\npublic_key = %q\n", n.pub())
+	}
+	br.write(t, "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:4610\"\n[bridge]\nenable = true\n"+allow.String())
+	br.proc = br.host.Start(t, "bridge", tomoeBin, "up", "-c", br.config())
+	br.waitReady(t, func() bool { return !br.proc.Exited() })
+	join := bridgeBlock(br.nodeDir, br.endpoint(), "")
+
+	// server: developers on tcp/7 and 9, globex's ops people on 8; never
+	// mallory on 9 (deny beats allow).
+	server.body = acme.block(serverCert, "") + globex.block("", "") +
+		ruleBlock("allow", "group:acme/dev", "", "tcp", "7,9") +
+		ruleBlock("allow", "name:*@ops.globex", "", "tcp", "8") +
+		ruleBlock("deny", "name:mallory*", "", "tcp", "9")
+	alice.tun, bob.tun, gw.tun = "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n"
+	alice.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(aliceCert, "")
+	mallory.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(malloryCert, "")
+	bob.body = join + peerBlock(server.nodeDir, server.endpoint()) + globex.block(bobCert, "") + acme.block("", "")
+	// gw: developers may use the 10 subnet, globex's ops people the 20
+	// subnet; acme's members may ping gw itself. Without an acme list
+	// younger than 40 s, acme's certificates admit nobody.
+	const gwMaxAge = 40 * time.Second
+	gw.body = join + acme.block(gwAcmeCert, fmt.Sprintf("crl_max_age = %q\n", gwMaxAge)) + globex.block(gwGlobexCert, "") +
+		offerBlock("192.168.10.0/24", true) + offerBlock("192.168.20.0/24", true) + acceptBlock("*", "100.64.0.0/10") +
+		ruleBlock("allow", "group:acme/dev", "192.168.10.0/24", "tcp", "7") +
+		ruleBlock("allow", "name:*@ops.globex", "192.168.20.0/24", "tcp", "7") +
+		ruleBlock("allow", "org:acme", "self", "icmp", "")
+
+	// The office behind gw: one host on both subnets, an echo server on
+	// port 7 of each address.
+	office := testnet.NewNetns(t, "office")
+	for _, sub := range []string{"10", "20"} {
+		gw.host.Run("ip", "link", "add", "lan"+sub, "type", "veth", "peer", "name", "eth"+sub, "netns", office.Name)
+		gw.host.Run("ip", "addr", "add", "192.168."+sub+".1/24", "dev", "lan"+sub)
+		gw.host.Run("ip", "link", "set", "lan"+sub, "up")
+		office.Run("ip", "addr", "add", "192.168."+sub+".5/24", "dev", "eth"+sub)
+		office.Run("ip", "link", "set", "eth"+sub, "up")
+	}
+	var oln net.Listener
+	var err error
+	office.Do(func() { oln, err = net.Listen("tcp4", ":7") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { oln.Close() })
+	go testnet.Echo(oln)
+
+	for _, n := range []*kernelNode{server, alice, mallory, bob, gw} {
+		n.start(t)
+	}
+	for _, port := range []int{7, 8, 9} {
+		server.listenTCP(t, port)
+	}
+	for _, n := range []*kernelNode{alice, mallory, bob, gw} {
+		n.waitBridge(t, "registered", "udp", 20*time.Second)
+	}
+
+	t.Run("each node holds its certificates, gw one in each organisation", func(t *testing.T) {
+		want := map[*kernelNode]map[string]string{
+			server: {"acme": "server.acme", "globex": ""}, alice: {"acme": "alice@dev.acme"},
+			mallory: {"acme": "mallory@dev.acme"}, bob: {"globex": "bob@ops.globex", "acme": ""},
+			gw: {"acme": "gw.acme", "globex": "gw.globex"},
+		}
+		for n, orgs := range want {
+			got := n.orgs(t)
+			if len(got) != len(orgs) {
+				t.Errorf("%s: org status lists %d organisations, want %d", n.name, len(got), len(orgs))
+			}
+			for o, name := range orgs {
+				st := got[o]
+				switch {
+				case name == "" && st.Cert != nil:
+					t.Errorf("%s in %s: a certificate where it only verifies: %+v", n.name, o, st.Cert)
+				case name != "" && (st.Cert == nil || st.Cert.Name != name):
+					t.Errorf("%s in %s: certificate %+v, want %s", n.name, o, st.Cert, name)
+				}
+				if st.CRL != nil {
+					t.Errorf("%s in %s: a revocation list before any was made: %+v", n.name, o, st.CRL)
+				}
+				// Only gw's acme has crl_max_age, and no list yet.
+				if stale := n == gw && o == "acme"; st.CRLStale != stale {
+					t.Errorf("%s in %s: crl_stale %v, want %v", n.name, o, st.CRLStale, stale)
+				}
+			}
+		}
+		gw.proc.WaitOutput(t, "organisation certificates refused", 5*time.Second)
+	})
+
+	var live net.Conn // mallory's connection to the server, cut by the revocation
+	t.Run("group and wildcard-name rules admit members and refuse others", func(t *testing.T) {
+		start := time.Now()
+		alice.reach(t, server.addr(), 7)
+		t.Logf("alice (acme/dev) reached the server in %v (handshake from an unknown key, certificate in-band)", time.Since(start).Round(time.Millisecond))
+		c, err := mallory.dialAny(server.addr(), 7, 10*time.Second)
+		if err != nil {
+			t.Fatalf("mallory -> server:7: %v", err)
+		}
+		top.Cleanup(func() { c.Close() })
+		if err := testnet.RoundTrip(c, "mallory", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		live = c
+		bob.reach(t, server.addr(), 8)
+		bob.refused(t, server.addr(), 7, "bob is not in group acme/dev")
+		alice.refused(t, server.addr(), 8, "alice's name is not *@ops.globex")
+
+		names := map[string][]string{}
+		for _, p := range server.peerList(t) {
+			names[p.CertName] = p.Groups
+		}
+		if g := names["alice@dev.acme"]; len(g) != 1 || g[0] != "acme/dev" {
+			t.Errorf("server's peers: alice's certificate name and groups not shown: %v", names)
+		}
+		if g := names["bob@ops.globex"]; len(g) != 1 || g[0] != "globex/ops" {
+			t.Errorf("server's peers: bob's certificate name and groups not shown: %v", names)
+		}
+	})
+
+	t.Run("deny beats allow", func(t *testing.T) {
+		// From the config: the group rule admits mallory on 9, the deny
+		// rule refuses her; alice is unaffected.
+		alice.reach(t, server.addr(), 9)
+		mallory.refused(t, server.addr(), 9, "a [[policy.deny]] names mallory*")
+
+		// Through the CLI, live.
+		out := server.cli(t, "policy", "deny", "name:bob@ops.globex", "--proto", "tcp", "--ports", "8")
+		if !strings.HasPrefix(out, "denied:") {
+			t.Fatalf("policy deny: %s", out)
+		}
+		bob.refused(t, server.addr(), 8, "bob is denied through the API")
+		var ex adminapi.ExplainResponse
+		server.cliJSON(t, &ex, "policy", "explain", bob.pub().String(), "--proto", "tcp", "--port", "8")
+		if ex.Decision != "deny" || ex.Source != "api" || ex.Rule == nil || ex.Rule.Action != "deny" {
+			t.Errorf("explain bob tcp/8 while denied: %+v", ex)
+		}
+		out = server.cli(t, "policy", "undeny", "name:bob@ops.globex")
+		if !strings.Contains(out, "removed:") {
+			t.Fatalf("policy undeny: %s", out)
+		}
+		bob.reach(t, server.addr(), 8)
+	})
+
+	t.Run("an expiring rule expires", func(t *testing.T) {
+		bob.refused(t, server.addr(), 9, "no rule admits globex on 9 yet")
+		server.cli(t, "policy", "allow", "group:globex/ops", "--proto", "tcp", "--ports", "9", "--for", "5s")
+		c := bob.reach(t, server.addr(), 9)
+		c.Close()
+		start := time.Now()
+		testnet.WaitFor(t, 15*time.Second, "bob's rule to expire", func() bool {
+			c, err := bob.dialAny(server.addr(), 9, time.Second)
+			if err == nil {
+				c.Close()
+			}
+			return err != nil
+		})
+		t.Logf("refused %v after the rule for 5 s was added", time.Since(start).Round(100*time.Millisecond))
+		var rules []adminapi.Rule
+		server.cliJSON(t, &rules, "policy", "list")
+		for _, r := range rules {
+			if r.From == "group:globex/ops" {
+				t.Errorf("the expired rule is still listed: %+v", r)
+			}
+		}
+		bob.reach(t, server.addr(), 8) // the rules that do not expire stay
+	})
+
+	t.Run("a revocation pushed to one node spreads and cuts a live connection", func(t *testing.T) {
+		if live == nil {
+			t.Fatal("no live connection of mallory's to cut")
+		}
+		if err := testnet.RoundTrip(live, "mallory before", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		noPeers := func(when string) {
+			for _, p := range gw.peerList(t) {
+				if p.Active {
+					t.Fatalf("gw has a peer in its device %s: %+v", when, p)
+				}
+			}
+		}
+		noPeers("before the revocation") // what reaches it comes through the bridge
+
+		crl := filepath.Join(adminDir, "acme.crl")
+		mustRun(t, "cert", "revoke", "--org-key", acme.file, "--out", crl, mallorySerial)
+		var shown struct {
+			Version uint64   `json:"version"`
+			Serials []string `json:"serials"`
+		}
+		jsonOut(t, &shown, "org", "crl", "show", crl, "--org", acme.pub)
+		if shown.Version != 1 || len(shown.Serials) != 1 || shown.Serials[0] != mallorySerial {
+			t.Fatalf("crl show: %+v, want version 1 revoking %s", shown, mallorySerial)
+		}
+		pushed := time.Now()
+		out := alice.cli(t, "org", "crl", "push", crl)
+		if !strings.Contains(out, "version 1 installed") {
+			t.Fatalf("crl push to alice: %s", out)
+		}
+		for _, n := range []*kernelNode{server, gw, mallory} {
+			testnet.WaitFor(t, 10*time.Second, n.name+" holds acme's revocation list 1", func() bool { return n.crlVersion(t, "acme") == 1 })
+		}
+		t.Logf("the list reached the server (by a peer session), gw (by the bridge) and mallory in %v", time.Since(pushed).Round(time.Millisecond))
+		noPeers("after the revocation")
+		if st := gw.orgStatus(t, "acme"); st.CRLStale {
+			t.Errorf("gw: acme still stale with a fresh list: %+v", st)
+		}
+		if err := testnet.RoundTrip(live, "mallory after the revocation", 3*time.Second); err == nil {
+			t.Fatal("the revoked member's live connection still carries data")
+		}
+		mallory.refused(t, server.addr(), 7, "mallory's certificate is revoked")
+		alice.reach(t, server.addr(), 7) // the others are unaffected
+
+		// The same list again changes nothing; a tampered one is refused.
+		out = server.cli(t, "org", "crl", "push", crl)
+		if !strings.Contains(out, "not newer") {
+			t.Errorf("the same list pushed again: %s", out)
+		}
+		b, err := os.ReadFile(crl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// One character of the signature changed, still base64url.
+		text := []byte(strings.TrimSpace(string(b)))
+		i := len(text) - 5
+		if text[i] == 'A' {
+			text[i] = 'B'
+		} else {
+			text[i] = 'A'
+		}
+		bad := filepath.Join(adminDir, "tampered.crl")
+		if err := os.WriteFile(bad, append(text, '\n'), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if r := run(t, "", "org", "crl", "push", bad, "--socket", server.socket()); r.code == 0 || !strings.Contains(r.stderr, "signature") {
+			t.Errorf("a tampered list: exit %d, want a refusal naming the signature\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if v := server.crlVersion(t, "acme"); v != 1 {
+			t.Errorf("server holds list %d after the tampered push", v)
+		}
+	})
+
+	t.Run("a rule with to admits one gateway subnet and not the other", func(t *testing.T) {
+		for _, c := range []*kernelNode{alice, bob} {
+			c.cli(t, "routes", "accept", "--from", gw.addr(), "192.168.0.0/16")
+			// The first packet to gw's address finds it through the
+			// bridge; its offers come in-band with the session.
+			run(t, "", "ping", gw.addr(), "-c", "1", "-W", "3s", "--socket", c.socket())
+			testnet.WaitFor(t, 15*time.Second, c.name+" installs gw's subnets", func() bool {
+				return tableHas(c.host.Netns, "-4", "192.168.10.0/24") && tableHas(c.host.Netns, "-4", "192.168.20.0/24")
+			})
+		}
+		alice.reach(t, "192.168.10.5", 7)
+		alice.refused(t, "192.168.20.5", 7, "alice's rule on gw is to 192.168.10.0/24 only")
+		bob.reach(t, "192.168.20.5", 7)
+		bob.refused(t, "192.168.10.5", 7, "bob's rule on gw is to 192.168.20.0/24 only")
+
+		// bob trusts both organisations: he sees both of gw's
+		// certificates. gw sees who its clients are.
+		p, ok := bob.peerOf(t, gw.addr())
+		if !ok || len(p.Memberships) != 2 {
+			t.Errorf("bob's view of gw: want its certificates of acme and globex: %+v", p)
+		}
+		names := map[string]bool{}
+		for _, p := range gw.peerList(t) {
+			names[p.CertName] = true
+		}
+		if !names["alice@dev.acme"] || !names["bob@ops.globex"] {
+			t.Errorf("gw's peers do not show alice's and bob's certificate names: %v", names)
+		}
+	})
+
+	t.Run("explain and test give the decision, the rule and the exit status", func(t *testing.T) {
+		cases := []struct {
+			on               *kernelNode
+			from, to, port   string
+			decision, source string
+			ruleFrom         string
+		}{
+			{server, alice.pub().String(), "", "7", "allow", "config", "group:acme/dev"},
+			{server, "name:mallory@dev.acme", "", "9", "deny", "config", "name:mallory*"},
+			{server, "name:carol@ops.globex", "", "8", "allow", "config", "name:*@ops.globex"},
+			{server, bob.addr(), "", "7", "deny", "", ""},
+			{server, mallory.pub().String(), "", "7", "deny", "", ""}, // revoked: no membership
+			{gw, alice.addr(), "192.168.10.5", "7", "allow", "config", "group:acme/dev"},
+			{gw, alice.addr(), "192.168.20.5", "7", "deny", "", ""},
+		}
+		for _, c := range cases {
+			args := []string{"policy", "explain", c.from, "--proto", "tcp", "--port", c.port, "--json", "--socket", c.on.socket()}
+			if c.to != "" {
+				args = append(args, "--to", c.to)
+			}
+			r := run(t, "", args...)
+			if r.code != 0 {
+				t.Errorf("explain on %s %s tcp/%s: exit %d: %s", c.on.name, c.from, c.port, r.code, r.stderr)
+				continue
+			}
+			var ex adminapi.ExplainResponse
+			if err := json.Unmarshal([]byte(r.stdout), &ex); err != nil {
+				t.Fatal(err)
+			}
+			ruleFrom := ""
+			if ex.Rule != nil {
+				ruleFrom = ex.Rule.From
+			}
+			if ex.Decision != c.decision || ex.Source != c.source || ruleFrom != c.ruleFrom {
+				t.Errorf("explain on %s %s to %q tcp/%s = %+v, want %s by a %q rule from %q", c.on.name, c.from, c.to, c.port, ex, c.decision, c.source, c.ruleFrom)
+			}
+		}
+		out := server.cli(t, "policy", "explain", bob.addr(), "--proto", "tcp", "--port", "7")
+		if !strings.HasPrefix(out, "deny: default deny") {
+			t.Errorf("explain in text: %q", out)
+		}
+		for _, bad := range [][]string{{"not-a-key"}, {alice.pub().String(), "--proto", "sctp"}, {alice.pub().String(), "--port", "70000"}} {
+			args := append(append([]string{"policy", "explain"}, bad...), "--socket", server.socket())
+			if r := run(t, "", args...); r.code != 2 {
+				t.Errorf("tomoe policy explain %s: exit %d, want 2 (bad input)\n%s%s", strings.Join(bad, " "), r.code, r.stdout, r.stderr)
+			}
+		}
+
+		dir := t.TempDir()
+		write := func(name, body string) string {
+			p := filepath.Join(dir, name)
+			if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+		good := `[[test]]
+from = "group:acme/dev"
+proto = "tcp"
+port = 7
+expect = "allow"
+
+[[test]]
+from = "name:mallory@dev.acme"
+groups = ["dev"]
+proto = "tcp"
+port = 9
+expect = "deny"
+
+[[test]]
+from = "name:eve@ops.globex"
+proto = "tcp"
+port = 8
+expect = "allow"
+
+[[test]]
+from = "group:globex/ops"
+proto = "tcp"
+port = 7
+expect = "deny"
+`
+		r := run(t, "", "policy", "test", write("good.toml", good), "--socket", server.socket())
+		if r.code != 0 || !strings.Contains(r.stdout, "4 tests, 0 failed") {
+			t.Errorf("policy test of expectations that hold: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		wrong := good + `
+[[test]]
+from = "group:acme/servers"
+proto = "tcp"
+port = 7
+expect = "allow"
+`
+		r = run(t, "", "policy", "test", write("wrong.toml", wrong), "--socket", server.socket())
+		name := fmt.Sprintf("FAIL test 5 (line %d)", strings.Count(good, "\n")+2)
+		if r.code != 1 || !strings.Contains(r.stdout, name) || !strings.Contains(r.stdout, "expected allow, got deny") || strings.Count(r.stdout, "FAIL") != 1 {
+			t.Errorf("policy test with one wrong expectation: exit %d, want 1 and %q only\n%s%s", r.code, name, r.stdout, r.stderr)
+		}
+		for name, body := range map[string]string{
+			"expect.toml": "[[test]]\nfrom = \"group:acme/dev\"\nproto = \"tcp\"\nport = 7\nexpect = \"maybe\"\n",
+			"syntax.toml": "[[test]\nfrom = \n",
+			"key.toml":    "[[test]]\nfrom = \"group:acme/dev\"\nproto = \"tcp\"\nport = 7\nexpect = \"allow\"\ncolour = \"blue\"\n",
+		} {
+			if r := run(t, "", "policy", "test", write(name, body), "--socket", server.socket()); r.code != 2 {
+				t.Errorf("policy test of malformed %s: exit %d, want 2\n%s%s", name, r.code, r.stdout, r.stderr)
+			}
+		}
+	})
+
+	t.Run("a stale list fails closed", func(t *testing.T) {
+		// gw's acme list (version 1) grows older than crl_max_age: acme's
+		// certificates admit nobody there any more; globex's still do.
+		testnet.WaitFor(t, gwMaxAge+10*time.Second, "gw to call acme's list stale", func() bool { return gw.orgStatus(t, "acme").CRLStale })
+		testnet.WaitFor(t, 5*time.Second, "gw to log that it refuses acme's certificates again", func() bool {
+			return strings.Count(gw.proc.Output(), "organisation certificates refused") >= 2
+		})
+		if out := gw.cli(t, "org", "status"); !strings.Contains(out, "STALE") {
+			t.Errorf("org status does not say the list is stale:\n%s", out)
+		}
+		bob.reach(t, "192.168.20.5", 7)
+		alice.refused(t, "192.168.10.5", 7, "acme's revocation list is stale on gw")
+		var ex adminapi.ExplainResponse
+		gw.cliJSON(t, &ex, "policy", "explain", alice.addr(), "--to", "192.168.10.5", "--proto", "tcp", "--port", "7")
+		if ex.Decision != "deny" {
+			t.Errorf("explain on gw: alice to 192.168.10.5 tcp/7 with a stale list: %+v", ex)
+		}
+
+		// A fresh list (a refresh: nothing more revoked), pushed to alice,
+		// reaches gw and lets her in again.
+		fresh := filepath.Join(adminDir, "acme-2.crl")
+		mustRun(t, "cert", "revoke", "--org-key", acme.file, "--out", fresh)
+		out := alice.cli(t, "org", "crl", "push", fresh)
+		if !strings.Contains(out, "version 2 installed") {
+			t.Fatalf("push the refresh: %s", out)
+		}
+		testnet.WaitFor(t, 10*time.Second, "gw to hold the fresh list", func() bool {
+			st := gw.orgStatus(t, "acme")
+			return !st.CRLStale && st.CRL != nil && st.CRL.Version == 2
+		})
+		if st := gw.orgStatus(t, "acme"); st.CRL.Entries != 1 {
+			t.Errorf("the refresh dropped mallory's revocation: %+v", st.CRL)
+		}
+		testnet.WaitFor(t, 10*time.Second, "alice to reach 192.168.10.5 with a fresh list", func() bool {
+			c, err := alice.dialAny("192.168.10.5", 7, time.Second)
+			if err != nil {
+				return false
+			}
+			defer c.Close()
+			return testnet.RoundTrip(c, "alice with a fresh list", time.Second) == nil
+		})
+	})
+}
