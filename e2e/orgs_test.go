@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -177,9 +178,9 @@ func waitCRL(t *testing.T, start time.Time, d time.Duration, orgName string, v u
 // peer; it knows nobody and admits them by their certificates. gw knows
 // only the bridge, and nothing talks to it until after the revocation: a
 // list that reaches the server came through a peer session, one that
-// reaches gw came through the bridge. gw offers two office subnets, and
-// refuses acme's certificates while its newest acme list is older than
-// crl_max_age.
+// reaches gw came through the bridge. gw offers two office subnets. bob
+// lets acme's developers in too, but refuses acme's certificates while
+// his newest acme list is older than crl_max_age.
 func TestOrgNetwork(t *testing.T) {
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t) // gw masquerades into the office
@@ -226,20 +227,22 @@ func TestOrgNetwork(t *testing.T) {
 	join := bridgeBlock(br.nodeDir, br.endpoint(), "")
 
 	// server: developers on tcp/7 and 9, globex's ops people on 8; never
-	// mallory on 9 (deny beats allow).
-	server.body = acme.block(serverCert, "") + globex.block("", "") +
+	// mallory on 9 (deny beats allow). It applies acme's policy documents.
+	server.body = acme.block(serverCert, "accept_policy = true\n") + globex.block("", "") +
 		ruleBlock("allow", "group:acme/dev", "", "tcp", "7,9") +
 		ruleBlock("allow", "name:*@ops.globex", "", "tcp", "8") +
 		ruleBlock("deny", "name:mallory*", "", "tcp", "9")
 	alice.tun, bob.tun, gw.tun = "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n"
 	alice.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(aliceCert, "")
 	mallory.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(malloryCert, "")
-	bob.body = join + peerBlock(server.nodeDir, server.endpoint()) + globex.block(bobCert, "") + acme.block("", "")
+	// bob trusts acme too, to admit its developers, but not on an acme
+	// list older than 20 s.
+	const bobMaxAge = 20 * time.Second
+	bob.body = join + peerBlock(server.nodeDir, server.endpoint()) + globex.block(bobCert, "") +
+		acme.block("", fmt.Sprintf("crl_max_age = %q\n", bobMaxAge)) + ruleBlock("allow", "group:acme/dev", "", "tcp", "7")
 	// gw: developers may use the 10 subnet, globex's ops people the 20
-	// subnet; acme's members may ping gw itself. Without an acme list
-	// younger than 40 s, acme's certificates admit nobody.
-	const gwMaxAge = 40 * time.Second
-	gw.body = join + acme.block(gwAcmeCert, fmt.Sprintf("crl_max_age = %q\n", gwMaxAge)) + globex.block(gwGlobexCert, "") +
+	// subnet; acme's members may ping gw itself.
+	gw.body = join + acme.block(gwAcmeCert, "") + globex.block(gwGlobexCert, "") +
 		offerBlock("192.168.10.0/24", true) + offerBlock("192.168.20.0/24", true) + acceptBlock("*", "100.64.0.0/10") +
 		ruleBlock("allow", "group:acme/dev", "192.168.10.0/24", "tcp", "7") +
 		ruleBlock("allow", "name:*@ops.globex", "192.168.20.0/24", "tcp", "7") +
@@ -270,9 +273,10 @@ func TestOrgNetwork(t *testing.T) {
 	for _, n := range []*kernelNode{server, alice, mallory, bob, gw} {
 		n.ready(t)
 	}
-	for _, port := range []int{7, 8, 9} {
+	for _, port := range []int{7, 8, 9, 10} {
 		server.listenTCP(t, port)
 	}
+	bob.listenTCP(t, 7)
 	for _, n := range []*kernelNode{alice, mallory, bob, gw} {
 		n.waitBridge(t, "registered", "udp", 20*time.Second)
 	}
@@ -299,13 +303,13 @@ func TestOrgNetwork(t *testing.T) {
 				if st.CRL != nil {
 					t.Errorf("%s in %s: a revocation list before any was made: %+v", n.name, o, st.CRL)
 				}
-				// Only gw's acme has crl_max_age, and no list yet.
-				if stale := n == gw && o == "acme"; st.CRLStale != stale {
+				// Only bob's acme has crl_max_age, and no list yet.
+				if stale := n == bob && o == "acme"; st.CRLStale != stale {
 					t.Errorf("%s in %s: crl_stale %v, want %v", n.name, o, st.CRLStale, stale)
 				}
 			}
 		}
-		gw.proc.WaitOutput(t, "organisation certificates refused", 5*time.Second)
+		bob.proc.WaitOutput(t, "organisation certificates refused", 5*time.Second)
 	})
 
 	var live net.Conn // mallory's connection to the server, cut by the revocation
@@ -420,17 +424,17 @@ func TestOrgNetwork(t *testing.T) {
 		t.Logf("tomoe org crl push took %v", time.Since(pushed).Round(time.Millisecond))
 		// Timed through the admin API (the CLI's start-up would blur
 		// it), then checked as a user would.
-		took := waitCRL(t, pushed, 10*time.Second, "acme", 1, server, gw, mallory)
-		t.Logf("from the push, the list reached the server (by a peer session) in %v, gw (by the bridge) in %v, mallory in %v", took[server], took[gw], took[mallory])
-		for _, n := range []*kernelNode{server, gw, mallory} {
+		took := waitCRL(t, pushed, 10*time.Second, "acme", 1, server, gw, mallory, bob)
+		t.Logf("from the push, the list reached the server (by a peer session) in %v, gw (by the bridge) in %v, mallory in %v, bob (no acme member: by a peer session) in %v", took[server], took[gw], took[mallory], took[bob])
+		for _, n := range []*kernelNode{server, gw, mallory, bob} {
 			if v := n.crlVersion(t, "acme"); v != 1 {
 				t.Errorf("%s: org status shows acme list version %d, want 1", n.name, v)
 			}
 		}
 		noPeers("after the revocation")
-		if st := gw.orgStatus(t, "acme"); st.CRLStale {
-			t.Errorf("gw: acme still stale with a fresh list: %+v", st)
-		}
+		// bob had no acme list: acme's certificates admitted nobody there.
+		// Now they do.
+		alice.reach(t, bob.addr(), 7)
 		if err := testnet.RoundTrip(live, "mallory after the revocation", 3*time.Second); err == nil {
 			t.Fatal("the revoked member's live connection still carries data")
 		}
@@ -481,11 +485,19 @@ func TestOrgNetwork(t *testing.T) {
 		bob.reach(t, "192.168.20.5", 7)
 		bob.refused(t, "192.168.10.5", 7, "bob's rule on gw is to 192.168.20.0/24 only")
 
-		// bob trusts both organisations: he sees both of gw's
-		// certificates. gw sees who its clients are.
-		p, ok := bob.peerOf(t, gw.addr())
-		if !ok || len(p.Memberships) != 2 {
-			t.Errorf("bob's view of gw: want its certificates of acme and globex: %+v", p)
+		// gw presents both its certificates; each client knows it by the
+		// organisation it trusts (bob's acme list is stale by now, if
+		// the machine is slow, so only globex is asked of him). gw sees
+		// who its clients are.
+		for c, want := range map[*kernelNode]string{alice: "acme gw.acme", bob: "globex gw.globex"} {
+			p, _ := c.peerOf(t, gw.addr())
+			var got []string
+			for _, m := range p.Memberships {
+				got = append(got, m.Org+" "+m.Name)
+			}
+			if !slices.Contains(got, want) {
+				t.Errorf("%s's view of gw: memberships %v, want %s among them", c.name, got, want)
+			}
 		}
 		names := map[string]bool{}
 		for _, p := range gw.peerList(t) {
@@ -604,46 +616,116 @@ expect = "allow"
 		}
 	})
 
-	t.Run("a stale list fails closed", func(t *testing.T) {
-		// gw's acme list (version 1) grows older than crl_max_age: acme's
-		// certificates admit nobody there any more; globex's still do.
-		testnet.WaitFor(t, gwMaxAge+10*time.Second, "gw to call acme's list stale", func() bool { return gw.orgStatus(t, "acme").CRLStale })
-		testnet.WaitFor(t, 5*time.Second, "gw to log that it refuses acme's certificates again", func() bool {
-			return strings.Count(gw.proc.Output(), "organisation certificates refused") >= 2
+	t.Run("an organisation policy pushed to one node applies where it is accepted", func(t *testing.T) {
+		dir := t.TempDir()
+		// Developers may reach acme's servers on 10; alice may not use 9
+		// there any more, whatever the server's own rules say.
+		rules := `[[allow]]
+from = "group:acme/dev"
+to = "group:acme/servers"
+proto = "tcp"
+ports = "10"
+
+[[deny]]
+from = "name:alice@dev.acme"
+to = "group:acme/servers"
+proto = "tcp"
+ports = "9"
+`
+		test := func(expect string) string {
+			return fmt.Sprintf("\n[[test]]\nfrom = \"name:bea@dev.acme\"\ngroups = [\"dev\"]\nto = \"group:acme/servers\"\nproto = \"tcp\"\nport = 10\nexpect = %q\n", expect)
+		}
+		src, bad := filepath.Join(dir, "policy.toml"), filepath.Join(dir, "wrong.toml")
+		if err := os.WriteFile(src, []byte(rules+test("allow")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(bad, []byte(rules+test("deny")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		doc := filepath.Join(dir, "acme.policy")
+		if r := run(t, "", "org", "policy", "sign", "--org-key", acme.file, "--out", doc, bad); r.code != 1 || !strings.Contains(r.stderr, "FAIL test 1") {
+			t.Errorf("org policy sign with a failing test: exit %d, want 1 naming it\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if _, err := os.Stat(doc); err == nil {
+			t.Error("org policy sign wrote a document although its test failed")
+		}
+		if r := run(t, "", "policy", "test", "--org-policy", src); r.code != 0 {
+			t.Errorf("policy test --org-policy: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		mustRun(t, "org", "policy", "sign", "--org-key", acme.file, "--out", doc, src)
+		out := alice.cli(t, "org", "policy", "push", doc)
+		if !strings.Contains(out, "version 1 installed") {
+			t.Fatalf("org policy push to alice: %s", out)
+		}
+		testnet.WaitFor(t, 10*time.Second, "the server to apply acme's policy 1", func() bool {
+			st := server.orgStatus(t, "acme")
+			return st.Policy != nil && st.Policy.Version == 1
 		})
-		if out := gw.cli(t, "org", "status"); !strings.Contains(out, "STALE") {
+		var listed []adminapi.Rule
+		server.cliJSON(t, &listed, "policy", "list")
+		fromOrg := 0
+		for _, r := range listed {
+			if r.Source == "org" && r.Origin == "org acme v1" {
+				fromOrg++
+			}
+		}
+		if fromOrg != 2 {
+			t.Errorf("server's policy list: %d rules from acme's policy 1, want 2: %+v", fromOrg, listed)
+		}
+		alice.reach(t, server.addr(), 10)
+		alice.refused(t, server.addr(), 9, "acme's policy denies alice on 9")
+		var ex adminapi.ExplainResponse
+		server.cliJSON(t, &ex, "policy", "explain", alice.pub().String(), "--proto", "tcp", "--port", "9")
+		if ex.Decision != "deny" || ex.Source != "org" {
+			t.Errorf("explain alice tcp/9 on the server: %+v, want deny by the organisation's rule", ex)
+		}
+		// alice holds the policy and passes it on, but does not apply it.
+		if st := alice.orgStatus(t, "acme"); st.Policy == nil || st.Policy.Version != 1 || st.AcceptPolicy {
+			t.Errorf("alice's acme status: %+v", st)
+		}
+	})
+
+	t.Run("a stale list fails closed", func(t *testing.T) {
+		// bob's acme list (version 1) grows older than crl_max_age:
+		// acme's certificates admit nobody there any more.
+		testnet.WaitFor(t, bobMaxAge+10*time.Second, "bob to call acme's list stale", func() bool { return bob.orgStatus(t, "acme").CRLStale })
+		testnet.WaitFor(t, 5*time.Second, "bob to log that he refuses acme's certificates again", func() bool {
+			return strings.Count(bob.proc.Output(), "organisation certificates refused") >= 2
+		})
+		if out := bob.cli(t, "org", "status"); !strings.Contains(out, "STALE") {
 			t.Errorf("org status does not say the list is stale:\n%s", out)
 		}
-		bob.reach(t, "192.168.20.5", 7)
-		alice.refused(t, "192.168.10.5", 7, "acme's revocation list is stale on gw")
+		if st := bob.orgStatus(t, "globex"); st.CRLStale {
+			t.Errorf("bob's globex has no crl_max_age, yet is stale: %+v", st)
+		}
+		alice.refused(t, bob.addr(), 7, "acme's revocation list is stale on bob")
 		var ex adminapi.ExplainResponse
-		gw.cliJSON(t, &ex, "policy", "explain", alice.addr(), "--to", "192.168.10.5", "--proto", "tcp", "--port", "7")
+		bob.cliJSON(t, &ex, "policy", "explain", alice.pub().String(), "--proto", "tcp", "--port", "7")
 		if ex.Decision != "deny" {
-			t.Errorf("explain on gw: alice to 192.168.10.5 tcp/7 with a stale list: %+v", ex)
+			t.Errorf("explain on bob: alice tcp/7 with a stale list: %+v", ex)
 		}
 
 		// A fresh list (a refresh: nothing more revoked), pushed to alice,
-		// reaches gw and lets her in again.
+		// reaches bob and lets her in, on the session she has.
 		fresh := filepath.Join(adminDir, "acme-2.crl")
 		mustRun(t, "cert", "revoke", "--org-key", acme.file, "--out", fresh)
+		pushed := time.Now()
 		out := alice.cli(t, "org", "crl", "push", fresh)
 		if !strings.Contains(out, "version 2 installed") {
 			t.Fatalf("push the refresh: %s", out)
 		}
-		testnet.WaitFor(t, 10*time.Second, "gw to hold the fresh list", func() bool {
-			st := gw.orgStatus(t, "acme")
-			return !st.CRLStale && st.CRL != nil && st.CRL.Version == 2
-		})
-		if st := gw.orgStatus(t, "acme"); st.CRL.Entries != 1 {
-			t.Errorf("the refresh dropped mallory's revocation: %+v", st.CRL)
+		waitCRL(t, pushed, 10*time.Second, "acme", 2, bob)
+		c, err := alice.dialAny(bob.addr(), 7, 5*time.Second)
+		if err != nil {
+			t.Fatalf("alice -> bob:7 with a fresh list: %v", err)
 		}
-		testnet.WaitFor(t, 10*time.Second, "alice to reach 192.168.10.5 with a fresh list", func() bool {
-			c, err := alice.dialAny("192.168.10.5", 7, time.Second)
-			if err != nil {
-				return false
-			}
-			defer c.Close()
-			return testnet.RoundTrip(c, "alice with a fresh list", time.Second) == nil
-		})
+		defer c.Close()
+		if err := testnet.RoundTrip(c, "alice with a fresh list", 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("alice reached bob %v after the refresh was pushed", time.Since(pushed).Round(time.Millisecond))
+		if st := bob.orgStatus(t, "acme"); st.CRLStale || st.CRL == nil || st.CRL.Version != 2 || st.CRL.Entries != 1 {
+			t.Errorf("bob after the refresh: %+v (want fresh, version 2, still revoking mallory)", st)
+		}
 	})
 }
