@@ -234,15 +234,18 @@ func TestOrgNetwork(t *testing.T) {
 		ruleBlock("deny", "name:mallory*", "", "tcp", "9")
 	alice.tun, bob.tun, gw.tun = "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n", "ipv4 = \"auto\"\n"
 	alice.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(aliceCert, "")
-	mallory.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(malloryCert, "")
+	// mallory lets gw ping her, by its acme name.
+	mallory.body = join + peerBlock(server.nodeDir, server.endpoint()) + acme.block(malloryCert, "") + ruleBlock("allow", "name:gw.acme", "", "icmp", "")
 	// bob trusts acme too, to admit its developers, but not on an acme
 	// list older than 20 s.
 	const bobMaxAge = 20 * time.Second
 	bob.body = join + peerBlock(server.nodeDir, server.endpoint()) + globex.block(bobCert, "") +
 		acme.block("", fmt.Sprintf("crl_max_age = %q\n", bobMaxAge)) + ruleBlock("allow", "group:acme/dev", "", "tcp", "7")
 	// gw: developers may use the 10 subnet, globex's ops people the 20
-	// subnet; acme's members may ping gw itself.
-	gw.body = join + acme.block(gwAcmeCert, "") + globex.block(gwGlobexCert, "") +
+	// subnet; acme's members may ping gw itself. Its globex certificate
+	// comes first; it knows mallory as a static peer (and sends her
+	// nothing until it pings her).
+	gw.body = join + peerBlock(mallory.nodeDir, mallory.endpoint()) + globex.block(gwGlobexCert, "") + acme.block(gwAcmeCert, "") +
 		offerBlock("192.168.10.0/24", true) + offerBlock("192.168.20.0/24", true) + acceptBlock("*", "100.64.0.0/10") +
 		ruleBlock("allow", "group:acme/dev", "192.168.10.0/24", "tcp", "7") +
 		ruleBlock("allow", "name:*@ops.globex", "192.168.20.0/24", "tcp", "7") +
@@ -505,6 +508,22 @@ func TestOrgNetwork(t *testing.T) {
 		}
 		if !names["alice@dev.acme"] || !names["bob@ops.globex"] {
 			t.Errorf("gw's peers do not show alice's and bob's certificate names: %v", names)
+		}
+	})
+
+	t.Run("a member of two organisations is admitted by the one the other side trusts", func(t *testing.T) {
+		// mallory trusts only acme and never met gw: she admits its
+		// handshake pending a certificate, hears its globex one first
+		// (ignored), then its acme one, which her rule names.
+		// (The first echo request may meet no rule yet: it can arrive
+		// before the certificates.)
+		r := run(t, "", "ping", mallory.addr(), "-c", "3", "-i", "500ms", "-W", "3s", "--socket", gw.socket())
+		if r.code != 0 || strings.Contains(r.stdout, " 0 received") {
+			t.Fatalf("gw could not ping mallory: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		p, _ := mallory.peerOf(t, gw.addr())
+		if p.CertName != "gw.acme" || len(p.Memberships) != 1 {
+			t.Errorf("mallory's view of gw: %+v, want its acme certificate only", p)
 		}
 	})
 
