@@ -283,6 +283,28 @@ func TestOrgNetwork(t *testing.T) {
 	for _, n := range []*kernelNode{alice, mallory, bob, gw} {
 		n.waitBridge(t, "registered", "udp", 20*time.Second)
 	}
+	// On failure, what each node counted and which peers it had (before
+	// the processes stop and print their logs).
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, n := range []*kernelNode{server, alice, mallory, bob, gw} {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			cl := adminapi.NewClient(n.socket())
+			st, err := cl.Status(ctx)
+			peers, perr := cl.Peers(ctx)
+			cancel()
+			if err != nil || perr != nil {
+				t.Logf("%s: status: %v, peers: %v", n.name, err, perr)
+				continue
+			}
+			t.Logf("%s counters: %+v", n.name, st.Counters)
+			for _, p := range peers {
+				t.Logf("%s peer %s (%s): active %v up %v path %s denied %d rx %d tx %d", n.name, p.Address, p.CertName, p.Active, p.Up, p.Path, p.DeniedPackets, p.RxBytes, p.TxBytes)
+			}
+		}
+	})
 
 	t.Run("each node holds its certificates, gw one in each organisation", func(t *testing.T) {
 		want := map[*kernelNode]map[string]string{
