@@ -379,6 +379,16 @@ func (e *Engine) handle(in inbound) {
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
+	// The directory first: a pending peer whose certificate verified
+	// while the queue never drained is in it before its deadline is
+	// checked.
+	e.mu.Lock()
+	dirty := e.dirty
+	e.dirty = false
+	e.mu.Unlock()
+	if e.checkStale() || e.expiryPassed(now) || dirty {
+		e.rebuild()
+	}
 	var settled []identity.PublicKey
 	cut := map[string][]identity.PublicKey{} // by reason
 	e.mu.Lock()
@@ -420,13 +430,6 @@ func (e *Engine) onTick() {
 	}
 	for why, keys := range cut {
 		e.node.Cut(keys, why)
-	}
-	e.mu.Lock()
-	dirty := e.dirty
-	e.dirty = false
-	e.mu.Unlock()
-	if e.checkStale() || e.expiryPassed(now) || dirty {
-		e.rebuild()
 	}
 }
 
