@@ -176,11 +176,14 @@ func waitCRL(t *testing.T, start time.Time, d time.Duration, orgName string, v u
 //
 // The server has no bridge: alice, mallory and bob know it as a static
 // peer; it knows nobody and admits them by their certificates. gw knows
-// only the bridge, and nothing talks to it until after the revocation: a
-// list that reaches the server came through a peer session, one that
-// reaches gw came through the bridge. gw offers two office subnets. bob
-// lets acme's developers in too, but refuses acme's certificates while
-// his newest acme list is older than crl_max_age.
+// the bridge and mallory (as a static peer it sends nothing to until it
+// pings her), and nothing talks to it until after the revocation: a list
+// that reaches the server came through a peer session, one that reaches
+// gw came through the bridge. gw offers two office subnets. bob lets
+// acme's developers in too, but refuses acme's certificates while his
+// newest acme list is older than crl_max_age.
+//
+// The subtests run in order and build on each other.
 func TestOrgNetwork(t *testing.T) {
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t) // gw masquerades into the office
