@@ -29,8 +29,20 @@ type kernelNode struct {
 
 func (k *kernelNode) start(t *testing.T) {
 	t.Helper()
+	k.launch(t)
+	k.ready(t)
+}
+
+// launch writes the config and starts the process; ready waits for its
+// admin API. Several nodes start faster launched together, then waited for.
+func (k *kernelNode) launch(t *testing.T) {
+	t.Helper()
 	k.writeTop(t, k.top, "[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n"+k.tun+"[listen]\nudp = \"0.0.0.0:4610\"\n"+k.listen+k.body)
 	k.proc = k.host.Start(t, k.name, tomoeBin, "up", "-c", k.config())
+}
+
+func (k *kernelNode) ready(t *testing.T) {
+	t.Helper()
 	k.waitReady(t, func() bool { return !k.proc.Exited() })
 }
 

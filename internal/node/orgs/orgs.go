@@ -130,9 +130,13 @@ const (
 	// PendingTimeout is how long a peer admitted only because a rule could
 	// match it by certificate may take to present one that verifies.
 	PendingTimeout = 10 * time.Second
-	greetInterval  = 2 * time.Second // at most one greeting per peer this often
-	certsInterval  = time.Second     // at most one answer with certificates per peer this often
-	tick           = time.Second
+	// refusedGrace is how long such a peer keeps its session once one of
+	// its certificates is refused, for another (of another organisation
+	// it is a member of, sent right after) to verify.
+	refusedGrace  = time.Second
+	greetInterval = 2 * time.Second // at most one greeting per peer this often
+	certsInterval = time.Second     // at most one answer with certificates per peer this often
+	tick          = time.Second
 	// maxKnown bounds the keys whose certificates are kept.
 	maxKnown = 1 << 16
 	queueLen = 1024
@@ -156,7 +160,7 @@ type Engine struct {
 
 	mu          sync.Mutex // guards the fields below
 	certs       map[identity.PublicKey]map[org.PublicKey]*org.Cert
-	pending     map[identity.PublicKey]time.Time // admitted pending a certificate: until
+	pending     map[identity.PublicKey]pendingPeer // admitted pending a certificate
 	greeted     map[netip.Addr]time.Time
 	answered    map[netip.Addr]time.Time
 	peerChans   map[netip.Addr]*peerChan
@@ -187,6 +191,13 @@ type Membership struct {
 	IPv4    []netip.Addr // the certificate's overlay IPv4 addresses
 }
 
+// pendingPeer is a peer admitted only because a rule could match it by
+// certificate: it is cut after until unless one verifies first.
+type pendingPeer struct {
+	until time.Time
+	why   string // the refusal that brought until forward, for the cut; "" for none
+}
+
 type inbound struct {
 	src     netip.Addr         // a peer, or
 	bridge  identity.PublicKey // a bridge
@@ -203,7 +214,7 @@ func New(cfg Config, node Node) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, node: node, log: cfg.Log, clock: clock.Or(cfg.Clock),
 		store: orgsync.NewStore(), queue: make(chan inbound, queueLen),
-		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]time.Time),
+		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]pendingPeer),
 		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time),
 		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
 		crls: make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
@@ -371,7 +382,7 @@ func (e *Engine) handle(in inbound) {
 		e.mu.Lock()
 		valid := e.hasValidLocked(in.pending)
 		if _, ok := e.pending[in.pending]; !ok && !valid {
-			e.pending[in.pending] = e.clock.Now().Add(PendingTimeout)
+			e.pending[in.pending] = pendingPeer{until: e.clock.Now().Add(PendingTimeout)}
 		}
 		e.mu.Unlock()
 		if valid {
@@ -414,17 +425,32 @@ func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
 	e.joins.Tick(now)
-	var cut, settled []identity.PublicKey
+	// The directory first: a pending peer whose certificate verified
+	// while the queue never drained is in it before its deadline is
+	// checked.
 	e.mu.Lock()
-	for k, until := range e.pending {
+	dirty := e.dirty
+	e.dirty = false
+	e.mu.Unlock()
+	if e.checkStale() || e.expiryPassed(now) || dirty {
+		e.rebuild()
+	}
+	var settled []identity.PublicKey
+	cut := map[string][]identity.PublicKey{} // by reason
+	e.mu.Lock()
+	for k, p := range e.pending {
 		if e.hasValidLocked(k) {
 			delete(e.pending, k)
 			settled = append(settled, k)
 			continue
 		}
-		if now.After(until) {
+		if now.After(p.until) {
 			delete(e.pending, k)
-			cut = append(cut, k)
+			why := p.why
+			if why == "" {
+				why = "no valid organisation certificate within " + PendingTimeout.String()
+			}
+			cut[why] = append(cut[why], k)
 		}
 	}
 	for a, t := range e.greeted {
@@ -448,15 +474,8 @@ func (e *Engine) onTick() {
 	for _, k := range settled {
 		e.node.Settled(k, true)
 	}
-	if len(cut) > 0 {
-		e.node.Cut(cut, "no valid organisation certificate within "+PendingTimeout.String())
-	}
-	e.mu.Lock()
-	dirty := e.dirty
-	e.dirty = false
-	e.mu.Unlock()
-	if e.checkStale() || e.expiryPassed(now) || dirty {
-		e.rebuild()
+	for why, keys := range cut {
+		e.node.Cut(keys, why)
 	}
 }
 

@@ -149,22 +149,7 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 			err = e.addCert(c)
 		}
 		if err != nil {
-			e.certsBad.Add(1)
-			e.mu.Lock()
-			_, pending := e.pending[key]
-			if pending {
-				delete(e.pending, key)
-			}
-			e.mu.Unlock()
-			e.log.Info("peer certificate refused", "peer", key.ShortString(), "err", err)
-			// A certificate refused only for a stale list is kept: the
-			// session stays, its traffic meeting no rule, until a fresh
-			// list lets it in (fail closed, without a new handshake).
-			if pending && !errors.Is(err, errStale) {
-				e.node.Cut([]identity.PublicKey{key}, "certificate refused: "+err.Error())
-			} else if pending {
-				e.node.Settled(key, false)
-			}
+			e.certRefused(key, err)
 		}
 	case orgsync.TypeHello:
 		if m.WantCerts {
@@ -188,6 +173,40 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 		e.x.Handle(ch, m)
 	default:
 		e.x.Handle(ch, m)
+	}
+}
+
+// certRefused acts on a certificate a peer presented that this node
+// does not accept. A member of several organisations presents a
+// certificate of each, one after another: one of an organisation this
+// node does not trust says nothing about the peer, and another may still
+// verify. So a peer admitted pending its certificate is not cut at the
+// first refusal: it has refusedGrace for one of its certificates to
+// verify, then it is cut (onTick).
+func (e *Engine) certRefused(key identity.PublicKey, err error) {
+	if errors.Is(err, errNoOrg) {
+		e.log.Debug("peer certificate of an organisation this node does not trust ignored", "peer", key.ShortString())
+		return
+	}
+	e.certsBad.Add(1)
+	e.log.Info("peer certificate refused", "peer", key.ShortString(), "err", err)
+	e.mu.Lock()
+	p, pending := e.pending[key]
+	switch {
+	case !pending:
+	case errors.Is(err, errStale):
+		// A certificate refused only for a stale list is kept: the
+		// session stays, its traffic meeting no rule, until a fresh list
+		// lets it in (fail closed, without a new handshake).
+		delete(e.pending, key)
+	default:
+		if until := e.clock.Now().Add(refusedGrace); until.Before(p.until) {
+			e.pending[key] = pendingPeer{until: until, why: "certificate refused: " + err.Error()}
+		}
+	}
+	e.mu.Unlock()
+	if pending && errors.Is(err, errStale) {
+		e.node.Settled(key, false)
 	}
 }
 
