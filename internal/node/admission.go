@@ -83,7 +83,10 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Ad
 		n.insertLocked(p)
 		n.peers.Mark(p, source)
 	}
-	if err := n.activateLocked(p); err != nil {
+	p.Responding = true
+	err := n.activateLocked(p)
+	p.Responding = false
+	if err != nil {
 		n.log.Warn("cannot add peer", "peer", key.ShortString(), "err", err)
 		if !p.Static {
 			n.forgetLocked(p, "not added")

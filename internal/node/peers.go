@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -85,7 +86,11 @@ func (n *Node) activateLocked(p *peers.Peer) error {
 		n.wrapper.SetPeer(p.Addr, true)
 		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
 		n.events.Publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
-		n.orgs.Greet(p.Addr)
+		if p.Responding {
+			n.greetWhenConfirmed(p.Addr)
+		} else {
+			n.orgs.Greet(p.Addr)
+		}
 		if p.Site || len(p.RouteIPs) > 0 {
 			n.routesChangedLocked()
 		}
@@ -308,4 +313,27 @@ func endpointString(ap netip.AddrPort) string {
 		return ""
 	}
 	return ap.String()
+}
+
+// confirmWait bounds how long a greeting waits for the first packet of a
+// peer whose handshake this node answered: an initiator with nothing to
+// send confirms the session with a keepalive, which never reaches the
+// wrapper.
+const confirmWait = time.Second
+
+// greetWhenConfirmed greets a peer whose handshake this node is answering
+// once its first packet arrives (or after confirmWait): sending before
+// then would make WireGuard start a handshake that crosses the peer's.
+func (n *Node) greetWhenConfirmed(a netip.Addr) {
+	if !n.orgs.Enabled() {
+		return
+	}
+	var once sync.Once
+	greet := func() { once.Do(func() { n.orgs.Greet(a) }) }
+	n.wrapper.OnFirstFrom(a, greet)
+	n.clock.AfterFunc(confirmWait, func() {
+		if n.wrapper.CancelFirst(a) {
+			greet()
+		}
+	})
 }

@@ -70,3 +70,34 @@ func from(pkt []byte, src netip.Addr) bool {
 	var p packet.Parsed
 	return p.Decode(pkt) == nil && p.Src == src
 }
+
+// OnFirstFrom calls back on the next packet from its source only, once.
+func TestOnFirstFrom(t *testing.T) {
+	fx := newFixture(t, time.Second)
+	A, B, E := fx.me.Address(), fx.bob.Address(), fx.eve.Address()
+	called := make(chan netip.Addr, 4)
+	fx.w.OnFirstFrom(E, func() { called <- E })
+	fx.w.OnFirstFrom(B, func() { called <- B })
+	if !fx.w.CancelFirst(B) || fx.w.CancelFirst(B) {
+		t.Fatal("CancelFirst does not report the wait once")
+	}
+	fx.write(tcp(B, A, 5000, 22, packet.TCPSyn))
+	fx.expectToStack(t, time.Second)
+	fx.write(tcp(E, A, 5000, 22, packet.TCPSyn), tcp(E, A, 5001, 22, packet.TCPSyn))
+	select {
+	case a := <-called:
+		if a != E {
+			t.Fatalf("called for %s", a)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("no call for the first packet")
+	}
+	select {
+	case a := <-called:
+		t.Fatalf("called again, for %s", a)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if fx.w.CancelFirst(E) {
+		t.Fatal("the wait is still there after its packet")
+	}
+}

@@ -86,6 +86,7 @@ type Wrapper struct {
 	peers  sync.Map // netip.Addr -> struct{}
 	hold   holdQueue
 	holdIn inboundHold
+	first  firstWaits
 	ping   pinger
 
 	injectMu sync.Mutex // guards injected, queued, stagedCh
@@ -231,6 +232,9 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 			f.Malformed()
 			w.stats.Dropped[policy.DropMalformed].Add(1)
 			continue
+		}
+		if w.first.n.Load() != 0 {
+			w.firstFrom(p.Src)
 		}
 		if p.IsICMP() && w.ping.intercept(&p, pkt) {
 			continue

@@ -388,7 +388,11 @@ func (e *Engine) handle(in inbound) {
 		if valid {
 			e.node.Settled(in.pending, true) // its certificate came first
 		}
-		e.greet(in.pending.Address(), true)
+		// No greeting here: this node is answering the peer's handshake,
+		// and the peer greets first (its certificates and a Hello asking
+		// for ours) as soon as its session is up; the node greets it once
+		// its first packet confirms the session (Greet), never before,
+		// which would make WireGuard start a crossing handshake.
 	case in.greet.IsValid():
 		e.greet(in.greet, false)
 	case in.reg:

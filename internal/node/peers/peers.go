@@ -52,6 +52,10 @@ type Peer struct {
 
 	Active      bool // in the WireGuard device
 	ActivatedAt time.Time
+	// Responding: it is being put into the device because of its own
+	// handshake, which this node answers; nothing is sent to it until its
+	// first packet confirms the session (see tunwrap.OnFirstFrom).
+	Responding bool
 	LastHS      time.Time // last completed handshake
 	Up          bool      // a session younger than WireGuard's lifetime
 	RX, TX      uint64
