@@ -56,9 +56,9 @@ type Peer struct {
 	// handshake, which this node answers; nothing is sent to it until its
 	// first packet confirms the session (see tunwrap.OnFirstFrom).
 	Responding bool
-	LastHS      time.Time // last completed handshake
-	Up          bool      // a session younger than WireGuard's lifetime
-	RX, TX      uint64
+	LastHS     time.Time // last completed handshake
+	Up         bool      // a session younger than WireGuard's lifetime
+	RX, TX     uint64
 
 	// wildcard: only a "*" rule let this peer in, and the node has not
 	// wanted it since; it counts against the wildcard quota under source,
