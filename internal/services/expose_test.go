@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
 // loopbackListens is a ListenFunc that opens every "overlay" listener on
@@ -87,10 +89,12 @@ func TestExposeTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	roundTrip(t, c, "hello")
-	st := stats(t, e, "tcp", 80)
-	if st.Total != 1 || st.Active != 1 || st.BytesIn != 5 || st.BytesOut != 5 {
-		t.Errorf("stats %+v, want 1 connection, 5 bytes each way", st)
-	}
+	// The echo can come back before the copy towards the target counts
+	// its bytes: wait for the counters, not for the reply.
+	testnet.WaitFor(t, 5*time.Second, "1 connection, 5 bytes each way", func() bool {
+		st := stats(t, e, "tcp", 80)
+		return st.Total == 1 && st.Active == 1 && st.BytesIn == 5 && st.BytesOut == 5
+	})
 
 	// Remove cuts the live connection and stops listening.
 	if err := e.Remove("tcp", 80); err != nil {
