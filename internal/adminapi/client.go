@@ -336,3 +336,10 @@ func (c *Client) OrgReject(ctx context.Context, req OrgQueryRequest) (OrgDecisio
 	err := c.do(ctx, http.MethodPost, "/v1/orgs/reject", req, &r)
 	return r, err
 }
+
+// ConsoleRevoke is POST /v1/console/revoke.
+func (c *Client) ConsoleRevoke(ctx context.Context, req ConsoleRevokeRequest) (ConsoleSignedResponse, error) {
+	var r ConsoleSignedResponse
+	err := c.do(ctx, http.MethodPost, "/v1/console/revoke", req, &r)
+	return r, err
+}

@@ -3,7 +3,6 @@
 package consolecmd
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"slices"
@@ -14,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
 // Command returns `tomoe console`; client is the running node's admin API.
@@ -43,11 +43,47 @@ revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(v)
+				return cmdutil.PrintJSON(stdout, v)
 			}
 			Print(stdout, v)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.AddCommand(revokeCmd(client, stdout))
+	return cmd
+}
+
+// revokeCmd is `tomoe console revoke`: with [console] org_key, the node
+// signs a new revocation list and pushes it, from where it spreads.
+func revokeCmd(client func() *adminapi.Client, stdout io.Writer) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "revoke (SERIAL | NODEKEY) [--json]",
+		Short: "Revoke a member of the console's organisation ([console] org_key): sign a new list and push it",
+		Long: `The node holding the organisation's key ([console] org_key) signs a new
+revocation list naming the certificate serial (16 hex digits, from 'tomoe
+peers' or 'tomoe cert show') or the node key, and installs it: it cuts that
+member's sessions here and spreads to every node, which cut it too.`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return cmdutil.Usage("%s needs a certificate serial or a node key", c.CommandPath())
+			}
+			return nil
+		},
+		RunE: func(c *cobra.Command, args []string) error {
+			req := adminapi.ConsoleRevokeRequest{Serial: args[0]}
+			if len(args[0]) > 16 {
+				req = adminapi.ConsoleRevokeRequest{Key: args[0]}
+			}
+			res, err := client().ConsoleRevoke(c.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return cmdutil.PrintJSON(stdout, res)
+			}
+			fmt.Fprintf(stdout, "%s revocation list version %d signed and installed here; it spreads to every node\n", res.Org, res.Version)
 			return nil
 		},
 	}
