@@ -15,8 +15,8 @@ import (
 // acme's key ([console] org_key) and the write role on web, db and app
 // (by its group, acme/ops); a bridge carries everyone. The console lists
 // every node online with who may open what, marks db unreachable once it
-// stops, revokes app (its live connection to web is cut), and a new node's
-// enrolment request is approved from ops, after which the new member
+// stops, revokes app (its live connection to web is cut), and lists and
+// approves a new node's enrolment request, after which the new member
 // reaches web by its group.
 func TestConsoleNetwork(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -141,10 +141,22 @@ func TestConsoleNetwork(t *testing.T) {
 		newbie.ready(t)
 		newbie.waitBridge(t, "registered", "udp", 20*time.Second)
 		newbie.cli(t, "org", "join", "--org", acme.pub, "--name", "new1.acme", "--groups", "app")
-		testnet.WaitFor(t, 20*time.Second, "the request listed at ops", func() bool {
-			return strings.Contains(ops.cli(t, "org", "requests", "--org-key", keyCopy), newbie.pub().String())
+		// The console's own endpoints (its web page's): the node signs the
+		// listing query and the certificate with [console] org_key.
+		curl := func(args ...string) string {
+			out, err := ops.host.Try(append([]string{"curl", "-sf", "--unix-socket", ops.socket()}, args...)...)
+			if err != nil {
+				t.Fatalf("curl %v: %v\n%s", args, err, out)
+			}
+			return out
+		}
+		testnet.WaitFor(t, 20*time.Second, "the request listed by the console", func() bool {
+			return strings.Contains(curl("http://tomoe/v1/console/requests"), newbie.pub().String())
 		})
-		ops.cli(t, "org", "approve", "--org-key", keyCopy, newbie.pub().String())
+		out := curl("-H", "Content-Type: application/json", "-d", fmt.Sprintf(`{"node":%q}`, newbie.pub()), "http://tomoe/v1/console/approve")
+		if !strings.Contains(out, `"serial"`) {
+			t.Fatalf("console approve: %s", out)
+		}
 		testnet.WaitFor(t, 20*time.Second, "newbie holds its certificate", func() bool {
 			c := newbie.orgStatus(t, "acme").Cert
 			return c != nil && c.Name == "new1.acme" && c.State == "valid"

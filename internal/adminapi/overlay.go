@@ -25,6 +25,7 @@ const (
 // overlay must not borrow.
 var localOnly = map[string]bool{
 	"/v1/console": true, "/v1/console/revoke": true, "/v1/console/policy": true, "/v1/console/rule": true,
+	"/v1/console/requests": true, "/v1/console/approve": true,
 	"/v1/ui/token": true, // web UI logins are for the socket's users
 }
 

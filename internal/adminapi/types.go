@@ -565,3 +565,12 @@ type ConsoleRuleRequest struct {
 	Ports string `json:"ports,omitempty"`
 	Until string `json:"until,omitempty"`
 }
+
+// ConsoleApproveRequest is POST /v1/console/approve: sign the certificate
+// of a node that asked to join the console's organisation (name and groups
+// as it asked unless given) and hand it to the bridges.
+type ConsoleApproveRequest struct {
+	Node   string   `json:"node"` // its public key
+	Name   string   `json:"name,omitempty"`
+	Groups []string `json:"groups,omitempty"`
+}

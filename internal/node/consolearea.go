@@ -31,6 +31,8 @@ func (a ConsoleArea) RegisterAPI(m *adminapi.Mux) {
 		return a.ConsolePolicy(ctx, r)
 	})
 	adminapi.Post(m, "/v1/console/rule", func(ctx context.Context, r adminapi.ConsoleRuleRequest) (any, error) { return a.ConsoleRule(ctx, r) })
+	m.Get("/v1/console/requests", func(ctx context.Context) (any, error) { return a.ConsoleRequests(ctx) })
+	adminapi.Post(m, "/v1/console/approve", func(ctx context.Context, r adminapi.ConsoleApproveRequest) (any, error) { return a.ConsoleApprove(ctx, r) })
 }
 
 // View is GET /v1/console.
@@ -202,4 +204,58 @@ func (a ConsoleArea) ConsoleRule(ctx context.Context, req adminapi.ConsoleRuleRe
 	}
 	a.log.Info("console: rule changed on another node", "node", node, "op", req.Op, "from", req.From)
 	return res, nil
+}
+
+// consoleTTL is the lifetime of certificates the console signs.
+const consoleTTL = 90 * 24 * time.Hour
+
+// ConsoleRequests is GET /v1/console/requests: the join requests the
+// bridges hold for the console's organisation, asked with a query this
+// node signs with its key.
+func (a ConsoleArea) ConsoleRequests(ctx context.Context) (adminapi.OrgRequestsResponse, error) {
+	s, err := a.consoleSigner()
+	if err != nil {
+		return adminapi.OrgRequestsResponse{}, err
+	}
+	q, err := s.SignJoinQuery(org.JoinList, a.pub, identity.PublicKey{}, time.Now())
+	if err != nil {
+		return adminapi.OrgRequestsResponse{}, err
+	}
+	return OrgsArea(a).Requests(ctx, adminapi.OrgQueryRequest{Query: q.Text()})
+}
+
+// ConsoleApprove is POST /v1/console/approve.
+func (a ConsoleArea) ConsoleApprove(ctx context.Context, req adminapi.ConsoleApproveRequest) (adminapi.OrgDecisionResponse, error) {
+	k, err := identity.ParsePublicKey(req.Node)
+	if err != nil {
+		return adminapi.OrgDecisionResponse{}, adminapi.BadRequest(err)
+	}
+	name, groups := req.Name, req.Groups
+	if name == "" {
+		list, err := a.ConsoleRequests(ctx)
+		if err != nil {
+			return adminapi.OrgDecisionResponse{}, err
+		}
+		for _, r := range list.Requests {
+			if r.Node == k.String() {
+				name = r.Name
+				if groups == nil {
+					groups = r.Groups
+				}
+			}
+		}
+		if name == "" {
+			return adminapi.OrgDecisionResponse{}, adminapi.NotFound(fmt.Errorf("no join request from %s at the bridges: give its name", k.ShortString()))
+		}
+	}
+	s, err := a.consoleSigner()
+	if err != nil {
+		return adminapi.OrgDecisionResponse{}, err
+	}
+	c, err := s.SignCert(org.CertRequest{Node: k, Name: name, Groups: groups, TTL: consoleTTL}, time.Now())
+	if err != nil {
+		return adminapi.OrgDecisionResponse{}, adminapi.BadRequest(err)
+	}
+	a.log.Info("console: certificate signed for a join request", "node", k.ShortString(), "name", name, "serial", c.SerialString())
+	return OrgsArea(a).Approve(ctx, adminapi.OrgApproveRequest{Cert: c.Text()})
 }

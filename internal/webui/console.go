@@ -12,7 +12,8 @@ import (
 // consoleData is the console page: GET /v1/console, with the matrix laid
 // out as rows.
 type consoleData struct {
-	View   adminapi.ConsoleView
+	View     adminapi.ConsoleView
+	Requests *adminapi.OrgRequestsResponse // join requests, when this node holds the organisation's key
 	Labels map[string]string // address -> its number in the table
 	Cols   []string
 	Rows   []consoleRow
@@ -30,6 +31,14 @@ func (s *Server) consolePage(w http.ResponseWriter, r *http.Request, sess *sessi
 	var cd consoleData
 	if err := s.get(r.Context(), "/v1/console", &cd.View); err != nil {
 		d.Error = err.Error()
+	}
+	if cd.View.Signs != "" {
+		var rq adminapi.OrgRequestsResponse
+		if err := s.get(r.Context(), "/v1/console/requests", &rq); err != nil {
+			d.Error = "join requests: " + err.Error()
+		} else {
+			cd.Requests = &rq
+		}
 	}
 	cd.Labels = map[string]string{}
 	for i, n := range cd.View.Nodes {
@@ -92,4 +101,11 @@ func (s *Server) consoleRule(w http.ResponseWriter, r *http.Request, sess *sessi
 	req := adminapi.ConsoleRuleRequest{Node: trimmed(r, "node"), Op: trimmed(r, "op"), From: trimmed(r, "from"), Proto: trimmed(r, "proto"), Ports: trimmed(r, "ports")}
 	err := s.post(r.Context(), "/v1/console/rule", req, nil)
 	s.changed(w, r, sess, "/console", fmt.Sprintf("%s %s on %s: done", req.Op, req.From, req.Node), err)
+}
+
+// consoleApprove is POST /v1/console/approve: a join request approved.
+func (s *Server) consoleApprove(w http.ResponseWriter, r *http.Request, sess *session.Session) {
+	var res adminapi.OrgDecisionResponse
+	err := s.post(r.Context(), "/v1/console/approve", adminapi.ConsoleApproveRequest{Node: trimmed(r, "node")}, &res)
+	s.changed(w, r, sess, "/console", fmt.Sprintf("certificate %s signed for %s and handed to the bridges", res.Serial, short(res.Node)), err)
 }

@@ -96,6 +96,7 @@ func (s *Server) pageRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /console/revoke", s.localOnly(s.authed(s.consoleRevoke)))
 	mux.HandleFunc("POST /console/policy", s.localOnly(s.authed(s.consolePolicy)))
 	mux.HandleFunc("POST /console/rule", s.localOnly(s.authed(s.consoleRule)))
+	mux.HandleFunc("POST /console/approve", s.localOnly(s.authed(s.consoleApprove)))
 	mux.HandleFunc("GET /events/stream", s.authed(func(w http.ResponseWriter, r *http.Request, _ *session.Session) { s.events(w, r) }))
 }
 
