@@ -32,7 +32,9 @@ func (a ConsoleArea) RegisterAPI(m *adminapi.Mux) {
 	})
 	adminapi.Post(m, "/v1/console/rule", func(ctx context.Context, r adminapi.ConsoleRuleRequest) (any, error) { return a.ConsoleRule(ctx, r) })
 	m.Get("/v1/console/requests", func(ctx context.Context) (any, error) { return a.ConsoleRequests(ctx) })
-	adminapi.Post(m, "/v1/console/approve", func(ctx context.Context, r adminapi.ConsoleApproveRequest) (any, error) { return a.ConsoleApprove(ctx, r) })
+	adminapi.Post(m, "/v1/console/approve", func(ctx context.Context, r adminapi.ConsoleApproveRequest) (any, error) {
+		return a.ConsoleApprove(ctx, r)
+	})
 }
 
 // View is GET /v1/console.

@@ -14,9 +14,9 @@ import (
 type consoleData struct {
 	View     adminapi.ConsoleView
 	Requests *adminapi.OrgRequestsResponse // join requests, when this node holds the organisation's key
-	Labels map[string]string // address -> its number in the table
-	Cols   []string
-	Rows   []consoleRow
+	Labels   map[string]string             // address -> its number in the table
+	Cols     []string
+	Rows     []consoleRow
 }
 
 type consoleRow struct {
