@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,7 +24,8 @@ func newKeyCmd(g *globals) *cobra.Command {
   tomoe key public < node.key
   tomoe key address PUBKEY          # fc00::/8 node address
   tomoe key address --site PUBKEY   # site prefix /64
-  tomoe key address --ipv4 PUBKEY   # IPv4 address in 100.64.0.0/10 (--prefix P: in P)`,
+  tomoe key address --ipv4 PUBKEY   # IPv4 address in 100.64.0.0/10 (--prefix P: in P)
+  tomoe key encrypt --in node.key --out node.key.age   # encrypted at rest`,
 	}
 	gen := &cobra.Command{
 		Use:   "generate",
@@ -41,23 +40,24 @@ func newKeyCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	var passFile string
 	pub := &cobra.Command{
-		Use:   "public",
+		Use:   "public [--passphrase-file FILE]",
 		Short: "Read a private key on stdin, print its public key",
-		Args:  noArgs,
+		Long: `Read a private key on stdin, print its public key. The key may be encrypted
+(tomoe key encrypt): a passphrase is read from --passphrase-file FILE or asked
+on the terminal; a systemd credential is opened with systemd-creds decrypt.`,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			line, err := readKeyLine(g.stdin)
+			k, err := readAnyKey(g, passFile)
 			if err != nil {
-				return usageError("%v", err)
-			}
-			k, err := identity.ParsePrivateKey(line)
-			if err != nil {
-				return usageError("%v", err)
+				return err
 			}
 			fmt.Fprintln(g.stdout, k.Public())
 			return nil
 		},
 	}
+	pub.Flags().StringVar(&passFile, "passphrase-file", "", "the passphrase of an encrypted key, on the first line of FILE")
 	var site, ipv4 bool
 	var ipv4Prefix string
 	addr := &cobra.Command{
@@ -100,7 +100,7 @@ tun.ipv4_prefix of the node that looks, default ` + identity.DefaultIPv4Prefix.S
 	addr.Flags().BoolVar(&site, "site", false, "print the site prefix (prefix/64) instead of the node address")
 	addr.Flags().BoolVar(&ipv4, "ipv4", false, "print the IPv4 address derived from the key (tun.ipv4 = \"auto\")")
 	addr.Flags().StringVar(&ipv4Prefix, "prefix", identity.DefaultIPv4Prefix.String(), "with --ipv4: the prefix to derive it in (tun.ipv4_prefix)")
-	cmd.AddCommand(gen, pub, addr)
+	cmd.AddCommand(gen, pub, addr, newKeyEncryptCmd(g))
 	return cmd
 }
 
@@ -136,16 +136,8 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			if err != nil {
 				return &exitError{code: ExitFailure, err: err}
 			}
-			key := "will be created on first start"
-			var pub identity.PublicKey
-			if _, err := os.Stat(cfg.KeyFile); err == nil {
-				k, _, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
-				if err != nil {
-					return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
-				}
-				pub = k.Public()
-				key = "ok, address " + pub.Address().String()
-			} else if !errors.Is(err, fs.ErrNotExist) {
+			key, pub, err := checkKeyFile(cfg)
+			if err != nil {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
 			}
 			fmt.Fprintf(g.stdout, "%s: ok\n", path)
