@@ -3,13 +3,18 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/keyenc"
@@ -188,4 +193,84 @@ func readFile(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// openPTY opens a pseudo-terminal: the master, and the slave a process
+// takes as its terminal.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatalf("unlock pty: %v", err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatalf("pty number: %v", err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatalf("open pty slave: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// tomoe up started on a terminal, with no key_passphrase_file: it asks for
+// the passphrase there, without echo, and runs with the key.
+func TestEncryptedKeyUpPrompt(t *testing.T) {
+	n := newNodeDir(t, "tty")
+	encryptNodeKey(t, n, "typed at the terminal")
+	n.writeTop(t, "", "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n")
+	os.WriteFile(n.config(), []byte(strings.Replace(readFile(t, n.config()), "node.key\"\n", "node.key.age\"\n", 1)), 0o600)
+
+	master, slave := openPTY(t)
+	cmd := exec.Command(tomoeBin, "up", "-c", n.config())
+	cmd.Stdin = slave
+	// A session of its own with the pty as its controlling terminal
+	// (/dev/tty), as a shell gives it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	var screen lockedBuffer
+	go io.Copy(&screen, master) // ends when the test closes master
+	p := testnet.StartCmd(t, n.name, cmd)
+	testnet.WaitFor(t, 30*time.Second, "the passphrase prompt", func() bool {
+		return strings.Contains(screen.String(), "Passphrase for "+filepath.Join(n.dir, "node.key.age"))
+	})
+	if _, err := master.Write([]byte("typed at the terminal\n")); err != nil {
+		t.Fatal(err)
+	}
+	n.waitReady(t, func() bool { return !p.Exited() })
+	if got := statusKey(t, n); got != n.pub().String() {
+		t.Fatalf("status shows %s, want %s", got, n.pub())
+	}
+	if strings.Contains(screen.String(), "typed at the terminal") {
+		t.Errorf("the passphrase was echoed: %q", screen.String())
+	}
+	if !strings.Contains(p.Output(), `from="the terminal"`) {
+		t.Errorf("the log does not say where the passphrase came from:\n%s", p.Output())
+	}
+	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer that a goroutine writes while the test reads.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
