@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -123,7 +124,7 @@ func readPlainKey(g *globals, in string) (identity.PrivateKey, error) {
 		defer f.Close()
 		r, from = f, in
 	}
-	b, err := io.ReadAll(io.LimitReader(r, maxKeyInput))
+	b, err := readKeyInput(r)
 	defer clear(b)
 	if err != nil {
 		return identity.PrivateKey{}, &exitError{code: ExitFailure, err: fmt.Errorf("read %s: %w", from, err)}
@@ -147,11 +148,38 @@ func readPlainKey(g *globals, in string) (identity.PrivateKey, error) {
 	return key, nil
 }
 
+// readKeyInput reads a key in any form from r: a plain key's line alone
+// (so that a key typed or pasted on a terminal needs no end of file), or
+// else everything up to the end of the input (an encrypted key spans
+// lines).
+func readKeyInput(r io.Reader) ([]byte, error) {
+	br := bufio.NewReader(io.LimitReader(r, maxKeyInput))
+	var b []byte
+	for {
+		line, err := br.ReadBytes('\n')
+		b = append(b, line...)
+		clear(line)
+		if len(bytes.TrimSpace(b)) > 0 || err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			if err != nil || keyenc.Detect(b) == keyenc.Plain {
+				return b, err
+			}
+			break
+		}
+	}
+	rest, err := io.ReadAll(br)
+	b = append(b, rest...)
+	clear(rest)
+	return b, err
+}
+
 // readAnyKey reads a private key on stdin in any form a key file takes:
 // plain, or encrypted (opened with passFile or the terminal, or with
 // systemd-creds).
 func readAnyKey(g *globals, passFile string) (identity.PrivateKey, error) {
-	b, err := io.ReadAll(io.LimitReader(g.stdin, maxKeyInput))
+	b, err := readKeyInput(g.stdin)
 	defer clear(b)
 	if err != nil {
 		return identity.PrivateKey{}, &exitError{code: ExitFailure, err: fmt.Errorf("read stdin: %w", err)}
