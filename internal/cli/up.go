@@ -38,7 +38,7 @@ userspace mode needs no privileges.`,
 				}
 			}
 			log := newLogger(g.stderr, cfg.Log)
-			opts := node.Options{Logger: log, Version: Version}
+			opts := node.Options{Logger: log, Version: Version, CredentialsDir: os.Getenv("CREDENTIALS_DIRECTORY")}
 			if f, ok := g.stdin.(*os.File); ok && keyenc.IsTerminal(f) {
 				opts.KeyPrompt = terminalPrompt
 			}

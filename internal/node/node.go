@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -101,6 +100,10 @@ type Options struct {
 	// key_file when the config names no key_passphrase_file (tomoe up on
 	// a terminal); see keyenc.LoadOrCreate for the other sources.
 	KeyPrompt keyenc.Prompt
+	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY, where a unit's
+	// LoadCredentialEncrypted=tomoe-key:FILE puts the decrypted key of a
+	// key_file that is a systemd credential; "": none.
+	CredentialsDir string
 }
 
 // Transport is what a node sends and receives its underlay traffic with.
@@ -199,7 +202,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	loaded, err := keyenc.LoadOrCreate(cfg.KeyFile, keyenc.Sources{
 		PassphraseFile: cfg.KeyPassphraseFile,
-		CredentialsDir: os.Getenv("CREDENTIALS_DIRECTORY"),
+		CredentialsDir: opts.CredentialsDir,
 		Prompt:         opts.KeyPrompt,
 	})
 	if err != nil {
