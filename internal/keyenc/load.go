@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/fileperm"
@@ -115,6 +116,11 @@ func openAge(path string, b []byte, src Sources) (Loaded, error) {
 	}
 	defer clear(pass)
 	key, err := DecryptPassphrase(b, pass)
+	// scrypt at work factor 18 takes 256 MiB, which Go keeps from the OS
+	// long after: measured here, a userspace node's RSS was 288 MB two
+	// seconds after start with an encrypted key, against 27 MB with a
+	// plain one. Opening a key happens once, so hand it back now.
+	debug.FreeOSMemory()
 	switch {
 	case errors.Is(err, ErrWrongPassphrase) && src.PassphraseFile != "":
 		return Loaded{}, fmt.Errorf("key file %s: wrong passphrase in key_passphrase_file %s (or the file's header was altered): put the passphrase the key was encrypted with in that file; the key file is unchanged", path, src.PassphraseFile)
