@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -253,5 +254,29 @@ func TestUpAndCheckEncryptedKey(t *testing.T) {
 	}
 	if _, err := os.Stat(missing); err == nil {
 		t.Fatal("a key file was created")
+	}
+}
+
+// The real systemd-creds, where installed, with the null key (no TPM2 and
+// no host key needed, nothing changed on the host).
+func TestKeyEncryptRealSystemdCreds(t *testing.T) {
+	if _, err := exec.LookPath("systemd-creds"); err != nil {
+		t.Skip("systemd-creds is not installed")
+	}
+	dir := filepath.Join(t.TempDir(), "k")
+	os.Mkdir(dir, 0o700)
+	gen := runCLI(t, "", "key", "generate").want(t, 0)
+	k, _ := identity.ParsePrivateKey(gen.stdout)
+	out := filepath.Join(dir, "node.key.cred")
+	r := runCLI(t, gen.stdout, "key", "encrypt", "--systemd-creds", "--with-key", "tpm2-absent", "--out", out)
+	if r.code != 0 {
+		t.Skipf("systemd-creds cannot encrypt here: %s", r.stderr)
+	}
+	data, _ := os.ReadFile(out)
+	if keyenc.Detect(data) != keyenc.SystemdCred || mode(t, out) != 0o600 {
+		t.Fatalf("not a 0600 credential: %q", data)
+	}
+	if r := runCLI(t, string(data), "key", "public").want(t, 0); strings.TrimSpace(r.stdout) != k.Public().String() {
+		t.Errorf("key public = %q", r.stdout)
 	}
 }
