@@ -1,123 +1,14 @@
 package cli
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/config"
-	"github.com/tomoe-net/tomoe/internal/identity"
 )
-
-func newKeyCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "key",
-		Short: "Generate keys and derive addresses (works offline)",
-		Long: `Keys are Curve25519 keys in standard base64, exactly as 'wg genkey' and
-'wg pubkey' print them. A node's address is derived from its public key:
-
-  tomoe key generate > node.key && chmod 600 node.key
-  tomoe key public < node.key
-  tomoe key address PUBKEY          # fc00::/8 node address
-  tomoe key address --site PUBKEY   # site prefix /64
-  tomoe key address --ipv4 PUBKEY   # IPv4 address in 100.64.0.0/10 (--prefix P: in P)`,
-	}
-	gen := &cobra.Command{
-		Use:   "generate",
-		Short: "Print a new private key",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			k, err := identity.GeneratePrivateKey()
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, k.Base64())
-			return nil
-		},
-	}
-	pub := &cobra.Command{
-		Use:   "public",
-		Short: "Read a private key on stdin, print its public key",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			line, err := readKeyLine(g.stdin)
-			if err != nil {
-				return usageError("%v", err)
-			}
-			k, err := identity.ParsePrivateKey(line)
-			if err != nil {
-				return usageError("%v", err)
-			}
-			fmt.Fprintln(g.stdout, k.Public())
-			return nil
-		},
-	}
-	var site, ipv4 bool
-	var ipv4Prefix string
-	addr := &cobra.Command{
-		Use:   "address [--site | --ipv4 [--prefix P]] PUBKEY",
-		Short: "Print the node address (or the site prefix, or the IPv4 address) of a public key",
-		Long: `Print the node address of a public key; with --site its site prefix, with
---ipv4 the IPv4 address that tun.ipv4 = "auto" gives it, in --prefix (the
-tun.ipv4_prefix of the node that looks, default ` + identity.DefaultIPv4Prefix.String() + `).`,
-		Args: exactArgs(1, "one public key (base64)"),
-		RunE: func(c *cobra.Command, args []string) error {
-			k, err := identity.ParsePublicKey(args[0])
-			if err != nil {
-				return usageError("%v", err)
-			}
-			if site && ipv4 {
-				return usageError("--site and --ipv4: give one")
-			}
-			if c.Flags().Changed("prefix") && !ipv4 {
-				return usageError("--prefix goes with --ipv4")
-			}
-			switch {
-			case site:
-				fmt.Fprintln(g.stdout, k.SitePrefix())
-			case ipv4:
-				p, err := config.ParseIPv4Prefix(ipv4Prefix)
-				if err != nil {
-					return usageError("--prefix %v", err)
-				}
-				a, err := k.IPv4Address(p)
-				if err != nil {
-					return usageError("--prefix %v", err)
-				}
-				fmt.Fprintln(g.stdout, a)
-			default:
-				fmt.Fprintln(g.stdout, k.Address())
-			}
-			return nil
-		},
-	}
-	addr.Flags().BoolVar(&site, "site", false, "print the site prefix (prefix/64) instead of the node address")
-	addr.Flags().BoolVar(&ipv4, "ipv4", false, "print the IPv4 address derived from the key (tun.ipv4 = \"auto\")")
-	addr.Flags().StringVar(&ipv4Prefix, "prefix", identity.DefaultIPv4Prefix.String(), "with --ipv4: the prefix to derive it in (tun.ipv4_prefix)")
-	cmd.AddCommand(gen, pub, addr)
-	return cmd
-}
-
-// readKeyLine reads the first non-empty line of r (a key file).
-func readKeyLine(r io.Reader) (string, error) {
-	sc := bufio.NewScanner(io.LimitReader(r, 4096))
-	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
-			return s, nil
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("read stdin: %w", err)
-	}
-	return "", errors.New("no key on stdin; try: tomoe key generate | tomoe key public")
-}
 
 func newConfigCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "config", Short: "Check configuration files"}
@@ -137,16 +28,8 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			if err != nil {
 				return &exitError{code: ExitFailure, err: err}
 			}
-			key := "will be created on first start"
-			var pub identity.PublicKey
-			if _, err := os.Stat(cfg.KeyFile); err == nil {
-				k, _, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
-				if err != nil {
-					return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
-				}
-				pub = k.Public()
-				key = "ok, address " + pub.Address().String()
-			} else if !errors.Is(err, fs.ErrNotExist) {
+			key, pub, err := checkKeyFile(cfg)
+			if err != nil {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}
 			}
 			fmt.Fprintf(g.stdout, "%s: ok\n", path)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
+	"github.com/tomoe-net/tomoe/internal/cli/keycmd"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
 	"github.com/tomoe-net/tomoe/internal/cli/svccmd"
 	"github.com/tomoe-net/tomoe/internal/cli/uicmd"
@@ -156,7 +157,8 @@ without root.`,
 	root.AddCommand(
 		newUpCmd(g),
 		newDemoCmd(g),
-		newKeyCmd(g),
+		keycmd.Command(keycmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError,
+			Prompt: func(q string) ([]byte, error) { return terminalPrompt(q) }}),
 		newConfigCmd(g),
 		newStatusCmd(g),
 		newPeersCmd(g),

@@ -9,7 +9,7 @@ import (
 // Scripts can trust the CLI: an unknown subcommand anywhere, or an unknown
 // flag, exits 2 with one line on stderr; a group alone prints its help.
 func TestUnknownCommandsExit2(t *testing.T) {
-	for _, args := range [][]string{{"bogus"}, {"org", "bogus"}, {"key", "encrypt"}, {"org", "crl", "bogus"}, {"policy", "alow"}, {"status", "--bogus"}, {"org", "--bogus"}} {
+	for _, args := range [][]string{{"bogus"}, {"org", "bogus"}, {"key", "bogus"}, {"org", "crl", "bogus"}, {"policy", "alow"}, {"status", "--bogus"}, {"org", "--bogus"}} {
 		var out, errb bytes.Buffer
 		code := Main(args, strings.NewReader(""), &out, &errb)
 		if code != ExitUsage || strings.Count(strings.TrimSpace(errb.String()), "\n") != 0 || !strings.HasPrefix(errb.String(), "tomoe: ") {

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/keyenc"
 	"github.com/tomoe-net/tomoe/internal/node"
 )
 
@@ -36,7 +38,11 @@ userspace mode needs no privileges.`,
 				}
 			}
 			log := newLogger(g.stderr, cfg.Log)
-			n, err := node.New(cfg, node.Options{Logger: log, Version: Version})
+			opts := node.Options{Logger: log, Version: Version, CredentialsDir: os.Getenv("CREDENTIALS_DIRECTORY")}
+			if f, ok := g.stdin.(*os.File); ok && keyenc.IsTerminal(f) {
+				opts.KeyPrompt = terminalPrompt
+			}
+			n, err := node.New(cfg, opts)
 			if err != nil {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("start: %w", err)}
 			}

@@ -26,6 +26,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/fileperm"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -75,6 +76,12 @@ type Config struct {
 	AllowedLocalUsers []string `toml:"allowed_local_users"`
 	// Orgs are the organisations this node trusts and belongs to.
 	Orgs []Org `toml:"orgs"`
+
+	// KeyPassphraseFile, if set, holds on its first line the passphrase
+	// of a key_file encrypted with `tomoe key encrypt` (age); it must be
+	// readable by its owner only, like the key file. With it set, a
+	// missing key_file is an error, not a new plain key.
+	KeyPassphraseFile string `toml:"key_passphrase_file"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
@@ -292,6 +299,7 @@ func (c *Config) resolvePaths() {
 		}
 	}
 	abs(&c.KeyFile)
+	abs(&c.KeyPassphraseFile)
 	abs(&c.Admin.Socket)
 	abs(&c.Console.OrgKey)
 	abs(&c.Policy.StateFile)
@@ -325,7 +333,7 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -363,6 +371,11 @@ func (c *Config) Validate() error {
 	bad := errs.bad
 	if c.KeyFile == "" {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
+	}
+	if c.KeyPassphraseFile != "" {
+		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
+			bad("key_passphrase_file", "%v", err)
+		}
 	}
 	if c.TUN.Mode == ModeKernel {
 		if err := validInterfaceName(c.TUN.Name); err != nil {

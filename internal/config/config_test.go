@@ -215,6 +215,36 @@ func TestLoadFile(t *testing.T) {
 	}
 }
 
+// key_passphrase_file is checked when the config is loaded: it must exist
+// and be a secret's file (fileperm.Secret), relative to the config's
+// directory.
+func TestKeyPassphraseFile(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etc")
+	os.Mkdir(dir, 0o700)
+	p := filepath.Join(dir, "tomoe.toml")
+	os.WriteFile(p, []byte("key_file = \"k\"\nkey_passphrase_file = \"pass\"\n"), 0o600)
+	pass := filepath.Join(dir, "pass")
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "tomoe.toml:2: key_passphrase_file") || !strings.Contains(err.Error(), pass) {
+		t.Fatalf("missing passphrase file: %v", err)
+	}
+	os.WriteFile(pass, []byte("pw\n"), 0o644)
+	os.Chmod(pass, 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+pass) {
+		t.Fatalf("passphrase file 0644: %v", err)
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		os.Chmod(pass, mode)
+		c, err := Load(p)
+		if err != nil || c.KeyPassphraseFile != pass {
+			t.Fatalf("mode %04o: %v", mode, err)
+		}
+	}
+	if _, err := Parse([]byte("key_passphrase_fle = \"x\"\n"), "c.toml", "/x"); err == nil || !strings.Contains(err.Error(), "key_passphrase_file") {
+		t.Fatalf("misspelt key: %v", err)
+	}
+}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(full))
 	f.Add([]byte("[tun]\nmode=1\n"))

@@ -57,6 +57,21 @@ func ReadFile(path, what string, kind Kind) ([]byte, error) {
 	return current().readFile(path, what, kind)
 }
 
+// Check makes ReadFile's checks on the file at path and its directory
+// without reading it: for a file that must pass before it is needed (a
+// passphrase file named in the config).
+func Check(path, what string, kind Kind) error {
+	c := current()
+	if err := c.checkDir(filepath.Dir(path), what); err != nil {
+		return err
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
+	}
+	return c.checkFile(path, what, kind, fi)
+}
+
 // CheckDir checks the directory that holds a file what (see ReadFile),
 // before tomoe creates the file in it. A missing directory gives an error
 // for which errors.Is(err, fs.ErrNotExist) holds.

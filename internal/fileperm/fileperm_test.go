@@ -104,3 +104,23 @@ func TestOwners(t *testing.T) {
 		t.Errorf("another user's directory: %v", err)
 	}
 }
+
+// Check makes ReadFile's checks without reading.
+func TestCheck(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	if err := Check(path, "test file", Secret); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("missing: %v", err)
+	}
+	os.WriteFile(path, []byte("x"), 0o600)
+	if err := Check(path, "test file", Secret); err != nil {
+		t.Fatalf("0600: %v", err)
+	}
+	os.Chmod(path, 0o640)
+	if err := Check(path, "test file", Secret); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("0640: %v", err)
+	}
+	if err := Check(dir, "test file", Secret); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("directory: %v", err)
+	}
+}

@@ -31,6 +31,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/keyenc"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/console"
@@ -95,6 +96,14 @@ type Options struct {
 	// since the device's handshake times are real (WireGuard keeps its
 	// own timers, as do sockets' deadlines).
 	Clock clock.Clock
+	// KeyPrompt, if not nil, asks for the passphrase of an encrypted
+	// key_file when the config names no key_passphrase_file (tomoe up on
+	// a terminal); see keyenc.LoadOrCreate for the other sources.
+	KeyPrompt keyenc.Prompt
+	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY, where a unit's
+	// LoadCredentialEncrypted=tomoe-key:FILE puts the decrypted key of a
+	// key_file that is a systemd credential; "": none.
+	CredentialsDir string
 }
 
 // Transport is what a node sends and receives its underlay traffic with.
@@ -191,13 +200,23 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	key, created, err := identity.LoadOrCreateKeyFile(cfg.KeyFile)
+	loaded, err := keyenc.LoadOrCreate(cfg.KeyFile, keyenc.Sources{
+		PassphraseFile: cfg.KeyPassphraseFile,
+		CredentialsDir: opts.CredentialsDir,
+		Prompt:         opts.KeyPrompt,
+	})
 	if err != nil {
 		return nil, err
 	}
+	key := loaded.Key
 	pub := key.Public()
-	if created {
+	switch {
+	case loaded.Created:
 		log.Info("created a new node key", "key_file", cfg.KeyFile, "public_key", pub)
+	case loaded.Format != keyenc.Plain:
+		log.Info("decrypted the node key in memory", "key_file", cfg.KeyFile, "format", loaded.Format.String(), "from", loaded.From, "public_key", pub)
+	case cfg.KeyPassphraseFile != "":
+		log.Warn("key_passphrase_file is set, but key_file is not encrypted: encrypt it with tomoe key encrypt", "key_file", cfg.KeyFile)
 	}
 	n = &Node{
 		cfg: cfg, log: log, version: opts.Version, key: key, pub: pub, ipv4: cfg.IPv4(pub), started: time.Now(), clock: clock.Or(opts.Clock),
