@@ -22,7 +22,7 @@ import (
 // uiPages are the web UI's pages, by the name their screenshot gets.
 var uiPages = []struct{ name, path string }{
 	{"overview", "/"}, {"peers", "/peers"}, {"policy", "/policy"}, {"routes", "/routes"},
-	{"services", "/services"}, {"bridges", "/bridges"}, {"events", "/events"},
+	{"services", "/services"}, {"bridges", "/bridges"}, {"events", "/events"}, {"console", "/console"},
 }
 
 // browser is a headless Chromium tab and what its console said.

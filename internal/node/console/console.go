@@ -179,6 +179,10 @@ func (c *Console) fetch(ctx context.Context, f *fetched) {
 	if err != nil {
 		var ae *adminapi.APIError
 		f.refused = errors.As(err, &ae) && ae.Code == 403
+		if errors.Is(err, context.DeadlineExceeded) {
+			// What a node that drops this one's packets looks like, too.
+			err = fmt.Errorf("no answer within %v: is it up, and does its [[admin.allow]] list this node?", nodeTimeout)
+		}
 		f.err = err
 		return
 	}
