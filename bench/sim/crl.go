@@ -88,8 +88,11 @@ func (s *sim) crl(ctx context.Context) {
 	res.Online = len(online)
 
 	// Every member's certificate at its bridge: the bridge takes documents
-	// only of organisations its members present certificates of.
-	deadline := time.Now().Add(s.o.timeout)
+	// only of organisations its members present certificates of, and
+	// tells only those members of a new one. Members present theirs when
+	// they register; give them up to 30 s more (what is missing then is
+	// a figure: members the bridge will not tell).
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		res.BridgeCerts = 0
 		for _, b := range s.bridges {
@@ -118,7 +121,7 @@ func (s *sim) crl(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			p := pair{client: op.revoked, server: x}
-			c, err := s.dial(ctx, p, time.Now().Add(10*time.Second))
+			c, err := s.dial(ctx, p, time.Now().Add(30*time.Second))
 			if err != nil {
 				return
 			}
