@@ -33,8 +33,11 @@ type CRLResult struct {
 	// BridgeCerts is the certificates the bridges held when the list was
 	// pushed (one per registered member once all presented theirs).
 	BridgeCerts int `json:"bridge_certs"`
-	Online      int `json:"online"`  // nodes running when the list was pushed
-	Reached     int `json:"reached"` // of those, nodes holding the list by the end
+	// BridgeExpired is the registrations the bridges had dropped for lack
+	// of keepalives by then (each also drops the member's certificates).
+	BridgeExpired uint64 `json:"bridge_expired"`
+	Online        int    `json:"online"`  // nodes running when the list was pushed
+	Reached       int    `json:"reached"` // of those, nodes holding the list by the end
 	// Times from the push until a node held the list (its org_crl
 	// event): the median, 90th percentile and last node; AllSeconds is
 	// the last only if every online node got it (0 otherwise).
@@ -94,10 +97,11 @@ func (s *sim) crl(ctx context.Context) {
 	// a figure: members the bridge will not tell).
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		res.BridgeCerts = 0
+		res.BridgeCerts, res.BridgeExpired = 0, 0
 		for _, b := range s.bridges {
 			st, _ := b.node.BridgeStats()
 			res.BridgeCerts += st.OrgCerts
+			res.BridgeExpired += st.Expired
 		}
 		if res.BridgeCerts >= res.Online*min(s.o.perNode, s.o.bridges) || time.Now().After(deadline) || ctx.Err() != nil {
 			break

@@ -242,8 +242,8 @@ func (r *Result) text() string {
 		fmt.Fprintf(&b, "revocations: %d, next datagram refused in %d; call median %.2f ms, max %.2f ms\n", r.Revocations, r.RevokedCut, r.RevokeMedianMS, r.RevokeMaxMS)
 	}
 	if c := r.CRL; c != nil {
-		fmt.Fprintf(&b, "revocation list (revoking %s, pushed to %s in %.1f ms): %d of %d nodes had it, p50 %.2f s, p90 %.2f s, max %.2f s; bridge certificates %d, members told %d, limited %d\n",
-			c.Revoked, c.PushedTo, c.PushMS, c.Reached, c.Online, c.P50Seconds, c.P90Seconds, c.MaxSeconds, c.BridgeCerts, c.BridgePushed, c.BridgeLimited)
+		fmt.Fprintf(&b, "revocation list (revoking %s, pushed to %s in %.1f ms): %d of %d nodes had it, p50 %.2f s, p90 %.2f s, max %.2f s; bridge certificates %d (registrations expired %d), members told %d, limited %d\n",
+			c.Revoked, c.PushedTo, c.PushMS, c.Reached, c.Online, c.P50Seconds, c.P90Seconds, c.MaxSeconds, c.BridgeCerts, c.BridgeExpired, c.BridgePushed, c.BridgeLimited)
 		fmt.Fprintf(&b, "sessions with the revoked member: %d live, %d cut (after the list: median %.2f ms, max %.2f ms), next datagram refused on %d\n",
 			c.Sessions, c.Cut, c.CutMedianMS, c.CutMaxMS, c.Refused)
 	}
@@ -457,7 +457,9 @@ func markdownCRL(b *bytes.Buffer, rows []*Result) {
 		{"allowed pairs exchanged (s until all)", func(r *Result) string {
 			return fmt.Sprintf("%d of %d (%.1f)", r.PairsOK, r.PairsRun, r.AllPairsSeconds)
 		}},
-		{"certificates held by the bridges at the push", crl(func(c *CRLResult) string { return fmt.Sprintf("%d", c.BridgeCerts) })},
+		{"certificates held by the bridges at the push (registrations expired by then)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%d (%d)", c.BridgeCerts, c.BridgeExpired)
+		})},
 		{"nodes holding the new list", crl(func(c *CRLResult) string { return fmt.Sprintf("%d of %d", c.Reached, c.Online) })},
 		{"time from the push until a node holds it: p50 / p90 / max (s)", crl(func(c *CRLResult) string {
 			return fmt.Sprintf("%.2f / %.2f / %.2f", c.P50Seconds, c.P90Seconds, c.MaxSeconds)
