@@ -50,6 +50,7 @@ type options struct {
 	seed                           uint64
 	mix                            natMix
 	delay, settle, timeout, idle   time.Duration
+	loss                           float64 // each node's access link loses this share of datagrams
 	parallel, workers, revoke      int
 	maxRSSMiB                      int
 	bindBatch, stackBatch          int
@@ -87,6 +88,7 @@ func main() {
 	flag.Uint64Var(&o.seed, "seed", o.seed, "seed of the world, the policies and the NAT kinds")
 	mix := flag.String("nat", defaultMix, "weights of the site kinds: public (no NAT), cone (full cone), eim (port-restricted cone), sym (symmetric, random ports)")
 	flag.DurationVar(&o.delay, "delay", o.delay, "each node's access link has a one-way delay drawn up to this")
+	flag.Float64Var(&o.loss, "loss", o.loss, "each node's access link loses this share (0 to 1) of the datagrams crossing it")
 	flag.DurationVar(&o.settle, "settle", o.settle, "time after the last exchange before the paths are counted (the prober's rounds)")
 	flag.DurationVar(&o.idle, "idle", o.idle, "how long the CPU of the nodes at rest is measured, once all are registered (0: not measured)")
 	flag.DurationVar(&o.timeout, "timeout", o.timeout, "limit of the registration phase and of the exchange phase")
@@ -108,6 +110,10 @@ func main() {
 	var err error
 	if o.mix, err = parseNATMix(*mix); err != nil {
 		fmt.Fprintln(os.Stderr, "sim:", err)
+		os.Exit(2)
+	}
+	if o.loss < 0 || o.loss >= 1 {
+		fmt.Fprintln(os.Stderr, "sim: -loss must be in [0, 1)")
 		os.Exit(2)
 	}
 	if o.nodes < 2 || o.bridges < 1 || o.perNode < 1 || o.pairs < 1 || o.parallel < 1 || o.workers < 1 {

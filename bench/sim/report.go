@@ -44,6 +44,7 @@ type Result struct {
 	NAT      string         `json:"nat"`
 	Sites    map[string]int `json:"sites"`
 	Delay    string         `json:"max_link_delay"`
+	Loss     float64        `json:"link_loss,omitempty"`
 	Batch    string         `json:"batch"` // bind / stack batch sizes
 
 	Started       int    `json:"started"`
@@ -117,7 +118,7 @@ func newResult(o options) *Result {
 	return &Result{
 		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Go: runtime.Version(), Scenario: o.scenario,
 		Nodes: o.nodes, Bridges: o.bridges, PerNode: min(o.perNode, o.bridges), PairsArg: o.pairs, Seed: o.seed,
-		NAT: o.mix.String(), Sites: map[string]int{}, Delay: o.delay.String(),
+		NAT: o.mix.String(), Sites: map[string]int{}, Delay: o.delay.String(), Loss: o.loss,
 		Batch: fmt.Sprintf("%d / %d", o.bindBatch, o.stackBatch),
 	}
 }
@@ -386,7 +387,7 @@ func markdown(all []*Result, notes string) string {
 		if r.scenario() == scenarioCRL {
 			label = fmt.Sprintf("revocation list, N = %d", r.Nodes)
 		}
-		p("**%s** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", label, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
+		p("**%s** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, link loss %g, NAT weights %s, batch sizes (UDP / stack) %s)", label, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.Loss, r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}

@@ -176,7 +176,7 @@ func buildPlan(o options, dir string) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := addSite(w, internet, m, i, rng, o.delay); err != nil {
+		if err := addSite(w, internet, m, i, rng, o.delay, o.loss); err != nil {
 			return nil, err
 		}
 		for j := range perNode {
@@ -271,8 +271,9 @@ func (p *plan) buildOrg(o options, dir string, rng *rand.Rand) error {
 }
 
 // addSite puts m on a site of its kind: on the internet itself, or alone
-// on a LAN behind a NAT, its link delayed by up to delay.
-func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.Rand, delay time.Duration) error {
+// on a LAN behind a NAT, its link delayed by up to delay and losing a
+// share loss of the datagrams.
+func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.Rand, delay time.Duration, loss float64) error {
 	var err error
 	cfg, natted := natConfig(m.kind)
 	if !natted {
@@ -291,8 +292,12 @@ func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.
 	if err != nil {
 		return err
 	}
-	if delay > 0 {
-		m.host.Link().Set(vnet.LinkConfig{Delay: time.Duration(rng.Int64N(int64(delay)) + 1)})
+	if delay > 0 || loss > 0 {
+		lc := vnet.LinkConfig{Loss: loss}
+		if delay > 0 {
+			lc.Delay = time.Duration(rng.Int64N(int64(delay)) + 1)
+		}
+		m.host.Link().Set(lc)
 	}
 	return nil
 }
