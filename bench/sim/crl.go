@@ -59,6 +59,14 @@ type CRLResult struct {
 	// member being cut (org_crl event to peer_removed event).
 	CutMedianMS float64 `json:"cut_median_ms"`
 	CutMaxMS    float64 `json:"cut_max_ms"`
+	// From the revoked member, each session carries datagrams back to
+	// back (each waits for its echo) from before the push: the last one
+	// answered was sent this long after the node held the list (the
+	// largest over the sessions; negative: before). It bounds when the
+	// node stopped admitting the revoked member's traffic, whatever its
+	// events say.
+	LastAnsweredMS float64 `json:"last_answered_ms"`
+	Probes         int     `json:"probes"` // datagrams sent by the probes
 	// EventsMissed: nodes whose event stream overflowed (their times are
 	// missing, not wrong).
 	EventsMissed int `json:"events_missed,omitempty"`
@@ -197,6 +205,34 @@ func (s *sim) crl(ctx context.Context) {
 		ewg.Wait()
 	}()
 
+	// The revoked member keeps sending on every session.
+	lastOK := make([]atomic.Int64, len(sessions))
+	var probes atomic.Int64
+	probeCtx, stopProbes := context.WithCancel(ctx)
+	var pwg sync.WaitGroup
+	for i, se := range sessions {
+		pwg.Add(1)
+		go func() {
+			defer pwg.Done()
+			for seq := 0; probeCtx.Err() == nil; seq++ {
+				t := time.Now()
+				probes.Add(1)
+				if probe(se.c, seq, 250*time.Millisecond) {
+					lastOK[i].Store(t.UnixNano())
+				}
+			}
+		}()
+	}
+	stopped := false
+	stopProbing := func() {
+		if !stopped {
+			stopped = true
+			stopProbes()
+			pwg.Wait()
+		}
+	}
+	defer stopProbing()
+
 	// Push the list to one node, as `tomoe org crl push` does.
 	rng := rand.New(rand.NewPCG(s.o.seed, 0x63726c))
 	to := online[rng.IntN(len(online))]
@@ -244,6 +280,8 @@ func (s *sim) crl(ctx context.Context) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling what the event goroutines recorded
 	}
+	stopProbing()
+	res.Probes = int(probes.Load())
 	b1 := s.orgStats()
 	res.BridgePushed, res.BridgeLimited = b1.pushed-b0.pushed, b1.limited-b0.limited
 
@@ -278,6 +316,16 @@ func (s *sim) crl(ctx context.Context) {
 			res.AllSeconds = res.MaxSeconds
 		}
 	}
+	first := true
+	for i, se := range sessions {
+		w := watches[se.peer]
+		if ok := lastOK[i].Load(); ok != 0 && !w.got.IsZero() {
+			d := ms(time.Unix(0, ok).Sub(w.got))
+			if first || d > res.LastAnsweredMS {
+				res.LastAnsweredMS, first = d, false
+			}
+		}
+	}
 	if len(cuts) > 0 {
 		slices.Sort(cuts)
 		res.CutMedianMS = ms(cuts[len(cuts)/2])
@@ -308,6 +356,29 @@ func (s *sim) crl(ctx context.Context) {
 	res.Refused = int(refused.Load())
 	s.log.Info("revocation list spread", "reached", res.Reached, "online", res.Online, "p50_s", res.P50Seconds, "p90_s", res.P90Seconds, "max_s", res.MaxSeconds,
 		"sessions", res.Sessions, "cut", res.Cut, "refused", res.Refused, "cut_max_ms", res.CutMaxMS)
+}
+
+// probe sends one datagram numbered seq on c and reports whether its echo
+// came back within wait (echoes of earlier datagrams are skipped).
+func probe(c net.Conn, seq int, wait time.Duration) bool {
+	msg := fmt.Appendf(nil, "probe-%d", seq)
+	deadline := time.Now().Add(wait)
+	c.SetWriteDeadline(deadline)
+	if _, err := c.Write(msg); err != nil {
+		time.Sleep(10 * time.Millisecond) // a refused write: do not spin
+		return false
+	}
+	c.SetReadDeadline(deadline)
+	buf := make([]byte, 64)
+	for {
+		k, err := c.Read(buf)
+		if err != nil {
+			return false
+		}
+		if string(buf[:k]) == string(msg) {
+			return true
+		}
+	}
 }
 
 // orgStats adds up the bridges' organisation counters.

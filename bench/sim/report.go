@@ -245,8 +245,8 @@ func (r *Result) text() string {
 	if c := r.CRL; c != nil {
 		fmt.Fprintf(&b, "revocation list (revoking %s, pushed to %s in %.1f ms): %d of %d nodes had it, p50 %.2f s, p90 %.2f s, max %.2f s; bridge certificates %d (registrations expired %d), members told %d, limited %d\n",
 			c.Revoked, c.PushedTo, c.PushMS, c.Reached, c.Online, c.P50Seconds, c.P90Seconds, c.MaxSeconds, c.BridgeCerts, c.BridgeExpired, c.BridgePushed, c.BridgeLimited)
-		fmt.Fprintf(&b, "sessions with the revoked member: %d live, %d cut (after the list: median %.2f ms, max %.2f ms), next datagram refused on %d\n",
-			c.Sessions, c.Cut, c.CutMedianMS, c.CutMaxMS, c.Refused)
+		fmt.Fprintf(&b, "sessions with the revoked member: %d live, %d cut (after the list: median %.2f ms, max %.2f ms), next datagram refused on %d; last datagram answered %.1f ms after the list (%d probes)\n",
+			c.Sessions, c.Cut, c.CutMedianMS, c.CutMaxMS, c.Refused, c.LastAnsweredMS, c.Probes)
 	}
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "STOPPED EARLY: %s\n", r.Stopped)
@@ -477,6 +477,9 @@ func markdownCRL(b *bytes.Buffer, rows []*Result) {
 		})},
 		{"from holding the list to the session cut: median / max (ms)", crl(func(c *CRLResult) string {
 			return fmt.Sprintf("%.2f / %.2f", c.CutMedianMS, c.CutMaxMS)
+		})},
+		{"revoked member's datagrams (back to back on each session): the last answered was sent, after the node held the list (ms, worst session)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%.1f", c.LastAnsweredMS)
 		})},
 		{"peak RSS (MiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.PeakRSSMiB) }},
 		{"run took (s)", func(r *Result) string { return fmt.Sprintf("%.0f", r.DurationSeconds) }},
