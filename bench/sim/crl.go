@@ -246,7 +246,7 @@ func (s *sim) crl(ctx context.Context) {
 		return
 	}
 	b0 := s.orgStats()
-	s.log.Info("pushing a revocation list", "revoked", rev.name, "to", to.name, "online", len(online), "sessions", len(sessions))
+	s.log.Info("pushing a revocation list", "revoked", rev.name, "to", to.name, "online", len(online), "sessions", len(sessions), "bridge_certs", res.BridgeCerts, "bridge_expired", res.BridgeExpired)
 	t0 := time.Now()
 	pr, err := node.OrgsArea{Node: to.node}.Push(ctx, adminapi.OrgPushRequest{Document: list.Text()})
 	res.PushMS = ms(time.Since(t0))
