@@ -84,7 +84,7 @@ func main() {
 	flag.IntVar(&o.nodes, "nodes", o.nodes, "nodes to simulate (bridges not counted)")
 	flag.IntVar(&o.bridges, "bridges", o.bridges, "bridges")
 	flag.IntVar(&o.perNode, "bridges-per-node", o.perNode, "bridges each node joins (node i joins i mod B and the next ones)")
-	flag.IntVar(&o.pairs, "pairs", o.pairs, "nodes each node's policy allows (udp to its echo port), drawn among those sharing a bridge with it")
+	flag.IntVar(&o.pairs, "pairs", o.pairs, "nodes each node's policy allows (udp to its echo port), drawn among those sharing a bridge with it; with -scenario crl, pairs that exchange (0: only the revoked node's -crl-peers)")
 	flag.Uint64Var(&o.seed, "seed", o.seed, "seed of the world, the policies and the NAT kinds")
 	mix := flag.String("nat", defaultMix, "weights of the site kinds: public (no NAT), cone (full cone), eim (port-restricted cone), sym (symmetric, random ports)")
 	flag.DurationVar(&o.delay, "delay", o.delay, "each node's access link has a one-way delay drawn up to this")
@@ -116,8 +116,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "sim: -loss must be in [0, 1)")
 		os.Exit(2)
 	}
-	if o.nodes < 2 || o.bridges < 1 || o.perNode < 1 || o.pairs < 1 || o.parallel < 1 || o.workers < 1 {
-		fmt.Fprintln(os.Stderr, "sim: -nodes must be at least 2; -bridges, -bridges-per-node, -pairs, -parallel and -workers at least 1")
+	if o.nodes < 2 || o.bridges < 1 || o.perNode < 1 || o.pairs < 0 || (o.pairs == 0 && o.scenario != scenarioCRL) || o.parallel < 1 || o.workers < 1 {
+		fmt.Fprintln(os.Stderr, "sim: -nodes must be at least 2; -bridges, -bridges-per-node, -pairs (but 0 with -scenario crl: only the revoked node's sessions), -parallel and -workers at least 1")
 		os.Exit(2)
 	}
 	if o.scenario != scenarioExchange && o.scenario != scenarioCRL {
