@@ -387,7 +387,7 @@ func markdown(all []*Result, notes string) string {
 		if r.scenario() == scenarioCRL {
 			label = fmt.Sprintf("revocation list, N = %d", r.Nodes)
 		}
-		p("**%s** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, link loss %g, NAT weights %s, batch sizes (UDP / stack) %s)", label, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.Loss, r.NAT, r.Batch)
+		p("**%s** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s%s, NAT weights %s, batch sizes (UDP / stack) %s)", label, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, lossNote(r.Loss), r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}
@@ -403,6 +403,14 @@ func markdown(all []*Result, notes string) string {
 		}
 	}
 	return b.String()
+}
+
+// lossNote is the link loss for a run's description ("" when none).
+func lossNote(loss float64) string {
+	if loss == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", link loss %g", loss)
 }
 
 // column is one row of a table: a figure across the runs.
@@ -454,6 +462,7 @@ func markdownCRL(b *bytes.Buffer, rows []*Result) {
 		{"nodes started; bridges (per node)", func(r *Result) string {
 			return fmt.Sprintf("%d of %d; %d (%d)", r.Started, r.Nodes, r.Bridges, r.PerNode)
 		}},
+		{"machine's load average: nodes up / after the exchange (2 cores, shared)", func(r *Result) string { return fmt.Sprintf("%s / %s", r.Load[0], r.Load[1]) }},
 		{"start / all registered (s)", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.StartSeconds, r.RegisteredSeconds) }},
 		{"allowed pairs exchanged (s until all)", func(r *Result) string {
 			return fmt.Sprintf("%d of %d (%.1f)", r.PairsOK, r.PairsRun, r.AllPairsSeconds)
