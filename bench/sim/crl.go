@@ -335,7 +335,7 @@ func (s *sim) crl(ctx context.Context) {
 		var missing []string
 		for i, r := range s.nodes {
 			if r != nil && watches[i].got.IsZero() && len(missing) < 10 {
-				missing = append(missing, r.name)
+				missing = append(missing, r.name+" "+bridgeState(ctx, r))
 			}
 		}
 		s.res.Errors = append(s.res.Errors, fmt.Sprintf("crl: %d of %d nodes did not get the list within %v (some: %s)", res.Online-res.Reached, res.Online, s.o.crlTimeout, strings.Join(missing, ", ")))
@@ -356,6 +356,27 @@ func (s *sim) crl(ctx context.Context) {
 	res.Refused = int(refused.Load())
 	s.log.Info("revocation list spread", "reached", res.Reached, "online", res.Online, "p50_s", res.P50Seconds, "p90_s", res.P90Seconds, "max_s", res.MaxSeconds,
 		"sessions", res.Sessions, "cut", res.Cut, "refused", res.Refused, "cut_max_ms", res.CutMaxMS)
+}
+
+// bridgeState says how r stands with its bridges and which list it holds,
+// for a node the list did not reach.
+func bridgeState(ctx context.Context, r *running) string {
+	st, err := r.node.StatusArea().Status(ctx)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	var parts []string
+	for _, b := range st.Bridges {
+		parts = append(parts, "bridge "+b.State+"/"+b.Transport)
+	}
+	for _, o := range st.Orgs {
+		v := uint64(0)
+		if o.CRL != nil {
+			v = o.CRL.Version
+		}
+		parts = append(parts, fmt.Sprintf("list %d", v))
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
 }
 
 // probe sends one datagram numbered seq on c and reports whether its echo
