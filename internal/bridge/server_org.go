@@ -237,16 +237,23 @@ func (s *Server) presentCert(mb *orgMember, reg *registration, shared *wire.Shar
 	// Members present their certificates again every so often (a lost
 	// presentation, a registration dropped and taken back): one already
 	// held, byte for byte, is not verified again.
+	genuine := false // signed by its organisation: its documents may be named
 	if err == nil && !o.holds(mb, cert, now) {
 		err = cert.Verify(cert.Org, now)
 		if err == nil {
+			genuine = true
 			err = s.keepCert(mb, reg, cert)
 		}
 	}
 	if err != nil {
 		o.certsRefused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: certificate not kept", "peer", mb.key.String(), "err", err)
-		return
+		// A member whose certificate is refused as revoked (or older) is
+		// still told of the documents: its node learns the list that
+		// revoked it, which its peers, having cut it, no longer announce.
+		if !genuine {
+			return
+		}
 	}
 	s.joins.joinPickedUp(cert.Org, mb.key)
 	var docs []orgsync.DocID

@@ -178,6 +178,11 @@ func TestOrgCRLPushedToMembers(t *testing.T) {
 	refused := st.OrgCertsRefused
 	nc.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: certC.Binary()})
 	waitCond(t, "the revoked certificate refused", func() bool { return h.s.Stats().OrgCertsRefused == refused+1 })
+	// ... but c is told of the list that revoked it (its peers, having cut
+	// it, no longer announce it).
+	if hello := nc.expectOrg(orgsync.TypeHello); len(hello.Docs) != 1 || hello.Docs[0] != id {
+		t.Fatalf("answer to a revoked certificate: %+v", hello)
+	}
 	nb.send(wire.Message{Kind: wire.KindLookup, Seq: 3, Address: c.Public().Address()})
 	nb.expect(wire.KindLookupReply)
 	if !nb.quiet() {
