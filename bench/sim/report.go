@@ -32,8 +32,10 @@ type Result struct {
 	// Load is the machine's load average (1 min) when the nodes had
 	// started and when the exchange ended: the machine is shared, and a
 	// load above its 2 cores slows every figure that is a time.
-	Load     [2]string      `json:"loadavg"`
-	Go       string         `json:"go"`
+	Load [2]string `json:"loadavg"`
+	Go   string    `json:"go"`
+	// Scenario is -scenario ("" in rows from before it existed: exchange).
+	Scenario string         `json:"scenario,omitempty"`
 	Nodes    int            `json:"nodes"`
 	Bridges  int            `json:"bridges"`
 	PerNode  int            `json:"bridges_per_node"`
@@ -42,6 +44,7 @@ type Result struct {
 	NAT      string         `json:"nat"`
 	Sites    map[string]int `json:"sites"`
 	Delay    string         `json:"max_link_delay"`
+	Loss     float64        `json:"link_loss,omitempty"`
 	Batch    string         `json:"batch"` // bind / stack batch sizes
 
 	Started       int    `json:"started"`
@@ -89,6 +92,8 @@ type Result struct {
 	RevokeMedianMS float64 `json:"revoke_median_ms"`
 	RevokeMaxMS    float64 `json:"revoke_max_ms"`
 
+	CRL *CRLResult `json:"crl,omitempty"` // the crl scenario's figures
+
 	Profiles []string            `json:"profiles,omitempty"`
 	Top      map[string][]string `json:"top,omitempty"` // profile -> pprof -top lines
 	Errors   []string            `json:"errors,omitempty"`
@@ -111,9 +116,9 @@ func loadavg() string {
 
 func newResult(o options) *Result {
 	return &Result{
-		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Go: runtime.Version(),
+		Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), Go: runtime.Version(), Scenario: o.scenario,
 		Nodes: o.nodes, Bridges: o.bridges, PerNode: min(o.perNode, o.bridges), PairsArg: o.pairs, Seed: o.seed,
-		NAT: o.mix.String(), Sites: map[string]int{}, Delay: o.delay.String(),
+		NAT: o.mix.String(), Sites: map[string]int{}, Delay: o.delay.String(), Loss: o.loss,
 		Batch: fmt.Sprintf("%d / %d", o.bindBatch, o.stackBatch),
 	}
 }
@@ -218,16 +223,31 @@ func (r *Result) summarizeProfiles(log *slog.Logger) {
 func (r *Result) text() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "nodes %d/%d started, bridges %d; registered in %.1f s; load average %s, then %s\n", r.Started, r.Nodes, r.Bridges, r.RegisteredSeconds, r.Load[0], r.Load[1])
-	fmt.Fprintf(&b, "at rest: %.2f cores (%.1f ms of CPU a second per 1,000 nodes)\n", r.IdleCores, 1e6*r.IdleCores/float64(max(r.Started, 1)))
+	exchange := r.scenario() == scenarioExchange
+	if exchange {
+		fmt.Fprintf(&b, "at rest: %.2f cores (%.1f ms of CPU a second per 1,000 nodes)\n", r.IdleCores, 1e6*r.IdleCores/float64(max(r.Started, 1)))
+	}
 	fmt.Fprintf(&b, "memory per node: heap %.0f KiB, RSS %.0f KiB, %.1f goroutines; total heap %.0f MiB, RSS %.0f MiB\n",
 		r.HeapPerNodeKB, r.RSSPerNodeKB, r.GoroutinesPerNode, r.HeapTotalMiB, r.RSSTotalMiB)
-	fmt.Fprintf(&b, "after the exchange, per node: heap %.0f KiB, RSS %.0f KiB; peak RSS %.0f MiB\n", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB, r.PeakRSSMiB)
+	if exchange {
+		fmt.Fprintf(&b, "after the exchange, per node: heap %.0f KiB, RSS %.0f KiB; peak RSS %.0f MiB\n", r.HeapAfterExchangeKB, r.RSSAfterExchangeKB, r.PeakRSSMiB)
+	} else {
+		fmt.Fprintf(&b, "peak RSS %.0f MiB\n", r.PeakRSSMiB)
+	}
 	fmt.Fprintf(&b, "pairs %d/%d exchanged, all by %.1f s, half by %.1f s; bridge lookups %d (%.0f/s)\n",
 		r.PairsOK, r.PairsRun, r.AllPairsSeconds, r.HalfPairsSeconds, r.Lookups, r.LookupsPerSecond)
 	fmt.Fprintf(&b, "failed pairs: %d never had a peer, %d had no answer; drops %+v; bridges limited %d lookups, %d strangers, relay queue dropped %d\n",
 		r.DialFailed, r.NoAnswer, r.Drops, r.LookupsLimited, r.StrangersLimited, r.RelayDroppedQueue)
-	fmt.Fprintf(&b, "paths: %d direct, %d relayed; relayed %d bytes in %d frames; %d introductions\n", r.Direct, r.Relayed, r.RelayBytes, r.RelayFrames, r.Introductions)
-	fmt.Fprintf(&b, "revocations: %d, next datagram refused in %d; call median %.2f ms, max %.2f ms\n", r.Revocations, r.RevokedCut, r.RevokeMedianMS, r.RevokeMaxMS)
+	if exchange {
+		fmt.Fprintf(&b, "paths: %d direct, %d relayed; relayed %d bytes in %d frames; %d introductions\n", r.Direct, r.Relayed, r.RelayBytes, r.RelayFrames, r.Introductions)
+		fmt.Fprintf(&b, "revocations: %d, next datagram refused in %d; call median %.2f ms, max %.2f ms\n", r.Revocations, r.RevokedCut, r.RevokeMedianMS, r.RevokeMaxMS)
+	}
+	if c := r.CRL; c != nil {
+		fmt.Fprintf(&b, "revocation list (revoking %s, pushed to %s in %.1f ms): %d of %d nodes had it, p50 %.2f s, p90 %.2f s, max %.2f s; bridge certificates %d (registrations expired %d), members told %d, limited %d\n",
+			c.Revoked, c.PushedTo, c.PushMS, c.Reached, c.Online, c.P50Seconds, c.P90Seconds, c.MaxSeconds, c.BridgeCerts, c.BridgeExpired, c.BridgePushed, c.BridgeLimited)
+		fmt.Fprintf(&b, "sessions with the revoked member: %d live, %d cut (after the list: median %.2f ms, max %.2f ms), next datagram refused on %d; last datagram answered %.1f ms after the list (%d probes)\n",
+			c.Sessions, c.Cut, c.CutMedianMS, c.CutMaxMS, c.Refused, c.LastAnsweredMS, c.Probes)
+	}
 	if r.Stopped != "" {
 		fmt.Fprintf(&b, "STOPPED EARLY: %s\n", r.Stopped)
 	}
@@ -251,11 +271,14 @@ func writeReport(o options, r *Result) error {
 	}
 	if r != nil {
 		rows = slices.DeleteFunc(rows, func(x *Result) bool {
-			return x.Nodes == r.Nodes && x.Bridges == r.Bridges && x.PairsArg == r.PairsArg
+			return x.Nodes == r.Nodes && x.Bridges == r.Bridges && x.PairsArg == r.PairsArg && x.scenario() == r.scenario()
 		})
 		rows = append(rows, r)
 	}
 	slices.SortFunc(rows, func(a, b *Result) int {
+		if a.scenario() != b.scenario() {
+			return strings.Compare(b.scenario(), a.scenario()) // exchange, then crl
+		}
 		if a.Nodes != b.Nodes {
 			return a.Nodes - b.Nodes
 		}
@@ -282,9 +305,25 @@ func writeReport(o options, r *Result) error {
 	return os.WriteFile(o.out, []byte(mdsection.Set(string(old), "simulation", markdown(rows, string(notes)))), 0o644)
 }
 
+// scenario is r's scenario; rows from before -scenario are exchange's.
+func (r *Result) scenario() string {
+	if r.Scenario == "" {
+		return scenarioExchange
+	}
+	return r.Scenario
+}
+
 // markdown is the simulation section for rows, with notes (the
 // hand-written findings.md beside results.json) after the table.
-func markdown(rows []*Result, notes string) string {
+func markdown(all []*Result, notes string) string {
+	var rows, crls []*Result
+	for _, r := range all {
+		if r.scenario() == scenarioCRL {
+			crls = append(crls, r)
+		} else {
+			rows = append(rows, r)
+		}
+	}
 	var b bytes.Buffer
 	p := func(format string, args ...any) { fmt.Fprintf(&b, format, args...) }
 	p("## Simulation: thousands of nodes in one process\n\n")
@@ -293,13 +332,10 @@ func markdown(rows []*Result, notes string) string {
 	p("each on a site of its own behind a NAT of a random kind; each node's policy lets a few random others in (udp to its echo port), and every such pair exchanges a datagram, the client finding the server by address alone through a bridge. ")
 	p("Memory per node is the heap (after GC) and resident memory the nodes added, divided by the nodes started. ")
 	p("Direct share counts each pair's path as the client sees it after the settle time. Lookups/s are the bridges' lookups over the exchange phase.\n\n")
-	if len(rows) == 0 {
+	if len(rows) == 0 && len(crls) == 0 {
 		return b.String()
 	}
-	cols := []struct {
-		name string
-		f    func(*Result) string
-	}{
+	cols := []column{
 		{"date", func(r *Result) string { return r.Date[:10] }},
 		{"nodes started", func(r *Result) string { return fmt.Sprintf("%d of %d", r.Started, r.Nodes) }},
 		{"bridges (per node)", func(r *Result) string { return fmt.Sprintf("%d (%d)", r.Bridges, r.PerNode) }},
@@ -334,31 +370,24 @@ func markdown(rows []*Result, notes string) string {
 		{"policy revocations: next datagram refused; call median / max (ms)", func(r *Result) string {
 			return fmt.Sprintf("%d of %d; %.2f / %.2f", r.RevokedCut, r.Revocations, r.RevokeMedianMS, r.RevokeMaxMS)
 		}},
-		{"revocations and certificates that spread: time until every node has them", func(*Result) string { return "not in the tree yet" }},
+		{"revocation lists that spread", func(*Result) string { return "see the next table (`-scenario crl`)" }},
 		{"run took (s)", func(r *Result) string { return fmt.Sprintf("%.0f", r.DurationSeconds) }},
 	}
-	p("| |")
-	for _, r := range rows {
-		p(" N = %d, %d allowed each |", r.Nodes, r.PairsArg)
+	if len(rows) > 0 {
+		table(&b, rows, cols, func(r *Result) string { return fmt.Sprintf("N = %d, %d allowed each", r.Nodes, r.PairsArg) })
 	}
-	p("\n|---|")
-	for range rows {
-		p("---|")
+	if len(crls) > 0 {
+		markdownCRL(&b, crls)
 	}
-	p("\n")
-	for _, c := range cols {
-		p("| %s |", c.name)
-		for _, r := range rows {
-			p(" %s |", c.f(r))
-		}
-		p("\n")
-	}
-	p("\n")
 	if notes = strings.TrimSpace(notes); notes != "" {
 		p("%s\n\n", notes)
 	}
-	for _, r := range rows {
-		p("**N = %d, %d allowed each** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s, NAT weights %s, batch sizes (UDP / stack) %s)", r.Nodes, r.PairsArg, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, r.NAT, r.Batch)
+	for _, r := range append(rows, crls...) {
+		label := fmt.Sprintf("N = %d, %d allowed each", r.Nodes, r.PairsArg)
+		if r.scenario() == scenarioCRL {
+			label = fmt.Sprintf("revocation list, N = %d", r.Nodes)
+		}
+		p("**%s** (load average %s when the nodes were up, %s after the exchange; %s; %s; seed %d, %d allowed per node, link delay up to %s%s, NAT weights %s, batch sizes (UDP / stack) %s)", label, r.Load[0], r.Load[1], r.Machine, r.Go, r.Seed, r.PairsArg, r.Delay, lossNote(r.Loss), r.NAT, r.Batch)
 		if r.Stopped != "" {
 			p(": **stopped early**: %s", r.Stopped)
 		}
@@ -374,6 +403,97 @@ func markdown(rows []*Result, notes string) string {
 		}
 	}
 	return b.String()
+}
+
+// lossNote is the link loss for a run's description ("" when none).
+func lossNote(loss float64) string {
+	if loss == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", link loss %g", loss)
+}
+
+// column is one row of a table: a figure across the runs.
+type column struct {
+	name string
+	f    func(*Result) string
+}
+
+// table writes a table with a column per run (head names it) and a row
+// per figure.
+func table(b *bytes.Buffer, rows []*Result, cols []column, head func(*Result) string) {
+	p := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
+	p("| |")
+	for _, r := range rows {
+		p(" %s |", head(r))
+	}
+	p("\n|---|")
+	for range rows {
+		p("---|")
+	}
+	p("\n")
+	for _, c := range cols {
+		p("| %s |", c.name)
+		for _, r := range rows {
+			p(" %s |", c.f(r))
+		}
+		p("\n")
+	}
+	p("\n")
+}
+
+// markdownCRL is the table of the crl scenario's runs.
+func markdownCRL(b *bytes.Buffer, rows []*Result) {
+	fmt.Fprintf(b, "### Revocation lists that spread (`-scenario crl`, issue 11)\n\n")
+	fmt.Fprintf(b, "Every node is a member of one organisation (a certificate each; every node's policy admits `org:acme` to its echo port). ")
+	fmt.Fprintf(b, "Once the allowed pairs have exchanged a datagram, and the revoked member has a live session with `-crl-peers` others, a revocation list revoking that member is pushed to one other node (the admin API's push, as `tomoe org crl push`). ")
+	fmt.Fprintf(b, "The times run from the push to each node's `org_crl` event (the node installed the list); the cut is from that event to the `peer_removed` event of the revoked member on the same node. ")
+	fmt.Fprintf(b, "Goals (issue 11): every node within 10 s at N = 1,000 through one bridge; the cut within 1 s.\n\n")
+	crl := func(f func(*CRLResult) string) func(*Result) string {
+		return func(r *Result) string {
+			if r.CRL == nil {
+				return "–"
+			}
+			return f(r.CRL)
+		}
+	}
+	cols := []column{
+		{"date", func(r *Result) string { return r.Date[:10] }},
+		{"nodes started; bridges (per node)", func(r *Result) string {
+			return fmt.Sprintf("%d of %d; %d (%d)", r.Started, r.Nodes, r.Bridges, r.PerNode)
+		}},
+		{"machine's load average: nodes up / after the exchange (2 cores, shared)", func(r *Result) string { return fmt.Sprintf("%s / %s", r.Load[0], r.Load[1]) }},
+		{"start / all registered (s)", func(r *Result) string { return fmt.Sprintf("%.1f / %.1f", r.StartSeconds, r.RegisteredSeconds) }},
+		{"allowed pairs exchanged (s until all)", func(r *Result) string {
+			return fmt.Sprintf("%d of %d (%.1f)", r.PairsOK, r.PairsRun, r.AllPairsSeconds)
+		}},
+		{"certificates held by the bridges at the push (registrations expired by then)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%d (%d)", c.BridgeCerts, c.BridgeExpired)
+		})},
+		{"nodes holding the new list", crl(func(c *CRLResult) string { return fmt.Sprintf("%d of %d", c.Reached, c.Online) })},
+		{"time from the push until a node holds it: p50 / p90 / max (s)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%.2f / %.2f / %.2f", c.P50Seconds, c.P90Seconds, c.MaxSeconds)
+		})},
+		{"time until every online node holds it (s)", crl(func(c *CRLResult) string {
+			if c.AllSeconds == 0 {
+				return "not all did"
+			}
+			return fmt.Sprintf("**%.2f**", c.AllSeconds)
+		})},
+		{"bridges: members told / messages rate-limited", crl(func(c *CRLResult) string { return fmt.Sprintf("%d / %d", c.BridgePushed, c.BridgeLimited) })},
+		{"sessions with the revoked member: live / cut / next datagram refused", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%d / %d / %d", c.Sessions, c.Cut, c.Refused)
+		})},
+		{"from holding the list to the session cut: median / max (ms)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%.2f / %.2f", c.CutMedianMS, c.CutMaxMS)
+		})},
+		{"revoked member's datagrams (back to back on each session): the last answered was sent, after the node held the list (ms, worst session)", crl(func(c *CRLResult) string {
+			return fmt.Sprintf("%.1f", c.LastAnsweredMS)
+		})},
+		{"peak RSS (MiB)", func(r *Result) string { return fmt.Sprintf("%.0f", r.PeakRSSMiB) }},
+		{"run took (s)", func(r *Result) string { return fmt.Sprintf("%.0f", r.DurationSeconds) }},
+	}
+	table(b, rows, cols, func(r *Result) string { return fmt.Sprintf("N = %d", r.Nodes) })
 }
 
 func sites(m map[string]int) string {

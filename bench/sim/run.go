@@ -120,7 +120,10 @@ func run(ctx context.Context, o options, log *slog.Logger) (res *Result, err err
 	if s.o.profiles != "" {
 		s.heapProfile("heap-up")
 	}
-	if res.Stopped == "" && ctx.Err() == nil {
+	if res.Stopped == "" && ctx.Err() == nil && o.scenario == scenarioCRL {
+		s.exchange(ctx) // the sessions the list will cut, and the certificates the peers hold
+		s.crl(ctx)
+	} else if res.Stopped == "" && ctx.Err() == nil {
 		if s.o.idle > 0 {
 			s.idle(ctx)
 		}

@@ -64,3 +64,54 @@ func TestSmallSimulation(t *testing.T) {
 		t.Fatalf("report:\n%s", md)
 	}
 }
+
+// The crl scenario at N = 100: a revocation list pushed to one member
+// reaches every node through the bridge and the peers, the nodes that had
+// a session with the revoked member cut it and refuse its next datagram,
+// and the figures land in their own table. Times are reported, not
+// asserted (the machine is shared).
+func TestCRLSpread(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs 100 nodes for several seconds")
+	}
+	o := defaultOptions()
+	o.scenario, o.nodes, o.pairs, o.crlPeers = scenarioCRL, 100, 1, 10
+	o.timeout, o.crlTimeout, o.workers, o.parallel = 2*time.Minute, 2*time.Minute, 32, 4
+	dir := t.TempDir()
+	o.out, o.jsonOut = filepath.Join(dir, "RESULTS.md"), filepath.Join(dir, "results.json")
+	res, err := run(context.Background(), o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log("\n" + res.text())
+	if res.Started != o.nodes || res.Stopped != "" || res.CRL == nil {
+		t.Fatalf("started %d of %d nodes; stopped: %q; errors: %q", res.Started, o.nodes, res.Stopped, res.Errors)
+	}
+	c := res.CRL
+	if c.Online != o.nodes || c.Reached != c.Online || c.AllSeconds <= 0 {
+		t.Fatalf("the list reached %d of %d nodes (all by %.2f s); errors: %q", c.Reached, c.Online, c.AllSeconds, res.Errors)
+	}
+	// Sessions that did not come up on a loaded machine are reported, not
+	// failed; those that did must all be cut.
+	if c.Sessions == 0 || c.Cut != c.Sessions || c.Refused != c.Sessions {
+		t.Fatalf("sessions with the revoked member: %d live of %d, %d cut, %d refused afterwards", c.Sessions, o.crlPeers, c.Cut, c.Refused)
+	}
+
+	// An exchange row and a crl row of the same size live side by side.
+	ex := newResult(defaultOptions())
+	ex.Nodes, ex.PairsArg, ex.Started = o.nodes, o.pairs, o.nodes
+	ex.Scenario = ""
+	for _, r := range []*Result{ex, res} {
+		if err := writeReport(o, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, err := os.ReadFile(o.out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec := mdsection.Get(string(b), "simulation")
+	if !strings.Contains(sec, "| N = 100, 1 allowed each |") || !strings.Contains(sec, "### Revocation lists that spread") || !strings.Contains(sec, "| nodes holding the new list | 100 of 100 |") {
+		t.Fatalf("report:\n%s", sec)
+	}
+}

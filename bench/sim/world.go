@@ -17,6 +17,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/testnet/vnet"
 )
 
@@ -112,7 +113,21 @@ type plan struct {
 	bridges []*member
 	nodes   []*member
 	pairs   []pair // (client, server): server's policy allows client
+	org     *orgPlan
 }
+
+// orgPlan is the organisation of the crl scenario: every node is a
+// member of "acme" with a certificate of its own, and every node's
+// policy lets any member in (udp to its echo port).
+type orgPlan struct {
+	signer  *org.Signer
+	certs   []*org.Cert // by node index
+	revoked int         // the node whose certificate the list revokes
+	peers   []int       // nodes with a session from the revoked one (pairs revoked -> peer)
+}
+
+// orgName is the crl scenario's organisation.
+const orgName = "acme"
 
 // pair is an allowed pair: nodes[server]'s policy lets nodes[client] in.
 type pair struct{ client, server int }
@@ -161,7 +176,7 @@ func buildPlan(o options, dir string) (*plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := addSite(w, internet, m, i, rng, o.delay); err != nil {
+		if err := addSite(w, internet, m, i, rng, o.delay, o.loss); err != nil {
 			return nil, err
 		}
 		for j := range perNode {
@@ -174,6 +189,11 @@ func buildPlan(o options, dir string) (*plan, error) {
 	for i, m := range p.nodes {
 		for _, b := range m.bridges {
 			byBridge[b] = append(byBridge[b], i)
+		}
+	}
+	if o.scenario == scenarioCRL {
+		if err := p.buildOrg(o, dir, rng); err != nil {
+			return nil, err
 		}
 	}
 	for i, m := range p.nodes {
@@ -189,12 +209,71 @@ func buildPlan(o options, dir string) (*plan, error) {
 			p.pairs = append(p.pairs, pair{client: c, server: i})
 		}
 	}
+	if p.org != nil {
+		// The revoked node has sessions with crl-peers others (it is the
+		// client: after the cut, its datagrams must go unanswered).
+		have := map[pair]bool{}
+		for _, pr := range p.pairs {
+			have[pr] = true
+		}
+		for _, x := range p.org.peers {
+			if pr := (pair{client: p.org.revoked, server: x}); !have[pr] {
+				have[pr] = true
+				p.pairs = append(p.pairs, pr)
+			}
+		}
+	}
 	return p, nil
 }
 
+// buildOrg makes the organisation (its key in dir), signs every node's
+// certificate into its directory, and draws the node to revoke and the
+// nodes it has sessions with.
+func (p *plan) buildOrg(o options, dir string, rng *rand.Rand) error {
+	s, err := org.Init(orgName, filepath.Join(dir, orgName+".key"))
+	if err != nil {
+		return err
+	}
+	op := &orgPlan{signer: s, revoked: rng.IntN(len(p.nodes))}
+	now := time.Now()
+	for _, m := range p.nodes {
+		c, err := s.SignCert(org.CertRequest{Node: m.key.Public(), Name: m.name + "." + orgName, Groups: []string{"sim"}, TTL: 24 * time.Hour}, now)
+		if err != nil {
+			return fmt.Errorf("%s: %w", m.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(m.dir, orgName+".cert"), []byte(c.Text()+"\n"), 0o644); err != nil {
+			return err
+		}
+		op.certs = append(op.certs, c)
+	}
+	// Peers of the revoked node: among those sharing a bridge with it.
+	byBridge := map[int]bool{}
+	for _, b := range p.nodes[op.revoked].bridges {
+		byBridge[b] = true
+	}
+	var cands []int
+	for i, m := range p.nodes {
+		if i == op.revoked {
+			continue
+		}
+		for _, b := range m.bridges {
+			if byBridge[b] {
+				cands = append(cands, i)
+				break
+			}
+		}
+	}
+	rng.Shuffle(len(cands), func(i, j int) { cands[i], cands[j] = cands[j], cands[i] })
+	op.peers = cands[:min(o.crlPeers, len(cands))]
+	slices.Sort(op.peers)
+	p.org = op
+	return nil
+}
+
 // addSite puts m on a site of its kind: on the internet itself, or alone
-// on a LAN behind a NAT, its link delayed by up to delay.
-func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.Rand, delay time.Duration) error {
+// on a LAN behind a NAT, its link delayed by up to delay and losing a
+// share loss of the datagrams.
+func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.Rand, delay time.Duration, loss float64) error {
 	var err error
 	cfg, natted := natConfig(m.kind)
 	if !natted {
@@ -213,8 +292,12 @@ func addSite(w *vnet.World, internet *vnet.Network, m *member, i int, rng *rand.
 	if err != nil {
 		return err
 	}
-	if delay > 0 {
-		m.host.Link().Set(vnet.LinkConfig{Delay: time.Duration(rng.Int64N(int64(delay)) + 1)})
+	if delay > 0 || loss > 0 {
+		lc := vnet.LinkConfig{Loss: loss}
+		if delay > 0 {
+			lc.Delay = time.Duration(rng.Int64N(int64(delay)) + 1)
+		}
+		m.host.Link().Set(lc)
 	}
 	return nil
 }
@@ -236,8 +319,16 @@ func (p *plan) config(m *member) (*config.Config, error) {
 		br := p.bridges[bi]
 		fmt.Fprintf(&b, "[[bridges]]\nendpoint = \"%s:%d\"\npublic_key = %q\n", br.host.Addr(), port, br.key.Public())
 	}
-	for _, c := range m.allows {
-		fmt.Fprintf(&b, "[[policy.allow]]\nfrom = %q\nproto = \"udp\"\nports = \"%d\"\n", p.nodes[c].key.Public(), echoPort)
+	switch {
+	case p.org != nil && m.kind != "bridge":
+		// Any member may reach the echo port: who may is the certificate's
+		// business, so a revoked member is refused.
+		fmt.Fprintf(&b, "[[orgs]]\nname = %q\npublic_key = %q\ncert = %q\n", orgName, p.org.signer.Public(), orgName+".cert")
+		fmt.Fprintf(&b, "[[policy.allow]]\nfrom = \"org:%s\"\nproto = \"udp\"\nports = \"%d\"\n", orgName, echoPort)
+	default:
+		for _, c := range m.allows {
+			fmt.Fprintf(&b, "[[policy.allow]]\nfrom = %q\nproto = \"udp\"\nports = \"%d\"\n", p.nodes[c].key.Public(), echoPort)
+		}
 	}
 	return config.Parse([]byte(b.String()), m.name+".toml", m.dir)
 }

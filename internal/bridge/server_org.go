@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -233,16 +234,26 @@ func (s *Server) presentCert(mb *orgMember, reg *registration, shared *wire.Shar
 	if err == nil && cert.Node != mb.key {
 		err = fmt.Errorf("certificate %q is for node %s, presented by %s", cert.Name, cert.Node.ShortString(), mb.key.ShortString())
 	}
-	if err == nil {
+	// Members present their certificates again every so often (a lost
+	// presentation, a registration dropped and taken back): one already
+	// held, byte for byte, is not verified again.
+	genuine := false // signed by its organisation: its documents may be named
+	if err == nil && !o.holds(mb, cert, now) {
 		err = cert.Verify(cert.Org, now)
-	}
-	if err == nil {
-		err = s.keepCert(mb, reg, cert)
+		if err == nil {
+			genuine = true
+			err = s.keepCert(mb, reg, cert)
+		}
 	}
 	if err != nil {
 		o.certsRefused.Add(1)
 		s.logLimited(slog.LevelInfo, "bridge: certificate not kept", "peer", mb.key.String(), "err", err)
-		return
+		// A member whose certificate is refused as revoked (or older) is
+		// still told of the documents: its node learns the list that
+		// revoked it, which its peers, having cut it, no longer announce.
+		if !genuine {
+			return
+		}
 	}
 	s.joins.joinPickedUp(cert.Org, mb.key)
 	var docs []orgsync.DocID
@@ -255,6 +266,22 @@ func (s *Server) presentCert(mb *orgMember, reg *registration, shared *wire.Shar
 		o.pushed.Add(1)
 		s.sendOrg(mb.key, shared, &orgsync.Msg{Type: orgsync.TypeHello, Docs: docs})
 	}
+}
+
+// holds reports whether mb's certificate of cert's organisation is cert
+// (the same signed body and signature) and still within its validity.
+func (o *orgState) holds(mb *orgMember, cert *org.Cert, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.members[mb.key] != mb {
+		return false
+	}
+	for _, held := range mb.certs {
+		if held.Org == cert.Org {
+			return bytes.Equal(held.Binary(), cert.Binary()) && !now.After(held.NotAfter.Add(org.ClockSkew))
+		}
+	}
+	return false
 }
 
 // keepCert files cert as mb's certificate of its organisation, replacing

@@ -178,6 +178,11 @@ func TestOrgCRLPushedToMembers(t *testing.T) {
 	refused := st.OrgCertsRefused
 	nc.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: certC.Binary()})
 	waitCond(t, "the revoked certificate refused", func() bool { return h.s.Stats().OrgCertsRefused == refused+1 })
+	// ... but c is told of the list that revoked it (its peers, having cut
+	// it, no longer announce it).
+	if hello := nc.expectOrg(orgsync.TypeHello); len(hello.Docs) != 1 || hello.Docs[0] != id {
+		t.Fatalf("answer to a revoked certificate: %+v", hello)
+	}
 	nb.send(wire.Message{Kind: wire.KindLookup, Seq: 3, Address: c.Public().Address()})
 	nb.expect(wire.KindLookupReply)
 	if !nb.quiet() {
@@ -233,5 +238,61 @@ func TestOrgChunksRateLimited(t *testing.T) {
 	}
 	if !nb.quiet() {
 		t.Fatal("more chunks came")
+	}
+}
+
+// Members present their certificate again every so often (orgs.
+// PresentInterval): the same certificate again is kept once, not counted
+// as refused, and answered like the first with the documents the bridge
+// holds, so a member the bridge had lost catches up.
+func TestOrgCertPresentedAgain(t *testing.T) {
+	a, b := testKey(t), testKey(t)
+	h := newSrvHarness(t, ServerConfig{Allow: []identity.PublicKey{a.Public(), b.Public()}})
+	o := newOrg(t)
+	now := h.clk.Now()
+	na, nb := h.udpNode(a), h.udpNode(b)
+	na.mustRegister()
+	nb.mustRegister()
+	certA, certB := signCert(t, o, a.Public(), now, 24*time.Hour), signCert(t, o, b.Public(), now, 24*time.Hour)
+	na.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: certA.Binary()})
+	nb.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: certB.Binary()})
+	waitCond(t, "two certificates held", func() bool { return h.s.Stats().OrgCerts == 2 })
+
+	// b hands the bridge a list; a is told of it.
+	crl, err := o.Revoke(nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := crl.Binary()
+	id := orgsync.DocID{Kind: orgsync.KindCRL, Org: crl.Org, Version: crl.Version}
+	nb.sendOrg(orgsync.Msg{Type: orgsync.TypeHello, Docs: []orgsync.DocID{id}})
+	nb.expectOrg(orgsync.TypeGet)
+	for i := range orgsync.Chunks(doc) {
+		ch, _ := orgsync.Chunk(id, doc, i)
+		nb.sendOrg(ch)
+	}
+	for _, n := range []*srvNode{na, nb} {
+		if hello := n.expectOrg(orgsync.TypeHello); len(hello.Docs) != 1 || hello.Docs[0] != id {
+			t.Fatalf("pushed hello %+v", hello)
+		}
+	}
+
+	for range 3 {
+		na.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: certA.Binary()})
+		if hello := na.expectOrg(orgsync.TypeHello); len(hello.Docs) != 1 || hello.Docs[0] != id {
+			t.Fatalf("answer to a presentation: %+v", hello)
+		}
+	}
+	if st := h.s.Stats(); st.OrgCerts != 2 || st.OrgCertsRefused != 0 {
+		t.Fatalf("stats %+v: want 2 certificates held, none refused", st)
+	}
+	// A newer certificate of the same member replaces the one held.
+	newer := signCert(t, o, a.Public(), now.Add(time.Second), 24*time.Hour)
+	na.sendOrg(orgsync.Msg{Type: orgsync.TypeCert, Data: newer.Binary()})
+	na.expectOrg(orgsync.TypeHello)
+	nb.send(wire.Message{Kind: wire.KindLookup, Seq: 1, Address: a.Public().Address()})
+	nb.expect(wire.KindLookupReply)
+	if m := nb.expectOrg(orgsync.TypeCert); !bytes.Equal(m.Data, newer.Binary()) {
+		t.Fatal("the lookup came with the older certificate")
 	}
 }

@@ -136,7 +136,14 @@ const (
 	refusedGrace  = time.Second
 	greetInterval = 2 * time.Second // at most one greeting per peer this often
 	certsInterval = time.Second     // at most one answer with certificates per peer this often
-	tick          = time.Second
+	// PresentInterval is how often a node presents its certificates and
+	// hello to each bridge again, besides when it registers: a
+	// presentation lost on the way, or a registration the bridge dropped
+	// and took back without the node noticing, would otherwise leave the
+	// bridge without this member's certificate, and the bridge tells
+	// only the members it holds certificates of about a new list.
+	PresentInterval = 15 * time.Second
+	tick            = time.Second
 	// maxKnown bounds the keys whose certificates are kept.
 	maxKnown = 1 << 16
 	queueLen = 1024
@@ -165,6 +172,7 @@ type Engine struct {
 	answered    map[netip.Addr]time.Time
 	peerChans   map[netip.Addr]*peerChan
 	bridgeChans map[identity.PublicKey]*bridgeChan
+	presented   map[identity.PublicKey]time.Time // bridge: when this node last presented itself
 	crls        map[org.PublicKey]*org.CRL
 	policies    map[org.PublicKey]*org.PolicyDoc
 	policyErr   map[org.PublicKey]string
@@ -217,7 +225,8 @@ func New(cfg Config, node Node) (*Engine, error) {
 		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]pendingPeer),
 		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time),
 		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
-		crls: make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
+		presented: make(map[identity.PublicKey]time.Time),
+		crls:      make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
 		policyErr: make(map[org.PublicKey]string), stale: make(map[org.PublicKey]bool),
 	}
 	if e.log == nil {
@@ -397,11 +406,7 @@ func (e *Engine) handle(in inbound) {
 		e.greet(in.greet, false)
 	case in.reg:
 		if e.Enabled() {
-			ch := e.bridgeChan(in.bridge)
-			for _, c := range e.ownCerts() {
-				ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
-			}
-			ch.Send(e.x.Hello(false))
+			e.present(in.bridge)
 		}
 		e.joins.Registered(in.bridge)
 	case in.src.IsValid():
@@ -423,12 +428,51 @@ func (e *Engine) handle(in inbound) {
 	}
 }
 
-// onTick retries pulls, cuts peers whose certificate did not come, and
-// notices certificates and lists that went out of date.
+// present sends a bridge this node's certificates and a Hello naming the
+// documents it holds.
+func (e *Engine) present(bridge identity.PublicKey) {
+	e.mu.Lock()
+	e.presented[bridge] = e.clock.Now()
+	e.mu.Unlock()
+	ch := e.bridgeChan(bridge)
+	for _, c := range e.ownCerts() {
+		ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
+	}
+	ch.Send(e.x.Hello(false))
+}
+
+// presentAgain presents this node again to each bridge it is registered
+// with that it has not presented itself to for PresentInterval.
+func (e *Engine) presentAgain(now time.Time) {
+	bridges := e.node.Bridges()
+	var due []identity.PublicKey
+	e.mu.Lock()
+	for _, b := range bridges {
+		if now.Sub(e.presented[b]) >= PresentInterval {
+			due = append(due, b)
+		}
+	}
+	for b := range e.presented {
+		if !slices.Contains(bridges, b) {
+			delete(e.presented, b) // not registered now: presented afresh on registering
+		}
+	}
+	e.mu.Unlock()
+	for _, b := range due {
+		e.present(b)
+	}
+}
+
+// onTick retries pulls, presents this node to its bridges again, cuts
+// peers whose certificate did not come, and notices certificates and
+// lists that went out of date.
 func (e *Engine) onTick() {
 	now := e.clock.Now()
 	e.x.Retry()
 	e.joins.Tick(now)
+	if e.Enabled() {
+		e.presentAgain(now)
+	}
 	// The directory first: a pending peer whose certificate verified
 	// while the queue never drained is in it before its deadline is
 	// checked.
