@@ -20,6 +20,9 @@ const (
 // the reason it is one package all the same. A package leaves this list
 // when it shrinks (the test says so), and joins it only with a reason.
 var largePackages = map[string]string{
+	"bench/sim": "one program, `go run ./bench/sim`: the simulated world, its scenarios (exchange, revocations, revocation lists) and " +
+		"the report share the world's node table and result types; TODO: the scenarios can move to packages of their own behind a " +
+		"World interface (the crl scenario made it cross the limit)",
 	"bench": "one program, `go run ./bench`, whose scenario families (throughput, handshake flood, bridge) share its environment, " +
 		"runner, profiles and the writer of RESULTS.md; its own parts (loadgen, tcpload, hsflood, usbench, bridgesim, sim) are packages already",
 	"internal/testnet/vnet": "one simulated internet: networks, hosts, links, NATs, sockets and streams all move one packet type " +

@@ -76,3 +76,24 @@ func (c *Compiled) Sign(s *org.Signer, now time.Time) (*org.PolicyDoc, error) {
 	}
 	return s.SignPolicy(c.Rules, c.Tests, now)
 }
+
+// Rules turns an organisation policy's rules into the policy's.
+func Rules(d *org.PolicyDoc) ([]policy.Rule, error) {
+	out := make([]policy.Rule, 0, len(d.Rules))
+	for i, r := range d.Rules {
+		var deny bool
+		switch r.Action {
+		case "allow":
+		case "deny":
+			deny = true
+		default:
+			return nil, fmt.Errorf("rule %d: action %q: use allow or deny", i+1, r.Action)
+		}
+		rule, err := policy.ParseRuleSpec(policy.RuleSpec{Deny: deny, From: r.From, To: r.To, Proto: r.Proto, Ports: r.Ports, Until: r.Until})
+		if err != nil {
+			return nil, fmt.Errorf("rule %d: %w", i+1, err)
+		}
+		out = append(out, rule)
+	}
+	return out, nil
+}

@@ -10,8 +10,8 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/joins"
 	"github.com/tomoe-net/tomoe/internal/org"
+	"github.com/tomoe-net/tomoe/internal/orgpolicy"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
-	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/statefile"
 )
 
@@ -124,7 +124,7 @@ func (e *Engine) applyCRL(o *Org, l *org.CRL) {
 		return false
 	})
 	for _, k := range l.Keys {
-		if _, ok := e.node.PeerKey(k.Address()); ok && !containsKey(cut, k) {
+		if _, ok := e.node.PeerKey(k.Address()); ok && !slices.Contains(cut, k) {
 			cut = append(cut, k)
 		}
 	}
@@ -140,15 +140,6 @@ func (e *Engine) applyCRL(o *Org, l *org.CRL) {
 	}
 }
 
-func containsKey(ks []identity.PublicKey, k identity.PublicKey) bool {
-	for _, x := range ks {
-		if x == k {
-			return true
-		}
-	}
-	return false
-}
-
 // applyPolicy installs an organisation policy's rules, if this node
 // accepts that organisation's policy.
 func (e *Engine) applyPolicy(o *Org, d *org.PolicyDoc) {
@@ -159,7 +150,7 @@ func (e *Engine) applyPolicy(o *Org, d *org.PolicyDoc) {
 		e.log.Info("organisation policy held and passed on, not applied (accept_policy is off)", "org", o.Name, "version", d.Version)
 		return
 	}
-	rules, err := PolicyRules(d)
+	rules, err := orgpolicy.Rules(d)
 	e.mu.Lock()
 	if err != nil {
 		e.policyErr[o.Key] = err.Error()
@@ -176,27 +167,6 @@ func (e *Engine) applyPolicy(o *Org, d *org.PolicyDoc) {
 	e.node.OrgRules(o.Name, d.Version, rules)
 	e.log.Info("organisation policy applied", "org", o.Name, "version", d.Version, "rules", len(rules))
 	e.node.Event("org_policy", "", fmt.Sprintf("%s policy version %d applied: %d rules", o.Name, d.Version, len(rules)))
-}
-
-// PolicyRules turns an organisation policy's rules into the policy's.
-func PolicyRules(d *org.PolicyDoc) ([]policy.Rule, error) {
-	out := make([]policy.Rule, 0, len(d.Rules))
-	for i, r := range d.Rules {
-		var deny bool
-		switch r.Action {
-		case "allow":
-		case "deny":
-			deny = true
-		default:
-			return nil, fmt.Errorf("rule %d: action %q: use allow or deny", i+1, r.Action)
-		}
-		rule, err := policy.ParseRuleSpec(policy.RuleSpec{Deny: deny, From: r.From, To: r.To, Proto: r.Proto, Ports: r.Ports, Until: r.Until})
-		if err != nil {
-			return nil, fmt.Errorf("rule %d: %w", i+1, err)
-		}
-		out = append(out, rule)
-	}
-	return out, nil
 }
 
 // stateFile is the on-disk form of the documents held, and of what this
