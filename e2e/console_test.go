@@ -103,7 +103,7 @@ func TestConsoleNetwork(t *testing.T) {
 		if !found {
 			t.Fatalf("the matrix does not say app may open tcp 7 on web: %+v", v.Matrix)
 		}
-		out := ops.cli(t, "console")
+		out := mustRun(t, "console", "-c", ops.config())
 		if !strings.Contains(out, "web1.acme") || !strings.Contains(out, "who may open what") {
 			t.Fatalf("tomoe console:\n%s", out)
 		}

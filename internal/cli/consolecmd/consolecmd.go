@@ -14,13 +14,15 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
+	"github.com/tomoe-net/tomoe/internal/config"
 )
 
 // Command returns `tomoe console`; client is the running node's admin API.
 func Command(client func() *adminapi.Client, stdout io.Writer, noArgs cobra.PositionalArgs) *cobra.Command {
 	var asJSON bool
+	var configFile string
 	cmd := &cobra.Command{
-		Use:   "console [--json]",
+		Use:   "console [-c FILE] [--json]",
 		Short: "Show the whole network as this node can read it over the overlay",
 		Long: `The node finds the other nodes (its peers, its bridges, the nodes registered
 at bridges it can read, and theirs in turn) and asks each one's admin API over
@@ -33,12 +35,24 @@ or "unreachable" since when. The matrix shows, for every node whose rules
 were read (the column), what each other node (the row) may open there:
 "tcp 22", "any", "-" (default deny), "!" before what a deny rule refuses.
 
-Act on what you see with the other commands: 'tomoe cert revoke' and
-'tomoe org crl push' (revoke a member), 'tomoe --remote ADDR policy allow|
-revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
+-c FILE talks to the node that config file runs (its admin socket); without
+it, to the node --socket, $TOMOE_SOCKET or the default socket names.
+
+Act on what you see: 'tomoe console revoke' (with [console] org_key), or
+'tomoe cert revoke' and 'tomoe org crl push' (revoke a member), 'tomoe
+--remote ADDR policy allow|revoke|deny' (a node's rules), 'tomoe org policy
+sign|push'; the web UI's console page (tomoe ui) does the same by form.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			v, err := client().Console(c.Context())
+			cl := client()
+			if configFile != "" {
+				cfg, err := config.Load(configFile)
+				if err != nil {
+					return cmdutil.Failure(err)
+				}
+				cl = adminapi.NewClient(cfg.Admin.Socket)
+			}
+			v, err := cl.Console(c.Context())
 			if err != nil {
 				return err
 			}
@@ -50,6 +64,7 @@ revoke|deny' (a node's rules), 'tomoe org policy sign|push'.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().StringVarP(&configFile, "config", "c", "", "the config file of the node to ask (its admin socket)")
 	cmd.AddCommand(revokeCmd(client, stdout))
 	return cmd
 }
