@@ -50,7 +50,6 @@ func TestOrgMemberOfTwoAdmittedBySecond(t *testing.T) {
 		block(both, acme, "both.acme", "dev")+block(both, globex, "both@ops.globex", "ops"))
 	c := both.Talk(t, server, echoPort)
 	// The session is not cut once the certificates have been heard.
-	time.Sleep(0)
 	if err := testnet.RoundTrip(c, "again", 5*time.Second); err != nil {
 		t.Fatalf("the member's connection after its certificates were heard: %v", err)
 	}

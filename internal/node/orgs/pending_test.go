@@ -13,6 +13,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
 // fakeNode is the node an Engine serves, with one peer in session.
@@ -58,6 +59,7 @@ func newKey(t *testing.T) identity.PublicKey {
 // pendingLab is an engine that trusts only globex, and a peer in acme and
 // globex that it admitted pending its certificate.
 type pendingLab struct {
+	t              *testing.T
 	e              *Engine
 	node           *fakeNode
 	clk            *clock.Manual
@@ -67,7 +69,7 @@ type pendingLab struct {
 
 func newPendingLab(t *testing.T) *pendingLab {
 	t.Helper()
-	l := &pendingLab{clk: clock.NewManual(time.Now()), node: &fakeNode{peer: newKey(t), cuts: map[identity.PublicKey]string{}}}
+	l := &pendingLab{t: t, clk: clock.NewManual(time.Now()), node: &fakeNode{peer: newKey(t), cuts: map[identity.PublicKey]string{}}}
 	var err error
 	if l.acme, err = org.Init("acme", filepath.Join(t.TempDir(), "acme.key")); err != nil {
 		t.Fatal(err)
@@ -95,9 +97,7 @@ func newPendingLab(t *testing.T) *pendingLab {
 	stopped := make(chan struct{})
 	go func() { l.e.Run(); close(stopped) }()
 	t.Cleanup(func() { close(done); <-stopped })
-	for l.clk.Pending() == 0 { // Run's ticker is armed
-		time.Sleep(time.Millisecond)
-	}
+	testnet.WaitFor(t, 5*time.Second, "Run's ticker armed", func() bool { return l.clk.Pending() > 0 })
 	l.e.Pending(l.node.peer)
 	return l
 }
@@ -126,9 +126,7 @@ func (l *pendingLab) sync() {
 func (l *pendingLab) tick(d time.Duration) {
 	for end := l.clk.Now().Add(d); l.clk.Now().Before(end); {
 		l.clk.Advance(tick)
-		for l.clk.Unread() > 0 {
-			time.Sleep(time.Millisecond)
-		}
+		testnet.WaitFor(l.t, 5*time.Second, "the engine took the tick", func() bool { return l.clk.Unread() == 0 })
 		l.sync()
 	}
 }
@@ -144,11 +142,8 @@ func TestPendingMemberOfTwoOrganisations(t *testing.T) {
 		t.Fatalf("cut for a certificate of an organisation this node does not trust: %s", why)
 	}
 	l.present(t, l.globexC)
-	for deadline := time.Now().Add(5 * time.Second); !l.e.IsMember(l.node.peer.Address()); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) { // Run rebuilds the directory once its queue is drained
-			t.Fatal("the globex certificate did not make the peer a member")
-		}
-	}
+	// Run rebuilds the directory once its queue is drained.
+	testnet.WaitFor(t, 5*time.Second, "the globex certificate makes the peer a member", func() bool { return l.e.IsMember(l.node.peer.Address()) })
 	l.tick(PendingTimeout + 2*tick)
 	if why, cut := l.node.cut(l.node.peer); cut {
 		t.Fatalf("a member cut: %s", why)
