@@ -377,6 +377,11 @@ func (c *Config) Validate() error {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
+	if c.Console.OrgKey != "" {
+		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
+			bad("console.org_key", "%v", err)
+		}
+	}
 	if c.TUN.Mode == ModeKernel {
 		if err := validInterfaceName(c.TUN.Name); err != nil {
 			bad("tun.name", "%v", err)

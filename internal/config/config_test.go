@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
 const full = `
@@ -301,5 +303,44 @@ to = "self"
 	rules := c.PolicyRules()
 	if len(rules) != 2 || rules[0].Deny || !rules[1].Deny || rules[0].Until.IsZero() || rules[0].To.String() != "10.1.0.0/16" || rules[1].To.String() != "self" {
 		t.Fatalf("%+v", rules)
+	}
+}
+
+// [console] org_key and [[admin.allow]]: a missing or open key file, a
+// role that is not read or write, a missing role and "*" are refused.
+func TestConsoleAndAdminAllow(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "etc")
+	os.Mkdir(dir, 0o700)
+	p := filepath.Join(dir, "tomoe.toml")
+	os.WriteFile(p, []byte("key_file = \"k\"\n[console]\norg_key = \"acme.key\"\n"), 0o600)
+	key := filepath.Join(dir, "acme.key")
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "console.org_key") {
+		t.Fatalf("missing org key: %v", err)
+	}
+	os.WriteFile(key, []byte("x"), 0o644)
+	os.Chmod(key, 0o644)
+	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), "chmod 600 "+key) {
+		t.Fatalf("org key 0644: %v", err)
+	}
+	os.Chmod(key, 0o600)
+	if c, err := Load(p); err != nil || c.Console.OrgKey != key {
+		t.Fatalf("org key 0600: %v", err)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{"[[admin.allow]]\nfrom = \"*\"\nrole = \"read\"\n", "admin.allow[0].from"},
+		{"[[admin.allow]]\nfrom = \"group:acme/ops\"\n", "admin.allow[0].role: missing"},
+		{"[[admin.allow]]\nfrom = \"group:acme/ops\"\nrole = \"admin\"\n", "admin.allow[0].role"},
+		{"[[admin.allow]]\nrole = \"read\"\n", "admin.allow[0].from: missing"},
+	} {
+		if _, err := Parse([]byte("key_file = \"/k\"\n"+tc.doc), "c.toml", "/x"); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v, want %q", tc.doc, err, tc.want)
+		}
+	}
+	c, err := Parse([]byte("key_file = \"/k\"\n[[admin.allow]]\nfrom = \"name:*@ops.acme\"\nrole = \"WRITE\"\n"), "c.toml", "/x")
+	if err != nil || len(c.Admin.Allow) != 1 || c.Admin.Allow[0].Role != RoleWrite {
+		t.Fatalf("a good entry: %+v, %v", c.Admin.Allow, err)
+	}
+	if r := c.AdminRules(4680); len(r) != 1 || r[0].To.Kind != policy.DestSelf || !r[0].Ports.Contains(4680) {
+		t.Fatalf("admin rules: %+v", r)
 	}
 }
