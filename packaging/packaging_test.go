@@ -207,10 +207,11 @@ type overlayRoot struct {
 	n   int
 }
 
-// setupOverlay makes the overlay, copies the packages (arguments) into
-// its /tmp/debs and starts a shell in it that reads commands from stdin.
+// setupOverlay makes the overlay in a tmpfs mounted on $1, copies the
+// packages (the other arguments) into its /tmp/debs and starts a shell in it that reads commands from stdin.
 const setupOverlay = `set -e
-L=$(mktemp -d)
+L=$1
+shift
 mount -t tmpfs tmpfs "$L"
 mkdir "$L/upper" "$L/work" "$L/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$L/upper,workdir=$L/work" "$L/root"
@@ -225,7 +226,7 @@ exec chroot "$L/root" /bin/sh -s
 
 func newOverlayRoot(t *testing.T, debs ...string) *overlayRoot {
 	t.Helper()
-	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", setupOverlay, "sh"}, debs...)...)
+	cmd := exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "sh", "-c", setupOverlay, "sh", t.TempDir()}, debs...)...)
 	cmd.Env = append(os.Environ(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
 	in, err := cmd.StdinPipe()
 	if err != nil {

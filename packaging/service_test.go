@@ -103,10 +103,10 @@ type container struct {
 	pid int // systemd's PID as this test sees it
 }
 
-// bootContainer makes the overlay root, installs deb there with dpkg and
-// execs systemd in it. /dev/net/tun gets mode 0666, as udev gives it.
+// bootContainer makes the overlay root in a tmpfs mounted on $2, installs
+// the .deb $1 there with dpkg and execs systemd in it. /dev/net/tun gets mode 0666, as udev gives it.
 const bootContainer = `set -e
-L=$(mktemp -d)
+L=$2
 mount -t tmpfs tmpfs "$L"
 mkdir "$L/upper" "$L/work" "$L/root"
 mount -t overlay overlay -o "lowerdir=/,upperdir=$L/upper,workdir=$L/work" "$L/root"
@@ -128,7 +128,7 @@ func bootSystemd(t *testing.T, deb string) *container {
 	t.Helper()
 	log := &lockedBuffer{}
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "--propagation", "private",
-		"sh", "-c", bootContainer, "sh", deb)
+		"sh", "-c", bootContainer, "sh", deb, t.TempDir())
 	cmd.Env = append(os.Environ(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")
 	cmd.Stdout, cmd.Stderr = log, log
 	if err := cmd.Start(); err != nil {
