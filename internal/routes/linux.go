@@ -11,6 +11,7 @@ package routes
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -198,8 +199,7 @@ func (i *Interface) addrs() []*netlink.Addr {
 		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.ipv4, 32)), Flags: flags})
 	}
 	if i.service.IsValid() {
-		const forever = 0xFFFFFFFF // INFINITY_LIFE_TIME
-		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.service, 128)), Flags: flags, PreferedLft: 0, ValidLft: forever})
+		out = append(out, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(i.service, 128)), Flags: flags, PreferedLft: 0, ValidLft: validForever()})
 	}
 	return out
 }
@@ -409,4 +409,13 @@ func SetSocketMark(fd uintptr) error {
 		return fmt.Errorf("set SO_MARK %#x: %w", Mark, err)
 	}
 	return nil
+}
+
+// validForever is the valid lifetime "forever" (INFINITY_LIFE_TIME,
+// 0xFFFFFFFF) as netlink.Addr's int field holds it. A 32-bit int (armv7)
+// cannot, and the library sends no lifetimes for a value that is not
+// positive: there it is the longest positive one, 68 years.
+func validForever() int {
+	var maxInt uint64 = math.MaxInt
+	return int(min(maxInt, 0xFFFFFFFF))
 }
