@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -239,7 +238,7 @@ func TestEncryptedKeyUpPrompt(t *testing.T) {
 	// A session of its own with the pty as its controlling terminal
 	// (/dev/tty), as a shell gives it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	var screen lockedBuffer
+	var screen testnet.SyncBuffer
 	go io.Copy(&screen, master) // ends when the test closes master
 	p := testnet.StartCmd(t, n.name, cmd)
 	testnet.WaitFor(t, 30*time.Second, "the passphrase prompt", func() bool {
@@ -261,22 +260,4 @@ func TestEncryptedKeyUpPrompt(t *testing.T) {
 	if err := p.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer that a goroutine writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -161,7 +160,7 @@ func unitList(t *testing.T, unit []byte, key string) []string {
 type capNode struct {
 	cmd    *exec.Cmd
 	socket string
-	out    *lockedBuffer
+	out    *testnet.SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -191,7 +190,7 @@ func startAs(t *testing.T, ns *testnet.Netns, dir, bin string, uid int, caps []s
 	}
 	os.Chmod(run, 0o700)
 	cfg := filepath.Join(dir, filepath.Base(run)+".toml")
-	n := &capNode{socket: filepath.Join(run, "admin.sock"), out: &lockedBuffer{}, done: make(chan struct{})}
+	n := &capNode{socket: filepath.Join(run, "admin.sock"), out: &testnet.SyncBuffer{}, done: make(chan struct{})}
 	err = os.WriteFile(cfg, []byte(`key_file = "`+run+`/node.key"
 allowed_local_users = ["root"]
 [tun]
@@ -246,22 +245,4 @@ exec "$@"
 		}
 	})
 	return n
-}
-
-// lockedBuffer collects a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

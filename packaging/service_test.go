@@ -126,7 +126,7 @@ exec chroot "$R" env container=tomoe-test /lib/systemd/systemd --system --log-ta
 
 func bootSystemd(t *testing.T, deb string) *container {
 	t.Helper()
-	log := &lockedBuffer{}
+	log := &testnet.SyncBuffer{}
 	cmd := exec.Command("unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "--propagation", "private",
 		"sh", "-c", bootContainer, "sh", deb, t.TempDir())
 	cmd.Env = append(os.Environ(), "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C", "DEBIAN_FRONTEND=noninteractive")

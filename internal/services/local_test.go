@@ -11,10 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
 // nobody is the uid and gid the cross-user tests run their clients as.
@@ -36,24 +37,6 @@ func runUnixClientHelper(path string) int {
 	io.WriteString(c, "hi\n")
 	io.Copy(os.Stdout, c)
 	return 0
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // serveGreeting answers every accepted connection with "served\n" and
@@ -294,7 +277,7 @@ func TestListenLocalTCPRefusesOtherUser(t *testing.T) {
 		{"any", UIDSet{Any: true}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			var logs syncBuffer
+			var logs testnet.SyncBuffer
 			ln, err := ListenLocal("127.0.0.1:0", tt.allow, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)
@@ -359,7 +342,7 @@ func TestListenLocalUnixRefusesOtherUser(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(dir, "s.sock")
-			var logs syncBuffer
+			var logs testnet.SyncBuffer
 			ln, err := ListenLocal(path, tt.allow, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)

@@ -57,18 +57,20 @@ func NewLAN(t testing.TB, names ...string) *LAN {
 type Proc struct {
 	Name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *SyncBuffer
 	done chan struct{}
 	err  error
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer that one goroutine (a process's output, a
+// logger) writes while a test reads it.
+type SyncBuffer struct {
 	mu      sync.Mutex // guards b, written
 	b       bytes.Buffer
 	written chan struct{} // closed at the next Write; nil: nobody waits
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written != nil {
@@ -78,7 +80,7 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -86,7 +88,7 @@ func (s *syncBuffer) String() string {
 
 // next returns what was written so far, and a channel closed at the next
 // Write.
-func (s *syncBuffer) next() (string, <-chan struct{}) {
+func (s *SyncBuffer) next() (string, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.written == nil {
@@ -106,7 +108,7 @@ func (ns *Netns) Start(t testing.TB, label string, name string, args ...string) 
 // is logged.
 func StartCmd(t testing.TB, label string, cmd *exec.Cmd) *Proc {
 	t.Helper()
-	p := &Proc{Name: label, cmd: cmd, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &Proc{Name: label, cmd: cmd, out: &SyncBuffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", label, err)
