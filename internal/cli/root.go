@@ -78,9 +78,24 @@ func (g *globals) client() *adminapi.Client {
 		path = os.Getenv("TOMOE_SOCKET")
 	}
 	if path == "" {
-		path = config.DefaultSocket()
+		path = defaultSocket(config.DefaultSocket(), systemSocket)
 	}
 	return adminapi.NewClient(path)
+}
+
+// systemSocket is the admin socket of the node the packages' service runs.
+const systemSocket = "/run/tomoe/admin.sock"
+
+// defaultSocket is the user's own node's socket, or, when there is none
+// and the system's service has one, the system's: a member of group tomoe
+// then reaches the service's node without naming its socket.
+func defaultSocket(own, system string) string {
+	if _, err := os.Stat(own); err != nil && own != system {
+		if fi, err := os.Stat(system); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			return system
+		}
+	}
+	return own
 }
 
 // Main runs the CLI with args (without the program name) and returns the

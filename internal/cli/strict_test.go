@@ -2,6 +2,8 @@ package cli
 
 import (
 	"bytes"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -24,5 +26,31 @@ func TestUnknownCommandsExit2(t *testing.T) {
 	Main([]string{"polcy"}, strings.NewReader(""), &out, &errb)
 	if !strings.Contains(errb.String(), `did you mean "policy"`) {
 		t.Errorf("no suggestion: %q", errb.String())
+	}
+}
+
+// Without a socket of the user's own node, the CLI talks to the system
+// service's, if there is one.
+func TestDefaultSocketFallsBackToTheSystems(t *testing.T) {
+	dir := t.TempDir()
+	own, system := filepath.Join(dir, "own.sock"), filepath.Join(dir, "system.sock")
+	if got := defaultSocket(own, system); got != own {
+		t.Fatalf("neither exists: %s, want the user's own", got)
+	}
+	ln, err := net.Listen("unix", system)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got := defaultSocket(own, system); got != system {
+		t.Fatalf("only the system's exists: %s", got)
+	}
+	ln2, err := net.Listen("unix", own)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln2.Close()
+	if got := defaultSocket(own, system); got != own {
+		t.Fatalf("both exist: %s, want the user's own", got)
 	}
 }
