@@ -302,8 +302,8 @@ not yet valid (allowing ` + org.ClockSkew.String() + ` of clock skew). Revocatio
 				fmt.Fprintf(w, "name:         %s\n", j.Name)
 				fmt.Fprintf(w, "node:         %s\n", j.Node)
 				fmt.Fprintf(w, "address:      %s\n", j.Address)
-				fmt.Fprintf(w, "groups:       %s\n", orDash(strings.Join(j.Groups, ", ")))
-				fmt.Fprintf(w, "ipv4:         %s\n", orDash(strings.Join(j.IPv4, ", ")))
+				fmt.Fprintf(w, "groups:       %s\n", cmdutil.OrDash(strings.Join(j.Groups, ", ")))
+				fmt.Fprintf(w, "ipv4:         %s\n", cmdutil.OrDash(strings.Join(j.IPv4, ", ")))
 				fmt.Fprintf(w, "serial:       %s\n", j.Serial)
 				fmt.Fprintf(w, "not before:   %s\n", j.NotBefore)
 				fmt.Fprintf(w, "not after:    %s\n", j.NotAfter)
@@ -576,11 +576,4 @@ func maxArgs(n int, names string) cobra.PositionalArgs {
 		}
 		return nil
 	}
-}
-
-func orDash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
 }
