@@ -102,4 +102,3 @@ func (c checker) readFile(path, what string, kind Kind) ([]byte, error) {
 	}
 	return b, nil
 }
-
