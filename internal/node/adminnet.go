@@ -49,7 +49,11 @@ func (n *Node) serveOverlayAdmin() error {
 	case n.stack != nil:
 		ln, err = n.stack.ListenTCP(ap)
 	case n.configuresHost():
-		dev := n.cfg.TUN.Name
+		// The device's own name: on macOS the system picks utunN.
+		dev, derr := n.wrapper.Name()
+		if derr != nil {
+			return fmt.Errorf("admin.allow: %w", derr)
+		}
 		lc := net.ListenConfig{Control: routes.BindToDevice(dev)}
 		ln, err = lc.Listen(context.Background(), "tcp6", ap.String())
 	default:
