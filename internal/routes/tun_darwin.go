@@ -11,35 +11,20 @@ import (
 
 const goos = "darwin"
 
-// configureOS gives the utun interface its addresses and MTU and brings
-// it up, as wg-quick does on macOS.
+// configureOS gives the interface its addresses and MTU (darwinConfigure).
 func configureOS(name string, addr, ipv4 netip.Addr, mtu int) error {
-	if err := run("ifconfig", name, "inet6", addr.String(), "prefixlen", "128", "alias"); err != nil {
-		return err
-	}
-	if ipv4.IsValid() {
-		// A utun is point to point: the destination is the address itself.
-		if err := run("ifconfig", name, "inet", ipv4.String()+"/32", ipv4.String(), "alias"); err != nil {
+	for _, cmd := range darwinConfigure(name, addr, ipv4, mtu) {
+		if err := run(cmd[0], cmd[1:]...); err != nil {
 			return err
 		}
 	}
-	if err := run("ifconfig", name, "mtu", fmt.Sprint(mtu)); err != nil {
-		return err
-	}
-	return run("ifconfig", name, "up")
+	return nil
 }
 
-// routeOS adds or deletes the route of p into the interface.
+// routeOS adds or deletes the route of p into the interface (darwinRoute).
 func routeOS(add bool, name string, p netip.Prefix) error {
-	op := "delete"
-	if add {
-		op = "add"
-	}
-	fam := "-inet6"
-	if p.Addr().Is4() {
-		fam = "-inet"
-	}
-	return run("route", "-q", "-n", op, fam, p.String(), "-interface", name)
+	cmd := darwinRoute(add, name, p)
+	return run(cmd[0], cmd[1:]...)
 }
 
 // bindToDevice binds the socket to interface dev with IP_BOUND_IF or
