@@ -64,10 +64,15 @@ func (n *Node) Reload(ctx context.Context) (adminapi.ReloadResult, error) {
 	n.reloadMu.Lock()
 	defer n.reloadMu.Unlock()
 	res, err := n.reloadLocked()
+	var re *ReloadError
 	switch {
+	case errors.As(err, &re):
+		n.log.Error("config reload refused, the node runs on with its current config", "file", n.opts.ConfigPath, "err", oneLine(re.Err))
+		n.events.Publish(Event{Type: adminapi.EventConfigReloaded, Detail: "refused: " + oneLine(re.Err)})
 	case err != nil:
-		n.log.Error("config reload refused", "file", n.opts.ConfigPath, "err", oneLine(err))
-		n.events.Publish(Event{Type: adminapi.EventConfigReloaded, Detail: "refused: " + oneLine(err)})
+		n.log.Error("config reload failed", "file", n.opts.ConfigPath, "err", oneLine(err))
+	case res.Unchanged():
+		n.log.Info("config reloaded: nothing changed", "file", res.File)
 	case len(res.Errors) > 0:
 		n.log.Error("config reloaded with errors", "file", res.File, "changes", res.Summary(), "errors", strings.Join(res.Errors, "; "))
 		n.events.Publish(Event{Type: adminapi.EventConfigReloaded, Detail: res.Summary() + "; errors: " + strings.Join(res.Errors, "; ")})
