@@ -123,7 +123,7 @@ func TestReloadRefusesInvalidFile(t *testing.T) {
 	defer stop()
 	for _, bad := range []string{
 		allowDoc("*", "tcp", "7") + allowDoc("*", "tcp", "99999"), // a value
-		allowDoc("*", "tcp", "7") + "[[peers]]\nname = \"x\"\n",     // a rule between keys
+		allowDoc("*", "tcp", "7") + "[[peers]]\nname = \"x\"\n",   // a rule between keys
 		"[policy\n", // TOML
 	} {
 		path := alice.writeConfig(t, bad)
