@@ -162,3 +162,65 @@ func TestReloadRefusesInvalidFile(t *testing.T) {
 		t.Errorf("a second reload forgets what needs a restart: %+v", res)
 	}
 }
+
+// TestReloadServicesAndRoutes: an exposed service, a port forward and a
+// route accept rule added to the file work after a reload, and go with
+// the next.
+func TestReloadServicesAndRoutes(t *testing.T) {
+	alice, bob := prepare(t, "alice"), prepare(t, "bob")
+	alice.startFile(t, "")
+	bob.start(t, peerDoc(alice))
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go testnet.Echo(target)
+	fwd := filepath.Join(alice.dir, "fwd.sock")
+
+	alice.writeConfig(t, allowDoc(bob.key.Public().String(), "tcp", "80")+
+		"[[expose]]\nport = 80\ntarget = \""+target.Addr().String()+"\"\n"+
+		"[[connect]]\nlocal = \""+fwd+"\"\nremote = \"[fc00::1]:22\"\n"+
+		"[[routes.accept]]\nfrom = \"*\"\nprefix = \"10.0.0.0/8\"\n")
+	res := alice.reload(t)
+	if res.Expose != (adminapi.ReloadCount{Added: 1}) || res.Access != (adminapi.ReloadCount{Added: 1}) || res.Routes != (adminapi.ReloadCount{Added: 1}) {
+		t.Fatalf("reload: %+v", res)
+	}
+	testnet.WaitFor(t, 15*time.Second, "bob -> alice:80, the service exposed by the reload", func() bool {
+		c, err := bob.dial(alice.Address(), 80, 2*time.Second)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		return testnet.RoundTrip(c, "hello", 2*time.Second) == nil
+	})
+	if c, err := net.Dial("unix", fwd); err != nil {
+		t.Errorf("the port forward added by the reload does not listen: %v", err)
+	} else {
+		c.Close()
+	}
+	routes, _ := alice.RoutesArea().Routes(context.Background())
+	if len(routes.Accept) != 1 || routes.Accept[0].Prefix != "10.0.0.0/8" {
+		t.Errorf("accept rules after the reload: %+v", routes.Accept)
+	}
+
+	alice.writeConfig(t, allowDoc(bob.key.Public().String(), "tcp", "80"))
+	res = alice.reload(t)
+	if res.Expose != (adminapi.ReloadCount{Removed: 1}) || res.Access != (adminapi.ReloadCount{Removed: 1}) || res.Routes != (adminapi.ReloadCount{Removed: 1}) {
+		t.Fatalf("reload: %+v", res)
+	}
+	svc, _ := alice.ServicesArea().Services(context.Background())
+	if len(svc.Expose)+len(svc.Connect) != 0 {
+		t.Errorf("services after the reload that removed them: %+v", svc)
+	}
+	if _, err := bob.dial(alice.Address(), 80, time.Second); err == nil {
+		t.Error("bob -> alice:80 connects after the service left the file")
+	}
+	if c, err := net.Dial("unix", fwd); err == nil {
+		c.Close()
+		t.Error("the port forward still listens after it left the file")
+	}
+	if routes, _ := alice.RoutesArea().Routes(context.Background()); len(routes.Accept) != 0 {
+		t.Errorf("accept rules after the reload that removed them: %+v", routes.Accept)
+	}
+}
