@@ -283,8 +283,10 @@ func (n *Node) staticPeerLocked(cp config.Peer) *peers.Peer {
 
 // reloadPolicy replaces the config's rules (and [[admin.allow]]'s) in one
 // step, then cuts, as Revoke does, the sessions of the peers a removed
-// allow rule named by key or address and of those the policy admitted and
-// admits no more (a removed "*", group: or org: rule).
+// allow rule named by key or address (even when another rule still admits
+// them: their flows are judged afresh; a rule whose until alone changed is
+// not removed) and of those the policy admitted and admits no more (a
+// removed "*", group: or org: rule).
 func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []string, cut []identity.PublicKey) {
 	before := n.store.Matcher()
 	allow := cfg.Admin.Allow
@@ -292,8 +294,12 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 	warnings = n.store.SetConfig(cfg.PolicyRules(), cfg.AdminRules(adminapi.AdminPort))
 	after := n.store.Matcher()
 	n.filter.SetMatcher(after)
+	// A rule whose until alone changed stays: it cuts nothing.
+	kept := cfg.PolicyRules()
 	named := func(a netip.Addr) bool {
-		return slices.ContainsFunc(d.PolicyRemoved, func(r policy.Rule) bool { return !r.Deny && !r.From.Any && r.From.Covers(a) })
+		return slices.ContainsFunc(d.PolicyRemoved, func(r policy.Rule) bool {
+			return !r.Deny && !r.From.Any && r.From.Covers(a) && !slices.ContainsFunc(kept, r.Equal)
+		})
 	}
 	n.routes.Lock()
 	for p := range n.peers.All() {

@@ -97,6 +97,15 @@ func TestReloadPeersAndPolicy(t *testing.T) {
 		t.Errorf("the same file again: %+v", res)
 	}
 
+	// Only the rule's until changes: it stays, nothing is cut.
+	alice.writeConfig(t, peerDoc(bob)+allowDoc(bob.key.Public().String(), "tcp", "7")+"until = \"2999-01-01T00:00:00Z\"\n")
+	if res := alice.reload(t); res.Policy != (adminapi.ReloadCount{Added: 1, Removed: 1}) || len(res.PeersCut) != 0 {
+		t.Fatalf("reload with a new until: %+v", res)
+	}
+	if err := testnet.RoundTrip(c, "until", 3*time.Second); err != nil {
+		t.Fatalf("the connection stopped when its rule's until changed: %v", err)
+	}
+
 	alice.writeConfig(t, peerDoc(bob))
 	res = alice.reload(t)
 	if res.Policy != (adminapi.ReloadCount{Removed: 1}) || !slices.Equal(res.PeersCut, []string{bob.key.Public().String()}) {
