@@ -83,6 +83,9 @@ type Config struct {
 	// missing key_file is an error, not a new plain key.
 	KeyPassphraseFile string `toml:"key_passphrase_file"`
 
+	// Run says whom `tomoe up`, started as root, runs as (run.go).
+	Run Run `toml:"run"`
+
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
 	dir string
@@ -363,7 +366,7 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -384,6 +387,7 @@ var knownKeys = map[string][]string{
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
 	"policy.deny":   {"from", "proto", "ports", "to", "until"},
 	"log":           {"level", "format"},
+	"run":           {"user"},
 }
 
 // problems collects what Validate finds.
@@ -473,6 +477,7 @@ func (c *Config) Validate() error {
 	c.validateServices(bad)
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
+	c.validateRun(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

@@ -26,6 +26,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -40,11 +41,23 @@ const (
 	State
 )
 
-// checker holds the effective uid the checks are made for; tests set
-// others.
-type checker struct{ euid int }
+// checker holds the effective uid the checks are made for, and the uid
+// the process is about to become (-1: none); tests set others.
+type checker struct{ euid, next int }
 
-func current() checker { return checker{euid: os.Geteuid()} }
+func current() checker { return checker{euid: os.Geteuid(), next: int(nextUID.Load())} }
+
+// nextUID is the uid set by TrustNextUser; -1 when unset.
+var nextUID atomic.Int64
+
+func init() { nextUID.Store(-1) }
+
+// TrustNextUser makes files and directories that uid owns pass the owner
+// test, as root's and this process's own do: for a process started as
+// root that will become uid (tomoe up's privilege drop, package privdrop).
+// That user can change these files as soon as the process runs as it, so
+// trusting them earlier gives nobody anything they would not have.
+func TrustNextUser(uid int) { nextUID.Store(int64(uid)) }
 
 // ReadFile returns the contents of the file at path once it and its
 // directory have passed the checks; what names the file in errors ("key
@@ -148,7 +161,7 @@ func (c checker) checkOwner(path, what string, fi fs.FileInfo) error {
 		return fmt.Errorf("%s %s: cannot tell its owner", what, path)
 	}
 	uid := int(st.Uid)
-	if uid == c.euid || uid == 0 {
+	if uid == c.euid || uid == 0 || uid == c.next {
 		return nil
 	}
 	return fmt.Errorf("%s %s is owned by uid %d%s, but tomoe runs as uid %d%s: only that user or root may own it, or its owner could change what this node trusts; fix with: chown %d %s (or run tomoe as its owner)",
