@@ -164,6 +164,11 @@ func TestPrivilegeDrop(t *testing.T) {
 			if bad := threadCreds(n.proc.Pid(), uid, gid); bad != "" {
 				t.Errorf("%s:\n%s", n.name, bad)
 			}
+			// And the node says so in its status.
+			r := n.status(t).RunsAs
+			if r == nil || r.UID != uid || r.User != name || r.GID != gid || strings.Join(r.Caps, ",") != "cap_net_bind_service,cap_net_admin" || !r.NoNewPrivs {
+				t.Errorf("%s: status runs_as = %+v", n.name, r)
+			}
 		}
 	})
 

@@ -219,3 +219,15 @@ func capHex(f []string) (uint64, error) {
 	}
 	return strconv.ParseUint(f[0], 16, 64)
 }
+
+// CapNames are the names of the capabilities in mask (bit n =
+// capability n), e.g. "cap_net_admin"; never nil.
+func CapNames(mask uint64) []string {
+	names := []string{}
+	for v := cap.Value(0); v < 64; v++ {
+		if mask&(1<<uint(v)) != 0 {
+			names = append(names, v.String())
+		}
+	}
+	return names
+}

@@ -20,3 +20,6 @@ func KeepNames() []string { return nil }
 
 // Current fails: see errNotLinux.
 func Current() (Creds, error) { return Creds{}, errNotLinux }
+
+// CapNames is empty here.
+func CapNames(mask uint64) []string { return []string{} }
