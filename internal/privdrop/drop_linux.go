@@ -74,10 +74,11 @@ func (p *Plan) Drop(files ...string) error {
 		keep[v] = true
 	}
 	// The bounding set first: dropping from it needs CAP_SETPCAP, which
-	// goes with root below.
+	// goes with root below. What is not in it already (a container's, a
+	// unit's CapabilityBoundingSet=) needs no drop.
 	var bound []cap.Value
 	for v := cap.Value(0); v < cap.MaxBits(); v++ {
-		if !keep[v] {
+		if in, err := cap.GetBound(v); !keep[v] && (in || err != nil) {
 			bound = append(bound, v)
 		}
 	}
