@@ -227,10 +227,16 @@ func Default() Config {
 	}
 }
 
+// startedAsRoot: the process started as root. The defaults follow the
+// user the process started as, not the one it runs as now: `tomoe up`
+// started as root gives root up (run.user), and a config read again
+// after that must still mean the same files.
+var startedAsRoot = os.Geteuid() == 0
+
 // DefaultKeyFile is /var/lib/tomoe/node.key for root, else under the
 // user's state directory.
 func DefaultKeyFile() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/var/lib/tomoe/node.key"
 	}
 	dir := os.Getenv("XDG_STATE_HOME")
@@ -244,7 +250,7 @@ func DefaultKeyFile() string {
 // DefaultSocket is /run/tomoe/admin.sock for root, else under the user's
 // runtime directory. The CLI uses the same default.
 func DefaultSocket() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/run/tomoe/admin.sock"
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
