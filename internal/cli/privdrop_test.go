@@ -41,3 +41,35 @@ func TestRunUserErrors(t *testing.T) {
 		t.Errorf("tomoe up made the state directory before refusing")
 	}
 }
+
+// As root, config check trusts the files of the user run.user names, as
+// tomoe up does: the .deb's /var/lib/tomoe is tomoe's.
+func TestConfigCheckTrustsRunUser(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	const nobody = 65534
+	base, err := os.MkdirTemp("", "tomoe-check-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	state := filepath.Join(base, "tomoe")
+	os.Mkdir(state, 0o700)
+	key := filepath.Join(state, "node.key")
+	pass := filepath.Join(state, "key.pass")
+	os.WriteFile(key, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600)
+	os.WriteFile(pass, []byte("x\n"), 0o600)
+	for _, p := range []string{state, key, pass} {
+		os.Chown(p, nobody, nobody)
+	}
+	cfg := filepath.Join(base, "tomoe.toml")
+	body := "key_file = \"" + key + "\"\n[tun]\nmode = \"userspace\"\n[run]\nuser = "
+	os.WriteFile(cfg, []byte(body+"\"nobody\"\n"), 0o600)
+	runCLI(t, "", "config", "check", "-c", cfg).want(t, 0, "config check, run.user nobody")
+	os.WriteFile(cfg, []byte(body+"\"root\"\n"), 0o600)
+	r := runCLI(t, "", "config", "check", "-c", cfg).want(t, 1, "config check, run.user root")
+	if !strings.Contains(r.stderr, "owned by uid 65534") {
+		t.Errorf("run.user root: %s", r.stderr)
+	}
+}

@@ -413,12 +413,12 @@ func (c *Config) Validate() error {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
 	}
 	if c.KeyPassphraseFile != "" && !c.reload {
-		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
 	if c.Console.OrgKey != "" && !c.reload {
-		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
 			bad("console.org_key", "%v", err)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"slices"
+	"strconv"
 )
 
 // DefaultRunUser is the user `tomoe up` becomes, when started as root with
@@ -48,6 +49,28 @@ func (c *Config) RunUser() (name string, explicit bool) {
 		return DefaultRunUser, false
 	}
 	return c.Run.User, true
+}
+
+// RunUID is the uid of RunUser when the process started as root and will
+// give root up, else -1: files that user owns are then trusted as the
+// process's own (package fileperm).
+func (c *Config) RunUID() int {
+	if !startedAsRoot {
+		return -1
+	}
+	name, _ := c.RunUser()
+	if name == "" {
+		return -1
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return -1
+	}
+	uid, err := strconv.Atoi(u.Uid)
+	if err != nil || uid == 0 {
+		return -1
+	}
+	return uid
 }
 
 // StateDirs are the directories the node writes in while it runs: that of
