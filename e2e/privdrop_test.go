@@ -127,12 +127,24 @@ func newPrivNode(t *testing.T, name string, host *testnet.Host) *privNode {
 
 func (p *privNode) launch(t *testing.T, runUser, body string) {
 	t.Helper()
+	p.writeConfig(t, runUser, body)
+	p.proc = p.host.Start(t, p.name, tomoeBin, "up", "-c", p.cfg)
+}
+
+// writeConfig writes the config file: root's, readable by the run user's
+// group (0640), as a reload after the drop needs.
+func (p *privNode) writeConfig(t *testing.T, runUser, body string) {
+	t.Helper()
 	doc := fmt.Sprintf("key_file = %q\n[run]\nuser = %q\n[admin]\nsocket = %q\n[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n[listen]\nudp = \"0.0.0.0:4610\"\nstealth = true\n%s",
 		filepath.Join(p.dir, "node.key"), runUser, p.socket(), body)
 	if err := os.WriteFile(p.cfg, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p.proc = p.host.Start(t, p.name, tomoeBin, "up", "-c", p.cfg)
+	if u, err := user.Lookup(runUser); err == nil {
+		gid, _ := strconv.Atoi(u.Gid)
+		os.Chown(p.cfg, 0, gid)
+		os.Chmod(p.cfg, 0o640)
+	}
 }
 
 // TestPrivilegeDrop: two kernel-mode nodes started as root with [run] user
@@ -142,8 +154,8 @@ func (p *privNode) launch(t *testing.T, runUser, body string) {
 // passes ping6 both ways, and the changes made after the drop still take
 // effect: a policy revocation cuts a peer off and an allow lets it back,
 // a service exposed live on port 80 (below 1024) is reached, a route
-// offered live gets its nftables masquerade, and the state files are
-// written; at SIGTERM the node removes its TUN device, nftables table,
+// offered live gets its nftables masquerade, a SIGHUP reload applies a
+// new rule, and the state files are written; at SIGTERM the node removes its TUN device, nftables table,
 // and admin socket as that user.
 func TestPrivilegeDrop(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -151,7 +163,8 @@ func TestPrivilegeDrop(t *testing.T) {
 	lan := testnet.NewLAN(t, "pda", "pdb")
 	a := newPrivNode(t, "pda", lan.Hosts["pda"])
 	b := newPrivNode(t, "pdb", lan.Hosts["pdb"])
-	a.launch(t, name, peerBlock(b.nodeDir, b.endpoint())+allowBlock(b.addr(), "icmp", ""))
+	aBody := peerBlock(b.nodeDir, b.endpoint()) + allowBlock(b.addr(), "icmp", "")
+	a.launch(t, name, aBody)
 	b.launch(t, name, peerBlock(a.nodeDir, a.endpoint())+allowBlock(a.addr(), "icmp", ""))
 	for _, n := range []*privNode{a, b} {
 		n.ready(t)
@@ -230,6 +243,30 @@ func TestPrivilegeDrop(t *testing.T) {
 		})
 		if fw, _ := b.host.Try("cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fw) != "1" {
 			t.Errorf("ip_forward = %q after a route was offered", fw)
+		}
+	})
+
+	t.Run("a reload after the drop", func(t *testing.T) {
+		// SIGHUP: the node, no longer root, reads its config again (root's,
+		// group-readable) and applies a new rule.
+		a.listenTCP(t, 7)
+		if c, err := b.dialTCP(a.addr(), 7, 2*time.Second); err == nil {
+			c.Close()
+			t.Fatal("b reached a's port 7 before any rule allowed it")
+		}
+		a.writeConfig(t, name, aBody+allowBlock(b.addr(), "tcp", "7"))
+		if err := a.proc.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		var c net.Conn
+		var err error
+		testnet.WaitFor(t, 20*time.Second, "b to reach a's port 7 after the reload", func() bool {
+			c, err = b.dialTCP(a.addr(), 7, 2*time.Second)
+			return err == nil
+		})
+		defer c.Close()
+		if err := testnet.RoundTrip(c, "a rule reloaded by a node without root", 5*time.Second); err != nil {
+			t.Fatal(err)
 		}
 	})
 
