@@ -175,6 +175,26 @@ func (m *Matcher) AllowsTo(src, dst netip.Addr, self bool, ipProto uint8, port u
 	return rs != nil && first(rs.allow, dst, self, ipProto, port, hasPorts) >= 0
 }
 
+// AllowsToHosted reports whether a packet from src to dst, the address of
+// a device this node hosts, is allowed: no deny rule matches it as a
+// forwarded destination, and an allow rule whose `to` is a prefix holding
+// dst does (rules without `to`, or "self", are about this node).
+func (m *Matcher) AllowsToHosted(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
+	rs := m.bySrc[src]
+	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 || (rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0) {
+		return false
+	}
+	named := func(cs []crule) bool {
+		for i := range cs {
+			if cs[i].dest == DestPrefix && cs[i].matches(dst, false, ipProto, port, hasPorts) {
+				return true
+			}
+		}
+		return false
+	}
+	return named(m.any.allow) || (rs != nil && named(rs.allow))
+}
+
 // AllowsAny reports whether some allow rule could admit some inbound
 // traffic from src, and no deny rule refuses everything from it. The
 // handshake admission of unknown keys and fragments use it.
