@@ -219,8 +219,8 @@ func (n *Node) deviceAllowedIPs() []netip.Prefix {
 }
 
 // deviceEndpoint is where a device reaches this node: given ("host:port",
-// checked), else the address a bridge observed for this node, else its
-// one unicast host address with its listen port.
+// checked), else the public address a bridge observed for this node,
+// else the host's one best address (see below) with its listen port.
 func (n *Node) deviceEndpoint(given string) (string, error) {
 	if given != "" {
 		ep, err := config.ParseEndpoint(given)
@@ -239,14 +239,34 @@ func (n *Node) deviceEndpoint(given string) (string, error) {
 			}
 		}
 	}
-	var cands []netip.Addr
+	// The host's addresses by preference: public before private, IPv4
+	// (which every phone network reaches) before IPv6; the best class
+	// must hold one address, else the caller chooses.
+	var classes [4][]netip.Addr
 	for _, a := range n.hostAddrs() {
 		a = a.Unmap()
-		if a.IsGlobalUnicast() && !identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && a != n.ipv4 {
-			cands = append(cands, a)
+		if !a.IsGlobalUnicast() || identity.IsNodeAddress(a) || identity.IsSiteAddress(a) || a == n.ipv4 {
+			continue
+		}
+		c := 0
+		if a.IsPrivate() {
+			c = 2
+		}
+		if a.Is6() {
+			c++
+		}
+		if !slices.Contains(classes[c], a) {
+			classes[c] = append(classes[c], a)
 		}
 	}
 	port := n.engine.ListenPort()
+	var cands []netip.Addr
+	for _, c := range classes {
+		if len(c) > 0 {
+			cands = c
+			break
+		}
+	}
 	switch len(cands) {
 	case 0:
 		return "", errors.New("this node knows no address a device can reach it at: give one with --endpoint HOST:PORT (its public address or DNS name, and listen.udp's port)")
