@@ -268,7 +268,7 @@ func TestHostedDevice(t *testing.T) {
 			c.Close()
 			t.Fatal("n1 reached the device's port 9 without a rule on its home")
 		}
-		home.cli(t, "policy", "allow", n1.pub().String(), "--proto", "tcp", "--ports", "9", "--to", dev.Address+"/128")
+		home.cli(t, "policy", "allow", n1.pub().String(), "--proto", "tcp", "--ports", "9", "--to", dev.PublicKey)
 		c, err := n1.dialTCP(dev.Address, 9, 10*time.Second)
 		if err != nil {
 			t.Fatalf("n1 -> device after home's rule: %v", err)

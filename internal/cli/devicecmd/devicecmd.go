@@ -47,9 +47,9 @@ device's key and prints its wg-quick configuration (--qr: a QR code for the
 mobile apps). The device's address is derived from its key like every node's;
 rules anywhere name its key or address. The home node forwards between the
 device and the overlay with the device's own address as source, and guards
-it: traffic to the device needs a rule on the home node whose "to" is the
-device's address (e.g. to = "fc..../128"); replies to what the device opened
-pass. Another node accepts the device's traffic only if its config lists the
+it: traffic to the device needs a rule on the home node whose "to" names
+the device (its key or address, e.g. tomoe policy allow NODE --proto tcp
+--ports 22 --to DEVICE-KEY); replies to what the device opened pass. Another node accepts the device's traffic only if its config lists the
 device on the home node's peer entry: devices = ["DEVICE KEY"].
 
 Without a subcommand, lists the devices.`,
