@@ -352,6 +352,9 @@ func TestHostedDevice(t *testing.T) {
 		if d.Name != "phone" || d.Address != dev.Address || d.PublicKey != q.peerKeyOf(t, priv) || !d.Up || d.LastHandshake == nil || d.RxBytes == 0 || d.TxBytes == 0 || d.Endpoint == nil || !strings.HasPrefix(*d.Endpoint, phoneH.IPv4.String()+":") {
 			t.Fatalf("device list entry %+v", d)
 		}
+		if st := home.status(t); st.Counters.Hairpinned == 0 {
+			t.Fatalf("home's counters show nothing forwarded for the device: %+v", st.Counters)
+		}
 	})
 
 	t.Run("remove cuts the device at once", func(t *testing.T) {

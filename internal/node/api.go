@@ -199,6 +199,7 @@ func (n *Node) counters() adminapi.Counters {
 		Malformed:       ws.Dropped[policy.DropMalformed].Load(),
 		Held:            ws.Held.Load(),
 		Unreachable:     ws.Unreachable.Load(),
+		Hairpinned:      ws.Hairpinned.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
 		Flows:           local,
 

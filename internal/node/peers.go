@@ -51,12 +51,11 @@ func (n *Node) addStatic(list []config.Peer) error {
 		if ep.Addr.IsValid() {
 			p.Endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
 		}
-		for j, d := range cp.Devices {
-			if d == n.pub {
-				return fmt.Errorf("peers[%d].devices[%d]: that is this node's own key", i, j)
-			}
-			p.Devices = append(p.Devices, d.Address())
+		devs, err := n.hostedBy(cp)
+		if err != nil {
+			return fmt.Errorf("peers[%d].%w", i, err)
 		}
+		p.Devices = devs
 		if owner := n.peers.BySite(k.SitePrefix()); owner != nil {
 			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.Key.ShortString())
 			p.Site = false
@@ -64,6 +63,20 @@ func (n *Node) addStatic(list []config.Peer) error {
 		n.insertLocked(p)
 	}
 	return nil
+}
+
+// hostedBy returns the node addresses of the devices static peer cp hosts
+// (peers[].devices; config.Validate checked the rest), refusing this
+// node's own key, which no peer may claim.
+func (n *Node) hostedBy(cp config.Peer) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for j, d := range cp.Devices {
+		if d == n.pub {
+			return nil, fmt.Errorf("devices[%d]: that is this node's own key", j)
+		}
+		out = append(out, d.Address())
+	}
+	return out, nil
 }
 
 // insertLocked adds p to the peer table and its indexes, and routes its
