@@ -327,6 +327,7 @@ const (
 	EventDenied          = "denied"            // inbound packets dropped (rate-limited)
 	EventAdmissionDenied = "admission_denied"  // a handshake from a key no rule allows
 	EventOverflow        = "events_overflowed" // this subscriber missed events
+	EventConfigReloaded  = "config_reloaded"   // the config file was read again: what changed, or why it was refused
 )
 
 // Error is the body of every non-2xx response.

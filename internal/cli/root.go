@@ -182,6 +182,7 @@ without root.`,
 		newPolicyCmd(g),
 		newPingCmd(g),
 		newEventsCmd(g),
+		newReloadCmd(g),
 		newBridgeCmd(g),
 		&cobra.Command{
 			Use:   "version",

@@ -86,6 +86,8 @@ type Config struct {
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
 	dir string
+	// reload: Validate leaves out the files only a start reads (LoadReload).
+	reload bool
 }
 
 // TUN configures the overlay interface.
@@ -271,13 +273,41 @@ func Load(path string) (*Config, error) {
 	return Parse(b, path, filepath.Dir(abs))
 }
 
+// LoadReload reads, decodes and validates the file at path for a live
+// reload of a running node: as Load, but without the checks of the files
+// only a start reads (key_passphrase_file, console.org_key, the orgs'
+// certificates). A node that dropped root may no longer read them, and a
+// reload does not read them again: changing them needs a restart (Diff
+// says so).
+func LoadReload(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(b, path, filepath.Dir(abs), true)
+}
+
 // Parse decodes and validates a configuration. name is used in messages;
 // relative paths are resolved against dir. The error, a *ValidationError,
 // lists every problem found, each with its key and, where the file has
 // it, its line.
 func Parse(b []byte, name, dir string) (*Config, error) {
+	return parse(b, name, dir, false)
+}
+
+// ParseReload is Parse for a live reload (see LoadReload).
+func ParseReload(b []byte, name, dir string) (*Config, error) {
+	return parse(b, name, dir, true)
+}
+
+func parse(b []byte, name, dir string, reload bool) (*Config, error) {
 	c := Default()
 	c.dir = dir
+	c.reload = reload
 	idx := indexDocument(b)
 	problems, fatal := decode(b, idx, &c)
 	errs := &ValidationError{File: name, Problems: problems}
@@ -382,12 +412,12 @@ func (c *Config) Validate() error {
 	if c.KeyFile == "" {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
 	}
-	if c.KeyPassphraseFile != "" {
+	if c.KeyPassphraseFile != "" && !c.reload {
 		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
-	if c.Console.OrgKey != "" {
+	if c.Console.OrgKey != "" && !c.reload {
 		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
 			bad("console.org_key", "%v", err)
 		}

@@ -42,25 +42,13 @@ func (n *Node) addStatic(list []config.Peer) error {
 	n.peers.Lock()
 	defer n.peers.Unlock()
 	for i, cp := range list {
-		k := cp.PublicKey
-		if k == n.pub {
+		if cp.PublicKey == n.pub {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
-		ep := cp.Endpoint
-		p := &peers.Peer{Key: k, Addr: k.Address(), Name: cp.Name, Static: true, Host: ep.Name, Port: ep.Port, Keepalive: cp.Keepalive(), Site: true}
-		if ep.Addr.IsValid() {
-			p.Endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
-		}
-		devs, err := n.hostedBy(cp)
-		if err != nil {
+		if _, err := n.hostedBy(cp); err != nil {
 			return fmt.Errorf("peers[%d].%w", i, err)
 		}
-		p.Devices = devs
-		if owner := n.peers.BySite(k.SitePrefix()); owner != nil {
-			n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.Key.ShortString())
-			p.Site = false
-		}
-		n.insertLocked(p)
+		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	return nil
 }

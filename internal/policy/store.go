@@ -288,6 +288,29 @@ func (s *Store) SetAdminRules(rules []Rule) {
 	s.rebuildLocked(time.Now())
 }
 
+// SetConfig replaces the config file's rules and those [[admin.allow]]
+// implies (a live reload), and recompiles once: the matcher goes from the
+// old rule set to the new one in one step, never through a state that
+// admits what neither admits. warnings name new config allow rules that a
+// stored revocation suppresses, as OpenStore's do.
+func (s *Store) SetConfig(config, admin []Rule) (warnings []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range config {
+		if r.Deny || slices.ContainsFunc(s.config, r.Equal) {
+			continue
+		}
+		if rv, ok := s.revokedLocked(r.From); ok {
+			warnings = append(warnings, fmt.Sprintf("config rule %q is suppressed: %s was revoked through the admin API at %s; `tomoe policy allow %s` restores it",
+				r.String(), r.From, rv.at.Format(time.RFC3339), r.From))
+		}
+	}
+	s.config = slices.Clone(config)
+	s.admin = slices.Clone(admin)
+	s.rebuildLocked(time.Now())
+	return warnings
+}
+
 // SetOrgRules replaces the rules of org's policy document (version is for
 // display); nil rules remove the document. It recompiles.
 func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {

@@ -143,6 +143,9 @@ func (p *Proc) Stop(sig syscall.Signal, d time.Duration) error {
 	return p.err
 }
 
+// Signal sends sig to the process (SIGHUP: a node reloads its config).
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
 	select {
