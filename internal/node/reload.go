@@ -239,10 +239,6 @@ func (n *Node) reloadPeersOut(d *config.Diff) {
 		case p == nil || !p.Static || i < 0:
 		case n.live.Peers[i].Endpoint != cp.Endpoint:
 			n.forgetLocked(p, "endpoint changed in the config")
-		case !slices.Equal(n.live.Peers[i].Devices, cp.Devices):
-			// Its AllowedIPs and the device index change: recorded anew.
-			n.flushFlowsLocked(p)
-			n.forgetLocked(p, "devices changed in the config")
 		}
 	}
 	n.routes.RecomputeLocked()
@@ -267,12 +263,18 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			// Same endpoint (reloadPeersOut forgot the others): name and
 			// keepalive in place.
 			p.Name = cp.Name
+			update := false
 			if k := cp.Keepalive(); k != p.Keepalive {
 				p.Keepalive = k
-				if p.Active {
-					if err := n.activateLocked(p); err != nil {
-						errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
-					}
+				update = true
+			}
+			if devs, _ := n.hostedBy(cp); !slices.Equal(devs, p.Devices) {
+				n.setDevicesLocked(p, devs)
+				update = true
+			}
+			if update && p.Active {
+				if err := n.activateLocked(p); err != nil {
+					errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
 				}
 			}
 			continue
@@ -293,6 +295,28 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 	}
 	n.routes.RecomputeLocked()
 	return errors.Join(errs...)
+}
+
+// setDevicesLocked changes the devices static peer p hosts, in the table
+// and the wrapper's routes (the caller updates its AllowedIPs in the
+// device); flows with a device it no longer hosts are forgotten.
+func (n *Node) setDevicesLocked(p *peers.Peer, devs []netip.Addr) {
+	var gone []netip.Addr
+	for _, d := range p.Devices {
+		if !slices.Contains(devs, d) {
+			gone = append(gone, d)
+			n.wrapper.SetPeer(d, false)
+		}
+	}
+	n.peers.SetDevices(p, devs)
+	if p.Active {
+		for _, d := range devs {
+			n.wrapper.SetPeer(d, true)
+		}
+	}
+	if len(gone) > 0 {
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(gone, a) })
+	}
 }
 
 // staticPeerLocked makes the (inactive) record of a static peer. The

@@ -309,6 +309,21 @@ func (t *Table) SetEndpoint(p *Peer, ep netip.AddrPort) {
 	}
 }
 
+// SetDevices replaces the device addresses p hosts, reindexing them.
+func (t *Table) SetDevices(p *Peer, devs []netip.Addr) {
+	for _, d := range p.Devices {
+		if t.byDevice[d] == p {
+			delete(t.byDevice, d)
+		}
+	}
+	p.Devices = devs
+	if t.byKey[p.Key] == p {
+		for _, d := range devs {
+			t.byDevice[d] = p
+		}
+	}
+}
+
 // Forgotten is signalled after Remove; TakeForgotten then returns the keys
 // removed since the last call.
 func (t *Table) Forgotten() <-chan struct{} { return t.forgottenSig }
