@@ -357,6 +357,14 @@ func TestHostedDevice(t *testing.T) {
 		}
 	})
 
+	t.Run("a QR code for the apps", func(t *testing.T) {
+		out := home.cli(t, "device", "add", "tablet", "--qr", "--endpoint", "home.example.org:4610")
+		if strings.Contains(out, "PrivateKey") || !strings.ContainsAny(out, "█▀▄") || strings.Count(out, "\n") < 20 {
+			t.Fatalf("--qr printed:\n%s", out)
+		}
+		home.cli(t, "device", "remove", "tablet")
+	})
+
 	t.Run("remove cuts the device at once", func(t *testing.T) {
 		c, err := dialFrom(phoneH, "", n1.addr(), 7, 5*time.Second)
 		if err != nil {
