@@ -208,7 +208,9 @@ func (l *credListener) allowed(c net.Conn) bool {
 	}); err != nil || cerr != nil {
 		return false
 	}
-	if cred.Uid == 0 || int(cred.Uid) == l.uid {
+	// os.Geteuid as well as the uid at Listen: a node started as root
+	// that gave root up (package privdrop) still admits its own user.
+	if cred.Uid == 0 || int(cred.Uid) == l.uid || int(cred.Uid) == os.Geteuid() {
 		return true
 	}
 	if l.gid < 0 {

@@ -35,6 +35,20 @@ type Status struct {
 	// DNSResolved: DNS is registered with systemd-resolved as the
 	// server for ~tomoe on Interface.
 	DNSResolved bool `json:"dns_resolved,omitempty"`
+	// RunsAs is the user and capabilities the node runs with (Linux):
+	// what `tomoe up` kept after giving root up (run.user), or what it
+	// was started with. Absent where it cannot be told.
+	RunsAs *RunsAs `json:"runs_as,omitempty"`
+}
+
+// RunsAs is the node process's user and capabilities, in GET /v1/status.
+type RunsAs struct {
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	GID  int    `json:"gid"`
+	// Caps are the effective capabilities ("cap_net_admin", ...).
+	Caps       []string `json:"caps"`
+	NoNewPrivs bool     `json:"no_new_privs"`
 }
 
 // Bridge is one bridge this node joins, in GET /v1/status.

@@ -83,6 +83,9 @@ type Config struct {
 	// missing key_file is an error, not a new plain key.
 	KeyPassphraseFile string `toml:"key_passphrase_file"`
 
+	// Run says whom `tomoe up`, started as root, runs as (run.go).
+	Run Run `toml:"run"`
+
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
 	dir string
@@ -234,10 +237,16 @@ func Default() Config {
 	}
 }
 
+// startedAsRoot: the process started as root. The defaults follow the
+// user the process started as, not the one it runs as now: `tomoe up`
+// started as root gives root up (run.user), and a config read again
+// after that must still mean the same files.
+var startedAsRoot = os.Geteuid() == 0
+
 // DefaultKeyFile is /var/lib/tomoe/node.key for root, else under the
 // user's state directory.
 func DefaultKeyFile() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/var/lib/tomoe/node.key"
 	}
 	dir := os.Getenv("XDG_STATE_HOME")
@@ -251,7 +260,7 @@ func DefaultKeyFile() string {
 // DefaultSocket is /run/tomoe/admin.sock for root, else under the user's
 // runtime directory. The CLI uses the same default.
 func DefaultSocket() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/run/tomoe/admin.sock"
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
@@ -373,7 +382,7 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -394,6 +403,7 @@ var knownKeys = map[string][]string{
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
 	"policy.deny":   {"from", "proto", "ports", "to", "until"},
 	"log":           {"level", "format"},
+	"run":           {"user"},
 }
 
 // problems collects what Validate finds.
@@ -413,12 +423,12 @@ func (c *Config) Validate() error {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
 	}
 	if c.KeyPassphraseFile != "" && !c.reload {
-		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
 	if c.Console.OrgKey != "" && !c.reload {
-		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
 			bad("console.org_key", "%v", err)
 		}
 	}
@@ -484,6 +494,7 @@ func (c *Config) Validate() error {
 	c.validateServices(bad)
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
+	c.validateRun(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

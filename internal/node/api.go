@@ -184,6 +184,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		BridgeRole: n.bridgeRole(),
 	}
 	st.DNS, st.DNSResolved = n.dnsAddr()
+	st.RunsAs = runsAs()
 	return st, nil
 }
 
