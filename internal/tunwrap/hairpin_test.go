@@ -116,3 +116,29 @@ func TestHairpinHeldUntilPeer(t *testing.T) {
 		t.Fatalf("released: %d packets", len(got))
 	}
 }
+
+// TestHairpinUnreachable: a device's packet to an address nobody owns is
+// answered with ICMP unreachable sent back to the device, not to this
+// node's own stack.
+func TestHairpinUnreachable(t *testing.T) {
+	fx := newFixture(t, 5*time.Second)
+	D := key(t).Address()
+	E := fx.eve.Address()
+	fx.filter.SetHosted([]netip.Addr{D})
+	fx.w.SetPeer(D, true)
+	fx.write(tcp(D, E, 40000, 80, packet.TCPSyn))
+	if got := fx.read(t); len(got) != 0 {
+		t.Fatal("sent to a destination without a peer")
+	}
+	<-fx.resolved
+	fx.w.Reject(E, packet.UnreachAddress)
+	got := fx.read(t)
+	if len(got) != 1 {
+		t.Fatalf("%d packets out, want the ICMP error to the device", len(got))
+	}
+	var p packet.Parsed
+	if err := p.Decode(got[0]); err != nil || !p.IsICMPError() || p.Dst != D || p.Src != fx.me.Address() {
+		t.Fatalf("sent %v -> %v icmp error %v (%v)", p.Src, p.Dst, p.IsICMPError(), err)
+	}
+	fx.expectNothingToStack(t)
+}
