@@ -142,3 +142,31 @@ func TestHairpinUnreachable(t *testing.T) {
 	}
 	fx.expectNothingToStack(t)
 }
+
+// BenchmarkHairpin: a batch of 64 segments of one flow from a hosted
+// device to a peer, judged on the way in and read back out (per batch:
+// SetBytes counts packets).
+func BenchmarkHairpin(b *testing.B) {
+	me, bob, dev := key(&testing.T{}), key(&testing.T{}), key(&testing.T{})
+	f := policy.NewFilter(policy.Local{Addr: me.Address(), Site: me.SitePrefix()}, policy.Compile(nil), policy.NewConntrack(0), nil)
+	f.SetHosted([]netip.Addr{dev.Address()})
+	w := New(discardDev{}, Config{Filter: f, Local: me.Address()})
+	defer w.Close()
+	w.SetPeer(bob.Address(), true)
+	seg := append(make([]byte, 16), packet.TCP(dev.Address(), bob.Address(), 40000, 80, packet.TCPAck, make([]byte, 1300))...)
+	in := make([][]byte, 64)
+	out := make([][]byte, 64)
+	for i := range in {
+		in[i] = seg
+		out[i] = make([]byte, 2000)
+	}
+	sizes := make([]int, 64)
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	for b.Loop() {
+		w.Write(in, 16)
+		if n, _ := w.Read(out, sizes, 16); n != len(in) {
+			b.Fatalf("read %d", n)
+		}
+	}
+}
