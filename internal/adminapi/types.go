@@ -123,6 +123,7 @@ type Counters struct {
 	Malformed       uint64 `json:"malformed"`        // not parsable
 	Held            uint64 `json:"held"`             // waited for a peer to be resolved
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
+	Hairpinned      uint64 `json:"hairpinned"`       // forwarded between a hosted device and the overlay
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
 	Flows           int    `json:"flows"`            // tracked flows this node opened
 	// Handshake initiations over a rate limit (per source, or the

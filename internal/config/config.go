@@ -155,7 +155,17 @@ type Peer struct {
 	PersistentKeepalive int `toml:"persistent_keepalive"`
 	// Name is a local label shown in `tomoe peers`.
 	Name string `toml:"name"`
+	// Devices are the public keys of plain WireGuard devices (phones,
+	// wg-quick) this peer hosts (`tomoe device add` on it): packets from
+	// their key-derived addresses are accepted from this peer, and only
+	// from it, and packets to them are sent through it. A contract with
+	// the peer: it vouches for the devices' traffic.
+	Devices []identity.PublicKey `toml:"devices"`
 }
+
+// MaxDevicesPerPeer bounds peers[].devices: a home node hosts at most this
+// many devices (its own bound too), each an AllowedIPs entry here.
+const MaxDevicesPerPeer = 256
 
 // Policy holds inbound allow and deny rules; all other inbound traffic is
 // dropped. A deny rule beats every allow rule (config, API or organisation).
@@ -388,7 +398,7 @@ var knownKeys = map[string][]string{
 	"listen":        {"udp", "stealth"},
 	"admin":         {"socket", "group", "metrics", "metrics_public", "allow"},
 	"admin.allow":   {"from", "role"},
-	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
+	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name", "devices"},
 	"policy":        {"allow", "deny", "state_file"},
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
 	"policy.deny":   {"from", "proto", "ports", "to", "until"},
@@ -461,6 +471,7 @@ func (c *Config) Validate() error {
 			bad(key+".persistent_keepalive", "%d: seconds between 0 (off) and 65535; 25 suits most NATs", p.PersistentKeepalive)
 		}
 	}
+	c.validateDevices(bad)
 	for _, t := range []struct {
 		name  string
 		rules []Rule
@@ -580,4 +591,46 @@ func (c *Config) PolicyRules() []policy.Rule {
 // Keepalive returns the persistent keepalive interval.
 func (p Peer) Keepalive() time.Duration {
 	return time.Duration(p.PersistentKeepalive) * time.Second
+}
+
+// validateDevices checks peers[].devices: each device has one home, is not
+// a peer itself (a direct session and a hosting would fight over its
+// address in WireGuard's AllowedIPs), and a home lists at most
+// MaxDevicesPerPeer. That a device is not this node itself is checked
+// where the key is known (node.New).
+func (c *Config) validateDevices(bad func(key, format string, args ...any)) {
+	peerAt := map[identity.PublicKey]int{}
+	for i, p := range c.Peers {
+		if !p.PublicKey.IsZero() {
+			if _, ok := peerAt[p.PublicKey]; !ok {
+				peerAt[p.PublicKey] = i
+			}
+		}
+	}
+	type at struct{ peer, idx int }
+	home := map[identity.PublicKey]at{}
+	for i, p := range c.Peers {
+		if len(p.Devices) > MaxDevicesPerPeer {
+			bad(fmt.Sprintf("peers[%d].devices", i), "%d devices: a home node hosts at most %d", len(p.Devices), MaxDevicesPerPeer)
+			continue
+		}
+		for j, d := range p.Devices {
+			key := fmt.Sprintf("peers[%d].devices[%d]", i, j)
+			switch prev, dup := home[d]; {
+			case d.IsZero():
+				bad(key, "missing: a device's public key, standard base64 of 32 bytes (tomoe device list on its home node)")
+			case d == p.PublicKey:
+				bad(key, "that is the peer's own key: list only the devices it hosts")
+			case dup && prev.peer == i:
+				bad(key, "same device as peers[%d].devices[%d]: list each device once", prev.peer, prev.idx)
+			case dup:
+				bad(key, "already hosted by peers[%d] (devices[%d]): a device has one home node", prev.peer, prev.idx)
+			default:
+				if k, isPeer := peerAt[d]; isPeer {
+					bad(key, "that key is peers[%d] itself: a key is either a direct peer or a device hosted by one, not both", k)
+				}
+				home[d] = at{i, j}
+			}
+		}
+	}
 }

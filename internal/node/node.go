@@ -28,6 +28,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/devices"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -177,6 +178,8 @@ type Node struct {
 	// sections (peers, policy, routes, services, admin.allow) are applied.
 	reloadMu sync.Mutex
 	live     *config.Config
+	// devices are the plain WireGuard devices this node hosts (devices.go).
+	devices *devices.Store
 
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
@@ -318,6 +321,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	if err := n.addStatic(cfg.Peers); err != nil {
+		return n, err
+	}
+	if err := n.openDevices(); err != nil {
 		return n, err
 	}
 	n.peers.Lock()

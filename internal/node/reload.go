@@ -164,11 +164,27 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 }
 
 // checkReload refuses what the file's validation cannot know: this
-// node's own key as a static peer, offers this node cannot make.
+// node's own key as a static peer or a peer's device, a device this node
+// hosts as a peer or another peer's device, offers this node cannot make.
 func (n *Node) checkReload(cfg *config.Config, d *config.Diff) error {
+	hosted := map[identity.PublicKey]string{}
+	for _, d := range n.devices.List() {
+		hosted[d.PublicKey] = d.Name
+	}
 	for i, p := range cfg.Peers {
 		if p.PublicKey == n.pub {
 			return fmt.Errorf("%s: peers[%d]: that is this node's own key", n.opts.ConfigPath, i)
+		}
+		if name, ok := hosted[p.PublicKey]; ok {
+			return fmt.Errorf("%s: peers[%d]: that key is device %q, which this node hosts (tomoe device remove %s first)", n.opts.ConfigPath, i, name, name)
+		}
+		if _, err := n.hostedBy(p); err != nil {
+			return fmt.Errorf("%s: peers[%d].%w", n.opts.ConfigPath, i, err)
+		}
+		for j, d := range p.Devices {
+			if name, ok := hosted[d]; ok {
+				return fmt.Errorf("%s: peers[%d].devices[%d]: that is device %q, which this node hosts itself", n.opts.ConfigPath, i, j, name)
+			}
 		}
 	}
 	if len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved) > 0 {
@@ -219,7 +235,9 @@ func (n *Node) reloadPeersOut(d *config.Diff) {
 	for _, cp := range d.PeersChanged {
 		p := n.peers.Get(cp.PublicKey)
 		i := slices.IndexFunc(n.live.Peers, func(o config.Peer) bool { return o.PublicKey == cp.PublicKey })
-		if p != nil && p.Static && i >= 0 && n.live.Peers[i].Endpoint != cp.Endpoint {
+		switch {
+		case p == nil || !p.Static || i < 0:
+		case n.live.Peers[i].Endpoint != cp.Endpoint:
 			n.forgetLocked(p, "endpoint changed in the config")
 		}
 	}
@@ -245,12 +263,18 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			// Same endpoint (reloadPeersOut forgot the others): name and
 			// keepalive in place.
 			p.Name = cp.Name
+			update := false
 			if k := cp.Keepalive(); k != p.Keepalive {
 				p.Keepalive = k
-				if p.Active {
-					if err := n.activateLocked(p); err != nil {
-						errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
-					}
+				update = true
+			}
+			if devs, _ := n.hostedBy(cp); !slices.Equal(devs, p.Devices) {
+				n.setDevicesLocked(p, devs)
+				update = true
+			}
+			if update && p.Active {
+				if err := n.activateLocked(p); err != nil {
+					errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
 				}
 			}
 			continue
@@ -259,10 +283,40 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			n.flushFlowsLocked(p)
 			n.forgetLocked(p, "now a static peer of the config")
 		}
+		for _, d := range cp.Devices {
+			// A device that had a session of its own is now reached
+			// through its home only.
+			if dp := n.peers.Get(d); dp != nil && !dp.Static {
+				n.flushFlowsLocked(dp)
+				n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
+			}
+		}
 		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	n.routes.RecomputeLocked()
 	return errors.Join(errs...)
+}
+
+// setDevicesLocked changes the devices static peer p hosts, in the table
+// and the wrapper's routes (the caller updates its AllowedIPs in the
+// device); flows with a device it no longer hosts are forgotten.
+func (n *Node) setDevicesLocked(p *peers.Peer, devs []netip.Addr) {
+	var gone []netip.Addr
+	for _, d := range p.Devices {
+		if !slices.Contains(devs, d) {
+			gone = append(gone, d)
+			n.wrapper.SetPeer(d, false)
+		}
+	}
+	n.peers.SetDevices(p, devs)
+	if p.Active {
+		for _, d := range devs {
+			n.wrapper.SetPeer(d, true)
+		}
+	}
+	if len(gone) > 0 {
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(gone, a) })
+	}
 }
 
 // staticPeerLocked makes the (inactive) record of a static peer. The
@@ -274,6 +328,7 @@ func (n *Node) staticPeerLocked(cp config.Peer) *peers.Peer {
 	if ep.Addr.IsValid() {
 		p.Endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
 	}
+	p.Devices, _ = n.hostedBy(cp) // refused before: addStatic, checkReload
 	if owner := n.peers.BySite(k.SitePrefix()); owner != nil {
 		n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.Key.ShortString())
 		p.Site = false

@@ -56,6 +56,7 @@ type Store struct {
 	orgs    map[string]orgDoc
 	dir     Directory
 	self    Self
+	hosted  []netip.Addr // Self.Hosted, kept apart: SetSelf does not carry it
 	matcher *Matcher
 }
 
@@ -229,7 +230,7 @@ func (s *Store) effectiveLocked(now time.Time) []Entry {
 }
 
 func (s *Store) rebuildLocked(now time.Time) {
-	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.self, now)
+	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.selfLocked(), now)
 }
 
 // Revoked reports whether rules naming addr (its key or address, not "*"
@@ -332,7 +333,22 @@ func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {
 func (s *Store) Snapshot() ([]Entry, Directory, Self) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.allEntriesLocked(), s.dir, s.self
+	return s.allEntriesLocked(), s.dir, s.selfLocked()
+}
+
+func (s *Store) selfLocked() Self {
+	self := s.self
+	self.Hosted = s.hosted
+	return self
+}
+
+// SetHosted installs the node addresses of the devices this node hosts
+// (for rules whose To names one), and recompiles.
+func (s *Store) SetHosted(addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosted = slices.Clone(addrs)
+	s.rebuildLocked(time.Now())
 }
 
 // Allow adds the allow rule r. It reports false when an equal rule was
