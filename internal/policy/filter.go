@@ -315,8 +315,8 @@ func (f *Filter) Hairpin(p *packet.Parsed, now int64) (v Verdict, forward bool) 
 		return DropNotOverlay, true
 	}
 	if !toDev {
-		if !f.ct.Outbound(p, now) {
-			return DropTableFull, true
+		if v := f.ct.OutboundFor(p, p.Src, now); v != Accept {
+			return f.deny(p, p.Src, v, now), true
 		}
 		return Accept, true
 	}
