@@ -37,8 +37,14 @@ func (k *kernelNode) start(t *testing.T) {
 // admin API. Several nodes start faster launched together, then waited for.
 func (k *kernelNode) launch(t *testing.T) {
 	t.Helper()
-	k.writeTop(t, k.top, "[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n"+k.tun+"[listen]\nudp = \"0.0.0.0:4610\"\n"+k.listen+k.body)
+	k.writeConfig(t)
 	k.proc = k.host.Start(t, k.name, tomoeBin, "up", "-c", k.config())
+}
+
+// writeConfig writes k's config file from its fields.
+func (k *kernelNode) writeConfig(t *testing.T) {
+	t.Helper()
+	k.writeTop(t, k.top, "[tun]\nmode = \"kernel\"\nname = \"tomoe0\"\n"+k.tun+"[listen]\nudp = \"0.0.0.0:4610\"\n"+k.listen+k.body)
 }
 
 func (k *kernelNode) ready(t *testing.T) {

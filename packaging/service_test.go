@@ -86,6 +86,31 @@ func TestService(t *testing.T) {
 	if got := c.ok("ss -Hltn"); !strings.Contains(got, "%tomoe0:22") || !strings.Contains(got, "[fc00::53]%tomoe0:53") {
 		t.Errorf("the service listens on:\n%s", got)
 	}
+
+	// systemctl reload: the service, as user tomoe, reads the file again
+	// and applies a new rule live; an invalid file changes nothing and
+	// the service runs on.
+	pid = c.ok("systemctl show -p MainPID --value tomoe")
+	c.ok(`printf '[[policy.allow]]\nfrom = "*"\nproto = "tcp"\nports = "4242"\n' >> /etc/tomoe/tomoe.toml`)
+	c.ok("systemctl reload tomoe")
+	testnet.WaitFor(t, 10*time.Second, "the reloaded rule in tomoe policy list", func() bool {
+		out, _ := c.run("tomoe policy list")
+		return strings.Contains(out, "4242")
+	})
+	c.ok(`echo 'mtu = "big"' >> /etc/tomoe/tomoe.toml`)
+	c.ok("systemctl reload tomoe")
+	testnet.WaitFor(t, 10*time.Second, "the refused reload in the journal", func() bool {
+		out, _ := c.run("journalctl -u tomoe --no-pager -o cat | grep 'config reload refused'")
+		return strings.Contains(out, "tomoe.toml:")
+	})
+	if out, rc := c.run("tomoe reload"); rc != 1 || !strings.Contains(out, "/etc/tomoe/tomoe.toml:") {
+		t.Errorf("tomoe reload of an invalid file: exit status %d, want 1 with FILE:LINE:\n%s", rc, out)
+	}
+	if got := c.ok("systemctl show -p MainPID --value tomoe"); got != pid {
+		t.Errorf("after reloads, the service's PID is %s, was %s", got, pid)
+	}
+	c.ok("sed -i '$d' /etc/tomoe/tomoe.toml") // valid again for the next start
+
 	c.ok("systemctl stop tomoe")
 	if got := c.ok("cat /proc/sys/net/ipv4/ip_forward"); got != "0" {
 		t.Errorf("after systemctl stop, ip_forward = %q, want 0", got)

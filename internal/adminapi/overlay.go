@@ -27,6 +27,7 @@ var localOnly = map[string]bool{
 	"/v1/console": true, "/v1/console/revoke": true, "/v1/console/policy": true, "/v1/console/rule": true,
 	"/v1/console/requests": true, "/v1/console/approve": true,
 	"/v1/ui/token": true, // web UI logins are for the socket's users
+	"/v1/reload":   true, // reads a file of this host, as the node's own user
 }
 
 // readPosts are the POST endpoints that change nothing: a read role may

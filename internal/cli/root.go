@@ -21,6 +21,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
+	"github.com/tomoe-net/tomoe/internal/cli/devicecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/keycmd"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
 	"github.com/tomoe-net/tomoe/internal/cli/svccmd"
@@ -181,6 +182,7 @@ without root.`,
 		newPolicyCmd(g),
 		newPingCmd(g),
 		newEventsCmd(g),
+		newReloadCmd(g),
 		newBridgeCmd(g),
 		&cobra.Command{
 			Use:   "version",
@@ -190,6 +192,7 @@ without root.`,
 		},
 	)
 	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
+	root.AddCommand(devicecmd.Command(devicecmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs}))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
 	root.AddCommand(svccmd.Commands(svccmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError})...)
 	strictGroups(root)

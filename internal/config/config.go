@@ -84,9 +84,14 @@ type Config struct {
 	// missing key_file is an error, not a new plain key.
 	KeyPassphraseFile string `toml:"key_passphrase_file"`
 
+	// Run says whom `tomoe up`, started as root, runs as (run.go).
+	Run Run `toml:"run"`
+
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
 	dir string
+	// reload: Validate leaves out the files only a start reads (LoadReload).
+	reload bool
 }
 
 // TUN configures the overlay interface.
@@ -151,7 +156,17 @@ type Peer struct {
 	PersistentKeepalive int `toml:"persistent_keepalive"`
 	// Name is a local label shown in `tomoe peers`.
 	Name string `toml:"name"`
+	// Devices are the public keys of plain WireGuard devices (phones,
+	// wg-quick) this peer hosts (`tomoe device add` on it): packets from
+	// their key-derived addresses are accepted from this peer, and only
+	// from it, and packets to them are sent through it. A contract with
+	// the peer: it vouches for the devices' traffic.
+	Devices []identity.PublicKey `toml:"devices"`
 }
+
+// MaxDevicesPerPeer bounds peers[].devices: a home node hosts at most this
+// many devices (its own bound too), each an AllowedIPs entry here.
+const MaxDevicesPerPeer = 256
 
 // Policy holds inbound allow and deny rules; all other inbound traffic is
 // dropped. A deny rule beats every allow rule (config, API or organisation).
@@ -223,10 +238,16 @@ func Default() Config {
 	}
 }
 
+// startedAsRoot: the process started as root. The defaults follow the
+// user the process started as, not the one it runs as now: `tomoe up`
+// started as root gives root up (run.user), and a config read again
+// after that must still mean the same files.
+var startedAsRoot = os.Geteuid() == 0
+
 // DefaultKeyFile is /var/lib/tomoe/node.key for root, else under the
 // user's state directory.
 func DefaultKeyFile() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/var/lib/tomoe/node.key"
 	}
 	dir := os.Getenv("XDG_STATE_HOME")
@@ -240,7 +261,7 @@ func DefaultKeyFile() string {
 // DefaultSocket is /run/tomoe/admin.sock for root, else under the user's
 // runtime directory. The CLI uses the same default.
 func DefaultSocket() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/run/tomoe/admin.sock"
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
@@ -262,13 +283,41 @@ func Load(path string) (*Config, error) {
 	return Parse(b, path, filepath.Dir(abs))
 }
 
+// LoadReload reads, decodes and validates the file at path for a live
+// reload of a running node: as Load, but without the checks of the files
+// only a start reads (key_passphrase_file, console.org_key, the orgs'
+// certificates). A node that dropped root may no longer read them, and a
+// reload does not read them again: changing them needs a restart (Diff
+// says so).
+func LoadReload(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return parse(b, path, filepath.Dir(abs), true)
+}
+
 // Parse decodes and validates a configuration. name is used in messages;
 // relative paths are resolved against dir. The error, a *ValidationError,
 // lists every problem found, each with its key and, where the file has
 // it, its line.
 func Parse(b []byte, name, dir string) (*Config, error) {
+	return parse(b, name, dir, false)
+}
+
+// ParseReload is Parse for a live reload (see LoadReload).
+func ParseReload(b []byte, name, dir string) (*Config, error) {
+	return parse(b, name, dir, true)
+}
+
+func parse(b []byte, name, dir string, reload bool) (*Config, error) {
 	c := Default()
 	c.dir = dir
+	c.reload = reload
 	idx := indexDocument(b)
 	problems, fatal := decode(b, idx, &c)
 	errs := &ValidationError{File: name, Problems: problems}
@@ -334,7 +383,7 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -350,11 +399,12 @@ var knownKeys = map[string][]string{
 	"listen":        {"udp", "stealth"},
 	"admin":         {"socket", "group", "metrics", "metrics_public", "allow"},
 	"admin.allow":   {"from", "role"},
-	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
+	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name", "devices"},
 	"policy":        {"allow", "deny", "state_file"},
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
 	"policy.deny":   {"from", "proto", "ports", "to", "until"},
 	"log":           {"level", "format"},
+	"run":           {"user"},
 }
 
 // problems collects what Validate finds.
@@ -373,13 +423,13 @@ func (c *Config) Validate() error {
 	if c.KeyFile == "" {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
 	}
-	if c.KeyPassphraseFile != "" {
-		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
+	if c.KeyPassphraseFile != "" && !c.reload {
+		if err := fileperm.CheckFor(c.RunUID(), c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
-	if c.Console.OrgKey != "" {
-		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
+	if c.Console.OrgKey != "" && !c.reload {
+		if err := fileperm.CheckFor(c.RunUID(), c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
 			bad("console.org_key", "%v", err)
 		}
 	}
@@ -422,6 +472,7 @@ func (c *Config) Validate() error {
 			bad(key+".persistent_keepalive", "%d: seconds between 0 (off) and 65535; 25 suits most NATs", p.PersistentKeepalive)
 		}
 	}
+	c.validateDevices(bad)
 	for _, t := range []struct {
 		name  string
 		rules []Rule
@@ -444,6 +495,7 @@ func (c *Config) Validate() error {
 	c.validateServices(bad)
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
+	c.validateRun(bad)
 	c.validatePlatform(runtime.GOOS, bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
@@ -541,4 +593,46 @@ func (c *Config) PolicyRules() []policy.Rule {
 // Keepalive returns the persistent keepalive interval.
 func (p Peer) Keepalive() time.Duration {
 	return time.Duration(p.PersistentKeepalive) * time.Second
+}
+
+// validateDevices checks peers[].devices: each device has one home, is not
+// a peer itself (a direct session and a hosting would fight over its
+// address in WireGuard's AllowedIPs), and a home lists at most
+// MaxDevicesPerPeer. That a device is not this node itself is checked
+// where the key is known (node.New).
+func (c *Config) validateDevices(bad func(key, format string, args ...any)) {
+	peerAt := map[identity.PublicKey]int{}
+	for i, p := range c.Peers {
+		if !p.PublicKey.IsZero() {
+			if _, ok := peerAt[p.PublicKey]; !ok {
+				peerAt[p.PublicKey] = i
+			}
+		}
+	}
+	type at struct{ peer, idx int }
+	home := map[identity.PublicKey]at{}
+	for i, p := range c.Peers {
+		if len(p.Devices) > MaxDevicesPerPeer {
+			bad(fmt.Sprintf("peers[%d].devices", i), "%d devices: a home node hosts at most %d", len(p.Devices), MaxDevicesPerPeer)
+			continue
+		}
+		for j, d := range p.Devices {
+			key := fmt.Sprintf("peers[%d].devices[%d]", i, j)
+			switch prev, dup := home[d]; {
+			case d.IsZero():
+				bad(key, "missing: a device's public key, standard base64 of 32 bytes (tomoe device list on its home node)")
+			case d == p.PublicKey:
+				bad(key, "that is the peer's own key: list only the devices it hosts")
+			case dup && prev.peer == i:
+				bad(key, "same device as peers[%d].devices[%d]: list each device once", prev.peer, prev.idx)
+			case dup:
+				bad(key, "already hosted by peers[%d] (devices[%d]): a device has one home node", prev.peer, prev.idx)
+			default:
+				if k, isPeer := peerAt[d]; isPeer {
+					bad(key, "that key is peers[%d] itself: a key is either a direct peer or a device hosted by one, not both", k)
+				}
+				home[d] = at{i, j}
+			}
+		}
+	}
 }

@@ -91,7 +91,7 @@ func (c *Config) validateOrgs(bad func(key, format string, args ...any)) {
 			bad(key+".public_key", "this organisation key is listed twice")
 		}
 		keys[o.PublicKey] = true
-		if o.Cert != "" {
+		if o.Cert != "" && !c.reload {
 			if _, err := c.OrgCert(o); err != nil {
 				bad(key+".cert", "%v", err)
 			}

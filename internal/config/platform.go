@@ -50,6 +50,9 @@ func (c *Config) validatePlatform(goos string, bad func(key, format string, args
 	if c.TUN.Mode == ModeKernel {
 		c.validateKernelPlatform(goos, bad)
 	}
+	if u := c.Run.User; u != "" && u != "root" {
+		bad("run.user", "%q: giving up root for another user (package privdrop) needs Linux: remove the key, or start tomoe as the user it should run as", u)
+	}
 	// Local listeners: who owns a connection can be told off Linux only
 	// for Unix sockets on macOS and FreeBSD (LOCAL_PEERCRED); Windows
 	// restricts a Unix socket to tomoe's user by its file's ACL.

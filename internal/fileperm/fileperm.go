@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 )
 
 // Kind is what a file holds, which decides who else may read it.
@@ -43,11 +44,24 @@ const (
 	State
 )
 
-// checker holds the effective uid the checks are made for; tests set
-// others.
-type checker struct{ euid int }
+// checker holds the effective uid the checks are made for, and the uid
+// the process is about to become (-1: none); tests set others.
+type checker struct{ euid, next int }
 
-func current() checker { return checker{euid: os.Geteuid()} }
+func current() checker { return checker{euid: os.Geteuid(), next: int(nextUID.Load())} }
+
+// nextUID is the uid set by TrustNextUser; -1 when unset.
+var nextUID atomic.Int64
+
+func init() { nextUID.Store(-1) }
+
+// TrustNextUser makes files and directories that uid owns pass the owner
+// test, as root's and this process's own do: for a process started as
+// root that will become uid (tomoe up's privilege drop, package privdrop).
+// That user can change these files as soon as the process runs as it, so
+// trusting them earlier gives nobody anything they would not have. -1
+// trusts nobody more.
+func TrustNextUser(uid int) { nextUID.Store(int64(uid)) }
 
 // ReadFile returns the contents of the file at path once it and its
 // directory have passed the checks; what names the file in errors ("key
@@ -63,8 +77,16 @@ func ReadFile(path, what string, kind Kind) ([]byte, error) {
 // Check makes ReadFile's checks on the file at path and its directory
 // without reading it: for a file that must pass before it is needed (a
 // passphrase file named in the config).
-func Check(path, what string, kind Kind) error {
+func Check(path, what string, kind Kind) error { return CheckFor(-1, path, what, kind) }
+
+// CheckFor is Check for a process about to become uid next (-1: none),
+// as TrustNextUser would make it: for a config validated before anything
+// is trusted on that user's behalf.
+func CheckFor(next int, path, what string, kind Kind) error {
 	c := current()
+	if next >= 0 {
+		c.next = next
+	}
 	if err := c.checkDir(filepath.Dir(path), what); err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func (c checker) checkOwner(path, what string, fi fs.FileInfo) error {
 		return fmt.Errorf("%s %s: cannot tell its owner", what, path)
 	}
 	uid := int(st.Uid)
-	if uid == c.euid || uid == 0 {
+	if uid == c.euid || uid == 0 || uid == c.next {
 		return nil
 	}
 	return fmt.Errorf("%s %s is owned by uid %d%s, but tomoe runs as uid %d%s: only that user or root may own it, or its owner could change what this node trusts; fix with: chown %d %s (or run tomoe as its owner)",

@@ -39,7 +39,7 @@ type overlayAdmin struct {
 // serveOverlayAdmin starts the admin API over the overlay if the config
 // lists identities for it.
 func (n *Node) serveOverlayAdmin() error {
-	if len(n.cfg.Admin.Allow) == 0 {
+	if len(*n.adminAllow.Load()) == 0 || n.overlayAdmin != nil {
 		return nil
 	}
 	ap := netip.AddrPortFrom(n.Address(), adminapi.AdminPort)
@@ -80,7 +80,7 @@ func (n *Node) serveOverlayAdmin() error {
 		}
 	}()
 	n.overlayAdmin = a
-	n.log.Info("admin API served over the overlay", "address", ap, "identities", len(n.cfg.Admin.Allow))
+	n.log.Info("admin API served over the overlay", "address", ap, "identities", len(*n.adminAllow.Load()))
 	return nil
 }
 
@@ -108,7 +108,7 @@ func (n *Node) adminRole(addr netip.Addr) adminapi.Role {
 		members = append(members, policy.Member{Org: m.Org, Name: m.Name, Groups: m.Groups})
 	}
 	role := adminapi.RoleNone
-	for _, a := range n.cfg.Admin.Allow {
+	for _, a := range *n.adminAllow.Load() {
 		if !a.From.Matches(addr, members) {
 			continue
 		}

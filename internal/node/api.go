@@ -51,7 +51,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
-	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, webui.Area{Server: n.ui},
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), DevicesArea{n}, n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, ReloadArea{n}, webui.Area{Server: n.ui},
 		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 
@@ -99,7 +99,7 @@ func (n *Node) refresh(ctx context.Context) {
 		n.routes.Lock()
 		defer n.routes.Unlock()
 		for _, p := range up {
-			if n.peers.Get(p.Key) == p && p.Up && !n.closing.Load() {
+			if n.peers.Get(p.Key) == p && p.Up && !p.Device && !n.closing.Load() {
 				n.routes.GreetLocked(p)
 			}
 		}
@@ -184,6 +184,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		BridgeRole: n.bridgeRole(),
 	}
 	st.DNS, st.DNSResolved = n.dnsAddr()
+	st.RunsAs = runsAs()
 	return st, nil
 }
 
@@ -199,6 +200,7 @@ func (n *Node) counters() adminapi.Counters {
 		Malformed:       ws.Dropped[policy.DropMalformed].Load(),
 		Held:            ws.Held.Load(),
 		Unreachable:     ws.Unreachable.Load(),
+		Hairpinned:      ws.Hairpinned.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
 		Flows:           local,
 

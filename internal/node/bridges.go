@@ -12,6 +12,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/bridge"
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
+	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/routes"
@@ -52,10 +53,7 @@ func (n *Node) startBridging() error {
 	for _, r := range cfg.Bridges {
 		bcs = append(bcs, client.BridgeConfig{Endpoint: r.Endpoint.String(), Key: r.PublicKey, Token: r.Token})
 	}
-	n.staticKeys = make(map[identity.PublicKey]bool, len(cfg.Peers))
-	for _, p := range cfg.Peers {
-		n.staticKeys[p.PublicKey] = true
-	}
+	n.setStaticKeys(cfg.Peers)
 	n.client = client.New(client.Config{
 		Key:            n.key,
 		Bridges:        bcs,
@@ -88,8 +86,9 @@ func (n *Node) knownKeysChanged() {
 	if n.client == nil {
 		return
 	}
-	keys := make([]identity.PublicKey, 0, len(n.staticKeys))
-	for k := range n.staticKeys {
+	static := n.staticKeys.Load()
+	keys := make([]identity.PublicKey, 0, len(*static))
+	for k := range *static {
 		keys = append(keys, k)
 	}
 	for _, e := range n.store.Rules() {
@@ -98,6 +97,15 @@ func (n *Node) knownKeysChanged() {
 		}
 	}
 	n.client.SetKnownKeys(keys)
+}
+
+// setStaticKeys records the static peers' keys (wants, knownKeysChanged).
+func (n *Node) setStaticKeys(list []config.Peer) {
+	keys := make(map[identity.PublicKey]bool, len(list))
+	for _, p := range list {
+		keys[p.PublicKey] = true
+	}
+	n.staticKeys.Store(&keys)
 }
 
 // injected is what Options.Transport gives the bridge roles: TCP dial and
@@ -148,7 +156,7 @@ func (n *Node) stopBridging() {
 // do not change, the Bind's peers and the filter's rules are read without
 // waiting for either.
 func (n *Node) wants(key identity.PublicKey) bool {
-	return n.staticKeys[key] || n.bind.Peer(key) != nil || n.filter.Matcher().AllowsAny(key.Address())
+	return (*n.staticKeys.Load())[key] || n.bind.Peer(key) != nil || n.filter.Matcher().AllowsAny(key.Address())
 }
 
 // localEndpoints are this node's addresses on its own networks, with its

@@ -39,10 +39,10 @@ type dnsState struct {
 	resolved *names.Resolved // nil: not registered with systemd-resolved
 
 	// static maps static peers' names ([[peers]] name, lowercase) to
-	// their node addresses; set at start, read-only after. certs holds
+	// their node addresses; replaced by a reload. certs holds
 	// the certificates' names (peers' and this node's own), rebuilt by
 	// MembersChanged.
-	static nameIndex
+	static atomic.Pointer[nameIndex]
 	certs  atomic.Pointer[nameIndex]
 }
 
@@ -67,12 +67,13 @@ func (x nameIndex) add(name string, a netip.Addr) {
 	}
 }
 
-// setStatic indexes the static peers' names; before the server starts.
+// setStatic indexes the static peers' names (at start, and on a reload).
 func (d *dnsState) setStatic(list []config.Peer) {
-	d.static = nameIndex{}
+	x := nameIndex{}
 	for _, p := range list {
-		d.static.add(p.Name, p.PublicKey.Address())
+		x.add(p.Name, p.PublicKey.Address())
 	}
+	d.static.Store(&x)
 }
 
 // setCertNames indexes the certificates' names: dir's (peers') and self's.
@@ -148,7 +149,11 @@ func (n *Node) dnsAddr() (string, bool) {
 // addresses (peerIPv4Locked) is an installed route to it: then packets to
 // it reach that peer.
 func (n *Node) lookupDNSName(name string) (names.Record, bool) {
-	addrs, ok := n.dns.static[name]
+	var addrs []netip.Addr
+	ok := false
+	if x := n.dns.static.Load(); x != nil {
+		addrs, ok = (*x)[name]
+	}
 	if !ok {
 		if x := n.dns.certs.Load(); x != nil {
 			addrs, ok = (*x)[name]

@@ -28,6 +28,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/devices"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -100,6 +101,9 @@ type Options struct {
 	// key_file when the config names no key_passphrase_file (tomoe up on
 	// a terminal); see keyenc.LoadOrCreate for the other sources.
 	KeyPrompt keyenc.Prompt
+	// ConfigPath is the file cfg was loaded from: Reload (SIGHUP, POST
+	// /v1/reload) reads it again. "": the node cannot reload.
+	ConfigPath string
 	// CredentialsDir is systemd's $CREDENTIALS_DIRECTORY, where a unit's
 	// LoadCredentialEncrypted=tomoe-key:FILE puts the decrypted key of a
 	// key_file that is a systemd credential; "": none.
@@ -163,8 +167,19 @@ type Node struct {
 	server       *bridge.Server // when this node is a bridge
 	client       *client.Client // when this node joins bridges
 	// staticKeys are the config's static peers' keys: set before the
-	// bridge client starts, read-only after (wants reads it unlocked).
-	staticKeys map[identity.PublicKey]bool
+	// bridge client starts, replaced by a reload (wants reads it
+	// without a lock).
+	staticKeys atomic.Pointer[map[identity.PublicKey]bool]
+	// adminAllow is [[admin.allow]] now (the config's, replaced by a
+	// reload).
+	adminAllow atomic.Pointer[[]config.AdminAllow]
+
+	// reloadMu serialises reloads and guards live: the config whose live
+	// sections (peers, policy, routes, services, admin.allow) are applied.
+	reloadMu sync.Mutex
+	live     *config.Config
+	// devices are the plain WireGuard devices this node hosts (devices.go).
+	devices *devices.Store
 
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
@@ -233,6 +248,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}()
 
+	n.live = cfg
+	n.setStaticKeys(cfg.Peers)
+	allow := cfg.Admin.Allow
+	n.adminAllow.Store(&allow)
 	if opts.TUN != nil && cfg.TUN.Mode != config.ModeKernel {
 		return nil, errors.New("node options: a TUN device is for a kernel-mode node (tun.mode = \"kernel\")")
 	}
@@ -302,6 +321,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	if err := n.addStatic(cfg.Peers); err != nil {
+		return n, err
+	}
+	if err := n.openDevices(); err != nil {
 		return n, err
 	}
 	n.peers.Lock()
@@ -459,7 +481,10 @@ func (n *Node) Close() error {
 		if n.api != nil {
 			n.api.Close()
 		}
-		n.overlayAdmin.close()
+		n.reloadMu.Lock() // a reload may start it
+		oa := n.overlayAdmin
+		n.reloadMu.Unlock()
+		oa.close()
 		if n.metrics != nil {
 			n.metrics.Close()
 		}

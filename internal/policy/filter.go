@@ -68,6 +68,7 @@ type Filter struct {
 	matcher atomic.Pointer[Matcher]
 	sites   atomic.Pointer[map[[8]byte]netip.Addr]
 	routed  atomic.Pointer[[]RouteOwner]
+	hosted  atomic.Pointer[map[netip.Addr]struct{}] // node addresses of the devices this node hosts
 	ct      *Conntrack
 	onDeny  func(Denial)
 
@@ -196,7 +197,9 @@ func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 		// overlay, and not an attack either.
 		return DropNotOverlay
 	}
-	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) {
+	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) && !f.Hosts(p.Src) && !f.Hosts(p.Dst) {
+		// (A packet from or to a hosted device is one this node forwards
+		// after Hairpin judged it: see there.)
 		f.spoofed.Add(1)
 		return DropSpoofed
 	}
@@ -261,6 +264,88 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 		}
 	}
 	return f.deny(p, from, DropDenied, now)
+}
+
+// SetHosted installs the node addresses of the plain WireGuard devices
+// this node hosts (their home node: `tomoe device add`).
+func (f *Filter) SetHosted(addrs []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a] = struct{}{}
+	}
+	f.hosted.Store(&m)
+}
+
+// Hosts reports whether a is the address of a device this node hosts.
+func (f *Filter) Hosts(a netip.Addr) bool {
+	m := f.hosted.Load()
+	if m == nil || len(*m) == 0 {
+		return false
+	}
+	_, ok := (*m)[a]
+	return ok
+}
+
+// Hairpin decides on a packet a peer sent that this node must forward
+// back into the overlay because it comes from or goes to a device this
+// node hosts; forward is false for every other packet (Inbound judges it).
+//
+//   - To a hosted device (from anyone, the device itself excepted): this
+//     node guards the device, which has no firewall of its own. Deny rules
+//     apply as to this node; an allow rule applies only if its `to` names
+//     the device (its key or address: see Self.Hosted) or a prefix holding
+//     its address, so that rules for this node's own services open
+//     nothing on its devices; replies to flows the device opened pass.
+//   - From a hosted device to an address neither this node's nor one it
+//     forwards: allowed, recorded as a flow the device opened (so its
+//     replies pass); the destination's own policy decides.
+//
+// Packets between a device and this node itself, or its offered routes,
+// are not hairpinned: Inbound judges them with the device as the source.
+func (f *Filter) Hairpin(p *packet.Parsed, now int64) (v Verdict, forward bool) {
+	toDev, fromDev := f.Hosts(p.Dst), f.Hosts(p.Src)
+	if !toDev && !fromDev {
+		return Accept, false
+	}
+	local := f.local.Load()
+	if local.owns(p.Dst) || local.forwards(p.Dst) {
+		return Accept, false
+	}
+	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src == p.Dst {
+		return DropNotOverlay, true
+	}
+	if !toDev {
+		if v := f.ct.OutboundFor(p, p.Src, now); v != Accept {
+			return f.deny(p, p.Src, v, now), true
+		}
+		return Accept, true
+	}
+	from := f.identify(p.Src)
+	if !from.IsValid() {
+		return f.deny(p, from, DropDenied, now), true
+	}
+	m := f.matcher.Load()
+	switch {
+	case p.NonFirst:
+		if f.ct.HasRemote(p.Src) {
+			return Accept, true
+		}
+	case p.IsICMPError():
+		if p.HasInner && f.Hosts(p.Inner.Src) && f.ct.Related(p.Inner, now) {
+			return Accept, true
+		}
+	default:
+		if m.AllowsToHosted(from, p.Dst, p.Proto, p.DstPort, p.HasPorts) {
+			if v := f.ct.Admitted(p, from, now); v != Accept {
+				return f.deny(p, from, v, now), true
+			}
+			return Accept, true
+		}
+		if f.ct.Reply(p, now) {
+			return Accept, true
+		}
+	}
+	return f.deny(p, from, DropDenied, now), true
 }
 
 // Malformed counts a packet that did not parse.

@@ -56,6 +56,7 @@ type Store struct {
 	orgs    map[string]orgDoc
 	dir     Directory
 	self    Self
+	hosted  []netip.Addr // Self.Hosted, kept apart: SetSelf does not carry it
 	matcher *Matcher
 }
 
@@ -229,7 +230,7 @@ func (s *Store) effectiveLocked(now time.Time) []Entry {
 }
 
 func (s *Store) rebuildLocked(now time.Time) {
-	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.self, now)
+	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.selfLocked(), now)
 }
 
 // Revoked reports whether rules naming addr (its key or address, not "*"
@@ -287,6 +288,29 @@ func (s *Store) SetAdminRules(rules []Rule) {
 	s.rebuildLocked(time.Now())
 }
 
+// SetConfig replaces the config file's rules and those [[admin.allow]]
+// implies (a live reload), and recompiles once: the matcher goes from the
+// old rule set to the new one in one step, never through a state that
+// admits what neither admits. warnings name new config allow rules that a
+// stored revocation suppresses, as OpenStore's do.
+func (s *Store) SetConfig(config, admin []Rule) (warnings []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range config {
+		if r.Deny || slices.ContainsFunc(s.config, r.Equal) {
+			continue
+		}
+		if rv, ok := s.revokedLocked(r.From); ok {
+			warnings = append(warnings, fmt.Sprintf("config rule %q is suppressed: %s was revoked through the admin API at %s; `tomoe policy allow %s` restores it",
+				r.String(), r.From, rv.at.Format(time.RFC3339), r.From))
+		}
+	}
+	s.config = slices.Clone(config)
+	s.admin = slices.Clone(admin)
+	s.rebuildLocked(time.Now())
+	return warnings
+}
+
 // SetOrgRules replaces the rules of org's policy document (version is for
 // display); nil rules remove the document. It recompiles.
 func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {
@@ -309,7 +333,22 @@ func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {
 func (s *Store) Snapshot() ([]Entry, Directory, Self) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.allEntriesLocked(), s.dir, s.self
+	return s.allEntriesLocked(), s.dir, s.selfLocked()
+}
+
+func (s *Store) selfLocked() Self {
+	self := s.self
+	self.Hosted = s.hosted
+	return self
+}
+
+// SetHosted installs the node addresses of the devices this node hosts
+// (for rules whose To names one), and recompiles.
+func (s *Store) SetHosted(addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosted = slices.Clone(addrs)
+	s.rebuildLocked(time.Now())
 }
 
 // Allow adds the allow rule r. It reports false when an equal rule was

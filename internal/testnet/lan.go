@@ -143,6 +143,9 @@ func (p *Proc) Stop(sig syscall.Signal, d time.Duration) error {
 	return p.err
 }
 
+// Signal sends sig to the process (SIGHUP: a node reloads its config).
+func (p *Proc) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Exited reports whether the process has ended.
 func (p *Proc) Exited() bool {
 	select {
@@ -155,6 +158,10 @@ func (p *Proc) Exited() bool {
 
 // Output returns everything the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
+
+// Pid is the process's id (that of the program itself when started in a
+// namespace: ip netns exec executes it in its own place).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
 // WaitOutput waits until the output contains s.
 func (p *Proc) WaitOutput(t testing.TB, s string, d time.Duration) {

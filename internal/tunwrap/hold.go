@@ -101,6 +101,12 @@ func (w *Wrapper) unreachable(orig []byte, code uint8) {
 		return // no IPv4 source of our own to answer from (yet)
 	}
 	if icmp := packet.Unreachable(from, orig, code); icmp != nil {
+		if w.cfg.Filter.Hosts(p.Src) {
+			// From a device this node hosts: the error goes back to it.
+			w.stats.Unreachable.Add(1)
+			w.queueHairpin(icmp)
+			return
+		}
 		w.deliverLocal(icmp)
 	}
 }

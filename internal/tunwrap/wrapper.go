@@ -72,6 +72,7 @@ type Stats struct {
 	HeldInbound atomic.Uint64                     // inbound packets that waited for their source's certificate
 	Unreachable atomic.Uint64                     // ICMP errors sent to local programs
 	Injected    atomic.Uint64                     // packets of our own put into the read path
+	Hairpinned  atomic.Uint64                     // packets forwarded between a hosted device and the overlay
 }
 
 // Wrapper is the tun.Device given to WireGuard.
@@ -89,8 +90,11 @@ type Wrapper struct {
 	first  firstWaits
 	ping   pinger
 
-	injectMu sync.Mutex // guards injected, queued, stagedCh
+	injectMu sync.Mutex // guards injected, queued, stagedCh, hairpin
 	injected [][]byte
+	// hairpin are packets from or to a device this node hosts, judged on
+	// the way in (Filter.Hairpin), waiting to go back out.
+	hairpin  [][]byte
 	queued   uint64        // packets ever put in injected
 	taken    atomic.Uint64 // packets ever taken out of injected by Read
 	staged   atomic.Uint64 // taken, as of the start of WireGuard's latest Read (see WaitStaged)
@@ -150,6 +154,10 @@ func (w *Wrapper) Close() error {
 func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	w.noteStaged()
 	for {
+		if n := w.drainHairpin(bufs, sizes, offset); n > 0 {
+			w.forwardOut(bufs[:n], sizes, offset)
+			return n, nil
+		}
 		if n := w.drainInjected(bufs, sizes, offset); n > 0 {
 			w.outbound(bufs[:n], sizes, offset, true)
 			return n, nil
@@ -225,7 +233,7 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 	kept := bufs[:0]
 	var p packet.Parsed
 	var bytes uint64
-	var same sameFlow
+	var same, sameHP sameFlow
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if err := p.Decode(pkt); err != nil {
@@ -235,6 +243,22 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		if w.first.n.Load() != 0 {
 			w.firstFrom(p.Src)
+		}
+		if sameHP.accepted(&p) {
+			w.queueHairpin(pkt)
+			continue
+		}
+		if v, fwd := f.Hairpin(&p, now); fwd {
+			if v != policy.Accept {
+				w.stats.Dropped[v].Add(1)
+			} else if w.isControl(&p) {
+				// A device may not speak for a node.
+				w.stats.Dropped[policy.DropSpoofed].Add(1)
+			} else {
+				sameHP.remember(&p)
+				w.queueHairpin(pkt)
+			}
+			continue
 		}
 		if p.IsICMP() && w.ping.intercept(&p, pkt) {
 			continue
@@ -327,6 +351,70 @@ func (w *Wrapper) Inject(pkt []byte) {
 	w.injectMu.Unlock()
 	w.stats.Injected.Add(1)
 	w.inner.Interrupt()
+}
+
+// queueHairpin copies a packet Filter.Hairpin accepted into the hairpin
+// queue, which Read sends on before anything else; over maxInjected
+// packets waiting, it is dropped (the senders' congestion control slows
+// down, as with a full link).
+func (w *Wrapper) queueHairpin(pkt []byte) {
+	w.injectMu.Lock()
+	if len(w.hairpin) >= maxInjected {
+		w.injectMu.Unlock()
+		w.stats.Dropped[policy.DropTableFull].Add(1)
+		return
+	}
+	w.hairpin = append(w.hairpin, append([]byte(nil), pkt...))
+	w.injectMu.Unlock()
+	w.stats.Hairpinned.Add(1)
+	w.inner.Interrupt()
+}
+
+func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
+	w.injectMu.Lock()
+	defer w.injectMu.Unlock()
+	if len(w.hairpin) == 0 {
+		return 0
+	}
+	n := 0
+	for n < len(bufs) && n < len(w.hairpin) {
+		pkt := w.hairpin[n]
+		if len(pkt) > len(bufs[n])-offset {
+			pkt = nil
+		}
+		sizes[n] = copy(bufs[n][offset:], pkt)
+		n++
+	}
+	w.hairpin = w.hairpin[n:]
+	if len(w.hairpin) == 0 {
+		w.hairpin = nil
+	}
+	return n
+}
+
+// forwardOut sends on hairpinned packets, already judged: those whose
+// destination has no peer in the device yet wait for it as the node's
+// own do (and pass Outbound when released).
+func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
+	routes := w.routes.Load()
+	var p packet.Parsed
+	for i := range bufs {
+		if sizes[i] == 0 {
+			continue
+		}
+		pkt := bufs[i][offset : offset+sizes[i]]
+		if p.Decode(pkt) != nil {
+			sizes[i] = 0
+			continue
+		}
+		if !w.routable(routes, p.Dst) {
+			w.holdPacket(p.Dst, pkt)
+			sizes[i] = 0
+			continue
+		}
+		w.stats.OutPackets.Add(1)
+		w.stats.OutBytes.Add(uint64(len(pkt)))
+	}
 }
 
 // maxInjected bounds the injection queue; injection is best effort.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -50,8 +51,17 @@ type Set struct {
 	log     *slog.Logger
 	addr    netip.Addr
 	changes *changes.Store
+	cfg     Config // what the access listeners dial and resolve with
 
 	exposer *services.Exposer // safe for concurrent use
+
+	mu     sync.Mutex // guards access (Reload replaces it; status reads it)
+	access *access
+}
+
+// access is one generation of local access listeners: the config's port
+// forwards and proxies, started together and stopped together.
+type access struct {
 	cancel  context.CancelFunc
 	locals  []io.Closer
 	connect []adminapi.LocalListener
@@ -62,7 +72,7 @@ type Set struct {
 
 // Start starts the services. On error, what started is stopped again.
 func Start(cfg Config) (s *Set, err error) {
-	s = &Set{log: cfg.Log, addr: cfg.Addr, changes: cfg.Changes}
+	s = &Set{log: cfg.Log, addr: cfg.Addr, changes: cfg.Changes, cfg: cfg}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -79,26 +89,42 @@ func Start(cfg Config) (s *Set, err error) {
 			return s, fmt.Errorf("expose %s/%d: %w", e.Proto, e.Port, err)
 		}
 	}
+	a, err := s.startAccess(cfg)
+	s.access = a
+	return s, err
+}
+
+// startAccess starts the access listeners cfg names. On error, what
+// started is stopped again.
+func (s *Set) startAccess(cfg Config) (a *access, err error) {
+	a = &access{}
 	if len(cfg.Connect) == 0 && cfg.SOCKS5 == "" && cfg.HTTP == "" {
-		return s, nil
+		return a, nil
 	}
+	defer func() {
+		if err != nil {
+			a.stop()
+			a = &access{}
+		}
+	}()
 	allow, err := services.ParseUsers(cfg.Users)
 	if err != nil {
-		return s, fmt.Errorf("proxy.users: %w", err)
+		return a, fmt.Errorf("proxy.users: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
-	s.done = make(chan struct{}, 8+len(cfg.Connect))
+	a.cancel = cancel
+	a.done = make(chan struct{}, 8+len(cfg.Connect))
 	log := cfg.Log.With("component", "access")
+	dial, resolve := s.cfg.Dial, s.cfg.Resolve
 	serve := func(key, spec string, f func(net.Listener) error) error {
 		ln, err := services.ListenLocal(spec, allow, log)
 		if err != nil {
 			return fmt.Errorf("%s: %w", key, err)
 		}
-		s.locals = append(s.locals, ln)
-		s.running++
+		a.locals = append(a.locals, ln)
+		a.running++
 		go func() {
-			defer func() { s.done <- struct{}{} }()
+			defer func() { a.done <- struct{}{} }()
 			if err := f(ln); err != nil && ctx.Err() == nil {
 				log.Warn("local listener stopped", "listener", spec, "err", err)
 			}
@@ -108,50 +134,120 @@ func Start(cfg Config) (s *Set, err error) {
 	for i, c := range cfg.Connect {
 		local, remote := c.Local.String(), c.Remote.String()
 		if err := serve(fmt.Sprintf("connect[%d].local", i), local, func(ln net.Listener) error {
-			return services.ServeForward(ctx, ln, cfg.Dial, cfg.Resolve, remote, log)
+			return services.ServeForward(ctx, ln, dial, resolve, remote, log)
 		}); err != nil {
-			return s, err
+			return a, err
 		}
-		s.connect = append(s.connect, adminapi.LocalListener{Kind: "connect", Listen: local, Remote: remote})
+		a.connect = append(a.connect, adminapi.LocalListener{Kind: "connect", Listen: local, Remote: remote})
 	}
 	if p := cfg.SOCKS5; p != "" {
 		if err := serve("proxy.socks5", p, func(ln net.Listener) error {
-			return services.ServeSOCKS5(ctx, ln, cfg.Dial, cfg.Resolve, log)
+			return services.ServeSOCKS5(ctx, ln, dial, resolve, log)
 		}); err != nil {
-			return s, err
+			return a, err
 		}
-		s.proxies = append(s.proxies, adminapi.LocalListener{Kind: "socks5", Listen: p})
+		a.proxies = append(a.proxies, adminapi.LocalListener{Kind: "socks5", Listen: p})
 	}
 	if p := cfg.HTTP; p != "" {
 		if err := serve("proxy.http", p, func(ln net.Listener) error {
-			return services.ServeHTTPConnect(ctx, ln, cfg.Dial, cfg.Resolve, log)
+			return services.ServeHTTPConnect(ctx, ln, dial, resolve, log)
 		}); err != nil {
-			return s, err
+			return a, err
 		}
-		s.proxies = append(s.proxies, adminapi.LocalListener{Kind: "http", Listen: p})
+		a.proxies = append(a.proxies, adminapi.LocalListener{Kind: "http", Listen: p})
 	}
-	for _, l := range append(slices.Clone(s.connect), s.proxies...) {
+	for _, l := range append(slices.Clone(a.connect), a.proxies...) {
 		cfg.Log.Info("local access listening", "kind", l.Kind, "listen", l.Listen, "remote", l.Remote)
 	}
-	return s, nil
+	return a, nil
+}
+
+// stop stops the access listeners and waits for their loops.
+func (a *access) stop() {
+	if a == nil {
+		return
+	}
+	if a.cancel != nil {
+		a.cancel()
+	}
+	for _, c := range a.locals {
+		c.Close()
+	}
+	for range a.running {
+		<-a.done
+	}
+	a.running = 0
 }
 
 // Close stops the access listeners, waits for their loops, and closes the
 // exposed services.
 func (s *Set) Close() {
-	if s.cancel != nil {
-		s.cancel()
-	}
-	for _, c := range s.locals {
-		c.Close()
-	}
-	for range s.running {
-		<-s.done
-	}
-	s.running = 0
+	s.mu.Lock()
+	a := s.access
+	s.access = nil
+	s.mu.Unlock()
+	a.stop()
 	if s.exposer != nil {
 		s.exposer.Close()
 	}
+}
+
+// ReloadExpose makes the exposed services those of the config file's new
+// list with the admin API's persisted changes over it: services gone or
+// whose target changed close first (their connections end), then the new
+// ones listen. It returns what failed to listen, having done the rest.
+func (s *Set) ReloadExpose(list []services.Service) error {
+	want, err := s.changes.Exposed(slices.Clone(list))
+	if err != nil {
+		return err
+	}
+	type key struct {
+		proto string
+		port  uint16
+	}
+	wanted := map[key]services.Service{}
+	for _, w := range want {
+		wanted[key{w.Proto, w.Port}] = w
+	}
+	have := map[key]bool{}
+	for _, e := range s.exposer.List() {
+		k := key{e.Proto, e.Port}
+		if w, ok := wanted[k]; ok && w.Target == e.Target {
+			have[k] = true
+			continue
+		}
+		if err := s.exposer.Remove(e.Proto, e.Port); err == nil {
+			s.log.Info("service unexposed (config reloaded)", "proto", e.Proto, "port", e.Port)
+		}
+	}
+	var errs []error
+	for _, w := range want {
+		if have[key{w.Proto, w.Port}] {
+			continue
+		}
+		if err := s.exposer.Add(w); err != nil {
+			errs = append(errs, fmt.Errorf("expose %s/%d: %w", w.Proto, w.Port, err))
+			continue
+		}
+		s.log.Info("service exposed (config reloaded)", "proto", w.Proto, "port", w.Port, "target", w.Target)
+	}
+	return errors.Join(errs...)
+}
+
+// ReloadAccess starts the access listeners anew from cfg's Connect,
+// SOCKS5, HTTP and Users: the old ones close first (their connections
+// end), so that the new ones can take the same addresses.
+func (s *Set) ReloadAccess(cfg Config) error {
+	s.mu.Lock()
+	old := s.access
+	s.access = nil
+	s.mu.Unlock()
+	old.stop()
+	a, err := s.startAccess(cfg)
+	s.mu.Lock()
+	s.access = a
+	s.mu.Unlock()
+	return err
 }
 
 // RegisterAPI implements adminapi.Area.
@@ -166,7 +262,12 @@ func (s *Set) Services(ctx context.Context) (adminapi.Services, error) {
 }
 
 func (s *Set) status() adminapi.Services {
-	out := adminapi.Services{Expose: []adminapi.ExposedService{}, Connect: s.connect, Proxies: s.proxies}
+	out := adminapi.Services{Expose: []adminapi.ExposedService{}}
+	s.mu.Lock()
+	if a := s.access; a != nil {
+		out.Connect, out.Proxies = slices.Clone(a.connect), slices.Clone(a.proxies)
+	}
+	s.mu.Unlock()
 	if out.Connect == nil {
 		out.Connect = []adminapi.LocalListener{}
 	}

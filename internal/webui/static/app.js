@@ -7,7 +7,7 @@
   if (page !== "peers" && page !== "events") {
     return;
   }
-  var peerEvents = { peer_added: 1, peer_removed: 1, peer_up: 1, peer_down: 1, handshake: 1, policy_revoke: 1, policy_allow: 1 };
+  var peerEvents = { peer_added: 1, peer_removed: 1, peer_up: 1, peer_down: 1, handshake: 1, policy_revoke: 1, policy_allow: 1, config_reloaded: 1 };
   var types = Object.keys(peerEvents).concat(["policy_expired", "denied", "admission_denied", "events_overflowed"]);
   var pending = false;
 

@@ -1,0 +1,68 @@
+package policy
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/packet"
+)
+
+// Rules about a hosted device: its key or address in To (or a prefix
+// holding its address) opens flows to it; rules without To, or "self",
+// are about this node only; deny rules without To cover it too.
+func TestAllowsToHosted(t *testing.T) {
+	gen := func() identity.PublicKey {
+		k, err := identity.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.Public()
+	}
+	me, bob, dev, other := gen(), gen(), gen(), gen()
+	D := dev.Address()
+	rule := func(spec RuleSpec) Entry {
+		r, err := ParseRuleSpec(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Entry{Rule: r}
+	}
+	self := Self{Addr: me.Address(), Hosted: []netip.Addr{D}}
+	for _, c := range []struct {
+		name  string
+		rules []RuleSpec
+		port  uint16
+		want  bool
+	}{
+		{"no rule", nil, 22, false},
+		{"rule about this node", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22"}}, 22, false},
+		{"self", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: "self"}}, 22, false},
+		{"to the device's key", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: dev.String()}}, 22, true},
+		{"to the device's address", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: D.String()}}, 22, true},
+		{"another port", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: dev.String()}}, 23, false},
+		{"to the device's /128", []RuleSpec{{From: "*", Proto: "tcp", Ports: "22", To: D.String() + "/128"}}, 22, true},
+		{"to another node", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: other.String()}}, 22, false},
+		{"deny without to", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: dev.String()}, {Deny: true, From: bob.String()}}, 22, false},
+	} {
+		var es []Entry
+		for _, s := range c.rules {
+			es = append(es, rule(s))
+		}
+		m := CompileAt(es, nil, self, time.Now())
+		if got := m.AllowsToHosted(bob.Address(), D, packet.ProtoTCP, c.port, true); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+		// A rule naming the device as destination opens nothing on this node.
+		if c.want && m.AllowsTo(bob.Address(), me.Address(), true, packet.ProtoTCP, c.port, true) {
+			t.Errorf("%s: the device's rule opens this node", c.name)
+		}
+	}
+	// Not hosted: a rule naming the device's key is about another node
+	// and is left out.
+	m := CompileAt([]Entry{rule(RuleSpec{From: bob.String(), To: dev.String()})}, nil, Self{Addr: me.Address()}, time.Now())
+	if m.AllowsToHosted(bob.Address(), D, packet.ProtoTCP, 22, true) || len(m.Entries()) != 0 {
+		t.Error("a rule for a device this node does not host applies")
+	}
+}
