@@ -267,6 +267,10 @@ func DefaultSocket() string {
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "tomoe", "admin.sock")
 	}
+	if os.Getuid() < 0 {
+		// Windows: no uids, and the temporary directory is the user's own.
+		return filepath.Join(os.TempDir(), "tomoe", "admin.sock")
+	}
 	return filepath.Join(os.TempDir(), "tomoe-"+strconv.Itoa(os.Getuid()), "admin.sock")
 }
 
