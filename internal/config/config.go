@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,8 +34,8 @@ import (
 
 // Defaults that are not paths.
 const (
-	DefaultMode    = ModeKernel
-	DefaultTUNName = "tomoe0"
+	DefaultMode    = ModeKernel // on Linux, macOS and Windows; userspace elsewhere (platform.go)
+	DefaultTUNName = "tomoe0"   // "utun" on macOS (platform.go)
 	// DefaultMTU fits a 1500-byte underlay over IPv6 (40 IPv6 + 8 UDP + 32
 	// WireGuard = 80 bytes) with 20 bytes to spare for the bridge relay
 	// header that a relayed path adds; it is also fine over IPv4.
@@ -230,7 +231,7 @@ type Log struct {
 func Default() Config {
 	return Config{
 		KeyFile: DefaultKeyFile(),
-		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}, DNS: true},
+		TUN:     TUN{Mode: defaultMode(runtime.GOOS), Name: defaultTUNName(runtime.GOOS), MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}, DNS: defaultDNS(runtime.GOOS)},
 		Listen:  Listen{UDP: ListenAddr{Port: DefaultPort, host: "0.0.0.0"}},
 		Admin:   Admin{Socket: DefaultSocket()},
 		Log:     Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
@@ -265,6 +266,10 @@ func DefaultSocket() string {
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "tomoe", "admin.sock")
+	}
+	if os.Getuid() < 0 {
+		// Windows: no uids, and the temporary directory is the user's own.
+		return filepath.Join(os.TempDir(), "tomoe", "admin.sock")
 	}
 	return filepath.Join(os.TempDir(), "tomoe-"+strconv.Itoa(os.Getuid()), "admin.sock")
 }
@@ -495,6 +500,7 @@ func (c *Config) Validate() error {
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
 	c.validateRun(bad)
+	c.validatePlatform(runtime.GOOS, bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

@@ -406,7 +406,7 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 	}
 	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("tun.name %s: create TUN device: %w (kernel mode needs root or CAP_NET_ADMIN and /dev/net/tun; tun.mode = \"userspace\" needs neither)", cfg.TUN.Name, err)
+		return nil, fmt.Errorf("tun.name %s: create TUN device: %w (%s; tun.mode = \"userspace\" needs none of that)", cfg.TUN.Name, err, tunNeeds)
 	}
 	k, err := tunwrap.Kernel(dev)
 	if err != nil {
