@@ -1,0 +1,74 @@
+//go:build linux
+
+package privdrop
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+)
+
+// REVIEW (adversarial): Prepare refuses to hand over a directory that
+// holds the config file itself, but compares only the config's parent
+// (filepath.Dir(k) == d). A config one level further down (key_file =
+// "/etc/tomoe/node.key", config /etc/tomoe/conf/tomoe.toml) lets the run
+// user own /etc/tomoe, rename conf away and put its own conf/tomoe.toml
+// there with run.user = "root": the next start runs as root with the
+// user's config.
+func TestReviewPrepareRefusesAncestorOfConfig(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u := Target{Name: "tomoe-test", UID: 46123, GID: 46123}
+	base, err := os.MkdirTemp("", "privdrop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	etc := filepath.Join(base, "tomoe")
+	os.MkdirAll(filepath.Join(etc, "conf"), 0o755)
+	cfg := filepath.Join(etc, "conf", "tomoe.toml")
+	os.WriteFile(cfg, []byte("x"), 0o644)
+	p, err := Prepare(u, []string{etc}, []string{cfg})
+	if err == nil && p.dirs[0].own {
+		t.Fatalf("%s, which holds the directory of the config %s, is handed to the run user", etc, cfg)
+	}
+}
+
+// REVIEW (adversarial): handOver chowns every regular file root owns in
+// the node's directory, not only those the node made, by path (Lchown):
+// a hard link the run user left there (where fs.protected_hardlinks = 0)
+// to a file of root's elsewhere hands that file over too.
+func TestReviewHandOverFollowsHardLinks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u := Target{Name: "tomoe-test", UID: 46123, GID: 46123}
+	base, err := os.MkdirTemp("", "privdrop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	dir := filepath.Join(base, "tomoe")
+	os.Mkdir(dir, 0o700)
+	os.Chown(dir, u.UID, u.GID) // the run user's from an earlier run
+	secret := filepath.Join(base, "shadow")
+	os.WriteFile(secret, []byte("root's"), 0o600)
+	if err := os.Link(secret, filepath.Join(dir, "state.json")); err != nil {
+		t.Skip(err)
+	}
+	p, err := Prepare(u, []string{dir}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.handOver(nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ := os.Lstat(secret)
+	if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+		t.Fatalf("root's file %s, hard-linked into the node's directory, is now owned by %d", secret, uid)
+	}
+}
