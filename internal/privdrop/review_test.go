@@ -72,3 +72,50 @@ func TestReviewHandOverFollowsHardLinks(t *testing.T) {
 		t.Fatalf("root's file %s, hard-linked into the node's directory, is now owned by %d", secret, uid)
 	}
 }
+
+// REVIEW (adversarial): Prepare and handOver work on path strings and
+// follow symbolic links in the directories above a state directory. When
+// the run user controls a directory above it (key_file in its home, as
+// with run.user = "alice" and key_file = "~alice/.config/tomoe/node.key"),
+// it makes that path lead to a directory of root's named tomoe* (as
+// /etc/tomoe, which holds the config): Prepare's os.Stat sees root's
+// "tomoe" directory and calls it the node's own, the keep test compares
+// the unresolved strings and misses the config there, and handOver hands
+// root's directory and every file of root's in it (the config) to the
+// user.
+func TestReviewHandOverThroughSymlinkAbove(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u := Target{Name: "tomoe-test", UID: 46123, GID: 46123}
+	base, err := os.MkdirTemp("", "privdrop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	etc := filepath.Join(base, "etc")
+	os.MkdirAll(filepath.Join(etc, "tomoe"), 0o755)
+	cfg := filepath.Join(etc, "tomoe", "tomoe.toml")
+	os.WriteFile(cfg, []byte("[run]\nuser = \"tomoe-test\"\n"), 0o644)
+	home := filepath.Join(base, "home")
+	os.Mkdir(home, 0o755)
+	os.Chown(home, u.UID, u.GID)
+	// What the user does in its own home: .config -> etc.
+	os.Symlink(etc, filepath.Join(home, ".config"))
+	state := filepath.Join(home, ".config", "tomoe")
+	p, err := Prepare(u, []string{state}, []string{cfg})
+	if err != nil {
+		t.Logf("refused: %v", err)
+		return
+	}
+	if err := p.handOver(nil); err != nil {
+		t.Logf("handOver refused: %v", err)
+	}
+	for _, path := range []string{filepath.Join(etc, "tomoe"), cfg} {
+		fi, _ := os.Lstat(path)
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+			t.Errorf("%s (root's, reached through the user's symlink) is now owned by %d", path, uid)
+		}
+	}
+}
