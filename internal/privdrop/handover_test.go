@@ -5,18 +5,19 @@ package privdrop
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
 
-// REVIEW (adversarial): Prepare refuses to hand over a directory that
+// Prepare refuses to hand over a directory that
 // holds the config file itself, but compares only the config's parent
 // (filepath.Dir(k) == d). A config one level further down (key_file =
 // "/etc/tomoe/node.key", config /etc/tomoe/conf/tomoe.toml) lets the run
 // user own /etc/tomoe, rename conf away and put its own conf/tomoe.toml
 // there with run.user = "root": the next start runs as root with the
 // user's config.
-func TestReviewPrepareRefusesAncestorOfConfig(t *testing.T) {
+func TestPrepareRefusesAncestorOfConfigDir(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -37,11 +38,11 @@ func TestReviewPrepareRefusesAncestorOfConfig(t *testing.T) {
 	}
 }
 
-// REVIEW (adversarial): handOver chowns every regular file root owns in
+// handOver chowns every regular file root owns in
 // the node's directory, not only those the node made, by path (Lchown):
 // a hard link the run user left there (where fs.protected_hardlinks = 0)
 // to a file of root's elsewhere hands that file over too.
-func TestReviewHandOverFollowsHardLinks(t *testing.T) {
+func TestHandOverSkipsHardLinks(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -73,7 +74,7 @@ func TestReviewHandOverFollowsHardLinks(t *testing.T) {
 	}
 }
 
-// REVIEW (adversarial): Prepare and handOver work on path strings and
+// Prepare and handOver work on path strings and
 // follow symbolic links in the directories above a state directory. When
 // the run user controls a directory above it (key_file in its home, as
 // with run.user = "alice" and key_file = "~alice/.config/tomoe/node.key"),
@@ -83,7 +84,7 @@ func TestReviewHandOverFollowsHardLinks(t *testing.T) {
 // the unresolved strings and misses the config there, and handOver hands
 // root's directory and every file of root's in it (the config) to the
 // user.
-func TestReviewHandOverThroughSymlinkAbove(t *testing.T) {
+func TestPrepareRefusesUserDirAbove(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
@@ -117,5 +118,62 @@ func TestReviewHandOverThroughSymlinkAbove(t *testing.T) {
 		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
 			t.Errorf("%s (root's, reached through the user's symlink) is now owned by %d", path, uid)
 		}
+	}
+}
+
+// A directory swapped for a symbolic link between Prepare and the drop is
+// not followed; the config file, or a directory above it, that the run
+// user can write is refused; a symbolic link in root's directories (as
+// /var/run -> /run) is resolved and the directory it leads to handed over.
+func TestHandOverRechecksPath(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	u := Target{Name: "tomoe-test", UID: 46123, GID: 46123}
+	base, err := os.MkdirTemp("", "privdrop-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	os.Chmod(base, 0o755)
+	etc := filepath.Join(base, "etc")
+	os.MkdirAll(filepath.Join(etc, "tomoe"), 0o755)
+	cfg := filepath.Join(etc, "tomoe", "tomoe.toml")
+	os.WriteFile(cfg, []byte("x"), 0o644)
+
+	// Root's link: resolved, handed over where it leads.
+	run := filepath.Join(base, "run")
+	os.MkdirAll(filepath.Join(run, "tomoe"), 0o755)
+	os.Symlink(run, filepath.Join(base, "varrun"))
+	p, err := Prepare(u, []string{filepath.Join(base, "varrun", "tomoe")}, []string{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.dirs[0].path != filepath.Join(run, "tomoe") || !p.dirs[0].own {
+		t.Fatalf("dirs = %+v", p.dirs)
+	}
+	// Between Prepare and the drop, root's run/tomoe becomes a link to
+	// etc/tomoe (as if a directory above had been the user's).
+	os.Rename(filepath.Join(run, "tomoe"), filepath.Join(run, "old"))
+	os.Symlink(filepath.Join(etc, "tomoe"), filepath.Join(run, "tomoe"))
+	if err := p.handOver(nil); err == nil {
+		t.Error("handOver followed a symbolic link")
+	}
+	for _, path := range []string{filepath.Join(etc, "tomoe"), cfg} {
+		fi, _ := os.Lstat(path)
+		if uid := fi.Sys().(*syscall.Stat_t).Uid; uid != 0 {
+			t.Errorf("%s is now owned by %d", path, uid)
+		}
+	}
+
+	// The config writable by the user, or in a directory it can write.
+	os.Chown(cfg, u.UID, u.GID)
+	if _, err := Prepare(u, []string{run}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "can write the config file") {
+		t.Errorf("config owned by the run user: %v", err)
+	}
+	os.Chown(cfg, 0, 0)
+	os.Chmod(filepath.Join(etc, "tomoe"), 0o777)
+	if _, err := Prepare(u, []string{run}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "owns or can write") {
+		t.Errorf("config in a directory the run user can write: %v", err)
 	}
 }
