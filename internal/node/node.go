@@ -178,6 +178,8 @@ type Node struct {
 	// sections (peers, policy, routes, services, admin.allow) are applied.
 	reloadMu sync.Mutex
 	live     *config.Config
+	// reloadHook, set by tests only, is called between a reload's steps.
+	reloadHook func(step string)
 	// devices are the plain WireGuard devices this node hosts (devices.go).
 	devices *devices.Store
 
