@@ -286,6 +286,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	n.filter = policy.NewFilter(n.routes.LocalPolicy(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
+	// Every matcher the store compiles from now on reaches the filter, in
+	// order, under the store's lock (a change racing another never
+	// installs the older rule set last).
+	store.Publish(n.filter.SetMatcher)
 	// After the filter (the engine installs the directory it loaded).
 	if n.orgs, err = n.newOrgs(); err != nil {
 		return n, err
@@ -590,7 +594,6 @@ func (n *Node) expireRules(now time.Time) {
 		return
 	}
 	removed := n.store.Expire(now)
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	for _, e := range removed {
 		n.log.Info("policy: rule expired", "rule", e.Rule.String(), "until", e.Until)

@@ -398,8 +398,7 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 	allow := cfg.Admin.Allow
 	n.adminAllow.Store(&allow)
 	warnings = n.store.SetConfig(cfg.PolicyRules(), cfg.AdminRules(adminapi.AdminPort))
-	after := n.store.Matcher()
-	n.filter.SetMatcher(after)
+	after := n.store.Matcher() // the filter has it already (Store.Publish)
 	// A rule whose until alone changed stays: it cuts nothing.
 	kept := cfg.PolicyRules()
 	named := func(a netip.Addr) bool {
