@@ -35,7 +35,7 @@ func (c *Config) validateRun(bad func(key, format string, args ...any)) {
 		return
 	}
 	if name == "nobody" || name == "nfsnobody" || u.Uid == "65534" {
-		bad("run.user", "user %q (uid %s) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home tomoe) and set user = \"tomoe\"", name, u.Uid)
+		bad("run.user", "user %q (uid %s) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home --shell /usr/sbin/nologin tomoe) and set user = \"tomoe\"", name, u.Uid)
 	}
 }
 

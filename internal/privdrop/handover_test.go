@@ -166,6 +166,21 @@ func TestHandOverRechecksPath(t *testing.T) {
 		}
 	}
 
+	// In a sticky directory (as /tmp), what the user made is the user's
+	// to replace; what root made is not.
+	sticky := filepath.Join(base, "tmp")
+	os.Mkdir(sticky, 0o1777)
+	os.Chmod(sticky, 0o777|os.ModeSticky)
+	os.MkdirAll(filepath.Join(sticky, "users", "tomoe"), 0o755)
+	os.Chown(filepath.Join(sticky, "users"), u.UID, u.GID)
+	if _, err := Prepare(u, []string{filepath.Join(sticky, "users", "tomoe")}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "owns or can write") {
+		t.Errorf("state directory below the user's directory in a sticky one: %v", err)
+	}
+	os.MkdirAll(filepath.Join(sticky, "roots", "tomoe"), 0o755)
+	if _, err := Prepare(u, []string{filepath.Join(sticky, "roots", "tomoe")}, []string{cfg}); err != nil {
+		t.Errorf("state directory below root's directory in a sticky one: %v", err)
+	}
+
 	// The config writable by the user, or in a directory it can write.
 	os.Chown(cfg, u.UID, u.GID)
 	if _, err := Prepare(u, []string{run}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "can write the config file") {

@@ -57,7 +57,7 @@ func Lookup(name string) (Target, error) {
 		return Target{}, fmt.Errorf("run.user: user %q has gid %q, not a number", name, u.Gid)
 	}
 	if shared(name, uid) {
-		return Target{}, fmt.Errorf("run.user: user %q (uid %d) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home tomoe) and set user = \"tomoe\"", name, uid)
+		return Target{}, fmt.Errorf("run.user: user %q (uid %d) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home --shell /usr/sbin/nologin tomoe) and set user = \"tomoe\"", name, uid)
 	}
 	return Target{Name: name, UID: uid, GID: gid}, nil
 }
