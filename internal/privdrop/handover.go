@@ -55,7 +55,8 @@ type dir struct {
 // resolved directories, opened from / without following links.
 func Prepare(t Target, dirs, keep []string) (*Plan, error) {
 	p := &Plan{Target: t}
-	var keepDirs []string
+	type kept struct{ path, dir string }
+	var keepDirs []kept
 	for _, k := range keep {
 		if k == "" {
 			continue
@@ -68,19 +69,18 @@ func Prepare(t Target, dirs, keep []string) (*Plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("run.user %s: %w", t.Name, err)
 		}
-		if uid, gid := owner(fi); uid == t.UID || t.canWrite(fi.Mode(), uid, gid) {
+		if uid, gid := owner(fi); uid == t.UID || t.mayWrite(fi.Mode(), uid, gid) {
 			return nil, fmt.Errorf("run.user %s: that user can write the config file %s, and could name root as run.user: chown root %s and chmod go-w %s, or set run.user = \"root\"", t.Name, k, k, k)
 		}
-		keepDirs = append(keepDirs, filepath.Dir(rk))
+		keepDirs = append(keepDirs, kept{k, filepath.Dir(rk)})
 	}
 	for _, d := range dirs {
 		rd, err := t.checkPath(d, "a directory the node writes in")
 		if err != nil {
 			return nil, err
 		}
-		for i, kd := range keepDirs {
-			if kd == rd || strings.HasPrefix(kd, rd+"/") || rd == "/" {
-				k := keep[i]
+		for _, kp := range keepDirs {
+			if k, kd := kp.path, kp.dir; kd == rd || strings.HasPrefix(kd, rd+"/") || rd == "/" {
 				return nil, fmt.Errorf("run.user %s: the node writes in %s, which holds %s: that user could replace it; keep the node's files elsewhere (key_file = \"/var/lib/tomoe/node.key\", admin.socket = \"/run/tomoe/admin.sock\"), or set run.user = \"root\"", t.Name, d, k)
 			}
 		}
@@ -213,6 +213,19 @@ func (t Target) canWrite(m fs.FileMode, uid, gid int) bool {
 		return perm>>3&wx == wx
 	}
 	return perm&wx == wx
+}
+
+// mayWrite reports whether t, with no supplementary groups, may write a
+// file of mode m owned by uid:gid.
+func (t Target) mayWrite(m fs.FileMode, uid, gid int) bool {
+	perm := uint32(m.Perm())
+	switch {
+	case uid == t.UID:
+		return perm&0o200 != 0
+	case gid == t.GID:
+		return perm&0o020 != 0
+	}
+	return perm&0o002 != 0
 }
 
 // reach fails if t could not pass through d or a directory above it

@@ -183,12 +183,20 @@ func TestHandOverRechecksPath(t *testing.T) {
 
 	// The config writable by the user, or in a directory it can write.
 	os.Chown(cfg, u.UID, u.GID)
-	if _, err := Prepare(u, []string{run}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "can write the config file") {
+	if _, err := Prepare(u, []string{filepath.Join(base, "tomoe-state")}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "can write the config file") {
 		t.Errorf("config owned by the run user: %v", err)
 	}
-	os.Chown(cfg, 0, 0)
+	os.Chown(cfg, 0, u.GID)
+	os.Chmod(cfg, 0o664)
+	if _, err := Prepare(u, []string{filepath.Join(base, "tomoe-state")}, []string{"", cfg}); err == nil || !strings.Contains(err.Error(), "can write the config file") {
+		t.Errorf("config writable by the run user's group: %v", err)
+	}
+	os.Chmod(cfg, 0o640)
+	if _, err := Prepare(u, []string{filepath.Join(base, "tomoe-state")}, []string{"", cfg}); err != nil {
+		t.Errorf("config readable by the run user's group (README): %v", err)
+	}
 	os.Chmod(filepath.Join(etc, "tomoe"), 0o777)
-	if _, err := Prepare(u, []string{run}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "owns or can write") {
+	if _, err := Prepare(u, []string{filepath.Join(base, "tomoe-state")}, []string{cfg}); err == nil || !strings.Contains(err.Error(), "owns or can write") {
 		t.Errorf("config in a directory the run user can write: %v", err)
 	}
 }
