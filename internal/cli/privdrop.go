@@ -35,6 +35,9 @@ func prepareDrop(cfg *config.Config, cfgPath string, log *slog.Logger) (*privdro
 	if t.UID == 0 {
 		return nil, nil
 	}
+	if shell, login := privdrop.LoginShell(name); login {
+		log.Warn("run.user can log in (it has a login shell): whoever logs in as it reaches the node's key and admin socket; use a system user of tomoe's own (useradd --system --no-create-home --shell /usr/sbin/nologin tomoe)", "user", name, "shell", shell)
+	}
 	abs, err := filepath.Abs(cfgPath)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -30,11 +32,17 @@ func TestRunUserErrors(t *testing.T) {
 	if os.Geteuid() != 0 {
 		return
 	}
-	// As root, to nobody: the key's directory is below t.TempDir (0700),
-	// which nobody cannot pass through.
+	// nobody, shared with other programs, is refused.
 	write(base + "[run]\nuser = \"nobody\"\n")
 	r := runCLI(t, "", "up", "-c", cfg).want(t, 1, "up")
-	if !strings.Contains(r.stderr, "run.user nobody: that user cannot pass through") {
+	if !strings.Contains(r.stderr, `run.user: user "nobody" (uid 65534) is shared with other programs`) {
+		t.Errorf("tomoe up, run.user nobody: %s", r.stderr)
+	}
+	// As root, to daemon: the key's directory is below t.TempDir (0700),
+	// which daemon cannot pass through.
+	write(base + "[run]\nuser = \"daemon\"\n")
+	r = runCLI(t, "", "up", "-c", cfg).want(t, 1, "up")
+	if !strings.Contains(r.stderr, "run.user daemon: that user cannot pass through") {
 		t.Errorf("tomoe up: %s", r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state")); err == nil {
@@ -48,7 +56,11 @@ func TestConfigCheckTrustsRunUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root")
 	}
-	const nobody = 65534
+	u, err := user.Lookup("daemon")
+	if err != nil {
+		t.Skip("no user daemon here")
+	}
+	daemon, _ := strconv.Atoi(u.Uid)
 	base, err := os.MkdirTemp("", "tomoe-check-")
 	if err != nil {
 		t.Fatal(err)
@@ -61,15 +73,15 @@ func TestConfigCheckTrustsRunUser(t *testing.T) {
 	os.WriteFile(key, []byte("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n"), 0o600)
 	os.WriteFile(pass, []byte("x\n"), 0o600)
 	for _, p := range []string{state, key, pass} {
-		os.Chown(p, nobody, nobody)
+		os.Chown(p, daemon, daemon)
 	}
 	cfg := filepath.Join(base, "tomoe.toml")
 	body := "key_file = \"" + key + "\"\n[tun]\nmode = \"userspace\"\n[run]\nuser = "
-	os.WriteFile(cfg, []byte(body+"\"nobody\"\n"), 0o600)
-	runCLI(t, "", "config", "check", "-c", cfg).want(t, 0, "config check, run.user nobody")
+	os.WriteFile(cfg, []byte(body+"\"daemon\"\n"), 0o600)
+	runCLI(t, "", "config", "check", "-c", cfg).want(t, 0, "config check, run.user daemon")
 	os.WriteFile(cfg, []byte(body+"\"root\"\n"), 0o600)
 	r := runCLI(t, "", "config", "check", "-c", cfg).want(t, 1, "config check, run.user root")
-	if !strings.Contains(r.stderr, "owned by uid 65534") {
+	if !strings.Contains(r.stderr, "owned by uid "+u.Uid) {
 		t.Errorf("run.user root: %s", r.stderr)
 	}
 }

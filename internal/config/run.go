@@ -29,8 +29,13 @@ func (c *Config) validateRun(bad func(key, format string, args ...any)) {
 	if name == "" || name == "root" {
 		return
 	}
-	if _, err := user.Lookup(name); err != nil {
+	u, err := user.Lookup(name)
+	if err != nil {
 		bad("run.user", "user %q does not exist: create it (useradd --system --no-create-home %s), name another, or set user = \"root\" to keep running as root", name, name)
+		return
+	}
+	if name == "nobody" || name == "nfsnobody" || u.Uid == "65534" {
+		bad("run.user", "user %q (uid %s) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home --shell /usr/sbin/nologin tomoe) and set user = \"tomoe\"", name, u.Uid)
 	}
 }
 

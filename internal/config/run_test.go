@@ -22,7 +22,8 @@ func TestRunUser(t *testing.T) {
 		{"", defaultName, false, ""},
 		{"[run]\nuser = \"\"", defaultName, false, ""},
 		{"[run]\nuser = \"root\"", "", true, ""},
-		{"[run]\nuser = \"nobody\"", "nobody", true, ""},
+		{"[run]\nuser = \"daemon\"", "daemon", true, ""},
+		{"[run]\nuser = \"nobody\"", "", false, `run.user: user "nobody" (uid 65534) is shared with other programs`},
 		{"[run]\nuser = \"no-such-user-tomoe\"", "", false, `run.user: user "no-such-user-tomoe" does not exist: create it (useradd --system`},
 		{"[run]\nuser = 7", "", false, "run.user"},
 		{"[run]\nusr = \"nobody\"", "", false, "run.usr"},
@@ -35,8 +36,8 @@ func TestRunUser(t *testing.T) {
 			continue
 		}
 		if err != nil {
-			if tc.name == "nobody" && strings.Contains(err.Error(), "does not exist") {
-				t.Skip("no user nobody here")
+			if tc.name == "daemon" && strings.Contains(err.Error(), "does not exist") {
+				t.Skip("no user daemon here")
 			}
 			t.Errorf("%q: %v", tc.doc, err)
 			continue

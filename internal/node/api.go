@@ -316,7 +316,6 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	if err != nil {
 		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
 	}
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	n.routes.Recompute() // "*" accept rules follow the policy
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Origin: policy.SourceAPI, Added: now}
@@ -357,7 +356,6 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		return adminapi.RevokeResponse{}, fmt.Errorf("save policy: %w", err)
 	}
 	m := n.store.Matcher()
-	n.filter.SetMatcher(m)
 	n.knownKeysChanged()
 	resp := adminapi.RevokeResponse{PeersCut: []string{}}
 	for _, e := range removed {

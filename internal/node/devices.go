@@ -91,7 +91,6 @@ func (n *Node) hostedChangedLocked() {
 	}
 	n.filter.SetHosted(addrs)
 	n.store.SetHosted(addrs)
-	n.filter.SetMatcher(n.store.Matcher())
 }
 
 // Devices is GET /v1/devices.

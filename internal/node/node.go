@@ -178,6 +178,8 @@ type Node struct {
 	// sections (peers, policy, routes, services, admin.allow) are applied.
 	reloadMu sync.Mutex
 	live     *config.Config
+	// reloadHook, set by tests only, is called between a reload's steps.
+	reloadHook func(step string)
 	// devices are the plain WireGuard devices this node hosts (devices.go).
 	devices *devices.Store
 
@@ -284,6 +286,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	n.filter = policy.NewFilter(n.routes.LocalPolicy(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
+	// Every matcher the store compiles from now on reaches the filter, in
+	// order, under the store's lock (a change racing another never
+	// installs the older rule set last).
+	store.Publish(n.filter.SetMatcher)
 	// After the filter (the engine installs the directory it loaded).
 	if n.orgs, err = n.newOrgs(); err != nil {
 		return n, err
@@ -588,7 +594,6 @@ func (n *Node) expireRules(now time.Time) {
 		return
 	}
 	removed := n.store.Expire(now)
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	for _, e := range removed {
 		n.log.Info("policy: rule expired", "rule", e.Rule.String(), "until", e.Until)

@@ -27,7 +27,8 @@ import (
 //     can be refused (a static peer with this node's own key, offers the
 //     node cannot forward) are checked; an invalid file changes nothing.
 //   - Then, in this order: static peers that left the file or whose
-//     endpoint changed leave the device; the policy's config rules (and
+//     endpoint changed leave the device; offers, accept rules and exposed
+//     services that left the file are withdrawn; the policy's config rules (and
 //     the rules [[admin.allow]] implies) are replaced in one step, and the
 //     sessions of the peers a removed allow rule named, or that the new
 //     policy no longer admits at all, are cut as a revocation cuts them;
@@ -128,6 +129,19 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 
 	// Peers that leave, or move: out of the device first.
 	n.reloadPeersOut(&d)
+	// Offers, accept rules and services that leave: withdrawn before the
+	// policy changes, so that a new rule that admits a peer to "this node
+	// and every route it offers" never meets the old offers and services
+	// (the node is never more open than under the old file or the new).
+	// What stays keeps its old form until the new one is applied below.
+	if len(d.OffersRemoved)+len(d.AcceptRemoved) > 0 {
+		o, a := routesOf(keptRoutes(n.live.Routes, cfg.Routes))
+		fail("routes", n.routes.Reload(o, a))
+	}
+	if len(d.ExposeRemoved) > 0 {
+		fail("expose", n.svc.ReloadExpose(exposeOf(keptExpose(n.live.Expose, cfg.Expose))))
+	}
+	n.reloadStep("withdrawn")
 	// The policy in one step, then the cuts.
 	if len(d.PolicyAdded)+len(d.PolicyRemoved) > 0 || d.AdminAllowChanged {
 		warnings, cut := n.reloadPolicy(cfg, &d)
@@ -136,13 +150,14 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 			res.PeersCut = append(res.PeersCut, k.String())
 		}
 	}
+	n.reloadStep("policy")
 	fail("peers", n.reloadPeersIn(cfg, &d))
 	if len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved) > 0 {
-		o, a := routesOf(cfg)
+		o, a := routesOf(cfg.Routes)
 		fail("routes", n.routes.Reload(o, a))
 	}
 	if len(d.ExposeAdded)+len(d.ExposeRemoved)+len(d.ExposeChanged) > 0 {
-		fail("expose", n.svc.ReloadExpose(exposeOf(cfg)))
+		fail("expose", n.svc.ReloadExpose(exposeOf(cfg.Expose)))
 	}
 	if d.AccessChanged {
 		fail("access", n.svc.ReloadAccess(localsvc.Config{Log: n.log, Connect: cfg.Connect,
@@ -188,7 +203,7 @@ func (n *Node) checkReload(cfg *config.Config, d *config.Diff) error {
 		}
 	}
 	if len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved) > 0 {
-		o, a := routesOf(cfg)
+		o, a := routesOf(cfg.Routes)
 		if err := n.routes.CheckReload(o, a); err != nil {
 			return fmt.Errorf("%s: %w", n.opts.ConfigPath, err)
 		}
@@ -196,24 +211,60 @@ func (n *Node) checkReload(cfg *config.Config, d *config.Diff) error {
 	return nil
 }
 
-func routesOf(cfg *config.Config) ([]config.Offer, []offers.Rule) {
+func routesOf(r config.Routes) ([]config.Offer, []offers.Rule) {
 	var o []config.Offer
-	for _, r := range cfg.Routes.Offer {
+	for _, r := range r.Offer {
 		o = append(o, config.Offer{Prefix: r.Prefix.Prefix, Masquerade: r.Masquerade})
 	}
 	var a []offers.Rule
-	for _, r := range cfg.Routes.Accept {
+	for _, r := range r.Accept {
 		a = append(a, offers.Rule{From: r.From, Prefix: r.Prefix.Prefix})
 	}
 	return o, a
 }
 
-func exposeOf(cfg *config.Config) []services.Service {
+func exposeOf(list []config.Expose) []services.Service {
 	var out []services.Service
-	for _, e := range cfg.Expose {
+	for _, e := range list {
 		out = append(out, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
 	}
 	return out
+}
+
+// keptRoutes are the old offers whose prefix the new file still offers
+// (as they were) and the old accept rules it still has: old ∩ new.
+func keptRoutes(old, new config.Routes) config.Routes {
+	var r config.Routes
+	for _, o := range old.Offer {
+		if slices.ContainsFunc(new.Offer, func(n config.RouteOffer) bool { return n.Prefix == o.Prefix }) {
+			r.Offer = append(r.Offer, o)
+		}
+	}
+	for _, a := range old.Accept {
+		if slices.ContainsFunc(new.Accept, func(n config.RouteAccept) bool { return n.Prefix == a.Prefix && n.From.Same(a.From) }) {
+			r.Accept = append(r.Accept, a)
+		}
+	}
+	return r
+}
+
+// keptExpose are the old services whose proto and port the new file
+// still exposes, as they were.
+func keptExpose(old, new []config.Expose) []config.Expose {
+	var out []config.Expose
+	for _, o := range old {
+		if slices.ContainsFunc(new, func(n config.Expose) bool { return n.Proto == o.Proto && n.Port == o.Port }) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// reloadStep calls the test hook, if any, between the steps of a reload.
+func (n *Node) reloadStep(step string) {
+	if h := n.reloadHook; h != nil {
+		h(step)
+	}
 }
 
 // reloadPeersOut takes the static peers the file no longer lists out of
@@ -347,8 +398,7 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 	allow := cfg.Admin.Allow
 	n.adminAllow.Store(&allow)
 	warnings = n.store.SetConfig(cfg.PolicyRules(), cfg.AdminRules(adminapi.AdminPort))
-	after := n.store.Matcher()
-	n.filter.SetMatcher(after)
+	after := n.store.Matcher() // the filter has it already (Store.Publish)
 	// A rule whose until alone changed stays: it cuts nothing.
 	kept := cfg.PolicyRules()
 	named := func(a netip.Addr) bool {

@@ -24,8 +24,11 @@ package privdrop
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
+	"strings"
 )
 
 // Target is the user the process becomes.
@@ -53,7 +56,44 @@ func Lookup(name string) (Target, error) {
 	if err != nil {
 		return Target{}, fmt.Errorf("run.user: user %q has gid %q, not a number", name, u.Gid)
 	}
+	if shared(name, uid) {
+		return Target{}, fmt.Errorf("run.user: user %q (uid %d) is shared with other programs, which could then reach the node's key and admin socket: create a user of tomoe's own (useradd --system --no-create-home --shell /usr/sbin/nologin tomoe) and set user = \"tomoe\"", name, uid)
+	}
 	return Target{Name: name, UID: uid, GID: gid}, nil
+}
+
+// Overflow is the uid of nobody (the kernel's overflow uid), which other
+// programs run as and an unmapped uid shows as.
+const Overflow = 65534
+
+// shared reports whether the user named name is one that other programs
+// run as, and so a run.user refused: nobody.
+func shared(name string, uid int) bool {
+	return uid == Overflow || name == "nobody" || name == "nfsnobody" || uid == 4294967294
+}
+
+// LoginShell returns the login shell of the user called name, as
+// /etc/passwd gives it ("" if it does not or the file cannot be read),
+// and whether that shell lets the user log in (not nologin, false or
+// empty).
+func LoginShell(name string) (shell string, login bool) {
+	data, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return "", false
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Split(line, ":")
+		if len(f) != 7 || f[0] != name {
+			continue
+		}
+		shell = f[6]
+		switch filepath.Base(shell) {
+		case "", "nologin", "false", "true":
+			return shell, false
+		}
+		return shell, true
+	}
+	return "", false
 }
 
 // Creds are the credentials of one thread, as /proc shows them.

@@ -4,6 +4,7 @@ package privdrop
 
 import (
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -143,5 +144,26 @@ func TestPrepareDirs(t *testing.T) {
 		if [2]int{int(st.Uid), int(st.Gid)} != want {
 			t.Errorf("%s is owned by %d:%d, want %d:%d", path, st.Uid, st.Gid, want[0], want[1])
 		}
+	}
+}
+
+// nobody, which other programs run as, is refused as run.user: they would
+// reach the node's key and admin socket.
+func TestLookupRefusesNobody(t *testing.T) {
+	if _, err := user.Lookup("nobody"); err != nil {
+		t.Skip("no user nobody here")
+	}
+	_, err := Lookup("nobody")
+	if err == nil || !strings.Contains(err.Error(), "shared with other programs") {
+		t.Fatalf("Lookup(nobody) = %v, want a refusal", err)
+	}
+	if !shared("x", Overflow) || shared("tomoe", 998) {
+		t.Error("shared")
+	}
+	if _, login := LoginShell("nobody"); login {
+		t.Error("nobody has a login shell?")
+	}
+	if _, login := LoginShell("root"); !login {
+		t.Log("root has no login shell here")
 	}
 }
