@@ -224,6 +224,29 @@ func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 	return true
 }
 
+// Answers reports whether an outgoing packet this node forwards (from a
+// source it does not own) answers a flow its remote end opened, and
+// refreshes that flow: a TCP segment, ICMP message or later fragment that
+// opens nothing, or a connectionless packet of a flow Admitted recorded
+// as the remote's. It records nothing new.
+func (c *Conntrack) Answers(p *packet.Parsed, now int64) bool {
+	if p.NonFirst {
+		return true
+	}
+	if !connectionless(p) {
+		return !initiates(p)
+	}
+	key := flowKey(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.liveLocked(key, now)
+	if e == nil || !e.remote {
+		return false
+	}
+	c.touchLocked(e, p, now)
+	return true
+}
+
 // Admitted records an inbound connectionless packet (UDP with ports, or a
 // protocol other than TCP and ICMP; others are accepted and not recorded)
 // that a rule admitted, from a remote that owner stands for (invalid: the

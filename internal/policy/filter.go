@@ -197,11 +197,24 @@ func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 		// overlay, and not an attack either.
 		return DropNotOverlay
 	}
-	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) && !f.Hosts(p.Src) && !f.Hosts(p.Dst) {
-		// (A packet from or to a hosted device is one this node forwards
-		// after Hairpin judged it: see there.)
+	l := f.local.Load()
+	if !l.owns(p.Src) && !l.forwards(p.Src) {
+		// A hosted device's address is not this node's either: what the
+		// device sends comes in through WireGuard and is judged by
+		// Hairpin, never here.
 		f.spoofed.Add(1)
 		return DropSpoofed
+	}
+	if p.Src != l.Addr && f.Hosts(p.Dst) {
+		// This node guards its devices: its own programs may talk to them
+		// from its node address, but what it forwards (its LAN, its site
+		// prefix's devices, an offered route's hosts) may only answer
+		// flows the device opened there (Inbound judged those); no rule
+		// can name such a source, so nothing of theirs opens a flow.
+		if !f.ct.Answers(p, now) {
+			return f.deny(p, p.Src, DropDenied, now)
+		}
+		return Accept
 	}
 	if !f.ct.Outbound(p, now) {
 		return DropTableFull

@@ -17,7 +17,16 @@ const (
 
 type held struct {
 	since time.Time
-	pkts  [][]byte
+	pkts  []heldPacket
+}
+
+// heldPacket is a packet waiting for its destination's peer. hairpin:
+// forwarded for a hosted device, already judged by Filter.Hairpin; it
+// goes back to the hairpin queue when released (Outbound would rightly
+// refuse its source, which is not this node's).
+type heldPacket struct {
+	b       []byte
+	hairpin bool
 }
 
 type holdQueue struct {
@@ -28,8 +37,8 @@ type holdQueue struct {
 func (q *holdQueue) init() { q.pending = make(map[netip.Addr]*held) }
 
 // holdPacket keeps a copy of pkt until dst is resolved, asking the resolver
-// on the first packet for dst.
-func (w *Wrapper) holdPacket(dst netip.Addr, pkt []byte) {
+// on the first packet for dst. hairpin: see heldPacket.
+func (w *Wrapper) holdPacket(dst netip.Addr, pkt []byte, hairpin bool) {
 	if w.cfg.Resolve == nil {
 		w.unreachable(pkt, packet.UnreachNoRoute)
 		return
@@ -48,7 +57,7 @@ func (w *Wrapper) holdPacket(dst netip.Addr, pkt []byte) {
 		q.pending[dst] = h
 	}
 	if len(h.pkts) < maxHeldPerDst {
-		h.pkts = append(h.pkts, append([]byte(nil), pkt...))
+		h.pkts = append(h.pkts, heldPacket{b: append([]byte(nil), pkt...), hairpin: hairpin})
 		w.stats.Held.Add(1)
 	}
 	q.mu.Unlock()
@@ -57,7 +66,7 @@ func (w *Wrapper) holdPacket(dst netip.Addr, pkt []byte) {
 	}
 }
 
-func (q *holdQueue) take(dst netip.Addr) [][]byte {
+func (q *holdQueue) take(dst netip.Addr) []heldPacket {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	h := q.pending[dst]
@@ -72,7 +81,11 @@ func (q *holdQueue) take(dst netip.Addr) [][]byte {
 // SetPeer or SetRoutes first).
 func (w *Wrapper) Release(dst netip.Addr) {
 	for _, pkt := range w.hold.take(dst) {
-		w.Inject(pkt)
+		if pkt.hairpin {
+			w.pushHairpin(pkt.b)
+		} else {
+			w.Inject(pkt.b)
+		}
 	}
 }
 
@@ -80,7 +93,7 @@ func (w *Wrapper) Release(dst netip.Addr) {
 // unreachable (code: a packet.Unreach* value) and forgets them.
 func (w *Wrapper) Reject(dst netip.Addr, code uint8) {
 	for _, pkt := range w.hold.take(dst) {
-		w.unreachable(pkt, code)
+		w.unreachable(pkt.b, code)
 	}
 }
 

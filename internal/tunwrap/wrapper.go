@@ -214,7 +214,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool
 		}
 		if p.Dst != lastDst {
 			if !w.routable(routes, p.Dst) {
-				w.holdPacket(p.Dst, pkt)
+				w.holdPacket(p.Dst, pkt, false)
 				sizes[i] = 0
 				continue
 			}
@@ -358,16 +358,24 @@ func (w *Wrapper) Inject(pkt []byte) {
 // packets waiting, it is dropped (the senders' congestion control slows
 // down, as with a full link).
 func (w *Wrapper) queueHairpin(pkt []byte) {
+	if w.pushHairpin(append([]byte(nil), pkt...)) {
+		w.stats.Hairpinned.Add(1)
+	}
+}
+
+// pushHairpin appends pkt (not copied) to the hairpin queue, reporting
+// false if the queue was full and pkt dropped.
+func (w *Wrapper) pushHairpin(pkt []byte) bool {
 	w.injectMu.Lock()
 	if len(w.hairpin) >= maxInjected {
 		w.injectMu.Unlock()
 		w.stats.Dropped[policy.DropTableFull].Add(1)
-		return
+		return false
 	}
-	w.hairpin = append(w.hairpin, append([]byte(nil), pkt...))
+	w.hairpin = append(w.hairpin, pkt)
 	w.injectMu.Unlock()
-	w.stats.Hairpinned.Add(1)
 	w.inner.Interrupt()
+	return true
 }
 
 func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
@@ -394,7 +402,7 @@ func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
 
 // forwardOut sends on hairpinned packets, already judged: those whose
 // destination has no peer in the device yet wait for it as the node's
-// own do (and pass Outbound when released).
+// own do (and come back to the hairpin queue when released).
 func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 	routes := w.routes.Load()
 	var p packet.Parsed
@@ -408,7 +416,7 @@ func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		if !w.routable(routes, p.Dst) {
-			w.holdPacket(p.Dst, pkt)
+			w.holdPacket(p.Dst, pkt, true)
 			sizes[i] = 0
 			continue
 		}

@@ -8,13 +8,12 @@ import (
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
 
-// REVIEW (adversarial): what the home's own stack sends to a hosted
-// device leaves for the device whatever its source: a LAN neighbour of a
-// gateway home (kernel forwarding on, the firewall's forward chain lets
-// LAN -> tomoe0 through, its anti-spoof rules look only at overlay
-// sources) reaches the device's every port with no rule naming it, and a
-// local user (IPV6_FREEBIND) sends as the device to the overlay.
-func TestReviewStackReachesHostedDeviceUnfiltered(t *testing.T) {
+// TestStackToHostedDeviceFiltered: what the home's own stack sends to a
+// hosted device must come from the home itself: a LAN neighbour of a
+// gateway home (kernel forwarding on) does not reach the device's ports
+// with no rule naming it, and a local user (IPV6_FREEBIND) does not send
+// as the device to the overlay. The home's own packets reach the device.
+func TestStackToHostedDeviceFiltered(t *testing.T) {
 	fx := newFixture(t, time.Second)
 	D := key(t).Address()
 	fx.filter.SetHosted([]netip.Addr{D})
@@ -27,5 +26,9 @@ func TestReviewStackReachesHostedDeviceUnfiltered(t *testing.T) {
 	fx.dev.fromStack <- tcp(D, fx.bob.Address(), 40000, 7, packet.TCPSyn)
 	if got := fx.read(t); len(got) != 0 {
 		t.Errorf("a local packet from the hosted device's address to bob left for bob")
+	}
+	fx.dev.fromStack <- tcp(fx.me.Address(), D, 40000, 22, packet.TCPSyn)
+	if got := fx.read(t); len(got) != 1 {
+		t.Errorf("the home's own SYN to its device: %d packets out, want 1", len(got))
 	}
 }
