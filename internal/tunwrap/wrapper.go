@@ -264,6 +264,12 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if w.isControl(&p) && p.Dst == w.cfg.Local {
+			if f.Hosts(p.Src) {
+				// A hosted device is no node: it neither offers routes
+				// nor speaks for an organisation.
+				w.stats.Dropped[policy.DropDenied].Add(1)
+				continue
+			}
 			if w.cfg.Control != nil && !p.Fragment && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
 				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
 			}
