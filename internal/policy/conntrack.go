@@ -186,6 +186,16 @@ func (c *Conntrack) OutboundFor(p *packet.Parsed, owner netip.Addr, now int64) V
 	return Accept
 }
 
+// OpenedByHosted reports whether p, sent by a device this node hosts
+// (owner), belongs to a live flow the device opened (OutboundFor), which
+// is charged to it.
+func (c *Conntrack) OpenedByHosted(p *packet.Parsed, owner netip.Addr, now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.flows[flowKey(p)]
+	return e != nil && e.hosted && e.owner == owner && e.expires >= now
+}
+
 // liveLocked returns the entry for key, or nil if there is none or it
 // expired (an expired one is removed: it no longer says who opened the flow).
 func (c *Conntrack) liveLocked(key packet.Flow, now int64) *ctEntry {

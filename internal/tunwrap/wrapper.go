@@ -214,7 +214,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool
 		}
 		if p.Dst != lastDst {
 			if !w.routable(routes, p.Dst) {
-				w.holdPacket(p.Dst, pkt, false)
+				w.holdPacket(p.Dst, pkt, netip.Addr{})
 				sizes[i] = 0
 				continue
 			}
@@ -406,11 +406,15 @@ func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
 	return n
 }
 
-// forwardOut sends on hairpinned packets, already judged: those whose
-// destination has no peer in the device yet wait for it as the node's
-// own do (and come back to the hairpin queue when released).
+// forwardOut sends on hairpinned packets, already judged: those from a
+// device on a flow it opened (Filter.Hairpin charged it to the device) to
+// a destination without a peer in the device yet wait for it as the node's own do, within the device's bounds (see
+// maxHeldPerDevice), and come back to the hairpin queue when released;
+// other unroutable ones are answered unreachable (to the device) or
+// dropped.
 func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 	routes := w.routes.Load()
+	f := w.cfg.Filter
 	var p packet.Parsed
 	for i := range bufs {
 		if sizes[i] == 0 {
@@ -422,8 +426,19 @@ func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		if !w.routable(routes, p.Dst) {
-			w.holdPacket(p.Dst, pkt, true)
 			sizes[i] = 0
+			switch {
+			case !f.Hosts(p.Src):
+				// To a device that left the device table meanwhile.
+				w.stats.Dropped[policy.DropNotLocal].Add(1)
+			case f.Conntrack().OpenedByHosted(&p, p.Src, time.Now().UnixNano()):
+				w.holdPacket(p.Dst, pkt, p.Src)
+			default:
+				// On no flow the device opened (charged to its quota): a
+				// reply to a peer that is gone, or a segment out of
+				// nowhere. No reason to look its destination up.
+				w.unreachable(pkt, packet.UnreachNoRoute)
+			}
 			continue
 		}
 		w.stats.OutPackets.Add(1)
