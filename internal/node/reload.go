@@ -269,6 +269,7 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 				update = true
 			}
 			if devs, _ := n.hostedBy(cp); !slices.Equal(devs, p.Devices) {
+				n.forgetDeviceSessionsLocked(cp)
 				n.setDevicesLocked(p, devs)
 				update = true
 			}
@@ -283,18 +284,25 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			n.flushFlowsLocked(p)
 			n.forgetLocked(p, "now a static peer of the config")
 		}
-		for _, d := range cp.Devices {
-			// A device that had a session of its own is now reached
-			// through its home only.
-			if dp := n.peers.Get(d); dp != nil && !dp.Static {
-				n.flushFlowsLocked(dp)
-				n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
-			}
-		}
+		n.forgetDeviceSessionsLocked(cp)
 		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	n.routes.RecomputeLocked()
 	return errors.Join(errs...)
+}
+
+// forgetDeviceSessionsLocked ends the sessions of their own that static
+// peer cp's devices had (as dynamic peers): a device is reached through
+// its home only. Call it before the devices are given to cp's record, so
+// that forgetting the device's record does not take its address out of
+// the wrapper's routes afterwards.
+func (n *Node) forgetDeviceSessionsLocked(cp config.Peer) {
+	for _, d := range cp.Devices {
+		if dp := n.peers.Get(d); dp != nil && !dp.Static {
+			n.flushFlowsLocked(dp)
+			n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
+		}
+	}
 }
 
 // setDevicesLocked changes the devices static peer p hosts, in the table

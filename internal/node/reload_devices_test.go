@@ -8,15 +8,12 @@ import (
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
-// REVIEW (adversarial): a reload that adds devices = [D] to a static peer
-// already in the file (config.Diff.PeersChanged) updates it in place
-// (reloadPeersIn's "p != nil && p.Static" branch) and skips the loop
-// that ends a direct (dynamic) session of D: only a newly added peer's
-// devices are checked. D's key keeps its own session and its own record
-// by address, although its address is now the home's in the device
-// (ByAddr wins in lookupPeer; a re-activation of D's record moves the
-// AllowedIP back to it).
-func TestReviewReloadDevicesOnExistingPeerKeepsDirectSession(t *testing.T) {
+// TestReloadDevicesOnExistingPeerEndsDirectSession: a reload that adds
+// devices = [D] to a static peer already in the file (updated in place)
+// ends D's direct (dynamic) session, as for a newly added peer: D's
+// address is now the home's in the device, and D's own record would win
+// lookups by address and take the AllowedIP back when re-activated.
+func TestReloadDevicesOnExistingPeerEndsDirectSession(t *testing.T) {
 	h, n, d := prepare(t, "home"), prepare(t, "n"), prepare(t, "device")
 	h.start(t, "")
 	kd := d.key.Public().String()
