@@ -306,9 +306,10 @@ func (f *Filter) Hosts(a netip.Addr) bool {
 //   - To a hosted device (from anyone, the device itself excepted): this
 //     node guards the device, which has no firewall of its own. Deny rules
 //     apply as to this node; an allow rule applies only if its `to` names
-//     the device (its key or address: see Self.Hosted) or a prefix holding
-//     its address, so that rules for this node's own services open
-//     nothing on its devices; replies to flows the device opened pass.
+//     the device (its key, its address or its /128: see Self.Hosted and
+//     Matcher.AllowsToHosted), so that rules for this node's own services
+//     or the routes it forwards open nothing on its devices; replies to
+//     flows the device opened pass.
 //   - From a hosted device to an address neither this node's nor one it
 //     forwards: allowed, recorded as a flow the device opened (so its
 //     replies pass); the destination's own policy decides.

@@ -9,9 +9,10 @@ import (
 	"github.com/tomoe-net/tomoe/internal/packet"
 )
 
-// Rules about a hosted device: its key or address in To (or a prefix
-// holding its address) opens flows to it; rules without To, or "self",
-// are about this node only; deny rules without To cover it too.
+// Rules about a hosted device: its key, address or /128 in To opens flows
+// to it; rules without To, or "self", are about this node only, and a
+// wider prefix holding its address (an exit's ::/0) opens nothing on it;
+// deny rules without To cover it too.
 func TestAllowsToHosted(t *testing.T) {
 	gen := func() identity.PublicKey {
 		k, err := identity.GeneratePrivateKey()
@@ -43,6 +44,12 @@ func TestAllowsToHosted(t *testing.T) {
 		{"to the device's address", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: D.String()}}, 22, true},
 		{"another port", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: dev.String()}}, 23, false},
 		{"to the device's /128", []RuleSpec{{From: "*", Proto: "tcp", Ports: "22", To: D.String() + "/128"}}, 22, true},
+		// An exit's rule for its default route ("these peers may use my
+		// exit"), or any wider prefix holding the device, is not about it.
+		{"to ::/0 (an exit's)", []RuleSpec{{From: "*", Proto: "tcp", Ports: "22", To: "::/0"}}, 22, false},
+		{"to fc00::/8", []RuleSpec{{From: bob.String(), To: "fc00::/8"}}, 22, false},
+		{"to the device's /64", []RuleSpec{{From: bob.String(), To: netip.PrefixFrom(D, 64).Masked().String()}}, 22, false},
+		{"to the device's /127", []RuleSpec{{From: bob.String(), To: netip.PrefixFrom(D, 127).Masked().String()}}, 22, false},
 		{"to another node", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: other.String()}}, 22, false},
 		{"deny without to", []RuleSpec{{From: bob.String(), Proto: "tcp", Ports: "22", To: dev.String()}, {Deny: true, From: bob.String()}}, 22, false},
 	} {
