@@ -311,8 +311,11 @@ func (f *Filter) Hosts(a netip.Addr) bool {
 //     or the routes it forwards open nothing on its devices; replies to
 //     flows the device opened pass.
 //   - From a hosted device to an address neither this node's nor one it
-//     forwards: allowed, recorded as a flow the device opened (so its
-//     replies pass); the destination's own policy decides.
+//     forwards: allowed unless a deny rule about the device refuses it
+//     (`[[policy.deny]] from = DEVICE`, or a "*" deny matching it; every
+//     packet, so a new deny stops the device's flows too), recorded as a
+//     flow the device opened (so its replies pass); the destination's own
+//     policy decides.
 //
 // Packets between a device and this node itself, or its offered routes,
 // are not hairpinned: Inbound judges them with the device as the source.
@@ -329,6 +332,9 @@ func (f *Filter) Hairpin(p *packet.Parsed, now int64) (v Verdict, forward bool) 
 		return DropNotOverlay, true
 	}
 	if !toDev {
+		if f.matcher.Load().Denies(p.Src, p.Dst, p.Proto, p.DstPort, p.HasPorts) {
+			return f.deny(p, p.Src, DropDenied, now), true
+		}
 		if v := f.ct.OutboundFor(p, p.Src, now); v != Accept {
 			return f.deny(p, p.Src, v, now), true
 		}

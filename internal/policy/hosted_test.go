@@ -73,3 +73,41 @@ func TestAllowsToHosted(t *testing.T) {
 		t.Error("a rule for a device this node does not host applies")
 	}
 }
+
+// TestHairpinDenyFromDevice: the home's deny rules about a hosted device
+// stop what it sends into the overlay, new flows and established ones;
+// a deny for one port leaves the rest.
+func TestHairpinDenyFromDevice(t *testing.T) {
+	me, bob, dev := mustKey(t), mustKey(t), mustKey(t)
+	A, B, D := me.Address(), bob.Address(), dev.Address()
+	f := NewFilter(Local{Addr: A, Site: me.SitePrefix()}, Compile(nil), NewConntrack(1024), nil)
+	f.SetHosted([]netip.Addr{D})
+	now := time.Now().UnixNano()
+	hairpin := func(what string, p *packet.Parsed, want Verdict) {
+		t.Helper()
+		v, fwd := f.Hairpin(p, now)
+		if !fwd || v != want {
+			t.Errorf("%s: %v (forward %v), want %v", what, v, fwd, want)
+		}
+	}
+	hairpin("the device's SYN to bob, no deny", tcpPkt(D, B, 40000, 80, packet.TCPSyn), Accept)
+	deny := func(spec RuleSpec) {
+		r, err := ParseRuleSpec(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.SetMatcher(CompileAt([]Entry{{Rule: r}}, nil, Self{Addr: A, Hosted: []netip.Addr{D}}, time.Now()))
+	}
+	deny(RuleSpec{Deny: true, From: "*", Proto: "tcp", Ports: "25"})
+	hairpin("the device's SYN to bob's port 25, denied for all", tcpPkt(D, B, 40001, 25, packet.TCPSyn), DropDenied)
+	hairpin("the device's SYN to bob's port 80, denied for port 25 only", tcpPkt(D, B, 40002, 80, packet.TCPSyn), Accept)
+	deny(RuleSpec{Deny: true, From: dev.String()})
+	hairpin("the device's SYN after a deny naming it", tcpPkt(D, B, 40003, 80, packet.TCPSyn), DropDenied)
+	hairpin("the device's segment on its established flow", tcpPkt(D, B, 40000, 80, packet.TCPAck), DropDenied)
+	hairpin("the device's datagram", udpPkt(D, B, 5353, 53), DropDenied)
+	if f.Denied(D) != 4 {
+		t.Errorf("denials counted against the device: %d, want 4", f.Denied(D))
+	}
+	deny(RuleSpec{Deny: true, From: dev.String(), To: "self"})
+	hairpin("a deny about the home itself (to = self)", tcpPkt(D, B, 40004, 80, packet.TCPSyn), Accept)
+}

@@ -217,6 +217,18 @@ func (m *Matcher) AllowsToHosted(src, dst netip.Addr, ipProto uint8, port uint16
 	return named(m.any.allow) || (rs != nil && named(rs.allow))
 }
 
+// Denies reports whether a deny rule refuses a packet from src to dst, a
+// destination this node forwards to (not one of its own addresses): a
+// hosted device's traffic into the overlay meets the home's deny rules
+// about the device, as what comes to it does.
+func (m *Matcher) Denies(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
+	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 {
+		return true
+	}
+	rs := m.bySrc[src]
+	return rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0
+}
+
 // AllowsAny reports whether some allow rule could admit some inbound
 // traffic from src, and no deny rule refuses everything from it. The
 // handshake admission of unknown keys and fragments use it.
