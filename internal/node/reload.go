@@ -364,9 +364,19 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 			return !r.Deny && !r.From.Any && r.From.Covers(a) && !slices.ContainsFunc(kept, r.Equal)
 		})
 	}
+	lost := func(a netip.Addr) bool { return named(a) || (before.AllowsAny(a) && !after.AllowsAny(a)) }
 	n.routes.Lock()
 	for p := range n.peers.All() {
-		if !named(p.Addr) && !(before.AllowsAny(p.Addr) && !after.AllowsAny(p.Addr)) {
+		if !lost(p.Addr) {
+			// Its devices are judged on their own: their flows go, their
+			// home's session stays.
+			var devs []netip.Addr
+			for _, d := range p.Devices {
+				if lost(d) {
+					devs = append(devs, d)
+				}
+			}
+			n.flushDeviceFlowsLocked(devs)
 			continue
 		}
 		n.flushFlowsLocked(p)
