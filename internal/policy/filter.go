@@ -187,10 +187,14 @@ func (f *Filter) Matcher() *Matcher { return f.matcher.Load() }
 func (f *Filter) Conntrack() *Conntrack { return f.ct }
 
 // Outbound decides on a packet this node sends into the overlay; p must have
-// been decoded without error (else pass DropMalformed yourself). A packet
-// that opens a flow (not an answer on a flow a peer opened) is refused
-// only when the connection table is full (DropTableFull); peers' flows
-// never take more than half of it.
+// been decoded without error (else pass DropMalformed yourself). Its
+// source must be this node's or in a route it offers (else DropSpoofed; a
+// hosted device's address is neither). To a hosted device, only this
+// node's own address opens flows: what it forwards only answers flows the
+// device opened (else DropDenied). A packet that opens a flow (not an
+// answer on a flow a peer opened) is refused only when the connection
+// table is full (DropTableFull); peers' flows never take more than half
+// of it.
 func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() {
 		// Router solicitations, MLD reports and the like: not for the
