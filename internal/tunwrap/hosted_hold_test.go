@@ -91,3 +91,45 @@ func TestHostedDeviceHoldBounded(t *testing.T) {
 		t.Errorf("after a release, the device's next new destination was not held")
 	}
 }
+
+// TestDeviceResolveBudget: a device makes at most deviceResolveBurst new
+// destinations wait at once, then deviceResolveRate a second; devices
+// together at most maxHeldDeviceDsts at a time.
+func TestDeviceResolveBudget(t *testing.T) {
+	var q holdQueue
+	q.init()
+	D := key(t).Address()
+	now := time.Now()
+	n := 0
+	for i := 0; i < 100; i++ {
+		if q.admitDeviceLocked(D, now) {
+			n++
+			q.devices, q.byDev[D] = 0, 0 // as if taken at once
+		}
+	}
+	if n != deviceResolveBurst {
+		t.Fatalf("burst: %d admitted, want %d", n, deviceResolveBurst)
+	}
+	if !q.admitDeviceLocked(D, now.Add(time.Second)) || q.admitDeviceLocked(D, now.Add(time.Second)) {
+		t.Fatal("a second later: want exactly one more")
+	}
+	q.forgetBudgetsLocked(now.Add(time.Second))
+	if len(q.budgets) != 1 {
+		t.Fatal("an empty bucket was forgotten")
+	}
+	q.devices, q.byDev[D] = 0, 0
+	q.forgetBudgetsLocked(now.Add(time.Minute))
+	if len(q.budgets) != 0 {
+		t.Fatal("a full bucket was kept")
+	}
+	// All devices together.
+	admitted := 0
+	for i := 0; i < 2*maxHeldDeviceDsts; i++ {
+		if q.admitDeviceLocked(key(t).Address(), now) {
+			admitted++
+		}
+	}
+	if admitted != maxHeldDeviceDsts {
+		t.Fatalf("devices together: %d destinations, want %d", admitted, maxHeldDeviceDsts)
+	}
+}
