@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -340,6 +342,42 @@ func TestHostedDevice(t *testing.T) {
 		// The device itself, through its home: arrives.
 		send(phoneH, dev.Address)
 		expectOne(t, udp, 5*time.Second, "from "+dev.Address)
+	})
+
+	t.Run("home's local programs cannot send as the device", func(t *testing.T) {
+		// IPV6_FREEBIND needs no privilege: any local user of home may
+		// bind the device's address. What it sends is spoofed, not the
+		// device's: home drops it, n1 never sees it.
+		before := home.status(t).Counters.Spoofed
+		homeH := lan.Hosts["home"]
+		for range 3 {
+			homeH.Do(func() {
+				d := net.Dialer{LocalAddr: &net.UDPAddr{IP: net.ParseIP(dev.Address)}, Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					if err := rc.Control(func(fd uintptr) {
+						serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+					}); err != nil {
+						return err
+					}
+					return serr
+				}}
+				c, err := d.Dial("udp6", fmt.Sprintf("[%s]:8", n1.addr()))
+				if err != nil {
+					t.Errorf("udp from the device's address on home: %v", err)
+					return
+				}
+				defer c.Close()
+				c.Write([]byte("from home as " + dev.Address))
+			})
+		}
+		select {
+		case got := <-udp:
+			t.Fatalf("n1 took a datagram a local program of home sent as the device: %q", got)
+		case <-time.After(2 * time.Second):
+		}
+		if after := home.status(t).Counters.Spoofed; after < before+3 {
+			t.Errorf("home's spoofed counter went from %d to %d, want +3", before, after)
+		}
 	})
 
 	t.Run("device list", func(t *testing.T) {

@@ -362,8 +362,18 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
 	n.routes.Lock()
+	cut := func(a netip.Addr) bool { return id.Covers(a) && !(id.Any && m.AllowsAny(a)) }
 	for p := range n.peers.All() {
-		if !id.Covers(p.Addr) || (id.Any && m.AllowsAny(p.Addr)) {
+		if !cut(p.Addr) {
+			// Its devices are judged on their own: their flows go, their
+			// home's session stays.
+			var devs []netip.Addr
+			for _, d := range p.Devices {
+				if cut(d) {
+					devs = append(devs, d)
+				}
+			}
+			n.flushDeviceFlowsLocked(devs)
 			continue
 		}
 		n.flushFlowsLocked(p)
@@ -384,12 +394,22 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 }
 
 // flushFlowsLocked forgets every flow with p: its node address, its site
-// prefix and the routes it owns. The route lock is held.
+// prefix, the devices it hosts and the routes it owns. The route lock is
+// held.
 func (n *Node) flushFlowsLocked(p *peers.Peer) {
 	site := p.Key.SitePrefix()
 	n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-		return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
+		return a == p.Addr || site.Contains(a) || slices.Contains(p.Devices, a) ||
+			(!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
 	})
+}
+
+// flushDeviceFlowsLocked forgets every flow with the devices devs (hosted
+// by a peer whose own session stays). The route lock is held.
+func (n *Node) flushDeviceFlowsLocked(devs []netip.Addr) {
+	if len(devs) > 0 {
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(devs, a) })
+	}
 }
 
 // Ping is POST /v1/ping.

@@ -320,6 +320,7 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 				update = true
 			}
 			if devs, _ := n.hostedBy(cp); !slices.Equal(devs, p.Devices) {
+				n.forgetDeviceSessionsLocked(cp)
 				n.setDevicesLocked(p, devs)
 				update = true
 			}
@@ -334,18 +335,25 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			n.flushFlowsLocked(p)
 			n.forgetLocked(p, "now a static peer of the config")
 		}
-		for _, d := range cp.Devices {
-			// A device that had a session of its own is now reached
-			// through its home only.
-			if dp := n.peers.Get(d); dp != nil && !dp.Static {
-				n.flushFlowsLocked(dp)
-				n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
-			}
-		}
+		n.forgetDeviceSessionsLocked(cp)
 		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	n.routes.RecomputeLocked()
 	return errors.Join(errs...)
+}
+
+// forgetDeviceSessionsLocked ends the sessions of their own that static
+// peer cp's devices had (as dynamic peers): a device is reached through
+// its home only. Call it before the devices are given to cp's record, so
+// that forgetting the device's record does not take its address out of
+// the wrapper's routes afterwards.
+func (n *Node) forgetDeviceSessionsLocked(cp config.Peer) {
+	for _, d := range cp.Devices {
+		if dp := n.peers.Get(d); dp != nil && !dp.Static {
+			n.flushFlowsLocked(dp)
+			n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
+		}
+	}
 }
 
 // setDevicesLocked changes the devices static peer p hosts, in the table
@@ -406,9 +414,19 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 			return !r.Deny && !r.From.Any && r.From.Covers(a) && !slices.ContainsFunc(kept, r.Equal)
 		})
 	}
+	lost := func(a netip.Addr) bool { return named(a) || (before.AllowsAny(a) && !after.AllowsAny(a)) }
 	n.routes.Lock()
 	for p := range n.peers.All() {
-		if !named(p.Addr) && !(before.AllowsAny(p.Addr) && !after.AllowsAny(p.Addr)) {
+		if !lost(p.Addr) {
+			// Its devices are judged on their own: their flows go, their
+			// home's session stays.
+			var devs []netip.Addr
+			for _, d := range p.Devices {
+				if lost(d) {
+					devs = append(devs, d)
+				}
+			}
+			n.flushDeviceFlowsLocked(devs)
 			continue
 		}
 		n.flushFlowsLocked(p)

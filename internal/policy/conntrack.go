@@ -186,6 +186,16 @@ func (c *Conntrack) OutboundFor(p *packet.Parsed, owner netip.Addr, now int64) V
 	return Accept
 }
 
+// OpenedByHosted reports whether p, sent by a device this node hosts
+// (owner), belongs to a live flow the device opened (OutboundFor), which
+// is charged to it.
+func (c *Conntrack) OpenedByHosted(p *packet.Parsed, owner netip.Addr, now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.flows[flowKey(p)]
+	return e != nil && e.hosted && e.owner == owner && e.expires >= now
+}
+
 // liveLocked returns the entry for key, or nil if there is none or it
 // expired (an expired one is removed: it no longer says who opened the flow).
 func (c *Conntrack) liveLocked(key packet.Flow, now int64) *ctEntry {
@@ -219,6 +229,29 @@ func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 		e = &ctEntry{}
 		c.flows[key] = e
 		c.byRemote[key.Dst]++
+	}
+	c.touchLocked(e, p, now)
+	return true
+}
+
+// Answers reports whether an outgoing packet this node forwards (from a
+// source it does not own) answers a flow its remote end opened, and
+// refreshes that flow: a TCP segment, ICMP message or later fragment that
+// opens nothing, or a connectionless packet of a flow Admitted recorded
+// as the remote's. It records nothing new.
+func (c *Conntrack) Answers(p *packet.Parsed, now int64) bool {
+	if p.NonFirst {
+		return true
+	}
+	if !connectionless(p) {
+		return !initiates(p)
+	}
+	key := flowKey(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.liveLocked(key, now)
+	if e == nil || !e.remote {
+		return false
 	}
 	c.touchLocked(e, p, now)
 	return true

@@ -187,21 +187,38 @@ func (f *Filter) Matcher() *Matcher { return f.matcher.Load() }
 func (f *Filter) Conntrack() *Conntrack { return f.ct }
 
 // Outbound decides on a packet this node sends into the overlay; p must have
-// been decoded without error (else pass DropMalformed yourself). A packet
-// that opens a flow (not an answer on a flow a peer opened) is refused
-// only when the connection table is full (DropTableFull); peers' flows
-// never take more than half of it.
+// been decoded without error (else pass DropMalformed yourself). Its
+// source must be this node's or in a route it offers (else DropSpoofed; a
+// hosted device's address is neither). To a hosted device, only this
+// node's own address opens flows: what it forwards only answers flows the
+// device opened (else DropDenied). A packet that opens a flow (not an
+// answer on a flow a peer opened) is refused only when the connection
+// table is full (DropTableFull); peers' flows never take more than half
+// of it.
 func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() {
 		// Router solicitations, MLD reports and the like: not for the
 		// overlay, and not an attack either.
 		return DropNotOverlay
 	}
-	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) && !f.Hosts(p.Src) && !f.Hosts(p.Dst) {
-		// (A packet from or to a hosted device is one this node forwards
-		// after Hairpin judged it: see there.)
+	l := f.local.Load()
+	if !l.owns(p.Src) && !l.forwards(p.Src) {
+		// A hosted device's address is not this node's either: what the
+		// device sends comes in through WireGuard and is judged by
+		// Hairpin, never here.
 		f.spoofed.Add(1)
 		return DropSpoofed
+	}
+	if p.Src != l.Addr && f.Hosts(p.Dst) {
+		// This node guards its devices: its own programs may talk to them
+		// from its node address, but what it forwards (its LAN, its site
+		// prefix's devices, an offered route's hosts) may only answer
+		// flows the device opened there (Inbound judged those); no rule
+		// can name such a source, so nothing of theirs opens a flow.
+		if !f.ct.Answers(p, now) {
+			return f.deny(p, p.Src, DropDenied, now)
+		}
+		return Accept
 	}
 	if !f.ct.Outbound(p, now) {
 		return DropTableFull
@@ -293,12 +310,16 @@ func (f *Filter) Hosts(a netip.Addr) bool {
 //   - To a hosted device (from anyone, the device itself excepted): this
 //     node guards the device, which has no firewall of its own. Deny rules
 //     apply as to this node; an allow rule applies only if its `to` names
-//     the device (its key or address: see Self.Hosted) or a prefix holding
-//     its address, so that rules for this node's own services open
-//     nothing on its devices; replies to flows the device opened pass.
+//     the device (its key, its address or its /128: see Self.Hosted and
+//     Matcher.AllowsToHosted), so that rules for this node's own services
+//     or the routes it forwards open nothing on its devices; replies to
+//     flows the device opened pass.
 //   - From a hosted device to an address neither this node's nor one it
-//     forwards: allowed, recorded as a flow the device opened (so its
-//     replies pass); the destination's own policy decides.
+//     forwards: allowed unless a deny rule about the device refuses it
+//     (`[[policy.deny]] from = DEVICE`, or a "*" deny matching it; every
+//     packet, so a new deny stops the device's flows too), recorded as a
+//     flow the device opened (so its replies pass); the destination's own
+//     policy decides.
 //
 // Packets between a device and this node itself, or its offered routes,
 // are not hairpinned: Inbound judges them with the device as the source.
@@ -315,6 +336,9 @@ func (f *Filter) Hairpin(p *packet.Parsed, now int64) (v Verdict, forward bool) 
 		return DropNotOverlay, true
 	}
 	if !toDev {
+		if f.matcher.Load().Denies(p.Src, p.Dst, p.Proto, p.DstPort, p.HasPorts) {
+			return f.deny(p, p.Src, DropDenied, now), true
+		}
 		if v := f.ct.OutboundFor(p, p.Src, now); v != Accept {
 			return f.deny(p, p.Src, v, now), true
 		}

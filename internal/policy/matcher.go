@@ -195,9 +195,12 @@ func (m *Matcher) AllowsTo(src, dst netip.Addr, self bool, ipProto uint8, port u
 
 // AllowsToHosted reports whether a packet from src to dst, the address of
 // a device this node hosts, is allowed: no deny rule matches it as a
-// forwarded destination, and an allow rule whose `to` is a prefix holding
-// dst, or names the device (compiled to its /128), does (rules without
-// `to`, or "self", are about this node).
+// forwarded destination, and an allow rule whose `to` names the device
+// (its key or address, compiled to its /128, or that /128 itself) does.
+// Rules without `to`, or "self", are about this node; a wider prefix
+// (an offered route, an exit's ::/0, fc00::/8) opens no device: the
+// device has no firewall of its own, and a rule meant for forwarded
+// traffic must not open every phone the node hosts.
 func (m *Matcher) AllowsToHosted(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
 	rs := m.bySrc[src]
 	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 || (rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0) {
@@ -205,13 +208,25 @@ func (m *Matcher) AllowsToHosted(src, dst netip.Addr, ipProto uint8, port uint16
 	}
 	named := func(cs []crule) bool {
 		for i := range cs {
-			if cs[i].dest == DestPrefix && cs[i].matches(dst, false, ipProto, port, hasPorts) {
+			if cs[i].dest == DestPrefix && cs[i].prefix.IsSingleIP() && cs[i].matches(dst, false, ipProto, port, hasPorts) {
 				return true
 			}
 		}
 		return false
 	}
 	return named(m.any.allow) || (rs != nil && named(rs.allow))
+}
+
+// Denies reports whether a deny rule refuses a packet from src to dst, a
+// destination this node forwards to (not one of its own addresses): a
+// hosted device's traffic into the overlay meets the home's deny rules
+// about the device, as what comes to it does.
+func (m *Matcher) Denies(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
+	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 {
+		return true
+	}
+	rs := m.bySrc[src]
+	return rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0
 }
 
 // AllowsAny reports whether some allow rule could admit some inbound

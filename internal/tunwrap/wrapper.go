@@ -214,7 +214,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool
 		}
 		if p.Dst != lastDst {
 			if !w.routable(routes, p.Dst) {
-				w.holdPacket(p.Dst, pkt)
+				w.holdPacket(p.Dst, pkt, netip.Addr{})
 				sizes[i] = 0
 				continue
 			}
@@ -264,6 +264,12 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 			continue
 		}
 		if w.isControl(&p) && p.Dst == w.cfg.Local {
+			if f.Hosts(p.Src) {
+				// A hosted device is no node: it neither offers routes
+				// nor speaks for an organisation.
+				w.stats.Dropped[policy.DropDenied].Add(1)
+				continue
+			}
 			if w.cfg.Control != nil && !p.Fragment && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
 				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
 			}
@@ -358,16 +364,24 @@ func (w *Wrapper) Inject(pkt []byte) {
 // packets waiting, it is dropped (the senders' congestion control slows
 // down, as with a full link).
 func (w *Wrapper) queueHairpin(pkt []byte) {
+	if w.pushHairpin(append([]byte(nil), pkt...)) {
+		w.stats.Hairpinned.Add(1)
+	}
+}
+
+// pushHairpin appends pkt (not copied) to the hairpin queue, reporting
+// false if the queue was full and pkt dropped.
+func (w *Wrapper) pushHairpin(pkt []byte) bool {
 	w.injectMu.Lock()
 	if len(w.hairpin) >= maxInjected {
 		w.injectMu.Unlock()
 		w.stats.Dropped[policy.DropTableFull].Add(1)
-		return
+		return false
 	}
-	w.hairpin = append(w.hairpin, append([]byte(nil), pkt...))
+	w.hairpin = append(w.hairpin, pkt)
 	w.injectMu.Unlock()
-	w.stats.Hairpinned.Add(1)
 	w.inner.Interrupt()
+	return true
 }
 
 func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
@@ -392,11 +406,15 @@ func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
 	return n
 }
 
-// forwardOut sends on hairpinned packets, already judged: those whose
-// destination has no peer in the device yet wait for it as the node's
-// own do (and pass Outbound when released).
+// forwardOut sends on hairpinned packets, already judged: those from a
+// device on a flow it opened (Filter.Hairpin charged it to the device) to
+// a destination without a peer in the device yet wait for it as the node's own do, within the device's bounds (see
+// maxHeldPerDevice), and come back to the hairpin queue when released;
+// other unroutable ones are answered unreachable (to the device) or
+// dropped.
 func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 	routes := w.routes.Load()
+	f := w.cfg.Filter
 	var p packet.Parsed
 	for i := range bufs {
 		if sizes[i] == 0 {
@@ -408,8 +426,19 @@ func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
 			continue
 		}
 		if !w.routable(routes, p.Dst) {
-			w.holdPacket(p.Dst, pkt)
 			sizes[i] = 0
+			switch {
+			case !f.Hosts(p.Src):
+				// To a device that left the device table meanwhile.
+				w.stats.Dropped[policy.DropNotLocal].Add(1)
+			case f.Conntrack().OpenedByHosted(&p, p.Src, time.Now().UnixNano()):
+				w.holdPacket(p.Dst, pkt, p.Src)
+			default:
+				// On no flow the device opened (charged to its quota): a
+				// reply to a peer that is gone, or a segment out of
+				// nowhere. No reason to look its destination up.
+				w.unreachable(pkt, packet.UnreachNoRoute)
+			}
 			continue
 		}
 		w.stats.OutPackets.Add(1)
