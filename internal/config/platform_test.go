@@ -25,7 +25,7 @@ func TestPlatform(t *testing.T) {
 		{"darwin userspace, proxy for this user only", "darwin", "[tun]\nmode = \"userspace\"\n[proxy]\nsocks5 = \"127.0.0.1:1080\"\n[[connect]]\nlocal = \"/tmp/c.sock\"\nremote = \"[fc00::1]:80\"", []string{"proxy.socks5"}},
 		{"darwin userspace, Unix sockets for some users", "darwin", "[tun]\nmode = \"userspace\"\n[proxy]\nsocks5 = \"/tmp/s.sock\"\nusers = [\"0\"]", nil},
 		{"windows userspace, users by name", "windows", "[tun]\nmode = \"userspace\"\n[proxy]\nhttp = \"/tmp/h.sock\"\nusers = [\"0\", \"*\"]", []string{"proxy.users", "proxy.http"}},
-		{"darwin run.user", "darwin", "[tun]\nmode = \"userspace\"\n[run]\nuser = \"nobody\"", []string{"run.user"}},
+		{"darwin run.user", "darwin", "[tun]\nmode = \"userspace\"\n[run]\nuser = \"daemon\"", []string{"run.user"}},
 		{"darwin run.user root", "darwin", "[tun]\nmode = \"userspace\"\n[run]\nuser = \"root\"", nil},
 		{"windows userspace, Unix socket for this user", "windows", "[tun]\nmode = \"userspace\"\n[proxy]\nsocks5 = \"/tmp/s.sock\"", nil},
 	} {
