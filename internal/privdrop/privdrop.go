@@ -69,7 +69,9 @@ const Overflow = 65534
 // shared reports whether the user named name is one that other programs
 // run as, and so a run.user refused: nobody.
 func shared(name string, uid int) bool {
-	return uid == Overflow || name == "nobody" || name == "nfsnobody" || uid == 4294967294
+	// 4294967294 is the 32-bit (uint32) -2 some systems give nfsnobody;
+	// compared as int64 so that the constant fits on 32-bit platforms.
+	return uid == Overflow || name == "nobody" || name == "nfsnobody" || int64(uid) == 4294967294
 }
 
 // LoginShell returns the login shell of the user called name, as
