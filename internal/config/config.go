@@ -76,6 +76,9 @@ type Config struct {
 	AllowedLocalUsers []string `toml:"allowed_local_users"`
 	// Orgs are the organisations this node trusts and belongs to.
 	Orgs []Org `toml:"orgs"`
+	// L2 are the virtual Ethernet segments this node takes part in
+	// (kernel mode, Linux).
+	L2 []L2Segment `toml:"l2"`
 
 	// KeyPassphraseFile, if set, holds on its first line the passphrase
 	// of a key_file encrypted with `tomoe key encrypt` (age); it must be
@@ -363,7 +366,8 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "l2"},
+	"l2":            {"name", "interface", "members", "hub", "attach"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -473,6 +477,7 @@ func (c *Config) Validate() error {
 	c.validateServices(bad)
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
+	c.validateL2(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

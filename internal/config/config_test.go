@@ -90,7 +90,7 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{`[[peers]]` + "\n" + `public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="` + "\n" + `endpoint = "1.2.3.4:0"`, "peers[0].endpoint", "1..65535"},
 		{`[[policy.allow]]` + "\n" + `from = "bob"`, "policy.allow[0]", "public key"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `ports = "99999"`, "policy.allow[0]", "1-65535"},
-		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp or any"},
+		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp, l2"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `until = "tomorrow"`, "policy.allow[0].until", "RFC 3339"},
 		{`[[policy.deny]]` + "\n" + `from = "group:acme"`, "policy.deny[0]", "group:ORG/GROUP"},
 		{`[[policy.deny]]` + "\n" + `from = "*"` + "\n" + `to = "*"`, "policy.deny[0]", "leave \"to\" out"},

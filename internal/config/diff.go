@@ -185,5 +185,6 @@ func RestartKeys(old, new *Config) []string {
 	check("console.org_key", old.Console.OrgKey, new.Console.OrgKey)
 	check("orgs", old.Orgs, new.Orgs)
 	check("allowed_local_users", old.AllowedLocalUsers, new.AllowedLocalUsers)
+	check("l2", old.L2, new.L2)
 	return keys
 }
