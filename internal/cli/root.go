@@ -183,6 +183,7 @@ without root.`,
 		newEventsCmd(g),
 		newReloadCmd(g),
 		newBridgeCmd(g),
+		newL2Cmd(g),
 		&cobra.Command{
 			Use:   "version",
 			Short: "Print the version",

@@ -144,7 +144,12 @@ func (m *Manager) create(s Segment, tunIndex int) (*segment, error) {
 			LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: bl.Attrs().Index},
 			VxlanId:   int(t.VNI), VtepDevIndex: tunIndex,
 			SrcAddr: net.IP(s.Self.AsSlice()), Group: net.IP(t.Remote.AsSlice()),
-			Port: 4789, Learning: false, UDPCSum: true,
+			Port: vxlanPort, Learning: false, UDPCSum: true,
+			// One source port: the overlay needs no flow entropy (it is
+			// all one WireGuard session), and the policy's connection
+			// table holds one flow per tunnel instead of one per inner
+			// flow. The range is [PortLow, PortHigh).
+			PortLow: vxlanPort, PortHigh: vxlanPort + 1,
 		}
 		if err := netlink.LinkAdd(vx); err != nil {
 			return fail("tunnel %s to %s: %w", t.Device, t.Remote, err)

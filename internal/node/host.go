@@ -119,6 +119,9 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.applyForwarding(offered); err != nil {
 		return err
 	}
+	if err := n.startL2(name); err != nil {
+		return err
+	}
 	if n.cfg.TUN.DNS {
 		n.startDNS(name)
 	}

@@ -32,6 +32,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/keyenc"
+	"github.com/tomoe-net/tomoe/internal/l2"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/console"
@@ -150,6 +151,7 @@ type Node struct {
 	osRoutes *routes.Interface  // kernel mode only; set once configured, under the peer table's lock (Admit runs already); safe for concurrent use
 	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
 	firewall *firewall.Firewall // kernel mode only
+	l2       *l2.Manager        // kernel mode, [[l2]] segments; guarded by hostMu
 	forward  routes.Forwarding  // kernel mode only
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
@@ -269,6 +271,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.store = store
 	store.SetAdminRules(cfg.AdminRules(adminapi.AdminPort))
+	store.SetL2Rules(l2Rules(l2Segments(cfg, pub)))
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
@@ -488,6 +491,9 @@ func (n *Node) Close() error {
 		}
 		n.stopBridging()
 		n.stopDNS()
+		if err := n.stopL2(); err != nil {
+			errs = append(errs, err)
+		}
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {
 			if err := n.osRoutes.Close(); err != nil {

@@ -1,0 +1,68 @@
+package cli
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
+)
+
+func newL2Cmd(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "l2 [--json]",
+		Short: "Virtual Ethernet segments: members, MAC addresses, counters",
+		Long: `A segment ([[l2]] in the config, kernel mode) is one Ethernet across
+nodes: a Linux bridge on each, and a VXLAN tunnel inside the overlay to each
+other member (or to the hub, or on the hub to each member). Lists each
+segment's tunnels: whether the overlay has a live session with the far end,
+the MAC addresses learned behind it, and frame counters (in: from the far
+end into the segment; out: to it).`,
+		Args: noArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			r, err := g.client().L2(c.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return cmdutil.PrintJSON(g.stdout, r)
+			}
+			if len(r.Segments) == 0 {
+				fmt.Fprintln(g.stdout, "no virtual Ethernet segments ([[l2]] in the config, kernel mode)")
+				return nil
+			}
+			for i, s := range r.Segments {
+				if i > 0 {
+					fmt.Fprintln(g.stdout)
+				}
+				role := "full mesh"
+				if s.Hub {
+					role = "hub"
+				} else if len(s.Members) == 1 {
+					role = "member (one tunnel)"
+				}
+				fmt.Fprintf(g.stdout, "segment %s: bridge %s, MTU %d, %s, %d/%d MAC addresses learned\n", s.Name, s.Interface, s.MTU, role, s.MACs, s.MaxMACs)
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "MEMBER\tSTATE\tDEVICE\tVNI\tMACS\tFRAMES IN\tFRAMES OUT\tBYTES IN\tBYTES OUT")
+				for _, m := range s.Members {
+					state := "down"
+					if m.Up {
+						state = "up"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", m.Address, state, m.Device, m.VNI, m.MACs,
+						m.Counters.RxFrames, m.Counters.TxFrames, m.Counters.RxBytes, m.Counters.TxBytes)
+				}
+				if s.Attach != "" && s.AttachCounters != nil {
+					c := s.AttachCounters
+					fmt.Fprintf(tw, "%s (attached)\t-\t%s\t-\t%d\t%d\t%d\t%d\t%d\n", s.Attach, s.Attach, s.AttachMACs, c.RxFrames, c.TxFrames, c.RxBytes, c.TxBytes)
+				}
+				tw.Flush()
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}

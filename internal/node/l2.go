@@ -1,0 +1,121 @@
+package node
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/policy"
+)
+
+// The node's virtual Ethernet segments ([[l2]], kernel mode): internal/l2
+// builds them over the TUN interface once it is configured; the policy
+// admits each tunnel's packets (proto l2) from its far end by implied
+// rules (source "l2"), and from no one else.
+
+// l2Segments plans cfg's segments for the node with key pub.
+func l2Segments(cfg *config.Config, pub identity.PublicKey) []l2.Segment {
+	var out []l2.Segment
+	for _, s := range cfg.L2 {
+		members := make([]netip.Addr, 0, len(s.Members))
+		for _, m := range s.Members {
+			members = append(members, m.Addr)
+		}
+		out = append(out, l2.Plan(s.Name, s.BridgeName(), pub.Address(), members, s.Hub.Addr, s.Attach, cfg.TUN.MTU))
+	}
+	return out
+}
+
+// l2Rules are the rules segs imply: each tunnel's far end may send this
+// node the tunnel's packets.
+func l2Rules(segs []l2.Segment) []policy.Rule {
+	var out []policy.Rule
+	for _, s := range segs {
+		for _, r := range s.Remotes {
+			out = append(out, policy.Rule{From: policy.Identity{Kind: policy.KindNode, Addr: r}, Proto: policy.ProtoL2, To: policy.Dest{Kind: policy.DestSelf}})
+		}
+	}
+	return out
+}
+
+// startL2 sets up the segments over the TUN interface tunName.
+func (n *Node) startL2(tunName string) error {
+	segs := l2Segments(n.cfg, n.pub)
+	if len(segs) == 0 {
+		return nil
+	}
+	m, err := l2.Start(l2.Config{TUN: tunName, Segments: segs})
+	if err != nil {
+		return err
+	}
+	n.hostMu.Lock()
+	n.l2 = m
+	n.hostMu.Unlock()
+	for _, s := range segs {
+		n.log.Info("virtual Ethernet segment up", "segment", s.Name, "interface", s.Bridge, "tunnels", len(s.Remotes), "hub", s.Hub, "attach", s.Attach, "mtu", s.MTU)
+	}
+	return nil
+}
+
+// stopL2 removes the segments and releases attached ports.
+func (n *Node) stopL2() error {
+	n.hostMu.Lock()
+	m := n.l2
+	n.l2 = nil
+	n.hostMu.Unlock()
+	if m == nil {
+		return nil
+	}
+	return m.Close()
+}
+
+// L2Area is GET /v1/l2.
+type L2Area struct{ *Node }
+
+// RegisterAPI implements adminapi.Area.
+func (a L2Area) RegisterAPI(m *adminapi.Mux) {
+	m.Get("/v1/l2", func(ctx context.Context) (any, error) { return a.L2Status(ctx) })
+}
+
+// L2Status reports the segments.
+func (n *Node) L2Status(context.Context) (adminapi.L2, error) {
+	out := adminapi.L2{Segments: []adminapi.L2Segment{}}
+	n.hostMu.Lock()
+	m := n.l2
+	n.hostMu.Unlock()
+	if m == nil {
+		return out, nil
+	}
+	up := map[netip.Addr]bool{}
+	n.peers.Lock()
+	for p := range n.peers.All() {
+		if p.Up {
+			up[p.Addr] = true
+		}
+	}
+	n.peers.Unlock()
+	st, err := m.Status(func(a netip.Addr) bool { return up[a] })
+	if err != nil {
+		return out, err
+	}
+	for _, s := range st {
+		seg := adminapi.L2Segment{Name: s.Name, Interface: s.Bridge, Hub: s.Hub, Attach: s.Attach, MTU: s.MTU, MaxMACs: s.MaxMACs, MACs: s.MACs,
+			Members: []adminapi.L2Member{}, AttachMACs: s.AttachMACs}
+		if s.Attach != "" {
+			c := counters(s.AttachStat)
+			seg.AttachCounters = &c
+		}
+		for _, mb := range s.Members {
+			seg.Members = append(seg.Members, adminapi.L2Member{Address: mb.Address.String(), Device: mb.Device, VNI: mb.VNI, Up: mb.Up, MACs: mb.MACs, Counters: counters(mb.Counters)})
+		}
+		out.Segments = append(out.Segments, seg)
+	}
+	return out, nil
+}
+
+func counters(c l2.Counters) adminapi.L2Counters {
+	return adminapi.L2Counters{RxFrames: c.RxFrames, RxBytes: c.RxBytes, TxFrames: c.TxFrames, TxBytes: c.TxBytes, RxDropped: c.RxDropped, TxDropped: c.TxDropped}
+}
