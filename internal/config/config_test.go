@@ -344,3 +344,30 @@ func TestConsoleAndAdminAllow(t *testing.T) {
 		t.Fatalf("admin rules: %+v", r)
 	}
 }
+
+func TestL2Config(t *testing.T) {
+	k1 := "ZHZ0cnV0aHJ1dGhydXRocnV0aHJ1dGhydXRocnV0aHI="
+	ok := "[[l2]]\nname = \"office\"\nmembers = [\"" + k1 + "\", \"fc00::1\"]\nhub = \"fc00::2\"\nattach = \"eth1\"\n"
+	c, err := Parse([]byte(ok), "c.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.L2) != 1 || len(c.L2[0].Members) != 2 || c.L2[0].BridgeName() != DefaultL2Interface || c.L2[0].Hub.IsZero() {
+		t.Fatalf("%+v", c.L2)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{"[[l2]]\nmembers = [\"fc00::1\"]\n", "l2[0].name: missing"},
+		{"[[l2]]\nname = \"o\"\n", "l2[0].members: missing"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"group:acme/x\"]\n", "not supported yet"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n[[l2]]\nname = \"p\"\nmembers = [\"fc00::1\"]\n", "l2[1].interface"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"tomoe0\"\n", "also tun.name"},
+		{"[tun]\nmode = \"userspace\"\n[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n", "needs tun.mode = \"kernel\""},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nattach = \"tomoe-l2\"\n", "l2[0].attach"},
+		{"[[l2]]\nname = \"o\"\nmembers = \"fc00::1\"\n", "l2[0].members"},
+	} {
+		_, err := Parse([]byte(bad.body), "c.toml", t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v, want %q", bad.body, err, bad.want)
+		}
+	}
+}

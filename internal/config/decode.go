@@ -114,7 +114,7 @@ func decode(b []byte, idx *docIndex, c *Config) (problems []Problem, fatal bool)
 		kv := &idx.kvs[i]
 		tk := textKeyOf(kv.field)
 		whole := strings.EqualFold(tk, kv.field)
-		if tk == "" || (whole && kv.kind == unstable.String) || (kv.top >= 0 && blanked[kv.top]) {
+		if tk == "" || (whole && (kv.kind == unstable.String || kv.kind == unstable.Array && textLists[tk])) || (kv.top >= 0 && blanked[kv.top]) {
 			continue
 		}
 		msg := fmt.Sprintf("got %s, but this key takes a string: write the value in quotes", kindName(kv.kind))
@@ -245,6 +245,9 @@ func offsetOf(b []byte, line, col int) int {
 	return off + col - 1
 }
 
+// textLists are the text keys that take a list of strings (l2.members).
+var textLists = map[string]bool{}
+
 // textKeys are the keys (without indexes: "peers.public_key") whose type
 // parses text.
 var textKeys = func() map[string]bool {
@@ -260,10 +263,15 @@ var textKeys = func() map[string]bool {
 			}
 			key := prefix + name
 			ft := f.Type
+			list := false
 			if ft.Kind() == reflect.Slice && !reflect.PointerTo(ft).Implements(textType) {
 				ft = ft.Elem()
+				list = true
 			}
 			switch {
+			case reflect.PointerTo(ft).Implements(textType) && list:
+				textLists[key] = true
+				m[key] = true
 			case reflect.PointerTo(ft).Implements(textType):
 				m[key] = true
 			case ft.Kind() == reflect.Struct:
