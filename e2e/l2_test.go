@@ -68,8 +68,8 @@ func (s *l2Site) l2(t *testing.T) adminapi.L2 {
 // the segment); TCP with 1500-byte MTUs at both hosts works across the
 // smaller segment MTU (MSS clamping); a node the hub's policy otherwise
 // admits but that is not a member cannot join; 10,000 random source MACs
-// leave the MAC tables bounded; revoking a member on the hub cuts it at
-// once; stopping a node removes its bridge and tunnels and releases the
+// leave the MAC tables bounded; taking a member out of the hub's config
+// (tomoe reload), or revoking it, cuts it at once; stopping a node removes its bridge and tunnels and releases the
 // attached port.
 func TestL2Segment(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -156,6 +156,32 @@ func TestL2Segment(t *testing.T) {
 		}
 	}
 	testnet.WaitFor(t, 10*time.Second, "a's host still pings b's host", func() bool { return a.pings(b.ip) })
+
+	// Taking b out of the hub's members (tomoe reload) cuts it at once;
+	// putting it back lets it in again.
+	hubBody := h.body
+	h.body = peerBlock(a.nodeDir, a.endpoint()) + peerBlock(b.nodeDir, b.endpoint()) + peerBlock(x.nodeDir, x.endpoint()) +
+		allowBlock(x.pub().String(), "any", "") + l2Block([]*l2Site{a}, h, false)
+	h.writeConfig(t)
+	var res adminapi.ReloadResult
+	h.cliJSON(t, &res, "reload")
+	if res.L2 != (adminapi.ReloadCount{Removed: 1}) || len(res.Errors) > 0 {
+		t.Fatalf("reload without b: %+v", res)
+	}
+	if a.pings(b.ip) {
+		t.Fatal("b's host still reachable after b left the hub's members")
+	}
+	if st := h.l2(t); len(st.Segments[0].Members) != 1 {
+		t.Errorf("hub's members after b left: %+v", st.Segments[0].Members)
+	}
+	h.body = hubBody
+	h.writeConfig(t)
+	res = adminapi.ReloadResult{}
+	h.cliJSON(t, &res, "reload")
+	if res.L2 != (adminapi.ReloadCount{Added: 1}) {
+		t.Fatalf("reload with b again: %+v", res)
+	}
+	testnet.WaitFor(t, 15*time.Second, "a's host pings b's host again", func() bool { return a.pings(b.ip) })
 
 	// Revoking b on the hub cuts it at once.
 	h.cli(t, "policy", "revoke", b.pub().String())

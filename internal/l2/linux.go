@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"github.com/vishvananda/netlink"
@@ -20,7 +21,8 @@ const aliasPrefix = "tomoe l2 "
 
 // Manager holds the segments this node set up.
 type Manager struct {
-	tun string
+	tun      string
+	tunIndex int
 
 	mu     sync.Mutex // guards segs and closed
 	segs   []*segment
@@ -50,18 +52,12 @@ func Start(cfg Config) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("l2: overlay interface %s: %w", cfg.TUN, err)
 	}
-	m := &Manager{tun: cfg.TUN}
-	seen := map[uint32]string{}
-	for _, s := range cfg.Segments {
-		for _, t := range s.Tunnels() {
-			if other, dup := seen[t.VNI]; dup {
-				return nil, fmt.Errorf("l2: segment %s: the tunnel to %s has the same VXLAN ID (%d) as one of segment %s; rename one of the segments", s.Name, t.Remote, t.VNI, other)
-			}
-			seen[t.VNI] = s.Name
-		}
+	m := &Manager{tun: cfg.TUN, tunIndex: tun.Attrs().Index}
+	if err := checkVNIs(cfg.Segments); err != nil {
+		return nil, err
 	}
 	for _, s := range cfg.Segments {
-		seg, err := m.create(s, tun.Attrs().Index)
+		seg, err := m.create(s)
 		if seg != nil {
 			m.segs = append(m.segs, seg)
 		}
@@ -77,6 +73,120 @@ func Start(cfg Config) (*Manager, error) {
 	}
 	m.fw = fw
 	return m, nil
+}
+
+// checkVNIs refuses two tunnels with one VXLAN ID (the kernel would).
+func checkVNIs(segs []Segment) error {
+	seen := map[uint32]string{}
+	for _, s := range segs {
+		for _, t := range s.Tunnels() {
+			if other, dup := seen[t.VNI]; dup {
+				return fmt.Errorf("l2: segment %s: the tunnel to %s has the same VXLAN ID (%d) as one of segment %s; rename one of the segments", s.Name, t.Remote, t.VNI, other)
+			}
+			seen[t.VNI] = s.Name
+		}
+	}
+	return nil
+}
+
+// Update changes the segments to segs while they run: a segment whose
+// bridge, attached port, role, MTU and limits are unchanged keeps its
+// bridge (and what it learned), gaining and losing tunnels; any other is
+// made anew; segments no longer in segs go. The nftables rules are
+// replaced in one step at the end, after the tunnels that went are gone.
+func (m *Manager) Update(segs []Segment) error {
+	if err := checkVNIs(segs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("l2: closed")
+	}
+	var errs []error
+	old := map[string]*segment{}
+	for _, s := range m.segs {
+		old[s.Name] = s
+	}
+	var kept []*segment
+	for _, s := range segs {
+		o := old[s.Name]
+		delete(old, s.Name)
+		if o != nil && o.sameShape(s) {
+			errs = append(errs, o.retunnel(s, m.tunIndex)...)
+			kept = append(kept, o)
+			continue
+		}
+		if o != nil {
+			errs = append(errs, o.remove()...)
+		}
+		seg, err := m.create(s)
+		if err != nil {
+			errs = append(errs, err)
+			if seg != nil {
+				errs = append(errs, seg.remove()...)
+			}
+			continue
+		}
+		kept = append(kept, seg)
+	}
+	for _, o := range m.segs {
+		if old[o.Name] == o {
+			errs = append(errs, o.remove()...)
+		}
+	}
+	m.segs = kept
+	var now []Segment
+	for _, s := range kept {
+		now = append(now, s.Segment)
+	}
+	fw, err := installRules(m.tun, now)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		if m.fw != nil {
+			m.fw.conn.CloseLasting()
+		}
+		m.fw = fw
+	}
+	return errors.Join(errs...)
+}
+
+// sameShape reports whether s differs from the running segment in its
+// tunnels only.
+func (s *segment) sameShape(n Segment) bool {
+	return s.Bridge == n.Bridge && s.Attach == n.Attach && s.Hub == n.Hub && s.MTU == n.MTU &&
+		s.MaxMACs == n.MaxMACs && s.Ageing == n.Ageing && s.BroadcastPPS == n.BroadcastPPS && s.Self == n.Self
+}
+
+// retunnel deletes the tunnels n no longer has and adds its new ones.
+func (s *segment) retunnel(n Segment, tunIndex int) []error {
+	var errs []error
+	want := n.Tunnels()
+	var keep []Tunnel
+	for _, t := range s.tunnels {
+		if slices.Contains(want, t) {
+			keep = append(keep, t)
+			continue
+		}
+		if l, err := netlink.LinkByName(t.Device); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("l2: delete %s: %w", t.Device, err))
+				keep = append(keep, t)
+			}
+		}
+	}
+	s.tunnels = keep
+	for _, t := range want {
+		if slices.Contains(s.tunnels, t) {
+			continue
+		}
+		if err := s.addTunnel(t, tunIndex); err != nil {
+			errs = append(errs, fmt.Errorf("l2: segment %s: %w", s.Name, err))
+		}
+	}
+	s.Segment = n
+	return errs
 }
 
 // removeStale deletes name if this package made it in an earlier run; it
@@ -99,7 +209,7 @@ func removeStale(name string) error {
 	return nil
 }
 
-func (m *Manager) create(s Segment, tunIndex int) (*segment, error) {
+func (m *Manager) create(s Segment) (*segment, error) {
 	if s.MTU < 576 {
 		return nil, fmt.Errorf("l2: segment %s: MTU %d is too small (tun.mtu less %d bytes of VXLAN over IPv6)", s.Name, s.MTU, Overhead)
 	}
@@ -137,38 +247,8 @@ func (m *Manager) create(s Segment, tunIndex int) (*segment, error) {
 		return fail("bridge %s: bound the MAC table (fdb_max_learned, Linux 6.7 or later): %w", s.Bridge, err)
 	}
 	for _, t := range s.Tunnels() {
-		if err := removeStale(t.Device); err != nil {
+		if err := seg.addTunnel(t, m.tunIndex); err != nil {
 			return fail("%w", err)
-		}
-		vx := &netlink.Vxlan{
-			LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: bl.Attrs().Index},
-			VxlanId:   int(t.VNI), VtepDevIndex: tunIndex,
-			SrcAddr: net.IP(s.Self.AsSlice()), Group: net.IP(t.Remote.AsSlice()),
-			Port: vxlanPort, Learning: false, UDPCSum: true,
-			// One source port: the overlay needs no flow entropy (it is
-			// all one WireGuard session), and the policy's connection
-			// table holds one flow per tunnel instead of one per inner
-			// flow. The range is [PortLow, PortHigh).
-			PortLow: vxlanPort, PortHigh: vxlanPort + 1,
-		}
-		if err := netlink.LinkAdd(vx); err != nil {
-			return fail("tunnel %s to %s: %w", t.Device, t.Remote, err)
-		}
-		seg.tunnels = append(seg.tunnels, t)
-		l, err := netlink.LinkByName(t.Device)
-		if err != nil {
-			return fail("tunnel %s: %w", t.Device, err)
-		}
-		if err := netlink.LinkSetAlias(l, aliasPrefix+s.Name); err != nil {
-			return fail("tunnel %s: %w", t.Device, err)
-		}
-		// Split horizon: in a full mesh a frame from one tunnel never goes
-		// out of another (every member reaches every other directly).
-		if err := netlink.LinkSetIsolated(l, !s.Hub); err != nil {
-			return fail("tunnel %s: isolate: %w", t.Device, err)
-		}
-		if err := netlink.LinkSetUp(l); err != nil {
-			return fail("tunnel %s: up: %w", t.Device, err)
 		}
 	}
 	if s.Attach != "" {
@@ -196,6 +276,44 @@ func (m *Manager) create(s Segment, tunIndex int) (*segment, error) {
 		return fail("bridge %s: up: %w", s.Bridge, err)
 	}
 	return seg, nil
+}
+
+// addTunnel creates t as a port of the segment's bridge.
+func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
+	if err := removeStale(t.Device); err != nil {
+		return err
+	}
+	vx := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: s.bridge.Attrs().Index},
+		VxlanId:   int(t.VNI), VtepDevIndex: tunIndex,
+		SrcAddr: net.IP(s.Self.AsSlice()), Group: net.IP(t.Remote.AsSlice()),
+		Port: vxlanPort, Learning: false, UDPCSum: true,
+		// One source port: the overlay needs no flow entropy (it is
+		// all one WireGuard session), and the policy's connection
+		// table holds one flow per tunnel instead of one per inner
+		// flow. The range is [PortLow, PortHigh).
+		PortLow: vxlanPort, PortHigh: vxlanPort + 1,
+	}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return fmt.Errorf("tunnel %s to %s: %w", t.Device, t.Remote, err)
+	}
+	s.tunnels = append(s.tunnels, t)
+	l, err := netlink.LinkByName(t.Device)
+	if err != nil {
+		return fmt.Errorf("tunnel %s: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetAlias(l, aliasPrefix+s.Name); err != nil {
+		return fmt.Errorf("tunnel %s: %w", t.Device, err)
+	}
+	// Split horizon: in a full mesh a frame from one tunnel never goes
+	// out of another (every member reaches every other directly).
+	if err := netlink.LinkSetIsolated(l, !s.Hub); err != nil {
+		return fmt.Errorf("tunnel %s: isolate: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("tunnel %s: up: %w", t.Device, err)
+	}
+	return nil
 }
 
 // setFDBMaxLearned sets the bridge's bound on learned MAC addresses

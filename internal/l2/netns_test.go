@@ -306,3 +306,58 @@ func floodMACs(t *testing.T, ns *testnet.Netns, ifname string, n int) int {
 	})
 	return sent
 }
+
+// TestSegmentUpdate: members join and leave a running full mesh; a
+// segment that changes only in its tunnels keeps its bridge.
+func TestSegmentUpdate(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b", "c")
+	a, b, c := s["a"], s["b"], s["c"]
+	plan := func(x *site, members ...*site) Segment {
+		return Plan("office", "tomoe-l2", x.addr, addrs(members...), netip.Addr{}, "lan0", 1400)
+	}
+	a.start(t, plan(a, a, b))
+	b.start(t, plan(b, a, b, c))
+	c.start(t, plan(c, a, b, c))
+	testnet.WaitFor(t, waitTime, "host a pings host b", func() bool { return pings(a, b.ip) })
+	if pings(a, c.ip) {
+		t.Fatal("host a reaches host c before c is a's member")
+	}
+	bridgeIndex := func() string { return strings.Fields(a.node.Run("ip", "-o", "link", "show", "tomoe-l2"))[0] }
+	idx := bridgeIndex()
+	update := func(seg Segment) {
+		t.Helper()
+		var err error
+		a.node.Do(func() { err = a.mgr.Update([]Segment{seg}) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	update(plan(a, a, b, c))
+	testnet.WaitFor(t, waitTime, "host a pings host c after c joined", func() bool { return pings(a, c.ip) })
+	update(plan(a, a, c))
+	if pings(a, b.ip) {
+		t.Error("host a still reaches host b after b left")
+	}
+	if !pings(a, c.ip) {
+		t.Error("host a lost host c when b left")
+	}
+	if got := bridgeIndex(); got != idx {
+		t.Errorf("the bridge was made anew (%s, was %s) for a change of members", got, idx)
+	}
+	if st := a.status(t); len(st.Members) != 1 || st.Members[0].Address != c.addr {
+		t.Errorf("members after b left: %+v", st.Members)
+	}
+	out := a.node.Run("nft", "list", "table", "inet", TableName)
+	if strings.Contains(out, b.addr.String()) {
+		t.Errorf("the rules still accept b's tunnel:\n%s", out)
+	}
+	// A new bridge name makes the segment anew.
+	seg := plan(a, a, b, c)
+	seg.Bridge = "l2-office"
+	update(seg)
+	testnet.WaitFor(t, waitTime, "host a pings host b on the new bridge", func() bool { return pings(a, b.ip) })
+	if _, err := a.node.Try("ip", "link", "show", "tomoe-l2"); err == nil {
+		t.Error("the old bridge is still there")
+	}
+}

@@ -23,3 +23,8 @@ func (m *Manager) Close() error { return nil }
 func (m *Manager) Status(up func(netip.Addr) bool) ([]Status, error) {
 	return nil, errors.New("l2: virtual Ethernet is built on Linux only")
 }
+
+// Update fails: virtual Ethernet is built on Linux only.
+func (m *Manager) Update(segs []Segment) error {
+	return errors.New("l2: virtual Ethernet is built on Linux only")
+}

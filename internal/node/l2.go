@@ -16,15 +16,16 @@ import (
 // admits each tunnel's packets (proto l2) from its far end by implied
 // rules (source "l2"), and from no one else.
 
-// l2Segments plans cfg's segments for the node with key pub.
-func l2Segments(cfg *config.Config, pub identity.PublicKey) []l2.Segment {
+// l2Segments plans segments for the node with key pub, whose TUN
+// interface has MTU tunMTU.
+func l2Segments(segs []config.L2Segment, tunMTU int, pub identity.PublicKey) []l2.Segment {
 	var out []l2.Segment
-	for _, s := range cfg.L2 {
+	for _, s := range segs {
 		members := make([]netip.Addr, 0, len(s.Members))
 		for _, m := range s.Members {
 			members = append(members, m.Addr)
 		}
-		out = append(out, l2.Plan(s.Name, s.BridgeName(), pub.Address(), members, s.Hub.Addr, s.Attach, cfg.TUN.MTU))
+		out = append(out, l2.Plan(s.Name, s.BridgeName(), pub.Address(), members, s.Hub.Addr, s.Attach, tunMTU))
 	}
 	return out
 }
@@ -43,7 +44,10 @@ func l2Rules(segs []l2.Segment) []policy.Rule {
 
 // startL2 sets up the segments over the TUN interface tunName.
 func (n *Node) startL2(tunName string) error {
-	segs := l2Segments(n.cfg, n.pub)
+	return n.startL2Segments(tunName, l2Segments(n.cfg.L2, n.cfg.TUN.MTU, n.pub))
+}
+
+func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 	if len(segs) == 0 {
 		return nil
 	}
@@ -58,6 +62,59 @@ func (n *Node) startL2(tunName string) error {
 		n.log.Info("virtual Ethernet segment up", "segment", s.Name, "interface", s.Bridge, "tunnels", len(s.Remotes), "hub", s.Hub, "attach", s.Attach, "mtu", s.MTU)
 	}
 	return nil
+}
+
+// reloadL2 applies a changed [[l2]] (a live reload): the implied rules
+// first, so that a removed member's tunnel packets are refused at once,
+// then the segments (l2.Manager.Update). It reports tunnels added and
+// removed.
+func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
+	var count adminapi.ReloadCount
+	if !n.configuresHost() {
+		return count, nil
+	}
+	before := l2Segments(n.live.L2, n.cfg.TUN.MTU, n.pub)
+	segs := l2Segments(cfg.L2, n.cfg.TUN.MTU, n.pub)
+	had, has := map[l2.Tunnel]bool{}, map[l2.Tunnel]bool{}
+	for _, s := range before {
+		for _, t := range s.Tunnels() {
+			had[t] = true
+		}
+	}
+	for _, s := range segs {
+		for _, t := range s.Tunnels() {
+			has[t] = true
+			if !had[t] {
+				count.Added++
+			}
+		}
+	}
+	for t := range had {
+		if !has[t] {
+			count.Removed++
+		}
+	}
+	if count.Added+count.Removed == 0 {
+		count.Changed = 1 // a bridge, an attached port or a role
+	}
+	n.store.SetL2Rules(l2Rules(segs))
+	n.filter.SetMatcher(n.store.Matcher())
+	n.knownKeysChanged()
+	n.hostMu.Lock()
+	m := n.l2
+	n.hostMu.Unlock()
+	if m == nil {
+		name, err := n.wrapper.Name()
+		if err != nil {
+			return count, err
+		}
+		return count, n.startL2Segments(name, segs)
+	}
+	if err := m.Update(segs); err != nil {
+		return count, err
+	}
+	n.log.Info("virtual Ethernet segments changed", "segments", len(segs), "tunnels_added", count.Added, "tunnels_removed", count.Removed)
+	return count, nil
 }
 
 // stopL2 removes the segments and releases attached ports.

@@ -271,7 +271,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.store = store
 	store.SetAdminRules(cfg.AdminRules(adminapi.AdminPort))
-	store.SetL2Rules(l2Rules(l2Segments(cfg, pub)))
+	store.SetL2Rules(l2Rules(l2Segments(cfg.L2, cfg.TUN.MTU, pub)))
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
