@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
 	"net"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +67,7 @@ func (s *l2Site) l2(t *testing.T) adminapi.L2 {
 // TestL2Segment: two sites (a LAN namespace with a plain host behind a
 // kernel-mode node each) and a third node as the hub join one Ethernet
 // segment. The hosts, on one /24, reach each other by ARP and ping; a
+// DHCP server (dnsmasq) in site a gives b's host an address; a
 // broadcast reaches every member (both hosts and the hub's own address on
 // the segment); TCP with 1500-byte MTUs at both hosts works across the
 // smaller segment MTU (MSS clamping); a node the hub's policy otherwise
@@ -126,6 +130,25 @@ func TestL2Segment(t *testing.T) {
 		out, _ := a.lanHost.Try("ping", "-b", "-c", "2", "-i", "0.2", "-W", "1", "192.168.77.255")
 		return strings.Contains(out, "from "+b.ip+":") && strings.Contains(out, "from 192.168.77.3:")
 	})
+
+	// A DHCP server (dnsmasq) in site a gives b's host an address.
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Log("dnsmasq is not installed (apt-get install dnsmasq-base): DHCP across the segment not tested")
+	} else {
+		a.lanHost.Start(t, "dnsmasq", "dnsmasq", "--no-daemon", "--conf-file=/dev/null", "--port=0", "--user=root",
+			"--pid-file=", "--dhcp-leasefile="+t.TempDir()+"/leases", "--interface=eth0", "--no-ping",
+			"--dhcp-range=192.168.77.100,192.168.77.150,255.255.255.0,1h")
+		var lease string
+		testnet.WaitFor(t, 15*time.Second, "a DHCP lease for b's host from the server in site a", func() bool {
+			var err error
+			lease, err = dhcpLease(t, b.lanHost, 2*time.Second)
+			return err == nil
+		})
+		if !strings.HasPrefix(lease, "192.168.77.1") {
+			t.Errorf("DHCP lease %s, want one of 192.168.77.100-150", lease)
+		}
+		t.Logf("b's host got %s by DHCP from the server behind a", lease)
+	}
 
 	// TCP between 1500-byte hosts: the segment's MTU is smaller, the MSS
 	// clamp makes the hosts send segments that fit.
@@ -278,4 +301,109 @@ func floodMACs(t *testing.T, ns *testnet.Netns, n int) {
 			}
 		}
 	})
+}
+
+// dhcpLease asks for an address from eth0 in ns (DHCP discover, offer,
+// request, ack, with the broadcast flag) and returns the address the
+// server acknowledged.
+func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, error) {
+	t.Helper()
+	var pc net.PacketConn
+	var mac net.HardwareAddr
+	var err error
+	ns.Do(func() {
+		var ifc *net.Interface
+		if ifc, err = net.InterfaceByName("eth0"); err != nil {
+			return
+		}
+		mac = ifc.HardwareAddr
+		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+				if serr == nil {
+					serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, "eth0")
+				}
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		pc, err = lc.ListenPacket(context.Background(), "udp4", "0.0.0.0:68")
+	})
+	if err != nil {
+		return "", err
+	}
+	defer pc.Close()
+	xid := [4]byte{0x74, 0x6f, 0x6d, 0x6f}
+	msg := func(typ byte, opts ...byte) []byte {
+		b := make([]byte, 240, 300)
+		b[0], b[1], b[2] = 1, 1, 6 // BOOTREQUEST, Ethernet
+		copy(b[4:8], xid[:])
+		b[10] = 0x80 // broadcast the answer: the client has no address yet
+		copy(b[28:34], mac)
+		copy(b[236:240], []byte{99, 130, 83, 99})
+		b = append(b, 53, 1, typ)
+		b = append(b, opts...)
+		return append(b, 255)
+	}
+	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
+	// read waits for a reply of type want to our xid; it returns yiaddr
+	// and the server identifier.
+	read := func(want byte) (net.IP, []byte, error) {
+		buf := make([]byte, 1500)
+		pc.SetReadDeadline(time.Now().Add(timeout))
+		for {
+			n, _, err := pc.ReadFrom(buf)
+			if err != nil {
+				return nil, nil, err
+			}
+			b := buf[:n]
+			if n < 240 || b[0] != 2 || [4]byte(b[4:8]) != xid {
+				continue
+			}
+			var typ byte
+			var server []byte
+			for o := b[240:]; len(o) >= 2 && o[0] != 255; {
+				if o[0] == 0 {
+					o = o[1:]
+					continue
+				}
+				l := int(o[1])
+				if len(o) < 2+l {
+					break
+				}
+				switch o[0] {
+				case 53:
+					if l == 1 {
+						typ = o[2]
+					}
+				case 54:
+					server = append([]byte(nil), o[2:2+l]...)
+				}
+				o = o[2+l:]
+			}
+			if typ == want {
+				return net.IP(append([]byte(nil), b[16:20]...)), server, nil
+			}
+		}
+	}
+	if _, err := pc.WriteTo(msg(1), bcast); err != nil {
+		return "", err
+	}
+	offered, server, err := read(2)
+	if err != nil {
+		return "", fmt.Errorf("no DHCP offer: %w", err)
+	}
+	req := append([]byte{50, 4}, offered.To4()...)
+	req = append(req, 54, byte(len(server)))
+	req = append(req, server...)
+	if _, err := pc.WriteTo(msg(3, req...), bcast); err != nil {
+		return "", err
+	}
+	acked, _, err := read(5)
+	if err != nil {
+		return "", fmt.Errorf("no DHCP ack for %s: %w", offered, err)
+	}
+	return acked.String(), nil
 }
