@@ -45,7 +45,10 @@ func l2Block(members []*l2Site, hub *l2Site, attach bool) string {
 	for _, m := range members {
 		ms = append(ms, strconv.Quote(m.pub().String()))
 	}
-	b := fmt.Sprintf("[[l2]]\nname = \"office\"\nmembers = [%s]\nhub = %q\n", strings.Join(ms, ", "), hub.pub().String())
+	b := fmt.Sprintf("[[l2]]\nname = \"office\"\nmembers = [%s]\n", strings.Join(ms, ", "))
+	if hub != nil {
+		b += fmt.Sprintf("hub = %q\n", hub.pub().String())
+	}
 	if attach {
 		b += "attach = \"lan0\"\n"
 	}
@@ -221,6 +224,35 @@ func TestL2Segment(t *testing.T) {
 	if out, _ := a.host.Try("nft", "list", "tables"); strings.Contains(out, l2.TableName) {
 		t.Errorf("a's nftables after stop:\n%s", out)
 	}
+}
+
+// TestL2Mesh: two sites, no hub: each node has a tunnel to the other
+// (isolated: a full mesh needs no forwarding between tunnels); the hosts
+// ping each other, and `tomoe l2` shows the member up with its MAC.
+func TestL2Mesh(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "a", "b")
+	a := newL2Site(t, lan, "a", "192.168.78.1")
+	b := newL2Site(t, lan, "b", "192.168.78.2")
+	a.body = peerBlock(b.nodeDir, b.endpoint()) + l2Block([]*l2Site{a, b}, nil, true)
+	b.body = peerBlock(a.nodeDir, a.endpoint()) + l2Block([]*l2Site{a, b}, nil, true)
+	a.launch(t)
+	b.launch(t)
+	a.ready(t)
+	b.ready(t)
+	testnet.WaitFor(t, 20*time.Second, "a's host pings b's host", func() bool { return a.pings(b.ip) })
+	testnet.WaitFor(t, 15*time.Second, "b up in a's tomoe l2", func() bool {
+		st := a.l2(t)
+		return len(st.Segments) == 1 && len(st.Segments[0].Members) == 1 && st.Segments[0].Members[0].Up
+	})
+	st := a.l2(t).Segments[0]
+	if st.Hub || st.Members[0].Address != b.addr() || st.Members[0].MACs < 1 || st.MTU != 1400-l2.Overhead {
+		t.Errorf("a's segment: %+v", st)
+	}
+	if out := a.host.Run("ip", "-d", "link", "show", "dev", st.Members[0].Device); !strings.Contains(out, "isolated on") {
+		t.Errorf("a full mesh's tunnel is not isolated:\n%s", out)
+	}
+	tcpAcross(t, a, b, 64<<10)
 }
 
 // tcpAcross sends n bytes from from's host to to's host over TCP and reads
