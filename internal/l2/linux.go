@@ -239,6 +239,12 @@ func (m *Manager) create(s Segment) (*segment, error) {
 	if err := netlink.LinkSetAlias(bl, aliasPrefix+s.Name); err != nil {
 		return fail("bridge %s: %w", s.Bridge, err)
 	}
+	// This host is not on the segment unless given an address: no IPv6
+	// link-local address (through which every host of every site would
+	// reach what listens here on all addresses), no router solicitations.
+	if err := netlink.LinkSetIP6AddrGenMode(bl, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fail("bridge %s: no IPv6 link-local address: %w", s.Bridge, err)
+	}
 	maxMACs := s.MaxMACs
 	if maxMACs <= 0 {
 		maxMACs = DefaultMaxMACs
@@ -304,6 +310,9 @@ func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
 	}
 	if err := netlink.LinkSetAlias(l, aliasPrefix+s.Name); err != nil {
 		return fmt.Errorf("tunnel %s: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fmt.Errorf("tunnel %s: no IPv6 link-local address: %w", t.Device, err)
 	}
 	// Split horizon: in a full mesh a frame from one tunnel never goes
 	// out of another (every member reaches every other directly).

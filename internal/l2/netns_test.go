@@ -154,6 +154,11 @@ func TestSegmentMeshPingAndTeardown(t *testing.T) {
 		t.Errorf("a full mesh's tunnel port is not isolated:\n%s", out)
 	}
 
+	// The node's host is not on the segment by itself.
+	if out := a.node.Run("ip", "-6", "addr", "show", "dev", "tomoe-l2"); strings.Contains(out, "inet6") {
+		t.Errorf("the bridge has an IPv6 address of its own:\n%s", out)
+	}
+
 	a.stop(t)
 	if out := a.node.Run("ip", "-d", "link", "show"); strings.Contains(out, "tomoe-l2") || strings.Contains(out, "vxlan") || strings.Contains(out, "master") {
 		t.Errorf("links left after Close:\n%s", out)
