@@ -261,10 +261,8 @@ func TestSegmentMACFlood(t *testing.T) {
 		n.start(t, seg)
 	}
 	testnet.WaitFor(t, waitTime, "host a pings host b", func() bool { return pings(a, b.ip) })
-	sent := floodMACs(t, a.host, "eth0", 10000)
-	if sent != 10000 {
-		t.Fatalf("sent %d frames", sent)
-	}
+	// To an unknown unicast address: flooded across the segment.
+	sendFrames(t, a.host, "eth0", 10000, []byte{0x02, 0, 0, 0x77, 0x77, 0x77})
 	var la, lb int
 	testnet.WaitFor(t, waitTime, "both bridges full", func() bool {
 		la, lb = learned(t, a.node, "tomoe-l2"), learned(t, b.node, "tomoe-l2")
@@ -278,38 +276,6 @@ func TestSegmentMACFlood(t *testing.T) {
 		t.Errorf("status counts %d MACs, bound %d", st.MACs, bound)
 	}
 	t.Logf("after 10,000 random source MACs: %d learned at a, %d at b (bound %d)", la, lb, bound)
-}
-
-// floodMACs writes n Ethernet frames with random unicast source addresses
-// to an unknown unicast destination (flooded, so it crosses the segment)
-// from ifname in ns.
-func floodMACs(t *testing.T, ns *testnet.Netns, ifname string, n int) int {
-	t.Helper()
-	sent := 0
-	ns.Do(func() {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
-		frame := make([]byte, 60)
-		copy(frame[0:6], []byte{0x02, 0, 0, 0x77, 0x77, 0x77})
-		frame[12], frame[13] = 0x88, 0xb5 // local experimental EtherType
-		for i := 0; i < n; i++ {
-			rand.Read(frame[6:12])
-			frame[6] = frame[6]&^1 | 2 // unicast, locally administered
-			if err := unix.Sendto(fd, frame, 0, to); err != nil {
-				t.Fatalf("frame %d: %v", i, err)
-			}
-			sent++
-		}
-	})
-	return sent
 }
 
 // TestSegmentUpdate: members join and leave a running full mesh; a
@@ -365,4 +331,61 @@ func TestSegmentUpdate(t *testing.T) {
 	if _, err := a.node.Try("ip", "link", "show", "tomoe-l2"); err == nil {
 		t.Error("the old bridge is still there")
 	}
+}
+
+// TestSegmentBroadcastLimit: a broadcast storm from one site's LAN is cut
+// to the segment's rate before it enters the tunnels; unicast is not.
+func TestSegmentBroadcastLimit(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	const pps = 100
+	for _, n := range []*site{a, b} {
+		seg := Plan("office", "tomoe-l2", n.addr, addrs(a, b), netip.Addr{}, "lan0", 1400)
+		seg.BroadcastPPS = pps
+		n.start(t, seg)
+	}
+	testnet.WaitFor(t, waitTime, "host a pings host b", func() bool { return pings(a, b.ip) })
+	sent := func() uint64 { return a.status(t).Members[0].Counters.TxFrames }
+	before := sent()
+	start := time.Now()
+	const n = 3000
+	sendFrames(t, a.host, "eth0", n, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	elapsed := time.Since(start)
+	got := sent() - before
+	limit := uint64(pps + float64(pps)*elapsed.Seconds() + 20) // burst, rate, the pings' own frames
+	if got > limit {
+		t.Errorf("%d of %d broadcast frames entered the tunnel in %v; the limit allows %d", got, n, elapsed, limit)
+	}
+	t.Logf("broadcast storm: %d frames sent in %v, %d entered the tunnel (limit %d/s)", n, elapsed.Round(time.Millisecond), got, pps)
+	before = sent()
+	sendFrames(t, a.host, "eth0", n, []byte{0x02, 0, 0, 0x77, 0x77, 0x77})
+	testnet.WaitFor(t, waitTime, "unknown unicast flooded unlimited", func() bool { return sent()-before >= n })
+}
+
+// sendFrames writes n frames to dst from random unicast sources.
+func sendFrames(t *testing.T, ns *testnet.Netns, ifname string, n int, dst []byte) {
+	t.Helper()
+	ns.Do(func() {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+		frame := make([]byte, 60)
+		copy(frame[0:6], dst)
+		frame[12], frame[13] = 0x88, 0xb5
+		for i := 0; i < n; i++ {
+			rand.Read(frame[6:12])
+			frame[6] = frame[6]&^1 | 2
+			if err := unix.Sendto(fd, frame, 0, to); err != nil {
+				t.Fatalf("frame %d: %v", i, err)
+			}
+		}
+	})
 }
