@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -76,7 +78,8 @@ func (s *l2Site) l2(t *testing.T) adminapi.L2 {
 // smaller segment MTU (MSS clamping); a node the hub's policy otherwise
 // admits but that is not a member cannot join; 10,000 random source MACs
 // leave the MAC tables bounded; taking a member out of the hub's config
-// (tomoe reload), or revoking it, cuts it at once; stopping a node removes its bridge and tunnels and releases the
+// (tomoe reload), or out of the segment through the admin API (tomoe l2
+// remove), or revoking it, cuts it at once; stopping a node removes its bridge and tunnels and releases the
 // attached port.
 func TestL2Segment(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -208,6 +211,24 @@ func TestL2Segment(t *testing.T) {
 		t.Fatalf("reload with b again: %+v", res)
 	}
 	testnet.WaitFor(t, 15*time.Second, "a's host pings b's host again", func() bool { return a.pings(b.ip) })
+
+	// The same through the admin API (tomoe l2 remove/add), kept in
+	// services.json.
+	h.cli(t, "l2", "remove", "office", b.pub().String())
+	if a.pings(b.ip) {
+		t.Fatal("b's host still reachable after tomoe l2 remove")
+	}
+	if st := h.l2(t); len(st.Segments[0].Members) != 1 {
+		t.Errorf("hub's members after tomoe l2 remove: %+v", st.Segments[0].Members)
+	}
+	if data, err := os.ReadFile(filepath.Join(h.dir, "services.json")); err != nil || !strings.Contains(string(data), `"segment": "office"`) {
+		t.Errorf("services.json after tomoe l2 remove: %s %v", data, err)
+	}
+	h.cli(t, "l2", "add", "office", b.addr())
+	testnet.WaitFor(t, 15*time.Second, "a's host pings b's host after tomoe l2 add", func() bool { return a.pings(b.ip) })
+	if r := run(t, "", "l2", "add", "nosuch", b.addr(), "--socket", h.socket()); r.code == 0 || !strings.Contains(r.stderr, "nosuch") {
+		t.Errorf("tomoe l2 add to an unknown segment: exit %d, %s", r.code, r.stderr)
+	}
 
 	// Revoking b on the hub cuts it at once.
 	h.cli(t, "policy", "revoke", b.pub().String())

@@ -54,3 +54,25 @@ func (c *Client) L2(ctx context.Context) (L2, error) {
 	err := c.do(ctx, http.MethodGet, "/v1/l2", nil, &out)
 	return out, err
 }
+
+// L2Change is POST /v1/l2/change: add or remove a member of a segment.
+// Changes persist across restarts (services.json beside the key file),
+// over the config file's members.
+type L2Change struct {
+	Segment string `json:"segment"`
+	Op      string `json:"op"`     // L2Add or L2Remove
+	Member  string `json:"member"` // public key or node address
+}
+
+// L2Change operations.
+const (
+	L2Add    = "add"
+	L2Remove = "remove"
+)
+
+// ChangeL2 is POST /v1/l2/change.
+func (c *Client) ChangeL2(ctx context.Context, req L2Change) (L2, error) {
+	var out L2
+	err := c.do(ctx, http.MethodPost, "/v1/l2/change", req, &out)
+	return out, err
+}

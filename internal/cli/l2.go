@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
@@ -19,7 +20,13 @@ nodes: a Linux bridge on each, and a VXLAN tunnel inside the overlay to each
 other member (or to the hub, or on the hub to each member). Lists each
 segment's tunnels: whether the overlay has a live session with the far end,
 the MAC addresses learned behind it, and frame counters (in: from the far
-end into the segment; out: to it).`,
+end into the segment; out: to it).
+
+  tomoe l2 add office fc12:...      a member joins the segment, at once
+  tomoe l2 remove office fc12:...   a member leaves it, its frames refused at once
+
+Changes are kept in services.json beside the key file, over the config
+file's members, across restarts.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			r, err := g.client().L2(c.Context())
@@ -64,5 +71,29 @@ end into the segment; out: to it).`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	change := func(op, use, short string) *cobra.Command {
+		return &cobra.Command{
+			Use:   use,
+			Short: short,
+			Args:  exactArgs(2, "SEGMENT MEMBER"),
+			RunE: func(c *cobra.Command, args []string) error {
+				r, err := g.client().ChangeL2(c.Context(), adminapi.L2Change{Segment: args[0], Op: op, Member: args[1]})
+				if err != nil {
+					return err
+				}
+				for _, s := range r.Segments {
+					if s.Name == args[0] {
+						fmt.Fprintf(g.stdout, "segment %s: %d tunnels\n", s.Name, len(s.Members))
+					}
+				}
+				fmt.Fprintln(g.stderr, "changed; kept across restarts (services.json beside the key file)")
+				return nil
+			},
+		}
+	}
+	cmd.AddCommand(
+		change(adminapi.L2Add, "add SEGMENT MEMBER", "Add a member (public key or node address) to a segment, at once"),
+		change(adminapi.L2Remove, "remove SEGMENT MEMBER", "Remove a member from a segment: its frames are refused at once"),
+	)
 	return cmd
 }

@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -42,9 +45,14 @@ func l2Rules(segs []l2.Segment) []policy.Rule {
 	return out
 }
 
-// startL2 sets up the segments over the TUN interface tunName.
+// startL2 sets up the segments over the TUN interface tunName: the
+// config's, with the members the admin API added and removed.
 func (n *Node) startL2(tunName string) error {
-	return n.startL2Segments(tunName, l2Segments(n.cfg.L2, n.cfg.TUN.MTU, n.pub))
+	file, err := n.changes.L2(n.cfg.L2)
+	if err != nil {
+		return err
+	}
+	return n.startL2Segments(tunName, l2Segments(file, n.cfg.TUN.MTU, n.pub))
 }
 
 func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
@@ -64,19 +72,30 @@ func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 	return nil
 }
 
-// reloadL2 applies a changed [[l2]] (a live reload): the implied rules
+// reloadL2 applies a changed [[l2]] (a live reload), with the admin API's
+// member changes over it. reloadMu is held.
+func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
+	before, err1 := n.changes.L2(n.live.L2)
+	after, err2 := n.changes.L2(cfg.L2)
+	if err := errors.Join(err1, err2); err != nil {
+		return adminapi.ReloadCount{}, err
+	}
+	return n.applyL2(before, after)
+}
+
+// applyL2 changes the segments from before to after: the implied rules
 // first, so that a removed member's tunnel packets are refused at once,
 // then the segments (l2.Manager.Update). It reports tunnels added and
-// removed.
-func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
+// removed (Changed: neither, but a segment changed). reloadMu is held.
+func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, error) {
 	var count adminapi.ReloadCount
 	if !n.configuresHost() {
 		return count, nil
 	}
-	before := l2Segments(n.live.L2, n.cfg.TUN.MTU, n.pub)
-	segs := l2Segments(cfg.L2, n.cfg.TUN.MTU, n.pub)
+	old := l2Segments(before, n.cfg.TUN.MTU, n.pub)
+	segs := l2Segments(after, n.cfg.TUN.MTU, n.pub)
 	had, has := map[l2.Tunnel]bool{}, map[l2.Tunnel]bool{}
-	for _, s := range before {
+	for _, s := range old {
 		for _, t := range s.Tunnels() {
 			had[t] = true
 		}
@@ -117,6 +136,53 @@ func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
 	return count, nil
 }
 
+// ChangeL2 adds or removes a member of a segment (POST /v1/l2/change),
+// at once and across restarts (services.json beside the key file).
+func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2, error) {
+	if !n.configuresHost() {
+		return adminapi.L2{}, adminapi.Conflict(errors.New("virtual Ethernet needs a kernel-mode node on Linux"))
+	}
+	member, err := policy.ParseIdentity(req.Member)
+	if err != nil || member.Kind != policy.KindNode {
+		return adminapi.L2{}, adminapi.BadRequest(fmt.Errorf("member %q: give a node's public key (base64) or address (fc..)", req.Member))
+	}
+	if member.Addr == n.pub.Address() {
+		return adminapi.L2{}, adminapi.BadRequest(errors.New("that is this node itself: it is on its segments anyway"))
+	}
+	var removed bool
+	switch req.Op {
+	case adminapi.L2Add:
+	case adminapi.L2Remove:
+		removed = true
+	default:
+		return adminapi.L2{}, adminapi.BadRequest(fmt.Errorf("op %q: use %q or %q", req.Op, adminapi.L2Add, adminapi.L2Remove))
+	}
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	if n.closing.Load() {
+		return adminapi.L2{}, errClosing
+	}
+	if !slices.ContainsFunc(n.live.L2, func(s config.L2Segment) bool { return s.Name == req.Segment }) {
+		return adminapi.L2{}, adminapi.NotFound(fmt.Errorf("segment %q: this node's config has no [[l2]] of that name", req.Segment))
+	}
+	before, err := n.changes.L2(n.live.L2)
+	if err != nil {
+		return adminapi.L2{}, err
+	}
+	if err := n.changes.RecordL2Member(req.Segment, member, removed); err != nil {
+		return adminapi.L2{}, err
+	}
+	after, err := n.changes.L2(n.live.L2)
+	if err != nil {
+		return adminapi.L2{}, err
+	}
+	if _, err := n.applyL2(before, after); err != nil {
+		return adminapi.L2{}, err
+	}
+	n.log.Info("virtual Ethernet member changed", "segment", req.Segment, "member", member, "op", req.Op)
+	return n.L2Status(ctx)
+}
+
 // stopL2 removes the segments and releases attached ports.
 func (n *Node) stopL2() error {
 	n.hostMu.Lock()
@@ -135,6 +201,7 @@ type L2Area struct{ *Node }
 // RegisterAPI implements adminapi.Area.
 func (a L2Area) RegisterAPI(m *adminapi.Mux) {
 	m.Get("/v1/l2", func(ctx context.Context) (any, error) { return a.L2Status(ctx) })
+	adminapi.Post(m, "/v1/l2/change", func(ctx context.Context, r adminapi.L2Change) (any, error) { return a.ChangeL2(ctx, r) })
 }
 
 // L2Status reports the segments.

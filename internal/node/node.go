@@ -271,10 +271,14 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	}
 	n.store = store
 	store.SetAdminRules(cfg.AdminRules(adminapi.AdminPort))
-	store.SetL2Rules(l2Rules(l2Segments(cfg.L2, cfg.TUN.MTU, pub)))
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
+	l2cfg, err := n.changes.L2(cfg.L2)
+	if err != nil {
+		return n, err
+	}
+	store.SetL2Rules(l2Rules(l2Segments(l2cfg, cfg.TUN.MTU, pub)))
 	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}
