@@ -57,6 +57,11 @@ type Config struct {
 	// to TUN: set when tomoe turned forwarding on, so that the host does
 	// not start routing between its other interfaces.
 	ForwardTUNOnly bool
+	// Bridges are the virtual Ethernet segments' bridges (internal/l2):
+	// with ForwardTUNOnly, frames they bridge still pass (br_netfilter
+	// hands bridged IP packets to the forward hook, in and out through
+	// the bridge).
+	Bridges []string
 	// ClampMSS clamps the MSS option of TCP SYNs forwarded into or out of
 	// TUN to what the route's MTU allows, so TCP through the overlay does
 	// not depend on path MTU discovery.
@@ -93,6 +98,11 @@ func (c Config) validate() error {
 	}
 	if c.IPv4.IsValid() && !c.IPv4.Is4() {
 		return fmt.Errorf("firewall: overlay IPv4 address %v is not IPv4", c.IPv4)
+	}
+	for _, b := range c.Bridges {
+		if b == "" || len(b) >= unix.IFNAMSIZ {
+			return fmt.Errorf("firewall: bridge %q: want an interface name of 1 to %d bytes", b, unix.IFNAMSIZ-1)
+		}
 	}
 	for _, p := range c.Masquerade {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {

@@ -134,7 +134,7 @@ func (n *Node) firewallConfigLocked(tunName string, offered []config.Offer) fire
 	pub := n.pub
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
-		HandshakeRate: handshakeKernelRate}
+		HandshakeRate: handshakeKernelRate, Bridges: n.bridges}
 	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP.IsValid() {
 		fc.TCPPorts = append(fc.TCPPorts, n.cfg.Bridge.TCP.Port())
 	}

@@ -66,6 +66,9 @@ func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 	n.hostMu.Lock()
 	n.l2 = m
 	n.hostMu.Unlock()
+	if err := n.setBridges(segs); err != nil {
+		return err
+	}
 	for _, s := range segs {
 		n.log.Info("virtual Ethernet segment up", "segment", s.Name, "interface", s.Bridge, "tunnels", len(s.Remotes), "hub", s.Hub, "attach", s.Attach, "mtu", s.MTU)
 	}
@@ -129,7 +132,11 @@ func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, 
 		}
 		return count, n.startL2Segments(name, segs)
 	}
-	if err := m.Update(segs); err != nil {
+	err := m.Update(segs)
+	if ferr := n.setBridges(segs); ferr != nil {
+		err = errors.Join(err, ferr)
+	}
+	if err != nil {
 		return count, err
 	}
 	n.log.Info("virtual Ethernet segments changed", "segments", len(segs), "tunnels_added", count.Added, "tunnels_removed", count.Removed)
@@ -181,6 +188,23 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 	}
 	n.log.Info("virtual Ethernet member changed", "segment", req.Segment, "member", member, "op", req.Op)
 	return n.L2Status(ctx)
+}
+
+// setBridges tells the firewall the segments' bridges, whose bridged
+// packets its forward rules let pass.
+func (n *Node) setBridges(segs []l2.Segment) error {
+	var names []string
+	for _, s := range segs {
+		names = append(names, s.Bridge)
+	}
+	n.hostMu.Lock()
+	same := slices.Equal(n.bridges, names)
+	n.bridges = names
+	n.hostMu.Unlock()
+	if same {
+		return nil
+	}
+	return n.applyForwarding(n.routes.Offers())
 }
 
 // stopL2 removes the segments and releases attached ports.

@@ -152,6 +152,7 @@ type Node struct {
 	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
 	firewall *firewall.Firewall // kernel mode only
 	l2       *l2.Manager        // kernel mode, [[l2]] segments; guarded by hostMu
+	bridges  []string           // the segments' bridges, for the firewall; guarded by hostMu
 	forward  routes.Forwarding  // kernel mode only
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
