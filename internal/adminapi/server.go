@@ -13,13 +13,11 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"golang.org/x/sys/unix"
 )
 
 // Area is one part of the API (status and peers, policy, routes,
@@ -113,34 +111,25 @@ type Server struct {
 	wg   sync.WaitGroup
 }
 
-// Listen creates the admin socket at path: mode 0600, or 0660 and owned by
-// group when group is set. Its directory is created if missing (0700, or
-// 0750 to the group). A stale socket left by a crash is replaced; a live
-// one is an error. Connections from users other than root, this process's
-// user and the group's members are closed at once (SO_PEERCRED), which also
-// covers the instant between creating the socket and setting its mode.
+// Listen creates the admin socket at path, for this process's user, the
+// administrators and the members of group (if set) only. Its directory is
+// created if missing. A stale socket left by a crash is replaced; a live
+// one is an error. How the socket is restricted depends on the system
+// (secureSocket): on Unix by the socket's mode and owner and a check of
+// every connection's peer credentials; on Windows by the socket file's ACL.
 func Listen(path, group string) (net.Listener, error) {
-	gid := -1
+	var grp *user.Group
 	if group != "" {
 		g, err := user.LookupGroup(group)
 		if err != nil {
 			return nil, fmt.Errorf("admin group %q: %w", group, err)
 		}
-		gid, _ = strconv.Atoi(g.Gid)
+		grp = g
 	}
 	dir := filepath.Dir(path)
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		mode := os.FileMode(0o700)
-		if gid >= 0 {
-			mode = 0o750
-		}
-		if err := os.MkdirAll(dir, mode); err != nil {
+		if err := makeSocketDir(dir, grp); err != nil {
 			return nil, fmt.Errorf("admin socket directory: %w", err)
-		}
-		if gid >= 0 {
-			if err := os.Chown(dir, -1, gid); err != nil {
-				return nil, fmt.Errorf("admin socket directory: %w", err)
-			}
 		}
 	}
 	if info, err := os.Lstat(path); err == nil {
@@ -158,76 +147,12 @@ func Listen(path, group string) (net.Listener, error) {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	mode := os.FileMode(0o600)
-	if gid >= 0 {
-		mode = 0o660
-		if err := os.Chown(path, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("admin socket: %w", err)
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
+	sl, err := secureSocket(ln, path, grp)
+	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
-	return &credListener{Listener: ln, uid: os.Geteuid(), gid: gid}, nil
-}
-
-// credListener admits only root, our own user and members of the admin group.
-type credListener struct {
-	net.Listener
-	uid, gid int
-}
-
-func (l *credListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		if l.allowed(c) {
-			return c, nil
-		}
-		c.Close()
-	}
-}
-
-func (l *credListener) allowed(c net.Conn) bool {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return false
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || cerr != nil {
-		return false
-	}
-	if cred.Uid == 0 || int(cred.Uid) == l.uid {
-		return true
-	}
-	if l.gid < 0 {
-		return false
-	}
-	if int(cred.Gid) == l.gid {
-		return true
-	}
-	u, err := user.LookupId(strconv.Itoa(int(cred.Uid)))
-	if err != nil {
-		return false
-	}
-	groups, _ := u.GroupIds()
-	for _, g := range groups {
-		if g == strconv.Itoa(l.gid) {
-			return true
-		}
-	}
-	return false
+	return sl, nil
 }
 
 // Serve starts serving the areas' API on ln. Close stops it.
@@ -236,8 +161,8 @@ func Serve(ln net.Listener, log *slog.Logger, areas ...Area) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{ln: ln, log: log}
-	if ul, ok := ln.(*credListener); ok {
-		s.path = ul.Addr().String()
+	if ul, ok := ln.Addr().(*net.UnixAddr); ok {
+		s.path = ul.String()
 	}
 	s.srv = &http.Server{Handler: Handler(log, areas...), ReadHeaderTimeout: 10 * time.Second}
 	s.wg.Add(1)

@@ -35,6 +35,20 @@ type Status struct {
 	// DNSResolved: DNS is registered with systemd-resolved as the
 	// server for ~tomoe on Interface.
 	DNSResolved bool `json:"dns_resolved,omitempty"`
+	// RunsAs is the user and capabilities the node runs with (Linux):
+	// what `tomoe up` kept after giving root up (run.user), or what it
+	// was started with. Absent where it cannot be told.
+	RunsAs *RunsAs `json:"runs_as,omitempty"`
+}
+
+// RunsAs is the node process's user and capabilities, in GET /v1/status.
+type RunsAs struct {
+	UID  int    `json:"uid"`
+	User string `json:"user,omitempty"`
+	GID  int    `json:"gid"`
+	// Caps are the effective capabilities ("cap_net_admin", ...).
+	Caps       []string `json:"caps"`
+	NoNewPrivs bool     `json:"no_new_privs"`
 }
 
 // Bridge is one bridge this node joins, in GET /v1/status.
@@ -109,6 +123,7 @@ type Counters struct {
 	Malformed       uint64 `json:"malformed"`        // not parsable
 	Held            uint64 `json:"held"`             // waited for a peer to be resolved
 	Unreachable     uint64 `json:"unreachable"`      // ICMP errors given to local programs
+	Hairpinned      uint64 `json:"hairpinned"`       // forwarded between a hosted device and the overlay
 	HandshakeDenied uint64 `json:"handshake_denied"` // initiations from keys no rule allows
 	Flows           int    `json:"flows"`            // tracked flows this node opened
 	// Handshake initiations over a rate limit (per source, or the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/fileperm"
 )
 
 func newConfigCmd(g *globals) *cobra.Command {
@@ -28,6 +29,9 @@ file is valid, 1 if not (each problem is printed on its own line, naming the key
 			if err != nil {
 				return &exitError{code: ExitFailure, err: err}
 			}
+			// As root, check as `tomoe up` would: trusting the files of
+			// the user it becomes (run.user).
+			fileperm.TrustNextUser(cfg.RunUID())
 			key, pub, err := checkKeyFile(cfg)
 			if err != nil {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("%s: key_file: %w", path, err)}

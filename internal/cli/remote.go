@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -67,6 +68,20 @@ func newStatusCmd(g *globals) *cobra.Command {
 				ct.Flows, ct.RemoteFlows, ct.TableFull, ct.FlowQuota)
 			for _, l := range bridgeLines(st) {
 				fmt.Fprintln(w, l)
+			}
+			if r := st.RunsAs; r != nil {
+				who := strconv.Itoa(r.UID)
+				if r.User != "" {
+					who = r.User + " (uid " + who + ")"
+				}
+				caps := strings.Join(r.Caps, ", ")
+				switch {
+				case len(r.Caps) == 0:
+					caps = "none"
+				case len(r.Caps) > 6:
+					caps = strconv.Itoa(len(r.Caps)) + " (root's)"
+				}
+				fmt.Fprintf(w, "runs as:      %s, capabilities: %s\n", who, caps)
 			}
 			fmt.Fprintf(w, "version:      %s, up since %s\n", st.Version, st.StartedAt)
 			return nil

@@ -25,7 +25,9 @@ down cleanly: its TUN device, address and routes are removed. SIGHUP makes
 it read FILE again and apply the changes live, as 'tomoe reload' does.
 
 Kernel mode (tun.mode = "kernel", the default) needs root or CAP_NET_ADMIN;
-userspace mode needs no privileges.`,
+userspace mode needs no privileges. Started as root, the node runs as
+run.user (default "tomoe" where that user exists) once it is up, keeping
+only CAP_NET_ADMIN and CAP_NET_BIND_SERVICE.`,
 		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if path == "" {
@@ -51,9 +53,19 @@ userspace mode needs no privileges.`,
 			if f, ok := g.stdin.(*os.File); ok && keyenc.IsTerminal(f) {
 				opts.KeyPrompt = terminalPrompt
 			}
+			plan, err := prepareDrop(cfg, path, log)
+			if err != nil {
+				return &exitError{code: ExitFailure, err: err}
+			}
 			n, err := node.New(cfg, opts)
 			if err != nil {
 				return &exitError{code: ExitFailure, err: fmt.Errorf("start: %w", err)}
+			}
+			if plan != nil {
+				if err := dropPrivileges(plan, cfg, log); err != nil {
+					n.Close()
+					return &exitError{code: ExitFailure, err: err}
+				}
 			}
 		wait:
 			for {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,8 +34,8 @@ import (
 
 // Defaults that are not paths.
 const (
-	DefaultMode    = ModeKernel
-	DefaultTUNName = "tomoe0"
+	DefaultMode    = ModeKernel // on Linux, macOS and Windows; userspace elsewhere (platform.go)
+	DefaultTUNName = "tomoe0"   // "utun" on macOS (platform.go)
 	// DefaultMTU fits a 1500-byte underlay over IPv6 (40 IPv6 + 8 UDP + 32
 	// WireGuard = 80 bytes) with 20 bytes to spare for the bridge relay
 	// header that a relayed path adds; it is also fine over IPv4.
@@ -85,6 +86,9 @@ type Config struct {
 	// readable by its owner only, like the key file. With it set, a
 	// missing key_file is an error, not a new plain key.
 	KeyPassphraseFile string `toml:"key_passphrase_file"`
+
+	// Run says whom `tomoe up`, started as root, runs as (run.go).
+	Run Run `toml:"run"`
 
 	// dir is the directory of the file the config came from; relative paths
 	// in the file are relative to it.
@@ -155,7 +159,17 @@ type Peer struct {
 	PersistentKeepalive int `toml:"persistent_keepalive"`
 	// Name is a local label shown in `tomoe peers`.
 	Name string `toml:"name"`
+	// Devices are the public keys of plain WireGuard devices (phones,
+	// wg-quick) this peer hosts (`tomoe device add` on it): packets from
+	// their key-derived addresses are accepted from this peer, and only
+	// from it, and packets to them are sent through it. A contract with
+	// the peer: it vouches for the devices' traffic.
+	Devices []identity.PublicKey `toml:"devices"`
 }
+
+// MaxDevicesPerPeer bounds peers[].devices: a home node hosts at most this
+// many devices (its own bound too), each an AllowedIPs entry here.
+const MaxDevicesPerPeer = 256
 
 // Policy holds inbound allow and deny rules; all other inbound traffic is
 // dropped. A deny rule beats every allow rule (config, API or organisation).
@@ -220,17 +234,23 @@ type Log struct {
 func Default() Config {
 	return Config{
 		KeyFile: DefaultKeyFile(),
-		TUN:     TUN{Mode: DefaultMode, Name: DefaultTUNName, MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}, DNS: true},
+		TUN:     TUN{Mode: defaultMode(runtime.GOOS), Name: defaultTUNName(runtime.GOOS), MTU: DefaultMTU, IPv4Prefix: IPv4Prefix{identity.DefaultIPv4Prefix}, DNS: defaultDNS(runtime.GOOS)},
 		Listen:  Listen{UDP: ListenAddr{Port: DefaultPort, host: "0.0.0.0"}},
 		Admin:   Admin{Socket: DefaultSocket()},
 		Log:     Log{Level: LogLevel(slog.LevelInfo), Format: LogText},
 	}
 }
 
+// startedAsRoot: the process started as root. The defaults follow the
+// user the process started as, not the one it runs as now: `tomoe up`
+// started as root gives root up (run.user), and a config read again
+// after that must still mean the same files.
+var startedAsRoot = os.Geteuid() == 0
+
 // DefaultKeyFile is /var/lib/tomoe/node.key for root, else under the
 // user's state directory.
 func DefaultKeyFile() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/var/lib/tomoe/node.key"
 	}
 	dir := os.Getenv("XDG_STATE_HOME")
@@ -244,11 +264,15 @@ func DefaultKeyFile() string {
 // DefaultSocket is /run/tomoe/admin.sock for root, else under the user's
 // runtime directory. The CLI uses the same default.
 func DefaultSocket() string {
-	if os.Geteuid() == 0 {
+	if startedAsRoot {
 		return "/run/tomoe/admin.sock"
 	}
 	if dir := os.Getenv("XDG_RUNTIME_DIR"); dir != "" {
 		return filepath.Join(dir, "tomoe", "admin.sock")
+	}
+	if os.Getuid() < 0 {
+		// Windows: no uids, and the temporary directory is the user's own.
+		return filepath.Join(os.TempDir(), "tomoe", "admin.sock")
 	}
 	return filepath.Join(os.TempDir(), "tomoe-"+strconv.Itoa(os.Getuid()), "admin.sock")
 }
@@ -366,7 +390,7 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "l2"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run", "l2"},
 	"l2":            {"name", "interface", "members", "hub", "attach"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
@@ -383,11 +407,12 @@ var knownKeys = map[string][]string{
 	"listen":        {"udp", "stealth"},
 	"admin":         {"socket", "group", "metrics", "metrics_public", "allow"},
 	"admin.allow":   {"from", "role"},
-	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name"},
+	"peers":         {"public_key", "endpoint", "persistent_keepalive", "name", "devices"},
 	"policy":        {"allow", "deny", "state_file"},
 	"policy.allow":  {"from", "proto", "ports", "to", "until"},
 	"policy.deny":   {"from", "proto", "ports", "to", "until"},
 	"log":           {"level", "format"},
+	"run":           {"user"},
 }
 
 // problems collects what Validate finds.
@@ -407,12 +432,12 @@ func (c *Config) Validate() error {
 		bad("key_file", "must not be empty; e.g. key_file = \"/var/lib/tomoe/node.key\"")
 	}
 	if c.KeyPassphraseFile != "" && !c.reload {
-		if err := fileperm.Check(c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.KeyPassphraseFile, "key passphrase file", fileperm.Secret); err != nil {
 			bad("key_passphrase_file", "%v", err)
 		}
 	}
 	if c.Console.OrgKey != "" && !c.reload {
-		if err := fileperm.Check(c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
+		if err := fileperm.CheckFor(c.RunUID(), c.Console.OrgKey, "organisation key file", fileperm.Secret); err != nil {
 			bad("console.org_key", "%v", err)
 		}
 	}
@@ -455,6 +480,7 @@ func (c *Config) Validate() error {
 			bad(key+".persistent_keepalive", "%d: seconds between 0 (off) and 65535; 25 suits most NATs", p.PersistentKeepalive)
 		}
 	}
+	c.validateDevices(bad)
 	for _, t := range []struct {
 		name  string
 		rules []Rule
@@ -477,6 +503,8 @@ func (c *Config) Validate() error {
 	c.validateServices(bad)
 	c.validateOrgs(bad)
 	c.validateAdminAllow(bad)
+	c.validateRun(bad)
+	c.validatePlatform(runtime.GOOS, bad)
 	c.validateL2(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
@@ -574,4 +602,46 @@ func (c *Config) PolicyRules() []policy.Rule {
 // Keepalive returns the persistent keepalive interval.
 func (p Peer) Keepalive() time.Duration {
 	return time.Duration(p.PersistentKeepalive) * time.Second
+}
+
+// validateDevices checks peers[].devices: each device has one home, is not
+// a peer itself (a direct session and a hosting would fight over its
+// address in WireGuard's AllowedIPs), and a home lists at most
+// MaxDevicesPerPeer. That a device is not this node itself is checked
+// where the key is known (node.New).
+func (c *Config) validateDevices(bad func(key, format string, args ...any)) {
+	peerAt := map[identity.PublicKey]int{}
+	for i, p := range c.Peers {
+		if !p.PublicKey.IsZero() {
+			if _, ok := peerAt[p.PublicKey]; !ok {
+				peerAt[p.PublicKey] = i
+			}
+		}
+	}
+	type at struct{ peer, idx int }
+	home := map[identity.PublicKey]at{}
+	for i, p := range c.Peers {
+		if len(p.Devices) > MaxDevicesPerPeer {
+			bad(fmt.Sprintf("peers[%d].devices", i), "%d devices: a home node hosts at most %d", len(p.Devices), MaxDevicesPerPeer)
+			continue
+		}
+		for j, d := range p.Devices {
+			key := fmt.Sprintf("peers[%d].devices[%d]", i, j)
+			switch prev, dup := home[d]; {
+			case d.IsZero():
+				bad(key, "missing: a device's public key, standard base64 of 32 bytes (tomoe device list on its home node)")
+			case d == p.PublicKey:
+				bad(key, "that is the peer's own key: list only the devices it hosts")
+			case dup && prev.peer == i:
+				bad(key, "same device as peers[%d].devices[%d]: list each device once", prev.peer, prev.idx)
+			case dup:
+				bad(key, "already hosted by peers[%d] (devices[%d]): a device has one home node", prev.peer, prev.idx)
+			default:
+				if k, isPeer := peerAt[d]; isPeer {
+					bad(key, "that key is peers[%d] itself: a key is either a direct peer or a device hosted by one, not both", k)
+				}
+				home[d] = at{i, j}
+			}
+		}
+	}
 }

@@ -114,7 +114,7 @@ func decode(b []byte, idx *docIndex, c *Config) (problems []Problem, fatal bool)
 		kv := &idx.kvs[i]
 		tk := textKeyOf(kv.field)
 		whole := strings.EqualFold(tk, kv.field)
-		if tk == "" || (whole && (kv.kind == unstable.String || kv.kind == unstable.Array && textLists[tk])) || (kv.top >= 0 && blanked[kv.top]) {
+		if tk == "" || (whole && kv.kind == unstable.String) || (whole && kv.kind == unstable.Array && textLists[tk]) || (kv.top >= 0 && blanked[kv.top]) {
 			continue
 		}
 		msg := fmt.Sprintf("got %s, but this key takes a string: write the value in quotes", kindName(kv.kind))
@@ -245,13 +245,11 @@ func offsetOf(b []byte, line, col int) int {
 	return off + col - 1
 }
 
-// textLists are the text keys that take a list of strings (l2.members).
-var textLists = map[string]bool{}
-
 // textKeys are the keys (without indexes: "peers.public_key") whose type
 // parses text.
 var textKeys = func() map[string]bool {
 	m := map[string]bool{}
+	textLists = map[string]bool{}
 	textType := reflect.TypeFor[encoding.TextUnmarshaler]()
 	var walk func(prefix string, t reflect.Type)
 	walk = func(prefix string, t reflect.Type) {
@@ -265,15 +263,14 @@ var textKeys = func() map[string]bool {
 			ft := f.Type
 			list := false
 			if ft.Kind() == reflect.Slice && !reflect.PointerTo(ft).Implements(textType) {
-				ft = ft.Elem()
-				list = true
+				ft, list = ft.Elem(), true
 			}
 			switch {
-			case reflect.PointerTo(ft).Implements(textType) && list:
-				textLists[key] = true
-				m[key] = true
 			case reflect.PointerTo(ft).Implements(textType):
 				m[key] = true
+				if list {
+					textLists[key] = true // a list of strings (peers.devices, l2.members)
+				}
 			case ft.Kind() == reflect.Struct:
 				walk(key+".", ft)
 			}
@@ -282,6 +279,9 @@ var textKeys = func() map[string]bool {
 	walk("", reflect.TypeFor[Config]())
 	return m
 }()
+
+// textLists are the text keys that take a list of strings.
+var textLists map[string]bool
 
 // textKeyOf returns the text key that field is, or is inside of
 // ("peers.endpoint" for "peers.endpoint.Port"); "" if none. The decoder

@@ -157,7 +157,8 @@ func (a access) listeners() []string {
 
 // RestartKeys names the keys whose change a running node cannot apply:
 // its identity and files (key, state), its interface and socket, its log,
-// its bridge role and bridges, its organisations and its local users.
+// its bridge role and bridges, its organisations, its local users and the
+// user it runs as.
 func RestartKeys(old, new *Config) []string {
 	var keys []string
 	check := func(key string, a, b any) {
@@ -188,5 +189,6 @@ func RestartKeys(old, new *Config) []string {
 	check("console.org_key", old.Console.OrgKey, new.Console.OrgKey)
 	check("orgs", old.Orgs, new.Orgs)
 	check("allowed_local_users", old.AllowedLocalUsers, new.AllowedLocalUsers)
+	check("run.user", old.Run, new.Run)
 	return keys
 }

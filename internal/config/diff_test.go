@@ -152,9 +152,9 @@ socks5 = "127.0.0.1:1080"
 			s = strings.Replace(s, `udp = "0.0.0.0:4610"`, `udp = "0.0.0.0:4611"`, 1)
 			s = strings.Replace(s, `mode = "kernel"`, "mode = \"kernel\"\nmtu = 1300\nname = \"tomoe9\"", 1)
 			s = strings.Replace(s, `key_file = "node.key"`, "key_file = \"other.key\"\nkey_passphrase_file = \"/nonexistent/pass\"", 1)
-			return s + "[log]\nlevel = \"debug\"\n[bridge]\nenable = true\n"
+			return s + "[log]\nlevel = \"debug\"\n[bridge]\nenable = true\n[run]\nuser = \"root\"\n"
 		}, func(t *testing.T, d Diff) {
-			want := []string{"key_file", "key_passphrase_file", "tun.name", "tun.mtu", "listen.udp", "log.level", "bridge"}
+			want := []string{"key_file", "key_passphrase_file", "tun.name", "tun.mtu", "listen.udp", "log.level", "bridge", "run.user"}
 			if !slices.Equal(d.Restart, want) {
 				t.Errorf("restart %v, want %v", d.Restart, want)
 			}

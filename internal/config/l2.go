@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"runtime"
 	"strings"
 
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -46,10 +45,7 @@ func (c *Config) validateL2(bad func(key, format string, args ...any)) {
 	if len(c.L2) == 0 {
 		return
 	}
-	if runtime.GOOS != "linux" {
-		bad("l2", "virtual Ethernet is built on Linux only (a Linux bridge and VXLAN devices); remove [[l2]] on %s", runtime.GOOS)
-		return
-	}
+	// Off Linux, validatePlatform refuses [[l2]].
 	if c.TUN.Mode != ModeKernel {
 		bad("l2", "virtual Ethernet needs tun.mode = \"kernel\" (it uses a Linux bridge and VXLAN devices over the TUN interface); userspace mode carries no Ethernet frames")
 		return

@@ -16,17 +16,21 @@
 // StrictModes checks two levels): tomoe creates that directory 0700 when
 // it is missing, and an ancestor others could rename would be a host
 // misconfiguration well beyond tomoe.
+//
+// On Windows (windows.go) the same rules read the files' security
+// descriptors: the owner must be the user tomoe runs as, SYSTEM or the
+// Administrators group, and the DACL may give others no access to a
+// Secret and no write access to a State file or the directory. Those are
+// the checks this package makes there; it has not been run on Windows
+// here.
 package fileperm
 
 import (
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
-	"syscall"
+	"sync/atomic"
 )
 
 // Kind is what a file holds, which decides who else may read it.
@@ -40,11 +44,24 @@ const (
 	State
 )
 
-// checker holds the effective uid the checks are made for; tests set
-// others.
-type checker struct{ euid int }
+// checker holds the effective uid the checks are made for, and the uid
+// the process is about to become (-1: none); tests set others.
+type checker struct{ euid, next int }
 
-func current() checker { return checker{euid: os.Geteuid()} }
+func current() checker { return checker{euid: os.Geteuid(), next: int(nextUID.Load())} }
+
+// nextUID is the uid set by TrustNextUser; -1 when unset.
+var nextUID atomic.Int64
+
+func init() { nextUID.Store(-1) }
+
+// TrustNextUser makes files and directories that uid owns pass the owner
+// test, as root's and this process's own do: for a process started as
+// root that will become uid (tomoe up's privilege drop, package privdrop).
+// That user can change these files as soon as the process runs as it, so
+// trusting them earlier gives nobody anything they would not have. -1
+// trusts nobody more.
+func TrustNextUser(uid int) { nextUID.Store(int64(uid)) }
 
 // ReadFile returns the contents of the file at path once it and its
 // directory have passed the checks; what names the file in errors ("key
@@ -60,8 +77,16 @@ func ReadFile(path, what string, kind Kind) ([]byte, error) {
 // Check makes ReadFile's checks on the file at path and its directory
 // without reading it: for a file that must pass before it is needed (a
 // passphrase file named in the config).
-func Check(path, what string, kind Kind) error {
+func Check(path, what string, kind Kind) error { return CheckFor(-1, path, what, kind) }
+
+// CheckFor is Check for a process about to become uid next (-1: none),
+// as TrustNextUser would make it: for a config validated before anything
+// is trusted on that user's behalf.
+func CheckFor(next int, path, what string, kind Kind) error {
 	c := current()
+	if next >= 0 {
+		c.next = next
+	}
 	if err := c.checkDir(filepath.Dir(path), what); err != nil {
 		return err
 	}
@@ -98,68 +123,4 @@ func (c checker) readFile(path, what string, kind Kind) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return b, nil
-}
-
-func (c checker) checkFile(path, what string, kind Kind, fi fs.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s %s: not a regular file", what, path)
-	}
-	if err := c.checkOwner(path, what, fi); err != nil {
-		return err
-	}
-	perm := fi.Mode().Perm()
-	switch kind {
-	case Secret:
-		if perm&0o077 != 0 {
-			return fmt.Errorf("%s %s has mode %04o: group and others must have no access; fix with: chmod 600 %s", what, path, perm, path)
-		}
-	case State:
-		if perm&0o022 != 0 {
-			return fmt.Errorf("%s %s has mode %04o: group and others must not be able to change it; fix with: chmod go-w %s", what, path, perm, path)
-		}
-	default:
-		return fmt.Errorf("%s %s: fileperm: unknown kind %d", what, path, kind)
-	}
-	return nil
-}
-
-func (c checker) checkDir(dir, what string) error {
-	fi, err := os.Stat(dir)
-	if err != nil {
-		return fmt.Errorf("%s directory %s: %w", what, dir, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s directory %s: not a directory", what, dir)
-	}
-	if err := c.checkOwner(dir, what+" directory", fi); err != nil {
-		return err
-	}
-	if perm := fi.Mode().Perm(); perm&0o022 != 0 && fi.Mode()&fs.ModeSticky == 0 {
-		return fmt.Errorf("%s directory %s has mode %04o: group or others could remove or replace the %s in it; fix with: chmod go-w %s", what, dir, perm, what, dir)
-	}
-	return nil
-}
-
-// checkOwner refuses a file or directory that neither the effective uid
-// nor root owns.
-func (c checker) checkOwner(path, what string, fi fs.FileInfo) error {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fmt.Errorf("%s %s: cannot tell its owner", what, path)
-	}
-	uid := int(st.Uid)
-	if uid == c.euid || uid == 0 {
-		return nil
-	}
-	return fmt.Errorf("%s %s is owned by uid %d%s, but tomoe runs as uid %d%s: only that user or root may own it, or its owner could change what this node trusts; fix with: chown %d %s (or run tomoe as its owner)",
-		what, path, uid, userName(uid), c.euid, userName(c.euid), c.euid, path)
-}
-
-// userName is " (name)" for uid, or "" if it has none.
-func userName(uid int) string {
-	u, err := user.LookupId(strconv.Itoa(uid))
-	if err != nil {
-		return ""
-	}
-	return " (" + u.Username + ")"
 }

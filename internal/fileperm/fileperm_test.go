@@ -1,3 +1,5 @@
+//go:build !windows
+
 package fileperm
 
 import (
@@ -90,6 +92,16 @@ func TestOwners(t *testing.T) {
 	os.Chown(path, nobody, nobody)
 	if _, err := asNobody.readFile(path, "test file", Secret); err != nil {
 		t.Errorf("nobody's own files: %v", err)
+	}
+	// Root about to become nobody (tomoe up's privilege drop) trusts
+	// them too; root alone does not.
+	if os.Geteuid() == 0 {
+		if _, err := (checker{euid: 0, next: nobody}).readFile(path, "test file", Secret); err != nil {
+			t.Errorf("root becoming nobody, nobody's files: %v", err)
+		}
+		if _, err := (checker{euid: 0, next: -1}).readFile(path, "test file", Secret); err == nil {
+			t.Errorf("root accepted nobody's files")
+		}
 	}
 	// Another user's file, or directory.
 	os.Chown(path, 1234, 1234)

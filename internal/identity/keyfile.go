@@ -34,7 +34,7 @@ func LoadOrCreateKeyFile(path string) (key PrivateKey, created bool, err error) 
 
 func createKeyFile(path string) (PrivateKey, error) {
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fileperm.MkdirPrivate(dir); err != nil {
 		return PrivateKey{}, fmt.Errorf("key file directory %s: %w", dir, err)
 	}
 	// A directory that existed already may let others in.

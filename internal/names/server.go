@@ -9,10 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/tomoe-net/tomoe/internal/routes"
 )
 
 // Address is where a kernel-mode node answers DNS, on port 53 and its
@@ -89,14 +88,10 @@ func Serve(cfg ServerConfig) (*Server, error) {
 		cfg.MaxLifetime = DefaultMaxLifetime
 	}
 	s := &Server{cfg: cfg, sem: make(chan struct{}, cfg.MaxConns), conns: make(map[net.Conn]struct{})}
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		if cfg.Device == "" {
-			return nil
-		}
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), cfg.Device) })
-		return errors.Join(err, serr)
-	}}
+	var lc net.ListenConfig
+	if cfg.Device != "" {
+		lc.Control = routes.BindToDevice(cfg.Device)
+	}
 	network := "6"
 	if cfg.Addr.Addr().Is4() {
 		network = "4"

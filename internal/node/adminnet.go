@@ -8,14 +8,12 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/policy"
+	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/webui"
 )
 
@@ -51,14 +49,12 @@ func (n *Node) serveOverlayAdmin() error {
 	case n.stack != nil:
 		ln, err = n.stack.ListenTCP(ap)
 	case n.configuresHost():
-		dev := n.cfg.TUN.Name
-		lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-			var serr error
-			if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, dev) }); err != nil {
-				return err
-			}
-			return serr
-		}}
+		// The device's own name: on macOS the system picks utunN.
+		dev, derr := n.wrapper.Name()
+		if derr != nil {
+			return fmt.Errorf("admin.allow: %w", derr)
+		}
+		lc := net.ListenConfig{Control: routes.BindToDevice(dev)}
 		ln, err = lc.Listen(context.Background(), "tcp6", ap.String())
 	default:
 		n.log.Warn("admin.allow: this node has no interface of its own to serve the admin API on (a TUN given by the embedding program); not served over the overlay")

@@ -51,6 +51,12 @@ func (n *Node) Admit(key identity.PublicKey, src netip.AddrPort, source netip.Ad
 			return false
 		}
 	case p != nil:
+	case n.peers.ByDevice(addr) != nil:
+		// A device a static peer hosts (peers[].devices): its address is
+		// that peer's in the device, and a direct session must not take
+		// it over.
+		n.denyAdmission(key, src, "a device hosted by another peer")
+		return false
 	case !m.AllowsAny(addr) && !(m.ByCert() && n.orgs.Enabled()):
 		n.denyAdmission(key, src, "no rule allows this key")
 		return false

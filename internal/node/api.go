@@ -51,7 +51,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
-	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, ReloadArea{n}, L2Area{n}, webui.Area{Server: n.ui},
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), DevicesArea{n}, n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, ReloadArea{n}, L2Area{n}, webui.Area{Server: n.ui},
 		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 
@@ -99,7 +99,7 @@ func (n *Node) refresh(ctx context.Context) {
 		n.routes.Lock()
 		defer n.routes.Unlock()
 		for _, p := range up {
-			if n.peers.Get(p.Key) == p && p.Up && !n.closing.Load() {
+			if n.peers.Get(p.Key) == p && p.Up && !p.Device && !n.closing.Load() {
 				n.routes.GreetLocked(p)
 			}
 		}
@@ -184,6 +184,7 @@ func (a StatusArea) Status(ctx context.Context) (adminapi.Status, error) {
 		BridgeRole: n.bridgeRole(),
 	}
 	st.DNS, st.DNSResolved = n.dnsAddr()
+	st.RunsAs = runsAs()
 	return st, nil
 }
 
@@ -199,6 +200,7 @@ func (n *Node) counters() adminapi.Counters {
 		Malformed:       ws.Dropped[policy.DropMalformed].Load(),
 		Held:            ws.Held.Load(),
 		Unreachable:     ws.Unreachable.Load(),
+		Hairpinned:      ws.Hairpinned.Load(),
 		HandshakeDenied: n.bind.Stats().InitiationsDenied.Load(),
 		Flows:           local,
 
@@ -314,7 +316,6 @@ func (a PolicyArea) Allow(ctx context.Context, req adminapi.AllowRequest) (admin
 	if err != nil {
 		return adminapi.AllowResponse{}, fmt.Errorf("save policy: %w", err)
 	}
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	n.routes.Recompute() // "*" accept rules follow the policy
 	entry := policy.Entry{Rule: rule, Source: policy.SourceAPI, Origin: policy.SourceAPI, Added: now}
@@ -355,15 +356,24 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 		return adminapi.RevokeResponse{}, fmt.Errorf("save policy: %w", err)
 	}
 	m := n.store.Matcher()
-	n.filter.SetMatcher(m)
 	n.knownKeysChanged()
 	resp := adminapi.RevokeResponse{PeersCut: []string{}}
 	for _, e := range removed {
 		resp.Removed = append(resp.Removed, apiRule(e))
 	}
 	n.routes.Lock()
+	cut := func(a netip.Addr) bool { return id.Covers(a) && !(id.Any && m.AllowsAny(a)) }
 	for p := range n.peers.All() {
-		if !id.Covers(p.Addr) || (id.Any && m.AllowsAny(p.Addr)) {
+		if !cut(p.Addr) {
+			// Its devices are judged on their own: their flows go, their
+			// home's session stays.
+			var devs []netip.Addr
+			for _, d := range p.Devices {
+				if cut(d) {
+					devs = append(devs, d)
+				}
+			}
+			n.flushDeviceFlowsLocked(devs)
 			continue
 		}
 		n.flushFlowsLocked(p)
@@ -384,12 +394,22 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 }
 
 // flushFlowsLocked forgets every flow with p: its node address, its site
-// prefix and the routes it owns. The route lock is held.
+// prefix, the devices it hosts and the routes it owns. The route lock is
+// held.
 func (n *Node) flushFlowsLocked(p *peers.Peer) {
 	site := p.Key.SitePrefix()
 	n.filter.Conntrack().Flush(func(a netip.Addr) bool {
-		return a == p.Addr || site.Contains(a) || (!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
+		return a == p.Addr || site.Contains(a) || slices.Contains(p.Devices, a) ||
+			(!identity.IsNodeAddress(a) && !identity.IsSiteAddress(a) && n.routes.OwnerOf(a) == p)
 	})
+}
+
+// flushDeviceFlowsLocked forgets every flow with the devices devs (hosted
+// by a peer whose own session stays). The route lock is held.
+func (n *Node) flushDeviceFlowsLocked(devs []netip.Addr) {
+	if len(devs) > 0 {
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(devs, a) })
+	}
 }
 
 // Ping is POST /v1/ping.

@@ -71,9 +71,12 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 		return fmt.Errorf("allowed_local_users: %w", err)
 	}
 	// The node's own underlay traffic carries routes.Mark, so that its
-	// routes (an exit node's default above all) never capture it.
-	if err := n.engine.SetMark(routes.Mark); err != nil {
-		return err
+	// routes (an exit node's default above all) never capture it. (Off
+	// Linux there is no mark, and no route that could capture it.)
+	if routes.Mark != 0 {
+		if err := n.engine.SetMark(routes.Mark); err != nil {
+			return err
+		}
 	}
 	opts := routes.Options{IPv4: n.ipv4, UIDs: uids}
 	if n.cfg.TUN.DNS {

@@ -119,8 +119,7 @@ func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, 
 	if count.Added+count.Removed == 0 {
 		count.Changed = 1 // a bridge, an attached port or a role
 	}
-	n.store.SetL2Rules(l2Rules(segs))
-	n.filter.SetMatcher(n.store.Matcher())
+	n.store.SetL2Rules(l2Rules(segs)) // published to the filter at once
 	n.knownKeysChanged()
 	n.hostMu.Lock()
 	m := n.l2

@@ -89,16 +89,13 @@ func (h orgsNode) Settled(key identity.PublicKey, verified bool) {
 
 func (h orgsNode) MembersChanged(dir policy.Directory, self []policy.Member) {
 	n := h.n
-	n.store.SetDirectory(dir)
-	n.store.SetSelf(policy.Self{Addr: n.Address(), Members: self})
-	n.filter.SetMatcher(n.store.Matcher())
+	n.store.SetMembers(dir, policy.Self{Addr: n.Address(), Members: self})
 	n.dns.setCertNames(dir, n.Address(), self)
 }
 
 func (h orgsNode) OrgRules(name string, version uint64, rules []policy.Rule) {
 	n := h.n
 	n.store.SetOrgRules(name, version, rules)
-	n.filter.SetMatcher(n.store.Matcher())
 }
 
 func (h orgsNode) SendBridge(bridge identity.PublicKey, payload []byte) error {

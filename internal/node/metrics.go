@@ -35,6 +35,7 @@ var (
 	descX25519     = prometheus.NewDesc("tomoe_handshake_x25519_total", "X25519 operations spent opening handshake initiations.", nil, nil)
 	descHeld       = prometheus.NewDesc("tomoe_held_packets_total", "Packets that waited for their destination's peer.", nil, nil)
 	descUnreach    = prometheus.NewDesc("tomoe_unreachable_sent_total", "ICMP unreachable errors given to local programs.", nil, nil)
+	descHairpin    = prometheus.NewDesc("tomoe_device_forwarded_packets_total", "Packets forwarded between a hosted device and the overlay.", nil, nil)
 	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
 	descRemoteFl   = prometheus.NewDesc("tomoe_conntrack_remote_flows", "Tracked connectionless flows peers opened (they admit nothing by themselves).", nil, nil)
 	descRoamed     = prometheus.NewDesc("tomoe_peer_roams_total", "Times a peer's direct path moved to a new address.", nil, nil)
@@ -44,7 +45,7 @@ var (
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descFlows, descRemoteFl, descRoamed, descOrgMsgs} {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descHairpin, descFlows, descRemoteFl, descRoamed, descOrgMsgs} {
 		ch <- d
 	}
 }
@@ -102,6 +103,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descX25519, prometheus.CounterValue, float64(bs.X25519.Load()))
 	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.CounterValue, float64(ws.Held.Load()))
 	ch <- prometheus.MustNewConstMetric(descUnreach, prometheus.CounterValue, float64(ws.Unreachable.Load()))
+	ch <- prometheus.MustNewConstMetric(descHairpin, prometheus.CounterValue, float64(ws.Hairpinned.Load()))
 	local, remote := n.filter.Conntrack().Counts()
 	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(local))
 	ch <- prometheus.MustNewConstMetric(descRemoteFl, prometheus.GaugeValue, float64(remote))

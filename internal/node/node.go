@@ -28,6 +28,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/bridge/client"
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/config"
+	"github.com/tomoe-net/tomoe/internal/devices"
 	"github.com/tomoe-net/tomoe/internal/engine"
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
@@ -180,6 +181,10 @@ type Node struct {
 	// sections (peers, policy, routes, services, admin.allow) are applied.
 	reloadMu sync.Mutex
 	live     *config.Config
+	// reloadHook, set by tests only, is called between a reload's steps.
+	reloadHook func(step string)
+	// devices are the plain WireGuard devices this node hosts (devices.go).
+	devices *devices.Store
 
 	metricsOnce sync.Once
 	registry    *prometheus.Registry
@@ -289,6 +294,10 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	n.filter = policy.NewFilter(n.routes.LocalPolicy(), store.Matcher(), policy.NewConntrack(opts.ConntrackMax), n.onDeny)
+	// Every matcher the store compiles from now on reaches the filter, in
+	// order, under the store's lock (a change racing another never
+	// installs the older rule set last).
+	store.Publish(n.filter.SetMatcher)
 	// After the filter (the engine installs the directory it loaded).
 	if n.orgs, err = n.newOrgs(); err != nil {
 		return n, err
@@ -326,6 +335,9 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		}
 	}
 	if err := n.addStatic(cfg.Peers); err != nil {
+		return n, err
+	}
+	if err := n.openDevices(); err != nil {
 		return n, err
 	}
 	n.peers.Lock()
@@ -408,7 +420,7 @@ func (n *Node) openTUN(pub identity.PublicKey) (tunwrap.Device, error) {
 	}
 	dev, err := tun.CreateTUN(cfg.TUN.Name, cfg.TUN.MTU)
 	if err != nil {
-		return nil, fmt.Errorf("tun.name %s: create TUN device: %w (kernel mode needs root or CAP_NET_ADMIN and /dev/net/tun; tun.mode = \"userspace\" needs neither)", cfg.TUN.Name, err)
+		return nil, fmt.Errorf("tun.name %s: create TUN device: %w (%s; tun.mode = \"userspace\" needs none of that)", cfg.TUN.Name, err, tunNeeds)
 	}
 	k, err := tunwrap.Kernel(dev)
 	if err != nil {
@@ -593,7 +605,6 @@ func (n *Node) expireRules(now time.Time) {
 		return
 	}
 	removed := n.store.Expire(now)
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	for _, e := range removed {
 		n.log.Info("policy: rule expired", "rule", e.Rule.String(), "until", e.Until)

@@ -45,9 +45,26 @@ func (n *Node) addStatic(list []config.Peer) error {
 		if cp.PublicKey == n.pub {
 			return fmt.Errorf("peers[%d]: that is this node's own key", i)
 		}
+		if _, err := n.hostedBy(cp); err != nil {
+			return fmt.Errorf("peers[%d].%w", i, err)
+		}
 		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	return nil
+}
+
+// hostedBy returns the node addresses of the devices static peer cp hosts
+// (peers[].devices; config.Validate checked the rest), refusing this
+// node's own key, which no peer may claim.
+func (n *Node) hostedBy(cp config.Peer) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for j, d := range cp.Devices {
+		if d == n.pub {
+			return nil, fmt.Errorf("devices[%d]: that is this node's own key", j)
+		}
+		out = append(out, d.Address())
+	}
+	return out, nil
 }
 
 // insertLocked adds p to the peer table and its indexes, and routes its
@@ -74,11 +91,17 @@ func (n *Node) activateLocked(p *peers.Peer) error {
 		p.Active = true
 		p.ActivatedAt = n.clock.Now()
 		n.wrapper.SetPeer(p.Addr, true)
+		for _, d := range p.Devices {
+			n.wrapper.SetPeer(d, true)
+		}
 		n.log.Debug("peer added to the device", "peer", p.Key.ShortString(), "endpoint", p.Endpoint, "static", p.Static)
 		n.events.Publish(Event{Type: EventPeerAdded, Peer: p.Key.String(), Address: p.Addr.String(), Endpoint: endpointString(p.Endpoint)})
-		if p.Responding {
+		switch {
+		case p.Device:
+			// A plain WireGuard device speaks no tomoe protocol.
+		case p.Responding:
 			n.greetWhenConfirmed(p.Addr)
-		} else {
+		default:
 			n.orgs.Greet(p.Addr)
 		}
 		if p.Site || len(p.RouteIPs) > 0 {
@@ -95,6 +118,9 @@ func (n *Node) deactivateLocked(p *peers.Peer, why string) {
 	}
 	n.engine.RemovePeer(p.Key)
 	n.wrapper.SetPeer(p.Addr, false)
+	for _, d := range p.Devices {
+		n.wrapper.SetPeer(d, false)
+	}
 	p.Active, p.Up = false, false
 	n.log.Info("peer removed from the device", "peer", p.Key.ShortString(), "reason", why)
 	n.events.Publish(Event{Type: EventPeerRemoved, Peer: p.Key.String(), Address: p.Addr.String(), Detail: why})
@@ -145,6 +171,9 @@ func (n *Node) lookupPeer(dst netip.Addr) *peers.Peer {
 	defer n.peers.Unlock()
 	if p := n.peers.ByAddr(dst); p != nil {
 		return p
+	}
+	if p := n.peers.ByDevice(dst); p != nil {
+		return p // a device hosted by p: reached through it
 	}
 	if identity.IsSiteAddress(dst) {
 		site, _ := dst.Prefix(64)

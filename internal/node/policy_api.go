@@ -26,7 +26,6 @@ func (a PolicyArea) Deny(ctx context.Context, req adminapi.DenyRequest) (adminap
 	if err != nil {
 		return adminapi.DenyResponse{}, fmt.Errorf("save policy: %w", err)
 	}
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	n.routes.Recompute()
 	if added {
@@ -50,7 +49,6 @@ func (a PolicyArea) Undeny(ctx context.Context, req adminapi.UndenyRequest) (adm
 	if err != nil {
 		return adminapi.UndenyResponse{}, fmt.Errorf("save policy: %w", err)
 	}
-	n.filter.SetMatcher(n.store.Matcher())
 	n.knownKeysChanged()
 	n.routes.Recompute()
 	out := adminapi.UndenyResponse{Removed: []adminapi.Rule{}}

@@ -27,7 +27,8 @@ import (
 //     can be refused (a static peer with this node's own key, offers the
 //     node cannot forward) are checked; an invalid file changes nothing.
 //   - Then, in this order: static peers that left the file or whose
-//     endpoint changed leave the device; the policy's config rules (and
+//     endpoint changed leave the device; offers, accept rules and exposed
+//     services that left the file are withdrawn; the policy's config rules (and
 //     the rules [[admin.allow]] implies) are replaced in one step, and the
 //     sessions of the peers a removed allow rule named, or that the new
 //     policy no longer admits at all, are cut as a revocation cuts them;
@@ -128,6 +129,19 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 
 	// Peers that leave, or move: out of the device first.
 	n.reloadPeersOut(&d)
+	// Offers, accept rules and services that leave: withdrawn before the
+	// policy changes, so that a new rule that admits a peer to "this node
+	// and every route it offers" never meets the old offers and services
+	// (the node is never more open than under the old file or the new).
+	// What stays keeps its old form until the new one is applied below.
+	if len(d.OffersRemoved)+len(d.AcceptRemoved) > 0 {
+		o, a := routesOf(keptRoutes(n.live.Routes, cfg.Routes))
+		fail("routes", n.routes.Reload(o, a))
+	}
+	if len(d.ExposeRemoved) > 0 {
+		fail("expose", n.svc.ReloadExpose(exposeOf(keptExpose(n.live.Expose, cfg.Expose))))
+	}
+	n.reloadStep("withdrawn")
 	// The policy in one step, then the cuts.
 	if len(d.PolicyAdded)+len(d.PolicyRemoved) > 0 || d.AdminAllowChanged {
 		warnings, cut := n.reloadPolicy(cfg, &d)
@@ -136,13 +150,14 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 			res.PeersCut = append(res.PeersCut, k.String())
 		}
 	}
+	n.reloadStep("policy")
 	fail("peers", n.reloadPeersIn(cfg, &d))
 	if len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved) > 0 {
-		o, a := routesOf(cfg)
+		o, a := routesOf(cfg.Routes)
 		fail("routes", n.routes.Reload(o, a))
 	}
 	if len(d.ExposeAdded)+len(d.ExposeRemoved)+len(d.ExposeChanged) > 0 {
-		fail("expose", n.svc.ReloadExpose(exposeOf(cfg)))
+		fail("expose", n.svc.ReloadExpose(exposeOf(cfg.Expose)))
 	}
 	if d.AccessChanged {
 		fail("access", n.svc.ReloadAccess(localsvc.Config{Log: n.log, Connect: cfg.Connect,
@@ -170,15 +185,31 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 }
 
 // checkReload refuses what the file's validation cannot know: this
-// node's own key as a static peer, offers this node cannot make.
+// node's own key as a static peer or a peer's device, a device this node
+// hosts as a peer or another peer's device, offers this node cannot make.
 func (n *Node) checkReload(cfg *config.Config, d *config.Diff) error {
+	hosted := map[identity.PublicKey]string{}
+	for _, d := range n.devices.List() {
+		hosted[d.PublicKey] = d.Name
+	}
 	for i, p := range cfg.Peers {
 		if p.PublicKey == n.pub {
 			return fmt.Errorf("%s: peers[%d]: that is this node's own key", n.opts.ConfigPath, i)
 		}
+		if name, ok := hosted[p.PublicKey]; ok {
+			return fmt.Errorf("%s: peers[%d]: that key is device %q, which this node hosts (tomoe device remove %s first)", n.opts.ConfigPath, i, name, name)
+		}
+		if _, err := n.hostedBy(p); err != nil {
+			return fmt.Errorf("%s: peers[%d].%w", n.opts.ConfigPath, i, err)
+		}
+		for j, d := range p.Devices {
+			if name, ok := hosted[d]; ok {
+				return fmt.Errorf("%s: peers[%d].devices[%d]: that is device %q, which this node hosts itself", n.opts.ConfigPath, i, j, name)
+			}
+		}
 	}
 	if len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved) > 0 {
-		o, a := routesOf(cfg)
+		o, a := routesOf(cfg.Routes)
 		if err := n.routes.CheckReload(o, a); err != nil {
 			return fmt.Errorf("%s: %w", n.opts.ConfigPath, err)
 		}
@@ -186,24 +217,60 @@ func (n *Node) checkReload(cfg *config.Config, d *config.Diff) error {
 	return nil
 }
 
-func routesOf(cfg *config.Config) ([]config.Offer, []offers.Rule) {
+func routesOf(r config.Routes) ([]config.Offer, []offers.Rule) {
 	var o []config.Offer
-	for _, r := range cfg.Routes.Offer {
+	for _, r := range r.Offer {
 		o = append(o, config.Offer{Prefix: r.Prefix.Prefix, Masquerade: r.Masquerade})
 	}
 	var a []offers.Rule
-	for _, r := range cfg.Routes.Accept {
+	for _, r := range r.Accept {
 		a = append(a, offers.Rule{From: r.From, Prefix: r.Prefix.Prefix})
 	}
 	return o, a
 }
 
-func exposeOf(cfg *config.Config) []services.Service {
+func exposeOf(list []config.Expose) []services.Service {
 	var out []services.Service
-	for _, e := range cfg.Expose {
+	for _, e := range list {
 		out = append(out, services.Service{Proto: e.Proto.String(), Port: uint16(e.Port), Target: e.Target.String()})
 	}
 	return out
+}
+
+// keptRoutes are the old offers whose prefix the new file still offers
+// (as they were) and the old accept rules it still has: old ∩ new.
+func keptRoutes(old, new config.Routes) config.Routes {
+	var r config.Routes
+	for _, o := range old.Offer {
+		if slices.ContainsFunc(new.Offer, func(n config.RouteOffer) bool { return n.Prefix == o.Prefix }) {
+			r.Offer = append(r.Offer, o)
+		}
+	}
+	for _, a := range old.Accept {
+		if slices.ContainsFunc(new.Accept, func(n config.RouteAccept) bool { return n.Prefix == a.Prefix && n.From.Same(a.From) }) {
+			r.Accept = append(r.Accept, a)
+		}
+	}
+	return r
+}
+
+// keptExpose are the old services whose proto and port the new file
+// still exposes, as they were.
+func keptExpose(old, new []config.Expose) []config.Expose {
+	var out []config.Expose
+	for _, o := range old {
+		if slices.ContainsFunc(new, func(n config.Expose) bool { return n.Proto == o.Proto && n.Port == o.Port }) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// reloadStep calls the test hook, if any, between the steps of a reload.
+func (n *Node) reloadStep(step string) {
+	if h := n.reloadHook; h != nil {
+		h(step)
+	}
 }
 
 // reloadPeersOut takes the static peers the file no longer lists out of
@@ -225,7 +292,9 @@ func (n *Node) reloadPeersOut(d *config.Diff) {
 	for _, cp := range d.PeersChanged {
 		p := n.peers.Get(cp.PublicKey)
 		i := slices.IndexFunc(n.live.Peers, func(o config.Peer) bool { return o.PublicKey == cp.PublicKey })
-		if p != nil && p.Static && i >= 0 && n.live.Peers[i].Endpoint != cp.Endpoint {
+		switch {
+		case p == nil || !p.Static || i < 0:
+		case n.live.Peers[i].Endpoint != cp.Endpoint:
 			n.forgetLocked(p, "endpoint changed in the config")
 		}
 	}
@@ -251,12 +320,19 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			// Same endpoint (reloadPeersOut forgot the others): name and
 			// keepalive in place.
 			p.Name = cp.Name
+			update := false
 			if k := cp.Keepalive(); k != p.Keepalive {
 				p.Keepalive = k
-				if p.Active {
-					if err := n.activateLocked(p); err != nil {
-						errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
-					}
+				update = true
+			}
+			if devs, _ := n.hostedBy(cp); !slices.Equal(devs, p.Devices) {
+				n.forgetDeviceSessionsLocked(cp)
+				n.setDevicesLocked(p, devs)
+				update = true
+			}
+			if update && p.Active {
+				if err := n.activateLocked(p); err != nil {
+					errs = append(errs, fmt.Errorf("peer %s: %w", cp.PublicKey.ShortString(), err))
 				}
 			}
 			continue
@@ -265,10 +341,47 @@ func (n *Node) reloadPeersIn(cfg *config.Config, d *config.Diff) error {
 			n.flushFlowsLocked(p)
 			n.forgetLocked(p, "now a static peer of the config")
 		}
+		n.forgetDeviceSessionsLocked(cp)
 		n.insertLocked(n.staticPeerLocked(cp))
 	}
 	n.routes.RecomputeLocked()
 	return errors.Join(errs...)
+}
+
+// forgetDeviceSessionsLocked ends the sessions of their own that static
+// peer cp's devices had (as dynamic peers): a device is reached through
+// its home only. Call it before the devices are given to cp's record, so
+// that forgetting the device's record does not take its address out of
+// the wrapper's routes afterwards.
+func (n *Node) forgetDeviceSessionsLocked(cp config.Peer) {
+	for _, d := range cp.Devices {
+		if dp := n.peers.Get(d); dp != nil && !dp.Static {
+			n.flushFlowsLocked(dp)
+			n.forgetLocked(dp, "now a device hosted by "+cp.PublicKey.ShortString())
+		}
+	}
+}
+
+// setDevicesLocked changes the devices static peer p hosts, in the table
+// and the wrapper's routes (the caller updates its AllowedIPs in the
+// device); flows with a device it no longer hosts are forgotten.
+func (n *Node) setDevicesLocked(p *peers.Peer, devs []netip.Addr) {
+	var gone []netip.Addr
+	for _, d := range p.Devices {
+		if !slices.Contains(devs, d) {
+			gone = append(gone, d)
+			n.wrapper.SetPeer(d, false)
+		}
+	}
+	n.peers.SetDevices(p, devs)
+	if p.Active {
+		for _, d := range devs {
+			n.wrapper.SetPeer(d, true)
+		}
+	}
+	if len(gone) > 0 {
+		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(gone, a) })
+	}
 }
 
 // staticPeerLocked makes the (inactive) record of a static peer. The
@@ -280,6 +393,7 @@ func (n *Node) staticPeerLocked(cp config.Peer) *peers.Peer {
 	if ep.Addr.IsValid() {
 		p.Endpoint = netip.AddrPortFrom(ep.Addr.Unmap(), ep.Port)
 	}
+	p.Devices, _ = n.hostedBy(cp) // refused before: addStatic, checkReload
 	if owner := n.peers.BySite(k.SitePrefix()); owner != nil {
 		n.log.Warn("two static peers have the same site prefix; only the first gets it", "peer", k.ShortString(), "other", owner.Key.ShortString())
 		p.Site = false
@@ -298,8 +412,7 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 	allow := cfg.Admin.Allow
 	n.adminAllow.Store(&allow)
 	warnings = n.store.SetConfig(cfg.PolicyRules(), cfg.AdminRules(adminapi.AdminPort))
-	after := n.store.Matcher()
-	n.filter.SetMatcher(after)
+	after := n.store.Matcher() // the filter has it already (Store.Publish)
 	// A rule whose until alone changed stays: it cuts nothing.
 	kept := cfg.PolicyRules()
 	named := func(a netip.Addr) bool {
@@ -307,9 +420,19 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 			return !r.Deny && !r.From.Any && r.From.Covers(a) && !slices.ContainsFunc(kept, r.Equal)
 		})
 	}
+	lost := func(a netip.Addr) bool { return named(a) || (before.AllowsAny(a) && !after.AllowsAny(a)) }
 	n.routes.Lock()
 	for p := range n.peers.All() {
-		if !named(p.Addr) && !(before.AllowsAny(p.Addr) && !after.AllowsAny(p.Addr)) {
+		if !lost(p.Addr) {
+			// Its devices are judged on their own: their flows go, their
+			// home's session stays.
+			var devs []netip.Addr
+			for _, d := range p.Devices {
+				if lost(d) {
+					devs = append(devs, d)
+				}
+			}
+			n.flushDeviceFlowsLocked(devs)
 			continue
 		}
 		n.flushFlowsLocked(p)

@@ -233,3 +233,49 @@ func TestReloadServicesAndRoutes(t *testing.T) {
 		t.Errorf("accept rules after the reload that removed them: %+v", routes.Accept)
 	}
 }
+
+// TestReloadWithdrawsBeforePolicy: a reload that adds a rule admitting
+// new peers to this node (no `to`) and removes an exposed service takes
+// the service away before the new rule applies: the node is never more
+// open than under the old file or the new.
+func TestReloadWithdrawsBeforePolicy(t *testing.T) {
+	alice, bob := prepare(t, "alice"), prepare(t, "bob")
+	target, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer target.Close()
+	go testnet.Echo(target)
+	expose := "[[expose]]\nport = 80\ntarget = \"" + target.Addr().String() + "\"\n" +
+		"[[expose]]\nport = 81\ntarget = \"" + target.Addr().String() + "\"\n"
+	alice.startFile(t, allowDoc(bob.key.Public().String(), "tcp", "80")+expose)
+	if svc, _ := alice.ServicesArea().Services(context.Background()); len(svc.Expose) != 2 {
+		t.Fatalf("exposed at start: %+v", svc.Expose)
+	}
+
+	alice.writeConfig(t, allowDoc(bob.key.Public().String(), "tcp", "80")+allowDoc("*", "tcp", "1-65535")+
+		"[[expose]]\nport = 81\ntarget = \""+target.Addr().String()+"\"\n")
+	var steps []string
+	alice.reloadHook = func(step string) {
+		svc, _ := alice.ServicesArea().Services(context.Background())
+		var ports []int
+		for _, e := range svc.Expose {
+			ports = append(ports, int(e.Port))
+		}
+		steps = append(steps, step)
+		if step == "policy" && !slices.Equal(ports, []int{81}) {
+			t.Errorf("when the new policy applies, exposed ports are %v, want only 81 (80 left the file)", ports)
+		}
+	}
+	res := alice.reload(t)
+	alice.reloadHook = nil
+	if res.Expose != (adminapi.ReloadCount{Removed: 1}) || res.Policy != (adminapi.ReloadCount{Added: 1}) || len(res.Errors) != 0 {
+		t.Fatalf("reload: %+v", res)
+	}
+	if !slices.Equal(steps, []string{"withdrawn", "policy"}) {
+		t.Errorf("steps %v", steps)
+	}
+	if svc, _ := alice.ServicesArea().Services(context.Background()); len(svc.Expose) != 1 || svc.Expose[0].Port != 81 {
+		t.Errorf("exposed after the reload: %+v", svc.Expose)
+	}
+}

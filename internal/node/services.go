@@ -8,13 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/offers"
+	"github.com/tomoe-net/tomoe/internal/routes"
 	"github.com/tomoe-net/tomoe/internal/services"
 )
 
@@ -47,11 +45,7 @@ func (n *Node) listenOverlay(proto string, port uint16) (io.Closer, error) {
 	if err != nil {
 		return nil, err
 	}
-	lc := net.ListenConfig{Control: func(network, address string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), dev) })
-		return errors.Join(err, serr)
-	}}
+	lc := net.ListenConfig{Control: routes.BindToDevice(dev)}
 	if proto == "udp" {
 		return lc.ListenPacket(context.Background(), "udp6", ap.String())
 	}

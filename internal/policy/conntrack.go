@@ -54,6 +54,9 @@ type ctEntry struct {
 	owner  netip.Addr
 	state  uint8
 	remote bool // opened by the remote end
+	// hosted: opened by a device this node hosts (owner), forwarded
+	// through it; charged to the device like a remote's flow.
+	hosted bool
 }
 
 // Conntrack is the connection table. Its entries are keyed as this node
@@ -88,8 +91,8 @@ type Conntrack struct {
 	mu       sync.Mutex // guards the fields below
 	flows    map[packet.Flow]*ctEntry
 	byRemote map[netip.Addr]int // this node's flows per remote address
-	byOwner  map[netip.Addr]int // remote-origin flows per owner
-	remote   int                // remote-origin flows
+	byOwner  map[netip.Addr]int // remote-origin and hosted devices' flows per owner
+	remote   int                // remote-origin and hosted devices' flows
 	lastGC   int64
 }
 
@@ -148,6 +151,51 @@ func flowKey(p *packet.Parsed) packet.Flow {
 	return f
 }
 
+// OutboundFor records a packet a device this node hosts (owner) sends
+// through it: as Outbound, but a new flow is charged to the device under a
+// remote's quotas (the device is a key this node does not control; its
+// flows must not fill the table this node's own need). It returns Accept,
+// DropFlowQuota or DropTableFull.
+func (c *Conntrack) OutboundFor(p *packet.Parsed, owner netip.Addr, now int64) Verdict {
+	if p.NonFirst || (p.IsICMP() && !p.IsEchoRequest()) {
+		return Accept
+	}
+	key := flowKey(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.liveLocked(key, now)
+	if e == nil {
+		if !initiates(p) {
+			return Accept
+		}
+		if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+			c.gcLocked(now, true)
+			if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+				return DropFlowQuota
+			}
+		}
+		if !c.roomLocked(now) {
+			return DropTableFull
+		}
+		e = &ctEntry{owner: owner, hosted: true}
+		c.flows[key] = e
+		c.byOwner[owner]++
+		c.remote++
+	}
+	c.touchLocked(e, p, now)
+	return Accept
+}
+
+// OpenedByHosted reports whether p, sent by a device this node hosts
+// (owner), belongs to a live flow the device opened (OutboundFor), which
+// is charged to it.
+func (c *Conntrack) OpenedByHosted(p *packet.Parsed, owner netip.Addr, now int64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.flows[flowKey(p)]
+	return e != nil && e.hosted && e.owner == owner && e.expires >= now
+}
+
 // liveLocked returns the entry for key, or nil if there is none or it
 // expired (an expired one is removed: it no longer says who opened the flow).
 func (c *Conntrack) liveLocked(key packet.Flow, now int64) *ctEntry {
@@ -181,6 +229,29 @@ func (c *Conntrack) Outbound(p *packet.Parsed, now int64) bool {
 		e = &ctEntry{}
 		c.flows[key] = e
 		c.byRemote[key.Dst]++
+	}
+	c.touchLocked(e, p, now)
+	return true
+}
+
+// Answers reports whether an outgoing packet this node forwards (from a
+// source it does not own) answers a flow its remote end opened, and
+// refreshes that flow: a TCP segment, ICMP message or later fragment that
+// opens nothing, or a connectionless packet of a flow Admitted recorded
+// as the remote's. It records nothing new.
+func (c *Conntrack) Answers(p *packet.Parsed, now int64) bool {
+	if p.NonFirst {
+		return true
+	}
+	if !connectionless(p) {
+		return !initiates(p)
+	}
+	key := flowKey(p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.liveLocked(key, now)
+	if e == nil || !e.remote {
+		return false
 	}
 	c.touchLocked(e, p, now)
 	return true
@@ -311,7 +382,7 @@ func (c *Conntrack) touchLocked(e *ctEntry, p *packet.Parsed, now int64) {
 
 func (c *Conntrack) deleteLocked(key packet.Flow, e *ctEntry) {
 	delete(c.flows, key)
-	if e.remote {
+	if e.remote || e.hosted {
 		c.remote--
 		if c.byOwner[e.owner]--; c.byOwner[e.owner] <= 0 {
 			delete(c.byOwner, e.owner)
@@ -369,8 +440,8 @@ func (c *Conntrack) Len() int {
 	return len(c.flows)
 }
 
-// Counts returns the number of tracked flows by who opened them, expired
-// ones not yet collected included.
+// Counts returns the number of tracked flows by who opened them (a hosted
+// device's count as remote), expired ones not yet collected included.
 func (c *Conntrack) Counts() (local, remote int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -49,7 +49,7 @@ func ParseDest(s string) (Dest, error) {
 		return Dest{Kind: DestSelf}, nil
 	case s == "*":
 		return Dest{}, fmt.Errorf(`to %q: leave "to" out to mean this node and every route it offers`, s)
-	case strings.Contains(s, "/") && !strings.HasPrefix(s, prefixGroup):
+	case strings.Contains(s, "/") && !strings.HasPrefix(s, prefixGroup) && !isKey(s):
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
 			return Dest{}, fmt.Errorf("to %q: not an IP prefix (e.g. 10.1.0.0/16 or fd00:1::/64): %v", s, err)
@@ -72,6 +72,12 @@ func ParseDest(s string) (Dest, error) {
 		return Dest{}, nil
 	}
 	return Dest{Kind: DestNodes, ID: id}, nil
+}
+
+// isKey reports whether s is a public key (base64 may hold a '/').
+func isKey(s string) bool {
+	_, err := identity.ParsePublicKey(s)
+	return err == nil
 }
 
 // String gives the written form ("" for DestDefault).

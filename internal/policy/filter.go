@@ -68,6 +68,7 @@ type Filter struct {
 	matcher atomic.Pointer[Matcher]
 	sites   atomic.Pointer[map[[8]byte]netip.Addr]
 	routed  atomic.Pointer[[]RouteOwner]
+	hosted  atomic.Pointer[map[netip.Addr]struct{}] // node addresses of the devices this node hosts
 	ct      *Conntrack
 	onDeny  func(Denial)
 
@@ -186,19 +187,38 @@ func (f *Filter) Matcher() *Matcher { return f.matcher.Load() }
 func (f *Filter) Conntrack() *Conntrack { return f.ct }
 
 // Outbound decides on a packet this node sends into the overlay; p must have
-// been decoded without error (else pass DropMalformed yourself). A packet
-// that opens a flow (not an answer on a flow a peer opened) is refused
-// only when the connection table is full (DropTableFull); peers' flows
-// never take more than half of it.
+// been decoded without error (else pass DropMalformed yourself). Its
+// source must be this node's or in a route it offers (else DropSpoofed; a
+// hosted device's address is neither). To a hosted device, only this
+// node's own address opens flows: what it forwards only answers flows the
+// device opened (else DropDenied). A packet that opens a flow (not an
+// answer on a flow a peer opened) is refused only when the connection
+// table is full (DropTableFull); peers' flows never take more than half
+// of it.
 func (f *Filter) Outbound(p *packet.Parsed, now int64) Verdict {
 	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src.IsUnspecified() {
 		// Router solicitations, MLD reports and the like: not for the
 		// overlay, and not an attack either.
 		return DropNotOverlay
 	}
-	if l := f.local.Load(); !l.owns(p.Src) && !l.forwards(p.Src) {
+	l := f.local.Load()
+	if !l.owns(p.Src) && !l.forwards(p.Src) {
+		// A hosted device's address is not this node's either: what the
+		// device sends comes in through WireGuard and is judged by
+		// Hairpin, never here.
 		f.spoofed.Add(1)
 		return DropSpoofed
+	}
+	if p.Src != l.Addr && f.Hosts(p.Dst) {
+		// This node guards its devices: its own programs may talk to them
+		// from its node address, but what it forwards (its LAN, its site
+		// prefix's devices, an offered route's hosts) may only answer
+		// flows the device opened there (Inbound judged those); no rule
+		// can name such a source, so nothing of theirs opens a flow.
+		if !f.ct.Answers(p, now) {
+			return f.deny(p, p.Src, DropDenied, now)
+		}
+		return Accept
 	}
 	if !f.ct.Outbound(p, now) {
 		return DropTableFull
@@ -267,6 +287,95 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 		}
 	}
 	return f.deny(p, from, DropDenied, now)
+}
+
+// SetHosted installs the node addresses of the plain WireGuard devices
+// this node hosts (their home node: `tomoe device add`).
+func (f *Filter) SetHosted(addrs []netip.Addr) {
+	m := make(map[netip.Addr]struct{}, len(addrs))
+	for _, a := range addrs {
+		m[a] = struct{}{}
+	}
+	f.hosted.Store(&m)
+}
+
+// Hosts reports whether a is the address of a device this node hosts.
+func (f *Filter) Hosts(a netip.Addr) bool {
+	m := f.hosted.Load()
+	if m == nil || len(*m) == 0 {
+		return false
+	}
+	_, ok := (*m)[a]
+	return ok
+}
+
+// Hairpin decides on a packet a peer sent that this node must forward
+// back into the overlay because it comes from or goes to a device this
+// node hosts; forward is false for every other packet (Inbound judges it).
+//
+//   - To a hosted device (from anyone, the device itself excepted): this
+//     node guards the device, which has no firewall of its own. Deny rules
+//     apply as to this node; an allow rule applies only if its `to` names
+//     the device (its key, its address or its /128: see Self.Hosted and
+//     Matcher.AllowsToHosted), so that rules for this node's own services
+//     or the routes it forwards open nothing on its devices; replies to
+//     flows the device opened pass.
+//   - From a hosted device to an address neither this node's nor one it
+//     forwards: allowed unless a deny rule about the device refuses it
+//     (`[[policy.deny]] from = DEVICE`, or a "*" deny matching it; every
+//     packet, so a new deny stops the device's flows too), recorded as a
+//     flow the device opened (so its replies pass); the destination's own
+//     policy decides.
+//
+// Packets between a device and this node itself, or its offered routes,
+// are not hairpinned: Inbound judges them with the device as the source.
+func (f *Filter) Hairpin(p *packet.Parsed, now int64) (v Verdict, forward bool) {
+	toDev, fromDev := f.Hosts(p.Dst), f.Hosts(p.Src)
+	if !toDev && !fromDev {
+		return Accept, false
+	}
+	local := f.local.Load()
+	if local.owns(p.Dst) || local.forwards(p.Dst) {
+		return Accept, false
+	}
+	if p.Dst.IsMulticast() || p.Dst.IsLinkLocalUnicast() || p.Src.IsLinkLocalUnicast() || p.Src == p.Dst {
+		return DropNotOverlay, true
+	}
+	if !toDev {
+		if f.matcher.Load().Denies(p.Src, p.Dst, p.Proto, p.DstPort, p.HasPorts) {
+			return f.deny(p, p.Src, DropDenied, now), true
+		}
+		if v := f.ct.OutboundFor(p, p.Src, now); v != Accept {
+			return f.deny(p, p.Src, v, now), true
+		}
+		return Accept, true
+	}
+	from := f.identify(p.Src)
+	if !from.IsValid() {
+		return f.deny(p, from, DropDenied, now), true
+	}
+	m := f.matcher.Load()
+	switch {
+	case p.NonFirst:
+		if f.ct.HasRemote(p.Src) {
+			return Accept, true
+		}
+	case p.IsICMPError():
+		if p.HasInner && f.Hosts(p.Inner.Src) && f.ct.Related(p.Inner, now) {
+			return Accept, true
+		}
+	default:
+		if m.AllowsToHosted(from, p.Dst, p.Proto, p.DstPort, p.HasPorts) {
+			if v := f.ct.Admitted(p, from, now); v != Accept {
+				return f.deny(p, from, v, now), true
+			}
+			return Accept, true
+		}
+		if f.ct.Reply(p, now) {
+			return Accept, true
+		}
+	}
+	return f.deny(p, from, DropDenied, now), true
 }
 
 // Malformed counts a packet that did not parse.

@@ -13,6 +13,20 @@ import (
 type Self struct {
 	Addr    netip.Addr
 	Members []Member
+	// Hosted are the node addresses of the devices this node hosts: a
+	// rule whose To names one of them (its key or address) is about
+	// traffic to that device (as if To were its address /128).
+	Hosted []netip.Addr
+}
+
+// hostedDest returns the hosted device a DestNodes identity names, if any.
+func (s Self) hostedDest(id Identity) (netip.Addr, bool) {
+	for _, h := range s.Hosted {
+		if id.Matches(h, nil) {
+			return h, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // Matcher is an immutable, compiled rule set. Build a new one on every
@@ -100,18 +114,22 @@ func CompileAt(entries []Entry, dir Directory, self Self, now time.Time) *Matche
 		if e.Expired(now) {
 			continue
 		}
-		if e.To.Kind == DestNodes && !e.To.ID.Matches(self.Addr, self.Members) {
-			continue
+		dest, prefix := e.To.Kind, e.To.Prefix
+		if dest == DestNodes {
+			if e.To.ID.Matches(self.Addr, self.Members) {
+				dest = DestDefault
+			} else if h, ok := self.hostedDest(e.To.ID); ok {
+				dest, prefix = DestPrefix, netip.PrefixFrom(h, 128)
+			} else {
+				continue
+			}
 		}
 		idx := len(m.entries)
 		m.entries = append(m.entries, e)
 		if !e.Until.IsZero() && (m.next.IsZero() || e.Until.Before(m.next)) {
 			m.next = e.Until
 		}
-		c := crule{idx: idx, proto: e.Proto, ports: e.Ports, dest: e.To.Kind, prefix: e.To.Prefix}
-		if c.dest == DestNodes {
-			c.dest = DestDefault
-		}
+		c := crule{idx: idx, proto: e.Proto, ports: e.Ports, dest: dest, prefix: prefix}
 		switch {
 		case e.From.kind() == KindAny:
 			m.any.add(c, e.Deny)
@@ -176,6 +194,42 @@ func (m *Matcher) AllowsTo(src, dst netip.Addr, self bool, ipProto uint8, port u
 		return true
 	}
 	return rs != nil && first(rs.allow, dst, self, ipProto, port, hasPorts) >= 0
+}
+
+// AllowsToHosted reports whether a packet from src to dst, the address of
+// a device this node hosts, is allowed: no deny rule matches it as a
+// forwarded destination, and an allow rule whose `to` names the device
+// (its key or address, compiled to its /128, or that /128 itself) does.
+// Rules without `to`, or "self", are about this node; a wider prefix
+// (an offered route, an exit's ::/0, fc00::/8) opens no device: the
+// device has no firewall of its own, and a rule meant for forwarded
+// traffic must not open every phone the node hosts.
+func (m *Matcher) AllowsToHosted(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
+	rs := m.bySrc[src]
+	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 || (rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0) {
+		return false
+	}
+	named := func(cs []crule) bool {
+		for i := range cs {
+			if cs[i].dest == DestPrefix && cs[i].prefix.IsSingleIP() && cs[i].matches(dst, false, ipProto, port, hasPorts) {
+				return true
+			}
+		}
+		return false
+	}
+	return named(m.any.allow) || (rs != nil && named(rs.allow))
+}
+
+// Denies reports whether a deny rule refuses a packet from src to dst, a
+// destination this node forwards to (not one of its own addresses): a
+// hosted device's traffic into the overlay meets the home's deny rules
+// about the device, as what comes to it does.
+func (m *Matcher) Denies(src, dst netip.Addr, ipProto uint8, port uint16, hasPorts bool) bool {
+	if first(m.any.deny, dst, false, ipProto, port, hasPorts) >= 0 {
+		return true
+	}
+	rs := m.bySrc[src]
+	return rs != nil && first(rs.deny, dst, false, ipProto, port, hasPorts) >= 0
 }
 
 // AllowsAny reports whether some allow rule could admit some inbound

@@ -58,7 +58,10 @@ type Store struct {
 	orgs    map[string]orgDoc
 	dir     Directory
 	self    Self
+	hosted  []netip.Addr // Self.Hosted, kept apart: SetSelf does not carry it
 	matcher *Matcher
+	// publish, if set (Publish), is given each new matcher, under mu.
+	publish func(*Matcher)
 }
 
 type orgDoc struct {
@@ -236,7 +239,23 @@ func (s *Store) effectiveLocked(now time.Time) []Entry {
 }
 
 func (s *Store) rebuildLocked(now time.Time) {
-	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.self, now)
+	s.matcher = CompileAt(s.allEntriesLocked(), s.dir, s.selfLocked(), now)
+	if s.publish != nil {
+		s.publish(s.matcher)
+	}
+}
+
+// Publish hands f the current matcher, then every new one as the store
+// compiles it, under the store's lock: f (as Filter.SetMatcher) sees
+// them in the order they were made, and a change racing another never
+// installs the older rule set last. f must not call the store.
+func (s *Store) Publish(f func(*Matcher)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.publish = f
+	if f != nil {
+		f(s.matcher)
+	}
 }
 
 // Revoked reports whether rules naming addr (its key or address, not "*"
@@ -281,6 +300,17 @@ func (s *Store) SetDirectory(dir Directory) {
 func (s *Store) SetSelf(self Self) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.self = self
+	s.rebuildLocked(time.Now())
+}
+
+// SetMembers installs the verified memberships (as SetDirectory) and this
+// node's own (as SetSelf), and recompiles once: no matcher has the one
+// without the other.
+func (s *Store) SetMembers(dir Directory, self Self) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dir = dir
 	s.self = self
 	s.rebuildLocked(time.Now())
 }
@@ -349,7 +379,22 @@ func (s *Store) SetOrgRules(org string, version uint64, rules []Rule) {
 func (s *Store) Snapshot() ([]Entry, Directory, Self) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.allEntriesLocked(), s.dir, s.self
+	return s.allEntriesLocked(), s.dir, s.selfLocked()
+}
+
+func (s *Store) selfLocked() Self {
+	self := s.self
+	self.Hosted = s.hosted
+	return self
+}
+
+// SetHosted installs the node addresses of the devices this node hosts
+// (for rules whose To names one), and recompiles.
+func (s *Store) SetHosted(addrs []netip.Addr) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.hosted = slices.Clone(addrs)
+	s.rebuildLocked(time.Now())
 }
 
 // Allow adds the allow rule r. It reports false when an equal rule was

@@ -1,3 +1,5 @@
+//go:build linux
+
 package routes
 
 import (
@@ -24,23 +26,6 @@ import (
 // addresses (netlink notifications), so a host that moves to another LAN
 // keeps it, and gets back the part of the tunnelled route its old LAN
 // took.
-
-// Host is what the host reaches without tomoe.
-type Host struct {
-	// Networks are the host's own networks: the destinations of the main
-	// table's routes without a gateway (its connected networks and other
-	// links' routes), and the gateways of the main table's routes as /32
-	// or /128, on interfaces other than tomoe's. Default routes,
-	// link-local and multicast prefixes are left out. Sorted.
-	Networks []netip.Prefix
-	// Addrs are the host's own addresses on interfaces other than
-	// tomoe's, without loopback, link-local and multicast ones. Sorted.
-	Addrs []netip.Addr
-}
-
-func (h Host) equal(o Host) bool {
-	return slices.Equal(h.Networks, o.Networks) && slices.Equal(h.Addrs, o.Addrs)
-}
 
 // Host returns the host's networks and addresses as last seen (at
 // Configure, then at each change WatchHost saw).

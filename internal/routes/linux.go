@@ -1,11 +1,5 @@
-// Package routes owns what tomoe changes in the host's network
-// configuration in kernel mode: the addresses and MTU of the TUN
-// interface, the routes that point at it, and the ip rules that select
-// those routes. Only the overlay prefix fc00::/8, the site prefixes of
-// peers and the tunnelled routes this node accepts are routed into the TUN
-// (DESIGN.md principle 6), all in table Table, which tomoe's ip rules
-// (rules.go) consult ahead of the main table, except where the host's own
-// networks lie (host.go). Close removes everything it added.
+//go:build linux
+
 package routes
 
 import (
@@ -38,27 +32,6 @@ const (
 	// not there, so the tunnel's own packets never enter the tunnel.
 	Mark = 0x4610
 )
-
-// Options are the optional parts of the interface's configuration.
-type Options struct {
-	// IPv4 is this node's IPv4 address on the overlay, if it has one. It
-	// is added to the interface as a /32, and the kernel sources IPv4
-	// traffic through the interface from it. Without it, IPv4 routes
-	// still work, but the kernel picks a source address of another
-	// interface, which peers will not accept.
-	IPv4 netip.Addr
-	// UIDs, if not empty, are the only users (besides uid 0) whose
-	// sockets use tomoe's routes; everyone else gets "network
-	// unreachable" for them. See the rule block in rules.go.
-	UIDs []uint32
-	// Service, if valid, is an IPv6 address of a service of this host
-	// on the interface (the node's DNS server): added deprecated, so
-	// that the kernel never picks it as the source of the host's
-	// traffic (RFC 6724 rule 3, before longest match), only sockets
-	// bound to it use it. Its local route makes it reachable from the
-	// host itself; nothing routes it anywhere else.
-	Service netip.Addr
-}
 
 // Interface is a configured TUN interface. Its methods are safe for
 // concurrent use.
@@ -418,4 +391,16 @@ func SetSocketMark(fd uintptr) error {
 func validForever() int {
 	var maxInt uint64 = math.MaxInt
 	return int(min(maxInt, 0xFFFFFFFF))
+}
+
+// BindToDevice returns a socket Control function (net.ListenConfig's)
+// that binds the socket to interface dev (SO_BINDTODEVICE): it then sees
+// only traffic that arrives on dev, never a LAN neighbour's packets to the
+// same address on a physical interface.
+func BindToDevice(dev string) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = unix.BindToDevice(int(fd), dev) })
+		return errors.Join(err, serr)
+	}
 }

@@ -12,9 +12,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 )
 
 // localSpec is a parsed ListenLocal spec: exactly one field is set.
@@ -63,6 +60,13 @@ func parseListenSpec(spec string) (localSpec, error) {
 // mode is the main guard there; the check is defence in depth and also
 // covers the moment between bind and chmod). If the owner cannot be
 // determined the connection is refused.
+//
+// That is Linux. Where the system cannot tell who owns a connection, a
+// listener that would need to know is refused here (tcpOwnerFor and
+// unixOwnerFor, per system): on macOS and FreeBSD a Unix client's owner
+// comes from LOCAL_PEERCRED, but a loopback TCP listener is only for
+// allow.Any; on Windows, a Unix socket serves only this user (its file's
+// ACL is the check) and a loopback TCP listener only allow.Any.
 func ListenLocal(spec string, allow UIDSet, log *slog.Logger) (net.Listener, error) {
 	ls, err := parseListenSpec(spec)
 	if err != nil {
@@ -74,15 +78,30 @@ func ListenLocal(spec string, allow UIDSet, log *slog.Logger) (net.Listener, err
 		if err != nil {
 			return nil, err
 		}
-		ol.Listener, ol.owner = ln, unixOwner
+		owner, err := unixOwnerFor(allow, ls.path)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("listen %s: %w", ls.path, err)
+		}
+		if owner == nil {
+			return ln, nil // checked otherwise (unixOwnerFor)
+		}
+		ol.Listener, ol.owner = ln, owner
 		ol.log = orDiscard(log).With("listener", ls.path)
 		return ol, nil
+	}
+	owner, err := tcpOwnerFor(allow)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", spec, err)
 	}
 	ln, err := net.Listen("tcp", ls.tcp.String())
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", spec, err)
 	}
-	ol.Listener, ol.owner = ln, tcpOwner
+	if owner == nil {
+		return ln, nil // every local user is allowed (tcpOwnerFor)
+	}
+	ol.Listener, ol.owner = ln, owner
 	ol.log = orDiscard(log).With("listener", ln.Addr().String())
 	return ol, nil
 }
@@ -172,61 +191,4 @@ func (l *ownerListener) Accept() (net.Conn, error) {
 		}
 		return c, nil
 	}
-}
-
-// tcpOwner returns the uid owning the client end of a loopback TCP
-// connection: the socket whose local address is c's remote address.
-func tcpOwner(c net.Conn) (uint32, error) {
-	la, ok1 := c.LocalAddr().(*net.TCPAddr)
-	ra, ok2 := c.RemoteAddr().(*net.TCPAddr)
-	if !ok1 || !ok2 {
-		return 0, fmt.Errorf("not a TCP connection (%T)", c)
-	}
-	var s *netlink.Socket
-	var err error
-	for range 3 {
-		s, err = netlink.SocketGet(ra, la)
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("sock_diag lookup of %s -> %s: %w", ra, la, err)
-	}
-	// The kernel matches a dump only on family and ports, and SocketGet
-	// takes the first of up to two answers, so check it is our client.
-	if s.ID.SourcePort != uint16(ra.Port) || s.ID.DestinationPort != uint16(la.Port) ||
-		!s.ID.Source.Equal(ra.IP) || !s.ID.Destination.Equal(la.IP) {
-		return 0, fmt.Errorf("sock_diag lookup of %s -> %s answered for %s:%d -> %s:%d", ra, la,
-			s.ID.Source, s.ID.SourcePort, s.ID.Destination, s.ID.DestinationPort)
-	}
-	// A client that has already closed its socket leaves an orphan or
-	// time-wait socket, which has no inode and reports uid 0.
-	if s.INode == 0 {
-		return 0, fmt.Errorf("client socket %s is already closed", ra)
-	}
-	return s.UID, nil
-}
-
-// unixOwner returns the uid of a Unix socket's peer (SO_PEERCRED).
-func unixOwner(c net.Conn) (uint32, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return 0, fmt.Errorf("not a socket (%T)", c)
-	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return 0, err
-	}
-	if cerr != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", cerr)
-	}
-	return cred.Uid, nil
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package services
 
 import (
@@ -20,24 +22,6 @@ import (
 
 // nobody is the uid and gid the cross-user tests run their clients as.
 const nobody = 65534
-
-// helperEnv makes the test binary act as a Unix-socket client (see
-// TestMain): it connects to the socket named by the variable, sends "hi\n"
-// and copies what it receives to stdout.
-const helperEnv = "TOMOE_SERVICES_UNIX_CLIENT"
-
-func runUnixClientHelper(path string) int {
-	c, err := net.Dial("unix", path)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(c, "hi\n")
-	io.Copy(os.Stdout, c)
-	return 0
-}
 
 // serveGreeting answers every accepted connection with "served\n" and
 // closes it, until ln is closed.

@@ -3,6 +3,7 @@ package services
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -20,6 +21,24 @@ func TestMain(m *testing.M) {
 		os.Exit(runUnixClientHelper(path))
 	}
 	goleak.VerifyTestMain(m)
+}
+
+// helperEnv makes the test binary act as a Unix-socket client (see
+// TestMain): it connects to the socket named by the variable, sends "hi\n"
+// and copies what it receives to stdout.
+const helperEnv = "TOMOE_SERVICES_UNIX_CLIENT"
+
+func runUnixClientHelper(path string) int {
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "hi\n")
+	io.Copy(os.Stdout, c)
+	return 0
 }
 
 // testLog sends the package's logs to t.
@@ -150,10 +169,11 @@ func roundTrip(t *testing.T, c net.Conn, msg string) {
 // take the port while the test runs.
 func refusingAddr(t *testing.T) netip.AddrPort {
 	t.Helper()
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	unix.CloseOnExec(fd)
 	t.Cleanup(func() { unix.Close(fd) })
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		t.Fatal(err)

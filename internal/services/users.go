@@ -11,7 +11,8 @@ import (
 )
 
 // UIDSet is the set of local users a ListenLocal listener serves. The node's
-// own uid is always allowed, so the zero UIDSet admits the node's user only.
+// own uid is always allowed (the uid it started as and, after it gave root
+// up, the one it runs as), so the zero UIDSet admits the node's user only.
 type UIDSet struct {
 	// Any admits every local user ("*").
 	Any bool
@@ -21,8 +22,12 @@ type UIDSet struct {
 
 // Allows reports whether uid may use the listener.
 func (s UIDSet) Allows(uid uint32) bool {
-	return s.Any || s.UIDs[uid] || uint64(uid) == uint64(os.Getuid())
+	return s.Any || s.UIDs[uid] || uint64(uid) == uint64(os.Getuid()) || uint64(uid) == uint64(startUID)
 }
+
+// startUID is the uid the process started as: the node's user, also
+// after `tomoe up` started as root gave root up (run.user).
+var startUID = os.Getuid()
 
 // String describes the set: "*", or "self" followed by the allowed uids.
 func (s UIDSet) String() string {

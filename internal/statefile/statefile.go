@@ -70,7 +70,7 @@ func (f File) Save(v any) error {
 	}
 	fail := func(err error) error { return fmt.Errorf("%s %s: %w", f.What, f.Path, err) }
 	dir := filepath.Dir(f.Path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := fileperm.MkdirPrivate(dir); err != nil {
 		return fail(err)
 	}
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(f.Path)+"-*.tmp") // mode 0600

@@ -159,6 +159,10 @@ func (p *Proc) Exited() bool {
 // Output returns everything the process printed so far.
 func (p *Proc) Output() string { return p.out.String() }
 
+// Pid is the process's id (that of the program itself when started in a
+// namespace: ip netns exec executes it in its own place).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // WaitOutput waits until the output contains s.
 func (p *Proc) WaitOutput(t testing.TB, s string, d time.Duration) {
 	t.Helper()

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // MarkControl returns a socket Control function (net.Dialer's,
@@ -18,7 +16,7 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 	}
 	return func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		if err := rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark)) }); err != nil {
+		if err := rc.Control(func(fd uintptr) { serr = setMark(fd, mark) }); err != nil {
 			return err
 		}
 		return serr

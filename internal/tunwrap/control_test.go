@@ -97,3 +97,55 @@ func FuzzWriteControl(f *testing.F) {
 		w.Write([][]byte{append([]byte(nil), b...)}, 0)
 	})
 }
+
+// TestControlPortRefusesHostedDevice: a device this node hosts is no node:
+// its datagrams to the home's control port (route offers, organisation
+// documents) are dropped, never handed to the node, nor forwarded to
+// another node's control port.
+func TestControlPortRefusesHostedDevice(t *testing.T) {
+	fx := newFixture(t, time.Second)
+	var log controlLog
+	dev, w := newControlFixture(t, fx.me, &log)
+	defer w.Close()
+	D := key(t).Address()
+	w.cfg.Filter.SetHosted([]netip.Addr{D})
+	w.SetPeer(D, true)
+	w.SetPeer(fx.bob.Address(), true)
+
+	offer := packet.UDP(D, fx.me.Address(), testControlPort, testControlPort, []byte("offer"))
+	if _, err := w.Write([][]byte{offer}, 0); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-dev.toStack:
+		t.Fatalf("the device's control datagram reached the local stack: %x", p)
+	default:
+	}
+	log.mu.Lock()
+	n := len(log.got)
+	log.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("the device's control datagram reached the node: %q", log.got)
+	}
+	if w.Stats().Dropped[policy.DropDenied].Load() != 1 {
+		t.Fatal("the device's control datagram was not counted as denied")
+	}
+	// Forwarded to another node's control port: dropped too.
+	fwd := packet.UDP(D, fx.bob.Address(), testControlPort, testControlPort, []byte("offer"))
+	if _, err := w.Write([][]byte{fwd}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if w.Stats().Hairpinned.Load() != 0 {
+		t.Fatal("the device's control datagram to bob was forwarded")
+	}
+	// A peer's control datagram still reaches the node.
+	in := packet.UDP(fx.bob.Address(), fx.me.Address(), testControlPort, testControlPort, []byte("offer"))
+	if _, err := w.Write([][]byte{in}, 0); err != nil {
+		t.Fatal(err)
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	if len(log.got) != 1 || log.from[0] != fx.bob.Address() {
+		t.Fatalf("bob's control datagram: got %q from %v", log.got, log.from)
+	}
+}

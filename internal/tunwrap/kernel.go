@@ -23,11 +23,12 @@ type kernelTUN struct {
 	armed atomic.Bool
 }
 
-// Kernel adapts a kernel TUN device (tun.CreateTUN) to Device.
+// Kernel adapts a kernel TUN device (tun.CreateTUN) to Device. A device
+// without a file (Windows' Wintun) is read by a goroutine (pumpedTUN).
 func Kernel(dev tun.Device) (Device, error) {
 	f := dev.File()
 	if f == nil {
-		return nil, errors.New("kernel tun: device has no file")
+		return pumped(dev), nil
 	}
 	// Probe: a file the poller does not serve cannot take deadlines.
 	if err := f.SetReadDeadline(time.Time{}); err != nil {

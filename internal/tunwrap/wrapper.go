@@ -72,6 +72,7 @@ type Stats struct {
 	HeldInbound atomic.Uint64                     // inbound packets that waited for their source's certificate
 	Unreachable atomic.Uint64                     // ICMP errors sent to local programs
 	Injected    atomic.Uint64                     // packets of our own put into the read path
+	Hairpinned  atomic.Uint64                     // packets forwarded between a hosted device and the overlay
 }
 
 // Wrapper is the tun.Device given to WireGuard.
@@ -89,8 +90,11 @@ type Wrapper struct {
 	first  firstWaits
 	ping   pinger
 
-	injectMu sync.Mutex // guards injected, queued, stagedCh
+	injectMu sync.Mutex // guards injected, queued, stagedCh, hairpin
 	injected [][]byte
+	// hairpin are packets from or to a device this node hosts, judged on
+	// the way in (Filter.Hairpin), waiting to go back out.
+	hairpin  [][]byte
 	queued   uint64        // packets ever put in injected
 	taken    atomic.Uint64 // packets ever taken out of injected by Read
 	staged   atomic.Uint64 // taken, as of the start of WireGuard's latest Read (see WaitStaged)
@@ -150,6 +154,10 @@ func (w *Wrapper) Close() error {
 func (w *Wrapper) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	w.noteStaged()
 	for {
+		if n := w.drainHairpin(bufs, sizes, offset); n > 0 {
+			w.forwardOut(bufs[:n], sizes, offset)
+			return n, nil
+		}
 		if n := w.drainInjected(bufs, sizes, offset); n > 0 {
 			w.outbound(bufs[:n], sizes, offset, true)
 			return n, nil
@@ -206,7 +214,7 @@ func (w *Wrapper) outbound(bufs [][]byte, sizes []int, offset int, injected bool
 		}
 		if p.Dst != lastDst {
 			if !w.routable(routes, p.Dst) {
-				w.holdPacket(p.Dst, pkt)
+				w.holdPacket(p.Dst, pkt, netip.Addr{})
 				sizes[i] = 0
 				continue
 			}
@@ -225,7 +233,7 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 	kept := bufs[:0]
 	var p packet.Parsed
 	var bytes uint64
-	var same sameFlow
+	var same, sameHP sameFlow
 	for _, b := range bufs {
 		pkt := b[offset:]
 		if err := p.Decode(pkt); err != nil {
@@ -236,10 +244,32 @@ func (w *Wrapper) Write(bufs [][]byte, offset int) (int, error) {
 		if w.first.n.Load() != 0 {
 			w.firstFrom(p.Src)
 		}
+		if sameHP.accepted(&p) {
+			w.queueHairpin(pkt)
+			continue
+		}
+		if v, fwd := f.Hairpin(&p, now); fwd {
+			if v != policy.Accept {
+				w.stats.Dropped[v].Add(1)
+			} else if w.isControl(&p) {
+				// A device may not speak for a node.
+				w.stats.Dropped[policy.DropSpoofed].Add(1)
+			} else {
+				sameHP.remember(&p)
+				w.queueHairpin(pkt)
+			}
+			continue
+		}
 		if p.IsICMP() && w.ping.intercept(&p, pkt) {
 			continue
 		}
 		if w.isControl(&p) && p.Dst == w.cfg.Local {
+			if f.Hosts(p.Src) {
+				// A hosted device is no node: it neither offers routes
+				// nor speaks for an organisation.
+				w.stats.Dropped[policy.DropDenied].Add(1)
+				continue
+			}
 			if w.cfg.Control != nil && !p.Fragment && p.L4Offset > 0 && p.L4Offset+8 <= p.Length && p.Length <= len(pkt) {
 				w.cfg.Control(p.Src, pkt[p.L4Offset+8:p.Length])
 			}
@@ -327,6 +357,93 @@ func (w *Wrapper) Inject(pkt []byte) {
 	w.injectMu.Unlock()
 	w.stats.Injected.Add(1)
 	w.inner.Interrupt()
+}
+
+// queueHairpin copies a packet Filter.Hairpin accepted into the hairpin
+// queue, which Read sends on before anything else; over maxInjected
+// packets waiting, it is dropped (the senders' congestion control slows
+// down, as with a full link).
+func (w *Wrapper) queueHairpin(pkt []byte) {
+	if w.pushHairpin(append([]byte(nil), pkt...)) {
+		w.stats.Hairpinned.Add(1)
+	}
+}
+
+// pushHairpin appends pkt (not copied) to the hairpin queue, reporting
+// false if the queue was full and pkt dropped.
+func (w *Wrapper) pushHairpin(pkt []byte) bool {
+	w.injectMu.Lock()
+	if len(w.hairpin) >= maxInjected {
+		w.injectMu.Unlock()
+		w.stats.Dropped[policy.DropTableFull].Add(1)
+		return false
+	}
+	w.hairpin = append(w.hairpin, pkt)
+	w.injectMu.Unlock()
+	w.inner.Interrupt()
+	return true
+}
+
+func (w *Wrapper) drainHairpin(bufs [][]byte, sizes []int, offset int) int {
+	w.injectMu.Lock()
+	defer w.injectMu.Unlock()
+	if len(w.hairpin) == 0 {
+		return 0
+	}
+	n := 0
+	for n < len(bufs) && n < len(w.hairpin) {
+		pkt := w.hairpin[n]
+		if len(pkt) > len(bufs[n])-offset {
+			pkt = nil
+		}
+		sizes[n] = copy(bufs[n][offset:], pkt)
+		n++
+	}
+	w.hairpin = w.hairpin[n:]
+	if len(w.hairpin) == 0 {
+		w.hairpin = nil
+	}
+	return n
+}
+
+// forwardOut sends on hairpinned packets, already judged: those from a
+// device on a flow it opened (Filter.Hairpin charged it to the device) to
+// a destination without a peer in the device yet wait for it as the node's own do, within the device's bounds (see
+// maxHeldPerDevice), and come back to the hairpin queue when released;
+// other unroutable ones are answered unreachable (to the device) or
+// dropped.
+func (w *Wrapper) forwardOut(bufs [][]byte, sizes []int, offset int) {
+	routes := w.routes.Load()
+	f := w.cfg.Filter
+	var p packet.Parsed
+	for i := range bufs {
+		if sizes[i] == 0 {
+			continue
+		}
+		pkt := bufs[i][offset : offset+sizes[i]]
+		if p.Decode(pkt) != nil {
+			sizes[i] = 0
+			continue
+		}
+		if !w.routable(routes, p.Dst) {
+			sizes[i] = 0
+			switch {
+			case !f.Hosts(p.Src):
+				// To a device that left the device table meanwhile.
+				w.stats.Dropped[policy.DropNotLocal].Add(1)
+			case f.Conntrack().OpenedByHosted(&p, p.Src, time.Now().UnixNano()):
+				w.holdPacket(p.Dst, pkt, p.Src)
+			default:
+				// On no flow the device opened (charged to its quota): a
+				// reply to a peer that is gone, or a segment out of
+				// nowhere. No reason to look its destination up.
+				w.unreachable(pkt, packet.UnreachNoRoute)
+			}
+			continue
+		}
+		w.stats.OutPackets.Add(1)
+		w.stats.OutBytes.Add(uint64(len(pkt)))
+	}
 }
 
 // maxInjected bounds the injection queue; injection is best effort.

@@ -49,6 +49,15 @@ type Peer struct {
 	RouteIPs []netip.Prefix
 	// Offered: this node has sent the peer its route offer.
 	Offered bool
+	// Devices are the node addresses of the plain WireGuard devices this
+	// static peer hosts (config peers[].devices): in its AllowedIPs, so
+	// WireGuard accepts them from this peer only and sends to them
+	// through it. Indexed (ByDevice) while the peer is in the table.
+	Devices []netip.Addr
+	// Device: this peer is a plain WireGuard device this node hosts
+	// (`tomoe device add`): static, no endpoint until it sends, and this
+	// node forwards between it and the overlay.
+	Device bool
 
 	Active      bool // in the WireGuard device
 	ActivatedAt time.Time
@@ -74,6 +83,9 @@ func (p *Peer) AllowedIPs() []netip.Prefix {
 	out := []netip.Prefix{netip.PrefixFrom(p.Addr, 128)}
 	if p.Site {
 		out = append(out, p.Key.SitePrefix())
+	}
+	for _, d := range p.Devices {
+		out = append(out, netip.PrefixFrom(d, 128))
 	}
 	return append(out, p.RouteIPs...)
 }
@@ -135,6 +147,7 @@ type Table struct {
 	byAddr     map[netip.Addr]*Peer
 	bySite     map[netip.Prefix]*Peer   // peers that hold their site prefix (Peer.Site)
 	byEndpoint map[netip.AddrPort]*Peer // static peers by their endpoint
+	byDevice   map[netip.Addr]*Peer     // hosting peers by their devices' addresses (Peer.Devices)
 	dynamic    int                      // peers not from the config
 	limits     Limits
 
@@ -162,6 +175,7 @@ func New(l Limits) *Table {
 		byAddr:       make(map[netip.Addr]*Peer),
 		bySite:       make(map[netip.Prefix]*Peer),
 		byEndpoint:   make(map[netip.AddrPort]*Peer),
+		byDevice:     make(map[netip.Addr]*Peer),
 		wildBy:       make(map[netip.Addr]int),
 		unanswered:   list.New(),
 		deniedAt:     make(map[identity.PublicKey]time.Time),
@@ -199,6 +213,9 @@ func (t *Table) BySite(s netip.Prefix) *Peer { return t.bySite[s] }
 
 // ByEndpoint returns the static peer configured or resolved at ep, or nil.
 func (t *Table) ByEndpoint(ep netip.AddrPort) *Peer { return t.byEndpoint[ep] }
+
+// ByDevice returns the peer that hosts the device with node address a, or nil.
+func (t *Table) ByDevice(a netip.Addr) *Peer { return t.byDevice[a] }
 
 // Len is the number of peers.
 func (t *Table) Len() int { return len(t.byKey) }
@@ -243,6 +260,9 @@ func (t *Table) Insert(p *Peer) {
 	if p.Static && p.Endpoint.IsValid() {
 		t.byEndpoint[p.Endpoint] = p
 	}
+	for _, d := range p.Devices {
+		t.byDevice[d] = p
+	}
 	if !p.Static {
 		t.dynamic++
 	}
@@ -261,6 +281,11 @@ func (t *Table) Remove(p *Peer) {
 	}
 	if p.Static && t.byEndpoint[p.Endpoint] == p {
 		delete(t.byEndpoint, p.Endpoint)
+	}
+	for _, d := range p.Devices {
+		if t.byDevice[d] == p {
+			delete(t.byDevice, d)
+		}
 	}
 	if !p.Static {
 		t.dynamic--
@@ -281,6 +306,21 @@ func (t *Table) SetEndpoint(p *Peer, ep netip.AddrPort) {
 	p.Endpoint = ep
 	if p.Static && ep.IsValid() {
 		t.byEndpoint[ep] = p
+	}
+}
+
+// SetDevices replaces the device addresses p hosts, reindexing them.
+func (t *Table) SetDevices(p *Peer, devs []netip.Addr) {
+	for _, d := range p.Devices {
+		if t.byDevice[d] == p {
+			delete(t.byDevice, d)
+		}
+	}
+	p.Devices = devs
+	if t.byKey[p.Key] == p {
+		for _, d := range devs {
+			t.byDevice[d] = p
+		}
 	}
 }
 

@@ -1,7 +1,10 @@
-package cli
+// Package l2cmd is `tomoe l2`: the virtual Ethernet segments a node takes
+// part in, and their members.
+package l2cmd
 
 import (
 	"fmt"
+	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -10,7 +13,17 @@ import (
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
-func newL2Cmd(g *globals) *cobra.Command {
+// Env is where the commands read and write, and the command line's own
+// argument checks (usage errors exit with status 2).
+type Env struct {
+	Client         func() *adminapi.Client
+	Stdout, Stderr io.Writer
+	NoArgs         cobra.PositionalArgs
+	ExactArgs      func(n int, names string) cobra.PositionalArgs
+}
+
+// Command returns `tomoe l2`.
+func Command(g Env) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "l2 [--json]",
@@ -27,22 +40,22 @@ end into the segment; out: to it).
 
 Changes are kept in services.json beside the key file, over the config
 file's members, across restarts.`,
-		Args: noArgs,
+		Args: g.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			r, err := g.client().L2(c.Context())
+			r, err := g.Client().L2(c.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return cmdutil.PrintJSON(g.stdout, r)
+				return cmdutil.PrintJSON(g.Stdout, r)
 			}
 			if len(r.Segments) == 0 {
-				fmt.Fprintln(g.stdout, "no virtual Ethernet segments ([[l2]] in the config, kernel mode)")
+				fmt.Fprintln(g.Stdout, "no virtual Ethernet segments ([[l2]] in the config, kernel mode)")
 				return nil
 			}
 			for i, s := range r.Segments {
 				if i > 0 {
-					fmt.Fprintln(g.stdout)
+					fmt.Fprintln(g.Stdout)
 				}
 				role := "full mesh"
 				if s.Hub {
@@ -50,8 +63,8 @@ file's members, across restarts.`,
 				} else if len(s.Members) == 1 {
 					role = "member (one tunnel)"
 				}
-				fmt.Fprintf(g.stdout, "segment %s: bridge %s, MTU %d, %s, %d/%d MAC addresses learned\n", s.Name, s.Interface, s.MTU, role, s.MACs, s.MaxMACs)
-				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(g.Stdout, "segment %s: bridge %s, MTU %d, %s, %d/%d MAC addresses learned\n", s.Name, s.Interface, s.MTU, role, s.MACs, s.MaxMACs)
+				tw := tabwriter.NewWriter(g.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "MEMBER\tSTATE\tDEVICE\tVNI\tMACS\tFRAMES IN\tFRAMES OUT\tBYTES IN\tBYTES OUT")
 				for _, m := range s.Members {
 					state := "down"
@@ -75,18 +88,18 @@ file's members, across restarts.`,
 		return &cobra.Command{
 			Use:   use,
 			Short: short,
-			Args:  exactArgs(2, "SEGMENT MEMBER"),
+			Args:  g.ExactArgs(2, "SEGMENT MEMBER"),
 			RunE: func(c *cobra.Command, args []string) error {
-				r, err := g.client().ChangeL2(c.Context(), adminapi.L2Change{Segment: args[0], Op: op, Member: args[1]})
+				r, err := g.Client().ChangeL2(c.Context(), adminapi.L2Change{Segment: args[0], Op: op, Member: args[1]})
 				if err != nil {
 					return err
 				}
 				for _, s := range r.Segments {
 					if s.Name == args[0] {
-						fmt.Fprintf(g.stdout, "segment %s: %d tunnels\n", s.Name, len(s.Members))
+						fmt.Fprintf(g.Stdout, "segment %s: %d tunnels\n", s.Name, len(s.Members))
 					}
 				}
-				fmt.Fprintln(g.stderr, "changed; kept across restarts (services.json beside the key file)")
+				fmt.Fprintln(g.Stderr, "changed; kept across restarts (services.json beside the key file)")
 				return nil
 			},
 		}
