@@ -29,6 +29,9 @@ type ReloadResult struct {
 	Expose ReloadCount `json:"expose"`
 	Access ReloadCount `json:"access"` // port forwards and proxies
 	Admin  bool        `json:"admin_allow_changed"`
+	// L2 counts the virtual Ethernet tunnels added and removed, and the
+	// segments otherwise changed (Changed: made anew, or gone).
+	L2 ReloadCount `json:"l2"`
 	// NeedsRestart names the changed keys a reload does not apply.
 	NeedsRestart []string `json:"needs_restart"`
 	// PeersCut are the keys whose sessions ended because the policy no
@@ -52,6 +55,9 @@ func (r ReloadResult) Summary() string {
 	if r.Admin {
 		s += ", admin.allow changed"
 	}
+	if r.L2 != (ReloadCount{}) {
+		s += fmt.Sprintf(", l2 tunnels: +%d -%d ~%d", r.L2.Added, r.L2.Removed, r.L2.Changed)
+	}
 	if len(r.NeedsRestart) > 0 {
 		s += ", needs restart: " + strings.Join(r.NeedsRestart, ", ")
 	}
@@ -60,7 +66,7 @@ func (r ReloadResult) Summary() string {
 
 // Unchanged reports whether the reload found nothing to do.
 func (r ReloadResult) Unchanged() bool {
-	return r.Peers.empty() && r.Policy.empty() && r.Routes.empty() && r.Expose.empty() && r.Access.empty() && !r.Admin && len(r.NeedsRestart) == 0
+	return r.Peers.empty() && r.Policy.empty() && r.Routes.empty() && r.Expose.empty() && r.Access.empty() && !r.Admin && r.L2.empty() && len(r.NeedsRestart) == 0
 }
 
 // Reload is POST /v1/reload. An invalid file is an *APIError with Code

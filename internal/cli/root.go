@@ -23,6 +23,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/devicecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/keycmd"
+	"github.com/tomoe-net/tomoe/internal/cli/l2cmd"
 	"github.com/tomoe-net/tomoe/internal/cli/orgcmd"
 	"github.com/tomoe-net/tomoe/internal/cli/svccmd"
 	"github.com/tomoe-net/tomoe/internal/cli/uicmd"
@@ -192,6 +193,7 @@ without root.`,
 		},
 	)
 	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
+	root.AddCommand(l2cmd.Command(l2cmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs}))
 	root.AddCommand(devicecmd.Command(devicecmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs}))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
 	root.AddCommand(svccmd.Commands(svccmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError})...)

@@ -77,6 +77,9 @@ type Config struct {
 	AllowedLocalUsers []string `toml:"allowed_local_users"`
 	// Orgs are the organisations this node trusts and belongs to.
 	Orgs []Org `toml:"orgs"`
+	// L2 are the virtual Ethernet segments this node takes part in
+	// (kernel mode, Linux).
+	L2 []L2Segment `toml:"l2"`
 
 	// KeyPassphraseFile, if set, holds on its first line the passphrase
 	// of a key_file encrypted with `tomoe key encrypt` (age); it must be
@@ -387,7 +390,8 @@ func (c *Config) StateFile() string {
 
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
-	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run"},
+	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run", "l2"},
+	"l2":            {"name", "interface", "members", "hub", "attach"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},
@@ -501,6 +505,7 @@ func (c *Config) Validate() error {
 	c.validateAdminAllow(bad)
 	c.validateRun(bad)
 	c.validatePlatform(runtime.GOOS, bad)
+	c.validateL2(bad)
 	if len(errs.list) > 0 {
 		return &ValidationError{Problems: errs.list}
 	}

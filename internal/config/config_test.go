@@ -90,7 +90,7 @@ func TestValidationErrorsNameTheKey(t *testing.T) {
 		{`[[peers]]` + "\n" + `public_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="` + "\n" + `endpoint = "1.2.3.4:0"`, "peers[0].endpoint", "1..65535"},
 		{`[[policy.allow]]` + "\n" + `from = "bob"`, "policy.allow[0]", "public key"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `ports = "99999"`, "policy.allow[0]", "1-65535"},
-		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp or any"},
+		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `proto = "gre"`, "policy.allow[0]", "tcp, udp, icmp, l2"},
 		{`[[policy.allow]]` + "\n" + `from = "*"` + "\n" + `until = "tomorrow"`, "policy.allow[0].until", "RFC 3339"},
 		{`[[policy.deny]]` + "\n" + `from = "group:acme"`, "policy.deny[0]", "group:ORG/GROUP"},
 		{`[[policy.deny]]` + "\n" + `from = "*"` + "\n" + `to = "*"`, "policy.deny[0]", "leave \"to\" out"},
@@ -342,5 +342,32 @@ func TestConsoleAndAdminAllow(t *testing.T) {
 	}
 	if r := c.AdminRules(4680); len(r) != 1 || r[0].To.Kind != policy.DestSelf || !r[0].Ports.Contains(4680) {
 		t.Fatalf("admin rules: %+v", r)
+	}
+}
+
+func TestL2Config(t *testing.T) {
+	k1 := "ZHZ0cnV0aHJ1dGhydXRocnV0aHJ1dGhydXRocnV0aHI="
+	ok := "[[l2]]\nname = \"office\"\nmembers = [\"" + k1 + "\", \"fc00::1\"]\nhub = \"fc00::2\"\nattach = \"eth1\"\n"
+	c, err := Parse([]byte(ok), "c.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.L2) != 1 || len(c.L2[0].Members) != 2 || c.L2[0].BridgeName() != DefaultL2Interface || c.L2[0].Hub.IsZero() {
+		t.Fatalf("%+v", c.L2)
+	}
+	for _, bad := range []struct{ body, want string }{
+		{"[[l2]]\nmembers = [\"fc00::1\"]\n", "l2[0].name: missing"},
+		{"[[l2]]\nname = \"o\"\n", "l2[0].members: missing"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"group:acme/x\"]\n", "not supported yet"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n[[l2]]\nname = \"p\"\nmembers = [\"fc00::1\"]\n", "l2[1].interface"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"tomoe0\"\n", "also tun.name"},
+		{"[tun]\nmode = \"userspace\"\n[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n", "needs tun.mode = \"kernel\""},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nattach = \"tomoe-l2\"\n", "l2[0].attach"},
+		{"[[l2]]\nname = \"o\"\nmembers = \"fc00::1\"\n", "l2[0].members"},
+	} {
+		_, err := Parse([]byte(bad.body), "c.toml", t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%q: %v, want %q", bad.body, err, bad.want)
+		}
 	}
 }

@@ -268,8 +268,8 @@ var textKeys = func() map[string]bool {
 			switch {
 			case reflect.PointerTo(ft).Implements(textType):
 				m[key] = true
-				if list && ft.Kind() != reflect.Struct {
-					textLists[key] = true // a list of strings (peers.devices)
+				if list {
+					textLists[key] = true // a list of strings (peers.devices, l2.members)
 				}
 			case ft.Kind() == reflect.Struct:
 				walk(key+".", ft)

@@ -23,7 +23,7 @@ func TestBadValueNamesKeyAndLine(t *testing.T) {
 		{"[[peers]]\npublic_key = \"" + testKey + "\"\nendpoint = \"1.2.3.4:5\"\n[[peers]]\npublic_key = \"nope\"", `c.toml:5:14: peers[1].public_key: public key: "nope"`, "tomoe key public"},
 		{"[[peers]]\npublic_key = \"" + testKey + "\"\nendpoint = \"1.2.3.4:0\"", `c.toml:3:12: peers[0].endpoint: "1.2.3.4:0"`, "1..65535"},
 		{"[[policy.allow]]\nfrom = \"*\"\n[[policy.allow]]\nfrom = \"bob\"", `c.toml:4:8: policy.allow[1].from: identity "bob"`, "public key"},
-		{"[[policy.allow]]\nfrom = \"*\"\nproto = \"gre\"", `c.toml:3:9: policy.allow[0].proto: protocol "gre"`, "tcp, udp, icmp or any"},
+		{"[[policy.allow]]\nfrom = \"*\"\nproto = \"gre\"", `c.toml:3:9: policy.allow[0].proto: protocol "gre"`, "tcp, udp, icmp, l2"},
 		{"[[policy.allow]]\nfrom = \"*\"\nports = \"99999\"", `c.toml:3:9: policy.allow[0].ports: ports "99999"`, "1-65535"},
 		{"[bridge]\nenable = true\ntcp = \"4610\"", `c.toml:3:7: bridge.tcp: "4610": want IP:PORT`, "the same port as listen.udp"},
 		{"[bridge]\nenable = true\n[[bridge.allow]]\npublic_key = \"x\"", `c.toml:4:14: bridge.allow[0].public_key: public key: "x"`, "the node prints its key with `tomoe status`"},

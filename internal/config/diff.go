@@ -34,6 +34,8 @@ type Diff struct {
 	AccessAdded, AccessRemoved int
 	// AdminAllowChanged: [[admin.allow]] changed.
 	AdminAllowChanged bool
+	// L2Changed: [[l2]] changed (segments, members, hub, attach).
+	L2Changed bool
 	// Restart names the keys (tables, for [bridge], [[bridges]] and
 	// [[orgs]]) whose change needs a restart; a reload leaves them as they
 	// were.
@@ -44,7 +46,7 @@ type Diff struct {
 func (d *Diff) Live() bool {
 	return len(d.PeersAdded)+len(d.PeersRemoved)+len(d.PeersChanged)+len(d.PolicyAdded)+len(d.PolicyRemoved)+
 		len(d.OffersAdded)+len(d.OffersRemoved)+len(d.AcceptAdded)+len(d.AcceptRemoved)+
-		len(d.ExposeAdded)+len(d.ExposeRemoved)+len(d.ExposeChanged) > 0 || d.AccessChanged || d.AdminAllowChanged
+		len(d.ExposeAdded)+len(d.ExposeRemoved)+len(d.ExposeChanged) > 0 || d.AccessChanged || d.AdminAllowChanged || d.L2Changed
 }
 
 // Empty reports whether nothing changed at all.
@@ -54,6 +56,7 @@ func (d *Diff) Empty() bool { return !d.Live() && len(d.Restart) == 0 }
 func Compare(old, new *Config) Diff {
 	var d Diff
 	d.Restart = RestartKeys(old, new)
+	d.L2Changed = !reflect.DeepEqual(old.L2, new.L2)
 
 	oldPeers := map[identity.PublicKey]Peer{}
 	for _, p := range old.Peers {

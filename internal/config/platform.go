@@ -50,6 +50,9 @@ func (c *Config) validatePlatform(goos string, bad func(key, format string, args
 	if c.TUN.Mode == ModeKernel {
 		c.validateKernelPlatform(goos, bad)
 	}
+	if len(c.L2) > 0 {
+		bad("l2", "virtual Ethernet is built on Linux only (a Linux bridge and VXLAN devices); remove [[l2]] on %s", goos)
+	}
 	if u := c.Run.User; u != "" && u != "root" {
 		bad("run.user", "%q: giving up root for another user (package privdrop) needs Linux: remove the key, or start tomoe as the user it should run as", u)
 	}

@@ -26,6 +26,7 @@ func TestPlatform(t *testing.T) {
 		{"darwin userspace, Unix sockets for some users", "darwin", "[tun]\nmode = \"userspace\"\n[proxy]\nsocks5 = \"/tmp/s.sock\"\nusers = [\"0\"]", nil},
 		{"windows userspace, users by name", "windows", "[tun]\nmode = \"userspace\"\n[proxy]\nhttp = \"/tmp/h.sock\"\nusers = [\"0\", \"*\"]", []string{"proxy.users", "proxy.http"}},
 		{"darwin run.user", "darwin", "[tun]\nmode = \"userspace\"\n[run]\nuser = \"daemon\"", []string{"run.user"}},
+		{"darwin l2", "darwin", "[tun]\nname = \"utun\"\ndns = false\n[[l2]]\nname = \"office\"\nmembers = [\"fc00::1\"]", []string{"l2"}},
 		{"darwin run.user root", "darwin", "[tun]\nmode = \"userspace\"\n[run]\nuser = \"root\"", nil},
 		{"windows userspace, Unix socket for this user", "windows", "[tun]\nmode = \"userspace\"\n[proxy]\nsocks5 = \"/tmp/s.sock\"", nil},
 	} {

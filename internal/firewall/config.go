@@ -48,6 +48,11 @@ type Config struct {
 	// to TUN: set when tomoe turned forwarding on, so that the host does
 	// not start routing between its other interfaces.
 	ForwardTUNOnly bool
+	// Bridges are the virtual Ethernet segments' bridges (internal/l2):
+	// with ForwardTUNOnly, frames they bridge still pass (br_netfilter
+	// hands bridged IP packets to the forward hook, in and out through
+	// the bridge).
+	Bridges []string
 	// ClampMSS clamps the MSS option of TCP SYNs forwarded into or out of
 	// TUN to what the route's MTU allows, so TCP through the overlay does
 	// not depend on path MTU discovery.

@@ -35,6 +35,11 @@ func (c Config) validate() error {
 	if c.IPv4.IsValid() && !c.IPv4.Is4() {
 		return fmt.Errorf("firewall: overlay IPv4 address %v is not IPv4", c.IPv4)
 	}
+	for _, b := range c.Bridges {
+		if b == "" || len(b) >= unix.IFNAMSIZ {
+			return fmt.Errorf("firewall: bridge %q: want an interface name of 1 to %d bytes", b, unix.IFNAMSIZ-1)
+		}
+	}
 	for _, p := range c.Masquerade {
 		if !p.IsValid() || p.Addr().Zone() != "" || p.Addr().Is4In6() {
 			return fmt.Errorf("firewall: masquerade prefix %v is not a plain IPv4 or IPv6 prefix", p)

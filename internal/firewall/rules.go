@@ -42,6 +42,12 @@ func chains(cfg Config) []baseChain {
 	if cfg.ClampMSS || cfg.ForwardTUNOnly {
 		var rules [][]expr.Any
 		if cfg.ForwardTUNOnly {
+			for _, b := range cfg.Bridges {
+				rules = append(rules, slices.Concat(
+					ifname(expr.MetaKeyIIFNAME, expr.CmpOpEq, b),
+					ifname(expr.MetaKeyOIFNAME, expr.CmpOpEq, b),
+					[]expr.Any{verdict(expr.VerdictAccept)}))
+			}
 			rules = append(rules, slices.Concat(
 				ifname(expr.MetaKeyIIFNAME, expr.CmpOpNeq, cfg.TUN),
 				ifname(expr.MetaKeyOIFNAME, expr.CmpOpNeq, cfg.TUN),

@@ -51,7 +51,7 @@ func (n *Node) BridgeArea() BridgeArea { return BridgeArea{n} }
 
 // apiAreas are the areas the admin socket serves.
 func (n *Node) apiAreas() []adminapi.Area {
-	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), DevicesArea{n}, n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, ReloadArea{n}, webui.Area{Server: n.ui},
+	return []adminapi.Area{n.StatusArea(), n.PolicyArea(), DevicesArea{n}, n.RoutesArea(), n.ServicesArea(), n.BridgeArea(), OrgsArea{n}, ConsoleArea{n}, ReloadArea{n}, L2Area{n}, webui.Area{Server: n.ui},
 		adminapi.Events(n.events.Subscribe), adminapi.Metrics{Gatherer: n.Metrics()}}
 }
 

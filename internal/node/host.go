@@ -122,6 +122,9 @@ func (n *Node) configureInterface(pub identity.PublicKey) error {
 	if err := n.applyForwarding(offered); err != nil {
 		return err
 	}
+	if err := n.startL2(name); err != nil {
+		return err
+	}
 	if n.cfg.TUN.DNS {
 		n.startDNS(name)
 	}
@@ -134,7 +137,7 @@ func (n *Node) firewallConfigLocked(tunName string, offered []config.Offer) fire
 	pub := n.pub
 	fc := firewall.Config{TUN: tunName, NodeAddr: pub.Address(), IPv4: n.ipv4, Site: pub.SitePrefix(), ClampMSS: true,
 		Stealth: n.cfg.Listen.Stealth, UDPPort: n.engine.ListenPort(), ForwardTUNOnly: len(n.forward.Changed()) > 0,
-		HandshakeRate: handshakeKernelRate}
+		HandshakeRate: handshakeKernelRate, Bridges: n.bridges}
 	if n.cfg.Bridge.Enable && n.cfg.Bridge.TCP.IsValid() {
 		fc.TCPPorts = append(fc.TCPPorts, n.cfg.Bridge.TCP.Port())
 	}

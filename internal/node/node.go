@@ -33,6 +33,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/firewall"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/keyenc"
+	"github.com/tomoe-net/tomoe/internal/l2"
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/console"
@@ -151,6 +152,8 @@ type Node struct {
 	osRoutes *routes.Interface  // kernel mode only; set once configured, under the peer table's lock (Admit runs already); safe for concurrent use
 	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
 	firewall *firewall.Firewall // kernel mode only
+	l2       *l2.Manager        // kernel mode, [[l2]] segments; guarded by hostMu
+	bridges  []string           // the segments' bridges, for the firewall; guarded by hostMu
 	forward  routes.Forwarding  // kernel mode only
 	wrapper  *tunwrap.Wrapper
 	bind     *transport.Bind
@@ -277,6 +280,11 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if n.changes, err = changes.Open(changes.File(cfg), log); err != nil {
 		return n, err
 	}
+	l2cfg, err := n.changes.L2(cfg.L2)
+	if err != nil {
+		return n, err
+	}
+	store.SetL2Rules(l2Rules(l2Segments(l2cfg, cfg.TUN.MTU, pub)))
 	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}
@@ -500,6 +508,9 @@ func (n *Node) Close() error {
 		}
 		n.stopBridging()
 		n.stopDNS()
+		if err := n.stopL2(); err != nil {
+			errs = append(errs, err)
+		}
 		// Routes and address first, while the interface still exists.
 		if n.osRoutes != nil {
 			if err := n.osRoutes.Close(); err != nil {

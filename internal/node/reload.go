@@ -163,6 +163,11 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 		fail("access", n.svc.ReloadAccess(localsvc.Config{Log: n.log, Connect: cfg.Connect,
 			SOCKS5: cfg.Proxy.SOCKS5.String(), HTTP: cfg.Proxy.HTTP.String(), Users: cfg.Proxy.Users}))
 	}
+	if d.L2Changed {
+		c, err := n.reloadL2(cfg)
+		res.L2 = c
+		fail("l2", err)
+	}
 	if d.AdminAllowChanged {
 		// Removed identities lost the rules to the admin port with the
 		// policy above; new ones need the listener when there was none.
@@ -174,6 +179,7 @@ func (n *Node) reloadLocked() (adminapi.ReloadResult, error) {
 	live := *n.live
 	live.Peers, live.Policy.Allow, live.Policy.Deny, live.Routes = cfg.Peers, cfg.Policy.Allow, cfg.Policy.Deny, cfg.Routes
 	live.Expose, live.Connect, live.Proxy, live.Admin.Allow = cfg.Expose, cfg.Connect, cfg.Proxy, cfg.Admin.Allow
+	live.L2 = cfg.L2
 	n.live = &live
 	return res, nil
 }

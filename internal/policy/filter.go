@@ -276,6 +276,12 @@ func (f *Filter) Inbound(p *packet.Parsed, now int64) Verdict {
 			}
 			return Accept
 		}
+		// Virtual Ethernet's tunnels are symmetrical (both ends send from
+		// and to L2Port): their packets pass by rules alone, never as
+		// replies, so that revoking a member cuts it at once.
+		if p.Proto == packet.ProtoUDP && p.HasPorts && p.DstPort == L2Port {
+			break
+		}
 		if f.ct.Reply(p, now) {
 			return Accept
 		}

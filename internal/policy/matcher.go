@@ -69,6 +69,9 @@ func (c *crule) matches(dst netip.Addr, self bool, ipProto uint8, port uint16, h
 	if !c.proto.matches(ipProto) {
 		return false
 	}
+	if c.proto == ProtoL2 {
+		return hasPorts && port == L2Port
+	}
 	if len(c.ports) == 0 {
 		return true
 	}

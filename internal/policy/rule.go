@@ -29,14 +29,20 @@ import (
 type Proto uint8
 
 // Protocols of a rule. ProtoICMP means ICMPv6, and ICMPv4 on tunnelled IPv4.
+// ProtoL2 is the encapsulation of virtual Ethernet segments: VXLAN, UDP
+// to port L2Port.
 const (
 	ProtoAny Proto = iota
 	ProtoTCP
 	ProtoUDP
 	ProtoICMP
+	ProtoL2
 )
 
-// ParseProto parses tcp, udp, icmp or any ("" is any).
+// L2Port is the UDP port of virtual Ethernet's VXLAN tunnels (IANA's).
+const L2Port = 4789
+
+// ParseProto parses tcp, udp, icmp, l2 or any ("" is any).
 func ParseProto(s string) (Proto, error) {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "any":
@@ -47,8 +53,10 @@ func ParseProto(s string) (Proto, error) {
 		return ProtoUDP, nil
 	case "icmp", "icmpv6", "icmp6":
 		return ProtoICMP, nil
+	case "l2":
+		return ProtoL2, nil
 	}
-	return 0, fmt.Errorf("protocol %q: use tcp, udp, icmp or any", s)
+	return 0, fmt.Errorf("protocol %q: use tcp, udp, icmp, l2 (virtual Ethernet) or any", s)
 }
 
 // UnmarshalText parses a protocol as ParseProto does.
@@ -72,6 +80,8 @@ func (p Proto) String() string {
 		return "udp"
 	case ProtoICMP:
 		return "icmp"
+	case ProtoL2:
+		return "l2"
 	}
 	return "any"
 }
@@ -87,6 +97,8 @@ func (p Proto) matches(ipProto uint8) bool {
 		return ipProto == packet.ProtoUDP
 	case ProtoICMP:
 		return ipProto == packet.ProtoICMPv6 || ipProto == packet.ProtoICMPv4
+	case ProtoL2:
+		return ipProto == packet.ProtoUDP
 	}
 	return false
 }
@@ -270,6 +282,9 @@ func (r Rule) Spec() RuleSpec {
 func (r Rule) Check() error {
 	if r.Proto == ProtoICMP && len(r.Ports) > 0 {
 		return errors.New("ports make no sense with proto icmp: drop ports, or use tcp/udp")
+	}
+	if r.Proto == ProtoL2 && len(r.Ports) > 0 {
+		return fmt.Errorf("ports make no sense with proto l2 (it is UDP port %d): drop ports", L2Port)
 	}
 	if r.From.IsZero() {
 		return errors.New("rule without from: name who it is about")

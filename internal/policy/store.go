@@ -18,6 +18,7 @@ const (
 	SourceAPI    = "api"
 	SourceOrg    = "org"   // an organisation's signed policy document
 	SourceAdmin  = "admin" // [[admin.allow]]: the admin port, for the identities it names
+	SourceL2     = "l2"    // [[l2]]: the segment's tunnels (proto l2), from its members
 )
 
 // Entry is one effective rule with its origin.
@@ -51,6 +52,7 @@ type Store struct {
 	mu      sync.Mutex // guards the fields below
 	config  []Rule
 	admin   []Rule
+	l2      []Rule
 	api     []Entry
 	revoked []revocation
 	orgs    map[string]orgDoc
@@ -210,6 +212,11 @@ func (s *Store) allEntriesLocked() []Entry {
 			out = append(out, Entry{Rule: r, Source: SourceAdmin, Origin: "admin.allow"})
 		}
 	}
+	for _, r := range s.l2 {
+		if keep(r) {
+			out = append(out, Entry{Rule: r, Source: SourceL2, Origin: "l2"})
+		}
+	}
 	orgs := make([]string, 0, len(s.orgs))
 	for o := range s.orgs {
 		orgs = append(orgs, o)
@@ -314,6 +321,16 @@ func (s *Store) SetAdminRules(rules []Rule) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.admin = slices.Clone(rules)
+	s.rebuildLocked(time.Now())
+}
+
+// SetL2Rules replaces the rules the [[l2]] segments imply (each tunnel's
+// remote end to this node, proto l2), and recompiles. A revocation of a
+// member suppresses them like its config rules.
+func (s *Store) SetL2Rules(rules []Rule) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.l2 = slices.Clone(rules)
 	s.rebuildLocked(time.Now())
 }
 

@@ -1,5 +1,5 @@
-// Package changes keeps what the admin API changed of a node's routes and
-// exposed services, so that the changes outlive a restart. They persist in
+// Package changes keeps what the admin API changed of a node's routes,
+// exposed services and virtual Ethernet members, so that the changes outlive a restart. They persist in
 // services.json beside the key file, as a delta over the config file: an
 // entry adds (or changes) an offer, accept rule or exposed service, or,
 // with "removed", takes one away, even one the file lists. The latest
@@ -27,6 +27,13 @@ type state struct {
 	Offers  []offerChange  `json:"offers"`
 	Accepts []acceptChange `json:"accepts"`
 	Expose  []exposeChange `json:"expose"`
+	L2      []l2Change     `json:"l2,omitempty"`
+}
+
+type l2Change struct {
+	Segment string `json:"segment"`
+	Member  string `json:"member"`
+	Removed bool   `json:"removed,omitempty"`
 }
 
 type offerChange struct {
@@ -173,5 +180,51 @@ func (s *Store) RecordExpose(proto string, port uint16, target string, removed b
 	c := exposeChange{Proto: proto, Port: port, Target: target, Removed: removed}
 	s.st.Expose = slices.DeleteFunc(s.st.Expose, func(e exposeChange) bool { return e.Proto == proto && e.Port == port })
 	s.st.Expose = append(s.st.Expose, c)
+	return s.file.Save(s.st)
+}
+
+// L2 applies the persisted member changes to the config's segments,
+// returning a copy; a change for a segment the file does not have is
+// kept, and ignored.
+func (s *Store) L2(segs []config.L2Segment) ([]config.L2Segment, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := slices.Clone(segs)
+	for i := range out {
+		out[i].Members = slices.Clone(out[i].Members)
+	}
+	for _, c := range s.st.L2 {
+		id, err := policy.ParseIdentity(c.Member)
+		if err != nil {
+			return nil, s.file.Corrupt(fmt.Errorf("l2 member %q: %v", c.Member, err))
+		}
+		i := slices.IndexFunc(out, func(g config.L2Segment) bool { return g.Name == c.Segment })
+		if i < 0 {
+			continue
+		}
+		j := slices.IndexFunc(out[i].Members, id.Same)
+		switch {
+		case c.Removed && j >= 0:
+			s.log.Warn("a member of an [[l2]] segment of the config file stays removed (tomoe l2 remove); `tomoe l2 add` brings it back", "segment", c.Segment, "member", id)
+			out[i].Members = slices.Delete(out[i].Members, j, j+1)
+		case c.Removed, j >= 0:
+		default:
+			out[i].Members = append(out[i].Members, id)
+		}
+	}
+	return out, nil
+}
+
+// RecordL2Member keeps the latest change of a segment's member and saves
+// the file.
+func (s *Store) RecordL2Member(segment string, member policy.Identity, removed bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := l2Change{Segment: segment, Member: member.String(), Removed: removed}
+	s.st.L2 = slices.DeleteFunc(s.st.L2, func(o l2Change) bool {
+		other, err := policy.ParseIdentity(o.Member)
+		return o.Segment == segment && err == nil && other.Same(member)
+	})
+	s.st.L2 = append(s.st.L2, c)
 	return s.file.Save(s.st)
 }

@@ -57,3 +57,47 @@ func TestChangesOutliveRestart(t *testing.T) {
 		t.Fatalf("exposed after restart: %+v", exp)
 	}
 }
+
+// TestL2MembersOutliveRestart: members added and removed through the API
+// apply over the file's segments after the file is opened again, latest
+// per member; the file's own list is not changed in place.
+func TestL2MembersOutliveRestart(t *testing.T) {
+	f := statefile.File{Path: filepath.Join(t.TempDir(), "services.json"), What: "test state"}
+	log := slog.New(slog.DiscardHandler)
+	s, err := Open(f, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := func(s string) policy.Identity {
+		i, err := policy.ParseIdentity(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	a, b, c := id("fc00::a"), id("fc00::b"), id("fc00::c")
+	file := []config.L2Segment{{Name: "office", Members: []policy.Identity{a, b}}, {Name: "lab", Members: []policy.Identity{a}}}
+	for _, ch := range []struct {
+		seg     string
+		m       policy.Identity
+		removed bool
+	}{{"office", b, true}, {"office", c, false}, {"office", c, true}, {"office", c, false}, {"gone", c, false}} {
+		if err := s.RecordL2Member(ch.seg, ch.m, ch.removed); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s2, err := Open(f, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s2.L2(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || len(got[0].Members) != 2 || !got[0].Members[0].Same(a) || !got[0].Members[1].Same(c) || len(got[1].Members) != 1 {
+		t.Errorf("segments: %+v", got)
+	}
+	if len(file[0].Members) != 2 || !file[0].Members[1].Same(b) {
+		t.Errorf("the file's list changed: %+v", file[0].Members)
+	}
+}

@@ -1,0 +1,448 @@
+//go:build linux
+
+package l2
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
+)
+
+// alias marks the interfaces this package creates, so that what a crashed
+// run left behind is recognised (and replaced) and nothing else is touched.
+const aliasPrefix = "tomoe l2 "
+
+// Manager holds the segments this node set up.
+type Manager struct {
+	tun      string
+	tunIndex int
+
+	mu     sync.Mutex // guards segs and closed
+	segs   []*segment
+	fw     *rules
+	closed bool
+}
+
+type segment struct {
+	Segment
+	bridge  netlink.Link
+	tunnels []Tunnel
+	attach  *attached
+}
+
+// attached remembers what an attached port was before it joined, to give
+// it back as it was.
+type attached struct {
+	name   string
+	master int
+	up     bool
+}
+
+// Start creates every segment: bridge, tunnels, attached port and the
+// nftables rules. On an error nothing it created is left.
+func Start(cfg Config) (*Manager, error) {
+	tun, err := netlink.LinkByName(cfg.TUN)
+	if err != nil {
+		return nil, fmt.Errorf("l2: overlay interface %s: %w", cfg.TUN, err)
+	}
+	m := &Manager{tun: cfg.TUN, tunIndex: tun.Attrs().Index}
+	if err := checkVNIs(cfg.Segments); err != nil {
+		return nil, err
+	}
+	for _, s := range cfg.Segments {
+		seg, err := m.create(s)
+		if seg != nil {
+			m.segs = append(m.segs, seg)
+		}
+		if err != nil {
+			m.Close()
+			return nil, err
+		}
+	}
+	fw, err := installRules(cfg.TUN, cfg.Segments)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	m.fw = fw
+	return m, nil
+}
+
+// checkVNIs refuses two tunnels with one VXLAN ID (the kernel would).
+func checkVNIs(segs []Segment) error {
+	seen := map[uint32]string{}
+	for _, s := range segs {
+		for _, t := range s.Tunnels() {
+			if other, dup := seen[t.VNI]; dup {
+				return fmt.Errorf("l2: segment %s: the tunnel to %s has the same VXLAN ID (%d) as one of segment %s; rename one of the segments", s.Name, t.Remote, t.VNI, other)
+			}
+			seen[t.VNI] = s.Name
+		}
+	}
+	return nil
+}
+
+// Update changes the segments to segs while they run: a segment whose
+// bridge, attached port, role, MTU and limits are unchanged keeps its
+// bridge (and what it learned), gaining and losing tunnels; any other is
+// made anew; segments no longer in segs go. The nftables rules are
+// replaced in one step at the end, after the tunnels that went are gone.
+func (m *Manager) Update(segs []Segment) error {
+	if err := checkVNIs(segs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("l2: closed")
+	}
+	var errs []error
+	old := map[string]*segment{}
+	for _, s := range m.segs {
+		old[s.Name] = s
+	}
+	var kept []*segment
+	for _, s := range segs {
+		o := old[s.Name]
+		delete(old, s.Name)
+		if o != nil && o.sameShape(s) {
+			errs = append(errs, o.retunnel(s, m.tunIndex)...)
+			kept = append(kept, o)
+			continue
+		}
+		if o != nil {
+			errs = append(errs, o.remove()...)
+		}
+		seg, err := m.create(s)
+		if err != nil {
+			errs = append(errs, err)
+			if seg != nil {
+				errs = append(errs, seg.remove()...)
+			}
+			continue
+		}
+		kept = append(kept, seg)
+	}
+	for _, o := range m.segs {
+		if old[o.Name] == o {
+			errs = append(errs, o.remove()...)
+		}
+	}
+	m.segs = kept
+	var now []Segment
+	for _, s := range kept {
+		now = append(now, s.Segment)
+	}
+	fw, err := installRules(m.tun, now)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		if m.fw != nil {
+			m.fw.conn.CloseLasting()
+		}
+		m.fw = fw
+	}
+	return errors.Join(errs...)
+}
+
+// sameShape reports whether s differs from the running segment in its
+// tunnels only.
+func (s *segment) sameShape(n Segment) bool {
+	return s.Bridge == n.Bridge && s.Attach == n.Attach && s.Hub == n.Hub && s.MTU == n.MTU &&
+		s.MaxMACs == n.MaxMACs && s.Ageing == n.Ageing && s.BroadcastPPS == n.BroadcastPPS && s.Self == n.Self
+}
+
+// retunnel deletes the tunnels n no longer has and adds its new ones.
+func (s *segment) retunnel(n Segment, tunIndex int) []error {
+	var errs []error
+	want := n.Tunnels()
+	var keep []Tunnel
+	for _, t := range s.tunnels {
+		if slices.Contains(want, t) {
+			keep = append(keep, t)
+			continue
+		}
+		if l, err := netlink.LinkByName(t.Device); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("l2: delete %s: %w", t.Device, err))
+				keep = append(keep, t)
+			}
+		}
+	}
+	s.tunnels = keep
+	for _, t := range want {
+		if slices.Contains(s.tunnels, t) {
+			continue
+		}
+		if err := s.addTunnel(t, tunIndex); err != nil {
+			errs = append(errs, fmt.Errorf("l2: segment %s: %w", s.Name, err))
+		}
+	}
+	s.Segment = n
+	return errs
+}
+
+// removeStale deletes name if this package made it in an earlier run; it
+// fails if name exists and is someone else's.
+func removeStale(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if len(l.Attrs().Alias) < len(aliasPrefix) || l.Attrs().Alias[:len(aliasPrefix)] != aliasPrefix {
+		return fmt.Errorf("interface %s exists and was not made by tomoe: choose another name (l2.interface) or delete it", name)
+	}
+	if err := netlink.LinkDel(l); err != nil {
+		return fmt.Errorf("delete %s left by an earlier run: %w", name, err)
+	}
+	return nil
+}
+
+func (m *Manager) create(s Segment) (*segment, error) {
+	if s.MTU < 576 {
+		return nil, fmt.Errorf("l2: segment %s: MTU %d is too small (tun.mtu less %d bytes of VXLAN over IPv6)", s.Name, s.MTU, Overhead)
+	}
+	if err := removeStale(s.Bridge); err != nil {
+		return nil, fmt.Errorf("l2: segment %s: %w", s.Name, err)
+	}
+	ageing := uint32(max(s.Ageing, 0))
+	if ageing == 0 {
+		ageing = DefaultAgeing
+	}
+	ageing *= 100 // centiseconds (USER_HZ)
+	snoop := false
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Bridge, MTU: s.MTU}, AgeingTime: &ageing, MulticastSnooping: &snoop}
+	if err := netlink.LinkAdd(br); err != nil {
+		return nil, fmt.Errorf("l2: segment %s: create bridge %s: %w", s.Name, s.Bridge, err)
+	}
+	seg := &segment{Segment: s}
+	bl, err := netlink.LinkByName(s.Bridge)
+	if err != nil {
+		netlink.LinkDel(br)
+		return nil, fmt.Errorf("l2: segment %s: bridge %s: %w", s.Name, s.Bridge, err)
+	}
+	seg.bridge = bl
+	fail := func(format string, args ...any) (*segment, error) {
+		return seg, fmt.Errorf("l2: segment %s: "+format, append([]any{s.Name}, args...)...)
+	}
+	if err := netlink.LinkSetAlias(bl, aliasPrefix+s.Name); err != nil {
+		return fail("bridge %s: %w", s.Bridge, err)
+	}
+	// This host is not on the segment unless given an address: no IPv6
+	// link-local address (through which every host of every site would
+	// reach what listens here on all addresses), no router solicitations.
+	if err := netlink.LinkSetIP6AddrGenMode(bl, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fail("bridge %s: no IPv6 link-local address: %w", s.Bridge, err)
+	}
+	maxMACs := s.MaxMACs
+	if maxMACs <= 0 {
+		maxMACs = DefaultMaxMACs
+	}
+	if err := setFDBMaxLearned(bl.Attrs().Index, uint32(maxMACs)); err != nil {
+		return fail("bridge %s: bound the MAC table (fdb_max_learned, Linux 6.7 or later): %w", s.Bridge, err)
+	}
+	for _, t := range s.Tunnels() {
+		if err := seg.addTunnel(t, m.tunIndex); err != nil {
+			return fail("%w", err)
+		}
+	}
+	if s.Attach != "" {
+		l, err := netlink.LinkByName(s.Attach)
+		if err != nil {
+			return fail("attach %s: %w", s.Attach, err)
+		}
+		if l.Attrs().MasterIndex != 0 {
+			return fail("attach %s: it is already a port of another interface (index %d); release it first", s.Attach, l.Attrs().MasterIndex)
+		}
+		seg.attach = &attached{name: s.Attach, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
+		if err := netlink.LinkSetMasterByIndex(l, bl.Attrs().Index); err != nil {
+			return fail("attach %s: %w", s.Attach, err)
+		}
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fail("attach %s: up: %w", s.Attach, err)
+		}
+	}
+	// The bridge's MTU follows its smallest port's unless set: an attached
+	// port keeps its own (1500 on a LAN); the tunnels carry s.MTU.
+	if err := netlink.LinkSetMTU(bl, s.MTU); err != nil {
+		return fail("bridge %s: MTU %d: %w", s.Bridge, s.MTU, err)
+	}
+	if err := netlink.LinkSetUp(bl); err != nil {
+		return fail("bridge %s: up: %w", s.Bridge, err)
+	}
+	return seg, nil
+}
+
+// addTunnel creates t as a port of the segment's bridge.
+func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
+	if err := removeStale(t.Device); err != nil {
+		return err
+	}
+	vx := &netlink.Vxlan{
+		LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: s.bridge.Attrs().Index},
+		VxlanId:   int(t.VNI), VtepDevIndex: tunIndex,
+		SrcAddr: net.IP(s.Self.AsSlice()), Group: net.IP(t.Remote.AsSlice()),
+		Port: vxlanPort, Learning: false, UDPCSum: true,
+		// One source port: the overlay needs no flow entropy (it is
+		// all one WireGuard session), and the policy's connection
+		// table holds one flow per tunnel instead of one per inner
+		// flow. The range is [PortLow, PortHigh).
+		PortLow: vxlanPort, PortHigh: vxlanPort + 1,
+	}
+	if err := netlink.LinkAdd(vx); err != nil {
+		return fmt.Errorf("tunnel %s to %s: %w", t.Device, t.Remote, err)
+	}
+	s.tunnels = append(s.tunnels, t)
+	l, err := netlink.LinkByName(t.Device)
+	if err != nil {
+		return fmt.Errorf("tunnel %s: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetAlias(l, aliasPrefix+s.Name); err != nil {
+		return fmt.Errorf("tunnel %s: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetIP6AddrGenMode(l, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
+		return fmt.Errorf("tunnel %s: no IPv6 link-local address: %w", t.Device, err)
+	}
+	// Split horizon: in a full mesh a frame from one tunnel never goes
+	// out of another (every member reaches every other directly).
+	if err := netlink.LinkSetIsolated(l, !s.Hub); err != nil {
+		return fmt.Errorf("tunnel %s: isolate: %w", t.Device, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("tunnel %s: up: %w", t.Device, err)
+	}
+	return nil
+}
+
+// setFDBMaxLearned sets the bridge's bound on learned MAC addresses
+// (IFLA_BR_FDB_MAX_LEARNED, Linux 6.7), which iproute2 before 6.7 and the
+// netlink library cannot set.
+func setFDBMaxLearned(index int, n uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(index)
+	req.AddData(msg)
+	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
+	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
+	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
+	data.AddRtAttr(unix.IFLA_BR_FDB_MAX_LEARNED, nl.Uint32Attr(n))
+	req.AddData(info)
+	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
+	return err
+}
+
+func (s *segment) remove() []error {
+	var errs []error
+	if s.attach != nil {
+		if l, err := netlink.LinkByName(s.attach.name); err == nil {
+			if err := netlink.LinkSetNoMaster(l); err != nil {
+				errs = append(errs, fmt.Errorf("l2: release %s: %w", s.attach.name, err))
+			}
+			if !s.attach.up {
+				netlink.LinkSetDown(l)
+			}
+		}
+	}
+	for _, t := range s.tunnels {
+		if l, err := netlink.LinkByName(t.Device); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("l2: delete %s: %w", t.Device, err))
+			}
+		}
+	}
+	if s.bridge != nil {
+		if err := netlink.LinkDel(s.bridge); err != nil {
+			errs = append(errs, fmt.Errorf("l2: delete %s: %w", s.Bridge, err))
+		}
+	}
+	return errs
+}
+
+// Close removes every segment and the rules, and releases attached ports.
+// It is safe to call more than once.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var errs []error
+	if m.fw != nil {
+		if err := m.fw.close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, s := range m.segs {
+		errs = append(errs, s.remove()...)
+	}
+	return errors.Join(errs...)
+}
+
+// Status reports each segment; up says whether the overlay has a live
+// session with a node address.
+func (m *Manager) Status(up func(netip.Addr) bool) ([]Status, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, errors.New("l2: closed")
+	}
+	fdb, err := netlink.NeighList(0, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, fmt.Errorf("l2: read the bridges' MAC tables: %w", err)
+	}
+	learned := map[int]int{} // by port index
+	for _, n := range fdb {
+		if n.Flags&netlink.NTF_SELF != 0 || n.State&(netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+			continue // the port's own address, or a tunnel's own table
+		}
+		learned[n.LinkIndex]++
+	}
+	out := make([]Status, 0, len(m.segs))
+	for _, s := range m.segs {
+		maxMACs := s.MaxMACs
+		if maxMACs <= 0 {
+			maxMACs = DefaultMaxMACs
+		}
+		st := Status{Name: s.Name, Bridge: s.Bridge, Hub: s.Hub, Attach: s.Attach, MTU: s.MTU, MaxMACs: maxMACs, Members: []MemberStatus{}}
+		for _, t := range s.tunnels {
+			ms := MemberStatus{Address: t.Remote, Device: t.Device, VNI: t.VNI, Up: up != nil && up(t.Remote)}
+			if l, err := netlink.LinkByName(t.Device); err == nil {
+				ms.MACs = learned[l.Attrs().Index]
+				ms.Counters = counters(l)
+			}
+			st.MACs += ms.MACs
+			st.Members = append(st.Members, ms)
+		}
+		if s.Attach != "" {
+			if l, err := netlink.LinkByName(s.Attach); err == nil {
+				st.AttachMACs = learned[l.Attrs().Index]
+				st.AttachStat = counters(l)
+				st.MACs += st.AttachMACs
+			}
+		}
+		out = append(out, st)
+	}
+	return out, nil
+}
+
+// counters gives a port's counters; a tunnel's rx is what came from the
+// far end into the segment, as for a physical port.
+func counters(l netlink.Link) Counters {
+	st := l.Attrs().Statistics
+	if st == nil {
+		return Counters{}
+	}
+	return Counters{RxFrames: st.RxPackets, RxBytes: st.RxBytes, TxFrames: st.TxPackets, TxBytes: st.TxBytes, RxDropped: st.RxDropped, TxDropped: st.TxDropped}
+}
