@@ -168,14 +168,8 @@ func (c *Conntrack) OutboundFor(p *packet.Parsed, owner netip.Addr, now int64) V
 		if !initiates(p) {
 			return Accept
 		}
-		if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
-			c.gcLocked(now, true)
-			if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
-				return DropFlowQuota
-			}
-		}
-		if !c.roomLocked(now) {
-			return DropTableFull
+		if v := c.chargeableLocked(owner, now); v != Accept {
+			return v
 		}
 		e = &ctEntry{owner: owner, hosted: true}
 		c.flows[key] = e
@@ -277,14 +271,8 @@ func (c *Conntrack) Admitted(p *packet.Parsed, owner netip.Addr, now int64) Verd
 		if !owner.IsValid() {
 			owner = key.Dst
 		}
-		if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
-			c.gcLocked(now, true)
-			if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
-				return DropFlowQuota
-			}
-		}
-		if !c.roomLocked(now) {
-			return DropTableFull
+		if v := c.chargeableLocked(owner, now); v != Accept {
+			return v
 		}
 		e = &ctEntry{owner: owner, remote: true}
 		c.flows[key] = e
@@ -294,6 +282,22 @@ func (c *Conntrack) Admitted(p *packet.Parsed, owner netip.Addr, now int64) Verd
 		e.state = ctReplied
 	}
 	c.touchLocked(e, p, now)
+	return Accept
+}
+
+// chargeableLocked reports whether one more flow may be charged to owner
+// (a remote, or a device this node hosts): Accept, or DropFlowQuota when
+// owner or all owners together hold as many as they may, or DropTableFull.
+func (c *Conntrack) chargeableLocked(owner netip.Addr, now int64) Verdict {
+	if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+		c.gcLocked(now, true)
+		if c.remote >= c.remoteMax || c.byOwner[owner] >= c.perRemote {
+			return DropFlowQuota
+		}
+	}
+	if !c.roomLocked(now) {
+		return DropTableFull
+	}
 	return Accept
 }
 
