@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
+	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 	"github.com/tomoe-net/tomoe/internal/cli/consolecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/devicecmd"
 	"github.com/tomoe-net/tomoe/internal/cli/keycmd"
@@ -193,10 +194,11 @@ without root.`,
 		},
 	)
 	root.AddCommand(uicmd.Command(g.stdout, g.client, nil))
-	root.AddCommand(l2cmd.Command(l2cmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs}))
-	root.AddCommand(devicecmd.Command(devicecmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs}))
+	nodeEnv := cmdutil.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError}
+	root.AddCommand(l2cmd.Command(nodeEnv))
+	root.AddCommand(devicecmd.Command(nodeEnv))
 	root.AddCommand(orgcmd.Commands(orgcmd.Env{Stdin: g.stdin, Stdout: g.stdout, Stderr: g.stderr, Client: g.client})...)
-	root.AddCommand(svccmd.Commands(svccmd.Env{Client: g.client, Stdout: g.stdout, Stderr: g.stderr, NoArgs: noArgs, ExactArgs: exactArgs, UsageError: usageError})...)
+	root.AddCommand(svccmd.Commands(nodeEnv)...)
 	strictGroups(root)
 	return root
 }

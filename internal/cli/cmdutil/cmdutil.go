@@ -1,5 +1,5 @@
 // Package cmdutil is what the command groups beside package cli (orgcmd,
-// uicmd, svccmd, consolecmd) share with it: errors that carry the exit
+// uicmd, svccmd, consolecmd, devicecmd, l2cmd) share with it: errors that carry the exit
 // status cli.Main gives, and the small output helpers.
 package cmdutil
 

@@ -4,7 +4,6 @@ package l2cmd
 
 import (
 	"fmt"
-	"io"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -13,14 +12,8 @@ import (
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
-// Env is where the commands read and write, and the command line's own
-// argument checks (usage errors exit with status 2).
-type Env struct {
-	Client         func() *adminapi.Client
-	Stdout, Stderr io.Writer
-	NoArgs         cobra.PositionalArgs
-	ExactArgs      func(n int, names string) cobra.PositionalArgs
-}
+// Env is what the commands get from package cli (cmdutil.Env).
+type Env = cmdutil.Env
 
 // Command returns `tomoe l2`.
 func Command(g Env) *cobra.Command {

@@ -4,7 +4,6 @@ package svccmd
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -15,15 +14,8 @@ import (
 	"github.com/tomoe-net/tomoe/internal/cli/cmdutil"
 )
 
-// Env is where the commands read and write, and how they report usage
-// errors (with exit status 2): the command line's own helpers.
-type Env struct {
-	Client         func() *adminapi.Client
-	Stdout, Stderr io.Writer
-	NoArgs         cobra.PositionalArgs
-	ExactArgs      func(n int, names string) cobra.PositionalArgs
-	UsageError     func(format string, args ...any) error
-}
+// Env is what the commands get from package cli (cmdutil.Env).
+type Env = cmdutil.Env
 
 // Commands returns `tomoe routes` and `tomoe expose`.
 func Commands(e Env) []*cobra.Command {
