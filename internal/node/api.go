@@ -365,15 +365,7 @@ func (a PolicyArea) Revoke(ctx context.Context, req adminapi.RevokeRequest) (adm
 	cut := func(a netip.Addr) bool { return id.Covers(a) && !(id.Any && m.AllowsAny(a)) }
 	for p := range n.peers.All() {
 		if !cut(p.Addr) {
-			// Its devices are judged on their own: their flows go, their
-			// home's session stays.
-			var devs []netip.Addr
-			for _, d := range p.Devices {
-				if cut(d) {
-					devs = append(devs, d)
-				}
-			}
-			n.flushDeviceFlowsLocked(devs)
+			n.flushDeviceFlowsLocked(p, cut)
 			continue
 		}
 		n.flushFlowsLocked(p)
@@ -404,9 +396,16 @@ func (n *Node) flushFlowsLocked(p *peers.Peer) {
 	})
 }
 
-// flushDeviceFlowsLocked forgets every flow with the devices devs (hosted
-// by a peer whose own session stays). The route lock is held.
-func (n *Node) flushDeviceFlowsLocked(devs []netip.Addr) {
+// flushDeviceFlowsLocked forgets every flow with the devices p hosts that
+// lost reports true for: p's own session stays, its devices are judged on
+// their own. The route lock is held.
+func (n *Node) flushDeviceFlowsLocked(p *peers.Peer, lost func(netip.Addr) bool) {
+	var devs []netip.Addr
+	for _, d := range p.Devices {
+		if lost(d) {
+			devs = append(devs, d)
+		}
+	}
 	if len(devs) > 0 {
 		n.filter.Conntrack().Flush(func(a netip.Addr) bool { return slices.Contains(devs, a) })
 	}

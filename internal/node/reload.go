@@ -424,15 +424,7 @@ func (n *Node) reloadPolicy(cfg *config.Config, d *config.Diff) (warnings []stri
 	n.routes.Lock()
 	for p := range n.peers.All() {
 		if !lost(p.Addr) {
-			// Its devices are judged on their own: their flows go, their
-			// home's session stays.
-			var devs []netip.Addr
-			for _, d := range p.Devices {
-				if lost(d) {
-					devs = append(devs, d)
-				}
-			}
-			n.flushDeviceFlowsLocked(devs)
+			n.flushDeviceFlowsLocked(p, lost)
 			continue
 		}
 		n.flushFlowsLocked(p)
