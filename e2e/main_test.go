@@ -140,10 +140,14 @@ func (n *nodeDir) write(t testing.TB, body string) {
 	n.writeTop(t, "", body)
 }
 
-// writeTop writes the node's config with top-level keys (top) before any table.
+// writeTop writes the node's config with top-level keys (top) before any
+// table. The node keeps root ([run] user = "root"): on a machine where the
+// .deb made a "tomoe" user, a node started as root would otherwise drop to
+// it and refuse the test's root-owned temporary directories
+// (TestPrivilegeDrop covers the drop).
 func (n *nodeDir) writeTop(t testing.TB, top, body string) {
 	t.Helper()
-	doc := fmt.Sprintf("key_file = %q\n%s[admin]\nsocket = %q\n%s", filepath.Join(n.dir, "node.key"), top, n.socket(), body)
+	doc := fmt.Sprintf("key_file = %q\n%s[run]\nuser = \"root\"\n[admin]\nsocket = %q\n%s", filepath.Join(n.dir, "node.key"), top, n.socket(), body)
 	if err := os.WriteFile(n.config(), []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
