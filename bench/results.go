@@ -29,8 +29,10 @@ type Results struct {
 	// replaces just this part of an earlier results.json.
 	VPN *VPNResult `json:"vpn,omitempty"`
 	// Flood is the handshake-flood part; `-only flood` replaces just it.
-	Flood  *FloodResult `json:"flood,omitempty"`
-	Errors []string     `json:"errors,omitempty"`
+	Flood *FloodResult `json:"flood,omitempty"`
+	// L2 is the virtual Ethernet part; `-only l2` replaces just it.
+	L2     *L2Result `json:"l2,omitempty"`
+	Errors []string  `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.
