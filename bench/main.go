@@ -62,13 +62,13 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "where to write the raw numbers (default: results.json beside -out)")
 	flag.StringVar(&o.wireguardGo, "wireguard-go", "", "use this wireguard-go binary instead of installing the pinned version")
 	flag.StringVar(&o.profiles, "profiles", "", "keep the CPU profiles in this directory (default: discarded)")
-	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity), \"vpn\" (routed subnets, userspace access) or \"flood\" (handshake flood); bridge, vpn and flood replace just their part of an existing results.json")
+	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity), \"vpn\" (routed subnets, userspace access), \"flood\" (handshake flood) or \"compare\" (tomoe against wireguard-go, yggdrasil, nebula); bridge, vpn, flood and compare replace just their part of an existing results.json")
 	bridgeStreams := flag.String("bridge-streams", "1", "comma-separated iperf3 -P values of the bridge part, e.g. 1,4")
 	flag.IntVar(&o.profStreams, "profile-streams", 1, "parallel streams of the profiled tomoe run")
 	flag.StringVar(&o.render, "render", "", "only rewrite -out from this results.json (no measurements, no root needed)")
 	flag.Parse()
-	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn", "flood"}, o.only) {
-		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge, vpn or flood")
+	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn", "flood", "compare"}, o.only) {
+		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge, vpn, flood or compare")
 		os.Exit(2)
 	}
 	for _, f := range strings.Split(*bridgeStreams, ",") {
@@ -208,6 +208,12 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
+	if o.runs("compare") {
+		removeNamespaces() // the compare part has the machine to itself
+		if res.Compare, err = e.runComparePart(ctx, o, b, res, profSecs, profDir); err != nil {
+			return err
+		}
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -218,7 +224,7 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 }
 
 // runs reports whether the run includes part ("dataplane", "memory",
-// "bridge", "vpn" or "flood").
+// "bridge", "vpn", "flood" or "compare").
 func (o options) runs(part string) bool { return o.only == "" || o.only == part }
 
 // runBridgePart measures the bridge part with the run's settings.
@@ -455,6 +461,10 @@ func mergeResults(prev, cur *Results, only string) *Results {
 		out := *prev
 		out.Flood = cur.Flood
 		return &out
+	case "compare":
+		out := *prev
+		out.Compare = cur.Compare
+		return &out
 	}
 	if cur.Bridge == nil {
 		cur.Bridge = prev.Bridge
@@ -464,6 +474,9 @@ func mergeResults(prev, cur *Results, only string) *Results {
 	}
 	if cur.Flood == nil {
 		cur.Flood = prev.Flood
+	}
+	if cur.Compare == nil {
+		cur.Compare = prev.Compare
 	}
 	return cur
 }

@@ -69,6 +69,7 @@ func writeMarkdown(w io.Writer, r *Results) {
 	writeBridge(p, r)
 	writeVPN(p, r)
 	writeFlood(p, r)
+	writeCompare(p, r)
 	writeProfile(p, r.Profile)
 	writeMethod(p, r)
 }

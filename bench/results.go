@@ -29,8 +29,11 @@ type Results struct {
 	// replaces just this part of an earlier results.json.
 	VPN *VPNResult `json:"vpn,omitempty"`
 	// Flood is the handshake-flood part; `-only flood` replaces just it.
-	Flood  *FloodResult `json:"flood,omitempty"`
-	Errors []string     `json:"errors,omitempty"`
+	Flood *FloodResult `json:"flood,omitempty"`
+	// Compare is tomoe against wireguard-go, yggdrasil and nebula
+	// (compare.go); `-only compare` replaces just it.
+	Compare *CompareResult `json:"compare,omitempty"`
+	Errors  []string       `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.
