@@ -3,16 +3,19 @@
 // (relayed throughput against a wireguard-go hub, cold lookups, a bridge
 // with 10,000 simulated nodes) and its VPN features (subnet routes through
 // a gateway, userspace access through SOCKS5 and port forwards against
-// kernel mode) and what a handshake flood costs an allowed peer, and
-// writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
+// kernel mode), what a handshake flood costs an allowed peer, and tomoe
+// against wireguard-go, yggdrasil and nebula on one topology (compare.go),
+// and writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
 // builds tomoe and installs the wireguard-go version tomoe pins into a
-// temporary directory. See README.md in this directory.
+// temporary directory (and yggdrasil and nebula with apt-get, for the
+// compare part, if missing). See README.md in this directory.
 //
-//	go run ./bench               # full run, about 34 minutes
+//	go run ./bench               # full run, about 46 minutes
 //	go run ./bench -quick        # smoke test: 1 repeat of 3 s runs
 //	go run ./bench -only bridge  # just the bridge part, merged into results.json
 //	go run ./bench -only vpn     # just the VPN part, likewise
 //	go run ./bench -only flood   # just the handshake-flood part, likewise
+//	go run ./bench -only compare # just the compare part (issue 15), likewise
 //
 // Benchmarks are never pass/fail: targets are written next to the figures.
 package main

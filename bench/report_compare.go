@@ -204,48 +204,12 @@ func writeCompareProfiles(p func(string, ...any), c *CompareResult) {
 			}
 			p("%.0f s run, %s: %s Gbit/s, %s daemon CPU-s/GB; %d s profiles.\n\n", run.Seconds, streamsText(cp.Streams), gbit(run.BitsPerSecond), cpu, cp.Seconds)
 		}
-		p("| Component |")
-		for _, s := range cp.Sides {
-			p(" %s |", strings.SplitN(s.Role, " ", 2)[0])
-		}
-		p("\n|---|")
-		for range cp.Sides {
-			p("---:|")
-		}
-		p("\n")
-		for _, n := range componentNames(cp.Sides) {
-			p("| %s |", n)
-			for _, s := range cp.Sides {
-				v := 0.0
-				for _, c := range s.Components {
-					if c.Name == n {
-						v = c.FlatPercent
-					}
-				}
-				p(" %.1f%% |", v)
-			}
-			p("\n")
-		}
+		writeComponents(p, cp.Sides)
 		p("\n%s\n\n", closingNote(cp.ProfileResult))
 		for _, s := range cp.Sides {
 			p("%s, `go tool pprof -top` (first %d rows; %s):\n\n```\n%s```\n\n", s.Role, profileRows, s.Header, firstRows(s.TopFlat, profileRows+1))
 		}
 	}
-}
-
-// componentNames are the components of all sides, in first-seen order.
-func componentNames(sides []ProfileSide) []string {
-	var names []string
-	seen := map[string]bool{}
-	for _, s := range sides {
-		for _, c := range s.Components {
-			if !seen[c.Name] {
-				seen[c.Name] = true
-				names = append(names, c.Name)
-			}
-		}
-	}
-	return names
 }
 
 // firstRows is the first n lines of s.
