@@ -295,28 +295,46 @@ func (e *env) tomoeScenario(ctx context.Context, tl *tomoeLine, key, name, want 
 	return sc, nil
 }
 
+// notePath records both directions' paths of tl in sc's result, and an
+// error if A's path to B is not want (after the runs: it must not have
+// changed under the load).
+func notePath(ctx context.Context, sc *scenario, tl *tomoeLine, want string) {
+	sc.res.Path = tl.paths(ctx)
+	if got := peerPath(ctx, tl.a.sock, sc.res.Target); got != want {
+		sc.res.Errors = append(sc.res.Errors, fmt.Sprintf("A's path to B was %q after the runs, want %q", got, want))
+	}
+}
+
 // relayVia is the path `peers` on A shows for a relay through its line's
 // bridge over transport.
 func relayVia(transport string) string {
 	return fmt.Sprintf("relay via %s:%d/%s", lineMA, bridgePort, transport)
 }
 
-// setupWireGuardLine builds line bw with plain wireguard-go twice: A and
-// B as direct peers of each other (the packets routed by M), and A and B
-// as peers of a hub in M only. The hub routes between them: M's kernel
-// forwards what the hub's wireguard-go decrypted back into it, to be
-// encrypted for the other end.
+// setupWireGuardLine builds line bw with plain wireguard-go twice (see
+// setupWireGuardOn).
 func (e *env) setupWireGuardLine(ctx context.Context, wgBin string, pingCount int) ([]*scenario, *line, error) {
 	l, err := e.setupLine(ctx, "bw", blockNone)
 	if err != nil {
 		return nil, nil, err
 	}
+	scs, err := e.setupWireGuardOn(ctx, wgBin, l, pingCount)
+	return scs, l, err
+}
+
+// setupWireGuardOn runs plain wireguard-go twice on line l: A and B as
+// direct peers of each other (the packets routed by M), and A and B as
+// peers of a hub in M only. The hub routes between them: M's kernel
+// forwards what the hub's wireguard-go decrypted back into it, to be
+// encrypted for the other end.
+func (e *env) setupWireGuardOn(ctx context.Context, wgBin string, l *line, pingCount int) ([]*scenario, error) {
 	devs := map[string]*wgDevice{}
+	var err error
 	for _, d := range []struct{ ns, ifname string }{
 		{l.a, "wgda"}, {l.b, "wgdb"}, {l.a, "wgha"}, {l.m, "wghm"}, {l.b, "wghb"},
 	} {
 		if devs[d.ifname], err = e.startWireGuardGo(ctx, wgBin, d.ns, d.ifname); err != nil {
-			return nil, l, err
+			return nil, err
 		}
 	}
 	da, db, ha, hm, hb := devs["wgda"], devs["wgdb"], devs["wgha"], devs["wghm"], devs["wghb"]
@@ -341,7 +359,7 @@ func (e *env) setupWireGuardLine(ctx context.Context, wgBin string, pingCount in
 	}
 	for _, c := range configs {
 		if err := c.d.configure(ctx, e.work, c.port, c.addr, c.peers); err != nil {
-			return nil, l, err
+			return nil, err
 		}
 	}
 	for _, target := range []string{directB, hubB} {
@@ -349,7 +367,7 @@ func (e *env) setupWireGuardLine(ctx context.Context, wgBin string, pingCount in
 			_, err := inNS(ctx, l.a, "ping", "-n", "-c", "1", "-W", "1", target)
 			return err == nil
 		}); err != nil {
-			return nil, l, err
+			return nil, err
 		}
 	}
 	direct := &scenario{
@@ -365,7 +383,7 @@ func (e *env) setupWireGuardLine(ctx context.Context, wgBin string, pingCount in
 		pings:   []func(context.Context) (PingResult, error){kernelPing(l.a, pingCount, hubB)},
 		traffic: e.iperfTraffic(l.a, l.b, hubB, &l.server),
 	}
-	return []*scenario{direct, hub}, l, nil
+	return []*scenario{direct, hub}, nil
 }
 
 // bridgeParams are the bridge part's settings.
@@ -471,10 +489,7 @@ func (e *env) bridgePart(ctx context.Context, b bins, p bridgeParams, res *Bridg
 		return err
 	}
 	for _, r := range runs {
-		r.sc.res.Path = r.tl.paths(ctx)
-		if got := peerPath(ctx, r.tl.a.sock, r.sc.res.Target); got != r.want {
-			r.sc.res.Errors = append(r.sc.res.Errors, fmt.Sprintf("A's path to B was %q after the runs, want %q", got, r.want))
-		}
+		notePath(ctx, r.sc, r.tl, r.want)
 	}
 	measurePings(ctx, log, scenarios)
 

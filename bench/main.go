@@ -3,17 +3,20 @@
 // (relayed throughput against a wireguard-go hub, cold lookups, a bridge
 // with 10,000 simulated nodes) and its VPN features (subnet routes through
 // a gateway, userspace access through SOCKS5 and port forwards against
-// kernel mode) and what a handshake flood costs an allowed peer, and
-// writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
+// kernel mode), what a handshake flood costs an allowed peer, and tomoe
+// against wireguard-go, yggdrasil and nebula on one topology (compare.go),
+// and writes the figures to RESULTS.md and results.json. It needs root, iperf3, wireguard-tools and nftables; it
 // builds tomoe and installs the wireguard-go version tomoe pins into a
-// temporary directory. See README.md in this directory.
+// temporary directory (and yggdrasil and nebula with apt-get, for the
+// compare part, if missing). See README.md in this directory.
 //
-//	go run ./bench               # full run, about 34 minutes
+//	go run ./bench               # full run, about 49 minutes
 //	go run ./bench -quick        # smoke test: 1 repeat of 3 s runs
 //	go run ./bench -only bridge  # just the bridge part, merged into results.json
 //	go run ./bench -only vpn     # just the VPN part, likewise
 //	go run ./bench -only flood   # just the handshake-flood part, likewise
 //	go run ./bench -only l2      # just the virtual Ethernet part, likewise
+//	go run ./bench -only compare # just the compare part (issue 15), likewise
 //
 // Benchmarks are never pass/fail: targets are written next to the figures.
 package main
@@ -63,13 +66,13 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "where to write the raw numbers (default: results.json beside -out)")
 	flag.StringVar(&o.wireguardGo, "wireguard-go", "", "use this wireguard-go binary instead of installing the pinned version")
 	flag.StringVar(&o.profiles, "profiles", "", "keep the CPU profiles in this directory (default: discarded)")
-	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity), \"vpn\" (routed subnets, userspace access), \"flood\" (handshake flood) or \"l2\" (virtual Ethernet against the L3 overlay); bridge, vpn, flood and l2 replace just their part of an existing results.json")
+	flag.StringVar(&o.only, "only", "", "run only one part: \"dataplane\" (throughput, CPU, latency, profile), \"memory\", \"bridge\" (relay, lookups, capacity), \"vpn\" (routed subnets, userspace access), \"flood\" (handshake flood), \"l2\" (virtual Ethernet against the L3 overlay) or \"compare\" (tomoe against wireguard-go, yggdrasil, nebula); bridge, vpn, flood, l2 and compare replace just their part of an existing results.json")
 	bridgeStreams := flag.String("bridge-streams", "1", "comma-separated iperf3 -P values of the bridge part, e.g. 1,4")
 	flag.IntVar(&o.profStreams, "profile-streams", 1, "parallel streams of the profiled tomoe run")
 	flag.StringVar(&o.render, "render", "", "only rewrite -out from this results.json (no measurements, no root needed)")
 	flag.Parse()
-	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn", "flood", "l2"}, o.only) {
-		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge, vpn, flood or l2")
+	if o.only != "" && !slices.Contains([]string{"dataplane", "memory", "bridge", "vpn", "flood", "l2", "compare"}, o.only) {
+		fmt.Fprintln(os.Stderr, "bench: -only must be dataplane, memory, bridge, vpn, flood, l2 or compare")
 		os.Exit(2)
 	}
 	for _, f := range strings.Split(*bridgeStreams, ",") {
@@ -215,6 +218,12 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 			return err
 		}
 	}
+	if o.runs("compare") {
+		removeNamespaces() // the compare part has the machine to itself
+		if res.Compare, err = e.runComparePart(ctx, o, b, res, profSecs, profDir); err != nil {
+			return err
+		}
+	}
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -225,7 +234,7 @@ func benchmark(ctx context.Context, o options, log *slog.Logger) error {
 }
 
 // runs reports whether the run includes part ("dataplane", "memory",
-// "bridge", "vpn", "flood" or "l2").
+// "bridge", "vpn", "flood", "l2" or "compare").
 func (o options) runs(part string) bool { return o.only == "" || o.only == part }
 
 // runBridgePart measures the bridge part with the run's settings.
@@ -466,6 +475,10 @@ func mergeResults(prev, cur *Results, only string) *Results {
 		out := *prev
 		out.L2 = cur.L2
 		return &out
+	case "compare":
+		out := *prev
+		out.Compare = cur.Compare
+		return &out
 	}
 	if cur.Bridge == nil {
 		cur.Bridge = prev.Bridge
@@ -478,6 +491,9 @@ func mergeResults(prev, cur *Results, only string) *Results {
 	}
 	if cur.L2 == nil {
 		cur.L2 = prev.L2
+	}
+	if cur.Compare == nil {
+		cur.Compare = prev.Compare
 	}
 	return cur
 }

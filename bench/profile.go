@@ -64,34 +64,47 @@ func fetchProfile(ctx context.Context, sock string, secs int, path string) error
 // kernel mode for secs+3 seconds and profiles the sender (namespace A) and the receiver
 // (namespace B) for secs seconds of it.
 func (e *env) profileTomoe(ctx context.Context, sc *scenario, nodes []*tomoeNode, tomoeBin string, secs, streams int, dir string) (*ProfileResult, error) {
+	return e.profileSides(ctx, sc, []profileTarget{
+		{nodes[0].sock, filepath.Join(dir, "tomoe-sender.pprof"), "sender (namespace A: encrypts)"},
+		{nodes[1].sock, filepath.Join(dir, "tomoe-receiver.pprof"), "receiver (namespace B: decrypts)"},
+	}, tomoeBin, secs, streams)
+}
+
+// profileTarget is a process to profile: the unix socket that serves its
+// /debug/pprof, where to keep the profile, and what the process does.
+type profileTarget struct{ sock, path, role string }
+
+// profileSides runs sc once with streams connections for secs+3 seconds
+// and profiles each target for secs seconds of it; bin is the binary the
+// targets run (for pprof's symbols).
+func (e *env) profileSides(ctx context.Context, sc *scenario, targets []profileTarget, bin string, secs, streams int) (*ProfileResult, error) {
 	res := &ProfileResult{Seconds: secs, Streams: streams}
 	var (
 		wg     sync.WaitGroup
 		run    Run
 		runErr error
-		errs   = make([]error, len(nodes))
+		errs   = make([]error, len(targets))
 	)
 	wg.Go(func() { run, runErr = sc.measure(ctx, streams, float64(secs+3)) })
 	select {
 	case <-ctx.Done():
 	case <-time.After(1500 * time.Millisecond):
 	}
-	paths := []string{filepath.Join(dir, "tomoe-sender.pprof"), filepath.Join(dir, "tomoe-receiver.pprof")}
-	for i, n := range nodes {
-		wg.Go(func() { errs[i] = fetchProfile(ctx, n.sock, secs, paths[i]) })
+	for i, t := range targets {
+		wg.Go(func() { errs[i] = fetchProfile(ctx, t.sock, secs, t.path) })
 	}
 	wg.Wait()
 	if err := errors.Join(append(errs, runErr)...); err != nil {
 		return nil, err
 	}
 	res.Run = &run
-	for i, role := range []string{"sender (namespace A: encrypts)", "receiver (namespace B: decrypts)"} {
-		side, err := summarize(ctx, tomoeBin, paths[i])
+	for _, t := range targets {
+		side, err := summarize(ctx, bin, t.path)
 		if err != nil {
 			return nil, err
 		}
-		side.Role = role
-		side.File = paths[i]
+		side.Role = t.role
+		side.File = t.path
 		res.Sides = append(res.Sides, side)
 	}
 	return res, nil

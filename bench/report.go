@@ -70,6 +70,7 @@ func writeMarkdown(w io.Writer, r *Results) {
 	writeVPN(p, r)
 	writeFlood(p, r)
 	writeL2(p, r)
+	writeCompare(p, r)
 	writeProfile(p, r.Profile)
 	writeMethod(p, r)
 }
@@ -224,10 +225,22 @@ func writeProfile(p func(string, ...any), pr *ProfileResult) {
 		}
 		p("An extra %.0f s iperf3 run with %s (%s Gbit/s, %s daemon CPU-s/GB) with a %d s CPU profile taken from each daemon's admin socket (`/debug/pprof/profile`) in the middle of it.\n\n", pr.Run.Seconds, streamsText(pr.Streams), gbit(pr.Run.BitsPerSecond), cpu, pr.Seconds)
 	}
-	// Component table.
-	names := []string{}
-	seen := map[string]bool{}
+	p("Flat time by component (share of all samples; inlined functions counted in their callers, `-noinlines`):\n\n")
+	writeComponents(p, pr.Sides)
+	p("\n%s\n\n", closingNote(pr))
 	for _, s := range pr.Sides {
+		p("### %s\n\n%s\n\n", s.Role, s.Header)
+		p("`go tool pprof -top -nodecount=25`:\n\n```\n%s```\n\n", s.TopFlat)
+		p("<details><summary>by cumulative time (-cum)</summary>\n\n```\n%s```\n\n</details>\n\n", s.TopCum)
+	}
+}
+
+// writeComponents writes a table of the sides' flat time by component,
+// one column a side.
+func writeComponents(p func(string, ...any), sides []ProfileSide) {
+	var names []string
+	seen := map[string]bool{}
+	for _, s := range sides {
 		for _, c := range s.Components {
 			if !seen[c.Name] {
 				seen[c.Name] = true
@@ -235,18 +248,18 @@ func writeProfile(p func(string, ...any), pr *ProfileResult) {
 			}
 		}
 	}
-	p("Flat time by component (share of all samples; inlined functions counted in their callers, `-noinlines`):\n\n| Component |")
-	for _, s := range pr.Sides {
+	p("| Component |")
+	for _, s := range sides {
 		p(" %s |", strings.SplitN(s.Role, " ", 2)[0])
 	}
 	p("\n|---|")
-	for range pr.Sides {
+	for range sides {
 		p("---:|")
 	}
 	p("\n")
 	for _, n := range names {
 		p("| %s |", n)
-		for _, s := range pr.Sides {
+		for _, s := range sides {
 			v := 0.0
 			for _, c := range s.Components {
 				if c.Name == n {
@@ -256,12 +269,6 @@ func writeProfile(p func(string, ...any), pr *ProfileResult) {
 			p(" %.1f%% |", v)
 		}
 		p("\n")
-	}
-	p("\n%s\n\n", closingNote(pr))
-	for _, s := range pr.Sides {
-		p("### %s\n\n%s\n\n", s.Role, s.Header)
-		p("`go tool pprof -top -nodecount=25`:\n\n```\n%s```\n\n", s.TopFlat)
-		p("<details><summary>by cumulative time (-cum)</summary>\n\n```\n%s```\n\n</details>\n\n", s.TopCum)
 	}
 }
 

@@ -31,8 +31,11 @@ type Results struct {
 	// Flood is the handshake-flood part; `-only flood` replaces just it.
 	Flood *FloodResult `json:"flood,omitempty"`
 	// L2 is the virtual Ethernet part; `-only l2` replaces just it.
-	L2     *L2Result `json:"l2,omitempty"`
-	Errors []string  `json:"errors,omitempty"`
+	L2 *L2Result `json:"l2,omitempty"`
+	// Compare is tomoe against wireguard-go, yggdrasil and nebula
+	// (compare.go); `-only compare` replaces just it.
+	Compare *CompareResult `json:"compare,omitempty"`
+	Errors  []string       `json:"errors,omitempty"`
 }
 
 // Machine describes where the run happened.

@@ -240,13 +240,20 @@ func kernelPingEvery(ns string, count int, interval float64, target string) func
 	}
 }
 
-// tomoePing runs `tomoe ping --json` against a node's admin socket: the
-// node sends the echo requests itself (works in userspace mode too).
+// tomoePing runs `tomoe ping --json` against a node's admin socket, 50 ms
+// apart: the node sends the echo requests itself (works in userspace mode
+// too).
 func tomoePing(tomoeBin, sock string, count int, target string) func(context.Context) (PingResult, error) {
+	return tomoePingEvery(tomoeBin, sock, count, 50*time.Millisecond, target)
+}
+
+// tomoePingEvery is tomoePing, interval apart.
+func tomoePingEvery(tomoeBin, sock string, count int, interval time.Duration, target string) func(context.Context) (PingResult, error) {
 	return func(ctx context.Context) (PingResult, error) {
-		cmd := exec.CommandContext(ctx, tomoeBin, "ping", target, "-c", strconv.Itoa(count), "-i", "50ms", "-W", "2s", "--json", "--socket", sock)
+		iv := interval.String()
+		cmd := exec.CommandContext(ctx, tomoeBin, "ping", target, "-c", strconv.Itoa(count), "-i", iv, "-W", "2s", "--json", "--socket", sock)
 		out, err := cmd.Output()
-		res := PingResult{Tool: "tomoe ping -i 50ms", Sent: count}
+		res := PingResult{Tool: "tomoe ping -i " + iv, Sent: count}
 		for line := range strings.Lines(string(out)) {
 			var r adminapi.PingResponse
 			if json.Unmarshal([]byte(line), &r) == nil && r.Error == "" && r.RTTMs > 0 {
@@ -296,8 +303,8 @@ type wgDevice struct {
 }
 
 // startWireGuardGo starts `wireguard-go -f ifname` in ns with a new key
-// and waits for its UAPI socket.
-func (e *env) startWireGuardGo(ctx context.Context, wgBin, ns, ifname string) (*wgDevice, error) {
+// and waits for its UAPI socket; env is added to its environment.
+func (e *env) startWireGuardGo(ctx context.Context, wgBin, ns, ifname string, env ...string) (*wgDevice, error) {
 	d := &wgDevice{ns: ns, ifname: ifname}
 	var err error
 	if d.key, d.pub, err = newKey(); err != nil {
@@ -308,7 +315,7 @@ func (e *env) startWireGuardGo(ctx context.Context, wgBin, ns, ifname string) (*
 	sock := "/var/run/wireguard/" + ifname + ".sock"
 	os.Remove(sock)
 	e.onCleanup(func() { os.Remove(sock) })
-	if d.proc, err = e.start(ns, "wireguard-go-"+ifname, false, []string{"LOG_LEVEL=error"}, wgBin, "-f", ifname); err != nil {
+	if d.proc, err = e.start(ns, "wireguard-go-"+ifname, false, append([]string{"LOG_LEVEL=error"}, env...), wgBin, "-f", ifname); err != nil {
 		return nil, err
 	}
 	if err := waitFor(ctx, 10*time.Second, "wireguard-go "+ifname, func() bool {
@@ -452,27 +459,45 @@ func warmUp(ctx context.Context, what string, ping func(context.Context) (PingRe
 	})
 }
 
-// setupTomoeKernel starts `tomoe up` in kernel mode in both namespaces.
+// pair is two namespaces, A and B, and their underlay addresses; A sends.
+type pair struct{ a, b, addrA, addrB string }
+
+// dataPlanePair is the data plane's two namespaces.
+var dataPlanePair = pair{nsA, nsB, underlayA, underlayB}
+
+// tomoePairSpec says how to run a pair of tomoe nodes: the scenario's key
+// and name, the prefix of the nodes' labels, their UDP port, and how to
+// write a node's config.
+type tomoePairSpec struct {
+	key, name, label string
+	port             int
+	config           func(n *tomoeNode, port int, peers []peerEntry) error
+}
+
+// benchConfig writes the bench's usual config (MTU 1420) in mode.
+func benchConfig(mode string) func(*tomoeNode, int, []peerEntry) error {
+	return func(n *tomoeNode, port int, peers []peerEntry) error { return n.writeConfig(mode, port, peers) }
+}
+
+// setupTomoeKernel starts `tomoe up` in kernel mode in the data plane's
+// namespaces.
 func (e *env) setupTomoeKernel(ctx context.Context, tomoeBin string, pingCount int) (*scenario, []*tomoeNode, error) {
-	a, err := e.newTomoeNode("ka")
+	return e.setupTomoeKernelPair(ctx, tomoeBin, dataPlanePair,
+		tomoePairSpec{key: "tomoe-kernel", name: "tomoe kernel", label: "k", port: 4610, config: benchConfig("kernel")}, pingCount)
+}
+
+// setupTomoeKernelPair starts `tomoe up` in kernel mode in both
+// namespaces of pr, static peers of each other.
+func (e *env) setupTomoeKernelPair(ctx context.Context, tomoeBin string, pr pair, spec tomoePairSpec, pingCount int) (*scenario, []*tomoeNode, error) {
+	a, b, err := e.newTomoePair(pr, spec)
 	if err != nil {
-		return nil, nil, err
-	}
-	b, err := e.newTomoeNode("kb")
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := a.writeConfig("kernel", 4610, []peerEntry{{b.pub, underlayB + ":4610"}}); err != nil {
-		return nil, nil, err
-	}
-	if err := b.writeConfig("kernel", 4610, []peerEntry{{a.pub, underlayA + ":4610"}}); err != nil {
 		return nil, nil, err
 	}
 	var procs []*proc
 	for _, n := range []struct {
 		ns, label string
 		node      *tomoeNode
-	}{{nsA, "tomoe-kernel-a", a}, {nsB, "tomoe-kernel-b", b}} {
+	}{{pr.a, "tomoe-" + spec.label + "a", a}, {pr.b, "tomoe-" + spec.label + "b", b}} {
 		p, err := e.start(n.ns, n.label, false, nil, tomoeBin, "up", "-c", n.node.config)
 		if err != nil {
 			return nil, nil, err
@@ -483,60 +508,78 @@ func (e *env) setupTomoeKernel(ctx context.Context, tomoeBin string, pingCount i
 		procs = append(procs, p)
 	}
 	target := b.pub.Address().String()
-	if err := warmUp(ctx, "ping over tomoe kernel", kernelPing(nsA, 1, target)); err != nil {
+	if err := warmUp(ctx, "ping over "+spec.name, kernelPing(pr.a, 1, target)); err != nil {
 		return nil, nil, err
 	}
 	return &scenario{
-		res:     &ScenarioResult{Key: "tomoe-kernel", Name: "tomoe kernel", Target: target},
+		res:     &ScenarioResult{Key: spec.key, Name: spec.name, Target: target},
 		daemons: procs,
-		pings:   []func(context.Context) (PingResult, error){kernelPing(nsA, pingCount, target), tomoePing(tomoeBin, a.sock, pingCount, target)},
+		pings:   []func(context.Context) (PingResult, error){kernelPing(pr.a, pingCount, target), tomoePing(tomoeBin, a.sock, pingCount, target)},
 	}, []*tomoeNode{a, b}, nil
 }
 
-// setupTomoeUserspace starts two usbench processes (userspace-mode nodes):
-// a sink in B and a source in A that the benchmark drives over stdin.
+// newTomoePair makes the two nodes of spec in pr, static peers of each
+// other at their underlay addresses, and writes their configs.
+func (e *env) newTomoePair(pr pair, spec tomoePairSpec) (a, b *tomoeNode, err error) {
+	if a, err = e.newTomoeNode(spec.label + "a"); err != nil {
+		return nil, nil, err
+	}
+	if b, err = e.newTomoeNode(spec.label + "b"); err != nil {
+		return nil, nil, err
+	}
+	port := strconv.Itoa(spec.port)
+	if err := spec.config(a, spec.port, []peerEntry{{b.pub, pr.addrB + ":" + port}}); err != nil {
+		return nil, nil, err
+	}
+	if err := spec.config(b, spec.port, []peerEntry{{a.pub, pr.addrA + ":" + port}}); err != nil {
+		return nil, nil, err
+	}
+	return a, b, nil
+}
+
+// setupTomoeUserspace starts two usbench processes (userspace-mode nodes)
+// in the data plane's namespaces.
 func (e *env) setupTomoeUserspace(ctx context.Context, usbenchBin, tomoeBin string, pingCount int) (*scenario, error) {
-	a, err := e.newTomoeNode("ua")
+	sc, _, err := e.setupTomoeUserspacePair(ctx, usbenchBin, tomoeBin, dataPlanePair,
+		tomoePairSpec{key: "tomoe-userspace", name: "tomoe userspace", label: "u", port: 4611, config: benchConfig("userspace")}, pingCount)
+	return sc, err
+}
+
+// setupTomoeUserspacePair starts two usbench processes (userspace-mode
+// nodes): a sink in B and a source in A that the benchmark drives over
+// stdin. It returns the scenario and node A.
+func (e *env) setupTomoeUserspacePair(ctx context.Context, usbenchBin, tomoeBin string, pr pair, spec tomoePairSpec, pingCount int) (*scenario, *tomoeNode, error) {
+	a, b, err := e.newTomoePair(pr, spec)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	b, err := e.newTomoeNode("ub")
+	sink, err := e.start(pr.b, "usbench-sink-"+spec.label, true, nil, usbenchBin, "-c", b.config, "-sink", "-port", strconv.Itoa(iperfPort))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if err := a.writeConfig("userspace", 4611, []peerEntry{{b.pub, underlayB + ":4611"}}); err != nil {
-		return nil, err
-	}
-	if err := b.writeConfig("userspace", 4611, []peerEntry{{a.pub, underlayA + ":4611"}}); err != nil {
-		return nil, err
-	}
-	sink, err := e.start(nsB, "usbench-sink", true, nil, usbenchBin, "-c", b.config, "-sink", "-port", strconv.Itoa(iperfPort))
+	source, err := e.start(pr.a, "usbench-source-"+spec.label, true, nil, usbenchBin, "-c", a.config)
 	if err != nil {
-		return nil, err
-	}
-	source, err := e.start(nsA, "usbench-source", true, nil, usbenchBin, "-c", a.config)
-	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, p := range []*proc{sink, source} {
 		if _, err := readLine(ctx, p, 20*time.Second); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	target := b.pub.Address().String()
-	if err := warmUp(ctx, "ping over tomoe userspace", tomoePing(tomoeBin, a.sock, 1, target)); err != nil {
-		return nil, err
+	if err := warmUp(ctx, "ping over "+spec.name, tomoePing(tomoeBin, a.sock, 1, target)); err != nil {
+		return nil, nil, err
 	}
 	addrPort := netip.AddrPortFrom(b.pub.Address(), iperfPort).String()
 	traffic := func(ctx context.Context, streams int, secs float64) (Run, error) {
 		return loadRun(ctx, source, "usbench source", fmt.Sprintf("run %s %g %d", addrPort, secs, streams), streams, time.Duration(secs)*time.Second+60*time.Second)
 	}
 	return &scenario{
-		res:     &ScenarioResult{Key: "tomoe-userspace", Name: "tomoe userspace", Target: addrPort},
+		res:     &ScenarioResult{Key: spec.key, Name: spec.name, Target: addrPort},
 		daemons: []*proc{source, sink},
 		traffic: traffic,
 		pings:   []func(context.Context) (PingResult, error){tomoePing(tomoeBin, a.sock, pingCount, target)},
-	}, nil
+	}, a, nil
 }
 
 // readLine reads one line of a piped process's stdout within timeout.
