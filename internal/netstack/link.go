@@ -180,6 +180,7 @@ type link struct {
 	stats        *counters
 	log          *slog.Logger
 	capabilities stack.LinkEndpointCapabilities
+	gso          bool
 	queueLog     logEvery
 	oversizeLog  logEvery
 
@@ -191,7 +192,7 @@ type link struct {
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-func newLink(mtu uint32, queueLen int, rxChecksumOffload bool, stats *counters, log *slog.Logger) *link {
+func newLink(mtu uint32, queueLen int, rxChecksumOffload, gso bool, stats *counters, log *slog.Logger) *link {
 	l := &link{
 		out:         newOutQueue(queueLen),
 		stats:       stats,
@@ -199,6 +200,7 @@ func newLink(mtu uint32, queueLen int, rxChecksumOffload bool, stats *counters, 
 		mtu:         mtu,
 		queueLog:    logEvery{interval: 10 * time.Second},
 		oversizeLog: logEvery{interval: 10 * time.Second},
+		gso:         gso,
 	}
 	if rxChecksumOffload {
 		l.capabilities = stack.CapabilityRXChecksumOffload
@@ -267,6 +269,22 @@ func (l *link) IsAttached() bool { return l.networkDispatcher() != nil }
 // claimed: WireGuard sends exactly what we produce, so checksums must be
 // complete.
 func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.capabilities }
+
+// SupportedGSO implements stack.GSOEndpoint.
+func (l *link) SupportedGSO() stack.SupportedGSO {
+	if l.gso {
+		return stack.GVisorGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (l *link) GSOMaxSize() uint32 {
+	if l.gso {
+		return stack.GVisorGSOMaxSize
+	}
+	return 0
+}
 
 // MaxHeaderLength implements stack.LinkEndpoint: no link header.
 func (*link) MaxHeaderLength() uint16 { return 0 }

@@ -161,7 +161,7 @@ func newStack(cfg Config, tn tuning) (*Stack, error) {
 		ipstack: ipstack,
 		events:  make(chan tun.Event, 1),
 	}
-	s.link = newLink(uint32(cfg.MTU), tn.queueLen, tn.rxChecksumOffload, &s.stats, log)
+	s.link = newLink(uint32(cfg.MTU), tn.queueLen, tn.rxChecksumOffload, tn.gso, &s.stats, log)
 
 	if err := s.setup(cfg, tn); err != nil {
 		s.link.out.close()

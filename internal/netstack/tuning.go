@@ -28,6 +28,9 @@ type tuning struct {
 	queueLen int
 	// rxChecksumOffload skips gVisor's verification of inbound checksums.
 	rxChecksumOffload bool
+	// gso lets TCP build segments of up to 64 KiB and split them into
+	// MSS-sized packets in one go (gVisor's software GSO).
+	gso bool
 }
 
 // Buffer sizes. One bandwidth-delay product at 2 Gbit/s and a 1 ms RTT is
@@ -107,6 +110,7 @@ func defaultTuning() tuning {
 		// still catches those bugs, and skipping it measured within the
 		// run-to-run noise.
 		rxChecksumOffload: false,
+		gso:               true,
 	}
 }
 
