@@ -57,6 +57,8 @@ func BenchmarkTCPThroughput(b *testing.B) {
 		{"queue512", func(t *tuning) { t.queueLen = 512 }},
 		{"rxcsumoffload", func(t *tuning) { t.rxChecksumOffload = true }},
 		{"nogso", func(t *tuning) { t.gso = false }},
+		{"nogro", func(t *tuning) { t.gro = false }},
+		{"nogsogro", func(t *tuning) { t.gso, t.gro = false, false }},
 	}
 	for _, w := range wires {
 		for _, v := range variants {

@@ -125,31 +125,52 @@ func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	n, bytes, malformed := 0, 0, 0
-	for _, b := range bufs {
-		if offset >= len(b) {
-			continue
+	n, bytes, malformed, merged := 0, 0, 0, 0
+	for start := 0; start < len(bufs); start += batchSize {
+		// One coalescer per batchSize packets: its links are int16
+		// indices in a fixed array.
+		c := coalescer{s: s, d: d, bufs: bufs[start:min(start+batchSize, len(bufs))], offset: offset}
+		for i, b := range c.bufs {
+			if offset >= len(b) {
+				continue
+			}
+			p := b[offset:]
+			proto, ok := ipProtocol(p)
+			if !ok {
+				malformed++
+				continue
+			}
+			n++
+			bytes += len(p)
+			if s.gro && c.add(i) {
+				continue
+			}
+			// Not a segment that merges: the runs it may belong to go
+			// first, to keep each flow's order.
+			c.flush()
+			s.deliverBuffer(d, proto, buffer.MakeWithData(p))
 		}
-		p := b[offset:]
-		proto, ok := ipProtocol(p)
-		if !ok {
-			malformed++
-			continue
-		}
-		// MakeWithData copies p into a pooled chunk; the PacketBuffer
-		// itself comes from gVisor's pool too.
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		d.DeliverNetworkPacket(proto, pkt)
-		pkt.DecRef()
-		n++
-		bytes += len(p)
+		c.flush()
+		merged += c.merged
 	}
 	s.stats.packetsIn.Add(uint64(n))
 	s.stats.bytesIn.Add(uint64(bytes))
 	if malformed > 0 {
 		s.stats.droppedMalformed.Add(uint64(malformed))
 	}
+	if merged > 0 {
+		s.stats.coalescedIn.Add(uint64(merged))
+	}
 	return len(bufs), nil
+}
+
+// deliverBuffer hands the IP packet in buf to the stack, which takes the
+// buffer over. MakeWithData and NewViewWithData copy into pooled chunks;
+// the PacketBuffer comes from gVisor's pool too.
+func (s *Stack) deliverBuffer(d stack.NetworkDispatcher, proto tcpip.NetworkProtocolNumber, buf buffer.Buffer) {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
+	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
 }
 
 // ipProtocol returns the network protocol of packet p from its version

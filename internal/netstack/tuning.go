@@ -31,6 +31,9 @@ type tuning struct {
 	// gso lets TCP build segments of up to 64 KiB and split them into
 	// MSS-sized packets in one go (gVisor's software GSO).
 	gso bool
+	// gro merges each Write's runs of TCP segments into larger packets
+	// before the stack sees them (gro.go).
+	gro bool
 }
 
 // Buffer sizes. One bandwidth-delay product at 2 Gbit/s and a 1 ms RTT is
@@ -111,6 +114,7 @@ func defaultTuning() tuning {
 		// run-to-run noise.
 		rxChecksumOffload: false,
 		gso:               true,
+		gro:               true,
 	}
 }
 
