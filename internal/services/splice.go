@@ -8,26 +8,13 @@ import (
 )
 
 // spliceBufSize is the copy buffer per direction when the kernel cannot
-// splice the two connections directly. A direction whose read fills it is
-// carrying bulk data, and moves to a buffer of bulkBufSize for the rest of
-// its life: each write into a userspace stack has a fixed cost (locking,
-// waking its sender), so fewer, larger writes carry more per CPU second,
-// while idle and interactive connections keep the small buffer.
-const (
-	spliceBufSize = 32 << 10
-	bulkBufSize   = 256 << 10
-)
+// splice the two connections directly.
+const spliceBufSize = 32 << 10
 
-var (
-	spliceBufs = sync.Pool{New: func() any {
-		b := make([]byte, spliceBufSize)
-		return &b
-	}}
-	bulkBufs = sync.Pool{New: func() any {
-		b := make([]byte, bulkBufSize)
-		return &b
-	}}
-)
+var spliceBufs = sync.Pool{New: func() any {
+	b := make([]byte, spliceBufSize)
+	return &b
+}}
 
 // halfCloser is a connection that can signal EOF to its peer while still
 // reading: *net.TCPConn, *net.UnixConn and gVisor's gonet.TCPConn.
@@ -78,49 +65,21 @@ func copyHalf(dst, src net.Conn, n *atomic.Uint64, closeBoth func()) {
 }
 
 // copyConn copies src to dst. Between two kernel sockets it lets io.Copy use
-// splice(2); otherwise it copies through pooled buffers (copyGrowing).
+// splice(2); otherwise it copies through a pooled buffer, hiding ReadFrom and
+// WriteTo so that net's fallbacks do not allocate a buffer of their own.
 func copyConn(dst, src net.Conn, n *atomic.Uint64) error {
 	if n == nil && kernelSpliceable(dst, src) {
 		_, err := io.Copy(dst, src)
 		return err
 	}
-	var w io.Writer = dst
+	bp := spliceBufs.Get().(*[]byte)
+	defer spliceBufs.Put(bp)
+	var w io.Writer = writerOnly{dst}
 	if n != nil {
 		w = &countingWriter{w: dst, n: n}
 	}
-	return copyGrowing(w, src)
-}
-
-// copyGrowing copies src to w like io.Copy, through a pooled buffer that
-// grows from spliceBufSize to bulkBufSize after the first read that fills
-// it. EOF from src is success.
-func copyGrowing(w io.Writer, src io.Reader) error {
-	pool := &spliceBufs
-	bp := pool.Get().(*[]byte)
-	defer func() { pool.Put(bp) }()
-	for {
-		buf := *bp
-		k, rerr := src.Read(buf)
-		if k > 0 {
-			m, werr := w.Write(buf[:k])
-			if werr == nil && m != k {
-				werr = io.ErrShortWrite
-			}
-			if werr != nil {
-				return werr
-			}
-		}
-		switch {
-		case rerr == io.EOF:
-			return nil
-		case rerr != nil:
-			return rerr
-		case k == len(buf) && pool == &spliceBufs:
-			pool.Put(bp)
-			pool = &bulkBufs
-			bp = pool.Get().(*[]byte)
-		}
-	}
+	_, err := io.CopyBuffer(w, readerOnly{src}, *bp)
+	return err
 }
 
 // kernelSpliceable reports whether the net package can move src to dst with
@@ -132,6 +91,10 @@ func kernelSpliceable(dst, src net.Conn) bool {
 	_, srcUnix := src.(*net.UnixConn)
 	return (dstTCP && (srcTCP || srcUnix)) || (srcTCP && dstUnix)
 }
+
+type readerOnly struct{ io.Reader }
+
+type writerOnly struct{ io.Writer }
 
 // countingWriter adds every byte written to n.
 type countingWriter struct {

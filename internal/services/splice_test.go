@@ -1,8 +1,6 @@
 package services
 
 import (
-	"bytes"
-	"errors"
 	"io"
 	"net"
 	"strings"
@@ -141,29 +139,4 @@ func TestSpliceErrorClosesBoth(t *testing.T) {
 		t.Fatal("right side still open after the left side reset")
 	}
 	<-done
-}
-
-// shortWriter accepts at most half of each write, without an error.
-type shortWriter struct{}
-
-func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
-
-// TestCopyGrowing copies more than both buffer sizes, so the copy moves to
-// the bulk buffer on the way, and checks every byte arrives in order; a
-// writer that takes less than it is given is an error, not a silent loss.
-func TestCopyGrowing(t *testing.T) {
-	data := make([]byte, 3*bulkBufSize+12345)
-	for i := range data {
-		data[i] = byte(i * 31)
-	}
-	var got bytes.Buffer
-	if err := copyGrowing(&got, bytes.NewReader(data)); err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got.Bytes(), data) {
-		t.Fatalf("copied %d bytes, want the %d written, in order", got.Len(), len(data))
-	}
-	if err := copyGrowing(shortWriter{}, bytes.NewReader(data)); !errors.Is(err, io.ErrShortWrite) {
-		t.Fatalf("short write: got %v, want io.ErrShortWrite", err)
-	}
 }
