@@ -20,17 +20,17 @@ import (
 // takes a reference on each packet and parks it in outQueue without copying.
 // Read pops a batch and copies each packet's views straight into WireGuard's
 // buffers, the only copy on that path. Inbound, Write copies each packet once
-// into a pooled gVisor buffer (bufs may not be retained) and delivers it
+// into pooled gVisor buffers (bufs may not be retained), merging runs of TCP
+// segments into larger packets on the way (gro.go), and delivers them
 // synchronously; TCP segments are then handed to gVisor's processor
 // goroutines, so Write does not wait for TCP processing.
 //
-// GSO is not implemented: every packet is at most the MTU. To add it, the link
-// would report stack.HostGSOSupported and a GSOMaxSize of 64 KiB, and Read
-// would have to split each TCP super-segment (pkt.GSOOptions) into MSS-sized
-// packets across several bufs, rewriting IP lengths, IDs, TCP sequence
-// numbers and flags and recomputing checksums, returning tun.ErrTooManySegments
-// when bufs run out mid-packet. That halves gVisor's per-segment overhead on
-// bulk TCP, but WireGuard encrypts per packet either way.
+// Outbound packets are at most the MTU. The link can offer gVisor's software
+// GSO (tuning.gso: TCP builds segments of up to 64 KiB and gVisor splits
+// them before they reach the link), but it is off: it measured slower
+// wherever packets are lost (tuning.go). Host GSO, where Read would split
+// each super-segment (pkt.GSOOptions) into MSS-sized packets across several
+// bufs itself, is not implemented; WireGuard encrypts per packet either way.
 
 // errNegativeOffset is returned for a negative offset, a caller bug.
 var errNegativeOffset = errors.New("netstack: negative buffer offset")
@@ -291,7 +291,8 @@ func (l *link) IsAttached() bool { return l.networkDispatcher() != nil }
 // complete.
 func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.capabilities }
 
-// SupportedGSO implements stack.GSOEndpoint.
+// SupportedGSO implements stack.GSOEndpoint: gVisor's software GSO if
+// tuning.gso asked for it.
 func (l *link) SupportedGSO() stack.SupportedGSO {
 	if l.gso {
 		return stack.GVisorGSOSupported
