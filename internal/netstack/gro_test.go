@@ -134,6 +134,26 @@ func TestCoalesceMergesRun6(t *testing.T) {
 	}
 }
 
+// TestCoalesceCapsRun checks a long run is cut every maxRunSegments
+// segments, in order.
+func TestCoalesceCapsRun(t *testing.T) {
+	a := payload(1000, 1)
+	var pkts [][]byte
+	for i := range maxRunSegments + 3 {
+		pkts = append(pkts, tcpSeg6(addrA, addrB, 100+uint32(i*len(a)), 0, a))
+	}
+	got := coalesce(t, pkts...)
+	if len(got) != 2 {
+		t.Fatalf("%d packets delivered, want 2", len(got))
+	}
+	if pl := checkTCP6(t, got[0]); len(pl) != maxRunSegments*len(a) {
+		t.Fatalf("first packet carries %d bytes, want %d", len(pl), maxRunSegments*len(a))
+	}
+	if seq := binary.BigEndian.Uint32(got[1][44:]); seq != 100+uint32(maxRunSegments*len(a)) {
+		t.Fatalf("second packet starts at %d", seq)
+	}
+}
+
 func TestCoalesceMergesRun4(t *testing.T) {
 	src, dst := netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("10.1.0.2")
 	a, b := payload(1200, 1), payload(1200, 2)
