@@ -114,22 +114,24 @@ func defaultTuning() tuning {
 		// run-to-run noise.
 		rxChecksumOffload: false,
 		// gVisor's software GSO stays off. It cut the CPU per byte of
-		// the lossless pair in BenchmarkTCPThroughput by about a tenth,
-		// but made it slower on the lossy wire (4.2-4.3 against 5.0-6.6
-		// MB/s on rtt2ms-loss0.2%), and through WireGuard, where a loaded
-		// host drops some packets, the userspace data plane carried
-		// 0.12-0.32 Gbit/s at 13.6-15.3 CPU-s/GB with it against
-		// 0.18-0.52 Gbit/s at 11.4-17.2 without (usbench, interleaved).
-		// The split happens in gVisor's TCP layer anyway, one packet
-		// at a time, so WireGuard sees the same packets either way.
+		// the lossless pair in BenchmarkTCPThroughput (direct: 8.1-8.3
+		// against 8.9-9.5 cpu-ns/B) but made the lossy wire slower
+		// (rtt2ms-loss0.2%: 4.1-4.3 against 5.0-6.6 MB/s), and through
+		// WireGuard on the loaded test machine, which drops some packets,
+		// the userspace data plane carried less in each of three
+		// interleaved rounds (usbench, 1 stream: 0.35, 0.18, 0.11 Gbit/s
+		// against 0.48, 0.32, 0.20 without). gVisor splits the segments in
+		// its TCP layer anyway, one packet at a time, so WireGuard sees the
+		// same packets either way.
 		gso: false,
-		// Receive coalescing: the receiver's TCP handles one packet per
-		// run of segments in a Write instead of one per segment, and so
-		// sends fewer ACKs, which the sender's TCP then handles. Measured
-		// through WireGuard (usbench, 1 stream, interleaved with main):
-		// 11.4-17.2 against 14.4-19.8 CPU-s/GB for both ends together;
-		// in the back-to-back pair the receiver sent 64 ACKs for 17,975
-		// segments of a 20 MB transfer.
+		// Receive coalescing (gro.go): the receiving TCP handles one
+		// packet per run of up to 8 segments of a Write instead of one per
+		// segment, and so sends fewer ACKs, which the sender's TCP then
+		// handles. Measured in the back-to-back pair
+		// (BenchmarkTCPThroughput, direct): 5.1-6.0 against 6.4-7.3
+		// cpu-ns/B; through WireGuard (usbench, interleaved with main; see
+		// docs/perf-userspace.md) about a tenth less CPU per GB, the
+		// throughput within the noise of a loaded 2-core machine.
 		gro: true,
 	}
 }
