@@ -102,6 +102,9 @@ func run(ctx context.Context, cfgPath string, sink bool, port int) error {
 	out.Encode(map[string]any{"ready": true, "address": n.Address().String()})
 	if sink {
 		<-ctx.Done()
+		// The stack's counters (packets, drops, coalesced segments) for
+		// whoever reads the sink's output after a run.
+		out.Encode(map[string]any{"netstack": n.Stack().Stats()})
 		return nil
 	}
 	return serveCommands(ctx, n, os.Stdin, out)

@@ -20,17 +20,17 @@ import (
 // takes a reference on each packet and parks it in outQueue without copying.
 // Read pops a batch and copies each packet's views straight into WireGuard's
 // buffers, the only copy on that path. Inbound, Write copies each packet once
-// into a pooled gVisor buffer (bufs may not be retained) and delivers it
+// into pooled gVisor buffers (bufs may not be retained), merging runs of TCP
+// segments into larger packets on the way (gro.go), and delivers them
 // synchronously; TCP segments are then handed to gVisor's processor
 // goroutines, so Write does not wait for TCP processing.
 //
-// GSO is not implemented: every packet is at most the MTU. To add it, the link
-// would report stack.HostGSOSupported and a GSOMaxSize of 64 KiB, and Read
-// would have to split each TCP super-segment (pkt.GSOOptions) into MSS-sized
-// packets across several bufs, rewriting IP lengths, IDs, TCP sequence
-// numbers and flags and recomputing checksums, returning tun.ErrTooManySegments
-// when bufs run out mid-packet. That halves gVisor's per-segment overhead on
-// bulk TCP, but WireGuard encrypts per packet either way.
+// Outbound packets are at most the MTU. The link can offer gVisor's software
+// GSO (tuning.gso: TCP builds segments of up to 64 KiB and gVisor splits
+// them before they reach the link), but it is off: it measured slower
+// wherever packets are lost (tuning.go). Host GSO, where Read would split
+// each super-segment (pkt.GSOOptions) into MSS-sized packets across several
+// bufs itself, is not implemented; WireGuard encrypts per packet either way.
 
 // errNegativeOffset is returned for a negative offset, a caller bug.
 var errNegativeOffset = errors.New("netstack: negative buffer offset")
@@ -125,31 +125,52 @@ func (s *Stack) Write(bufs [][]byte, offset int) (int, error) {
 	if d == nil {
 		return 0, os.ErrClosed
 	}
-	n, bytes, malformed := 0, 0, 0
-	for _, b := range bufs {
-		if offset >= len(b) {
-			continue
+	n, bytes, malformed, merged := 0, 0, 0, 0
+	for start := 0; start < len(bufs); start += batchSize {
+		// One coalescer per batchSize packets: its links are int16
+		// indices in a fixed array.
+		c := coalescer{s: s, d: d, bufs: bufs[start:min(start+batchSize, len(bufs))], offset: offset}
+		for i, b := range c.bufs {
+			if offset >= len(b) {
+				continue
+			}
+			p := b[offset:]
+			proto, ok := ipProtocol(p)
+			if !ok {
+				malformed++
+				continue
+			}
+			n++
+			bytes += len(p)
+			if s.gro && c.add(i) {
+				continue
+			}
+			// Not a segment that merges: the runs it may belong to go
+			// first, to keep each flow's order.
+			c.flush()
+			s.deliverBuffer(d, proto, buffer.MakeWithData(p))
 		}
-		p := b[offset:]
-		proto, ok := ipProtocol(p)
-		if !ok {
-			malformed++
-			continue
-		}
-		// MakeWithData copies p into a pooled chunk; the PacketBuffer
-		// itself comes from gVisor's pool too.
-		pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buffer.MakeWithData(p)})
-		d.DeliverNetworkPacket(proto, pkt)
-		pkt.DecRef()
-		n++
-		bytes += len(p)
+		c.flush()
+		merged += c.merged
 	}
 	s.stats.packetsIn.Add(uint64(n))
 	s.stats.bytesIn.Add(uint64(bytes))
 	if malformed > 0 {
 		s.stats.droppedMalformed.Add(uint64(malformed))
 	}
+	if merged > 0 {
+		s.stats.coalescedIn.Add(uint64(merged))
+	}
 	return len(bufs), nil
+}
+
+// deliverBuffer hands the IP packet in buf to the stack, which takes the
+// buffer over. MakeWithData and NewViewWithData copy into pooled chunks;
+// the PacketBuffer comes from gVisor's pool too.
+func (s *Stack) deliverBuffer(d stack.NetworkDispatcher, proto tcpip.NetworkProtocolNumber, buf buffer.Buffer) {
+	pkt := stack.NewPacketBuffer(stack.PacketBufferOptions{Payload: buf})
+	d.DeliverNetworkPacket(proto, pkt)
+	pkt.DecRef()
 }
 
 // ipProtocol returns the network protocol of packet p from its version
@@ -180,6 +201,7 @@ type link struct {
 	stats        *counters
 	log          *slog.Logger
 	capabilities stack.LinkEndpointCapabilities
+	gso          bool
 	queueLog     logEvery
 	oversizeLog  logEvery
 
@@ -191,7 +213,7 @@ type link struct {
 
 var _ stack.LinkEndpoint = (*link)(nil)
 
-func newLink(mtu uint32, queueLen int, rxChecksumOffload bool, stats *counters, log *slog.Logger) *link {
+func newLink(mtu uint32, queueLen int, rxChecksumOffload, gso bool, stats *counters, log *slog.Logger) *link {
 	l := &link{
 		out:         newOutQueue(queueLen),
 		stats:       stats,
@@ -199,6 +221,7 @@ func newLink(mtu uint32, queueLen int, rxChecksumOffload bool, stats *counters, 
 		mtu:         mtu,
 		queueLog:    logEvery{interval: 10 * time.Second},
 		oversizeLog: logEvery{interval: 10 * time.Second},
+		gso:         gso,
 	}
 	if rxChecksumOffload {
 		l.capabilities = stack.CapabilityRXChecksumOffload
@@ -267,6 +290,23 @@ func (l *link) IsAttached() bool { return l.networkDispatcher() != nil }
 // claimed: WireGuard sends exactly what we produce, so checksums must be
 // complete.
 func (l *link) Capabilities() stack.LinkEndpointCapabilities { return l.capabilities }
+
+// SupportedGSO implements stack.GSOEndpoint: gVisor's software GSO if
+// tuning.gso asked for it.
+func (l *link) SupportedGSO() stack.SupportedGSO {
+	if l.gso {
+		return stack.GVisorGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize implements stack.GSOEndpoint.
+func (l *link) GSOMaxSize() uint32 {
+	if l.gso {
+		return stack.GVisorGSOMaxSize
+	}
+	return 0
+}
 
 // MaxHeaderLength implements stack.LinkEndpoint: no link header.
 func (*link) MaxHeaderLength() uint16 { return 0 }

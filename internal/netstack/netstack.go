@@ -109,7 +109,8 @@ func (c *Config) validate() error {
 type Stack struct {
 	log     *slog.Logger
 	mtu     int
-	batch   int // what BatchSize reports
+	batch   int  // what BatchSize reports
+	gro     bool // Write merges TCP segments (gro.go)
 	ipstack *stack.Stack
 	link    *link
 	events  chan tun.Event
@@ -160,8 +161,9 @@ func newStack(cfg Config, tn tuning) (*Stack, error) {
 		batch:   cmp.Or(cfg.BatchSize, batchSize),
 		ipstack: ipstack,
 		events:  make(chan tun.Event, 1),
+		gro:     tn.gro,
 	}
-	s.link = newLink(uint32(cfg.MTU), tn.queueLen, tn.rxChecksumOffload, &s.stats, log)
+	s.link = newLink(uint32(cfg.MTU), tn.queueLen, tn.rxChecksumOffload, tn.gso, &s.stats, log)
 
 	if err := s.setup(cfg, tn); err != nil {
 		s.link.out.close()
@@ -271,6 +273,11 @@ type Stats struct {
 	// Write refused (IP version neither 4 nor 6, shorter than the fixed IP
 	// header) plus those gVisor's IP layer refused after parsing.
 	DroppedMalformed uint64
+
+	// CoalescedIn counts inbound TCP segments Write merged with others of
+	// their flow before handing them to the stack (see gro.go); they are
+	// in PacketsIn too.
+	CoalescedIn uint64
 }
 
 // Stats returns the current counters.
@@ -284,6 +291,7 @@ func (s *Stack) Stats() Stats {
 		DroppedOversize:  s.stats.droppedOversize.Load(),
 		DroppedQueueFull: s.stats.droppedQueueFull.Load(),
 		DroppedMalformed: s.stats.droppedMalformed.Load() + ip.MalformedPacketsReceived.Value(),
+		CoalescedIn:      s.stats.coalescedIn.Load(),
 	}
 }
 
@@ -294,6 +302,7 @@ type counters struct {
 	droppedOversize      atomic.Uint64
 	droppedQueueFull     atomic.Uint64
 	droppedMalformed     atomic.Uint64
+	coalescedIn          atomic.Uint64
 }
 
 // logEvery rate-limits a log line that could otherwise fire per packet.

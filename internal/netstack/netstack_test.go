@@ -392,7 +392,12 @@ func TestTCPTransfer20MB(t *testing.T) {
 	if r.n != size || r.sum != want {
 		t.Fatalf("received %d bytes with sha256 %x, want %d bytes %x", r.n, r.sum, size, want)
 	}
-	t.Logf("20 MB in %v (%.1f MB/s), stats a=%+v", time.Since(start), size/time.Since(start).Seconds()/1e6, p.a.Stats())
+	t.Logf("20 MB in %v (%.1f MB/s), stats a=%+v b=%+v", time.Since(start), size/time.Since(start).Seconds()/1e6, p.a.Stats(), p.b.Stats())
+	// The pump hands B batches of A's segments: with receive coalescing on
+	// (the default), runs of them reach B's TCP merged.
+	if st := p.b.Stats(); st.CoalescedIn == 0 {
+		t.Errorf("no inbound segments were coalesced: %+v", st)
+	}
 }
 
 // TestTCPThroughBottleneck sends several transfers through a rate-limited,

@@ -28,6 +28,12 @@ type tuning struct {
 	queueLen int
 	// rxChecksumOffload skips gVisor's verification of inbound checksums.
 	rxChecksumOffload bool
+	// gso lets TCP build segments of up to 64 KiB and split them into
+	// MSS-sized packets in one go (gVisor's software GSO).
+	gso bool
+	// gro merges each Write's runs of TCP segments into larger packets
+	// before the stack sees them (gro.go).
+	gro bool
 }
 
 // Buffer sizes. One bandwidth-delay product at 2 Gbit/s and a 1 ms RTT is
@@ -107,6 +113,26 @@ func defaultTuning() tuning {
 		// still catches those bugs, and skipping it measured within the
 		// run-to-run noise.
 		rxChecksumOffload: false,
+		// gVisor's software GSO stays off. It cut the CPU per byte of
+		// the lossless pair in BenchmarkTCPThroughput (direct: 8.1-8.3
+		// against 8.9-9.5 cpu-ns/B) but made the lossy wire slower
+		// (rtt2ms-loss0.2%: 4.1-4.3 against 5.0-6.6 MB/s), and through
+		// WireGuard on the loaded test machine, which drops some packets,
+		// the userspace data plane carried less in each of three
+		// interleaved rounds (usbench, 1 stream: 0.35, 0.18, 0.11 Gbit/s
+		// against 0.48, 0.32, 0.20 without). gVisor splits the segments in
+		// its TCP layer anyway, one packet at a time, so WireGuard sees the
+		// same packets either way.
+		gso: false,
+		// Receive coalescing (gro.go): the receiving TCP handles one
+		// packet per run of up to 8 segments of a Write instead of one per
+		// segment, and so sends fewer ACKs, which the sender's TCP then
+		// handles. Measured in the back-to-back pair
+		// (BenchmarkTCPThroughput, direct): 5.1-6.0 against 6.4-7.3
+		// cpu-ns/B; through WireGuard (usbench, interleaved with main; see
+		// docs/perf-userspace.md) about a tenth less CPU per GB, the
+		// throughput within the noise of a loaded 2-core machine.
+		gro: true,
 	}
 }
 
