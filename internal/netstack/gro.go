@@ -66,6 +66,9 @@ type groSegment struct {
 func parseSegment(p []byte) (groSegment, bool) {
 	var s groSegment
 	var src, dst tcpip.Address
+	if len(p) == 0 {
+		return s, false
+	}
 	switch p[0] >> 4 {
 	case 4:
 		if len(p) < header.IPv4MinimumSize+header.TCPMinimumSize {
