@@ -22,7 +22,9 @@ import (
 // interface is eth0, carrying fc.. node addresses. Behind each node, a
 // plain host on a veth that the node attaches to the segment.
 
-const waitTime = 5 * time.Second
+// waitTime allows for the spanning tree: a port of a segment with an
+// attached port forwards 4 s after it comes up.
+const waitTime = 15 * time.Second
 
 type site struct {
 	node *testnet.Host
