@@ -464,3 +464,111 @@ func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, 
 	}
 	return acked.String(), nil
 }
+
+// TestL2GroupMembers: a hub segment whose members are an organisation's
+// group (members = ["group:acme/office"]). The hub builds a tunnel to each
+// node whose valid office certificate it holds (learned from the member's
+// first handshake), and to no other: x, with a sales certificate, gets
+// none. `tomoe l2 --json` shows which identities matched. A member that
+// starts later joins without a restart of the hub; a revoked member is cut
+// at once and its tunnel goes.
+func TestL2GroupMembers(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "a", "b", "c", "hub", "x")
+	a := newL2Site(t, lan, "a", "192.168.79.1")
+	b := newL2Site(t, lan, "b", "192.168.79.2")
+	c := newL2Site(t, lan, "c", "192.168.79.3")
+	x := newL2Site(t, lan, "x", "192.168.79.9")
+	h := newL2Site(t, lan, "hub", "")
+	acme := newOrgKey(t, t.TempDir(), "acme")
+	segment := func(attach bool) string {
+		s := fmt.Sprintf("[[l2]]\nname = \"office\"\nmembers = [\"group:acme/office\"]\nhub = %q\n", h.pub().String())
+		if attach {
+			s += "attach = \"lan0\"\n"
+		}
+		return s
+	}
+	for _, m := range []struct {
+		s            *l2Site
+		name, groups string
+	}{{a, "a.acme", "office"}, {b, "b.acme", "office"}, {x, "x.acme", "sales"}} {
+		m.s.body = peerBlock(h.nodeDir, h.endpoint()) + acme.block(acme.sign(t, m.s.nodeDir, m.name, m.groups), "") + segment(true)
+	}
+	// The hub verifies acme's certificates and holds none; it knows a, b
+	// and x as static peers, c not at all.
+	h.body = peerBlock(a.nodeDir, a.endpoint()) + peerBlock(b.nodeDir, b.endpoint()) + peerBlock(x.nodeDir, x.endpoint()) +
+		acme.block("", "") + segment(false)
+	for _, s := range []*l2Site{a, b, x, h} {
+		s.launch(t)
+	}
+	for _, s := range []*l2Site{a, b, x, h} {
+		s.ready(t)
+	}
+	testnet.WaitFor(t, 30*time.Second, "a's host pings b's host through the hub", func() bool { return a.pings(b.ip) })
+
+	tunnels := func() map[string]adminapi.L2Member {
+		out := map[string]adminapi.L2Member{}
+		for _, m := range h.l2(t).Segments[0].Members {
+			out[m.Address] = m
+		}
+		return out
+	}
+	seg := h.l2(t).Segments[0]
+	if !seg.Hub || len(seg.Members) != 2 || len(seg.CertMembers) != 1 || seg.CertMembers[0].Member != "group:acme/office" || len(seg.CertMembers[0].Matched) != 2 {
+		t.Fatalf("hub's segment: %+v", seg)
+	}
+	for _, m := range seg.Members {
+		if len(m.MatchedBy) != 1 || m.MatchedBy[0] != "group:acme/office" || len(m.CertNames) != 1 {
+			t.Errorf("hub's tunnel to %s: matched by %v, names %v", m.Address, m.MatchedBy, m.CertNames)
+		}
+	}
+	if m := tunnels()[a.addr()]; len(m.CertNames) != 1 || m.CertNames[0] != "a.acme" {
+		t.Errorf("hub's tunnel to a: %+v", m)
+	}
+	if out := h.cli(t, "l2"); !strings.Contains(out, "group:acme/office: 2 with a tunnel") {
+		t.Errorf("tomoe l2:\n%s", out)
+	}
+
+	// x (sales) talks to the hub, and its certificate is held there, but
+	// it gets no tunnel, and its host reaches no one on the segment.
+	x.pings(a.ip)
+	testnet.WaitFor(t, 15*time.Second, "the hub holds x's certificate", func() bool {
+		for _, p := range h.peerList(t) {
+			if p.Address == x.addr() && p.CertName == "x.acme" {
+				return true
+			}
+		}
+		return false
+	})
+	if _, ok := tunnels()[x.addr()]; ok || x.pings(a.ip) || x.pings(b.ip) {
+		t.Fatal("x, not in the group, is on the segment")
+	}
+
+	// c starts now, unknown to the hub: its first handshake brings its
+	// certificate, and the hub a tunnel to it, without a restart.
+	c.body = peerBlock(h.nodeDir, h.endpoint()) + acme.block(acme.sign(t, c.nodeDir, "c.acme", "office,lab"), "") + segment(true)
+	c.start(t)
+	testnet.WaitFor(t, 30*time.Second, "a's host pings c's host, which joined later", func() bool { return a.pings(c.ip) })
+	if m, ok := tunnels()[c.addr()]; !ok || m.MatchedBy[0] != "group:acme/office" {
+		t.Errorf("hub's tunnel to c: %+v", m)
+	}
+
+	// b's certificate is revoked (by its node key), the list pushed to the
+	// hub: b is cut at once, and its tunnel goes.
+	crl := filepath.Join(t.TempDir(), "acme.crl")
+	mustRun(t, "cert", "revoke", "--org-key", acme.file, "--out", crl, b.pub().String())
+	h.cli(t, "org", "crl", "push", crl)
+	if a.pings(b.ip) || b.pings(c.ip) {
+		t.Fatal("b still on the segment after its certificate was revoked")
+	}
+	testnet.WaitFor(t, 5*time.Second, "the hub's tunnel to b gone", func() bool {
+		_, ok := tunnels()[b.addr()]
+		return !ok
+	})
+	if st := h.l2(t).Segments[0]; len(st.Members) != 2 || len(st.CertMembers[0].Matched) != 2 {
+		t.Errorf("hub's segment after b's revocation: %+v", st)
+	}
+	if !a.pings(c.ip) {
+		t.Error("a's host lost c's host when b was revoked")
+	}
+}
