@@ -114,6 +114,24 @@ func Plan(name, bridge string, self netip.Addr, members []netip.Addr, hub netip.
 	return s
 }
 
+// innerNames are the inner bridge's and the veth pair's interface names
+// (segment side, inner side) of the segment whose bridge is bridge.
+func innerNames(bridge string) (inner, outerVeth, innerVeth string) {
+	h := sha256.Sum256([]byte("tomoe-l2-inner-v1\x00" + bridge))
+	tag := fmt.Sprintf("%02x%02x%02x", h[0], h[1], h[2])
+	return "l2i" + tag, "l2p" + tag, "l2q" + tag
+}
+
+// Bridges are the segment's bridges: its own, and with an attached port
+// the inner one its tunnels are ports of.
+func (s Segment) Bridges() []string {
+	if s.Attach == "" {
+		return []string{s.Bridge}
+	}
+	inner, _, _ := innerNames(s.Bridge)
+	return []string{s.Bridge, inner}
+}
+
 // Tunnel is one VXLAN tunnel of a segment.
 type Tunnel struct {
 	Remote netip.Addr

@@ -3,7 +3,6 @@
 package l2
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"net"
@@ -49,14 +48,6 @@ const (
 
 // Port states (IFLA_BRPORT_STATE, BR_STATE_*).
 var portStateNames = map[uint8]string{0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
-
-// innerNames are the inner bridge's and the veth pair's interface names
-// (segment side, inner side) of the segment whose bridge is bridge.
-func innerNames(bridge string) (inner, outerVeth, innerVeth string) {
-	h := sha256.Sum256([]byte("tomoe-l2-inner-v1\x00" + bridge))
-	tag := fmt.Sprintf("%02x%02x%02x", h[0], h[1], h[2])
-	return "l2i" + tag, "l2p" + tag, "l2q" + tag
-}
 
 // newBridge creates a bridge named name that learns at most maxMACs
 // addresses, forgets them after ageing (centiseconds), has no address of

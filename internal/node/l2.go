@@ -349,7 +349,7 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 func (n *Node) setBridges(segs []l2.Segment) error {
 	var names []string
 	for _, s := range segs {
-		names = append(names, s.Bridge)
+		names = append(names, s.Bridges()...)
 	}
 	n.hostMu.Lock()
 	same := slices.Equal(n.bridges, names)
