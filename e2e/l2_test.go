@@ -469,7 +469,8 @@ func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, 
 // group (members = ["group:acme/office"]). The hub builds a tunnel to each
 // node whose valid office certificate it holds (learned from the member's
 // first handshake), and to no other: x, with a sales certificate, gets
-// none. `tomoe l2 --json` shows which identities matched. A member that
+// none until `tomoe l2 add office name:x.acme`, and loses it with `tomoe
+// l2 remove`. `tomoe l2 --json` shows which identities matched. A member that
 // starts later joins without a restart of the hub; a revoked member is cut
 // at once and its tunnel goes.
 func TestL2GroupMembers(t *testing.T) {
@@ -542,6 +543,21 @@ func TestL2GroupMembers(t *testing.T) {
 	})
 	if _, ok := tunnels()[x.addr()]; ok || x.pings(a.ip) || x.pings(b.ip) {
 		t.Fatal("x, not in the group, is on the segment")
+	}
+
+	// x by name, through the admin API: a tunnel at once; removed, cut at
+	// once.
+	h.cli(t, "l2", "add", "office", "name:x.acme")
+	testnet.WaitFor(t, 20*time.Second, "x's host pings a's host after tomoe l2 add name:x.acme", func() bool { return x.pings(a.ip) })
+	if m := tunnels()[x.addr()]; len(m.MatchedBy) != 1 || m.MatchedBy[0] != "name:x.acme" {
+		t.Errorf("hub's tunnel to x: %+v", m)
+	}
+	h.cli(t, "l2", "remove", "office", "name:x.acme")
+	if x.pings(a.ip) {
+		t.Fatal("x's host still reaches the segment after tomoe l2 remove name:x.acme")
+	}
+	if _, ok := tunnels()[x.addr()]; ok {
+		t.Error("the hub's tunnel to x is still there after tomoe l2 remove")
 	}
 
 	// c starts now, unknown to the hub: its first handshake brings its

@@ -40,7 +40,9 @@ type l2Plan struct {
 	certNames map[netip.Addr][]string
 	// certEntries are each segment's certificate member entries.
 	certEntries map[string][]string
-	rules       []policy.Rule
+	// clashes name the tunnels left out for a VXLAN ID another has.
+	clashes []string
+	rules   []policy.Rule
 }
 
 // planL2 plans segs for the node with address self, whose TUN interface
@@ -50,6 +52,7 @@ type l2Plan struct {
 // member does not take an old one's tunnel.
 func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, prev *l2Plan) *l2Plan {
 	p := &l2Plan{matched: map[string]map[netip.Addr][]string{}, certNames: map[netip.Addr][]string{}, certEntries: map[string][]string{}}
+	vnis := map[uint32]netip.Addr{}
 	for _, s := range segs {
 		matched := map[netip.Addr][]string{}
 		var members []netip.Addr
@@ -119,6 +122,21 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 		}
 		seg := l2.Plan(s.Name, s.BridgeName(), self, members, s.Hub.Addr, s.Attach, tunMTU)
 		seg.MaxMACs, seg.BroadcastPPS = s.MACs(), s.Broadcasts()
+		// Two tunnels with one VXLAN ID (1 in 2^24 a pair, or a member
+		// that ground its key for it) cannot both exist: the later one
+		// is left out, rather than the whole change refused.
+		kept := seg.Remotes[:0:0]
+		for _, r := range seg.Remotes {
+			v := l2.VNI(seg.Name, self, r)
+			if other, dup := vnis[v]; dup {
+				p.clashes = append(p.clashes, fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", s.Name, r, other))
+				seg.LeftOut++
+				continue
+			}
+			vnis[v] = r
+			kept = append(kept, r)
+		}
+		seg.Remotes = kept
 		if hubHere {
 			matched = map[netip.Addr][]string{s.Hub.Addr: {"hub " + s.Hub.String()}}
 			byKey[s.Hub.Addr] = true
@@ -282,6 +300,11 @@ func (n *Node) applyL2(after []config.L2Segment, always bool) (adminapi.ReloadCo
 // logLeftOut says when a segment's members start or stop being more than
 // it makes tunnels to.
 func (n *Node) logLeftOut(prev, plan *l2Plan) {
+	for _, c := range plan.clashes {
+		if prev == nil || !slices.Contains(prev.clashes, c) {
+			n.log.Warn("virtual Ethernet: a tunnel left out", "why", c)
+		}
+	}
 	was := map[string]int{}
 	if prev != nil {
 		for _, s := range prev.segs {

@@ -103,3 +103,29 @@ func TestPlanL2Bound(t *testing.T) {
 		t.Errorf("a new member displaced a tunnel: %d left out", p2.segs[0].LeftOut)
 	}
 }
+
+// TestPlanL2VNIClash: of two members whose tunnels would have one VXLAN
+// ID, the later is left out, not the whole segment.
+func TestPlanL2VNIClash(t *testing.T) {
+	self := netip.MustParseAddr("fc00::1")
+	seen := map[uint32]netip.Addr{}
+	var x, y netip.Addr
+	for i := 1; !y.IsValid(); i++ {
+		a := netip.MustParseAddr(fmt.Sprintf("fc00::%x:%x", i>>16, i&0xffff))
+		v := l2.VNI("office", self, a)
+		if o, ok := seen[v]; ok {
+			x, y = o, a
+		}
+		seen[v] = a
+	}
+	segs := []config.L2Segment{{Name: "office", Members: []policy.Identity{mustIdentity(t, x.String()), mustIdentity(t, "fc00::99"), mustIdentity(t, y.String())}}}
+	p := planL2(segs, 1400, self, nil, nil)
+	if got := p.segs[0].Remotes; !slices.Equal(got, []netip.Addr{x, netip.MustParseAddr("fc00::99")}) || p.segs[0].LeftOut != 1 || len(p.clashes) != 1 {
+		t.Fatalf("remotes %v, left out %d, clashes %v", got, p.segs[0].LeftOut, p.clashes)
+	}
+	for _, r := range p.rules {
+		if r.From.Addr == y {
+			t.Errorf("a rule admits the left-out member: %v", r)
+		}
+	}
+}
