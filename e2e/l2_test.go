@@ -588,3 +588,39 @@ func TestL2GroupMembers(t *testing.T) {
 		t.Error("a's host lost c's host when b was revoked")
 	}
 }
+
+// TestL2GroupMesh: a full mesh of group:acme/office. Each member learns
+// the other's certificate from a session (the node greets its static
+// peers when a mesh names members by certificate: nothing else makes the
+// two talk), then both build the tunnel and the hosts ping.
+func TestL2GroupMesh(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "a", "b")
+	a := newL2Site(t, lan, "a", "192.168.80.1")
+	b := newL2Site(t, lan, "b", "192.168.80.2")
+	acme := newOrgKey(t, t.TempDir(), "acme")
+	segment := "[[l2]]\nname = \"office\"\nmembers = [\"group:acme/office\"]\nattach = \"lan0\"\n"
+	a.body = peerBlock(b.nodeDir, b.endpoint()) + acme.block(acme.sign(t, a.nodeDir, "a.acme", "office"), "") + segment
+	b.body = peerBlock(a.nodeDir, a.endpoint()) + acme.block(acme.sign(t, b.nodeDir, "b.acme", "office"), "") + segment
+	a.launch(t)
+	b.launch(t)
+	a.ready(t)
+	b.ready(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, x := range []*l2Site{a, b} {
+				t.Logf("%s: l2 %s\npeers %s\norgs %s", x.name, x.cli(t, "l2", "--json"), x.cli(t, "peers"), x.cli(t, "org", "status"))
+			}
+		}
+	})
+	testnet.WaitFor(t, 30*time.Second, "a's host pings b's host", func() bool { return a.pings(b.ip) })
+	for _, x := range []struct{ s, other *l2Site }{{a, b}, {b, a}} {
+		seg := x.s.l2(t).Segments[0]
+		if seg.Hub || len(seg.Members) != 1 || seg.Members[0].Address != x.other.addr() || len(seg.Members[0].MatchedBy) != 1 || seg.Members[0].MatchedBy[0] != "group:acme/office" {
+			t.Errorf("%s's segment: %+v", x.s.name, seg)
+		}
+		if !seg.STP || seg.AttachState != "forwarding" || seg.OverlayState != "forwarding" {
+			t.Errorf("%s's spanning tree: stp %v, attach %s, overlay %s", x.s.name, seg.STP, seg.AttachState, seg.OverlayState)
+		}
+	}
+}

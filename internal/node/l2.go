@@ -11,6 +11,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -177,6 +178,42 @@ func (n *Node) startL2(tunName string) error {
 	return n.startL2Segments(tunName, plan.segs)
 }
 
+// greetForL2 greets the static peers now when a full mesh names members
+// by certificate. A node knows another's certificate once the two had a
+// session (or a bridge's lookup returned it); a member of a mesh sends a
+// member it does not know yet nothing, so without this two members that
+// exchange no other traffic would never meet. (On a hub segment the
+// members meet the hub by themselves: their one tunnel is to its key.)
+// New calls it once the static peers are in the table, reloads and the
+// admin API after a change; reloadMu is held.
+func (n *Node) greetForL2(segs []config.L2Segment) {
+	if !n.orgs.Enabled() || !slices.ContainsFunc(segs, func(s config.L2Segment) bool {
+		return s.Hub.IsZero() && slices.ContainsFunc(s.Members, policy.Identity.ByCert)
+	}) {
+		return
+	}
+	var static []*peers.Peer
+	n.peers.Lock()
+	for p := range n.peers.All() {
+		if p.Static && !p.Active && !p.Device {
+			static = append(static, p)
+		}
+	}
+	n.peers.Unlock()
+	if len(static) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for _, p := range static {
+			if err := n.activate(p); err != nil && !errors.Is(err, errClosing) {
+				n.log.Debug("virtual Ethernet: cannot greet a static peer", "peer", p.Key.ShortString(), "err", err)
+			}
+		}
+	}()
+}
+
 func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 	if len(segs) == 0 {
 		return nil
@@ -204,7 +241,9 @@ func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
 	if err != nil {
 		return adminapi.ReloadCount{}, err
 	}
-	return n.applyL2(after, true)
+	count, err := n.applyL2(after, true)
+	n.greetForL2(after)
+	return count, err
 }
 
 // syncL2Loop makes the segments follow the directory of certificate
@@ -363,6 +402,7 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 	if _, err := n.applyL2(after, true); err != nil {
 		return adminapi.L2{}, err
 	}
+	n.greetForL2(after)
 	n.log.Info("virtual Ethernet member changed", "segment", req.Segment, "member", member, "op", req.Op)
 	return n.L2Status(ctx)
 }

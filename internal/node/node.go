@@ -345,6 +345,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.addStatic(cfg.Peers); err != nil {
 		return n, err
 	}
+	if n.configuresHost() {
+		n.reloadMu.Lock()
+		if segs, err := n.changes.L2(n.live.L2); err == nil {
+			n.greetForL2(segs)
+		}
+		n.reloadMu.Unlock()
+	}
 	if err := n.openDevices(); err != nil {
 		return n, err
 	}
