@@ -464,3 +464,163 @@ func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, 
 	}
 	return acked.String(), nil
 }
+
+// TestL2GroupMembers: a hub segment whose members are an organisation's
+// group (members = ["group:acme/office"]). The hub builds a tunnel to each
+// node whose valid office certificate it holds (learned from the member's
+// first handshake), and to no other: x, with a sales certificate, gets
+// none until `tomoe l2 add office name:x.acme`, and loses it with `tomoe
+// l2 remove`. `tomoe l2 --json` shows which identities matched. A member that
+// starts later joins without a restart of the hub; a revoked member is cut
+// at once and its tunnel goes.
+func TestL2GroupMembers(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "a", "b", "c", "hub", "x")
+	a := newL2Site(t, lan, "a", "192.168.79.1")
+	b := newL2Site(t, lan, "b", "192.168.79.2")
+	c := newL2Site(t, lan, "c", "192.168.79.3")
+	x := newL2Site(t, lan, "x", "192.168.79.9")
+	h := newL2Site(t, lan, "hub", "")
+	acme := newOrgKey(t, t.TempDir(), "acme")
+	segment := func(attach bool) string {
+		s := fmt.Sprintf("[[l2]]\nname = \"office\"\nmembers = [\"group:acme/office\"]\nhub = %q\n", h.pub().String())
+		if attach {
+			s += "attach = \"lan0\"\n"
+		}
+		return s
+	}
+	for _, m := range []struct {
+		s            *l2Site
+		name, groups string
+	}{{a, "a.acme", "office"}, {b, "b.acme", "office"}, {x, "x.acme", "sales"}} {
+		m.s.body = peerBlock(h.nodeDir, h.endpoint()) + acme.block(acme.sign(t, m.s.nodeDir, m.name, m.groups), "") + segment(true)
+	}
+	// The hub verifies acme's certificates and holds none; it knows a, b
+	// and x as static peers, c not at all.
+	h.body = peerBlock(a.nodeDir, a.endpoint()) + peerBlock(b.nodeDir, b.endpoint()) + peerBlock(x.nodeDir, x.endpoint()) +
+		acme.block("", "") + segment(false)
+	for _, s := range []*l2Site{a, b, x, h} {
+		s.launch(t)
+	}
+	for _, s := range []*l2Site{a, b, x, h} {
+		s.ready(t)
+	}
+	testnet.WaitFor(t, 30*time.Second, "a's host pings b's host through the hub", func() bool { return a.pings(b.ip) })
+
+	tunnels := func() map[string]adminapi.L2Member {
+		out := map[string]adminapi.L2Member{}
+		for _, m := range h.l2(t).Segments[0].Members {
+			out[m.Address] = m
+		}
+		return out
+	}
+	seg := h.l2(t).Segments[0]
+	if !seg.Hub || len(seg.Members) != 2 || len(seg.CertMembers) != 1 || seg.CertMembers[0].Member != "group:acme/office" || len(seg.CertMembers[0].Matched) != 2 {
+		t.Fatalf("hub's segment: %+v", seg)
+	}
+	for _, m := range seg.Members {
+		if len(m.MatchedBy) != 1 || m.MatchedBy[0] != "group:acme/office" || len(m.CertNames) != 1 {
+			t.Errorf("hub's tunnel to %s: matched by %v, names %v", m.Address, m.MatchedBy, m.CertNames)
+		}
+	}
+	if m := tunnels()[a.addr()]; len(m.CertNames) != 1 || m.CertNames[0] != "a.acme" {
+		t.Errorf("hub's tunnel to a: %+v", m)
+	}
+	if out := h.cli(t, "l2"); !strings.Contains(out, "group:acme/office: 2 with a tunnel") {
+		t.Errorf("tomoe l2:\n%s", out)
+	}
+
+	// x (sales) talks to the hub, and its certificate is held there, but
+	// it gets no tunnel, and its host reaches no one on the segment.
+	x.pings(a.ip)
+	testnet.WaitFor(t, 15*time.Second, "the hub holds x's certificate", func() bool {
+		for _, p := range h.peerList(t) {
+			if p.Address == x.addr() && p.CertName == "x.acme" {
+				return true
+			}
+		}
+		return false
+	})
+	if _, ok := tunnels()[x.addr()]; ok || x.pings(a.ip) || x.pings(b.ip) {
+		t.Fatal("x, not in the group, is on the segment")
+	}
+
+	// x by name, through the admin API: a tunnel at once; removed, cut at
+	// once.
+	h.cli(t, "l2", "add", "office", "name:x.acme")
+	testnet.WaitFor(t, 20*time.Second, "x's host pings a's host after tomoe l2 add name:x.acme", func() bool { return x.pings(a.ip) })
+	if m := tunnels()[x.addr()]; len(m.MatchedBy) != 1 || m.MatchedBy[0] != "name:x.acme" {
+		t.Errorf("hub's tunnel to x: %+v", m)
+	}
+	h.cli(t, "l2", "remove", "office", "name:x.acme")
+	if x.pings(a.ip) {
+		t.Fatal("x's host still reaches the segment after tomoe l2 remove name:x.acme")
+	}
+	if _, ok := tunnels()[x.addr()]; ok {
+		t.Error("the hub's tunnel to x is still there after tomoe l2 remove")
+	}
+
+	// c starts now, unknown to the hub: its first handshake brings its
+	// certificate, and the hub a tunnel to it, without a restart.
+	c.body = peerBlock(h.nodeDir, h.endpoint()) + acme.block(acme.sign(t, c.nodeDir, "c.acme", "office,lab"), "") + segment(true)
+	c.start(t)
+	testnet.WaitFor(t, 30*time.Second, "a's host pings c's host, which joined later", func() bool { return a.pings(c.ip) })
+	if m, ok := tunnels()[c.addr()]; !ok || m.MatchedBy[0] != "group:acme/office" {
+		t.Errorf("hub's tunnel to c: %+v", m)
+	}
+
+	// b's certificate is revoked (by its node key), the list pushed to the
+	// hub: b is cut at once, and its tunnel goes.
+	crl := filepath.Join(t.TempDir(), "acme.crl")
+	mustRun(t, "cert", "revoke", "--org-key", acme.file, "--out", crl, b.pub().String())
+	h.cli(t, "org", "crl", "push", crl)
+	if a.pings(b.ip) || b.pings(c.ip) {
+		t.Fatal("b still on the segment after its certificate was revoked")
+	}
+	testnet.WaitFor(t, 5*time.Second, "the hub's tunnel to b gone", func() bool {
+		_, ok := tunnels()[b.addr()]
+		return !ok
+	})
+	if st := h.l2(t).Segments[0]; len(st.Members) != 2 || len(st.CertMembers[0].Matched) != 2 {
+		t.Errorf("hub's segment after b's revocation: %+v", st)
+	}
+	if !a.pings(c.ip) {
+		t.Error("a's host lost c's host when b was revoked")
+	}
+}
+
+// TestL2GroupMesh: a full mesh of group:acme/office. Each member learns
+// the other's certificate from a session (the node greets its static
+// peers when a mesh names members by certificate: nothing else makes the
+// two talk), then both build the tunnel and the hosts ping.
+func TestL2GroupMesh(t *testing.T) {
+	testnet.RequireRoot(t)
+	lan := testnet.NewLAN(t, "a", "b")
+	a := newL2Site(t, lan, "a", "192.168.80.1")
+	b := newL2Site(t, lan, "b", "192.168.80.2")
+	acme := newOrgKey(t, t.TempDir(), "acme")
+	segment := "[[l2]]\nname = \"office\"\nmembers = [\"group:acme/office\"]\nattach = \"lan0\"\n"
+	a.body = peerBlock(b.nodeDir, b.endpoint()) + acme.block(acme.sign(t, a.nodeDir, "a.acme", "office"), "") + segment
+	b.body = peerBlock(a.nodeDir, a.endpoint()) + acme.block(acme.sign(t, b.nodeDir, "b.acme", "office"), "") + segment
+	a.launch(t)
+	b.launch(t)
+	a.ready(t)
+	b.ready(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, x := range []*l2Site{a, b} {
+				t.Logf("%s: l2 %s\npeers %s\norgs %s", x.name, x.cli(t, "l2", "--json"), x.cli(t, "peers"), x.cli(t, "org", "status"))
+			}
+		}
+	})
+	testnet.WaitFor(t, 30*time.Second, "a's host pings b's host", func() bool { return a.pings(b.ip) })
+	for _, x := range []struct{ s, other *l2Site }{{a, b}, {b, a}} {
+		seg := x.s.l2(t).Segments[0]
+		if seg.Hub || len(seg.Members) != 1 || seg.Members[0].Address != x.other.addr() || len(seg.Members[0].MatchedBy) != 1 || seg.Members[0].MatchedBy[0] != "group:acme/office" {
+			t.Errorf("%s's segment: %+v", x.s.name, seg)
+		}
+		if !seg.STP || seg.AttachState != "forwarding" || seg.OverlayState != "forwarding" {
+			t.Errorf("%s's spanning tree: stp %v, attach %s, overlay %s", x.s.name, seg.STP, seg.AttachState, seg.OverlayState)
+		}
+	}
+}

@@ -25,6 +25,31 @@ type L2Segment struct {
 	Members        []L2Member  `json:"members"`
 	AttachMACs     int         `json:"attach_macs,omitempty"`
 	AttachCounters *L2Counters `json:"attach_counters,omitempty"`
+	// BroadcastLimit is the broadcast and multicast frames a second each
+	// port may send into the segment.
+	BroadcastLimit int `json:"broadcast_limit"`
+	// STP: the bridge runs the spanning tree (it has an attached port).
+	// AttachState and OverlayState are the STP states of the attached
+	// port and of this node's way into the overlay: "forwarding",
+	// "blocking" (it would close a loop), "listening", "learning".
+	STP          bool   `json:"stp,omitempty"`
+	AttachState  string `json:"attach_state,omitempty"`
+	OverlayState string `json:"overlay_state,omitempty"`
+	// CertMembers are the members named by certificate (group:, org:,
+	// name:), each with the node addresses it matched: the nodes whose
+	// valid certificate this node holds.
+	CertMembers []L2CertMember `json:"cert_members,omitempty"`
+	// LeftOut counts members left without a tunnel: a segment has at
+	// most MaxTunnels.
+	LeftOut    int `json:"left_out,omitempty"`
+	MaxTunnels int `json:"max_tunnels"`
+}
+
+// L2CertMember is a member entry naming nodes by certificate, and the
+// nodes it matched.
+type L2CertMember struct {
+	Member  string   `json:"member"`
+	Matched []string `json:"matched"`
 }
 
 // L2Member is one tunnel of a segment.
@@ -35,6 +60,12 @@ type L2Member struct {
 	Up       bool       `json:"up"`   // the overlay has a live session with it
 	MACs     int        `json:"macs"` // learned behind it
 	Counters L2Counters `json:"counters"`
+	// MatchedBy are the member entries that name it: its key or address,
+	// group:, org:, name:, or "hub KEY" (on a member, its one tunnel).
+	MatchedBy []string `json:"matched_by,omitempty"`
+	// CertNames are its certificate names, when a certificate entry
+	// matched it.
+	CertNames []string `json:"cert_names,omitempty"`
 }
 
 // L2Counters are a port's frame counters: rx came from it into the
@@ -61,7 +92,7 @@ func (c *Client) L2(ctx context.Context) (L2, error) {
 type L2Change struct {
 	Segment string `json:"segment"`
 	Op      string `json:"op"`     // L2Add or L2Remove
-	Member  string `json:"member"` // public key or node address
+	Member  string `json:"member"` // public key, node address, group:, org: or name:
 }
 
 // L2Change operations.

@@ -391,7 +391,7 @@ func (c *Config) StateFile() string {
 // knownKeys lists the keys of each table, for "did you mean" hints.
 var knownKeys = map[string][]string{
 	"":              {"key_file", "key_passphrase_file", "tun", "listen", "admin", "peers", "policy", "log", "bridge", "bridges", "routes", "expose", "connect", "proxy", "allowed_local_users", "orgs", "run", "l2"},
-	"l2":            {"name", "interface", "members", "hub", "attach"},
+	"l2":            {"name", "interface", "members", "hub", "attach", "mac_limit", "broadcast_limit"},
 	"orgs":          {"name", "public_key", "cert", "crl_max_age", "accept_policy"},
 	"routes":        {"offer", "accept"},
 	"routes.offer":  {"prefix", "masquerade"},

@@ -355,10 +355,29 @@ func TestL2Config(t *testing.T) {
 	if len(c.L2) != 1 || len(c.L2[0].Members) != 2 || c.L2[0].BridgeName() != DefaultL2Interface || c.L2[0].Hub.IsZero() {
 		t.Fatalf("%+v", c.L2)
 	}
+	if c.L2[0].MACs() != DefaultL2MACLimit || c.L2[0].Broadcasts() != DefaultL2BroadcastLimit {
+		t.Errorf("default limits: %d MACs, %d broadcasts/s", c.L2[0].MACs(), c.L2[0].Broadcasts())
+	}
+	// Certificate members, and the limits set.
+	c, err = Parse([]byte("[[l2]]\nname = \"office\"\nmembers = [\"group:acme/office\", \"org:globex\", \"name:*.lab.acme\", \""+k1+"\"]\nmac_limit = 256\nbroadcast_limit = 50\n"), "c.toml", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := c.L2[0]; len(s.Members) != 4 || !s.Members[0].ByCert() || s.Members[1].Kind != policy.KindOrg || s.Members[2].Kind != policy.KindName || s.MACs() != 256 || s.Broadcasts() != 50 {
+		t.Fatalf("%+v", c.L2[0])
+	}
 	for _, bad := range []struct{ body, want string }{
 		{"[[l2]]\nmembers = [\"fc00::1\"]\n", "l2[0].name: missing"},
 		{"[[l2]]\nname = \"o\"\n", "l2[0].members: missing"},
-		{"[[l2]]\nname = \"o\"\nmembers = [\"group:acme/x\"]\n", "not supported yet"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"*\"]\n", "must be named"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"group:acme\"]\n", "l2[0].members"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nhub = \"group:acme/hubs\"\n", "l2[0].hub"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nmac_limit = 0\n", "l2[0].mac_limit: 0 is outside 16..65536"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nmac_limit = 100000\n", "l2[0].mac_limit"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nbroadcast_limit = 0\n", "l2[0].broadcast_limit: 0 is outside 1..100000"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nbroadcast_limit = -5\n", "l2[0].broadcast_limit"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nmac_limit = \"many\"\n", "l2[0].mac_limit"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nattach = \"l2-p\"\n[[l2]]\nname = \"p\"\ninterface = \"l2-p\"\nmembers = [\"fc00::1\"]\n", "l2[0].attach"},
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n[[l2]]\nname = \"p\"\nmembers = [\"fc00::1\"]\n", "l2[1].interface"},
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"tomoe0\"\n", "also tun.name"},
 		{"[tun]\nmode = \"userspace\"\n[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n", "needs tun.mode = \"kernel\""},

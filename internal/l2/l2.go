@@ -14,6 +14,16 @@
 // tunnel ports are not isolated: the hub forwards between its members,
 // which each have one tunnel only, to the hub.
 //
+// Loops through the outside (two members attaching the same physical LAN,
+// or a cable between two attached LANs) are the kernel's spanning tree's
+// to break: a segment with an attached port runs STP (802.1D) on its
+// bridge. Its tunnels then hang off a second, inner bridge, joined to
+// the segment's bridge by a veth pair, so that STP sees the overlay as one
+// shared Ethernet (as it is: every member reaches every other directly)
+// and never blocks one tunnel of a full mesh, which split horizon would
+// make a hole; it blocks an attached port (or this node's way into the
+// overlay) that closes a loop. See stp.go.
+//
 // Each tunnel has its own VXLAN ID, derived from the segment name and the
 // two node addresses, so both ends agree on it without configuration, and
 // an nftables table (inet tomoe-l2) accepts a tunnel's packets only from
@@ -27,7 +37,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"slices"
 )
 
 // Overhead is what VXLAN over IPv6 adds to an Ethernet frame's payload:
@@ -42,6 +51,13 @@ const DefaultMaxMACs = 4096
 // DefaultAgeing is how long (seconds) a learned MAC address stays without
 // traffic from it.
 const DefaultAgeing = 300
+
+// MaxTunnels bounds the tunnels of one segment on this node: a member
+// list naming a group of 10,000 nodes makes at most this many VXLAN
+// devices (the kernel, and the bridge's flooding of every broadcast to
+// every tunnel, would not bear more); Plan keeps the first MaxTunnels far
+// ends and reports the rest as left out.
+const MaxTunnels = 256
 
 // DefaultBroadcastPPS is the rate of broadcast and multicast frames one
 // port may send into the segment, a second (bursts of as many), beyond
@@ -65,11 +81,16 @@ type Segment struct {
 	MTU int
 	// MaxMACs, Ageing (seconds) and BroadcastPPS: 0 means the default.
 	MaxMACs, Ageing, BroadcastPPS int
+	// LeftOut counts the far ends Plan did not make tunnels to, past
+	// MaxTunnels.
+	LeftOut int
 }
 
 // Plan returns the segment for this node (self): with a hub, the hub has a
 // tunnel to each member and a member one to the hub; without, every member
-// one to each other. tunMTU is the TUN interface's MTU.
+// one to each other. tunMTU is the TUN interface's MTU. Members past
+// MaxTunnels (after self and duplicates are skipped) are left out
+// (Segment.LeftOut): the caller orders them by preference.
 func Plan(name, bridge string, self netip.Addr, members []netip.Addr, hub netip.Addr, attach string, tunMTU int) Segment {
 	s := Segment{Name: name, Bridge: bridge, Self: self, Attach: attach, MTU: tunMTU - Overhead}
 	switch {
@@ -77,13 +98,38 @@ func Plan(name, bridge string, self netip.Addr, members []netip.Addr, hub netip.
 		s.Remotes = []netip.Addr{hub}
 	default:
 		s.Hub = hub.IsValid()
+		seen := make(map[netip.Addr]bool, min(len(members), MaxTunnels+1))
 		for _, m := range members {
-			if m != self && !slices.Contains(s.Remotes, m) {
-				s.Remotes = append(s.Remotes, m)
+			if m == self || seen[m] {
+				continue
 			}
+			if len(s.Remotes) == MaxTunnels {
+				s.LeftOut++
+				continue
+			}
+			seen[m] = true
+			s.Remotes = append(s.Remotes, m)
 		}
 	}
 	return s
+}
+
+// innerNames are the inner bridge's and the veth pair's interface names
+// (segment side, inner side) of the segment whose bridge is bridge.
+func innerNames(bridge string) (inner, outerVeth, innerVeth string) {
+	h := sha256.Sum256([]byte("tomoe-l2-inner-v1\x00" + bridge))
+	tag := fmt.Sprintf("%02x%02x%02x", h[0], h[1], h[2])
+	return "l2i" + tag, "l2p" + tag, "l2q" + tag
+}
+
+// Bridges are the segment's bridges: its own, and with an attached port
+// the inner one its tunnels are ports of.
+func (s Segment) Bridges() []string {
+	if s.Attach == "" {
+		return []string{s.Bridge}
+	}
+	inner, _, _ := innerNames(s.Bridge)
+	return []string{s.Bridge, inner}
 }
 
 // Tunnel is one VXLAN tunnel of a segment.
@@ -136,6 +182,18 @@ type Status struct {
 	// AttachMACs and the attached port's counters.
 	AttachMACs int      `json:"attach_macs,omitempty"`
 	AttachStat Counters `json:"attach_counters,omitzero"`
+	// STP: the bridge runs the spanning tree (it has an attached port);
+	// AttachState and OverlayState are the STP states of the attached
+	// port and of this node's way into the overlay (the veth to the
+	// tunnels): "forwarding", "blocking" (it would close a loop),
+	// "listening", "learning" or "disabled".
+	STP          bool   `json:"stp,omitempty"`
+	AttachState  string `json:"attach_state,omitempty"`
+	OverlayState string `json:"overlay_state,omitempty"`
+	// BroadcastPPS is the broadcast limit of each port, frames a second.
+	BroadcastPPS int `json:"broadcast_limit"`
+	// LeftOut counts members left without a tunnel (past MaxTunnels).
+	LeftOut int `json:"left_out,omitempty"`
 }
 
 // MemberStatus is one tunnel's state.

@@ -32,7 +32,10 @@ type Manager struct {
 
 type segment struct {
 	Segment
-	bridge  netlink.Link
+	bridge  netlink.Link // the segment's bridge
+	ports   netlink.Link // the bridge the tunnels are ports of: bridge, or inner
+	inner   netlink.Link // with an attached port: the tunnels' bridge (stp.go)
+	veth    string       // with an attached port: the veth end in bridge
 	tunnels []Tunnel
 	attach  *attached
 }
@@ -153,15 +156,31 @@ func (m *Manager) Update(segs []Segment) error {
 }
 
 // sameShape reports whether s differs from the running segment in its
-// tunnels only.
+// tunnels and limits only (the broadcast limit is in the rules, the MAC
+// table's bound is set on the running bridges).
 func (s *segment) sameShape(n Segment) bool {
 	return s.Bridge == n.Bridge && s.Attach == n.Attach && s.Hub == n.Hub && s.MTU == n.MTU &&
-		s.MaxMACs == n.MaxMACs && s.Ageing == n.Ageing && s.BroadcastPPS == n.BroadcastPPS && s.Self == n.Self
+		s.Ageing == n.Ageing && s.Self == n.Self
 }
 
-// retunnel deletes the tunnels n no longer has and adds its new ones.
+// retunnel deletes the tunnels n no longer has and adds its new ones, and
+// sets the MAC table's bound if it changed.
 func (s *segment) retunnel(n Segment, tunIndex int) []error {
 	var errs []error
+	if s.MaxMACs != n.MaxMACs {
+		maxMACs := n.MaxMACs
+		if maxMACs <= 0 {
+			maxMACs = DefaultMaxMACs
+		}
+		for _, b := range []netlink.Link{s.bridge, s.inner} {
+			if b == nil {
+				continue
+			}
+			if err := setBridgeAttrs(b.Attrs().Index, map[uint16]uint32{unix.IFLA_BR_FDB_MAX_LEARNED: uint32(maxMACs)}); err != nil {
+				errs = append(errs, fmt.Errorf("l2: segment %s: bridge %s: mac_limit %d: %w", s.Name, b.Attrs().Name, maxMACs, err))
+			}
+		}
+	}
 	want := n.Tunnels()
 	var keep []Tunnel
 	for _, t := range s.tunnels {
@@ -216,41 +235,38 @@ func (m *Manager) create(s Segment) (*segment, error) {
 	if err := removeStale(s.Bridge); err != nil {
 		return nil, fmt.Errorf("l2: segment %s: %w", s.Name, err)
 	}
+	if s.Attach != "" {
+		if err := m.checkAttach(s); err != nil {
+			return nil, fmt.Errorf("l2: segment %s: %w", s.Name, err)
+		}
+	}
 	ageing := uint32(max(s.Ageing, 0))
 	if ageing == 0 {
 		ageing = DefaultAgeing
 	}
 	ageing *= 100 // centiseconds (USER_HZ)
-	snoop := false
-	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: s.Bridge, MTU: s.MTU}, AgeingTime: &ageing, MulticastSnooping: &snoop}
-	if err := netlink.LinkAdd(br); err != nil {
-		return nil, fmt.Errorf("l2: segment %s: create bridge %s: %w", s.Name, s.Bridge, err)
-	}
-	seg := &segment{Segment: s}
-	bl, err := netlink.LinkByName(s.Bridge)
-	if err != nil {
-		netlink.LinkDel(br)
-		return nil, fmt.Errorf("l2: segment %s: bridge %s: %w", s.Name, s.Bridge, err)
-	}
-	seg.bridge = bl
-	fail := func(format string, args ...any) (*segment, error) {
-		return seg, fmt.Errorf("l2: segment %s: "+format, append([]any{s.Name}, args...)...)
-	}
-	if err := netlink.LinkSetAlias(bl, aliasPrefix+s.Name); err != nil {
-		return fail("bridge %s: %w", s.Bridge, err)
-	}
-	// This host is not on the segment unless given an address: no IPv6
-	// link-local address (through which every host of every site would
-	// reach what listens here on all addresses), no router solicitations.
-	if err := netlink.LinkSetIP6AddrGenMode(bl, nl.IN6_ADDR_GEN_MODE_NONE); err != nil {
-		return fail("bridge %s: no IPv6 link-local address: %w", s.Bridge, err)
-	}
 	maxMACs := s.MaxMACs
 	if maxMACs <= 0 {
 		maxMACs = DefaultMaxMACs
 	}
-	if err := setFDBMaxLearned(bl.Attrs().Index, uint32(maxMACs)); err != nil {
-		return fail("bridge %s: bound the MAC table (fdb_max_learned, Linux 6.7 or later): %w", s.Bridge, err)
+	seg := &segment{Segment: s}
+	fail := func(format string, args ...any) (*segment, error) {
+		return seg, fmt.Errorf("l2: segment %s: "+format, append([]any{s.Name}, args...)...)
+	}
+	bl, err := newBridge(s.Bridge, aliasPrefix+s.Name, s.MTU, ageing, maxMACs)
+	if bl == nil {
+		return nil, fmt.Errorf("l2: segment %s: %w", s.Name, err)
+	}
+	seg.bridge = bl
+	if err != nil {
+		return fail("%w", err)
+	}
+	seg.ports = bl
+	if s.Attach != "" {
+		if err := seg.addInner(ageing, maxMACs); err != nil {
+			return fail("%w", err)
+		}
+		seg.ports = seg.inner
 	}
 	for _, t := range s.Tunnels() {
 		if err := seg.addTunnel(t, m.tunIndex); err != nil {
@@ -260,17 +276,14 @@ func (m *Manager) create(s Segment) (*segment, error) {
 	if s.Attach != "" {
 		l, err := netlink.LinkByName(s.Attach)
 		if err != nil {
-			return fail("attach %s: %w", s.Attach, err)
-		}
-		if l.Attrs().MasterIndex != 0 {
-			return fail("attach %s: it is already a port of another interface (index %d); release it first", s.Attach, l.Attrs().MasterIndex)
+			return fail("attach = %q: %w", s.Attach, err)
 		}
 		seg.attach = &attached{name: s.Attach, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
 		if err := netlink.LinkSetMasterByIndex(l, bl.Attrs().Index); err != nil {
-			return fail("attach %s: %w", s.Attach, err)
+			return fail("attach = %q: %w", s.Attach, err)
 		}
 		if err := netlink.LinkSetUp(l); err != nil {
-			return fail("attach %s: up: %w", s.Attach, err)
+			return fail("attach = %q: up: %w", s.Attach, err)
 		}
 	}
 	// The bridge's MTU follows its smallest port's unless set: an attached
@@ -290,7 +303,7 @@ func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
 		return err
 	}
 	vx := &netlink.Vxlan{
-		LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: s.bridge.Attrs().Index},
+		LinkAttrs: netlink.LinkAttrs{Name: t.Device, MTU: s.MTU, MasterIndex: s.ports.Attrs().Index},
 		VxlanId:   int(t.VNI), VtepDevIndex: tunIndex,
 		SrcAddr: net.IP(s.Self.AsSlice()), Group: net.IP(t.Remote.AsSlice()),
 		Port: vxlanPort, Learning: false, UDPCSum: true,
@@ -325,23 +338,6 @@ func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
 	return nil
 }
 
-// setFDBMaxLearned sets the bridge's bound on learned MAC addresses
-// (IFLA_BR_FDB_MAX_LEARNED, Linux 6.7), which iproute2 before 6.7 and the
-// netlink library cannot set.
-func setFDBMaxLearned(index int, n uint32) error {
-	req := nl.NewNetlinkRequest(unix.RTM_NEWLINK, unix.NLM_F_ACK)
-	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
-	msg.Index = int32(index)
-	req.AddData(msg)
-	info := nl.NewRtAttr(unix.IFLA_LINKINFO, nil)
-	info.AddRtAttr(nl.IFLA_INFO_KIND, nl.NonZeroTerminated("bridge"))
-	data := info.AddRtAttr(nl.IFLA_INFO_DATA, nil)
-	data.AddRtAttr(unix.IFLA_BR_FDB_MAX_LEARNED, nl.Uint32Attr(n))
-	req.AddData(info)
-	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
-	return err
-}
-
 func (s *segment) remove() []error {
 	var errs []error
 	if s.attach != nil {
@@ -361,9 +357,19 @@ func (s *segment) remove() []error {
 			}
 		}
 	}
-	if s.bridge != nil {
-		if err := netlink.LinkDel(s.bridge); err != nil {
-			errs = append(errs, fmt.Errorf("l2: delete %s: %w", s.Bridge, err))
+	if s.veth != "" {
+		if l, err := netlink.LinkByName(s.veth); err == nil {
+			if err := netlink.LinkDel(l); err != nil {
+				errs = append(errs, fmt.Errorf("l2: delete %s: %w", s.veth, err))
+			}
+		}
+	}
+	for _, b := range []netlink.Link{s.inner, s.bridge} {
+		if b == nil {
+			continue
+		}
+		if err := netlink.LinkDel(b); err != nil {
+			errs = append(errs, fmt.Errorf("l2: delete %s: %w", b.Attrs().Name, err))
 		}
 	}
 	return errs
@@ -409,13 +415,27 @@ func (m *Manager) Status(up func(netip.Addr) bool) ([]Status, error) {
 		}
 		learned[n.LinkIndex]++
 	}
+	states, err := portStates()
+	if err != nil {
+		return nil, fmt.Errorf("l2: read the bridges' port states: %w", err)
+	}
 	out := make([]Status, 0, len(m.segs))
 	for _, s := range m.segs {
 		maxMACs := s.MaxMACs
 		if maxMACs <= 0 {
 			maxMACs = DefaultMaxMACs
 		}
-		st := Status{Name: s.Name, Bridge: s.Bridge, Hub: s.Hub, Attach: s.Attach, MTU: s.MTU, MaxMACs: maxMACs, Members: []MemberStatus{}}
+		pps := s.BroadcastPPS
+		if pps <= 0 {
+			pps = DefaultBroadcastPPS
+		}
+		st := Status{Name: s.Name, Bridge: s.Bridge, Hub: s.Hub, Attach: s.Attach, MTU: s.MTU, MaxMACs: maxMACs, Members: []MemberStatus{},
+			BroadcastPPS: pps, LeftOut: s.LeftOut, STP: s.inner != nil}
+		if s.veth != "" {
+			if l, err := netlink.LinkByName(s.veth); err == nil {
+				st.OverlayState = states[l.Attrs().Index]
+			}
+		}
 		for _, t := range s.tunnels {
 			ms := MemberStatus{Address: t.Remote, Device: t.Device, VNI: t.VNI, Up: up != nil && up(t.Remote)}
 			if l, err := netlink.LinkByName(t.Device); err == nil {
@@ -429,6 +449,7 @@ func (m *Manager) Status(up func(netip.Addr) bool) ([]Status, error) {
 			if l, err := netlink.LinkByName(s.Attach); err == nil {
 				st.AttachMACs = learned[l.Attrs().Index]
 				st.AttachStat = counters(l)
+				st.AttachState = states[l.Attrs().Index]
 				st.MACs += st.AttachMACs
 			}
 		}

@@ -4,6 +4,7 @@ package l2
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
@@ -22,7 +25,9 @@ import (
 // interface is eth0, carrying fc.. node addresses. Behind each node, a
 // plain host on a veth that the node attaches to the segment.
 
-const waitTime = 5 * time.Second
+// waitTime allows for the spanning tree: a port of a segment with an
+// attached port forwards 4 s after it comes up.
+const waitTime = 15 * time.Second
 
 type site struct {
 	node *testnet.Host
@@ -323,8 +328,28 @@ func TestSegmentUpdate(t *testing.T) {
 	if strings.Contains(out, b.addr.String()) {
 		t.Errorf("the rules still accept b's tunnel:\n%s", out)
 	}
+	// New limits apply to the running bridge: the MAC table's bound on it,
+	// the broadcast limit in the rules.
+	seg := plan(a, a, c)
+	seg.MaxMACs, seg.BroadcastPPS = 300, 77
+	update(seg)
+	if got := bridgeIndex(); got != idx {
+		t.Errorf("the bridge was made anew (%s, was %s) for new limits", got, idx)
+	}
+	var bound uint32
+	a.node.Do(func() { bound = fdbMaxLearned(t, "tomoe-l2") })
+	if bound != 300 {
+		t.Errorf("fdb_max_learned %d after the update, want 300", bound)
+	}
+	if out := a.node.Run("nft", "list", "table", "bridge", TableName); !strings.Contains(out, "limit rate over 77/second") {
+		t.Errorf("broadcast limit not updated:\n%s", out)
+	}
+	if !pings(a, c.ip) {
+		t.Error("host a lost host c when the limits changed")
+	}
+
 	// A new bridge name makes the segment anew.
-	seg := plan(a, a, b, c)
+	seg = plan(a, a, b, c)
 	seg.Bridge = "l2-office"
 	update(seg)
 	testnet.WaitFor(t, waitTime, "host a pings host b on the new bridge", func() bool { return pings(a, b.ip) })
@@ -388,4 +413,45 @@ func sendFrames(t *testing.T, ns *testnet.Netns, ifname string, n int, dst []byt
 			}
 		}
 	})
+}
+
+// fdbMaxLearned reads the bridge's bound on learned MAC addresses
+// (IFLA_BR_FDB_MAX_LEARNED), which iproute2 before 6.7 does not show.
+func fdbMaxLearned(t *testing.T, bridge string) uint32 {
+	t.Helper()
+	l, err := netlink.LinkByName(bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(l.Attrs().Index)
+	req.AddData(msg)
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("RTM_GETLINK %s: %v", bridge, err)
+	}
+	attrs, err := nl.ParseRouteAttr(msgs[0][unix.SizeofIfInfomsg:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range attrs {
+		if a.Attr.Type&^unix.NLA_F_NESTED != unix.IFLA_LINKINFO {
+			continue
+		}
+		info, _ := nl.ParseRouteAttr(a.Value)
+		for _, i := range info {
+			if i.Attr.Type&^unix.NLA_F_NESTED != nl.IFLA_INFO_DATA {
+				continue
+			}
+			data, _ := nl.ParseRouteAttr(i.Value)
+			for _, d := range data {
+				if d.Attr.Type == unix.IFLA_BR_FDB_MAX_LEARNED && len(d.Value) == 4 {
+					return binary.NativeEndian.Uint32(d.Value)
+				}
+			}
+		}
+	}
+	t.Fatalf("%s: no fdb_max_learned", bridge)
+	return 0
 }

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
-	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -18,41 +19,199 @@ import (
 // builds them over the TUN interface once it is configured; the policy
 // admits each tunnel's packets (proto l2) from its far end by implied
 // rules (source "l2"), and from no one else.
+//
+// Members named by certificate (group:, org:, name:) are the nodes this
+// node knows as such: those whose valid certificate it holds (the
+// directory of package orgs, which it learns from its peers after each
+// handshake and from its bridges with each lookup, and keeps across
+// restarts). Their packets are admitted by a rule naming the identity
+// itself, so that the policy follows the directory at once (a revoked,
+// expired or re-issued certificate stops matching in the same step that
+// installs the new directory), and a handshake from a member whose
+// certificate is not known yet is admitted pending it; their tunnels
+// follow each new directory (syncL2), a moment later.
 
-// l2Segments plans segments for the node with key pub, whose TUN
-// interface has MTU tunMTU.
-func l2Segments(segs []config.L2Segment, tunMTU int, pub identity.PublicKey) []l2.Segment {
-	var out []l2.Segment
-	for _, s := range segs {
-		members := make([]netip.Addr, 0, len(s.Members))
-		for _, m := range s.Members {
-			members = append(members, m.Addr)
-		}
-		out = append(out, l2.Plan(s.Name, s.BridgeName(), pub.Address(), members, s.Hub.Addr, s.Attach, tunMTU))
-	}
-	return out
+// l2Plan is the segments as planned from the config and the directory.
+type l2Plan struct {
+	segs []l2.Segment
+	// matched gives, by segment and tunnel far end, the member entries
+	// that named it (a key or address, group:, org:, name:, or "hub").
+	matched map[string]map[netip.Addr][]string
+	// certNames gives the certificate names of certificate members.
+	certNames map[netip.Addr][]string
+	// certEntries are each segment's certificate member entries.
+	certEntries map[string][]string
+	// clashes name the tunnels left out for a VXLAN ID another has.
+	clashes []string
+	rules   []policy.Rule
 }
 
-// l2Rules are the rules segs imply: each tunnel's far end may send this
-// node the tunnel's packets.
-func l2Rules(segs []l2.Segment) []policy.Rule {
-	var out []policy.Rule
+// planL2 plans segs for the node with address self, whose TUN interface
+// has MTU tunMTU, with certificate members resolved against dir. prev
+// (may be nil) is the running plan: of the certificate members, those
+// with a tunnel already come first, so that past l2.MaxTunnels a new
+// member does not take an old one's tunnel.
+func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, prev *l2Plan) *l2Plan {
+	p := &l2Plan{matched: map[string]map[netip.Addr][]string{}, certNames: map[netip.Addr][]string{}, certEntries: map[string][]string{}}
+	vnis := map[uint32]netip.Addr{}
 	for _, s := range segs {
-		for _, r := range s.Remotes {
-			out = append(out, policy.Rule{From: policy.Identity{Kind: policy.KindNode, Addr: r}, Proto: policy.ProtoL2, To: policy.Dest{Kind: policy.DestSelf}})
+		matched := map[netip.Addr][]string{}
+		var members []netip.Addr
+		add := func(a netip.Addr, by string) {
+			if _, ok := matched[a]; !ok {
+				members = append(members, a)
+			}
+			matched[a] = append(matched[a], by)
 		}
+		byKey := map[netip.Addr]bool{}
+		for _, m := range s.Members {
+			if m.Kind == policy.KindNode {
+				add(m.Addr, m.String())
+				byKey[m.Addr] = true
+			}
+		}
+		hubHere := s.Hub.Kind == policy.KindNode && s.Hub.Addr != self
+		var byCert []netip.Addr
+		certMatched := map[netip.Addr][]string{}
+		for _, m := range s.Members {
+			if !m.ByCert() {
+				continue
+			}
+			p.certEntries[s.Name] = append(p.certEntries[s.Name], m.String())
+			if hubHere {
+				continue
+			}
+			p.rules = append(p.rules, policy.Rule{From: m, Proto: policy.ProtoL2, To: policy.Dest{Kind: policy.DestSelf}})
+			for a, ms := range dir {
+				if a == self || !m.Matches(a, ms) {
+					continue
+				}
+				if _, ok := certMatched[a]; !ok {
+					byCert = append(byCert, a)
+				}
+				if p.certNames[a] == nil {
+					for _, x := range ms {
+						p.certNames[a] = append(p.certNames[a], x.Name)
+					}
+				}
+				certMatched[a] = append(certMatched[a], m.String())
+			}
+		}
+		had := map[netip.Addr]bool{}
+		if prev != nil {
+			for _, ps := range prev.segs {
+				if ps.Name == s.Name {
+					for _, r := range ps.Remotes {
+						had[r] = true
+					}
+				}
+			}
+		}
+		slices.SortFunc(byCert, func(x, y netip.Addr) int {
+			if had[x] != had[y] {
+				if had[x] {
+					return -1
+				}
+				return 1
+			}
+			return x.Compare(y)
+		})
+		for _, a := range byCert {
+			for _, by := range certMatched[a] {
+				add(a, by)
+			}
+		}
+		seg := l2.Plan(s.Name, s.BridgeName(), self, members, s.Hub.Addr, s.Attach, tunMTU)
+		seg.MaxMACs, seg.BroadcastPPS = s.MACs(), s.Broadcasts()
+		// Two tunnels with one VXLAN ID (1 in 2^24 a pair, or a member
+		// that ground its key for it) cannot both exist: the later one
+		// is left out, rather than the whole change refused.
+		kept := seg.Remotes[:0:0]
+		for _, r := range seg.Remotes {
+			v := l2.VNI(seg.Name, self, r)
+			if other, dup := vnis[v]; dup {
+				p.clashes = append(p.clashes, fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", s.Name, r, other))
+				seg.LeftOut++
+				continue
+			}
+			vnis[v] = r
+			kept = append(kept, r)
+		}
+		seg.Remotes = kept
+		if hubHere {
+			matched = map[netip.Addr][]string{s.Hub.Addr: {"hub " + s.Hub.String()}}
+			byKey[s.Hub.Addr] = true
+		}
+		for _, r := range seg.Remotes {
+			if byKey[r] {
+				p.rules = append(p.rules, policy.Rule{From: policy.Identity{Kind: policy.KindNode, Addr: r}, Proto: policy.ProtoL2, To: policy.Dest{Kind: policy.DestSelf}})
+			}
+		}
+		p.matched[s.Name] = matched
+		p.segs = append(p.segs, seg)
 	}
-	return out
+	return p
+}
+
+// l2Dir is the directory of certificate members now.
+func (n *Node) l2Dir() policy.Directory {
+	if d := n.dir.Load(); d != nil {
+		return *d
+	}
+	return nil
 }
 
 // startL2 sets up the segments over the TUN interface tunName: the
 // config's, with the members the admin API added and removed.
 func (n *Node) startL2(tunName string) error {
-	file, err := n.changes.L2(n.cfg.L2)
+	n.reloadMu.Lock()
+	defer n.reloadMu.Unlock()
+	n.l2Started = true
+	file, err := n.changes.L2(n.live.L2)
 	if err != nil {
 		return err
 	}
-	return n.startL2Segments(tunName, l2Segments(file, n.cfg.TUN.MTU, n.pub))
+	plan := planL2(file, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), nil)
+	n.store.SetL2Rules(plan.rules)
+	n.l2plan.Store(plan)
+	n.logLeftOut(nil, plan)
+	return n.startL2Segments(tunName, plan.segs)
+}
+
+// greetForL2 greets the static peers now when a full mesh names members
+// by certificate. A node knows another's certificate once the two had a
+// session (or a bridge's lookup returned it); a member of a mesh sends a
+// member it does not know yet nothing, so without this two members that
+// exchange no other traffic would never meet. (On a hub segment the
+// members meet the hub by themselves: their one tunnel is to its key.)
+// New calls it once the static peers are in the table, reloads and the
+// admin API after a change; reloadMu is held.
+func (n *Node) greetForL2(segs []config.L2Segment) {
+	if !n.orgs.Enabled() || !slices.ContainsFunc(segs, func(s config.L2Segment) bool {
+		return s.Hub.IsZero() && slices.ContainsFunc(s.Members, policy.Identity.ByCert)
+	}) {
+		return
+	}
+	var static []*peers.Peer
+	n.peers.Lock()
+	for p := range n.peers.All() {
+		if p.Static && !p.Active && !p.Device {
+			static = append(static, p)
+		}
+	}
+	n.peers.Unlock()
+	if len(static) == 0 {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for _, p := range static {
+			if err := n.activate(p); err != nil && !errors.Is(err, errClosing) {
+				n.log.Debug("virtual Ethernet: cannot greet a static peer", "peer", p.Key.ShortString(), "err", err)
+			}
+		}
+	}()
 }
 
 func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
@@ -70,7 +229,7 @@ func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 		return err
 	}
 	for _, s := range segs {
-		n.log.Info("virtual Ethernet segment up", "segment", s.Name, "interface", s.Bridge, "tunnels", len(s.Remotes), "hub", s.Hub, "attach", s.Attach, "mtu", s.MTU)
+		n.log.Info("virtual Ethernet segment up", "segment", s.Name, "interface", s.Bridge, "tunnels", len(s.Remotes), "hub", s.Hub, "attach", s.Attach, "mtu", s.MTU, "stp", s.Attach != "")
 	}
 	return nil
 }
@@ -78,32 +237,65 @@ func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 // reloadL2 applies a changed [[l2]] (a live reload), with the admin API's
 // member changes over it. reloadMu is held.
 func (n *Node) reloadL2(cfg *config.Config) (adminapi.ReloadCount, error) {
-	before, err1 := n.changes.L2(n.live.L2)
-	after, err2 := n.changes.L2(cfg.L2)
-	if err := errors.Join(err1, err2); err != nil {
+	after, err := n.changes.L2(cfg.L2)
+	if err != nil {
 		return adminapi.ReloadCount{}, err
 	}
-	return n.applyL2(before, after)
+	count, err := n.applyL2(after, true)
+	n.greetForL2(after)
+	return count, err
 }
 
-// applyL2 changes the segments from before to after: the implied rules
-// first, so that a removed member's tunnel packets are refused at once,
-// then the segments (l2.Manager.Update). It reports tunnels added and
-// removed (Changed: neither, but a segment changed). reloadMu is held.
-func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, error) {
+// syncL2Loop makes the segments follow the directory of certificate
+// members: MembersChanged signals l2Sync after each new directory.
+func (n *Node) syncL2Loop() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.done:
+			return
+		case <-n.l2Sync:
+		}
+		n.reloadMu.Lock()
+		if n.l2Started && !n.closing.Load() {
+			if after, err := n.changes.L2(n.live.L2); err != nil {
+				n.log.Warn("virtual Ethernet: members not updated", "err", err)
+			} else if _, err := n.applyL2(after, false); err != nil {
+				n.log.Warn("virtual Ethernet: members not updated", "err", err)
+			}
+		}
+		n.reloadMu.Unlock()
+	}
+}
+
+// applyL2 changes the segments to after, with the directory now: the
+// implied rules first, so that a removed member's tunnel packets are
+// refused at once, then the segments (l2.Manager.Update). It reports
+// tunnels added and removed (Changed: neither, but a segment changed;
+// with always false, nothing is done when nothing changed). reloadMu is
+// held.
+func (n *Node) applyL2(after []config.L2Segment, always bool) (adminapi.ReloadCount, error) {
 	var count adminapi.ReloadCount
 	if !n.configuresHost() {
 		return count, nil
 	}
-	old := l2Segments(before, n.cfg.TUN.MTU, n.pub)
-	segs := l2Segments(after, n.cfg.TUN.MTU, n.pub)
+	prev := n.l2plan.Load()
+	plan := planL2(after, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), prev)
+	var old []l2.Segment
+	if prev != nil {
+		old = prev.segs
+	}
+	if !always && reflect.DeepEqual(old, plan.segs) && prev != nil && reflect.DeepEqual(prev.rules, plan.rules) {
+		n.l2plan.Store(plan) // the names matched may differ
+		return count, nil
+	}
 	had, has := map[l2.Tunnel]bool{}, map[l2.Tunnel]bool{}
 	for _, s := range old {
 		for _, t := range s.Tunnels() {
 			had[t] = true
 		}
 	}
-	for _, s := range segs {
+	for _, s := range plan.segs {
 		for _, t := range s.Tunnels() {
 			has[t] = true
 			if !had[t] {
@@ -117,10 +309,12 @@ func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, 
 		}
 	}
 	if count.Added+count.Removed == 0 {
-		count.Changed = 1 // a bridge, an attached port or a role
+		count.Changed = 1 // a bridge, an attached port, a role or a limit
 	}
-	n.store.SetL2Rules(l2Rules(segs)) // published to the filter at once
+	n.store.SetL2Rules(plan.rules) // published to the filter at once
 	n.knownKeysChanged()
+	n.l2plan.Store(plan)
+	n.logLeftOut(prev, plan)
 	n.hostMu.Lock()
 	m := n.l2
 	n.hostMu.Unlock()
@@ -129,17 +323,41 @@ func (n *Node) applyL2(before, after []config.L2Segment) (adminapi.ReloadCount, 
 		if err != nil {
 			return count, err
 		}
-		return count, n.startL2Segments(name, segs)
+		return count, n.startL2Segments(name, plan.segs)
 	}
-	err := m.Update(segs)
-	if ferr := n.setBridges(segs); ferr != nil {
+	err := m.Update(plan.segs)
+	if ferr := n.setBridges(plan.segs); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
 	if err != nil {
 		return count, err
 	}
-	n.log.Info("virtual Ethernet segments changed", "segments", len(segs), "tunnels_added", count.Added, "tunnels_removed", count.Removed)
+	n.log.Info("virtual Ethernet segments changed", "segments", len(plan.segs), "tunnels_added", count.Added, "tunnels_removed", count.Removed)
 	return count, nil
+}
+
+// logLeftOut says when a segment's members start or stop being more than
+// it makes tunnels to.
+func (n *Node) logLeftOut(prev, plan *l2Plan) {
+	for _, c := range plan.clashes {
+		if prev == nil || !slices.Contains(prev.clashes, c) {
+			n.log.Warn("virtual Ethernet: a tunnel left out", "why", c)
+		}
+	}
+	was := map[string]int{}
+	if prev != nil {
+		for _, s := range prev.segs {
+			was[s.Name] = s.LeftOut
+		}
+	}
+	for _, s := range plan.segs {
+		switch {
+		case s.LeftOut > 0 && s.LeftOut != was[s.Name]:
+			n.log.Warn("virtual Ethernet: a segment has more members than it makes tunnels to; the rest get none", "segment", s.Name, "tunnels", len(s.Remotes), "max_tunnels", l2.MaxTunnels, "left_out", s.LeftOut)
+		case s.LeftOut == 0 && was[s.Name] > 0:
+			n.log.Info("virtual Ethernet: every member of the segment has a tunnel again", "segment", s.Name, "tunnels", len(s.Remotes))
+		}
+	}
 }
 
 // ChangeL2 adds or removes a member of a segment (POST /v1/l2/change),
@@ -149,8 +367,11 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 		return adminapi.L2{}, adminapi.Conflict(errors.New("virtual Ethernet needs a kernel-mode node on Linux"))
 	}
 	member, err := policy.ParseIdentity(req.Member)
-	if err != nil || member.Kind != policy.KindNode {
-		return adminapi.L2{}, adminapi.BadRequest(fmt.Errorf("member %q: give a node's public key (base64) or address (fc..)", req.Member))
+	if err == nil {
+		err = config.CheckL2Member(member)
+	}
+	if err != nil {
+		return adminapi.L2{}, adminapi.BadRequest(fmt.Errorf("member %q: %v", req.Member, err))
 	}
 	if member.Addr == n.pub.Address() {
 		return adminapi.L2{}, adminapi.BadRequest(errors.New("that is this node itself: it is on its segments anyway"))
@@ -171,10 +392,6 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 	if !slices.ContainsFunc(n.live.L2, func(s config.L2Segment) bool { return s.Name == req.Segment }) {
 		return adminapi.L2{}, adminapi.NotFound(fmt.Errorf("segment %q: this node's config has no [[l2]] of that name", req.Segment))
 	}
-	before, err := n.changes.L2(n.live.L2)
-	if err != nil {
-		return adminapi.L2{}, err
-	}
 	if err := n.changes.RecordL2Member(req.Segment, member, removed); err != nil {
 		return adminapi.L2{}, err
 	}
@@ -182,9 +399,10 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 	if err != nil {
 		return adminapi.L2{}, err
 	}
-	if _, err := n.applyL2(before, after); err != nil {
+	if _, err := n.applyL2(after, true); err != nil {
 		return adminapi.L2{}, err
 	}
+	n.greetForL2(after)
 	n.log.Info("virtual Ethernet member changed", "segment", req.Segment, "member", member, "op", req.Op)
 	return n.L2Status(ctx)
 }
@@ -194,7 +412,7 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 func (n *Node) setBridges(segs []l2.Segment) error {
 	var names []string
 	for _, s := range segs {
-		names = append(names, s.Bridge)
+		names = append(names, s.Bridges()...)
 	}
 	n.hostMu.Lock()
 	same := slices.Equal(n.bridges, names)
@@ -248,15 +466,46 @@ func (n *Node) L2Status(context.Context) (adminapi.L2, error) {
 	if err != nil {
 		return out, err
 	}
+	plan := n.l2plan.Load()
 	for _, s := range st {
 		seg := adminapi.L2Segment{Name: s.Name, Interface: s.Bridge, Hub: s.Hub, Attach: s.Attach, MTU: s.MTU, MaxMACs: s.MaxMACs, MACs: s.MACs,
-			Members: []adminapi.L2Member{}, AttachMACs: s.AttachMACs}
+			Members: []adminapi.L2Member{}, AttachMACs: s.AttachMACs, BroadcastLimit: s.BroadcastPPS, STP: s.STP,
+			AttachState: s.AttachState, OverlayState: s.OverlayState, LeftOut: s.LeftOut, MaxTunnels: l2.MaxTunnels}
 		if s.Attach != "" {
 			c := counters(s.AttachStat)
 			seg.AttachCounters = &c
 		}
+		var matched map[netip.Addr][]string
+		if plan != nil {
+			matched = plan.matched[s.Name]
+		}
+		certs := map[string][]string{}
+		var certOrder []string
 		for _, mb := range s.Members {
-			seg.Members = append(seg.Members, adminapi.L2Member{Address: mb.Address.String(), Device: mb.Device, VNI: mb.VNI, Up: mb.Up, MACs: mb.MACs, Counters: counters(mb.Counters)})
+			m := adminapi.L2Member{Address: mb.Address.String(), Device: mb.Device, VNI: mb.VNI, Up: mb.Up, MACs: mb.MACs, Counters: counters(mb.Counters),
+				MatchedBy: matched[mb.Address]}
+			for _, by := range m.MatchedBy {
+				if id, err := policy.ParseIdentity(by); err == nil && id.ByCert() {
+					if _, ok := certs[by]; !ok {
+						certOrder = append(certOrder, by)
+					}
+					certs[by] = append(certs[by], m.Address)
+					m.CertNames = plan.certNames[mb.Address]
+				}
+			}
+			seg.Members = append(seg.Members, m)
+		}
+		var entries []string
+		if plan != nil {
+			entries = plan.certEntries[s.Name]
+		}
+		for _, c := range entries {
+			if _, ok := certs[c]; !ok {
+				certOrder = append(certOrder, c)
+			}
+		}
+		for _, c := range certOrder {
+			seg.CertMembers = append(seg.CertMembers, adminapi.L2CertMember{Member: c, Matched: append([]string{}, certs[c]...)})
 		}
 		out.Segments = append(out.Segments, seg)
 	}

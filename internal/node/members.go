@@ -91,6 +91,11 @@ func (h orgsNode) MembersChanged(dir policy.Directory, self []policy.Member) {
 	n := h.n
 	n.store.SetMembers(dir, policy.Self{Addr: n.Address(), Members: self})
 	n.dns.setCertNames(dir, n.Address(), self)
+	n.dir.Store(&dir)
+	select {
+	case n.l2Sync <- struct{}{}: // the segments' certificate members follow
+	default:
+	}
 }
 
 func (h orgsNode) OrgRules(name string, version uint64, rules []policy.Rule) {

@@ -153,15 +153,22 @@ type Node struct {
 	hostMu   sync.Mutex         // guards firewall and forward; taken after every other lock
 	firewall *firewall.Firewall // kernel mode only
 	l2       *l2.Manager        // kernel mode, [[l2]] segments; guarded by hostMu
-	bridges  []string           // the segments' bridges, for the firewall; guarded by hostMu
-	forward  routes.Forwarding  // kernel mode only
-	wrapper  *tunwrap.Wrapper
-	bind     *transport.Bind
-	replay   *transport.ReplayStore // saved by pollLoop and Close
-	engine   *engine.Engine
-	events   *adminapi.EventBus
-	api      *adminapi.Server
-	ui       *webui.Server // nil unless [admin] web is set
+	l2plan   atomic.Pointer[l2Plan]
+	// l2Started: the host is set up, and the segments follow the
+	// directory (l2Sync); guarded by reloadMu.
+	l2Started bool
+	l2Sync    chan struct{}
+	// dir is the directory of verified memberships (MembersChanged).
+	dir     atomic.Pointer[policy.Directory]
+	bridges []string          // the segments' bridges, for the firewall; guarded by hostMu
+	forward routes.Forwarding // kernel mode only
+	wrapper *tunwrap.Wrapper
+	bind    *transport.Bind
+	replay  *transport.ReplayStore // saved by pollLoop and Close
+	engine  *engine.Engine
+	events  *adminapi.EventBus
+	api     *adminapi.Server
+	ui      *webui.Server // nil unless [admin] web is set
 	// overlayAdmin serves the admin API inside the overlay ([[admin.allow]]).
 	overlayAdmin *overlayAdmin
 	consoleOnce  sync.Once
@@ -245,6 +252,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 		done:   make(chan struct{}),
 
 		rehandshake: make(chan netip.AddrPort, 64),
+		l2Sync:      make(chan struct{}, 1),
 	}
 	defer func() {
 		if err != nil {
@@ -284,7 +292,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return n, err
 	}
-	store.SetL2Rules(l2Rules(l2Segments(l2cfg, cfg.TUN.MTU, pub)))
+	store.SetL2Rules(planL2(l2cfg, cfg.TUN.MTU, pub.Address(), nil, nil).rules)
 	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}
@@ -337,6 +345,13 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err := n.addStatic(cfg.Peers); err != nil {
 		return n, err
 	}
+	if n.configuresHost() {
+		n.reloadMu.Lock()
+		if segs, err := n.changes.L2(n.live.L2); err == nil {
+			n.greetForL2(segs)
+		}
+		n.reloadMu.Unlock()
+	}
 	if err := n.openDevices(); err != nil {
 		return n, err
 	}
@@ -377,11 +392,12 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 			return n, fmt.Errorf("admin.metrics: %w", err)
 		}
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
 	go func() {
 		defer n.wg.Done()
 		n.orgs.Run()
 	}()
+	go n.syncL2Loop()
 	go n.evictLoop()
 	go n.pollLoop()
 	go n.rehandshakeLoop()

@@ -30,6 +30,14 @@ end into the segment; out: to it).
 
   tomoe l2 add office fc12:...      a member joins the segment, at once
   tomoe l2 remove office fc12:...   a member leaves it, its frames refused at once
+  tomoe l2 add office group:acme/office   every node this one holds a valid
+                                          acme certificate of, in group office
+
+A member named by certificate (group:, org:, name:) has a tunnel once this
+node holds its valid certificate (from a session with it, or a bridge's
+lookup), and loses it when the certificate is revoked, expires or no longer
+matches. --json lists, for each, the nodes it matched (cert_members, and
+each tunnel's matched_by and cert_names).
 
 Changes are kept in services.json beside the key file, over the config
 file's members, across restarts.`,
@@ -72,6 +80,23 @@ file's members, across restarts.`,
 					fmt.Fprintf(tw, "%s (attached)\t-\t%s\t-\t%d\t%d\t%d\t%d\t%d\n", s.Attach, s.Attach, s.AttachMACs, c.RxFrames, c.TxFrames, c.RxBytes, c.TxBytes)
 				}
 				tw.Flush()
+				if s.STP {
+					fmt.Fprintf(g.Stdout, "spanning tree: attached port %s %s, overlay %s\n", s.Attach, s.AttachState, s.OverlayState)
+				}
+				for _, cm := range s.CertMembers {
+					fmt.Fprintf(g.Stdout, "%s: %d with a tunnel", cm.Member, len(cm.Matched))
+					for _, m := range s.Members {
+						for _, a := range cm.Matched {
+							if m.Address == a && len(m.CertNames) > 0 {
+								fmt.Fprintf(g.Stdout, "; %s %v", a, m.CertNames)
+							}
+						}
+					}
+					fmt.Fprintln(g.Stdout)
+				}
+				if s.LeftOut > 0 {
+					fmt.Fprintf(g.Stdout, "%d more members have no tunnel: at most %d per segment\n", s.LeftOut, s.MaxTunnels)
+				}
 			}
 			return nil
 		},
@@ -98,7 +123,7 @@ file's members, across restarts.`,
 		}
 	}
 	cmd.AddCommand(
-		change(adminapi.L2Add, "add SEGMENT MEMBER", "Add a member (public key or node address) to a segment, at once"),
+		change(adminapi.L2Add, "add SEGMENT MEMBER", "Add a member (public key, node address, group:, org: or name:) to a segment, at once"),
 		change(adminapi.L2Remove, "remove SEGMENT MEMBER", "Remove a member from a segment: its frames are refused at once"),
 	)
 	return cmd

@@ -1,0 +1,199 @@
+//go:build linux
+
+package l2
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tomoe-net/tomoe/internal/testnet"
+)
+
+// TestSegmentLoopThroughLAN: members a and b both attach one physical
+// LAN (a namespace with a plain bridge, "sw", which forwards BPDUs as a
+// dumb switch does, and a host), so the overlay and that LAN make a ring; c, in the
+// same full mesh, attaches its own host. The spanning tree blocks one
+// side of the ring: a broadcast sent on the LAN does not come back to it
+// (without it, it would go round at the broadcast limit, hundreds of
+// times in the window); c's host still reaches the LAN.
+func TestSegmentLoopThroughLAN(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b", "c")
+	a, b, c := s["a"], s["b"], s["c"]
+	shared := testnet.NewNetns(t, "shared")
+	shared.Run("ip", "link", "add", "sw", "type", "bridge", "stp_state", "0")
+	shared.Run("ip", "link", "set", "sw", "up")
+	lanHost := testnet.NewNetns(t, "lanhost")
+	lanHost.Veth("eth0", shared, "ph")
+	shared.Run("ip", "link", "set", "ph", "master", "sw")
+	lanHost.Run("ip", "addr", "add", "192.168.77.50/24", "dev", "eth0")
+	for _, x := range []*site{a, b} {
+		x.node.Veth("lan1", shared, "p"+x.node.Name)
+		shared.Run("ip", "link", "set", "p"+x.node.Name, "master", "sw")
+	}
+	members := addrs(a, b, c)
+	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan1", 1400))
+	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "lan1", 1400))
+	c.start(t, Plan("office", "tomoe-l2", c.addr, members, netip.Addr{}, "lan0", 1400))
+
+	// Converged: every STP port forwarding or blocking, and one of a's
+	// and b's blocking (the ring is open).
+	var sa, sb, sc Status
+	testnet.WaitFor(t, 30*time.Second, "the spanning tree blocks one side of the ring", func() bool {
+		sa, sb, sc = a.status(t), b.status(t), c.status(t)
+		settled := func(p string) bool { return p == "forwarding" || p == "blocking" }
+		for _, p := range []string{sa.AttachState, sa.OverlayState, sb.AttachState, sb.OverlayState, sc.AttachState, sc.OverlayState} {
+			if !settled(p) {
+				return false
+			}
+		}
+		return strings.Contains(sa.AttachState+sa.OverlayState+sb.AttachState+sb.OverlayState, "blocking")
+	})
+	t.Logf("a: attach %s, overlay %s; b: attach %s, overlay %s", sa.AttachState, sa.OverlayState, sb.AttachState, sb.OverlayState)
+	if !sa.STP || !sc.STP {
+		t.Error("status: STP off on a segment with an attached port")
+	}
+	// c's STP ports forward: nothing of c closes a ring.
+	if sc.AttachState != "forwarding" || sc.OverlayState != "forwarding" {
+		t.Errorf("c's ports: attach %s, overlay %s; want both forwarding", sc.AttachState, sc.OverlayState)
+	}
+	if out := a.node.Run("ip", "-d", "link", "show", "dev", sa.Members[0].Device); !strings.Contains(out, "isolated on") {
+		t.Errorf("a full mesh's tunnel is not isolated under STP:\n%s", out)
+	}
+
+	// c's host reaches the LAN, a's and b's sides of the mesh alike.
+	testnet.WaitFor(t, waitTime, "c's host pings the shared LAN", func() bool { return pings(c, "192.168.77.50") })
+
+	// One broadcast from the LAN, counted where it would come back.
+	n := echoes(t, lanHost, "eth0", 3*time.Second)
+	if n > 2 {
+		t.Fatalf("a broadcast sent on the shared LAN came back %d times in 3 s: a storm", n)
+	}
+	t.Logf("one broadcast on the LAN ringed by the overlay: seen back %d times in 3 s", n)
+
+	// The control: without the spanning tree, the same broadcast storms.
+	// (Turning STP off leaves its ports as they were; ports put into the
+	// bridge again forward at once.)
+	_, outerVeth, _ := innerNames("tomoe-l2")
+	for _, x := range []*site{a, b} {
+		x.node.Run("ip", "link", "set", "tomoe-l2", "type", "bridge", "stp_state", "0")
+		for _, p := range []string{"lan1", outerVeth} {
+			x.node.Run("ip", "link", "set", p, "nomaster")
+			x.node.Run("ip", "link", "set", p, "master", "tomoe-l2")
+		}
+	}
+	n = echoes(t, lanHost, "eth0", 3*time.Second)
+	if n < 100 {
+		t.Errorf("without STP, the broadcast came back %d times in 3 s; the test cannot tell a storm", n)
+	} else {
+		t.Logf("without STP: seen back %d times in 3 s", n)
+	}
+}
+
+// echoes sends one broadcast frame out of ifname in ns and counts the
+// copies of it that come back in during d.
+func echoes(t *testing.T, ns *testnet.Netns, ifname string, d time.Duration) int {
+	t.Helper()
+	const etype = 0x88b6 // IEEE local experimental
+	var count int
+	ns.Do(func() {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(etype)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(etype), Ifindex: ifc.Index}); err != nil {
+			t.Fatal(err)
+		}
+		marker := make([]byte, 16)
+		rand.Read(marker)
+		frame := make([]byte, 60)
+		copy(frame[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+		copy(frame[6:12], ifc.HardwareAddr)
+		binary.BigEndian.PutUint16(frame[12:14], etype)
+		copy(frame[14:], marker)
+		if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
+			t.Fatal(err)
+		}
+		// A measurement window, not a wait for a condition: how many
+		// copies arrive in d.
+		end := time.Now().Add(d)
+		buf := make([]byte, 2048)
+		for time.Now().Before(end) {
+			tv := unix.NsecToTimeval(max(int64(time.Until(end)), int64(time.Millisecond)))
+			unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+			k, from, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+				continue
+			}
+			if k >= 30 && bytes.Equal(buf[14:30], marker) {
+				count++
+			}
+		}
+	})
+	return count
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestAttachRefused: an attached port that would loop the segment into
+// itself or take a port from its owner is refused before anything is
+// made, with an error naming the key.
+func TestAttachRefused(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	a.node.Run("ip", "link", "add", "br9", "type", "bridge")
+	a.node.Run("ip", "link", "add", "d1", "type", "veth", "peer", "name", "d1p")
+	a.node.Run("ip", "link", "set", "d1", "master", "br9")
+	a.node.Run("ip", "link", "add", "d2", "type", "veth", "peer", "name", "d2p")
+	members := addrs(a, b)
+	for _, tc := range []struct{ attach, want string }{
+		{"eth0", "overlay interface"},
+		{"nosuch", "must exist"},
+		{"lo", "loopback"},
+		{"br9", "is a bridge"},
+		{"d1", "already a port of br9"},
+	} {
+		var err error
+		a.node.Do(func() {
+			_, err = Start(Config{TUN: "eth0", Segments: []Segment{Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, tc.attach, 1400)}})
+		})
+		if err == nil || !strings.Contains(err.Error(), `attach = "`+tc.attach+`"`) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("attach %s: %v, want an error naming attach = %q and %q", tc.attach, err, tc.attach, tc.want)
+		}
+		if _, err := a.node.Try("ip", "link", "show", "tomoe-l2"); err == nil {
+			t.Fatalf("attach %s: the bridge was left behind", tc.attach)
+		}
+	}
+	// Another segment's bridge and its inner ports are tomoe's.
+	seg1 := Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "d2", 1400)
+	a.start(t, seg1)
+	inner, outerVeth, _ := innerNames("tomoe-l2")
+	for _, other := range []string{"tomoe-l2", inner, outerVeth, seg1.Tunnels()[0].Device} {
+		seg2 := Plan("lab", "l2-lab", a.addr, members, netip.Addr{}, other, 1400)
+		var err error
+		a.node.Do(func() { err = a.mgr.Update([]Segment{seg1, seg2}) })
+		if err == nil || !strings.Contains(err.Error(), `attach = "`+other+`"`) {
+			t.Errorf("attach %s (tomoe's): %v", other, err)
+		}
+	}
+	if st := a.status(t); st.Name != "office" || len(st.Members) != 1 {
+		t.Errorf("the running segment after refused updates: %+v", st)
+	}
+}
