@@ -84,8 +84,8 @@ func TestRunCPUPerGB(t *testing.T) {
 }
 
 func TestMergeResults(t *testing.T) {
-	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Memory: &MemoryResult{Peers: 1000}, Bridge: &BridgeResult{Date: "old bridge"}}
-	cur := &Results{Date: "new", Bridge: &BridgeResult{Date: "new bridge"}}
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Memory: &MemoryResult{Peers: 1000}, Bridge: &BridgeResult{PartRun: PartRun{Date: "old bridge"}}}
+	cur := &Results{Date: "new", Bridge: &BridgeResult{PartRun: PartRun{Date: "new bridge"}}}
 	got := mergeResults(prev, cur, "bridge")
 	if got.Date != "old" || len(got.Scenarios) != 1 || got.Memory == nil || got.Bridge.Date != "new bridge" {
 		t.Errorf("-only bridge: got date %q, %d scenarios, memory %v, bridge %+v; want the old run with the new bridge part", got.Date, len(got.Scenarios), got.Memory, got.Bridge)
@@ -130,7 +130,7 @@ func TestWriteMarkdownBridgeOnly(t *testing.T) {
 		return &ScenarioResult{Key: key, Name: key, Throughput: []*Throughput{t}}
 	}
 	r := &Results{Date: "d", Bridge: &BridgeResult{
-		Date: "d", Repeats: 1, Streams: []int{1},
+		PartRun: PartRun{Date: "d", Repeats: 1}, Streams: []int{1},
 		Scenarios: []*ScenarioResult{sc("wg-direct"), sc("wg-hub"), sc("tomoe-relay-udp")},
 		Lookup:    &ColdLookupResult{Repeats: 1, RTTMs: []float64{3}, CallMs: []float64{4}, DirectMs: []float64{5}},
 	}}
@@ -145,12 +145,12 @@ func TestWriteMarkdownBridgeOnly(t *testing.T) {
 }
 
 func TestMergeResultsVPN(t *testing.T) {
-	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Bridge: &BridgeResult{Date: "old bridge"}, VPN: &VPNResult{Date: "old vpn"}}
-	got := mergeResults(prev, &Results{Date: "new", VPN: &VPNResult{Date: "new vpn"}}, "vpn")
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Bridge: &BridgeResult{PartRun: PartRun{Date: "old bridge"}}, VPN: &VPNResult{PartRun: PartRun{Date: "old vpn"}}}
+	got := mergeResults(prev, &Results{Date: "new", VPN: &VPNResult{PartRun: PartRun{Date: "new vpn"}}}, "vpn")
 	if got.Date != "old" || len(got.Scenarios) != 1 || got.Bridge.Date != "old bridge" || got.VPN.Date != "new vpn" {
 		t.Errorf("-only vpn: got date %q, %d scenarios, bridge %+v, vpn %+v; want the old run with the new VPN part", got.Date, len(got.Scenarios), got.Bridge, got.VPN)
 	}
-	got = mergeResults(prev, &Results{Date: "new", Bridge: &BridgeResult{Date: "new bridge"}}, "bridge")
+	got = mergeResults(prev, &Results{Date: "new", Bridge: &BridgeResult{PartRun: PartRun{Date: "new bridge"}}}, "bridge")
 	if got.VPN == nil || got.VPN.Date != "old vpn" {
 		t.Errorf("-only bridge lost the VPN part: %+v", got.VPN)
 	}
@@ -174,7 +174,7 @@ func TestWriteMarkdownVPN(t *testing.T) {
 		return &ScenarioResult{Key: key, Name: key, Throughput: []*Throughput{t}}
 	}
 	r := &Results{Date: "d", VPN: &VPNResult{
-		Date: "d2", Repeats: 1, RunSeconds: 10,
+		PartRun:  PartRun{Date: "d2", Repeats: 1, RunSeconds: 10},
 		Routed:   []*ScenarioResult{sc("tomoe-direct", run(2, 0)), sc("tomoe-routed-masq", run(1.5, 0)), sc("wg-routed", run(1, 0))},
 		LANSaw:   map[string]string{"tomoe-routed-masq": "192.168.10.1"},
 		Access:   []*ScenarioResult{sc("kernel", run(2, 4)), sc("socks5", run(0.8, 8)), sc("forward", run(1.2, 6))},
@@ -210,8 +210,8 @@ func TestNetstackSettingsFound(t *testing.T) {
 }
 
 func TestMergeResultsFlood(t *testing.T) {
-	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, VPN: &VPNResult{Date: "old vpn"}, Flood: &FloodResult{Date: "old flood"}}
-	got := mergeResults(prev, &Results{Date: "new", Flood: &FloodResult{Date: "new flood"}}, "flood")
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, VPN: &VPNResult{PartRun: PartRun{Date: "old vpn"}}, Flood: &FloodResult{PartRun: PartRun{Date: "old flood"}}}
+	got := mergeResults(prev, &Results{Date: "new", Flood: &FloodResult{PartRun: PartRun{Date: "new flood"}}}, "flood")
 	if got.Date != "old" || len(got.Scenarios) != 1 || got.VPN.Date != "old vpn" || got.Flood.Date != "new flood" {
 		t.Errorf("-only flood: got date %q, %d scenarios, vpn %+v, flood %+v; want the old run with the new flood part", got.Date, len(got.Scenarios), got.VPN, got.Flood)
 	}
@@ -276,7 +276,7 @@ func TestWriteMarkdownFlood(t *testing.T) {
 		return FloodRun{Repeat: 1, Throughput: Run{BitsPerSecond: gbps * 1e9}, During: w, PingWindow: w,
 			Ping: PingResult{Sent: 2, RTTsMs: []float64{0.2, 0.4}}}
 	}
-	f := &FloodResult{Date: "d", Repeats: 1, RunSeconds: 10, PingCount: 2, PingInterval: 0.01, Sources: 65536, SmartSources: 4096, PacedRate: 50000,
+	f := &FloodResult{PartRun: PartRun{Date: "d", Repeats: 1, RunSeconds: 10, PingCount: 2}, PingInterval: 0.01, Sources: 65536, SmartSources: 4096, PacedRate: 50000,
 		Cases: []*FloodCase{
 			{Victim: "tomoe", Flood: "none", Runs: []FloodRun{run(2, 0)}},
 			{Victim: "tomoe", Flood: "control", Runs: []FloodRun{run(1.5, 0)}},

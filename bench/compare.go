@@ -60,18 +60,11 @@ const (
 // CompareResult is the compare part. Like the bridge, VPN and flood parts
 // it carries its own date and settings: `-only compare` replaces just it.
 type CompareResult struct {
-	Date            string   `json:"date"` // RFC 3339, start of the part
-	Quick           bool     `json:"quick"`
-	Repeats         int      `json:"repeats"`
-	RunSeconds      float64  `json:"run_seconds"`
-	Streams         []int    `json:"streams"`
-	PingCount       int      `json:"ping_count"`
-	PingIntervalMs  float64  `json:"ping_interval_ms"`
-	DurationSeconds float64  `json:"duration_seconds"`
-	LoadavgStart    string   `json:"loadavg_start"`
-	LoadavgEnd      string   `json:"loadavg_end"`
-	Machine         Machine  `json:"machine"`
-	Versions        Versions `json:"versions"`
+	PartRun
+	Streams        []int    `json:"streams"`
+	PingIntervalMs float64  `json:"ping_interval_ms"`
+	Machine        Machine  `json:"machine"`
+	Versions       Versions `json:"versions"`
 	// Others are the Debian package versions of yggdrasil and nebula.
 	Others map[string]string `json:"other_versions,omitempty"`
 	// DefaultMTU is tomoe's default overlay MTU; TunedConfig the TOML
@@ -113,9 +106,9 @@ func (c *CompareResult) fail(log interface{ Error(string, ...any) }, what string
 func (e *env) runComparePart(ctx context.Context, o options, b bins, res *Results, profSecs int, profDir string) (*CompareResult, error) {
 	started := time.Now()
 	cr := &CompareResult{
-		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: res.Repeats, RunSeconds: compareRunSeconds,
-		Streams: streamCounts, PingCount: comparePingCount, PingIntervalMs: float64(comparePingInterval.Milliseconds()),
-		LoadavgStart: loadavg(), Machine: res.Machine, Versions: res.Versions,
+		PartRun: newPartRun(started, o.quick, res.Repeats, compareRunSeconds, comparePingCount),
+		Streams: streamCounts, PingIntervalMs: float64(comparePingInterval.Milliseconds()),
+		Machine: res.Machine, Versions: res.Versions,
 		DefaultMTU: config.DefaultMTU, TunedConfig: strings.TrimSpace(tunedConfig), MTUs: map[string]int{},
 	}
 	if o.quick {

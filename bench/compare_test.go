@@ -56,8 +56,8 @@ func TestMergeTables(t *testing.T) {
 }
 
 func TestMergeResultsCompare(t *testing.T) {
-	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Flood: &FloodResult{Date: "old flood"}, Compare: &CompareResult{Date: "old compare"}}
-	got := mergeResults(prev, &Results{Date: "new", Compare: &CompareResult{Date: "new compare"}}, "compare")
+	prev := &Results{Date: "old", Scenarios: []*ScenarioResult{{Key: "raw"}}, Flood: &FloodResult{PartRun: PartRun{Date: "old flood"}}, Compare: &CompareResult{PartRun: PartRun{Date: "old compare"}}}
+	got := mergeResults(prev, &Results{Date: "new", Compare: &CompareResult{PartRun: PartRun{Date: "new compare"}}}, "compare")
 	if got.Date != "old" || len(got.Scenarios) != 1 || got.Flood.Date != "old flood" || got.Compare.Date != "new compare" {
 		t.Errorf("-only compare: got date %q, %d scenarios, flood %+v, compare %+v", got.Date, len(got.Scenarios), got.Flood, got.Compare)
 	}
@@ -87,7 +87,7 @@ func TestWriteMarkdownCompare(t *testing.T) {
 		}
 		return s
 	}
-	c := &CompareResult{Date: "d", Repeats: 1, RunSeconds: 8, Streams: []int{1, 4}, PingCount: 4, PingIntervalMs: 10, DefaultMTU: 1400,
+	c := &CompareResult{PartRun: PartRun{Date: "d", Repeats: 1, RunSeconds: 8, PingCount: 4}, Streams: []int{1, 4}, PingIntervalMs: 10, DefaultMTU: 1400,
 		Others: map[string]string{"yggdrasil": "0.4.7", "nebula": "1.6.1"}, MTUs: map[string]int{"wg-direct": 1420, "tomoe-kernel-default": 1400},
 		Scenarios: []*ScenarioResult{
 			sc("wg-direct", "wireguard-go direct", 1, 2, 10, 1, 1, 1, 2),

@@ -122,10 +122,10 @@ func (e *env) runFloodPart(ctx context.Context, o options, b bins, res *Results,
 		p.pingCount, p.settle = 100, time.Second
 	}
 	fr := &FloodResult{
-		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: p.repeats, RunSeconds: p.runSeconds, Streams: 1,
-		PingCount: p.pingCount, PingInterval: p.pingInterval, SettleSeconds: p.settle.Seconds(),
+		PartRun: newPartRun(started, o.quick, p.repeats, p.runSeconds, p.pingCount), Streams: 1,
+		PingInterval: p.pingInterval, SettleSeconds: p.settle.Seconds(),
 		Sources: floodSources, SmartSources: floodSmartSources, Pool: floodPool, Batch: floodBatch, PacedRate: floodPacedRate,
-		LoadavgStart: loadavg(), Machine: res.Machine, Versions: res.Versions,
+		Machine: res.Machine, Versions: res.Versions,
 	}
 	if err := e.floodPart(ctx, b, p, fr); err != nil {
 		return nil, err

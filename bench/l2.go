@@ -44,18 +44,11 @@ const (
 // parts it carries its own date and settings: `-only l2` replaces just
 // this part of an earlier results.json.
 type L2Result struct {
-	Date            string   `json:"date"` // RFC 3339, start of the part
-	Quick           bool     `json:"quick"`
-	Repeats         int      `json:"repeats"`
-	RunSeconds      float64  `json:"run_seconds"`
-	Streams         []int    `json:"streams"`
-	PingCount       int      `json:"ping_count"`
-	PingInterval    float64  `json:"ping_interval"`
-	DurationSeconds float64  `json:"duration_seconds"`
-	LoadavgStart    string   `json:"loadavg_start"`
-	LoadavgEnd      string   `json:"loadavg_end"`
-	Machine         Machine  `json:"machine"`
-	Versions        Versions `json:"versions"`
+	PartRun
+	Streams      []int    `json:"streams"`
+	PingInterval float64  `json:"ping_interval"`
+	Machine      Machine  `json:"machine"`
+	Versions     Versions `json:"versions"`
 	// Scenarios are keyed l2 (host to host across the segment) and l3
 	// (node to node over the overlay).
 	Scenarios []*ScenarioResult `json:"scenarios"`
@@ -99,8 +92,8 @@ func (e *env) runL2Part(ctx context.Context, o options, b bins, res *Results) (*
 		p.pingCount = 100
 	}
 	lr := &L2Result{
-		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: p.repeats, RunSeconds: p.runSeconds,
-		Streams: p.streams, PingCount: p.pingCount, PingInterval: p.pingInterval, LoadavgStart: loadavg(),
+		PartRun: newPartRun(started, o.quick, p.repeats, p.runSeconds, p.pingCount),
+		Streams: p.streams, PingInterval: p.pingInterval,
 		Machine: res.Machine, Versions: res.Versions, Syscalls: map[string][]L2Syscalls{},
 	}
 	if err := e.l2Part(ctx, b, p, lr); err != nil {

@@ -21,7 +21,7 @@ func TestWriteL2(t *testing.T) {
 		s.Throughput[0].summarize()
 		return s
 	}
-	r := &Results{L2: &L2Result{Repeats: 1, RunSeconds: 10, Streams: []int{1}, PingCount: 3, PingInterval: 0.01,
+	r := &Results{L2: &L2Result{PartRun: PartRun{Repeats: 1, RunSeconds: 10, PingCount: 3}, Streams: []int{1}, PingInterval: 0.01,
 		Scenarios: []*ScenarioResult{sc("l2", "L2 segment", 0.5e9), sc("l3", "L3 overlay", 2e9)},
 		Syscalls:  map[string][]L2Syscalls{"l2": {{Streams: 1, BytesReceived: 2e9, SenderReads: 1e6, ReceiverWrites: 5e5, TUNTxDropped: 7}}},
 		Devices:   map[string]string{"vxlan": "l2v1 mtu 1350 udpcsum"}}}

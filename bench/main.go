@@ -241,9 +241,9 @@ func (o options) runs(part string) bool { return o.only == "" || o.only == part 
 func (e *env) runBridgePart(ctx context.Context, o options, b bins, res *Results) (*BridgeResult, error) {
 	started := time.Now()
 	br := &BridgeResult{
-		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: res.Repeats, RunSeconds: res.RunSeconds,
-		Streams: o.bridgeStreams, PingCount: res.PingCount, LoadavgStart: loadavg(),
-		Tomoe: res.Versions.Tomoe, WireGuardGo: res.Versions.WireGuardGo,
+		PartRun: newPartRun(started, o.quick, res.Repeats, res.RunSeconds, res.PingCount),
+		Streams: o.bridgeStreams,
+		Tomoe:   res.Versions.Tomoe, WireGuardGo: res.Versions.WireGuardGo,
 	}
 	p := bridgeParams{
 		repeats: res.Repeats, runSeconds: res.RunSeconds, streams: o.bridgeStreams, pingCount: res.PingCount,

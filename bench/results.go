@@ -6,6 +6,7 @@ package main
 import (
 	"math"
 	"slices"
+	"time"
 )
 
 // Results is everything one benchmark run measured.
@@ -246,20 +247,33 @@ type Component struct {
 	FlatPercent float64 `json:"flat_percent"`
 }
 
-// BridgeResult is the bridge part: relayed and direct throughput through
-// a middle namespace, cold lookups, and a bridge's capacity.
-type BridgeResult struct {
+// PartRun is what each part after the data plane and memory (bridge, VPN,
+// flood, virtual Ethernet, compare) records about its own run: `-only
+// PART` replaces just that part of an earlier results.json, so each
+// carries its own date and settings.
+type PartRun struct {
 	Date            string  `json:"date"` // RFC 3339, start of the part
 	Quick           bool    `json:"quick"`
 	Repeats         int     `json:"repeats"`
 	RunSeconds      float64 `json:"run_seconds"`
-	Streams         []int   `json:"streams"`
 	PingCount       int     `json:"ping_count"`
 	DurationSeconds float64 `json:"duration_seconds"`
 	LoadavgStart    string  `json:"loadavg_start"`
 	LoadavgEnd      string  `json:"loadavg_end"`
-	Tomoe           string  `json:"tomoe"`        // as Versions.Tomoe
-	WireGuardGo     string  `json:"wireguard_go"` // as Versions.WireGuardGo
+}
+
+// newPartRun starts a part's record: its date and load average now.
+func newPartRun(started time.Time, quick bool, repeats int, runSeconds float64, pingCount int) PartRun {
+	return PartRun{Date: started.Format(time.RFC3339), Quick: quick, Repeats: repeats, RunSeconds: runSeconds, PingCount: pingCount, LoadavgStart: loadavg()}
+}
+
+// BridgeResult is the bridge part: relayed and direct throughput through
+// a middle namespace, cold lookups, and a bridge's capacity.
+type BridgeResult struct {
+	PartRun
+	Streams     []int  `json:"streams"`
+	Tomoe       string `json:"tomoe"`        // as Versions.Tomoe
+	WireGuardGo string `json:"wireguard_go"` // as Versions.WireGuardGo
 	// Scenarios are keyed wg-direct, wg-hub, tomoe-direct, tomoe-relay-udp
 	// and tomoe-relay-tcp.
 	Scenarios []*ScenarioResult `json:"scenarios"`
@@ -333,17 +347,10 @@ type CapacityResult struct {
 // VPNResult is the VPN part: IPv4 subnet routes through a gateway, and
 // userspace-mode access (SOCKS5, port forward) against kernel mode.
 type VPNResult struct {
-	Date            string   `json:"date"` // RFC 3339, start of the part
-	Quick           bool     `json:"quick"`
-	Repeats         int      `json:"repeats"`
-	RunSeconds      float64  `json:"run_seconds"`
-	Streams         int      `json:"streams"`
-	PingCount       int      `json:"ping_count"`
-	DurationSeconds float64  `json:"duration_seconds"`
-	LoadavgStart    string   `json:"loadavg_start"`
-	LoadavgEnd      string   `json:"loadavg_end"`
-	Machine         Machine  `json:"machine"`
-	Versions        Versions `json:"versions"`
+	PartRun
+	Streams  int      `json:"streams"`
+	Machine  Machine  `json:"machine"`
+	Versions Versions `json:"versions"`
 	// Routed are keyed raw-routed, wg-direct, wg-routed, tomoe-direct,
 	// tomoe-routed-masq and tomoe-routed.
 	Routed []*ScenarioResult `json:"routed"`
@@ -432,19 +439,12 @@ func (s *ScenarioResult) throughput(streams int) *Throughput {
 // and ping to a victim while an attacker floods the victim with
 // handshake initiations, for tomoe and plain wireguard-go.
 type FloodResult struct {
-	Date            string   `json:"date"` // RFC 3339, start of the part
-	Quick           bool     `json:"quick"`
-	Repeats         int      `json:"repeats"`
-	RunSeconds      float64  `json:"run_seconds"`
-	Streams         int      `json:"streams"`
-	PingCount       int      `json:"ping_count"`
-	PingInterval    float64  `json:"ping_interval_s"`
-	SettleSeconds   float64  `json:"settle_seconds"` // flood start until the measurements
-	DurationSeconds float64  `json:"duration_seconds"`
-	LoadavgStart    string   `json:"loadavg_start"`
-	LoadavgEnd      string   `json:"loadavg_end"`
-	Machine         Machine  `json:"machine"`
-	Versions        Versions `json:"versions"`
+	PartRun
+	Streams       int      `json:"streams"`
+	PingInterval  float64  `json:"ping_interval_s"`
+	SettleSeconds float64  `json:"settle_seconds"` // flood start until the measurements
+	Machine       Machine  `json:"machine"`
+	Versions      Versions `json:"versions"`
 	// The attacker's settings (bench/hsflood).
 	Sources      int `json:"sources"`       // addresses of one64 and many64
 	SmartSources int `json:"smart_sources"` // /64s of smart

@@ -79,8 +79,8 @@ type vpnParams struct {
 func (e *env) runVPNPart(ctx context.Context, o options, b bins, res *Results, profSecs int, profDir string) (*VPNResult, error) {
 	started := time.Now()
 	vr := &VPNResult{
-		Date: started.Format(time.RFC3339), Quick: o.quick, Repeats: res.Repeats, RunSeconds: res.RunSeconds,
-		Streams: 1, PingCount: res.PingCount, LoadavgStart: loadavg(), Machine: res.Machine, Versions: res.Versions,
+		PartRun: newPartRun(started, o.quick, res.Repeats, res.RunSeconds, res.PingCount),
+		Streams: 1, Machine: res.Machine, Versions: res.Versions,
 	}
 	root, err := moduleRoot(ctx)
 	if err != nil {
@@ -637,7 +637,8 @@ var netstackKnobs = []struct{ name, file, re string }{
 	{"outbound queue (packets)", "internal/netstack/tuning.go", `defaultQueueLen\s*=\s*(\d+)`},
 	{"inbound checksum offload", "internal/netstack/tuning.go", `rxChecksumOffload:\s*(\w+)`},
 	{"packets per Read (batch)", "internal/netstack/netstack.go", `const batchSize\s*=\s*(\d+)`},
-	{"GSO", "internal/netstack/link.go", `(GSO is not implemented)`},
+	{"gVisor software GSO", "internal/netstack/tuning.go", `\bgso:\s*(\w+)`},
+	{"receive coalescing (GRO, gro.go)", "internal/netstack/tuning.go", `\bgro:\s*(\w+)`},
 	{"proxy / forward copy buffer", "internal/services/splice.go", `spliceBufSize\s*=\s*([^\n]+)`},
 }
 
