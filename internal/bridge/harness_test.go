@@ -80,7 +80,7 @@ func (d *discardSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
 // frames go to HandleFrames, as a node's Bind would deliver them. Its
 // clock stands still unless a test moves it.
 type srvHarness struct {
-	t      *testing.T
+	t      testing.TB
 	key    identity.PrivateKey
 	s      *Server
 	udp    *udpSender
@@ -88,7 +88,7 @@ type srvHarness struct {
 	stamps atomic.Int64  // the newest Time a node of this harness stamped
 }
 
-func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
+func newSrvHarness(t testing.TB, cfg ServerConfig) *srvHarness {
 	t.Helper()
 	if cfg.Key.IsZero() {
 		cfg.Key = testKey(t)
@@ -149,7 +149,7 @@ func nextLoopback() netip.Addr {
 // srvNode is a test node talking to the bridge over UDP or TCP with the
 // plain frame functions.
 type srvNode struct {
-	t      *testing.T
+	t      testing.TB
 	key    identity.PrivateKey
 	pub    identity.PublicKey
 	shared wire.SharedKey
