@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"encoding/binary"
-	"net/netip"
 	"sync/atomic"
 	"testing"
 
@@ -13,10 +12,9 @@ import (
 // countSender counts what the bridge hands its UDP socket.
 type countSender struct{ frames, calls atomic.Int64 }
 
-func (c *countSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
+func (c *countSender) send(frames [][]byte) {
 	c.calls.Add(1)
 	c.frames.Add(int64(len(frames)))
-	return nil
 }
 
 // BenchmarkRelayTCPToUDP measures the bridge's side of the TCP relay: a
@@ -31,7 +29,8 @@ func BenchmarkRelayTCPToUDP(b *testing.B) {
 	ta.mustRegister()
 	idB := nb.mustRegister()
 	cs := &countSender{}
-	h.s.sender = cs // before any relay frame: no reader yet
+	send := cs.send
+	h.udp.relays.Store(&send)
 	frame := relayFrame(idB, string(make([]byte, 1420+32)))
 	var chunk []byte
 	for len(chunk)+2+len(frame) <= 64<<10 {
