@@ -20,13 +20,18 @@ type recordSender struct {
 	mu       sync.Mutex
 	payloads []string
 	maxBatch int
+	apart    int // frames not right after the one before in their batch
 }
 
 func (r *recordSender) send(frames [][]byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.maxBatch = max(r.maxBatch, len(frames))
-	for _, f := range frames {
+	for i, f := range frames {
+		// Back to back in one buffer: f's capacity runs on over the next.
+		if i+1 < len(frames) && cap(f) != len(f)+cap(frames[i+1]) {
+			r.apart++
+		}
 		_, msg, _ := wire.ParseRelay(f)
 		r.payloads = append(r.payloads, string(msg))
 	}
@@ -60,9 +65,15 @@ func TestRelayTCPReads(t *testing.T) {
 		stream = append(stream, f...)
 		want = append(want, payload)
 	}
-	// Many small frames, more than one send batch, in one write.
+	// Many small frames, more than one send batch, in one write; among
+	// them frames the bridge drops (an unknown relay id).
 	for i := range 5 * maxRelayOut {
 		add(fmt.Sprintf("small %d", i))
+		if i%7 == 3 {
+			f := relayFrame(idB+1000, "dropped")
+			stream = binary.BigEndian.AppendUint16(stream, uint16(len(f)))
+			stream = append(stream, f...)
+		}
 	}
 	if _, err := ta.tc.Write(stream); err != nil {
 		t.Fatal(err)
@@ -100,6 +111,9 @@ func TestRelayTCPReads(t *testing.T) {
 	defer rs.mu.Unlock()
 	if !slices.Equal(rs.payloads, want) {
 		t.Fatalf("relayed %d frames, want %d, or in another order or form", len(rs.payloads), len(want))
+	}
+	if rs.apart > 0 {
+		t.Errorf("%d frames of a send batch not right after the one before", rs.apart)
 	}
 	if rs.maxBatch > maxRelayOut {
 		t.Fatalf("a send batch of %d frames, want at most %d", rs.maxBatch, maxRelayOut)

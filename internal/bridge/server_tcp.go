@@ -180,28 +180,38 @@ func (s *Server) serveConn(c *serverConn) {
 
 // relayFrames handles the complete frames at the start of raw (each with
 // its two-byte length) and returns the incomplete rest. Relay frames for
-// UDP nodes collect in out, still pointing into raw.
+// UDP nodes collect in out, still in raw: each is moved down against the
+// one before it in out, over the lengths and the frames not sent, so that
+// a send batch lies back to back, and each frame's capacity runs on over
+// those after it. A GSO send (wireguard-go's StdNetBind appends a batch's
+// datagrams to its first) then coalesces them without moving a byte.
 func (c *serverConn) relayFrames(raw []byte, out *relayOut) []byte {
 	s := c.s
 	now := s.now()
-	for len(raw) >= 2 {
-		n := int(binary.BigEndian.Uint16(raw))
-		if len(raw) < 2+n {
+	w, p := 0, 0 // where the next relay frame goes; what is read
+	for len(raw)-p >= 2 {
+		n := int(binary.BigEndian.Uint16(raw[p:]))
+		if len(raw)-p < 2+n {
 			break
 		}
-		f := raw[2 : 2+n : 2+n]
-		raw = raw[2+n:]
-		if len(f) == 0 {
+		f := raw[p+2 : p+2+n]
+		p += 2 + n
+		if n == 0 {
 			continue
 		}
 		switch f[0] {
 		case wire.FrameRelay:
-			s.relay(f, c.remote, c, now, out)
+			g := raw[w : w+n : len(raw)]
+			copy(g, f)
+			s.relay(g, c.remote, c, now, out)
+			if k := len(out.frames); k > 0 && &out.frames[k-1][0] == &g[0] {
+				w += n // in out: keep it
+			}
 		case wire.FrameControl:
 			s.control(f, c.remote, c, now)
 		}
 	}
-	return raw
+	return raw[p:]
 }
 
 // dropConn removes c's registration if it is still on c, and closes c.
