@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -43,6 +45,8 @@ func TestRelayTCPAB(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	work := t.TempDir()
 	e := &env{log: log, work: work}
+	removeABNamespaces() // a killed run's
+	defer removeABNamespaces()
 	defer e.Cleanup()
 	scs, wl, err := e.setupWireGuardLine(ctx, wgBin, 5)
 	if wl != nil && wl.server != nil {
@@ -59,6 +63,7 @@ func TestRelayTCPAB(t *testing.T) {
 		}()
 	}
 	scenarios := scs[:1] // direct only
+	var lines []*tomoeLine
 	for i, bin := range parts[:2] {
 		name := []string{"ra", "rb"}[i]
 		tl, err := e.setupTomoeLine(ctx, bin, name, blockAUDP)
@@ -74,9 +79,27 @@ func TestRelayTCPAB(t *testing.T) {
 			t.Fatal(err)
 		}
 		scenarios = append(scenarios, sc)
+		lines = append(lines, tl)
 	}
 	if err := measureInterleaved(ctx, log, scenarios, []int{1}, repeats, secs); err != nil {
 		t.Fatal(err)
+	}
+	// Profiles of both tomoe lines' three processes, one after the other,
+	// if asked for.
+	if dir := os.Getenv("TOMOE_RELAY_AB_PROFILES"); dir != "" {
+		for i, tl := range lines {
+			bin := parts[i]
+			pre := filepath.Join(dir, filepath.Base(bin))
+			pr, err := e.profileSides(ctx, scenarios[1+i], []profileTarget{
+				{tl.a.sock, pre + "-a.pprof", "A: encrypts, relays over TCP"},
+				{tl.bridge.sock, pre + "-m.pprof", "M: the bridge"},
+				{tl.b.sock, pre + "-b.pprof", "B: decrypts, over UDP"},
+			}, bin, 8, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Printf("AB profile %s: %.2f Gbit/s\n", bin, pr.Run.BitsPerSecond/1e9)
+		}
 	}
 	base := scenarios[0].res.Throughput[0].MedianBitsPerSecond
 	for _, sc := range scenarios {
@@ -118,4 +141,22 @@ func loads(rs []Run) []string {
 		}
 	}
 	return out
+}
+
+// removeABNamespaces deletes this test's namespaces (and kills what runs
+// in them), leaving any other tbench-* alone.
+func removeABNamespaces() {
+	for _, line := range []string{"bw", "ra", "rb"} {
+		for _, side := range []string{"a", "m", "b"} {
+			ns := nsPrefix + line + "-" + side
+			if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+				for _, f := range strings.Fields(string(out)) {
+					if pid, err := strconv.Atoi(f); err == nil {
+						syscall.Kill(pid, syscall.SIGKILL)
+					}
+				}
+			}
+			exec.Command("ip", "netns", "del", ns).Run()
+		}
+	}
 }
