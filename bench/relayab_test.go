@@ -29,10 +29,6 @@ func TestRelayTCPAB(t *testing.T) {
 		t.Skip("TOMOE_RELAY_AB=old,new[,wireguard-go] and root")
 	}
 	parts := strings.Split(spec, ",")
-	wgBin := "/usr/bin/wireguard-go"
-	if len(parts) > 2 {
-		wgBin = parts[2]
-	}
 	repeats := 5
 	if r, err := strconv.Atoi(os.Getenv("TOMOE_RELAY_AB_REPEATS")); err == nil {
 		repeats = r
@@ -48,6 +44,23 @@ func TestRelayTCPAB(t *testing.T) {
 	removeABNamespaces() // a killed run's
 	defer removeABNamespaces()
 	defer e.Cleanup()
+	var wgBin string
+	if len(parts) > 2 {
+		wgBin = parts[2]
+	} else {
+		// The pinned version, as the bench runs it (Debian's is older).
+		root, err := moduleRoot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		version, err := goOutput(ctx, root, "list", "-m", "-f", "{{.Version}}", "golang.zx2c4.com/wireguard")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wgBin, err = installWireGuardGo(ctx, work, version); err != nil {
+			t.Fatal(err)
+		}
+	}
 	scs, wl, err := e.setupWireGuardLine(ctx, wgBin, 5)
 	if wl != nil && wl.server != nil {
 		defer wl.server.stop(5 * time.Second)
