@@ -194,7 +194,7 @@ func (c *serverConn) relayFrames(raw []byte, out *relayOut) []byte {
 		if len(raw)-p < 2+n {
 			break
 		}
-		f := raw[p+2 : p+2+n]
+		f := raw[p+2 : p+2+n : p+2+n]
 		p += 2 + n
 		if n == 0 {
 			continue
