@@ -155,8 +155,10 @@ const (
 
 	// maxRelayOut bounds the frames of one SendFrames call: a TCP read
 	// can hold more frames than the Bind's send batch (wireguard-go's
-	// StdNetBind sends at most conn.IdealBatchSize, 128, per call).
-	maxRelayOut        = 64
+	// StdNetBind sends at most conn.IdealBatchSize, 128, per call). The
+	// Bind's receive batches are no larger, so it never splits a batch
+	// relayed from UDP.
+	maxRelayOut        = 128
 	lookupRate         = 100 // per second and node
 	lookupBurst        = 200
 	maxCachedKeys      = 1 << 16
