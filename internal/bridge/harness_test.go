@@ -48,15 +48,21 @@ func (c stillTimers) NewTimer(d time.Duration) clock.Timer   { return c.timers.N
 func (c stillTimers) NewTicker(d time.Duration) clock.Ticker { return c.timers.NewTicker(d) }
 
 // udpSender is the bridge's own UDP socket; it counts SendFrames calls,
-// and shows tap (if set) every frame it sends.
+// and shows tap (if set) every frame it sends. relays (if set) takes the
+// batches of relay frames instead of the socket.
 type udpSender struct {
-	pc    *net.UDPConn
-	calls atomic.Int64
-	tap   atomic.Pointer[func(frame []byte)]
+	pc     *net.UDPConn
+	calls  atomic.Int64
+	tap    atomic.Pointer[func(frame []byte)]
+	relays atomic.Pointer[func(frames [][]byte)]
 }
 
 func (u *udpSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
 	u.calls.Add(1)
+	if r := u.relays.Load(); r != nil && len(frames) > 0 && len(frames[0]) > 0 && frames[0][0] == wire.FrameRelay {
+		(*r)(frames)
+		return nil
+	}
 	for _, f := range frames {
 		if tap := u.tap.Load(); tap != nil {
 			(*tap)(f)
@@ -80,7 +86,7 @@ func (d *discardSender) SendFrames(frames [][]byte, dst netip.AddrPort) error {
 // frames go to HandleFrames, as a node's Bind would deliver them. Its
 // clock stands still unless a test moves it.
 type srvHarness struct {
-	t      *testing.T
+	t      testing.TB
 	key    identity.PrivateKey
 	s      *Server
 	udp    *udpSender
@@ -88,7 +94,7 @@ type srvHarness struct {
 	stamps atomic.Int64  // the newest Time a node of this harness stamped
 }
 
-func newSrvHarness(t *testing.T, cfg ServerConfig) *srvHarness {
+func newSrvHarness(t testing.TB, cfg ServerConfig) *srvHarness {
 	t.Helper()
 	if cfg.Key.IsZero() {
 		cfg.Key = testKey(t)
@@ -149,7 +155,7 @@ func nextLoopback() netip.Addr {
 // srvNode is a test node talking to the bridge over UDP or TCP with the
 // plain frame functions.
 type srvNode struct {
-	t      *testing.T
+	t      testing.TB
 	key    identity.PrivateKey
 	pub    identity.PublicKey
 	shared wire.SharedKey

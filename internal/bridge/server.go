@@ -153,7 +153,12 @@ const (
 	maxPendingPerSource = 8   // TCP connections from one source (ratelimit.Source) not yet registered
 	maxFirstFrame       = 512 // a Register is smaller; the first frame of a connection
 
-	maxTCPBatch        = 64
+	// maxRelayOut bounds the frames of one SendFrames call: a TCP read
+	// can hold more frames than the Bind's send batch (wireguard-go's
+	// StdNetBind sends at most conn.IdealBatchSize, 128, per call). The
+	// Bind's receive batches are no larger, so it never splits a batch
+	// relayed from UDP.
+	maxRelayOut        = 128
 	lookupRate         = 100 // per second and node
 	lookupBurst        = 200
 	maxCachedKeys      = 1 << 16
@@ -494,7 +499,7 @@ func (s *Server) relay(f []byte, src netip.AddrPort, c *serverConn, now time.Tim
 			return
 		}
 	} else {
-		if len(out.frames) > 0 && out.dst != toUDP {
+		if len(out.frames) > 0 && (out.dst != toUDP || len(out.frames) >= maxRelayOut) {
 			s.flush(out)
 		}
 		out.dst = toUDP

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tomoe-net/tomoe/internal/bridge/wire"
@@ -25,7 +26,8 @@ type serverConn struct {
 	remote     netip.AddrPort
 	source     netip.Addr // what its slot counts against: ratelimit.Source of remote
 	br         *bufio.Reader
-	q          chan *[]byte // nil: flush and stop
+	rc         syscall.RawConn // nil if nc has no file descriptor
+	q          chan *[]byte    // nil: flush and stop
 	done       chan struct{}
 	writerDone chan struct{}
 	closeOnce  sync.Once
@@ -83,6 +85,9 @@ func (s *Server) addConn(nc net.Conn) {
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+	}
 	s.connMu.Lock()
 	// Counted per IPv6 /64, not per address: a host given a /64 has 2^64
 	// addresses to open connections from.
@@ -133,34 +138,80 @@ func (s *Server) serveConn(c *serverConn) {
 	}
 	out := s.getOut()
 	defer s.putOut(out)
+	var b *tcpBatch
+	defer func() {
+		if b != nil {
+			b.put()
+		}
+	}()
 	for {
 		c.nc.SetReadDeadline(time.Now().Add(tcpIdleTimeout))
-		// Wait for data before taking a batch buffer, so an idle
-		// connection holds none.
-		if _, err := c.br.Peek(1); err != nil {
-			return
-		}
-		b := tcpBatches.Get().(*tcpBatch)
-		err := c.readFrames(b, maxTCPBatch)
-		now := s.now()
-		for _, f := range b.frames {
-			if len(f) == 0 {
-				continue
+		var err error
+		if b == nil {
+			// Wait for data before taking a batch buffer, so an idle
+			// connection holds none; then take all the socket has.
+			if _, err := c.br.Peek(1); err != nil {
+				return
 			}
-			switch f[0] {
-			case wire.FrameRelay:
-				s.relay(f, c.remote, c, now, out)
-			case wire.FrameControl:
-				s.control(f, c.remote, c, now)
-			}
+			b = tcpBatches.Get().(*tcpBatch)
+			n, _ := c.br.Read(b.raw[:cap(b.raw)]) // what br holds
+			b.raw = b.raw[:n]
+			b.raw = b.raw[:n+c.readAvailable(b.raw[n:cap(b.raw)])]
+		} else {
+			// A frame is incomplete: wait for the rest (and take what
+			// else has come).
+			var n int
+			n, err = c.br.Read(b.raw[len(b.raw):cap(b.raw)])
+			b.raw = b.raw[:len(b.raw)+n]
 		}
+		rest := c.relayFrames(b.raw, out)
 		s.flush(out)
-		b.reset()
-		tcpBatches.Put(b)
+		if len(rest) == 0 {
+			b.put()
+			b = nil
+		} else {
+			b.raw = b.raw[:copy(b.raw, rest)]
+		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// relayFrames handles the complete frames at the start of raw (each with
+// its two-byte length) and returns the incomplete rest. Relay frames for
+// UDP nodes collect in out, still in raw: each is moved down against the
+// one before it in out, over the lengths and the frames not sent, so that
+// a send batch lies back to back, and each frame's capacity runs on over
+// those after it. A GSO send (wireguard-go's StdNetBind appends a batch's
+// datagrams to its first) then coalesces them without moving a byte.
+func (c *serverConn) relayFrames(raw []byte, out *relayOut) []byte {
+	s := c.s
+	now := s.now()
+	w, p := 0, 0 // where the next relay frame goes; what is read
+	for len(raw)-p >= 2 {
+		n := int(binary.BigEndian.Uint16(raw[p:]))
+		if len(raw)-p < 2+n {
+			break
+		}
+		f := raw[p+2 : p+2+n : p+2+n]
+		p += 2 + n
+		if n == 0 {
+			continue
+		}
+		switch f[0] {
+		case wire.FrameRelay:
+			g := raw[w : w+n : len(raw)]
+			copy(g, f)
+			s.relay(g, c.remote, c, now, out)
+			if k := len(out.frames); k > 0 && &out.frames[k-1][0] == &g[0] {
+				w += n // in out: keep it
+			}
+		case wire.FrameControl:
+			s.control(f, c.remote, c, now)
+		}
+	}
+	return raw[p:]
 }
 
 // dropConn removes c's registration if it is still on c, and closes c.
@@ -177,46 +228,20 @@ func (s *Server) dropConn(c *serverConn) {
 	s.connMu.Unlock()
 }
 
-// tcpBatch holds the frames read from a connection in one go.
+// tcpBatch holds the bytes read from a connection in one go: complete
+// frames, each with its length, and perhaps the start of another. It holds
+// any frame whole, so a frame it cannot complete is one still arriving.
 type tcpBatch struct {
-	buf    []byte
-	frames [][]byte
+	raw []byte
 }
 
 var tcpBatches = sync.Pool{New: func() any {
-	return &tcpBatch{buf: make([]byte, 0, 2*wire.MaxFrame), frames: make([][]byte, 0, maxTCPBatch)}
+	return &tcpBatch{raw: make([]byte, 0, 2*(2+wire.MaxFrame))}
 }}
 
-func (b *tcpBatch) reset() {
-	clear(b.frames)
-	b.buf, b.frames = b.buf[:0], b.frames[:0]
-}
-
-// readFrames reads one frame, waiting for it, and then up to max-1 more
-// that are already buffered.
-func (c *serverConn) readFrames(b *tcpBatch, max int) error {
-	for len(b.frames) < max {
-		if len(b.frames) > 0 && c.br.Buffered() < 2 {
-			return nil
-		}
-		hdr, err := c.br.Peek(2)
-		if err != nil {
-			return err
-		}
-		n := int(binary.BigEndian.Uint16(hdr))
-		if len(b.frames) > 0 && (c.br.Buffered() < 2+n || len(b.buf)+n > cap(b.buf)) {
-			return nil
-		}
-		c.br.Discard(2)
-		start := len(b.buf)
-		b.buf = b.buf[:start+n]
-		if _, err := io.ReadFull(c.br, b.buf[start:]); err != nil {
-			b.buf = b.buf[:start]
-			return err
-		}
-		b.frames = append(b.frames, b.buf[start:start+n:start+n])
-	}
-	return nil
+func (b *tcpBatch) put() {
+	b.raw = b.raw[:0]
+	tcpBatches.Put(b)
 }
 
 // enqueue copies f onto c's send queue; false if the queue is full or c
