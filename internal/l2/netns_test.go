@@ -455,3 +455,29 @@ func fdbMaxLearned(t *testing.T, bridge string) uint32 {
 	t.Fatalf("%s: no fdb_max_learned", bridge)
 	return 0
 }
+
+// TestStaleSegmentAfterCrash: after a crash (no Close), a restart whose
+// config no longer has the segment leaves none of its devices: a stale
+// VXLAN device has no nftables rule any more (the table is replaced), so
+// anyone who reaches UDP 4789 on any address of the host could put
+// frames on it, and a stale bridge keeps an attached port.
+func TestStaleSegmentAfterCrash(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	members := addrs(a, b)
+	old := Plan("old", "tomoe-old", a.addr, members, netip.Addr{}, "lan0", 1400)
+	var err error
+	a.node.Do(func() { _, err = Start(Config{TUN: "eth0", Segments: []Segment{old}}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The process dies: no Close. The next run has another segment only.
+	a.start(t, Plan("new", "tomoe-new", a.addr, members, netip.Addr{}, "", 1400))
+	out := a.node.Run("ip", "-d", "-o", "link", "show")
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "alias tomoe l2 old") || strings.Contains(l, "master tomoe-old") {
+			t.Errorf("left by the crashed run and still there: %s", strings.Join(strings.Fields(l)[:2], " "))
+		}
+	}
+}
