@@ -197,3 +197,69 @@ func TestAttachRefused(t *testing.T) {
 		t.Errorf("the running segment after refused updates: %+v", st)
 	}
 }
+
+// TestSTPRootFromOverlay: a member with no attached port (b) sends
+// configuration BPDUs claiming the best bridge ID there is (priority 0)
+// into the segment. a, which attaches a LAN, should not make a remote
+// member the root of its spanning tree: it would then announce that root
+// on its attached LAN, whose switches (running STP with the usual
+// priority 32768) would re-root their own tree towards it, and b could
+// re-shape or, stopping and starting, repeatedly re-converge (black-hole
+// for the forward delays) the attached LAN's topology.
+func TestSTPRootFromOverlay(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	members := addrs(a, b)
+	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan0", 1400))
+	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "", 1400))
+	testnet.WaitFor(t, waitTime, "a's way into the overlay forwards", func() bool { return a.status(t).OverlayState == "forwarding" })
+
+	forged := []byte{0x02, 0, 0, 0, 0, 0x01}
+	bpdu := make([]byte, 60)
+	copy(bpdu[0:6], []byte{0x01, 0x80, 0xc2, 0, 0, 0})
+	copy(bpdu[6:12], forged)
+	binary.BigEndian.PutUint16(bpdu[12:14], 38) // 802.3 length: LLC and a configuration BPDU
+	copy(bpdu[14:17], []byte{0x42, 0x42, 0x03})
+	c := bpdu[17:]
+	// protocol 0, version 0, type 0 (configuration), flags 0
+	copy(c[5:13], append([]byte{0, 0}, forged...))  // root: priority 0
+	copy(c[17:25], append([]byte{0, 0}, forged...)) // bridge: the same
+	binary.BigEndian.PutUint16(c[25:27], 0x8001)    // port
+	binary.BigEndian.PutUint16(c[29:31], 20*256)    // max age
+	binary.BigEndian.PutUint16(c[31:33], 2*256)     // hello
+	binary.BigEndian.PutUint16(c[33:35], 15*256)    // forward delay
+
+	rx := func() uint64 { return a.status(t).Members[0].Counters.RxFrames }
+	before := rx()
+	testnet.WaitFor(t, 10*time.Second, "b's forged BPDUs reach a's bridge", func() bool {
+		sendRaw(t, b.node.Netns, "tomoe-l2", bpdu)
+		return rx() >= before+3
+	})
+	out := a.node.Run("ip", "-d", "link", "show", "dev", "tomoe-l2")
+	if !strings.Contains(out, " root_port 0 ") {
+		t.Errorf("a's bridge took its root through the overlay from b, which has no attached port (its bridge runs no STP): the BPDUs were forged, and a announces that root on its attached LAN")
+	}
+	if !strings.Contains(out, " forward_delay 200 ") || !strings.Contains(out, " max_age 600 ") {
+		t.Errorf("a's bridge took the forged BPDUs' timers (forward delay 15 s, max age 20 s; a member may send up to 255 s):\n%s", out)
+	}
+}
+
+// sendRaw sends frame out of ifname in ns.
+func sendRaw(t *testing.T, ns *testnet.Netns, ifname string, frame []byte) {
+	t.Helper()
+	ns.Do(func() {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
