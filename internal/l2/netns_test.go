@@ -481,3 +481,30 @@ func TestStaleSegmentAfterCrash(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachRenamedReleasesOnlyItsOwn: the attached port is renamed while
+// the segment runs, and another interface (a port of another bridge, up)
+// takes its old name. Stopping the segment gives back the port it
+// attached, and leaves the other interface alone: still in its bridge,
+// still up.
+func TestAttachRenamedReleasesOnlyItsOwn(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	a.node.Run("ip", "link", "add", "d2", "type", "veth", "peer", "name", "d2p")
+	a.node.Run("ip", "link", "add", "br9", "type", "bridge")
+	a.node.Run("ip", "link", "add", "x1", "type", "veth", "peer", "name", "x1p")
+	a.node.Run("ip", "link", "set", "x1", "master", "br9")
+	a.node.Run("ip", "link", "set", "x1", "up")
+	a.start(t, Plan("office", "tomoe-l2", a.addr, addrs(a, b), netip.Addr{}, "d2", 1400))
+	a.node.Run("ip", "link", "set", "d2", "name", "d2renamed")
+	a.node.Run("ip", "link", "set", "x1", "name", "d2")
+	a.stop(t)
+	out := a.node.Run("ip", "link", "show", "dev", "d2")
+	if !strings.Contains(out, "master br9") || !strings.Contains(out, ",UP") {
+		t.Errorf("stopping the segment took another interface, which now has the attached port's old name, out of its bridge or down:\n%s", out)
+	}
+	if out := a.node.Run("ip", "link", "show", "dev", "d2renamed"); strings.Contains(out, "master") {
+		t.Errorf("the attached port (renamed) was not given back:\n%s", out)
+	}
+}
