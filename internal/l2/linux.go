@@ -44,6 +44,7 @@ type segment struct {
 // it back as it was.
 type attached struct {
 	name   string
+	index  int // the port is found by index: it may have been renamed
 	master int
 	up     bool
 }
@@ -278,7 +279,7 @@ func (m *Manager) create(s Segment) (*segment, error) {
 		if err != nil {
 			return fail("attach = %q: %w", s.Attach, err)
 		}
-		seg.attach = &attached{name: s.Attach, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
+		seg.attach = &attached{name: s.Attach, index: l.Attrs().Index, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
 		if err := netlink.LinkSetMasterByIndex(l, bl.Attrs().Index); err != nil {
 			return fail("attach = %q: %w", s.Attach, err)
 		}
@@ -340,8 +341,10 @@ func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
 
 func (s *segment) remove() []error {
 	var errs []error
-	if s.attach != nil {
-		if l, err := netlink.LinkByName(s.attach.name); err == nil {
+	// The attached port by index, and only while it is still a port of
+	// this bridge: renamed, its old name may be another interface's.
+	if s.attach != nil && s.bridge != nil {
+		if l, err := netlink.LinkByIndex(s.attach.index); err == nil && l.Attrs().MasterIndex == s.bridge.Attrs().Index {
 			if err := netlink.LinkSetNoMaster(l); err != nil {
 				errs = append(errs, fmt.Errorf("l2: release %s: %w", s.attach.name, err))
 			}
