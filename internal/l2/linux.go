@@ -60,6 +60,9 @@ func Start(cfg Config) (*Manager, error) {
 	if err := checkVNIs(cfg.Segments); err != nil {
 		return nil, err
 	}
+	if err := sweep(); err != nil {
+		return nil, err
+	}
 	for _, s := range cfg.Segments {
 		seg, err := m.create(s)
 		if seg != nil {
@@ -207,6 +210,33 @@ func (s *segment) retunnel(n Segment, tunIndex int) []error {
 	}
 	s.Segment = n
 	return errs
+}
+
+// sweep deletes every interface a crashed run of this package left
+// (marked by the alias), whether or not a segment of this run has its
+// name: a stale VXLAN tunnel has no nftables rule any more (the tables
+// are replaced), so anyone reaching UDP 4789 on any address of the host
+// could put frames on it, and a stale bridge keeps an attached port.
+func sweep() error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("l2: list interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if len(a.Alias) < len(aliasPrefix) || a.Alias[:len(aliasPrefix)] != aliasPrefix {
+			continue
+		}
+		// One end of a veth pair goes with the other.
+		if _, err := netlink.LinkByIndex(a.Index); err != nil {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("l2: delete %s left by an earlier run: %w", a.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // removeStale deletes name if this package made it in an earlier run; it
