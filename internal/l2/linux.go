@@ -63,6 +63,13 @@ func Start(cfg Config) (*Manager, error) {
 	if err := sweep(); err != nil {
 		return nil, err
 	}
+	// The rules before the tunnels: no tunnel's VXLAN ID is ever without
+	// them (the kernel's VXLAN socket takes packets from anyone).
+	fw, err := installRules(cfg.TUN, cfg.Segments)
+	if err != nil {
+		return nil, err
+	}
+	m.fw = fw
 	for _, s := range cfg.Segments {
 		seg, err := m.create(s)
 		if seg != nil {
@@ -73,12 +80,6 @@ func Start(cfg Config) (*Manager, error) {
 			return nil, err
 		}
 	}
-	fw, err := installRules(cfg.TUN, cfg.Segments)
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	m.fw = fw
 	return m, nil
 }
 
@@ -100,7 +101,9 @@ func checkVNIs(segs []Segment) error {
 // bridge, attached port, role, MTU and limits are unchanged keeps its
 // bridge (and what it learned), gaining and losing tunnels; any other is
 // made anew; segments no longer in segs go. The nftables rules are
-// replaced in one step at the end, after the tunnels that went are gone.
+// replaced twice, each in one step: first by those of the running and the
+// new tunnels together, then, after the tunnels that went are gone, by
+// the new ones'.
 func (m *Manager) Update(segs []Segment) error {
 	if err := checkVNIs(segs); err != nil {
 		return err
@@ -110,6 +113,21 @@ func (m *Manager) Update(segs []Segment) error {
 	if m.closed {
 		return errors.New("l2: closed")
 	}
+	// First the rules of the running tunnels and of the new ones
+	// together, so that no tunnel, coming or going, is without its rule
+	// while the devices change; the new ones alone at the end.
+	union := slices.Clone(segs)
+	for _, s := range m.segs {
+		union = append(union, s.Segment)
+	}
+	fw, err := installRules(m.tun, union)
+	if err != nil {
+		return err
+	}
+	if m.fw != nil {
+		m.fw.conn.CloseLasting()
+	}
+	m.fw = fw
 	var errs []error
 	old := map[string]*segment{}
 	for _, s := range m.segs {
@@ -147,7 +165,7 @@ func (m *Manager) Update(segs []Segment) error {
 	for _, s := range kept {
 		now = append(now, s.Segment)
 	}
-	fw, err := installRules(m.tun, now)
+	fw, err = installRules(m.tun, now)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
@@ -418,13 +436,14 @@ func (m *Manager) Close() error {
 	}
 	m.closed = true
 	var errs []error
+	// The tunnels before their rules.
+	for _, s := range m.segs {
+		errs = append(errs, s.remove()...)
+	}
 	if m.fw != nil {
 		if err := m.fw.close(); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	for _, s := range m.segs {
-		errs = append(errs, s.remove()...)
 	}
 	return errors.Join(errs...)
 }
