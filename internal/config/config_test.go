@@ -380,6 +380,12 @@ func TestL2Config(t *testing.T) {
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nattach = \"l2-p\"\n[[l2]]\nname = \"p\"\ninterface = \"l2-p\"\nmembers = [\"fc00::1\"]\n", "l2[0].attach"},
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n[[l2]]\nname = \"p\"\nmembers = [\"fc00::1\"]\n", "l2[1].interface"},
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"tomoe0\"\n", "also tun.name"},
+		// internal/l2 names its tunnels l2vXXXXXX (the VXLAN ID), inner
+		// bridges l2iXXXXXX and veths l2pXXXXXX, l2qXXXXXX, and deletes
+		// an interface of that name it finds marked as tomoe's: a bridge
+		// so named would be deleted by another segment's tunnel.
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"l2v00abcd\"\n", "l2[0].interface"},
+		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\ninterface = \"l2i1d607b\"\n", "l2[0].interface"},
 		{"[tun]\nmode = \"userspace\"\n[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\n", "needs tun.mode = \"kernel\""},
 		{"[[l2]]\nname = \"o\"\nmembers = [\"fc00::1\"]\nattach = \"tomoe-l2\"\n", "l2[0].attach"},
 		{"[[l2]]\nname = \"o\"\nmembers = \"fc00::1\"\n", "l2[0].members"},

@@ -108,6 +108,8 @@ func (c *Config) validateL2(bad func(key, format string, args ...any)) {
 		br := s.BridgeName()
 		if err := validInterfaceName(br); err != nil {
 			bad(key+".interface", "%v", err)
+		} else if l2DeviceName(br) {
+			bad(key+".interface", "%q is named as tomoe's tunnels (l2v), inner bridges (l2i) and veths (l2p, l2q) are, with 6 hex digits: choose another name", br)
 		} else if other, dup := ifaces[br]; dup {
 			bad(key+".interface", "%q is also %s: give each segment its own bridge, e.g. interface = \"l2-%s\"", br, other, s.Name)
 		} else {
@@ -154,6 +156,20 @@ func CheckL2Member(m policy.Identity) error {
 		return fmt.Errorf("\"*\": a segment's members must be named (a key, an address, group:ORG/GROUP, org:ORG or name:GLOB): with \"*\" any node that reaches this one could put its frames on the segment and see every broadcast of it")
 	}
 	return fmt.Errorf("%s: give a node's public key (base64) or address (fc..), group:ORG/GROUP, org:ORG or name:GLOB", m)
+}
+
+// l2DeviceName reports whether n is of the form of internal/l2's own
+// interface names: l2v, l2i, l2p or l2q and 6 hex digits.
+func l2DeviceName(n string) bool {
+	if len(n) != 9 || !strings.HasPrefix(n, "l2") || !strings.ContainsRune("vipq", rune(n[2])) {
+		return false
+	}
+	for _, c := range n[3:] {
+		if !strings.ContainsRune("0123456789abcdef", c) {
+			return false
+		}
+	}
+	return true
 }
 
 func checkSegmentName(n string) error {

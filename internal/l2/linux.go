@@ -44,6 +44,7 @@ type segment struct {
 // it back as it was.
 type attached struct {
 	name   string
+	index  int // the port is found by index: it may have been renamed
 	master int
 	up     bool
 }
@@ -59,6 +60,16 @@ func Start(cfg Config) (*Manager, error) {
 	if err := checkVNIs(cfg.Segments); err != nil {
 		return nil, err
 	}
+	if err := sweep(); err != nil {
+		return nil, err
+	}
+	// The rules before the tunnels: no tunnel's VXLAN ID is ever without
+	// them (the kernel's VXLAN socket takes packets from anyone).
+	fw, err := installRules(cfg.TUN, cfg.Segments)
+	if err != nil {
+		return nil, err
+	}
+	m.fw = fw
 	for _, s := range cfg.Segments {
 		seg, err := m.create(s)
 		if seg != nil {
@@ -69,12 +80,6 @@ func Start(cfg Config) (*Manager, error) {
 			return nil, err
 		}
 	}
-	fw, err := installRules(cfg.TUN, cfg.Segments)
-	if err != nil {
-		m.Close()
-		return nil, err
-	}
-	m.fw = fw
 	return m, nil
 }
 
@@ -96,7 +101,9 @@ func checkVNIs(segs []Segment) error {
 // bridge, attached port, role, MTU and limits are unchanged keeps its
 // bridge (and what it learned), gaining and losing tunnels; any other is
 // made anew; segments no longer in segs go. The nftables rules are
-// replaced in one step at the end, after the tunnels that went are gone.
+// replaced twice, each in one step: first by those of the running and the
+// new tunnels together, then, after the tunnels that went are gone, by
+// the new ones'.
 func (m *Manager) Update(segs []Segment) error {
 	if err := checkVNIs(segs); err != nil {
 		return err
@@ -106,6 +113,21 @@ func (m *Manager) Update(segs []Segment) error {
 	if m.closed {
 		return errors.New("l2: closed")
 	}
+	// First the rules of the running tunnels and of the new ones
+	// together, so that no tunnel, coming or going, is without its rule
+	// while the devices change; the new ones alone at the end.
+	union := slices.Clone(segs)
+	for _, s := range m.segs {
+		union = append(union, s.Segment)
+	}
+	fw, err := installRules(m.tun, union)
+	if err != nil {
+		return err
+	}
+	if m.fw != nil {
+		m.fw.conn.CloseLasting()
+	}
+	m.fw = fw
 	var errs []error
 	old := map[string]*segment{}
 	for _, s := range m.segs {
@@ -143,7 +165,7 @@ func (m *Manager) Update(segs []Segment) error {
 	for _, s := range kept {
 		now = append(now, s.Segment)
 	}
-	fw, err := installRules(m.tun, now)
+	fw, err = installRules(m.tun, now)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
@@ -206,6 +228,33 @@ func (s *segment) retunnel(n Segment, tunIndex int) []error {
 	}
 	s.Segment = n
 	return errs
+}
+
+// sweep deletes every interface a crashed run of this package left
+// (marked by the alias), whether or not a segment of this run has its
+// name: a stale VXLAN tunnel has no nftables rule any more (the tables
+// are replaced), so anyone reaching UDP 4789 on any address of the host
+// could put frames on it, and a stale bridge keeps an attached port.
+func sweep() error {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("l2: list interfaces: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		a := l.Attrs()
+		if len(a.Alias) < len(aliasPrefix) || a.Alias[:len(aliasPrefix)] != aliasPrefix {
+			continue
+		}
+		// One end of a veth pair goes with the other.
+		if _, err := netlink.LinkByIndex(a.Index); err != nil {
+			continue
+		}
+		if err := netlink.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			errs = append(errs, fmt.Errorf("l2: delete %s left by an earlier run: %w", a.Name, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // removeStale deletes name if this package made it in an earlier run; it
@@ -278,7 +327,7 @@ func (m *Manager) create(s Segment) (*segment, error) {
 		if err != nil {
 			return fail("attach = %q: %w", s.Attach, err)
 		}
-		seg.attach = &attached{name: s.Attach, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
+		seg.attach = &attached{name: s.Attach, index: l.Attrs().Index, master: l.Attrs().MasterIndex, up: l.Attrs().Flags&net.FlagUp != 0}
 		if err := netlink.LinkSetMasterByIndex(l, bl.Attrs().Index); err != nil {
 			return fail("attach = %q: %w", s.Attach, err)
 		}
@@ -340,8 +389,10 @@ func (s *segment) addTunnel(t Tunnel, tunIndex int) error {
 
 func (s *segment) remove() []error {
 	var errs []error
-	if s.attach != nil {
-		if l, err := netlink.LinkByName(s.attach.name); err == nil {
+	// The attached port by index, and only while it is still a port of
+	// this bridge: renamed, its old name may be another interface's.
+	if s.attach != nil && s.bridge != nil {
+		if l, err := netlink.LinkByIndex(s.attach.index); err == nil && l.Attrs().MasterIndex == s.bridge.Attrs().Index {
 			if err := netlink.LinkSetNoMaster(l); err != nil {
 				errs = append(errs, fmt.Errorf("l2: release %s: %w", s.attach.name, err))
 			}
@@ -385,13 +436,14 @@ func (m *Manager) Close() error {
 	}
 	m.closed = true
 	var errs []error
+	// The tunnels before their rules.
+	for _, s := range m.segs {
+		errs = append(errs, s.remove()...)
+	}
 	if m.fw != nil {
 		if err := m.fw.close(); err != nil {
 			errs = append(errs, err)
 		}
-	}
-	for _, s := range m.segs {
-		errs = append(errs, s.remove()...)
 	}
 	return errors.Join(errs...)
 }

@@ -197,3 +197,148 @@ func TestAttachRefused(t *testing.T) {
 		t.Errorf("the running segment after refused updates: %+v", st)
 	}
 }
+
+// TestSTPRootFromOverlay: a member with no attached port (b) sends
+// configuration BPDUs claiming the best bridge ID there is (priority 0)
+// into the segment. a, which attaches a LAN, should not make a remote
+// member the root of its spanning tree: it would then announce that root
+// on its attached LAN, whose switches (running STP with the usual
+// priority 32768) would re-root their own tree towards it, and b could
+// re-shape or, stopping and starting, repeatedly re-converge (black-hole
+// for the forward delays) the attached LAN's topology.
+func TestSTPRootFromOverlay(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	members := addrs(a, b)
+	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan0", 1400))
+	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "", 1400))
+	testnet.WaitFor(t, waitTime, "a's way into the overlay forwards", func() bool { return a.status(t).OverlayState == "forwarding" })
+
+	forged := []byte{0x02, 0, 0, 0, 0, 0x01}
+	bpdu := make([]byte, 60)
+	copy(bpdu[0:6], []byte{0x01, 0x80, 0xc2, 0, 0, 0})
+	copy(bpdu[6:12], forged)
+	binary.BigEndian.PutUint16(bpdu[12:14], 38) // 802.3 length: LLC and a configuration BPDU
+	copy(bpdu[14:17], []byte{0x42, 0x42, 0x03})
+	c := bpdu[17:]
+	// protocol 0, version 0, type 0 (configuration), flags 0
+	copy(c[5:13], append([]byte{0, 0}, forged...))  // root: priority 0
+	copy(c[17:25], append([]byte{0, 0}, forged...)) // bridge: the same
+	binary.BigEndian.PutUint16(c[25:27], 0x8001)    // port
+	binary.BigEndian.PutUint16(c[29:31], 20*256)    // max age
+	binary.BigEndian.PutUint16(c[31:33], 2*256)     // hello
+	binary.BigEndian.PutUint16(c[33:35], 15*256)    // forward delay
+
+	rx := func() uint64 { return a.status(t).Members[0].Counters.RxFrames }
+	before := rx()
+	testnet.WaitFor(t, 10*time.Second, "b's forged BPDUs reach a's bridge", func() bool {
+		sendRaw(t, b.node.Netns, "tomoe-l2", bpdu)
+		return rx() >= before+3
+	})
+	out := a.node.Run("ip", "-d", "link", "show", "dev", "tomoe-l2")
+	if !strings.Contains(out, " root_port 0 ") {
+		t.Errorf("a's bridge took its root through the overlay from b, which has no attached port (its bridge runs no STP): the BPDUs were forged, and a announces that root on its attached LAN")
+	}
+	if !strings.Contains(out, " forward_delay 200 ") || !strings.Contains(out, " max_age 600 ") {
+		t.Errorf("a's bridge took the forged BPDUs' timers (forward delay 15 s, max age 20 s; a member may send up to 255 s):\n%s", out)
+	}
+}
+
+// sendRaw sends frame out of ifname in ns.
+func sendRaw(t *testing.T, ns *testnet.Netns, ifname string, frame []byte) {
+	t.Helper()
+	ns.Do(func() {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// configBPDU is an 802.1D configuration BPDU from bridge (a MAC) claiming
+// to be the root with priority 0, with timers in seconds.
+func configBPDU(bridge []byte, maxAge, hello, fwd uint16) []byte {
+	f := make([]byte, 60)
+	copy(f[0:6], []byte{0x01, 0x80, 0xc2, 0, 0, 0})
+	copy(f[6:12], bridge)
+	binary.BigEndian.PutUint16(f[12:14], 38)
+	copy(f[14:17], []byte{0x42, 0x42, 0x03})
+	c := f[17:]
+	copy(c[5:13], append([]byte{0, 0}, bridge...))
+	copy(c[17:25], append([]byte{0, 0}, bridge...))
+	binary.BigEndian.PutUint16(c[25:27], 0x8001)
+	binary.BigEndian.PutUint16(c[29:31], maxAge*256)
+	binary.BigEndian.PutUint16(c[31:33], hello*256)
+	binary.BigEndian.PutUint16(c[33:35], fwd*256)
+	return f
+}
+
+// TestSTPLoopForgedByMember: as in TestSegmentLoopThroughLAN, a and b
+// attach one LAN and the spanning tree blocks one side of the ring. A
+// third member, c, sends forged BPDUs (root priority 0) through its
+// tunnel to a only. a takes its root through the overlay and announces it
+// on the LAN; b then takes its root through the LAN, and, hearing no
+// better BPDU on the overlay (a sends none on its root port, c's went to
+// a only), makes itself designated there: every port forwards, and the
+// ring is closed by one member's forged frames.
+func TestSTPLoopForgedByMember(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b", "c")
+	a, b, c := s["a"], s["b"], s["c"]
+	shared := testnet.NewNetns(t, "shared")
+	shared.Run("ip", "link", "add", "sw", "type", "bridge", "stp_state", "0")
+	shared.Run("ip", "link", "set", "sw", "up")
+	lanHost := testnet.NewNetns(t, "lanhost")
+	lanHost.Veth("eth0", shared, "ph")
+	shared.Run("ip", "link", "set", "ph", "master", "sw")
+	for _, x := range []*site{a, b} {
+		x.node.Veth("lan1", shared, "p"+x.node.Name)
+		shared.Run("ip", "link", "set", "p"+x.node.Name, "master", "sw")
+	}
+	members := addrs(a, b, c)
+	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan1", 1400))
+	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "lan1", 1400))
+	c.start(t, Plan("office", "tomoe-l2", c.addr, members, netip.Addr{}, "", 1400))
+	testnet.WaitFor(t, 30*time.Second, "the spanning tree blocks one side of the ring", func() bool {
+		sa, sb := a.status(t), b.status(t)
+		return strings.Contains(sa.AttachState+sa.OverlayState+sb.AttachState+sb.OverlayState, "blocking")
+	})
+	var toA string
+	for _, m := range c.status(t).Members {
+		if m.Address == a.addr {
+			toA = m.Device
+		}
+	}
+	bpdu := configBPDU([]byte{0x02, 0, 0, 0, 0, 0x01}, 6, 1, 2)
+	forwarding := func() bool {
+		sa, sb := a.status(t), b.status(t)
+		for _, p := range []string{sa.AttachState, sa.OverlayState, sb.AttachState, sb.OverlayState} {
+			if p != "forwarding" {
+				return false
+			}
+		}
+		return true
+	}
+	// The property: c's frames do not open the ring. c sends a BPDU each
+	// hello (1 s, its own timer, not a wait) for as long as the spanning
+	// tree needs to act on them (c's max age and twice its forward delay,
+	// and a margin): a and b must not both forward all the while.
+	hello := time.NewTicker(time.Second)
+	defer hello.Stop()
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end) && !forwarding(); <-hello.C {
+		sendRaw(t, c.node.Netns, toA, bpdu)
+	}
+	if forwarding() {
+		n := echoes(t, lanHost, "eth0", 3*time.Second)
+		t.Errorf("c's forged BPDUs (to a only) put every port of a and b forwarding: the ring through the LAN is closed; one broadcast came back %d times in 3 s", n)
+	}
+}

@@ -455,3 +455,56 @@ func fdbMaxLearned(t *testing.T, bridge string) uint32 {
 	t.Fatalf("%s: no fdb_max_learned", bridge)
 	return 0
 }
+
+// TestStaleSegmentAfterCrash: after a crash (no Close), a restart whose
+// config no longer has the segment leaves none of its devices: a stale
+// VXLAN device has no nftables rule any more (the table is replaced), so
+// anyone who reaches UDP 4789 on any address of the host could put
+// frames on it, and a stale bridge keeps an attached port.
+func TestStaleSegmentAfterCrash(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	members := addrs(a, b)
+	old := Plan("old", "tomoe-old", a.addr, members, netip.Addr{}, "lan0", 1400)
+	var err error
+	a.node.Do(func() { _, err = Start(Config{TUN: "eth0", Segments: []Segment{old}}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The process dies: no Close. The next run has another segment only.
+	a.start(t, Plan("new", "tomoe-new", a.addr, members, netip.Addr{}, "", 1400))
+	out := a.node.Run("ip", "-d", "-o", "link", "show")
+	for _, l := range strings.Split(out, "\n") {
+		if strings.Contains(l, "alias tomoe l2 old") || strings.Contains(l, "master tomoe-old") {
+			t.Errorf("left by the crashed run and still there: %s", strings.Join(strings.Fields(l)[:2], " "))
+		}
+	}
+}
+
+// TestAttachRenamedReleasesOnlyItsOwn: the attached port is renamed while
+// the segment runs, and another interface (a port of another bridge, up)
+// takes its old name. Stopping the segment gives back the port it
+// attached, and leaves the other interface alone: still in its bridge,
+// still up.
+func TestAttachRenamedReleasesOnlyItsOwn(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b")
+	a, b := s["a"], s["b"]
+	a.node.Run("ip", "link", "add", "d2", "type", "veth", "peer", "name", "d2p")
+	a.node.Run("ip", "link", "add", "br9", "type", "bridge")
+	a.node.Run("ip", "link", "add", "x1", "type", "veth", "peer", "name", "x1p")
+	a.node.Run("ip", "link", "set", "x1", "master", "br9")
+	a.node.Run("ip", "link", "set", "x1", "up")
+	a.start(t, Plan("office", "tomoe-l2", a.addr, addrs(a, b), netip.Addr{}, "d2", 1400))
+	a.node.Run("ip", "link", "set", "d2", "name", "d2renamed")
+	a.node.Run("ip", "link", "set", "x1", "name", "d2")
+	a.stop(t)
+	out := a.node.Run("ip", "link", "show", "dev", "d2")
+	if !strings.Contains(out, "master br9") || !strings.Contains(out, ",UP") {
+		t.Errorf("stopping the segment took another interface, which now has the attached port's old name, out of its bridge or down:\n%s", out)
+	}
+	if out := a.node.Run("ip", "link", "show", "dev", "d2renamed"); strings.Contains(out, "master") {
+		t.Errorf("the attached port (renamed) was not given back:\n%s", out)
+	}
+}

@@ -53,7 +53,9 @@ type l2Plan struct {
 // member does not take an old one's tunnel.
 func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, prev *l2Plan) *l2Plan {
 	p := &l2Plan{matched: map[string]map[netip.Addr][]string{}, certNames: map[netip.Addr][]string{}, certEntries: map[string][]string{}}
-	vnis := map[uint32]netip.Addr{}
+	// By segment: the members named by key (or the hub), and the far
+	// ends of the running tunnels.
+	var keyed, held []map[netip.Addr]bool
 	for _, s := range segs {
 		matched := map[netip.Addr][]string{}
 		var members []netip.Addr
@@ -123,32 +125,62 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 		}
 		seg := l2.Plan(s.Name, s.BridgeName(), self, members, s.Hub.Addr, s.Attach, tunMTU)
 		seg.MaxMACs, seg.BroadcastPPS = s.MACs(), s.Broadcasts()
-		// Two tunnels with one VXLAN ID (1 in 2^24 a pair, or a member
-		// that ground its key for it) cannot both exist: the later one
-		// is left out, rather than the whole change refused.
-		kept := seg.Remotes[:0:0]
-		for _, r := range seg.Remotes {
-			v := l2.VNI(seg.Name, self, r)
-			if other, dup := vnis[v]; dup {
-				p.clashes = append(p.clashes, fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", s.Name, r, other))
-				seg.LeftOut++
-				continue
-			}
-			vnis[v] = r
-			kept = append(kept, r)
-		}
-		seg.Remotes = kept
 		if hubHere {
 			matched = map[netip.Addr][]string{s.Hub.Addr: {"hub " + s.Hub.String()}}
 			byKey[s.Hub.Addr] = true
 		}
+		keyed = append(keyed, byKey)
+		held = append(held, had)
+		p.matched[s.Name] = matched
+		p.segs = append(p.segs, seg)
+	}
+	// Two tunnels with one VXLAN ID (1 in 2^24 a pair, or a member that
+	// ground its key for it) cannot both exist: one is left out, rather
+	// than the whole change refused. Across every segment, a tunnel to a
+	// member named by key (or the hub) goes first, then one that runs
+	// already, then the rest in order: a certificate member of one
+	// segment cannot take the VXLAN ID of a running tunnel, or of a
+	// member named by key, of another.
+	vnis := map[uint32]netip.Addr{}
+	out := make([]map[netip.Addr]bool, len(p.segs))
+	for rank := 0; rank < 3; rank++ {
+		for i := range p.segs {
+			seg := &p.segs[i]
+			if out[i] == nil {
+				out[i] = map[netip.Addr]bool{}
+			}
+			for _, r := range seg.Remotes {
+				switch {
+				case keyed[i][r]:
+					if rank != 0 {
+						continue
+					}
+				case held[i][r]:
+					if rank != 1 {
+						continue
+					}
+				case rank != 2:
+					continue
+				}
+				v := l2.VNI(seg.Name, self, r)
+				if other, dup := vnis[v]; dup {
+					p.clashes = append(p.clashes, fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", seg.Name, r, other))
+					seg.LeftOut++
+					out[i][r] = true
+					continue
+				}
+				vnis[v] = r
+			}
+		}
+	}
+	for i := range p.segs {
+		seg := &p.segs[i]
+		seg.Remotes = slices.DeleteFunc(seg.Remotes, func(r netip.Addr) bool { return out[i][r] })
 		for _, r := range seg.Remotes {
-			if byKey[r] {
+			if keyed[i][r] {
 				p.rules = append(p.rules, policy.Rule{From: policy.Identity{Kind: policy.KindNode, Addr: r}, Proto: policy.ProtoL2, To: policy.Dest{Kind: policy.DestSelf}})
 			}
 		}
-		p.matched[s.Name] = matched
-		p.segs = append(p.segs, seg)
 	}
 	return p
 }

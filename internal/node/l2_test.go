@@ -129,3 +129,69 @@ func TestPlanL2VNIClash(t *testing.T) {
 		}
 	}
 }
+
+// vniClash finds a in the 0x1:... range and b in the 0x2:... range of
+// fc00::/16 with VNI(segA, self, a) == VNI(segB, self, b) (a birthday
+// search: a few thousand addresses each).
+func vniClash(t *testing.T, self netip.Addr, segA, segB string) (a, b netip.Addr) {
+	t.Helper()
+	byVNI := map[uint32]netip.Addr{}
+	for i := 1; i <= 1<<14; i++ {
+		x := netip.MustParseAddr(fmt.Sprintf("fc00::2:%x", i))
+		byVNI[l2.VNI(segB, self, x)] = x
+	}
+	for i := 1; i <= 1<<16; i++ {
+		x := netip.MustParseAddr(fmt.Sprintf("fc00::1:%x", i))
+		if y, ok := byVNI[l2.VNI(segA, self, x)]; ok {
+			return x, y
+		}
+	}
+	t.Fatal("no clash found")
+	return
+}
+
+// TestPlanL2VNIClashAcrossSegments: a running tunnel to a member named
+// by key in one segment is not knocked out when a certificate member of
+// another (earlier) segment appears whose tunnel would have the same
+// VXLAN ID. An attacker holding a certificate of the group can grind a
+// key (2^24 tries) for that.
+func TestPlanL2VNIClashAcrossSegments(t *testing.T) {
+	self := netip.MustParseAddr("fc00::1")
+	attacker, victim := vniClash(t, self, "lab", "office")
+	segs := []config.L2Segment{
+		{Name: "lab", Members: []policy.Identity{mustIdentity(t, "group:acme/lab")}},
+		{Name: "office", Members: []policy.Identity{mustIdentity(t, victim.String())}},
+	}
+	p := planL2(segs, 1400, self, policy.Directory{}, nil)
+	if got := p.segs[1].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
+		t.Fatalf("before: office remotes %v", got)
+	}
+	dir := policy.Directory{attacker: {{Org: "acme", Name: "mallory.acme", Groups: []string{"lab"}}}}
+	p2 := planL2(segs, 1400, self, dir, p)
+	if got := p2.segs[1].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
+		t.Errorf("after a lab member with a clashing VXLAN ID appeared: office remotes %v (the running tunnel to the key member %s was taken out; clashes %v)", got, victim, p2.clashes)
+	}
+}
+
+// TestPlanL2VNIClashRestart: of two certificate members whose tunnels
+// would have one VXLAN ID, the one that had the tunnel keeps it across a
+// restart of this node too (not the lower address, which a newcomer can
+// grind for along with the clash).
+func TestPlanL2VNIClashRestart(t *testing.T) {
+	self := netip.MustParseAddr("fc00::1")
+	// Both in "office": attacker in fc00::1:..., victim in fc00::2:... (higher).
+	attacker, victim := vniClash(t, self, "office", "office")
+	segs := []config.L2Segment{{Name: "office", Members: []policy.Identity{mustIdentity(t, "group:acme/office")}}}
+	dir := policy.Directory{victim: {{Org: "acme", Name: "alice.acme", Groups: []string{"office"}}}}
+	p := planL2(segs, 1400, self, dir, nil)
+	dir2 := policy.Directory{victim: dir[victim], attacker: {{Org: "acme", Name: "mallory.acme", Groups: []string{"office"}}}}
+	p2 := planL2(segs, 1400, self, dir2, p)
+	if got := p2.segs[0].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
+		t.Fatalf("running: remotes %v", got)
+	}
+	// This node restarts (the directory is kept across restarts).
+	p3 := planL2(segs, 1400, self, dir2, nil)
+	if got := p3.segs[0].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
+		t.Errorf("after a restart: remotes %v: the newcomer %s took the VXLAN ID of %s, which had the tunnel", got, attacker, victim)
+	}
+}

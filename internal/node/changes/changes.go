@@ -67,6 +67,10 @@ type Store struct {
 	log  *slog.Logger
 	mu   sync.Mutex // guards st and the file
 	st   state
+	// warned are the config file's l2 members (segment, then member)
+	// this process has warned stay removed: L2 runs after every new
+	// directory, and says it once. Guarded by mu.
+	warned map[[2]string]bool
 }
 
 // Open reads the file (an empty state if there is none).
@@ -205,7 +209,13 @@ func (s *Store) L2(segs []config.L2Segment) ([]config.L2Segment, error) {
 		j := slices.IndexFunc(out[i].Members, id.Same)
 		switch {
 		case c.Removed && j >= 0:
-			s.log.Warn("a member of an [[l2]] segment of the config file stays removed (tomoe l2 remove); `tomoe l2 add` brings it back", "segment", c.Segment, "member", id)
+			if k := [2]string{c.Segment, c.Member}; !s.warned[k] {
+				if s.warned == nil {
+					s.warned = map[[2]string]bool{}
+				}
+				s.warned[k] = true
+				s.log.Warn("a member of an [[l2]] segment of the config file stays removed (tomoe l2 remove); `tomoe l2 add` brings it back", "segment", c.Segment, "member", id)
+			}
 			out[i].Members = slices.Delete(out[i].Members, j, j+1)
 		case c.Removed, j >= 0:
 		default:

@@ -1,6 +1,7 @@
 package changes
 
 import (
+	"context"
 	"log/slog"
 	"net/netip"
 	"path/filepath"
@@ -99,5 +100,48 @@ func TestL2MembersOutliveRestart(t *testing.T) {
 	}
 	if len(file[0].Members) != 2 || !file[0].Members[1].Same(b) {
 		t.Errorf("the file's list changed: %+v", file[0].Members)
+	}
+}
+
+// countWarns counts the warnings logged through it.
+type countWarns struct {
+	slog.Handler
+	n *int
+}
+
+func (h countWarns) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h countWarns) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn {
+		*h.n++
+	}
+	return nil
+}
+
+// TestL2RemovedConfigMemberWarnsOnce: a config member removed through the
+// API is warned about once, not at each L2 call (the node calls it after
+// every new organisation directory, i.e. every peer's certificate).
+func TestL2RemovedConfigMemberWarnsOnce(t *testing.T) {
+	f := statefile.File{Path: filepath.Join(t.TempDir(), "services.json"), What: "test state"}
+	var warns int
+	s, err := Open(f, slog.New(countWarns{Handler: slog.DiscardHandler, n: &warns}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := policy.ParseIdentity("fc00::b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := []config.L2Segment{{Name: "office", Members: []policy.Identity{b}}}
+	if err := s.RecordL2Member("office", b, true); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		if _, err := s.L2(file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if warns != 1 {
+		t.Errorf("%d warnings over 100 directory updates, want 1", warns)
 	}
 }
