@@ -33,7 +33,17 @@ func BenchmarkRelayTCPToUDP(b *testing.B) {
 	cs := &countSender{}
 	send := cs.send
 	h.udp.relays.Store(&send)
-	frame := relayFrame(idB, string(make([]byte, 1420+32)))
+	sent := writeRelayChunks(b, ta, idB)
+	waitCond(b, "all relayed", func() bool { return cs.frames.Load() >= sent })
+	b.StopTimer()
+	b.ReportMetric(float64(cs.frames.Load())/float64(cs.calls.Load()), "frames/send")
+}
+
+// writeRelayChunks writes b.N full-size relay frames to the node with
+// relay ID id over ta's TCP connection, 64 KiB per write as the node's
+// client does, with the timer started; it returns how many it wrote.
+func writeRelayChunks(b *testing.B, ta *srvNode, id uint32) int64 {
+	frame := relayFrame(id, string(make([]byte, 1420+32)))
 	var chunk []byte
 	for len(chunk)+2+len(frame) <= 64<<10 {
 		chunk = binary.BigEndian.AppendUint16(chunk, uint16(len(frame)))
@@ -49,9 +59,7 @@ func BenchmarkRelayTCPToUDP(b *testing.B) {
 		}
 		sent += per
 	}
-	waitCond(b, "all relayed", func() bool { return cs.frames.Load() >= sent })
-	b.StopTimer()
-	b.ReportMetric(float64(cs.frames.Load())/float64(cs.calls.Load()), "frames/send")
+	return sent
 }
 
 // BenchmarkRelayTCPToUDPStdBind is BenchmarkRelayTCPToUDP with the frames
@@ -97,21 +105,6 @@ func benchRelayStdBind(b *testing.B, clip bool) {
 		frames.Add(int64(len(fs)))
 	}
 	h.udp.relays.Store(&send)
-	frame := relayFrame(idB, string(make([]byte, 1420+32)))
-	var chunk []byte
-	for len(chunk)+2+len(frame) <= 64<<10 {
-		chunk = binary.BigEndian.AppendUint16(chunk, uint16(len(frame)))
-		chunk = append(chunk, frame...)
-	}
-	per := int64(len(chunk) / (2 + len(frame)))
-	b.SetBytes(int64(len(frame)))
-	b.ResetTimer()
-	sent := int64(0)
-	for sent < int64(b.N) {
-		if _, err := ta.tc.Write(chunk); err != nil {
-			b.Fatal(err)
-		}
-		sent += per
-	}
+	sent := writeRelayChunks(b, ta, idB)
 	waitCond(b, "all relayed", func() bool { return frames.Load() >= sent })
 }

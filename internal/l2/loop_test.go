@@ -24,10 +24,12 @@ import (
 // side of the ring: a broadcast sent on the LAN does not come back to it
 // (without it, it would go round at the broadcast limit, hundreds of
 // times in the window); c's host still reaches the LAN.
-func TestSegmentLoopThroughLAN(t *testing.T) {
-	requireL2(t)
-	s := newSites(t, "a", "b", "c")
-	a, b, c := s["a"], s["b"], s["c"]
+// sharedLAN makes one physical LAN that every site in sites attaches as
+// "lan1": a namespace with a plain bridge, "sw", which forwards BPDUs as a
+// dumb switch does, and a host on it (192.168.77.50/24 on eth0), which
+// it returns.
+func sharedLAN(t *testing.T, sites ...*site) *testnet.Netns {
+	t.Helper()
 	shared := testnet.NewNetns(t, "shared")
 	shared.Run("ip", "link", "add", "sw", "type", "bridge", "stp_state", "0")
 	shared.Run("ip", "link", "set", "sw", "up")
@@ -35,10 +37,18 @@ func TestSegmentLoopThroughLAN(t *testing.T) {
 	lanHost.Veth("eth0", shared, "ph")
 	shared.Run("ip", "link", "set", "ph", "master", "sw")
 	lanHost.Run("ip", "addr", "add", "192.168.77.50/24", "dev", "eth0")
-	for _, x := range []*site{a, b} {
+	for _, x := range sites {
 		x.node.Veth("lan1", shared, "p"+x.node.Name)
 		shared.Run("ip", "link", "set", "p"+x.node.Name, "master", "sw")
 	}
+	return lanHost
+}
+
+func TestSegmentLoopThroughLAN(t *testing.T) {
+	requireL2(t)
+	s := newSites(t, "a", "b", "c")
+	a, b, c := s["a"], s["b"], s["c"]
+	lanHost := sharedLAN(t, a, b)
 	members := addrs(a, b, c)
 	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan1", 1400))
 	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "lan1", 1400))
@@ -216,20 +226,9 @@ func TestSTPRootFromOverlay(t *testing.T) {
 	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "", 1400))
 	testnet.WaitFor(t, waitTime, "a's way into the overlay forwards", func() bool { return a.status(t).OverlayState == "forwarding" })
 
-	forged := []byte{0x02, 0, 0, 0, 0, 0x01}
-	bpdu := make([]byte, 60)
-	copy(bpdu[0:6], []byte{0x01, 0x80, 0xc2, 0, 0, 0})
-	copy(bpdu[6:12], forged)
-	binary.BigEndian.PutUint16(bpdu[12:14], 38) // 802.3 length: LLC and a configuration BPDU
-	copy(bpdu[14:17], []byte{0x42, 0x42, 0x03})
-	c := bpdu[17:]
-	// protocol 0, version 0, type 0 (configuration), flags 0
-	copy(c[5:13], append([]byte{0, 0}, forged...))  // root: priority 0
-	copy(c[17:25], append([]byte{0, 0}, forged...)) // bridge: the same
-	binary.BigEndian.PutUint16(c[25:27], 0x8001)    // port
-	binary.BigEndian.PutUint16(c[29:31], 20*256)    // max age
-	binary.BigEndian.PutUint16(c[31:33], 2*256)     // hello
-	binary.BigEndian.PutUint16(c[33:35], 15*256)    // forward delay
+	// Claiming priority 0, with timers of 20 s max age, 2 s hello, 15 s
+	// forward delay.
+	bpdu := configBPDU([]byte{0x02, 0, 0, 0, 0, 0x01}, 20, 2, 15)
 
 	rx := func() uint64 { return a.status(t).Members[0].Counters.RxFrames }
 	before := rx()
@@ -249,17 +248,8 @@ func TestSTPRootFromOverlay(t *testing.T) {
 // sendRaw sends frame out of ifname in ns.
 func sendRaw(t *testing.T, ns *testnet.Netns, ifname string, frame []byte) {
 	t.Helper()
-	ns.Do(func() {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fd)
-		if err := unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}); err != nil {
+	withPacketSocket(t, ns, ifname, func(fd int, to *unix.SockaddrLinklayer) {
+		if err := unix.Sendto(fd, frame, 0, to); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -296,16 +286,7 @@ func TestSTPLoopForgedByMember(t *testing.T) {
 	requireL2(t)
 	s := newSites(t, "a", "b", "c")
 	a, b, c := s["a"], s["b"], s["c"]
-	shared := testnet.NewNetns(t, "shared")
-	shared.Run("ip", "link", "add", "sw", "type", "bridge", "stp_state", "0")
-	shared.Run("ip", "link", "set", "sw", "up")
-	lanHost := testnet.NewNetns(t, "lanhost")
-	lanHost.Veth("eth0", shared, "ph")
-	shared.Run("ip", "link", "set", "ph", "master", "sw")
-	for _, x := range []*site{a, b} {
-		x.node.Veth("lan1", shared, "p"+x.node.Name)
-		shared.Run("ip", "link", "set", "p"+x.node.Name, "master", "sw")
-	}
+	lanHost := sharedLAN(t, a, b)
 	members := addrs(a, b, c)
 	a.start(t, Plan("office", "tomoe-l2", a.addr, members, netip.Addr{}, "lan1", 1400))
 	b.start(t, Plan("office", "tomoe-l2", b.addr, members, netip.Addr{}, "lan1", 1400))

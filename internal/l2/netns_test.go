@@ -391,17 +391,7 @@ func TestSegmentBroadcastLimit(t *testing.T) {
 // sendFrames writes n frames to dst from random unicast sources.
 func sendFrames(t *testing.T, ns *testnet.Netns, ifname string, n int, dst []byte) {
 	t.Helper()
-	ns.Do(func() {
-		ifc, err := net.InterfaceByName(ifname)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer unix.Close(fd)
-		to := &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6}
+	withPacketSocket(t, ns, ifname, func(fd int, to *unix.SockaddrLinklayer) {
 		frame := make([]byte, 60)
 		copy(frame[0:6], dst)
 		frame[12], frame[13] = 0x88, 0xb5
@@ -412,6 +402,24 @@ func sendFrames(t *testing.T, ns *testnet.Netns, ifname string, n int, dst []byt
 				t.Fatalf("frame %d: %v", i, err)
 			}
 		}
+	})
+}
+
+// withPacketSocket runs send in ns with a raw packet socket and the
+// address of ifname to send frames out of it.
+func withPacketSocket(t *testing.T, ns *testnet.Netns, ifname string, send func(fd int, to *unix.SockaddrLinklayer)) {
+	t.Helper()
+	ns.Do(func() {
+		ifc, err := net.InterfaceByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		send(fd, &unix.SockaddrLinklayer{Ifindex: ifc.Index, Halen: 6})
 	})
 }
 
