@@ -315,3 +315,19 @@ func writeMethod(p func(string, ...any), r *Results) {
 		p("- This was a quick smoke run: one short repeat per figure.\n")
 	}
 }
+
+// writeMeasured writes a part's first lines: when and how it was measured
+// (kind: repeats and run lengths), on what machine, with which versions
+// (tools: what follows wireguard-go's, e.g. iperf3's), whether the data
+// plane comes from another run, and the part's own errors.
+func writeMeasured(p func(string, ...any), r *Results, run PartRun, kind string, m Machine, ver Versions, tools string, errs []string) {
+	p("Measured on %s (%s; took %.0f s; load average %s at start, %s at end) on %d × %s, kernel %s; %s, wireguard-go %s, %s; tomoe %s.",
+		run.Date, kind, run.DurationSeconds, run.LoadavgStart, run.LoadavgEnd, m.CPUs, m.CPUModel, m.Kernel, ver.Go, ver.WireGuardGo, tools, ver.Tomoe)
+	if run.Date != r.Date && len(r.Scenarios) > 0 {
+		p(" The data-plane and memory sections come from the run of %s.", r.Date)
+	}
+	p("\n\n")
+	for _, e := range errs {
+		p("- Error: %s\n", oneLine(e))
+	}
+}

@@ -77,16 +77,8 @@ func writeCompare(p func(string, ...any), r *Results) {
 	if c.Quick {
 		kind = fmt.Sprintf("**quick smoke run** (%d repeat of %g s): not for comparisons", c.Repeats, c.RunSeconds)
 	}
-	m, v := c.Machine, c.Versions
-	p("Measured on %s (%s; took %.0f s; load average %s at start, %s at end) on %d × %s, kernel %s; %s, wireguard-go %s, yggdrasil %s, nebula %s (Debian packages), %s; tomoe %s.",
-		c.Date, kind, c.DurationSeconds, c.LoadavgStart, c.LoadavgEnd, m.CPUs, m.CPUModel, m.Kernel, v.Go, v.WireGuardGo, c.Others["yggdrasil"], c.Others["nebula"], v.Iperf3, v.Tomoe)
-	if c.Date != r.Date && len(r.Scenarios) > 0 {
-		p(" The data-plane and memory sections come from the run of %s.", r.Date)
-	}
-	p("\n\n")
-	for _, e := range c.Errors {
-		p("- Error: %s\n", oneLine(e))
-	}
+	tools := fmt.Sprintf("yggdrasil %s, nebula %s (Debian packages), %s", c.Others["yggdrasil"], c.Others["nebula"], c.Versions.Iperf3)
+	writeMeasured(p, r, c.PartRun, kind, c.Machine, c.Versions, tools, c.Errors)
 	for _, s := range c.Scenarios {
 		for _, e := range s.Errors {
 			p("- %s: %s\n", s.Name, oneLine(e))

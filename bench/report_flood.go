@@ -42,16 +42,7 @@ func writeFlood(p func(string, ...any), r *Results) {
 	if f.Quick {
 		kind = fmt.Sprintf("**quick smoke run** (%d repeat of %g s, %d pings): not for comparisons", f.Repeats, f.RunSeconds, f.PingCount)
 	}
-	m, ver := f.Machine, f.Versions
-	p("Measured on %s (%s; took %.0f s; load average %s at start, %s at end) on %d × %s, kernel %s; %s, wireguard-go %s, %s; tomoe %s.",
-		f.Date, kind, f.DurationSeconds, f.LoadavgStart, f.LoadavgEnd, m.CPUs, m.CPUModel, m.Kernel, ver.Go, ver.WireGuardGo, ver.Iperf3, ver.Tomoe)
-	if f.Date != r.Date && len(r.Scenarios) > 0 {
-		p(" The data-plane and memory sections come from the run of %s.", r.Date)
-	}
-	p("\n\n")
-	for _, e := range f.Errors {
-		p("- Error: %s\n", oneLine(e))
-	}
+	writeMeasured(p, r, f.PartRun, kind, f.Machine, f.Versions, f.Versions.Iperf3, f.Errors)
 	for _, c := range f.Cases {
 		for _, e := range c.Errors {
 			p("- %s, %s: %s\n", c.Victim, floodName(c.Flood), oneLine(e))

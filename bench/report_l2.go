@@ -19,16 +19,7 @@ func writeL2(p func(string, ...any), r *Results) {
 	if l.Quick {
 		kind = fmt.Sprintf("**quick smoke run** (%d repeat of %g s): not for comparisons", l.Repeats, l.RunSeconds)
 	}
-	m, ver := l.Machine, l.Versions
-	p("Measured on %s (%s; took %.0f s; load average %s at start, %s at end) on %d × %s, kernel %s; %s, wireguard-go %s, %s; tomoe %s.",
-		l.Date, kind, l.DurationSeconds, l.LoadavgStart, l.LoadavgEnd, m.CPUs, m.CPUModel, m.Kernel, ver.Go, ver.WireGuardGo, ver.Iperf3, ver.Tomoe)
-	if l.Date != r.Date && len(r.Scenarios) > 0 {
-		p(" The data-plane and memory sections come from the run of %s.", r.Date)
-	}
-	p("\n\n")
-	for _, e := range l.Errors {
-		p("- Error: %s\n", oneLine(e))
-	}
+	writeMeasured(p, r, l.PartRun, kind, l.Machine, l.Versions, l.Versions.Iperf3, l.Errors)
 	if len(l.Errors) > 0 {
 		p("\n")
 	}

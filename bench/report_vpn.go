@@ -24,16 +24,7 @@ func writeVPN(p func(string, ...any), r *Results) {
 	if v.Quick {
 		kind = fmt.Sprintf("**quick smoke run** (%d repeat of %g s): not for comparisons", v.Repeats, v.RunSeconds)
 	}
-	m, ver := v.Machine, v.Versions
-	p("Measured on %s (%s; took %.0f s; load average %s at start, %s at end) on %d × %s, kernel %s; %s, wireguard-go %s, %s; tomoe %s.",
-		v.Date, kind, v.DurationSeconds, v.LoadavgStart, v.LoadavgEnd, m.CPUs, m.CPUModel, m.Kernel, ver.Go, ver.WireGuardGo, ver.Iperf3, ver.Tomoe)
-	if v.Date != r.Date && len(r.Scenarios) > 0 {
-		p(" The data-plane and memory sections come from the run of %s.", r.Date)
-	}
-	p("\n\n")
-	for _, e := range v.Errors {
-		p("- Error: %s\n", oneLine(e))
-	}
+	writeMeasured(p, r, v.PartRun, kind, v.Machine, v.Versions, v.Versions.Iperf3, v.Errors)
 	if len(v.Errors) > 0 {
 		p("\n")
 	}
