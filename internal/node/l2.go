@@ -432,7 +432,9 @@ func (n *Node) ChangeL2(ctx context.Context, req adminapi.L2Change) (adminapi.L2
 		return adminapi.L2{}, err
 	}
 	if _, err := n.applyL2(after, true); err != nil {
-		return adminapi.L2{}, err
+		// The change stays recorded: say so, rather than let an error
+		// read as "nothing changed".
+		return adminapi.L2{}, fmt.Errorf("the change is recorded (services.json; applied again at the next change, reload or start) but applying it failed: %w", err)
 	}
 	n.greetForL2(after)
 	n.log.Info("virtual Ethernet member changed", "segment", req.Segment, "member", member, "op", req.Op)
