@@ -16,7 +16,9 @@ import (
 
 // TestRelayTCPAB is an opt-in A/B of the TCP relay row: two tomoe
 // binaries, each on its own line (A over TCP to the bridge in M, B over
-// UDP), beside wireguard-go direct, measured interleaved. Run as root:
+// UDP), beside wireguard-go direct, measured interleaved. With
+// TOMOE_RELAY_AB_VIA=udp, A relays over UDP too (the UDP relay row). Run
+// as root:
 //
 //	TOMOE_RELAY_AB=old-tomoe,new-tomoe[,wireguard-go] TOMOE_RELAY_AB_REPEATS=5 \
 //	  go test ./bench -run TestRelayTCPAB -v -timeout 30m
@@ -32,6 +34,10 @@ func TestRelayTCPAB(t *testing.T) {
 	repeats := 5
 	if r, err := strconv.Atoi(os.Getenv("TOMOE_RELAY_AB_REPEATS")); err == nil {
 		repeats = r
+	}
+	via, blk := "tcp", blockAUDP
+	if os.Getenv("TOMOE_RELAY_AB_VIA") == "udp" {
+		via, blk = "udp", blockDirect
 	}
 	secs := 10.0
 	if s, err := strconv.ParseFloat(os.Getenv("TOMOE_RELAY_AB_SECONDS"), 64); err == nil {
@@ -79,12 +85,12 @@ func TestRelayTCPAB(t *testing.T) {
 	var lines []*tomoeLine
 	for i, bin := range parts[:2] {
 		name := []string{"ra", "rb"}[i]
-		tl, err := e.setupTomoeLine(ctx, bin, name, blockAUDP)
+		tl, err := e.setupTomoeLine(ctx, bin, name, blk)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer tl.l.server.stop(5 * time.Second)
-		sc, err := e.tomoeScenario(ctx, tl, name, filepath.Base(bin), relayVia("tcp"), 5)
+		sc, err := e.tomoeScenario(ctx, tl, name, filepath.Base(bin), relayVia(via), 5)
 		for _, p := range []*proc{tl.pA, tl.pB, tl.pBridge} {
 			defer p.stop(10 * time.Second)
 		}
@@ -104,7 +110,7 @@ func TestRelayTCPAB(t *testing.T) {
 			bin := parts[i]
 			pre := filepath.Join(dir, filepath.Base(bin))
 			pr, err := e.profileSides(ctx, scenarios[1+i], []profileTarget{
-				{tl.a.sock, pre + "-a.pprof", "A: encrypts, relays over TCP"},
+				{tl.a.sock, pre + "-a.pprof", "A: encrypts, relays over " + via},
 				{tl.bridge.sock, pre + "-m.pprof", "M: the bridge"},
 				{tl.b.sock, pre + "-b.pprof", "B: decrypts, over UDP"},
 			}, bin, 8, 1)
