@@ -47,8 +47,8 @@ func TestRelayTCPAB(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	work := t.TempDir()
 	e := &env{log: log, work: work}
-	removeABNamespaces() // a killed run's
-	defer removeABNamespaces()
+	removeABNamespaces(relayABLines...) // a killed run's
+	defer removeABNamespaces(relayABLines...)
 	defer e.Cleanup()
 	var wgBin string
 	if len(parts) > 2 {
@@ -104,8 +104,10 @@ func TestRelayTCPAB(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Profiles of both tomoe lines' three processes, one after the other,
-	// if asked for.
+	// if asked for, and DIR/relay-ab.md with the runs and the profiles'
+	// components.
 	if dir := os.Getenv("TOMOE_RELAY_AB_PROFILES"); dir != "" {
+		var abs []abProfile
 		for i, tl := range lines {
 			bin := parts[i]
 			pre := filepath.Join(dir, filepath.Base(bin))
@@ -118,6 +120,15 @@ func TestRelayTCPAB(t *testing.T) {
 				t.Fatal(err)
 			}
 			fmt.Printf("AB profile %s: %.2f Gbit/s\n", bin, pr.Run.BitsPerSecond/1e9)
+			abs = append(abs, abProfile{filepath.Base(bin), pr})
+		}
+		var md strings.Builder
+		fmt.Fprintf(&md, "%s, %d repeats of %g s, interleaved, 1 stream, relay over %s; CPU-s/GB = utime+stime per 10⁹ bytes received (middle: the bridge alone):\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), repeats, secs, via)
+		writeABThroughput(&md, scenarios, nil)
+		md.WriteString("\n")
+		writeABProfiles(&md, []string{"A", "M", "B"}, 8, abs...)
+		if err := saveABReport(dir, "relay-"+via+"-ab", md.String(), abs); err != nil {
+			t.Fatal(err)
 		}
 	}
 	base := scenarios[0].res.Throughput[0].MedianBitsPerSecond
@@ -162,10 +173,15 @@ func loads(rs []Run) []string {
 	return out
 }
 
-// removeABNamespaces deletes this test's namespaces (and kills what runs
-// in them), leaving any other tbench-* alone.
-func removeABNamespaces() {
-	for _, line := range []string{"bw", "ra", "rb"} {
+// relayABLines are TestRelayTCPAB's lines: wireguard-go's (setupWireGuardLine)
+// and one per tomoe binary.
+var relayABLines = []string{"bw", "ra", "rb"}
+
+// removeABNamespaces deletes the namespaces of the named lines
+// (tbench-LINE-a, -m, -b) and kills what runs in them, leaving any other
+// tbench-* alone.
+func removeABNamespaces(lines ...string) {
+	for _, line := range lines {
 		for _, side := range []string{"a", "m", "b"} {
 			ns := nsPrefix + line + "-" + side
 			if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
