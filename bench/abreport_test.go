@@ -9,10 +9,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"testing"
+	"time"
 )
 
 // writeABThroughput writes a table of the scenarios' 1-stream runs:
@@ -97,12 +100,65 @@ func writeABProfiles(w io.Writer, names []string, rows int, abs ...abProfile) {
 		}
 	}
 	writeComponents(p, sides)
+	if perGB, ok := componentsPerGB(names, abs); ok {
+		p("\nThe same in CPU seconds per 10⁹ bytes (share × the profile's sampled CPU time ÷ the bytes the profiled run carried in the profile's %d s, at the run's average rate):\n\n", abs[0].pr.Seconds)
+		writeComponentCells(p, perGB, "%.2f")
+		p("| all |")
+		for _, s := range perGB {
+			sum := 0.0
+			for _, c := range s.Components {
+				sum += c.FlatPercent
+			}
+			p(" %.2f |", sum)
+		}
+		p("\n")
+	}
 	for i, n := range names {
 		for _, ab := range abs {
 			s := ab.pr.Sides[i]
-			p("\n%s, %s (%s; %s), `go tool pprof -top` (first %d rows):\n\n```\n%s```\n", n, ab.label, s.Role, s.Header, rows, firstRows(s.TopFlat, rows+1))
+			p("\n%s, %s: %s; %s. `go tool pprof -top`, first %d rows:\n\n```\n%s```\n", n, ab.label, s.Role, s.Header, rows, firstRows(s.TopFlat, rows+1))
 		}
 	}
+}
+
+// componentsPerGB turns the sides' shares into CPU seconds per 10⁹
+// bytes received (in FlatPercent): a share of a process that does less
+// work per byte can grow while its cost shrinks. It assumes the profiled
+// run's average rate during the profile.
+func componentsPerGB(names []string, abs []abProfile) ([]ProfileSide, bool) {
+	var out []ProfileSide
+	for i, n := range names {
+		for _, ab := range abs {
+			s := ab.pr.Sides[i]
+			sampled, ok := sampledSeconds(s.Header)
+			if !ok || ab.pr.Run == nil || ab.pr.Run.BitsPerSecond == 0 {
+				return nil, false
+			}
+			gb := ab.pr.Run.BitsPerSecond / 8 * float64(ab.pr.Seconds) / 1e9
+			side := ProfileSide{Role: n + "-" + ab.label}
+			for _, c := range s.Components {
+				side.Components = append(side.Components, Component{Name: c.Name, FlatPercent: c.FlatPercent / 100 * sampled / gb})
+			}
+			out = append(out, side)
+		}
+	}
+	return out, true
+}
+
+// sampledSeconds is the "Total samples" of a pprof header ("Duration:
+// 8s, Total samples = 5.07s (63.37%)") in seconds.
+func sampledSeconds(header string) (float64, bool) {
+	_, after, ok := strings.Cut(header, "Total samples = ")
+	if !ok {
+		return 0, false
+	}
+	v, _, _ := strings.Cut(after, " ")
+	v = strings.NewReplacer("mins", "m", "hrs", "h").Replace(v)
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return 0, false
+	}
+	return d.Seconds(), true
 }
 
 // saveABReport writes md to dir/name.md and the profiles' summaries to
@@ -134,4 +190,63 @@ func abNamed(scs []*scenario) []string {
 		}
 	}
 	return keys
+}
+
+func TestSampledSeconds(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   float64
+		ok     bool
+	}{
+		{"Duration: 8s, Total samples = 5.07s (63.37%)", 5.07, true},
+		{"Duration: 8s, Total samples = 950ms (11.87%)", 0.95, true},
+		{"Duration: 120s, Total samples = 1.50mins (75%)", 90, true},
+		{"Duration: 8s, Total samples = x (0%)", 0, false},
+		{"", 0, false},
+	} {
+		got, ok := sampledSeconds(tc.header)
+		if ok != tc.ok || math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("sampledSeconds(%q) = %v, %v; want %v, %v", tc.header, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// TestWriteABReport: the throughput table's medians and ratios, and the
+// components in shares and in CPU seconds per GB, before and after.
+func TestWriteABReport(t *testing.T) {
+	cpu := func(v float64) *float64 { return &v }
+	sc := func(name string, gbit, daemon, source float64) *scenario {
+		s := &scenario{res: &ScenarioResult{Name: name}, named: []namedProc{{key: "source"}}}
+		th := &Throughput{Streams: 1, Runs: []Run{{Streams: 1, BitsPerSecond: gbit * 1e9, BytesReceived: 2e9, DaemonCPUSeconds: cpu(daemon),
+			ProcCPUSeconds: map[string]float64{"source": source}, Loadavg: "1.50 1.00 0.50 1/100 1"}}}
+		th.summarize()
+		s.res.Throughput = []*Throughput{th}
+		return s
+	}
+	var b strings.Builder
+	writeABThroughput(&b, []*scenario{sc("old", 0.5, 40, 10), sc("new", 1, 20, 8)}, []string{"source"})
+	side := func(sampled string, crypto float64) ProfileSide {
+		return ProfileSide{Role: "x", Header: "Duration: 8s, Total samples = " + sampled + " (50%)", TopFlat: "flat flat%\n1s 50% a\n",
+			Components: []Component{{Name: "crypto", FlatPercent: crypto}, {Name: "system calls", FlatPercent: 100 - crypto}}}
+	}
+	// 1 Gbit/s for 8 s is 1 GB.
+	before := &ProfileResult{Seconds: 8, Run: &Run{Seconds: 11, BitsPerSecond: 1e9}, Sides: []ProfileSide{side("4s", 25)}}
+	after := &ProfileResult{Seconds: 8, Run: &Run{Seconds: 11, BitsPerSecond: 2e9}, Sides: []ProfileSide{side("4s", 50)}}
+	writeABProfiles(&b, []string{"A"}, 8, abProfile{"before", before}, abProfile{"after", after})
+	md := b.String()
+	for _, want := range []string{
+		"| scenario | Gbit/s, median (runs) | × old | CPU-s/GB, all processes | middle | source | load average (1 min) per run |",
+		"| old | 0.50 (0.50) | 1.00 | 20.00 | – | 5.00 | 1.50 |",
+		"| new | 1.00 (1.00) | 2.00 | 10.00 | – | 4.00 | 1.50 |",
+		"| Component | A-before | A-after |",
+		"| crypto | 25.0% | 50.0% |",
+		"| crypto | 1.00 | 1.00 |",
+		"| system calls | 3.00 | 1.00 |",
+		"| all | 4.00 | 2.00 |",
+		"A, after: x; Duration: 8s, Total samples = 4s (50%).",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("report lacks %q:\n%s", want, md)
+		}
+	}
 }

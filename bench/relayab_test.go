@@ -111,6 +111,7 @@ func TestRelayTCPAB(t *testing.T) {
 		for i, tl := range lines {
 			bin := parts[i]
 			pre := filepath.Join(dir, filepath.Base(bin))
+			load := loadavg()
 			pr, err := e.profileSides(ctx, scenarios[1+i], []profileTarget{
 				{tl.a.sock, pre + "-a.pprof", "A: encrypts, relays over " + via},
 				{tl.bridge.sock, pre + "-m.pprof", "M: the bridge"},
@@ -120,6 +121,7 @@ func TestRelayTCPAB(t *testing.T) {
 				t.Fatal(err)
 			}
 			fmt.Printf("AB profile %s: %.2f Gbit/s\n", bin, pr.Run.BitsPerSecond/1e9)
+			pr.Run.Loadavg = load
 			abs = append(abs, abProfile{filepath.Base(bin), pr})
 		}
 		var md strings.Builder

@@ -109,6 +109,7 @@ func TestUserspaceAB(t *testing.T) {
 	var abs []abProfile
 	for i, bin := range bins {
 		pre := filepath.Join(dir, filepath.Base(bin))
+		load := loadavg()
 		pr, err := e.profileSides(ctx, scenarios[i], []profileTarget{
 			{nodes[i][0].sock, pre + "-source.pprof", "source (namespace A: gVisor sends, encrypts)"},
 			{nodes[i][1].sock, pre + "-sink.pprof", "sink (namespace B: decrypts, gVisor receives)"},
@@ -116,6 +117,7 @@ func TestUserspaceAB(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		pr.Run.Loadavg = load
 		abs = append(abs, abProfile{filepath.Base(bin), pr})
 	}
 	md.WriteString("\n")
