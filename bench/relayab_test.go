@@ -23,6 +23,8 @@ import (
 //	TOMOE_RELAY_AB=old-tomoe,new-tomoe[,wireguard-go] TOMOE_RELAY_AB_REPEATS=5 \
 //	  go test ./bench -run TestRelayTCPAB -v -timeout 30m
 //
+// With TOMOE_RELAY_AB_PROFILES=DIR it profiles A, the bridge and B of
+// each tomoe line and writes DIR/relay-tcp-ab.md (or relay-udp-ab.md).
 // Its namespaces are tbench-ra*, tbench-rb*, tbench-bw-*: no other bench
 // run may be going on.
 func TestRelayTCPAB(t *testing.T) {
@@ -104,8 +106,8 @@ func TestRelayTCPAB(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Profiles of both tomoe lines' three processes, one after the other,
-	// if asked for, and DIR/relay-ab.md with the runs and the profiles'
-	// components.
+	// if asked for, and DIR/relay-VIA-ab.md with the runs and the
+	// profiles' components (writeABProfiles).
 	if dir := os.Getenv("TOMOE_RELAY_AB_PROFILES"); dir != "" {
 		var abs []abProfile
 		for i, tl := range lines {
