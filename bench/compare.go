@@ -261,11 +261,11 @@ func (e *env) compare(ctx context.Context, b bins, wgprof string, profStreams, p
 	}
 
 	user := tomoePairSpec{key: "tomoe-userspace", name: "tomoe userspace", label: "cs", port: 4611, config: compareConfig("userspace", tunedConfig)}
-	if sc, a, err := e.setupTomoeUserspacePair(ctx, b.usbench, b.tomoe, pr, user, 1); err != nil {
+	if sc, nodes, err := e.setupTomoeUserspacePair(ctx, b.usbench, b.tomoe, pr, user, 1); err != nil {
 		cr.fail(log, "compare: "+user.name+" setup", err)
 	} else {
 		host, _, _ := strings.Cut(strings.TrimPrefix(sc.res.Target, "["), "]")
-		add(sc, tunedMTU(), l.a, tomoePingEvery(b.tomoe, a.sock, comparePingCount, comparePingInterval, host))
+		add(sc, tunedMTU(), l.a, tomoePingEvery(b.tomoe, nodes[0].sock, comparePingCount, comparePingInterval, host))
 	}
 	if sc, err := e.setupYggdrasil(ctx, l); err != nil {
 		cr.fail(log, "compare: yggdrasil setup", err)

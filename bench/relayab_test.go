@@ -23,6 +23,8 @@ import (
 //	TOMOE_RELAY_AB=old-tomoe,new-tomoe[,wireguard-go] TOMOE_RELAY_AB_REPEATS=5 \
 //	  go test ./bench -run TestRelayTCPAB -v -timeout 30m
 //
+// With TOMOE_RELAY_AB_PROFILES=DIR it profiles A, the bridge and B of
+// each tomoe line and writes DIR/relay-tcp-ab.md (or relay-udp-ab.md).
 // Its namespaces are tbench-ra*, tbench-rb*, tbench-bw-*: no other bench
 // run may be going on.
 func TestRelayTCPAB(t *testing.T) {
@@ -47,8 +49,8 @@ func TestRelayTCPAB(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	work := t.TempDir()
 	e := &env{log: log, work: work}
-	removeABNamespaces() // a killed run's
-	defer removeABNamespaces()
+	removeABNamespaces(relayABLines...) // a killed run's
+	defer removeABNamespaces(relayABLines...)
 	defer e.Cleanup()
 	var wgBin string
 	if len(parts) > 2 {
@@ -104,11 +106,14 @@ func TestRelayTCPAB(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Profiles of both tomoe lines' three processes, one after the other,
-	// if asked for.
+	// if asked for, and DIR/relay-VIA-ab.md with the runs and the
+	// profiles' components (writeABProfiles).
 	if dir := os.Getenv("TOMOE_RELAY_AB_PROFILES"); dir != "" {
+		var abs []abProfile
 		for i, tl := range lines {
 			bin := parts[i]
 			pre := filepath.Join(dir, filepath.Base(bin))
+			load := loadavg()
 			pr, err := e.profileSides(ctx, scenarios[1+i], []profileTarget{
 				{tl.a.sock, pre + "-a.pprof", "A: encrypts, relays over " + via},
 				{tl.bridge.sock, pre + "-m.pprof", "M: the bridge"},
@@ -118,6 +123,16 @@ func TestRelayTCPAB(t *testing.T) {
 				t.Fatal(err)
 			}
 			fmt.Printf("AB profile %s: %.2f Gbit/s\n", bin, pr.Run.BitsPerSecond/1e9)
+			pr.Run.Loadavg = load
+			abs = append(abs, abProfile{filepath.Base(bin), pr})
+		}
+		var md strings.Builder
+		fmt.Fprintf(&md, "%s, %d repeats of %g s, interleaved, 1 stream, relay over %s; CPU-s/GB = utime+stime per 10⁹ bytes received (middle: the bridge alone):\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), repeats, secs, via)
+		writeABThroughput(&md, scenarios, nil)
+		md.WriteString("\n")
+		writeABProfiles(&md, []string{"A", "M", "B"}, 8, abs...)
+		if err := saveABReport(dir, "relay-"+via+"-ab", md.String(), abs); err != nil {
+			t.Fatal(err)
 		}
 	}
 	base := scenarios[0].res.Throughput[0].MedianBitsPerSecond
@@ -162,10 +177,15 @@ func loads(rs []Run) []string {
 	return out
 }
 
-// removeABNamespaces deletes this test's namespaces (and kills what runs
-// in them), leaving any other tbench-* alone.
-func removeABNamespaces() {
-	for _, line := range []string{"bw", "ra", "rb"} {
+// relayABLines are TestRelayTCPAB's lines: wireguard-go's (setupWireGuardLine)
+// and one per tomoe binary.
+var relayABLines = []string{"bw", "ra", "rb"}
+
+// removeABNamespaces deletes the namespaces of the named lines
+// (tbench-LINE-a, -m, -b) and kills what runs in them, leaving any other
+// tbench-* alone.
+func removeABNamespaces(lines ...string) {
+	for _, line := range lines {
 		for _, side := range []string{"a", "m", "b"} {
 			ns := nsPrefix + line + "-" + side
 			if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {

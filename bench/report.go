@@ -238,6 +238,12 @@ func writeProfile(p func(string, ...any), pr *ProfileResult) {
 // writeComponents writes a table of the sides' flat time by component,
 // one column a side.
 func writeComponents(p func(string, ...any), sides []ProfileSide) {
+	writeComponentCells(p, sides, "%.1f%%")
+}
+
+// writeComponentCells is writeComponents with each component's
+// FlatPercent written with format cell.
+func writeComponentCells(p func(string, ...any), sides []ProfileSide, cell string) {
 	var names []string
 	seen := map[string]bool{}
 	for _, s := range sides {
@@ -266,7 +272,7 @@ func writeComponents(p func(string, ...any), sides []ProfileSide) {
 					v = c.FlatPercent
 				}
 			}
-			p(" %.1f%% |", v)
+			p(" "+cell+" |", v)
 		}
 		p("\n")
 	}

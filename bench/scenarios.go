@@ -547,8 +547,8 @@ func (e *env) setupTomoeUserspace(ctx context.Context, usbenchBin, tomoeBin stri
 
 // setupTomoeUserspacePair starts two usbench processes (userspace-mode
 // nodes): a sink in B and a source in A that the benchmark drives over
-// stdin. It returns the scenario and node A.
-func (e *env) setupTomoeUserspacePair(ctx context.Context, usbenchBin, tomoeBin string, pr pair, spec tomoePairSpec, pingCount int) (*scenario, *tomoeNode, error) {
+// stdin. It returns the scenario and nodes A and B.
+func (e *env) setupTomoeUserspacePair(ctx context.Context, usbenchBin, tomoeBin string, pr pair, spec tomoePairSpec, pingCount int) (*scenario, []*tomoeNode, error) {
 	a, b, err := e.newTomoePair(pr, spec)
 	if err != nil {
 		return nil, nil, err
@@ -579,7 +579,7 @@ func (e *env) setupTomoeUserspacePair(ctx context.Context, usbenchBin, tomoeBin 
 		daemons: []*proc{source, sink},
 		traffic: traffic,
 		pings:   []func(context.Context) (PingResult, error){tomoePing(tomoeBin, a.sock, pingCount, target)},
-	}, a, nil
+	}, []*tomoeNode{a, b}, nil
 }
 
 // readLine reads one line of a piped process's stdout within timeout.
