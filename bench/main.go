@@ -428,16 +428,24 @@ func render(from, to string) error {
 	return writeReport(to, md.String())
 }
 
-// writeReport writes the report to path, carrying over the simulation's
-// section (go run ./bench/sim writes it) from the file there.
+// writeReport writes the report to path, carrying over from the file there
+// the sections other programs write: the simulation's (go run ./bench/sim)
+// and issue 15's kept changes (the opt-in A/B tests, TestRelayTCPAB and
+// TestUserspaceAB, whose reports are pasted in).
 func writeReport(path, md string) error {
 	old, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err
 	}
-	md = mdsection.Keep(md, string(old), "simulation")
+	for _, name := range keptSections {
+		md = mdsection.Keep(md, string(old), name)
+	}
 	return os.WriteFile(path, []byte(md), 0o644)
 }
+
+// keptSections are the sections of RESULTS.md that writeReport carries
+// over, in the order they are appended.
+var keptSections = []string{"kept-changes", "simulation"}
 
 func loadResults(path string) (*Results, error) {
 	b, err := os.ReadFile(path)
