@@ -11,6 +11,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/node/l2held"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -47,15 +48,17 @@ type l2Plan struct {
 }
 
 // planL2 plans segs for the node with address self, whose TUN interface
-// has MTU tunMTU, with certificate members resolved against dir. prev
-// (may be nil) is the running plan: of the certificate members, those
-// with a tunnel already come first, so that past l2.MaxTunnels a new
-// member does not take an old one's tunnel.
-func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, prev *l2Plan) *l2Plan {
+// has MTU tunMTU, with certificate members resolved against dir. held
+// (may be nil) are the far ends whose tunnels run (the running plan's,
+// or after a restart those the node remembers, package l2held): of the
+// certificate members, those come first, so that past l2.MaxTunnels a
+// new member does not take an old one's tunnel, nor its VXLAN ID. held
+// only ranks: a far end it names that is not a member now gets nothing.
+func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, held l2held.Held) *l2Plan {
 	p := &l2Plan{matched: map[string]map[netip.Addr][]string{}, certNames: map[netip.Addr][]string{}, certEntries: map[string][]string{}}
 	// By segment: the members named by key (or the hub), and the far
 	// ends of the running tunnels.
-	var keyed, held []map[netip.Addr]bool
+	var keyed, ran []map[netip.Addr]bool
 	for _, s := range segs {
 		matched := map[netip.Addr][]string{}
 		var members []netip.Addr
@@ -99,16 +102,7 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 				certMatched[a] = append(certMatched[a], m.String())
 			}
 		}
-		had := map[netip.Addr]bool{}
-		if prev != nil {
-			for _, ps := range prev.segs {
-				if ps.Name == s.Name {
-					for _, r := range ps.Remotes {
-						had[r] = true
-					}
-				}
-			}
-		}
+		had := held[s.Name]
 		slices.SortFunc(byCert, func(x, y netip.Addr) int {
 			if had[x] != had[y] {
 				if had[x] {
@@ -130,7 +124,7 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 			byKey[s.Hub.Addr] = true
 		}
 		keyed = append(keyed, byKey)
-		held = append(held, had)
+		ran = append(ran, had)
 		p.matched[s.Name] = matched
 		p.segs = append(p.segs, seg)
 	}
@@ -138,9 +132,10 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 	// ground its key for it) cannot both exist: one is left out, rather
 	// than the whole change refused. Across every segment, a tunnel to a
 	// member named by key (or the hub) goes first, then one that runs
-	// already, then the rest in order: a certificate member of one
-	// segment cannot take the VXLAN ID of a running tunnel, or of a
-	// member named by key, of another.
+	// already (held: also across a restart of this node), then the rest
+	// in order: a certificate member cannot take the VXLAN ID of a
+	// running tunnel, or of a member named by key, of its segment or of
+	// another.
 	vnis := map[uint32]netip.Addr{}
 	out := make([]map[netip.Addr]bool, len(p.segs))
 	for rank := 0; rank < 3; rank++ {
@@ -155,7 +150,7 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 					if rank != 0 {
 						continue
 					}
-				case held[i][r]:
+				case ran[i][r]:
 					if rank != 1 {
 						continue
 					}
@@ -203,11 +198,44 @@ func (n *Node) startL2(tunName string) error {
 	if err != nil {
 		return err
 	}
-	plan := planL2(file, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), nil)
+	plan := planL2(file, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), n.l2Held(nil, file))
 	n.store.SetL2Rules(plan.rules)
 	n.l2plan.Store(plan)
+	n.rememberL2(plan)
 	n.logLeftOut(nil, plan)
 	return n.startL2Segments(tunName, plan.segs)
+}
+
+// l2Held is who holds the tunnels: the far ends of prev, the running
+// plan, or before this process planned any, those the node remembers
+// (package l2held; segs name the segments it reads). reloadMu is held.
+func (n *Node) l2Held(prev *l2Plan, segs []config.L2Segment) l2held.Held {
+	if prev != nil {
+		return l2held.Of(prev.segs)
+	}
+	if n.l2mem == nil {
+		var names []string
+		for _, s := range segs {
+			names = append(names, s.Name)
+		}
+		mem, held, err := l2held.Open(l2held.Path(n.cfg.KeyFile), n.pub.Address(), names)
+		if err != nil {
+			n.log.Warn("virtual Ethernet: starting without the memory of which member held each tunnel (rewritten at once): a member whose tunnel's VXLAN ID clashes with another's may take it", "err", err)
+		}
+		n.l2mem, n.l2memHeld = mem, held
+	}
+	return n.l2memHeld
+}
+
+// rememberL2 writes the far ends of plan's tunnels, the plan in force,
+// for the next start (l2Held). reloadMu is held.
+func (n *Node) rememberL2(plan *l2Plan) {
+	if n.l2mem == nil {
+		return
+	}
+	if err := n.l2mem.Save(l2held.Of(plan.segs)); err != nil {
+		n.log.Warn("virtual Ethernet: cannot remember which member holds each tunnel", "err", err)
+	}
 }
 
 // greetForL2 greets the static peers now when a full mesh names members
@@ -312,7 +340,7 @@ func (n *Node) applyL2(after []config.L2Segment, always bool) (adminapi.ReloadCo
 		return count, nil
 	}
 	prev := n.l2plan.Load()
-	plan := planL2(after, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), prev)
+	plan := planL2(after, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), n.l2Held(prev, after))
 	var old []l2.Segment
 	if prev != nil {
 		old = prev.segs
@@ -346,6 +374,7 @@ func (n *Node) applyL2(after []config.L2Segment, always bool) (adminapi.ReloadCo
 	n.store.SetL2Rules(plan.rules) // published to the filter at once
 	n.knownKeysChanged()
 	n.l2plan.Store(plan)
+	n.rememberL2(plan)
 	n.logLeftOut(prev, plan)
 	n.hostMu.Lock()
 	m := n.l2

@@ -3,11 +3,13 @@ package node
 import (
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/node/l2held"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
 
@@ -63,7 +65,7 @@ func TestPlanL2CertMembers(t *testing.T) {
 	// b leaves the group (a new certificate without it): its tunnel and
 	// nothing else goes.
 	dir2 := policy.Directory{b: {{Org: "acme", Name: "b.acme", Groups: []string{"sales"}}}, c: dir[c]}
-	if got := planL2(segs, 1400, self, dir2, p).segs[0].Remotes; !slices.Equal(got, []netip.Addr{key, c}) {
+	if got := planL2(segs, 1400, self, dir2, l2held.Of(p.segs)).segs[0].Remotes; !slices.Equal(got, []netip.Addr{key, c}) {
 		t.Errorf("after b left the group: %v", got)
 	}
 
@@ -98,7 +100,7 @@ func TestPlanL2Bound(t *testing.T) {
 	// A new member with a lower address does not take a tunnel.
 	low := netip.MustParseAddr("fc00::2")
 	dir[low] = []policy.Member{{Org: "acme", Name: "low", Groups: []string{"big"}}}
-	p2 := planL2(segs, 1400, self, dir, p)
+	p2 := planL2(segs, 1400, self, dir, l2held.Of(p.segs))
 	if !slices.Equal(p2.segs[0].Remotes, p.segs[0].Remotes) || p2.segs[0].LeftOut != 10001-l2.MaxTunnels {
 		t.Errorf("a new member displaced a tunnel: %d left out", p2.segs[0].LeftOut)
 	}
@@ -167,7 +169,7 @@ func TestPlanL2VNIClashAcrossSegments(t *testing.T) {
 		t.Fatalf("before: office remotes %v", got)
 	}
 	dir := policy.Directory{attacker: {{Org: "acme", Name: "mallory.acme", Groups: []string{"lab"}}}}
-	p2 := planL2(segs, 1400, self, dir, p)
+	p2 := planL2(segs, 1400, self, dir, l2held.Of(p.segs))
 	if got := p2.segs[1].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
 		t.Errorf("after a lab member with a clashing VXLAN ID appeared: office remotes %v (the running tunnel to the key member %s was taken out; clashes %v)", got, victim, p2.clashes)
 	}
@@ -176,9 +178,10 @@ func TestPlanL2VNIClashAcrossSegments(t *testing.T) {
 // TestPlanL2VNIClashRestart: of two certificate members whose tunnels
 // would have one VXLAN ID, the one that had the tunnel keeps it across a
 // restart of this node too (not the lower address, which a newcomer can
-// grind for along with the clash).
+// grind for along with the clash): the node remembers who held each
+// tunnel (package l2held, a file beside the key), and plans its first
+// segments after a start with that.
 func TestPlanL2VNIClashRestart(t *testing.T) {
-	t.Skip("known, not fixed (issue 14 closing note): after this node restarts, planL2 has no running tunnels to prefer, so a clashing newcomer with the lower address takes the VXLAN ID; the fix is to remember the running tunnels across restarts, or one VXLAN device carrying many IDs")
 	self := netip.MustParseAddr("fc00::1")
 	// Both in "office": attacker in fc00::1:..., victim in fc00::2:... (higher).
 	attacker, victim := vniClash(t, self, "office", "office")
@@ -186,13 +189,32 @@ func TestPlanL2VNIClashRestart(t *testing.T) {
 	dir := policy.Directory{victim: {{Org: "acme", Name: "alice.acme", Groups: []string{"office"}}}}
 	p := planL2(segs, 1400, self, dir, nil)
 	dir2 := policy.Directory{victim: dir[victim], attacker: {{Org: "acme", Name: "mallory.acme", Groups: []string{"office"}}}}
-	p2 := planL2(segs, 1400, self, dir2, p)
+	p2 := planL2(segs, 1400, self, dir2, l2held.Of(p.segs))
 	if got := p2.segs[0].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
 		t.Fatalf("running: remotes %v", got)
 	}
-	// This node restarts (the directory is kept across restarts).
-	p3 := planL2(segs, 1400, self, dir2, nil)
+	// The node remembers the plan in force (as rememberL2 does).
+	path := l2held.Path(filepath.Join(t.TempDir(), "node.key"))
+	mem, _, err := l2held.Open(path, self, []string{"office"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Save(l2held.Of(p2.segs)); err != nil {
+		t.Fatal(err)
+	}
+	// This node restarts (the directory is kept across restarts): what
+	// it remembers is its first plan's held.
+	_, held, err := l2held.Open(path, self, []string{"office"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p3 := planL2(segs, 1400, self, dir2, held)
 	if got := p3.segs[0].Remotes; !slices.Equal(got, []netip.Addr{victim}) {
 		t.Errorf("after a restart: remotes %v: the newcomer %s took the VXLAN ID of %s, which had the tunnel", got, attacker, victim)
+	}
+	// Without the memory the lower address wins: the clash is real, and
+	// the memory is what keeps the victim's tunnel.
+	if got := planL2(segs, 1400, self, dir2, nil).segs[0].Remotes; !slices.Equal(got, []netip.Addr{attacker}) {
+		t.Fatalf("with no memory: remotes %v, want the lower address %s", got, attacker)
 	}
 }

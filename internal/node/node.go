@@ -37,6 +37,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/console"
+	"github.com/tomoe-net/tomoe/internal/node/l2held"
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
@@ -158,6 +159,10 @@ type Node struct {
 	// directory (l2Sync); guarded by reloadMu.
 	l2Started bool
 	l2Sync    chan struct{}
+	// l2mem remembers who held each tunnel across restarts, and
+	// l2memHeld is what it held at this start; guarded by reloadMu.
+	l2mem     *l2held.Memory
+	l2memHeld l2held.Held
 	// dir is the directory of verified memberships (MembersChanged).
 	dir     atomic.Pointer[policy.Directory]
 	bridges []string          // the segments' bridges, for the firewall; guarded by hostMu
