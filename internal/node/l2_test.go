@@ -218,3 +218,35 @@ func TestPlanL2VNIClashRestart(t *testing.T) {
 		t.Fatalf("with no memory: remotes %v, want the lower address %s", got, attacker)
 	}
 }
+
+// TestPlanL2HeldOnlyRanks: what the node remembers only ranks members:
+// a remembered far end that is not a member now (its certificate gone,
+// or never one: an edited file) gets no tunnel and no rule, and a
+// remembered segment that the config no longer has adds none.
+func TestPlanL2HeldOnlyRanks(t *testing.T) {
+	self := netip.MustParseAddr("fc00::1")
+	attacker, victim := vniClash(t, self, "office", "office")
+	stranger := netip.MustParseAddr("fc00::66")
+	segs := []config.L2Segment{{Name: "office", Members: []policy.Identity{mustIdentity(t, "group:acme/office")}}}
+	dir := policy.Directory{
+		victim:   {{Org: "acme", Name: "alice.acme", Groups: []string{"office"}}},
+		attacker: {{Org: "acme", Name: "mallory.acme", Groups: []string{"office"}}},
+		stranger: {{Org: "acme", Name: "eve.acme", Groups: []string{"sales"}}},
+	}
+	held := l2held.Held{"office": {victim: true, stranger: true, netip.MustParseAddr("fc00::77"): true}, "gone": {attacker: true}}
+	p := planL2(segs, 1400, self, dir, held)
+	if got := p.segs[0].Remotes; len(p.segs) != 1 || !slices.Equal(got, []netip.Addr{victim}) || p.segs[0].LeftOut != 1 {
+		t.Fatalf("remotes %v, left out %d", got, p.segs[0].LeftOut)
+	}
+	for _, r := range p.rules {
+		if r.From.Kind == policy.KindNode {
+			t.Errorf("a rule for a remembered far end: %v", r)
+		}
+	}
+	// The victim's certificate is gone: its memory gives it nothing, and
+	// the attacker, a member, gets the ID.
+	delete(dir, victim)
+	if got := planL2(segs, 1400, self, dir, held).segs[0].Remotes; !slices.Equal(got, []netip.Addr{attacker}) {
+		t.Errorf("after the victim left: remotes %v", got)
+	}
+}
