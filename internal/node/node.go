@@ -159,10 +159,9 @@ type Node struct {
 	// directory (l2Sync); guarded by reloadMu.
 	l2Started bool
 	l2Sync    chan struct{}
-	// l2mem remembers who held each tunnel across restarts, and
-	// l2memHeld is what it held at this start; guarded by reloadMu.
-	l2mem     *l2held.Memory
-	l2memHeld l2held.Held
+	// l2mem remembers who held each tunnel across restarts (opened by
+	// the first plan); guarded by reloadMu.
+	l2mem *l2held.Memory
 	// dir is the directory of verified memberships (MembersChanged).
 	dir     atomic.Pointer[policy.Directory]
 	bridges []string          // the segments' bridges, for the firewall; guarded by hostMu
@@ -297,7 +296,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return n, err
 	}
-	store.SetL2Rules(planL2(l2cfg, cfg.TUN.MTU, pub.Address(), nil, nil).rules)
+	store.SetL2Rules(planL2(l2cfg, cfg.TUN.MTU, pub.Address(), nil, nil, nil).rules)
 	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}

@@ -36,16 +36,30 @@ func equal(x, y Held) bool {
 	return x.equal(y) && y.equal(x)
 }
 
+var t0 = time.Unix(1_800_000_000, 0)
+
+// open opens path at t0 and returns what it awaits.
+func open(t *testing.T, path string, segments ...string) (*Memory, Held, error) {
+	t.Helper()
+	m, err := Open(path, self, segments, t0)
+	if m == nil {
+		t.Fatal("Open returned no memory")
+	}
+	return m, m.Awaited(t0), err
+}
+
+func never(string, netip.Addr) bool { return false }
+
 // TestSaveOpen: what Save wrote, Open reads back (mode 0600, the VXLAN
 // IDs beside their far ends); Save writes only a change.
 func TestSaveOpen(t *testing.T) {
 	path := Path(filepath.Join(t.TempDir(), "state", "node.key"))
-	m, h, err := Open(path, self, []string{"office", "lab"})
+	m, h, err := open(t, path, "office", "lab")
 	if err != nil || len(h) != 0 {
 		t.Fatalf("no file: %v, %v", h, err)
 	}
 	want := held(map[string][]netip.Addr{"office": {b, c}, "lab": {c}})
-	if err := m.Save(want); err != nil {
+	if err := m.Save(want, never, t0); err != nil {
 		t.Fatal(err)
 	}
 	fi, err := os.Stat(path)
@@ -56,23 +70,23 @@ func TestSaveOpen(t *testing.T) {
 	if !strings.Contains(string(raw), fmt.Sprintf(`"vni": %d`, l2.VNI("office", self, b))) {
 		t.Errorf("the file does not name b's VXLAN ID:\n%s", raw)
 	}
-	_, got, err := Open(path, self, []string{"office", "lab"})
+	_, got, err := open(t, path, "office", "lab")
 	if err != nil || !equal(got, want) {
 		t.Fatalf("read back %v (%v), want %v", got, err, want)
 	}
 	// Unchanged: no write (the file's time stays).
 	past := fi.ModTime().Add(-time.Hour)
 	os.Chtimes(path, past, past)
-	if err := m.Save(held(map[string][]netip.Addr{"office": {c, b}, "lab": {c}})); err != nil {
+	if err := m.Save(held(map[string][]netip.Addr{"office": {c, b}, "lab": {c}}), never, t0); err != nil {
 		t.Fatal(err)
 	}
 	if fi, _ := os.Stat(path); !fi.ModTime().Equal(past) {
 		t.Error("Save wrote an unchanged memory")
 	}
-	if err := m.Save(held(map[string][]netip.Addr{"office": {b}})); err != nil {
+	if err := m.Save(held(map[string][]netip.Addr{"office": {b}, "lab": {}}), never, t0); err != nil {
 		t.Fatal(err)
 	}
-	if _, got, _ := Open(path, self, []string{"office", "lab"}); !equal(got, held(map[string][]netip.Addr{"office": {b}})) {
+	if _, got, _ := open(t, path, "office", "lab"); !equal(got, held(map[string][]netip.Addr{"office": {b}, "lab": {}})) {
 		t.Errorf("after a change: %v", got)
 	}
 }
@@ -102,7 +116,7 @@ func TestOpenDrops(t *testing.T) {
 		}
 	}
 	write(st)
-	_, h, err := Open(path, self, []string{"office", "big"})
+	_, h, err := open(t, path, "office", "big")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +124,7 @@ func TestOpenDrops(t *testing.T) {
 		t.Errorf("office %v, gone %v, big %d entries", h["office"], h["gone"], len(h["big"]))
 	}
 	// Another key's memory (key_file replaced): nothing.
-	if _, h, err := Open(path, netip.MustParseAddr("fc00::5"), []string{"office", "big"}); err != nil || len(h) != 0 {
+	if m, err := Open(path, netip.MustParseAddr("fc00::5"), []string{"office", "big"}, t0); err != nil || len(m.Awaited(t0)) != 0 {
 		t.Errorf("for another address: %v, %v", h, err)
 	}
 }
@@ -141,7 +155,7 @@ func TestOpenBadFiles(t *testing.T) {
 			if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			m, h, err := Open(path, self, []string{"office"})
+			m, h, err := open(t, path, "office")
 			if err == nil || !strings.Contains(err.Error(), "corrupt") {
 				t.Errorf("no warning: %v", err)
 			}
@@ -152,10 +166,10 @@ func TestOpenBadFiles(t *testing.T) {
 				t.Fatalf("memory %v, held %v: want an empty memory", m, h)
 			}
 			want := held(map[string][]netip.Addr{"office": {b}})
-			if err := m.Save(want); err != nil {
+			if err := m.Save(want, never, t0); err != nil {
 				t.Fatal(err)
 			}
-			if _, got, err := Open(path, self, []string{"office"}); err != nil || !equal(got, want) {
+			if _, got, err := open(t, path, "office"); err != nil || !equal(got, want) {
 				t.Errorf("after the rewrite: %v, %v", got, err)
 			}
 		})
@@ -175,14 +189,86 @@ func FuzzOpen(f *testing.F) {
 		if err := os.WriteFile(path, body, 0o600); err != nil {
 			t.Fatal(err)
 		}
-		m, h, _ := Open(path, self, []string{"office"})
+		m, _ := Open(path, self, []string{"office"}, t0)
 		if m == nil {
 			t.Fatal("no memory")
 		}
+		h := m.Awaited(t0)
 		for name, rs := range h {
 			if name != "office" || len(rs) > l2.MaxTunnels {
 				t.Fatalf("segment %q with %d far ends", name, len(rs))
 			}
 		}
 	})
+}
+
+// TestAwaited: the far ends remembered at Open are awaited (and still
+// written) until they are back, settled, their segment is gone, or the
+// wait ends; running and awaited together stay within l2.MaxTunnels.
+func TestAwaited(t *testing.T) {
+	path := Path(filepath.Join(t.TempDir(), "node.key"))
+	seed := func() {
+		t.Helper()
+		m, _, _ := open(t, path, "office", "lab")
+		if err := m.Save(held(map[string][]netip.Addr{"office": {b, c}, "lab": {c}}), never, t0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seed()
+	m, h, err := open(t, path, "office", "lab")
+	if err != nil || !equal(h, held(map[string][]netip.Addr{"office": {b, c}, "lab": {c}})) {
+		t.Fatalf("awaited %v, %v", h, err)
+	}
+	// b is back (a tunnel again), c not yet: c still awaited, and written.
+	running := held(map[string][]netip.Addr{"office": {b}, "lab": {}})
+	if err := m.Save(running, never, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Awaited(t0); !equal(got, held(map[string][]netip.Addr{"office": {c}, "lab": {c}})) {
+		t.Errorf("after b came back: awaited %v", got)
+	}
+	if _, got, _ := open(t, path, "office", "lab"); !equal(got, held(map[string][]netip.Addr{"office": {b, c}, "lab": {c}})) {
+		t.Errorf("the file after b came back: %v", got)
+	}
+	// c settles in office (its certificate held, not a member there).
+	if err := m.Save(running, func(seg string, a netip.Addr) bool { return seg == "office" && a == c }, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Awaited(t0); !equal(got, held(map[string][]netip.Addr{"lab": {c}})) {
+		t.Errorf("after c settled in office: awaited %v", got)
+	}
+	// lab leaves the config.
+	if err := m.Save(held(map[string][]netip.Addr{"office": {b}}), never, t0); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Awaited(t0); len(got) != 0 {
+		t.Errorf("after lab left the config: awaited %v", got)
+	}
+
+	// The wait ends: nothing awaited, nor written.
+	seed()
+	m, _, _ = open(t, path, "office", "lab")
+	if m.Until() != t0.Add(Await) || m.Awaited(t0.Add(Await-time.Second)) == nil || m.Awaited(t0.Add(Await)) != nil {
+		t.Errorf("until %v", m.Until())
+	}
+	if err := m.Save(running, never, t0.Add(Await)); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, _ := open(t, path, "office", "lab"); !equal(got, running) {
+		t.Errorf("the file after the wait: %v", got)
+	}
+
+	// A full segment keeps its running far ends first.
+	seed()
+	m, _, _ = open(t, path, "office", "lab")
+	full := Held{"office": {}, "lab": {}}
+	for i := range l2.MaxTunnels {
+		full["office"][netip.MustParseAddr(fmt.Sprintf("fc00::1:%x", i+1))] = true
+	}
+	if err := m.Save(full, never, t0); err != nil {
+		t.Fatal(err)
+	}
+	if _, got, _ := open(t, path, "office", "lab"); !equal(got, Held{"office": full["office"], "lab": {c: true}}) {
+		t.Errorf("a full segment: %d far ends, b %v", len(got["office"]), got["office"][b])
+	}
 }
