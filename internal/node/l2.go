@@ -159,7 +159,8 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 				for _, a := range slices.SortedFunc(maps.Keys(awaited[seg.Name]), netip.Addr.Compare) {
 					// Not a tunnel now, nor known not to be a member
 					// (its certificate held): not back yet.
-					if v := l2.VNI(seg.Name, self, a); a != self && !slices.Contains(seg.Remotes, a) && len(dir[a]) == 0 && vnis[v] == (netip.Addr{}) {
+					v := l2.VNI(seg.Name, self, a)
+					if _, taken := vnis[v]; !taken && a != self && !slices.Contains(seg.Remotes, a) && len(dir[a]) == 0 {
 						vnis[v], kept[v] = a, true
 					}
 				}
