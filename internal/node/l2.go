@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -11,6 +12,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
 	"github.com/tomoe-net/tomoe/internal/l2"
+	"github.com/tomoe-net/tomoe/internal/node/l2held"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
 	"github.com/tomoe-net/tomoe/internal/policy"
 )
@@ -23,8 +25,9 @@ import (
 // Members named by certificate (group:, org:, name:) are the nodes this
 // node knows as such: those whose valid certificate it holds (the
 // directory of package orgs, which it learns from its peers after each
-// handshake and from its bridges with each lookup, and keeps across
-// restarts). Their packets are admitted by a rule naming the identity
+// handshake and from its bridges with each lookup; it starts empty at
+// each start, and package l2held keeps who held each tunnel meanwhile).
+// Their packets are admitted by a rule naming the identity
 // itself, so that the policy follows the directory at once (a revoked,
 // expired or re-issued certificate stops matching in the same step that
 // installs the new directory), and a handshake from a member whose
@@ -47,15 +50,20 @@ type l2Plan struct {
 }
 
 // planL2 plans segs for the node with address self, whose TUN interface
-// has MTU tunMTU, with certificate members resolved against dir. prev
-// (may be nil) is the running plan: of the certificate members, those
-// with a tunnel already come first, so that past l2.MaxTunnels a new
-// member does not take an old one's tunnel.
-func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, prev *l2Plan) *l2Plan {
+// has MTU tunMTU, with certificate members resolved against dir. held
+// (may be nil) are the far ends of the running tunnels, awaited (may be
+// nil) those the node remembers from before its start and has not met
+// again (package l2held). Of the certificate members, those come first,
+// so that past l2.MaxTunnels a new member does not take an old one's
+// tunnel, nor its VXLAN ID; and an awaited far end whose certificate
+// dir lacks (it has not greeted this node since its start) keeps its
+// VXLAN ID out of others' reach. Neither gives a tunnel: a far end that
+// is not a member now gets none.
+func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Directory, held, awaited l2held.Held) *l2Plan {
 	p := &l2Plan{matched: map[string]map[netip.Addr][]string{}, certNames: map[netip.Addr][]string{}, certEntries: map[string][]string{}}
 	// By segment: the members named by key (or the hub), and the far
 	// ends of the running tunnels.
-	var keyed, held []map[netip.Addr]bool
+	var keyed, ran []map[netip.Addr]bool
 	for _, s := range segs {
 		matched := map[netip.Addr][]string{}
 		var members []netip.Addr
@@ -99,16 +107,11 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 				certMatched[a] = append(certMatched[a], m.String())
 			}
 		}
-		had := map[netip.Addr]bool{}
-		if prev != nil {
-			for _, ps := range prev.segs {
-				if ps.Name == s.Name {
-					for _, r := range ps.Remotes {
-						had[r] = true
-					}
-				}
-			}
+		had := maps.Clone(held[s.Name])
+		if had == nil {
+			had = map[netip.Addr]bool{}
 		}
+		maps.Copy(had, awaited[s.Name])
 		slices.SortFunc(byCert, func(x, y netip.Addr) int {
 			if had[x] != had[y] {
 				if had[x] {
@@ -130,24 +133,38 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 			byKey[s.Hub.Addr] = true
 		}
 		keyed = append(keyed, byKey)
-		held = append(held, had)
+		ran = append(ran, had)
 		p.matched[s.Name] = matched
 		p.segs = append(p.segs, seg)
 	}
 	// Two tunnels with one VXLAN ID (1 in 2^24 a pair, or a member that
 	// ground its key for it) cannot both exist: one is left out, rather
 	// than the whole change refused. Across every segment, a tunnel to a
-	// member named by key (or the hub) goes first, then one that runs
-	// already, then the rest in order: a certificate member of one
-	// segment cannot take the VXLAN ID of a running tunnel, or of a
-	// member named by key, of another.
+	// member named by key (or the hub) goes first, then the IDs of the
+	// awaited far ends not back yet, then a tunnel that runs
+	// already or is awaited, then the rest in order: a certificate member
+	// cannot take the VXLAN ID of a running tunnel, of one that ran before
+	// this node restarted, or of a member named by key, of its segment or
+	// of another.
 	vnis := map[uint32]netip.Addr{}
+	kept := map[uint32]bool{} // the IDs held for awaited far ends
 	out := make([]map[netip.Addr]bool, len(p.segs))
-	for rank := 0; rank < 3; rank++ {
+	for rank := 0; rank < 4; rank++ {
 		for i := range p.segs {
 			seg := &p.segs[i]
 			if out[i] == nil {
 				out[i] = map[netip.Addr]bool{}
+			}
+			if rank == 1 {
+				for _, a := range slices.SortedFunc(maps.Keys(awaited[seg.Name]), netip.Addr.Compare) {
+					// Not a tunnel now, nor known not to be a member
+					// (its certificate held): not back yet.
+					v := l2.VNI(seg.Name, self, a)
+					if _, taken := vnis[v]; !taken && a != self && !slices.Contains(seg.Remotes, a) && len(dir[a]) == 0 {
+						vnis[v], kept[v] = a, true
+					}
+				}
+				continue
 			}
 			for _, r := range seg.Remotes {
 				switch {
@@ -155,16 +172,20 @@ func planL2(segs []config.L2Segment, tunMTU int, self netip.Addr, dir policy.Dir
 					if rank != 0 {
 						continue
 					}
-				case held[i][r]:
-					if rank != 1 {
+				case ran[i][r]:
+					if rank != 2 {
 						continue
 					}
-				case rank != 2:
+				case rank != 3:
 					continue
 				}
 				v := l2.VNI(seg.Name, self, r)
 				if other, dup := vnis[v]; dup {
-					p.clashes = append(p.clashes, fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", seg.Name, r, other))
+					why := fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's", seg.Name, r, other)
+					if kept[v] {
+						why = fmt.Sprintf("segment %s: the tunnel to %s has the VXLAN ID of %s's, which had it before this node started and is awaited", seg.Name, r, other)
+					}
+					p.clashes = append(p.clashes, why)
 					seg.LeftOut++
 					out[i][r] = true
 					continue
@@ -203,11 +224,50 @@ func (n *Node) startL2(tunName string) error {
 	if err != nil {
 		return err
 	}
-	plan := planL2(file, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), nil)
+	plan := n.planL2Held(file, nil)
 	n.store.SetL2Rules(plan.rules)
 	n.l2plan.Store(plan)
 	n.logLeftOut(nil, plan)
 	return n.startL2Segments(tunName, plan.segs)
+}
+
+// planL2Held plans segs with the directory now (planL2), prev the plan in
+// force (nil: none yet), and what the node remembers of who held each
+// tunnel before this start (package l2held, opened at the first plan),
+// then records the plan there. reloadMu is held.
+func (n *Node) planL2Held(segs []config.L2Segment, prev *l2Plan) *l2Plan {
+	now := n.clock.Now()
+	if n.l2mem == nil {
+		var names []string
+		for _, s := range segs {
+			names = append(names, s.Name)
+		}
+		mem, err := l2held.Open(l2held.Path(n.cfg.KeyFile), n.pub.Address(), names, now)
+		if err != nil {
+			n.log.Warn("virtual Ethernet: starting without the memory of which member held each tunnel (rewritten at once): a member whose tunnel's VXLAN ID clashes with another's may take it", "err", err)
+		}
+		n.l2mem = mem
+		if len(mem.Awaited(now)) > 0 {
+			// The IDs kept for far ends not back by then are freed.
+			n.clock.AfterFunc(mem.Until().Sub(now), func() {
+				select {
+				case n.l2Sync <- struct{}{}:
+				default:
+				}
+			})
+		}
+	}
+	var held l2held.Held
+	if prev != nil {
+		held = l2held.Of(prev.segs)
+	}
+	dir := n.l2Dir()
+	plan := planL2(segs, n.cfg.TUN.MTU, n.pub.Address(), dir, held, n.l2mem.Awaited(now))
+	settled := func(seg string, a netip.Addr) bool { return plan.matched[seg][a] != nil || len(dir[a]) > 0 }
+	if err := n.l2mem.Save(l2held.Of(plan.segs), settled, now); err != nil {
+		n.log.Warn("virtual Ethernet: cannot remember which member holds each tunnel", "err", err)
+	}
+	return plan
 }
 
 // greetForL2 greets the static peers now when a full mesh names members
@@ -312,7 +372,7 @@ func (n *Node) applyL2(after []config.L2Segment, always bool) (adminapi.ReloadCo
 		return count, nil
 	}
 	prev := n.l2plan.Load()
-	plan := planL2(after, n.cfg.TUN.MTU, n.pub.Address(), n.l2Dir(), prev)
+	plan := n.planL2Held(after, prev)
 	var old []l2.Segment
 	if prev != nil {
 		old = prev.segs

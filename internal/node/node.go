@@ -37,6 +37,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/netstack"
 	"github.com/tomoe-net/tomoe/internal/node/changes"
 	"github.com/tomoe-net/tomoe/internal/node/console"
+	"github.com/tomoe-net/tomoe/internal/node/l2held"
 	"github.com/tomoe-net/tomoe/internal/node/localsvc"
 	"github.com/tomoe-net/tomoe/internal/node/orgs"
 	"github.com/tomoe-net/tomoe/internal/node/peers"
@@ -158,6 +159,9 @@ type Node struct {
 	// directory (l2Sync); guarded by reloadMu.
 	l2Started bool
 	l2Sync    chan struct{}
+	// l2mem remembers who held each tunnel across restarts (opened by
+	// the first plan); guarded by reloadMu.
+	l2mem *l2held.Memory
 	// dir is the directory of verified memberships (MembersChanged).
 	dir     atomic.Pointer[policy.Directory]
 	bridges []string          // the segments' bridges, for the firewall; guarded by hostMu
@@ -292,7 +296,7 @@ func New(cfg *config.Config, opts Options) (n *Node, err error) {
 	if err != nil {
 		return n, err
 	}
-	store.SetL2Rules(planL2(l2cfg, cfg.TUN.MTU, pub.Address(), nil, nil).rules)
+	store.SetL2Rules(planL2(l2cfg, cfg.TUN.MTU, pub.Address(), nil, nil, nil).rules)
 	if n.routes, err = n.newRouter(); err != nil {
 		return n, err
 	}

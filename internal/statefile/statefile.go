@@ -31,6 +31,10 @@ type File struct {
 	// that adds meaning an older reader would silently drop bumps the
 	// version it writes, so the older reader refuses the file instead.
 	MaxVersion int
+	// MaxBytes, if not 0, bounds the file: a longer one is refused as
+	// corrupt, unread (a file that can only grow with its entries'
+	// bound, read at start).
+	MaxBytes int64
 }
 
 // Load decodes the file into v, whose Version field version points at.
@@ -39,12 +43,20 @@ type File struct {
 // a directory they can (see package fileperm): the node trusts what it
 // reads here.
 func (f File) Load(v any, version *int) (bool, error) {
+	if f.MaxBytes > 0 {
+		if fi, err := os.Stat(f.Path); err == nil && fi.Size() > f.MaxBytes {
+			return false, f.Corrupt(fmt.Errorf("%d bytes, over the %d it can hold", fi.Size(), f.MaxBytes))
+		}
+	}
 	b, err := fileperm.ReadFile(f.Path, f.What, fileperm.State)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
+	}
+	if f.MaxBytes > 0 && int64(len(b)) > f.MaxBytes { // it grew since the Stat
+		return false, f.Corrupt(fmt.Errorf("%d bytes, over the %d it can hold", len(b), f.MaxBytes))
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return false, f.Corrupt(err)

@@ -112,3 +112,20 @@ func TestLoadRefusesFilesOthersCanChange(t *testing.T) {
 		t.Errorf("back to normal: %v", err)
 	}
 }
+
+// TestMaxBytes: a file over MaxBytes is refused as corrupt, unread; one
+// at the bound loads.
+func TestMaxBytes(t *testing.T) {
+	f := File{Path: filepath.Join(t.TempDir(), "s.json"), What: "test state", Forget: "the items", MaxBytes: 64}
+	if err := f.Save(state{Version: Version, Items: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	var st state
+	if found, err := f.Load(&st, &st.Version); !found || err != nil {
+		t.Fatalf("small file: %v %v", found, err)
+	}
+	os.WriteFile(f.Path, []byte(`{"version": 1, "items": ["`+strings.Repeat("x", 64)+`"]}`), 0o600)
+	if _, err := f.Load(&st, &st.Version); err == nil || !strings.Contains(err.Error(), "corrupt") || !strings.Contains(err.Error(), "over the 64") {
+		t.Errorf("oversized file: %v", err)
+	}
+}
