@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,7 +20,9 @@ import (
 //
 //	TOMOE_L2_AB=old-tomoe,new-tomoe TOMOE_L2_AB_ROUNDS=2 go test ./bench -run TestL2AB -v -timeout 30m
 //
-// No other bench run may use tbench-l2* at the same time.
+// With TOMOE_L2_AB_PROFILES=DIR the last round also takes 8 s CPU profiles
+// of both nodes during an extra L2 run, into DIR/<binary name>/. No other
+// bench run may use tbench-l2* at the same time.
 func TestL2AB(t *testing.T) {
 	spec := os.Getenv("TOMOE_L2_AB")
 	if spec == "" || os.Geteuid() != 0 {
@@ -47,6 +50,12 @@ func TestL2AB(t *testing.T) {
 			e := &env{log: log, work: t.TempDir()}
 			lr := &L2Result{Syscalls: map[string][]L2Syscalls{}}
 			p := l2Params{repeats: 1, runSeconds: 8, streams: []int{1}, pingCount: 20, pingInterval: 0.01}
+			if dir := os.Getenv("TOMOE_L2_AB_PROFILES"); dir != "" && round == rounds-1 {
+				p.profileDir = filepath.Join(dir, filepath.Base(bin))
+				if err := os.MkdirAll(p.profileDir, 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
 			err := e.l2Part(ctx, bins{tomoe: bin}, p, lr)
 			e.Cleanup()
 			if err != nil {
