@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
@@ -255,5 +256,66 @@ func TestReaderTCPv4Transfer(t *testing.T) {
 	t.Logf("%d MiB in %v; %d packets pumped, largest %d bytes", total>>20, time.Since(start), pumped.Load(), maxPkt.Load())
 	if bad.Load() != 0 {
 		t.Fatalf("%d packets with a bad IPv4 or TCP checksum", bad.Load())
+	}
+}
+
+// A TUN device with offloads whose file is blocking (tun.CreateTUNFromFile
+// on a descriptor opened without O_NONBLOCK): reading ahead on it would
+// wait in read(2), so NewReader must refuse it (nil: dev.Read alone), as
+// it says, rather than hand out a Reader whose Read hangs once the queue
+// is empty.
+func TestReaderRefusesBlockingFile(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNetns(t, "tunb")
+	var dev tun.Device
+	var err error
+	ns.Do(func() {
+		fd, oerr := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if oerr != nil {
+			err = oerr
+			return
+		}
+		ifr, _ := unix.NewIfreq("tb0")
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return
+		}
+		dev, err = tun.CreateTUNFromFile(os.NewFile(uintptr(fd), "/dev/net/tun"), 1400)
+	})
+	if err != nil {
+		t.Fatalf("create tun: %v", err)
+	}
+	defer dev.Close()
+	if dev.BatchSize() <= 1 {
+		t.Skip("no offloads on this kernel's TUN")
+	}
+	r := NewReader(dev, dev.File())
+	if r == nil {
+		return
+	}
+	// NewReader accepted it: a Read with one packet queued must still
+	// return.
+	ns.Run("ip", "link", "set", "tb0", "up")
+	ns.Run("ip", "addr", "add", "10.78.0.1/24", "dev", "tb0")
+	var conn net.Conn
+	ns.Do(func() { conn, err = net.Dial("udp4", "10.78.0.2:9") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := conn.Write([]byte("one")); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		bufs, sizes := batch(8, 16+65535)
+		r.Read(bufs, sizes, 16)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("NewReader took a blocking file, and its Read hangs in the read-ahead once the queue is empty")
 	}
 }
