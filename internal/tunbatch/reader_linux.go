@@ -44,6 +44,12 @@ func NewReader(dev tun.Device, file *os.File) *Reader {
 	if err != nil {
 		return nil
 	}
+	// A read on a blocking descriptor (tun.CreateTUNFromFile on one opened
+	// without O_NONBLOCK) waits for a frame, whatever the callback says.
+	flags := 0
+	if cerr := rc.Control(func(fd uintptr) { flags, err = unix.FcntlInt(fd, unix.F_GETFL, 0) }); cerr != nil || err != nil || flags&unix.O_NONBLOCK == 0 {
+		return nil
+	}
 	return &Reader{dev: dev, rc: rc, buf: make([]byte, maxFrame), pend: make([]byte, 0, maxFrame)}
 }
 
