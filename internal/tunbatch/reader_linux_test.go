@@ -421,3 +421,41 @@ func TestReaderRefusesBlockingFile(t *testing.T) {
 		t.Fatal("NewReader took a blocking file, and its Read hangs in the read-ahead once the queue is empty")
 	}
 }
+
+// NewReader takes the device and its file apart; it must read ahead only
+// on a file that really hands up virtio-net headers of the size Split
+// parses, whatever dev.BatchSize() claims (here a device of batches over
+// a TUN file opened without IFF_VNET_HDR, whose packets would be parsed as
+// headers).
+func TestReaderRefusesFileWithoutHeaders(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNetns(t, "tunb")
+	var f *os.File
+	var err error
+	ns.Do(func() {
+		fd, oerr := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if oerr != nil {
+			err = oerr
+			return
+		}
+		ifr, _ := unix.NewIfreq("tb0")
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI)
+		if err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return
+		}
+		f = os.NewFile(uintptr(fd), "/dev/net/tun")
+	})
+	if err != nil {
+		t.Fatalf("open tun: %v", err)
+	}
+	defer f.Close()
+	dev := testnet.NewChanTUN(1400) // BatchSize() 16
+	defer dev.Close()
+	if dev.BatchSize() <= 1 {
+		t.Fatal("test device claims no batches")
+	}
+	if r := NewReader(dev, f); r != nil {
+		t.Fatal("NewReader reads ahead on a TUN file without virtio-net headers")
+	}
+}
