@@ -89,6 +89,9 @@ func TestKernelBatchUnderInterrupts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if kt, ok := k.(*kernelTUN); !ok || kt.batch == nil {
+		t.Fatal("the kernel adapter does not read in batches (tunbatch)")
+	}
 	ns.Run("ip", "link", "set", "tt0", "up")
 	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
 	var conn net.Conn
