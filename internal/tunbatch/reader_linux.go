@@ -2,6 +2,7 @@ package tunbatch
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"sync/atomic"
 	"syscall"
@@ -44,7 +45,38 @@ func NewReader(dev tun.Device, file *os.File) *Reader {
 	if err != nil {
 		return nil
 	}
+	if cerr := rc.Control(func(fd uintptr) { err = checkFile(int(fd)) }); cerr != nil || err != nil {
+		return nil
+	}
 	return &Reader{dev: dev, rc: rc, buf: make([]byte, maxFrame), pend: make([]byte, 0, maxFrame)}
+}
+
+// checkFile reports whether fd can be read ahead: non-blocking (a read on
+// a blocking descriptor, as tun.CreateTUNFromFile may be given, waits for
+// a frame whatever the callback says), a TUN device opened with
+// IFF_VNET_HDR, and headers of the size Split parses.
+func checkFile(fd int) error {
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return err
+	}
+	if flags&unix.O_NONBLOCK == 0 {
+		return errors.New("blocking file")
+	}
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.TUNGETIFF, ifr); err != nil {
+		return err
+	}
+	if ifr.Uint16()&unix.IFF_VNET_HDR == 0 {
+		return errors.New("no virtio-net headers")
+	}
+	if sz, err := unix.IoctlGetInt(fd, unix.TUNGETVNETHDRSZ); err != nil || sz != HeaderLen {
+		return fmt.Errorf("virtio-net header of %d bytes (%v)", sz, err)
+	}
+	return nil
 }
 
 // Stats returns the packets read ahead (beyond dev.Read's) and the frames

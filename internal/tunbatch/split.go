@@ -92,8 +92,15 @@ func Split(in []byte, bufs [][]byte, sizes []int, offset int) (int, error) {
 		}
 		if csum {
 			// The field holds the pseudo-header sum; the sum from start
-			// to the end, complemented, is the checksum.
-			binary.BigEndian.PutUint16(pkt[at:], ^xsum.Checksum(pkt[start:], 0))
+			// to the end, complemented, is the checksum. A 0 is written as
+			// 0xffff, as the kernel's skb_checksum_help does: the same for
+			// TCP or ICMPv6, but a zero UDP checksum means "none", which an
+			// IPv6 receiver drops.
+			c := ^xsum.Checksum(pkt[start:], 0)
+			if c == 0 {
+				c = 0xffff
+			}
+			binary.BigEndian.PutUint16(pkt[at:], c)
 		}
 		sizes[0] = copy(bufs[0][offset:], pkt)
 		return 1, nil

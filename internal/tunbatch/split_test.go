@@ -269,3 +269,40 @@ func FuzzSplit(f *testing.F) {
 		}
 	})
 }
+
+// A single UDP packet whose checksum the kernel left to the device
+// (NEEDS_CSUM) and whose sum comes out as 0 must carry 0xffff, as the
+// kernel's own skb_checksum_help writes it (CSUM_MANGLED_0): a zero UDP
+// checksum means "none", which an IPv6 receiver drops (RFC 8200 8.1).
+func TestSplitSingleUDPZeroChecksum(t *testing.T) {
+	for _, version := range []int{4, 6} {
+		pkt, l4 := superPacket(version, protoUDP, make([]byte, 14), 0)
+		binary.BigEndian.PutUint16(pkt[l4+4:], uint16(len(pkt)-l4))
+		pseudo := func() uint16 {
+			var acc uint32
+			if version == 4 {
+				acc = refSum(pkt[12:20], 0)
+			} else {
+				acc = refSum(pkt[8:40], 0)
+			}
+			return fold(acc + protoUDP + uint32(len(pkt)-l4))
+		}
+		// Choose the last two payload bytes so that the full sum is 0xffff,
+		// that is, the checksum is 0.
+		binary.BigEndian.PutUint16(pkt[l4+6:], 0)
+		binary.BigEndian.PutUint16(pkt[len(pkt)-2:], 0)
+		rest := fold(refSum(pkt[l4:], uint32(pseudo())))
+		binary.BigEndian.PutUint16(pkt[len(pkt)-2:], ^rest)
+		binary.BigEndian.PutUint16(pkt[l4+6:], pseudo())
+
+		bufs, sizes := batch(1, 200)
+		n, err := Split(append(vnet(flagNeedsCsum, gsoNone, 0, 0, uint16(l4), 6), pkt...), bufs, sizes, 0)
+		if err != nil || n != 1 {
+			t.Fatalf("IPv%d: Split: %d, %v", version, n, err)
+		}
+		p := bufs[0][:sizes[0]]
+		if c := binary.BigEndian.Uint16(p[l4+6:]); c != 0xffff || !l4Valid(p, l4, protoUDP) {
+			t.Errorf("IPv%d: UDP checksum %#04x, want 0xffff", version, c)
+		}
+	}
+}
