@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -82,6 +83,9 @@ type l2Params struct {
 	streams      []int
 	pingCount    int
 	pingInterval float64
+	// profileDir, if set, gets 8 s CPU profiles of both nodes during one
+	// extra L2 run (l2-a.pprof, l2-b.pprof); the opt-in TestL2AB sets it.
+	profileDir string
 }
 
 // runL2Part measures the virtual Ethernet part with the run's settings.
@@ -221,6 +225,14 @@ func (e *env) l2Part(ctx context.Context, b bins, p l2Params, lr *L2Result) erro
 	measurePings(ctx, log, scenarios)
 	for _, sc := range scenarios {
 		lr.Errors = append(lr.Errors, sc.res.Errors...)
+	}
+	if p.profileDir != "" {
+		if _, err := e.profileSides(ctx, scenarios[0], []profileTarget{
+			{na.sock, filepath.Join(p.profileDir, "l2-a.pprof"), "A: sends across the segment"},
+			{nb.sock, filepath.Join(p.profileDir, "l2-b.pprof"), "B: receives"},
+		}, b.tomoe, 8, 1); err != nil {
+			return fmt.Errorf("l2: profiles: %w", err)
+		}
 	}
 	return ctx.Err()
 }

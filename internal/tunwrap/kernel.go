@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/tomoe-net/tomoe/internal/tunbatch"
 )
 
 // kernelTUN makes a kernel TUN device interruptible through the read
@@ -17,9 +19,13 @@ import (
 // clearing the deadline. A Read that blocks always does so after it found
 // the flag clear, and every Interrupt sets the deadline after arming the
 // flag, so no Interrupt is lost.
+//
+// On Linux it reads in full batches (tunbatch): after the device's own
+// Read, whatever else is queued, without waiting.
 type kernelTUN struct {
 	tun.Device
 	file  *os.File
+	batch *tunbatch.Reader // nil: the device's Read alone
 	armed atomic.Bool
 }
 
@@ -34,7 +40,7 @@ func Kernel(dev tun.Device) (Device, error) {
 	if err := f.SetReadDeadline(time.Time{}); err != nil {
 		return nil, fmt.Errorf("kernel tun: read deadlines unsupported: %w", err)
 	}
-	return &kernelTUN{Device: dev, file: f}, nil
+	return &kernelTUN{Device: dev, file: f, batch: tunbatch.NewReader(dev, f)}, nil
 }
 
 // pastDeadline is any time in the past.
@@ -50,7 +56,13 @@ func (k *kernelTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		k.file.SetReadDeadline(time.Time{})
 		return 0, nil
 	}
-	n, err := k.Device.Read(bufs, sizes, offset)
+	var n int
+	var err error
+	if k.batch != nil {
+		n, err = k.batch.Read(bufs, sizes, offset)
+	} else {
+		n, err = k.Device.Read(bufs, sizes, offset)
+	}
 	if err != nil && errors.Is(err, os.ErrDeadlineExceeded) {
 		k.file.SetReadDeadline(time.Time{})
 		return 0, nil

@@ -1,6 +1,12 @@
 package tunwrap
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,4 +66,118 @@ func TestKernelInterrupt(t *testing.T) {
 	if time.Since(start) > time.Second {
 		t.Fatal("pre-armed Interrupt did not make Read return promptly")
 	}
+}
+
+// Under traffic, with frames that often do not fit what is left of the
+// batch (kept by tunbatch for the next Read) and Interrupts arriving at
+// any time, the kernel adapter loses, duplicates and reorders nothing,
+// every Interrupt makes a Read return (0, nil), and Close ends reading
+// with os.ErrClosed.
+func TestKernelBatchUnderInterrupts(t *testing.T) {
+	testnet.RequireRoot(t)
+	ns := testnet.NewNetns(t, "tun")
+	h, err := netns.GetFromName(ns.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var dev tun.Device
+	if err := testnet.Within(h, func() { dev, err = tun.CreateTUN("tt0", 1400) }); err != nil || dev == nil {
+		t.Fatalf("create tun: %v", err)
+	}
+	k, err := Kernel(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kt, ok := k.(*kernelTUN); !ok || kt.batch == nil {
+		t.Fatal("the kernel adapter does not read in batches (tunbatch)")
+	}
+	ns.Run("ip", "link", "set", "tt0", "up")
+	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
+	var conn net.Conn
+	if err := testnet.Within(h, func() { conn, err = net.Dial("udp4", "10.79.0.2:9") }); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	// Buffers alternately large and small: a large datagram read ahead
+	// into a small buffer's place is kept for the next Read.
+	bufs := make([][]byte, 16)
+	for i := range bufs {
+		if i%2 == 0 {
+			bufs[i] = make([]byte, 16+1400)
+		} else {
+			bufs[i] = make([]byte, 16+200)
+		}
+	}
+	sizes := make([]int, len(bufs))
+	var got atomic.Int64
+	var interrupts, zeroReads atomic.Int64
+	readErr := make(chan error, 1)
+	go func() {
+		next := 0
+		for {
+			n, err := k.Read(bufs, sizes, 16)
+			if err != nil {
+				readErr <- err
+				return
+			}
+			if n == 0 {
+				zeroReads.Add(1)
+			}
+			for i := range n {
+				p := bufs[i][16 : 16+sizes[i]]
+				if len(p) < 28+4 || p[0]>>4 != 4 || p[9] != 17 {
+					continue
+				}
+				seq := int(binary.BigEndian.Uint32(p[28:]))
+				if seq != next {
+					readErr <- fmt.Errorf("datagram %d after %d", seq, next-1)
+					return
+				}
+				next++
+				got.Add(1)
+			}
+		}
+	}()
+	const bursts, per = 100, 64
+	msg := make([]byte, 1200)
+	for b := range bursts {
+		for i := range per {
+			seq := b*per + i
+			size := 4
+			if seq%3 == 1 {
+				size = 1000
+			}
+			binary.BigEndian.PutUint32(msg, uint32(seq))
+			if _, err := conn.Write(msg[:size]); err != nil {
+				t.Fatal(err)
+			}
+			if seq%17 == 0 {
+				k.Interrupt()
+				interrupts.Add(1)
+			}
+		}
+		testnet.WaitFor(t, 10*time.Second, "the burst read", func() bool {
+			select {
+			case err := <-readErr:
+				t.Fatalf("Read: %v", err)
+			default:
+			}
+			return got.Load() == int64((b+1)*per)
+		})
+	}
+	if zeroReads.Load() == 0 {
+		t.Errorf("%d Interrupts, no Read returned (0, nil)", interrupts.Load())
+	}
+	k.Close()
+	select {
+	case err := <-readErr:
+		if !errors.Is(err, os.ErrClosed) {
+			t.Fatalf("Read after Close: %v, want os.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read did not end after Close")
+	}
+	t.Logf("%d datagrams, %d Interrupts, %d (0, nil) Reads", got.Load(), interrupts.Load(), zeroReads.Load())
 }
