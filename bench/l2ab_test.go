@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 )
 
@@ -85,15 +83,4 @@ func TestL2AB(t *testing.T) {
 
 // removeL2Namespaces deletes the virtual Ethernet part's namespaces and
 // kills what runs in them, leaving any other tbench-* alone.
-func removeL2Namespaces() {
-	for _, ns := range []string{l2NodeA, l2NodeB, l2HostA, l2HostB} {
-		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-			for _, f := range strings.Fields(string(out)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		exec.Command("ip", "netns", "del", ns).Run()
-	}
-}
+func removeL2Namespaces() { killNamespaces(l2NodeA, l2NodeB, l2HostA, l2HostB) }

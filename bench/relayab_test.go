@@ -185,17 +185,26 @@ var relayABLines = []string{"bw", "ra", "rb"}
 // (tbench-LINE-a, -m, -b) and kills what runs in them, leaving any other
 // tbench-* alone.
 func removeABNamespaces(lines ...string) {
+	var names []string
 	for _, line := range lines {
 		for _, side := range []string{"a", "m", "b"} {
-			ns := nsPrefix + line + "-" + side
-			if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
-				for _, f := range strings.Fields(string(out)) {
-					if pid, err := strconv.Atoi(f); err == nil {
-						syscall.Kill(pid, syscall.SIGKILL)
-					}
+			names = append(names, nsPrefix+line+"-"+side)
+		}
+	}
+	killNamespaces(names...)
+}
+
+// killNamespaces kills whatever runs in the named namespaces and deletes
+// them, leaving any other alone.
+func killNamespaces(names ...string) {
+	for _, ns := range names {
+		if out, err := exec.Command("ip", "netns", "pids", ns).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					syscall.Kill(pid, syscall.SIGKILL)
 				}
 			}
-			exec.Command("ip", "netns", "del", ns).Run()
 		}
+		exec.Command("ip", "netns", "del", ns).Run()
 	}
 }

@@ -19,10 +19,11 @@ import (
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
-// A real TUN device (wireguard-go's, with offloads) holding many queued
-// single packets: one Read hands them all up, in order, where the
-// device's own Read hands up one.
-func TestReaderFillsBatch(t *testing.T) {
+// readerWithSender makes a real TUN device (wireguard-go's, with offloads)
+// in a namespace of its own, a Reader on it, and a UDP socket in the
+// namespace whose datagrams the kernel routes into the device.
+func readerWithSender(t *testing.T) (*Reader, net.Conn) {
+	t.Helper()
 	testnet.RequireRoot(t)
 	ns := testnet.NewNetns(t, "tunb")
 	var dev tun.Device
@@ -31,7 +32,7 @@ func TestReaderFillsBatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create tun: %v", err)
 	}
-	defer dev.Close()
+	t.Cleanup(func() { dev.Close() })
 	r := NewReader(dev, dev.File())
 	if r == nil {
 		t.Fatal("no Reader for a TUN device with offloads")
@@ -43,7 +44,15 @@ func TestReaderFillsBatch(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
+	return r, conn
+}
+
+// A real TUN device (wireguard-go's, with offloads) holding many queued
+// single packets: one Read hands them all up, in order, where the
+// device's own Read hands up one.
+func TestReaderFillsBatch(t *testing.T) {
+	r, conn := readerWithSender(t)
 
 	const sent = 60
 	for i := range sent {
@@ -93,24 +102,7 @@ func TestReaderFillsBatch(t *testing.T) {
 // A frame read ahead that does not fit what is left of the batch is kept
 // and handed out first by the next Read, so nothing is lost or reordered.
 func TestReaderKeepsWhatDoesNotFit(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.NewNetns(t, "tunb")
-	var dev tun.Device
-	var err error
-	ns.Do(func() { dev, err = tun.CreateTUN("tb0", 1400) })
-	if err != nil {
-		t.Fatalf("create tun: %v", err)
-	}
-	defer dev.Close()
-	r := NewReader(dev, dev.File())
-	ns.Run("ip", "link", "set", "tb0", "up")
-	ns.Run("ip", "addr", "add", "fd00:7b::1/64", "dev", "tb0", "nodad")
-	var conn net.Conn
-	ns.Do(func() { conn, err = net.Dial("udp6", "[fd00:7b::2]:9") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	r, conn := readerWithSender(t)
 	// Small, large, small: the large one does not fit the second buffer.
 	for _, n := range []int{10, 1000, 10} {
 		if _, err := conn.Write(make([]byte, n)); err != nil {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/tomoe-net/tomoe/internal/testnet"
@@ -19,21 +18,7 @@ import (
 // The kernel adapter's Interrupt must wake a Read blocked on a real, idle
 // TUN device, and an Interrupt before Read must make it return at once.
 func TestKernelInterrupt(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.NewNetns(t, "tun")
-	h, err := netns.GetFromName(ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	var dev tun.Device
-	if err := testnet.Within(h, func() { dev, err = tun.CreateTUN("tt0", 1400) }); err != nil || dev == nil {
-		t.Fatalf("create tun: %v", err)
-	}
-	k, err := Kernel(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, k := kernelInNetns(t)
 	defer k.Close()
 	bufs := [][]byte{make([]byte, 65535+100)}
 	sizes := []int{0}
@@ -74,28 +59,16 @@ func TestKernelInterrupt(t *testing.T) {
 // every Interrupt makes a Read return (0, nil), and Close ends reading
 // with os.ErrClosed.
 func TestKernelBatchUnderInterrupts(t *testing.T) {
-	testnet.RequireRoot(t)
-	ns := testnet.NewNetns(t, "tun")
-	h, err := netns.GetFromName(ns.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	var dev tun.Device
-	if err := testnet.Within(h, func() { dev, err = tun.CreateTUN("tt0", 1400) }); err != nil || dev == nil {
-		t.Fatalf("create tun: %v", err)
-	}
-	k, err := Kernel(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ns, k := kernelInNetns(t)
 	if kt, ok := k.(*kernelTUN); !ok || kt.batch == nil {
 		t.Fatal("the kernel adapter does not read in batches (tunbatch)")
 	}
 	ns.Run("ip", "link", "set", "tt0", "up")
 	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
 	var conn net.Conn
-	if err := testnet.Within(h, func() { conn, err = net.Dial("udp4", "10.79.0.2:9") }); err != nil {
+	var err error
+	ns.Do(func() { conn, err = net.Dial("udp4", "10.79.0.2:9") })
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close()
@@ -180,4 +153,23 @@ func TestKernelBatchUnderInterrupts(t *testing.T) {
 		t.Fatal("Read did not end after Close")
 	}
 	t.Logf("%d datagrams, %d Interrupts, %d (0, nil) Reads", got.Load(), interrupts.Load(), zeroReads.Load())
+}
+
+// kernelInNetns makes a real TUN device, tt0, in a namespace of its own
+// and adapts it with Kernel.
+func kernelInNetns(t *testing.T) (*testnet.Netns, Device) {
+	t.Helper()
+	testnet.RequireRoot(t)
+	ns := testnet.NewNetns(t, "tun")
+	var dev tun.Device
+	var err error
+	ns.Do(func() { dev, err = tun.CreateTUN("tt0", 1400) })
+	if err != nil || dev == nil {
+		t.Fatalf("create tun: %v", err)
+	}
+	k, err := Kernel(dev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns, k
 }
