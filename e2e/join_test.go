@@ -20,6 +20,7 @@ import (
 // approve`; the new node's ping then reaches the server, and again after
 // a restart of its process.
 func TestJoinByRequestProcesses(t *testing.T) {
+	t.Parallel()
 	keyFile := filepath.Join(t.TempDir(), "acme.key")
 	pub := strings.TrimSpace(mustRun(t, "org", "init", "--name", "acme", "--out", keyFile))
 	br, server, holder, newbie := newNodeDir(t, "bridge"), newNodeDir(t, "server"), newNodeDir(t, "holder"), newNodeDir(t, "newbie")
