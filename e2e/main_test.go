@@ -37,9 +37,9 @@ var tomoeBin string
 // and settling, not computing. A test stays serial (and then runs alone,
 // before the parallel ones start) when it floods (TestL2Segment's frames,
 // TestVPN's port scans) or when other tests' load could stretch what it
-// waits for past its deadline (TestBridgeNATLab's hole punching). What
-// tests running together do share on the host, /etc/netns, is guarded
-// (resolvConf).
+// waits for past its deadline (TestBridgeNATLab's hole punching,
+// TestJoinByRequestProcesses's certificate grace). What tests running
+// together share on the host, /etc/netns, is guarded (resolvConf).
 
 // defaultParallel is how many parallel tests run at once unless -parallel
 // says otherwise. go test's default, GOMAXPROCS, suits tests that compute;
