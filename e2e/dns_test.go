@@ -96,7 +96,7 @@ func resolvConf(t *testing.T, ns *testnet.Netns, server string) {
 // server: not a LAN neighbour, not a peer through the tunnel (even one
 // whose every packet the policy allows).
 func TestDNSNames(t *testing.T) {
-	t.Parallel()
+	parallel(t, 25*time.Second)
 	testnet.RequireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipped: curl is not installed")
@@ -300,7 +300,7 @@ func TestDNSNames(t *testing.T) {
 
 // tun.dns = false: no DNS server, no address for it.
 func TestDNSOff(t *testing.T) {
-	t.Parallel()
+	parallel(t, 5*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "quiet")
 	k := &kernelNode{nodeDir: newNodeDir(t, "quiet"), host: lan.Hosts["quiet"], tun: "dns = false\n"}

@@ -254,7 +254,7 @@ func TestL2Segment(t *testing.T) {
 // (isolated: a full mesh needs no forwarding between tunnels); the hosts
 // ping each other, and `tomoe l2` shows the member up with its MAC.
 func TestL2Mesh(t *testing.T) {
-	t.Parallel()
+	parallel(t, 15*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b")
 	a := newL2Site(t, lan, "a", "192.168.78.1")
@@ -478,7 +478,7 @@ func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, 
 // starts later joins without a restart of the hub; a revoked member is cut
 // at once and its tunnel goes.
 func TestL2GroupMembers(t *testing.T) {
-	t.Parallel()
+	parallel(t, 50*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b", "c", "hub", "x")
 	a := newL2Site(t, lan, "a", "192.168.79.1")
@@ -599,7 +599,7 @@ func TestL2GroupMembers(t *testing.T) {
 // peers when a mesh names members by certificate: nothing else makes the
 // two talk), then both build the tunnel and the hosts ping.
 func TestL2GroupMesh(t *testing.T) {
-	t.Parallel()
+	parallel(t, 15*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b")
 	a := newL2Site(t, lan, "a", "192.168.80.1")

@@ -8,13 +8,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -31,29 +28,8 @@ import (
 // tomoeBin is the binary under test, built once by TestMain.
 var tomoeBin string
 
-// Most tests here call t.Parallel: each builds its own namespaces (names
-// made unique by testnet), node directories, sockets and users, so none
-// sees another's, and they spend their time waiting on handshakes, timers
-// and settling, not computing. A test stays serial (and then runs alone,
-// before the parallel ones start) when it floods (TestL2Segment's frames,
-// TestVPN's port scans) or when other tests' load could stretch what it
-// waits for past its deadline (TestBridgeNATLab's hole punching,
-// TestJoinByRequestProcesses's certificate grace). What tests running
-// together share on the host, /etc/netns, is guarded (resolvConf).
-
-// defaultParallel is how many parallel tests run at once unless -parallel
-// says otherwise. go test's default, GOMAXPROCS, suits tests that compute;
-// these mostly wait, so more of them than the machine has CPUs run side by
-// side in much less time.
-const defaultParallel = 4
-
 func TestMain(m *testing.M) {
-	flag.Parse()
-	explicit := false
-	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
-	if !explicit {
-		flag.Set("test.parallel", strconv.Itoa(max(defaultParallel, runtime.GOMAXPROCS(0))))
-	}
+	setParallel()
 	dir, err := os.MkdirTemp("", "tomoe-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

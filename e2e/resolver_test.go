@@ -82,7 +82,7 @@ func countUDPInto(t *testing.T, ns *testnet.Netns, ifname string, port uint16) f
 // route overrides for everything but tomoe's marked sockets, and the exit
 // node itself cannot reach it.
 func TestEndpointLookupBypassesExitRoute(t *testing.T) {
-	t.Parallel()
+	parallel(t, 10*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "c", "exit", "p", "dns")
 	cH, dnsH := lan.Hosts["c"], lan.Hosts["dns"]
