@@ -17,6 +17,7 @@ import (
 // changes one, a node not listed gets no TCP answer at all, a cross-site
 // request is refused, and nothing listens outside the TUN.
 func TestAdminOverOverlay(t *testing.T) {
+	parallel(t, 20*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "target", "reader", "writer", "stranger")
 	nodes := map[string]*kernelNode{}

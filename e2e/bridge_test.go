@@ -77,6 +77,10 @@ func (k *kernelNode) talk(t *testing.T, to *kernelNode) net.Conn {
 
 // The NAT lab: a bridge on the "internet"; sites behind NAT routers. Nodes
 // know only the bridge, and reach each other by overlay address alone.
+//
+// Serial (main_test.go): its direct paths must come within 5 s of the
+// first packet, and other tests' load once stretched a path change past
+// 10 s.
 func TestBridgeNATLab(t *testing.T) {
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t)

@@ -15,6 +15,7 @@ import (
 )
 
 func TestKeyCommands(t *testing.T) {
+	parallel(t, 10*time.Second)
 	priv := strings.TrimSpace(mustRun(t, "key", "generate"))
 	pub := strings.TrimSpace(run(t, priv+"\n", "key", "public").stdout)
 	if len(priv) != 44 || len(pub) != 44 || priv == pub {
@@ -61,6 +62,7 @@ func TestKeyCommands(t *testing.T) {
 }
 
 func TestConfigCheck(t *testing.T) {
+	parallel(t, 5*time.Second)
 	n := newNodeDir(t, "cfg")
 	n.write(t, "[tun]\nmode = \"userspace\"\n"+allowBlock("*", "tcp", "22"))
 	out := mustRun(t, "config", "check", "-c", n.config())
@@ -84,6 +86,7 @@ func TestConfigCheck(t *testing.T) {
 }
 
 func TestDemo(t *testing.T) {
+	parallel(t, 5*time.Second)
 	r := run(t, "", "demo", "--refuse-timeout", "2s")
 	if r.code != 0 || strings.Count(r.stdout, "[ok]") != 4 || strings.Contains(r.stdout, "FAIL") {
 		t.Fatalf("demo: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -100,6 +103,7 @@ func startUp(t *testing.T, n *nodeDir) *testnet.Proc {
 
 // Two userspace nodes as separate processes, driven only through the CLI.
 func TestUserspaceNodesThroughCLI(t *testing.T) {
+	parallel(t, 20*time.Second)
 	alice, bob := newNodeDir(t, "alice"), newNodeDir(t, "bob")
 	alice.write(t, "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n")
 	ap := startUp(t, alice)
@@ -186,6 +190,7 @@ func TestUserspaceNodesThroughCLI(t *testing.T) {
 // A second node on the same admin socket must refuse to start, and the
 // first must keep working.
 func TestSecondNodeOnSameSocketRefused(t *testing.T) {
+	parallel(t, 5*time.Second)
 	a := newNodeDir(t, "a")
 	a.write(t, "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n")
 	startUp(t, a)

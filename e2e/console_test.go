@@ -19,6 +19,7 @@ import (
 // approves a new node's enrolment request, after which the new member
 // reaches web by its group.
 func TestConsoleNetwork(t *testing.T) {
+	parallel(t, 55*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "bridge", "ops", "web", "db", "app", "newbie")
 	node := func(name string) *kernelNode {

@@ -132,6 +132,7 @@ func dialFrom(h *testnet.Host, local, to string, port int, timeout time.Duration
 // policy allows; a peer of N1 that claims the device's address is
 // dropped; `tomoe device remove` cuts it at once.
 func TestHostedDevice(t *testing.T) {
+	parallel(t, 40*time.Second)
 	testnet.RequireRoot(t)
 	for _, bin := range []string{"wireguard-go", "wg"} {
 		if _, err := exec.LookPath(bin); err != nil {

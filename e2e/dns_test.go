@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -60,16 +61,27 @@ func askDNS(t *testing.T, ns *testnet.Netns, server netip.AddrPort, query []byte
 	return h, true
 }
 
+// etcNetns guards the creation and removal of /etc/netns, which the
+// namespaces of tests running in parallel share: without it, one test's
+// cleanup could remove the directory between another's creating it and
+// creating its NAME directory in it.
+var etcNetns sync.Mutex
+
 // resolvConf gives ns a resolv.conf naming server: `ip netns exec`, which
 // runs every command of ns, bind-mounts /etc/netns/NAME/resolv.conf over
 // /etc/resolv.conf.
 func resolvConf(t *testing.T, ns *testnet.Netns, server string) {
 	t.Helper()
 	etc := filepath.Join("/etc/netns", ns.Name)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
+	etcNetns.Lock()
+	err := os.MkdirAll(etc, 0o755)
+	etcNetns.Unlock()
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
+		etcNetns.Lock()
+		defer etcNetns.Unlock()
 		os.RemoveAll(etc)
 		os.Remove("/etc/netns") // only if no one else uses it
 	})
@@ -84,6 +96,7 @@ func resolvConf(t *testing.T, ns *testnet.Netns, server string) {
 // server: not a LAN neighbour, not a peer through the tunnel (even one
 // whose every packet the policy allows).
 func TestDNSNames(t *testing.T) {
+	parallel(t, 25*time.Second)
 	testnet.RequireRoot(t)
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("skipped: curl is not installed")
@@ -287,6 +300,7 @@ func TestDNSNames(t *testing.T) {
 
 // tun.dns = false: no DNS server, no address for it.
 func TestDNSOff(t *testing.T) {
+	parallel(t, 5*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "quiet")
 	k := &kernelNode{nodeDir: newNodeDir(t, "quiet"), host: lan.Hosts["quiet"], tun: "dns = false\n"}

@@ -34,6 +34,7 @@ func forwarding(ns *testnet.Netns) string {
 // on. The next start must take it back to what it was before the first,
 // so that a clean stop leaves the host as it was found.
 func TestForwardingRestoredAfterCrash(t *testing.T) {
+	parallel(t, 5*time.Second)
 	testnet.RequireRoot(t)
 	h := testnet.NewLAN(t, "gw").Hosts["gw"]
 	h.Sysctl("net/ipv4/ip_forward", "0")
@@ -131,6 +132,7 @@ func dumpNftTable(b *strings.Builder, name string) error {
 // and touches nothing of the first's; nodes in two namespaces of one host
 // both run.
 func TestOneKernelNodePerNetns(t *testing.T) {
+	parallel(t, 10*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b")
 	a := &kernelNode{nodeDir: newNodeDir(t, "a"), host: lan.Hosts["a"]}

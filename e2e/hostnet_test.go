@@ -35,6 +35,7 @@ func throwIn4610(ns *testnet.Netns, prefix string) bool {
 // tomoe routes says why the /32 is not installed. When the laptop moves to
 // another LAN, 192.168.1.7 is the office's again.
 func TestHostNetworksStayOnTheHost(t *testing.T) {
+	parallel(t, 10*time.Second)
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t)
 	lab := testnet.NewNATLab(t)

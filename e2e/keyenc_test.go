@@ -68,6 +68,7 @@ func statusKey(t *testing.T, n *nodeDir) string {
 // only encrypted; a wrong passphrase stops it with exit status 1 and a
 // message naming the files.
 func TestEncryptedKeyUp(t *testing.T) {
+	parallel(t, 5*time.Second)
 	n := newNodeDir(t, "enc")
 	keyFile := encryptNodeKey(t, n, "correct horse battery")
 	pass := filepath.Join(n.dir, "pass")
@@ -128,6 +129,7 @@ func TestEncryptedKeyUp(t *testing.T) {
 // systemd itself, which does not run here), and, without it, the real
 // systemd-creds where it is installed (the null key: no TPM2 here).
 func TestSystemdCredentialKeyUp(t *testing.T) {
+	parallel(t, 5*time.Second)
 	if _, err := exec.LookPath("systemd-creds"); err != nil {
 		t.Skip("systemd-creds is not installed")
 	}
@@ -227,6 +229,7 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 // tomoe up started on a terminal, with no key_passphrase_file: it asks for
 // the passphrase there, without echo, and runs with the key.
 func TestEncryptedKeyUpPrompt(t *testing.T) {
+	parallel(t, 5*time.Second)
 	n := newNodeDir(t, "tty")
 	encryptNodeKey(t, n, "typed at the terminal")
 	n.writeTop(t, "", "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n")

@@ -81,6 +81,9 @@ func (s *l2Site) l2(t *testing.T) adminapi.L2 {
 // (tomoe reload), or out of the segment through the admin API (tomoe l2
 // remove), or revoking it, cuts it at once; stopping a node removes its bridge and tunnels and releases the
 // attached port.
+//
+// Serial (main_test.go): it floods 10,000 frames, and expects the MAC
+// table full within 10 s of them.
 func TestL2Segment(t *testing.T) {
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b", "hub", "x")
@@ -251,6 +254,7 @@ func TestL2Segment(t *testing.T) {
 // (isolated: a full mesh needs no forwarding between tunnels); the hosts
 // ping each other, and `tomoe l2` shows the member up with its MAC.
 func TestL2Mesh(t *testing.T) {
+	parallel(t, 15*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b")
 	a := newL2Site(t, lan, "a", "192.168.78.1")
@@ -474,6 +478,7 @@ func dhcpLease(t *testing.T, ns *testnet.Netns, timeout time.Duration) (string, 
 // starts later joins without a restart of the hub; a revoked member is cut
 // at once and its tunnel goes.
 func TestL2GroupMembers(t *testing.T) {
+	parallel(t, 50*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b", "c", "hub", "x")
 	a := newL2Site(t, lan, "a", "192.168.79.1")
@@ -594,6 +599,7 @@ func TestL2GroupMembers(t *testing.T) {
 // peers when a mesh names members by certificate: nothing else makes the
 // two talk), then both build the tunnel and the hosts ping.
 func TestL2GroupMesh(t *testing.T) {
+	parallel(t, 15*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "a", "b")
 	a := newL2Site(t, lan, "a", "192.168.80.1")

@@ -56,6 +56,7 @@ func (n *nodeDir) setKey(t *testing.T, k identity.PrivateKey) {
 // victim away when s restarts, mallory still does not get the ID (it is
 // kept for victim); without the file it does: the clash is real.
 func TestL2VNIClashRestart(t *testing.T) {
+	parallel(t, 45*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "s", "victim", "mallory")
 	s := newL2Site(t, lan, "s", "")

@@ -29,6 +29,7 @@ import (
 var tomoeBin string
 
 func TestMain(m *testing.M) {
+	setParallel()
 	dir, err := os.MkdirTemp("", "tomoe-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

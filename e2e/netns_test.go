@@ -155,6 +155,7 @@ func expectOne(t *testing.T, ch <-chan string, d time.Duration, want string) {
 // (a Linux bridge). alice allows bob tcp/7 and icmp, carol udp/9; bob and
 // carol allow nobody. Everyone knows everyone as a static peer.
 func TestKernelModeNetwork(t *testing.T) {
+	parallel(t, 40*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "alice", "bob", "carol")
 	nodes := map[string]*kernelNode{}

@@ -185,6 +185,7 @@ func waitCRL(t *testing.T, start time.Time, d time.Duration, orgName string, v u
 //
 // The subtests run in order and build on each other.
 func TestOrgNetwork(t *testing.T) {
+	parallel(t, 150*time.Second)
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t) // gw masquerades into the office
 	top := t

@@ -158,6 +158,7 @@ func (p *privNode) writeConfig(t *testing.T, runUser, body string) {
 // new rule, and the state files are written; at SIGTERM the node removes its TUN device, nftables table,
 // and admin socket as that user.
 func TestPrivilegeDrop(t *testing.T) {
+	parallel(t, 25*time.Second)
 	testnet.RequireRoot(t)
 	name, uid, gid := testUser(t, "tomoe-e2e-drop")
 	lan := testnet.NewLAN(t, "pda", "pdb")

@@ -24,6 +24,7 @@ import (
 // and `tomoe reload` (exit status 1) name FILE:LINE. A key that needs a
 // restart is reported as such.
 func TestConfigReload(t *testing.T) {
+	parallel(t, 25*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "alice", "bob")
 	alice := &kernelNode{nodeDir: newNodeDir(t, "alice"), host: lan.Hosts["alice"]}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +82,7 @@ func countUDPInto(t *testing.T, ns *testnet.Netns, ifname string, port uint16) f
 // route overrides for everything but tomoe's marked sockets, and the exit
 // node itself cannot reach it.
 func TestEndpointLookupBypassesExitRoute(t *testing.T) {
+	parallel(t, 10*time.Second)
 	testnet.RequireRoot(t)
 	lan := testnet.NewLAN(t, "c", "exit", "p", "dns")
 	cH, dnsH := lan.Hosts["c"], lan.Hosts["dns"]
@@ -97,19 +96,7 @@ func TestEndpointLookupBypassesExitRoute(t *testing.T) {
 		t.Fatal(err)
 	}
 	dns := testnet.ServeDNS(t, pc, map[string]netip.Addr{"p.tomoe.test.": lan.Hosts["p"].IPv4})
-	// ip netns exec gives the processes it starts /etc/netns/NAME/resolv.conf
-	// as /etc/resolv.conf.
-	etc := filepath.Join("/etc/netns", cH.Name)
-	if err := os.MkdirAll(etc, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		os.RemoveAll(etc)
-		os.Remove("/etc/netns") // only if no one else uses it
-	})
-	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver "+dnsAddr.String()+"\noptions timeout:1 attempts:2\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	resolvConf(t, cH.Netns, dnsAddr.String())
 
 	c := &kernelNode{nodeDir: newNodeDir(t, "c"), host: cH}
 	exit := &kernelNode{nodeDir: newNodeDir(t, "exit"), host: lan.Hosts["exit"]}

@@ -23,6 +23,7 @@ import (
 // Another user cannot use the admin API: the socket is 0600, and even if
 // its mode is opened up, the node closes connections from other users.
 func TestAdminSocketRefusesOtherUsers(t *testing.T) {
+	parallel(t, 5*time.Second)
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root to run a client as another user; CI runs as root")
 	}
@@ -60,6 +61,7 @@ func TestAdminSocketRefusesOtherUsers(t *testing.T) {
 // key: garbage, a forged initiation, and a real initiation from a key no
 // rule allows all get silence.
 func TestSilentToUnauthenticatedPackets(t *testing.T) {
+	parallel(t, 10*time.Second)
 	n := newNodeDir(t, "quiet")
 	n.write(t, "[tun]\nmode = \"userspace\"\n[listen]\nudp = \"0.0.0.0:0\"\n")
 	startUp(t, n)

@@ -104,6 +104,9 @@ func tableHas(ns *testnet.Netns, family, prefix string) bool {
 // holding a plain host, an exit node (exit) with "the internet" (inet)
 // behind it, a remote node behind NAT, another node (other) that the
 // gateway's policy does not let use its routes, and a scanner.
+//
+// Serial (main_test.go): the scanner floods, two full TCP port scans at
+// 20,000 packets a second.
 func TestVPN(t *testing.T) {
 	testnet.RequireRoot(t)
 	testnet.RequireNftables(t)

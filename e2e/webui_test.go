@@ -119,6 +119,7 @@ func (b *browser) console() []string {
 // cut; a second use of the login URL and a forged cross-site POST are
 // refused; every page works at 360 px without console errors.
 func TestWebUIInBrowser(t *testing.T) {
+	parallel(t, 55*time.Second)
 	b := newBrowser(t)
 	echo, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 // peer, in both directions: the address is just a hash of the key. The
 // tomoe node's policy still decides what the device may open.
 func TestPlainWireGuardPeer(t *testing.T) {
+	parallel(t, 15*time.Second)
 	testnet.RequireRoot(t)
 	for _, bin := range []string{"wireguard-go", "wg"} {
 		if _, err := exec.LookPath(bin); err != nil {
