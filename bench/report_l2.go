@@ -108,7 +108,7 @@ func writeL2Syscalls(p func(string, ...any), l *L2Result) {
 		}
 	}
 	p("\n")
-	p("Why the segment is slower: over L3 the TUN hands the node TCP super-packets (TSO, with a virtio-net header) that wireguard-go splits after one read, and it sends and receives them in batches. The segment's frames leave the bridge as VXLAN packets, UDP-tunnel GSO packets that the TUN, as wireguard-go sets it up, cannot hand up whole, so the kernel segments them before the TUN and every ~1.4 KB packet costs the sending node a read and a sendmmsg of one packet, and the receiving node a recvmmsg and a write: several times the daemons' CPU per GB. The sending host's TCP gets no back-pressure from the node (its packets have left its own interface), so it fills the TUN's queue, and the drops show as retransmits.\n\n")
+	p("Why the segment is slower: over L3 the TUN hands the node TCP super-packets (TSO, with a virtio-net header) that wireguard-go splits after one read, and it sends and receives them in batches. The segment's frames leave the bridge as VXLAN packets, UDP-tunnel GSO packets that the TUN, as wireguard-go sets it up, cannot hand up whole, so the kernel segments them before the TUN and every ~1.4 KB packet costs the sending node a read. tomoe reads what is queued in one go (internal/tunbatch) and sends it as one batch; before it did (until December 2026), each packet also cost a sendmmsg of its own, and the segment ran at about 0.2× L3. The receiving node's writes are coalesced (see the table). The sending host's TCP gets no back-pressure from the node (its packets have left its own interface), so it fills the TUN's queue, and the drops show as retransmits.\n\n")
 }
 
 func writeL2Method(p func(string, ...any), l *L2Result) {
