@@ -39,13 +39,15 @@ var (
 	descFlows      = prometheus.NewDesc("tomoe_conntrack_flows", "Tracked flows this node opened.", nil, nil)
 	descRemoteFl   = prometheus.NewDesc("tomoe_conntrack_remote_flows", "Tracked connectionless flows peers opened (they admit nothing by themselves).", nil, nil)
 	descRoamed     = prometheus.NewDesc("tomoe_peer_roams_total", "Times a peer's direct path moved to a new address.", nil, nil)
+	descReadAhead  = prometheus.NewDesc("tomoe_tun_read_ahead_packets_total", "Packets read from the kernel TUN after the first of a batch, without waiting (Linux kernel mode only).", nil, nil)
+	descMalformed  = prometheus.NewDesc("tomoe_tun_malformed_frames_total", "Frames read ahead from the kernel TUN and dropped because they could not be split into packets (Linux kernel mode only).", nil, nil)
 	descOrgMsgs    = prometheus.NewDesc("tomoe_org_messages_total", "Organisation protocol messages, by outcome (received; bad: malformed or a refused certificate; dropped: queue full; limited: over a peer's budget, in or out).", []string{"result"}, nil)
 )
 
 type nodeCollector struct{ n *Node }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descHairpin, descFlows, descRemoteFl, descRoamed, descOrgMsgs} {
+	for _, d := range []*prometheus.Desc{descInfo, descPeers, descPeerRx, descPeerTx, descPeerHS, descPeerDenied, descPackets, descDropped, descInit, descCookies, descX25519, descHeld, descUnreach, descHairpin, descFlows, descRemoteFl, descRoamed, descReadAhead, descMalformed, descOrgMsgs} {
 		ch <- d
 	}
 }
@@ -108,6 +110,10 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descFlows, prometheus.GaugeValue, float64(local))
 	ch <- prometheus.MustNewConstMetric(descRemoteFl, prometheus.GaugeValue, float64(remote))
 	ch <- prometheus.MustNewConstMetric(descRoamed, prometheus.CounterValue, float64(bs.Roamed.Load()))
+	if extra, malformed, ok := n.wrapper.ReadAhead(); ok {
+		ch <- prometheus.MustNewConstMetric(descReadAhead, prometheus.CounterValue, float64(extra))
+		ch <- prometheus.MustNewConstMetric(descMalformed, prometheus.CounterValue, float64(malformed))
+	}
 	if n.orgs.Enabled() {
 		oc := n.orgs.Counters()
 		ch <- prometheus.MustNewConstMetric(descOrgMsgs, prometheus.CounterValue, float64(oc.Received), "received")

@@ -43,6 +43,16 @@ func Kernel(dev tun.Device) (Device, error) {
 	return &kernelTUN{Device: dev, file: f, batch: tunbatch.NewReader(dev, f)}, nil
 }
 
+// ReadAhead implements ReadAheader: tunbatch's counters, or false where
+// the device is read one frame at a time.
+func (k *kernelTUN) ReadAhead() (extra, malformed uint64, ok bool) {
+	if k.batch == nil {
+		return 0, 0, false
+	}
+	extra, malformed = k.batch.Stats()
+	return extra, malformed, true
+}
+
 // pastDeadline is any time in the past.
 var pastDeadline = time.Unix(1, 0)
 

@@ -173,3 +173,60 @@ func kernelInNetns(t *testing.T) (*testnet.Netns, Device) {
 	}
 	return ns, k
 }
+
+// Datagrams queued on a real TUN before anyone reads come back in one
+// batch, and the node's metrics (Wrapper.ReadAhead) count those read
+// ahead; a device without batched reads reports none.
+func TestKernelReadAheadCounted(t *testing.T) {
+	ns, k := kernelInNetns(t)
+	w := New(k, Config{})
+	defer w.Close()
+	if extra, malformed, ok := w.ReadAhead(); !ok || extra != 0 || malformed != 0 {
+		t.Fatalf("fresh kernel TUN: ReadAhead = %d, %d, %v; want 0, 0, true", extra, malformed, ok)
+	}
+	plain := New(discardDev{}, Config{})
+	_, _, ok := plain.ReadAhead()
+	plain.Close()
+	if ok {
+		t.Fatal("a device that reads one frame at a time reports read-ahead counters")
+	}
+	ns.Run("ip", "link", "set", "tt0", "up")
+	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
+	var conn net.Conn
+	var err error
+	ns.Do(func() { conn, err = net.Dial("udp4", "10.79.0.2:9") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const sent = 10
+	for i := range sent {
+		if _, err := conn.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bufs := make([][]byte, 16)
+	for i := range bufs {
+		bufs[i] = make([]byte, 16+1500)
+	}
+	sizes := make([]int, len(bufs))
+	got := 0
+	for reads := 0; got < sent; reads++ {
+		if reads == 100 {
+			t.Fatalf("%d of %d datagrams after 100 reads", got, sent)
+		}
+		n, err := k.Read(bufs, sizes, 16)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if p := bufs[i][16 : 16+sizes[i]]; len(p) >= 28 && p[0]>>4 == 4 && p[9] == 17 {
+				got++
+			}
+		}
+	}
+	extra, malformed, _ := w.ReadAhead()
+	if extra == 0 || malformed != 0 {
+		t.Fatalf("after %d queued datagrams: %d read ahead, %d malformed; want some, none", sent, extra, malformed)
+	}
+}

@@ -123,6 +123,23 @@ func New(inner Device, cfg Config) *Wrapper {
 // Stats returns the wrapper's counters.
 func (w *Wrapper) Stats() *Stats { return &w.stats }
 
+// ReadAheader is a Device that reads frames beyond the first of each batch
+// without waiting (the kernel TUN on Linux, internal/tunbatch).
+type ReadAheader interface {
+	// ReadAhead returns the frames read ahead and those of them dropped as
+	// malformed; ok is false where the device reads one frame at a time.
+	ReadAhead() (extra, malformed uint64, ok bool)
+}
+
+// ReadAhead returns the inner device's read-ahead counters (ReadAheader);
+// ok is false where it has none.
+func (w *Wrapper) ReadAhead() (extra, malformed uint64, ok bool) {
+	if ra, is := w.inner.(ReadAheader); is {
+		return ra.ReadAhead()
+	}
+	return 0, 0, false
+}
+
 // File implements tun.Device.
 func (w *Wrapper) File() *os.File { return w.inner.File() }
 
