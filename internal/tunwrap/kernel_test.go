@@ -210,6 +210,9 @@ func TestKernelReadAheadCounted(t *testing.T) {
 		bufs[i] = make([]byte, 16+1500)
 	}
 	sizes := make([]int, len(bufs))
+	// A datagram lost would leave Read waiting: Close ends it.
+	stop := time.AfterFunc(10*time.Second, func() { k.Close() })
+	defer stop.Stop()
 	got := 0
 	for reads := 0; got < sent; reads++ {
 		if reads == 100 {

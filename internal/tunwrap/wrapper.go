@@ -126,8 +126,9 @@ func (w *Wrapper) Stats() *Stats { return &w.stats }
 // ReadAheader is a Device that reads frames beyond the first of each batch
 // without waiting (the kernel TUN on Linux, internal/tunbatch).
 type ReadAheader interface {
-	// ReadAhead returns the frames read ahead and those of them dropped as
-	// malformed; ok is false where the device reads one frame at a time.
+	// ReadAhead returns the packets read ahead and the frames read ahead
+	// that were dropped as malformed; ok is false where the device reads
+	// one frame at a time.
 	ReadAhead() (extra, malformed uint64, ok bool)
 }
 
