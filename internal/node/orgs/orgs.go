@@ -136,6 +136,14 @@ const (
 	refusedGrace  = time.Second
 	greetInterval = 2 * time.Second // at most one greeting per peer this often
 	certsInterval = time.Second     // at most one answer with certificates per peer this often
+	// A greeted peer whose certificate has not come is asked again
+	// (Hello, "send me your certificates") askFirst after the greeting,
+	// then at doubling waits, askTries times in all (2, 6, 14, 30, 62 s):
+	// the greeting and its answer are datagrams, and one lost (a crossing
+	// handshake, a full queue) would otherwise leave the peer unknown
+	// until its next session, while its traffic meets no rule.
+	askFirst = 2 * time.Second
+	askTries = 5
 	// PresentInterval is how often a node presents its certificates and
 	// hello to each bridge again, besides when it registers: a
 	// presentation lost on the way, or a registration the bridge dropped
@@ -170,6 +178,7 @@ type Engine struct {
 	pending     map[identity.PublicKey]pendingPeer // admitted pending a certificate
 	greeted     map[netip.Addr]time.Time
 	answered    map[netip.Addr]time.Time
+	asking      map[netip.Addr]askState // greeted peers whose certificate has not come
 	peerChans   map[netip.Addr]*peerChan
 	bridgeChans map[identity.PublicKey]*bridgeChan
 	presented   map[identity.PublicKey]time.Time // bridge: when this node last presented itself
@@ -223,7 +232,7 @@ func New(cfg Config, node Node) (*Engine, error) {
 		cfg: cfg, node: node, log: cfg.Log, clock: clock.Or(cfg.Clock),
 		store: orgsync.NewStore(), queue: make(chan inbound, queueLen),
 		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]pendingPeer),
-		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time),
+		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time), asking: make(map[netip.Addr]askState),
 		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
 		presented: make(map[identity.PublicKey]time.Time),
 		crls:      make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
@@ -472,6 +481,7 @@ func (e *Engine) onTick() {
 	e.joins.Tick(now)
 	if e.Enabled() {
 		e.presentAgain(now)
+		e.askAgain(now)
 	}
 	// The directory first: a pending peer whose certificate verified
 	// while the queue never drained is in it before its deadline is

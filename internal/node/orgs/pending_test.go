@@ -3,6 +3,7 @@ package orgs
 import (
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
+	"github.com/tomoe-net/tomoe/internal/packet"
 	"github.com/tomoe-net/tomoe/internal/policy"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
@@ -20,11 +22,35 @@ import (
 type fakeNode struct {
 	peer identity.PublicKey
 
-	mu   sync.Mutex // guards cuts
-	cuts map[identity.PublicKey]string
+	mu       sync.Mutex // guards cuts and injected
+	cuts     map[identity.PublicKey]string
+	injected [][]byte
 }
 
-func (f *fakeNode) Inject([]byte) {}
+func (f *fakeNode) Inject(p []byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.injected = append(f.injected, slices.Clone(p))
+}
+
+// hellosAsking counts the Hellos asking for certificates that the engine
+// sent the peer so far.
+func (f *fakeNode) hellosAsking(t *testing.T) int {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, p := range f.injected {
+		m, err := orgsync.Unmarshal(p[packet.IPv6HeaderLen+8:])
+		if err != nil {
+			t.Fatalf("engine sent a message that does not parse: %v", err)
+		}
+		if m.Type == orgsync.TypeHello && m.WantCerts {
+			n++
+		}
+	}
+	return n
+}
 func (f *fakeNode) PeerKey(a netip.Addr) (identity.PublicKey, bool) {
 	return f.peer, a == f.peer.Address()
 }
@@ -191,5 +217,37 @@ func TestPendingOnlyUntrustedCutAtTimeout(t *testing.T) {
 	l.tick(2 * tick)
 	if why, cut := l.node.cut(l.node.peer); !cut || !strings.Contains(why, "no valid organisation certificate") {
 		t.Fatalf("after PendingTimeout: cut %v (%q)", cut, why)
+	}
+}
+
+// A greeted peer whose certificate does not come (the greeting or the
+// answer lost) is asked again at askFirst, then at doubling waits, until
+// one verifies or askTries retries were sent; nothing more after that.
+func TestGreetAsksAgainUntilCertificate(t *testing.T) {
+	l := newPendingLab(t)
+	l.e.Greet(l.node.peer.Address())
+	l.sync()
+	if n := l.node.hellosAsking(t); n != 1 {
+		t.Fatalf("the greeting sent %d Hellos asking for certificates, want 1", n)
+	}
+	l.tick(askFirst)
+	if n := l.node.hellosAsking(t); n != 2 {
+		t.Fatalf("%s after the greeting, with no certificate: %d Hellos, want 2 (asked again)", askFirst, n)
+	}
+	l.present(t, l.globexC)
+	testnet.WaitFor(t, 5*time.Second, "the peer's certificate verified", func() bool { return l.e.IsMember(l.node.peer.Address()) })
+	l.tick(time.Minute)
+	if n := l.node.hellosAsking(t); n != 2 {
+		t.Fatalf("asked %d times in all, although the certificate came after the second", n)
+	}
+
+	// A peer that never presents one is asked askTries more times, then
+	// left alone.
+	l = newPendingLab(t)
+	l.e.Greet(l.node.peer.Address())
+	l.sync()
+	l.tick(askFirst<<askTries + 10*time.Second)
+	if n := l.node.hellosAsking(t); n != 1+askTries {
+		t.Fatalf("a peer that never answers was asked %d times, want %d", n, 1+askTries)
 	}
 }

@@ -123,7 +123,60 @@ func (e *Engine) greet(a netip.Addr, force bool) {
 		ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
 	}
 	key, _ := e.node.PeerKey(a)
-	ch.Send(e.x.Hello(!e.hasValid(key)))
+	want := !e.hasValid(key)
+	ch.Send(e.x.Hello(want))
+	e.mu.Lock()
+	if want {
+		e.asking[a] = askState{next: now.Add(askFirst)}
+	} else {
+		delete(e.asking, a)
+	}
+	e.mu.Unlock()
+}
+
+// askState is when a greeted peer whose certificate has not come is asked
+// for it again, and how often it was.
+type askState struct {
+	next  time.Time
+	tries int
+}
+
+// askAgain sends a Hello asking for its certificates to each greeted peer
+// that is still in the device, has not presented one that verifies, and
+// is due (askFirst, askTries).
+func (e *Engine) askAgain(now time.Time) {
+	var due []netip.Addr
+	e.mu.Lock()
+	for a, st := range e.asking {
+		if now.Before(st.next) {
+			continue
+		}
+		if st.tries++; st.tries >= askTries {
+			delete(e.asking, a)
+		} else {
+			st.next = now.Add(askFirst << st.tries)
+			e.asking[a] = st
+		}
+		due = append(due, a)
+	}
+	e.mu.Unlock()
+	if len(due) == 0 {
+		return
+	}
+	inDevice := make(map[netip.Addr]bool)
+	for _, a := range e.node.SessionPeers() {
+		inDevice[a] = true
+	}
+	for _, a := range due {
+		key, ok := e.node.PeerKey(a)
+		if !ok || !inDevice[a] || e.hasValid(key) {
+			e.mu.Lock()
+			delete(e.asking, a)
+			e.mu.Unlock()
+			continue
+		}
+		e.peerChan(a).Send(e.x.Hello(true))
+	}
 }
 
 func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
