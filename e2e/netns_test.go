@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -57,6 +59,29 @@ func (k *kernelNode) stop(t *testing.T) {
 	if err := k.proc.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
 		t.Fatalf("%s did not shut down cleanly: %v\n%s", k.name, err, k.proc.Output())
 	}
+}
+
+// metric reads one unlabelled metric from the node's /metrics; a metric
+// that is missing fails the test.
+func (k *kernelNode) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	text, err := adminapi.NewClient(k.socket()).Metrics(ctx)
+	if err != nil {
+		t.Fatalf("%s: metrics: %v", k.name, err)
+	}
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: metric %s: %q", k.name, name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("%s: no metric %s", k.name, name)
+	return 0
 }
 
 func (k *kernelNode) endpoint() string { return k.host.IPv4.String() + ":4610" }
@@ -227,6 +252,18 @@ func TestKernelModeNetwork(t *testing.T) {
 		}
 		carol.sendRaw(t, packet.UDP(netip.MustParseAddr(carol.addr()), netip.MustParseAddr(alice.addr()), 5000, 9, []byte("genuine from carol")), netip.MustParseAddr(alice.addr()))
 		expectOne(t, udp9, 10*time.Second, "genuine from carol")
+	})
+
+	t.Run("metrics count the packets read ahead from the TUN", func(t *testing.T) {
+		// 50 echo requests sent without waiting for replies queue up on
+		// bob's TUN faster than one read a packet takes them.
+		testnet.WaitFor(t, 20*time.Second, "bob's tomoe_tun_read_ahead_packets_total above 0", func() bool {
+			bob.host.Try("ping", "-6", "-c", "50", "-l", "50", "-W", "1", alice.addr())
+			return bob.metric(t, "tomoe_tun_read_ahead_packets_total") > 0
+		})
+		if v := bob.metric(t, "tomoe_tun_malformed_frames_total"); v != 0 {
+			t.Errorf("tomoe_tun_malformed_frames_total = %v, want 0", v)
+		}
 	})
 
 	t.Run("disallowed flows fail in both directions", func(t *testing.T) {
