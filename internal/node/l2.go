@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"reflect"
 	"slices"
+	"time"
 
 	"github.com/tomoe-net/tomoe/internal/adminapi"
 	"github.com/tomoe-net/tomoe/internal/config"
@@ -278,6 +279,14 @@ func (n *Node) planL2Held(segs []config.L2Segment, prev *l2Plan) *l2Plan {
 // members meet the hub by themselves: their one tunnel is to its key.)
 // New calls it once the static peers are in the table, reloads and the
 // admin API after a change; reloadMu is held.
+//
+// Two members started together would each start a handshake to the other
+// at once; WireGuard's handshakes then cross, and wireguard-go can be left
+// with a session whose packets one side cannot open until its 15 s
+// "stopped hearing back" retry, greetings lost. So a node greets at once
+// only the peers whose address is above its own, and the others after
+// l2GreetDelay unless they greeted it first (it is in session with them
+// as the responder by then).
 func (n *Node) greetForL2(segs []config.L2Segment) {
 	if !n.orgs.Enabled() || !slices.ContainsFunc(segs, func(s config.L2Segment) bool {
 		return s.Hub.IsZero() && slices.ContainsFunc(s.Members, policy.Identity.ByCert)
@@ -295,16 +304,44 @@ func (n *Node) greetForL2(segs []config.L2Segment) {
 	if len(static) == 0 {
 		return
 	}
+	self := n.pub.Address()
+	first, later := slices.Clone(static), slices.Clone(static)
+	first = slices.DeleteFunc(first, func(p *peers.Peer) bool { return p.Addr.Less(self) })
+	later = slices.DeleteFunc(later, func(p *peers.Peer) bool { return !p.Addr.Less(self) })
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		for _, p := range static {
-			if err := n.activate(p); err != nil && !errors.Is(err, errClosing) {
-				n.log.Debug("virtual Ethernet: cannot greet a static peer", "peer", p.Key.ShortString(), "err", err)
+		greet := func(ps []*peers.Peer) {
+			for _, p := range ps {
+				n.peers.Lock()
+				active := p.Active
+				n.peers.Unlock()
+				if active {
+					continue // it greeted this node first
+				}
+				if err := n.activate(p); err != nil && !errors.Is(err, errClosing) {
+					n.log.Debug("virtual Ethernet: cannot greet a static peer", "peer", p.Key.ShortString(), "err", err)
+				}
 			}
 		}
+		greet(first)
+		if len(later) == 0 {
+			return
+		}
+		t := n.clock.NewTimer(l2GreetDelay)
+		defer t.Stop()
+		select {
+		case <-n.done:
+			return
+		case <-t.C():
+		}
+		greet(later)
 	}()
 }
+
+// l2GreetDelay is how long a member waits for a static peer with a lower
+// address to greet it first (greetForL2).
+const l2GreetDelay = 2 * time.Second
 
 func (n *Node) startL2Segments(tunName string, segs []l2.Segment) error {
 	if len(segs) == 0 {

@@ -138,12 +138,16 @@ const (
 	certsInterval = time.Second     // at most one answer with certificates per peer this often
 	// A greeted peer whose certificate has not come is asked again
 	// (Hello, "send me your certificates") askFirst after the greeting,
-	// then at doubling waits, askTries times in all (2, 6, 14, 30, 62 s):
-	// the greeting and its answer are datagrams, and one lost (a crossing
-	// handshake, a full queue) would otherwise leave the peer unknown
-	// until its next session, while its traffic meets no rule.
-	askFirst = 2 * time.Second
-	askTries = 5
+	// then at waits doubling up to askMaxWait, for askFor (2, 6, 14, 22,
+	// 30, 38, 46 and 54 s after it): the greeting and its answer are
+	// datagrams, and one lost (a crossing handshake, a full queue) would
+	// otherwise leave the peer unknown until its next session, while its
+	// traffic meets no rule. The waits stay short because a session that
+	// WireGuard itself mends (its retry after 15 s without an answer) is
+	// then asked again within seconds.
+	askFirst   = 2 * time.Second
+	askMaxWait = 8 * time.Second
+	askFor     = time.Minute
 	// PresentInterval is how often a node presents its certificates and
 	// hello to each bridge again, besides when it registers: a
 	// presentation lost on the way, or a registration the bridge dropped

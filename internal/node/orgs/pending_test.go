@@ -241,13 +241,19 @@ func TestGreetAsksAgainUntilCertificate(t *testing.T) {
 		t.Fatalf("asked %d times in all, although the certificate came after the second", n)
 	}
 
-	// A peer that never presents one is asked askTries more times, then
-	// left alone.
+	// A peer that never presents one is asked at 2, 6, 14, 22, ... s
+	// (waits doubling up to askMaxWait) while askFor lasts, then left
+	// alone.
+	want := 1 // the greeting
+	for at, wait := askFirst, askFirst; at < askFor; at += wait {
+		want++
+		wait = min(2*wait, askMaxWait)
+	}
 	l = newPendingLab(t)
 	l.e.Greet(l.node.peer.Address())
 	l.sync()
-	l.tick(askFirst<<askTries + 10*time.Second)
-	if n := l.node.hellosAsking(t); n != 1+askTries {
-		t.Fatalf("a peer that never answers was asked %d times, want %d", n, 1+askTries)
+	l.tick(askFor + 2*askMaxWait)
+	if n := l.node.hellosAsking(t); n != want {
+		t.Fatalf("a peer that never answers was asked %d times, want %d", n, want)
 	}
 }

@@ -127,23 +127,23 @@ func (e *Engine) greet(a netip.Addr, force bool) {
 	ch.Send(e.x.Hello(want))
 	e.mu.Lock()
 	if want {
-		e.asking[a] = askState{next: now.Add(askFirst)}
+		e.asking[a] = askState{since: now, next: now.Add(askFirst), wait: askFirst}
 	} else {
 		delete(e.asking, a)
 	}
 	e.mu.Unlock()
 }
 
-// askState is when a greeted peer whose certificate has not come is asked
-// for it again, and how often it was.
+// askState is when a greeted peer whose certificate has not come was
+// greeted, when it is asked for it again, and the wait after that.
 type askState struct {
-	next  time.Time
-	tries int
+	since, next time.Time
+	wait        time.Duration
 }
 
 // askAgain sends a Hello asking for its certificates to each greeted peer
 // that is still in the device, has not presented one that verifies, and
-// is due (askFirst, askTries).
+// is due (askFirst, askMaxWait, askFor).
 func (e *Engine) askAgain(now time.Time) {
 	var due []netip.Addr
 	e.mu.Lock()
@@ -151,12 +151,13 @@ func (e *Engine) askAgain(now time.Time) {
 		if now.Before(st.next) {
 			continue
 		}
-		if st.tries++; st.tries >= askTries {
+		if now.Sub(st.since) >= askFor {
 			delete(e.asking, a)
-		} else {
-			st.next = now.Add(askFirst << st.tries)
-			e.asking[a] = st
+			continue
 		}
+		st.wait = min(2*st.wait, askMaxWait)
+		st.next = now.Add(st.wait)
+		e.asking[a] = st
 		due = append(due, a)
 	}
 	e.mu.Unlock()
