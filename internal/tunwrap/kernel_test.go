@@ -63,15 +63,7 @@ func TestKernelBatchUnderInterrupts(t *testing.T) {
 	if kt, ok := k.(*kernelTUN); !ok || kt.batch == nil {
 		t.Fatal("the kernel adapter does not read in batches (tunbatch)")
 	}
-	ns.Run("ip", "link", "set", "tt0", "up")
-	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
-	var conn net.Conn
-	var err error
-	ns.Do(func() { conn, err = net.Dial("udp4", "10.79.0.2:9") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := udpThrough(t, ns)
 
 	// Buffers alternately large and small: a large datagram read ahead
 	// into a small buffer's place is kept for the next Read.
@@ -190,15 +182,7 @@ func TestKernelReadAheadCounted(t *testing.T) {
 	if ok {
 		t.Fatal("a device that reads one frame at a time reports read-ahead counters")
 	}
-	ns.Run("ip", "link", "set", "tt0", "up")
-	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
-	var conn net.Conn
-	var err error
-	ns.Do(func() { conn, err = net.Dial("udp4", "10.79.0.2:9") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := udpThrough(t, ns)
 	const sent = 10
 	for i := range sent {
 		if _, err := conn.Write([]byte{byte(i)}); err != nil {
@@ -232,4 +216,21 @@ func TestKernelReadAheadCounted(t *testing.T) {
 	if extra == 0 || malformed != 0 {
 		t.Fatalf("after %d queued datagrams: %d read ahead, %d malformed; want some, none", sent, extra, malformed)
 	}
+}
+
+// udpThrough brings tt0 up as 10.79.0.1/24 and returns a UDP socket in ns
+// whose datagrams (to 10.79.0.2:9) go out through it, closed at the end of
+// the test.
+func udpThrough(t *testing.T, ns *testnet.Netns) net.Conn {
+	t.Helper()
+	ns.Run("ip", "link", "set", "tt0", "up")
+	ns.Run("ip", "addr", "add", "10.79.0.1/24", "dev", "tt0")
+	var conn net.Conn
+	var err error
+	ns.Do(func() { conn, err = net.Dial("udp4", "10.79.0.2:9") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
