@@ -42,6 +42,7 @@ import (
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
 	"github.com/tomoe-net/tomoe/internal/node/joins"
+	"github.com/tomoe-net/tomoe/internal/node/orgs/greetings"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/policy"
@@ -133,21 +134,7 @@ const (
 	// refusedGrace is how long such a peer keeps its session once one of
 	// its certificates is refused, for another (of another organisation
 	// it is a member of, sent right after) to verify.
-	refusedGrace  = time.Second
-	greetInterval = 2 * time.Second // at most one greeting per peer this often
-	certsInterval = time.Second     // at most one answer with certificates per peer this often
-	// A greeted peer whose certificate has not come is asked again
-	// (Hello, "send me your certificates") askFirst after the greeting,
-	// then at waits doubling up to askMaxWait, for askFor (2, 6, 14, 22,
-	// 30, 38, 46 and 54 s after it): the greeting and its answer are
-	// datagrams, and one lost (a crossing handshake, a full queue) would
-	// otherwise leave the peer unknown until its next session, while its
-	// traffic meets no rule. The waits stay short because a session that
-	// WireGuard itself mends (its retry after 15 s without an answer) is
-	// then asked again within seconds.
-	askFirst   = 2 * time.Second
-	askMaxWait = 8 * time.Second
-	askFor     = time.Minute
+	refusedGrace = time.Second
 	// PresentInterval is how often a node presents its certificates and
 	// hello to each bridge again, besides when it registers: a
 	// presentation lost on the way, or a registration the bridge dropped
@@ -180,9 +167,7 @@ type Engine struct {
 	mu          sync.Mutex // guards the fields below
 	certs       map[identity.PublicKey]map[org.PublicKey]*org.Cert
 	pending     map[identity.PublicKey]pendingPeer // admitted pending a certificate
-	greeted     map[netip.Addr]time.Time
-	answered    map[netip.Addr]time.Time
-	asking      map[netip.Addr]askState // greeted peers whose certificate has not come
+	greetings   *greetings.Book
 	peerChans   map[netip.Addr]*peerChan
 	bridgeChans map[identity.PublicKey]*bridgeChan
 	presented   map[identity.PublicKey]time.Time // bridge: when this node last presented itself
@@ -236,7 +221,7 @@ func New(cfg Config, node Node) (*Engine, error) {
 		cfg: cfg, node: node, log: cfg.Log, clock: clock.Or(cfg.Clock),
 		store: orgsync.NewStore(), queue: make(chan inbound, queueLen),
 		certs: make(map[identity.PublicKey]map[org.PublicKey]*org.Cert), pending: make(map[identity.PublicKey]pendingPeer),
-		greeted: make(map[netip.Addr]time.Time), answered: make(map[netip.Addr]time.Time), asking: make(map[netip.Addr]askState),
+		greetings: greetings.New(),
 		peerChans: make(map[netip.Addr]*peerChan), bridgeChans: make(map[identity.PublicKey]*bridgeChan),
 		presented: make(map[identity.PublicKey]time.Time),
 		crls:      make(map[org.PublicKey]*org.CRL), policies: make(map[org.PublicKey]*org.PolicyDoc),
@@ -515,16 +500,11 @@ func (e *Engine) onTick() {
 			cut[why] = append(cut[why], k)
 		}
 	}
-	for a, t := range e.greeted {
-		if now.Sub(t) > time.Minute {
-			delete(e.greeted, a)
-			delete(e.answered, a)
-		}
-	}
+	e.greetings.Prune(now)
 	// A peer silent for a minute has its budgets full again anyway.
 	var gone []*peerChan
 	for a, c := range e.peerChans {
-		if _, greeted := e.greeted[a]; !greeted && now.UnixNano()-c.seen.Load() > int64(time.Minute) {
+		if !e.greetings.Greeted(a) && now.UnixNano()-c.seen.Load() > int64(time.Minute) {
 			delete(e.peerChans, a)
 			gone = append(gone, c)
 		}

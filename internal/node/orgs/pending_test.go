@@ -11,6 +11,7 @@ import (
 
 	"github.com/tomoe-net/tomoe/internal/clock"
 	"github.com/tomoe-net/tomoe/internal/identity"
+	"github.com/tomoe-net/tomoe/internal/node/orgs/greetings"
 	"github.com/tomoe-net/tomoe/internal/org"
 	"github.com/tomoe-net/tomoe/internal/orgsync"
 	"github.com/tomoe-net/tomoe/internal/packet"
@@ -221,8 +222,8 @@ func TestPendingOnlyUntrustedCutAtTimeout(t *testing.T) {
 }
 
 // A greeted peer whose certificate does not come (the greeting or the
-// answer lost) is asked again at askFirst, then at doubling waits, until
-// one verifies or askTries retries were sent; nothing more after that.
+// answer lost) is asked again (greetings.Book.Due) until one verifies or
+// greetings.AskFor has passed; nothing more after that.
 func TestGreetAsksAgainUntilCertificate(t *testing.T) {
 	l := newPendingLab(t)
 	l.e.Greet(l.node.peer.Address())
@@ -230,9 +231,9 @@ func TestGreetAsksAgainUntilCertificate(t *testing.T) {
 	if n := l.node.hellosAsking(t); n != 1 {
 		t.Fatalf("the greeting sent %d Hellos asking for certificates, want 1", n)
 	}
-	l.tick(askFirst)
+	l.tick(greetings.AskFirst)
 	if n := l.node.hellosAsking(t); n != 2 {
-		t.Fatalf("%s after the greeting, with no certificate: %d Hellos, want 2 (asked again)", askFirst, n)
+		t.Fatalf("%s after the greeting, with no certificate: %d Hellos, want 2 (asked again)", greetings.AskFirst, n)
 	}
 	l.present(t, l.globexC)
 	testnet.WaitFor(t, 5*time.Second, "the peer's certificate verified", func() bool { return l.e.IsMember(l.node.peer.Address()) })
@@ -242,17 +243,17 @@ func TestGreetAsksAgainUntilCertificate(t *testing.T) {
 	}
 
 	// A peer that never presents one is asked at 2, 6, 14, 22, ... s
-	// (waits doubling up to askMaxWait) while askFor lasts, then left
+	// (waits doubling up to AskMaxWait) while AskFor lasts, then left
 	// alone.
 	want := 1 // the greeting
-	for at, wait := askFirst, askFirst; at < askFor; at += wait {
+	for at, wait := greetings.AskFirst, greetings.AskFirst; at < greetings.AskFor; at += wait {
 		want++
-		wait = min(2*wait, askMaxWait)
+		wait = min(2*wait, greetings.AskMaxWait)
 	}
 	l = newPendingLab(t)
 	l.e.Greet(l.node.peer.Address())
 	l.sync()
-	l.tick(askFor + 2*askMaxWait)
+	l.tick(greetings.AskFor + 2*greetings.AskMaxWait)
 	if n := l.node.hellosAsking(t); n != want {
 		t.Fatalf("a peer that never answers was asked %d times, want %d", n, want)
 	}

@@ -107,17 +107,13 @@ func (e *Engine) ownCerts() []*org.Cert {
 }
 
 // greet sends a peer this node's certificates and a Hello asking for its
-// own (at most once per greetInterval unless force).
+// own (at most once per greetings.GreetInterval unless force), and asks
+// again later while its certificate has not come.
 func (e *Engine) greet(a netip.Addr, force bool) {
 	now := e.clock.Now()
-	e.mu.Lock()
-	last, ok := e.greeted[a]
-	if ok && now.Sub(last) < greetInterval && !force {
-		e.mu.Unlock()
+	if !e.greetings.Greet(a, now, force) {
 		return
 	}
-	e.greeted[a] = now
-	e.mu.Unlock()
 	ch := e.peerChan(a)
 	for _, c := range e.ownCerts() {
 		ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
@@ -125,42 +121,14 @@ func (e *Engine) greet(a netip.Addr, force bool) {
 	key, _ := e.node.PeerKey(a)
 	want := !e.hasValid(key)
 	ch.Send(e.x.Hello(want))
-	e.mu.Lock()
-	if want {
-		e.asking[a] = askState{since: now, next: now.Add(askFirst), wait: askFirst}
-	} else {
-		delete(e.asking, a)
-	}
-	e.mu.Unlock()
-}
-
-// askState is when a greeted peer whose certificate has not come was
-// greeted, when it is asked for it again, and the wait after that.
-type askState struct {
-	since, next time.Time
-	wait        time.Duration
+	e.greetings.Ask(a, now, want)
 }
 
 // askAgain sends a Hello asking for its certificates to each greeted peer
-// that is still in the device, has not presented one that verifies, and
-// is due (askFirst, askMaxWait, askFor).
+// that is due (greetings.Book.Due), still in the device, and has not
+// presented one that verifies.
 func (e *Engine) askAgain(now time.Time) {
-	var due []netip.Addr
-	e.mu.Lock()
-	for a, st := range e.asking {
-		if now.Before(st.next) {
-			continue
-		}
-		if now.Sub(st.since) >= askFor {
-			delete(e.asking, a)
-			continue
-		}
-		st.wait = min(2*st.wait, askMaxWait)
-		st.next = now.Add(st.wait)
-		e.asking[a] = st
-		due = append(due, a)
-	}
-	e.mu.Unlock()
+	due := e.greetings.Due(now)
 	if len(due) == 0 {
 		return
 	}
@@ -169,11 +137,8 @@ func (e *Engine) askAgain(now time.Time) {
 		inDevice[a] = true
 	}
 	for _, a := range due {
-		key, ok := e.node.PeerKey(a)
-		if !ok || !inDevice[a] || e.hasValid(key) {
-			e.mu.Lock()
-			delete(e.asking, a)
-			e.mu.Unlock()
+		if key, ok := e.node.PeerKey(a); !ok || !inDevice[a] || e.hasValid(key) {
+			e.greetings.Ask(a, now, false)
 			continue
 		}
 		e.peerChan(a).Send(e.x.Hello(true))
@@ -207,15 +172,7 @@ func (e *Engine) fromPeer(src netip.Addr, m *orgsync.Msg) {
 		}
 	case orgsync.TypeHello:
 		if m.WantCerts {
-			now := e.clock.Now()
-			e.mu.Lock()
-			last, ok := e.answered[src]
-			send := !ok || now.Sub(last) >= certsInterval
-			if send {
-				e.answered[src] = now
-			}
-			e.mu.Unlock()
-			if send {
+			if e.greetings.Answer(src, e.clock.Now()) {
 				for _, c := range e.ownCerts() {
 					ch.Send(&orgsync.Msg{Type: orgsync.TypeCert, Data: c.Binary()})
 				}
