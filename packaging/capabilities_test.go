@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tomoe-net/tomoe/internal/cli"
 	"github.com/tomoe-net/tomoe/internal/testnet"
 )
 
@@ -62,6 +64,11 @@ func TestUnitCapabilities(t *testing.T) {
 	bin := filepath.Join(dir, "tomoe")
 	if out, err := exec.Command("go", "build", "-o", bin, "../cmd/tomoe").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	// Links the binary's code into this test binary, so that Go's test
+	// cache reruns this test when that code changes (see e2e's TestMain).
+	if code := cli.Main([]string{"version"}, strings.NewReader(""), io.Discard, io.Discard); code != 0 {
+		t.Fatalf("tomoe version, in process: exit %d", code)
 	}
 	const uid = 46100 // no such user needed: tomoe checks ownership by number
 
