@@ -304,10 +304,14 @@ func (n *Node) greetForL2(segs []config.L2Segment) {
 	if len(static) == 0 {
 		return
 	}
-	self := n.pub.Address()
-	first, later := slices.Clone(static), slices.Clone(static)
-	first = slices.DeleteFunc(first, func(p *peers.Peer) bool { return p.Addr.Less(self) })
-	later = slices.DeleteFunc(later, func(p *peers.Peer) bool { return !p.Addr.Less(self) })
+	var first, later []*peers.Peer
+	for _, p := range static {
+		if p.Addr.Less(n.pub.Address()) {
+			later = append(later, p)
+		} else {
+			first = append(first, p)
+		}
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

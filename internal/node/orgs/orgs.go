@@ -164,10 +164,11 @@ type Engine struct {
 	store *orgsync.Store
 	queue chan inbound
 
+	greetings *greetings.Book // per-peer timing of greetings and answers; locks itself
+
 	mu          sync.Mutex // guards the fields below
 	certs       map[identity.PublicKey]map[org.PublicKey]*org.Cert
 	pending     map[identity.PublicKey]pendingPeer // admitted pending a certificate
-	greetings   *greetings.Book
 	peerChans   map[netip.Addr]*peerChan
 	bridgeChans map[identity.PublicKey]*bridgeChan
 	presented   map[identity.PublicKey]time.Time // bridge: when this node last presented itself

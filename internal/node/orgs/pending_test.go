@@ -242,14 +242,10 @@ func TestGreetAsksAgainUntilCertificate(t *testing.T) {
 		t.Fatalf("asked %d times in all, although the certificate came after the second", n)
 	}
 
-	// A peer that never presents one is asked at 2, 6, 14, 22, ... s
-	// (waits doubling up to AskMaxWait) while AskFor lasts, then left
-	// alone.
-	want := 1 // the greeting
-	for at, wait := greetings.AskFirst, greetings.AskFirst; at < greetings.AskFor; at += wait {
-		want++
-		wait = min(2*wait, greetings.AskMaxWait)
-	}
+	// A peer that never presents one is asked again while AskFor lasts
+	// (at 2, 6, 14, 22, 30, 38, 46 and 54 s: greetings' TestDue), then
+	// left alone.
+	const want = 1 + 8 // the greeting and the asks
 	l = newPendingLab(t)
 	l.e.Greet(l.node.peer.Address())
 	l.sync()
